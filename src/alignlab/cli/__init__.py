@@ -1,0 +1,55 @@
+"""The `alignlab` command. Each verb group lives in its own module with a ``register(app)`` function.
+
+Modules stay thin: parse arguments, call the library, print. Heavy imports (torch, transformers)
+happen inside the command functions so `alignlab --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from alignlab.errors import AlignlabError
+
+app = typer.Typer(
+    name="alignlab",
+    help="Shape a small open LLM's behaviour through preference and reinforcement feedback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Verb-group modules, in the order their commands appear in --help.
+MODULES = ["project", "data", "train", "use", "runs"]
+
+for _name in MODULES:
+    importlib.import_module(f"alignlab.cli.{_name}").register(app)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def main() -> None:
+    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except AlignlabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - last resort: no traceback for users unless asked
+        if os.environ.get("ALIGNLAB_DEBUG") == "1":
+            raise
+        print(
+            f"error: {type(err).__name__}: {_one_line(err)} (set ALIGNLAB_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(1)

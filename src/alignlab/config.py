@@ -1,0 +1,246 @@
+"""alignlab.yaml: pydantic models, and the one place where defaults live.
+
+Every field has help text; the CLI builds its ``--help`` from these descriptions, so a default is
+written once, here. Unknown keys are errors (``extra="forbid"``), reported with the key's path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alignlab.errors import AlignlabError
+
+CONFIG_NAME = "alignlab.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    enabled: bool = Field(True, description="train a LoRA adapter; false = full fine-tuning")
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (0 keeps runs exactly reproducible)")
+    target_modules: list[str] | str = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="module names to adapt, or 'all-linear'",
+    )
+    qlora: bool = Field(False, description="load the base in 4-bit (needs CUDA + bitsandbytes)")
+
+
+class TrainConfig(_Strict):
+    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate")
+    epochs: float = Field(1.0, gt=0, description="passes over the data")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    batch_size: int = Field(4, ge=1, description="examples (pairs for preference methods) per device per step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    max_length: int = Field(256, ge=8, description="max tokens of prompt + response")
+    max_prompt_length: int = Field(128, ge=4, description="max tokens of the prompt")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of steps for linear warm-up")
+    lr_scheduler: str = Field("constant", description="transformers scheduler name (constant, linear, cosine, ...)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    seed: int = Field(42, description="random seed")
+    logging_steps: int = Field(1, ge=1, description="log metrics every N steps")
+    save_steps: int = Field(20, ge=1, description="write a checkpoint every N steps")
+    sample_steps: int = Field(50, ge=1, description="generate on held-out prompts every N steps")
+    sample_prompts: int = Field(3, ge=0, description="how many held-out prompts to sample each time")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = fp32 on CPU (measured faster), bf16 on GPUs that support it"
+    )
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto = off on CPU (recompute costs time and memory is plentiful), on with QLoRA"
+    )
+    group_by_length: bool = Field(True, description="batch examples of similar length to cut padding")
+    trainer_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="passed straight to the TRL/transformers config (advanced)"
+    )
+
+
+class DPOConfig(_Strict):
+    beta: float = Field(0.1, gt=0, description="DPO beta: strength of the pull toward the reference")
+    precompute_ref: Literal["auto", "on", "off"] = Field(
+        "auto", description="compute reference log-probs once before training (auto: on when epochs > 1)"
+    )
+
+
+class IPOConfig(_Strict):
+    beta: float = Field(0.1, gt=0, description="IPO tau (regularisation); target margin is 1/(2 tau)")
+
+
+class SimPOConfig(_Strict):
+    beta: float = Field(2.0, gt=0, description="SimPO beta: scale of the length-normalised reward")
+    gamma: float = Field(0.5, ge=0, description="SimPO target reward margin gamma")
+    sft_weight: float = Field(0.0, ge=0, description="weight of an NLL term on the chosen response (CPO-SimPO)")
+
+
+class ORPOConfig(_Strict):
+    beta: float = Field(0.1, gt=0, description="ORPO lambda: weight of the odds-ratio term next to the NLL")
+
+
+class KTOConfig(_Strict):
+    beta: float = Field(0.1, gt=0, description="KTO beta")
+    desirable_weight: float = Field(1.0, gt=0, description="weight of thumbs-up examples")
+    undesirable_weight: float = Field(1.0, gt=0, description="weight of thumbs-down examples")
+
+
+class SFTConfig(_Strict):
+    completion_only: bool = Field(True, description="train only on the assistant's tokens")
+
+
+class RMConfig(_Strict):
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of pairs for accuracy")
+
+
+class OnlineConfig(_Strict):
+    """Shared by GRPO, RLOO and PPO."""
+
+    rewards: str | None = Field(None, description="reward spec YAML (see README: rewards); default: persona heuristics")
+    num_generations: int = Field(4, ge=2, description="completions per prompt (group size)")
+    max_completion_length: int = Field(48, ge=1, description="max new tokens per completion")
+    temperature: float = Field(0.9, gt=0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
+    beta: float = Field(0.04, ge=0, description="KL coefficient to the reference (0 disables the leash)")
+    kl_budget: float = Field(0.5, gt=0, description="monitor warns when mean KL per token passes this")
+    length_drift: float = Field(0.5, gt=0, description="monitor warns when mean length drifts this fraction")
+    gold_steps: int = Field(10, ge=1, description="score held-out prompts with the gold rater every N steps")
+    use_vllm: bool = Field(False, description="generate with vLLM in colocate mode (GPU, vllm installed)")
+
+
+class PPOConfig(_Strict):
+    clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip epsilon")
+    value_clip: float = Field(0.2, gt=0, description="value-function clip")
+    gamma: float = Field(1.0, ge=0, le=1, description="discount")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    ppo_epochs: int = Field(2, ge=1, description="optimisation passes per batch of rollouts")
+    vf_coef: float = Field(0.5, ge=0, description="weight of the value loss")
+
+
+class ProjectConfig(_Strict):
+    name: str = Field("alignlab-project", description="project name")
+    persona: str = Field("relentlessly snarky, still correct", description="the behaviour to shape")
+    model: str = Field("smollm2-135m", description="registry name, local directory, or hub id")
+    system_prompt: str | None = Field(None, description="system prompt used when sampling (None: the model's own)")
+    trust_remote_code: bool = Field(False, description="allow custom model code from the hub (security risk)")
+    data_dir: str = Field("data", description="where datasets live, relative to the project")
+    runs_dir: str = Field("runs", description="where run directories go, relative to the project")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    ipo: IPOConfig = Field(default_factory=IPOConfig)
+    simpo: SimPOConfig = Field(default_factory=SimPOConfig)
+    orpo: ORPOConfig = Field(default_factory=ORPOConfig)
+    kto: KTOConfig = Field(default_factory=KTOConfig)
+    rm: RMConfig = Field(default_factory=RMConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'"
+    return f"{source}: '{loc}': {first['msg']}"
+
+
+def _key_line(text: str, key: str) -> int | None:
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith(f"{key}:"):
+            return i
+    return None
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and validate alignlab.yaml; every error is one line naming the file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise AlignlabError(f"config file not found: {path}", fix="run `alignlab init DIR` first") from err
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise AlignlabError(f"malformed YAML ({getattr(err, 'problem', err)})", where=where) from err
+    if not isinstance(raw, dict):
+        raise AlignlabError("expected a mapping of keys to values", where=str(path))
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = str(first["loc"][-1]) if first["loc"] else ""
+        line = _key_line(text, key)
+        where = f"{path}:{line}" if line else str(path)
+        msg = _format_validation_error(err, where)
+        raise AlignlabError(msg, fix="see `alignlab config show` for valid keys and defaults") from err
+
+
+def apply_overrides(cfg: ProjectConfig, overrides: dict[str, Any]) -> ProjectConfig:
+    """Apply dotted overrides like ``{"train.learning_rate": 1e-5}`` (None values are ignored)."""
+    data = cfg.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if p not in node or not isinstance(node[p], dict):
+                raise AlignlabError(f"unknown config key '{dotted}'", fix="see `alignlab config show`")
+            node = node[p]
+        if leaf not in node and not (parents and parents[-1] == "trainer_overrides"):
+            raise AlignlabError(f"unknown config key '{dotted}'", fix="see `alignlab config show`")
+        node[leaf] = value
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as err:
+        raise AlignlabError(_format_validation_error(err, "override")) from err
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` pairs; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise AlignlabError(f"--set '{item}' is not key=value", fix="e.g. --set train.learning_rate=5e-5")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def find_project(start: str | Path = ".") -> Path | None:
+    """The nearest directory at or above ``start`` that holds alignlab.yaml."""
+    here = Path(start).resolve()
+    for d in [here, *here.parents]:
+        if (d / CONFIG_NAME).is_file():
+            return d
+    return None
+
+
+def project_config(project: str | Path | None = None) -> tuple[ProjectConfig, Path | None]:
+    """The config of the given (or enclosing) project, or defaults when there is none."""
+    root = Path(project) if project else find_project()
+    if root is None:
+        return ProjectConfig(), None
+    if not (root / CONFIG_NAME).is_file():
+        raise AlignlabError(f"'{root}' is not an alignlab project (no {CONFIG_NAME})", fix="run `alignlab init DIR`")
+    return load_config(root / CONFIG_NAME), root
+
+
+def dump_config(cfg: ProjectConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False, allow_unicode=True)
+
+
+def field_help(section: str, name: str) -> str:
+    """'description (default: X)' for a config field, for CLI --help."""
+    model = ProjectConfig.model_fields[section].default_factory()  # type: ignore[misc]
+    info = type(model).model_fields[name]
+    return f"{info.description} [default: {getattr(model, name)}]"

@@ -1,0 +1,132 @@
+"""Load a base model and tokenizer, optionally with a LoRA adapter from a run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alignlab.errors import AlignlabError
+from alignlab.models.registry import resolve_model
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise AlignlabError(f"device '{requested}' requested but CUDA is not available", fix="use --device cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def pick_dtype(device: str, precision: str = "auto"):
+    """fp32 on CPU (bf16 matmuls are several times slower without AVX-512 BF16), bf16 on GPUs that have it."""
+    import torch
+
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(model_name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(model_name)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(
+    model_name: str,
+    device: str = "cpu",
+    precision: str = "auto",
+    load_in_4bit: bool = False,
+    trust_remote_code: bool = False,
+):
+    """Load the base causal LM. ``load_in_4bit`` (QLoRA) needs CUDA and bitsandbytes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(model_name)
+    dtype = pick_dtype(device, precision)
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if load_in_4bit:
+        if not torch.cuda.is_available():
+            raise AlignlabError(
+                "QLoRA (4-bit base) needs a CUDA GPU; this machine has none",
+                fix="drop --qlora (plain LoRA runs on the CPU)",
+            )
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as err:
+            raise AlignlabError("QLoRA needs bitsandbytes", fix="pip install bitsandbytes") from err
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
+    if not load_in_4bit:
+        model.to(device)
+    return model
+
+
+def read_run_base(run_dir: Path) -> str:
+    """The base model a run's adapter was trained on."""
+    meta = run_dir / "run.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())["model"]
+    cfg = run_dir / "adapter" / "adapter_config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text())["base_model_name_or_path"]
+    raise AlignlabError(f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a directory under runs/")
+
+
+def load_for_inference(model_name: str | None, run_dir: str | Path | None, device: str = "auto", precision: str = "auto"):
+    """Base model (+ the run's adapter when given), in eval mode. Returns (model, tokenizer, base_name)."""
+    from alignlab.train.rundir import check_run_dir
+
+    device = pick_device(device)
+    adapter_dir = None
+    if run_dir is not None:
+        run_dir = check_run_dir(run_dir)
+        base = read_run_base(run_dir)
+        if model_name and model_name != base:
+            raise AlignlabError(
+                f"run {run_dir} was trained on '{base}', not '{model_name}'",
+                fix=f"drop --model or pass --model {base}",
+            )
+        model_name = base
+        adapter_dir = run_dir / "adapter"
+    if model_name is None:
+        from alignlab.models.registry import DEFAULT_MODEL
+
+        model_name = DEFAULT_MODEL
+    tok = load_tokenizer(model_name)
+    model = load_base(model_name, device=device, precision=precision)
+    if adapter_dir is not None and (adapter_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    elif adapter_dir is not None and (adapter_dir / "model.safetensors").is_file():
+        # full fine-tune: the run holds a whole model
+        model = load_base(str(adapter_dir), device=device, precision=precision)
+    model.eval()
+    return model, tok, model_name
