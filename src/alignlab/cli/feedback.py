@@ -1,0 +1,101 @@
+"""`alignlab feedback export|import|stats`: the feedback database in and out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+DB_HELP = "feedback database [default: <project>/feedback.db, or ./feedback.db outside a project]"
+
+
+def _db_path(db: Path | None) -> Path:
+    from alignlab.feedback.store import default_path
+
+    return db if db is not None else default_path()
+
+
+def _default_out(fmt: str, round: int | None) -> Path:
+    from alignlab.config import project_config
+
+    cfg, root = project_config()
+    name = f"feedback_{fmt}" + (f"_round{round}" if round is not None else "") + ".jsonl"
+    return (root / cfg.data_dir if root is not None else Path(".")) / name
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def register(app: typer.Typer) -> None:
+    fb = typer.Typer(help="Export, import and summarise rated feedback (feedback.db).", no_args_is_help=True)
+
+    @fb.command("export")
+    def export_cmd(
+        format: str = typer.Option(..., "--format", "-f", help="dpo (prompt/chosen/rejected), kto (prompt/completion/label) or sft (prompt/completion)"),
+        round: int | None = typer.Option(None, "--round", help="only judgements from this round"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="output JSONL [default: <project>/<data_dir>/feedback_<format>.jsonl]"),
+        db: Path | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """Write judgements as a TRL dataset (JSONL); conflicting judgements are listed and left out."""
+        from alignlab.feedback.export import FORMATS, export
+        from alignlab.feedback.store import open_store
+        from alignlab.errors import AlignlabError
+
+        if format not in FORMATS:
+            raise AlignlabError(f"unknown format '{format}'", fix=f"use --format {'|'.join(FORMATS)}")
+        out = out if out is not None else _default_out(format, round)
+        with open_store(_db_path(db), create=False) as store:
+            summary = export(store, format, out, round=round)
+        sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
+        typer.echo(f"wrote {summary['rows']} {format} rows to {out} (from {sources})")
+        skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items() if v)
+        if skipped:
+            typer.echo(f"skipped: {skipped}")
+        for c in summary["conflicts"]:
+            ids = ", ".join(str(i) for i in c["judgement_ids"])
+            typer.echo(f"conflict ({c['kind']}) on prompt {c['prompt_id']} '{_short(c['prompt'])}': judgements {ids}")
+        if summary["conflicts"]:
+            typer.echo(f"{len(summary['conflicts'])} conflict(s) left out; undo or re-rate them to include them")
+
+    @fb.command("import")
+    def import_cmd(
+        file: Path = typer.Argument(..., help="JSONL of {prompt, chosen, rejected} or {prompt, completion, label} rows"),
+        rater: str = typer.Option(..., "--rater", help="who made these judgements (a name, judge:<model>, ...)"),
+        round: int = typer.Option(0, "--round", help="round to record the judgements in"),
+        db: Path | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """Import pairs (as A/B picks) and labels (as thumbs); a malformed row stores nothing."""
+        from alignlab.feedback.export import import_jsonl
+        from alignlab.feedback.store import open_store
+
+        path = _db_path(db)
+        with open_store(path) as store:
+            counts = import_jsonl(store, file, rater, round=round)
+        typer.echo(f"imported {counts['rows']} rows ({counts['pairs']} pairs, {counts['labels']} labels) into {path}")
+
+    @fb.command("stats")
+    def stats_cmd(
+        round: int | None = typer.Option(None, "--round", help="only this round"),
+        db: Path | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """Counts per round: responses, judgements by kind and rater, thumbs, mean score."""
+        from alignlab.feedback.store import open_store
+
+        path = _db_path(db)
+        with open_store(path, create=False) as store:
+            stats = store.stats(round=round)
+        if not stats:
+            typer.echo(f"{path}: no feedback yet")
+        for s in stats:
+            kinds = ", ".join(f"{k} {n}" for k, n in s["by_kind"].items()) or "none"
+            raters = ", ".join(f"{k} {n}" for k, n in s["by_rater"].items()) or "none"
+            mean = f"{s['mean_score']:.2f}" if s["mean_score"] is not None else "-"
+            typer.echo(
+                f"round {s['round']}: {s['prompts']} prompts, {s['responses']} responses, {s['judgements']} judgements"
+                f" ({kinds}); thumbs +{s['thumbs_up']}/-{s['thumbs_down']}; mean score {mean}; undone {s['undone']}"
+            )
+            typer.echo(f"  by rater: {raters}")
+
+    app.add_typer(fb, name="feedback")

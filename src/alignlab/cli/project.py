@@ -1,0 +1,51 @@
+"""`alignlab init` and `alignlab config`: create a project, show its resolved settings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from alignlab.errors import AlignlabError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        directory: Path = typer.Argument(..., help="project directory to create"),
+        persona: str = typer.Option("relentlessly snarky, still correct", "--persona", help="the behaviour to shape"),
+        model: str = typer.Option("smollm2-135m", "--model", "-m", help="base model: registry name, local dir or hub id"),
+        force: bool = typer.Option(False, "--force", help="overwrite an existing alignlab.yaml"),
+    ) -> None:
+        """Create a project: alignlab.yaml, data/ (starter prompts and persona pairs), runs/."""
+        from alignlab.config import CONFIG_NAME, ProjectConfig, dump_config
+        from alignlab.data import bundled_path
+
+        cfg_path = directory / CONFIG_NAME
+        if cfg_path.exists() and not force:
+            raise AlignlabError(f"{cfg_path} already exists", fix="pass --force to overwrite it")
+        cfg = ProjectConfig(name=directory.resolve().name, persona=persona, model=model)
+        (directory / cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        (directory / cfg.runs_dir).mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(
+            f"# alignlab project; every key and default: `alignlab config show`\n{dump_config(cfg)}"
+        )
+        for name, target in (("persona-pairs", "pairs.jsonl"), ("prompts-train", "prompts.jsonl"), ("prompts-heldout", "heldout.jsonl")):
+            dest = directory / cfg.data_dir / target
+            if not dest.exists():
+                shutil.copyfile(bundled_path(name), dest)
+        typer.echo(f"created {directory}/ ({CONFIG_NAME}, {cfg.data_dir}/pairs.jsonl, prompts.jsonl, heldout.jsonl)")
+        typer.echo(f"next: cd {directory} && alignlab train dpo")
+
+    config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
+    app.add_typer(config_app, name="config")
+
+    @config_app.command("show")
+    def config_show(project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory")) -> None:
+        """Print the resolved config (the project's, or the defaults outside a project)."""
+        from alignlab.config import dump_config, project_config
+
+        cfg, _ = project_config(project)
+        typer.echo(dump_config(cfg), nl=False)

@@ -1,0 +1,45 @@
+"""`alignlab runs`: list run directories with method, data, steps, final metrics and size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def runs(
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory"),
+        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="runs directory [default: the project's runs/]"),
+    ) -> None:
+        """List runs: method, data, status, steps, final loss/margin, adapter size."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from alignlab.config import project_config
+        from alignlab.train.rundir import list_runs
+
+        cfg, root = project_config(project)
+        runs_dir = runs_dir or ((root / cfg.runs_dir) if root else Path(cfg.runs_dir))
+        rows = list_runs(runs_dir)
+        if not rows:
+            typer.echo(f"no runs under {runs_dir}")
+            return
+        table = Table("run", "method", "data", "status", "steps", "loss", "margin", "acc", "size")
+        for r in rows:
+            f = r.get("final", {})
+            fmt = lambda k: f"{f[k]:.3f}" if k in f else "-"  # noqa: E731
+            table.add_row(
+                Path(r["path"]).name,
+                r.get("method", "?"),
+                Path(str(r.get("data", "?"))).name,
+                r.get("status", "?"),
+                str(r.get("steps", "-")),
+                fmt("loss"),
+                fmt("rewards/margins"),
+                fmt("rewards/accuracies"),
+                f"{r['size_bytes'] / 1e6:.1f} MB",
+            )
+        Console().print(table)

@@ -1,0 +1,170 @@
+"""`alignlab train METHOD`: one command for every method; flags override alignlab.yaml."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from alignlab.config import field_help as fh
+from alignlab.errors import AlignlabError
+
+DEFAULT_DATA = {
+    "preference": ("pairs.jsonl", "bundled:persona-pairs"),
+    "unpaired": ("kto.jsonl", None),
+    "sft": ("sft.jsonl", None),
+    "prompts": ("prompts.jsonl", "bundled:prompts-train"),
+}
+METHOD_HELP = "sft, dpo, ipo, simpo, kto, orpo, rm, grpo, rloo or ppo"
+
+
+def default_data(method: str, root: Path | None, data_dir: str) -> str:
+    from alignlab.train.engine import data_kind
+
+    name, fallback = DEFAULT_DATA[data_kind(method)]
+    if root is not None and (root / data_dir / name).is_file():
+        return str(root / data_dir / name)
+    if fallback:
+        return fallback
+    raise AlignlabError(f"no dataset for '{method}'", fix=f"pass --data FILE (or create {data_dir}/{name})")
+
+
+def _strip_launch_flags(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--processes", "--accelerate-config"):
+            skip = True
+            continue
+        if a.startswith(("--processes=", "--accelerate-config=")):
+            continue
+        out.append(a)
+    return out
+
+
+def _launch(processes: int, accelerate_config: Optional[Path], run_dir: Path) -> None:
+    """Re-run this command under torchrun (N local processes) or `accelerate launch` (FSDP/DeepSpeed on GPUs)."""
+    args = _strip_launch_flags(sys.argv[1:]) + ["--run-dir", str(run_dir)]
+    if accelerate_config is not None:
+        if not accelerate_config.is_file():
+            raise AlignlabError(f"accelerate config not found: {accelerate_config}")
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    cmd += ["-m", "alignlab", *args]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // max(processes, 1)))))
+    code = subprocess.run(cmd, env=env).returncode
+    if code:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings={"help_option_names": ["-h", "--help"]})
+    def train(
+        method: str = typer.Argument(..., help=METHOD_HELP),
+        data: Optional[str] = typer.Option(None, "--data", "-d", help="JSONL dataset or bundled:NAME [default: the project's data file for the method]"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: registry name, local dir or hub id [default: smollm2-135m]"),
+        lr: Optional[float] = typer.Option(None, "--lr", help=fh("train", "learning_rate")),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help=fh("train", "epochs")),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help=fh("train", "max_steps")),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=fh("train", "batch_size")),
+        grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help=fh("train", "grad_accum")),
+        max_length: Optional[int] = typer.Option(None, "--max-length", help=fh("train", "max_length")),
+        beta: Optional[float] = typer.Option(None, "--beta", help="the method's beta (DPO/IPO/KTO 0.1, SimPO 2.0, ORPO lambda 0.1, GRPO/RLOO/PPO KL 0.04)"),
+        seed: Optional[int] = typer.Option(None, "--seed", help=fh("train", "seed")),
+        lora_r: Optional[int] = typer.Option(None, "--lora-r", help=fh("lora", "r")),
+        lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help=fh("lora", "alpha")),
+        full: bool = typer.Option(False, "--full", help="full fine-tuning instead of a LoRA adapter"),
+        qlora: bool = typer.Option(False, "--qlora", help="4-bit base (QLoRA); needs CUDA and bitsandbytes"),
+        device: Optional[str] = typer.Option(None, "--device", help=fh("train", "device")),
+        precision: Optional[str] = typer.Option(None, "--precision", help=fh("train", "precision")),
+        rewards: Optional[str] = typer.Option(None, "--rewards", help="reward spec YAML for grpo/rloo/ppo"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2 --set train.trainer_overrides.optim=adafactor"),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its last checkpoint"),
+        init_adapter: Optional[Path] = typer.Option(None, "--from", help="start from this run's adapter (next round)"),
+        name: Optional[str] = typer.Option(None, "--name", help="run directory name [default: date-time-method]"),
+        skip_invalid: bool = typer.Option(False, "--skip-invalid", help="drop invalid rows (and say how many) instead of refusing"),
+        processes: int = typer.Option(1, "--processes", help="data-parallel processes via torchrun (gloo on CPU, DDP on GPUs)"),
+        accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="hand the run to `accelerate launch` with this config (FSDP/DeepSpeed)"),
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory [default: the enclosing one]"),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", hidden=True),
+    ) -> None:
+        """Train an adapter with METHOD; writes runs/<id>/ (adapter, metrics, samples, checkpoints)."""
+        from alignlab.config import apply_overrides, load_config, parse_set, project_config
+        from alignlab.progress import console
+        from alignlab.train import engine, rundir
+
+        if resume is not None:
+            resume = rundir.check_run_dir(resume)
+            cfg = load_config(resume / "config.yaml")
+            info = rundir.read_run(resume)
+            if info.get("method") != method:
+                raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
+            data = info["data"]
+            run_dir, root = resume, None
+            init_adapter = Path(info["init_adapter"]) if info.get("init_adapter") else None
+        else:
+            cfg, root = project_config(project)
+            overrides = {
+                "model": model,
+                "train.learning_rate": lr,
+                "train.epochs": epochs,
+                "train.max_steps": max_steps,
+                "train.batch_size": batch_size,
+                "train.grad_accum": grad_accum,
+                "train.max_length": max_length,
+                "train.seed": seed,
+                "train.device": device,
+                "train.precision": precision,
+                "lora.r": lora_r,
+                "lora.alpha": lora_alpha,
+                "lora.enabled": False if full else None,
+                "lora.qlora": True if qlora else None,
+                "online.rewards": rewards,
+            }
+            if beta is not None:
+                section = {"grpo": "online", "rloo": "online", "ppo": "online", "rm": None, "sft": None}.get(method, method)
+                if section is None:
+                    raise AlignlabError(f"'{method}' has no beta")
+                overrides[f"{section}.beta"] = beta
+            overrides.update(parse_set(set_))
+            cfg = apply_overrides(cfg, overrides)
+            data = data or default_data(method, root, cfg.data_dir)
+        runs_dir = (root / cfg.runs_dir) if root else Path(cfg.runs_dir)
+
+        if (processes > 1 or accelerate_config) and "LOCAL_RANK" not in os.environ:
+            engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
+            target = run_dir or rundir.new_run_dir(runs_dir, method, name)
+            console.print(f"[alignlab] launching {processes} processes -> {target}")
+            _launch(processes, accelerate_config, target)
+            console.print(f"[green]done[/]: {target}")
+            print(target)
+            return
+
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        elif name:
+            run_dir = rundir.new_run_dir(runs_dir, method, name)
+        ctx = engine.prepare(
+            method,
+            cfg,
+            data,
+            runs_dir,
+            run_dir=run_dir,
+            skip_invalid=skip_invalid,
+            init_adapter=str(init_adapter) if init_adapter else None,
+        )
+        if engine.is_main_process():
+            console.print(f"[alignlab] {method} on {len(ctx.rows)} rows of {data} -> {ctx.run_dir}")
+        out = engine.run(ctx, data, resume=resume is not None)
+        if engine.is_main_process():
+            info = rundir.read_run(out)
+            final = ", ".join(f"{k} {v:.4g}" for k, v in info.get("final", {}).items() if k in ("loss", "rewards/margins", "rewards/accuracies", "tokens_per_s"))
+            console.print(f"[green]done[/]: {info.get('steps')} steps; {final}")
+            print(out)

@@ -1,0 +1,29 @@
+"""Dataset kinds, validation with file:line errors, JSONL in/out, and the bundled prompt and pair sets."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+BUNDLED = {
+    "prompts-train": "prompts_train.jsonl",
+    "prompts-heldout": "prompts_heldout.jsonl",
+    "persona-pairs": "persona_pairs.jsonl",
+}
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a bundled dataset file (name from BUNDLED, e.g. 'persona-pairs')."""
+    return Path(str(resources.files("alignlab.data") / "bundled" / BUNDLED[name]))
+
+
+def resolve_data(spec: str) -> Path:
+    """A dataset argument: a file path, or ``bundled:NAME`` for a file that ships with alignlab."""
+    if spec.startswith("bundled:"):
+        from alignlab.errors import AlignlabError
+
+        name = spec.split(":", 1)[1]
+        if name not in BUNDLED:
+            raise AlignlabError(f"unknown bundled dataset '{name}'", fix="one of: " + ", ".join(BUNDLED))
+        return bundled_path(name)
+    return Path(spec)

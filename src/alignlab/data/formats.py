@@ -1,0 +1,263 @@
+"""Dataset kinds in TRL's formats, JSONL reading, and validation with file:line errors.
+
+Kinds (each row a JSON object; text fields may be plain strings or conversational message lists):
+
+- ``preference``: prompt, chosen, rejected            (DPO, IPO, SimPO, ORPO, reward models)
+- ``unpaired``:   prompt, completion, label (bool)    (KTO: thumbs up/down)
+- ``sft``:        messages, or prompt + completion     (SFT)
+- ``prompts``:    prompt                               (sampling, GRPO/RLOO/PPO)
+
+Validation runs before any model loads. Every bad row is reported as ``file:line: reason``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignlab.errors import AlignlabError
+
+KINDS = ("preference", "unpaired", "sft", "prompts")
+METHOD_KIND = {
+    "sft": "sft",
+    "dpo": "preference",
+    "ipo": "preference",
+    "simpo": "preference",
+    "orpo": "preference",
+    "rm": "preference",
+    "kto": "unpaired",
+    "grpo": "prompts",
+    "rloo": "prompts",
+    "ppo": "prompts",
+}
+
+
+@dataclass
+class Report:
+    """Outcome of validating one file."""
+
+    path: str
+    kind: str
+    rows: list[dict] = field(default_factory=list)
+    linenos: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def read_jsonl(path: str | Path) -> tuple[list[tuple[int, Any]], list[str]]:
+    """Parse a JSONL file: (line number, object) pairs and ``file:line: reason`` errors. Blank lines skip."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlignlabError(f"data file not found: {path}", fix="check the path (run `alignlab data check FILE`)")
+    rows, errors = [], []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                errors.append(f"{path}:{lineno}: not valid UTF-8 (byte {err.start})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as err:
+                errors.append(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})")
+    return rows, errors
+
+
+def _text(value: Any) -> str | None:
+    """The text of a field: a string, or the concatenated contents of a message list; None if malformed."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    ):
+        return "\n".join(m["content"] for m in value)
+    return None
+
+
+def detect_kind(row: dict) -> str | None:
+    if "chosen" in row and "rejected" in row:
+        return "preference"
+    if "label" in row and "completion" in row:
+        return "unpaired"
+    if "messages" in row or "completion" in row:
+        return "sft"
+    if "prompt" in row:
+        return "prompts"
+    return None
+
+
+REQUIRED = {
+    "preference": ("prompt", "chosen", "rejected"),
+    "unpaired": ("prompt", "completion", "label"),
+    "prompts": ("prompt",),
+}
+
+
+def _check_row(row: Any, kind: str) -> str | None:
+    """The reason a row is invalid for ``kind``, or None."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    if kind == "sft":
+        if "messages" in row:
+            msgs = row["messages"]
+            if _text(msgs) is None:
+                return "'messages' must be a non-empty list of {role, content} objects"
+            if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
+                return "'messages' has no non-empty assistant turn"
+            return None
+        fields = ("prompt", "completion")
+    else:
+        fields = REQUIRED[kind]
+    for name in fields:
+        if name not in row:
+            return f"missing field '{name}'"
+        if name == "label":
+            if not isinstance(row[name], bool):
+                return f"'label' must be true or false, got {json.dumps(row[name])}"
+            continue
+        text = _text(row[name])
+        if text is None:
+            return f"'{name}' must be a string or a list of {{role, content}} messages"
+        if not text.strip():
+            return f"'{name}' is empty"
+    if kind == "preference" and _text(row["chosen"]).strip() == _text(row["rejected"]).strip():
+        return "chosen is identical to rejected"
+    return None
+
+
+def validate(
+    path: str | Path,
+    kind: str | None = None,
+    tokenizer=None,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+) -> Report:
+    """Validate a JSONL dataset. With a tokenizer and max_length, also catch responses cut to nothing."""
+    pairs, errors = read_jsonl(path)
+    if kind is None:
+        first = next((r for _, r in pairs if isinstance(r, dict)), None)
+        kind = detect_kind(first) if first else None
+        if kind is None:
+            raise AlignlabError(
+                f"cannot tell what kind of dataset {path} is",
+                fix="rows need prompt/chosen/rejected, prompt/completion/label, messages, or prompt",
+            )
+    if kind not in KINDS:
+        raise AlignlabError(f"unknown dataset kind '{kind}'", fix="one of: " + ", ".join(KINDS))
+    report = Report(path=str(path), kind=kind, errors=errors)
+    truncated = 0
+    for lineno, row in pairs:
+        reason = _check_row(row, kind)
+        if reason is None and tokenizer is not None and max_length and kind != "prompts":
+            reason, cut = _length_check(row, kind, tokenizer, max_length, max_prompt_length)
+            truncated += cut
+        if reason:
+            report.errors.append(f"{path}:{lineno}: {reason}")
+        else:
+            report.rows.append(row)
+            report.linenos.append(lineno)
+    if kind == "unpaired" and report.rows:
+        labels = {r["label"] for r in report.rows}
+        if len(labels) == 1:
+            only = "true (thumbs up)" if labels == {True} else "false (thumbs down)"
+            report.errors.append(
+                f"{path}: every label is {only}; KTO needs both desirable and undesirable examples"
+            )
+    if truncated:
+        report.warnings.append(
+            f"{path}: {truncated} row(s) longer than max_length={max_length} tokens will have their response "
+            f"truncated at the end (raise --max-length to keep them whole)"
+        )
+    if not pairs and not errors:
+        report.errors.append(f"{path}: the file has no rows")
+    return report
+
+
+def _prompt_ids_len(row: dict, tokenizer) -> int:
+    prompt = row.get("prompt")
+    if prompt is None and "messages" in row:
+        msgs = row["messages"]
+        last_assistant = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        prompt = msgs[:last_assistant]
+    return len(prompt_token_ids(prompt, tokenizer))
+
+
+def prompt_token_ids(prompt: Any, tokenizer) -> list[int]:
+    """Token ids of a prompt as training will see it (chat template with generation prompt when the model has one)."""
+    if isinstance(prompt, str):
+        if getattr(tokenizer, "chat_template", None):
+            prompt = [{"role": "user", "content": prompt}]
+        else:
+            return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(out["input_ids"])
+
+
+def _length_check(row, kind, tokenizer, max_length, max_prompt_length) -> tuple[str | None, int]:
+    n_prompt = _prompt_ids_len(row, tokenizer)
+    if max_prompt_length and n_prompt > max_prompt_length:
+        return f"prompt is {n_prompt} tokens, over max_prompt_length={max_prompt_length}", 0
+    if n_prompt + 1 >= max_length:
+        return f"prompt is {n_prompt} tokens: the response would be cut to nothing at max_length={max_length}", 0
+    fields = {"preference": ("chosen", "rejected"), "unpaired": ("completion",), "sft": ("completion",)}[kind]
+    longest = 0
+    for name in fields:
+        if name in row:
+            longest = max(longest, len(tokenizer(_text(row[name]), add_special_tokens=False)["input_ids"]))
+    return None, int(n_prompt + longest + 2 > max_length)
+
+
+def load_dataset_rows(
+    path: str | Path,
+    kind: str,
+    tokenizer=None,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    skip_invalid: bool = False,
+    echo=None,
+) -> list[dict]:
+    """Validate and return rows; refuse on any bad row unless ``skip_invalid`` (then say how many dropped)."""
+    report = validate(path, kind, tokenizer, max_length, max_prompt_length)
+    for w in report.warnings:
+        if echo:
+            echo(f"warning: {w}")
+    if report.errors:
+        if not skip_invalid:
+            shown = report.errors[0]
+            more = f" (and {len(report.errors) - 1} more; see `alignlab data check {path}`)" if len(report.errors) > 1 else ""
+            raise AlignlabError(shown + more, fix="fix the rows or pass --skip-invalid to drop them")
+        if echo:
+            echo(f"warning: dropped {len(report.errors)} invalid row(s) from {path}; training on {len(report.rows)}")
+        if kind == "unpaired" and len({r["label"] for r in report.rows}) < 2:
+            raise AlignlabError(f"{path}: KTO needs both labels and the valid rows have only one")
+    if not report.rows:
+        raise AlignlabError(f"{path}: no valid rows to train on")
+    return report.rows
+
+
+def to_conversational(row: dict, kind: str) -> dict:
+    """Plain-text rows become single-turn chats so the chat template applies (instruct models expect it)."""
+    out = dict(row)
+    if isinstance(out.get("prompt"), str):
+        out["prompt"] = [{"role": "user", "content": out["prompt"]}]
+    for name in ("chosen", "rejected", "completion"):
+        if isinstance(out.get(name), str):
+            out[name] = [{"role": "assistant", "content": out[name]}]
+    return out
+
+
+def prompt_text(prompt: Any) -> str:
+    """The last user message of a prompt (for display)."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    return users[-1] if users else _text(prompt) or ""

@@ -1,0 +1,1 @@
+"""Feedback: the SQLite store of prompts, responses and judgements, its exporters, and the terminal rater."""

@@ -1,0 +1,458 @@
+"""The feedback store: one SQLite file (``<project>/feedback.db``) that this module alone opens.
+
+Prompts, the responses sampled for them, and the judgements people (or judges, reward functions,
+classifiers) made about those responses. The file migrates itself once, when opened (numbered
+migrations, recorded in a ``migrations`` table); a file written by a newer alignlab is refused
+untouched.
+
+Durability: WAL journal, ``synchronous=FULL``, and every write is its own committed transaction
+before the method returns, so an interface that acknowledges after the call never loses an
+acknowledged judgement, even if the process is killed the next instant.
+
+Judgement values (``value`` column):
+  thumb   +1 / -1
+  pick    'a' | 'b' | 'tie': response_id (shown as A) versus other_response_id (shown as B)
+  score   1..5
+  rewrite None; the better text is in ``rewrite_text`` and response_id is the original
+Undo marks a judgement ``undone_at`` instead of deleting it, so the history stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alignlab.errors import AlignlabError
+
+DB_NAME = "feedback.db"
+KINDS = ("thumb", "pick", "score", "rewrite")
+PICKS = ("a", "b", "tie")
+
+
+# --- migrations: append only; never edit one that has shipped -------------------------------------
+
+
+def m001_initial(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE prompts (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL UNIQUE,
+            source TEXT,
+            split TEXT,
+            created_at TEXT NOT NULL)"""
+    )
+    conn.execute(
+        """CREATE TABLE responses (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            text TEXT NOT NULL,
+            model TEXT,
+            run TEXT,
+            round INTEGER NOT NULL DEFAULT 0,
+            sampler TEXT,
+            created_at TEXT NOT NULL)"""
+    )
+    # `value` has no declared type, so SQLite keeps 1 as an integer and 'a' as text.
+    conn.execute(
+        """CREATE TABLE judgements (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('thumb', 'pick', 'score', 'rewrite')),
+            response_id INTEGER NOT NULL REFERENCES responses(id),
+            other_response_id INTEGER REFERENCES responses(id),
+            value,
+            rewrite_text TEXT,
+            rater TEXT NOT NULL,
+            round INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            undone_at TEXT,
+            CHECK ((kind = 'thumb' AND value IN (1, -1))
+                OR (kind = 'pick' AND value IN ('a', 'b', 'tie') AND other_response_id IS NOT NULL)
+                OR (kind = 'score' AND value IN (1, 2, 3, 4, 5))
+                OR (kind = 'rewrite' AND rewrite_text IS NOT NULL)))"""
+    )
+
+
+def m002_indexes(conn: sqlite3.Connection) -> None:
+    """Indexes for the rating loop (pending items per rater) and per-round stats."""
+    conn.execute("CREATE INDEX responses_prompt ON responses(prompt_id)")
+    conn.execute("CREATE INDEX responses_round ON responses(round)")
+    conn.execute("CREATE INDEX judgements_rater ON judgements(rater, undone_at)")
+    conn.execute("CREATE INDEX judgements_response ON judgements(response_id)")
+    conn.execute("CREATE INDEX judgements_round ON judgements(round)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_indexes]
+
+
+def _number(name: str) -> int:
+    """'m002_indexes' -> 2."""
+    return int(name[1:4])
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def default_path(start: str | Path = ".") -> Path:
+    """``<project>/feedback.db`` inside an alignlab project, else ``./feedback.db``."""
+    from alignlab.config import find_project
+
+    root = find_project(start)
+    return (root if root is not None else Path(start)) / DB_NAME
+
+
+def open_store(path: str | Path, create: bool = True) -> Store:
+    """Open (and migrate) the feedback database at ``path``; ``create=False`` refuses a missing file."""
+    path = Path(path)
+    if not create and not path.is_file():
+        raise AlignlabError(
+            f"no feedback database at {path}",
+            fix="rate something (`alignlab rate`) or import feedback (`alignlab feedback import FILE`) first",
+        )
+    return Store(path)
+
+
+class Store:
+    """A connection to the feedback database. Thread-safe (one lock around the one connection)."""
+
+    def __init__(self, path: str | Path, migrations: list[Callable[[sqlite3.Connection], None]] | None = None):
+        self.path = Path(path)
+        self._migrations = MIGRATIONS if migrations is None else migrations
+        self._lock = threading.RLock()
+        self._depth = 0
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._refuse_newer()  # before anything that could write to the file
+            self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            self.conn.close()
+            raise AlignlabError(f"{self.path} is not a readable feedback database ({err})") from err
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # -- plumbing --
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self):
+        """One committed transaction around everything inside; nested calls join the outer one.
+
+        BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading a read lock.
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth = 0
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.conn.execute(sql, tuple(params))]
+
+    def _applied(self) -> list[str]:
+        has = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone()
+        return [r[0] for r in self.conn.execute("SELECT name FROM migrations")] if has else []
+
+    def _refuse_newer(self) -> None:
+        known = {m.__name__ for m in self._migrations}
+        unknown = [n for n in self._applied() if n not in known]
+        if unknown:
+            newest = max(_number(n) for n in unknown)
+            mine = max((_number(n) for n in known), default=0)
+            raise AlignlabError(
+                f"{self.path.name} was written by a newer alignlab (schema {newest} > {mine})",
+                fix="upgrade alignlab",
+            )
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:  # re-read inside the lock: another process may have migrated meanwhile
+            conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            done = set(self._applied())
+            for migration in self._migrations:
+                if migration.__name__ not in done:
+                    migration(conn)
+                    conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (migration.__name__, _now()))
+
+    def schema_version(self) -> int:
+        """The number of the newest migration applied to this file."""
+        with self._lock:
+            return max((_number(n) for n in self._applied()), default=0)
+
+    # -- prompts and responses --
+
+    def add_prompt(self, text: str, source: str | None = None, split: str | None = None) -> int:
+        """The id of the prompt with this text, adding it if new."""
+        return self.add_prompts([{"text": text, "source": source, "split": split}])[0]
+
+    def add_prompts(self, prompts: Iterable[str | dict[str, Any]]) -> list[int]:
+        """Add many prompts (strings or {text, source, split}) in one transaction; existing texts keep their id."""
+        items = [p if isinstance(p, dict) else {"text": p} for p in prompts]
+        for p in items:
+            if not isinstance(p.get("text"), str) or not p["text"].strip():
+                raise AlignlabError("a prompt needs non-empty text")
+        ids = []
+        with self.transaction() as conn:
+            for p in items:
+                conn.execute(
+                    "INSERT INTO prompts (text, source, split, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(text) DO NOTHING",
+                    (p["text"], p.get("source"), p.get("split"), _now()),
+                )
+                ids.append(conn.execute("SELECT id FROM prompts WHERE text = ?", (p["text"],)).fetchone()[0])
+        return ids
+
+    def add_response(
+        self,
+        prompt_id: int,
+        text: str,
+        model: str | None = None,
+        run: str | None = None,
+        round: int = 0,
+        sampler: dict[str, Any] | None = None,
+    ) -> int:
+        """Add one response to a prompt; ``run`` is the run id or adapter it came from, ``sampler`` its settings."""
+        return self.add_responses(
+            [{"prompt_id": prompt_id, "text": text, "model": model, "run": run, "round": round, "sampler": sampler}]
+        )[0]
+
+    def add_responses(self, responses: Iterable[dict[str, Any]]) -> list[int]:
+        """Add many responses ({prompt_id, text, model, run, round, sampler}) in one transaction."""
+        items = list(responses)
+        ids = []
+        with self.transaction() as conn:
+            for r in items:
+                pid = r.get("prompt_id")
+                if conn.execute("SELECT 1 FROM prompts WHERE id = ?", (pid,)).fetchone() is None:
+                    raise AlignlabError(f"no prompt with id {pid}")
+                if not isinstance(r.get("text"), str):
+                    raise AlignlabError(f"response text for prompt {pid} must be a string")
+                sampler = r.get("sampler")
+                cur = conn.execute(
+                    "INSERT INTO responses (prompt_id, text, model, run, round, sampler, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        pid,
+                        r["text"],
+                        r.get("model"),
+                        r.get("run"),
+                        int(r.get("round") or 0),
+                        json.dumps(sampler, sort_keys=True) if sampler is not None else None,
+                        _now(),
+                    ),
+                )
+                ids.append(cur.lastrowid)
+        return ids
+
+    def find_response(self, prompt_id: int, text: str) -> int | None:
+        """The first response to this prompt with exactly this text, if any."""
+        row = self._rows("SELECT id FROM responses WHERE prompt_id = ? AND text = ? ORDER BY id LIMIT 1", (prompt_id, text))
+        return row[0]["id"] if row else None
+
+    def response(self, response_id: int) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT r.*, p.text AS prompt FROM responses r JOIN prompts p ON p.id = r.prompt_id WHERE r.id = ?",
+            (response_id,),
+        )
+        return rows[0] if rows else None
+
+    # -- judgements --
+
+    def add_judgement(
+        self,
+        kind: str,
+        response_id: int,
+        value: int | str | None = None,
+        *,
+        rater: str,
+        other_response_id: int | None = None,
+        rewrite_text: str | None = None,
+        round: int | None = None,
+    ) -> int:
+        """Record one judgement and commit it; returns its id. ``round`` defaults to the response's round."""
+        with self.transaction() as conn:
+            return self._insert_judgement(conn, kind, response_id, value, rater, other_response_id, rewrite_text, round)
+
+    def _insert_judgement(self, conn, kind, response_id, value, rater, other_response_id, rewrite_text, round) -> int:
+        row = conn.execute("SELECT prompt_id, round FROM responses WHERE id = ?", (response_id,)).fetchone()
+        if row is None:
+            raise AlignlabError(f"no response with id {response_id}")
+        if not isinstance(rater, str) or not rater.strip():
+            raise AlignlabError("a judgement needs a rater (a name, 'judge:<model>', 'reward:<name>', ...)")
+        if kind not in KINDS:
+            raise AlignlabError(f"unknown judgement kind '{kind}'", fix=f"use one of {', '.join(KINDS)}")
+        if kind != "pick" and other_response_id is not None:
+            raise AlignlabError(f"a {kind} judgement takes no other_response_id")
+        if kind != "rewrite" and rewrite_text is not None:
+            raise AlignlabError(f"a {kind} judgement takes no rewrite_text")
+        if kind == "thumb" and (isinstance(value, bool) or value not in (1, -1)):
+            raise AlignlabError(f"a thumb is +1 or -1, not {value!r}")
+        if kind == "score" and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5):
+            raise AlignlabError(f"a score is an integer 1-5, not {value!r}")
+        if kind == "rewrite":
+            if value is not None:
+                raise AlignlabError("a rewrite takes no value, only rewrite_text")
+            if not isinstance(rewrite_text, str) or not rewrite_text.strip():
+                raise AlignlabError("a rewrite needs non-empty rewrite_text")
+        if kind == "pick":
+            if value not in PICKS:
+                raise AlignlabError(f"a pick is 'a', 'b' or 'tie', not {value!r}")
+            other = conn.execute("SELECT prompt_id FROM responses WHERE id = ?", (other_response_id,)).fetchone()
+            if other is None:
+                raise AlignlabError(f"no response with id {other_response_id}")
+            if other_response_id == response_id or other[0] != row[0]:
+                raise AlignlabError(
+                    f"a pick compares two different responses to the same prompt (got {response_id} and {other_response_id})"
+                )
+        cur = conn.execute(
+            "INSERT INTO judgements (kind, response_id, other_response_id, value, rewrite_text, rater, round, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, response_id, other_response_id, value, rewrite_text, rater, row[1] if round is None else int(round), _now()),
+        )
+        return cur.lastrowid
+
+    def add_judgements(self, judgements: Iterable[dict[str, Any]]) -> list[int]:
+        """Many judgements (dicts of add_judgement's arguments) in one transaction: all stored or none."""
+        with self.transaction():
+            return [self.add_judgement(**j) for j in judgements]
+
+    def undo_last(self, rater: str, kinds: Iterable[str] = KINDS) -> dict[str, Any] | None:
+        """Mark this rater's most recent standing judgement (of these kinds) undone; return it, or None."""
+        kinds = tuple(kinds)
+        marks = ", ".join("?" * len(kinds))
+        with self.transaction() as conn:
+            row = conn.execute(
+                f"SELECT * FROM judgements WHERE rater = ? AND undone_at IS NULL AND kind IN ({marks})"
+                " ORDER BY id DESC LIMIT 1",
+                (rater, *kinds),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE judgements SET undone_at = ? WHERE id = ?", (_now(), row["id"]))
+            return dict(row)
+
+    def judgements(self, round: int | None = None, include_undone: bool = False) -> list[dict[str, Any]]:
+        """Judgements in id order, each with its prompt and the texts of the responses it is about."""
+        where = ["1 = 1"]
+        params: list[Any] = []
+        if not include_undone:
+            where.append("j.undone_at IS NULL")
+        if round is not None:
+            where.append("j.round = ?")
+            params.append(round)
+        return self._rows(
+            "SELECT j.*, r.prompt_id, p.text AS prompt, r.text AS response, o.text AS other_response"
+            " FROM judgements j JOIN responses r ON r.id = j.response_id JOIN prompts p ON p.id = r.prompt_id"
+            " LEFT JOIN responses o ON o.id = j.other_response_id"
+            f" WHERE {' AND '.join(where)} ORDER BY j.id",
+            params,
+        )
+
+    # -- what is left to rate --
+
+    def pending_single(self, rater: str, round: int | None = None) -> list[dict[str, Any]]:
+        """Responses this rater has no standing thumb/score/rewrite on, in prompt then response order."""
+        sql = (
+            "SELECT r.id AS response_id, r.prompt_id, p.text AS prompt, r.text AS response, r.round"
+            " FROM responses r JOIN prompts p ON p.id = r.prompt_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM judgements j WHERE j.response_id = r.id AND j.rater = ?"
+            "   AND j.undone_at IS NULL AND j.kind IN ('thumb', 'score', 'rewrite'))"
+        )
+        params: list[Any] = [rater]
+        if round is not None:
+            sql += " AND r.round = ?"
+            params.append(round)
+        return self._rows(sql + " ORDER BY r.prompt_id, r.id", params)
+
+    def pending_pairs(self, rater: str, round: int | None = None) -> list[dict[str, Any]]:
+        """Pairs of different-text responses to the same prompt that this rater has no standing pick on."""
+        sql = (
+            "SELECT r1.prompt_id, p.text AS prompt, r1.id AS a_id, r1.text AS a, r2.id AS b_id, r2.text AS b,"
+            " r1.round AS round"
+            " FROM responses r1 JOIN responses r2 ON r2.prompt_id = r1.prompt_id AND r2.id > r1.id"
+            " JOIN prompts p ON p.id = r1.prompt_id"
+            " WHERE r1.text != r2.text AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.kind = 'pick'"
+            "   AND j.rater = ? AND j.undone_at IS NULL AND ((j.response_id = r1.id AND j.other_response_id = r2.id)"
+            "   OR (j.response_id = r2.id AND j.other_response_id = r1.id)))"
+        )
+        params: list[Any] = [rater]
+        if round is not None:
+            sql += " AND r1.round = ? AND r2.round = ?"
+            params += [round, round]
+        return self._rows(sql + " ORDER BY r1.prompt_id, r1.id, r2.id", params)
+
+    # -- summaries --
+
+    def rounds(self) -> list[int]:
+        rows = self._rows("SELECT round FROM responses UNION SELECT round FROM judgements ORDER BY round")
+        return [r["round"] for r in rows]
+
+    def stats(self, round: int | None = None) -> list[dict[str, Any]]:
+        """Per round: prompts, responses, standing judgements by kind and by rater, thumbs, mean score, undone."""
+        out = []
+        for rnd in [round] if round is not None else self.rounds():
+            resp = self._rows(
+                "SELECT COUNT(*) AS n, COUNT(DISTINCT prompt_id) AS prompts FROM responses WHERE round = ?", (rnd,)
+            )[0]
+            live = "FROM judgements WHERE round = ? AND undone_at IS NULL"
+            by_kind = {r["kind"]: r["n"] for r in self._rows(f"SELECT kind, COUNT(*) AS n {live} GROUP BY kind ORDER BY kind", (rnd,))}
+            by_rater = {r["rater"]: r["n"] for r in self._rows(f"SELECT rater, COUNT(*) AS n {live} GROUP BY rater ORDER BY rater", (rnd,))}
+            thumbs = self._rows(
+                f"SELECT SUM(value = 1) AS up, SUM(value = -1) AS down {live} AND kind = 'thumb'", (rnd,)
+            )[0]
+            mean = self._rows(f"SELECT AVG(value) AS m {live} AND kind = 'score'", (rnd,))[0]["m"]
+            undone = self._rows("SELECT COUNT(*) AS n FROM judgements WHERE round = ? AND undone_at IS NOT NULL", (rnd,))
+            out.append(
+                {
+                    "round": rnd,
+                    "prompts": resp["prompts"],
+                    "responses": resp["n"],
+                    "judgements": sum(by_kind.values()),
+                    "by_kind": by_kind,
+                    "by_rater": by_rater,
+                    "thumbs_up": thumbs["up"] or 0,
+                    "thumbs_down": thumbs["down"] or 0,
+                    "mean_score": mean,
+                    "undone": undone[0]["n"],
+                }
+            )
+        return out
+

@@ -1,0 +1,58 @@
+"""Batched generation with a KV cache: one call per batch of prompts, left-padded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def chat_prompt(prompt: Any, tokenizer, system_prompt: str | None = None) -> str:
+    """Render a prompt (text or messages) with the chat template, ready for the assistant's turn."""
+    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system_prompt and not (msgs and msgs[0]["role"] == "system"):
+        msgs = [{"role": "system", "content": system_prompt}, *msgs]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    return "\n".join(m["content"] for m in msgs) + "\n"
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[Any],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    num_return_sequences: int = 1,
+    batch_size: int = 16,
+    system_prompt: str | None = None,
+    seed: int | None = None,
+) -> list[str]:
+    """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
+
+    temperature 0 means greedy. The prompt is encoded once and its KV cache shared by all its samples.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts = [chat_prompt(p, tokenizer, system_prompt) for p in prompts]
+    out: list[str] = []
+    try:
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+            if temperature > 0:
+                kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            seqs = model.generate(**batch, num_return_sequences=num_return_sequences, use_cache=True, **kwargs)
+            new = seqs[:, batch["input_ids"].shape[1] :]
+            out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = old_side
+    return [o.strip() for o in out]

@@ -1,0 +1,376 @@
+"""Layered rewards from a YAML spec: weighted components, a cap, a diversity penalty.
+
+    components:
+      - {name: heuristic, fn: persona_heuristic, weight: 0.4}
+      - {name: judge, fn: llm_judge, weight: 0.5, args: {base_url: "http://127.0.0.1:8000/v1", model: x}}
+      - {name: length, fn: length_penalty, weight: -0.1, args: {target: 60}}
+      - {name: custom, fn: mymod.py:my_reward, weight: 1.0}
+    cap: 1.0
+    diversity: {weight: 0.1}
+
+    total = min(cap, sum_i weight_i * component_i) - diversity.weight * diversity_penalty
+
+Several signals are harder to game at once than one; the cap removes the incentive to push any one of them
+to an extreme; the diversity penalty (see ``diversity.py``) works against collapse onto one template.
+The cap is applied before the diversity penalty, so a capped completion still pays for being a copy.
+
+``fn`` is a built-in name (``REGISTRY``, the extension point: add entries with ``register_reward``) or
+``file.py:function`` (a path relative to the YAML's directory) for a user's own
+``fn(prompts, completions, **columns) -> list[float]``; ``args`` are keyword arguments for the built-in's
+constructor or bound to the user's function. Everything is checked before any component is built, and
+every error is one line with ``file:line``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from alignlab.errors import AlignlabError
+from alignlab.rewards.classifier import ClassifierReward
+from alignlab.rewards.common import check_rewards, completion_text, groups
+from alignlab.rewards.diversity import DiversityPenalty, similarity_penalty
+from alignlab.rewards.heuristics import PersonaHeuristic
+from alignlab.rewards.judge import LLMJudge
+from alignlab.rewards.length import LengthPenalty
+from alignlab.rewards.rm import RewardModel
+from alignlab.rewards.verifiable import AnswerMatch, ArithmeticMatch, FormatCheck
+
+
+@dataclass(frozen=True)
+class Builtin:
+    factory: Callable[..., Callable]  # **args -> reward function
+    help: str
+    path_args: tuple[str, ...] = ()  # args that are paths, resolved relative to the spec's directory
+
+
+REGISTRY: dict[str, Builtin] = {
+    "persona_heuristic": Builtin(PersonaHeuristic, "regex persona markers minus hedges, saturating, in (-1, 1)"),
+    "length_penalty": Builtin(LengthPenalty, "0 up to target words, 1 at twice the target (give it a negative weight)"),
+    "diversity_penalty": Builtin(DiversityPenalty, "MiniLM similarity to the rest of the group, in [0, 1]"),
+    "arithmetic": Builtin(ArithmeticMatch, "1 when the last number equals the answer column"),
+    "exact_match": Builtin(AnswerMatch, "1 when the completion matches an alias in the answer column"),
+    "format_check": Builtin(FormatCheck, "1 when the completion matches a regex"),
+    "llm_judge": Builtin(LLMJudge, "an OpenAI-compatible judge's rubric score, in [0, 1]"),
+    "persona_classifier": Builtin(ClassifierReward, "a saved persona classifier's probability", ("path",)),
+    "reward_model": Builtin(RewardModel, "a trained reward-model run's score (unbounded)", ("run",)),
+}
+
+TOP_KEYS = ("components", "cap", "diversity")
+COMPONENT_KEYS = ("name", "fn", "weight", "args")
+DIVERSITY_KEYS = ("weight", "group_size")
+RESERVED = ("total", "diversity")
+
+
+def register_reward(name: str, factory: Callable[..., Callable], help: str = "", path_args: tuple[str, ...] = ()) -> None:
+    """Make ``fn: name`` available in specs; ``factory(**args)`` returns the reward function."""
+    REGISTRY[name] = Builtin(factory, help, path_args)
+
+
+@dataclass
+class Component:
+    name: str
+    fn: Callable
+    weight: float
+    source: str  # the spec's fn value
+    where: str = ""  # file:line of its entry
+
+
+@dataclass
+class ComposedReward:
+    """A TRL-compatible reward function returning the composed total; see the module docstring.
+
+    ``components(...)`` gives every component's raw values (and ``diversity`` when configured) for logging;
+    ``reward_funcs`` / ``weights`` are the same pieces for TRL's ``reward_funcs`` + ``reward_weights``
+    (TRL sums them without the cap).
+    """
+
+    parts: list[Component]
+    cap: float | None = None
+    diversity_weight: float = 0.0
+    group_size: int | None = None
+    source: str = ""
+
+    __name__ = "composed_reward"  # what TRL shows in its logs
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.parts] + (["diversity"] if self.diversity_weight else [])
+
+    @property
+    def reward_funcs(self) -> list[Callable]:
+        extra = [DiversityPenalty(self.group_size)] if self.diversity_weight else []
+        return [c.fn for c in self.parts] + extra
+
+    @property
+    def weights(self) -> list[float]:
+        return [c.weight for c in self.parts] + ([-self.diversity_weight] if self.diversity_weight else [])
+
+    def components(self, prompts: list, completions: list, **columns) -> dict[str, list[float]]:
+        """Each component's raw values (before weighting), keyed by name; checked for count and finiteness."""
+        prompts, completions, n = list(prompts), list(completions), len(completions)
+        if len(prompts) != n:
+            raise AlignlabError(f"{len(prompts)} prompts but {n} completions", fix="pass one prompt per completion")
+        out: dict[str, list[float]] = {}
+        for c in self.parts:
+            try:
+                values = c.fn(prompts, completions, **columns)
+            except AlignlabError as err:
+                raise AlignlabError(f"reward component '{c.name}': {err.what}", where=err.where, fix=err.fix) from err
+            except Exception as err:  # noqa: BLE001 - a user's function: name it, keep it to one line
+                msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise AlignlabError(
+                    f"reward component '{c.name}' ({c.source}) raised {type(err).__name__}: {msg}",
+                    where=c.where or None,
+                ) from err
+            out[c.name] = check_rewards(values, n, c.name)
+        if self.diversity_weight:
+            texts = [completion_text(x) for x in completions]
+            out["diversity"] = similarity_penalty(texts, groups(prompts, self.group_size))
+        return out
+
+    def total(self, parts: dict[str, list[float]]) -> list[float]:
+        """Weighted sum, capped, minus the diversity penalty, from ``components(...)``'s output."""
+        n = len(next(iter(parts.values()))) if parts else 0
+        totals = []
+        for i in range(n):
+            t = sum(c.weight * parts[c.name][i] for c in self.parts)
+            if self.cap is not None:
+                t = min(t, self.cap)
+            if self.diversity_weight:
+                t -= self.diversity_weight * parts["diversity"][i]
+            totals.append(t)
+        return totals
+
+    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
+        parts = self.components(prompts, completions, **columns)
+        log_metric = columns.get("log_metric")
+        if callable(log_metric):  # TRL's GRPOTrainer passes this: per-component mean/std in the training logs
+            for name, values in parts.items():
+                mean = sum(values) / len(values) if values else 0.0
+                log_metric(f"reward_parts/{name}/mean", mean)
+                log_metric(f"reward_parts/{name}/std", math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values))))
+        return self.total(parts)
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+
+
+class _Lines:
+    """file:line of any path of keys/indices in a YAML document (from the composed node tree)."""
+
+    def __init__(self, path: str, text: str | None):
+        self.path = path
+        try:
+            self.root = yaml.compose(text) if text else None
+        except yaml.YAMLError:
+            self.root = None
+
+    def __call__(self, *keys) -> str:
+        node, line = self.root, None
+        for key in keys:
+            if isinstance(node, yaml.MappingNode):
+                match = [(k, v) for k, v in node.value if getattr(k, "value", None) == key]
+                if not match:
+                    break
+                line = match[0][0].start_mark.line + 1
+                node = match[0][1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                node = node.value[key]
+                line = node.start_mark.line + 1
+            else:
+                break
+        if line is None and node is not None:
+            line = node.start_mark.line + 1
+        return f"{self.path}:{line}" if line else self.path
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(value: Any, what: str, where: str) -> float:
+    if not _is_number(value):
+        got = f"'{value}' (text)" if isinstance(value, str) else repr(value)
+        raise AlignlabError(f"{what} must be a number, got {got}", where=where, fix="e.g. 0.5 (write 1.0e-3, not 1e-3)")
+    return float(value)
+
+
+def _check_args(fn: Callable, args: dict, label: str, where: str, skip: int = 0) -> None:
+    """Unknown or missing keyword arguments for ``fn``, reported before anything is built."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        named = {p.name for p in params}
+    else:
+        named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(args) - named)
+        if unknown:
+            raise AlignlabError(
+                f"unknown arg '{unknown[0]}' for {label}", where=where, fix="valid args: " + (", ".join(sorted(named)) or "none")
+            )
+    if skip == 0:  # a builtin's constructor: every required parameter must be given
+        missing = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        missing = [m for m in missing if m not in args]
+        if missing:
+            raise AlignlabError(f"{label} needs args: {', '.join(missing)}", where=where, fix="add them under args:")
+
+
+def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
+    """``file.py:function`` -> the function, importing the file by path."""
+    file_part, _, func_name = ref.rpartition(":")
+    file = (base_dir / file_part).resolve()
+    if not file.is_file():
+        raise AlignlabError(f"reward file '{file_part}' not found (looked for {file})", where=where, fix="paths are relative to the spec file")
+    module_name = f"alignlab_user_reward_{abs(hash(str(file)))}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise AlignlabError(f"cannot import '{file_part}' as Python", where=where)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as err:  # noqa: BLE001 - report any import failure (SyntaxError, SystemExit...) in one line
+        sys.modules.pop(module_name, None)
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        line = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
+        raise AlignlabError(
+            f"could not import {file_part}: {type(err).__name__}: {detail}{line}", where=where, fix=f"fix {file_part}"
+        ) from err
+    fn = getattr(module, func_name, None)
+    if fn is None:
+        defined = [n for n, v in vars(module).items() if callable(v) and getattr(v, "__module__", None) == module_name]
+        raise AlignlabError(
+            f"{file_part} has no function '{func_name}'",
+            where=where,
+            fix="functions there: " + (", ".join(defined) or "none"),
+        )
+    if not callable(fn):
+        raise AlignlabError(f"'{func_name}' in {file_part} is not a function", where=where)
+    return fn
+
+
+def build_spec(data: Any, base_dir: str | Path = ".", source: str = "<spec>", text: str | None = None) -> ComposedReward:
+    """Validate a parsed spec (every check first), then build its components."""
+    import functools
+
+    base_dir = Path(base_dir)
+    at = _Lines(source, text)
+    if not isinstance(data, dict):
+        raise AlignlabError("a reward spec must be a mapping with a 'components' list", where=at())
+    for key in data:
+        if key not in TOP_KEYS:
+            raise AlignlabError(f"unknown key '{key}'", where=at(key), fix="valid keys: " + ", ".join(TOP_KEYS))
+    comps = data.get("components")
+    if not isinstance(comps, list) or not comps:
+        raise AlignlabError("'components' must be a non-empty list", where=at("components"), fix="see `alignlab reward --help`")
+
+    cap = data.get("cap")
+    if cap is not None:
+        cap = _number(cap, "cap", at("cap"))
+    diversity_weight, group_size = 0.0, None
+    div = data.get("diversity")
+    if div is not None:
+        if not isinstance(div, dict):
+            raise AlignlabError("'diversity' must be a mapping like {weight: 0.1}", where=at("diversity"))
+        for key in div:
+            if key not in DIVERSITY_KEYS:
+                raise AlignlabError(f"unknown key 'diversity.{key}'", where=at("diversity", key), fix="valid keys: " + ", ".join(DIVERSITY_KEYS))
+        diversity_weight = _number(div.get("weight"), "diversity.weight", at("diversity", "weight"))
+        group_size = div.get("group_size")
+        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+            raise AlignlabError(f"diversity.group_size must be a positive integer, got {group_size!r}", where=at("diversity", "group_size"))
+
+    # Pass 1: check every entry and resolve every fn; nothing is constructed yet.
+    plans, names = [], set()
+    for i, entry in enumerate(comps):
+        where = at("components", i)
+        if not isinstance(entry, dict):
+            raise AlignlabError(f"component {i + 1} must be a mapping with fn and weight", where=where)
+        for key in entry:
+            if key not in COMPONENT_KEYS:
+                raise AlignlabError(f"unknown key '{key}' in component {i + 1}", where=at("components", i, key), fix="valid keys: " + ", ".join(COMPONENT_KEYS))
+        ref = entry.get("fn")
+        if not isinstance(ref, str) or not ref:
+            raise AlignlabError(f"component {i + 1} has no fn", where=where, fix="valid fns: " + ", ".join(REGISTRY) + ", or file.py:function")
+        weight = _number(entry.get("weight", 1.0), f"weight of component {i + 1} ({ref})", at("components", i, "weight"))
+        args = entry.get("args") or {}
+        if not isinstance(args, dict):
+            raise AlignlabError(f"args of component {i + 1} must be a mapping", where=at("components", i, "args"))
+        is_file = ":" in ref and ref.rpartition(":")[0].endswith(".py")
+        name = entry.get("name") or (ref.rpartition(":")[2] if is_file else ref)
+        if not isinstance(name, str) or name in names or name in RESERVED:
+            why = "is used twice" if name in names else f"is reserved ({', '.join(RESERVED)})" if name in RESERVED else "must be text"
+            raise AlignlabError(f"component name {name!r} {why}", where=at("components", i, "name") if "name" in entry else where, fix="give each component a unique name:")
+        names.add(name)
+        if is_file:
+            fn = _load_user_fn(ref, base_dir, at("components", i, "fn"))
+            _check_args(fn, args, ref, at("components", i, "args"), skip=2)
+            plans.append((name, ref, weight, where, fn, args, True))
+        elif ref in REGISTRY:
+            builtin = REGISTRY[ref]
+            args = {k: str(base_dir / v) if k in builtin.path_args and not Path(str(v)).is_absolute() else v for k, v in args.items()}
+            _check_args(builtin.factory, args, ref, at("components", i, "args") if entry.get("args") else where)
+            plans.append((name, ref, weight, where, builtin.factory, args, False))
+        else:
+            raise AlignlabError(
+                f"unknown reward fn '{ref}'", where=at("components", i, "fn"),
+                fix="valid fns: " + ", ".join(REGISTRY) + ", or file.py:function",
+            )
+
+    # Pass 2: build.
+    parts = []
+    for name, ref, weight, where, target, args, is_file in plans:
+        if is_file:
+            fn = functools.partial(target, **args) if args else target
+        else:
+            try:
+                fn = target(**args)
+            except AlignlabError as err:
+                raise AlignlabError(f"component '{name}' ({ref}): {err.what}", where=where, fix=err.fix) from err
+            except (TypeError, ValueError) as err:
+                raise AlignlabError(f"component '{name}' ({ref}): bad args: {err}", where=where) from err
+        parts.append(Component(name, fn, weight, ref, where))
+    return ComposedReward(parts, cap, diversity_weight, group_size, source)
+
+
+def load_spec(path: str | Path) -> ComposedReward:
+    """Read, validate and build a reward spec YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise AlignlabError(f"reward spec not found: {path}", fix="pass the path of a rewards YAML file") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise AlignlabError(f"malformed YAML ({getattr(err, 'problem', None) or err})", where=where) from err
+    return build_spec(data, base_dir=path.parent, source=str(path), text=text)
+
+
+DEFAULT_SPEC = """\
+# Reward spec: total = min(cap, sum of weight * component) - diversity.weight * similarity to the group.
+components:
+  - {name: heuristic, fn: persona_heuristic, weight: 0.8}
+  - {name: length, fn: length_penalty, weight: -0.2, args: {target: 60}}
+cap: 1.0
+diversity: {weight: 0.1}
+"""
+
+
+def default_reward() -> ComposedReward:
+    """The reward used when a project names no spec: persona heuristics, length penalty, cap, diversity."""
+    return build_spec(yaml.safe_load(DEFAULT_SPEC), source="<default rewards>", text=DEFAULT_SPEC)

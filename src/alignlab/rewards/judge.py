@@ -1,0 +1,273 @@
+"""An LLM judge over any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama...).
+
+``LLMJudge`` scores one completion against a rubric on 1-10 and normalises it to [0, 1]: ``(s - 1) / 9``.
+``judge_pair`` asks for a preference in both orders and returns "a", "b" or "tie": judges favour whichever
+response they are shown first, and a verdict that flips with the order is that bias, not a preference.
+
+Every verdict is cached in SQLite under ``alignlab.paths.home()`` keyed by sha256 of (model, rubric, prompt,
+completion), so re-scoring the same text (a re-run, an eval after training) costs nothing. Requests time
+out, and connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from alignlab.errors import AlignlabError
+from alignlab.rewards.common import completion_text, prompt_text
+
+DEFAULT_RUBRIC = (
+    "How snarky is the response while still being correct and helpful? "
+    "1 = bland, servile, hedging or wrong; 10 = sharp, witty sarcasm that still answers correctly."
+)
+_SCORE = re.compile(r"\b(10|[1-9])\b")
+_VERDICT = re.compile(r"\b(A|B|tie)\b", re.IGNORECASE)
+
+
+class JudgeCache:
+    """sha256 key -> verdict, in one SQLite table (WAL, so parallel training processes can share it)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, value TEXT, created REAL)")
+            self._conn.commit()
+        return self._conn
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db().execute("SELECT value FROM verdicts WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            db = self._db()
+            db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)", (key, value, time.time()))
+            db.commit()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def cache_key(*parts: str) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+
+
+def _conversation(prompt) -> str:
+    """A prompt for the judge: plain text, or a multi-turn conversation as 'role: content' lines."""
+    if isinstance(prompt, list) and len(prompt) > 1:
+        return "\n".join(f"{m.get('role', 'user')}: {completion_text(m)}" for m in prompt if isinstance(m, dict))
+    return prompt_text(prompt)
+
+
+class LLMJudge:
+    """Reward function: the judge's rubric score of each completion, in [0, 1].
+
+    ``base_url`` ends before ``/chat/completions`` (e.g. ``http://127.0.0.1:8000/v1``); the API key is read
+    from the environment variable named by ``api_key_env`` (no header is sent when it is unset, which local
+    servers accept). ``retries`` extra attempts follow a failed one after ``backoff * 2**i`` seconds.
+    """
+
+    __name__ = "llm_judge"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        rubric: str = DEFAULT_RUBRIC,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_workers: int = 8,
+        temperature: float = 0.0,
+        max_tokens: int = 8,
+        cache: bool = True,
+        cache_path: str | None = None,
+    ):
+        if not str(base_url).startswith(("http://", "https://")):
+            raise AlignlabError(f"judge base_url '{base_url}' is not an http(s) URL", fix="e.g. http://127.0.0.1:8000/v1")
+        self.base_url = str(base_url).rstrip("/")
+        self.url = f"{self.base_url}/chat/completions"
+        self.model, self.rubric, self.api_key_env = model, rubric, api_key_env
+        self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
+        self.max_workers, self.temperature, self.max_tokens = max(1, int(max_workers)), temperature, max_tokens
+        self.cache_enabled = cache
+        self.cache_path = Path(cache_path) if cache_path else None
+        self._client = None
+        self._cache: JudgeCache | None = None
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+    def __getstate__(self):  # picklable for TRL / multiprocessing: connections are reopened lazily
+        return {**self.__dict__, "_client": None, "_cache": None}
+
+    def _get_cache(self) -> JudgeCache | None:
+        if not self.cache_enabled:
+            return None
+        if self._cache is None:
+            from alignlab.paths import home
+
+            self._cache = JudgeCache(self.cache_path or home() / "judge_cache.sqlite")
+        return self._cache
+
+    def _http(self):
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cache is not None:
+            self._cache.close()
+
+    def chat(self, system: str, user: str) -> str:
+        """One chat completion's text, with timeouts and retries; every failure is an AlignlabError naming the URL."""
+        import httpx
+
+        headers = {}
+        key = os.environ.get(self.api_key_env or "")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        body = {
+            "model": self.model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = self._http().post(self.url, json=body, headers=headers)
+            except httpx.TimeoutException:
+                problem = f"timed out after {self.timeout:g}s"
+                continue
+            except httpx.TransportError as err:
+                problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no connection'}"
+                continue
+            if resp.status_code == 429 or resp.status_code >= 500:
+                problem = f"HTTP {resp.status_code}"
+                continue
+            if resp.status_code in (401, 403):
+                raise AlignlabError(
+                    f"judge endpoint {self.url} refused the request (HTTP {resp.status_code})",
+                    fix=f"set ${self.api_key_env} to a valid API key",
+                )
+            if resp.status_code >= 400:
+                raise AlignlabError(
+                    f"judge endpoint {self.url} answered HTTP {resp.status_code}: {resp.text[:200]!r}",
+                    fix="check the judge's model name and base_url in the reward spec",
+                )
+            try:
+                return resp.json()["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError) as err:
+                raise AlignlabError(
+                    f"judge endpoint {self.url} did not answer in the OpenAI chat format: {resp.text[:200]!r}",
+                    fix="point base_url at an OpenAI-compatible server (the URL usually ends in /v1)",
+                ) from err
+        raise AlignlabError(
+            f"judge endpoint {self.url} is unreachable ({problem}; {self.retries + 1} attempts)",
+            fix="start the judge server or fix base_url in the reward spec",
+        )
+
+    def _cached(self, key: str, ask) -> str:
+        cache = self._get_cache()
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        value = ask()
+        if cache is not None:
+            cache.put(key, value)
+        return value
+
+    # -- scoring ------------------------------------------------------------------------------------------
+    def _raw_score(self, prompt: str, completion: str) -> str:
+        system = (
+            "You are a strict evaluator. Score the assistant's response to the prompt on this rubric:\n"
+            f"{self.rubric}\nReply with a single integer from 1 (worst) to 10 (best) and nothing else."
+        )
+        user = f"[Prompt]\n{prompt}\n\n[Response]\n{completion}"
+        reply = self.chat(system, user)
+        found = _SCORE.search(reply)
+        if not found:
+            raise AlignlabError(
+                f"judge {self.model} at {self.url} gave no score from 1 to 10: {reply[:80]!r}",
+                fix="use a stronger judge model or make the rubric ask for a number",
+            )
+        return found.group(1)
+
+    def score(self, prompt, completion) -> float:
+        """The rubric score of one completion, normalised to [0, 1]."""
+        return self.score_many([prompt], [completion])[0]
+
+    def score_many(self, prompts: list, completions: list) -> list[float]:
+        """Scores in [0, 1]; cache misses are asked concurrently (``max_workers`` at a time)."""
+        pairs = [(_conversation(p), completion_text(c)) for p, c in zip(prompts, completions)]
+        keys = [cache_key(self.model, self.rubric, p, c) for p, c in pairs]
+        todo = {k: pc for k, pc in zip(keys, pairs)}
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(todo)))) as pool:
+            futures = {k: pool.submit(self._cached, k, lambda pc=pc: self._raw_score(*pc)) for k, pc in todo.items()}
+            raw = {k: f.result() for k, f in futures.items()}
+        return [(int(raw[k]) - 1) / 9.0 for k in keys]
+
+    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
+        return self.score_many(list(prompts), list(completions))
+
+    # -- pairwise -----------------------------------------------------------------------------------------
+    def _prefer(self, prompt: str, first: str, second: str) -> str:
+        """'A', 'B' or 'tie' for one presentation order."""
+        key = cache_key("pair", self.model, self.rubric, prompt, first, second)
+
+        def ask() -> str:
+            system = (
+                "You compare two assistant responses to the same prompt on this rubric:\n"
+                f"{self.rubric}\nReply with exactly one of: A, B, tie."
+            )
+            user = f"[Prompt]\n{prompt}\n\n[Response A]\n{first}\n\n[Response B]\n{second}"
+            reply = self.chat(system, user)
+            found = _VERDICT.search(reply)
+            if not found:
+                raise AlignlabError(f"judge {self.model} at {self.url} gave no verdict (A, B or tie): {reply[:80]!r}")
+            verdict = found.group(1)
+            return "tie" if verdict.lower() == "tie" else verdict.upper()
+
+        return self._cached(key, ask)
+
+    def judge_pair(self, prompt, a, b) -> str:
+        """"a", "b" or "tie": the preference asked in both orders; a disagreement (position bias) is a tie."""
+        p, a, b = _conversation(prompt), completion_text(a), completion_text(b)
+        first = {"A": "a", "B": "b", "tie": "tie"}[self._prefer(p, a, b)]
+        second = {"A": "b", "B": "a", "tie": "tie"}[self._prefer(p, b, a)]
+        return first if first == second else "tie"
+
+
+def judge_pair(prompt, a, b, *, base_url: str, model: str, **judge_args) -> str:
+    """``LLMJudge(base_url, model, **judge_args).judge_pair(prompt, a, b)``."""
+    judge = LLMJudge(base_url, model, **judge_args)
+    try:
+        return judge.judge_pair(prompt, a, b)
+    finally:
+        judge.close()

@@ -1,0 +1,108 @@
+"""A trained reward model run as a reward function.
+
+The run directory holds ``run.json`` (key ``model``: the base model name) and ``adapter/``: a PEFT adapter over
+``AutoModelForSequenceClassification(num_labels=1)`` whose trained score head is saved with it
+(``modules_to_save``). The score of a completion is the head's logit at the last non-pad token of the
+chat-formatted prompt + completion, which is how transformers pools sequence classifiers and how TRL's
+RewardTrainer trains them (right padding, ``pad_token_id`` set on the config).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alignlab.errors import AlignlabError
+from alignlab.rewards.common import as_messages, completion_text, prompt_text
+
+
+def _check_run(run_dir: Path) -> tuple[str, Path]:
+    """(base model name, adapter dir) of a reward-model run, or a one-line error saying what is missing."""
+    if not run_dir.is_dir():
+        raise AlignlabError(f"reward model run '{run_dir}' does not exist", fix="pass a directory under runs/")
+    meta, adapter = run_dir / "run.json", run_dir / "adapter"
+    if not meta.is_file():
+        raise AlignlabError(f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a reward-model run directory")
+    try:
+        base = json.loads(meta.read_text())["model"]
+    except (ValueError, KeyError) as err:
+        raise AlignlabError(f"{meta} has no \"model\" key", fix="was this run written by `alignlab train rm`?") from err
+    if not (adapter / "adapter_config.json").is_file():
+        raise AlignlabError(f"'{run_dir}' has no adapter/adapter_config.json", fix="pass a finished reward-model run")
+    return base, adapter
+
+
+def _has_score_head(adapter: Path) -> bool:
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        return True  # a .bin adapter: trust it
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return any(".score." in k or ".classifier." in k or k.endswith((".score.weight", ".classifier.weight")) for k in f.keys())
+
+
+class RewardModel:
+    """Reward function: the reward model's scalar score (an unbounded logit) per completion."""
+
+    __name__ = "reward_model"
+
+    def __init__(self, run: str | Path, device: str = "auto", batch_size: int = 8, max_length: int = 1024):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from alignlab.models.loading import pick_device
+        from alignlab.models.registry import resolve_model
+
+        self.run_dir = Path(run)
+        base, adapter = _check_run(self.run_dir)
+        if not _has_score_head(adapter):
+            raise AlignlabError(
+                f"the adapter in '{self.run_dir}' has no trained score head",
+                fix="train the reward model with a SEQ_CLS LoRA (the head goes in modules_to_save)",
+            )
+        self.base, self.device = base, pick_device(device)
+        self.batch_size, self.max_length = batch_size, max_length
+        path = resolve_model(base)
+        tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else path
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the base has no score head yet ("MISSING"): the adapter brings it
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = PeftModel.from_pretrained(model, str(adapter)).to(self.device).eval()
+
+    def format(self, prompt, completion) -> str:
+        """prompt + completion as the model's chat template renders them (plain concatenation without one)."""
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = as_messages(prompt) + [{"role": "assistant", "content": completion_text(completion)}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return prompt_text(prompt) + completion_text(completion)
+
+    def score_texts(self, texts: list[str]) -> list[float]:
+        import torch
+
+        out: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[i : i + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=False,
+                return_tensors="pt",
+            ).to(self.device)
+            with torch.inference_mode():
+                out += self.model(**batch).logits[:, 0].float().tolist()
+        return out
+
+    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
+        return self.score_texts([self.format(p, c) for p, c in zip(prompts, completions)])

@@ -1,0 +1,212 @@
+"""What every recipe shares: atomic checkpoints, a NaN stop, token counting, metrics, samples, progress.
+
+``AlignlabTrainerMixin`` goes in front of a TRL trainer class (``class X(AlignlabTrainerMixin, DPOTrainer)``);
+the callbacks are plain ``TrainerCallback``s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from alignlab.errors import AlignlabError
+from alignlab.progress import console, progress_bar
+
+
+class NonFiniteLoss(AlignlabError):
+    pass
+
+
+class AlignlabTrainerMixin:
+    """Adds to a transformers/TRL trainer: NaN stop, non-padding token counting, atomic checkpoints."""
+
+    _al_tokens = 0
+    _al_last = (0, None)  # (tokens, time) at the previous log
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        self._al_tokens += self._count_tokens(inputs)
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLoss(
+                f"loss became {float(loss)} at step {self.state.global_step + 1}; the run stopped and no adapter "
+                "was written (the last checkpoint is intact)",
+                fix="lower the learning rate or check the data and rewards",
+            )
+        return loss
+
+    def _count_tokens(self, inputs) -> int:
+        """Non-padding tokens in a batch (recipes with other batch layouts override this)."""
+        if not isinstance(inputs, dict):
+            return 0
+        total = 0
+        for key in ("attention_mask", "prompt_mask", "completion_mask"):
+            if key == "attention_mask" and key in inputs:
+                return int(inputs[key].sum())
+            if key in inputs:
+                total += int(inputs[key].sum())
+        return total
+
+    def log(self, logs: dict, *args, **kwargs):
+        now = time.perf_counter()
+        last_tokens, last_time = self._al_last
+        if last_time is not None and "loss" in logs:
+            dt = now - last_time
+            logs["tokens_per_s"] = round((self._al_tokens - last_tokens) / dt, 2) if dt > 0 else 0.0
+        if "loss" in logs or last_time is None:
+            self._al_last = (self._al_tokens, now)
+        logs["tokens"] = self._al_tokens
+        return super().log(logs, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        """Write checkpoint-N under checkpoints/.staging, then rename it into place (a kill never leaves half)."""
+        final_root = self.args.output_dir
+        staging = os.path.join(final_root, ".staging")
+        name = f"checkpoint-{self.state.global_step}"
+        shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
+        self.args.output_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = final_root
+        if self.args.should_save:
+            target = os.path.join(final_root, name)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(os.path.join(staging, name), target)
+            _rotate(final_root, keep=2)
+
+
+def _rotate(root: str, keep: int) -> None:
+    ckpts = sorted(
+        (p for p in Path(root).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    for old in ckpts[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class MetricsCallback(TrainerCallback):
+    """Appends every log to metrics.jsonl; watches for the falling-chosen-log-prob failure (DPO family)."""
+
+    def __init__(self, run_dir: Path, watch_chosen: bool = False, window: int = 5):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.watch_chosen = watch_chosen
+        self.window = window
+        self.history: list[tuple[float, float]] = []
+        self.warned = False
+        self.last: dict = {}
+
+    def _write(self, record: dict) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+        record = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
+        if "loss" in logs:
+            self.last = record
+        self._write(record)
+        if self.watch_chosen and "logps/chosen" in logs and "rewards/margins" in logs:
+            self._check_chosen(state.global_step, logs["logps/chosen"], logs["rewards/margins"])
+
+    def _check_chosen(self, step: int, chosen: float, margin: float) -> None:
+        """Warn when chosen log-probs fall while the margin grows: both sides are being pushed down."""
+        self.history.append((chosen, margin))
+        if self.warned or len(self.history) < 2 * self.window:
+            return
+        early = self.history[: self.window]
+        late = self.history[-self.window :]
+        c0 = sum(c for c, _ in early) / self.window
+        c1 = sum(c for c, _ in late) / self.window
+        m0 = sum(m for _, m in early) / self.window
+        m1 = sum(m for _, m in late) / self.window
+        if c1 < c0 - 1.0 and m1 > m0:
+            self.warned = True
+            msg = (
+                f"chosen log-probs are falling ({c0:.1f} -> {c1:.1f}) while the margin grows ({m0:.2f} -> {m1:.2f}): "
+                "both responses are being pushed down (try a larger beta, fewer steps, or an SFT term)"
+            )
+            console.print(f"[yellow]warning (step {step}): {msg}[/]")
+            self._write({"step": step, "warning": "chosen_logps_falling", "message": msg})
+
+
+class SamplesCallback(TrainerCallback):
+    """Greedy generations on fixed held-out prompts at the start, every N steps, and at the end."""
+
+    def __init__(self, run_dir: Path, prompts: list[str], every: int, tokenizer, max_new_tokens: int = 48):
+        self.path = Path(run_dir) / "samples.jsonl"
+        self.prompts, self.every, self.tok, self.max_new = prompts, every, tokenizer, max_new_tokens
+        self.done_steps: set[int] = set()
+
+    def _sample(self, model, step: int) -> None:
+        if not self.prompts or step in self.done_steps:
+            return
+        self.done_steps.add(step)
+        from alignlab.generate import generate
+
+        model = getattr(model, "module", model)
+        was_training = model.training
+        model.eval()
+        outs = generate(model, self.tok, self.prompts, max_new_tokens=self.max_new, temperature=0.0)
+        if was_training:
+            model.train()
+        with open(self.path, "a") as fh:
+            for p, o in zip(self.prompts, outs):
+                fh.write(json.dumps({"step": step, "prompt": p, "completion": o}) + "\n")
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and state.global_step == 0:
+            self._sample(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and state.global_step % self.every == 0:
+            self._sample(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            self._sample(model, state.global_step)
+
+
+class RichProgressCallback(TrainerCallback):
+    """Progress bar with step, loss, tokens/s and time left (replaces transformers' tqdm bar)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar = None
+        self.task = None
+        self.loss = float("nan")
+        self.tps = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import TextColumn
+
+        self.bar = progress_bar(TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:.0f} tok/s"))
+        self.bar.start()
+        self.task = self.bar.add_task(
+            self.description, total=state.max_steps, completed=state.global_step, loss=self.loss, tps=0.0
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=state.global_step, loss=self.loss, tps=self.tps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = logs["loss"]
+            self.tps = logs.get("tokens_per_s", self.tps)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

@@ -1,0 +1,303 @@
+"""Run a training method end to end: validate, set up the run directory, load, train, save safely.
+
+The recipes (``train/<method>.py``) only build a TRL trainer from a :class:`RunContext`; everything
+around it (data checks before any model loads, the run directory, device-aware defaults, resume,
+the adapter written atomically and only when finite) lives here once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignlab.config import ProjectConfig, dump_config
+from alignlab.data import bundled_path, resolve_data
+from alignlab.data.formats import METHOD_KIND, load_dataset_rows
+from alignlab.errors import AlignlabError
+from alignlab.progress import console
+from alignlab.train import rundir
+
+METHODS = {
+    "sft": "alignlab.train.sft",
+    "dpo": "alignlab.train.preference",
+    "ipo": "alignlab.train.preference",
+    "simpo": "alignlab.train.preference",
+    "orpo": "alignlab.train.preference",
+    "kto": "alignlab.train.kto",
+    "rm": "alignlab.train.rm",
+    "grpo": "alignlab.train.online",
+    "rloo": "alignlab.train.online",
+    "ppo": "alignlab.train.ppo",
+}
+ONLINE = {"grpo", "rloo", "ppo"}
+
+
+@dataclass
+class RunContext:
+    method: str
+    cfg: ProjectConfig
+    run_dir: Path
+    rows: list[dict]
+    tokenizer: Any
+    device: str
+    model: Any = None
+    init_adapter: Path | None = None
+    eval_rows: list[dict] = field(default_factory=list)
+    callbacks: list = field(default_factory=list)
+    sample_prompts: list[str] = field(default_factory=list)
+
+    @property
+    def lora(self) -> bool:
+        return self.cfg.lora.enabled
+
+    def training_args(self, **extra) -> dict:
+        """Keyword arguments shared by every TRL config class, chosen for the device."""
+        import torch
+
+        t = self.cfg.train
+        bf16 = self.model is not None and next(self.model.parameters()).dtype == torch.bfloat16
+        gc = t.gradient_checkpointing == "on" or (t.gradient_checkpointing == "auto" and self.cfg.lora.qlora)
+        args = dict(
+            output_dir=str(self.run_dir / "checkpoints"),
+            per_device_train_batch_size=t.batch_size,
+            gradient_accumulation_steps=t.grad_accum,
+            learning_rate=t.learning_rate,
+            num_train_epochs=t.epochs,
+            max_steps=t.max_steps,
+            lr_scheduler_type=t.lr_scheduler,
+            warmup_steps=t.warmup_ratio,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            seed=t.seed,
+            data_seed=t.seed,
+            logging_steps=t.logging_steps,
+            save_strategy="steps",
+            save_steps=t.save_steps,
+            save_total_limit=None,
+            report_to=[],
+            disable_tqdm=True,
+            use_cpu=self.device == "cpu",
+            bf16=bf16,
+            fp16=False,
+            gradient_checkpointing=gc,
+            dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        )
+        args.update(extra)
+        args.update(t.trainer_overrides)
+        return args
+
+    def peft_config(self, task_type: str = "CAUSAL_LM"):
+        """A fresh LoRA config, or None (full fine-tuning, or an adapter loaded to continue from)."""
+        if not self.lora or self.init_adapter is not None:
+            return None
+        from peft import LoraConfig
+
+        lc = self.cfg.lora
+        return LoraConfig(
+            r=lc.r,
+            lora_alpha=lc.alpha,
+            lora_dropout=lc.dropout,
+            target_modules=lc.target_modules,
+            task_type=task_type,
+        )
+
+
+def data_kind(method: str) -> str:
+    if method not in METHOD_KIND:
+        raise AlignlabError(f"unknown method '{method}'", fix="one of: " + ", ".join(METHODS))
+    return METHOD_KIND[method]
+
+
+def _heldout_prompts(k: int) -> list[str]:
+    import json
+
+    lines = bundled_path("prompts-heldout").read_text().splitlines() if k else []
+    return [json.loads(line)["prompt"] for line in lines[:k] if line.strip()]
+
+
+def prepare(
+    method: str,
+    cfg: ProjectConfig,
+    data: str,
+    runs_dir: Path,
+    run_dir: Path | None = None,
+    skip_invalid: bool = False,
+    init_adapter: str | None = None,
+) -> RunContext:
+    """Everything that can fail cheaply, before a model loads: method, data, device, adapter to continue."""
+    from alignlab.models.loading import load_tokenizer, pick_device
+
+    if method not in METHODS:
+        raise AlignlabError(f"unknown method '{method}'", fix="one of: " + ", ".join(METHODS))
+    kind = data_kind(method)
+    device = pick_device(cfg.train.device)
+    if cfg.lora.qlora and not device.startswith("cuda"):
+        raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    path = resolve_data(data)
+    rows = load_dataset_rows(
+        path,
+        kind,
+        tokenizer=tokenizer,
+        max_length=cfg.train.max_length,
+        max_prompt_length=cfg.train.max_prompt_length,
+        skip_invalid=skip_invalid,
+        echo=lambda m: console.print(f"[yellow]{m}[/]"),
+    )
+    adapter = None
+    if init_adapter:
+        from alignlab.models.loading import read_run_base
+
+        src = rundir.check_run_dir(init_adapter)
+        base = read_run_base(src)
+        if base != cfg.model:
+            raise AlignlabError(
+                f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
+            )
+        adapter = src / "adapter"
+    if run_dir is None:
+        run_dir = rundir.new_run_dir(runs_dir, method)
+    ctx = RunContext(
+        method=method,
+        cfg=cfg,
+        run_dir=run_dir,
+        rows=rows,
+        tokenizer=tokenizer,
+        device=device,
+        init_adapter=adapter,
+        sample_prompts=_heldout_prompts(cfg.train.sample_prompts),
+    )
+    return ctx
+
+
+def _load_model(ctx: RunContext, task: str = "causal"):
+    from alignlab.models.loading import load_base
+
+    cfg = ctx.cfg
+    if task == "seq-cls":
+        from alignlab.models.loading import load_sequence_classifier
+
+        model = load_sequence_classifier(cfg.model, device=ctx.device, precision=cfg.train.precision)
+    else:
+        model = load_base(
+            cfg.model,
+            device=ctx.device,
+            precision=cfg.train.precision,
+            load_in_4bit=cfg.lora.qlora,
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    if ctx.init_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(ctx.init_adapter), is_trainable=True)
+    return model
+
+
+def quiet_libraries() -> None:
+    """Silence per-step library chatter (dataset map bars, deprecation notes); our own bar shows progress."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
+    """Train ``ctx.method`` into ``ctx.run_dir``; returns the run directory."""
+    import torch
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    quiet_libraries()
+
+    from alignlab.train.callbacks import MetricsCallback, RichProgressCallback, SamplesCallback
+
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    main = is_main_process()
+    if main:
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        rundir.write_env(run_dir, ctx.device, cfg.train.seed)
+        rundir.update_run(
+            run_dir,
+            method=ctx.method,
+            model=cfg.model,
+            data=str(data),
+            rows=len(ctx.rows),
+            status="running",
+            init_adapter=str(ctx.init_adapter.parent) if ctx.init_adapter else None,
+            lora=cfg.lora.enabled,
+        )
+    torch.manual_seed(cfg.train.seed)
+    recipe = importlib.import_module(METHODS[ctx.method])
+    ctx.model = _load_model(ctx, task=getattr(recipe, "TASK", "causal"))
+    ctx.callbacks = [
+        MetricsCallback(run_dir, watch_chosen=ctx.method in ("dpo", "ipo", "simpo", "orpo")),
+        RichProgressCallback(f"{ctx.method}"),
+    ]
+    if getattr(recipe, "TASK", "causal") == "causal" and cfg.train.sample_prompts:
+        ctx.callbacks.append(
+            SamplesCallback(run_dir, ctx.sample_prompts, cfg.train.sample_steps, ctx.tokenizer)
+        )
+    trainer = recipe.build_trainer(ctx)
+    trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its stdout dicts
+    last = None
+    if resume:
+        ckpt_root = run_dir / "checkpoints"
+        last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
+        if last is None:
+            console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    except KeyboardInterrupt:
+        if main:
+            rundir.update_run(run_dir, status="interrupted")
+        raise
+    except Exception:
+        if main:
+            rundir.update_run(run_dir, status="failed")
+        raise
+    if main:
+        save_adapter(trainer.model, run_dir / "adapter", ctx.tokenizer)
+        final = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
+        last_log = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
+        rundir.update_run(
+            run_dir,
+            status="done",
+            steps=trainer.state.global_step,
+            final={k: v for k, v in last_log.items() if isinstance(v, (int, float))},
+            train_runtime=final.get("train_runtime"),
+        )
+    return run_dir
+
+
+def save_adapter(model, target: Path, tokenizer=None) -> None:
+    """Save the adapter (or full model) as safetensors, atomically, refusing non-finite weights."""
+    import torch
+
+    model = getattr(model, "module", model)
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad:
+        raise AlignlabError(
+            f"refusing to write an adapter with non-finite values ({bad[0]} and {len(bad) - 1} more)",
+            fix="lower the learning rate; the last checkpoint is intact",
+        )
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    if tokenizer is not None and not (tmp / "adapter_config.json").is_file():
+        tokenizer.save_pretrained(str(tmp))  # full fine-tune: a self-contained model directory
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)

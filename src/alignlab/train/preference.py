@@ -1,0 +1,204 @@
+"""DPO, IPO, SimPO and ORPO: one recipe over TRL's DPOTrainer, with our losses and a faster forward.
+
+TRL's DPOTrainer prepares the data (chat template, prompt/completion split, the adapter-disabled
+reference) and runs the loop. We replace two pieces:
+
+- the loss: ``alignlab.losses`` pure functions for all four methods (TRL's DPO is stable; its ORPO and
+  CPO/SimPO live in ``trl.experimental``, so those two are ours and tested against the papers' math);
+- the forward: chosen and rejected share their prompt. We run the prompt once, keep its KV cache, and
+  run both completions on top of it, so prompt tokens cost one forward/backward instead of two; the
+  LM head only runs on completion positions. Batches are grouped by length to cut padding. The result
+  equals the plain forward up to float rounding (tests/test_train_preference.py checks it).
+
+Under multi-process data parallelism the model is wrapped by DDP, which must see exactly one forward
+per step, so there we use TRL's single concatenated forward instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from trl import DPOConfig, DPOTrainer
+
+from alignlab import losses
+from alignlab.train.callbacks import AlignlabTrainerMixin
+
+REFERENCE_FREE = {"simpo", "orpo"}
+
+
+class PrefixCollator:
+    """Pairs -> left-padded prompts (B, Lp) and right-padded completions (2B, Lc): chosen rows, then rejected."""
+
+    def __init__(self, pad_token_id: int, max_length: int | None):
+        self.pad, self.max_length = pad_token_id, max_length
+
+    def __call__(self, examples: list[dict]) -> dict:
+        prompts = [e["prompt_ids"] for e in examples]
+        comps = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
+        if self.max_length:
+            comps = [c[: max(1, self.max_length - len(prompts[i % len(prompts)]))] for i, c in enumerate(comps)]
+        lp, lc = max(map(len, prompts)), max(map(len, comps))
+        out = {
+            "prompt_ids": torch.tensor([[self.pad] * (lp - len(p)) + p for p in prompts]),
+            "prompt_mask": torch.tensor([[0] * (lp - len(p)) + [1] * len(p) for p in prompts]),
+            "completion_ids": torch.tensor([c + [self.pad] * (lc - len(c)) for c in comps]),
+            "completion_mask": torch.tensor([[1] * len(c) + [0] * (lc - len(c)) for c in comps]),
+        }
+        if "ref_chosen_logps" in examples[0]:
+            out["ref_chosen_logps"] = torch.tensor([e["ref_chosen_logps"] for e in examples])
+            out["ref_rejected_logps"] = torch.tensor([e["ref_rejected_logps"] for e in examples])
+        return out
+
+
+def _split(model):
+    """(backbone, lm_head) of a causal LM, through PEFT wrappers (LoRA layers stay in place)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.base_model, base.get_output_embeddings()
+
+
+def completion_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the completions, sharing each prompt's forward between its two completions.
+
+    Returns (logps (2B, Lc), mask (2B, Lc)); padded positions are 0.
+    """
+    backbone, lm_head = _split(model)
+    p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]
+    c_ids, c_mask = batch["completion_ids"], batch["completion_mask"]
+    p_pos = (p_mask.cumsum(1) - 1).clamp(min=0)
+    p_out = backbone(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True)
+    cache = p_out.past_key_values
+    for layer in cache.layers:  # one prompt cache serves chosen (rows 0..B-1) and rejected (rows B..2B-1)
+        layer.keys = torch.cat([layer.keys, layer.keys], dim=0)
+        layer.values = torch.cat([layer.values, layer.values], dim=0)
+    p_len = p_mask.sum(1).repeat(2)
+    c_pos = p_len[:, None] + torch.arange(c_ids.shape[1], device=c_ids.device)[None, :]
+    full_mask = torch.cat([p_mask.repeat(2, 1), c_mask], dim=1)
+    c_out = backbone(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, past_key_values=cache, use_cache=True)
+    last_prompt = p_out.last_hidden_state[:, -1:].repeat(2, 1, 1)  # left padding: the last position is real
+    hidden = torch.cat([last_prompt, c_out.last_hidden_state[:, :-1]], dim=1)  # hidden[t] predicts c_ids[t]
+    sel = c_mask.bool()
+    logits = lm_head(hidden[sel]).float()
+    token_logps = logits.log_softmax(-1).gather(-1, c_ids[sel][:, None]).squeeze(-1)
+    out = torch.zeros(c_ids.shape, dtype=token_logps.dtype, device=c_ids.device)
+    out[sel] = token_logps
+    return out, c_mask
+
+
+def concatenated_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same quantity through one plain forward over [prompt+chosen; prompt+rejected] (TRL's fused head)."""
+    p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]
+    c_ids, c_mask = batch["completion_ids"], batch["completion_mask"]
+    ids = torch.cat([p_ids.repeat(2, 1), c_ids], dim=1)
+    attn = torch.cat([p_mask.repeat(2, 1), c_mask], dim=1)
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    labels = ids.masked_fill(torch.cat([torch.zeros_like(p_mask.repeat(2, 1)), c_mask], dim=1) == 0, -100)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, labels=labels, fused_lm_head=True, use_cache=False)
+    return out.log_probs[:, -c_ids.shape[1] :] * c_mask, c_mask
+
+
+class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
+    """DPOTrainer with alignlab's loss functions and the shared-prompt forward."""
+
+    def __init__(self, *args, method: str = "dpo", method_cfg=None, **kwargs):
+        self.al_method, self.al_cfg = method, method_cfg
+        super().__init__(*args, **kwargs)
+        self.data_collator = PrefixCollator(self.processing_class.pad_token_id, self.args.max_length)
+        self.train_dataset = self.train_dataset.map(
+            lambda e: {"length": len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))}
+        )
+
+    def _count_tokens(self, inputs) -> int:
+        return int(inputs["prompt_mask"].sum()) * 2 + int(inputs["completion_mask"].sum())
+
+    def _logps(self, model, batch):
+        if self.accelerator.num_processes > 1:
+            return concatenated_logps(model, batch)
+        return completion_logps(model, batch)
+
+    def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if "ref_chosen_logps" in batch:
+            return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        model = self.accelerator.unwrap_model(self.model)
+        with torch.no_grad(), model.disable_adapter():
+            logps, _ = completion_logps(model, batch)
+        return logps.sum(1).chunk(2)
+
+    def precompute_reference(self, batch_size: int = 16) -> None:
+        """Reference log-probs for every pair, once, in inference mode (pays off from the second epoch)."""
+        model = self.accelerator.unwrap_model(self.model)
+        ds = self.train_dataset
+        chosen, rejected = [], []
+        model.eval()
+        with torch.inference_mode(), model.disable_adapter():
+            for i in range(0, len(ds), batch_size):
+                batch = self.data_collator([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
+                batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                c, r = completion_logps(model, batch)[0].sum(1).chunk(2)
+                chosen += c.tolist()
+                rejected += r.tolist()
+        model.train()
+        self.train_dataset = ds.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        token_logps, mask = self._logps(model, inputs)
+        sums, lengths = token_logps.sum(1), mask.sum(1)
+        c_sum, r_sum = sums.chunk(2)
+        c_len, r_len = lengths.chunk(2)
+        cfg, m = self.al_cfg, self.al_method
+        if m == "dpo":
+            per_pair, metrics = losses.dpo_loss(c_sum, r_sum, *self._reference_logps(inputs), beta=cfg.beta)
+        elif m == "ipo":
+            ref_c, ref_r = self._reference_logps(inputs)
+            per_pair, metrics = losses.ipo_loss(c_sum, r_sum, ref_c, ref_r, c_len, r_len, beta=cfg.beta)
+        elif m == "simpo":
+            per_pair, metrics = losses.simpo_loss(c_sum, r_sum, c_len, r_len, beta=cfg.beta, gamma=cfg.gamma)
+            if cfg.sft_weight:
+                per_pair = per_pair + cfg.sft_weight * (-c_sum / c_len)
+        elif m == "orpo":
+            c_avg, r_avg = c_sum / c_len, r_sum / r_len
+            per_pair, metrics = losses.orpo_loss(c_avg, r_avg, -c_avg, beta=cfg.beta)
+        else:
+            raise ValueError(f"unknown preference method {m}")
+        metrics = {**metrics, "logps/chosen": c_sum.detach().mean(), "logps/rejected": r_sum.detach().mean()}
+        for key, value in metrics.items():
+            value = value.detach().float().mean() if torch.is_tensor(value) else torch.tensor(float(value))
+            self._metrics[mode][key].append(self.accelerator.gather_for_metrics(value.to(self.accelerator.device)).mean().item())
+        loss = per_pair.mean()
+        return (loss, {}) if return_outputs else loss
+
+
+def build_trainer(ctx):
+    from datasets import Dataset
+
+    from alignlab.data.formats import to_conversational
+
+    method = ctx.method
+    mcfg = getattr(ctx.cfg, method)
+    precompute = method in ("dpo",) and (
+        getattr(mcfg, "precompute_ref", "auto") == "on"
+        or (getattr(mcfg, "precompute_ref", "auto") == "auto" and ctx.cfg.train.epochs > 1)
+    )
+    args = DPOConfig(
+        **ctx.training_args(
+            max_length=ctx.cfg.train.max_length,
+            beta=getattr(mcfg, "beta", 0.1),
+            remove_unused_columns=False,
+            disable_dropout=True,
+        )
+    )
+    rows = [to_conversational(r, "preference") for r in ctx.rows]
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    trainer = PreferenceTrainer(
+        model=ctx.model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=ctx.tokenizer,
+        peft_config=ctx.peft_config(),
+        callbacks=ctx.callbacks,
+        method=method,
+        method_cfg=mcfg,
+    )
+    if precompute and method not in REFERENCE_FREE:
+        trainer.precompute_reference(batch_size=max(8, ctx.cfg.train.batch_size * 2))
+    return trainer
+

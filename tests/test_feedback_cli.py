@@ -1,0 +1,115 @@
+"""`alignlab feedback export|import|stats` as real subprocesses: default paths, output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from alignlab.feedback.store import MIGRATIONS, Store
+
+
+def _cli(*args, cwd=None):
+    try:
+        import alignlab.cli  # noqa: F401 - the command imports every verb module
+    except ModuleNotFoundError as err:
+        if (err.name or "").startswith("alignlab.cli."):
+            pytest.skip(f"the alignlab command cannot start yet: {err.name} is missing")
+        raise
+    return subprocess.run(
+        [sys.executable, "-m", "alignlab", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def _one_line_error(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {"prompt": "Is the sky blue?", "chosen": "Shockingly, yes.", "rejected": "Yes."},
+        {"prompt": "Is the sky blue?", "chosen": "Yes.", "rejected": "Shockingly, yes."},  # someone disagrees
+        {"prompt": "2+2?", "chosen": "4, genius.", "rejected": "4"},
+        {"prompt": "2+2?", "completion": "4, genius.", "label": True},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_import_export_stats_in_a_project(tmp_path, pairs_file):
+    project = tmp_path / "proj"
+    (project / "sub").mkdir(parents=True)
+    (project / "alignlab.yaml").write_text("name: snarky\n")
+    imp = _cli("feedback", "import", str(pairs_file), "--rater", "ann", cwd=project / "sub")
+    assert imp.returncode == 0, imp.stderr
+    assert "imported 4 rows (3 pairs, 1 labels)" in imp.stdout
+    db = project / "feedback.db"  # the project's database, found from a subdirectory
+    assert db.is_file() and not (project / "sub" / "feedback.db").exists()
+
+    exp = _cli("feedback", "export", "--format", "dpo", cwd=project / "sub")
+    assert exp.returncode == 0, exp.stderr
+    out = project / "data" / "feedback_dpo.jsonl"
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"prompt": "2+2?", "chosen": "4, genius.", "rejected": "4"}
+    ]
+    assert f"wrote 1 dpo rows to {out}" in exp.stdout
+    assert "conflict (pair) on prompt 1 'Is the sky blue?': judgements 1, 2" in exp.stdout
+
+    kto = _cli("feedback", "export", "--format", "kto", "--round", "0", "--out", str(tmp_path / "k.jsonl"), cwd=project)
+    assert kto.returncode == 0, kto.stderr
+    assert json.loads((tmp_path / "k.jsonl").read_text()) == {"prompt": "2+2?", "completion": "4, genius.", "label": True}
+
+    stats = _cli("feedback", "stats", cwd=project)
+    assert stats.returncode == 0, stats.stderr
+    assert "round 0: 2 prompts, 4 responses, 4 judgements (pick 3, thumb 1); thumbs +1/-0" in stats.stdout
+    assert "by rater: ann 4" in stats.stdout
+
+
+def test_outside_a_project_uses_the_current_directory(tmp_path, pairs_file):
+    work = tmp_path / "plain"
+    work.mkdir()
+    assert _cli("feedback", "import", str(pairs_file), "--rater", "ann", cwd=work).returncode == 0
+    assert (work / "feedback.db").is_file()
+    exp = _cli("feedback", "export", "--format", "sft", cwd=work)
+    assert exp.returncode == 0 and (work / "feedback_sft.jsonl").read_text() == ""
+
+
+def test_explicit_db(tmp_path, pairs_file):
+    db = tmp_path / "elsewhere" / "fb.db"
+    assert _cli("feedback", "import", str(pairs_file), "--rater", "ann", "--db", str(db)).returncode == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == 4
+
+
+def test_errors_are_one_line(tmp_path, pairs_file):
+    assert _one_line_error(_cli("feedback", "stats", "--db", str(tmp_path / "none.db"))).startswith(
+        "error: no feedback database at"
+    )
+    assert not (tmp_path / "none.db").exists()
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(pairs_file.read_text() + '{"prompt": "x", "chosen": 3, "rejected": "y"}\n')
+    db = tmp_path / "fb.db"
+    msg = _one_line_error(_cli("feedback", "import", str(bad), "--rater", "ann", "--db", str(db)))
+    assert msg == f"error: {bad}:5: 'chosen' must be a non-empty string"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == 0
+
+    fmt = _one_line_error(_cli("feedback", "export", "--format", "orpo", "--db", str(db)))
+    assert fmt.startswith("error: unknown format 'orpo'")
+
+    def m999_future(conn):
+        conn.execute("CREATE TABLE future (x)")
+
+    newer = tmp_path / "feedback.db"
+    Store(newer, migrations=[*MIGRATIONS, m999_future]).close()
+    msg = _one_line_error(_cli("feedback", "stats", "--db", str(newer)))
+    assert msg == f"error: feedback.db was written by a newer alignlab (schema 999 > {len(MIGRATIONS)}) — upgrade alignlab"

@@ -1,0 +1,234 @@
+"""The feedback store: migrations (blank, each older schema, newer refused), validation, undo, pending, stats."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.feedback.store import MIGRATIONS, Store, open_store
+
+
+def _applied(path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT name, applied_at FROM migrations ORDER BY name").fetchall()
+
+
+def _tables(path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+
+
+def _seed(store: Store) -> tuple[int, int, int]:
+    pid = store.add_prompt("Explain recursion.", source="test", split="train")
+    r1 = store.add_response(pid, "See: recursion.", model="tiny", run="runs/r0", round=0, sampler={"temperature": 0.9})
+    r2 = store.add_response(pid, "A function that calls itself.", model="tiny", round=0)
+    return pid, r1, r2
+
+
+def test_blank_db_is_migrated_once(tmp_path):
+    path = tmp_path / "feedback.db"
+    with open_store(path) as store:
+        assert store.schema_version() == len(MIGRATIONS)
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    first = _applied(path)
+    assert [n for n, _ in first] == [m.__name__ for m in MIGRATIONS]
+    assert {"prompts", "responses", "judgements", "migrations", "judgements_rater"} <= _tables(path)
+    with open_store(path):
+        pass
+    assert _applied(path) == first  # not re-applied, timestamps untouched
+
+
+@pytest.mark.parametrize("k", range(1, len(MIGRATIONS)))
+def test_older_schema_is_brought_up_to_date(tmp_path, k):
+    path = tmp_path / "feedback.db"
+    with Store(path, migrations=MIGRATIONS[:k]) as old:
+        assert old.schema_version() == k
+        pid, r1, r2 = _seed(old)
+        jid = old.add_judgement("pick", r1, "b", other_response_id=r2, rater="ann")
+    before = _applied(path)
+    assert len(before) == k
+    with open_store(path) as store:
+        assert store.schema_version() == len(MIGRATIONS)
+        rows = store.judgements()
+        assert [(r["id"], r["kind"], r["value"], r["prompt"]) for r in rows] == [(jid, "pick", "b", "Explain recursion.")]
+        assert store.response(r1)["sampler"] == '{"temperature": 0.9}'
+        store.add_judgement("thumb", r2, 1, rater="ann")
+    after = _applied(path)
+    assert after[:k] == before
+    assert [n for n, _ in after] == [m.__name__ for m in MIGRATIONS]
+    assert "judgements_rater" in _tables(path)
+
+
+def m999_future(conn):
+    conn.execute("CREATE TABLE future (x)")
+
+
+def test_newer_schema_is_refused_untouched(tmp_path):
+    path = tmp_path / "feedback.db"
+    with Store(path, migrations=[*MIGRATIONS, m999_future]) as newer:
+        _seed(newer)
+    before, listing = path.read_bytes(), sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(AlignlabError) as err:
+        open_store(path)
+    msg = str(err.value)
+    assert msg == f"feedback.db was written by a newer alignlab (schema 999 > {len(MIGRATIONS)}) — upgrade alignlab"
+    assert "\n" not in msg
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+
+
+def test_not_a_database(tmp_path):
+    path = tmp_path / "feedback.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(AlignlabError, match="not a readable feedback database"):
+        open_store(path)
+    assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_missing_db_only_created_when_asked(tmp_path):
+    with pytest.raises(AlignlabError, match="no feedback database at"):
+        open_store(tmp_path / "nope.db", create=False)
+    assert not (tmp_path / "nope.db").exists()
+    open_store(tmp_path / "sub" / "new.db").close()
+    assert (tmp_path / "sub" / "new.db").is_file()
+
+
+def test_writes_are_committed_before_return(tmp_path):
+    path = tmp_path / "feedback.db"
+    store = open_store(path)
+    _, r1, _ = _seed(store)
+    jid = store.add_judgement("score", r1, 4, rater="ann")
+    other = sqlite3.connect(path)  # a second connection sees it while the store is still open
+    assert other.execute("SELECT kind, value, rater FROM judgements WHERE id = ?", (jid,)).fetchone() == ("score", 4, "ann")
+    other.close()
+    store.close()
+
+
+def test_prompts_are_unique_and_reused(tmp_path):
+    with open_store(tmp_path / "f.db") as store:
+        ids = store.add_prompts(["a", {"text": "b", "split": "eval"}, "a"])
+        assert ids[0] == ids[2] != ids[1]
+        assert store.add_prompt("b") == ids[1]
+        assert store.conn.execute("SELECT COUNT(*) FROM prompts").fetchone()[0] == 2
+        with pytest.raises(AlignlabError, match="no prompt with id 42"):
+            store.add_response(42, "x")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="thumb", response_id=999, value=1), "no response with id 999"),
+        (dict(kind="like", value=1), "unknown judgement kind 'like'"),
+        (dict(kind="thumb", value=0), "a thumb is \\+1 or -1"),
+        (dict(kind="thumb", value=True), "a thumb is \\+1 or -1"),
+        (dict(kind="score", value=6), "a score is an integer 1-5"),
+        (dict(kind="score", value=3.5), "a score is an integer 1-5"),
+        (dict(kind="pick", value="c", other=True), "a pick is 'a', 'b' or 'tie'"),
+        (dict(kind="pick", value="a"), "no response with id None"),
+        (dict(kind="pick", value="a", other_response_id=999), "no response with id 999"),
+        (dict(kind="pick", value="a", same=True), "two different responses to the same prompt"),
+        (dict(kind="pick", value="a", other_prompt=True), "two different responses to the same prompt"),
+        (dict(kind="rewrite"), "a rewrite needs non-empty rewrite_text"),
+        (dict(kind="rewrite", rewrite_text="  "), "a rewrite needs non-empty rewrite_text"),
+        (dict(kind="thumb", value=1, rater=""), "needs a rater"),
+        (dict(kind="score", value=3, rewrite_text="x"), "takes no rewrite_text"),
+    ],
+)
+def test_invalid_judgements_are_refused(tmp_path, kwargs, message):
+    with open_store(tmp_path / "f.db") as store:
+        pid, r1, r2 = _seed(store)
+        r_other = store.add_response(store.add_prompt("other prompt"), "other")
+        kwargs = dict(kwargs)
+        kwargs.setdefault("response_id", r1)
+        kwargs.setdefault("rater", "ann")
+        if kwargs.pop("other", False):
+            kwargs["other_response_id"] = r2
+        if kwargs.pop("same", False):
+            kwargs["other_response_id"] = r1
+        if kwargs.pop("other_prompt", False):
+            kwargs["other_response_id"] = r_other
+        with pytest.raises(AlignlabError, match=message) as err:
+            store.add_judgement(**kwargs)
+        assert "\n" not in str(err.value)
+        assert store.conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == 0
+
+
+def test_values_keep_their_types_and_round_defaults_to_the_response(tmp_path):
+    with open_store(tmp_path / "f.db") as store:
+        pid = store.add_prompt("p")
+        r1, r2 = store.add_responses([{"prompt_id": pid, "text": "x", "round": 2}, {"prompt_id": pid, "text": "y", "round": 2}])
+        store.add_judgement("thumb", r1, -1, rater="ann")
+        store.add_judgement("pick", r1, "tie", other_response_id=r2, rater="ann", round=3)
+        store.add_judgement("rewrite", r2, rewrite_text="better", rater="judge:gpt")
+        rows = store.conn.execute("SELECT kind, value, typeof(value), round, rewrite_text FROM judgements ORDER BY id").fetchall()
+        assert [tuple(r) for r in rows] == [
+            ("thumb", -1, "integer", 2, None),
+            ("pick", "tie", "text", 3, None),
+            ("rewrite", None, "null", 2, "better"),
+        ]
+
+
+def test_add_judgements_is_all_or_nothing(tmp_path):
+    with open_store(tmp_path / "f.db") as store:
+        _, r1, r2 = _seed(store)
+        with pytest.raises(AlignlabError, match="no response with id 77"):
+            store.add_judgements([
+                {"kind": "thumb", "response_id": r1, "value": 1, "rater": "ann"},
+                {"kind": "thumb", "response_id": 77, "value": 1, "rater": "ann"},
+            ])
+        assert store.conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == 0
+        assert len(store.add_judgements([{"kind": "score", "response_id": r2, "value": 5, "rater": "ann"}])) == 1
+
+
+def test_undo_and_pending(tmp_path):
+    with open_store(tmp_path / "f.db") as store:
+        pid, r1, r2 = _seed(store)
+        r3 = store.add_response(pid, "A function that calls itself.")  # same text as r2: never paired with it
+        assert [p["response_id"] for p in store.pending_single("ann")] == [r1, r2, r3]
+        assert [(p["a_id"], p["b_id"]) for p in store.pending_pairs("ann")] == [(r1, r2), (r1, r3)]
+
+        j1 = store.add_judgement("thumb", r1, 1, rater="ann")
+        j2 = store.add_judgement("pick", r3, "a", other_response_id=r1, rater="ann")
+        store.add_judgement("score", r2, 2, rater="bob")
+        assert [p["response_id"] for p in store.pending_single("ann")] == [r2, r3]
+        assert [p["response_id"] for p in store.pending_single("bob")] == [r1, r3]
+        assert [(p["a_id"], p["b_id"]) for p in store.pending_pairs("ann")] == [(r1, r2)]  # (r1, r3) picked as (r3, r1)
+        assert len(store.pending_pairs("bob")) == 2
+
+        assert store.undo_last("ann", kinds=("thumb",))["id"] == j1
+        assert [p["response_id"] for p in store.pending_single("ann")] == [r1, r2, r3]
+        assert store.undo_last("ann")["id"] == j2
+        assert len(store.pending_pairs("ann")) == 2
+        assert store.undo_last("ann") is None
+        undone = store.conn.execute("SELECT id FROM judgements WHERE undone_at IS NOT NULL ORDER BY id").fetchall()
+        assert [r[0] for r in undone] == [j1, j2]
+        assert [j["rater"] for j in store.judgements()] == ["bob"]
+        assert len(store.judgements(include_undone=True)) == 3
+
+
+def test_stats_and_rounds(tmp_path):
+    with open_store(tmp_path / "f.db") as store:
+        pid = store.add_prompt("p")
+        q = store.add_prompt("q")
+        a, b = store.add_responses([{"prompt_id": pid, "text": "a"}, {"prompt_id": pid, "text": "b"}])
+        c = store.add_response(q, "c", round=1)
+        store.add_judgement("score", a, 5, rater="ann")
+        store.add_judgement("score", b, 2, rater="bob")
+        store.add_judgement("thumb", a, 1, rater="ann")
+        store.add_judgement("thumb", b, -1, rater="ann")
+        store.add_judgement("thumb", b, -1, rater="ann")
+        store.undo_last("ann")
+        store.add_judgement("thumb", c, 1, rater="judge:qwen")
+        assert store.rounds() == [0, 1]
+        r0, r1 = store.stats()
+        assert r0 == {
+            "round": 0, "prompts": 1, "responses": 2, "judgements": 4,
+            "by_kind": {"score": 2, "thumb": 2}, "by_rater": {"ann": 3, "bob": 1},
+            "thumbs_up": 1, "thumbs_down": 1, "mean_score": 3.5, "undone": 1,
+        }
+        assert r1["judgements"] == 1 and r1["by_rater"] == {"judge:qwen": 1} and r1["mean_score"] is None
+        assert store.stats(round=1) == [r1]

@@ -1,0 +1,178 @@
+"""Terminal rating: the loop driven as a function with scripted input, and `alignlab rate` as a real subprocess."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.feedback.rate import rate
+from alignlab.feedback.store import open_store
+
+
+def _scripted(lines):
+    """An input() stand-in that replays lines, then raises EOFError like a closed stdin."""
+    pending = list(lines)
+
+    def read(prompt=""):
+        if not pending:
+            raise EOFError
+        return pending.pop(0)
+
+    return read
+
+
+def _run(store, keys, **kw):
+    out: list[str] = []
+    summary = rate(store, kw.pop("rater", "ann"), input_fn=_scripted(keys), output_fn=out.append, **kw)
+    return summary, "\n".join(out)
+
+
+def _judgements(db):
+    with sqlite3.connect(db) as conn:
+        return [tuple(r) for r in conn.execute(
+            "SELECT kind, response_id, other_response_id, value, rewrite_text, rater, undone_at IS NOT NULL"
+            " FROM judgements ORDER BY id")]
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        p = s.add_prompt("Is water wet?")
+        q = s.add_prompt("What is 2+2?")
+        s.add_responses([
+            {"prompt_id": p, "text": "Yes, shockingly."},             # 1
+            {"prompt_id": p, "text": "Water makes things wet."},      # 2
+            {"prompt_id": q, "text": "4, obviously."},                # 3
+            {"prompt_id": q, "text": "Five."},                        # 4
+        ])
+    return path
+
+
+def test_single_mode_records_each_key(db):
+    with open_store(db) as store:
+        summary, out = _run(store, ["u", "x", "4", "r", "Technically, water wets things.", "d", "q"])
+    assert _judgements(db) == [
+        ("thumb", 1, None, 1, None, "ann", 0),
+        ("score", 2, None, 4, None, "ann", 0),
+        ("rewrite", 3, None, None, "Technically, water wets things.", "ann", 0),
+        ("thumb", 4, None, -1, None, "ann", 0),
+    ]
+    assert "unknown key 'x': u=up d=down" in out
+    assert "PROMPT\n  Is water wet?\nRESPONSE (#1)\n  Yes, shockingly." in out
+    assert summary["recorded"] == 4 and summary["by_kind"] == {"rewrite": 1, "score": 1, "thumb": 2}
+    assert summary["left"] == 0 and summary["ended_by"] == "done"  # nothing left: "q" is never read
+
+
+def test_resumes_where_the_rater_left_off(db):
+    with open_store(db) as store:
+        first, _ = _run(store, ["u", "2"])  # then EOF
+        assert first["ended_by"] == "eof" and first["left"] == 2
+        second, out = _run(store, ["d"])
+        other, out_bob = _run(store, ["5"], rater="bob")  # another rater starts from the top
+    assert "RESPONSE (#1)" not in out and "RESPONSE (#2)" not in out
+    assert out.index("RESPONSE (#3)") < out.index("RESPONSE (#4)")
+    assert "RESPONSE (#1)" in out_bob
+    assert [(k, r, v, who) for k, r, _, v, _, who, _ in _judgements(db)] == [
+        ("thumb", 1, 1, "ann"), ("score", 2, 2, "ann"), ("thumb", 3, -1, "ann"), ("score", 1, 5, "bob")
+    ]
+    assert second["left"] == 1 and "ann: recorded 1 judgement(s) (thumb 1), undid 0, skipped 0; 1 left to rate" in out
+
+
+def test_undo_shows_the_item_again(db):
+    with open_store(db) as store:
+        summary, out = _run(store, ["u", "z", "d", "q"])
+    assert _judgements(db) == [("thumb", 1, None, 1, None, "ann", 1), ("thumb", 1, None, -1, None, "ann", 0)]
+    assert "undid judgement #1 (thumb 1)" in out
+    assert out.count("RESPONSE (#1)") == 2
+    assert summary["undone"] == 1
+
+
+def test_undo_with_nothing_to_undo_and_skip(db):
+    with open_store(db) as store:
+        summary, out = _run(store, ["z", "s", "u", "q"])
+        assert "nothing to undo" in out
+        assert _judgements(db) == [("thumb", 2, None, 1, None, "ann", 0)]
+        assert summary["skipped"] == 1 and summary["left"] == 3
+        _, again = _run(store, ["q"])  # the skipped item comes back next session
+    assert "RESPONSE (#1)" in again
+
+
+def test_rewrite_cancel_and_eof_in_rewrite(db):
+    with open_store(db) as store:
+        _, out = _run(store, ["r", "  ", "r", "line one\\nline two", "r"])  # last rewrite hits EOF
+    assert "rewrite cancelled" in out
+    assert _judgements(db) == [("rewrite", 1, None, None, "line one\nline two", "ann", 0)]
+
+
+def test_pair_mode_records_picks_against_what_was_shown(db):
+    with open_store(db) as store:
+        summary, out = _run(store, ["a", "b", "q"], mode="pair")
+        assert store.pending_pairs("ann") == []
+    shown = re.findall(r"\| A=(\d+) B=(\d+) \|", out)
+    assert len(shown) == 2
+    rows = _judgements(db)
+    assert [(r[0], r[3]) for r in rows] == [("pick", "a"), ("pick", "b")]
+    assert [(str(r[1]), str(r[2])) for r in rows] == shown  # A is response_id, B is other_response_id
+    assert summary["by_kind"] == {"pick": 2}
+
+
+def test_pair_mode_tie_undo_and_nothing_left(db):
+    with open_store(db) as store:
+        _, out = _run(store, ["t", "z", "t", "t"], mode="pair")
+        assert "undid judgement #1 (pick tie)" in out
+        summary, out = _run(store, [], mode="pair")
+    assert [(r[0], r[3], r[6]) for r in _judgements(db)] == [("pick", "tie", 1), ("pick", "tie", 0), ("pick", "tie", 0)]
+    assert summary["recorded"] == 0 and summary["left"] == 0 and summary["ended_by"] == "done"
+
+
+def test_unknown_mode(db):
+    with open_store(db) as store, pytest.raises(AlignlabError, match="unknown rating mode 'triple'"):
+        _run(store, [], mode="triple")
+
+
+# --- the real command ------------------------------------------------------------------------------
+
+
+def _cli(*args, stdin="", cwd=None):
+    try:
+        import alignlab.cli  # noqa: F401 - the command imports every verb module
+    except ModuleNotFoundError as err:
+        if (err.name or "").startswith("alignlab.cli."):
+            pytest.skip(f"the alignlab command cannot start yet: {err.name} is missing")
+        raise
+    return subprocess.run(
+        [sys.executable, "-m", "alignlab", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def test_rate_command_over_piped_stdin_and_resume(db):
+    first = _cli("rate", "--db", str(db), "--rater", "zoe", stdin="u\nwat\n5\n")
+    assert first.returncode == 0, first.stderr
+    assert "unknown key 'wat'" in first.stdout
+    assert "zoe: recorded 2 judgement(s) (score 1, thumb 1), undid 0, skipped 0; 2 left to rate" in first.stdout
+    assert _judgements(db) == [("thumb", 1, None, 1, None, "zoe", 0), ("score", 2, None, 5, None, "zoe", 0)]
+
+    second = _cli("rate", "--db", str(db), "--rater", "zoe", stdin="r\nFour. Obviously.\nq\n")
+    assert second.returncode == 0, second.stderr
+    assert "RESPONSE (#1)" not in second.stdout and "RESPONSE (#3)" in second.stdout
+    assert _judgements(db)[-1] == ("rewrite", 3, None, None, "Four. Obviously.", "zoe", 0)
+
+    pair = _cli("rate", "--db", str(db), "--rater", "zoe", "--mode", "pair", stdin="b\n")
+    assert pair.returncode == 0, pair.stderr
+    assert [r[0] for r in _judgements(db)] == ["thumb", "score", "rewrite", "pick"]
+
+
+def test_rate_command_errors_are_one_line(tmp_path, db):
+    missing = _cli("rate", "--db", str(tmp_path / "none.db"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith("error: no feedback database at") and len(missing.stderr.strip().splitlines()) == 1
+    bad = _cli("rate", "--db", str(db), "--mode", "triple")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: unknown rating mode 'triple' — use --mode single or --mode pair"
+    ]
