@@ -248,3 +248,19 @@ def test_import_missing_or_empty_file(store, tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(AlignlabError, match="no rows to import"):
         import_jsonl(store, tmp_path / "empty.jsonl", rater="ann")
+
+
+def test_exports_pass_the_training_data_validator(store, tmp_path):
+    """The contract with `alignlab train`: what export writes, data validation accepts as that method's kind."""
+    from alignlab.data.formats import METHOD_KIND, validate
+
+    a, b, c = _responses(store, "P", "ra", "rb", "rc")
+    store.add_judgement("pick", a, "a", other_response_id=b, rater="ann")
+    store.add_judgement("thumb", a, 1, rater="ann")
+    store.add_judgement("thumb", c, -1, rater="ann")
+    store.add_judgement("rewrite", b, rewrite_text="rb, but better", rater="ann")
+    for fmt in ("dpo", "kto", "sft"):
+        export(store, fmt, tmp_path / f"{fmt}.jsonl")
+        report = validate(tmp_path / f"{fmt}.jsonl", kind=METHOD_KIND[fmt])
+        assert report.ok, report.errors
+        assert len(report.rows) == len(_rows(tmp_path / f"{fmt}.jsonl")) > 0

@@ -46,7 +46,8 @@ def test_orpo_parity_with_trl():
     rejected = -torch.rand(256, generator=g) * 4 - 1e-4
     nll = torch.tensor(2.3)
     trainer = SimpleNamespace(beta=0.25, accelerator=SimpleNamespace(device="cpu"))
-    trl_losses, trl_chosen, trl_rejected, trl_ratio, trl_log_odds = ORPOTrainer.odds_ratio_loss(trainer, chosen, rejected)
+    out = ORPOTrainer.odds_ratio_loss(trainer, chosen, rejected)
+    trl_losses, trl_chosen, trl_rejected, trl_ratio, trl_log_odds = out
     losses, m = orpo_loss(chosen, rejected, nll, beta=0.25)
     assert losses.mean().item() == pytest.approx((nll - trl_losses.mean()).item(), abs=1e-5)
     torch.testing.assert_close(losses, nll - trl_losses, atol=1e-5, rtol=0)

@@ -36,7 +36,8 @@ def test_gae_lambda_one_gives_discounted_reward_to_go():
 
     rewards [1, 0, 2]: R2 = 2, R1 = 0 + 0.9 * 2 = 1.8, R0 = 1 + 0.9 * 1.8 = 2.62.
     """
-    _, ret = gae(torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.3, -1.0, 5.0]]), torch.ones(1, 3), gamma=0.9, lam=1.0)
+    rewards, values = torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.3, -1.0, 5.0]])
+    _, ret = gae(rewards, values, torch.ones(1, 3), gamma=0.9, lam=1.0)
     torch.testing.assert_close(ret[0], torch.tensor([2.62, 1.8, 2.0]), atol=1e-6, rtol=0)
 
 

@@ -127,6 +127,15 @@ def test_classifier_learns_the_persona_and_round_trips(tmp_path):
         PersonaClassifier.load(tmp_path / "missing")
 
 
+def test_classifier_generalises_to_held_out_texts():
+    train = list(range(14))
+    held = list(range(14, 20))
+    clf = PersonaClassifier()
+    clf.train([SNARKY[i] for i in train] + [BLAND[i] for i in train], [1] * 14 + [0] * 14)
+    held_out = clf.evaluate([SNARKY[i] for i in held] + [BLAND[i] for i in held], [1] * 6 + [0] * 6)
+    assert held_out["accuracy"] > 0.7
+
+
 def test_classifier_from_preference_pairs():
     rows = [{"prompt": "q", "chosen": s, "rejected": [{"role": "assistant", "content": b}]} for s, b in zip(SNARKY, BLAND)]
     texts, labels = examples_from_pairs(rows)

@@ -243,4 +243,4 @@ def field_help(section: str, name: str) -> str:
     """'description (default: X)' for a config field, for CLI --help."""
     model = ProjectConfig.model_fields[section].default_factory()  # type: ignore[misc]
     info = type(model).model_fields[name]
-    return f"{info.description} [default: {getattr(model, name)}]"
+    return f"{info.description} (default: {getattr(model, name)})"

@@ -15,10 +15,10 @@ def register(app: typer.Typer) -> None:
     @data_app.command("check")
     def check(
         file: str = typer.Argument(..., help="JSONL file, or bundled:NAME"),
-        kind: Optional[str] = typer.Option(None, "--kind", help="preference, unpaired, sft or prompts [default: detected]"),
+        kind: Optional[str] = typer.Option(None, "--kind", help="preference, unpaired, sft or prompts (default: detected)"),
         method: Optional[str] = typer.Option(None, "--method", help="check for this training method's format"),
-        max_length: Optional[int] = typer.Option(None, "--max-length", help="check responses are not cut to nothing [default: config]"),
-        model: Optional[str] = typer.Option(None, "--model", help="tokenizer to count tokens with [default: config]"),
+        max_length: Optional[int] = typer.Option(None, "--max-length", help="check responses are not cut to nothing (default: config)"),
+        model: Optional[str] = typer.Option(None, "--model", help="tokenizer to count tokens with (default: config)"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory"),
     ) -> None:
         """Report every bad row as file:line: reason; exit 1 if there are any."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-DB_HELP = "feedback database [default: <project>/feedback.db, or ./feedback.db outside a project]"
+DB_HELP = "feedback database (default: <project>/feedback.db, or ./feedback.db outside a project)"
 
 
 def _db_path(db: Path | None) -> Path:
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         format: str = typer.Option(..., "--format", "-f", help="dpo (prompt/chosen/rejected), kto (prompt/completion/label) or sft (prompt/completion)"),
         round: int | None = typer.Option(None, "--round", help="only judgements from this round"),
-        out: Path | None = typer.Option(None, "--out", "-o", help="output JSONL [default: <project>/<data_dir>/feedback_<format>.jsonl]"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/<data_dir>/feedback_<format>.jsonl)"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
     ) -> None:
         """Write judgements as a TRL dataset (JSONL); conflicting judgements are listed and left out."""

@@ -19,10 +19,10 @@ def _default_rater() -> str:
 def register(app: typer.Typer) -> None:
     @app.command("rate")
     def rate_cmd(
-        rater: str = typer.Option(None, "--rater", help="your name, stored with each judgement [default: $ALIGNLAB_RATER or your login]"),
+        rater: str | None = typer.Option(None, "--rater", help="your name, stored with each judgement (default: $ALIGNLAB_RATER or your login)"),
         mode: str = typer.Option("single", "--mode", help="single: thumbs/score/rewrite one response; pair: pick A or B"),
         round: int | None = typer.Option(None, "--round", help="only responses from this round"),
-        db: Path | None = typer.Option(None, "--db", help="feedback database [default: <project>/feedback.db, or ./feedback.db]"),
+        db: Path | None = typer.Option(None, "--db", help="feedback database (default: <project>/feedback.db, or ./feedback.db)"),
     ) -> None:
         """Rate responses one by one; resumes where you left off. Keys: u d 1-5 r s z q (single), a b t s z q (pair)."""
         from alignlab.feedback.rate import rate

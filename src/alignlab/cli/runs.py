@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def runs(
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory"),
-        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="runs directory [default: the project's runs/]"),
+        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="runs directory (default: the project's runs/)"),
     ) -> None:
         """List runs: method, data, status, steps, final loss/margin, adapter size."""
         from rich.console import Console

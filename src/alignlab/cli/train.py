@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
     @app.command(context_settings={"help_option_names": ["-h", "--help"]})
     def train(
         method: str = typer.Argument(..., help=METHOD_HELP),
-        data: Optional[str] = typer.Option(None, "--data", "-d", help="JSONL dataset or bundled:NAME [default: the project's data file for the method]"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: registry name, local dir or hub id [default: smollm2-135m]"),
+        data: Optional[str] = typer.Option(None, "--data", "-d", help="JSONL dataset or bundled:NAME (default: the project's data file for the method)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: registry name, local dir or hub id (default: smollm2-135m)"),
         lr: Optional[float] = typer.Option(None, "--lr", help=fh("train", "learning_rate")),
         epochs: Optional[float] = typer.Option(None, "--epochs", help=fh("train", "epochs")),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help=fh("train", "max_steps")),
@@ -88,11 +88,11 @@ def register(app: typer.Typer) -> None:
         set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2 --set train.trainer_overrides.optim=adafactor"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its last checkpoint"),
         init_adapter: Optional[Path] = typer.Option(None, "--from", help="start from this run's adapter (next round)"),
-        name: Optional[str] = typer.Option(None, "--name", help="run directory name [default: date-time-method]"),
+        name: Optional[str] = typer.Option(None, "--name", help="run directory name (default: date-time-method)"),
         skip_invalid: bool = typer.Option(False, "--skip-invalid", help="drop invalid rows (and say how many) instead of refusing"),
         processes: int = typer.Option(1, "--processes", help="data-parallel processes via torchrun (gloo on CPU, DDP on GPUs)"),
         accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="hand the run to `accelerate launch` with this config (FSDP/DeepSpeed)"),
-        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory [default: the enclosing one]"),
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", hidden=True),
     ) -> None:
         """Train an adapter with METHOD; writes runs/<id>/ (adapter, metrics, samples, checkpoints)."""

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompts: list[str] = typer.Argument(..., help="one or more prompts"),
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model [default: the run's, or smollm2-135m]"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model (default: the run's, or smollm2-135m)"),
         compare: bool = typer.Option(False, "--compare", help="show base and adapter answers side by side"),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="length limit of each answer"),
         temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy"),
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def chat(
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model [default: the run's, or smollm2-135m]"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model (default: the run's, or smollm2-135m)"),
         compare: bool = typer.Option(False, "--compare", help="answer each turn with base and adapter"),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
         temperature: float = typer.Option(0.7, "--temperature", "-t"),

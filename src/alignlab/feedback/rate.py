@@ -104,8 +104,10 @@ def rate(
                 output_fn(f"undid judgement #{last['id']} ({what})")
                 break
             if single and k in ("u", "d"):
+                kind = "thumb"
                 store.add_judgement("thumb", item["response_id"], 1 if k == "u" else -1, rater=rater)
             elif single and k in ("1", "2", "3", "4", "5"):
+                kind = "score"
                 store.add_judgement("score", item["response_id"], int(k), rater=rater)
             elif single and k == "r":
                 text = ask("rewrite (one line, \\n for a line break; empty cancels)> ")
@@ -115,15 +117,17 @@ def rate(
                 if not text.strip():
                     output_fn("rewrite cancelled")
                     continue
-                store.add_judgement("rewrite", item["response_id"], rewrite_text=text.replace("\\n", "\n"), rater=rater)
-                k = "rewrite"
+                text = text.replace("\\n", "\n")
+                kind = "rewrite"
+                store.add_judgement("rewrite", item["response_id"], rewrite_text=text, rater=rater)
             elif not single and k in ("a", "b", "t"):
                 value = {"a": "a", "b": "b", "t": "tie"}[k]
+                kind = "pick"
                 store.add_judgement("pick", shown[0][1], value, other_response_id=shown[1][1], rater=rater)
             else:
                 output_fn(f"unknown key '{line.strip()}': {keys}")
                 continue
-            recorded[{"u": "thumb", "d": "thumb", "rewrite": "rewrite", "a": "pick", "b": "pick", "t": "pick"}.get(k, "score")] += 1
+            recorded[kind] += 1
             break
         if stop in ("eof", "quit"):
             break

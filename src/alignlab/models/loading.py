@@ -88,6 +88,31 @@ def load_base(
     return model
 
 
+def load_sequence_classifier(model_name: str, device: str = "cpu", precision: str = "auto", trust_remote_code: bool = False):
+    """The base as a one-logit sequence classifier (a reward model): backbone + a new ``score`` head.
+
+    The head reads the last token that is not padding, so ``pad_token_id`` comes from the tokenizer.
+    The freshly created head is expected (the base is a causal LM); its load report is silenced.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model(model_name)
+    tok = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=pick_dtype(device, precision), trust_remote_code=trust_remote_code
+        )
+    except OSError as err:
+        raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.config.pad_token_id = tok.pad_token_id
+    return model.to(device)
+
+
 def read_run_base(run_dir: Path) -> str:
     """The base model a run's adapter was trained on."""
     meta = run_dir / "run.json"

@@ -203,26 +203,37 @@ def _number(value: Any, what: str, where: str) -> float:
     return float(value)
 
 
-def _check_args(fn: Callable, args: dict, label: str, where: str, skip: int = 0) -> None:
-    """Unknown or missing keyword arguments for ``fn``, reported before anything is built."""
+def _check_args(factory: Callable, args: dict, label: str, where: str) -> None:
+    """Unknown or missing constructor arguments of a built-in, reported before anything is built."""
     try:
-        params = list(inspect.signature(fn).parameters.values())[skip:]
+        params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
         return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        named = {p.name for p in params}
-    else:
-        named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        unknown = sorted(set(args) - named)
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        unknown = sorted(set(args) - set(named))
         if unknown:
             raise AlignlabError(
-                f"unknown arg '{unknown[0]}' for {label}", where=where, fix="valid args: " + (", ".join(sorted(named)) or "none")
+                f"unknown arg '{unknown[0]}' for {label}", where=where, fix="valid args: " + (", ".join(named) or "none")
             )
-    if skip == 0:  # a builtin's constructor: every required parameter must be given
-        missing = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        missing = [m for m in missing if m not in args]
-        if missing:
-            raise AlignlabError(f"{label} needs args: {', '.join(missing)}", where=where, fix="add them under args:")
+    missing = [p.name for p in params if p.name in named and p.default is p.empty and p.name not in args]
+    if missing:
+        raise AlignlabError(f"{label} needs args: {', '.join(missing)}", where=where, fix="add them under args:")
+
+
+def _check_user_signature(fn: Callable, label: str, where: str) -> None:
+    """A user's reward function must take (prompts, completions, **columns): TRL passes extra keywords."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    if len(positional) < 2 or not any(p.kind is p.VAR_KEYWORD for p in params):
+        raise AlignlabError(
+            f"{label} must be defined as def {getattr(fn, '__name__', 'fn')}(prompts, completions, **columns)",
+            where=where,
+            fix="TRL passes dataset columns and extras (completion_ids, trainer_state) as keywords",
+        )
 
 
 def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
@@ -316,7 +327,7 @@ def build_spec(data: Any, base_dir: str | Path = ".", source: str = "<spec>", te
         names.add(name)
         if is_file:
             fn = _load_user_fn(ref, base_dir, at("components", i, "fn"))
-            _check_args(fn, args, ref, at("components", i, "args"), skip=2)
+            _check_user_signature(fn, ref, at("components", i, "fn"))
             plans.append((name, ref, weight, where, fn, args, True))
         elif ref in REGISTRY:
             builtin = REGISTRY[ref]

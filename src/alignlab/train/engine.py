@@ -251,6 +251,17 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         ctx.callbacks.append(
             SamplesCallback(run_dir, ctx.sample_prompts, cfg.train.sample_steps, ctx.tokenizer)
         )
+    if hasattr(recipe, "train_loop"):  # methods with our own loop (PPO): same run-directory contract
+        try:
+            model, steps, final = recipe.train_loop(ctx, resume=resume)
+        except BaseException as err:
+            if main:
+                rundir.update_run(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+            raise
+        if main:
+            save_adapter(model, run_dir / "adapter", ctx.tokenizer)
+            rundir.update_run(run_dir, status="done", steps=steps, final=final)
+        return run_dir
     trainer = recipe.build_trainer(ctx)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its stdout dicts
     last = None
@@ -269,6 +280,8 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         if main:
             rundir.update_run(run_dir, status="failed")
         raise
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _record_rank_digest(trainer.model, run_dir)
     if main:
         save_adapter(trainer.model, run_dir / "adapter", ctx.tokenizer)
         final = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
@@ -281,6 +294,22 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             train_runtime=final.get("train_runtime"),
         )
     return run_dir
+
+
+def _record_rank_digest(model, run_dir: Path) -> None:
+    """Each data-parallel rank writes a digest of its trainable weights: equal digests = ranks in sync."""
+    import hashlib
+    import json
+
+    model = getattr(model, "module", model)
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().cpu().float().numpy().tobytes())
+    rank = int(os.environ.get("RANK", "0"))
+    (run_dir / "ranks").mkdir(exist_ok=True)
+    (run_dir / "ranks" / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "sha256": h.hexdigest()}))
 
 
 def save_adapter(model, target: Path, tokenizer=None) -> None:

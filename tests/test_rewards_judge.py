@@ -1,0 +1,208 @@
+"""The LLM judge against a real OpenAI-compatible HTTP server on 127.0.0.1 (stdlib http.server, no mocks).
+
+The stand-in judge scores a response 1 + 3 * (times it says "obviously"), capped at 10; in pair mode it
+prefers the response with more "obviously" or, when biased, always answers "A" (position bias).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.rewards import LLMJudge, judge_pair, load_spec
+
+
+class FakeJudge:
+    def __init__(self):
+        self.requests = 0
+        self.fail_first = 0  # answer this many requests with HTTP 503
+        self.biased = False
+        self.delay = 0.0
+        self.required_key: str | None = None
+        self.reply: str | None = None  # fixed reply text, overrides scoring
+        self.lock = threading.Lock()
+
+    def answer(self, body: dict) -> str:
+        if self.reply is not None:
+            return self.reply
+        user = body["messages"][-1]["content"]
+        if "[Response A]" in user:
+            if self.biased:
+                return "A"
+            a = user.split("[Response A]\n", 1)[1].split("\n\n[Response B]\n", 1)[0]
+            b = user.split("[Response B]\n", 1)[1]
+            ca, cb = a.lower().count("obviously"), b.lower().count("obviously")
+            return "A" if ca > cb else "B" if cb > ca else "tie"
+        response = user.split("[Response]\n", 1)[1]
+        return str(min(10, 1 + 3 * response.lower().count("obviously")))
+
+
+@pytest.fixture()
+def server():
+    state = FakeJudge()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code: int, payload: dict):
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with state.lock:
+                state.requests += 1
+                fail = state.fail_first > 0
+                state.fail_first -= 1 if fail else 0
+            if state.delay:
+                time.sleep(state.delay)
+            if self.path != "/v1/chat/completions":
+                return self._send(404, {"error": "not found"})
+            if fail:
+                return self._send(503, {"error": "overloaded"})
+            if state.required_key and self.headers.get("Authorization") != f"Bearer {state.required_key}":
+                return self._send(401, {"error": "bad key"})
+            text = state.answer(body)
+            self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def make_judge(server, tmp_path, **kw) -> LLMJudge:
+    kw.setdefault("cache_path", str(tmp_path / "judge.sqlite"))
+    kw.setdefault("backoff", 0.01)
+    return LLMJudge(server.base_url, "fake-judge", **kw)
+
+
+COMPLETIONS = ["Water is wet.", "Obviously, water is wet.", "Obviously, obviously wet."]
+
+
+def test_scores_are_normalised_rubric_scores(server, tmp_path):
+    judge = make_judge(server, tmp_path)
+    scores = judge(["Is water wet?"] * 3, COMPLETIONS, answer=[None] * 3)
+    assert scores == pytest.approx([0.0, 3 / 9, 6 / 9])  # 1, 4, 7 on the 1-10 scale
+    assert server.requests == 3
+    conv = judge([[{"role": "user", "content": "Is water wet?"}]], [[{"role": "assistant", "content": COMPLETIONS[1]}]])
+    assert conv == pytest.approx([3 / 9])
+
+
+def test_cache_avoids_second_request(server, tmp_path):
+    judge = make_judge(server, tmp_path)
+    first = judge(["q"] * 3, COMPLETIONS)
+    assert server.requests == 3
+    assert judge(["q"] * 3, COMPLETIONS) == first
+    assert server.requests == 3  # all three from the cache
+    again = make_judge(server, tmp_path)  # a new process would reopen the same file
+    assert again(["q"] * 3, COMPLETIONS) == first
+    assert server.requests == 3
+    other_rubric = make_judge(server, tmp_path, rubric="How polite is it?")
+    other_rubric(["q"], [COMPLETIONS[0]])
+    assert server.requests == 4  # the rubric is part of the key
+    duplicates = make_judge(server, tmp_path, cache=False)
+    duplicates(["q"] * 4, ["same text"] * 4)
+    assert server.requests == 5  # identical pairs in one batch are asked once
+
+
+def test_default_cache_lives_under_alignlab_home(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    judge = LLMJudge(server.base_url, "fake-judge")
+    judge(["q"], ["Obviously."])
+    assert (tmp_path / "home" / "judge_cache.sqlite").is_file()
+
+
+def test_retries_after_server_errors(server, tmp_path):
+    server.fail_first = 2
+    judge = make_judge(server, tmp_path, retries=3)
+    assert judge.score("q", "Obviously.") == pytest.approx(3 / 9)
+    assert server.requests == 3  # two 503s, then the answer
+
+
+def test_gives_up_after_retries_with_the_url(server, tmp_path):
+    server.fail_first = 100
+    judge = make_judge(server, tmp_path, retries=2)
+    with pytest.raises(AlignlabError) as err:
+        judge.score("q", "a")
+    assert server.requests == 3
+    assert judge.url in str(err.value) and "HTTP 503" in str(err.value) and "3 attempts" in str(err.value)
+
+
+def test_timeout_is_reported(server, tmp_path):
+    server.delay = 1.0
+    judge = make_judge(server, tmp_path, timeout=0.2, retries=0)
+    with pytest.raises(AlignlabError, match="timed out after 0.2s"):
+        judge.score("q", "a")
+
+
+def test_unreachable_endpoint_names_the_url(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    judge = LLMJudge(url, "m", cache_path=str(tmp_path / "c.sqlite"), retries=1, backoff=0.01)
+    with pytest.raises(AlignlabError) as err:
+        judge(["q"], ["a"])
+    message = str(err.value)
+    assert f"{url}/chat/completions is unreachable" in message
+    assert "\n" not in message and "start the judge server" in message
+
+
+def test_api_key_is_read_from_the_named_env_var(server, tmp_path, monkeypatch):
+    server.required_key = "sekrit"
+    monkeypatch.delenv("FAKE_JUDGE_KEY", raising=False)
+    judge = make_judge(server, tmp_path, api_key_env="FAKE_JUDGE_KEY", cache=False)
+    with pytest.raises(AlignlabError, match=r"HTTP 401.*set \$FAKE_JUDGE_KEY"):
+        judge.score("q", "a")
+    monkeypatch.setenv("FAKE_JUDGE_KEY", "sekrit")
+    assert judge.score("q", "a") == 0.0
+
+
+def test_reply_without_a_score_is_an_error(server, tmp_path):
+    server.reply = "I'd rather not say."
+    with pytest.raises(AlignlabError, match="gave no score from 1 to 10"):
+        make_judge(server, tmp_path).score("q", "a")
+    server.reply = "Score: 8/10"
+    assert make_judge(server, tmp_path, cache=False).score("q", "b") == pytest.approx(7 / 9)
+
+
+def test_judge_pair_cancels_position_bias(server, tmp_path):
+    judge = make_judge(server, tmp_path)
+    snark, plain = "Obviously, obviously.", "Yes."
+    assert judge.judge_pair("q", snark, plain) == "a"
+    assert judge.judge_pair("q", plain, snark) == "b"
+    assert judge.judge_pair("q", plain, "No.") == "tie"
+    assert server.requests == 4  # two orders per pair; the second call's two orders were both cached
+
+    server.biased = True  # always "A": the verdict flips with the order, so it is a tie
+    biased = make_judge(server, tmp_path, cache=False)
+    assert biased.judge_pair("q", snark, plain) == "tie"
+    assert biased.judge_pair("q", plain, snark) == "tie"
+    assert judge_pair("q", snark, plain, base_url=server.base_url, model="fake-judge", cache=False) == "tie"
+
+
+def test_judge_in_a_spec(server, tmp_path):
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text(
+        "components:\n"
+        f"  - {{name: judge, fn: llm_judge, weight: 0.5, args: {{base_url: '{server.base_url}', model: fake,"
+        f" cache_path: '{tmp_path / 'c.sqlite'}'}}}}\n"
+    )
+    reward = load_spec(spec)
+    assert reward(["q"] * 2, ["plain", "obviously"]) == pytest.approx([0.0, 0.5 * 3 / 9])
