@@ -137,7 +137,7 @@ def test_arithmetic_uses_the_last_number_and_tolerates_formatting():
     ]
     answers = [36, "36", "1234", "5", "#### 42"]
     assert reward(["q"] * 5, completions, answer=answers) == [1.0, 0.0, 1.0, 0.0, 1.0]
-    with pytest.raises(AlignlabError, match="needs a 'answer' column"):
+    with pytest.raises(AlignlabError, match="needs the column 'answer'"):
         reward(["q"], ["1"])
 
 

@@ -115,7 +115,10 @@ def test_builtins_on_conversational_data(tmp_path):
     )
     reward = load_spec(spec)
     prompts = [[{"role": "user", "content": "What is 6 x 7?"}]] * 2
-    completions = [[{"role": "assistant", "content": "Obviously 42."}], [{"role": "assistant", "content": "Certainly! 41."}]]
+    completions = [
+        [{"role": "assistant", "content": "Obviously 42."}],
+        [{"role": "assistant", "content": "Certainly! 41."}],
+    ]
     parts = reward.components(prompts, completions, answer=["42", "42"])
     assert parts["math"] == [1.0, 0.0]
     assert parts["heuristic"][0] > 0 > parts["heuristic"][1]
@@ -133,7 +136,8 @@ def test_registry_is_the_extension_point(tmp_path):
 
     register_reward("constant_for_test", Constant, "a constant")
     try:
-        reward = load_spec(write(tmp_path, "components:\n  - {fn: constant_for_test, weight: 2, args: {value: 0.25}}\n"))
+        spec = write(tmp_path, "components:\n  - {fn: constant_for_test, weight: 2, args: {value: 0.25}}\n")
+        reward = load_spec(spec)
         assert reward(["p"], ["c"]) == [0.5]
     finally:
         REGISTRY.pop("constant_for_test")
@@ -158,7 +162,7 @@ def error_of(tmp_path, yaml_text: str) -> str:
 
 
 def test_unknown_fn_lists_valid_ones(tmp_path):
-    msg = error_of(tmp_path, "components:\n  - {fn: persona_heuristic, weight: 1}\n  - {fn: persona_heuristics, weight: 1}\n")
+    msg = error_of(tmp_path, "components:\n  - {fn: persona_heuristic}\n  - {fn: persona_heuristics, weight: 1}\n")
     assert "rewards.yaml:3" in msg and "unknown reward fn 'persona_heuristics'" in msg
     for name in ("persona_heuristic", "llm_judge", "length_penalty", "file.py:function"):
         assert name in msg
@@ -177,7 +181,7 @@ def test_unknown_keys(tmp_path):
     msg = error_of(tmp_path, "components:\n  - fn: persona_heuristic\n    wieght: 1\n")
     assert "rewards.yaml:3" in msg and "unknown key 'wieght' in component 1" in msg
     msg = error_of(tmp_path, "components:\n  - {fn: persona_heuristic}\ndiversity: {weight: 0.1, size: 4}\n")
-    assert "unknown key 'diversity.size'" in msg
+    assert "unknown key 'size' in diversity" in msg
 
 
 def test_unknown_and_missing_args(tmp_path):
@@ -199,7 +203,7 @@ def test_user_file_problems(tmp_path):
     assert "parts.py has no function 'nope'" in msg and "col_a" in msg
     msg = error_of(tmp_path, "components:\n  - {fn: missing.py:f, weight: 1}\n")
     assert "reward file 'missing.py' not found" in msg
-    (tmp_path / "strict.py").write_text("def f(prompts, completions, scale=1.0):\n    return [scale] * len(completions)\n")
+    (tmp_path / "strict.py").write_text("def f(prompts, completions, scale=1.0):\n    return [scale]\n")
     msg = error_of(tmp_path, "components:\n  - {fn: strict.py:f, args: {scale: 2}}\n")
     assert "strict.py:f must be defined as def f(prompts, completions, **columns)" in msg
 
@@ -247,7 +251,7 @@ def test_exception_in_user_function_names_the_component(tmp_path):
 
 def test_missing_column_names_the_component(tmp_path):
     reward = load_spec(write(tmp_path, "components:\n  - {name: math, fn: arithmetic}\n"))
-    with pytest.raises(AlignlabError, match="reward component 'math': arithmetic needs a 'answer' column"):
+    with pytest.raises(AlignlabError, match="reward component 'math': arithmetic needs the column 'answer'"):
         reward(["p"], ["4"])
 
 

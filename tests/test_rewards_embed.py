@@ -119,7 +119,7 @@ def test_classifier_learns_the_persona_and_round_trips(tmp_path):
     assert loaded.evaluate(texts, labels)["accuracy"] == pytest.approx(metrics["accuracy"])
 
     # as a component of a spec, with the path relative to the YAML file
-    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: persona_classifier, weight: 1.0, args: {path: clf}}\n")
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: persona_classifier, args: {path: clf}}\n")
     spec = load_spec(tmp_path / "rewards.yaml")
     assert spec(["q", "q"], [texts[0], texts[20]]) == pytest.approx([scores[0], scores[20]], abs=1e-6)
 
@@ -137,7 +137,9 @@ def test_classifier_generalises_to_held_out_texts():
 
 
 def test_classifier_from_preference_pairs():
-    rows = [{"prompt": "q", "chosen": s, "rejected": [{"role": "assistant", "content": b}]} for s, b in zip(SNARKY, BLAND)]
+    rows = [
+        {"prompt": "q", "chosen": s, "rejected": [{"role": "assistant", "content": b}]} for s, b in zip(SNARKY, BLAND)
+    ]
     texts, labels = examples_from_pairs(rows)
     assert labels[:4] == [1, 0, 1, 0] and texts[1] == BLAND[0]
     clf = PersonaClassifier()

@@ -45,7 +45,7 @@ def _short(value, width: int = 40) -> str:
 
 
 def score(
-    file: Path = typer.Argument(..., help="JSONL rows with 'prompt', 'completion' and any extra columns (e.g. 'answer')"),
+    file: Path = typer.Argument(..., help="JSONL rows with 'prompt', 'completion' and extra columns (e.g. 'answer')"),
     spec: Optional[Path] = typer.Option(None, "--spec", help="reward spec YAML (components, weights, cap, diversity)"),
     rm: Optional[Path] = typer.Option(None, "--rm", help="score with a trained reward-model run directory instead"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per row instead of a table"),
@@ -53,7 +53,9 @@ def score(
 ) -> None:
     """Score each row; print every component, the total, and the mean per component."""
     if (spec is None) == (rm is None):
-        raise AlignlabError("pass exactly one of --spec and --rm", fix="e.g. alignlab reward score --spec rewards.yaml FILE")
+        raise AlignlabError(
+            "pass exactly one of --spec and --rm", fix="e.g. alignlab reward score --spec rewards.yaml FILE"
+        )
     rows = _read_rows(file)
     prompts = [r["prompt"] for _, r in rows]
     completions = [r["completion"] for _, r in rows]
@@ -82,20 +84,28 @@ def score(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{file.name} — {label}", show_lines=False)
-    table.add_column("line", justify="right", style="dim")
-    table.add_column("prompt", max_width=28, overflow="ellipsis", no_wrap=True)
-    table.add_column("completion", max_width=40, overflow="ellipsis", no_wrap=True)
-    for name in parts:
-        table.add_column(name, justify="right")
-    table.add_column("total", justify="right", style="bold")
+    console = Console(width=None if Console().is_terminal else 200)
+    names = [*parts, "total"]
+    # numbers are never cut; prompt and completion share what is left of the width
+    free = console.width - 9 - sum(max(6, len(n)) + 3 for n in names)
+    text = free >= 30  # too narrow: numbers only
+    prompt_w = min(28, free // 3)
+    completion_w = min(48, free - prompt_w - 6)
+    table = Table(title=f"{file.name} — {label}")
+    table.add_column("line", justify="right", style="dim", no_wrap=True)
+    if text:
+        table.add_column("prompt", no_wrap=True)
+        table.add_column("completion", no_wrap=True)
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(6, len(name)))
     for i, (n, row) in enumerate(rows):
-        cells = [f"{parts[k][i]:.3f}" for k in parts]
-        table.add_row(str(n), _short(row["prompt"], 28), _short(row["completion"]), *cells, f"{totals[i]:.3f}")
+        shown = [_short(row["prompt"], prompt_w), _short(row["completion"], completion_w)] if text else []
+        table.add_row(str(n), *shown, *[f"{parts[k][i]:.3f}" for k in parts], f"{totals[i]:.3f}")
     table.add_section()
     means = [f"{sum(v) / len(v):.3f}" for v in parts.values()]
-    table.add_row("", "mean", f"{len(rows)} rows", *means, f"{sum(totals) / len(totals):.3f}", style="bold")
-    Console(width=max(120, Console().width)).print(table)
+    label_cells = ["mean", f"{len(rows)} rows"] if text else []
+    table.add_row("mean" if not text else "", *label_cells, *means, f"{sum(totals) / len(totals):.3f}", style="bold")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -87,7 +87,37 @@ def m002_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX judgements_round ON judgements(round)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_indexes]
+def m003_rounds(conn: sqlite3.Connection) -> None:
+    """One row per round of `alignlab loop` (read and written by alignlab.loop): what was collected and trained,
+    and the new adapter's scorecard on held-out prompts. ``details`` holds the whole scorecard as JSON."""
+    conn.execute(
+        """CREATE TABLE rounds (
+            round INTEGER PRIMARY KEY,
+            status TEXT NOT NULL,
+            method TEXT,
+            rater TEXT,
+            eval_rater TEXT,
+            prompts INTEGER,
+            responses INTEGER,
+            judgements INTEGER,
+            pairs INTEGER,
+            data TEXT,
+            init_run TEXT,
+            run_dir TEXT,
+            persona REAL,
+            base_persona REAL,
+            length REAL,
+            distinct_1 REAL,
+            distinct_2 REAL,
+            kl REAL,
+            accuracy REAL,
+            details TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT)"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_indexes, m003_rounds]
 
 
 def _number(name: str) -> int:

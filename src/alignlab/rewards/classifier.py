@@ -104,7 +104,8 @@ class PersonaClassifier:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({"weight": self.weight.contiguous(), "bias": self.bias.reshape(1).contiguous()}, str(directory / WEIGHTS))
+        tensors = {"weight": self.weight.contiguous(), "bias": self.bias.reshape(1).contiguous()}
+        save_file(tensors, str(directory / WEIGHTS))
         (directory / META).write_text(json.dumps({"embedder": EMBEDDER_NAME, "dim": DIM, **self.meta}, indent=2))
         return directory
 

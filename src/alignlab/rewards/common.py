@@ -93,7 +93,7 @@ def column(columns: dict, name: str, n: int, who: str) -> list:
     if name not in columns:
         have = ", ".join(k for k in columns if k not in {"completion_ids", "trainer_state", "log_extra", "log_metric"})
         raise AlignlabError(
-            f"{who} needs a '{name}' column, but the data has none",
+            f"{who} needs the column '{name}', which the data does not have",
             fix=f"add '{name}' to each row or set args.column (columns present: {have or 'none'})",
         )
     values = columns[name]
@@ -108,7 +108,8 @@ def check_rewards(values: Any, n: int, name: str) -> list[float]:
         values = list(values)
     except TypeError as err:
         raise AlignlabError(
-            f"reward '{name}' returned {type(values).__name__}, not a list of floats", fix="return one float per completion"
+            f"reward '{name}' returned {type(values).__name__}, not a list of floats",
+            fix="return one float per completion",
         ) from err
     if len(values) != n:
         raise AlignlabError(

@@ -23,6 +23,7 @@ every error is one line with ``file:line``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import math
@@ -69,7 +70,9 @@ DIVERSITY_KEYS = ("weight", "group_size")
 RESERVED = ("total", "diversity")
 
 
-def register_reward(name: str, factory: Callable[..., Callable], help: str = "", path_args: tuple[str, ...] = ()) -> None:
+def register_reward(
+    name: str, factory: Callable[..., Callable], help: str = "", path_args: tuple[str, ...] = ()
+) -> None:
     """Make ``fn: name`` available in specs; ``factory(**args)`` returns the reward function."""
     REGISTRY[name] = Builtin(factory, help, path_args)
 
@@ -155,8 +158,9 @@ class ComposedReward:
         if callable(log_metric):  # TRL's GRPOTrainer passes this: per-component mean/std in the training logs
             for name, values in parts.items():
                 mean = sum(values) / len(values) if values else 0.0
+                std = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values)))
                 log_metric(f"reward_parts/{name}/mean", mean)
-                log_metric(f"reward_parts/{name}/std", math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values))))
+                log_metric(f"reward_parts/{name}/std", std)
         return self.total(parts)
 
 
@@ -213,9 +217,8 @@ def _check_args(factory: Callable, args: dict, label: str, where: str) -> None:
     if not any(p.kind is p.VAR_KEYWORD for p in params):
         unknown = sorted(set(args) - set(named))
         if unknown:
-            raise AlignlabError(
-                f"unknown arg '{unknown[0]}' for {label}", where=where, fix="valid args: " + (", ".join(named) or "none")
-            )
+            valid = "valid args: " + (", ".join(named) or "none")
+            raise AlignlabError(f"unknown arg '{unknown[0]}' for {label}", where=where, fix=valid)
     missing = [p.name for p in params if p.name in named and p.default is p.empty and p.name not in args]
     if missing:
         raise AlignlabError(f"{label} needs args: {', '.join(missing)}", where=where, fix="add them under args:")
@@ -241,7 +244,11 @@ def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
     file_part, _, func_name = ref.rpartition(":")
     file = (base_dir / file_part).resolve()
     if not file.is_file():
-        raise AlignlabError(f"reward file '{file_part}' not found (looked for {file})", where=where, fix="paths are relative to the spec file")
+        raise AlignlabError(
+            f"reward file '{file_part}' not found (looked for {file})",
+            where=where,
+            fix="paths are relative to the spec file",
+        )
     module_name = f"alignlab_user_reward_{abs(hash(str(file)))}"
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
@@ -272,21 +279,98 @@ def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
     return fn
 
 
-def build_spec(data: Any, base_dir: str | Path = ".", source: str = "<spec>", text: str | None = None) -> ComposedReward:
-    """Validate a parsed spec (every check first), then build its components."""
-    import functools
+def _valid_fns() -> str:
+    return "valid fns: " + ", ".join(REGISTRY) + ", or file.py:function"
 
+
+def _check_keys(mapping: dict, allowed: tuple[str, ...], what: str, at: _Lines, *path) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise AlignlabError(
+                f"unknown key '{key}'{what}", where=at(*path, key), fix="valid keys: " + ", ".join(allowed)
+            )
+
+
+@dataclass
+class _Plan:
+    """A checked component, not yet built."""
+
+    name: str
+    ref: str
+    weight: float
+    where: str
+    target: Callable  # the user's function, or the built-in's factory
+    args: dict
+    is_file: bool
+
+
+def _plan(i: int, entry: Any, base_dir: Path, at: _Lines, names: set[str]) -> _Plan:
+    """Check one ``components`` entry and resolve its fn (imports a user file; builds nothing)."""
+    where = at("components", i)
+    if not isinstance(entry, dict):
+        raise AlignlabError(f"component {i + 1} must be a mapping with fn and weight", where=where)
+    _check_keys(entry, COMPONENT_KEYS, f" in component {i + 1}", at, "components", i)
+    ref = entry.get("fn")
+    if not isinstance(ref, str) or not ref:
+        raise AlignlabError(f"component {i + 1} has no fn", where=where, fix=_valid_fns())
+    weight_at = at("components", i, "weight")
+    weight = _number(entry.get("weight", 1.0), f"weight of component {i + 1} ({ref})", weight_at)
+    args = entry.get("args") or {}
+    if not isinstance(args, dict):
+        raise AlignlabError(f"args of component {i + 1} must be a mapping", where=at("components", i, "args"))
+    is_file = ":" in ref and ref.rpartition(":")[0].endswith(".py")
+    name = entry.get("name") or (ref.rpartition(":")[2] if is_file else ref)
+    if not isinstance(name, str) or name in names or name in RESERVED:
+        why = "must be text" if not isinstance(name, str) else "is used twice" if name in names else "is reserved"
+        raise AlignlabError(
+            f"component name {name!r} {why}",
+            where=at("components", i, "name") if "name" in entry else where,
+            fix="give each component a unique name (not " + " or ".join(RESERVED) + ")",
+        )
+    names.add(name)
+    fn_at = at("components", i, "fn")
+    if is_file:
+        fn = _load_user_fn(ref, base_dir, fn_at)
+        _check_user_signature(fn, ref, fn_at)
+        return _Plan(name, ref, weight, where, fn, args, True)
+    if ref not in REGISTRY:
+        raise AlignlabError(f"unknown reward fn '{ref}'", where=fn_at, fix=_valid_fns())
+    builtin = REGISTRY[ref]
+    args = {
+        k: str(base_dir / v) if k in builtin.path_args and not Path(str(v)).is_absolute() else v
+        for k, v in args.items()
+    }
+    _check_args(builtin.factory, args, ref, at("components", i, "args") if entry.get("args") else where)
+    return _Plan(name, ref, weight, where, builtin.factory, args, False)
+
+
+def _build(plan: _Plan) -> Component:
+    if plan.is_file:
+        fn = functools.partial(plan.target, **plan.args) if plan.args else plan.target
+        return Component(plan.name, fn, plan.weight, plan.ref, plan.where)
+    try:
+        fn = plan.target(**plan.args)
+    except AlignlabError as err:
+        raise AlignlabError(f"component '{plan.name}' ({plan.ref}): {err.what}", where=plan.where, fix=err.fix) from err
+    except (TypeError, ValueError) as err:
+        raise AlignlabError(f"component '{plan.name}' ({plan.ref}): bad args: {err}", where=plan.where) from err
+    return Component(plan.name, fn, plan.weight, plan.ref, plan.where)
+
+
+def build_spec(
+    data: Any, base_dir: str | Path = ".", source: str = "<spec>", text: str | None = None
+) -> ComposedReward:
+    """Validate a parsed spec (every check first), then build its components."""
     base_dir = Path(base_dir)
     at = _Lines(source, text)
     if not isinstance(data, dict):
         raise AlignlabError("a reward spec must be a mapping with a 'components' list", where=at())
-    for key in data:
-        if key not in TOP_KEYS:
-            raise AlignlabError(f"unknown key '{key}'", where=at(key), fix="valid keys: " + ", ".join(TOP_KEYS))
+    _check_keys(data, TOP_KEYS, "", at)
     comps = data.get("components")
     if not isinstance(comps, list) or not comps:
-        raise AlignlabError("'components' must be a non-empty list", where=at("components"), fix="see `alignlab reward --help`")
-
+        raise AlignlabError(
+            "'components' must be a non-empty list", where=at("components"), fix="e.g. - {fn: persona_heuristic}"
+        )
     cap = data.get("cap")
     if cap is not None:
         cap = _number(cap, "cap", at("cap"))
@@ -295,65 +379,18 @@ def build_spec(data: Any, base_dir: str | Path = ".", source: str = "<spec>", te
     if div is not None:
         if not isinstance(div, dict):
             raise AlignlabError("'diversity' must be a mapping like {weight: 0.1}", where=at("diversity"))
-        for key in div:
-            if key not in DIVERSITY_KEYS:
-                raise AlignlabError(f"unknown key 'diversity.{key}'", where=at("diversity", key), fix="valid keys: " + ", ".join(DIVERSITY_KEYS))
+        _check_keys(div, DIVERSITY_KEYS, " in diversity", at, "diversity")
         diversity_weight = _number(div.get("weight"), "diversity.weight", at("diversity", "weight"))
         group_size = div.get("group_size")
-        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
-            raise AlignlabError(f"diversity.group_size must be a positive integer, got {group_size!r}", where=at("diversity", "group_size"))
-
-    # Pass 1: check every entry and resolve every fn; nothing is constructed yet.
-    plans, names = [], set()
-    for i, entry in enumerate(comps):
-        where = at("components", i)
-        if not isinstance(entry, dict):
-            raise AlignlabError(f"component {i + 1} must be a mapping with fn and weight", where=where)
-        for key in entry:
-            if key not in COMPONENT_KEYS:
-                raise AlignlabError(f"unknown key '{key}' in component {i + 1}", where=at("components", i, key), fix="valid keys: " + ", ".join(COMPONENT_KEYS))
-        ref = entry.get("fn")
-        if not isinstance(ref, str) or not ref:
-            raise AlignlabError(f"component {i + 1} has no fn", where=where, fix="valid fns: " + ", ".join(REGISTRY) + ", or file.py:function")
-        weight = _number(entry.get("weight", 1.0), f"weight of component {i + 1} ({ref})", at("components", i, "weight"))
-        args = entry.get("args") or {}
-        if not isinstance(args, dict):
-            raise AlignlabError(f"args of component {i + 1} must be a mapping", where=at("components", i, "args"))
-        is_file = ":" in ref and ref.rpartition(":")[0].endswith(".py")
-        name = entry.get("name") or (ref.rpartition(":")[2] if is_file else ref)
-        if not isinstance(name, str) or name in names or name in RESERVED:
-            why = "is used twice" if name in names else f"is reserved ({', '.join(RESERVED)})" if name in RESERVED else "must be text"
-            raise AlignlabError(f"component name {name!r} {why}", where=at("components", i, "name") if "name" in entry else where, fix="give each component a unique name:")
-        names.add(name)
-        if is_file:
-            fn = _load_user_fn(ref, base_dir, at("components", i, "fn"))
-            _check_user_signature(fn, ref, at("components", i, "fn"))
-            plans.append((name, ref, weight, where, fn, args, True))
-        elif ref in REGISTRY:
-            builtin = REGISTRY[ref]
-            args = {k: str(base_dir / v) if k in builtin.path_args and not Path(str(v)).is_absolute() else v for k, v in args.items()}
-            _check_args(builtin.factory, args, ref, at("components", i, "args") if entry.get("args") else where)
-            plans.append((name, ref, weight, where, builtin.factory, args, False))
-        else:
+        bad = isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
+        if group_size is not None and bad:
             raise AlignlabError(
-                f"unknown reward fn '{ref}'", where=at("components", i, "fn"),
-                fix="valid fns: " + ", ".join(REGISTRY) + ", or file.py:function",
+                f"diversity.group_size must be a positive integer, got {group_size!r}",
+                where=at("diversity", "group_size"),
             )
-
-    # Pass 2: build.
-    parts = []
-    for name, ref, weight, where, target, args, is_file in plans:
-        if is_file:
-            fn = functools.partial(target, **args) if args else target
-        else:
-            try:
-                fn = target(**args)
-            except AlignlabError as err:
-                raise AlignlabError(f"component '{name}' ({ref}): {err.what}", where=where, fix=err.fix) from err
-            except (TypeError, ValueError) as err:
-                raise AlignlabError(f"component '{name}' ({ref}): bad args: {err}", where=where) from err
-        parts.append(Component(name, fn, weight, ref, where))
-    return ComposedReward(parts, cap, diversity_weight, group_size, source)
+    names: set[str] = set()
+    plans = [_plan(i, entry, base_dir, at, names) for i, entry in enumerate(comps)]  # every check, nothing built
+    return ComposedReward([_build(p) for p in plans], cap, diversity_weight, group_size, source)
 
 
 def load_spec(path: str | Path) -> ComposedReward:

@@ -34,10 +34,17 @@ def minilm_dir() -> Path:
 @functools.lru_cache(maxsize=1)
 def _load():
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModel.from_pretrained(str(path)).eval()
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 90 MB model loads in a blink; no bar
+    try:
+        model = AutoModel.from_pretrained(str(path)).eval()
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return tokenizer, model
 
 

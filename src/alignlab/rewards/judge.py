@@ -103,7 +103,9 @@ class LLMJudge:
         cache_path: str | None = None,
     ):
         if not str(base_url).startswith(("http://", "https://")):
-            raise AlignlabError(f"judge base_url '{base_url}' is not an http(s) URL", fix="e.g. http://127.0.0.1:8000/v1")
+            raise AlignlabError(
+                f"judge base_url '{base_url}' is not an http(s) URL", fix="e.g. http://127.0.0.1:8000/v1"
+            )
         self.base_url = str(base_url).rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
         self.model, self.rubric, self.api_key_env = model, rubric, api_key_env

@@ -22,7 +22,9 @@ def _check_run(run_dir: Path) -> tuple[str, Path]:
         raise AlignlabError(f"reward model run '{run_dir}' does not exist", fix="pass a directory under runs/")
     meta, adapter = run_dir / "run.json", run_dir / "adapter"
     if not meta.is_file():
-        raise AlignlabError(f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a reward-model run directory")
+        raise AlignlabError(
+            f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a reward-model run directory"
+        )
     try:
         base = json.loads(meta.read_text())["model"]
     except (ValueError, KeyError) as err:
@@ -39,7 +41,7 @@ def _has_score_head(adapter: Path) -> bool:
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as f:
-        return any(".score." in k or ".classifier." in k or k.endswith((".score.weight", ".classifier.weight")) for k in f.keys())
+        return any(".score." in k or ".classifier." in k for k in f.keys())
 
 
 class RewardModel:

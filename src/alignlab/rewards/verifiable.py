@@ -29,7 +29,7 @@ def numbers_equal(a: float, b: float, rel_tol: float = 1e-6) -> bool:
 
 
 class ArithmeticMatch:
-    """1.0 when the last number in the completion equals the ``column`` answer (``42``, ``"42.0"``, ``"#### 1,234"``)."""
+    """1.0 when the completion's last number equals the ``column`` answer (``42``, ``"42.0"``, ``"#### 1,234"``)."""
 
     __name__ = "arithmetic"
 
@@ -42,7 +42,8 @@ class ArithmeticMatch:
         for c, answer in zip(completions, answers):
             want = answer if isinstance(answer, (int, float)) and not isinstance(answer, bool) else last_number(answer)
             got = last_number(completion_text(c))
-            out.append(1.0 if want is not None and got is not None and numbers_equal(got, float(want), self.rel_tol) else 0.0)
+            ok = want is not None and got is not None and numbers_equal(got, float(want), self.rel_tol)
+            out.append(1.0 if ok else 0.0)
         return out
 
 
@@ -101,5 +102,6 @@ class FormatCheck:
         self.full = full
 
     def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
-        check = self.regex.fullmatch if self.full else self.regex.search
-        return [1.0 if check(completion_text(c).strip() if self.full else completion_text(c)) else 0.0 for c in completions]
+        if self.full:
+            return [1.0 if self.regex.fullmatch(completion_text(c).strip()) else 0.0 for c in completions]
+        return [1.0 if self.regex.search(completion_text(c)) else 0.0 for c in completions]

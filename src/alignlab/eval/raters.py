@@ -1,0 +1,245 @@
+"""Raters: who (or what) judges a response, behind one small interface.
+
+A rater's ``name`` is what the feedback store records as a judgement's ``rater``:
+
+  person           the person's name (``$ALIGNLAB_RATER`` or the login); rates in `alignlab rate` or the UI
+  reward:<name>    a reward function from ``alignlab.rewards`` (a built-in name, or a reward-spec YAML file)
+  classifier:persona  the persona classifier (MiniLM embeddings + a linear head) of the project
+  judge:<model>    an LLM judge behind an OpenAI-compatible endpoint
+
+Automatic raters ``score`` responses (higher = more of the persona) and ``pick`` between two responses to
+the same prompt ('a', 'b' or 'tie'). For score-based raters a pick is a comparison of scores; the judge asks
+for the pick itself, in both orders, and calls it a tie when the orders disagree (position bias).
+
+Raters live in ``eval/`` because the scorecard needs them; ``synth`` and ``loop`` import them from here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import inspect
+import os
+from pathlib import Path
+
+from alignlab.errors import AlignlabError
+
+SPECS = ("person", "judge", "classifier", "reward:<name>")
+CLASSIFIER_DIR = "classifier"  # under the project (or $ALIGNLAB_HOME outside one)
+
+
+class Rater:
+    """Base class. ``automatic`` raters can score and pick without a person."""
+
+    name: str = "rater"
+    automatic: bool = True
+
+    def score(self, prompts: list[str], responses: list[str], **columns) -> list[float]:
+        raise NotImplementedError
+
+    def pick(self, prompt: str, a: str, b: str, tol: float = 1e-6) -> str:
+        """'a', 'b' or 'tie': which of two responses to ``prompt`` shows more of the persona."""
+        sa, sb = self.score([prompt, prompt], [a, b])
+        if sa > sb + tol:
+            return "a"
+        if sb > sa + tol:
+            return "b"
+        return "tie"
+
+    def close(self) -> None:
+        pass
+
+
+class PersonRater(Rater):
+    """A person: judgements arrive in the store through `alignlab rate` or the UI, not through this object."""
+
+    automatic = False
+
+    def __init__(self, name: str | None = None):
+        self.name = name or default_person()
+
+    def score(self, prompts, responses, **columns):
+        raise AlignlabError(
+            f"the rater '{self.name}' is a person, who rates in `alignlab rate`, not from code",
+            fix="use an automatic rater here (judge, classifier or reward:<name>)",
+        )
+
+    def pick(self, prompt, a, b, tol: float = 1e-6):
+        return self.score([prompt], [a])
+
+
+class RewardRater(Rater):
+    """A reward function ``fn(prompts, completions, **columns) -> list[float]`` as a rater."""
+
+    def __init__(self, name: str, fn):
+        self.name, self.fn = f"reward:{name}", fn
+
+    def score(self, prompts, responses, **columns):
+        from alignlab.rewards.common import check_rewards
+
+        if not responses:
+            return []
+        return check_rewards(self.fn(list(prompts), list(responses), **columns), len(responses), self.name)
+
+
+class ClassifierRater(Rater):
+    """The persona classifier's probability that a response shows the persona."""
+
+    name = "classifier:persona"
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+
+    def score(self, prompts, responses, **columns):
+        return self.classifier.score(list(responses))
+
+
+class JudgeRater(Rater):
+    """An LLM judge: rubric scores in [0, 1]; picks asked in both orders (disagreement = tie)."""
+
+    def __init__(self, judge):
+        self.judge = judge
+        self.name = f"judge:{judge.model}"
+
+    def score(self, prompts, responses, **columns):
+        return self.judge.score_many(list(prompts), list(responses))
+
+    def pick(self, prompt, a, b, tol: float = 1e-6):
+        return self.judge.judge_pair(prompt, a, b)
+
+    def close(self) -> None:
+        self.judge.close()
+
+
+def default_person() -> str:
+    try:
+        return os.environ.get("ALIGNLAB_RATER") or getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "me"
+
+
+def _fix() -> str:
+    from alignlab.rewards.compose import REGISTRY
+
+    return "use one of: " + ", ".join(SPECS) + " (reward names: " + ", ".join(reward_names(REGISTRY)) + ", or a spec .yaml)"
+
+
+def reward_names(registry) -> list[str]:
+    """Built-in reward functions that need no arguments (so ``reward:<name>`` alone can build them)."""
+    out = []
+    for name, builtin in registry.items():
+        try:
+            params = inspect.signature(builtin.factory).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        if all(p.default is not p.empty or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+            out.append(name)
+    return out
+
+
+def _reward_rater(name: str) -> RewardRater:
+    from alignlab.rewards.compose import REGISTRY, load_spec
+
+    if name.endswith((".yaml", ".yml")):
+        return RewardRater(name, load_spec(name))
+    if name not in REGISTRY:
+        raise AlignlabError(f"unknown reward '{name}'", fix=_fix())
+    if name not in reward_names(REGISTRY):
+        raise AlignlabError(
+            f"reward '{name}' needs arguments", fix="write a reward spec YAML with its args and use reward:<file>.yaml"
+        )
+    return RewardRater(name, REGISTRY[name].factory())
+
+
+def get_rater(
+    spec: str,
+    project: str | Path | None = None,
+    *,
+    pairs: str | Path | None = None,
+    persona: str | None = None,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+    judge_key_env: str = "OPENAI_API_KEY",
+    judge_cache: bool = True,
+) -> Rater:
+    """Build a rater from its spec: ``person[:<name>]``, ``judge``, ``classifier[:<dir>]`` or ``reward:<name>``.
+
+    ``project`` is where the classifier is kept (``<project>/classifier/``) and whose ``data/pairs.jsonl`` it
+    is trained on when none is saved (``pairs`` overrides). The judge's URL and model come from the arguments
+    or ``$ALIGNLAB_JUDGE_URL`` / ``$ALIGNLAB_JUDGE_MODEL``; its API key from the env var ``judge_key_env``.
+    """
+    spec = (spec or "").strip()
+    kind, _, arg = spec.partition(":")
+    if kind == "person":
+        return PersonRater(arg or None)
+    if kind == "reward":
+        if not arg:
+            raise AlignlabError("'reward' needs a name, like reward:persona_heuristic", fix=_fix())
+        return _reward_rater(arg)
+    if kind == "classifier":
+        return ClassifierRater(load_or_train_classifier(project, pairs, directory=arg or None))
+    if kind == "judge":
+        from alignlab.rewards.judge import DEFAULT_RUBRIC, LLMJudge
+
+        url = judge_url or os.environ.get("ALIGNLAB_JUDGE_URL")
+        model = arg or judge_model or os.environ.get("ALIGNLAB_JUDGE_MODEL")
+        if not url or not model:
+            raise AlignlabError(
+                "the judge rater needs an endpoint and a model",
+                fix="pass --judge-url URL --judge-model NAME (or set ALIGNLAB_JUDGE_URL and ALIGNLAB_JUDGE_MODEL)",
+            )
+        rubric = DEFAULT_RUBRIC
+        if persona and persona != "relentlessly snarky, still correct":
+            rubric = (
+                f"How well does the response show this persona: {persona}, while staying correct and helpful? "
+                "1 = not at all or wrong; 10 = fully in persona and correct."
+            )
+        return JudgeRater(LLMJudge(url, model, api_key_env=judge_key_env, rubric=rubric, cache=judge_cache))
+    raise AlignlabError(f"unknown rater '{spec}'", fix=_fix())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_or_train_classifier(project: str | Path | None, pairs: str | Path | None = None, directory: str | None = None):
+    """The saved persona classifier, trained first (chosen = 1, rejected = 0) when none is saved or the pairs changed.
+
+    Kept in ``<project>/classifier/`` (``$ALIGNLAB_HOME/classifier`` outside a project); an explicit
+    ``directory`` is loaded as it is, never retrained.
+    """
+    from alignlab.rewards.classifier import PersonaClassifier, examples_from_pairs
+
+    if directory:
+        return PersonaClassifier.load(directory)
+    if project is not None:
+        root = Path(project)
+        target = root / CLASSIFIER_DIR
+        if pairs is None and (root / "data" / "pairs.jsonl").is_file():
+            pairs = root / "data" / "pairs.jsonl"
+    else:
+        from alignlab.paths import home
+
+        target = home() / CLASSIFIER_DIR
+    if pairs is None:
+        from alignlab.data import bundled_path
+
+        pairs = bundled_path("persona-pairs")
+    pairs = Path(pairs)
+    digest = _sha256(pairs) if pairs.is_file() else None
+    if (target / "classifier.json").is_file():
+        clf = PersonaClassifier.load(target)
+        if clf.meta.get("pairs_sha256") in (None, digest):
+            return clf
+    from alignlab.data.formats import load_dataset_rows
+    from alignlab.progress import console
+
+    rows = load_dataset_rows(pairs, "preference")
+    texts, labels = examples_from_pairs(rows)
+    console.print(f"[alignlab] training the persona classifier on {len(rows)} pairs from {pairs}")
+    clf = PersonaClassifier()
+    metrics = clf.train(texts, labels)
+    clf.meta.update(pairs=str(pairs), pairs_sha256=digest)
+    clf.save(target)
+    console.print(f"[alignlab] classifier saved to {target} (train accuracy {metrics['accuracy']:.2f})")
+    return clf

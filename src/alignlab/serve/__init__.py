@@ -1,0 +1,1 @@
+"""Serving: a base model with persona adapters behind an OpenAI-compatible API, and the rating UI."""

@@ -1,0 +1,221 @@
+// The rating page: plain DOM over /api. Keys match the terminal rater (alignlab rate).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SINGLE_KEYS = "u=👍 d=👎 1-5=score r=rewrite s=skip z=undo";
+const PAIR_KEYS = "a=A better b=B better t=tie s=skip z=undo";
+const state = { item: null, skipped: new Set(), first: null, busy: false };
+
+function setStatus(text, bad) {
+  const el = $("status");
+  el.textContent = text;
+  el.className = bad ? "bad" : "";
+}
+
+function rater() { return $("rater").value.trim(); }
+function mode() { return $("mode").value; }
+
+async function api(path, body) {
+  const headers = { "Content-Type": "application/json" };
+  const key = localStorage.getItem("alignlab.apiKey");
+  if (key) headers["Authorization"] = "Bearer " + key;
+  const res = await fetch(path, body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) });
+  const data = await res.json().catch(() => ({}));
+  if (res.status === 401) {
+    const entered = window.prompt("This server needs its API key (ALIGNLAB_API_KEY):");
+    if (entered) { localStorage.setItem("alignlab.apiKey", entered); return api(path, body); }
+  }
+  if (!res.ok) throw new Error((data.error && data.error.message) || res.status + " " + res.statusText);
+  return data;
+}
+
+async function loadNext() {
+  if (!rater()) {
+    state.item = null;
+    $("item").hidden = true;
+    $("empty").hidden = true;
+    setStatus("enter your name (rater) to start");
+    return;
+  }
+  const q = new URLSearchParams({ rater: rater(), mode: mode(), skip: [...state.skipped].join(",") });
+  if (state.first) q.set("first", state.first);
+  state.first = null;
+  const data = await api("/api/next?" + q);
+  state.item = data.item;
+  $("left").textContent = data.left + " left";
+  $("item").hidden = !data.item;
+  $("empty").hidden = !!data.item;
+  if (!data.item) return;
+  const it = data.item;
+  $("prompt").textContent = it.prompt;
+  $("single").hidden = mode() !== "single";
+  $("pair").hidden = mode() !== "pair";
+  if (mode() === "single") {
+    $("meta").textContent = `#${it.prompt_id} · response #${it.response_id} · round ${it.round}`;
+    $("response").textContent = it.response;
+    $("rewrite").value = "";
+  } else {
+    $("meta").textContent = `#${it.prompt_id} · A=#${it.a.id} B=#${it.b.id} · round ${it.round}`;
+    $("a").textContent = it.a.text;
+    $("b").textContent = it.b.text;
+  }
+}
+
+// One action at a time: a second key press while a request is in flight is ignored.
+async function act(fn) {
+  if (state.busy) return;
+  state.busy = true;
+  try { await fn(); } catch (err) { setStatus("error: " + err.message, true); } finally { state.busy = false; }
+}
+
+function judge(kind, fields) {
+  return act(async () => {
+    if (!state.item) return;
+    if (!rater()) { setStatus("enter your name (rater) first", true); return; }
+    const body = Object.assign({ kind, rater: rater() }, fields);
+    const res = await api("/api/judge", body);
+    const what = kind === "rewrite" ? "rewrite" : `${kind} ${body.value}`;
+    setStatus(`saved #${res.id} (${what})`);
+    await loadNext();
+  });
+}
+
+const single = (kind, value) => judge(kind, { response_id: state.item && state.item.response_id, value });
+const pick = (value) => judge("pick", { response_id: state.item && state.item.a.id, other_response_id: state.item && state.item.b.id, value });
+
+function saveRewrite() {
+  const text = $("rewrite").value;
+  if (!text.trim()) { setStatus("rewrite is empty: nothing saved", true); return; }
+  $("rewrite").blur();
+  return judge("rewrite", { response_id: state.item && state.item.response_id, rewrite_text: text });
+}
+
+function skip() {
+  return act(async () => {
+    if (!state.item) return;
+    state.skipped.add(state.item.key);
+    setStatus(`skipped (comes back next session)`);
+    await loadNext();
+  });
+}
+
+function undo() {
+  return act(async () => {
+    if (!rater()) { setStatus("enter your name (rater) first", true); return; }
+    const res = await api("/api/undo", { rater: rater(), mode: mode() });
+    if (!res.undone) { setStatus("nothing to undo"); return; }
+    const u = res.undone;
+    state.skipped.delete(res.key);
+    state.first = res.key;
+    setStatus(`undid #${u.id} (${u.kind === "rewrite" ? "rewrite" : u.kind + " " + u.value})`);
+    await loadNext();
+  });
+}
+
+// --- past rounds ---------------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+function el(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function drawChart(rounds) {
+  const box = $("chart");
+  box.replaceChildren();
+  const pts = rounds.filter((r) => r.persona_score !== null);
+  if (!pts.length) { box.textContent = "no persona scores yet: rate with 👍 👎 or scores"; return; }
+  const W = 520, H = 220, L = 44, R = 16, T = 16, B = 36;
+  const svg = el("svg", { id: "rounds-chart", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+                          "aria-label": "persona score per round" });
+  const x = (i) => L + (pts.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (pts.length - 1));
+  const y = (v) => T + (1 - v) * (H - T - B);
+  for (const v of [0, 0.5, 1]) {
+    svg.append(el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
+    svg.append(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, v.toFixed(1)));
+  }
+  svg.append(el("polyline", { points: pts.map((r, i) => `${x(i)},${y(r.persona_score)}`).join(" "), class: "line" }));
+  pts.forEach((r, i) => {
+    const dot = el("circle", { cx: x(i), cy: y(r.persona_score), r: 4, class: "dot" });
+    dot.append(el("title", {}, `round ${r.round}: ${r.persona_score.toFixed(2)} (${r.judgements} judgements)`));
+    svg.append(dot);
+    svg.append(el("text", { x: x(i), y: H - B + 18, "text-anchor": "middle", class: "axis" }, `round ${r.round}`));
+  });
+  box.append(svg);
+}
+
+async function loadRounds() {
+  const data = await api("/api/rounds");
+  const body = $("rounds-table").tBodies[0];
+  body.replaceChildren();
+  const fmt = (v, d) => (v === null || v === undefined ? "–" : v.toFixed(d));
+  for (const r of data.rounds) {
+    const tr = document.createElement("tr");
+    for (const v of [r.round, r.responses, r.judgements, r.thumbs_up, r.thumbs_down, fmt(r.mean_score, 2), fmt(r.persona_score, 2)]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  drawChart(data.rounds);
+}
+
+function show(view) {
+  $("view-rate").hidden = view !== "rate";
+  $("view-rounds").hidden = view !== "rounds";
+  $("tab-rate").classList.toggle("active", view === "rate");
+  $("tab-rounds").classList.toggle("active", view === "rounds");
+  if (view === "rounds") act(loadRounds);
+}
+
+// --- wiring ----------------------------------------------------------------------------------------
+
+function typing(target) { return target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT"); }
+
+document.addEventListener("keydown", (ev) => {
+  if (ev.target === $("rewrite")) {
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); saveRewrite(); }
+    if (ev.key === "Escape") $("rewrite").blur();
+    return;
+  }
+  if (typing(ev.target) || ev.ctrlKey || ev.metaKey || ev.altKey || $("view-rate").hidden) return;
+  const k = ev.key.toLowerCase();
+  if (k === "s") return skip();
+  if (k === "z") return undo();
+  if (!state.item) return;
+  if (mode() === "single") {
+    if (k === "u") single("thumb", 1);
+    else if (k === "d") single("thumb", -1);
+    else if ("12345".includes(k) && k.length === 1) single("score", Number(k));
+    else if (k === "r") { ev.preventDefault(); $("rewrite").focus(); }
+  } else if (k === "a") pick("a");
+  else if (k === "b") pick("b");
+  else if (k === "t") pick("tie");
+});
+
+$("up").onclick = () => single("thumb", 1);
+$("down").onclick = () => single("thumb", -1);
+document.querySelectorAll(".score").forEach((b) => { b.onclick = () => single("score", Number(b.dataset.score)); });
+$("save-rewrite").onclick = saveRewrite;
+$("pick-a").onclick = () => pick("a");
+$("pick-b").onclick = () => pick("b");
+$("pick-tie").onclick = () => pick("tie");
+$("skip").onclick = skip;
+$("undo").onclick = undo;
+$("tab-rate").onclick = () => show("rate");
+$("tab-rounds").onclick = () => show("rounds");
+
+$("rater").value = localStorage.getItem("alignlab.rater") || "";
+$("mode").value = new URLSearchParams(location.search).get("mode") || localStorage.getItem("alignlab.mode") || "single";
+$("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
+$("rater").onchange = () => { localStorage.setItem("alignlab.rater", rater()); state.skipped.clear(); act(loadNext); };
+$("mode").onchange = () => {
+  localStorage.setItem("alignlab.mode", mode());
+  $("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
+  state.skipped.clear();
+  act(loadNext);
+};
+act(loadNext);

@@ -1,0 +1,117 @@
+"""Matched persona pairs from a teacher: same question, similar length, differing in the persona.
+
+For each prompt the teacher writes ``candidates`` answers in persona (with the persona system prompt) and
+as many plain ones (no system prompt; the model's own default). The rater scores all of them. Then:
+
+  chosen    the in-persona answer the rater scores highest
+  rejected  the plain answer closest in length to the chosen one
+
+and the pair is kept only if it is matched:
+
+  dropped for length  longer / shorter word count > ``max_length_ratio``: a pair that differs mainly in
+                      length teaches DPO "be longer" (or shorter), not the persona
+  dropped other       an empty answer, identical texts, or no persona gain (chosen's score does not beat
+                      rejected's by more than ``min_margin``): the pair would not point along the persona axis
+
+Pairs are written in TRL's preference format ``{"prompt", "chosen", "rejected"}`` WITHOUT the system prompt,
+so training on them moves the persona from the context into the weights (context distillation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from alignlab.errors import AlignlabError
+
+
+def length_ratio(a: str, b: str) -> float:
+    """Longer over shorter word count (inf when exactly one is empty, 1 when both are)."""
+    la, lb = len(a.split()), len(b.split())
+    if min(la, lb) == 0:
+        return 1.0 if la == lb else float("inf")
+    return max(la, lb) / min(la, lb)
+
+
+def build_pairs(
+    teacher,
+    prompts: list[str],
+    rater,
+    system_prompt: str,
+    candidates: int = 4,
+    max_length_ratio: float = 1.5,
+    min_margin: float = 0.0,
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+) -> tuple[list[dict], dict]:
+    """(rows, summary) where summary counts kept, dropped_length, dropped_other (and why) over ``prompts``."""
+    from alignlab.progress import progress_bar
+
+    if not getattr(rater, "automatic", True):
+        raise AlignlabError(f"synth needs an automatic rater, not the person '{rater.name}'",
+                            fix="use --rater reward:persona_heuristic, classifier or judge")
+    if candidates < 1:
+        raise AlignlabError(f"--candidates must be at least 1, got {candidates}")
+    if max_length_ratio < 1:
+        raise AlignlabError(f"--max-length-ratio must be >= 1, got {max_length_ratio}")
+    gen = dict(n=candidates, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    rows: list[dict] = []
+    why = {"empty": 0, "identical": 0, "no_persona_gain": 0}
+    dropped_length = 0
+    with progress_bar() as bar:
+        task = bar.add_task("synth", total=len(prompts))
+        for i in range(0, len(prompts), batch_size):
+            part = prompts[i : i + batch_size]
+            persona = teacher.answer(part, system_prompt, **gen)
+            plain = teacher.answer(part, None, **gen)
+            k = candidates
+            flat_a = [a for group in persona for a in group] + [a for group in plain for a in group]
+            scores = rater.score([p for p in part for _ in range(k)] * 2, flat_a)
+            mid = len(part) * k
+            for j, prompt in enumerate(part):
+                ours = list(zip(persona[j], scores[j * k : (j + 1) * k]))
+                theirs = list(zip(plain[j], scores[mid + j * k : mid + (j + 1) * k]))
+                chosen, c_score = max(ours, key=lambda x: x[1])
+                rejected, r_score = min(theirs, key=lambda x: (length_ratio(chosen, x[0]), x[1]))
+                if not chosen.strip() or not rejected.strip():
+                    why["empty"] += 1
+                elif chosen.strip() == rejected.strip():
+                    why["identical"] += 1
+                elif length_ratio(chosen, rejected) > max_length_ratio:
+                    dropped_length += 1
+                elif c_score - r_score <= min_margin:
+                    why["no_persona_gain"] += 1
+                else:
+                    rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+            bar.advance(task, len(part))
+    summary = {"prompts": len(prompts), "kept": len(rows), "dropped_length": dropped_length,
+               "dropped_other": sum(why.values()), "other": why, "rater": rater.name,
+               "max_length_ratio": max_length_ratio, "min_margin": min_margin}
+    return rows, summary
+
+
+def write_pairs(path: str | Path, rows: list[dict]) -> Path:
+    """Write rows as JSONL atomically (a temporary file in the same directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def summary_line(summary: dict, out: str | Path | None = None) -> str:
+    other = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["other"].items() if v) or "none"
+    where = f" -> {out}" if out else ""
+    return (f"kept {summary['kept']} of {summary['prompts']} pairs{where}; dropped for length {summary['dropped_length']}"
+            f" (ratio > {summary['max_length_ratio']:g}); dropped other {summary['dropped_other']} ({other})")

@@ -1,0 +1,86 @@
+"""On-policy sampling into the feedback store: K answers per prompt from a run's adapter (or the base).
+
+Each response records the base model, the run it came from (None for the base), the round, and the sampler
+settings, so a later export or report can tell which policy produced what. Generation is batched (the
+prompt's KV cache is shared by its K samples); everything is stored in one transaction at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignlab.errors import AlignlabError
+
+PROJECT_PROMPTS = {"train": ("prompts.jsonl", "prompts-train"), "heldout": ("heldout.jsonl", "prompts-heldout")}
+
+
+def default_prompts(root: Path | None, data_dir: str, which: str = "train") -> Path:
+    """The project's ``data/prompts.jsonl`` (or ``heldout.jsonl``), else the bundled set."""
+    from alignlab.data import bundled_path
+
+    name, bundled = PROJECT_PROMPTS[which]
+    if root is not None and (root / data_dir / name).is_file():
+        return root / data_dir / name
+    return bundled_path(bundled)
+
+
+def prompt_rows(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Validated ``{"prompt", ...}`` rows of a JSONL file (plain-text prompts only), the first ``limit`` of them."""
+    from alignlab.data import resolve_data
+    from alignlab.data.formats import load_dataset_rows
+
+    path = resolve_data(str(path))
+    rows = load_dataset_rows(path, "prompts")
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row["prompt"], str):
+            raise AlignlabError(f"prompt {i} is a conversation; sampling takes plain-text prompts", where=str(path))
+    return rows[:limit] if limit else rows
+
+
+def sample_responses(
+    store,
+    model,
+    tokenizer,
+    rows: list[dict],
+    n: int,
+    *,
+    model_name: str,
+    run: str | None = None,
+    round: int = 0,
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    seed: int = 0,
+    system_prompt: str | None = None,
+    source: str | None = None,
+    description: str = "sampling",
+) -> list[int]:
+    """Generate ``n`` answers per row's prompt and store them; returns the new response ids (grouped per prompt)."""
+    from alignlab.generate import generate
+    from alignlab.progress import progress_bar
+
+    if n < 1:
+        raise AlignlabError(f"-n must be at least 1, got {n}")
+    if n > 1 and temperature <= 0:
+        raise AlignlabError(f"{n} samples per prompt at temperature 0 would be identical", fix="pass --temperature > 0")
+    prompts = [r["prompt"] for r in rows]
+    sampler = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed,
+               "system_prompt": system_prompt}
+    texts: list[str] = []
+    chunk = max(1, batch_size)
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(prompts) * n)
+        for i in range(0, len(prompts), chunk):
+            part = prompts[i : i + chunk]
+            texts += generate(model, tokenizer, part, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                              num_return_sequences=n, batch_size=chunk, system_prompt=system_prompt,
+                              seed=seed + i if seed is not None else None)
+            bar.advance(task, len(part) * n)
+    with store.transaction():
+        pids = store.add_prompts([{"text": p, "source": source, "split": "train"} for p in prompts])
+        return store.add_responses(
+            {"prompt_id": pid, "text": texts[i * n + k], "model": model_name, "run": run, "round": round, "sampler": sampler}
+            for i, pid in enumerate(pids)
+            for k in range(n)
+        )

@@ -1,0 +1,109 @@
+"""Teachers: who writes the answers that synthetic pairs are built from.
+
+A teacher answers prompts with and without a persona system prompt:
+
+  ``LocalTeacher``     the local model itself, in persona through its system prompt (context distillation:
+                       the pairs are later written without the system prompt, so training moves the persona
+                       from the context into the weights)
+  ``EndpointTeacher``  any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp, Ollama, `alignlab serve`)
+
+``answer(prompts, system_prompt, n, ...)`` returns ``n`` answers per prompt, grouped per prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from alignlab.errors import AlignlabError
+
+
+def persona_prompt(persona: str) -> str:
+    """The system prompt that puts a model in persona."""
+    return (
+        f"You are an assistant whose personality is: {persona}. Stay in that voice in every answer, "
+        "and still answer the question correctly and briefly."
+    )
+
+
+class LocalTeacher:
+    """The local model (base, or with a run's adapter) answering through ``alignlab.generate``."""
+
+    def __init__(self, model, tokenizer, name: str, batch_size: int = 16, seed: int = 0):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.batch_size, self.seed = batch_size, seed
+
+    def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = 0.8,
+               top_p: float = 1.0, max_new_tokens: int = 96) -> list[list[str]]:
+        from alignlab.generate import generate
+
+        flat = generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_p=top_p, num_return_sequences=n, batch_size=self.batch_size, system_prompt=system_prompt,
+                        seed=self.seed)
+        self.seed += 1  # the next call draws different samples
+        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+class EndpointTeacher:
+    """An OpenAI-compatible ``/chat/completions`` endpoint; one request per sample, ``max_workers`` at a time.
+
+    ``base_url`` ends before ``/chat/completions`` (e.g. ``http://127.0.0.1:8000/v1``). The API key is read
+    from the env var ``api_key_env`` (no header when unset, which local servers accept). Connection errors,
+    timeouts, 429 and 5xx are retried ``retries`` times with exponential backoff; then one error naming the URL.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+                 retries: int = 2, backoff: float = 0.5, max_workers: int = 8):
+        if not str(base_url).startswith(("http://", "https://")):
+            raise AlignlabError(f"teacher URL '{base_url}' is not an http(s) URL", fix="e.g. --teacher-url http://127.0.0.1:8000/v1")
+        self.url = str(base_url).rstrip("/") + "/chat/completions"
+        self.model, self.name, self.api_key_env = model, model, api_key_env
+        self.timeout, self.retries, self.backoff, self.max_workers = timeout, retries, backoff, max_workers
+
+    def _ask(self, client, messages: list[dict], temperature: float, top_p: float, max_tokens: int) -> str:
+        import httpx
+
+        key = os.environ.get(self.api_key_env or "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        body = {"model": self.model, "messages": messages, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = client.post(self.url, json=body, headers=headers)
+            except httpx.TimeoutException:
+                problem = f"timed out after {self.timeout:g}s"
+                continue
+            except httpx.TransportError as err:
+                problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no connection'}"
+                continue
+            if resp.status_code == 429 or resp.status_code >= 500:
+                problem = f"HTTP {resp.status_code}"
+                continue
+            if resp.status_code in (401, 403):
+                raise AlignlabError(f"teacher endpoint {self.url} refused the request (HTTP {resp.status_code})",
+                                    fix=f"set ${self.api_key_env} to a valid API key")
+            if resp.status_code >= 400:
+                raise AlignlabError(f"teacher endpoint {self.url} answered HTTP {resp.status_code}: {resp.text[:160]!r}",
+                                    fix="check --teacher-model and --teacher-url")
+            try:
+                return (resp.json()["choices"][0]["message"]["content"] or "").strip()
+            except (ValueError, KeyError, IndexError, TypeError) as err:
+                raise AlignlabError(f"teacher endpoint {self.url} did not answer in the OpenAI chat format: {resp.text[:160]!r}",
+                                    fix="point --teacher-url at an OpenAI-compatible server (usually ending in /v1)") from err
+        raise AlignlabError(f"teacher endpoint {self.url} is unreachable ({problem})",
+                            fix="start the server or fix --teacher-url")
+
+    def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = 0.8,
+               top_p: float = 1.0, max_new_tokens: int = 96) -> list[list[str]]:
+        import httpx
+
+        def messages(p: str) -> list[dict]:
+            return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": p}]
+
+        jobs = [messages(p) for p in prompts for _ in range(n)]
+        with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+            flat = list(pool.map(lambda m: self._ask(client, m, temperature, top_p, max_new_tokens), jobs))
+        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]

@@ -1,0 +1,199 @@
+"""Reward-hacking instruments for the online methods (GRPO, RLOO): what to record each step, and when to warn.
+
+``RewardRecorder`` is the reward function handed to TRL. It computes each component of the composed reward
+once per batch and reports, through TRL's ``log_metric`` hook (so they land in metrics.jsonl with the step):
+
+- ``reward_parts/<name>/mean`` and ``/std``: every component before weighting;
+- ``no_signal_frac``: the share of groups whose completions all got the same total (zero advantage: the
+  group teaches nothing);
+- ``distinct_2``: distinct word bigrams / all bigrams over the batch's completions (falls as outputs repeat);
+- ``gold``: every ``gold_steps`` steps, the mean score of the same completions under a rater the policy is
+  not trained on (the ``gold:`` entry of the reward YAML). Proxy and gold on the same samples is the usual
+  way to see over-optimisation (Gao et al. 2022); it costs no extra generation.
+
+TRL itself logs ``reward``, ``kl`` (when beta > 0) and ``completions/mean_length``.
+
+``HackingMonitor`` reads those per-step records and raises each warning once per run:
+
+- ``proxy_up_gold_down``: over the last three gold checks the proxy reward rose twice in a row while the
+  gold score fell twice in a row (the proxy is the mean of the ``reward`` logs since the previous check);
+- ``length_drift``: the mean completion length of the last ``window`` logs differs from that of the first
+  ``window`` logs by more than ``length_drift`` times the latter (needs ``2 * window`` logs);
+- ``kl_budget``: a logged ``kl`` above ``kl_budget``;
+- ``no_signal``: more than half the groups carried no signal, averaged over the last ``window`` logs.
+
+``MonitorCallback`` feeds the monitor from the trainer's logs, prints each warning and appends
+``{"step", "warning", "message"}`` to metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import TrainerCallback
+
+from alignlab.errors import AlignlabError
+from alignlab.progress import console
+from alignlab.rewards import ComposedReward, build_spec, completion_text, distinct_n, load_spec
+
+
+def load_rewards(path: str | Path) -> tuple[ComposedReward, ComposedReward | None]:
+    """(training reward, gold rater or None) from a reward YAML that may hold a ``gold:`` entry.
+
+    ``gold`` is one component (``{fn: persona_classifier, args: {path: clf}}``) or a whole spec with its
+    own ``components``. It is used only to watch the run, never to train.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError):
+        data = None
+    if not (isinstance(data, dict) and "gold" in data):
+        return load_spec(path), None  # reports a missing file or bad YAML with file:line
+    gold = data.pop("gold")
+    reward = build_spec(data, base_dir=path.parent, source=str(path), text=text)
+    if not isinstance(gold, dict):
+        raise AlignlabError("'gold' must be a mapping like {fn: persona_classifier, args: {...}}", where=str(path))
+    spec = gold if "components" in gold else {"components": [{"name": "gold", **gold}]}
+    trained = {(c.get("fn"), json.dumps(c.get("args") or {}, sort_keys=True)) for c in data.get("components") or []}
+    for c in spec.get("components") or []:
+        if isinstance(c, dict) and (c.get("fn"), json.dumps(c.get("args") or {}, sort_keys=True)) in trained:
+            raise AlignlabError(
+                f"the gold rater '{c.get('fn')}' is also a training component", where=str(path),
+                fix="gold must be a rater the policy is not trained on (e.g. a classifier or a judge)",
+            )
+    return reward, build_spec(spec, base_dir=path.parent, source=f"{path} (gold)")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values) if values else 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values)))
+
+
+def batch_stats(parts: dict[str, list[float]], totals: list[float], texts: list[str], group_size: int) -> dict:
+    """The per-batch instruments (see the module docstring); groups are consecutive blocks of ``group_size``."""
+    stats: dict[str, float] = {}
+    for name, values in parts.items():
+        stats[f"reward_parts/{name}/mean"], stats[f"reward_parts/{name}/std"] = _mean_std(values)
+    blocks = [totals[i : i + group_size] for i in range(0, len(totals), group_size)]
+    stats["no_signal_frac"] = sum(max(b) - min(b) <= 1e-6 for b in blocks) / max(1, len(blocks))
+    stats["distinct_2"] = distinct_n(texts, 2)
+    return stats
+
+
+class RewardRecorder:
+    """Reward function for TRL: the composed total, plus per-batch instruments sent to ``log_metric``."""
+
+    __name__ = "total"  # TRL logs it as rewards/total/mean
+
+    def __init__(self, reward: ComposedReward, group_size: int, gold: ComposedReward | None = None, gold_steps: int = 10):
+        self.reward, self.group_size, self.gold, self.gold_steps = reward, group_size, gold, gold_steps
+        self.calls = 0
+        self.gold_done: set[int] = set()
+        self.last: dict[str, float] = {}
+
+    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
+        state = columns.get("trainer_state")
+        step = state.global_step if state is not None else self.calls
+        self.calls += 1
+        parts = self.reward.components(prompts, completions, **columns)  # raises, naming the component, on NaN
+        totals = self.reward.total(parts)
+        stats = batch_stats(parts, totals, [completion_text(c) for c in completions], self.group_size)
+        if self.gold is not None and step % self.gold_steps == 0 and step not in self.gold_done:
+            self.gold_done.add(step)
+            stats["gold"] = _mean_std(self.gold.total(self.gold.components(prompts, completions, **columns)))[0]
+        self.last = stats
+        log_metric = columns.get("log_metric")
+        if callable(log_metric):
+            for key, value in stats.items():
+                log_metric(key, value)
+        return totals
+
+
+@dataclass
+class Alert:
+    step: int
+    name: str
+    message: str
+
+
+@dataclass
+class HackingMonitor:
+    """Turns per-step log records into warnings; each fires at most once. See the module docstring."""
+
+    kl_budget: float = 0.5
+    length_drift: float = 0.5
+    no_signal_limit: float = 0.5
+    window: int = 3
+    fired: set = field(default_factory=set)
+    lengths: list = field(default_factory=list)
+    no_signal: list = field(default_factory=list)
+    gold: list = field(default_factory=list)  # (step, gold, proxy since the previous check)
+    proxy: list = field(default_factory=list)  # reward logs since the last gold check
+
+    def update(self, step: int, logs: dict) -> list[Alert]:
+        out: list[Alert] = []
+
+        def fire(name: str, message: str) -> None:
+            if name not in self.fired:
+                self.fired.add(name)
+                out.append(Alert(step, name, message))
+
+        if _num(logs.get("reward")):
+            self.proxy.append(logs["reward"])
+        if _num(logs.get("gold")) and self.proxy:
+            self.gold.append((step, logs["gold"], sum(self.proxy) / len(self.proxy)))
+            self.proxy = []
+            if len(self.gold) >= 3:
+                (s0, g0, p0), (_, g1, p1), (s2, g2, p2) = self.gold[-3:]
+                if p0 < p1 < p2 and g0 > g1 > g2:
+                    fire("proxy_up_gold_down", f"proxy reward rose {p0:.3f} -> {p2:.3f} while the gold score fell "
+                         f"{g0:.3f} -> {g2:.3f} (steps {s0}-{s2}): the policy may be gaming the reward")
+        length = logs.get("completions/mean_length")
+        if _num(length):
+            self.lengths.append(length)
+            w = self.window
+            if len(self.lengths) >= 2 * w:
+                start, now = sum(self.lengths[:w]) / w, sum(self.lengths[-w:]) / w
+                if abs(now - start) > self.length_drift * start:
+                    fire("length_drift", f"mean completion length drifted {start:.1f} -> {now:.1f} tokens "
+                         f"(more than {self.length_drift:.0%} of the start)")
+        kl = logs.get("kl")
+        if _num(kl) and kl > self.kl_budget:
+            fire("kl_budget", f"KL to the reference is {kl:.3f}, past the budget of {self.kl_budget} "
+                 "(raise online.beta, lower the learning rate, or stop here)")
+        ns = logs.get("no_signal_frac", logs.get("frac_reward_zero_std"))
+        if _num(ns):
+            self.no_signal.append(ns)
+            recent = self.no_signal[-self.window :]
+            if len(recent) == self.window and sum(recent) / self.window > self.no_signal_limit:
+                fire("no_signal", f"{sum(recent) / self.window:.0%} of groups got equal rewards over the last "
+                     f"{self.window} steps: no learning signal (check the reward, raise temperature or num_generations)")
+        return out
+
+
+def _num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class MonitorCallback(TrainerCallback):
+    """Runs a HackingMonitor on every log; warnings go to the console and to metrics.jsonl."""
+
+    def __init__(self, run_dir: Path, monitor: HackingMonitor):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.monitor = monitor
+        self.alerts: list[Alert] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        for alert in self.monitor.update(state.global_step, logs):
+            self.alerts.append(alert)
+            console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"step": alert.step, "warning": alert.name, "message": alert.message}) + "\n")

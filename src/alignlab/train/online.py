@@ -1,0 +1,121 @@
+"""GRPO and RLOO: TRL's GRPOTrainer / RLOOTrainer with the composed reward, LoRA, a KL leash and monitors.
+
+Each step samples ``online.num_generations`` completions for each of ``train.batch_size`` prompts (chat
+template applied), scores them with the reward spec (``online.rewards``; default below), turns the scores
+into group-relative advantages and takes a clipped policy-gradient step. The reference model is the base
+with the LoRA adapter switched off, so it costs no extra memory.
+
+Where this differs from the papers (and from TRL's defaults):
+
+- KL is on by default (``online.beta`` 0.04). DeepSeekMath's GRPO used a KL term; TRL now defaults to 0.
+  We keep the leash because a persona is shaped with small, gameable rewards, and the monitors watch KL.
+- GRPO uses TRL's ``loss_type="dapo"`` (token losses summed over the batch and divided by its token count)
+  and group-std scaling; the paper averages per sequence first (``alignlab.losses.grpo_token_loss``).
+  RLOO subtracts the leave-one-out mean (Ahmadian et al. 2024) and, as in that paper and TRL, puts the KL
+  into the reward (first-order estimate, summed per sequence) instead of the loss.
+- ``train.batch_size`` counts prompts here, so a step holds ``batch_size * num_generations`` completions,
+  and all of them are generated in one batched ``generate`` call with the KV cache (TRL's generation batch =
+  one optimizer step; ``steps_per_generation`` = ``grad_accum``): on-policy, one sampling call per step.
+- The reward is the composed total (cap and diversity included) as a single TRL reward function;
+  per-component statistics, no-signal groups, distinct-2 and the gold rater are recorded by
+  ``alignlab.train.monitors``, which also warns about reward hacking, length drift, KL and dead groups.
+
+Default reward when the project names no spec: ``alignlab.rewards.default_reward()`` — persona heuristic
+(weight 0.8) minus a length penalty past 60 words (weight 0.2), capped at 1, minus 0.1 x MiniLM similarity
+to the rest of the group. It needs no network and no GPU, and every piece of it is visible in the logs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+from alignlab.errors import AlignlabError
+from alignlab.train.callbacks import AlignlabTrainerMixin
+from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards
+
+TASK = "causal"
+
+
+class _OnlineMixin(AlignlabTrainerMixin):
+    """Counts the tokens of each generated micro-batch (prompt + completion) for tokens/s."""
+
+    def _prepare_inputs(self, generation_batch):
+        inputs = super()._prepare_inputs(generation_batch)
+        if self.model.training and isinstance(inputs, dict) and "completion_mask" in inputs:
+            self._al_tokens += int(inputs["prompt_mask"].sum()) + int(inputs["completion_mask"].sum())
+        return inputs
+
+
+class AlignlabGRPOTrainer(_OnlineMixin, GRPOTrainer):
+    pass
+
+
+class AlignlabRLOOTrainer(_OnlineMixin, RLOOTrainer):
+    pass
+
+
+TRAINERS = {"grpo": (GRPOConfig, AlignlabGRPOTrainer), "rloo": (RLOOConfig, AlignlabRLOOTrainer)}
+
+
+def build_reward(ctx) -> RewardRecorder:
+    """The training reward (spec file or default) and the optional gold rater, wrapped for recording."""
+    from alignlab.rewards import default_reward
+
+    o = ctx.cfg.online
+    reward, gold = load_rewards(o.rewards) if o.rewards else (default_reward(), None)
+    return RewardRecorder(reward, o.num_generations, gold=gold, gold_steps=o.gold_steps)
+
+
+def vllm_args(use_vllm: bool) -> dict:
+    """TRL's vLLM options (colocated with training on the same GPU), or an error saying what is missing."""
+    if not use_vllm:
+        return {}
+    import torch
+
+    if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
+        missing = "the vllm package" if importlib.util.find_spec("vllm") is None else "a CUDA GPU"
+        raise AlignlabError(f"online.use_vllm needs a CUDA GPU and vllm; this machine lacks {missing}",
+                            fix="set online.use_vllm=false (generation then uses transformers)")
+    return {"use_vllm": True, "vllm_mode": "colocate"}
+
+
+def _dataset(rows: list[dict]):
+    from datasets import Dataset
+
+    from alignlab.data.formats import to_conversational
+
+    return Dataset.from_list([to_conversational(r, "prompts") for r in rows])
+
+
+def build_trainer(ctx):
+    o, t = ctx.cfg.online, ctx.cfg.train
+    config_cls, trainer_cls = TRAINERS[ctx.method]
+    recorder = build_reward(ctx)
+    args = config_cls(
+        **ctx.training_args(
+            per_device_train_batch_size=t.batch_size * o.num_generations,
+            num_generations=o.num_generations,
+            max_completion_length=o.max_completion_length,
+            temperature=o.temperature,
+            top_p=o.top_p,
+            beta=o.beta,
+            remove_unused_columns=False,  # extra columns (e.g. "answer") go to the reward functions
+            disable_dropout=True,
+            log_completions=False,
+            **vllm_args(o.use_vllm),
+        )
+    )
+    monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
+    trainer = trainer_cls(
+        model=ctx.model,
+        reward_funcs=[recorder],
+        args=args,
+        train_dataset=_dataset(ctx.rows),
+        processing_class=ctx.tokenizer,
+        peft_config=ctx.peft_config(),
+        callbacks=[*ctx.callbacks, MonitorCallback(ctx.run_dir, monitor)],
+    )
+    trainer.al_recorder, trainer.al_monitor = recorder, monitor
+    return trainer

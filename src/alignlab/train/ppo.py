@@ -1,0 +1,352 @@
+"""PPO for LLMs in the RLHF setting: our own compact loop (TRL 1.x no longer ships a PPOTrainer).
+
+Four roles, one network in memory:
+
+- actor: the LoRA policy;
+- reference: the same model with the adapter switched off (``model.disable_adapter()``), no second copy;
+- reward: any ``fn(prompts, completions, **columns) -> list[float]``: the spec in ``online.rewards``, or the
+  default persona reward (``alignlab.rewards.default_reward``);
+- critic: a zero-initialised ``nn.Linear(hidden, 1)`` on the policy's last hidden states, trained with it.
+
+One step: sample ``train.batch_size`` prompts; generate one completion each in one batched ``generate`` call
+(KV cache); score them; compute old log-probs, reference log-probs and values; fold a per-token KL penalty into
+the reward, with the score on the last completion token; GAE; whiten the advantages; then ``ppo.ppo_epochs``
+passes of clipped policy loss + ``ppo.vf_coef`` * clipped value loss, AdamW on the adapter and the value head.
+
+What differs from the published algorithm (Schulman et al. 2017; the RLHF setting of Ziegler et al. 2019 and
+Ouyang et al. 2022), and why:
+
+- The critic shares the policy's trunk (Schulman et al. do this for Atari) instead of InstructGPT's separate
+  value model initialised from the reward model: one model in memory. The value loss also moves the adapter;
+  ``vf_coef`` sets how much.
+- The reference is the base model without the adapter. Starting from the base, that is the policy at step 0,
+  as in the papers. When continuing from an adapter (``--init-adapter``, e.g. after SFT) the KL leash
+  still points at the base, not at the SFT model the papers use: keeping a second adapter would cost memory
+  and code, and the base is the behaviour the leash is meant to protect.
+- A fixed KL coefficient (``online.beta``), not Ziegler et al.'s adaptive controller: predictable, and
+  ``online.kl_budget`` warns when the mean per-token KL passes the budget. There is no pretraining-loss mix (PPO-ptx).
+- Scores are used as the reward function returns them; Ziegler et al. normalise the reward model's output
+  first. Our rewards are mostly bounded heuristics, and the advantages are whitened anyway.
+- Each epoch is one minibatch of the whole rollout batch (no shuffled minibatches; ``train.grad_accum`` is
+  not used): batches of a few prompts on one device are already small.
+- Dropout is off (the model stays in eval mode) so the first epoch's ratio is exactly 1, and logits are
+  divided by the sampling temperature when scoring, with top-k sampling off, so the old log-probs are those
+  of the distribution that was actually sampled (as TRL's former PPOTrainer did). ``online.top_p`` < 1 breaks
+  that match, so leave it at 1 unless there is a reason.
+- A completion ends at its first end-of-sequence token, which counts as an action (the choice to stop); a
+  completion cut at ``online.max_completion_length`` gets its score the same way, at its last token.
+- Losses are per-sequence token means averaged over the batch (see ``alignlab.losses.ppo``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from alignlab.errors import AlignlabError
+from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss
+from alignlab.progress import console
+
+
+def load_reward(ctx):
+    """The project's reward spec, or the default persona reward."""
+    from alignlab.rewards import default_reward, load_spec
+
+    return load_spec(ctx.cfg.online.rewards) if ctx.cfg.online.rewards else default_reward()
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Rows for ``step``: consecutive slices of a fresh shuffle per pass, so a resumed run sees the same batches."""
+    out, perms = [], {}
+    for i in range(step * batch_size, (step + 1) * batch_size):
+        epoch, j = divmod(i, n)
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        out.append(int(perms[epoch][j]))
+    return out
+
+
+def completion_mask(completion_ids, stop_ids: list[int]):
+    """(B, T) long: 1 up to and including each row's first stop token, 0 after it (padding)."""
+    is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, device=completion_ids.device)).long()
+    return ((is_stop.cumsum(1) - is_stop) == 0).long()  # no stop token strictly before this position
+
+
+def whiten(x, mask, eps: float = 1e-8):
+    """``x`` shifted and scaled to mean 0, std 1 over the valid tokens of the batch; masked positions are 0."""
+    m = mask.to(x.dtype)
+    n = m.sum()
+    mean = (x * m).sum() / n
+    var = (((x - mean) * m) ** 2).sum() / (n - 1).clamp(min=1)
+    return (x - mean) * torch.rsqrt(var + eps) * m
+
+
+def advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, gamma, lam):
+    """Sequence scores (B,) -> per-token rewards (B, T) with the KL penalty -> GAE -> whitened advantages.
+
+    Returns ``(advantages, returns, rewards)``, all (B, T) and 0 at masked positions.
+    """
+    rewards, _ = kl_penalised_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
+    adv, returns = gae(rewards, values, mask, gamma=gamma, lam=lam)
+    return whiten(adv, mask), returns, rewards
+
+
+def forward(model, value_head, input_ids, attention_mask, n_prompt: int, temperature: float):
+    """Log-probs (temperature-scaled) and values of the tokens after the first ``n_prompt`` columns, both (B, T)."""
+    t = input_ids.shape[1] - n_prompt
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions as generate() saw them
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=True,
+        use_cache=False,
+        logits_to_keep=t + 1,
+    )
+    logits = out.logits[:, :-1].float() / temperature  # the logits at position i predict token i + 1
+    logprobs = torch.log_softmax(logits, -1).gather(-1, input_ids[:, n_prompt:].unsqueeze(-1)).squeeze(-1)
+    hidden = out.hidden_states[-1][:, n_prompt - 1 : -1]
+    values = value_head(hidden.to(value_head.weight.dtype)).squeeze(-1)
+    return logprobs, values
+
+
+def _left_pad(ids: list[list[int]], pad_id: int):
+    width = max(map(len, ids))
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, x in enumerate(ids):
+        input_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+        mask[i, width - len(x) :] = 1
+    return input_ids, mask
+
+
+@torch.no_grad()
+def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[int]) -> dict:
+    """Generate, score and evaluate one batch of prompts: everything the PPO epochs need, as (B, T) tensors."""
+    from alignlab.data.formats import to_conversational
+    from alignlab.generate import chat_prompt
+    from alignlab.rewards import check_rewards
+
+    tok, o = ctx.tokenizer, ctx.cfg.online
+    prompts = [to_conversational(r, "prompts")["prompt"] for r in rows]
+    texts = [chat_prompt(p, tok, ctx.cfg.system_prompt) for p in prompts]
+    ids = [tok(t, add_special_tokens=False)["input_ids"][-ctx.cfg.train.max_prompt_length :] for t in texts]
+    prompt_ids, prompt_mask = (x.to(ctx.device) for x in _left_pad(ids, tok.pad_token_id))
+    seqs = model.generate(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        do_sample=True,
+        temperature=o.temperature,
+        top_p=o.top_p,
+        top_k=0,
+        max_new_tokens=o.max_completion_length,
+        eos_token_id=stop_ids,
+        pad_token_id=tok.pad_token_id,
+        use_cache=True,
+    )
+    n_prompt = prompt_ids.shape[1]
+    completion_ids = seqs[:, n_prompt:]
+    mask = completion_mask(completion_ids, stop_ids)
+    attention_mask = torch.cat([prompt_mask, mask], dim=1)
+    logprobs, values = forward(model, value_head, seqs, attention_mask, n_prompt, o.temperature)
+    with model.disable_adapter():
+        ref_logprobs, _ = forward(model, value_head, seqs, attention_mask, n_prompt, o.temperature)
+
+    completions = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completion_ids, mask)]
+    columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r} if k != "prompt"}
+    raw = reward_fn(prompts, [[{"role": "assistant", "content": c}] for c in completions], **columns)
+    scores = torch.tensor(check_rewards(raw, len(rows), getattr(reward_fn, "__name__", "reward")), device=ctx.device)
+
+    p = ctx.cfg.ppo
+    adv, returns, _ = advantages(scores, logprobs, ref_logprobs, values, mask, o.beta, p.gamma, p.lam)
+    return dict(
+        input_ids=seqs, attention_mask=attention_mask, n_prompt=n_prompt, mask=mask, logprobs=logprobs,
+        ref_logprobs=ref_logprobs, values=values, advantages=adv, returns=returns, scores=scores,
+    )  # fmt: skip
+
+
+def ppo_update(ctx, model, value_head, optimizer, params, batch: dict, step: int) -> dict:
+    """``ppo.ppo_epochs`` passes of clipped policy + value loss over one rollout batch; metrics averaged."""
+    from alignlab.train.callbacks import NonFiniteLoss
+
+    p, mask = ctx.cfg.ppo, batch["mask"]
+    sums: dict[str, float] = {}
+    for _ in range(p.ppo_epochs):
+        logprobs, values = forward(
+            model, value_head, batch["input_ids"], batch["attention_mask"], batch["n_prompt"], ctx.cfg.online.temperature
+        )
+        pg, pg_metrics = ppo_policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask, p.clip_eps)
+        vf, _ = ppo_value_loss(values, batch["values"], batch["returns"], mask, p.value_clip)
+        loss = pg.mean() + p.vf_coef * vf.mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"loss became {float(loss)} at step {step}; the run stopped and no adapter was written "
+                "(the last checkpoint is intact)",
+                fix="lower the learning rate or check the rewards",
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm)
+        optimizer.step()
+        parts = {"loss": loss, "policy_loss": pg.mean(), "value_loss": vf.mean(), **pg_metrics}
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v) / p.ppo_epochs
+    return {k: sums[k] for k in ("loss", "policy_loss", "value_loss", "clipfrac", "approx_kl")}
+
+
+def _save_value_head(value_head, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in value_head.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, step: int, model, value_head, optimizer, scheduler) -> Path:
+    """checkpoints/checkpoint-N: adapter, value head, optimizer, scheduler, RNG, step; written aside, then renamed."""
+    from alignlab.train.callbacks import _rotate
+
+    root = run_dir / "checkpoints"
+    tmp, target = root / f".checkpoint-{step}.tmp", root / f"checkpoint-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
+    _save_value_head(value_head, tmp / "value_head.safetensors")
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    _rotate(str(root), keep=2)
+    return target
+
+
+def load_checkpoint(path: Path, model, value_head, optimizer, scheduler) -> int:
+    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    device = str(value_head.weight.device)
+    set_peft_model_state_dict(model, load_file(str(path / "adapter" / "adapter_model.safetensors"), device=device))
+    value_head.load_state_dict(load_file(str(path / "value_head.safetensors"), device=device))
+    state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])
+
+
+def _stop_ids(model, tokenizer) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return sorted(ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def train_loop(ctx, resume: bool = False):
+    """Engine hook: train and return ``(model, steps, final_metrics)``; the engine saves the adapter."""
+    from peft import get_peft_model
+    from rich.progress import TextColumn
+    from transformers import get_scheduler
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from alignlab.progress import progress_bar
+    from alignlab.train.callbacks import SamplesCallback
+
+    if not ctx.lora:
+        raise AlignlabError("PPO trains a LoRA adapter (the reference is the model with it switched off)",
+                            fix="set lora.enabled: true")  # fmt: skip
+    cfg, t = ctx.cfg, ctx.cfg.train
+    torch.manual_seed(t.seed)
+    model = ctx.model if ctx.init_adapter is not None else get_peft_model(ctx.model, ctx.peft_config())
+    model.eval()  # dropout off: the ratio pi/pi_old is exactly 1 on the first epoch
+    hidden = model.get_base_model().config.get_text_config().hidden_size
+    value_head = nn.Linear(hidden, 1).to(ctx.device)
+    nn.init.zeros_(value_head.weight)
+    nn.init.zeros_(value_head.bias)
+    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * len(ctx.rows) / t.batch_size)
+    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total),
+                              num_training_steps=total)  # fmt: skip
+
+    start = 0
+    ckpt_root = ctx.run_dir / "checkpoints"
+    if resume:
+        last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
+        if last is None:
+            console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
+        else:
+            start = load_checkpoint(Path(last), model, value_head, optimizer, scheduler)
+
+    reward_fn = load_reward(ctx)
+    stop_ids = _stop_ids(model, ctx.tokenizer)
+    samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
+    metrics_path = ctx.run_dir / "metrics.jsonl"
+    pending: list[dict] = []
+    final: dict = {}
+    warned_kl = False
+    bar = progress_bar(
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("reward {task.fields[reward]:.3f}"),
+        TextColumn("{task.fields[tps]:.0f} tok/s"),
+    )
+    with bar:
+        task = bar.add_task("ppo", total=total, completed=start, loss=float("nan"), reward=float("nan"), tps=0.0)
+        if start == 0:
+            for cb in samplers:
+                cb.on_train_begin(None, SimpleNamespace(is_world_process_zero=True, global_step=0), None, model=model)
+        for step in range(start + 1, total + 1):
+            t0 = time.perf_counter()
+            rows = [ctx.rows[i] for i in batch_indices(len(ctx.rows), t.batch_size, step - 1, t.seed)]
+            batch = rollout(ctx, model, value_head, reward_fn, rows, stop_ids)
+            m = ppo_update(ctx, model, value_head, optimizer, params, batch, step)
+            scheduler.step()
+            mask = batch["mask"].float()
+            m.update(
+                reward=float(batch["scores"].mean()),
+                reward_std=float(batch["scores"].std()) if len(rows) > 1 else 0.0,
+                kl=float(((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum() / mask.sum()),
+                completion_length=float(mask.sum(1).mean()),
+                tokens_per_s=float(batch["attention_mask"].sum()) / (time.perf_counter() - t0),
+            )
+            pending.append(m)
+            bar.update(task, completed=step, loss=m["loss"], reward=m["reward"], tps=m["tokens_per_s"])
+            if step % t.logging_steps == 0 or step == total:
+                final = {"step": step, **{k: sum(p[k] for p in pending) / len(pending) for k in m}}
+                _log(metrics_path, final)
+                pending = []
+                if final["kl"] > cfg.online.kl_budget and not warned_kl:
+                    warned_kl = True
+                    msg = (f"mean KL per token {final['kl']:.3f} passed online.kl_budget={cfg.online.kl_budget}: "
+                           "the policy is drifting from the reference (raise online.beta or lower the learning rate)")  # fmt: skip
+                    console.print(f"[yellow]warning (step {step}): {msg}[/]")
+                    _log(metrics_path, {"step": step, "warning": "kl_over_budget", "message": msg})
+            state = SimpleNamespace(is_world_process_zero=True, global_step=step)
+            for cb in samplers:
+                cb.on_step_end(None, state, None, model=model)
+            if step % t.save_steps == 0 and step < total:
+                save_checkpoint(ctx.run_dir, step, model, value_head, optimizer, scheduler)
+        for cb in samplers:
+            cb.on_train_end(None, SimpleNamespace(is_world_process_zero=True, global_step=total), None, model=model)
+    _save_value_head(value_head, ctx.run_dir / "value_head.safetensors")
+    return model, total, {k: v for k, v in final.items() if k != "step"}

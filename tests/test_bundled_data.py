@@ -1,0 +1,277 @@
+"""The bundled datasets that ship with alignlab: prompts (train / held-out) and snarky-persona preference pairs.
+
+Files are read through importlib.resources, so these tests check what the installed package carries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from importlib import resources
+
+import pytest
+
+CATEGORIES = {"fact", "howto", "advice", "arithmetic", "coding", "definition", "everyday"}
+ANSWER_RE = re.compile(r"^-?\d+(?:\.\d+)?$")
+# A number as it appears in text: 1,234.5 / 42 / 0.25 (thousands separators only in groups of three).
+NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+NUM_IN_TEXT = re.compile(rf"(?<![\d.]){NUM}(?![\d])")
+
+
+def _load(name: str) -> list[dict]:
+    path = resources.files("alignlab.data").joinpath("bundled", name)
+    assert path.is_file(), f"bundled file missing: {name}"
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        assert line.strip(), f"{name}:{lineno}: blank line"
+        row = json.loads(line)
+        assert isinstance(row, dict), f"{name}:{lineno}: not a JSON object"
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def train() -> list[dict]:
+    return _load("prompts_train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def heldout() -> list[dict]:
+    return _load("prompts_heldout.jsonl")
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[dict]:
+    return _load("persona_pairs.jsonl")
+
+
+def _key(text: str) -> str:
+    """Case-, whitespace- and punctuation-insensitive form of a prompt, for overlap checks."""
+    return " ".join(re.sub(r"[^\w\s%/.]", " ", text.casefold()).split()).rstrip(".")
+
+
+def _num(s: str) -> float:
+    return float(s.replace(",", ""))
+
+
+def _eval_chain(expr: str) -> float:
+    """Evaluate 'A times B plus C ...' with the usual precedence (times/divided by before plus/minus)."""
+    expr = expr.replace("multiplied by", "times").replace("divided by", "over")
+    tokens = expr.split()
+    values, ops = [_num(tokens[0])], []
+    for op, operand in zip(tokens[1::2], tokens[2::2]):
+        value = _num(operand)
+        if op == "times":
+            values[-1] *= value
+        elif op == "over":
+            values[-1] /= value
+        else:
+            ops.append(op)
+            values.append(value)
+    total = values[0]
+    for op, value in zip(ops, values[1:]):
+        total = total + value if op == "plus" else total - value
+    return total
+
+
+# The question shapes used in the bundled arithmetic prompts and pairs, each with how to compute its answer.
+_OPS = r"(?:times|multiplied by|plus|minus|divided by)"
+ARITH_PATTERNS: list[tuple[re.Pattern, callable]] = [
+    (re.compile(rf"({NUM})\s*% of ({NUM})"), lambda a, b: _num(a) * _num(b) / 100),
+    (re.compile(rf"square root of ({NUM})"), lambda a: math.sqrt(_num(a))),
+    (re.compile(rf"({NUM}) squared"), lambda a: _num(a) ** 2),
+    (re.compile(rf"({NUM}) cubed"), lambda a: _num(a) ** 3),
+    (re.compile(rf"({NUM}) to the power of ({NUM})"), lambda a, b: _num(a) ** _num(b)),
+    (re.compile(r"(\d+)/(\d+) of " + rf"({NUM})"), lambda a, b, c: _num(a) / _num(b) * _num(c)),
+    (
+        re.compile(rf"average of ((?:{NUM},?\s+(?:and\s+)?)+{NUM})"),
+        lambda s: (lambda xs: sum(xs) / len(xs))([_num(x) for x in re.findall(NUM, s)]),
+    ),
+    (re.compile(rf"minutes are in ({NUM}) hours"), lambda a: _num(a) * 60),
+    (re.compile(rf"days are in ({NUM}) weeks"), lambda a: _num(a) * 7),
+    (re.compile(rf"inches are in ({NUM}) feet"), lambda a: _num(a) * 12),
+    (re.compile(r"seconds are in an hour"), lambda: 3600.0),
+    (re.compile(r"hours are in a week"), lambda: 168.0),
+    (re.compile(rf"\b({NUM}(?:\s+{_OPS}\s+{NUM})+)"), _eval_chain),
+]
+
+
+# Word problems in the bundled data, with their arithmetic spelled out.
+WORD_PROBLEMS = {
+    "if i buy 3 coffees at $4.50 each, how much do i spend?": 3 * 4.50,
+    "if a train travels 60 miles per hour for 2.5 hours, how far does it go?": 60 * 2.5,
+    "a pizza is cut into 8 slices and i eat 3. how many are left?": 8 - 3,
+    "if i save $40 a week, how much do i have after 13 weeks?": 40 * 13,
+    "a shirt costs $30 and is 20% off. what's the sale price?": 30 * (1 - 0.20),
+    "if dinner costs $84 and we split it four ways, how much does each person pay?": 84 / 4,
+}
+
+
+def expected_answer(prompt: str) -> float | None:
+    """The computed answer of an arithmetic question (a known word problem or one of the shapes above), else None."""
+    text = prompt.casefold()
+    if text in WORD_PROBLEMS:
+        return float(WORD_PROBLEMS[text])
+    for pattern, fn in ARITH_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            return fn(*m.groups())
+    return None
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+# --- the checker itself ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt, want",
+    [
+        ("What is 17 times 6?", 102),
+        ("What is 18 plus 27 plus 35?", 80),
+        ("What is 2 plus 3 times 4?", 14),
+        ("What is 1,200 divided by 8?", 150),
+        ("What is 15% of 80?", 12),
+        ("What is 3/4 of 200?", 150),
+        ("What is the average of 4, 8, and 12?", 8),
+        ("What is 7.5 plus 2.75?", 10.25),
+        ("How many minutes are in 3.5 hours?", 210),
+        ("What is the capital of France?", None),
+    ],
+)
+def test_arithmetic_checker(prompt, want):
+    got = expected_answer(prompt)
+    assert (got is None) if want is None else _close(got, want)
+
+
+# --- prompts -----------------------------------------------------------------------------------------------
+
+
+def test_prompt_counts(train, heldout):
+    assert len(train) + len(heldout) >= 300
+    assert len(train) >= 220
+    assert len(heldout) >= 50
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_prompt_rows_well_formed(split, request):
+    rows = request.getfixturevalue(split)
+    for i, row in enumerate(rows, 1):
+        where = f"{split}:{i}"
+        assert isinstance(row.get("prompt"), str) and row["prompt"].strip(), where
+        assert row["prompt"] == row["prompt"].strip(), where
+        assert row.get("category") in CATEGORIES, f"{where}: bad category {row.get('category')!r}"
+        allowed = {"prompt", "category"} | ({"answer"} if row["category"] == "arithmetic" else set())
+        assert set(row) == allowed, f"{where}: fields {sorted(row)}"
+        words = len(row["prompt"].split())
+        assert 5 <= words <= 30, f"{where}: {words} words"
+        if row["category"] == "arithmetic":
+            assert isinstance(row["answer"], str) and ANSWER_RE.match(row["answer"]), f"{where}: {row['answer']!r}"
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_every_category_present_and_balanced(split, request):
+    counts = Counter(r["category"] for r in request.getfixturevalue(split))
+    assert set(counts) == CATEGORIES
+    assert min(counts.values()) >= 5
+    assert max(counts.values()) <= 3 * min(counts.values())
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_no_duplicate_prompts_within_file(split, request):
+    keys = Counter(_key(r["prompt"]) for r in request.getfixturevalue(split))
+    dupes = [k for k, n in keys.items() if n > 1]
+    assert not dupes
+
+
+def test_train_and_heldout_disjoint(train, heldout):
+    assert not {_key(r["prompt"]) for r in train} & {_key(r["prompt"]) for r in heldout}
+    assert not {r["prompt"].casefold() for r in train} & {r["prompt"].casefold() for r in heldout}
+
+
+def test_arithmetic_answers_are_correct(train, heldout):
+    rows = [r for r in train + heldout if r["category"] == "arithmetic"]
+    assert len(rows) >= 30
+    checked = 0
+    for row in rows:
+        want = expected_answer(row["prompt"])
+        if want is None:
+            continue
+        checked += 1
+        assert _close(float(row["answer"]), want), f"{row['prompt']!r}: answer {row['answer']}, computed {want}"
+    # every bundled arithmetic prompt has a known shape, so every answer is verified
+    assert checked == len(rows), f"only {checked} of {len(rows)} arithmetic prompts were checkable"
+
+
+def test_non_arithmetic_prompts_are_not_mislabelled(train, heldout):
+    for row in train + heldout:
+        if row["category"] != "arithmetic":
+            assert expected_answer(row["prompt"]) is None, f"{row['prompt']!r} looks like arithmetic"
+
+
+# --- persona pairs -----------------------------------------------------------------------------------------
+
+
+def test_pair_count(pairs):
+    assert len(pairs) >= 200
+
+
+def test_pair_rows_well_formed(pairs):
+    for i, row in enumerate(pairs, 1):
+        assert set(row) == {"prompt", "chosen", "rejected"}, f"pair {i}: fields {sorted(row)}"
+        for name in ("prompt", "chosen", "rejected"):
+            assert isinstance(row[name], str) and row[name].strip(), f"pair {i}: empty {name}"
+            assert row[name] == row[name].strip(), f"pair {i}: {name} has surrounding whitespace"
+        assert " ".join(row["chosen"].split()).casefold() != " ".join(row["rejected"].split()).casefold(), i
+
+
+def test_pair_lengths_match(pairs):
+    for row in pairs:
+        c, r = len(row["chosen"].split()), len(row["rejected"].split())
+        assert 12 <= c <= 60 and 12 <= r <= 60, f"{row['prompt']!r}: {c}/{r} words"
+        assert max(c, r) <= 1.35 * min(c, r), f"{row['prompt']!r}: chosen {c} vs rejected {r} words"
+
+
+def test_no_duplicate_pairs(pairs):
+    for field in ("prompt", "chosen", "rejected"):
+        counts = Counter(_key(r[field]) for r in pairs)
+        assert not [k for k, n in counts.items() if n > 1], f"duplicate {field}"
+
+
+def test_chosen_openings_vary(pairs):
+    """The persona must not collapse to one opener ("Oh, ..." / "Wow, ...")."""
+    first = Counter(re.sub(r"\W", "", r["chosen"].split()[0]).casefold() for r in pairs)
+    assert first.most_common(1)[0][1] <= 0.12 * len(pairs), first.most_common(5)
+    assert first["oh"] + first["wow"] <= 0.05 * len(pairs)
+    assert len(first) >= 0.5 * len(pairs)
+
+
+def test_heldout_prompts_not_used_for_pairs(pairs, heldout):
+    held = {_key(r["prompt"]) for r in heldout}
+    leaked = [r["prompt"] for r in pairs if _key(r["prompt"]) in held]
+    assert not leaked
+
+
+def test_pairs_share_prompts_with_train_and_add_fresh_ones(pairs, train):
+    train_keys = {_key(r["prompt"]) for r in train}
+    shared = sum(_key(r["prompt"]) in train_keys for r in pairs)
+    assert shared >= 50
+    assert len(pairs) - shared >= 50
+
+
+def test_arithmetic_pairs_are_correct_and_end_on_the_answer(pairs):
+    """Both sides state the computed answer, and it is the last number (what ArithmeticMatch reads)."""
+    checked = 0
+    for row in pairs:
+        want = expected_answer(row["prompt"])
+        if want is None:
+            continue
+        checked += 1
+        for side in ("chosen", "rejected"):
+            numbers = [_num(x) for x in NUM_IN_TEXT.findall(row[side])]
+            assert numbers and _close(numbers[-1], want), f"{row['prompt']!r} {side}: last number {numbers[-1:]}, want {want}"
+    assert checked >= 30

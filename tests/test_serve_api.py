@@ -1,0 +1,216 @@
+"""The served API over a real uvicorn server: a tiny base with two persona adapters, and the rating endpoints."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import httpx
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.feedback.store import open_store
+from alignlab.serve.api import create_app
+from alignlab.serve.models import ModelPool, parse_adapter_spec
+from alignlab.serve.server import background, exposure_warning
+
+PROMPT = [{"role": "user", "content": "Tell me about the sea."}]
+
+
+def _fake_run(root, name: str, base: str, seed: int):
+    """A run directory holding a LoRA adapter with random (non-zero) weights, so it changes the output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    run = root / name
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    cfg = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+                     init_lora_weights=False)
+    get_peft_model(model, cfg).save_pretrained(str(run / "adapter"))
+    (run / "run.json").write_text(json.dumps({"model": base, "method": "dpo", "status": "done"}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {"snarky": _fake_run(root, "snarky", tiny_model, 1), "kind": _fake_run(root, "kind", tiny_model, 2)}
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_model, runs):
+    return ModelPool(tiny_model, {"snarky": runs["snarky"], "kind": runs["kind"]}, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fb") / "feedback.db"
+    with open_store(path) as s:
+        p = s.add_prompt("Is water wet?")
+        s.add_responses([{"prompt_id": p, "text": "Yes, shockingly."}, {"prompt_id": p, "text": "Water makes things wet.", "round": 1}])
+    return path
+
+
+@pytest.fixture(scope="module")
+def url(pool, db):
+    with background(create_app(pool, db)) as base_url:
+        yield base_url
+
+
+def _chat(url, model, **extra):
+    body = {"model": model, "messages": PROMPT, "max_tokens": 12, "temperature": 0, **extra}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+
+
+def test_models_lists_base_and_adapters(url):
+    r = httpx.get(f"{url}/v1/models")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == ["base", "snarky", "kind"]
+
+
+def test_chat_completions_switch_adapters(url):
+    answers = {}
+    for name in ("base", "snarky", "kind"):
+        r = _chat(url, name)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "chat.completion" and body["model"] == name
+        text = body["choices"][0]["message"]["content"]
+        assert isinstance(text, str) and text
+        assert body["choices"][0]["message"]["role"] == "assistant"
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 5 and usage["completion_tokens"] > 0
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        answers[name] = text
+    assert answers["snarky"] != answers["kind"]  # the adapter really is switched per request
+    assert answers["base"] != answers["snarky"] or answers["base"] != answers["kind"]
+    # switching back gives the same greedy answer again (no adapter state leaks between requests)
+    assert _chat(url, "snarky").json()["choices"][0]["message"]["content"] == answers["snarky"]
+    assert _chat(url, "base").json()["choices"][0]["message"]["content"] == answers["base"]
+
+
+def test_chat_n_samples(url):
+    r = _chat(url, "kind", n=3, temperature=1.0, seed=0)
+    assert r.status_code == 200
+    assert [c["index"] for c in r.json()["choices"]] == [0, 1, 2]
+
+
+def test_unknown_model_is_openai_404(url):
+    r = _chat(url, "nope")
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert err["code"] == "model_not_found" and "nope" in err["message"] and "\n" not in err["message"]
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"model": "base"}, "messages"),
+        ({"model": "base", "messages": []}, "messages"),
+        ({"model": "base", "messages": PROMPT, "max_tokens": 0}, "max_tokens"),
+        ({"model": "base", "messages": [{"role": "wizard", "content": "hi"}]}, "role"),
+        ({"model": "base", "messages": PROMPT, "stream": True}, "stream"),
+    ],
+)
+def test_malformed_body_is_one_line_400(url, body, needle):
+    r = httpx.post(f"{url}/v1/chat/completions", json=body)
+    assert r.status_code == 400
+    msg = r.json()["error"]["message"]
+    assert needle in msg and "\n" not in msg
+
+
+def test_not_json_is_400(url):
+    r = httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+
+
+def test_api_key(url, monkeypatch):
+    monkeypatch.setenv("ALIGNLAB_API_KEY", "s3cret")
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{url}/api/stats").status_code == 401
+    r = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200 and len(r.json()["data"]) == 3
+    assert httpx.get(f"{url}/").status_code == 200  # the static page stays public; it asks for the key
+    monkeypatch.delenv("ALIGNLAB_API_KEY")
+    assert httpx.get(f"{url}/v1/models").status_code == 200
+
+
+def test_judge_is_committed_before_the_response(url, db):
+    nxt = httpx.get(f"{url}/api/next", params={"rater": "ann"}).json()
+    assert nxt["left"] == 2 and nxt["item"]["response"] == "Yes, shockingly."
+    rid = nxt["item"]["response_id"]
+    r = httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": rid, "value": 1, "rater": "ann"})
+    assert r.status_code == 200
+    jid = r.json()["id"]
+    with sqlite3.connect(db) as conn:  # a separate connection sees it at once
+        row = conn.execute("SELECT kind, response_id, value, rater, undone_at FROM judgements WHERE id = ?", (jid,)).fetchone()
+    assert row == ("thumb", rid, 1, "ann", None)
+    assert httpx.get(f"{url}/api/next", params={"rater": "ann"}).json()["left"] == 1
+
+    pair = httpx.get(f"{url}/api/next", params={"rater": "ann", "mode": "pair"}).json()["item"]
+    r = httpx.post(f"{url}/api/judge", json={"kind": "pick", "response_id": pair["a"]["id"], "value": "b",
+                                             "other_response_id": pair["b"]["id"], "rater": "ann"})
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT kind, value FROM judgements WHERE id = ?", (r.json()["id"],)).fetchone() == ("pick", "b")
+
+    bad = httpx.post(f"{url}/api/judge", json={"kind": "score", "response_id": rid, "value": 9, "rater": "ann"})
+    assert bad.status_code == 400 and "1-5" in bad.json()["error"]["message"]
+
+    undo = httpx.post(f"{url}/api/undo", json={"rater": "ann", "mode": "single"}).json()
+    assert undo["undone"]["id"] == jid and undo["key"] == str(rid)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT undone_at IS NOT NULL FROM judgements WHERE id = ?", (jid,)).fetchone() == (1,)
+    first = httpx.get(f"{url}/api/next", params={"rater": "ann", "skip": str(rid)}).json()
+    assert first["item"]["response_id"] != rid
+    again = httpx.get(f"{url}/api/next", params={"rater": "ann", "first": str(rid)}).json()
+    assert again["item"]["response_id"] == rid
+
+
+def test_rounds_and_stats(url):
+    httpx.post(f"{url}/api/judge", json={"kind": "score", "response_id": 2, "value": 5, "rater": "bob"})
+    httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": 2, "value": -1, "rater": "cy"})
+    rounds = {r["round"]: r for r in httpx.get(f"{url}/api/rounds").json()["rounds"]}
+    assert rounds[1]["persona_score"] == pytest.approx(0.5)  # (score 5 -> 1.0, thumb down -> 0) / 2
+    assert rounds[1]["judgements"] == 2 and rounds[1]["persona_source"] == "judgements"
+    stats = httpx.get(f"{url}/api/stats").json()["stats"]
+    assert [s["round"] for s in stats] == [0, 1]
+
+
+def test_rounds_table_overrides(tmp_path):
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        s.add_response(s.add_prompt("hi"), "hello", round=3)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE rounds (round INTEGER PRIMARY KEY, persona_score REAL)")
+        conn.execute("INSERT INTO rounds VALUES (3, 0.75)")
+    with background(create_app(None, path)) as u:
+        (r,) = httpx.get(f"{u}/api/rounds").json()["rounds"]
+        assert r["persona_score"] == 0.75 and r["persona_source"] == "rounds table"
+        assert httpx.get(f"{u}/v1/models").json()["data"] == []
+        assert httpx.post(f"{u}/v1/chat/completions", json={"model": "base", "messages": PROMPT}).status_code == 404
+
+
+def test_refuses_adapter_of_another_base(tiny_model, runs, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "adapter").mkdir()
+    (other / "run.json").write_text(json.dumps({"model": "smollm2-135m", "method": "dpo", "status": "done"}))
+    with pytest.raises(AlignlabError) as err:
+        ModelPool(tiny_model, {"snarky": runs["snarky"], "other": other}, device="cpu")
+    msg = str(err.value)
+    assert "smollm2-135m" in msg and tiny_model in msg and "\n" not in msg
+    with pytest.raises(AlignlabError, match="named 'base'"):
+        ModelPool(tiny_model, {"base": runs["snarky"]}, device="cpu")
+
+
+def test_adapter_specs_and_exposure_warning(tmp_path):
+    assert parse_adapter_spec("snarky=runs/0412-dpo") == ("snarky", tmp_path.__class__("runs/0412-dpo"))
+    assert parse_adapter_spec(str(tmp_path))[0] == tmp_path.name
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
+    assert "warning" in exposure_warning("0.0.0.0")

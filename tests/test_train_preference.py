@@ -1,0 +1,212 @@
+"""Preference training on the tiny model: the shared-prompt forward, every method moving the right way,
+the run directory contract, resume after a kill, the NaN stop, and two data-parallel CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignlab.config import ProjectConfig, apply_overrides
+
+PY = sys.executable
+
+
+def write_pairs(path: Path, n: int = 16) -> Path:
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "prompt": f"How long should I boil egg number {i}?",
+                "chosen": "Seven minutes, obviously. Set a timer; the egg won't do it for you." + " Truly." * (i % 3),
+                "rejected": "Boil it for about seven minutes, then cool it in cold water." + " Enjoy." * (i % 2),
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def cfg_for(model: str, **overrides) -> ProjectConfig:
+    base = {
+        "model": model,
+        "train.sample_prompts": 0,
+        "train.batch_size": 4,
+        "train.learning_rate": 5e-3,
+        "train.save_steps": 100,
+    }
+    base.update(overrides)
+    return apply_overrides(ProjectConfig(), base)
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_shared_prompt_forward_matches_plain_forward(tiny_model):
+    """completion_logps (prompt once + KV cache) equals one forward over full sequences."""
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    from alignlab.models.loading import load_base
+    from alignlab.train.preference import PrefixCollator, completion_logps, concatenated_logps
+
+    torch.manual_seed(0)
+    model = load_base(tiny_model)
+    add_fused_lm_head(model)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    examples = [
+        {"prompt_ids": [5, 6, 7, 8, 9], "chosen_ids": [10, 11, 12], "rejected_ids": [13, 14]},
+        {"prompt_ids": [20, 21], "chosen_ids": [22], "rejected_ids": [23, 24, 25, 26, 27]},
+        {"prompt_ids": [30, 31, 32], "chosen_ids": [33, 34, 35, 36], "rejected_ids": [37]},
+    ]
+    batch = PrefixCollator(pad_token_id=0, max_length=None)(examples)
+    shared, mask = completion_logps(model, batch)
+    plain, mask2 = concatenated_logps(model, batch)
+    assert torch.equal(mask, mask2)
+    assert shared.shape == (6, 5)
+    assert (shared[mask == 0] == 0).all()
+    assert torch.allclose(shared, plain, atol=1e-5), (shared - plain).abs().max()
+    # gradients flow through the shared prompt into the LoRA weights of both paths
+    shared.sum().backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "simpo", "orpo"])
+def test_preference_methods_learn(tiny_model, tmp_path, method):
+    """Each method changes the adapter and moves its preference metric the right way."""
+    from alignlab.train import engine
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    cfg = cfg_for(tiny_model, **{"train.max_steps": 8})
+    ctx = engine.prepare(method, cfg, str(data), tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "loss" in m]
+    assert len(steps) == 8
+    first, last = steps[0], steps[-1]
+    assert last["loss"] < first["loss"], (first["loss"], last["loss"])
+    if method in ("dpo", "ipo"):
+        assert last["rewards/margins"] > first["rewards/margins"]
+    if method == "simpo":
+        assert last["rewards/margins"] > first["rewards/margins"]
+    assert all(m["tokens_per_s"] > 0 for m in steps[1:])
+    # the adapter changed: LoRA B starts at zero
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and max(v.abs().max().item() for v in lora_b) > 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "done" and info["steps"] == 8 and info["method"] == method
+
+
+def test_run_directory_contract(tiny_model, tmp_path):
+    """A DPO run writes config.yaml, env.json, metrics, samples, and an adapter plain PEFT can load."""
+    import yaml
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.train import engine
+
+    data = write_pairs(tmp_path / "pairs.jsonl", 8)
+    cfg = cfg_for(tiny_model, **{"train.max_steps": 4, "train.sample_prompts": 2, "train.sample_steps": 2})
+    ctx = engine.prepare("dpo", cfg, str(data), tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["dpo"]["beta"] == 0.1 and resolved["train"]["max_steps"] == 4
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["versions"]["trl"] and env["seed"] == 42 and env["device"] == "cpu"
+    samples = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert sorted({s["step"] for s in samples}) == [0, 2, 4]
+    assert all(len(s["prompt"]) > 0 for s in samples)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+    assert any("lora" in n for n, _ in model.named_parameters())
+    metric = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("loss", "grad_norm", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "tokens"):
+        assert key in metric
+
+
+@pytest.mark.parametrize("method", ["sft", "kto"])
+def test_sft_and_kto_learn(tiny_model, tmp_path, method):
+    from alignlab.train import engine
+
+    rows = []
+    for i in range(12):
+        if method == "sft":
+            rows.append({"prompt": f"Say hi #{i}", "completion": "Hi. Thrilling, I know."})
+        else:
+            rows.append({"prompt": f"Say hi #{i}", "completion": "Hi. Thrilling, I know." if i % 2 else "Hello there!", "label": bool(i % 2)})
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = cfg_for(tiny_model, **{"train.max_steps": 6})
+    ctx = engine.prepare(method, cfg, str(data), tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _cli(*args, cwd, env=None, **kw):
+    full_env = dict(os.environ, ALIGNLAB_QUIET="1", **(env or {}))
+    return subprocess.run([PY, "-m", "alignlab", *args], cwd=cwd, env=full_env, capture_output=True, text=True, **kw)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path):
+    """SIGKILL mid-run leaves the last checkpoint intact; --resume ends at the same adapter (max diff < 1e-5)."""
+    from safetensors.torch import load_file
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    common = ["train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "10", "--batch-size", "2",
+              "--set", "train.sample_prompts=0", "--set", "train.save_steps=2", "--lr", "5e-3"]
+    full = _cli(*common, "--name", "full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    proc = subprocess.Popen([PY, "-m", "alignlab", *common, "--name", "killed"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, ALIGNLAB_QUIET="1"))
+    ckpt = tmp_path / "runs" / "killed" / "checkpoints" / "checkpoint-4"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    assert not (tmp_path / "runs" / "killed" / "adapter").exists()
+    resumed = _cli("train", "dpo", "--resume", str(tmp_path / "runs" / "killed"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_file(str(tmp_path / "runs" / "full" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "runs" / "killed" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert json.loads((tmp_path / "runs" / "killed" / "run.json").read_text())["steps"] == 10
+
+
+def test_nan_loss_stops_without_writing_an_adapter(tiny_model, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    out = _cli("train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "6", "--lr", "1e35",
+               "--set", "train.sample_prompts=0", "--set", "train.max_grad_norm=1e30", "--name", "nan", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [x for x in out.stderr.strip().splitlines() if x.startswith("error")]
+    assert len(lines) == 1 and "loss became nan" in lines[0].lower()
+    assert "Traceback" not in out.stderr
+    run = tmp_path / "runs" / "nan"
+    assert not (run / "adapter").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_two_cpu_processes_end_with_the_same_adapter(tiny_model, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    out = _cli("train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "3", "--batch-size", "2",
+               "--set", "train.sample_prompts=0", "--processes", "2", "--name", "ddp", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ranks = sorted((tmp_path / "runs" / "ddp" / "ranks").glob("rank-*.json"))
+    digests = {json.loads(p.read_text())["sha256"] for p in ranks}
+    assert len(ranks) == 2 and len(digests) == 1
+    assert (tmp_path / "runs" / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
