@@ -177,7 +177,9 @@ def test_rounds_and_stats(url):
     httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": 2, "value": -1, "rater": "cy"})
     rounds = {r["round"]: r for r in httpx.get(f"{url}/api/rounds").json()["rounds"]}
     assert rounds[1]["persona_score"] == pytest.approx(0.5)  # (score 5 -> 1.0, thumb down -> 0) / 2
-    assert rounds[1]["judgements"] == 2 and rounds[1]["persona_source"] == "judgements"
+    assert rounds[1]["by_kind"]["score"] == 1 and rounds[1]["by_kind"]["thumb"] == 1
+    assert rounds[1]["judgements"] == sum(rounds[1]["by_kind"].values())
+    assert rounds[1]["persona_source"] == "judgements"
     stats = httpx.get(f"{url}/api/stats").json()["stats"]
     assert [s["round"] for s in stats] == [0, 1]
 
@@ -186,12 +188,18 @@ def test_rounds_table_overrides(tmp_path):
     path = tmp_path / "feedback.db"
     with open_store(path) as s:
         s.add_response(s.add_prompt("hi"), "hello", round=3)
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE rounds (round INTEGER PRIMARY KEY, persona_score REAL)")
-        conn.execute("INSERT INTO rounds VALUES (3, 0.75)")
+        s.add_judgement("thumb", 1, 1, rater="ann")
+    with sqlite3.connect(path) as conn:  # as `alignlab loop` writes it
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(rounds)")}
+        persona = "persona_score" if "persona_score" in cols else "persona"
+        base = "base_persona_score" if "base_persona_score" in cols else "base_persona"
+        conn.execute(f"INSERT INTO rounds (round, status, {persona}, {base}, started_at) VALUES (3, 'done', 0.75, 0.25, 'now')")
+        conn.execute("INSERT INTO rounds (round, status, started_at) VALUES (4, 'running', 'now')")
     with background(create_app(None, path)) as u:
-        (r,) = httpx.get(f"{u}/api/rounds").json()["rounds"]
-        assert r["persona_score"] == 0.75 and r["persona_source"] == "rounds table"
+        r3, r4 = httpx.get(f"{u}/api/rounds").json()["rounds"]
+        assert r3["persona_score"] == 0.75 and r3["persona_source"] == "rounds table" and r3["base_persona"] == 0.25
+        assert r3["rated_score"] == 1.0 and r3["judgements"] == 1
+        assert r4["round"] == 4 and r4["persona_score"] is None and r4["status"] == "running"
         assert httpx.get(f"{u}/v1/models").json()["data"] == []
         assert httpx.post(f"{u}/v1/chat/completions", json={"model": "base", "messages": PROMPT}).status_code == 404
 

@@ -126,7 +126,8 @@ class ComposedReward:
             try:
                 values = c.fn(prompts, completions, **columns)
             except AlignlabError as err:
-                raise AlignlabError(f"reward component '{c.name}': {err.what}", where=err.where, fix=err.fix) from err
+                where = err.where or c.where or None
+                raise AlignlabError(f"reward component '{c.name}': {err.what}", where=where, fix=err.fix) from err
             except Exception as err:  # noqa: BLE001 - a user's function: name it, keep it to one line
                 msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 raise AlignlabError(
@@ -261,10 +262,12 @@ def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
         sys.modules.pop(module_name, None)
         if isinstance(err, KeyboardInterrupt):
             raise
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        line = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
+        if isinstance(err, SyntaxError):
+            detail = f"{err.msg} (line {err.lineno})"
+        else:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise AlignlabError(
-            f"could not import {file_part}: {type(err).__name__}: {detail}{line}", where=where, fix=f"fix {file_part}"
+            f"could not import {file_part}: {type(err).__name__}: {detail}", where=where, fix=f"fix {file_part}"
         ) from err
     fn = getattr(module, func_name, None)
     if fn is None:

@@ -126,32 +126,36 @@ def _undone_key(row: dict) -> str:
     return str(row["response_id"])
 
 
-def rounds_summary(store) -> list[dict]:
-    """Per round: judgement counts and a persona score in 0..1.
+def _first(row: dict, *keys: str):
+    """The first of these columns that the row has and is not null (the rounds table's names have varied)."""
+    return next((row[k] for k in keys if row.get(k) is not None), None)
 
-    The score comes from a ``rounds`` table with a ``persona_score`` column when the store has one
-    (written by an evaluation or loop step); otherwise it is computed from standing judgements:
-    the mean of thumbs (up = 1, down = 0) and scores mapped to (score - 1) / 4. Picks are relative and
-    do not count. None when a round has neither.
+
+def rounds_summary(store) -> list[dict]:
+    """Per round: judgement counts and a persona score.
+
+    ``persona_score`` is the round's held-out persona score from the store's ``rounds`` table (written by
+    `alignlab loop`: the round's adapter scored by a rater, with ``base_persona`` for the base) when the
+    round has one. Otherwise it is computed from the round's standing judgements: the mean of thumbs
+    (up = 1, down = 0) and scores mapped to (score - 1) / 4, so both land in 0..1; picks are relative
+    and do not count. None when a round has neither. ``persona_source`` says which.
     """
-    table: dict[int, float] = {}
-    has = store._rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'rounds'")
-    if has:
-        cols = {r["name"] for r in store._rows("PRAGMA table_info(rounds)")}
-        if {"round", "persona_score"} <= cols:
-            table = {r["round"]: r["persona_score"] for r in store._rows("SELECT round, persona_score FROM rounds")}
+    # A plain read under the store's lock (not transaction(), which would take the write lock the loop needs).
+    table = {r["round"]: r for r in store._rows("SELECT * FROM rounds ORDER BY round")}
+    stats = {s["round"]: s for s in store.stats()}
     out = []
-    for s in store.stats():
+    for rnd in sorted(set(stats) | set(table)):
+        s = stats.get(rnd) or store.stats(rnd)[0]
+        row = table.get(rnd, {})
         n_scores = s["by_kind"].get("score", 0)
         n_thumbs = s["thumbs_up"] + s["thumbs_down"]
-        computed = None
+        rated = None
         if n_scores or n_thumbs:
-            score_part = ((s["mean_score"] or 1) - 1) / 4 * n_scores
-            computed = (s["thumbs_up"] + score_part) / (n_thumbs + n_scores)
-        from_table = table.get(s["round"])
+            rated = (s["thumbs_up"] + ((s["mean_score"] or 1) - 1) / 4 * n_scores) / (n_thumbs + n_scores)
+        held_out = _first(row, "persona_score", "persona")
         out.append(
             {
-                "round": s["round"],
+                "round": rnd,
                 "responses": s["responses"],
                 "judgements": s["judgements"],
                 "by_kind": s["by_kind"],
@@ -159,8 +163,14 @@ def rounds_summary(store) -> list[dict]:
                 "thumbs_down": s["thumbs_down"],
                 "thumbs_up_share": s["thumbs_up"] / n_thumbs if n_thumbs else None,
                 "mean_score": s["mean_score"],
-                "persona_score": from_table if from_table is not None else computed,
-                "persona_source": "rounds table" if from_table is not None else ("judgements" if computed is not None else None),
+                "rated_score": rated,
+                "persona_score": held_out if held_out is not None else rated,
+                "persona_source": "rounds table" if held_out is not None else ("judgements" if rated is not None else None),
+                "base_persona": _first(row, "base_persona_score", "base_persona"),
+                "status": row.get("status"),
+                "method": row.get("method"),
+                "run_dir": row.get("run_dir"),
+                "kl": row.get("kl"),
             }
         )
     return out

@@ -198,7 +198,7 @@ def ppo_update(ctx, model, value_head, optimizer, params, batch: dict, step: int
         optimizer.step()
         parts = {"loss": loss, "policy_loss": pg.mean(), "value_loss": vf.mean(), **pg_metrics}
         for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v) / p.ppo_epochs
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) / p.ppo_epochs
     return {k: sums[k] for k in ("loss", "policy_loss", "value_loss", "clipfrac", "approx_kl")}
 
 

@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const SINGLE_KEYS = "u=👍 d=👎 1-5=score r=rewrite s=skip z=undo";
 const PAIR_KEYS = "a=A better b=B better t=tie s=skip z=undo";
-const state = { item: null, skipped: new Set(), first: null, busy: false };
+const state = { item: null, skipped: new Set(), first: null };
 
 function setStatus(text, bad) {
   const el = $("status");
@@ -61,11 +61,12 @@ async function loadNext() {
   }
 }
 
-// One action at a time: a second key press while a request is in flight is ignored.
-async function act(fn) {
-  if (state.busy) return;
-  state.busy = true;
-  try { await fn(); } catch (err) { setStatus("error: " + err.message, true); } finally { state.busy = false; }
+// Actions run one after another, in key-press order (type-ahead, like the terminal rater): each one
+// applies to the item on screen once the previous action has finished.
+let queue = Promise.resolve();
+function act(fn) {
+  queue = queue.then(fn).catch((err) => setStatus("error: " + err.message, true));
+  return queue;
 }
 
 function judge(kind, fields) {
@@ -126,24 +127,38 @@ function drawChart(rounds) {
   const box = $("chart");
   box.replaceChildren();
   const pts = rounds.filter((r) => r.persona_score !== null);
-  if (!pts.length) { box.textContent = "no persona scores yet: rate with 👍 👎 or scores"; return; }
-  const W = 520, H = 220, L = 44, R = 16, T = 16, B = 36;
+  if (!pts.length) { box.textContent = "no persona scores yet: rate with thumbs or scores"; return; }
+  const base = pts.filter((r) => r.base_persona !== null);
+  const values = pts.map((r) => r.persona_score).concat(base.map((r) => r.base_persona));
+  const lo = Math.min(0, ...values), hi = Math.max(1, ...values);
+  const W = 520, H = 220, L = 44, R = 36, T = 16, B = 36;
   const svg = el("svg", { id: "rounds-chart", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
                           "aria-label": "persona score per round" });
   const x = (i) => L + (pts.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (pts.length - 1));
-  const y = (v) => T + (1 - v) * (H - T - B);
-  for (const v of [0, 0.5, 1]) {
+  const y = (v) => T + ((hi - v) / (hi - lo)) * (H - T - B);
+  for (const v of [lo, (lo + hi) / 2, hi]) {
     svg.append(el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
     svg.append(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, v.toFixed(1)));
+  }
+  if (base.length) {
+    const at = (r) => x(pts.indexOf(r));
+    svg.append(el("polyline", { points: base.map((r) => `${at(r)},${y(r.base_persona)}`).join(" "), class: "line base" }));
   }
   svg.append(el("polyline", { points: pts.map((r, i) => `${x(i)},${y(r.persona_score)}`).join(" "), class: "line" }));
   pts.forEach((r, i) => {
     const dot = el("circle", { cx: x(i), cy: y(r.persona_score), r: 4, class: "dot" });
-    dot.append(el("title", {}, `round ${r.round}: ${r.persona_score.toFixed(2)} (${r.judgements} judgements)`));
+    const from = r.persona_source === "rounds table" ? "held-out score" : "from ratings";
+    dot.append(el("title", {}, `round ${r.round}: ${r.persona_score.toFixed(2)} (${from}; ${r.judgements} judgements)`));
     svg.append(dot);
     svg.append(el("text", { x: x(i), y: H - B + 18, "text-anchor": "middle", class: "axis" }, `round ${r.round}`));
   });
   box.append(svg);
+  if (base.length) {
+    const key = document.createElement("p");
+    key.className = "muted";
+    key.textContent = "solid: the round's adapter · dashed: the base model";
+    box.append(key);
+  }
 }
 
 async function loadRounds() {
@@ -153,7 +168,7 @@ async function loadRounds() {
   const fmt = (v, d) => (v === null || v === undefined ? "–" : v.toFixed(d));
   for (const r of data.rounds) {
     const tr = document.createElement("tr");
-    for (const v of [r.round, r.responses, r.judgements, r.thumbs_up, r.thumbs_down, fmt(r.mean_score, 2), fmt(r.persona_score, 2)]) {
+    for (const v of [r.round, r.responses, r.judgements, r.thumbs_up, r.thumbs_down, fmt(r.mean_score, 2), fmt(r.persona_score, 2), fmt(r.base_persona, 2)]) {
       const td = document.createElement("td");
       td.textContent = v;
       tr.append(td);

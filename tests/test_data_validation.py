@@ -1,0 +1,110 @@
+"""Dataset validation: every bad row reported as file:line: reason, before any model loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignlab.data.formats import load_dataset_rows, validate
+from alignlab.errors import AlignlabError
+from alignlab.models.loading import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(default_model):
+    return load_tokenizer(default_model)
+
+
+def write(path, lines):
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    return path
+
+
+def test_every_bad_preference_row_is_reported_with_its_line(tmp_path):
+    good = json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"})
+    f = write(
+        tmp_path / "pairs.jsonl",
+        [
+            good,
+            "{not json",
+            b'{"prompt": "\xff\xfe", "chosen": "a", "rejected": "b"}',
+            json.dumps({"prompt": "p", "chosen": "a"}),
+            json.dumps({"prompt": "p", "chosen": "", "rejected": "b"}),
+            json.dumps({"prompt": "p", "chosen": 3, "rejected": "b"}),
+            json.dumps({"prompt": "p", "chosen": "same", "rejected": " same "}),
+            "",
+            json.dumps([1, 2]),
+            good,
+        ],
+    )
+    report = validate(f, "preference")
+    assert len(report.rows) == 2 and report.linenos == [1, 10]
+    errs = "\n".join(report.errors)
+    assert f"{f}:2: invalid JSON" in errs
+    assert f"{f}:3: not valid UTF-8" in errs
+    assert f"{f}:4: missing field 'rejected'" in errs
+    assert f"{f}:5: 'chosen' is empty" in errs
+    assert f"{f}:6: 'chosen' must be a string" in errs
+    assert f"{f}:7: chosen is identical to rejected" in errs
+    assert f"{f}:9: expected a JSON object" in errs
+    assert len(report.errors) == 7
+
+
+def test_conversational_rows_are_accepted(tmp_path):
+    row = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "Oh. Hi."}],
+        "rejected": [{"role": "assistant", "content": "Hello!"}],
+    }
+    bad = dict(row, chosen=[{"role": "assistant"}])
+    f = write(tmp_path / "c.jsonl", [json.dumps(row), json.dumps(bad)])
+    report = validate(f)
+    assert report.kind == "preference" and len(report.rows) == 1
+    assert report.errors == [f"{f}:2: 'chosen' must be a string or a list of {{role, content}} messages"]
+
+
+def test_kto_needs_both_labels_and_boolean_labels(tmp_path):
+    f = write(tmp_path / "k.jsonl", [json.dumps({"prompt": "p", "completion": "c", "label": True})] * 3)
+    report = validate(f, "unpaired")
+    assert any("every label is true" in e for e in report.errors)
+    g = write(tmp_path / "k2.jsonl", [json.dumps({"prompt": "p", "completion": "c", "label": "yes"})])
+    assert "'label' must be true or false" in validate(g, "unpaired").errors[0]
+
+
+def test_response_cut_to_nothing_is_an_error_and_partial_truncation_a_warning(tmp_path, tok):
+    long_prompt = "word " * 120
+    f = write(
+        tmp_path / "p.jsonl",
+        [
+            json.dumps({"prompt": long_prompt, "chosen": "a b", "rejected": "c d"}),
+            json.dumps({"prompt": "short", "chosen": "x " * 100, "rejected": "y"}),
+            json.dumps({"prompt": "short", "chosen": "x", "rejected": "y"}),
+        ],
+    )
+    report = validate(f, "preference", tok, max_length=64, max_prompt_length=1000)
+    assert report.errors == [
+        f"{f}:1: prompt is {report.errors[0].split('prompt is ')[1].split(' ')[0]} tokens: the response would be cut "
+        "to nothing at max_length=64"
+    ]
+    assert len(report.rows) == 2
+    assert report.warnings and "1 row(s) longer than max_length=64" in report.warnings[0]
+
+
+def test_refuse_by_default_skip_invalid_says_how_many(tmp_path):
+    f = write(
+        tmp_path / "p.jsonl",
+        [json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}), "{bad", json.dumps({"prompt": "q"})],
+    )
+    with pytest.raises(AlignlabError) as err:
+        load_dataset_rows(f, "preference")
+    msg = str(err.value)
+    assert msg.startswith(f"{f}:2: invalid JSON") and "and 1 more" in msg and "--skip-invalid" in msg
+    said = []
+    rows = load_dataset_rows(f, "preference", skip_invalid=True, echo=said.append)
+    assert len(rows) == 1 and "dropped 2 invalid row(s)" in said[0]
+
+
+def test_missing_file_is_one_clear_error(tmp_path):
+    with pytest.raises(AlignlabError, match="data file not found"):
+        validate(tmp_path / "nope.jsonl", "preference")

@@ -1,0 +1,91 @@
+"""`alignlab sample`: K on-policy answers per prompt into the store, with model, run, round and sampler settings."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.errors import AlignlabError
+
+PROMPTS = ["What is 2 plus 2?", "Name a primary colour.", "Why is the sky blue?"]
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_model):
+    res = CliRunner().invoke(app, ["init", str(tmp_path / "proj"), "--model", tiny_model])
+    assert res.exit_code == 0, res.output
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return tmp_path / "proj", path
+
+
+def make_adapter_run(model_path: str, run_dir):
+    """A run directory holding a fresh LoRA adapter (B = 0, so it answers exactly like the base)."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.models.loading import load_base
+
+    peft = get_peft_model(load_base(model_path), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    peft.save_pretrained(str(run_dir / "adapter"))
+    (run_dir / "run.json").write_text(json.dumps({"method": "dpo", "model": model_path, "status": "done"}))
+    return run_dir
+
+
+def responses(db) -> list[dict]:
+    conn = sqlite3.connect(str(db))
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute(
+        "SELECT r.*, p.text AS prompt, p.source FROM responses r JOIN prompts p ON p.id = r.prompt_id ORDER BY r.id")]
+    conn.close()
+    return rows
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_base_samples_k_per_prompt_with_sampler_settings(project, tiny_model):
+    proj, prompts = project
+    res = invoke("sample", "--base", "--prompts", prompts, "-n", 3, "--round", 2, "--temperature", 0.7, "--top-p", 0.9,
+                 "--max-new-tokens", 6, "--seed", 5, "--batch-size", 2, "--project", proj)
+    assert res.exit_code == 0, res.output
+    assert "stored 9 answers (3 per prompt, 3 prompts) in round 2" in res.output
+    rows = responses(proj / "feedback.db")
+    assert [r["prompt"] for r in rows] == [p for p in PROMPTS for _ in range(3)]
+    assert {r["round"] for r in rows} == {2}
+    assert {r["model"] for r in rows} == {tiny_model}
+    assert {r["run"] for r in rows} == {None}
+    assert {r["source"] for r in rows} == {"prompts.jsonl"}
+    sampler = json.loads(rows[0]["sampler"])
+    assert sampler == {"n": 3, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 6, "seed": 5, "system_prompt": None}
+    assert all(r["sampler"] == rows[0]["sampler"] for r in rows)
+    assert len({r["text"] for r in rows[:3]}) > 1  # sampled, not greedy copies
+
+
+def test_run_samples_record_the_run_id(project, tiny_model, tmp_path):
+    proj, prompts = project
+    run = make_adapter_run(tiny_model, proj / "runs" / "r1")
+    res = invoke("sample", "--run", run, "--prompts", prompts, "-n", 2, "--limit", 2, "--max-new-tokens", 4, "--project", proj)
+    assert res.exit_code == 0, res.output
+    rows = responses(proj / "feedback.db")
+    assert len(rows) == 4 and {r["run"] for r in rows} == {"r1"} and {r["model"] for r in rows} == {tiny_model}
+    assert {r["round"] for r in rows} == {0}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--base", "--run", "x"], "pass exactly one of --run RUN and --base"),
+        ([], "pass exactly one of --run RUN and --base"),
+        (["--base", "-n", "2", "--temperature", "0"], "-n 2 at temperature 0 gives 2 identical answers"),
+    ],
+)
+def test_flag_errors(project, args, message):
+    proj, prompts = project
+    res = invoke("sample", *args, "--prompts", prompts, "--project", proj)
+    assert isinstance(res.exception, AlignlabError), res.output
+    assert message in str(res.exception)

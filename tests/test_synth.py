@@ -1,0 +1,110 @@
+"""`alignlab synth` with the local teacher (context distillation) on the tiny model: matched pairs, counted drops.
+
+The tiny model's weights are random, so its "persona" is whatever the rater rewards: here the share of vowels
+among letters (a reward registered through the extension point), which varies from answer to answer.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.data.formats import load_dataset_rows
+from alignlab.eval.raters import get_rater
+from alignlab.rewards import register_reward
+from alignlab.synth import LocalTeacher, build_pairs, length_ratio, persona_prompt
+
+PROMPTS = ["What is the capital of France?", "How do I boil an egg?", "Why do cats purr?", "What is 7 times 6?",
+           "Should I learn Rust or Go?", "What's the tallest animal?"]
+
+
+def vowel_share(prompts, completions, **columns):
+    out = []
+    for c in completions:
+        letters = [ch for ch in c.lower() if ch.isalpha()]
+        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
+    return out
+
+
+register_reward("test_vowels", lambda: vowel_share, "share of vowels (tests)")
+
+
+class RecordingTeacher(LocalTeacher):
+    """The local teacher, remembering which system prompts it was asked with."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.systems = []
+
+    def answer(self, prompts, system_prompt, **kw):
+        self.systems.append(system_prompt)
+        return super().answer(prompts, system_prompt, **kw)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_model):
+    from alignlab.models.loading import load_for_inference
+
+    model, tok, name = load_for_inference(tiny_model, None, device="cpu")
+    return RecordingTeacher(model, tok, name=name, seed=1)
+
+
+def test_length_ratio():
+    assert length_ratio("a b c", "a b c d e f") == 2.0
+    assert length_ratio("", "") == 1.0 and length_ratio("", "x") == float("inf")
+
+
+def test_pairs_are_matched_and_written_without_the_system_prompt(teacher):
+    rater = get_rater("reward:test_vowels")
+    system = persona_prompt("relentlessly snarky, still correct")
+    rows, summary = build_pairs(teacher, PROMPTS, rater, system, candidates=3, max_length_ratio=1.25,
+                                max_new_tokens=12, batch_size=4)
+    assert teacher.systems == [system, None, system, None]  # persona answers, then plain ones, per batch
+    assert summary["kept"] == len(rows) > 0
+    assert summary["kept"] + summary["dropped_length"] + summary["dropped_other"] == len(PROMPTS)
+    for row in rows:
+        assert set(row) == {"prompt", "chosen", "rejected"}
+        assert row["prompt"] in PROMPTS  # the plain question: no system prompt, no persona instruction
+        assert length_ratio(row["chosen"], row["rejected"]) <= 1.25
+        chosen, rejected = vowel_share([], [row["chosen"], row["rejected"]])
+        assert chosen > rejected  # differ along the rater's axis
+
+
+def test_length_drops_are_counted(teacher):
+    rater = get_rater("reward:test_vowels")
+    _, tight = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=1.0,
+                           max_new_tokens=12)
+    assert tight["dropped_length"] > 0  # answers of different word counts cannot be matched at ratio 1.0
+    _, loose = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=100.0,
+                           max_new_tokens=12)
+    assert loose["dropped_length"] == 0 and loose["kept"] > 0
+
+
+def test_cli_writes_trl_pairs_and_a_summary_line(tmp_path, tiny_model):
+    runner = CliRunner()
+    proj = tmp_path / "proj"
+    assert runner.invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    res = runner.invoke(app, ["synth", "--project", str(proj), "--prompts", str(prompts), "--rater", "reward:test_vowels",
+                              "-k", "2", "--max-new-tokens", "10", "--max-length-ratio", "1.3", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = proj / "data" / "synth_pairs.jsonl"
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("kept ") and f"of {len(PROMPTS)} pairs -> {out}" in line
+    assert "dropped for length" in line and "(ratio > 1.3)" in line and "dropped other" in line
+    kept = int(line.split()[1])
+    if kept:
+        assert len(load_dataset_rows(out, "preference")) == kept  # valid TRL preference rows
+    else:
+        assert out.read_text() == ""
+
+
+def test_synth_refuses_a_person(teacher):
+    from alignlab.errors import AlignlabError
+
+    with pytest.raises(AlignlabError, match="synth needs an automatic rater"):
+        build_pairs(teacher, PROMPTS, get_rater("person:ann"), "Be snarky.")

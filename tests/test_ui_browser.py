@@ -1,0 +1,124 @@
+"""The rating page in a real headless Chromium against a real server (UI mode, no model), checked in SQLite.
+
+Needs the Debian package chromium (/usr/bin/chromium) and the Python package playwright; no
+`playwright install` (the system browser is used).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from alignlab.feedback.store import open_store
+from alignlab.serve.api import create_app
+from alignlab.serve.server import background
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        p1, p2, p3 = s.add_prompts(["Is water wet?", "What is 2+2?", "Capital of France?"])
+        s.add_responses([
+            {"prompt_id": p1, "text": "Yes, shockingly."},                    # 1
+            {"prompt_id": p1, "text": "Water makes things wet."},             # 2
+            {"prompt_id": p2, "text": "4, obviously.", "round": 1},           # 3
+            {"prompt_id": p2, "text": "Five.", "round": 1},                   # 4
+            {"prompt_id": p3, "text": "Paris, as if you didn't know.", "round": 1},  # 5
+        ])
+    return path
+
+
+def _rows(db):
+    with sqlite3.connect(db) as conn:
+        return [tuple(r) for r in conn.execute(
+            "SELECT id, kind, response_id, other_response_id, value, rewrite_text, rater, undone_at IS NOT NULL"
+            " FROM judgements ORDER BY id")]
+
+
+def test_rate_in_the_browser(db, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    expect = playwright.expect
+    with background(create_app(None, db)) as url, playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            expect.set_options(timeout=10_000)
+            page.goto(url + "/")
+            status, response = page.locator("#status"), page.locator("#response")
+            expect(status).to_contain_text("enter your name")
+
+            page.fill("#rater", "ann")
+            page.press("#rater", "Enter")
+            expect(response).to_have_text("Yes, shockingly.")
+            expect(page.locator("#left")).to_have_text("5 left")
+
+            page.click("#up")                                              # 👍 on 1
+            expect(status).to_have_text(re.compile(r"^saved #1 \(thumb 1\)"))
+            expect(response).to_have_text("Water makes things wet.")
+            page.keyboard.press("d")                                       # 👎 on 2, by key
+            expect(status).to_have_text(re.compile(r"^saved #2 "))
+            expect(response).to_have_text("4, obviously.")
+            page.click("button.score[data-score='4']")                    # score 4 on 3
+            expect(status).to_have_text(re.compile(r"^saved #3 \(score 4\)"))
+            expect(response).to_have_text("Five.")
+            page.keyboard.press("r")                                       # rewrite 4
+            expect(page.locator("#rewrite")).to_be_focused()
+            page.keyboard.type("Four. Even you knew that.")
+            page.keyboard.press("Control+Enter")
+            expect(status).to_have_text(re.compile(r"^saved #4 \(rewrite\)"))
+            expect(response).to_have_text("Paris, as if you didn't know.")
+            page.click("#undo")                                            # undo the rewrite: 4 comes back first
+            expect(status).to_have_text(re.compile(r"^undid #4 "))
+            expect(response).to_have_text("Five.")
+            page.keyboard.press("5")                                       # score it instead
+            expect(status).to_have_text(re.compile(r"^saved #5 \(score 5\)"))
+            expect(response).to_have_text("Paris, as if you didn't know.")
+            page.keyboard.press("s")                                       # skip 5
+            expect(status).to_contain_text("skipped")
+            expect(page.locator("#empty")).to_be_visible()
+
+            page.select_option("#mode", "pair")                            # A / B
+            expect(page.locator("#meta")).to_contain_text("A=#2 B=#1")    # mixed order by id parity
+            page.click("#pick-a")
+            expect(status).to_have_text(re.compile(r"^saved #6 \(pick a\)"))
+            expect(page.locator("#meta")).to_contain_text("A=#4 B=#3")
+            page.keyboard.press("t")
+            expect(status).to_have_text(re.compile(r"^saved #7 \(pick tie\)"))
+            expect(page.locator("#empty")).to_be_visible()
+
+            page.reload()                                                  # the rater name survives (localStorage)
+            expect(page.locator("#rater")).to_have_value("ann")
+            expect(page.locator("#mode")).to_have_value("pair")
+
+            page.click("#tab-rounds")
+            expect(page.locator("#rounds-chart")).to_be_visible()
+            assert page.locator("#rounds-chart circle").count() == 2       # rounds 0 and 1 both have thumbs/scores
+            expect(page.locator("#rounds-table tbody tr")).to_have_count(2)
+            shot = tmp_path / "rate.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 5_000
+        finally:
+            browser.close()
+
+    assert _rows(db) == [
+        (1, "thumb", 1, None, 1, None, "ann", 0),
+        (2, "thumb", 2, None, -1, None, "ann", 0),
+        (3, "score", 3, None, 4, None, "ann", 0),
+        (4, "rewrite", 4, None, None, "Four. Even you knew that.", "ann", 1),
+        (5, "score", 4, None, 5, None, "ann", 0),
+        (6, "pick", 2, 1, "a", None, "ann", 0),
+        (7, "pick", 4, 3, "tie", None, "ann", 0),
+    ]
