@@ -18,7 +18,7 @@ from alignlab.rewards import register_reward
 from alignlab.synth import LocalTeacher, build_pairs, length_ratio, persona_prompt
 
 PROMPTS = ["What is the capital of France?", "How do I boil an egg?", "Why do cats purr?", "What is 7 times 6?",
-           "Should I learn Rust or Go?", "What's the tallest animal?"]
+           "Should I learn Rust or Go?"]
 
 
 def vowel_share(prompts, completions, **columns):
@@ -61,7 +61,7 @@ def test_pairs_are_matched_and_written_without_the_system_prompt(teacher):
     rater = get_rater("reward:test_vowels")
     system = persona_prompt("relentlessly snarky, still correct")
     rows, summary = build_pairs(teacher, PROMPTS, rater, system, candidates=3, max_length_ratio=1.25,
-                                max_new_tokens=12, batch_size=4)
+                                max_new_tokens=10, batch_size=3)
     assert teacher.systems == [system, None, system, None]  # persona answers, then plain ones, per batch
     assert summary["kept"] == len(rows) > 0
     assert summary["kept"] + summary["dropped_length"] + summary["dropped_other"] == len(PROMPTS)
@@ -76,10 +76,10 @@ def test_pairs_are_matched_and_written_without_the_system_prompt(teacher):
 def test_length_drops_are_counted(teacher):
     rater = get_rater("reward:test_vowels")
     _, tight = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=1.0,
-                           max_new_tokens=12)
+                           max_new_tokens=8)
     assert tight["dropped_length"] > 0  # answers of different word counts cannot be matched at ratio 1.0
     _, loose = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=100.0,
-                           max_new_tokens=12)
+                           max_new_tokens=8)
     assert loose["dropped_length"] == 0 and loose["kept"] > 0
 
 
@@ -90,10 +90,10 @@ def test_cli_writes_trl_pairs_and_a_summary_line(tmp_path, tiny_model):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     res = runner.invoke(app, ["synth", "--project", str(proj), "--prompts", str(prompts), "--rater", "reward:test_vowels",
-                              "-k", "2", "--max-new-tokens", "10", "--max-length-ratio", "1.3", "--device", "cpu"])
+                              "-k", "2", "--max-new-tokens", "8", "--max-length-ratio", "1.3", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     out = proj / "data" / "synth_pairs.jsonl"
-    line = res.output.strip().splitlines()[-1]
+    line = res.stdout.strip().splitlines()[-1]
     assert line.startswith("kept ") and f"of {len(PROMPTS)} pairs -> {out}" in line
     assert "dropped for length" in line and "(ratio > 1.3)" in line and "dropped other" in line
     kept = int(line.split()[1])

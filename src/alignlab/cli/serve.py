@@ -12,11 +12,11 @@ DB_HELP = "feedback database (default: <project>/feedback.db, or ./feedback.db o
 def _announce(host: str, port: int, parts: list[tuple[str, str]]) -> None:
     from alignlab.serve.server import exposure_warning, url_for
 
-    url = url_for(host, port)
-    typer.echo(", ".join(f"{label} at {url}{path}" for label, path in parts) + " (Ctrl-C stops)")
     warning = exposure_warning(host)
     if warning:
         typer.echo(warning, err=True)
+    url = url_for(host, port)
+    typer.echo(", ".join(f"{label} at {url}{path}" for label, path in parts) + " (Ctrl-C stops)")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const SINGLE_KEYS = "u=👍 d=👎 1-5=score r=rewrite s=skip z=undo";
+const SINGLE_KEYS = "u=up d=down 1-5=score r=rewrite s=skip z=undo";
 const PAIR_KEYS = "a=A better b=B better t=tie s=skip z=undo";
 const state = { item: null, skipped: new Set(), first: null };
 

@@ -1,0 +1,127 @@
+"""`alignlab ui` and `alignlab serve` as real processes: they print their URL, answer on it, refuse bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+from alignlab.feedback.store import open_store
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args, **kw):
+    return [sys.executable, "-c", "from alignlab.cli import main; main()", *args]
+
+
+def _start(args, cwd, timeout=120):
+    """Start the command; return (process, URL line) once it printed its URL and answers on it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cli(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + timeout
+    line = proc.stdout.readline()
+    lines = [line]
+    while "http://" not in line:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no URL printed:\n" + "".join(lines + [proc.stdout.read() or ""]))
+        line = proc.stdout.readline()
+        lines.append(line)
+    url = line[line.index("http://"):].split()[0].rstrip("/")
+    while True:
+        try:
+            httpx.get(url + "/", timeout=2)
+            return proc, url, "".join(lines)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_ui_serves_the_project_database(tmp_path):
+    db = tmp_path / "feedback.db"
+    with open_store(db) as s:
+        s.add_response(s.add_prompt("hi"), "hello")
+    port = _free_port()
+    proc, url, out = _start(["ui", "--port", str(port)], cwd=tmp_path)  # default: ./feedback.db
+    try:
+        assert url == f"http://127.0.0.1:{port}" and "rating UI" in out and "warning" not in out
+        assert "<title>alignlab" in httpx.get(url + "/").text
+        assert httpx.get(url + "/static/app.js").status_code == 200
+        assert httpx.get(url + "/api/next", params={"rater": "ann"}).json()["item"]["response"] == "hello"
+        assert httpx.get(url + "/v1/models").json()["data"] == []
+    finally:
+        _stop(proc)
+
+
+def test_ui_refuses_a_missing_database(tmp_path):
+    r = subprocess.run(_cli("ui", "--db", str(tmp_path / "nope.db")), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: no feedback database") and r.stderr.count("\n") == 1
+
+
+def test_serve_runs(tiny_model, tmp_path):
+    from test_serve_api import _fake_run
+
+    run = _fake_run(tmp_path, "snarky", tiny_model, 1)
+    port = _free_port()
+    proc, url, out = _start(["serve", f"pirate={run}", "--port", str(port), "--db", str(tmp_path / "fb.db"), "--device", "cpu"], cwd=tmp_path)
+    try:
+        assert "models: base, pirate" in out and "OpenAI API at" in out
+        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == ["base", "pirate"]
+        r = httpx.post(url + "/v1/chat/completions", timeout=60,
+                       json={"model": "pirate", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+        assert httpx.get(url + "/api/stats").json()["stats"] == []  # --db created a fresh store
+    finally:
+        _stop(proc)
+
+
+def test_serve_refuses_an_adapter_of_another_base(tiny_model, tmp_path):
+    from test_serve_api import _fake_run
+
+    run = _fake_run(tmp_path, "snarky", tiny_model, 1)
+    other = tmp_path / "other"
+    (other / "adapter").mkdir(parents=True)
+    (other / "run.json").write_text(json.dumps({"model": "smollm2-135m", "method": "dpo", "status": "done"}))
+    r = subprocess.run(_cli("serve", str(run), str(other), "--port", str(_free_port())), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert "\n" not in err and "other" in err and "smollm2-135m" in err and tiny_model in err
+
+
+def test_non_loopback_bind_warns(tmp_path, monkeypatch):
+    """Checked without binding anything: the server call is replaced."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    calls = []
+    monkeypatch.setattr("alignlab.serve.server.serve", lambda app, host, port: calls.append((host, port)))
+    monkeypatch.chdir(tmp_path)
+    open_store(tmp_path / "feedback.db").close()
+    r = CliRunner().invoke(app, ["ui", "--host", "0.0.0.0", "--port", "8123"])
+    assert r.exit_code == 0, r.output
+    assert calls == [("0.0.0.0", 8123)]
+    assert "warning: listening on 0.0.0.0, not loopback" in r.output
+    assert "rating UI for" in r.output and "http://127.0.0.1:8123/" in r.output
+    r = CliRunner().invoke(app, ["ui", "--port", "8123"])
+    assert "warning" not in r.output
