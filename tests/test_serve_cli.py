@@ -86,7 +86,8 @@ def test_serve_runs(tiny_model, tmp_path):
     proc, url, out = _start(["serve", f"pirate={run}", "--port", str(port), "--db", str(tmp_path / "fb.db"), "--device", "cpu"], cwd=tmp_path)
     try:
         assert "models: base, pirate" in out and "OpenAI API at" in out
-        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == ["base", "pirate"]
+        models = httpx.get(url + "/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["base", "pirate"], models
         r = httpx.post(url + "/v1/chat/completions", timeout=60,
                        json={"model": "pirate", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0

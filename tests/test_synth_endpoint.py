@@ -1,0 +1,74 @@
+"""Synth with a teacher behind a REAL OpenAI-compatible HTTP server on 127.0.0.1 (alignlab's own, running the tiny model)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.eval.raters import get_rater
+from alignlab.synth import EndpointTeacher, build_pairs, length_ratio
+
+PROMPTS = ["What is the capital of France?", "How do I boil an egg?", "Why do cats purr?"]
+
+
+def letter_e_share(prompts, completions, **columns):
+    return [c.lower().count("e") / max(1, len(c)) for c in completions]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    from alignlab.serve.api import create_app
+    from alignlab.serve.models import ModelPool
+    from alignlab.serve.server import background
+
+    with background(create_app(ModelPool(tiny_model, device="cpu"))) as url:
+        yield url + "/v1"
+
+
+def test_pairs_from_an_endpoint_teacher(server):
+    from alignlab.rewards import register_reward
+
+    register_reward("test_e_share", lambda: letter_e_share)
+    teacher = EndpointTeacher(server, "base")
+    answers = teacher.answer(PROMPTS[:1], "You are snarky.", n=2, max_new_tokens=6)
+    assert len(answers) == 1 and len(answers[0]) == 2 and all(isinstance(a, str) for a in answers[0])
+    rows, summary = build_pairs(teacher, PROMPTS, get_rater("reward:test_e_share"), "You are snarky.", candidates=2,
+                                max_length_ratio=3.0, max_new_tokens=8)
+    assert summary["kept"] + summary["dropped_length"] + summary["dropped_other"] == len(PROMPTS)
+    assert summary["kept"] == len(rows)
+    for row in rows:
+        assert row["prompt"] in PROMPTS and length_ratio(row["chosen"], row["rejected"]) <= 3.0
+
+
+def test_wrong_model_name_is_one_line(server):
+    with pytest.raises(AlignlabError, match=r"teacher endpoint .*/v1/chat/completions answered HTTP 404"):
+        EndpointTeacher(server, "nope").answer(["hi"], None)
+
+
+def _closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_unreachable_endpoint_is_one_line_with_the_url(tmp_path, monkeypatch, capsys):
+    from alignlab.cli import main
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alignlab", "synth", "--teacher-url", url, "--teacher-model", "m", "--prompts",
+                                      str(prompts), "--out", str(tmp_path / "o.jsonl")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: teacher endpoint {url}/chat/completions is unreachable (")
