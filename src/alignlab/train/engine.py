@@ -227,6 +227,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
 
     cfg, run_dir = ctx.cfg, ctx.run_dir
     main = is_main_process()
+    run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         (run_dir / "config.yaml").write_text(dump_config(cfg))
         rundir.write_env(run_dir, ctx.device, cfg.train.seed)

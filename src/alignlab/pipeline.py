@@ -1,0 +1,111 @@
+"""The four-stage path: SFT -> reward model -> DPO -> GRPO on generated arithmetic, answers after each stage.
+
+Each stage is an ordinary run directory under ``<out>/runs``; DPO starts from the SFT adapter and GRPO
+from the DPO adapter. The reward model is trained on the same pairs and scored on held-out pairs. GRPO
+uses a verifiable reward: 1 when the last number of the answer is correct, plus a brevity bonus.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignlab.config import ProjectConfig, apply_overrides
+from alignlab.data import bundled_path
+from alignlab.progress import console
+
+SHOW_PROMPTS = ["What is 12 plus 30?", "How do I keep basil alive on a windowsill?", "What is a prime number?"]
+
+REWARD_SPEC = """\
+# GRPO reward for the pipeline: correctness first, then a bonus for brevity.
+components:
+  - {name: correct, fn: arithmetic, weight: 1.0}
+  - {name: length, fn: length_penalty, weight: -0.2, args: {target: 12}}
+"""
+
+
+@dataclass
+class StageSettings:
+    sft_steps: int = 30
+    rm_steps: int = 30
+    dpo_steps: int = 30
+    grpo_steps: int = 15
+    batch_size: int = 4
+    grpo_prompts: int = 64
+    num_generations: int = 4
+    max_completion_length: int = 32
+
+
+def arithmetic_prompts(n: int, seed: int = 0) -> list[dict]:
+    """Small sums, differences and products with their answers: {"prompt", "answer"}."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(2, 40), rng.randint(2, 40)
+        op = rng.choice(["plus", "minus", "times"])
+        value = {"plus": a + b, "minus": a - b, "times": a * b}[op]
+        rows.append({"prompt": f"What is {a} {op} {b}? Answer with the number.", "answer": str(value)})
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def _show(stage: str, run_dir: Path | None, model_name: str) -> list[str]:
+    from alignlab.generate import generate
+    from alignlab.models.loading import load_for_inference
+
+    model, tok, _ = load_for_inference(model_name if run_dir is None else None, run_dir)
+    answers = generate(model, tok, SHOW_PROMPTS, max_new_tokens=48)
+    console.print(f"[bold]after {stage}[/]")
+    for p, a in zip(SHOW_PROMPTS, answers):
+        console.print(f"  [dim]{p}[/]\n    {a}")
+    return answers
+
+
+def run_pipeline(out: Path, model: str = "smollm2-135m", s: StageSettings | None = None, show: bool = True) -> dict:
+    """Run all four stages into ``out``; returns {stage: run_dir} (plus answers per stage when shown)."""
+    from alignlab.train import engine
+
+    s = s or StageSettings()
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"
+    pairs = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines() if x.strip()]
+    sft_data = _write_jsonl(out / "data" / "sft.jsonl", [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pairs])
+    pair_data = str(bundled_path("persona-pairs"))
+    grpo_data = _write_jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(s.grpo_prompts))
+    spec = out / "rewards.yaml"
+    spec.write_text(REWARD_SPEC)
+
+    def cfg(steps: int, **extra) -> ProjectConfig:
+        return apply_overrides(
+            ProjectConfig(),
+            {"model": model, "train.max_steps": steps, "train.batch_size": s.batch_size, "train.sample_prompts": 0,
+             "train.save_steps": 1000, **extra},
+        )
+
+    result: dict = {"answers": {}}
+    if show:
+        result["answers"]["base"] = _show("nothing (base model)", None, model)
+    stages = [
+        ("sft", str(sft_data), cfg(s.sft_steps), None),
+        ("rm", pair_data, cfg(s.rm_steps), None),
+        ("dpo", pair_data, cfg(s.dpo_steps), "sft"),
+        ("grpo", str(grpo_data), cfg(s.grpo_steps, **{
+            "online.rewards": str(spec), "online.num_generations": s.num_generations,
+            "online.max_completion_length": s.max_completion_length, "train.batch_size": s.num_generations,
+            "train.learning_rate": 2e-5}), "dpo"),
+    ]
+    for method, data, c, start_from in stages:
+        console.print(f"[bold cyan]pipeline[/] stage {method} on {data}")
+        init = str(result[start_from]) if start_from else None
+        ctx = engine.prepare(method, c, data, runs, run_dir=runs / method, init_adapter=init)
+        result[method] = engine.run(ctx, data)
+        if show and method != "rm":
+            result["answers"][method] = _show(method, result[method], model)
+    return result

@@ -1,0 +1,91 @@
+"""The scorecard: KL(policy || base) is 0 for an adapter that changes nothing and > 0 once it does; eval.json + report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.eval.raters import get_rater
+from alignlab.eval.scorecard import correct, evaluate_run, mean_kl, side_metrics
+
+ROWS = [
+    {"prompt": "What is 3 plus 4?", "answer": "7"},
+    {"prompt": "Why is the sea salty?"},
+    {"prompt": "What is 10 minus 2?", "answer": 8},
+]
+
+
+def make_run(model_path: str, run_dir, noise: float = 0.0):
+    """A run directory with a LoRA adapter: B = 0 (identical to the base) unless ``noise`` perturbs it."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.models.loading import load_base
+
+    torch.manual_seed(0)
+    peft = get_peft_model(load_base(model_path), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    if noise:
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0.0, noise)
+    peft.save_pretrained(str(run_dir / "adapter"))
+    (run_dir / "run.json").write_text(json.dumps({"method": "dpo", "model": model_path, "status": "done", "steps": 0}))
+    return run_dir
+
+
+def test_kl_is_zero_for_an_identical_adapter_and_positive_after_perturbing(tiny_model, tmp_path):
+    rater = get_rater("reward:persona_heuristic")
+    same = evaluate_run(make_run(tiny_model, tmp_path / "same"), ROWS, rater, device="cpu", max_new_tokens=8)
+    assert same["kl_tokens"] > 0
+    assert same["adapter"]["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert [s["adapter"] for s in same["samples"]] == [s["base"] for s in same["samples"]]
+
+    moved = evaluate_run(make_run(tiny_model, tmp_path / "moved", noise=0.5), ROWS, rater, device="cpu", max_new_tokens=8)
+    assert moved["adapter"]["kl"] > 1e-4
+    assert moved["base"]["kl"] == 0.0
+    for key in ("persona", "length", "distinct_1", "distinct_2", "accuracy"):
+        assert moved["adapter"][key] is not None and moved["base"][key] is not None
+    assert moved["adapter"]["graded"] == 2  # only rows with an answer are graded
+
+
+def test_mean_kl_matches_a_direct_computation(tiny_model, tmp_path):
+    from alignlab.generate import chat_prompt
+    from alignlab.models.loading import load_for_inference
+
+    model, tok, _ = load_for_inference(None, make_run(tiny_model, tmp_path / "r", noise=0.3), device="cpu")
+    kl, n = mean_kl(model, tok, ["Hi there"], ["hello you"])
+    p = tok(chat_prompt("Hi there", tok), add_special_tokens=False)["input_ids"]
+    a = tok("hello you", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p + a])
+    with torch.no_grad():
+        lp = model(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)
+        with model.disable_adapter():
+            lq = model(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)
+    want = torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="none").sum(-1).mean().item()
+    assert n == len(a) and kl == pytest.approx(want, rel=1e-4)
+
+
+def test_accuracy_and_diversity():
+    assert correct("624", "It is 624, obviously.") and correct(8, "8") and not correct("7", "about 6")
+    m = side_metrics(ROWS, ["7 obviously", "salt", "nine"], get_rater("reward:persona_heuristic"))
+    assert m["accuracy"] == 0.5 and m["length"] == pytest.approx(4 / 3) and m["distinct_1"] == 1.0
+    assert m["persona"] > 0
+
+
+def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
+    run = make_run(tiny_model, tmp_path / "runs" / "r1", noise=0.2)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s}) + "\n" for s in range(1, 4)))
+    prompts = tmp_path / "heldout.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    res = CliRunner().invoke(app, ["eval", str(run), "--prompts", str(prompts), "--max-new-tokens", "6", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    for label in ("persona score (reward:persona_heuristic)", "mean length", "distinct-2", "arithmetic accuracy", "KL"):
+        assert label in res.stdout
+    card = json.loads((run / "eval.json").read_text())
+    assert card["n_prompts"] == 3 and card["adapter"]["kl"] > 0 and len(card["samples"]) == 3
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # scorecard bars + training loss
+    assert "Why is the sea salty?" in page and "<th>base</th><th>adapter</th>" in page
