@@ -12,6 +12,8 @@ from alignlab.cli import app
 from alignlab.eval.raters import get_rater
 from alignlab.eval.scorecard import correct, evaluate_run, mean_kl, side_metrics
 
+# The tiny model's weights are random: its greedy answers are special tokens only (empty text), so it samples.
+GEN = dict(max_new_tokens=8, temperature=1.0, seed=3)
 ROWS = [
     {"prompt": "What is 3 plus 4?", "answer": "7"},
     {"prompt": "Why is the sea salty?"},
@@ -38,12 +40,12 @@ def make_run(model_path: str, run_dir, noise: float = 0.0):
 
 def test_kl_is_zero_for_an_identical_adapter_and_positive_after_perturbing(tiny_model, tmp_path):
     rater = get_rater("reward:persona_heuristic")
-    same = evaluate_run(make_run(tiny_model, tmp_path / "same"), ROWS, rater, device="cpu", max_new_tokens=8)
+    same = evaluate_run(make_run(tiny_model, tmp_path / "same"), ROWS, rater, device="cpu", **GEN)
     assert same["kl_tokens"] > 0
     assert same["adapter"]["kl"] == pytest.approx(0.0, abs=1e-7)
     assert [s["adapter"] for s in same["samples"]] == [s["base"] for s in same["samples"]]
 
-    moved = evaluate_run(make_run(tiny_model, tmp_path / "moved", noise=0.5), ROWS, rater, device="cpu", max_new_tokens=8)
+    moved = evaluate_run(make_run(tiny_model, tmp_path / "moved", noise=0.5), ROWS, rater, device="cpu", **GEN)
     assert moved["adapter"]["kl"] > 1e-4
     assert moved["base"]["kl"] == 0.0
     for key in ("persona", "length", "distinct_1", "distinct_2", "accuracy"):
@@ -80,7 +82,7 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s}) + "\n" for s in range(1, 4)))
     prompts = tmp_path / "heldout.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    res = CliRunner().invoke(app, ["eval", str(run), "--prompts", str(prompts), "--max-new-tokens", "6", "--device", "cpu"])
+    res = CliRunner().invoke(app, ["eval", str(run), "--prompts", str(prompts), "--max-new-tokens", "6", "--temperature", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     for label in ("persona score (reward:persona_heuristic)", "mean length", "distinct-2", "arithmetic accuracy", "KL"):
         assert label in res.stdout

@@ -95,7 +95,7 @@ def test_chat_completions_switch_adapters(url):
 
 
 def test_chat_n_samples(url):
-    r = _chat(url, "kind", n=3, temperature=1.0, seed=0)
+    r = _chat(url, "kind", n=3, temperature=1.0, seed=0, max_tokens=4)
     assert r.status_code == 200
     assert [c["index"] for c in r.json()["choices"]] == [0, 1, 2]
 
@@ -215,6 +215,14 @@ def test_refuses_adapter_of_another_base(tiny_model, runs, tmp_path):
     assert "smollm2-135m" in msg and tiny_model in msg and "\n" not in msg
     with pytest.raises(AlignlabError, match="named 'base'"):
         ModelPool(tiny_model, {"base": runs["snarky"]}, device="cpu")
+
+
+def test_same_base():
+    from alignlab.paths import home
+    from alignlab.serve.models import same_base
+
+    assert same_base("smollm2-135m", str(home() / "models" / "smollm2-135m"))
+    assert not same_base("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 def test_adapter_specs_and_exposure_warning(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cli(*args, **kw):
+def _cli(*args):
     return [sys.executable, "-c", "from alignlab.cli import main; main()", *args]
 
 
@@ -36,7 +37,7 @@ def _start(args, cwd, timeout=120):
             raise AssertionError("no URL printed:\n" + "".join(lines + [proc.stdout.read() or ""]))
         line = proc.stdout.readline()
         lines.append(line)
-    url = line[line.index("http://"):].split()[0].rstrip("/")
+    url = re.search(r"http://[\w.]+:\d+", line).group(0)
     while True:
         try:
             httpx.get(url + "/", timeout=2)
@@ -85,7 +86,7 @@ def test_serve_runs(tiny_model, tmp_path):
     port = _free_port()
     proc, url, out = _start(["serve", f"pirate={run}", "--port", str(port), "--db", str(tmp_path / "fb.db"), "--device", "cpu"], cwd=tmp_path)
     try:
-        assert "models: base, pirate" in out and "OpenAI API at" in out
+        assert "models: base, pirate" in out and f"OpenAI API: {url}/v1" in out
         models = httpx.get(url + "/v1/models").json()
         assert [m["id"] for m in models["data"]] == ["base", "pirate"], models
         r = httpx.post(url + "/v1/chat/completions", timeout=60,
@@ -123,6 +124,6 @@ def test_non_loopback_bind_warns(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert calls == [("0.0.0.0", 8123)]
     assert "warning: listening on 0.0.0.0, not loopback" in r.output
-    assert "rating UI for" in r.output and "http://127.0.0.1:8123/" in r.output
+    assert "rating UI for" in r.output and ": http://127.0.0.1:8123/" in r.output
     r = CliRunner().invoke(app, ["ui", "--port", "8123"])
     assert "warning" not in r.output

@@ -49,9 +49,9 @@ def _rows(db):
 
 
 def test_rate_in_the_browser(db, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
-    expect = playwright.expect
-    with background(create_app(None, db)) as url, playwright.sync_playwright() as pw:
+    from playwright.sync_api import expect, sync_playwright  # a test dependency (pip install -e ".[test]")
+
+    with background(create_app(None, db)) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             page = browser.new_page()

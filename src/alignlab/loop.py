@@ -51,6 +51,7 @@ class LoopSettings:
     temperature: float = 0.9
     top_p: float = 1.0
     max_new_tokens: int = 64
+    eval_temperature: float = 0.0  # held-out answers: greedy
     seed: int = 0
     need: int | None = None  # judgements to wait for from a person (default: one per prompt for dpo, per response for kto)
     poll_seconds: float = 2.0
@@ -308,7 +309,8 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
 
             model, tok = policies.get(row["run_dir"])  # 5. score
             card = evaluate_run(row["run_dir"], heldout, scorer, model=model, tokenizer=tok,
-                                max_new_tokens=s.max_new_tokens, system_prompt=cfg.system_prompt)
+                                max_new_tokens=s.max_new_tokens, temperature=s.eval_temperature, seed=s.seed,
+                                system_prompt=cfg.system_prompt)
             write_report(row["run_dir"], card)
             a, b = card["adapter"], card["base"]
             details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}

@@ -24,13 +24,13 @@ def register(app: typer.Typer) -> None:
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """Persona score, length, distinct-1/2, KL from the base and arithmetic accuracy, base vs adapter."""
+        from rich.console import Console
         from rich.table import Table
 
         from alignlab.config import find_project, project_config
         from alignlab.eval.raters import get_rater
         from alignlab.eval.report import write_report
         from alignlab.eval.scorecard import evaluate_run, table_rows
-        from alignlab.progress import console
         from alignlab.synth.sample import default_prompts, prompt_rows
         from alignlab.train.rundir import check_run_dir
 
@@ -47,5 +47,5 @@ def register(app: typer.Typer) -> None:
             table.add_column(col, justify="left" if col == "metric" else "right")
         for r in table_rows(card):
             table.add_row(*r)
-        console.print(table, markup=False)
+        Console(width=100).print(table, markup=False)
         typer.echo(f"wrote {data} and {page}")

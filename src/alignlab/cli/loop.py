@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         eval_prompts: int = typer.Option(16, "--eval-prompts", help="held-out prompts scored after each round"),
         temperature: float = typer.Option(0.9, "--temperature", "-t", help="sampling temperature"),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of each answer"),
+        eval_temperature: float = typer.Option(0.0, "--eval-temperature", help="held-out answers: 0 = greedy"),
         need: Optional[int] = typer.Option(None, "--need", help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
         poll: float = typer.Option(2.0, "--poll", help="person: seconds between looks at the store"),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per round (default: the project's epochs)"),
@@ -49,7 +50,8 @@ def register(app: typer.Typer) -> None:
         cfg = apply_overrides(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr, **parse_set(set_)})
         settings = LoopSettings(
             rounds=rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
-            eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, need=need,
+            eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,
+            eval_temperature=eval_temperature, seed=seed, need=need,
             poll_seconds=poll, judge={"judge_url": judge_url, "judge_model": judge_model, "judge_key_env": judge_key_env},
         )
         rows = run_loop(root, cfg, settings)

@@ -16,7 +16,9 @@ def _announce(host: str, port: int, parts: list[tuple[str, str]]) -> None:
     if warning:
         typer.echo(warning, err=True)
     url = url_for(host, port)
-    typer.echo(", ".join(f"{label} at {url}{path}" for label, path in parts) + " (Ctrl-C stops)")
+    for label, path in parts:
+        typer.echo(f"{label}: {url}{path}")
+    typer.echo("Ctrl-C stops")
 
 
 def register(app: typer.Typer) -> None:

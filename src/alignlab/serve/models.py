@@ -30,12 +30,20 @@ def parse_adapter_spec(spec: str | Path) -> tuple[str, Path]:
     return path.resolve().name, path
 
 
+def _canonical(name: str) -> str:
+    """A registry name -> its converted directory; an existing path -> resolved; anything else as is."""
+    from alignlab.models.registry import REGISTRY
+    from alignlab.paths import home
+
+    if name in REGISTRY:
+        return str((home() / "models" / name).resolve())  # where resolve_model converts it to
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def same_base(a: str, b: str) -> bool:
-    """Two base-model names refer to the same model (same string, or the same local directory)."""
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    """Two base-model names refer to the same model (same name, or the same local directory)."""
+    return a == b or _canonical(a) == _canonical(b)
 
 
 def check_adapter_run(name: str, run_dir: Path, base_name: str) -> Path:

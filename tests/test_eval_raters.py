@@ -1,0 +1,124 @@
+"""Raters: parsing specs, the reward and classifier raters, and the judge against a real loopback HTTP server.
+
+The judge server is a small FastAPI app run by uvicorn on 127.0.0.1 (alignlab.serve.server.background):
+scores are 7 out of 10; pair verdicts prefer the response that says "obviously", or, when biased, always "A".
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.eval.raters import ClassifierRater, PersonRater, get_rater
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("vibes", "unknown rater 'vibes' — use one of: person, judge, classifier, reward:<name>"),
+        ("", "unknown rater '' — use one of: person, judge, classifier, reward:<name>"),
+        ("reward:nope", "unknown reward 'nope'"),
+        ("reward:", "'reward' needs a name"),
+        ("reward:llm_judge", "reward 'llm_judge' needs arguments"),
+        ("judge", "the judge rater needs an endpoint and a model"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(spec, message, monkeypatch):
+    monkeypatch.delenv("ALIGNLAB_JUDGE_URL", raising=False)
+    monkeypatch.delenv("ALIGNLAB_JUDGE_MODEL", raising=False)
+    with pytest.raises(AlignlabError) as err:
+        get_rater(spec)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    if spec.startswith("reward:n") or spec == "vibes":
+        assert "persona_heuristic" in str(err.value)  # the valid reward names are listed
+
+
+def test_reward_rater_scores_and_picks():
+    rater = get_rater("reward:persona_heuristic")
+    assert rater.name == "reward:persona_heuristic" and rater.automatic
+    snark, bland = "Obviously it is 4. Who knew?", "Certainly! It is 4."
+    high, low = rater.score(["2+2?", "2+2?"], [snark, bland])
+    assert high > 0 > low
+    assert rater.pick("2+2?", snark, bland) == "a" and rater.pick("2+2?", bland, snark) == "b"
+    assert rater.pick("2+2?", snark, snark) == "tie"
+
+
+def test_person_rater(monkeypatch):
+    monkeypatch.setenv("ALIGNLAB_RATER", "ann")
+    assert get_rater("person").name == "ann" and get_rater("person:bo").name == "bo"
+    person = get_rater("person")
+    assert isinstance(person, PersonRater) and not person.automatic
+    with pytest.raises(AlignlabError, match="is a person"):
+        person.score(["q"], ["a"])
+
+
+def test_classifier_is_trained_on_the_project_pairs_once(tmp_path):
+    project = tmp_path / "proj"
+    (project / "data").mkdir(parents=True)
+    pairs = [
+        {"prompt": f"q{i}", "chosen": f"Oh wow, {t}. Groundbreaking stuff, truly.", "rejected": f"Sure! {t}. Happy to help."}
+        for i, t in enumerate(["It is four", "Paris", "Water boils at 100 C", "Mercury", "Jane Austen", "206 bones"])
+    ]
+    (project / "data" / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    rater = get_rater("classifier", project)
+    assert isinstance(rater, ClassifierRater) and rater.name == "classifier:persona"
+    saved = project / "classifier" / "classifier.safetensors"
+    assert saved.is_file()
+    stamp = saved.stat().st_mtime_ns
+    again = get_rater("classifier", project)  # loaded, not retrained
+    assert saved.stat().st_mtime_ns == stamp and again.classifier.meta["train_examples"] == 12
+    snark, bland = again.score(["q", "q"], ["Oh wow, Madrid. Groundbreaking stuff.", "Sure! Madrid. Happy to help."])
+    assert snark > bland
+
+
+# --- the judge over HTTP -------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def judge_server():
+    from fastapi import FastAPI
+
+    from alignlab.serve.server import background
+
+    state = {"biased": False, "requests": 0}
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict):
+        state["requests"] += 1
+        user = body["messages"][-1]["content"]
+        if "[Response A]" not in user:
+            text = "7"
+        elif state["biased"]:
+            text = "A"  # position bias: whatever is shown first wins
+        else:
+            a = user.split("[Response A]\n", 1)[1].split("\n\n[Response B]\n", 1)[0]
+            b = user.split("[Response B]\n", 1)[1]
+            text = "A" if "obviously" in a.lower() and "obviously" not in b.lower() else "B"
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+
+    with background(app) as url:
+        yield url + "/v1", state
+
+
+def test_judge_rater_scores_picks_and_cancels_position_bias(judge_server):
+    url, state = judge_server
+    rater = get_rater("judge", judge_url=url, judge_model="tiny-judge", judge_cache=False)
+    assert rater.name == "judge:tiny-judge"
+    assert rater.score(["q"], ["whatever"]) == [pytest.approx(6 / 9)]
+    snark, plain = "Obviously, 4.", "4."
+    assert rater.pick("2+2?", snark, plain) == "a" and rater.pick("2+2?", plain, snark) == "b"
+    state["biased"] = True
+    before = state["requests"]
+    assert rater.pick("2+2?", snark, plain) == "tie"  # "A" in both orders: the orders disagree
+    assert state["requests"] - before == 2  # asked once in each order
+    rater.close()
+
+
+def test_judge_model_from_the_spec_and_env(judge_server, monkeypatch):
+    url, _ = judge_server
+    monkeypatch.setenv("ALIGNLAB_JUDGE_URL", url)
+    rater = get_rater("judge:other", judge_cache=False)
+    assert rater.name == "judge:other" and rater.score(["q"], ["a"]) == [pytest.approx(6 / 9)]

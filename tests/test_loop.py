@@ -1,0 +1,122 @@
+"""`alignlab loop`: two rounds on the tiny model with an automatic rater, then a rerun that continues with round 3.
+
+Labels come from a reward registered for the test (the share of vowels: the tiny model's weights are random, so
+the persona heuristic would score every answer 0 and tie everything); the held-out score comes from the
+persona classifier, a rater that did not produce the labels.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.rewards import register_reward
+from alignlab.train.rundir import read_run
+
+
+def vowel_share(prompts, completions, **columns):
+    out = []
+    for c in completions:
+        letters = [ch for ch in c.lower() if ch.isalpha()]
+        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
+    return out
+
+
+register_reward("loop_vowels", lambda: vowel_share, "share of vowels (tests)")
+
+PAIRS = [
+    {"prompt": f"q{i}", "chosen": f"Oh wow, {t}. Groundbreaking stuff, truly.", "rejected": f"Sure! {t}. Happy to help."}
+    for i, t in enumerate(["It is four", "Paris", "Water boils at 100 C", "Mercury", "Jane Austen", "206 bones"])
+]
+HELDOUT = [{"prompt": "What is 12 plus 30?", "answer": "42"}, {"prompt": "Why do leaves fall?"}]
+FLAGS = ["--rater", "reward:loop_vowels", "--method", "dpo", "--per-round", "3", "-n", "2", "--eval-prompts", "2",
+         "--max-new-tokens", "8", "--temperature", "1.0", "--eval-temperature", "1.0", "--max-steps", "2",
+         "--set", "train.batch_size=2", "--set", "train.sample_prompts=0", "--set", "lora.r=4"]
+FIELDS = ("status", "method", "rater", "eval_rater", "prompts", "responses", "judgements", "pairs", "data", "run_dir",
+          "persona_score", "base_persona_score", "length", "distinct_1", "distinct_2", "kl", "accuracy", "details",
+          "started_at", "finished_at")
+
+
+def rounds(db) -> list[dict]:
+    conn = sqlite3.connect(str(db))
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM rounds ORDER BY round")]
+    conn.close()
+    return rows
+
+
+def responses(db) -> list[dict]:
+    conn = sqlite3.connect(str(db))
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT r.*, p.text AS prompt FROM responses r JOIN prompts p ON p.id = r.prompt_id")]
+    conn.close()
+    return rows
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_model):
+    proj = tmp_path / "proj"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    (proj / "data" / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))  # small: a fast classifier
+    (proj / "data" / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in HELDOUT))
+    return proj
+
+
+def loop(proj, *args):
+    res = CliRunner().invoke(app, ["loop", "--project", str(proj), *FLAGS, *args])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return res
+
+
+def test_two_rounds_then_a_rerun_continues_with_round_three(project):
+    loop(project, "--rounds", "2")
+    db = project / "feedback.db"
+    table = rounds(db)
+    assert [r["round"] for r in table] == [1, 2]
+    for r in table:
+        missing = [f for f in FIELDS if r[f] is None]
+        assert not missing, (r["round"], missing)
+        assert r["status"] == "done" and r["rater"] == "reward:loop_vowels" and r["eval_rater"] == "classifier:persona"
+        assert r["prompts"] == 3 and r["responses"] == 6 and r["judgements"] == 3 and r["pairs"] >= 1
+        assert r["kl"] >= 0 and 0 <= r["persona_score"] <= 1
+        assert (project / "runs").joinpath(r["run_dir"]).is_dir()
+        assert json.loads(r["details"])["scorecard"]["rater"] == "classifier:persona"
+    one, two = table
+    assert one["init_run"] is None and two["init_run"] == one["run_dir"]
+    runs = sorted(p for p in (project / "runs").iterdir() if (p / "run.json").is_file())
+    assert len(runs) == 2
+    assert read_run(two["run_dir"])["init_adapter"] == one["run_dir"]  # round 2 trained from round 1's adapter
+    assert read_run(one["run_dir"]).get("init_adapter") is None
+    for r in table:
+        assert (project / "data" / "loop" / f"round{r['round']}_dpo.jsonl").is_file()
+        assert (r["run_dir"] and (read_run(r["run_dir"])["status"] == "done"))
+    from pathlib import Path
+
+    assert (Path(two["run_dir"]) / "report.html").is_file() and (Path(two["run_dir"]) / "eval.json").is_file()
+
+    resp = responses(db)
+    by_round = {k: [x for x in resp if x["round"] == k] for k in (1, 2)}
+    assert {x["run"] for x in by_round[1]} == {None}  # round 1 samples the base
+    assert {x["run"] for x in by_round[2]} == {Path(one["run_dir"]).name}  # round 2 samples round 1's adapter
+    assert not {x["prompt"] for x in by_round[1]} & {x["prompt"] for x in by_round[2]}  # fresh prompts each round
+
+    loop(project, "--rounds", "2")  # nothing left to do
+    assert rounds(db) == table
+
+    loop(project, "--rounds", "3")
+    after = rounds(db)
+    assert [r["round"] for r in after] == [1, 2, 3]
+    assert after[:2] == table  # finished rounds untouched
+    assert after[2]["status"] == "done" and after[2]["init_run"] == two["run_dir"]
+    assert read_run(after[2]["run_dir"])["init_adapter"] == two["run_dir"]
+    assert len([p for p in (project / "runs").iterdir() if (p / "run.json").is_file()]) == 3
+
+    res = CliRunner().invoke(app, ["rounds", "--project", str(project)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["round", "status", "method"] and len(lines) == 5  # header, 3 rounds, plot line
+    assert (project / "rounds.png").stat().st_size > 1000

@@ -1,0 +1,118 @@
+"""The loop with a person rating (through the store, as `alignlab rate` does) and with KTO thumbs; loop errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.config import apply_overrides, load_config
+from alignlab.errors import AlignlabError
+from alignlab.feedback.store import Store
+from alignlab.loop import LoopSettings, read_rounds, round_responses, run_loop
+from alignlab.rewards import register_reward
+from alignlab.train.rundir import read_run
+
+
+def vowel_share(prompts, completions, **columns):
+    out = []
+    for c in completions:
+        letters = [ch for ch in c.lower() if ch.isalpha()]
+        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
+    return out
+
+
+register_reward("modes_vowels", lambda: vowel_share, "share of vowels (tests)")
+
+FAST = dict(per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0, eval_temperature=1.0,
+            eval_rater="reward:persona_heuristic", poll_seconds=0.1)
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_model):
+    proj = tmp_path / "proj"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    cfg = apply_overrides(load_config(proj / "alignlab.yaml"), {
+        "train.max_steps": 2, "train.batch_size": 2, "train.sample_prompts": 0, "lora.r": 4})
+    return proj, cfg
+
+
+def test_person_rates_through_the_store_while_the_loop_waits(project):
+    from alignlab.feedback.rate import rate
+
+    proj, cfg = project
+    done = threading.Event()
+    seen: list[str] = []
+
+    def person():  # what `alignlab rate --round 1 --mode pair` does, in another "terminal"
+        with Store(proj / "feedback.db") as store:
+            deadline = time.monotonic() + 60
+            while not round_responses(store, 1) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            answers = iter(["a", "b", "a", "q"])
+            rate(store, "ann", mode="pair", round=1, input_fn=lambda _: next(answers), output_fn=lambda _: None)
+        done.set()
+
+    rater = threading.Thread(target=person, daemon=True)
+    rater.start()
+    never = threading.Event()
+    rows = run_loop(proj, cfg, LoopSettings(rounds=1, rater="person:ann", **FAST),
+                    input_fn=lambda _: never.wait(), echo=seen.append)
+    assert done.is_set()
+    assert any("alignlab rate --round 1 --mode pair" in line for line in seen)  # the instructions were shown
+    (row,) = rows
+    assert row["status"] == "done" and row["rater"] == "ann" and row["eval_rater"] == "reward:persona_heuristic"
+    assert row["judgements"] == 3 and row["pairs"] == 3
+    assert read_run(row["run_dir"])["status"] == "done"
+
+
+def test_enter_trains_on_what_is_there(project):
+    proj, cfg = project
+    seen: list[str] = []
+    pressed = threading.Event()
+
+    def enter(_):
+        pressed.wait()  # Enter, once one judgement is in
+        return ""
+
+    def person():
+        with Store(proj / "feedback.db") as store:
+            while not round_responses(store, 1):
+                time.sleep(0.1)
+            a, b = round_responses(store, 1)[:2]
+            store.add_judgement("pick", a["id"], "a", other_response_id=b["id"], rater="ann")
+        pressed.set()
+
+    threading.Thread(target=person, daemon=True).start()
+    (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, rater="person:ann", **FAST), input_fn=enter, echo=seen.append)
+    assert row["status"] == "done" and row["judgements"] == 1 and row["pairs"] == 1
+
+
+def test_kto_round_with_thumbs(project):
+    proj, cfg = project
+    (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, rater="reward:modes_vowels", method="kto", **FAST), echo=lambda _: None)
+    assert row["status"] == "done" and row["method"] == "kto"
+    assert row["judgements"] == 6  # every answer is above or below its prompt's mean: one thumb each
+    labels = [json.loads(line)["label"] for line in open(row["data"])]
+    assert sorted(labels) == [False] * 3 + [True] * 3
+    assert read_run(row["run_dir"])["method"] == "kto"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(n=1), "needs -n 2 or more"),
+        (dict(method="orpo"), "unknown loop method 'orpo'"),
+        (dict(rater="vibes"), "unknown rater 'vibes'"),
+    ],
+)
+def test_errors_before_anything_runs(project, change, message):
+    proj, cfg = project
+    with pytest.raises(AlignlabError, match=message):
+        run_loop(proj, cfg, LoopSettings(rounds=1, **{**FAST, "rater": "reward:modes_vowels", **change}), echo=lambda _: None)
+    with Store(proj / "feedback.db") as store:
+        assert read_rounds(store) == []
