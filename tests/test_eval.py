@@ -91,3 +91,17 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # scorecard bars + training loss
     assert "Why is the sea salty?" in page and "<th>base</th><th>adapter</th>" in page
+
+
+@pytest.mark.slow
+def test_real_model_zero_adapter_is_the_base_and_arithmetic_is_graded(default_model, tmp_path):
+    """SmolLM2-135M: a zero-initialised adapter answers exactly like the base (KL 0); a perturbed one drifts."""
+    rows = [{"prompt": "What is 2 plus 3?", "answer": "5"}, {"prompt": "What is the capital of France?"}]
+    rater = get_rater("reward:persona_heuristic")
+    same = evaluate_run(make_run(default_model, tmp_path / "same"), rows, rater, device="cpu", max_new_tokens=16)
+    assert all(s["base"] for s in same["samples"])  # greedy answers are real text on the real model
+    assert [s["adapter"] for s in same["samples"]] == [s["base"] for s in same["samples"]]
+    assert same["kl_tokens"] > 0 and same["adapter"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert same["base"]["graded"] == 1 and same["base"]["accuracy"] in (0.0, 1.0)
+    moved = evaluate_run(make_run(default_model, tmp_path / "moved", noise=0.05), rows, rater, device="cpu", max_new_tokens=16)
+    assert moved["adapter"]["kl"] > 1e-4

@@ -122,3 +122,32 @@ def test_judge_model_from_the_spec_and_env(judge_server, monkeypatch):
     monkeypatch.setenv("ALIGNLAB_JUDGE_URL", url)
     rater = get_rater("judge:other", judge_cache=False)
     assert rater.name == "judge:other" and rater.score(["q"], ["a"]) == [pytest.approx(6 / 9)]
+
+
+def test_judge_labels_are_stored_as_picks_and_bias_becomes_a_tie(judge_server, tmp_path):
+    from alignlab.feedback.export import export
+    from alignlab.feedback.store import Store
+    from alignlab.loop import collect_automatic
+
+    url, state = judge_server
+    rater = get_rater("judge", judge_url=url, judge_model="tiny-judge", judge_cache=False)
+    with Store(tmp_path / "feedback.db") as store:
+        for q in ("2+2?", "3+3?"):
+            pid = store.add_prompt(q)
+            store.add_responses([{"prompt_id": pid, "text": t, "round": 1} for t in ("Obviously, it is easy.", "It is easy.")])
+        got = collect_automatic(store, rater, 1, "dpo")
+        assert got["judgements"] == 2
+        picks = store.judgements(round=1)
+        assert {j["rater"] for j in picks} == {"judge:tiny-judge"} and {j["kind"] for j in picks} == {"pick"}
+        assert {(j["response"], j["other_response"], j["value"]) for j in picks} == {
+            ("Obviously, it is easy.", "It is easy.", "a")}
+        summary = export(store, "dpo", tmp_path / "pairs.jsonl", round=1)
+        assert summary["rows"] == 2
+
+        state["biased"] = True
+        for q in ("4+4?",):
+            pid = store.add_prompt(q)
+            store.add_responses([{"prompt_id": pid, "text": t, "round": 2} for t in ("Obviously, 8.", "8.")])
+        collect_automatic(store, rater, 2, "dpo")
+        assert [j["value"] for j in store.judgements(round=2)] == ["tie"]
+        assert export(store, "dpo", tmp_path / "pairs2.jsonl", round=2)["rows"] == 0

@@ -181,7 +181,7 @@ def wait_for_person(store, r: int, need: int, poll_seconds: float, enter: EnterK
     """Tell the person what to rate, then poll the store until ``need`` judgements are in or Enter is pressed."""
     have = count_judgements(store, r)
     echo(f"round {r}: rate the new answers in another terminal:  alignlab rate --round {r} --mode {mode}")
-    echo(f"  (or in the browser: alignlab serve). Training starts at {need} judgements; press Enter to start now.")
+    echo(f"  (or in the browser: alignlab ui). Training starts at {need} judgements; press Enter to start now.")
     enter.clear()
     last = -1
     while have < need and not enter.pressed():
@@ -240,6 +240,7 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
     if s.rounds < 1:
         raise AlignlabError(f"--rounds must be at least 1, got {s.rounds}")
     store = open_store(root / DB_NAME)
+    label = scorer = None
     try:
         done = [x["round"] for x in read_rounds(store) if x["status"] == "done"]
         first = max(done, default=0) + 1
@@ -321,6 +322,9 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
                  f"KL {_f(a['kl'])}, length {_f(a['length'])}, distinct-2 {_f(a['distinct_2'])}")
         return read_rounds(store)
     finally:
+        for rater in (label, scorer):
+            if rater is not None:
+                rater.close()
         store.close()
 
 

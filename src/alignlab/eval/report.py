@@ -50,7 +50,7 @@ def plots(card: dict, metrics: list[dict]) -> list[tuple[str, str]]:
         vals = [card["base"].get(key) or 0.0, card["adapter"].get(key) or 0.0]
         ax.bar(["base", "adapter"], vals, color=["#999", "#c44"])
         ax.set_title(key, fontsize=10)
-    fig.suptitle(f"held-out scorecard (persona by {card.get('rater')})", fontsize=10)
+    fig.suptitle(f"held-out scorecard (persona by {card.get('rater')})", fontsize=10, y=1.06)
     out.append(("base vs adapter", _png(fig)))
     steps = [(m["step"], m["loss"]) for m in metrics if isinstance(m.get("loss"), (int, float)) and "step" in m]
     if len(steps) > 1:

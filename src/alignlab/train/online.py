@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import torch
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from alignlab.errors import AlignlabError
@@ -38,14 +39,49 @@ from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecor
 TASK = "causal"
 
 
+def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, temperature=1.0, compute_entropy=False):
+    """Log-probs (and entropies) of the last ``logits_to_keep`` tokens, running each distinct prompt only once.
+
+    A GRPO batch holds every prompt ``num_generations`` times, identically left-padded. The prompt part goes
+    through the backbone once per distinct prompt and its KV cache is copied to each of its completions
+    (autograd sums the gradients back); the LM head runs on completion positions only. Same values as the
+    plain forward up to float rounding (RoPE depends only on relative positions). Returns ((B, K), (B, K) | None).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, lm_head, k = base.base_model, base.get_output_embeddings(), logits_to_keep
+    p_ids, p_mask, c_ids = input_ids[:, :-k], attention_mask[:, :-k], input_ids[:, -k:]
+    uniq, inverse = torch.unique(torch.cat([p_ids, p_mask], dim=1), dim=0, return_inverse=True)
+    u_ids, u_mask = uniq[:, : p_ids.shape[1]], uniq[:, p_ids.shape[1] :]
+    u_out = backbone(input_ids=u_ids, attention_mask=u_mask, position_ids=(u_mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
+    cache = u_out.past_key_values
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.index_select(0, inverse), layer.values.index_select(0, inverse)
+    c_pos = p_mask.sum(1, keepdim=True) + torch.arange(k, device=input_ids.device)[None, :]
+    c_out = backbone(input_ids=c_ids, attention_mask=attention_mask, position_ids=c_pos, past_key_values=cache, use_cache=True)
+    hidden = torch.cat([u_out.last_hidden_state[inverse, -1:], c_out.last_hidden_state[:, :-1]], dim=1)
+    logp_all = (lm_head(hidden).float() / temperature).log_softmax(-1)
+    logps = logp_all.gather(-1, c_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if compute_entropy else None
+    return logps, entropy
+
+
 class _OnlineMixin(AlignlabTrainerMixin):
-    """Counts the tokens of each generated micro-batch (prompt + completion) for tokens/s."""
+    """Token counting for tokens/s, and the shared-prompt forward on CPU (TRL's fused LM head targets GPUs)."""
 
     def _prepare_inputs(self, generation_batch):
         inputs = super()._prepare_inputs(generation_batch)
         if self.model.training and isinstance(inputs, dict) and "completion_mask" in inputs:
             self._al_tokens += int(inputs["prompt_mask"].sum()) + int(inputs["completion_mask"].sum())
         return inputs
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        if (input_ids.device.type != "cpu" or compute_aux_loss or self.accelerator.num_processes > 1
+                or any(v is not None for v in multimodal.values())):
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              batch_size, compute_entropy, compute_aux_loss, **multimodal)
+        logps, entropy = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, self.temperature, compute_entropy)
+        return logps, entropy, None
 
 
 class AlignlabGRPOTrainer(_OnlineMixin, GRPOTrainer):

@@ -1,0 +1,74 @@
+"""The loop with KTO thumbs, and a round interrupted during training that resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.config import apply_overrides, load_config
+from alignlab.feedback.store import Store
+from alignlab.loop import LoopSettings, count_judgements, read_rounds, round_responses, run_loop
+from alignlab.rewards import register_reward
+from alignlab.train.rundir import read_run
+
+
+def vowel_share(prompts, completions, **columns):
+    out = []
+    for c in completions:
+        letters = [ch for ch in c.lower() if ch.isalpha()]
+        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
+    return out
+
+
+register_reward("resume_vowels", lambda: vowel_share, "share of vowels (tests)")
+
+FAST = dict(rater="reward:resume_vowels", per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0,
+            eval_temperature=1.0, eval_rater="reward:persona_heuristic")
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_model):
+    proj = tmp_path / "proj"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    cfg = apply_overrides(load_config(proj / "alignlab.yaml"), {
+        "train.max_steps": 2, "train.batch_size": 2, "train.sample_prompts": 0, "lora.r": 4})
+    return proj, cfg
+
+
+def test_kto_round_with_thumbs(project):
+    proj, cfg = project
+    (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, method="kto", **FAST), echo=lambda _: None)
+    assert row["status"] == "done" and row["method"] == "kto"
+    assert row["judgements"] == 6  # every answer is above or below its prompt's mean: one thumb each
+    labels = [json.loads(line)["label"] for line in open(row["data"])]
+    assert sorted(labels) == [False] * 3 + [True] * 3
+    assert read_run(row["run_dir"])["method"] == "kto"
+
+
+def test_a_round_interrupted_in_training_resumes_without_resampling(project, monkeypatch):
+    from alignlab.train import engine
+
+    proj, cfg = project
+    real_run = engine.run
+
+    def interrupted(ctx, data, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), echo=lambda _: None)
+    with Store(proj / "feedback.db") as store:
+        (stopped,) = read_rounds(store)
+        sampled = [r["id"] for r in round_responses(store, 1)]
+    assert stopped["status"] == "running" and stopped["responses"] == 6 == len(sampled) and stopped["judgements"] == 3
+
+    monkeypatch.setattr(engine, "run", real_run)
+    (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), echo=lambda _: None)
+    assert row["status"] == "done" and row["run_dir"] != stopped["run_dir"]
+    assert read_run(row["run_dir"])["status"] == "done"
+    with Store(proj / "feedback.db") as store:
+        assert [r["id"] for r in round_responses(store, 1)] == sampled  # the same answers, not sampled again
+        assert count_judgements(store, 1) == 3  # and not judged again
