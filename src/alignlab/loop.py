@@ -56,6 +56,7 @@ class LoopSettings:
     need: int | None = None  # judgements to wait for from a person (default: one per prompt for dpo, per response for kto)
     poll_seconds: float = 2.0
     judge: dict = field(default_factory=dict)  # judge_url, judge_model, judge_key_env
+    start_run: str | None = None  # round 1 starts from this run's adapter instead of the base
 
 
 def _now() -> str:
@@ -239,6 +240,8 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
         raise AlignlabError(f"-n {s.n}: the loop compares answers to the same prompt, so it needs -n 2 or more")
     if s.rounds < 1:
         raise AlignlabError(f"--rounds must be at least 1, got {s.rounds}")
+    if s.start_run:
+        s.start_run = str(rundir.check_run_dir(s.start_run))
     store = open_store(root / DB_NAME)
     label = scorer = None
     try:
@@ -261,7 +264,7 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
         enter = EnterKey(input_fn)
         for r in range(first, s.rounds + 1):
             prev = _round(store, r - 1) if r > 1 else None
-            init_run = prev["run_dir"] if prev else None
+            init_run = prev["run_dir"] if prev else s.start_run
             row = _update(store, r, method=s.method, rater=label.name, eval_rater=scorer.name, init_run=init_run)
             echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
 

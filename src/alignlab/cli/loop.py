@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("dpo", "--method", help="dpo (picks between answers) or kto (thumbs)"),
         per_round: int = typer.Option(16, "--per-round", help="new train prompts per round"),
         n: int = typer.Option(2, "-n", help="answers sampled per prompt"),
+        start: Optional[Path] = typer.Option(None, "--from", help="round 1 starts from this run's adapter (default: the base model)"),
         eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by (default: a rater other than --rater)"),
         eval_prompts: int = typer.Option(16, "--eval-prompts", help="held-out prompts scored after each round"),
         temperature: float = typer.Option(0.9, "--temperature", "-t", help="sampling temperature"),
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
             rounds=rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
             eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,
             eval_temperature=eval_temperature, seed=seed, need=need,
+            start_run=str(start) if start else None,
             poll_seconds=poll, judge={"judge_url": judge_url, "judge_model": judge_model, "judge_key_env": judge_key_env},
         )
         rows = run_loop(root, cfg, settings)
