@@ -39,17 +39,24 @@ from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecor
 TASK = "causal"
 
 
+VOCAB_CHUNK = 32768  # LM-head columns per tile in TRL's chunked log-prob kernel
+SCALED_HEADS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
 def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, temperature=1.0, compute_entropy=False):
     """Log-probs (and entropies) of the last ``logits_to_keep`` tokens, running each distinct prompt only once.
 
     A GRPO batch holds every prompt ``num_generations`` times, identically left-padded. The prompt part goes
     through the backbone once per distinct prompt and its KV cache is copied to each of its completions
-    (autograd sums the gradients back); the LM head runs on completion positions only. Same values as the
-    plain forward up to float rounding (RoPE depends only on relative positions). Returns ((B, K), (B, K) | None).
+    (autograd sums the gradients back). The LM head runs only on real completion positions, through TRL's
+    chunked log-prob kernel (no (tokens x vocabulary) logits kept for backward). Positions count real tokens,
+    as in generation. Returns ((B, K), (B, K) or None); padded positions hold 0.
     """
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, lm_head, k = base.base_model, base.get_output_embeddings(), logits_to_keep
-    p_ids, p_mask, c_ids = input_ids[:, :-k], attention_mask[:, :-k], input_ids[:, -k:]
+    p_ids, p_mask, c_ids, c_mask = input_ids[:, :-k], attention_mask[:, :-k], input_ids[:, -k:], attention_mask[:, -k:]
     uniq, inverse = torch.unique(torch.cat([p_ids, p_mask], dim=1), dim=0, return_inverse=True)
     u_ids, u_mask = uniq[:, : p_ids.shape[1]], uniq[:, p_ids.shape[1] :]
     u_out = backbone(input_ids=u_ids, attention_mask=u_mask, position_ids=(u_mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
@@ -58,11 +65,18 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, temper
         layer.keys, layer.values = layer.keys.index_select(0, inverse), layer.values.index_select(0, inverse)
     c_pos = p_mask.sum(1, keepdim=True) + torch.arange(k, device=input_ids.device)[None, :]
     c_out = backbone(input_ids=c_ids, attention_mask=attention_mask, position_ids=c_pos, past_key_values=cache, use_cache=True)
-    hidden = torch.cat([u_out.last_hidden_state[inverse, -1:], c_out.last_hidden_state[:, :-1]], dim=1)
-    logp_all = (lm_head(hidden).float() / temperature).log_softmax(-1)
-    logps = logp_all.gather(-1, c_ids.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if compute_entropy else None
-    return logps, entropy
+    hidden = torch.cat([u_out.last_hidden_state[inverse, -1:], c_out.last_hidden_state[:, :-1]], dim=1)  # [:, t] -> c_ids[:, t]
+    sel = c_mask.bool()
+    outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
+    logps, entropy = ChunkedLogProbFunction.apply(
+        hidden[sel], lm_head.weight, lm_head.bias, c_ids[sel], temperature, VOCAB_CHUNK, None, 1.0, outputs
+    )[:2]
+    return _unpack(logps, sel), _unpack(entropy, sel)
+
+
+def _unpack(values, sel):
+    """Per-position values back into the (B, K) grid (masked_scatter keeps an all-padding batch differentiable)."""
+    return None if values is None else values.new_zeros(sel.shape).masked_scatter(sel, values)
 
 
 class _OnlineMixin(AlignlabTrainerMixin):
@@ -76,8 +90,10 @@ class _OnlineMixin(AlignlabTrainerMixin):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
+        text_config = self.accelerator.unwrap_model(model).config.get_text_config()
         if (input_ids.device.type != "cpu" or compute_aux_loss or self.accelerator.num_processes > 1
-                or any(v is not None for v in multimodal.values())):
+                or any(v is not None for v in multimodal.values())
+                or any(getattr(text_config, name, None) is not None for name in SCALED_HEADS)):
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                               batch_size, compute_entropy, compute_aux_loss, **multimodal)
         logps, entropy = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, self.temperature, compute_entropy)

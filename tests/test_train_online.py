@@ -1,0 +1,196 @@
+"""GRPO / RLOO recipes: the shared-prompt forward equals TRL's, runs record the instruments, NaN rewards stop, reward rises."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignlab.config import ProjectConfig, apply_overrides
+from alignlab.errors import AlignlabError
+from alignlab.train import engine
+
+PROMPTS = ["Say something about " + w for w in "apples rivers stones clouds paper music tables gardens".split()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads are many times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def write_project(d: Path, reward_py: str, spec: str) -> Path:
+    (d / "rew.py").write_text(textwrap.dedent(reward_py))
+    (d / "rewards.yaml").write_text(textwrap.dedent(spec))
+    data = d / "prompts.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": p}) for p in PROMPTS))
+    return data
+
+
+def run(method: str, model: str, d: Path, data: Path, **overrides) -> Path:
+    base = {"train.sample_prompts": 0, "train.batch_size": 2, "train.save_steps": 1000, "online.num_generations": 4,
+            "online.max_completion_length": 8, "online.rewards": str(d / "rewards.yaml")}
+    cfg = apply_overrides(ProjectConfig(model=model), {**base, **overrides})
+    ctx = engine.prepare(method, cfg, str(data), d / "runs")
+    return engine.run(ctx, str(data))
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def lora_b_moved(run_dir: Path) -> bool:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    return any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())  # LoRA B starts at zero
+
+
+CHARS = """
+    def chars(prompts, completions, **kw):
+        return [len(set(c[0]["content"])) / 50 for c in completions]
+"""
+
+
+def test_shared_prompt_forward_matches_trl(tiny_model):
+    """Values and LoRA gradients equal TRL's fused LM-head forward, with uneven prompts and padded completions."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from alignlab.train.online import shared_prompt_logps
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # make the adapter matter
+    add_fused_lm_head(model.get_base_model(), temperature=0.7, outputs=("log_probs", "entropy"))
+    prompts = [[0, 0, 5, 6, 7], [9, 8, 7, 6, 5], [0, 0, 5, 6, 7], [9, 8, 7, 6, 5]]  # two prompts, twice each, left-padded
+    completions = [[11, 12, 13], [14, 15, 2], [16, 2, 0], [17, 18, 19]]
+    ids = torch.tensor([p + c for p, c in zip(prompts, completions)])
+    p_mask = torch.tensor([[int(t != 0) for t in p] for p in prompts])
+    mask = torch.cat([p_mask, torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 1]])], dim=1)
+    k = 3
+
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :-k] = -100
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    want_logps, want_ent = out.log_probs[:, -k:], out.entropy[:, -k:]
+    got_logps, got_ent = shared_prompt_logps(model, ids, mask, k, temperature=0.7, compute_entropy=True)
+    sel = mask[:, -k:].bool()
+    assert torch.allclose(got_logps[sel], want_logps[sel], atol=1e-4)
+    assert torch.allclose(got_ent[sel], want_ent[sel], atol=1e-4)
+
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    g_want = torch.autograd.grad(want_logps[sel].sum(), params)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    g_got = torch.autograd.grad(shared_prompt_logps(model, ids, mask, k, temperature=0.7)[0][sel].sum(), params)
+    for a, b in zip(g_got, g_want):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_grpo_run_records_instruments_and_trains(tiny_model, tmp_path):
+    data = write_project(
+        tmp_path,
+        CHARS,
+        """
+        components:
+          - {name: chars, fn: rew.py:chars, weight: 1.0}
+        gold: {fn: format_check, args: {pattern: 'e'}}
+        """,
+    )
+    run_dir = run("grpo", tiny_model, tmp_path, data, **{"train.max_steps": 3, "online.gold_steps": 2, "online.kl_budget": 1e-12})
+    recs = records(run_dir)
+    steps = [r for r in recs if "loss" in r]
+    assert len(steps) == 3
+    for r in steps:
+        for key in ("reward", "reward_parts/chars/mean", "reward_parts/chars/std", "no_signal_frac", "distinct_2",
+                    "kl", "completions/mean_length", "tokens_per_s" if r["step"] > 1 else "tokens"):
+            assert key in r, (r["step"], key)
+    assert [r["step"] for r in steps if "gold" in r] == [1, 3]  # scored at global steps 0 and 2
+    warnings = [r for r in recs if "warning" in r]
+    assert [w["warning"] for w in warnings] == ["kl_budget"]  # KL is 0 at step 1 and positive after
+    assert warnings[0]["step"] == 2 and "KL" in warnings[0]["message"]
+    assert lora_b_moved(run_dir)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+
+
+def test_rloo_run(tiny_model, tmp_path):
+    data = write_project(tmp_path, CHARS, "components:\n  - {name: chars, fn: rew.py:chars}\n")
+    run_dir = run("rloo", tiny_model, tmp_path, data, **{"train.max_steps": 2})
+    steps = [r for r in records(run_dir) if "loss" in r]
+    assert len(steps) == 2 and all("kl" in r and "reward_parts/chars/mean" in r for r in steps)
+    assert lora_b_moved(run_dir)
+
+
+def test_nan_reward_stops_the_run_naming_it(tiny_model, tmp_path):
+    data = write_project(
+        tmp_path,
+        "def broken(prompts, completions, **kw):\n    return [float('nan')] * len(completions)\n",
+        "components:\n  - {name: broken_reward, fn: rew.py:broken}\n",
+    )
+    with pytest.raises(AlignlabError, match="broken_reward.*nan"):
+        run("grpo", tiny_model, tmp_path, data, **{"train.max_steps": 2})
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (run_dir / "adapter").exists()
+
+
+def test_vllm_needs_gpu_and_package():
+    from alignlab.train.online import vllm_args
+
+    assert vllm_args(False) == {}
+    if not torch.cuda.is_available():
+        with pytest.raises(AlignlabError, match="use_vllm"):
+            vllm_args(True)
+
+
+def test_default_reward_is_heuristic_minus_length():
+    from types import SimpleNamespace
+
+    from alignlab.train.online import build_reward
+
+    rec = build_reward(SimpleNamespace(cfg=ProjectConfig()))
+    assert rec.gold is None and rec.group_size == 4
+    assert rec.reward.names[:2] == ["heuristic", "length"] and rec.reward.cap == 1.0
+
+
+def test_reward_rises_on_a_learnable_task(tiny_model, tmp_path):
+    """Reward = share of completion tokens whose embedding's first coordinate is positive (0.5 at random).
+
+    The tiny model's embeddings are scaled up 5x so that its output distribution is not flat; a LoRA can then
+    tilt the last hidden state toward that coordinate (the reachable mean is about 0.79). GRPO gets there.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = tmp_path / "model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(5.0)
+    model.save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(model_dir)
+    emb = load_file(str(model_dir / "model.safetensors"))["model.embed_tokens.weight"]
+    (tmp_path / "pos.json").write_text(json.dumps((emb[:, 0] > 0).nonzero().flatten().tolist()))
+    data = write_project(
+        tmp_path,
+        """
+        import json, pathlib
+        POS = set(json.loads((pathlib.Path(__file__).parent / "pos.json").read_text()))
+        def positive(prompts, completions, completion_ids, **kw):
+            return [sum(t in POS for t in ids) / max(1, len(ids)) for ids in completion_ids]
+        """,
+        "components:\n  - {name: positive, fn: rew.py:positive}\n",
+    )
+    run_dir = run("grpo", str(model_dir), tmp_path, data,
+                  **{"train.max_steps": 40, "train.batch_size": 4, "train.learning_rate": 3e-3})
+    rewards = [r["reward"] for r in records(run_dir) if "loss" in r]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert first < 0.6 and last > first + 0.15, rewards
