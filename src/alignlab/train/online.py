@@ -16,6 +16,12 @@ Where this differs from the papers (and from TRL's defaults):
 - ``train.batch_size`` counts prompts here, so a step holds ``batch_size * num_generations`` completions,
   and all of them are generated in one batched ``generate`` call with the KV cache (TRL's generation batch =
   one optimizer step; ``steps_per_generation`` = ``grad_accum``): on-policy, one sampling call per step.
+- On CPU the policy and reference log-probs come from ``shared_prompt_logps``: each distinct prompt runs
+  once (not ``num_generations`` times) and the LM head scores completion positions only; TRL's fused
+  forward scores every position there. Measured on SmolLM2-135M (4 prompts x 4 completions x 32 tokens,
+  LoRA r16, KL on, 2 shared cores, 1 thread): 26.1 s -> 16.6 s per step, of which generation is 7.5 s.
+  TRL's continuous-batching generation was 2.4x slower and a static KV cache changed nothing, so neither
+  is used; gradient checkpointing stays off and weights stay fp32 (engine defaults). GPUs keep TRL's path.
 - The reward is the composed total (cap and diversity included) as a single TRL reward function;
   per-component statistics, no-signal groups, distinct-2 and the gold rater are recorded by
   ``alignlab.train.monitors``, which also warns about reward hacking, length drift, KL and dead groups.
@@ -124,8 +130,6 @@ def vllm_args(use_vllm: bool) -> dict:
     """TRL's vLLM options (colocated with training on the same GPU), or an error saying what is missing."""
     if not use_vllm:
         return {}
-    import torch
-
     if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
         missing = "the vllm package" if importlib.util.find_spec("vllm") is None else "a CUDA GPU"
         raise AlignlabError(f"online.use_vllm needs a CUDA GPU and vllm; this machine lacks {missing}",
@@ -160,7 +164,7 @@ def build_trainer(ctx):
         )
     )
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
-    trainer = trainer_cls(
+    return trainer_cls(
         model=ctx.model,
         reward_funcs=[recorder],
         args=args,
@@ -169,5 +173,3 @@ def build_trainer(ctx):
         peft_config=ctx.peft_config(),
         callbacks=[*ctx.callbacks, MonitorCallback(ctx.run_dir, monitor)],
     )
-    trainer.al_recorder, trainer.al_monitor = recorder, monitor
-    return trainer

@@ -167,22 +167,29 @@ def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[
 
     p = ctx.cfg.ppo
     adv, returns, _ = advantages(scores, logprobs, ref_logprobs, values, mask, o.beta, p.gamma, p.lam)
-    return dict(
-        input_ids=seqs, attention_mask=attention_mask, n_prompt=n_prompt, mask=mask, logprobs=logprobs,
-        ref_logprobs=ref_logprobs, values=values, advantages=adv, returns=returns, scores=scores,
-    )  # fmt: skip
+    return {
+        "input_ids": seqs,
+        "attention_mask": attention_mask,
+        "n_prompt": n_prompt,
+        "mask": mask,
+        "logprobs": logprobs,
+        "ref_logprobs": ref_logprobs,
+        "values": values,
+        "advantages": adv,
+        "returns": returns,
+        "scores": scores,
+    }
 
 
 def ppo_update(ctx, model, value_head, optimizer, params, batch: dict, step: int) -> dict:
     """``ppo.ppo_epochs`` passes of clipped policy + value loss over one rollout batch; metrics averaged."""
     from alignlab.train.callbacks import NonFiniteLoss
 
-    p, mask = ctx.cfg.ppo, batch["mask"]
+    p, mask, temperature = ctx.cfg.ppo, batch["mask"], ctx.cfg.online.temperature
     sums: dict[str, float] = {}
     for _ in range(p.ppo_epochs):
-        logprobs, values = forward(
-            model, value_head, batch["input_ids"], batch["attention_mask"], batch["n_prompt"], ctx.cfg.online.temperature
-        )
+        inputs = (batch["input_ids"], batch["attention_mask"], batch["n_prompt"])
+        logprobs, values = forward(model, value_head, *inputs, temperature)
         pg, pg_metrics = ppo_policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask, p.clip_eps)
         vf, _ = ppo_value_loss(values, batch["values"], batch["returns"], mask, p.value_clip)
         loss = pg.mean() + p.vf_coef * vf.mean()
@@ -273,8 +280,9 @@ def train_loop(ctx, resume: bool = False):
     from alignlab.train.callbacks import SamplesCallback
 
     if not ctx.lora:
-        raise AlignlabError("PPO trains a LoRA adapter (the reference is the model with it switched off)",
-                            fix="set lora.enabled: true")  # fmt: skip
+        raise AlignlabError(
+            "PPO trains a LoRA adapter (the reference is the model with it switched off)", fix="set lora.enabled: true"
+        )
     cfg, t = ctx.cfg, ctx.cfg.train
     torch.manual_seed(t.seed)
     model = ctx.model if ctx.init_adapter is not None else get_peft_model(ctx.model, ctx.peft_config())
@@ -286,8 +294,8 @@ def train_loop(ctx, resume: bool = False):
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
     total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * len(ctx.rows) / t.batch_size)
-    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total),
-                              num_training_steps=total)  # fmt: skip
+    warmup = int(t.warmup_ratio * total)
+    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
     start = 0
     ckpt_root = ctx.run_dir / "checkpoints"
@@ -337,8 +345,10 @@ def train_loop(ctx, resume: bool = False):
                 pending = []
                 if final["kl"] > cfg.online.kl_budget and not warned_kl:
                     warned_kl = True
-                    msg = (f"mean KL per token {final['kl']:.3f} passed online.kl_budget={cfg.online.kl_budget}: "
-                           "the policy is drifting from the reference (raise online.beta or lower the learning rate)")  # fmt: skip
+                    msg = (
+                        f"mean KL per token {final['kl']:.3f} passed online.kl_budget={cfg.online.kl_budget}: the "
+                        "policy is drifting from the reference (raise online.beta or lower the learning rate)"
+                    )
                     console.print(f"[yellow]warning (step {step}): {msg}[/]")
                     _log(metrics_path, {"step": step, "warning": "kl_over_budget", "message": msg})
             state = SimpleNamespace(is_world_process_zero=True, global_step=step)

@@ -1,0 +1,166 @@
+"""PPO recipe: hand-checked reward/advantage plumbing, and real runs on the tiny model through the engine.
+
+The task: reward = fraction of the completion's characters that are newlines ("go quiet"). The tiny model is a
+random 2-layer Llama whose output is nearly uniform over 49k tokens at temperature 1; at temperature 0.1 its
+most likely tokens (newlines among them) get sampled often enough for PPO to learn in 40 steps. LoRA also
+covers ``lm_head``: adapters inside the trunk alone cannot reshape a random model's output distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from alignlab.config import ProjectConfig
+from alignlab.train import engine
+from alignlab.train.ppo import advantages, batch_indices, completion_mask
+
+REWARD_PY = '''
+def frac_newline(prompts, completions, **columns):
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [t.count("\\n") / max(1, len(t)) for t in texts]
+'''
+STEPS = 40
+KL_BOUND = 2.0  # nats per token; a policy that only emits newlines is about 1.5 from the reference here
+
+
+def _project(tmp_path, tiny_model, beta, **train):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "newline.py").write_text(REWARD_PY)
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: newline.py:frac_newline, weight: 1.0}\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Say something about topic {i}."}) + "\n" for i in range(32)))
+    cfg = ProjectConfig.model_validate(
+        {
+            "model": tiny_model,
+            "lora": {"target_modules": ["q_proj", "v_proj", "lm_head"]},
+            "train": {
+                "max_steps": STEPS,
+                "batch_size": 8,
+                "learning_rate": 2e-3,
+                "seed": 1,
+                "sample_prompts": 0,
+                "save_steps": 1000,
+                "device": "cpu",
+                **train,
+            },
+            "online": {
+                "rewards": str(tmp_path / "rewards.yaml"),
+                "max_completion_length": 8,
+                "temperature": 0.1,
+                "beta": beta,
+            },
+        }
+    )
+    return cfg, prompts
+
+
+def _train(tmp_path, tiny_model, beta, run_dir=None, resume=False, **train):
+    cfg, prompts = _project(tmp_path, tiny_model, beta, **train)
+    ctx = engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs", run_dir=run_dir)
+    return engine.run(ctx, str(prompts), resume=resume)
+
+
+def _metrics(run_dir):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "warning" not in r]
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+@pytest.fixture(scope="module")
+def weak_leash(tiny_model, tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("ppo_weak"), tiny_model, beta=0.05)
+
+
+def test_completion_mask_ends_at_first_stop_token():
+    ids = torch.tensor([[5, 2, 2, 2], [5, 6, 7, 8], [2, 9, 2, 2]])  # 2 is both EOS and padding
+    assert completion_mask(ids, [2]).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+
+
+def test_score_lands_on_last_valid_token_and_flows_back():
+    """Row 0 stopped at token 2 (EOS), row 1 ran to the length limit. Worked by hand with gamma = lam = 1,
+    values 0, log pi - log pi_ref = 0.5 per token and beta 0.1 (penalty -0.05 per token):
+    rewards  row 0: [-0.05, -0.05, 1 - 0.05, 0]            row 1: [-0.05, -0.05, -0.05, 2 - 0.05]
+    returns (reward-to-go) row 0: [0.85, 0.9, 0.95, 0]     row 1: [1.8, 1.85, 1.9, 1.95]
+    and, values being 0, the raw advantages equal the returns; whitened over the 7 valid tokens.
+    """
+    mask = completion_mask(torch.tensor([[11, 12, 2, 2], [11, 12, 13, 14]]), [2])
+    logprobs = torch.full((2, 4), -1.0)
+    adv, returns, rewards = advantages(
+        torch.tensor([1.0, 2.0]), logprobs, logprobs - 0.5, torch.zeros(2, 4), mask, kl_coef=0.1, gamma=1.0, lam=1.0
+    )
+    torch.testing.assert_close(rewards, torch.tensor([[-0.05, -0.05, 0.95, 0.0], [-0.05, -0.05, -0.05, 1.95]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.85, 0.9, 0.95, 0.0], [1.8, 1.85, 1.9, 1.95]]))
+    valid = returns[mask.bool()]
+    torch.testing.assert_close(adv[mask.bool()], (valid - valid.mean()) / valid.std())
+    assert adv[0, 3] == 0
+
+
+def test_batches_cover_every_prompt_once_per_pass():
+    seen = [i for step in range(4) for i in batch_indices(10, 5, step, seed=0)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    assert seen[:5] == batch_indices(10, 5, 0, seed=0)  # same step, same batch (what resume relies on)
+
+
+def test_ppo_raises_reward_with_bounded_kl(weak_leash):
+    from safetensors.torch import load_file
+
+    rows = _metrics(weak_leash)
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    keys = "loss policy_loss value_loss reward reward_std kl clipfrac approx_kl completion_length tokens_per_s"
+    assert set(keys.split()) <= set(rows[0])
+    first, last = _mean([r["reward"] for r in rows[:10]]), _mean([r["reward"] for r in rows[-10:]])
+    kl_last = _mean([r["kl"] for r in rows[-10:]])
+    print(f"reward {first:.3f} -> {last:.3f}, kl (last 10 steps) {kl_last:.3f}")
+    assert last > first + 0.05 and last > 3 * first
+    assert max(r["kl"] for r in rows) < KL_BOUND
+
+    adapter = load_file(str(weak_leash / "adapter" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # zero at initialisation: the adapter trained
+    head = load_file(str(weak_leash / "value_head.safetensors"))
+    assert head["weight"].abs().sum() > 0  # zero at initialisation: the critic trained
+    run = json.loads((weak_leash / "run.json").read_text())
+    assert run["status"] == "done" and run["steps"] == STEPS and "reward" in run["final"]
+
+
+def test_larger_kl_coefficient_keeps_policy_closer(weak_leash, tiny_model, tmp_path):
+    strong = _train(tmp_path, tiny_model, beta=1.0)
+    kl_weak = _mean([r["kl"] for r in _metrics(weak_leash)[-10:]])
+    kl_strong = _mean([r["kl"] for r in _metrics(strong)[-10:]])
+    print(f"kl over the last 10 steps: beta 0.05 -> {kl_weak:.3f}, beta 1.0 -> {kl_strong:.3f}")
+    assert kl_strong < 0.5 * kl_weak
+
+
+def test_resume_continues_from_checkpoint_like_an_uninterrupted_run(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    whole = _train(tmp_path / "a", tiny_model, beta=0.05, max_steps=4, save_steps=2)
+    assert (whole / "checkpoints" / "checkpoint-2" / "trainer_state.pt").is_file()
+    # a second run directory that holds only the step-2 checkpoint, as if killed after writing it
+    cut = tmp_path / "b" / "run"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copytree(whole / "checkpoints" / "checkpoint-2", cut / "checkpoints" / "checkpoint-2")
+    resumed = _train(tmp_path / "b", tiny_model, beta=0.05, run_dir=cut, resume=True, max_steps=4, save_steps=2)
+    assert [r["step"] for r in _metrics(resumed)] == [3, 4]
+    a = load_file(str(whole / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_non_finite_loss_stops_before_any_update(tiny_model, tmp_path):
+    from alignlab.train.callbacks import NonFiniteLoss
+
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, max_steps=2)
+    (tmp_path / "newline.py").write_text("def frac_newline(prompts, completions, **kw):\n    return [1e39] * len(prompts)\n")
+    ctx = engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs")
+    with pytest.raises(NonFiniteLoss):
+        engine.run(ctx, str(prompts))  # 1e39 is a finite float but overflows float32: the loss is inf
+    assert not (ctx.run_dir / "adapter").exists()
+    assert json.loads((ctx.run_dir / "run.json").read_text())["status"] == "failed"
