@@ -92,3 +92,14 @@ def test_init_refuses_to_overwrite(monkeypatch, capsys, tmp_path):
 def test_qlora_refused_on_cpu(monkeypatch, capsys, tmp_path):
     code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--qlora", "--data", str(pairs(tmp_path)), cwd=tmp_path)
     assert code == 2 and "QLoRA" in one_error(lines) and "CUDA" in lines[-1]
+
+
+def test_bad_reward_spec_fails_before_the_model_loads(monkeypatch, capsys, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "What is 2 plus 2?", "answer": "4"}) + "\n")
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("components:\n  - {name: x, fn: no_such_reward, weight: 1.0}\n")
+    code, lines = run_cli(monkeypatch, capsys, "train", "grpo", "--data", str(prompts), "--rewards", str(spec), cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "rewards.yaml:2" in err and "no_such_reward" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -64,7 +64,7 @@ REGISTRY: dict[str, Builtin] = {
     "reward_model": Builtin(RewardModel, "a trained reward-model run's score (unbounded)", ("run",)),
 }
 
-TOP_KEYS = ("components", "cap", "diversity")
+TOP_KEYS = ("components", "cap", "diversity", "gold")  # gold: a watch-only rater, read by train/monitors.py
 COMPONENT_KEYS = ("name", "fn", "weight", "args")
 DIVERSITY_KEYS = ("weight", "group_size")
 RESERVED = ("total", "diversity")

@@ -160,6 +160,9 @@ def prepare(
                 f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
             )
         adapter = src / "adapter"
+    recipe = importlib.import_module(METHODS[method])
+    if hasattr(recipe, "check"):  # recipe-specific checks (reward specs, vLLM) before any model loads
+        recipe.check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=tokenizer, device=device))
     if run_dir is None:
         run_dir = rundir.new_run_dir(runs_dir, method)
     ctx = RunContext(

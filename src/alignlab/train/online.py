@@ -145,6 +145,13 @@ def _dataset(rows: list[dict]):
     return Dataset.from_list([to_conversational(r, "prompts") for r in rows])
 
 
+def check(ctx) -> None:
+    """Fail before the model loads: the reward spec (and its gold rater) and the vLLM request."""
+    if ctx.cfg.online.rewards:
+        load_rewards(ctx.cfg.online.rewards)
+    vllm_args(ctx.cfg.online.use_vllm)
+
+
 def build_trainer(ctx):
     o, t = ctx.cfg.online, ctx.cfg.train
     config_cls, trainer_cls = TRAINERS[ctx.method]
