@@ -17,10 +17,10 @@ What differs from the published algorithm (Schulman et al. 2017; the RLHF settin
 Ouyang et al. 2022), and why:
 
 - The critic shares the policy's trunk (Schulman et al. do this for Atari) instead of InstructGPT's separate
-  value model initialised from the reward model: one model in memory. The value loss also moves the adapter;
-  ``vf_coef`` sets how much.
+  value model initialised from the reward model: one model in memory. The value loss also moves the adapter
+  (the hidden states are not detached); ``vf_coef`` sets how much.
 - The reference is the base model without the adapter. Starting from the base, that is the policy at step 0,
-  as in the papers. When continuing from an adapter (``--init-adapter``, e.g. after SFT) the KL leash
+  as in the papers. When continuing from a run's adapter (``--from``, e.g. after SFT) the KL leash
   still points at the base, not at the SFT model the papers use: keeping a second adapter would cost memory
   and code, and the base is the behaviour the leash is meant to protect.
 - A fixed KL coefficient (``online.beta``), not Ziegler et al.'s adaptive controller: predictable, and
@@ -30,8 +30,9 @@ Ouyang et al. 2022), and why:
 - Each epoch is one minibatch of the whole rollout batch (no shuffled minibatches; ``train.grad_accum`` is
   not used): batches of a few prompts on one device are already small.
 - Dropout is off (the model stays in eval mode) so the first epoch's ratio is exactly 1, and logits are
-  divided by the sampling temperature when scoring, with top-k sampling off, so the old log-probs are those
-  of the distribution that was actually sampled (as TRL's former PPOTrainer did). ``online.top_p`` < 1 breaks
+  divided by the sampling temperature when scoring (policy and reference alike, so the KL is between the
+  tempered distributions), with top-k sampling off, so the old log-probs are those of the distribution that
+  was actually sampled (as TRL's former PPOTrainer did). ``online.top_p`` < 1 breaks
   that match, so leave it at 1 unless there is a reason.
 - A completion ends at its first end-of-sequence token, which counts as an action (the choice to stop); a
   completion cut at ``online.max_completion_length`` gets its score the same way, at its last token.
@@ -360,3 +361,13 @@ def train_loop(ctx, resume: bool = False):
             cb.on_train_end(None, SimpleNamespace(is_world_process_zero=True, global_step=total), None, model=model)
     _save_value_head(value_head, ctx.run_dir / "value_head.safetensors")
     return model, total, {k: v for k, v in final.items() if k != "step"}
+
+
+def check(ctx) -> None:
+    """Fail before the model loads: PPO needs a LoRA policy (the reference is the adapter disabled)."""
+    from alignlab.errors import AlignlabError
+
+    if not ctx.cfg.lora.enabled:
+        raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
+                            fix="drop --full / set lora.enabled: true")
+    _reward(ctx)
