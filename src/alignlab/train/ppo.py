@@ -370,4 +370,4 @@ def check(ctx) -> None:
     if not ctx.cfg.lora.enabled:
         raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
                             fix="drop --full / set lora.enabled: true")
-    _reward(ctx)
+    load_reward(ctx)
