@@ -52,7 +52,8 @@ class TrainConfig(_Strict):
     sample_prompts: int = Field(3, ge=0, description="how many held-out prompts to sample each time")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = fp32 on CPU (measured faster), bf16 on GPUs that support it"
+        "auto",
+        description="auto = bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16 on GPUs that have it",
     )
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
         "auto", description="auto = off on CPU (recompute costs time and memory is plentiful), on with QLoRA"

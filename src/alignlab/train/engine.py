@@ -59,7 +59,11 @@ class RunContext:
         import torch
 
         t = self.cfg.train
-        bf16 = self.model is not None and next(self.model.parameters()).dtype == torch.bfloat16
+        from alignlab.models.loading import autocast_bf16
+
+        bf16 = (self.model is not None and next(self.model.parameters()).dtype == torch.bfloat16) or autocast_bf16(
+            self.device, t.precision
+        )
         gc = t.gradient_checkpointing == "on" or (t.gradient_checkpointing == "auto" and self.cfg.lora.qlora)
         args = dict(
             output_dir=str(self.run_dir / "checkpoints"),

@@ -76,7 +76,8 @@ def completion_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     last_prompt = p_out.last_hidden_state[:, -1:].repeat(2, 1, 1)  # left padding: the last position is real
     hidden = torch.cat([last_prompt, c_out.last_hidden_state[:, :-1]], dim=1)  # hidden[t] predicts c_ids[t]
     sel = c_mask.bool()
-    logits = lm_head(hidden[sel]).float()
+    with torch.autocast(device_type=hidden.device.type, enabled=False):  # log-probs need fp32 logits
+        logits = lm_head(hidden[sel].to(lm_head.weight.dtype)).float()
     token_logps = logits.log_softmax(-1).gather(-1, c_ids[sel][:, None]).squeeze(-1)
     out = torch.zeros(c_ids.shape, dtype=token_logps.dtype, device=c_ids.device)
     out[sel] = token_logps
