@@ -74,9 +74,11 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, temper
     hidden = torch.cat([u_out.last_hidden_state[inverse, -1:], c_out.last_hidden_state[:, :-1]], dim=1)  # [:, t] -> c_ids[:, t]
     sel = c_mask.bool()
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
-    logps, entropy = ChunkedLogProbFunction.apply(
-        hidden[sel], lm_head.weight, lm_head.bias, c_ids[sel], temperature, VOCAB_CHUNK, None, 1.0, outputs
-    )[:2]
+    with torch.autocast(device_type=hidden.device.type, enabled=False):  # log-prob ratios need fp32 logits
+        logps, entropy = ChunkedLogProbFunction.apply(
+            hidden[sel].to(lm_head.weight.dtype), lm_head.weight, lm_head.bias, c_ids[sel], temperature, VOCAB_CHUNK,
+            None, 1.0, outputs,
+        )[:2]
     return _unpack(logps, sel), _unpack(entropy, sel)
 
 
@@ -102,7 +104,9 @@ class _OnlineMixin(AlignlabTrainerMixin):
                 or any(getattr(text_config, name, None) is not None for name in SCALED_HEADS)):
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                               batch_size, compute_entropy, compute_aux_loss, **multimodal)
-        logps, entropy = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, self.temperature, compute_entropy)
+        with self.accelerator.autocast():  # the backbone is called directly, past accelerate's forward wrapper
+            logps, entropy = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, self.temperature,
+                                                 compute_entropy)
         return logps, entropy, None
 
 

@@ -112,14 +112,15 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
 
     def _logps(self, model, batch):
         if self.accelerator.num_processes > 1:
-            return concatenated_logps(model, batch)
-        return completion_logps(model, batch)
+            return concatenated_logps(model, batch)  # through DDP's forward, which autocasts itself
+        with self.accelerator.autocast():  # we call the backbone directly, past accelerate's forward wrapper
+            return completion_logps(model, batch)
 
     def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if "ref_chosen_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         model = self.accelerator.unwrap_model(self.model)
-        with torch.no_grad(), model.disable_adapter():
+        with torch.no_grad(), model.disable_adapter(), self.accelerator.autocast():
             logps, _ = completion_logps(model, batch)
         return logps.sum(1).chunk(2)
 
@@ -129,7 +130,7 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         ds = self.train_dataset
         chosen, rejected = [], []
         model.eval()
-        with torch.inference_mode(), model.disable_adapter():
+        with torch.inference_mode(), model.disable_adapter(), self.accelerator.autocast():
             for i in range(0, len(ds), batch_size):
                 batch = self.data_collator([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
                 batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
