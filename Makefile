@@ -31,6 +31,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/bench_dpo.py
+	$(PY) bench/bench_grpo.py
 
 clean:
 	rm -rf .venv build dist src/*.egg-info
