@@ -56,13 +56,30 @@ def _metrics_table(run_dir: Path):
     return table
 
 
+def _rounds_table(rows: list[dict]):
+    """The loop's round table, narrowed to what fits a terminal (`alignlab rounds` prints every column)."""
+    from rich.table import Table
+
+    def f(v, fmt="{:.3f}"):
+        return "-" if v is None else fmt.format(v)
+
+    table = Table(title="rounds (held-out prompts; persona by " + (rows[-1]["eval_rater"] if rows else "-") + ")")
+    for col in ("round", "labels", "rows", "persona base -> adapter", "KL/token", "words", "distinct-2"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["round"]), str(r["judgements"]), str(r["pairs"]),
+                      f"{f(r['base_persona_score'])} -> {f(r['persona_score'])}", f(r["kl"]), f(r["length"], "{:.1f}"),
+                      f(r["distinct_2"]))
+    return table
+
+
 def run_demo(directory: Path, steps: int, rounds: int, per_round: int, n: int, prompts: int) -> Path:
     from rich.console import Console
     from rich.table import Table
 
     from alignlab.config import CONFIG_NAME, apply_overrides, load_config
     from alignlab.generate import generate
-    from alignlab.loop import LoopSettings, plot_rounds, run_loop, table
+    from alignlab.loop import LoopSettings, plot_rounds, run_loop
     from alignlab.models.loading import load_for_inference
 
     console = Console()
@@ -74,21 +91,19 @@ def run_demo(directory: Path, steps: int, rounds: int, per_round: int, n: int, p
         app(["init", str(directory)], standalone_mode=False)
     cfg = apply_overrides(
         load_config(directory / CONFIG_NAME),
-        {"train.max_steps": steps, "train.sample_steps": max(10, steps // 2), "train.save_steps": 10},
+        {"train.max_steps": steps, "train.learning_rate": 5e-5, "train.sample_steps": max(10, steps // 2),
+         "train.save_steps": 10},
     )
     boot = _bootstrap(directory, cfg, steps)
     console.print(_metrics_table(boot))
 
-    loop_cfg = apply_overrides(load_config(directory / CONFIG_NAME), {"train.epochs": 2, "train.sample_prompts": 0})
+    loop_cfg = apply_overrides(load_config(directory / CONFIG_NAME),
+                               {"train.learning_rate": 2e-5, "dpo.beta": 0.2, "train.sample_prompts": 0})
     _say(f"rounds 1-{rounds}: sample {n} answers to {per_round} new prompts, the persona classifier picks best vs "
          "worst, DPO from the previous adapter, score held-out prompts with the persona heuristic")
     rows = run_loop(directory, loop_cfg, LoopSettings(rounds=rounds, rater="classifier", method="dpo",
                                                       per_round=per_round, n=n, start_run=str(boot), eval_prompts=16))
-    grid = table(rows)
-    rounds_table = Table(*grid[0], title="rounds")
-    for row in grid[1:]:
-        rounds_table.add_row(*row)
-    console.print(rounds_table)
+    console.print(_rounds_table(rows))
     png = plot_rounds(rows, directory / "rounds.png")
 
     final = Path(rows[-1]["run_dir"]) if rows and rows[-1].get("run_dir") else boot
@@ -112,7 +127,7 @@ def run_demo(directory: Path, steps: int, rounds: int, per_round: int, n: int, p
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", default=os.environ.get("ALIGNLAB_DEMO_DIR", "demo-project"))
-    ap.add_argument("--steps", type=int, default=int(os.environ.get("ALIGNLAB_DEMO_STEPS", "40")))
+    ap.add_argument("--steps", type=int, default=int(os.environ.get("ALIGNLAB_DEMO_STEPS", "24")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ALIGNLAB_DEMO_ROUNDS", "2")))
     ap.add_argument("--per-round", type=int, default=24)
     ap.add_argument("-n", type=int, default=3)
