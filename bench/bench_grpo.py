@@ -43,7 +43,8 @@ class Timer:
             t = time.perf_counter()
             out = gen(self, *a, **k)
             timer.gen.append(time.perf_counter() - t)
-            timer.tokens.append(sum(len(c) for c in out[1]))
+            completion_ids = out[0] if len(out) == 2 else out[1]  # (completion_ids, logprobs) in TRL 1.16
+            timer.tokens.append(sum(len(c) for c in completion_ids))
             return out
 
         def timed_step(self, *a, **k):
@@ -99,6 +100,7 @@ def alignlab(model_name: str, steps: int, out: Path, spec_path: Path) -> dict:
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
 
+    out.mkdir(parents=True, exist_ok=True)
     data = out / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     cfg = apply_overrides(ProjectConfig(), {
