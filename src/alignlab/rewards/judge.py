@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -22,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
+from alignlab.openai_chat import Fixes
 from alignlab.rewards.common import completion_text, prompt_text
 
 DEFAULT_RUBRIC = (
@@ -30,6 +30,13 @@ DEFAULT_RUBRIC = (
 )
 _SCORE = re.compile(r"\b(10|[1-9])\b")
 _VERDICT = re.compile(r"\b(A|B|tie)\b", re.IGNORECASE)
+
+
+JUDGE_FIXES = Fixes(
+    bad_request="check the judge's model name and base_url in the reward spec",
+    not_openai="point base_url at an OpenAI-compatible server (the URL usually ends in /v1)",
+    unreachable="start the judge server or fix base_url in the reward spec",
+)
 
 
 class JudgeCache:
@@ -145,54 +152,16 @@ class LLMJudge:
 
     def chat(self, system: str, user: str) -> str:
         """One chat completion's text, with timeouts and retries; every failure is an AlignlabError naming the URL."""
-        import httpx
+        from alignlab.openai_chat import post_chat
 
-        headers = {}
-        key = os.environ.get(self.api_key_env or "")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         body = {
             "model": self.model,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                resp = self._http().post(self.url, json=body, headers=headers)
-            except httpx.TimeoutException:
-                problem = f"timed out after {self.timeout:g}s"
-                continue
-            except httpx.TransportError as err:
-                problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no connection'}"
-                continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                problem = f"HTTP {resp.status_code}"
-                continue
-            if resp.status_code in (401, 403):
-                raise AlignlabError(
-                    f"judge endpoint {self.url} refused the request (HTTP {resp.status_code})",
-                    fix=f"set ${self.api_key_env} to a valid API key",
-                )
-            if resp.status_code >= 400:
-                raise AlignlabError(
-                    f"judge endpoint {self.url} answered HTTP {resp.status_code}: {resp.text[:200]!r}",
-                    fix="check the judge's model name and base_url in the reward spec",
-                )
-            try:
-                return resp.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError) as err:
-                raise AlignlabError(
-                    f"judge endpoint {self.url} did not answer in the OpenAI chat format: {resp.text[:200]!r}",
-                    fix="point base_url at an OpenAI-compatible server (the URL usually ends in /v1)",
-                ) from err
-        raise AlignlabError(
-            f"judge endpoint {self.url} is unreachable ({problem}; {self.retries + 1} attempts)",
-            fix="start the judge server or fix base_url in the reward spec",
-        )
+        return post_chat(self._http(), self.url, body, api_key_env=self.api_key_env, timeout=self.timeout,
+                         retries=self.retries, backoff=self.backoff, who="judge", fixes=JUDGE_FIXES)
 
     def _cached(self, key: str, ask) -> str:
         cache = self._get_cache()

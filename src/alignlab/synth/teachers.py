@@ -12,8 +12,6 @@ A teacher answers prompts with and without a persona system prompt:
 
 from __future__ import annotations
 
-import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from alignlab.errors import AlignlabError
@@ -62,39 +60,14 @@ class EndpointTeacher:
         self.timeout, self.retries, self.backoff, self.max_workers = timeout, retries, backoff, max_workers
 
     def _ask(self, client, messages: list[dict], temperature: float, top_p: float, max_tokens: int) -> str:
-        import httpx
+        from alignlab.openai_chat import Fixes, post_chat
 
-        key = os.environ.get(self.api_key_env or "")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
         body = {"model": self.model, "messages": messages, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                resp = client.post(self.url, json=body, headers=headers)
-            except httpx.TimeoutException:
-                problem = f"timed out after {self.timeout:g}s"
-                continue
-            except httpx.TransportError as err:
-                problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no connection'}"
-                continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                problem = f"HTTP {resp.status_code}"
-                continue
-            if resp.status_code in (401, 403):
-                raise AlignlabError(f"teacher endpoint {self.url} refused the request (HTTP {resp.status_code})",
-                                    fix=f"set ${self.api_key_env} to a valid API key")
-            if resp.status_code >= 400:
-                raise AlignlabError(f"teacher endpoint {self.url} answered HTTP {resp.status_code}: {resp.text[:160]!r}",
-                                    fix="check --teacher-model and --teacher-url")
-            try:
-                return (resp.json()["choices"][0]["message"]["content"] or "").strip()
-            except (ValueError, KeyError, IndexError, TypeError) as err:
-                raise AlignlabError(f"teacher endpoint {self.url} did not answer in the OpenAI chat format: {resp.text[:160]!r}",
-                                    fix="point --teacher-url at an OpenAI-compatible server (usually ending in /v1)") from err
-        raise AlignlabError(f"teacher endpoint {self.url} is unreachable ({problem})",
-                            fix="start the server or fix --teacher-url")
+        fixes = Fixes(bad_request="check --teacher-model and --teacher-url",
+                      not_openai="point --teacher-url at an OpenAI-compatible server (usually ending in /v1)",
+                      unreachable="start the server or fix --teacher-url")
+        return post_chat(client, self.url, body, api_key_env=self.api_key_env, timeout=self.timeout,
+                         retries=self.retries, backoff=self.backoff, who="teacher", fixes=fixes).strip()
 
     def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = 0.8,
                top_p: float = 1.0, max_new_tokens: int = 96) -> list[list[str]]:
