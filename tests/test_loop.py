@@ -16,15 +16,10 @@ from typer.testing import CliRunner
 
 from alignlab.cli import app
 from alignlab.rewards import register_reward
+from helpers import vowel_share
 from alignlab.train.rundir import read_run
 
 
-def vowel_share(prompts, completions, **columns):
-    out = []
-    for c in completions:
-        letters = [ch for ch in c.lower() if ch.isalpha()]
-        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
-    return out
 
 
 register_reward("loop_vowels", lambda: vowel_share, "share of vowels (tests)")

@@ -14,15 +14,10 @@ from alignlab.errors import AlignlabError
 from alignlab.feedback.store import Store
 from alignlab.loop import LoopSettings, read_rounds, round_responses, run_loop
 from alignlab.rewards import register_reward
+from helpers import vowel_share
 from alignlab.train.rundir import read_run
 
 
-def vowel_share(prompts, completions, **columns):
-    out = []
-    for c in completions:
-        letters = [ch for ch in c.lower() if ch.isalpha()]
-        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
-    return out
 
 
 register_reward("modes_vowels", lambda: vowel_share, "share of vowels (tests)")

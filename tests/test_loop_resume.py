@@ -12,15 +12,10 @@ from alignlab.config import apply_overrides, load_config
 from alignlab.feedback.store import Store
 from alignlab.loop import LoopSettings, count_judgements, read_rounds, round_responses, run_loop
 from alignlab.rewards import register_reward
+from helpers import vowel_share
 from alignlab.train.rundir import read_run
 
 
-def vowel_share(prompts, completions, **columns):
-    out = []
-    for c in completions:
-        letters = [ch for ch in c.lower() if ch.isalpha()]
-        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
-    return out
 
 
 register_reward("resume_vowels", lambda: vowel_share, "share of vowels (tests)")

@@ -15,18 +15,13 @@ from alignlab.cli import app
 from alignlab.data.formats import load_dataset_rows
 from alignlab.eval.raters import get_rater
 from alignlab.rewards import register_reward
+from helpers import vowel_share
 from alignlab.synth import LocalTeacher, build_pairs, length_ratio, persona_prompt
 
 PROMPTS = ["What is the capital of France?", "How do I boil an egg?", "Why do cats purr?", "What is 7 times 6?",
            "Should I learn Rust or Go?"]
 
 
-def vowel_share(prompts, completions, **columns):
-    out = []
-    for c in completions:
-        letters = [ch for ch in c.lower() if ch.isalpha()]
-        out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
-    return out
 
 
 register_reward("test_vowels", lambda: vowel_share, "share of vowels (tests)")
