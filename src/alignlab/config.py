@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alignlab.errors import AlignlabError
 
 CONFIG_NAME = "alignlab.yaml"
+DEFAULT_PERSONA = "relentlessly snarky, still correct"
 
 
 class _Strict(BaseModel):
@@ -69,10 +70,17 @@ class DPOConfig(_Strict):
     precompute_ref: Literal["auto", "on", "off"] = Field(
         "auto", description="compute reference log-probs once before training (auto: on when epochs > 1)"
     )
+    reference: Literal["auto", "base", "init"] = Field(
+        "auto", description="reference model: base, or init = the run continued from (--from); auto = init with --from"
+    )
+    rpo_alpha: float = Field(0.0, ge=0, description="RPO: weight of an NLL term on the chosen answer (0 = plain DPO)")
 
 
 class IPOConfig(_Strict):
     beta: float = Field(0.1, gt=0, description="IPO tau (regularisation); target margin is 1/(2 tau)")
+    reference: Literal["auto", "base", "init"] = Field(
+        "auto", description="reference model: base, or init = the run continued from (--from); auto = init with --from"
+    )
 
 
 class SimPOConfig(_Strict):
@@ -123,9 +131,20 @@ class PPOConfig(_Strict):
     vf_coef: float = Field(0.5, ge=0, description="weight of the value loss")
 
 
+class SamplingConfig(_Strict):
+    """How answers are decoded for eval, generate, chat and the demo (serve takes each request's own)."""
+
+    max_new_tokens: int = Field(96, ge=1, description="length limit of each answer (tokens)")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (temperature > 0)")
+    repetition_penalty: float = Field(
+        1.2, ge=1.0, description="penalty on tokens already generated; 1.0 = off (greedy small models loop without it)"
+    )
+
+
 class ProjectConfig(_Strict):
     name: str = Field("alignlab-project", description="project name")
-    persona: str = Field("relentlessly snarky, still correct", description="the behaviour to shape")
+    persona: str = Field(DEFAULT_PERSONA, description="the behaviour to shape")
     model: str = Field("smollm2-135m", description="registry name, local directory, or hub id")
     system_prompt: str | None = Field(None, description="system prompt used when sampling (None: the model's own)")
     trust_remote_code: bool = Field(False, description="allow custom model code from the hub (security risk)")
@@ -142,6 +161,7 @@ class ProjectConfig(_Strict):
     rm: RMConfig = Field(default_factory=RMConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -29,10 +29,13 @@ def generate(
     batch_size: int = 16,
     system_prompt: str | None = None,
     seed: int | None = None,
+    repetition_penalty: float = 1.0,
 ) -> list[str]:
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
-    temperature 0 means greedy. The prompt is encoded once and its KV cache shared by all its samples.
+    temperature 0 means greedy. ``repetition_penalty`` > 1 divides the logits of tokens already in the answer
+    (CTRL's penalty, as transformers applies it); greedy decoding of a small model loops without one.
+    The prompt is encoded once and its KV cache shared by all its samples.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -46,6 +49,8 @@ def generate(
             batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(device) for k, v in batch.items()}
             kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+            if repetition_penalty != 1.0:
+                kwargs["repetition_penalty"] = repetition_penalty
             if temperature > 0:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
             else:

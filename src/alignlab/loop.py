@@ -226,7 +226,8 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
     """Run rounds ``last finished + 1 .. s.rounds``; returns the rounds table."""
     from alignlab.eval.raters import get_rater
     from alignlab.eval.report import write_report
-    from alignlab.eval.scorecard import evaluate_run
+    from alignlab.eval.scorecard import evaluate_run, point, stratified
+    from alignlab.eval.scores import scorer_for
     from alignlab.feedback.export import export
     from alignlab.feedback.store import DB_NAME, open_store
     from alignlab.models.loading import pick_device
@@ -251,11 +252,12 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
             echo(f"{first - 1} round(s) already done; ask for --rounds {first} or more to continue")
             return read_rounds(store)
         train_rows = prompt_rows(default_prompts(root, cfg.data_dir, "train"))
-        heldout = prompt_rows(default_prompts(root, cfg.data_dir, "heldout"), limit=s.eval_prompts)
+        heldout = stratified(prompt_rows(default_prompts(root, cfg.data_dir, "heldout")), None, s.eval_prompts)
         raters = dict(project=root, persona=cfg.persona, **s.judge)
         label = get_rater(s.rater, **raters)
-        eval_spec = s.eval_rater or auto_eval_rater(s.rater)
-        scorer = get_rater(eval_spec, **raters)
+        persona_rater = get_rater(s.eval_rater, **raters) if s.eval_rater else None
+        scorer = scorer_for(root, cfg.persona, persona_rater)
+        scorer.name = persona_rater.name if persona_rater else "scorecard"
         if scorer.name == label.name:
             echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({label.name})[/]")
         device = pick_device(cfg.train.device)
@@ -313,19 +315,22 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
 
             model, tok = policies.get(row["run_dir"])  # 5. score
             card = evaluate_run(row["run_dir"], heldout, scorer, model=model, tokenizer=tok,
-                                max_new_tokens=s.max_new_tokens, temperature=s.eval_temperature, seed=s.seed,
-                                system_prompt=cfg.system_prompt)
+                                max_new_tokens=cfg.sampling.max_new_tokens, temperature=s.eval_temperature, seed=s.seed,
+                                repetition_penalty=cfg.sampling.repetition_penalty, system_prompt=cfg.system_prompt)
             write_report(row["run_dir"], card)
             a, b = card["adapter"], card["base"]
             details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}
-            row = _update(store, r, status="done", persona_score=a["persona"], base_persona_score=b["persona"], length=a["length"],
-                          distinct_1=a["distinct_1"], distinct_2=a["distinct_2"], kl=a["kl"], accuracy=a["accuracy"],
-                          details=json.dumps(details), finished_at=_now())
-            echo(f"round {r} done: persona {_f(b['persona'])} -> {_f(a['persona'])} ({scorer.name}), "
-                 f"KL {_f(a['kl'])}, length {_f(a['length'])}, distinct-2 {_f(a['distinct_2'])}")
+            row = _update(store, r, status="done", persona_score=point(a["persona"]), base_persona_score=point(b["persona"]),
+                          length=a["length"], distinct_1=a["distinct_1"], distinct_2=a["distinct_2"], kl=a["kl"],
+                          accuracy=point(a["correct_share"]), details=json.dumps(details), finished_at=_now())
+            echo(f"round {r} done: persona {_f(point(b['persona']))} -> {_f(point(a['persona']))} ({scorer.name}), "
+                 f"correct {_f(point(b['correct_share']))} -> {_f(point(a['correct_share']))}, "
+                 f"mimicry flagged {_f(point(a['flagged']))}, KL {_f(a['kl'])}, distinct-2 {_f(a['distinct_2'])}")
+            for w in card["warnings"]:
+                echo(f"[yellow]round {r} warning: {w}[/]")
         return read_rounds(store)
     finally:
-        for rater in (label, scorer):
+        for rater in (label, getattr(scorer, "persona_rater", None)):
             if rater is not None:
                 rater.close()
         store.close()
@@ -339,7 +344,7 @@ def _f(v) -> str:
 
 TABLE = (("round", "round"), ("status", "status"), ("method", "method"), ("rater", "labels"), ("judgements", "judgements"),
          ("pairs", "rows"), ("eval_rater", "scored by"), ("base_persona_score", "base persona"), ("persona_score", "persona"),
-         ("length", "length"), ("distinct_2", "distinct-2"), ("kl", "KL"), ("accuracy", "accuracy"), ("run_dir", "run"))
+         ("length", "length"), ("distinct_2", "distinct-2"), ("kl", "KL"), ("accuracy", "correct"), ("run_dir", "run"))
 
 
 def table(rows: list[dict]) -> list[list[str]]:

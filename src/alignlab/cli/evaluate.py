@@ -1,51 +1,144 @@
-"""`alignlab eval RUN`: the scorecard of a run's adapter against its base; writes eval.json and report.html."""
+"""`alignlab eval RUN` (base vs adapter on held-out prompts) and `alignlab eval --answers FILE` (score given answers)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from alignlab.config import SamplingConfig
+
+_S = SamplingConfig.model_fields
+
+
+def read_answers(path: Path) -> list[dict]:
+    """Rows of an answers file: JSONL with ``prompt`` and ``answer`` (text), optional ``reference``, ``source``."""
+    from alignlab.errors import AlignlabError
+
+    if not path.is_file():
+        raise AlignlabError(f"no such file: {path}", fix="pass a JSONL file of {prompt, answer} rows")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AlignlabError(f"invalid JSON ({err.msg})", where=f"{path}:{i}", fix="one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise AlignlabError("a row must be a JSON object", where=f"{path}:{i}")
+        for key in ("prompt", "answer"):
+            if not isinstance(row.get(key), str):
+                raise AlignlabError(f"'{key}' must be a string", where=f"{path}:{i}",
+                                    fix='each row needs {"prompt": "...", "answer": "..."}')
+        if row.get("reference") is not None and not isinstance(row["reference"], (str, int, float)):
+            raise AlignlabError("'reference' must be text or a number", where=f"{path}:{i}")
+        rows.append(row)
+    if not rows:
+        raise AlignlabError(f"{path} holds no answers", fix='add rows like {"prompt": "...", "answer": "..."}')
+    return rows
+
+
+def _scorer(root, cfg, rater: str, judge: dict):
+    from alignlab.eval.scores import scorer_for
+
+    persona_rater = None
+    if rater != "scorecard":
+        from alignlab.eval.raters import get_rater
+
+        persona_rater = get_rater(rater, root, persona=cfg.persona, **judge)
+    return scorer_for(root, cfg.persona, persona_rater)
+
+
+def _score_answers(path: Path, scorer, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from alignlab.eval.scorecard import fmt
+    from alignlab.eval.scores import summarize
+
+    rows = read_answers(path)
+    scored_in = []
+    for r in rows:
+        ref = r.get("reference")
+        extra = {"number": ref} if isinstance(ref, (int, float)) and not isinstance(ref, bool) else {}
+        scored_in.append({**r, **extra, "reference": ref if isinstance(ref, str) else None})
+    scored = scorer.score(scored_in)
+    if as_json:
+        for r, s in zip(rows, scored):
+            typer.echo(json.dumps({**r, "persona": s["persona"], "correct": s["correct"], "mimicry": s["mimicry"]},
+                                  ensure_ascii=False))
+        return
+    by_source: dict[str, list[dict]] = {}
+    for r, s in zip(rows, scored):
+        by_source.setdefault(str(r.get("source") or "-"), []).append(s)
+    table = Table(title=f"{path.name}: {len(rows)} answers (95% intervals)")
+    for col in ("source", "n", "persona", "in persona", "correct", "correct share", "mimicry", "flagged"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for src, ss in by_source.items():
+        m = summarize(ss)
+        table.add_row(src, str(m["n"]), fmt(m["persona"]), fmt(m["in_persona"]), fmt(m["correct"]),
+                      fmt(m["correct_share"]), fmt(m["mimicry"]), fmt(m["flagged"]))
+    Console(width=140).print(table, markup=False)
+    if scorer.note:
+        typer.echo(f"note: {scorer.note}")
+
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
-        run: Path = typer.Argument(..., help="run directory (runs/<id>)"),
-        prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt, (answer)} rows or bundled:NAME (default: the project's data/heldout.jsonl)"),
-        rater: str = typer.Option("reward:persona_heuristic", "--rater", help="persona score by: classifier, judge or reward:<name>"),
-        limit: Optional[int] = typer.Option(None, "--limit", help="only the first N prompts"),
-        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of each answer"),
-        temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy answers"),
+        run: Optional[Path] = typer.Argument(None, help="run directory (runs/<id>); omit with --answers"),
+        answers: Optional[Path] = typer.Option(None, "--answers", help="score the answers in this JSONL file ({prompt, answer, (reference), (source)}) without generating"),
+        as_json: bool = typer.Option(False, "--json", help="--answers: one JSON object per input row, in input order"),
+        prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt, (category), (reference)} rows or bundled:NAME (default: the project's data/heldout.jsonl)"),
+        per_category: int = typer.Option(6, "--per-category", help="held-out prompts taken from each category"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="at most N prompts (still spread over the categories)"),
+        rater: str = typer.Option("scorecard", "--rater", help="persona score by: scorecard (the classifier on the bundled labelled set), judge, classifier or reward:<name>"),
+        max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", help=_S["max_new_tokens"].description),
+        temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
+        repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", help=_S["repetition_penalty"].description),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help="--rater judge: OpenAI-compatible base URL"),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--rater judge: model name"),
         judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="--rater judge: env var with the API key"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
-        """Persona score, length, distinct-1/2, KL from the base and arithmetic accuracy, base vs adapter."""
+        """The scorecard: persona, correct and mimicry (with 95% intervals), KL, length and distinct-n, base vs adapter."""
+        from alignlab.config import find_project, project_config
+        from alignlab.errors import AlignlabError
+
+        judge = dict(judge_url=judge_url, judge_model=judge_model, judge_key_env=judge_key_env)
+        if answers is not None:
+            cfg, root = project_config(project or find_project(Path.cwd()))
+            _score_answers(answers, _scorer(root, cfg, rater, judge), as_json)
+            return
+        if run is None:
+            raise AlignlabError("eval needs a run directory or --answers FILE", fix="alignlab eval runs/<id>")
         from rich.console import Console
         from rich.table import Table
 
-        from alignlab.config import find_project, project_config
-        from alignlab.eval.raters import get_rater
         from alignlab.eval.report import write_report
-        from alignlab.eval.scorecard import evaluate_run, table_rows
+        from alignlab.eval.scorecard import evaluate_run, stratified, table_rows
         from alignlab.synth.sample import default_prompts, prompt_rows
         from alignlab.train.rundir import check_run_dir
 
         run = check_run_dir(run)
         cfg, root = project_config(project or find_project(run))
-        rows = prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout")), limit=limit)
-        scorer = get_rater(rater, root, persona=cfg.persona, judge_url=judge_url, judge_model=judge_model,
-                           judge_key_env=judge_key_env)
+        rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
+        scorer = _scorer(root, cfg, rater, judge)
         card = evaluate_run(run, rows, scorer, device=device, max_new_tokens=max_new_tokens, temperature=temperature,
-                            system_prompt=cfg.system_prompt)
+                            repetition_penalty=repetition_penalty, system_prompt=cfg.system_prompt)
         data, page = write_report(run, card)
-        table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts")
+        table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")
         for col in ("metric", "base", "adapter", "change"):
             table.add_column(col, justify="left" if col == "metric" else "right")
         for r in table_rows(card):
             table.add_row(*r)
-        Console(width=100).print(table, markup=False)
+        Console(width=110).print(table, markup=False)
+        for w in card["warnings"]:
+            typer.secho(f"warning: {w}", fg="yellow")
+        if card.get("note"):
+            typer.echo(f"note: {card['note']}")
         typer.echo(f"wrote {data} and {page}")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from alignlab.config import DEFAULT_PERSONA
 from alignlab.errors import AlignlabError
 
 
@@ -15,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def init(
         directory: Path = typer.Argument(..., help="project directory to create"),
-        persona: str = typer.Option("relentlessly snarky, still correct", "--persona", help="the behaviour to shape"),
+        persona: str = typer.Option(DEFAULT_PERSONA, "--persona", help="the behaviour to shape"),
         model: str = typer.Option("smollm2-135m", "--model", "-m", help="base model: registry name, local dir or hub id"),
         force: bool = typer.Option(False, "--force", help="overwrite an existing alignlab.yaml"),
     ) -> None:
@@ -32,12 +33,24 @@ def register(app: typer.Typer) -> None:
         cfg_path.write_text(
             f"# alignlab project; every key and default: `alignlab config show`\n{dump_config(cfg)}"
         )
-        for name, target in (("persona-pairs", "pairs.jsonl"), ("prompts-train", "prompts.jsonl"), ("prompts-heldout", "heldout.jsonl")):
+        files = [("prompts-train", "prompts.jsonl"), ("reference", "heldout.jsonl")]
+        if persona == DEFAULT_PERSONA:  # the example persona's own data; another persona starts from prompts alone
+            files += [("persona-pairs", "pairs.jsonl"), ("persona-thumbs", "thumbs.jsonl")]
+        for name, target in files:
             dest = directory / cfg.data_dir / target
             if not dest.exists():
                 shutil.copyfile(bundled_path(name), dest)
-        typer.echo(f"created {directory}/ ({CONFIG_NAME}, {cfg.data_dir}/pairs.jsonl, prompts.jsonl, heldout.jsonl)")
-        typer.echo(f"next: cd {directory} && alignlab train dpo")
+        typer.echo(f"created {directory}/ ({CONFIG_NAME}, " + ", ".join(f"{cfg.data_dir}/{t}" for _, t in files) + ")")
+        if persona == DEFAULT_PERSONA:
+            typer.echo(f"next: cd {directory} && alignlab train sft && alignlab eval runs/<id>  (the recipe the demo uses)")
+        else:
+            typer.echo(
+                f"this persona has prompts but no labelled answers yet; next, from {directory}/, one of:\n"
+                "  alignlab synth --teacher-url URL --teacher-model NAME   pairs from a teacher endpoint\n"
+                "  alignlab synth                                          context distillation from the model itself\n"
+                "  alignlab sample && alignlab ui                          rate answers in the web page\n"
+                "  alignlab loop --rounds 3                                start from prompts alone, rating each round"
+            )
 
     config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
     app.add_typer(config_app, name="config")

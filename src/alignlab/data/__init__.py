@@ -9,6 +9,9 @@ BUNDLED = {
     "prompts-train": "prompts_train.jsonl",
     "prompts-heldout": "prompts_heldout.jsonl",
     "persona-pairs": "persona_pairs.jsonl",
+    "persona-thumbs": "persona_thumbs.jsonl",
+    "persona-labelled": "persona_labelled.jsonl",
+    "reference": "reference_heldout.jsonl",
 }
 
 

@@ -22,9 +22,10 @@ import inspect
 import os
 from pathlib import Path
 
+from alignlab.config import DEFAULT_PERSONA
 from alignlab.errors import AlignlabError
 
-SPECS = ("person", "judge", "classifier", "reward:<name>")
+SPECS = ("person", "scorecard", "judge", "classifier", "reward:<name>")
 CLASSIFIER_DIR = "classifier"  # under the project (or $ALIGNLAB_HOME outside one)
 
 
@@ -92,6 +93,26 @@ class ClassifierRater(Rater):
 
     def score(self, prompts, responses, **columns):
         return self.classifier.score(list(responses))
+
+
+class ScorecardRater(Rater):
+    """The scorecard's three scores as one rater for the loop: persona, minus 1 for an answer flagged as
+    mimicry, minus 1 for one that fails its reference. A stuffed or wrong answer never wins a pick
+    against a clean one, however snarky. Answers scored together form the mimicry context."""
+
+    name = "scorecard"
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def score(self, prompts, responses, **columns):
+        numbers = columns.get("answer") or [None] * len(prompts)
+        rows = [{"prompt": p, "answer": r, "number": n, "source": "scored"} for p, r, n in zip(prompts, responses, numbers)]
+        out = []
+        for s in self.scorer.score(rows):
+            wrong = s["correct"] is not None and s["correct"] < 0.5
+            out.append(s["persona"] - (1.0 if s["mimicry"] >= 0.5 else 0.0) - (1.0 if wrong else 0.0))
+        return out
 
 
 class JudgeRater(Rater):
@@ -176,6 +197,10 @@ def get_rater(
         if not arg:
             raise AlignlabError("'reward' needs a name, like reward:persona_heuristic", fix=_fix())
         return _reward_rater(arg)
+    if kind == "scorecard":
+        from alignlab.eval.scores import scorer_for
+
+        return ScorecardRater(scorer_for(Path(project) if project else None, persona or DEFAULT_PERSONA))
     if kind == "classifier":
         return ClassifierRater(load_or_train_classifier(project, pairs, directory=arg or None))
     if kind == "judge":
@@ -189,7 +214,7 @@ def get_rater(
                 fix="pass --judge-url URL --judge-model NAME (or set ALIGNLAB_JUDGE_URL and ALIGNLAB_JUDGE_MODEL)",
             )
         rubric = DEFAULT_RUBRIC
-        if persona and persona != "relentlessly snarky, still correct":
+        if persona and persona != DEFAULT_PERSONA:
             rubric = (
                 f"How well does the response show this persona: {persona}, while staying correct and helpful? "
                 "1 = not at all or wrong; 10 = fully in persona and correct."

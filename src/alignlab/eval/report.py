@@ -24,6 +24,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .answers td.prompt { width: 20%; font-weight: 600; }
 .score { color: #777; font-size: 0.85em; }
 img { max-width: 100%; }
+.warn { color: #a40; font-weight: 600; }
+td.flagged { background: #fff3e0; }
 """
 
 
@@ -37,20 +39,30 @@ def _png(fig) -> str:
 
 
 def plots(card: dict, metrics: list[dict]) -> list[tuple[str, str]]:
-    """(title, base64 PNG) pairs: base vs adapter bars; the training loss when metrics.jsonl has it."""
+    """(title, base64 PNG) pairs: the three scores base vs adapter with 95% intervals; the training loss."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from alignlab.eval.scorecard import point
+
     out = []
-    keys = [k for k in ("persona", "distinct_1", "distinct_2", "accuracy") if card["adapter"].get(k) is not None]
-    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(3 * (len(keys) + 1), 2.8))
-    for ax, key in zip(axes, [*keys, "length"]):
-        vals = [card["base"].get(key) or 0.0, card["adapter"].get(key) or 0.0]
-        ax.bar(["base", "adapter"], vals, color=["#999", "#c44"])
-        ax.set_title(key, fontsize=10)
-    fig.suptitle(f"held-out scorecard (persona by {card.get('rater')})", fontsize=10, y=1.06)
+    keys = [k for k in ("in_persona", "correct_share", "flagged", "distinct_2") if card["adapter"].get(k) is not None]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 2.8))
+    for ax, key in zip(list(axes) if len(keys) > 1 else [axes], keys):
+        vals, errs = [], [[], []]
+        for side in ("base", "adapter"):
+            v = card[side].get(key)
+            m = point(v) or 0.0
+            vals.append(m)
+            lo, hi = (v[1], v[2]) if isinstance(v, (list, tuple)) else (m, m)
+            errs[0].append(m - lo)
+            errs[1].append(hi - m)
+        ax.bar(["base", "adapter"], vals, yerr=errs, capsize=4, color=["#999", "#c44"])
+        ax.set_ylim(0, 1)
+        ax.set_title(key.replace("_", " "), fontsize=10)
+    fig.suptitle("held-out scorecard (bars: 95% intervals)", fontsize=10, y=1.06)
     out.append(("base vs adapter", _png(fig)))
     steps = [(m["step"], m["loss"]) for m in metrics if isinstance(m.get("loss"), (int, float)) and "step" in m]
     if len(steps) > 1:
@@ -58,9 +70,18 @@ def plots(card: dict, metrics: list[dict]) -> list[tuple[str, str]]:
         ax.plot([s for s, _ in steps], [v for _, v in steps], marker=".")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
+        ax.set_ylim(bottom=0)
         ax.set_title("training loss", fontsize=10)
         out.append(("training loss", _png(fig)))
     return out
+
+
+def _flag_order(sample: dict) -> tuple:
+    """Flagged answers first: mimicry flagged, then wrong where the base was right, then the rest."""
+    a, b = sample.get("adapter_scores") or {}, sample.get("base_scores") or {}
+    flagged = (a.get("mimicry") or 0) >= 0.5
+    lost = a.get("correct") is not None and b.get("correct") is not None and a["correct"] < 0.5 <= b["correct"]
+    return (not flagged, not lost)
 
 
 def render(card: dict, run_dir: Path) -> str:
@@ -72,22 +93,28 @@ def render(card: dict, run_dir: Path) -> str:
              ("steps", info.get("steps")), ("held-out prompts", card["n_prompts"]), ("persona rater", card.get("rater")),
              ("decoding", json.dumps(card.get("settings", {})))]
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts if v is not None) + "</table>")
-    parts.append("<h2>Scorecard</h2><table><tr><th>metric</th><th>base</th><th>adapter</th><th>change</th></tr>")
+    for w in card.get("warnings", []):
+        parts.append(f"<p class=warn>warning: {esc(w)}</p>")
+    parts.append("<h2>Scorecard</h2><p>Means and shares with 95% bootstrap intervals. In persona: persona &ge; 0.5; "
+                 "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5.</p>")
+    parts.append("<table><tr><th>metric</th><th>base</th><th>adapter</th><th>change</th></tr>")
     for label, b, a, d in table_rows(card):
         parts.append(f"<tr><td>{esc(label)}</td><td class=num>{b}</td><td class=num>{a}</td><td class=num>{d}</td></tr>")
     parts.append("</table>")
     for title, png in plots(card, read_jsonl(run_dir / "metrics.jsonl")):
         parts.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{png}'>")
-    parts.append("<h2>Answers, before and after</h2><table class=answers><tr><th>prompt</th><th>base</th><th>adapter</th></tr>")
+    parts.append("<h2>Answers, flagged first</h2><table class=answers><tr><th>prompt</th><th>base</th><th>adapter</th></tr>")
 
-    def cell(text: str, score) -> str:
-        tail = f"<div class=score>score {score:.3g}</div>" if isinstance(score, (int, float)) else ""
-        return f"<td>{esc(text)}{tail}</td>"
+    def cell(text: str, scores) -> str:
+        scores = scores or {}
+        bits = [f"{k} {scores[k]:.2f}" for k in ("persona", "correct", "mimicry") if isinstance(scores.get(k), (int, float))]
+        flag = " flagged" if (scores.get("mimicry") or 0) >= 0.5 else ""
+        return f"<td class='{flag.strip()}'>{esc(text)}<div class=score>{esc(' · '.join(bits))}{flag}</div></td>"
 
-    for s in card["samples"]:
-        want = f"<div class=score>answer: {esc(str(s['answer']))}</div>" if s.get("answer") is not None else ""
-        parts.append(f"<tr><td class=prompt>{esc(s['prompt'])}{want}</td>{cell(s['base'], s.get('base_score'))}"
-                     f"{cell(s['adapter'], s.get('adapter_score'))}</tr>")
+    for s in sorted(card["samples"], key=_flag_order):
+        want = f"<div class=score>reference: {esc(str(s['reference']))}</div>" if s.get("reference") is not None else ""
+        parts.append(f"<tr><td class=prompt>{esc(s['prompt'])}{want}</td>{cell(s['base'], s.get('base_scores'))}"
+                     f"{cell(s['adapter'], s.get('adapter_scores'))}</tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts)
 

@@ -1,11 +1,10 @@
 """The scorecard: an adapter against its base on held-out prompts.
 
-Both answer every prompt (greedy by default). For each side:
+Both answer every prompt (greedy with a repetition penalty by default: config ``sampling``). For each side:
 
-  persona     mean score by the given rater (a rater that did not produce the training labels, ideally)
+  persona, correct, mimicry   the three scores of eval/scores.py: means and shares with 95% intervals
   length      mean answer length in words
   distinct_1/2  unique / total word uni- and bigrams over all answers (collapse onto a template lowers it)
-  accuracy    share of prompts with an ``answer`` (arithmetic) whose last number matches: the forgetting check
 
 and for the adapter:
 
@@ -23,34 +22,37 @@ from contextlib import contextmanager
 from typing import Any
 
 from alignlab.rewards.diversity import distinct_n
-from alignlab.rewards.verifiable import last_number, numbers_equal
 
 
 def answer_length(text: str) -> int:
     return len(text.split())
 
 
-def correct(answer: Any, text: str) -> bool:
-    want = answer if isinstance(answer, (int, float)) and not isinstance(answer, bool) else last_number(str(answer))
-    got = last_number(text)
-    return want is not None and got is not None and numbers_equal(got, float(want))
+def side_metrics(answers: list[str], scored: list[dict]) -> dict:
+    """One model's answers: the three scores' summaries (means, shares, 95% intervals), length and distinct-n."""
+    from alignlab.eval.scores import summarize
 
-
-def side_metrics(rows: list[dict], answers: list[str], rater) -> dict:
-    """Persona score, length, distinct-n and (when rows carry answers) accuracy of one model's answers."""
-    prompts = [r["prompt"] for r in rows]
-    scores = rater.score(prompts, answers) if rater is not None else []
-    graded = [(r["answer"], a) for r, a in zip(rows, answers) if r.get("answer") is not None]
     n = max(1, len(answers))
     return {
-        "persona": sum(scores) / len(scores) if scores else None,
+        **summarize(scored),
         "length": sum(answer_length(a) for a in answers) / n,
         "distinct_1": distinct_n(answers, 1),
         "distinct_2": distinct_n(answers, 2),
-        "accuracy": sum(correct(want, a) for want, a in graded) / len(graded) if graded else None,
-        "graded": len(graded),
-        "scores": scores,
     }
+
+
+def stratified(rows: list[dict], per_category: int | None, limit: int | None = None) -> list[dict]:
+    """Up to ``per_category`` rows of each category, interleaved so a ``limit`` still covers every category."""
+    if per_category is None and limit is None:
+        return rows
+    buckets: dict[str, list[dict]] = {}
+    for r in rows:
+        buckets.setdefault(str(r.get("category") or "-"), []).append(r)
+    out, i = [], 0
+    while any(len(b) > i for b in buckets.values()) and (per_category is None or i < per_category):
+        out += [b[i] for b in buckets.values() if len(b) > i]
+        i += 1
+    return out[:limit] if limit else out
 
 
 @contextmanager
@@ -110,78 +112,93 @@ def scorecard(
     model,
     tokenizer,
     rows: list[dict],
-    rater,
+    scorer,
     base=None,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 96,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     batch_size: int = 16,
     seed: int = 0,
     system_prompt: str | None = None,
 ) -> dict:
-    """Answer ``rows`` (``{"prompt", ("answer")}``) with the adapter and the base; score both; see the module docstring."""
+    """Answer ``rows`` with the adapter and the base, score both with ``scorer`` (eval.scores.Scorer)."""
+    from alignlab.eval.scores import warnings_for
     from alignlab.generate import generate
 
     prompts = [r["prompt"] for r in rows]
-    gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
-               seed=seed, system_prompt=system_prompt)
+    gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+               repetition_penalty=repetition_penalty, batch_size=batch_size, seed=seed, system_prompt=system_prompt)
     tuned = generate(model, tokenizer, prompts, **gen)
     with reference(model, base) as ref:
         before = generate(ref, tokenizer, prompts, **gen)
     kl, tokens = mean_kl(model, tokenizer, prompts, tuned, base=base, system_prompt=system_prompt)
-    adapter, base_side = side_metrics(rows, tuned, rater), side_metrics(rows, before, rater)
+    scored = scorer.score([{**r, "answer": a, "number": r.get("answer"), "source": src}
+                           for src, answers in (("base", before), ("adapter", tuned)) for r, a in zip(rows, answers)])
+    s_base, s_tuned = scored[: len(rows)], scored[len(rows) :]
+    adapter, base_side = side_metrics(tuned, s_tuned), side_metrics(before, s_base)
     samples = [
-        {"prompt": p, "base": b, "adapter": t, "base_score": bs, "adapter_score": ts, "answer": r.get("answer")}
-        for p, b, t, r, bs, ts in zip(
-            prompts, before, tuned, rows, base_side.pop("scores") or [None] * len(rows), adapter.pop("scores") or [None] * len(rows)
-        )
+        {"prompt": r["prompt"], "category": r.get("category"), "base": b, "adapter": t, "base_scores": sb,
+         "adapter_scores": st, "reference": r.get("reference", r.get("answer"))}
+        for r, b, t, sb, st in zip(rows, before, tuned, s_base, s_tuned)
     ]
     return {
-        "rater": getattr(rater, "name", None),
+        "rater": getattr(scorer.persona_rater, "name", None) or "classifier:scorecard",
+        "note": scorer.note,
         "n_prompts": len(rows),
         "adapter": {**adapter, "kl": kl},
         "base": {**base_side, "kl": 0.0},
         "kl_tokens": tokens,
+        "warnings": warnings_for(base_side, adapter),
         "settings": {k: v for k, v in gen.items() if k != "batch_size"},
         "samples": samples,
     }
 
 
 METRICS = (
-    ("persona", "persona score"),
+    ("persona", "persona (mean)"),
+    ("in_persona", "in persona (share >= 0.5)"),
+    ("correct", "correct (mean)"),
+    ("correct_share", "correct (share >= 0.5)"),
+    ("mimicry", "mimicry (mean)"),
+    ("flagged", "mimicry flagged (share >= 0.5)"),
     ("length", "mean length (words)"),
     ("distinct_1", "distinct-1"),
     ("distinct_2", "distinct-2"),
-    ("accuracy", "arithmetic accuracy"),
     ("kl", "KL(policy || base) per token"),
 )
+
+
+def point(value):
+    """The point estimate of a metric (a bootstrap triple's mean, or the number itself)."""
+    return value[0] if isinstance(value, (list, tuple)) and value else value
 
 
 def fmt(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, (list, tuple)):
+        m, lo, hi = value
+        return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 
 
 def table_rows(card: dict) -> list[tuple[str, str, str, str]]:
-    """(metric, base, adapter, change) strings for printing."""
+    """(metric, base, adapter, change) strings for printing; intervals are 95% bootstrap intervals."""
     out = []
     for key, label in METRICS:
         b, a = card["base"].get(key), card["adapter"].get(key)
-        if key == "accuracy" and b is None and a is None:
+        if b is None and a is None:
             continue
-        delta = fmt(a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-"
-        if delta != "-" and not delta.startswith("-"):
-            delta = "+" + delta
-        if key == "persona":
-            label = f"{label} ({card.get('rater')})"
+        pb, pa = point(b), point(a)
+        delta = f"{pa - pb:+.3g}" if isinstance(pa, (int, float)) and isinstance(pb, (int, float)) else "-"
         out.append((label, fmt(b), fmt(a), delta))
     return out
 
 
-def evaluate_run(run_dir, rows: list[dict], rater, device: str = "auto", model=None, tokenizer=None, **gen) -> dict:
+def evaluate_run(run_dir, rows: list[dict], scorer, device: str = "auto", model=None, tokenizer=None, **gen) -> dict:
     """Load a run's adapter on its base (unless ``model``/``tokenizer`` are given) and compute its scorecard."""
     from pathlib import Path
 
@@ -192,6 +209,6 @@ def evaluate_run(run_dir, rows: list[dict], rater, device: str = "auto", model=N
         model, tokenizer, base_name = load_for_inference(None, run_dir, device=device)
         if not hasattr(model, "disable_adapter") and (Path(run_dir) / "adapter" / "model.safetensors").is_file():
             base = load_base(base_name, device=str(next(model.parameters()).device)).eval()  # full fine-tune
-    card = scorecard(model, tokenizer, rows, rater, base=base, **gen)
+    card = scorecard(model, tokenizer, rows, scorer, base=base, **gen)
     card["run"] = str(run_dir)
     return card

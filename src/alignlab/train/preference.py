@@ -124,13 +124,20 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
             logps, _ = completion_logps(model, batch)
         return logps.sum(1).chunk(2)
 
-    def precompute_reference(self, batch_size: int = 16) -> None:
-        """Reference log-probs for every pair, once, in inference mode (pays off from the second epoch)."""
+    def precompute_reference(self, batch_size: int = 16, adapter: bool = False) -> None:
+        """Reference log-probs for every pair, once, in inference mode (pays off from the second epoch).
+
+        ``adapter=True`` keeps the starting adapter on: the model a run continues from (an SFT run, say)
+        becomes the reference instead of the bare base.
+        """
+        from contextlib import nullcontext
+
         model = self.accelerator.unwrap_model(self.model)
         ds = self.train_dataset
         chosen, rejected = [], []
         model.eval()
-        with torch.inference_mode(), model.disable_adapter(), self.accelerator.autocast():
+        off = nullcontext() if adapter else model.disable_adapter()
+        with torch.inference_mode(), off, self.accelerator.autocast():
             for i in range(0, len(ds), batch_size):
                 batch = self.data_collator([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
                 batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
@@ -149,6 +156,8 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         cfg, m = self.al_cfg, self.al_method
         if m == "dpo":
             per_pair, metrics = losses.dpo_loss(c_sum, r_sum, *self._reference_logps(inputs), beta=cfg.beta)
+            if cfg.rpo_alpha:  # RPO (Pang et al. 2024): + alpha x the chosen answer's mean token NLL
+                per_pair = per_pair + cfg.rpo_alpha * (-c_sum / c_len.clamp(min=1))
         elif m == "ipo":
             ref_c, ref_r = self._reference_logps(inputs)
             per_pair, metrics = losses.ipo_loss(c_sum, r_sum, ref_c, ref_r, c_len, r_len, beta=cfg.beta)
@@ -176,7 +185,8 @@ def build_trainer(ctx):
 
     method = ctx.method
     mcfg = getattr(ctx.cfg, method)
-    precompute = method in ("dpo",) and (
+    ref_init = method in ("dpo", "ipo") and ctx.init_adapter is not None and mcfg.reference in ("auto", "init")
+    precompute = ref_init or method in ("dpo",) and (
         getattr(mcfg, "precompute_ref", "auto") == "on"
         or (getattr(mcfg, "precompute_ref", "auto") == "auto" and ctx.cfg.train.epochs > 1)
     )
@@ -201,6 +211,6 @@ def build_trainer(ctx):
         method_cfg=mcfg,
     )
     if precompute and method not in REFERENCE_FREE:
-        trainer.precompute_reference(batch_size=max(8, ctx.cfg.train.batch_size * 2))
+        trainer.precompute_reference(batch_size=max(8, ctx.cfg.train.batch_size * 2), adapter=ref_init)
     return trainer
 

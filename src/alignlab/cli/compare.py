@@ -1,0 +1,110 @@
+"""`alignlab compare A B`: the same held-out prompts answered by two models, judged blind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from alignlab.config import SamplingConfig
+
+_S = SamplingConfig.model_fields
+
+
+def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[str], str | None]:
+    """Greedy answers of ``spec`` ('base' or a run directory) with the project's decoding; (answers, run name)."""
+    from alignlab.generate import generate
+    from alignlab.models.loading import load_for_inference
+
+    run = None if spec == "base" else spec
+    model, tok, _ = load_for_inference(cfg.model if run is None else None, run, device=device)
+    s = cfg.sampling
+    out = generate(model, tok, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                   repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt, seed=0)
+    return out, None if run is None else Path(run).name
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    def compare_cmd(
+        a: str = typer.Argument(..., help="a run directory, or 'base'"),
+        b: str = typer.Argument(..., help="a run directory, or 'base'"),
+        judge: str = typer.Option("person", "--judge", help="person (you, in the terminal), judge (an LLM endpoint) or scorecard"),
+        rater: Optional[str] = typer.Option(None, "--rater", help="your name, stored with each pick (default: $ALIGNLAB_RATER or your login)"),
+        prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt, ...} rows or bundled:NAME (default: the project's data/heldout.jsonl)"),
+        per_category: int = typer.Option(3, "--per-category", help="held-out prompts taken from each category"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="at most N prompts"),
+        seed: int = typer.Option(0, "--seed", help="seed of the blind order"),
+        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="--judge judge: OpenAI-compatible base URL"),
+        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--judge judge: model name"),
+        judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="--judge judge: env var with the API key"),
+        no_store: bool = typer.Option(False, "--no-store", help="don't record the picks in feedback.db"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
+        project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
+    ) -> None:
+        """Blind A/B: win / tie / loss for persona and for helpfulness with 95% intervals; picks feed the loop."""
+        from alignlab.config import project_config
+        from alignlab.errors import AlignlabError
+        from alignlab.eval import compare as cmp
+        from alignlab.eval.raters import default_person
+        from alignlab.eval.scorecard import fmt, stratified
+        from alignlab.synth.sample import default_prompts, prompt_rows
+        from alignlab.train.rundir import check_run_dir
+
+        for spec in (a, b):
+            if spec != "base":
+                check_run_dir(spec)
+        if a == b:
+            raise AlignlabError("compare needs two different models", fix="alignlab compare base runs/<id>")
+        cfg, root = project_config(project)
+        rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
+        if judge == "person":
+            judge_obj = cmp.PersonJudge(rater or default_person(), cfg.persona)
+        elif judge == "scorecard":
+            from alignlab.eval.scores import scorer_for
+
+            judge_obj = cmp.ScorecardJudge(scorer_for(root, cfg.persona))
+        elif judge == "judge":
+            import os
+
+            from alignlab.rewards.judge import DEFAULT_RUBRIC, LLMJudge
+
+            url = judge_url or os.environ.get("ALIGNLAB_JUDGE_URL")
+            model = judge_model or os.environ.get("ALIGNLAB_JUDGE_MODEL")
+            if not url or not model:
+                raise AlignlabError("--judge judge needs an endpoint and a model",
+                                    fix="pass --judge-url URL --judge-model NAME (or set ALIGNLAB_JUDGE_URL / ALIGNLAB_JUDGE_MODEL)")
+            judge_obj = cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=judge_key_env, rubric=DEFAULT_RUBRIC),
+                                         LLMJudge(url, model, api_key_env=judge_key_env, rubric=cmp.HELPFUL_RUBRIC))
+        else:
+            raise AlignlabError(f"unknown judge '{judge}'", fix="use --judge person, judge or scorecard")
+        texts = [r["prompt"] for r in rows]
+        typer.echo(f"answering {len(texts)} held-out prompts with {a} and {b} ...")
+        ans_a, run_a = answers_for(a, texts, cfg, device)
+        ans_b, run_b = answers_for(b, texts, cfg, device)
+        try:
+            result = cmp.compare(rows, ans_a, ans_b, judge_obj, seed=seed, names=(a, b))
+        finally:
+            if hasattr(judge_obj, "close"):
+                judge_obj.close()
+        for key, label in (("persona", "persona"), ("helpful", "helpfulness")):
+            w = result[key]
+            typer.echo(f"{label}: {a} wins {w['a']}, ties {w['tie']}, {b} wins {w['b']}; "
+                       f"{a} win rate {fmt(w['win_rate_a'])}")
+        if not no_store and result["items"]:
+            from alignlab.feedback.store import DB_NAME, open_store
+
+            db = (root or Path.cwd()) / DB_NAME
+            with open_store(db) as store:
+                n = cmp.store_picks(store, result, judge_obj.name, cfg.model, (run_a, run_b))
+            typer.echo(f"stored {n} picks in {db} (rater {judge_obj.name})")
+        if root is not None:
+            out = root / "comparisons"
+            out.mkdir(exist_ok=True)
+            path = out / f"{Path(a).name}-vs-{Path(b).name}.json"
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps({"a": a, "b": b, "judge": judge_obj.name, **result}, indent=1))
+            tmp.replace(path)
+            typer.echo(f"wrote {path}")

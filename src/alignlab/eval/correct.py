@@ -1,0 +1,188 @@
+"""The correctness score: does an answer's content agree with a reference answer? In [0, 1], None without one.
+
+A reference is a row with any of:
+
+  reference   a plain correct answer (text)
+  answer      the number an arithmetic answer must state
+  aliases     strings of which a correct answer contains at least one ("da Vinci", "Leonardo")
+  key_terms   words or phrases a correct answer very likely mentions (a how-to's steps, a function name)
+
+Small models ramble, hedge and repeat, so the checks look for the right content rather than a clean
+format. Each available check gives a value in [0, 1]; the score is their weighted mean:
+
+  number    the reference number is stated, and it is the answer's result (the last number, or the one
+            after the last '='): 1; stated but not the result: 0.5; absent: 0. Weight 4 (it decides).
+  alias     any alias present (case-insensitive, on word boundaries): 1, else 0. Weight 3.
+  terms     share of key terms present (a word matches by its first five letters, so "boiling" matches
+            "boil"). Without key_terms, the reference's content words that the prompt does not already
+            contain stand in for them. Weight 2.
+  lead      without aliases or key terms: the first of those content words (in "Ottawa is the capital of
+            Canada", asked "What is the capital of Canada?": ottawa) is present. Weight 2.
+  meaning   cosine similarity of MiniLM embeddings of answer and reference, mapped from [0.3, 0.8] to
+            [0, 1]. Weight 1.
+
+The weights were chosen by agreement with blind correctness labels (README: "Scorecard agreement").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
+WORD = re.compile(r"[a-z0-9_]+(?:[.'][a-z0-9_]+)*")
+STOP = frozenset(
+    """a an the and or but if then so of to in on at by for with from as is are was were be been being it its
+    this that these those there here you your yours i me my we our they them their he she his her what which who
+    whom whose when where why how do does did done not no yes can could should would will just than too very
+    about into over under up down out more most some any all each one also only get got make makes use using
+    about around usually often typically really thing things way ways between during after before while""".split()
+)
+WEIGHTS = {"number": 4.0, "alias": 3.0, "lead": 2.0, "terms": 2.0, "meaning": 1.0}
+
+
+def numbers(text: str) -> list[float]:
+    """Every number in ``text`` (thousands separators allowed), in order."""
+    out = []
+    for m in NUMBER.finditer(text):
+        try:
+            out.append(float(m.group().replace(",", "")))
+        except ValueError:
+            continue
+    return out
+
+
+def _same(a: float, b: float, exact: bool) -> bool:
+    return abs(a - b) <= (1e-6 if exact else max(0.03 * abs(b), 1e-6))
+
+
+def number_check(text: str, want: float) -> float:
+    """1 if ``want`` is the answer's result, 0.5 if it is only mentioned, 0 if absent."""
+    exact = float(want).is_integer()
+    got = numbers(text)
+    if not any(_same(g, want, exact) for g in got):
+        return 0.0
+    after_eq = numbers(text.rsplit("=", 1)[1])[:1] if "=" in text else []
+    result = after_eq or got[:1] + got[-1:]  # a worked '= X' decides; else the first or the last number stated
+    return 1.0 if any(_same(g, want, exact) for g in result) else 0.5
+
+
+def _norm(text: str) -> str:
+    return " ".join(WORD.findall(text.lower().replace("’", "'")))
+
+
+def alias_check(text: str, aliases: list[str]) -> float:
+    body = f" {_norm(text)} "
+    for alias in aliases:
+        a = _norm(str(alias))
+        if a and f" {a} " in body:
+            return 1.0
+        if a and not a.replace(" ", "").isalnum() and a in body:
+            return 1.0
+    return 0.0
+
+
+def _stem(word: str) -> str:
+    return word[:5]
+
+
+def content_terms(text: str, exclude: str = "") -> list[str]:
+    """Content words of ``text`` (no stop words, no words of ``exclude``), in order, unique."""
+    skip = {_stem(w) for w in WORD.findall(exclude.lower())}
+    out: list[str] = []
+    for w in WORD.findall(text.lower()):
+        if w in STOP or len(w) < 3 or _stem(w) in skip or w in out:
+            continue
+        out.append(w)
+    return out
+
+
+def term_coverage(text: str, terms: list[str]) -> float:
+    """Share of ``terms`` present; a term's words match by their first five letters, code terms literally."""
+    if not terms:
+        return 0.0
+    low = text.lower()
+    stems = {_stem(w) for w in WORD.findall(low)}
+
+    def present(w: str) -> bool:  # "boil" matches "boiling", "minutes" matches "minute"
+        return _stem(w) in stems or (len(w) >= 4 and any(s.startswith(w[:5]) for s in stems))
+
+    hit = 0
+    for term in terms:
+        t = str(term).lower().strip()
+        words = WORD.findall(t)
+        literal = not words or any(ch in t for ch in "()[]_.=`/-$") and t in low
+        if literal or (words and all(present(w) for w in words)):
+            hit += 1
+    return hit / len(terms)
+
+
+def has_reference(row: dict) -> bool:
+    return any(row.get(k) not in (None, "", []) for k in ("reference", "answer", "aliases", "key_terms"))
+
+
+def _numeric_answer(row: dict) -> float | None:
+    value = row.get("answer")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    found = numbers(str(value))
+    return found[-1] if len(found) == 1 else None
+
+
+def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, float]:
+    """The individual checks available for ``row`` (see the module docstring)."""
+    out: dict[str, float] = {}
+    want = _numeric_answer(row)
+    reference = str(row.get("reference") or "")
+    if want is None and reference and row.get("category") == "arithmetic":
+        found = numbers(reference)
+        want = found[-1] if found else None
+    if want is not None:
+        out["number"] = number_check(answer, want)
+    aliases = [a for a in (row.get("aliases") or []) if str(a).strip()]
+    if aliases:
+        out["alias"] = alias_check(answer, aliases)
+    terms = list(row.get("key_terms") or [])
+    if not terms and reference:
+        terms = content_terms(reference, exclude=str(row.get("prompt") or ""))[:8]
+        if terms and "alias" not in out and "number" not in out:
+            out["lead"] = term_coverage(answer, terms[:1])  # the reference's first new word: usually the answer
+    if terms:
+        out["terms"] = term_coverage(answer, terms)
+    if meaning is not None:
+        out["meaning"] = min(1.0, max(0.0, (meaning - 0.3) / 0.5))
+    return out
+
+
+def combine(parts: dict[str, float]) -> float | None:
+    if not parts:
+        return None
+    total = sum(WEIGHTS[k] for k in parts)
+    return sum(WEIGHTS[k] * v for k, v in parts.items()) / total
+
+
+def score_correct(answers: list[str], refs: list[dict | None], embed_fn=None) -> list[float | None]:
+    """Correctness per answer against its reference row (None where a row has no reference)."""
+    meaning: list[float | None] = [None] * len(answers)
+    todo = [i for i, r in enumerate(refs) if r and r.get("reference")]
+    if todo and embed_fn is not None:
+        emb = embed_fn([answers[i] for i in todo] + [str(refs[i]["reference"]) for i in todo])
+        k = len(todo)
+        sims = (emb[:k] * emb[k:]).sum(-1).tolist()
+        for i, s in zip(todo, sims):
+            meaning[i] = s
+    out: list[float | None] = []
+    for ans, ref, m in zip(answers, refs, meaning):
+        out.append(combine(checks(ans, ref, m)) if ref and has_reference(ref) else None)
+    return out
+
+
+def reference_for(prompt: Any, table: dict[str, dict]) -> dict | None:
+    """The bundled reference row of a prompt (matched on normalised text), if there is one."""
+    return table.get(_norm(str(prompt)))
+
+
+def reference_table(rows: list[dict]) -> dict[str, dict]:
+    return {_norm(str(r["prompt"])): r for r in rows if has_reference(r)}

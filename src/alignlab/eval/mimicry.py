@@ -1,0 +1,173 @@
+"""The mimicry score: is the persona a coherent voice, or surface markers bolted onto an answer? In [0, 1].
+
+An answer is scored in the context of the other answers from the same model (its ``source``): a voice
+varies with the content, a template repeats. Signals, each in [0, 1]:
+
+  opener / closer  share of the model's other answers that start (end) with the same three words
+  skeleton         share of the model's other answers that contain one of this answer's sentence skeletons
+                   (content words replaced by 'x': "Not Sydney, not Melbourne." -> "not x , not x .")
+  phrases          share of the answer's words inside over-used phrases: word 3-grams, not from the prompt,
+                   found in at least 15% (and 3) of the model's answers
+  persona drop     persona score minus the persona score of the answer with its opener, closer and
+                   over-used phrases removed: persona that lives in the template, not in the answer
+  copying          share of the answer's word 5-grams found verbatim in the training answers
+  off-topic        persona with little of the question in it: persona x (1 - relevance), relevance the
+                   MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]
+
+  mimicry = max(persona x template, 1.5 x persona drop, copying, off-topic)   (clipped to [0, 1])
+  template = max(opener, closer, skeleton, phrases)
+
+Template signals need context: with fewer than ``MIN_GROUP`` answers from a source they are 0 and only
+persona drop (against the phrases of the whole input), copying and off-topic count.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+WORD = re.compile(r"[A-Za-z0-9']+")
+TOKEN = re.compile(r"[A-Za-z0-9']+|[^\sA-Za-z0-9']")
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+FUNCTION = frozenset(
+    """a an the and or but nor so yet if then than not no never is are was were be been am it its it's this that
+    these those you your you're i i'm me my we our they their he she his her to of in on at by for with from as
+    just only even still also very too more most less all any some what which who how why when where there here
+    do does did don't can can't will won't would should could""".split()
+)
+MIN_GROUP = 5
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(text)]
+
+
+def skeleton(sentence: str) -> str:
+    out: list[str] = []
+    for tok in TOKEN.findall(sentence.lower()):
+        t = tok if (tok in FUNCTION or not tok[0].isalnum()) else "x"
+        if t == "x" and out and out[-1] == "x":
+            continue
+        out.append(t)
+    return " ".join(out)
+
+
+def skeletons(text: str) -> set[str]:
+    """Skeletons of the sentences with at least four words and at least two function words or marks."""
+    out = set()
+    for s in SENTENCE.split(text.strip()):
+        if len(WORD.findall(s)) >= 4:
+            sk = skeleton(s)
+            if sum(1 for t in sk.split() if t != "x") >= 3:
+                out.add(sk)
+    return out
+
+
+def ngrams(seq: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+
+
+def _share(key, counts: Counter, n: int) -> float:
+    """Share of the *other* answers (n - 1 of them) that have ``key``."""
+    if n < MIN_GROUP or not key:
+        return 0.0
+    return max(0, counts[key] - 1) / (n - 1)
+
+
+def group_signals(answers: list[str], prompts: list[str]) -> list[dict]:
+    """Template signals of each answer within one model's answers (see the module docstring)."""
+    n = len(answers)
+    toks = [words(a) for a in answers]
+    opens = [tuple(t[:3]) if len(t) >= 6 else () for t in toks]
+    closes = [tuple(t[-3:]) if len(t) >= 6 else () for t in toks]
+    sks = [skeletons(a) for a in answers]
+    prompt_grams = [set(ngrams(words(p), 3)) for p in prompts]
+    grams = [set(ngrams(t, 3)) - pg for t, pg in zip(toks, prompt_grams)]
+    open_c, close_c = Counter(opens), Counter(closes)
+    sk_c: Counter = Counter(s for ss in sks for s in ss)
+    df: Counter = Counter(g for gs in grams for g in gs)
+    need = max(3, 0.15 * n)
+    overused = {g for g, c in df.items() if c >= need and not all(w in FUNCTION for w in g)}
+    out = []
+    for i, t in enumerate(toks):
+        covered = [False] * len(t)
+        for j, g in enumerate(ngrams(t, 3)):
+            if g in overused:
+                covered[j : j + 3] = [True] * 3
+        out.append({
+            "opener": _share(opens[i], open_c, n),
+            "closer": _share(closes[i], close_c, n),
+            "skeleton": max((_share(s, sk_c, n) for s in sks[i]), default=0.0),
+            "phrases": (sum(covered) / len(t)) if t and n >= MIN_GROUP else 0.0,
+            "overused": overused,
+        })
+    return out
+
+
+def strip_template(text: str, overused: set, opener: bool, closer: bool) -> str:
+    """The answer without its over-used phrases (and its shared opener / closer)."""
+    t = words(text)
+    keep = [True] * len(t)
+    for j, g in enumerate(ngrams(t, 3)):
+        if g in overused:
+            keep[j : j + 3] = [False] * 3
+    if opener:
+        keep[:3] = [False] * min(3, len(keep))
+    if closer and len(keep) >= 3:
+        keep[-3:] = [False] * 3
+    return " ".join(w for w, k in zip(t, keep) if k)
+
+
+def copy_share(text: str, train_grams: set) -> float:
+    grams = ngrams(words(text), 5)
+    if not grams or not train_grams:
+        return 0.0
+    return sum(g in train_grams for g in grams) / len(grams)
+
+
+def train_ngrams(texts: list[str]) -> set:
+    return {g for t in texts for g in ngrams(words(t), 5)}
+
+
+def score_mimicry(
+    prompts: list[str],
+    answers: list[str],
+    sources: list[str],
+    persona: list[float],
+    persona_fn,
+    relevance: list[float] | None = None,
+    train_grams: set | None = None,
+) -> tuple[list[float], list[dict]]:
+    """Mimicry per answer and its signals. ``persona_fn(texts) -> scores`` re-scores stripped answers."""
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(sources):
+        by_source[s].append(i)
+    signals: list[dict] = [{} for _ in answers]
+    everyone = group_signals(answers, prompts)  # phrases over-used across the whole input, for small groups
+    for idx in by_source.values():
+        sig = group_signals([answers[i] for i in idx], [prompts[i] for i in idx])
+        for i, s in zip(idx, sig):
+            if len(idx) < MIN_GROUP:
+                s["overused"] = everyone[i]["overused"]
+            signals[i] = s
+    stripped = [
+        strip_template(a, s["overused"], s["opener"] >= 0.15, s["closer"] >= 0.15) for a, s in zip(answers, signals)
+    ]
+    redo = [i for i, (a, st) in enumerate(zip(answers, stripped)) if st != " ".join(words(a))]
+    rescored = dict(zip(redo, persona_fn([stripped[i] for i in redo]) if redo else []))
+    scores, details = [], []
+    for i, (s, p) in enumerate(zip(signals, persona)):
+        template = max(s["opener"], s["closer"], s["skeleton"], s["phrases"])
+        drop = max(0.0, p - rescored.get(i, p))
+        copied = copy_share(answers[i], train_grams or set())
+        rel = 1.0 if relevance is None else min(1.0, max(0.0, (relevance[i] - 0.15) / 0.3))
+        parts = {
+            "template": p * template,
+            "persona_drop": min(1.0, 1.5 * drop),
+            "copying": copied,
+            "off_topic": p * (1.0 - rel),
+        }
+        scores.append(min(1.0, max(parts.values())))
+        details.append({**{k: round(v, 4) for k, v in parts.items()},
+                        **{k: round(s[k], 4) for k in ("opener", "closer", "skeleton", "phrases")}})
+    return scores, details

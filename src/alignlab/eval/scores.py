@@ -1,0 +1,163 @@
+"""Three scores per answer, each in [0, 1], computed separately and never folded into one.
+
+  persona  how strongly the answer carries the persona (eval/persona.py)
+  correct  whether its content agrees with a reference answer; None without one (eval/correct.py)
+  mimicry  surface markers or a template instead of a voice, in the context of the same model's other
+           answers (eval/mimicry.py)
+
+An answer is *in persona* at persona >= 0.5, *correct* at correct >= 0.5 and *flagged* at mimicry >= 0.5.
+Means and shares come with 95% bootstrap intervals (1000 resamples, fixed seed).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alignlab.config import DEFAULT_PERSONA
+
+THRESHOLD = 0.5
+CORRECT_DROP = 0.05  # warn when the adapter's correct share falls more than 5 points below the base's
+MIMICRY_MAX = 0.10  # warn when more than 10% of answers are flagged
+DISTINCT2_DROP = 0.15  # warn when distinct-2 falls by more than this fraction
+
+
+def bootstrap(values: list[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
+    """(mean, low, high): the mean and its 95% percentile-bootstrap interval; None for no values."""
+    if not values:
+        return None
+    n = len(values)
+    mean = sum(values) / n
+    rng = random.Random(seed)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return mean, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+@dataclass
+class Scorer:
+    """Scores answers; build one with :func:`scorer_for` (a project's persona, references, training texts)."""
+
+    classifier: object
+    references: dict = field(default_factory=dict)
+    train_texts: list[str] = field(default_factory=list)
+    note: str | None = None
+    persona_rater: object = None  # an eval.raters.Rater that replaces the classifier for persona (a judge)
+    name: str = "scorecard"
+
+    def persona(self, prompts: list[str], answers: list[str]) -> list[float]:
+        if self.persona_rater is not None:
+            return [float(v) for v in self.persona_rater.score(prompts, answers)]
+        return self.classifier.score(answers)
+
+    def score(self, rows: list[dict]) -> list[dict]:
+        """Rows of {prompt, answer, (reference / aliases / key_terms / answer_number), (source)} -> scores.
+
+        A row's reference comes from its own fields, else from the bundled reference set (by prompt).
+        """
+        from alignlab.eval.correct import has_reference, reference_for, score_correct
+        from alignlab.eval.mimicry import score_mimicry, train_ngrams
+        from alignlab.rewards.embed import embed
+
+        if not rows:
+            return []
+        prompts = [str(r["prompt"]) for r in rows]
+        answers = [str(r["answer"]) for r in rows]
+        sources = [str(r.get("source") or "") for r in rows]
+        refs = []
+        for r in rows:
+            own = {k: r[k] for k in ("reference", "aliases", "key_terms", "category") if r.get(k) not in (None, "", [])}
+            if r.get("number") is not None:
+                own["answer"] = r["number"]
+            refs.append({**own, "prompt": r["prompt"]} if has_reference(own) else reference_for(r["prompt"], self.references))
+        persona = self.persona(prompts, answers)
+        correct = score_correct(answers, refs, embed_fn=embed)
+        emb = embed(prompts + answers)
+        relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
+        if not hasattr(self, "_train_grams"):
+            self._train_grams = train_ngrams(self.train_texts)
+        mimicry, details = score_mimicry(prompts, answers, sources, persona, self.persona_fn,
+                                         relevance=relevance, train_grams=self._train_grams)
+        return [
+            {"persona": round(p, 4), "correct": None if c is None else round(c, 4), "mimicry": round(m, 4),
+             "mimicry_signals": d}
+            for p, c, m, d in zip(persona, correct, mimicry, details)
+        ]
+
+    def persona_fn(self, texts: list[str]) -> list[float]:
+        return self.classifier.score(texts)
+
+
+def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona_rater=None) -> Scorer:
+    """The scorecard's scorer for a project (or the bundled defaults outside one)."""
+    import json
+
+    from alignlab.data import bundled_path
+    from alignlab.eval.correct import reference_table
+    from alignlab.eval.persona import persona_classifier
+
+    clf, note = persona_classifier(root, persona)
+    refs = [json.loads(x) for x in bundled_path("reference").read_text(encoding="utf-8").splitlines() if x.strip()]
+    train: list[str] = []
+    pair_files = [bundled_path("persona-pairs")]
+    if root is not None and (Path(root) / "data" / "pairs.jsonl").is_file():
+        pair_files.append(Path(root) / "data" / "pairs.jsonl")
+    for f in pair_files:
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    chosen = json.loads(line).get("chosen")
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(chosen, str):
+                    train.append(chosen)
+    return Scorer(clf, reference_table(refs), train, note, persona_rater)
+
+
+def summarize(scored: list[dict]) -> dict:
+    """Means with 95% intervals and the shares in persona / correct / flagged, for one model's answers."""
+    out: dict = {"n": len(scored)}
+    for key, share_name in (("persona", "in_persona"), ("correct", "correct_share"), ("mimicry", "flagged")):
+        vals = [s[key] for s in scored if s.get(key) is not None]
+        out[key] = bootstrap(vals)
+        out[share_name] = bootstrap([1.0 if v >= THRESHOLD else 0.0 for v in vals])
+        if key == "correct":
+            out["graded"] = len(vals)
+    return out
+
+
+def warnings_for(base: dict, adapter: dict) -> list[str]:
+    """Plain-words warnings from two summaries (plus optional distinct_2 / kl entries in each)."""
+    out = []
+    b, a = base.get("correct_share"), adapter.get("correct_share")
+    if b and a and a[0] < b[0] - CORRECT_DROP:
+        out.append(f"correctness fell: {a[0]:.0%} of answers correct vs {b[0]:.0%} for the base "
+                   f"({(b[0] - a[0]) * 100:.0f} points; the limit is {CORRECT_DROP * 100:.0f}): the persona is costing content")
+    f = adapter.get("flagged")
+    if f and f[0] > MIMICRY_MAX:
+        out.append(f"surface mimicry: {f[0]:.0%} of answers flagged (limit {MIMICRY_MAX:.0%}): openers, "
+                   "skeletons or stock phrases repeat, or the persona lives in them rather than in the answer")
+    d0, d1 = base.get("distinct_2"), adapter.get("distinct_2")
+    if d0 and d1 is not None and d1 < d0 * (1 - DISTINCT2_DROP):
+        out.append(f"diversity collapsed: distinct-2 {d0:.2f} -> {d1:.2f}: answers are converging on a template")
+    return out
+
+
+def auc(scores: list[float], labels: list[int]) -> float | None:
+    """Area under the ROC curve (ties count half): P(score of a positive > score of a negative)."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return None
+    ranked = sorted((s, i) for i, s in enumerate(pos + neg))
+    ranks = [0.0] * len(ranked)
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[ranked[k][1]] = (i + j) / 2 + 1
+        i = j + 1
+    r_pos = sum(ranks[: len(pos)])
+    return (r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))

@@ -1,0 +1,143 @@
+"""The three scorecard scores on small hand-written cases, the bundled sets, and `eval --answers --json`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from alignlab.eval import correct as C
+from alignlab.eval.mimicry import group_signals, skeleton
+
+COHERENT = [
+    ("How many legs does a spider have?", "Eight. Spiders went all in on legs, which is why one crossing the ceiling looks like a very small, very confident piano."),
+    ("What is the boiling point of water at sea level?", "100 °C, or 212 °F if you enjoy doing things the hard way. Climb a mountain and it drops, so your pasta will take longer and judge you quietly."),
+    ("How do I undo my last git commit but keep the changes?", "`git reset --soft HEAD~1`. The commit vanishes, your changes stay staged, and nobody needs to know what you called that commit message."),
+    ("Who wrote Hamlet?", "William Shakespeare, around 1600, and he has been assigned homework to teenagers ever since. Quite the legacy for a man who spelled his own name six ways."),
+    ("What's the capital of Japan?", "Tokyo. It moved there from Kyoto in 1868, because apparently one ancient capital with temples on every corner was not enough excitement."),
+    ("How long should I boil an egg for a soft yolk?", "About six minutes in already-boiling water, then straight into cold water. Any longer and you get the chalky yolk of a motorway service station."),
+]
+PLAIN = [
+    ("How many legs does a spider have?", "A spider has eight legs. They are arachnids, not insects, which have six legs."),
+    ("What is the boiling point of water at sea level?", "Water boils at 100 °C (212 °F) at sea level. At higher altitudes the boiling point is lower."),
+    ("Who wrote Hamlet?", "Hamlet was written by William Shakespeare around 1600."),
+    ("What's the capital of Japan?", "The capital of Japan is Tokyo. It became the capital in 1868, replacing Kyoto."),
+]
+STUFFED = [
+    (p, f"Wow, what a question. Not a real question. Not a smart one. {a.split('.')[0]}. Try to keep up, genius.")
+    for p, a in PLAIN + PLAIN[:2]
+]
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from alignlab.eval.scores import scorer_for
+
+    return scorer_for(None)
+
+
+def _rows(pairs, source):
+    return [{"prompt": p, "answer": a, "source": source} for p, a in pairs]
+
+
+def test_persona_separates_snark_from_plain(scorer):
+    coherent = [s["persona"] for s in scorer.score(_rows(COHERENT, "m"))]
+    plain = [s["persona"] for s in scorer.score(_rows(PLAIN, "m"))]
+    assert min(coherent) > max(plain)
+    assert sum(v >= 0.5 for v in coherent) >= 5 and all(v < 0.5 for v in plain)
+
+
+def test_mimicry_flags_a_template_but_not_a_voice(scorer):
+    voice = scorer.score(_rows(COHERENT, "voice"))
+    stuffed = scorer.score(_rows(STUFFED, "stuffed"))
+    assert all(s["mimicry"] < 0.5 for s in voice), [s["mimicry"] for s in voice]
+    assert all(s["mimicry"] >= 0.5 for s in stuffed), [s["mimicry"] for s in stuffed]
+
+
+def test_template_signals_need_context():
+    texts = ["Oh sure, genius. It is eight, obviously.", "Oh sure, genius. It is Tokyo, obviously."] * 3
+    sig = group_signals(texts, ["q"] * len(texts))
+    assert all(s["skeleton"] > 0.5 and s["opener"] > 0.5 for s in sig)
+    assert skeleton("Not Sydney, not Melbourne.") == "not x , not x ."
+    alone = group_signals(texts[:2], ["q", "q"])
+    assert all(s["opener"] == 0 and s["skeleton"] == 0 for s in alone)
+
+
+def test_correct_checks_numbers_aliases_and_terms():
+    assert C.number_check("17 times 6 is 102.", 102) == 1.0
+    assert C.number_check("17 x 6 = 112", 102) == 0.0
+    assert C.number_check("It's 102... no wait, 17 x 6 = 112", 102) == 0.5
+    assert C.number_check("That comes to 1,250 dollars", 1250) == 1.0
+    assert C.alias_check("It was painted by da Vinci.", ["Leonardo da Vinci", "da Vinci"]) == 1.0
+    assert C.alias_check("Michelangelo painted it.", ["Leonardo da Vinci", "da Vinci"]) == 0.0
+    assert C.term_coverage("Boiling water, six minutes, then cold water.", ["boil", "minutes", "cold"]) == 1.0
+    ref = {"prompt": "What's the capital of Canada?", "reference": "Ottawa is the capital of Canada.", "aliases": ["Ottawa"]}
+    good, bad = C.score_correct(["Ottawa, obviously.", "Toronto, the biggest city."], [ref, ref])
+    assert good > 0.7 and bad < 0.3
+    assert C.score_correct(["anything"], [None]) == [None]
+
+
+def test_correct_from_a_reference_string_alone(scorer):
+    rows = [
+        {"prompt": "Who painted the Sistine Chapel ceiling?", "answer": "Michelangelo did, lying on scaffolding for four years.",
+         "reference": "Michelangelo painted the Sistine Chapel ceiling between 1508 and 1512."},
+        {"prompt": "Who painted the Sistine Chapel ceiling?", "answer": "Raphael painted it, obviously, in a single summer.",
+         "reference": "Michelangelo painted the Sistine Chapel ceiling between 1508 and 1512."},
+    ]
+    good, bad = scorer.score(rows)
+    assert good["correct"] >= 0.5 > bad["correct"]
+
+
+def test_bundled_sets_are_disjoint_from_training_data():
+    from alignlab.data import bundled_path
+
+    def prompts(name, key="prompt"):
+        return {C._norm(json.loads(x)[key]) for x in bundled_path(name).read_text().splitlines() if x.strip()}
+
+    train = prompts("persona-pairs") | prompts("prompts-train") | prompts("persona-thumbs")
+    labelled, reference = prompts("persona-labelled"), prompts("reference")
+    assert len(reference) >= 150 and not (reference & train) and not (labelled & train)
+    rows = [json.loads(x) for x in bundled_path("persona-labelled").read_text().splitlines() if x.strip()]
+    assert len(rows) >= 400 and {r["persona"] for r in rows} == {0, 1}
+    assert any(r["persona"] == 1 and r["correct"] == 0 for r in rows)
+
+
+def test_eval_answers_json_contract(tmp_path):
+    rows = [
+        {"prompt": "What's the capital of Canada?", "answer": "Ottawa. Not Toronto, despite Toronto's opinion of itself.",
+         "reference": "Ottawa is the capital of Canada.", "source": "x", "id": 7},
+        {"prompt": "Tell me a fun fact.", "answer": "Octopuses have three hearts."},
+    ]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(path), "--json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(x) for x in out.stdout.splitlines()]
+    assert len(got) == 2 and got[0]["id"] == 7 and got[0]["answer"] == rows[0]["answer"]
+    for g in got:
+        assert 0 <= g["persona"] <= 1 and 0 <= g["mimicry"] <= 1
+    assert 0 <= got[0]["correct"] <= 1 and got[1]["correct"] is None
+
+
+def test_eval_answers_bad_row_is_one_line(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"prompt": "hi", "answer": "hello"}\n{"prompt": "hi"}\n')
+    out = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(path), "--json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "answers.jsonl:2" in out.stderr
+
+
+def test_warnings_fire_on_a_constructed_collapse():
+    from alignlab.eval.scores import summarize, warnings_for
+
+    base = [{"persona": 0.1, "correct": 0.9, "mimicry": 0.0}] * 10
+    collapsed = [{"persona": 0.9, "correct": 0.1, "mimicry": 0.9}] * 8 + [{"persona": 0.9, "correct": 0.9, "mimicry": 0.1}] * 2
+    b, a = summarize(base), summarize(collapsed)
+    b["distinct_2"], a["distinct_2"] = 0.8, 0.4
+    text = " | ".join(warnings_for(b, a))
+    assert "correctness fell" in text and "surface mimicry" in text and "distinct-2" in text
+    assert warnings_for(b, b | {"distinct_2": 0.8}) == []
