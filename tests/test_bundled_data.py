@@ -217,7 +217,7 @@ def test_non_arithmetic_prompts_are_not_mislabelled(train, heldout):
 
 
 def test_pair_count(pairs):
-    assert len(pairs) >= 200
+    assert len(pairs) >= 600
 
 
 def test_pair_rows_well_formed(pairs):
@@ -263,8 +263,8 @@ def test_pairs_share_prompts_with_train_and_add_fresh_ones(pairs, train):
     assert len(pairs) - shared >= 50
 
 
-def test_arithmetic_pairs_are_correct_and_end_on_the_answer(pairs):
-    """Both sides state the computed answer, and it is the last number (what ArithmeticMatch reads)."""
+def test_arithmetic_pairs_are_correct_and_state_the_answer(pairs):
+    """Both sides state the computed answer (the scorecard's number check finds it)."""
     checked = 0
     for row in pairs:
         want = expected_answer(row["prompt"])
@@ -273,5 +273,5 @@ def test_arithmetic_pairs_are_correct_and_end_on_the_answer(pairs):
         checked += 1
         for side in ("chosen", "rejected"):
             numbers = [_num(x) for x in NUM_IN_TEXT.findall(row[side])]
-            assert numbers and _close(numbers[-1], want), f"{row['prompt']!r} {side}: last number {numbers[-1:]}, want {want}"
+            assert any(_close(n, want) for n in numbers), f"{row['prompt']!r} {side}: numbers {numbers}, want {want}"
     assert checked >= 30

@@ -1,4 +1,5 @@
-"""The scorecard: KL(policy || base) is 0 for an adapter that changes nothing and > 0 once it does; eval.json + report."""
+"""The scorecard: KL(policy || base) is 0 for an adapter that changes nothing and > 0 once it does; the three
+scores on both sides; eval.json + report."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ import torch
 from typer.testing import CliRunner
 
 from alignlab.cli import app
-from alignlab.eval.raters import get_rater
-from alignlab.eval.scorecard import correct, evaluate_run, mean_kl, side_metrics
+from alignlab.eval.scorecard import evaluate_run, mean_kl, side_metrics, stratified
+from alignlab.eval.scores import scorer_for
 
 # The tiny model's weights are random: its greedy answers are special tokens only (empty text), so it samples.
 GEN = dict(max_new_tokens=8, temperature=1.0, seed=3)
 ROWS = [
-    {"prompt": "What is 3 plus 4?", "answer": "7"},
-    {"prompt": "Why is the sea salty?"},
-    {"prompt": "What is 10 minus 2?", "answer": 8},
+    {"prompt": "What is 3 plus 4?", "answer": "7", "category": "arithmetic"},
+    {"prompt": "Why is the sea salty?", "category": "fact"},
+    {"prompt": "What is 10 minus 2?", "answer": 8, "category": "arithmetic"},
 ]
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return scorer_for(None)
 
 
 def make_run(model_path: str, run_dir, noise: float = 0.0):
@@ -38,19 +44,22 @@ def make_run(model_path: str, run_dir, noise: float = 0.0):
     return run_dir
 
 
-def test_kl_is_zero_for_an_identical_adapter_and_positive_after_perturbing(tiny_model, tmp_path):
-    rater = get_rater("reward:persona_heuristic")
-    same = evaluate_run(make_run(tiny_model, tmp_path / "same"), ROWS, rater, device="cpu", **GEN)
+def test_kl_is_zero_for_an_identical_adapter_and_positive_after_perturbing(tiny_model, tmp_path, scorer):
+    same = evaluate_run(make_run(tiny_model, tmp_path / "same"), ROWS, scorer, device="cpu", **GEN)
     assert same["kl_tokens"] > 0
     assert same["adapter"]["kl"] == pytest.approx(0.0, abs=1e-7)
     assert [s["adapter"] for s in same["samples"]] == [s["base"] for s in same["samples"]]
 
-    moved = evaluate_run(make_run(tiny_model, tmp_path / "moved", noise=0.5), ROWS, rater, device="cpu", **GEN)
+    moved = evaluate_run(make_run(tiny_model, tmp_path / "moved", noise=0.5), ROWS, scorer, device="cpu", **GEN)
     assert moved["adapter"]["kl"] > 1e-4
     assert moved["base"]["kl"] == 0.0
-    for key in ("persona", "length", "distinct_1", "distinct_2", "accuracy"):
+    for key in ("persona", "in_persona", "correct", "correct_share", "mimicry", "flagged", "length", "distinct_2"):
         assert moved["adapter"][key] is not None and moved["base"][key] is not None
-    assert moved["adapter"]["graded"] == 2  # only rows with an answer are graded
+    assert moved["adapter"]["graded"] == 2  # only rows with a reference are graded
+    mean, low, high = moved["adapter"]["persona"]
+    assert low <= mean <= high
+    for s in moved["samples"]:
+        assert set(s["adapter_scores"]) >= {"persona", "correct", "mimicry"}
 
 
 def test_mean_kl_matches_a_direct_computation(tiny_model, tmp_path):
@@ -70,11 +79,19 @@ def test_mean_kl_matches_a_direct_computation(tiny_model, tmp_path):
     assert n == len(a) and kl == pytest.approx(want, rel=1e-4)
 
 
-def test_accuracy_and_diversity():
-    assert correct("624", "It is 624, obviously.") and correct(8, "8") and not correct("7", "about 6")
-    m = side_metrics(ROWS, ["7 obviously", "salt", "nine"], get_rater("reward:persona_heuristic"))
-    assert m["accuracy"] == 0.5 and m["length"] == pytest.approx(4 / 3) and m["distinct_1"] == 1.0
-    assert m["persona"] > 0
+def test_summary_and_diversity():
+    scored = [{"persona": 0.9, "correct": 1.0, "mimicry": 0.0}, {"persona": 0.2, "correct": None, "mimicry": 0.7},
+              {"persona": 0.6, "correct": 0.0, "mimicry": 0.1}]
+    m = side_metrics(["7 obviously", "salt", "nine"], scored)
+    assert m["correct_share"][0] == 0.5 and m["graded"] == 2 and m["in_persona"][0] == pytest.approx(2 / 3)
+    assert m["flagged"][0] == pytest.approx(1 / 3)
+    assert m["length"] == pytest.approx(4 / 3) and m["distinct_1"] == 1.0
+
+
+def test_stratified_covers_every_category_first():
+    rows = [{"prompt": f"a{i}", "category": "a"} for i in range(5)] + [{"prompt": "b0", "category": "b"}]
+    assert [r["prompt"] for r in stratified(rows, 2)] == ["a0", "b0", "a1"]
+    assert {r["category"] for r in stratified(rows, None, limit=2)} == {"a", "b"}
 
 
 def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
@@ -84,7 +101,7 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     prompts.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     res = CliRunner().invoke(app, ["eval", str(run), "--prompts", str(prompts), "--max-new-tokens", "6", "--temperature", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    for label in ("persona score (reward:persona_heuristic)", "mean length", "distinct-2", "arithmetic accuracy", "KL"):
+    for label in ("persona (mean)", "correct (share", "mimicry flagged", "mean length", "distinct-2", "KL"):
         assert label in res.stdout
     card = json.loads((run / "eval.json").read_text())
     assert card["n_prompts"] == 3 and card["adapter"]["kl"] > 0 and len(card["samples"]) == 3
@@ -97,11 +114,11 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
 def test_real_model_zero_adapter_is_the_base_and_arithmetic_is_graded(default_model, tmp_path):
     """SmolLM2-135M: a zero-initialised adapter answers exactly like the base (KL 0); a perturbed one drifts."""
     rows = [{"prompt": "What is 2 plus 3?", "answer": "5"}, {"prompt": "What is the capital of France?"}]
-    rater = get_rater("reward:persona_heuristic")
-    same = evaluate_run(make_run(default_model, tmp_path / "same"), rows, rater, device="cpu", max_new_tokens=16)
+    scorer = scorer_for(None)
+    same = evaluate_run(make_run(default_model, tmp_path / "same"), rows, scorer, device="cpu", max_new_tokens=16)
     assert all(s["base"] for s in same["samples"])  # greedy answers are real text on the real model
     assert [s["adapter"] for s in same["samples"]] == [s["base"] for s in same["samples"]]
     assert same["kl_tokens"] > 0 and same["adapter"]["kl"] == pytest.approx(0.0, abs=1e-6)
-    assert same["base"]["graded"] == 1 and same["base"]["accuracy"] in (0.0, 1.0)
-    moved = evaluate_run(make_run(default_model, tmp_path / "moved", noise=0.05), rows, rater, device="cpu", max_new_tokens=16)
+    assert same["base"]["graded"] == 1 and same["base"]["correct_share"][0] in (0.0, 1.0)
+    moved = evaluate_run(make_run(default_model, tmp_path / "moved", noise=0.05), rows, scorer, device="cpu", max_new_tokens=16)
     assert moved["adapter"]["kl"] > 1e-4

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         )
         files = [("prompts-train", "prompts.jsonl"), ("reference", "heldout.jsonl")]
         if persona == DEFAULT_PERSONA:  # the example persona's own data; another persona starts from prompts alone
-            files += [("persona-pairs", "pairs.jsonl"), ("persona-thumbs", "thumbs.jsonl")]
+            files += [("persona-pairs", "pairs.jsonl"), ("persona-sft", "sft.jsonl"), ("persona-thumbs", "kto.jsonl")]
         for name, target in files:
             dest = directory / cfg.data_dir / target
             if not dest.exists():

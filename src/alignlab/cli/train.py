@@ -15,8 +15,8 @@ from alignlab.errors import AlignlabError
 
 DEFAULT_DATA = {
     "preference": ("pairs.jsonl", "bundled:persona-pairs"),
-    "unpaired": ("kto.jsonl", None),
-    "sft": ("sft.jsonl", None),
+    "unpaired": ("kto.jsonl", "bundled:persona-thumbs"),
+    "sft": ("sft.jsonl", "bundled:persona-sft"),
     "prompts": ("prompts.jsonl", "bundled:prompts-train"),
 }
 METHOD_HELP = "sft, dpo, ipo, simpo, kto, orpo, rm, grpo, rloo or ppo"

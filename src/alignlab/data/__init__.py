@@ -10,6 +10,7 @@ BUNDLED = {
     "prompts-heldout": "prompts_heldout.jsonl",
     "persona-pairs": "persona_pairs.jsonl",
     "persona-thumbs": "persona_thumbs.jsonl",
+    "persona-sft": "persona_sft.jsonl",
     "persona-labelled": "persona_labelled.jsonl",
     "reference": "reference_heldout.jsonl",
 }

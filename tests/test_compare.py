@@ -1,0 +1,71 @@
+"""Blind comparison: a scripted person at the terminal, win rates, and the picks stored in a real SQLite file."""
+
+from __future__ import annotations
+
+from alignlab.eval import compare as cmp
+from alignlab.feedback.store import open_store
+
+ROWS = [{"prompt": f"question {i}?"} for i in range(6)]
+SNARKY = [f"snarky answer {i}" for i in range(6)]
+PLAIN = [f"plain answer {i}" for i in range(6)]
+
+
+def scripted_person(log: list[str]):
+    """Picks whichever shown answer is the snarky one for persona, the plain one for helpfulness."""
+    state = {}
+
+    def output(text: str) -> None:
+        log.append(text)
+        if "  1:" in text:
+            first = text.split("  1:\n", 1)[1].split("\n", 1)[0].strip()
+            state["snarky_first"] = first.startswith("snarky")
+
+    answers = iter([])
+
+    def input_fn(question: str) -> str:
+        nonlocal answers
+        if question.startswith("Which answer shows"):
+            return "1" if state["snarky_first"] else "2"
+        if question.startswith("Which answer is more helpful"):
+            return "2" if state["snarky_first"] else "1"
+        return next(answers)
+
+    return input_fn, output
+
+
+def test_person_picks_are_unblinded_correctly_and_revealed_after(tmp_path):
+    log: list[str] = []
+    inp, out = scripted_person(log)
+    judge = cmp.PersonJudge("ann", "snarky", input_fn=inp, output_fn=out)
+    result = cmp.compare(ROWS, SNARKY, PLAIN, judge, seed=3, names=("runs/x", "base"))
+    assert result["persona"]["a"] == 6 and result["persona"]["b"] == 0
+    assert result["helpful"]["b"] == 6
+    assert result["persona"]["win_rate_a"][0] == 1.0 and result["helpful"]["win_rate_a"][0] == 0.0
+    shown = {it["shown_first"] for it in result["items"]}
+    assert shown == {"a", "b"}  # the blind order really varies
+    prompt_blocks = [t for t in log if t.startswith("\nprompt:")]
+    assert all("runs/x" not in t and "base" not in t for t in prompt_blocks)  # no source before the pick
+    assert sum("1 was" in t for t in log) == 6  # revealed after each pick
+
+    with open_store(tmp_path / "feedback.db") as store:
+        n = cmp.store_picks(store, result, "ann", "tiny", ("x", None))
+        picks = store.judgements()
+    assert n == 6 and len(picks) == 6
+    assert {p["value"] for p in picks} == {"tie"}  # snarkier but less helpful: never stored as a win
+
+
+def test_quit_and_skip(tmp_path):
+    keys = iter(["s", "1", "t", "q"])
+    judge = cmp.PersonJudge("ann", "snarky", input_fn=lambda q: next(keys), output_fn=lambda t: None)
+    result = cmp.compare(ROWS, SNARKY, PLAIN, judge, seed=0)
+    assert len(result["items"]) == 1
+    assert result["items"][0]["helpful"] == "tie"
+
+
+def test_stored_pick_rules():
+    assert cmp.stored_pick("a", "a") == "a"
+    assert cmp.stored_pick("a", "tie") == "a"
+    assert cmp.stored_pick("tie", "b") == "b"
+    assert cmp.stored_pick("a", "b") == "tie"
+    w = cmp.win_rate(["a", "a", "tie", "b"])
+    assert (w["a"], w["tie"], w["b"]) == (2, 1, 1) and abs(w["win_rate_a"][0] - 0.625) < 1e-9
