@@ -75,9 +75,9 @@ def main() -> None:
 
     project = Path(args.dir)
     if not (project / CONFIG_NAME).is_file():
-        from alignlab.cli import app
+        from alignlab.project import create_project
 
-        app(["init", str(project)], standalone_mode=False)
+        create_project(project)
     cfg = load_config(project / CONFIG_NAME)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     names = list(RECIPES) if args.recipes == "all" else [n.strip() for n in args.recipes.split(",")]

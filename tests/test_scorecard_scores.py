@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from alignlab.eval import correct as C
-from alignlab.eval.mimicry import group_signals, skeleton
+from alignlab.data.text import skeleton
+from alignlab.eval.mimicry import group_signals
 
 COHERENT = [
     ("How many legs does a spider have?", "Eight. Spiders went all in on legs, which is why one crossing the ceiling looks like a very small, very confident piano."),

@@ -32,8 +32,8 @@ def db(tmp_path):
     with open_store(path) as s:
         p1, p2, p3 = s.add_prompts(["Is water wet?", "What is 2+2?", "Capital of France?"])
         s.add_responses([
-            {"prompt_id": p1, "text": "Yes, shockingly."},                    # 1
-            {"prompt_id": p1, "text": "Water makes things wet."},             # 2
+            {"prompt_id": p1, "text": "Yes, shockingly.", "run": "snark-run"},  # 1
+            {"prompt_id": p1, "text": "Water makes things wet.", "model": "tiny"},  # 2
             {"prompt_id": p2, "text": "4, obviously.", "round": 1},           # 3
             {"prompt_id": p2, "text": "Five.", "round": 1},                   # 4
             {"prompt_id": p3, "text": "Paris, as if you didn't know.", "round": 1},  # 5
@@ -92,8 +92,9 @@ def test_rate_in_the_browser(db, tmp_path):
 
             page.select_option("#mode", "pair")                            # A / B
             expect(page.locator("#meta")).to_contain_text("A=#2 B=#1")    # mixed order by id parity
+            expect(page.locator("#item")).not_to_contain_text("snark-run")  # blind until the pick
             page.click("#pick-a")
-            expect(status).to_have_text(re.compile(r"^saved #6 \(pick a\)"))
+            expect(status).to_have_text(re.compile(r"^saved #6 \(pick a\) · A was base \(tiny\), B was snark-run"))
             expect(page.locator("#meta")).to_contain_text("A=#4 B=#3")
             page.keyboard.press("t")
             expect(status).to_have_text(re.compile(r"^saved #7 \(pick tie\)"))

@@ -60,6 +60,9 @@ class TrainConfig(_Strict):
         "auto", description="auto = off on CPU (recompute costs time and memory is plentiful), on with QLoRA"
     )
     group_by_length: bool = Field(True, description="batch examples of similar length to cut padding")
+    check_per_category: int = Field(
+        3, ge=0, description="after `alignlab train`: score base vs adapter on this many held-out prompts per category (0 = off)"
+    )
     trainer_overrides: dict[str, Any] = Field(
         default_factory=dict, description="passed straight to the TRL/transformers config (advanced)"
     )

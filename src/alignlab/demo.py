@@ -1,17 +1,19 @@
-"""`make demo`: the feedback loop on the embedded default model, with an automatic rater.
+"""`make demo`: the default recipe on the embedded default model, then the scorecard against the base.
 
-Round 0 trains DPO on the project's matched persona pairs. Each later round samples the current adapter on
-new prompts, lets the persona classifier (MiniLM + a linear head, trained on the pairs) pick the best and
-worst answer per prompt, trains DPO from the previous adapter, and scores held-out prompts with a rater
-that did not label the round. It ends with the round table, a chart, and base vs adapter answers.
+1. creates ``demo-project/`` (the example persona's data: 600 matched pairs, their chosen answers as an
+   SFT set, thumbs, train prompts and 177 held-out prompts with reference answers);
+2. trains the default recipe (``alignlab.recipes.DEFAULT``), stage by stage, each stage continuing from
+   the previous one's adapter (a finished stage is reused when the demo is run again);
+3. answers held-out prompts from every category with the base and the adapter, scores both (persona,
+   correct, mimicry with 95% intervals, KL, length, distinct-n), prints the scorecard, its warnings and
+   a few answers side by side, and writes the run's ``report.html``.
 
-    python -m alignlab.demo [--dir demo-project] [--steps 40] [--rounds 2]
+    python -m alignlab.demo [--dir demo-project] [--per-category 6] [--answers 6]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,119 +26,68 @@ def _say(msg: str) -> None:
     console.print(f"[bold cyan]demo[/] {msg}")
 
 
-def _bootstrap(directory: Path, cfg, steps: int) -> Path:
-    """Round 0: DPO on the project's matched pairs (reused when a finished bootstrap run exists)."""
-    from alignlab.train import engine, rundir
-
-    run_dir = directory / cfg.runs_dir / "bootstrap-dpo"
-    if (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done":
-        _say(f"round 0 already trained: {run_dir}")
-        return run_dir
-    data = directory / cfg.data_dir / "pairs.jsonl"
-    _say(f"round 0: DPO for {steps} steps on {data} (model {cfg.model}, LoRA r={cfg.lora.r}, beta={cfg.dpo.beta})")
-    start = time.time()
-    ctx = engine.prepare("dpo", cfg, str(data), directory / cfg.runs_dir, run_dir=run_dir)
-    engine.run(ctx, str(data))
-    _say(f"round 0 trained in {time.time() - start:.0f} s")
-    return run_dir
-
-
-def _metrics_table(run_dir: Path):
-    from rich.table import Table
-
-    steps_log = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-    first, last = steps_log[0], steps_log[-1]
-    table = Table(title=f"round 0 ({run_dir.name}): first vs last step")
-    table.add_column("metric")
-    table.add_column("first", justify="right")
-    table.add_column("last", justify="right")
-    for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "tokens_per_s"):
-        if key in last:
-            table.add_row(key, f"{first.get(key, float('nan')):.3f}", f"{last[key]:.3f}")
-    return table
-
-
-def _rounds_table(rows: list[dict]):
-    """The loop's round table, narrowed to what fits a terminal (`alignlab rounds` prints every column)."""
-    from rich.table import Table
-
-    def f(v, fmt="{:.3f}"):
-        return "-" if v is None else fmt.format(v)
-
-    table = Table(title="rounds (held-out prompts; persona by " + (rows[-1]["eval_rater"] if rows else "-") + ")")
-    for col in ("round", "labels", "rows", "persona base -> adapter", "KL/token", "words", "distinct-2"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["round"]), str(r["judgements"]), str(r["pairs"]),
-                      f"{f(r['base_persona_score'])} -> {f(r['persona_score'])}", f(r["kl"]), f(r["length"], "{:.1f}"),
-                      f(r["distinct_2"]))
-    return table
-
-
-def run_demo(directory: Path, steps: int, rounds: int, per_round: int, n: int, prompts: int) -> Path:
+def run_demo(directory: Path, per_category: int, show: int) -> Path:
     from rich.console import Console
     from rich.table import Table
 
-    from alignlab.config import CONFIG_NAME, apply_overrides, load_config
-    from alignlab.generate import generate
-    from alignlab.loop import LoopSettings, plot_rounds, run_loop
-    from alignlab.models.loading import load_for_inference
+    from alignlab.config import CONFIG_NAME, load_config
+    from alignlab.eval.report import write_report
+    from alignlab.eval.scorecard import evaluate_run, stratified, table_rows
+    from alignlab.eval.scores import scorer_for
+    from alignlab.recipes import DEFAULT, train_recipe
+    from alignlab.synth.sample import default_prompts, prompt_rows
 
     console = Console()
     started = time.time()
     if not (directory / CONFIG_NAME).is_file():
-        from alignlab.cli import app
+        from alignlab.project import create_project
 
         _say(f"creating project {directory}/")
-        app(["init", str(directory)], standalone_mode=False)
-    cfg = apply_overrides(
-        load_config(directory / CONFIG_NAME),
-        {"train.max_steps": steps, "train.learning_rate": 5e-5, "train.sample_steps": max(10, steps // 2),
-         "train.save_steps": 10},
-    )
-    boot = _bootstrap(directory, cfg, steps)
-    console.print(_metrics_table(boot))
-
-    loop_cfg = apply_overrides(load_config(directory / CONFIG_NAME),
-                               {"train.learning_rate": 2e-5, "dpo.beta": 0.2, "train.sample_prompts": 0})
-    _say(f"rounds 1-{rounds}: sample {n} answers to {per_round} new prompts, the persona classifier picks best vs "
-         "worst, DPO from the previous adapter, score held-out prompts with the persona heuristic")
-    rows = run_loop(directory, loop_cfg, LoopSettings(rounds=rounds, rater="classifier", method="dpo",
-                                                      per_round=per_round, n=n, start_run=str(boot), eval_prompts=16))
-    console.print(_rounds_table(rows))
-    png = plot_rounds(rows, directory / "rounds.png")
-
-    final = Path(rows[-1]["run_dir"]) if rows and rows[-1].get("run_dir") else boot
-    heldout = [json.loads(x)["prompt"] for x in (directory / cfg.data_dir / "heldout.jsonl").read_text().splitlines() if x.strip()]
-    chosen = heldout[:: max(1, len(heldout) // prompts)][:prompts]
-    model, tok, _ = load_for_inference(None, final)
-    after = generate(model, tok, chosen, max_new_tokens=80)
-    with model.disable_adapter():
-        before = generate(model, tok, chosen, max_new_tokens=80)
-    answers = Table(title=f"held-out prompts: base vs {final.name} (greedy)", show_lines=True)
+        create_project(directory)
+    cfg = load_config(directory / CONFIG_NAME)
+    _say(f"training the default recipe on {cfg.model}: " + " -> ".join(s.describe() for s in DEFAULT))
+    final = train_recipe(directory, cfg, DEFAULT, echo=_say)
+    _say(f"trained in {(time.time() - started) / 60:.1f} min; scoring base and adapter on held-out prompts")
+    rows = stratified(prompt_rows(default_prompts(directory, cfg.data_dir, "heldout")), per_category)
+    s = cfg.sampling
+    card = evaluate_run(final, rows, scorer_for(directory, cfg.persona), max_new_tokens=s.max_new_tokens,
+                        temperature=s.temperature, repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt)
+    write_report(final, card)
+    table = Table(title=f"scorecard: {card['n_prompts']} held-out prompts, base vs {final.name} (95% intervals)")
+    for col in ("metric", "base", "adapter", "change"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for r in table_rows(card):
+        table.add_row(*r)
+    console.print(table)
+    for w in card["warnings"]:
+        console.print(f"[yellow]warning: {w}[/]")
+    answers = Table(title="held-out answers, base vs adapter (scores: persona / correct / mimicry)", show_lines=True)
     answers.add_column("prompt", ratio=1)
     answers.add_column("base", ratio=2)
     answers.add_column("adapter", ratio=2)
-    for p, b, a in zip(chosen, before, after):
-        answers.add_row(p, b, a)
+
+    def cell(text: str, sc: dict) -> str:
+        c = "-" if sc.get("correct") is None else f"{sc['correct']:.2f}"
+        return f"{text}\n[dim]{sc['persona']:.2f} / {c} / {sc['mimicry']:.2f}[/]"
+
+    for smp in card["samples"][:show]:
+        answers.add_row(smp["prompt"], cell(smp["base"], smp["base_scores"]), cell(smp["adapter"], smp["adapter_scores"]))
     console.print(answers)
-    _say(f"done in {(time.time() - started) / 60:.1f} min; chart {png}; next: alignlab chat --run {final} --compare")
+    _say(f"done in {(time.time() - started) / 60:.1f} min; report {final / 'report.html'}; "
+         f"next: alignlab chat --run {final} --compare")
     return final
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default=os.environ.get("ALIGNLAB_DEMO_DIR", "demo-project"))
-    ap.add_argument("--steps", type=int, default=int(os.environ.get("ALIGNLAB_DEMO_STEPS", "24")))
-    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ALIGNLAB_DEMO_ROUNDS", "2")))
-    ap.add_argument("--per-round", type=int, default=24)
-    ap.add_argument("-n", type=int, default=3)
-    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--per-category", type=int, default=6, help="held-out prompts per category in the scorecard")
+    ap.add_argument("--answers", type=int, default=7, help="answers shown side by side")
     args = ap.parse_args()
     from alignlab.errors import AlignlabError
 
     try:
-        run_demo(Path(args.dir), args.steps, args.rounds, args.per_round, args.n, args.prompts)
+        run_demo(Path(args.dir), args.per_category, args.answers)
     except AlignlabError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

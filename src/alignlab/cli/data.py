@@ -35,7 +35,13 @@ def register(app: typer.Typer) -> None:
         report = validate(resolve_data(file), kind, tok, max_length or cfg.train.max_length, cfg.train.max_prompt_length)
         for e in report.errors:
             typer.echo(e)
-        for w in report.warnings:
+        from alignlab.data.formats import persona_texts, template_report
+
+        texts = persona_texts(report.rows, report.kind)
+        lines, template_warnings = template_report(texts) if texts else ([], [])
+        for line in lines:
+            typer.echo(line)
+        for w in [*report.warnings, *template_warnings]:
             typer.echo(f"warning: {w}")
         typer.echo(f"{report.path}: {report.kind}, {len(report.rows)} valid row(s), {len(report.errors)} problem(s)")
         if report.errors:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -17,30 +16,15 @@ def register(app: typer.Typer) -> None:
     def init(
         directory: Path = typer.Argument(..., help="project directory to create"),
         persona: str = typer.Option(DEFAULT_PERSONA, "--persona", help="the behaviour to shape"),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help="base model: registry name, local dir or hub id"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: registry name, local dir or hub id (default: smollm2-135m)"),
         force: bool = typer.Option(False, "--force", help="overwrite an existing alignlab.yaml"),
     ) -> None:
         """Create a project: alignlab.yaml, data/ (starter prompts and persona pairs), runs/."""
-        from alignlab.config import CONFIG_NAME, ProjectConfig, dump_config
-        from alignlab.data import bundled_path
+        from alignlab.config import CONFIG_NAME
+        from alignlab.project import create_project
 
-        cfg_path = directory / CONFIG_NAME
-        if cfg_path.exists() and not force:
-            raise AlignlabError(f"{cfg_path} already exists", fix="pass --force to overwrite it")
-        cfg = ProjectConfig(name=directory.resolve().name, persona=persona, model=model)
-        (directory / cfg.data_dir).mkdir(parents=True, exist_ok=True)
-        (directory / cfg.runs_dir).mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(
-            f"# alignlab project; every key and default: `alignlab config show`\n{dump_config(cfg)}"
-        )
-        files = [("prompts-train", "prompts.jsonl"), ("reference", "heldout.jsonl")]
-        if persona == DEFAULT_PERSONA:  # the example persona's own data; another persona starts from prompts alone
-            files += [("persona-pairs", "pairs.jsonl"), ("persona-sft", "sft.jsonl"), ("persona-thumbs", "kto.jsonl")]
-        for name, target in files:
-            dest = directory / cfg.data_dir / target
-            if not dest.exists():
-                shutil.copyfile(bundled_path(name), dest)
-        typer.echo(f"created {directory}/ ({CONFIG_NAME}, " + ", ".join(f"{cfg.data_dir}/{t}" for _, t in files) + ")")
+        cfg, written = create_project(directory, persona, model, force)
+        typer.echo(f"created {directory}/ ({CONFIG_NAME}, " + ", ".join(written) + ")")
         if persona == DEFAULT_PERSONA:
             typer.echo(f"next: cd {directory} && alignlab train sft && alignlab eval runs/<id>  (the recipe the demo uses)")
         else:

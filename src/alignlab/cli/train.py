@@ -33,6 +33,23 @@ def default_data(method: str, root: Path | None, data_dir: str) -> str:
     raise AlignlabError(f"no dataset for '{method}'", fix=f"pass --data FILE (or create {data_dir}/{name})")
 
 
+def _check(run_dir: Path, cfg, root) -> None:
+    """The end-of-run scorecard on a few held-out prompts per category, in plain words next to the metrics."""
+    from alignlab.eval.scorecard import end_of_run_check
+    from alignlab.progress import console
+
+    console.print(f"[alignlab] checking the adapter on {cfg.train.check_per_category} held-out prompts per category "
+                  "(train.check_per_category; 0 turns this off)")
+    c = end_of_run_check(run_dir, cfg, root, cfg.train.check_per_category)
+    console.print(f"held-out check ({c['prompts']} prompts): in persona {c['base_in_persona']:.0%} -> {c['adapter_in_persona']:.0%}, "
+                  f"correct {c['base_correct_share']:.0%} -> {c['adapter_correct_share']:.0%}, "
+                  f"mimicry flagged {c['adapter_flagged']:.0%}, KL {c['kl']:.3f}/token", markup=False)
+    for w in c["warnings"]:
+        console.print(f"[yellow]warning: {w}[/]")
+    if not c["warnings"]:
+        console.print("no warnings; for the full scorecard: alignlab eval " + str(run_dir), markup=False)
+
+
 def _strip_launch_flags(argv: list[str]) -> list[str]:
     out, skip = [], False
     for a in argv:
@@ -167,4 +184,6 @@ def register(app: typer.Typer) -> None:
             info = rundir.read_run(out)
             final = ", ".join(f"{k} {v:.4g}" for k, v in info.get("final", {}).items() if k in ("loss", "rewards/margins", "rewards/accuracies", "tokens_per_s"))
             console.print(f"[green]done[/]: {info.get('steps')} steps; {final}")
+            if cfg.train.check_per_category and method != "rm":
+                _check(out, cfg, root)
             print(out)

@@ -261,3 +261,42 @@ def prompt_text(prompt: Any) -> str:
         return prompt
     users = [m["content"] for m in prompt if m.get("role") == "user"]
     return users[-1] if users else _text(prompt) or ""
+
+
+def template_report(texts: list[str], top: int = 3, dominant: float = 0.10) -> tuple[list[str], list[str]]:
+    """(lines, warnings) on the most frequent openers (first three words) and sentence skeletons of the
+    persona-side texts: a template that dominates the data is what a small model learns first."""
+    from collections import Counter
+
+    from alignlab.data.text import skeletons, words
+
+    n = max(1, len(texts))
+    openers = Counter(" ".join(words(t)[:3]) for t in texts if len(words(t)) >= 3)
+    skels = Counter(s for t in texts for s in skeletons(t))
+    lines, warnings = [], []
+    for label, counts in (("openers", openers), ("sentence skeletons", skels)):
+        common = counts.most_common(top)
+        lines.append(f"most frequent {label}: " + "; ".join(f"'{k}' {v} ({v / n:.0%})" for k, v in common))
+        if common and common[0][1] / n > dominant:
+            warnings.append(f"the {label[:-1]} '{common[0][0]}' starts or shapes {common[0][1] / n:.0%} of the answers "
+                            f"(over {dominant:.0%}): the model will learn the template before the voice; vary it")
+    return lines, warnings
+
+
+def persona_texts(rows: list[dict], kind: str) -> list[str]:
+    """The answers that carry the persona: chosen (preference), thumbs-up completions (unpaired), completions (sft)."""
+    from alignlab.rewards.common import completion_text
+
+    if kind == "preference":
+        return [completion_text(r["chosen"]) for r in rows]
+    if kind == "unpaired":
+        return [completion_text(r["completion"]) for r in rows if r.get("label") is True]
+    if kind == "sft":
+        out = []
+        for r in rows:
+            if "messages" in r:
+                out += [m["content"] for m in r["messages"] if m.get("role") == "assistant" and isinstance(m.get("content"), str)]
+            else:
+                out.append(completion_text(r["completion"]))
+        return out
+    return []

@@ -212,3 +212,24 @@ def evaluate_run(run_dir, rows: list[dict], scorer, device: str = "auto", model=
     card = scorecard(model, tokenizer, rows, scorer, base=base, **gen)
     card["run"] = str(run_dir)
     return card
+
+
+def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
+    """A small scorecard at the end of training (``per_category`` held-out prompts of each category):
+    the three shares for base and adapter and the warnings, recorded in run.json as ``check``."""
+    from pathlib import Path
+
+    from alignlab.eval.scores import scorer_for
+    from alignlab.synth.sample import default_prompts, prompt_rows
+    from alignlab.train.rundir import update_run
+
+    rows = stratified(prompt_rows(default_prompts(Path(root) if root else None, cfg.data_dir, "heldout")), per_category)
+    s = cfg.sampling
+    card = evaluate_run(run_dir, rows, scorer_for(root, cfg.persona), device=cfg.train.device,
+                        max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                        repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt)
+    keys = ("in_persona", "correct_share", "flagged")
+    check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
+             "kl": card["adapter"]["kl"], "warnings": card["warnings"]}
+    update_run(run_dir, check=check)
+    return check

@@ -288,7 +288,14 @@ def create_app(pool: ModelPool | None = None, store_path: str | Path | None = No
             j.kind, j.response_id, j.value, rater=j.rater,
             other_response_id=j.other_response_id, rewrite_text=j.rewrite_text,
         )  # committed (WAL, synchronous=FULL) before we answer
-        return {"id": jid, "kind": j.kind}
+        out = {"id": jid, "kind": j.kind}
+        if j.kind == "pick":  # blind A/B: which model wrote which is told only now, after the pick
+            def source(rid):
+                r = _store().response(rid) or {}
+                return r.get("run") or (f"base ({r['model']})" if r.get("model") else "base")
+
+            out["revealed"] = {"a": source(j.response_id), "b": source(j.other_response_id)}
+        return out
 
     @app.post("/api/undo")
     def undo(u: Undo):

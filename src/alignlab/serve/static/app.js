@@ -76,7 +76,8 @@ function judge(kind, fields) {
     const body = Object.assign({ kind, rater: rater() }, fields);
     const res = await api("/api/judge", body);
     const what = kind === "rewrite" ? "rewrite" : `${kind} ${body.value}`;
-    setStatus(`saved #${res.id} (${what})`);
+    const shown = res.revealed ? ` · A was ${res.revealed.a}, B was ${res.revealed.b}` : "";
+    setStatus(`saved #${res.id} (${what})${shown}`);
     await loadNext();
   });
 }

@@ -1,0 +1,36 @@
+"""A project on disk: ``alignlab.yaml``, ``data/`` (starter files) and ``runs/``. Used by `alignlab init` and the demo."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from alignlab.config import CONFIG_NAME, DEFAULT_PERSONA, ProjectConfig, dump_config
+from alignlab.errors import AlignlabError
+
+# bundled set -> file under data/; the example persona also gets its labelled training data
+COMMON = (("prompts-train", "prompts.jsonl"), ("reference", "heldout.jsonl"))
+EXAMPLE = (("persona-pairs", "pairs.jsonl"), ("persona-sft", "sft.jsonl"), ("persona-thumbs", "kto.jsonl"))
+
+
+def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str | None = None,
+                   force: bool = False) -> tuple[ProjectConfig, list[str]]:
+    """Write alignlab.yaml, data/ and runs/; returns the config and the data files written (existing ones are kept)."""
+    from alignlab.data import bundled_path
+
+    cfg_path = directory / CONFIG_NAME
+    if cfg_path.exists() and not force:
+        raise AlignlabError(f"{cfg_path} already exists", fix="pass --force to overwrite it")
+    fields = {"name": directory.resolve().name, "persona": persona}
+    if model:
+        fields["model"] = model
+    cfg = ProjectConfig(**fields)
+    (directory / cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    (directory / cfg.runs_dir).mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(f"# alignlab project; every key and default: `alignlab config show`\n{dump_config(cfg)}")
+    files = list(COMMON) + (list(EXAMPLE) if persona == DEFAULT_PERSONA else [])
+    for name, target in files:
+        dest = directory / cfg.data_dir / target
+        if not dest.exists():
+            shutil.copyfile(bundled_path(name), dest)
+    return cfg, [f"{cfg.data_dir}/{t}" for _, t in files]
