@@ -1,8 +1,8 @@
 """`alignlab loop`: two rounds on the tiny model with an automatic rater, then a rerun that continues with round 3.
 
 Labels come from a reward registered for the test (the share of vowels: the tiny model's weights are random, so
-the persona heuristic would score every answer 0 and tie everything); the held-out score comes from the
-persona classifier, a rater that did not produce the labels.
+the persona heuristic would score every answer 0 and tie everything); the held-out scores come from the
+scorecard (persona, correct, mimicry), which did not produce the labels.
 """
 
 from __future__ import annotations
@@ -76,11 +76,13 @@ def test_two_rounds_then_a_rerun_continues_with_round_three(project):
     for r in table:
         missing = [f for f in FIELDS if r[f] is None]
         assert not missing, (r["round"], missing)
-        assert r["status"] == "done" and r["rater"] == "reward:loop_vowels" and r["eval_rater"] == "classifier:persona"
+        assert r["status"] == "done" and r["rater"] == "reward:loop_vowels" and r["eval_rater"] == "scorecard"
         assert r["prompts"] == 3 and r["responses"] == 6 and r["judgements"] == 3 and r["pairs"] >= 1
         assert r["kl"] >= 0 and 0 <= r["persona_score"] <= 1
         assert Path(r["run_dir"]).parent == project / "runs"
-        assert json.loads(r["details"])["scorecard"]["rater"] == "classifier:persona"
+        card = json.loads(r["details"])["scorecard"]
+        assert card["rater"] == "classifier:scorecard" and card["adapter"]["graded"] == 1  # the arithmetic row
+        assert 0 <= r["accuracy"] <= 1  # the correct share
     one, two = table
     assert one["init_run"] is None and two["init_run"] == one["run_dir"]
     runs = sorted(p for p in (project / "runs").iterdir() if (p / "run.json").is_file())

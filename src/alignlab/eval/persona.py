@@ -54,7 +54,7 @@ class SentencePersonaClassifier:
         self.mean, self.std, self.weight, self.bias = mean, std, weight, bias
         self.meta = dict(meta or {})
 
-    def train(self, texts: list[str], labels: list[int], l2: float = 0.3, steps: int = 400, seed: int = 0) -> dict:
+    def train(self, texts: list[str], labels: list[int], l2: float = 0.1, steps: int = 400, seed: int = 0) -> dict:
         import torch
 
         if set(int(y) for y in labels) != {0, 1}:

@@ -79,7 +79,7 @@ def _encode(tokenizer, prompts: list, answers: list[str], system_prompt: str | N
 
 
 def mean_kl(model, tokenizer, prompts: list, answers: list[str], base=None, system_prompt: str | None = None,
-            batch_size: int = 4) -> tuple[float, int]:
+            batch_size: int = 16) -> tuple[float, int]:
     """(mean per-token KL(policy || base) over the answers' tokens, number of tokens); see the module docstring."""
     import torch
 
@@ -108,6 +108,21 @@ def mean_kl(model, tokenizer, prompts: list, answers: list[str], base=None, syst
     return (total / count if count else 0.0), count
 
 
+def generate_merged(model, tokenizer, prompts, **gen) -> list[str]:
+    """Generate with a LoRA adapter merged into the base weights for the duration (no per-layer adapter
+    matmuls while decoding), then unmerged; a model without an adapter generates as it is."""
+    from alignlab.generate import generate
+
+    merge = hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter")
+    if merge:
+        model.merge_adapter()
+    try:
+        return generate(model, tokenizer, prompts, **gen)
+    finally:
+        if merge:
+            model.unmerge_adapter()
+
+
 def scorecard(
     model,
     tokenizer,
@@ -118,7 +133,7 @@ def scorecard(
     temperature: float = 0.0,
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,
-    batch_size: int = 16,
+    batch_size: int = 64,
     seed: int = 0,
     system_prompt: str | None = None,
 ) -> dict:
@@ -129,7 +144,7 @@ def scorecard(
     prompts = [r["prompt"] for r in rows]
     gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                repetition_penalty=repetition_penalty, batch_size=batch_size, seed=seed, system_prompt=system_prompt)
-    tuned = generate(model, tokenizer, prompts, **gen)
+    tuned = generate_merged(model, tokenizer, prompts, **gen)
     with reference(model, base) as ref:
         before = generate(ref, tokenizer, prompts, **gen)
     kl, tokens = mean_kl(model, tokenizer, prompts, tuned, base=base, system_prompt=system_prompt)

@@ -69,7 +69,10 @@ class Scorer:
             own = {k: r[k] for k in ("reference", "aliases", "key_terms", "category") if r.get(k) not in (None, "", [])}
             if r.get("number") is not None:
                 own["answer"] = r["number"]
-            refs.append({**own, "prompt": r["prompt"]} if has_reference(own) else reference_for(r["prompt"], self.references))
+            bundled = reference_for(r["prompt"], self.references) or {}
+            # the row's own reference wins; a bundled row for the same prompt adds its aliases and key terms
+            merged = {**{k: v for k, v in bundled.items() if k in ("reference", "aliases", "key_terms", "category", "answer")}, **own}
+            refs.append({**merged, "prompt": r["prompt"]} if has_reference(merged) else None)
         persona = self.persona(prompts, answers)
         correct = score_correct(answers, refs, embed_fn=embed)
         emb = embed(prompts + answers)
