@@ -169,6 +169,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path):
               "--set", "train.sample_prompts=0", "--set", "train.save_steps=2", "--lr", "5e-3"]
     full = _cli(*common, "--name", "full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
+    check = json.loads((tmp_path / "runs" / "full" / "run.json").read_text())["check"]  # the end-of-run scorecard
+    assert check["prompts"] == 21 and 0 <= check["adapter_correct_share"] <= 1 and check["kl"] > 0
+    assert "held-out check (21 prompts)" in full.stdout + full.stderr
     proc = subprocess.Popen([PY, "-m", "alignlab", *common, "--name", "killed"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, ALIGNLAB_QUIET="1"))
     ckpt = tmp_path / "runs" / "killed" / "checkpoints" / "checkpoint-4"

@@ -6,10 +6,15 @@ embeddings (768 numbers), standardised. Snark often lives in one sentence of an 
 which a single embedding of the whole answer averages away: cross-validated on the bundled labelled set
 (5 folds by prompt), whole-answer embeddings reach AUC 0.77, sentence mean + max 0.91.
 
-For the project's own example persona (snark) the classifier is trained on ``bundled:persona-labelled``: answers written for the scorecard (many kinds of snark, plain
-answers to the same prompts, snarky-but-wrong and bolted-on ones), disjoint from every training set that
-ships with alignlab. A project with another persona trains it on its own labelled answers (the chosen /
-rejected sides of ``data/pairs.jsonl``, from `alignlab synth` or ratings); with fewer than
+For the project's own example persona (snark) the classifier is trained on ``bundled:persona-labelled``:
+500 answers written for the scorecard to 125 prompts (ten kinds of snark, plain answers to the same
+prompts, snarky-but-wrong and bolted-on ones) and the default model's own greedy answers to those
+prompts as plain examples (125): without them the classifier, which only saw clean human writing, read
+the model's rambling as persona (75% of the base's answers in persona, against 0% for a blind reader;
+with them 7%). None of it is in any training set that ships with alignlab.
+
+A project with another persona trains it on its own labelled answers (the chosen / rejected sides of
+``data/pairs.jsonl``, from `alignlab synth` or ratings); with fewer than
 ``MIN_LABELS`` of them the scorecard says the persona score is not to be trusted yet.
 
 The classifier is trained once and kept under ``$ALIGNLAB_HOME/scorecard/`` (bundled set) or
