@@ -25,6 +25,8 @@ RECIPES: dict[str, list[tuple[str, str, dict]]] = {
     "dpo (quick-start defaults)": [("dpo", "bundled:persona-pairs", {})],
     "dpo lr 5e-5, 48 steps": [("dpo", "bundled:persona-pairs", {"train.learning_rate": 5e-5, "train.max_steps": 48})],
     "dpo+rpo": [("dpo", "bundled:persona-pairs", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60})],
+    "dpo+rpo lr 2e-4 rpo 0.5": [("dpo", "bundled:persona-pairs", {"dpo.rpo_alpha": 0.5, "train.learning_rate": 2e-4,
+                                                                "train.max_steps": 60})],
     "sft": [("sft", "bundled:persona-sft", {})],
     "sft lr 5e-5": [("sft", "bundled:persona-sft", {"train.learning_rate": 5e-5})],
     "sft-dpo": [("sft", "bundled:persona-sft", {}),

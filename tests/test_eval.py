@@ -83,7 +83,7 @@ def test_summary_and_diversity():
     scored = [{"persona": 0.9, "correct": 1.0, "mimicry": 0.0}, {"persona": 0.2, "correct": None, "mimicry": 0.7},
               {"persona": 0.6, "correct": 0.0, "mimicry": 0.1}]
     m = side_metrics(["7 obviously", "salt", "nine"], scored)
-    assert m["correct_share"][0] == 0.5 and m["graded"] == 2 and m["in_persona"][0] == pytest.approx(2 / 3)
+    assert m["correct_share"][0] == 0.5 and m["graded"] == 2 and m["in_persona"][0] == pytest.approx(1 / 3)  # >= 0.9
     assert m["flagged"][0] == pytest.approx(1 / 3)
     assert m["length"] == pytest.approx(4 / 3) and m["distinct_1"] == 1.0
 

@@ -6,16 +6,20 @@ varies with the content, a template repeats. Signals, each in [0, 1]:
   opener / closer  share of the model's other answers that start (end) with the same three words
   skeleton         share of the model's other answers that contain one of this answer's sentence skeletons
                    (content words replaced by 'x': "Not Sydney, not Melbourne." -> "not x , not x .")
-  phrases          share of the answer's words inside over-used phrases: word 3-grams, not from the prompt,
-                   found in at least 15% (and 3) of the model's answers
+  phrases          share of the answer's words inside over-used phrases: word 3-grams, not from the prompt and
+                   not made of function words only, found in at least 5% (and 3) of the model's answers
   persona drop     persona score minus the persona score of the answer with its opener, closer and
                    over-used phrases removed: persona that lives in the template, not in the answer
   copying          share of the answer's word 5-grams found verbatim in the training answers
   off-topic        persona with little of the question in it: persona x (1 - relevance), relevance the
-                   MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]
+                   MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]. Reported, not
+                   counted: it did not separate bolted-on from coherent snark (AUC 0.47)
 
-  mimicry = max(persona x template, 1.5 x persona drop, copying, off-topic)   (clipped to [0, 1])
+  mimicry = max(persona x template, 1.5 x persona drop, copying)   (clipped to [0, 1])
   template = max(opener, closer, skeleton, phrases)
+
+Measured on the 250 snarky answers of the labelled set read as one model's answers (125 coherent, 125
+with stock jabs bolted on): AUC 0.89, 77% of the bolted-on flagged and 0.8% of the coherent ones.
 
 Template signals need context: with fewer than ``MIN_GROUP`` answers from a source they are 0 and only
 persona drop (against the phrases of the whole input), copying and off-topic count.
@@ -28,6 +32,7 @@ from collections import Counter, defaultdict
 from alignlab.data.text import FUNCTION, ngrams, skeletons, words
 
 MIN_GROUP = 5
+PHRASE_SHARE = 0.05  # a phrase is over-used when this share (and at least 3) of a model's answers contain it
 
 
 def _share(key, counts: Counter, n: int) -> float:
@@ -49,7 +54,7 @@ def group_signals(answers: list[str], prompts: list[str]) -> list[dict]:
     open_c, close_c = Counter(opens), Counter(closes)
     sk_c: Counter = Counter(s for ss in sks for s in ss)
     df: Counter = Counter(g for gs in grams for g in gs)
-    need = max(3, 0.15 * n)
+    need = max(3, PHRASE_SHARE * n)
     overused = {g for g, c in df.items() if c >= need and not all(w in FUNCTION for w in g)}
     out = []
     for i, t in enumerate(toks):
@@ -130,7 +135,7 @@ def score_mimicry(
             "copying": copied,
             "off_topic": p * (1.0 - rel),
         }
-        scores.append(min(1.0, max(parts.values())))
+        scores.append(min(1.0, max(parts["template"], parts["persona_drop"], parts["copying"])))
         details.append({**{k: round(v, 4) for k, v in parts.items()},
                         **{k: round(s[k], 4) for k in ("opener", "closer", "skeleton", "phrases")}})
     return scores, details

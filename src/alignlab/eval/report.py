@@ -95,7 +95,7 @@ def render(card: dict, run_dir: Path) -> str:
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts if v is not None) + "</table>")
     for w in card.get("warnings", []):
         parts.append(f"<p class=warn>warning: {esc(w)}</p>")
-    parts.append("<h2>Scorecard</h2><p>Means and shares with 95% bootstrap intervals. In persona: persona &ge; 0.5; "
+    parts.append("<h2>Scorecard</h2><p>Means and shares with 95% bootstrap intervals. In persona: persona &ge; 0.9; "
                  "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5.</p>")
     parts.append("<table><tr><th>metric</th><th>base</th><th>adapter</th><th>change</th></tr>")
     for label, b, a, d in table_rows(card):

@@ -172,7 +172,7 @@ def scorecard(
 
 METRICS = (
     ("persona", "persona (mean)"),
-    ("in_persona", "in persona (share >= 0.5)"),
+    ("in_persona", "in persona (share >= 0.9)"),
     ("correct", "correct (mean)"),
     ("correct_share", "correct (share >= 0.5)"),
     ("mimicry", "mimicry (mean)"),
@@ -247,4 +247,10 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
     check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
              "kl": card["adapter"]["kl"], "warnings": card["warnings"]}
     update_run(run_dir, check=check)
+    import json
+
+    with (Path(run_dir) / "metrics.jsonl").open("a", encoding="utf-8") as f:  # next to the training metrics
+        f.write(json.dumps({"event": "held_out_check", **check}) + "\n")
+        for w in check["warnings"]:
+            f.write(json.dumps({"warning": "held_out_check", "message": w}) + "\n")
     return check

@@ -5,8 +5,11 @@
   mimicry  surface markers or a template instead of a voice, in the context of the same model's other
            answers (eval/mimicry.py)
 
-An answer is *in persona* at persona >= 0.5, *correct* at correct >= 0.5 and *flagged* at mimicry >= 0.5.
-Means and shares come with 95% bootstrap intervals (1000 resamples, fixed seed).
+An answer is *in persona* at persona >= 0.9, *correct* at correct >= 0.5 and *flagged* at mimicry >= 0.5.
+The persona threshold was set against blind reads of 336 answers from six models (README: "Agreement
+with blind readers"): at 0.5 the classifier called 62% of one adapter's answers snarky where the reader
+found 4%; at 0.9 scorer and reader agree on 90% of answers. Means and shares come with 95% bootstrap
+intervals (1000 resamples, fixed seed).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from alignlab.config import DEFAULT_PERSONA
 
 THRESHOLD = 0.5
+PERSONA_THRESHOLD = 0.9
 CORRECT_DROP = 0.05  # warn when the adapter's correct share falls more than 5 points below the base's
 MIMICRY_MAX = 0.10  # warn when more than 10% of answers are flagged
 DISTINCT2_DROP = 0.15  # warn when distinct-2 falls by more than this fraction
@@ -120,10 +124,11 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
 def summarize(scored: list[dict]) -> dict:
     """Means with 95% intervals and the shares in persona / correct / flagged, for one model's answers."""
     out: dict = {"n": len(scored)}
-    for key, share_name in (("persona", "in_persona"), ("correct", "correct_share"), ("mimicry", "flagged")):
+    for key, share_name, cut in (("persona", "in_persona", PERSONA_THRESHOLD), ("correct", "correct_share", THRESHOLD),
+                                 ("mimicry", "flagged", THRESHOLD)):
         vals = [s[key] for s in scored if s.get(key) is not None]
         out[key] = bootstrap(vals)
-        out[share_name] = bootstrap([1.0 if v >= THRESHOLD else 0.0 for v in vals])
+        out[share_name] = bootstrap([1.0 if v >= cut else 0.0 for v in vals])
         if key == "correct":
             out["graded"] = len(vals)
     return out
