@@ -25,7 +25,7 @@ class Stage:
 
 
 DEFAULT: tuple[Stage, ...] = (
-    Stage("sft", "sft.jsonl", {"train.learning_rate": 1e-4, "train.epochs": 1.0, "train.batch_size": 8}),
+    Stage("dpo", "pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
 )
 
 

@@ -7,19 +7,21 @@ varies with the content, a template repeats. Signals, each in [0, 1]:
   skeleton         share of the model's other answers that contain one of this answer's sentence skeletons
                    (content words replaced by 'x': "Not Sydney, not Melbourne." -> "not x , not x .")
   phrases          share of the answer's words inside over-used phrases: word 3-grams, not from the prompt and
-                   not made of function words only, found in at least 5% (and 3) of the model's answers
+                   not made of function words only, found in at least 15% (and 3) of the model's answers
   persona drop     persona score minus the persona score of the answer with its opener, closer and
                    over-used phrases removed: persona that lives in the template, not in the answer
   copying          share of the answer's word 5-grams found verbatim in the training answers
   off-topic        persona with little of the question in it: persona x (1 - relevance), relevance the
-                   MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]. Reported, not
-                   counted: it did not separate bolted-on from coherent snark (AUC 0.47)
+                   MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]
 
-  mimicry = max(persona x template, 1.5 x persona drop, copying)   (clipped to [0, 1])
+  mimicry = max(persona x template, 1.5 x persona drop, copying, off-topic)   (clipped to [0, 1])
   template = max(opener, closer, skeleton, phrases)
 
-Measured on the 250 snarky answers of the labelled set read as one model's answers (125 coherent, 125
-with stock jabs bolted on): AUC 0.89, 77% of the bolted-on flagged and 0.8% of the coherent ones.
+Settings chosen by agreement with blind reads of model answers (README: "Agreement with blind
+readers"). Counting phrases shared by only 5% of a model's answers and leaving out off-topic separated
+the labelled set's human-written bolted-on answers better (AUC 0.89 against 0.76) but agreed worse with
+the readers on model answers (an adapter the reader found bolted-on in 4% of answers was flagged in 45%,
+the rude one found bolted-on in 82% in 25%), so these are the settings kept.
 
 Template signals need context: with fewer than ``MIN_GROUP`` answers from a source they are 0 and only
 persona drop (against the phrases of the whole input), copying and off-topic count.
@@ -32,7 +34,7 @@ from collections import Counter, defaultdict
 from alignlab.data.text import FUNCTION, ngrams, skeletons, words
 
 MIN_GROUP = 5
-PHRASE_SHARE = 0.05  # a phrase is over-used when this share (and at least 3) of a model's answers contain it
+PHRASE_SHARE = 0.15  # a phrase is over-used when this share (and at least 3) of a model's answers contain it
 
 
 def _share(key, counts: Counter, n: int) -> float:
@@ -135,7 +137,7 @@ def score_mimicry(
             "copying": copied,
             "off_topic": p * (1.0 - rel),
         }
-        scores.append(min(1.0, max(parts["template"], parts["persona_drop"], parts["copying"])))
+        scores.append(min(1.0, max(parts.values())))
         details.append({**{k: round(v, 4) for k, v in parts.items()},
                         **{k: round(s[k], 4) for k in ("opener", "closer", "skeleton", "phrases")}})
     return scores, details
