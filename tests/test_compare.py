@@ -69,3 +69,28 @@ def test_stored_pick_rules():
     assert cmp.stored_pick("a", "b") == "tie"
     w = cmp.win_rate(["a", "a", "tie", "b"])
     assert (w["a"], w["tie"], w["b"]) == (2, 1, 1) and abs(w["win_rate_a"][0] - 0.625) < 1e-9
+
+
+def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path):
+    """`alignlab compare base RUN --judge scorecard` end to end on the tiny model: counts, feedback.db, JSON."""
+    import json
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from test_eval import make_run
+
+    proj = tmp_path / "proj"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    run = make_run(tiny_model, proj / "runs" / "r1", noise=0.5)
+    res = CliRunner().invoke(app, ["compare", "base", str(run), "--judge", "scorecard", "--per-category", "1",
+                                   "--project", str(proj), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "persona: base wins" in res.output and "helpfulness:" in res.output
+    saved = json.loads((proj / "comparisons" / "base-vs-r1.json").read_text())
+    n = len(saved["items"])
+    assert n == 7 and saved["persona"]["a"] + saved["persona"]["tie"] + saved["persona"]["b"] == n
+    with sqlite3.connect(proj / "feedback.db") as conn:
+        picks = conn.execute("SELECT COUNT(*) FROM judgements WHERE kind = 'pick' AND rater = 'scorecard'").fetchone()[0]
+    assert 1 <= picks <= n  # identical answers are not stored

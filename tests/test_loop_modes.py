@@ -78,10 +78,23 @@ def test_enter_trains_on_what_is_there(project):
         return ""
 
     def person():
-        with Store(proj / "feedback.db") as store:
+        while not (proj / "feedback.db").exists():  # the loop creates and migrates the database first
+            time.sleep(0.1)
+        time.sleep(1.0)
+        while True:
+            try:
+                store = Store(proj / "feedback.db")
+                break
+            except AlignlabError:
+                time.sleep(0.1)
+        with store:
             while not round_responses(store, 1):
                 time.sleep(0.1)
-            a, b = round_responses(store, 1)[:2]
+            got = round_responses(store, 1)
+            # two different answers to the same prompt (the tiny random model can sample the same text twice,
+            # and a pick between identical answers exports no pair)
+            a, b = next(((x, y) for x in got for y in got
+                         if x["prompt_id"] == y["prompt_id"] and x["id"] < y["id"] and x["text"] != y["text"]), got[:2])
             store.add_judgement("pick", a["id"], "a", other_response_id=b["id"], rater="ann")
         pressed.set()
 

@@ -68,16 +68,9 @@ class SentencePersonaClassifier:
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         x = (x - self.mean) / self.std
         y = torch.tensor([float(v) for v in labels])
-        torch.manual_seed(seed)
-        w = torch.zeros(x.shape[1], requires_grad=True)
-        b = torch.zeros((), requires_grad=True)
-        opt = torch.optim.Adam([w, b], lr=0.01)
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w @ w)
-            loss.backward()
-            opt.step()
-        self.weight, self.bias = w.detach(), b.detach()
+        from alignlab.rewards.classifier import fit_logistic
+
+        self.weight, self.bias = fit_logistic(x, y, l2=l2, steps=steps, lr=0.01, seed=seed)
         acc = (((x @ self.weight + self.bias) > 0).float() == y).float().mean().item()
         self.meta.update(features="minilm-sentence-mean-max", l2=l2, steps=steps, train_accuracy=acc)
         return {"accuracy": acc}

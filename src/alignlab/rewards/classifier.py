@@ -18,6 +18,23 @@ WEIGHTS, META = "classifier.safetensors", "classifier.json"
 DIM = 384
 
 
+def fit_logistic(x, y, l2: float, steps: int, lr: float, seed: int = 0):
+    """(weight, bias) of a logistic regression on features x (N, D) and 0/1 targets y (N,): full-batch Adam
+    on binary cross-entropy + l2 * |w|^2."""
+    import torch
+
+    torch.manual_seed(seed)
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w @ w)
+        loss.backward()
+        opt.step()
+    return w.detach(), b.detach()
+
+
 def examples_from_pairs(rows: list[dict]) -> tuple[list[str], list[int]]:
     """Preference rows (``chosen``/``rejected``, strings or conversations) -> texts with labels 1 / 0."""
     texts, labels = [], []
@@ -54,16 +71,7 @@ class PersonaClassifier:
 
         x = embed(list(texts))
         y = torch.tensor([float(v) for v in labels])
-        torch.manual_seed(seed)
-        w = torch.zeros(DIM, requires_grad=True)
-        b = torch.zeros((), requires_grad=True)
-        opt = torch.optim.Adam([w, b], lr=lr)
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w @ w)
-            loss.backward()
-            opt.step()
-        self.weight, self.bias = w.detach(), b.detach()
+        self.weight, self.bias = fit_logistic(x, y, l2=l2, steps=steps, lr=lr, seed=seed)
         metrics = self._metrics(x, y)
         self.meta.update(
             embedder=EMBEDDER_NAME, dim=DIM, train_examples=len(texts), steps=steps, lr=lr, l2=l2,
