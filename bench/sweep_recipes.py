@@ -40,24 +40,15 @@ QUICK = ("sft", "sft-dpo", "dpo (quick-start defaults)")
 
 
 def train(project: Path, name: str, stages, base_overrides: dict) -> tuple[Path, float]:
+    """Train a recipe's stages with ``alignlab.recipes.train_recipe`` (finished stages are reused)."""
     from alignlab.config import CONFIG_NAME, apply_overrides, load_config
-    from alignlab.train import engine, rundir
+    from alignlab.recipes import Stage, train_recipe
 
-    start, prev = time.time(), None
-    for i, (method, data, over) in enumerate(stages):
-        cfg = apply_overrides(load_config(project / CONFIG_NAME), {**base_overrides, **over})
-        slug = "".join(c if c.isalnum() else "-" for c in name)[:40]
-        run_dir = project / "runs" / f"sweep-{slug}-{i}-{method}"
-        if (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done":
-            prev = run_dir
-            continue
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
-        ctx = engine.prepare(method, cfg, data, project / "runs", run_dir=run_dir, init_adapter=str(prev) if prev else None)
-        engine.run(ctx, data)
-        prev = run_dir
-    return prev, (time.time() - start) / 60
+    start = time.time()
+    cfg = apply_overrides(load_config(project / CONFIG_NAME), base_overrides)
+    slug = "".join(c if c.isalnum() else "-" for c in name)[:40]
+    run = train_recipe(project, cfg, [Stage(m, d, o) for m, d, o in stages], prefix=f"sweep-{slug}")
+    return run, (time.time() - start) / 60
 
 
 def main() -> None:

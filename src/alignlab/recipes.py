@@ -16,7 +16,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Stage:
     method: str
-    data: str  # a file under the project's data directory
+    data: str  # a file under the project's data directory, or bundled:NAME
     overrides: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -44,7 +44,7 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
             prev = run_dir
             continue
         shutil.rmtree(run_dir, ignore_errors=True)
-        data = str(root / cfg.data_dir / stage.data)
+        data = stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
         echo(f"stage {i}/{len(stages)}: {stage.describe()}")
         ctx = engine.prepare(stage.method, apply_overrides(cfg, stage.overrides), data, root / cfg.runs_dir,
                              run_dir=run_dir, init_adapter=str(prev) if prev else None)

@@ -67,15 +67,10 @@ def register(app: typer.Typer) -> None:
 
             judge_obj = cmp.ScorecardJudge(scorer_for(root, cfg.persona))
         elif judge == "judge":
-            import os
-
+            from alignlab.eval.raters import judge_endpoint
             from alignlab.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 
-            url = judge_url or os.environ.get("ALIGNLAB_JUDGE_URL")
-            model = judge_model or os.environ.get("ALIGNLAB_JUDGE_MODEL")
-            if not url or not model:
-                raise AlignlabError("--judge judge needs an endpoint and a model",
-                                    fix="pass --judge-url URL --judge-model NAME (or set ALIGNLAB_JUDGE_URL / ALIGNLAB_JUDGE_MODEL)")
+            url, model = judge_endpoint(judge_url, judge_model)
             judge_obj = cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=judge_key_env, rubric=DEFAULT_RUBRIC),
                                          LLMJudge(url, model, api_key_env=judge_key_env, rubric=cmp.HELPFUL_RUBRIC))
         else:

@@ -15,30 +15,17 @@ _S = SamplingConfig.model_fields
 
 def read_answers(path: Path) -> list[dict]:
     """Rows of an answers file: JSONL with ``prompt`` and ``answer`` (text), optional ``reference``, ``source``."""
+    from alignlab.data.formats import read_objects
     from alignlab.errors import AlignlabError
 
-    if not path.is_file():
-        raise AlignlabError(f"no such file: {path}", fix="pass a JSONL file of {prompt, answer} rows")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AlignlabError(f"invalid JSON ({err.msg})", where=f"{path}:{i}", fix="one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise AlignlabError("a row must be a JSON object", where=f"{path}:{i}")
-        for key in ("prompt", "answer"):
-            if not isinstance(row.get(key), str):
-                raise AlignlabError(f"'{key}' must be a string", where=f"{path}:{i}",
-                                    fix='each row needs {"prompt": "...", "answer": "..."}')
+    fix = 'each row needs {"prompt": "...", "answer": "..."}'
+    rows = read_objects(path, ("prompt", "answer"), fix)
+    for lineno, row in rows:
         if row.get("reference") is not None and not isinstance(row["reference"], (str, int, float)):
-            raise AlignlabError("'reference' must be text or a number", where=f"{path}:{i}")
-        rows.append(row)
+            raise AlignlabError("'reference' must be text or a number", where=f"{path}:{lineno}", fix=fix)
     if not rows:
-        raise AlignlabError(f"{path} holds no answers", fix='add rows like {"prompt": "...", "answer": "..."}')
-    return rows
+        raise AlignlabError(f"{path} holds no answers", fix=fix)
+    return [row for _, row in rows]
 
 
 def _scorer(root, cfg, rater: str, judge: dict):

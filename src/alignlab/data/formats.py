@@ -72,6 +72,21 @@ def read_jsonl(path: str | Path) -> tuple[list[tuple[int, Any]], list[str]]:
     return rows, errors
 
 
+def read_objects(path: str | Path, required: tuple[str, ...], fix: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each row of a JSONL file whose ``required`` fields are strings; the first bad
+    line is one AlignlabError naming file:line."""
+    rows, errors = read_jsonl(path)
+    if errors:
+        raise AlignlabError(errors[0], fix=fix)
+    for lineno, row in rows:
+        if not isinstance(row, dict):
+            raise AlignlabError("a row must be a JSON object", where=f"{path}:{lineno}", fix=fix)
+        for key in required:
+            if not isinstance(row.get(key), str):
+                raise AlignlabError(f"'{key}' must be a string", where=f"{path}:{lineno}", fix=fix)
+    return rows
+
+
 def _text(value: Any) -> str | None:
     """The text of a field: a string, or the concatenated contents of a message list; None if malformed."""
     if isinstance(value, str):

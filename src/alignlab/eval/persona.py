@@ -102,18 +102,14 @@ class SentencePersonaClassifier:
 
 
 def labelled_rows(path: Path) -> list[dict]:
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AlignlabError(f"invalid JSON ({err.msg})", where=f"{path}:{i}") from None
-        if not isinstance(row.get("answer"), str) or row.get("persona") not in (0, 1):
-            raise AlignlabError("a labelled row needs 'answer' (text) and 'persona' (0 or 1)", where=f"{path}:{i}")
-        rows.append(row)
-    return rows
+    from alignlab.data.formats import read_objects
+
+    fix = 'each row needs "answer" (text) and "persona" (0 or 1)'
+    rows = read_objects(path, ("answer",), fix)
+    for lineno, row in rows:
+        if row.get("persona") not in (0, 1):
+            raise AlignlabError("'persona' must be 0 or 1", where=f"{path}:{lineno}", fix=fix)
+    return [row for _, row in rows]
 
 
 def _train_cached(texts: list[str], labels: list[int], target: Path, source: str):

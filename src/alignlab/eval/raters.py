@@ -206,13 +206,7 @@ def get_rater(
     if kind == "judge":
         from alignlab.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 
-        url = judge_url or os.environ.get("ALIGNLAB_JUDGE_URL")
-        model = arg or judge_model or os.environ.get("ALIGNLAB_JUDGE_MODEL")
-        if not url or not model:
-            raise AlignlabError(
-                "the judge rater needs an endpoint and a model",
-                fix="pass --judge-url URL --judge-model NAME (or set ALIGNLAB_JUDGE_URL and ALIGNLAB_JUDGE_MODEL)",
-            )
+        url, model = judge_endpoint(judge_url, arg or judge_model)
         rubric = DEFAULT_RUBRIC
         if persona and persona != DEFAULT_PERSONA:
             rubric = (
@@ -221,6 +215,18 @@ def get_rater(
             )
         return JudgeRater(LLMJudge(url, model, api_key_env=judge_key_env, rubric=rubric, cache=judge_cache))
     raise AlignlabError(f"unknown rater '{spec}'", fix=_fix())
+
+
+def judge_endpoint(url: str | None, model: str | None) -> tuple[str, str]:
+    """The judge's base URL and model: the arguments, else ``$ALIGNLAB_JUDGE_URL`` / ``$ALIGNLAB_JUDGE_MODEL``."""
+    url = url or os.environ.get("ALIGNLAB_JUDGE_URL")
+    model = model or os.environ.get("ALIGNLAB_JUDGE_MODEL")
+    if not url or not model:
+        raise AlignlabError(
+            "the judge rater needs an endpoint and a model",
+            fix="pass --judge-url URL --judge-model NAME (or set ALIGNLAB_JUDGE_URL and ALIGNLAB_JUDGE_MODEL)",
+        )
+    return url, model
 
 
 def _sha256(path: Path) -> str:

@@ -19,7 +19,6 @@ the sampled token ids at a few merge boundaries; the KL is still the KL of the p
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any
 
 from alignlab.rewards.diversity import distinct_n
 

@@ -49,6 +49,11 @@ class Scorer:
     persona_rater: object = None  # an eval.raters.Rater that replaces the classifier for persona (a judge)
     name: str = "scorecard"
 
+    def __post_init__(self) -> None:
+        from alignlab.eval.mimicry import train_ngrams
+
+        self.train_grams = train_ngrams(self.train_texts)
+
     def persona(self, prompts: list[str], answers: list[str]) -> list[float]:
         if self.persona_rater is not None:
             return [float(v) for v in self.persona_rater.score(prompts, answers)]
@@ -60,7 +65,7 @@ class Scorer:
         A row's reference comes from its own fields, else from the bundled reference set (by prompt).
         """
         from alignlab.eval.correct import has_reference, reference_for, score_correct
-        from alignlab.eval.mimicry import score_mimicry, train_ngrams
+        from alignlab.eval.mimicry import score_mimicry
         from alignlab.rewards.embed import embed
 
         if not rows:
@@ -81,10 +86,8 @@ class Scorer:
         correct = score_correct(answers, refs, embed_fn=embed)
         emb = embed(prompts + answers)
         relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
-        if not hasattr(self, "_train_grams"):
-            self._train_grams = train_ngrams(self.train_texts)
         mimicry, details = score_mimicry(prompts, answers, sources, persona, self.persona_fn,
-                                         relevance=relevance, train_grams=self._train_grams)
+                                         relevance=relevance, train_grams=self.train_grams)
         return [
             {"persona": round(p, 4), "correct": None if c is None else round(c, 4), "mimicry": round(m, 4),
              "mimicry_signals": d}
