@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -167,7 +168,7 @@ class Store:
             self.conn.execute("PRAGMA busy_timeout = 30000")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._refuse_newer()  # before anything that could write to the file
-            self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self._wal()
             self.conn.execute("PRAGMA synchronous = FULL")
             self._migrate()
         except sqlite3.DatabaseError as err:
@@ -222,6 +223,25 @@ class Store:
     def _applied(self) -> list[str]:
         has = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone()
         return [r[0] for r in self.conn.execute("SELECT name FROM migrations")] if has else []
+
+    def _wal(self, wait_s: float = 30.0) -> None:
+        """Switch the file to WAL (persistent, so once per file).
+
+        The switch needs an exclusive lock and SQLite may answer "locked" at once, without waiting, while
+        another process is creating or migrating the same file; retry until ``wait_s`` is spent.
+        """
+        deadline = time.monotonic() + wait_s
+        delay = 0.02
+        while True:
+            try:
+                if self.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def _refuse_newer(self) -> None:
         known = {m.__name__ for m in self._migrations}
