@@ -506,3 +506,19 @@ class Store:
             )
         return out
 
+
+    def rounds_table(self) -> list[dict[str, Any]]:
+        """The rows `alignlab loop` writes per round (status, method, persona scores...), in round order."""
+        return self._rows("SELECT * FROM rounds ORDER BY round")
+
+    def undo_judgement(self, judgement_id: int, rater: str, kinds: Iterable[str] = KINDS) -> dict[str, Any] | None:
+        """Mark one judgement undone if it is standing, this rater's, and of these kinds; return it, or None."""
+        kinds = tuple(kinds)
+        with self.transaction() as conn:
+            row = conn.execute(
+                f"SELECT * FROM judgements WHERE id = ? AND rater = ? AND undone_at IS NULL AND kind IN ({', '.join('?' * len(kinds))})",
+                (judgement_id, rater, *kinds),
+            ).fetchone()
+            if row is not None:
+                conn.execute("UPDATE judgements SET undone_at = ? WHERE id = ?", (_now(), judgement_id))
+            return dict(row) if row else None
