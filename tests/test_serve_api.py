@@ -12,7 +12,7 @@ from alignlab.errors import AlignlabError
 from alignlab.feedback.store import open_store
 from alignlab.serve.api import create_app
 from alignlab.serve.models import ModelPool, parse_adapter_spec
-from alignlab.serve.server import background, exposure_warning
+from alignlab.serve.server import background, check_exposure
 
 PROMPT = [{"role": "user", "content": "Tell me about the sea."}]
 
@@ -114,7 +114,7 @@ def test_unknown_model_is_openai_404(url):
         ({"model": "base", "messages": []}, "messages"),
         ({"model": "base", "messages": PROMPT, "max_tokens": 0}, "max_tokens"),
         ({"model": "base", "messages": [{"role": "wizard", "content": "hi"}]}, "role"),
-        ({"model": "base", "messages": PROMPT, "stream": True}, "stream"),
+        ({"model": "base", "messages": PROMPT, "stream": "sometimes"}, "stream"),
     ],
 )
 def test_malformed_body_is_one_line_400(url, body, needle):
@@ -142,10 +142,11 @@ def test_api_key(url, monkeypatch):
 
 
 def test_judge_is_committed_before_the_response(url, db):
+    ann = httpx.Client(base_url=url)  # a browser: keeps the session cookie that undo needs
     nxt = httpx.get(f"{url}/api/next", params={"rater": "ann"}).json()
     assert nxt["left"] == 2 and nxt["item"]["response"] == "Yes, shockingly."
     rid = nxt["item"]["response_id"]
-    r = httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": rid, "value": 1, "rater": "ann"})
+    r = ann.post("/api/judge", json={"kind": "thumb", "response_id": rid, "value": 1, "rater": "ann"})
     assert r.status_code == 200
     jid = r.json()["id"]
     with sqlite3.connect(db) as conn:  # a separate connection sees it at once
@@ -154,7 +155,7 @@ def test_judge_is_committed_before_the_response(url, db):
     assert httpx.get(f"{url}/api/next", params={"rater": "ann"}).json()["left"] == 1
 
     pair = httpx.get(f"{url}/api/next", params={"rater": "ann", "mode": "pair"}).json()["item"]
-    r = httpx.post(f"{url}/api/judge", json={"kind": "pick", "response_id": pair["a"]["id"], "value": "b",
+    r = ann.post("/api/judge", json={"kind": "pick", "response_id": pair["a"]["id"], "value": "b",
                                              "other_response_id": pair["b"]["id"], "rater": "ann"})
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT kind, value FROM judgements WHERE id = ?", (r.json()["id"],)).fetchone() == ("pick", "b")
@@ -162,7 +163,8 @@ def test_judge_is_committed_before_the_response(url, db):
     bad = httpx.post(f"{url}/api/judge", json={"kind": "score", "response_id": rid, "value": 9, "rater": "ann"})
     assert bad.status_code == 400 and "1-5" in bad.json()["error"]["message"]
 
-    undo = httpx.post(f"{url}/api/undo", json={"rater": "ann", "mode": "single"}).json()
+    assert httpx.post(f"{url}/api/undo", json={"rater": "ann", "mode": "single"}).json()["undone"] is None  # not this client's
+    undo = ann.post("/api/undo", json={"rater": "ann", "mode": "single"}).json()
     assert undo["undone"]["id"] == jid and undo["key"] == str(rid)
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT undone_at IS NOT NULL FROM judgements WHERE id = ?", (jid,)).fetchone() == (1,)
@@ -225,8 +227,15 @@ def test_same_base():
     assert not same_base("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
-def test_adapter_specs_and_exposure_warning(tmp_path):
+def test_adapter_specs_and_exposure_check(tmp_path, monkeypatch):
     assert parse_adapter_spec("snarky=runs/0412-dpo") == ("snarky", tmp_path.__class__("runs/0412-dpo"))
     assert parse_adapter_spec(str(tmp_path))[0] == tmp_path.name
-    assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
-    assert "warning" in exposure_warning("0.0.0.0")
+    monkeypatch.delenv("ALIGNLAB_API_KEY", raising=False)
+    check_exposure("127.0.0.1")
+    check_exposure("localhost")
+    check_exposure("::1")
+    with pytest.raises(AlignlabError, match="ALIGNLAB_API_KEY"):
+        check_exposure("0.0.0.0")
+    check_exposure("0.0.0.0", api_key="k")
+    monkeypatch.setenv("ALIGNLAB_API_KEY", "k")
+    check_exposure("192.168.1.5")

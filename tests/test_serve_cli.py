@@ -74,7 +74,7 @@ def test_ui_serves_the_project_database(tmp_path):
 
 
 def test_ui_refuses_a_missing_database(tmp_path):
-    r = subprocess.run(_cli("ui", "--db", str(tmp_path / "nope.db")), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(_cli("ui", "--db", str(tmp_path / "nope.db")), capture_output=True, text=True, timeout=180)
     assert r.returncode == 2
     assert r.stderr.startswith("error: no feedback database") and r.stderr.count("\n") == 1
 
@@ -110,7 +110,7 @@ def test_serve_refuses_an_adapter_of_another_base(tiny_model, tmp_path):
     assert "\n" not in err and "other" in err and "smollm2-135m" in err and tiny_model in err
 
 
-def test_non_loopback_bind_warns(tmp_path, monkeypatch):
+def test_non_loopback_bind_needs_a_key(tmp_path, monkeypatch):
     """Checked without binding anything: the server call is replaced."""
     from typer.testing import CliRunner
 
@@ -119,11 +119,16 @@ def test_non_loopback_bind_warns(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr("alignlab.serve.server.serve", lambda app, host, port: calls.append((host, port)))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ALIGNLAB_API_KEY", raising=False)
     open_store(tmp_path / "feedback.db").close()
+    env = {k: v for k, v in os.environ.items() if k != "ALIGNLAB_API_KEY"}
+    for args in (["ui", "--host", "0.0.0.0"], ["serve", "--host", "0.0.0.0", "--model", "nope"]):  # serve: before loading
+        r = subprocess.run(_cli(*args, "--port", "8123"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("error: refusing to listen on 0.0.0.0 without an API key") and r.stderr.count("\n") == 1
+        assert "export ALIGNLAB_API_KEY=" in r.stderr and r.stdout == ""
+    monkeypatch.setenv("ALIGNLAB_API_KEY", "s3cret")
     r = CliRunner().invoke(app, ["ui", "--host", "0.0.0.0", "--port", "8123"])
     assert r.exit_code == 0, r.output
     assert calls == [("0.0.0.0", 8123)]
-    assert "warning: listening on 0.0.0.0, not loopback" in r.output
     assert "rating UI for" in r.output and ": http://127.0.0.1:8123/" in r.output
-    r = CliRunner().invoke(app, ["ui", "--port", "8123"])
-    assert "warning" not in r.output

@@ -7,18 +7,22 @@ from pathlib import Path
 import typer
 
 DB_HELP = "feedback database (default: <project>/feedback.db, or ./feedback.db outside a project)"
+HOST_HELP = "address to bind; anything but loopback needs ALIGNLAB_API_KEY set"
+ALLOWED_HELP = ("a Host name clients use to reach this server, besides localhost and the bound address (repeatable;"
+                " other names are refused, against DNS rebinding)")
+BODY_HELP = "largest request body accepted, in bytes (larger: 413)"
 
 
-def _announce(host: str, port: int, parts: list[tuple[str, str]]) -> None:
-    from alignlab.serve.server import exposure_warning, url_for
+def _start(app, host: str, port: int, parts: list[tuple[str, str]]) -> None:
+    """Check the bind (off loopback needs a key) before printing anything, then announce and serve."""
+    from alignlab.serve.server import check_exposure, serve, url_for
 
-    warning = exposure_warning(host)
-    if warning:
-        typer.echo(warning, err=True)
+    check_exposure(host)
     url = url_for(host, port)
     for label, path in parts:
         typer.echo(f"{label}: {url}{path}")
-    typer.echo("Ctrl-C stops")
+    typer.echo("Ctrl-C stops; one log line per request on stderr")
+    serve(app, host=host, port=port)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,17 +30,22 @@ def register(app: typer.Typer) -> None:
     def serve_cmd(
         runs: list[str] = typer.Argument(None, metavar="RUN", show_default=False, help="run directories whose adapters to serve, each as RUN_DIR or NAME=RUN_DIR (name defaults to the directory name)"),
         model: str | None = typer.Option(None, "--model", "-m", help="base model (default: the first run's base, or smollm2-135m with no runs)"),
-        host: str = typer.Option("127.0.0.1", "--host", help="address to bind; anything but loopback prints a warning"),
+        host: str = typer.Option("127.0.0.1", "--host", help=HOST_HELP),
         port: int = typer.Option(8000, "--port", help="port to listen on"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP + "; without --db the rating UI is on only when that file exists"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
+        allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HELP),
+        max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),
+        max_request_tokens: int = typer.Option(8192, "--max-request-tokens", min=1, help="budget per request on n x max_tokens (over it: 400)"),
+        queue: int = typer.Option(8, "--queue", min=1, help="model requests admitted at once, running or waiting (more: 429 with Retry-After)"),
     ) -> None:
         """Serve the base model and run adapters over an OpenAI-compatible API (/v1), with the rating UI at /."""
         from alignlab.feedback.store import default_path
         from alignlab.serve.api import create_app
         from alignlab.serve.models import ModelPool
-        from alignlab.serve.server import serve
+        from alignlab.serve.server import allowed_hosts_for, check_exposure
 
+        check_exposure(host)  # before minutes of model loading
         store_path = db if db is not None else default_path()
         if db is None and not store_path.is_file():
             store_path = None
@@ -45,22 +54,26 @@ def register(app: typer.Typer) -> None:
         if store_path is None:
             typer.echo("rating UI off: no feedback.db here (pass --db PATH to create one)")
         parts = [("OpenAI API", "/v1")] + ([("rating UI", "/")] if store_path else [])
-        _announce(host, port, parts)
-        serve(create_app(pool, store_path), host=host, port=port)
+        web = create_app(pool, store_path, allowed_hosts=allowed_hosts_for(host, allowed_host), max_body=max_body_bytes,
+                         max_request_tokens=max_request_tokens, queue_size=queue)
+        _start(web, host, port, parts)
 
     @app.command("ui")
     def ui_cmd(
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
-        host: str = typer.Option("127.0.0.1", "--host", help="address to bind; anything but loopback prints a warning"),
+        host: str = typer.Option("127.0.0.1", "--host", help=HOST_HELP),
         port: int = typer.Option(8001, "--port", help="port to listen on"),
         no_model: bool = typer.Option(True, "--no-model", show_default=False, help="load no model (always the case here; `alignlab serve` serves models)"),
+        allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HELP),
+        max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),
     ) -> None:
         """The rating UI in the browser over the project's feedback.db; no model is loaded."""
         from alignlab.feedback.store import default_path, open_store
         from alignlab.serve.api import create_app
-        from alignlab.serve.server import serve
+        from alignlab.serve.server import allowed_hosts_for, check_exposure
 
+        check_exposure(host)
         path = db if db is not None else default_path()
         open_store(path, create=False).close()  # refuse a missing database with the usual one-line error
-        _announce(host, port, [(f"rating UI for {path}", "/")])
-        serve(create_app(None, path), host=host, port=port)
+        web = create_app(None, path, allowed_hosts=allowed_hosts_for(host, allowed_host), max_body=max_body_bytes)
+        _start(web, host, port, [(f"rating UI for {path}", "/")])

@@ -1,92 +1,93 @@
 """The FastAPI app: an OpenAI-compatible API over a ModelPool, and the rating UI over the feedback store.
 
-  GET  /v1/models              the base ("base") and each adapter
-  POST /v1/chat/completions    OpenAI-shaped answers (no streaming)
+  GET  /v1/models              the base ("base") and each adapter (names only, no local paths)
+  POST /v1/chat/completions    OpenAI-shaped answers, whole or streamed (see serve/completions.py)
+  POST /v1/completions         the same for plain text prompts
   GET  /api/next               next item to rate for a rater (mode single|pair), or null
   POST /api/judge              store one judgement; committed before the response is sent
-  POST /api/undo               undo the rater's last judgement of the mode's kinds
+  POST /api/undo               undo the last judgement this browser made for the rater (mode's kinds)
   GET  /api/rounds             per round: judgement counts and a persona score
   GET  /api/stats              the store's per-round stats
   GET  /                       the rating page (static/index.html, app.js, style.css)
 
-Errors are OpenAI-shaped everywhere: ``{"error": {"message": one line, "type": ..., "code": ...}}``.
-When ``ALIGNLAB_API_KEY`` is set, /v1 and /api need ``Authorization: Bearer <key>``; the page itself
-is static and public, and asks for the key when the API answers 401.
+Errors are OpenAI-shaped everywhere, unexpected ones included: ``{"error": {"message": one line, "type": ...,
+"code": ...}}``. When ``ALIGNLAB_API_KEY`` is set, /v1 and /api need ``Authorization: Bearer <key>``; the page
+itself is static and public, and asks for the key when the API answers 401. In front of everything,
+``serve.guard.Guard`` checks the Host header and the body size and logs one line per request.
+
+Rater names of the automatic raters (``judge:...``, ``reward:...``, ``classifier...``, ``scorecard``,
+``gold:...``) cannot be used over HTTP. A judgement posted here is remembered against the poster's session
+cookie, and undo only reaches those: one browser cannot undo another's judgements, nor the terminal's.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
-import time
-import uuid
+import secrets
+import threading
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alignlab.errors import AlignlabError
-from alignlab.serve.models import BASE, ModelPool
+from alignlab.serve.completions import INT64, ApiError, add_openai_routes, shown_name
+from alignlab.serve.guard import LOOPBACK_NAMES, Gate, Guard
+from alignlab.serve.models import ModelPool
 
 STATIC = Path(__file__).parent / "static"
 SINGLE_KINDS = ("thumb", "score", "rewrite")
 PAIR_KINDS = ("pick",)
+MAX_REWRITE = 20_000  # characters in one rewrite
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, type: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.code, self.type = status, message, code, type
+# Names the automatic raters write under (judge:<model>, reward:<name>, classifier:persona, scorecard, gold:...):
+# nobody can claim them over HTTP, so what the loop reads as a judge's verdict came from the judge.
+AUTOMATIC_RATERS = ("judge", "reward", "classifier", "scorecard", "gold")
+SESSION_COOKIE = "alignlab_session"
 
 
-def _error(status: int, message: str, code: str | None = None, type: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": type, "param": None, "code": code}})
+def _error(status: int, message: str, code: str | None = None, type: str = "invalid_request_error",
+           param: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, headers=headers,
+                        content={"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def check_rater(name: str) -> str:
+    """A person's rater name, as the rating API accepts it: printable, 1-100 characters, not an automatic rater's."""
+    clean = name.strip()
+    if not clean or not clean.isprintable():
+        raise ApiError(400, "rater must be a name of printable characters", "invalid_rater", param="rater")
+    head = clean.split(":", 1)[0].strip().casefold()
+    if head in AUTOMATIC_RATERS:
+        raise ApiError(403, f"the rater name '{clean[:40]}' belongs to an automatic rater ({', '.join(AUTOMATIC_RATERS)});"
+                            " over HTTP, rate under your own name", "reserved_rater", param="rater")
+    return name
 
 
 # --- request bodies --------------------------------------------------------------------------------
 
 
-class Message(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[dict[str, Any]]
-
-    def text(self) -> str:
-        """OpenAI allows content as a list of parts; keep the text parts."""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we ignore (user, logprobs, ...)
-
-    model: str
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=16)
-    seed: int | None = None
-    stream: bool = False
-
-
 class Judgement(BaseModel):
-    kind: str
-    response_id: int
-    value: Any = None  # the store checks it per kind (and refuses true/false)
-    other_response_id: int | None = None
-    rewrite_text: str | None = None
-    rater: str
+    kind: str = Field(max_length=16)
+    response_id: int = Field(ge=1, le=INT64)
+    value: Annotated[int, Field(ge=-INT64, le=INT64)] | Annotated[str, Field(max_length=16)] | None = None  # the store checks it per kind
+    other_response_id: int | None = Field(None, ge=1, le=INT64)
+    rewrite_text: str | None = Field(None, max_length=MAX_REWRITE)
+    rater: str = Field(max_length=100)
 
 
 class Undo(BaseModel):
-    rater: str
+    rater: str = Field(max_length=100)
     mode: Literal["single", "pair", "any"] = "any"
 
 
@@ -140,8 +141,7 @@ def rounds_summary(store) -> list[dict]:
     (up = 1, down = 0) and scores mapped to (score - 1) / 4, so both land in 0..1; picks are relative
     and do not count. None when a round has neither. ``persona_source`` says which.
     """
-    # A plain read under the store's lock (not transaction(), which would take the write lock the loop needs).
-    table = {r["round"]: r for r in store._rows("SELECT * FROM rounds ORDER BY round")}
+    table = {r["round"]: r for r in store.rounds_table()}
     stats = {s["round"]: s for s in store.stats()}
     out = []
     for rnd in sorted(set(stats) | set(table)):
@@ -169,7 +169,7 @@ def rounds_summary(store) -> list[dict]:
                 "base_persona": _first(row, "base_persona_score", "base_persona"),
                 "status": row.get("status"),
                 "method": row.get("method"),
-                "run_dir": row.get("run_dir"),
+                "run": Path(row["run_dir"]).name if row.get("run_dir") else None,  # a name, not where it lives
                 "kl": row.get("kl"),
             }
         )
@@ -179,10 +179,20 @@ def rounds_summary(store) -> list[dict]:
 # --- the app -------------------------------------------------------------------------------------------
 
 
-def create_app(pool: ModelPool | None = None, store_path: str | Path | None = None, api_key: str | None = None) -> FastAPI:
+def create_app(
+    pool: ModelPool | None = None,
+    store_path: str | Path | None = None,
+    api_key: str | None = None,
+    allowed_hosts: tuple[str, ...] | list[str] = LOOPBACK_NAMES,
+    max_body: int = 1 << 20,
+    max_request_tokens: int = 8192,
+    queue_size: int = 8,
+) -> FastAPI:
     """The app. ``pool`` None: no /v1 models (UI only). ``store_path`` None: no rating endpoints.
 
     ``api_key`` None reads ``ALIGNLAB_API_KEY`` on each request (unset or empty: no key needed).
+    ``allowed_hosts``: Host header values answered (``"*"``: any); ``max_body``: bytes per request body;
+    ``max_request_tokens``: the budget on ``n x max_tokens``; ``queue_size``: model requests admitted at once.
     """
     from alignlab.feedback.store import open_store
 
@@ -194,13 +204,12 @@ def create_app(pool: ModelPool | None = None, store_path: str | Path | None = No
         if store is not None:
             store.close()
 
-    app = FastAPI(title="alignlab", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="alignlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.pool, app.state.store = pool, store
-    created = int(time.time())
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
-        return _error(err.status, err.message, err.code, err.type)
+        return _error(err.status, err.message, err.code, err.type, err.param, err.headers)
 
     @app.exception_handler(AlignlabError)
     async def _user_error(request: Request, err: AlignlabError):
@@ -209,8 +218,25 @@ def create_app(pool: ModelPool | None = None, store_path: str | Path | None = No
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, err: RequestValidationError):
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(400, f"{where}: {first['msg']}" if where else first["msg"], "invalid_request")
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))[:120]
+        msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        if first.get("type") == "model_attributes_type" or (not where and "dict" in msg):
+            msg = "the body must be a JSON object (sent with Content-Type: application/json)"
+        return _error(400, f"{where}: {msg}" if where else msg, "invalid_request", param=where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        message = {404: f"no such endpoint: {request.method} {request.url.path[:100]}",
+                   405: f"{request.method} is not allowed on {request.url.path[:100]}"}.get(err.status_code, str(err.detail))
+        if err.status_code == 400 and "parsing the body" in message:
+            message = "the body is not valid JSON"
+        return _error(err.status_code, message, "not_found" if err.status_code == 404 else "invalid_request",
+                      headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        logging.getLogger("alignlab.serve").exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(err).__name__}); the server's log has the details", None, "server_error")
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
@@ -222,44 +248,8 @@ def create_app(pool: ModelPool | None = None, store_path: str | Path | None = No
                 return _error(401, "missing or wrong API key (send Authorization: Bearer <key>)", "invalid_api_key", "authentication_error")
         return await call_next(request)
 
-    # -- OpenAI-compatible --
-
-    @app.get("/v1/models")
-    def list_models():
-        names = pool.names if pool is not None else []
-        data = [
-            {"id": n, "object": "model", "created": created, "owned_by": "alignlab",
-             "root": pool.base_name if n == BASE else str(pool.adapters[n].parent), "parent": None if n == BASE else BASE}
-            for n in names
-        ]
-        return {"object": "list", "data": data}
-
-    @app.post("/v1/chat/completions")
-    def chat_completions(req: ChatRequest):
-        if req.stream:
-            raise ApiError(400, "streaming is not supported; send stream: false", "unsupported_parameter")
-        if pool is None or req.model not in pool.names:
-            known = ", ".join(pool.names) if pool is not None else "none: this server has no model loaded"
-            raise ApiError(404, f"The model '{req.model}' does not exist (models here: {known})", "model_not_found")
-        max_tokens = req.max_completion_tokens or req.max_tokens or 128
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        out = pool.generate(req.model, messages, max_tokens=max_tokens, temperature=req.temperature,
-                            top_p=req.top_p, n=req.n, seed=req.seed)
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-             "finish_reason": reason}
-            for i, (text, reason) in enumerate(zip(out["texts"], out["finish_reasons"]))
-        ]
-        completion = sum(out["completion_tokens"])
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": req.model,
-            "choices": choices,
-            "usage": {"prompt_tokens": out["prompt_tokens"], "completion_tokens": completion,
-                      "total_tokens": out["prompt_tokens"] + completion},
-        }
+    app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts), max_body=max_body)  # outermost: before auth
+    add_openai_routes(app, pool, Gate(queue_size), max_request_tokens)
 
     # -- rating --
 
@@ -268,9 +258,14 @@ def create_app(pool: ModelPool | None = None, store_path: str | Path | None = No
             raise ApiError(404, "this server has no feedback database (start it with --db PATH)", "no_store")
         return store
 
+    # session cookie -> ids of the judgements posted with it, newest last (bounded, in memory)
+    sessions: OrderedDict[str, list[int]] = OrderedDict()
+    sessions_lock = threading.Lock()
+
     @app.get("/api/next")
-    def next_item(rater: str, mode: Literal["single", "pair"] = "single", round: int | None = None,
-                  skip: str = "", first: str | None = None):
+    def next_item(rater: str = Query(max_length=100), mode: Literal["single", "pair"] = "single",
+                  round: int | None = Query(None, ge=0, le=INT64), skip: str = Query("", max_length=100_000),
+                  first: str | None = Query(None, max_length=100)):
         """``skip``: comma-separated keys skipped this session; ``first``: a key to show first (just undone)."""
         s = _store()
         skipped = {k for k in skip.split(",") if k}
@@ -283,28 +278,47 @@ def create_app(pool: ModelPool | None = None, store_path: str | Path | None = No
         return {"mode": mode, "left": len(todo), "item": todo[0] if todo else None}
 
     @app.post("/api/judge")
-    def judge(j: Judgement):
+    def judge(j: Judgement, request: Request, response: Response):
+        check_rater(j.rater)
         jid = _store().add_judgement(
             j.kind, j.response_id, j.value, rater=j.rater,
             other_response_id=j.other_response_id, rewrite_text=j.rewrite_text,
         )  # committed (WAL, synchronous=FULL) before we answer
+        token = request.cookies.get(SESSION_COOKIE)
+        with sessions_lock:
+            if token not in sessions:
+                token = secrets.token_urlsafe(18)
+                response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path="/api")
+                sessions[token] = []
+                while len(sessions) > 10_000:
+                    sessions.popitem(last=False)
+            sessions.move_to_end(token)
+            sessions[token] = [*sessions[token][-499:], jid]
         out = {"id": jid, "kind": j.kind}
         if j.kind == "pick":  # blind A/B: which model wrote which is told only now, after the pick
             def source(rid):
                 r = _store().response(rid) or {}
-                return r.get("run") or (f"base ({r['model']})" if r.get("model") else "base")
+                return r.get("run") or (f"base ({shown_name(r['model'])})" if r.get("model") else "base")
 
             out["revealed"] = {"a": source(j.response_id), "b": source(j.other_response_id)}
         return out
 
     @app.post("/api/undo")
-    def undo(u: Undo):
+    def undo(u: Undo, request: Request):
+        check_rater(u.rater)
         kinds = {"single": SINGLE_KINDS, "pair": PAIR_KINDS, "any": SINGLE_KINDS + PAIR_KINDS}[u.mode]
-        row = _store().undo_last(u.rater, kinds)
-        if row is None:
-            return {"undone": None, "key": None}
-        return {"undone": {k: row[k] for k in ("id", "kind", "value", "response_id", "other_response_id")},
-                "key": _undone_key(row)}
+        token = request.cookies.get(SESSION_COOKIE)
+        with sessions_lock:
+            mine = list(sessions.get(token, [])) if token else []
+        for jid in reversed(mine):
+            row = _store().undo_judgement(jid, u.rater, kinds)
+            if row is not None:
+                with sessions_lock:
+                    if jid in sessions.get(token, []):
+                        sessions[token].remove(jid)
+                return {"undone": {k: row[k] for k in ("id", "kind", "value", "response_id", "other_response_id")},
+                        "key": _undone_key(row)}
+        return {"undone": None, "key": None}
 
     @app.get("/api/rounds")
     def rounds():

@@ -9,6 +9,7 @@ is model-wide state, so two requests never generate at the same time.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,46 +122,80 @@ class ModelPool:
     def names(self) -> list[str]:
         return [BASE, *self.adapters]
 
+    @property
+    def context_length(self) -> int | None:
+        """The longest sequence (prompt + answer) the base model takes, from its config; None when unknown."""
+        cfg = getattr(self.model, "config", None)
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def render(self, messages: list[dict[str, str]] | None = None, prompt: str | None = None) -> list[int]:
+        """Token ids of a conversation (with the chat template, ready for the answer) or of raw ``prompt`` text."""
+        from alignlab.generate import chat_prompt
+
+        text = chat_prompt(messages, self.tokenizer) if messages is not None else prompt
+        return self.tokenizer(text, add_special_tokens=messages is None)["input_ids"]
+
     def generate(
         self,
         name: str,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, str]] | None = None,
         max_tokens: int = 128,
         temperature: float = 1.0,
         top_p: float = 1.0,
         n: int = 1,
         seed: int | None = None,
+        stop: list[str] | None = None,
+        prompt_ids: list[int] | None = None,
+        on_delta: Callable[[int, str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
-        """``n`` answers to one conversation from adapter ``name`` (or "base").
+        """``n`` answers to one conversation (or to ``prompt_ids``, already tokenized) from adapter ``name``.
 
-        Returns texts (decoded as generated, not stripped), the prompt's token count, and per answer its
-        token count and whether it ended on a stop token ("stop") or hit ``max_tokens`` ("length").
-        Unlike ``alignlab.generate.generate`` (batches of prompts, stripped text), this serves one
-        conversation and keeps the exact counts an OpenAI client reads from ``usage``.
+        Returns texts (decoded as generated, not stripped, cut before the first ``stop`` string), the
+        prompt's token count, and per answer its token count and whether it ended on a stop token or
+        string ("stop") or hit ``max_tokens`` ("length"). ``on_delta(index, text)`` receives each answer's
+        text as it grows, never a piece that could still turn out to be the start of a stop string;
+        setting ``cancel`` ends generation early (a client went away).
         """
+        import torch
+
         if name not in self.names:
             raise KeyError(name)
+        if prompt_ids is None:
+            prompt_ids = self.render(messages)
         # Greedy decoding gives the same answer n times: generate it once.
         samples = n if temperature > 0 else 1
+        track = _Tracker(self.tokenizer, samples, self._stop_ids(), stop or [], on_delta if samples == n else None, cancel)
+        batch = torch.tensor([prompt_ids], device=self.device)
+        kwargs: dict = {"max_new_tokens": max_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                        "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track]}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with self._lock:
+            if seed is not None:
+                torch.manual_seed(seed % 2**64)
             if name == BASE and self.adapters:
-                with self.model.disable_adapter():
-                    prompt_len, rows = self._generate(messages, max_tokens, temperature, top_p, samples, seed)
+                with self.model.disable_adapter(), torch.inference_mode():
+                    self.model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=True, **kwargs)
             else:
                 if name != BASE:
                     self.model.set_adapter(name)
-                prompt_len, rows = self._generate(messages, max_tokens, temperature, top_p, samples, seed)
-        stops = self._stop_ids()
-        texts, counts, finish = [], [], []
-        for row in rows:
-            end = next((i for i, t in enumerate(row) if t in stops), None)
-            kept = row if end is None else row[:end]
-            texts.append(self.tokenizer.decode(kept, skip_special_tokens=True))
-            counts.append(len(kept))
-            finish.append("length" if end is None else "stop")
+                with torch.inference_mode():
+                    self.model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=True, **kwargs)
+        track.finish()
+        texts, counts, finish = track.texts, track.counts, track.reasons
         if samples == 1 and n > 1:
             texts, counts, finish = texts * n, counts * n, finish * n
-        return {"texts": texts, "completion_tokens": counts, "finish_reasons": finish, "prompt_tokens": prompt_len}
+            if on_delta is not None:
+                for i in range(n):
+                    on_delta(i, texts[i])
+        return {"texts": texts, "completion_tokens": counts, "finish_reasons": finish, "prompt_tokens": len(prompt_ids)}
 
     def _stop_ids(self) -> set[int]:
         eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -169,21 +204,86 @@ class ModelPool:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def _generate(self, messages, max_tokens, temperature, top_p, samples, seed) -> tuple[int, list[list[int]]]:
+
+class _Tracker:
+    """Each answer's tokens and text while ``generate`` runs: a transformers streamer and stopping criterion in one.
+
+    An answer ends at a stop token (not kept) or at the first stop string (the text is cut before it).
+    Text goes to ``on_delta`` only up to where no stop string could still begin, and never ends in half a
+    character (a byte-level token can carry part of a UTF-8 sequence: the decoder shows it as U+FFFD).
+    """
+
+    def __init__(self, tokenizer, n: int, stop_ids: set[int], stops: list[str], on_delta, cancel):
+        self.tokenizer, self.stop_ids, self.stops = tokenizer, stop_ids, [s for s in stops if s]
+        self.on_delta, self.cancel = on_delta, cancel
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.texts = [""] * n
+        self.sent = [0] * n
+        self.reasons: list[str | None] = [None] * n
+        self.prompt_seen = False
+
+    @property
+    def counts(self) -> list[int]:
+        return [len(ids) for ids in self.ids]
+
+    # -- streamer --
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate first hands over the prompt
+            self.prompt_seen = True
+            return
+        for i, token in enumerate(value.reshape(-1).tolist()):
+            if self.reasons[i] is not None:
+                continue  # finished rows get padding
+            if token in self.stop_ids:
+                self._done(i)
+                continue
+            self.ids[i].append(token)
+            text = self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
+            cut = min((k for k in (text.find(s) for s in self.stops) if k >= 0), default=-1)
+            if cut >= 0:
+                self.texts[i] = text[:cut]
+                self._done(i)
+                continue
+            self.texts[i] = text
+            self._send(i, len(text) - self._held(text))
+
+    def end(self) -> None:
+        pass
+
+    # -- stopping criterion --
+    def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        from alignlab.generate import chat_prompt
+        if self.cancel is not None and self.cancel.is_set():
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done = [r is not None for r in self.reasons]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
-        if seed is not None:
-            torch.manual_seed(seed)
-        text = chat_prompt(messages, self.tokenizer)
-        batch = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
-        kwargs: dict = {"max_new_tokens": max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            seqs = self.model.generate(**batch, num_return_sequences=samples, use_cache=True, **kwargs)
-        prompt_len = batch["input_ids"].shape[1]
-        return prompt_len, seqs[:, prompt_len:].tolist()
+    # -- helpers --
+    def finish(self) -> None:
+        """After generate: answers still open ran out of tokens."""
+        for i, reason in enumerate(self.reasons):
+            if reason is None:
+                self.reasons[i] = "length"
+                self._send(i, len(self.texts[i]))
+
+    def _done(self, i: int) -> None:
+        self.reasons[i] = "stop"
+        self._send(i, len(self.texts[i]))
+
+    def _held(self, text: str) -> int:
+        """How many trailing characters to hold back: a possible start of a stop string, or half a character."""
+        held = len(text) - len(text.rstrip("\ufffd"))
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    held = max(held, k)
+                    break
+        return held
+
+    def _send(self, i: int, upto: int) -> None:
+        if upto > self.sent[i]:
+            piece = self.texts[i][self.sent[i]:upto]
+            self.sent[i] = upto
+            if self.on_delta is not None:
+                self.on_delta(i, piece)

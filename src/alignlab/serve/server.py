@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from alignlab.errors import AlignlabError
+from alignlab.serve.guard import LOOPBACK_NAMES
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -26,20 +31,49 @@ def url_for(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
-def exposure_warning(host: str) -> str | None:
-    """The warning line for a non-loopback bind, or None."""
-    if is_loopback(host):
-        return None
-    return (
-        f"warning: listening on {host}, not loopback: anyone who can reach this machine can use the API and"
-        " write judgements (set ALIGNLAB_API_KEY to require a key)"
+def check_exposure(host: str, api_key: str | None = None) -> None:
+    """Refuse a bind off loopback when no API key is set (``api_key`` None reads ALIGNLAB_API_KEY)."""
+    key = api_key if api_key is not None else os.environ.get("ALIGNLAB_API_KEY")
+    if is_loopback(host) or key:
+        return
+    raise AlignlabError(
+        f"refusing to listen on {host} without an API key: anyone who can reach this machine could use the API"
+        " and write judgements",
+        fix="set one, e.g. export ALIGNLAB_API_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(24))'),"
+        " and have clients send Authorization: Bearer <key> (or bind 127.0.0.1)",
     )
 
 
-def serve(app, host: str = DEFAULT_HOST, port: int = 8000) -> None:
-    """Run until Ctrl-C."""
+def allowed_hosts_for(host: str, extra: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Host header values to answer: loopback names, the bound address, and ``extra``.
+
+    A wildcard bind (0.0.0.0, ::) with no ``extra`` answers any Host: it already needs an API key, and the
+    names clients use for this machine are not known here.
+    """
+    if host in ("0.0.0.0", "::", "") and not extra:
+        return ("*",)
+    names = [*LOOPBACK_NAMES, *(h.strip().lower() for h in extra)]
+    if host not in ("0.0.0.0", "::", ""):
+        names.append(host.lower())
+    return tuple(dict.fromkeys(names))
+
+
+def log_to_stderr() -> None:
+    """The request log (one line per request, logger ``alignlab.serve``) on stderr."""
+    log = logging.getLogger("alignlab.serve")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def serve(app, host: str = DEFAULT_HOST, port: int = 8000, api_key: str | None = None) -> None:
+    """Run until Ctrl-C; refuses a non-loopback ``host`` without an API key."""
     import uvicorn
 
+    check_exposure(host, api_key)
+    log_to_stderr()
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
