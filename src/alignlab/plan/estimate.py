@@ -1,0 +1,334 @@
+"""Memory, time and money for one training run, from arithmetic on the model's shape.
+
+Memory (bytes), each term written out in :func:`memory`:
+
+- weights at their precision: fp32 on a CPU (4 bytes), bf16 on GPUs (2), QLoRA's NF4 with double
+  quantization (4.127 bits per projection weight; embeddings and LM head stay bf16);
+- LoRA parameters, their gradients and AdamW's two moments, all fp32 (PEFT keeps adapters in fp32):
+  16 bytes per trainable parameter; full fine-tuning: weights + gradients + two moments at the weight
+  precision (torch AdamW keeps its states in the parameter's dtype);
+- activations kept for backward, per token and layer (elements, compute precision):
+  ``6*hidden + 6*q_dim + 4*kv_dim + 4*intermediate`` (two RMSNorms with their fp32 intermediates,
+  q/k/v, RoPE's inputs, k/v repeated for grouped-query attention, attention output, SwiGLU's four
+  intermediates); with gradient checkpointing only each layer's input (hidden) plus one layer in full;
+- logits: scored tokens x vocabulary x 4 bytes (fp32 log-probs) x copies alive at once (3 for TRL's
+  full-sequence losses: logits, log-softmax, its gradient; 2 for alignlab's completion-only path;
+  one vocabulary tile for the chunked kernel of the online methods);
+- reference model: none extra (the adapter-disabled base), a second weight copy for full fine-tuning;
+  its no-grad forward is transient and smaller than the policy's;
+- generation (GRPO/RLOO/PPO): KV cache of every sequence at full length plus one step's logits; or a
+  vLLM colocate reservation (a fraction of the card, TRL's ``vllm_gpu_memory_utilization`` 0.3);
+- PPO: the value head (hidden+1) and any reward model's weights;
+- runtime: the CUDA context, or on a CPU the interpreter with torch, transformers, TRL and datasets
+  loaded (measured: :data:`CPU_RUNTIME_BYTES`).
+
+Time per optimizer step = training FLOPs / (peak x ``train`` utilization) + a fixed cost per layer per
+forward/backward pass (``pass_layer_overhead_s``: launches, Python) + decoding time, where each
+decoding step costs max(bytes read / (bandwidth x ``decode_bw``), FLOPs / peak) plus a fixed
+per-layer overhead (kernel launches, Python). Training FLOPs per token: 2 x projection weights for a
+forward, 2x more for the activation gradient, 2x more again for weight gradients (full fine-tuning
+only), plus attention (4 x layers x q_dim x context per forward) and the LM head on scored tokens.
+The utilization factors are refitted from measured runs by ``alignlab plan --calibrate``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from alignlab.errors import AlignlabError
+from alignlab.plan.shapes import ModelShape
+
+GIB = 1024**3
+PREFERENCE = {"dpo", "ipo", "simpo", "orpo"}
+REFERENCE_FREE = {"simpo", "orpo", "sft", "rm"}
+ONLINE = {"grpo", "rloo", "ppo"}
+METHODS = ["sft", "dpo", "ipo", "simpo", "orpo", "kto", "rm", "grpo", "rloo", "ppo"]
+NF4_BYTES = 4.127 / 8  # NF4 with double-quantized absmax, blocks of 64
+CPU_RUNTIME_BYTES = int(0.80 * GIB)  # python + torch + transformers + trl + peft + datasets + tokenizer, measured RSS
+CUDA_CONTEXT_BYTES = int(0.5 * GIB)
+VLLM_COLOCATE_FRACTION = 0.3
+VOCAB_CHUNK = 32768
+
+DEFAULT_FACTORS = {
+    # train: share of the matmul peak reached by a training step; decode_bw: share of memory bandwidth
+    # while decoding; layer_overhead_s: fixed cost per layer per decoding step (launches, Python).
+    # pass_layer_overhead_s: fixed cost per layer per forward+backward pass (launches, Python, LoRA's extra ops).
+    "cpu": {"train": 0.45, "decode_bw": 0.5, "layer_overhead_s": 4e-4, "pass_layer_overhead_s": 1e-3},
+    "cuda": {"train": 0.35, "decode_bw": 0.6, "layer_overhead_s": 2.5e-4, "vllm_layer_overhead_s": 2e-5,
+             "pass_layer_overhead_s": 1e-3},
+    "mps": {"train": 0.25, "decode_bw": 0.5, "layer_overhead_s": 5e-4, "pass_layer_overhead_s": 2e-3},
+}
+
+
+@dataclass
+class Workload:
+    method: str = "dpo"
+    mode: str = "lora"  # lora | qlora | full
+    lora_r: int = 16
+    batch: int = 4  # examples (pairs; prompts for online methods) per micro-batch
+    grad_accum: int = 1
+    prompt_len: float = 128  # mean tokens (time)
+    completion_len: float = 128  # mean tokens per completion; online: generated tokens
+    peak_prompt_len: float | None = None  # longest batch (memory); default: the means
+    peak_completion_len: float | None = None
+    num_generations: int = 4
+    grad_ckpt: bool = False
+    vllm: bool = False
+    shared_prompt: bool = True  # alignlab's prompt-once forward (DPO family; online methods on CPU)
+    precompute_ref: bool = False
+    ppo_epochs: int = 2
+    reward_params: int = 0  # a reward model's parameters (0: a Python reward)
+    steps: int | None = None
+    examples: int | None = None
+    epochs: float = 1.0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise AlignlabError(f"unknown method '{self.method}'", fix="one of: " + ", ".join(METHODS))
+        if self.mode not in ("lora", "qlora", "full"):
+            raise AlignlabError(f"unknown mode '{self.mode}'", fix="lora, qlora or full")
+        for k in ("batch", "grad_accum", "num_generations"):
+            if getattr(self, k) < 1:
+                raise AlignlabError(f"{k} must be at least 1, got {getattr(self, k)}")
+        if self.prompt_len < 0 or self.completion_len < 1:
+            raise AlignlabError("token lengths must be positive", fix="--prompt-len >= 0, --completion-len >= 1")
+
+    @property
+    def total_steps(self) -> int:
+        if self.steps:
+            return int(self.steps)
+        if self.examples:
+            return max(1, math.ceil(self.examples * self.epochs / (self.batch * self.grad_accum)))
+        return 100
+
+
+@dataclass
+class Device:
+    key: str
+    name: str
+    memory_bytes: float  # usable by training
+    peak_flops: float  # matmul FLOP/s in the precision training uses
+    bandwidth: float  # bytes/s
+    kind: str  # cpu | cuda | mps
+    bf16: bool = True
+    usd_per_hour: float | None = None
+    price_source: str | None = None
+    measured: dict = field(default_factory=dict)
+
+
+def weight_bytes_per_param(device: Device, mode: str) -> float:
+    if device.kind == "cpu":
+        return 4.0  # alignlab keeps fp32 weights on CPUs (bf16 only as autocast)
+    if device.kind == "cuda" and not device.bf16:
+        return 4.0 if mode != "qlora" else 2.0  # T4: fp32 weights, fp16 compute
+    return 2.0
+
+
+def act_bytes(device: Device) -> float:
+    return 4.0 if device.kind == "cpu" or not device.bf16 else 2.0
+
+
+def _token_plan(w: Workload) -> dict:
+    """Tokens per micro-batch: with gradient, forward-only, LM-head-scored, and (online) generated."""
+    B, G, p, c = w.batch, w.num_generations, w.prompt_len, w.completion_len
+    m = w.method
+    if m == "sft":
+        grad = B * (p + c)
+        return {"grad": grad, "nograd": 0.0, "scored": grad, "logit_copies": 3, "gen_seqs": 0}
+    if m in PREFERENCE:
+        grad = (B * p + 2 * B * c) if w.shared_prompt else 2 * B * (p + c)
+        ref = 0.0 if (m in REFERENCE_FREE or w.precompute_ref) else grad
+        return {"grad": grad, "nograd": ref, "scored": 2 * B * c, "logit_copies": 2, "gen_seqs": 0}
+    if m == "kto":  # TRL: policy on the batch; policy and reference on a mismatched KL batch; reference on the batch
+        grad = B * (p + c)
+        return {"grad": grad, "nograd": 3 * grad, "scored": grad, "logit_copies": 3, "gen_seqs": 0}
+    if m == "rm":
+        grad = 2 * B * (p + c)
+        return {"grad": grad, "nograd": 0.0, "scored": 0.0, "logit_copies": 0, "gen_seqs": 0}
+    # online: B prompts x G completions, generated then scored
+    grad = (B * p + B * G * c) if w.shared_prompt else B * G * (p + c)
+    if m == "ppo":  # old log-probs and reference (no grad), then ppo_epochs passes with gradient
+        return {"grad": w.ppo_epochs * grad, "nograd": 2 * grad, "scored": w.ppo_epochs * B * G * c,
+                "logit_copies": 0, "gen_seqs": B * G, "grad_once": grad}
+    return {"grad": grad, "nograd": grad, "scored": B * G * c, "logit_copies": 0, "gen_seqs": B * G, "grad_once": grad}
+
+
+def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
+    """Bytes per component at the step's peak (see the module docstring for each term)."""
+    wb = weight_bytes_per_param(device, w.mode)
+    ab = act_bytes(device)
+    L, h = shape.layers, shape.hidden
+    out: dict[str, float] = {}
+    if w.mode == "qlora":
+        out["weights"] = shape.linear_params * NF4_BYTES + (shape.embed_params + shape.head_params + shape.norm_params) * 2
+    else:
+        out["weights"] = shape.total_params * wb
+    if w.mode == "full":
+        out["gradients"] = shape.total_params * wb
+        out["optimizer"] = shape.total_params * wb * 2
+        out["lora"] = 0.0
+    else:
+        t = shape.lora_params(w.lora_r)
+        out["lora"] = t * 4.0
+        out["gradients"] = t * 4.0
+        out["optimizer"] = t * 8.0
+    # reference: adapter disabled (LoRA) costs nothing; full fine-tuning keeps a second copy of the base
+    needs_ref = w.method not in REFERENCE_FREE
+    out["reference"] = shape.total_params * wb if (w.mode == "full" and needs_ref and not w.precompute_ref) else 0.0
+
+    # activations of the peak micro-batch
+    pw = Workload(**{**asdict(w), "prompt_len": w.peak_prompt_len or w.prompt_len,
+                     "completion_len": w.peak_completion_len or w.completion_len})
+    tp = _token_plan(pw)
+    grad_tokens = tp.get("grad_once", tp["grad"])
+    per_tok_layer = 6 * h + 6 * shape.q_dim + 4 * shape.kv_dim + 4 * shape.intermediate
+    if w.grad_ckpt:
+        acts = grad_tokens * L * h * ab + grad_tokens * per_tok_layer * ab
+    else:
+        acts = grad_tokens * L * per_tok_layer * ab
+    if w.method in PREFERENCE and w.shared_prompt:  # each completion keeps its copy of the prompt's K/V
+        acts += 2 * pw.batch * pw.prompt_len * L * 2 * shape.kv_dim * ab
+    out["activations"] = acts
+    scored = tp["scored"] / (w.ppo_epochs if w.method == "ppo" else 1)
+    if tp["logit_copies"]:
+        out["logits"] = scored * shape.vocab * 4.0 * tp["logit_copies"]
+    elif w.method in ONLINE:
+        out["logits"] = scored * min(shape.vocab, VOCAB_CHUNK) * 4.0 * 2  # one vocabulary tile and its softmax
+    else:
+        out["logits"] = 0.0
+    if w.method in ONLINE:
+        seqs = tp["gen_seqs"] * w.grad_accum  # one generation call per optimizer step
+        ctx = pw.prompt_len + pw.completion_len
+        if w.vllm and device.kind == "cuda":
+            out["generation"] = VLLM_COLOCATE_FRACTION * device.memory_bytes
+        else:
+            kv = seqs * ctx * L * 2 * shape.kv_dim * ab
+            out["generation"] = kv + seqs * shape.vocab * 4.0 * 2
+        out["reward_model"] = w.reward_params * (4.0 if device.kind == "cpu" else 2.0)
+        if w.method == "ppo":
+            out["critic"] = (h + 1) * 16.0  # value head: weights, gradient, two moments (fp32)
+    out["runtime"] = CPU_RUNTIME_BYTES if device.kind == "cpu" else (CUDA_CONTEXT_BYTES if device.kind == "cuda" else 0.0)
+    return out
+
+
+def peak_bytes(parts: dict[str, float]) -> float:
+    """Generation and the training forward/backward do not overlap: the larger of the two counts."""
+    parts = dict(parts)
+    gen = parts.pop("generation", 0.0)
+    train_transient = parts.get("activations", 0.0) + parts.get("logits", 0.0)
+    base = sum(parts.values()) - train_transient
+    return base + max(train_transient, gen)
+
+
+def flops(shape: ModelShape, w: Workload) -> dict[str, float]:
+    """FLOPs per optimizer step: training (gradient passes and no-grad forwards) and decoding."""
+    tp = _token_plan(w)
+    ctx = (w.prompt_len + w.completion_len) / 2  # mean attention span of a causal token
+    fwd_tok = 2 * shape.linear_params + 4 * shape.layers * shape.q_dim * ctx
+    attn_fwd = 4 * shape.layers * shape.q_dim * ctx
+    # backward: activation gradients (2x linear, 2x attention); weight gradients only when training weights
+    bwd_tok = 2 * shape.linear_params + 2 * attn_fwd + (2 * shape.linear_params if w.mode == "full" else 0)
+    if w.grad_ckpt:
+        bwd_tok += fwd_tok
+    head = 2 * shape.hidden * shape.vocab
+    head_bwd = head * (2 if w.mode == "full" else 1)
+    train = (
+        tp["grad"] * (fwd_tok + bwd_tok)
+        + tp["nograd"] * fwd_tok
+        + tp["scored"] * (head + head_bwd)
+        + (tp["nograd"] * head * (tp["scored"] / tp["grad"]) if tp["grad"] else 0)
+    )
+    train *= w.grad_accum
+    out = {"train": train, "decode": 0.0, "prefill": 0.0}
+    if w.method in ONLINE:
+        seqs = tp["gen_seqs"] * w.grad_accum
+        out["prefill"] = seqs * w.prompt_len * fwd_tok
+        out["decode"] = seqs * w.completion_len * (fwd_tok + head)
+    return out
+
+
+def step_seconds(shape: ModelShape, w: Workload, device: Device, factors: dict) -> dict[str, float]:
+    f = flops(shape, w)
+    tp = _token_plan(w)
+    once = tp.get("grad_once", tp["grad"]) or 1.0
+    passes = tp["grad"] / once + 0.5 * tp["nograd"] / once  # a no-grad forward counts half a pass
+    t_train = (f["train"] + f["prefill"]) / (device.peak_flops * factors["train"])
+    t_train += w.grad_accum * passes * shape.layers * factors.get("pass_layer_overhead_s", 0.0)
+    t_gen = 0.0
+    if w.method in ONLINE:
+        seqs = _token_plan(w)["gen_seqs"] * w.grad_accum
+        wb = 2.0 if (w.vllm or w.mode == "qlora") else weight_bytes_per_param(device, w.mode)
+        weights_read = (shape.linear_params + shape.vocab * shape.hidden) * wb
+        kv_read = seqs * (w.prompt_len + w.completion_len / 2) * shape.layers * 2 * shape.kv_dim * act_bytes(device)
+        per_step_bw = (weights_read + kv_read) / (device.bandwidth * factors["decode_bw"])
+        per_step_fl = f["decode"] / w.completion_len / (device.peak_flops * factors["train"])
+        ovh = factors.get("vllm_layer_overhead_s", factors["layer_overhead_s"]) if w.vllm else factors["layer_overhead_s"]
+        t_gen = w.completion_len * (max(per_step_bw, per_step_fl) + shape.layers * ovh)
+    return {"train": t_train, "generate": t_gen, "total": t_train + t_gen}
+
+
+@dataclass
+class Estimate:
+    model: str
+    params: int
+    trainable_params: int
+    method: str
+    mode: str
+    device: str
+    memory: dict[str, float]
+    peak_bytes: float
+    fits: bool
+    step: dict[str, float]
+    steps: int
+    cost_usd: float | None
+    factors: dict
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    @property
+    def total_hours(self) -> float:
+        return self.step["total"] * self.steps / 3600
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "method": self.method,
+            "mode": self.mode,
+            "device": self.device,
+            "peak_memory_gib": round(self.peak_gib, 3),
+            "memory_gib": {k: round(v / GIB, 4) for k, v in self.memory.items()},
+            "fits": self.fits,
+            "step_seconds": round(self.step["total"], 4),
+            "step_breakdown_seconds": {k: round(v, 4) for k, v in self.step.items() if k != "total"},
+            "steps": self.steps,
+            "total_hours": round(self.total_hours, 4),
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 4),
+            "factors": self.factors,
+        }
+
+
+def estimate(shape: ModelShape, w: Workload, device: Device, factors: dict | None = None) -> Estimate:
+    if w.mode == "qlora" and device.kind != "cuda":
+        raise AlignlabError(f"QLoRA needs a CUDA GPU; {device.name} is not one", fix="use --lora or a CUDA card")
+    factors = dict(factors or DEFAULT_FACTORS[device.kind])
+    mem = memory(shape, w, device)
+    peak = peak_bytes(mem)
+    step = step_seconds(shape, w, device, factors)
+    steps = w.total_steps
+    cost = None if device.usd_per_hour is None else device.usd_per_hour * step["total"] * steps / 3600
+    trainable = shape.total_params if w.mode == "full" else shape.lora_params(w.lora_r)
+    return Estimate(
+        model=shape.name, params=shape.total_params, trainable_params=trainable, method=w.method, mode=w.mode,
+        device=device.name, memory=mem, peak_bytes=peak, fits=peak <= device.memory_bytes, step=step,
+        steps=steps, cost_usd=cost, factors=factors,
+    )
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)

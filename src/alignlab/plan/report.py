@@ -1,0 +1,135 @@
+"""One plan across devices: the chosen device in detail, every listed GPU in a table, the cheapest, a verdict."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from alignlab.plan.calibrate import load_factors
+from alignlab.plan.devices import all_gpus, cpu_device, gpu, price_table
+from alignlab.plan.estimate import GIB, ONLINE, Device, Estimate, Workload, estimate
+from alignlab.plan.shapes import ModelShape
+
+
+def _for(shape: ModelShape, w: Workload, dev: Device) -> Estimate | None:
+    if w.mode == "qlora" and dev.kind != "cuda":
+        return None
+    # alignlab's prompt-once forward: always for the DPO family, for online methods only on CPUs (GPUs keep TRL's)
+    ww = replace(w, shared_prompt=w.shared_prompt and (dev.kind == "cpu" or w.method not in ONLINE))
+    return estimate(shape, ww, dev, load_factors(dev.kind))
+
+
+def hours_text(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h"
+
+
+def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool = False) -> dict:
+    """The JSON object ``alignlab plan --json`` prints (see README for the contract)."""
+    rows = []
+    for dev in all_gpus():
+        est = _for(shape, w, dev)
+        if est is not None:
+            rows.append((dev, est))
+    priced = [(d, e) for d, e in rows if e.fits and e.cost_usd is not None]
+    cheapest = min(priced, key=lambda de: (de[1].cost_usd, de[1].total_hours)) if priced else None
+    fitting = sorted((d for d, e in rows if e.fits), key=lambda d: (d.memory_bytes, d.usd_per_hour or 0))
+    if cpu:
+        chosen_dev = cpu_device()
+        chosen = _for(shape, w, chosen_dev)
+    elif device:
+        chosen_dev = gpu(device)
+        chosen = _for(shape, w, chosen_dev)
+        if chosen is None:
+            from alignlab.errors import AlignlabError
+
+            raise AlignlabError(f"QLoRA needs a CUDA GPU; {chosen_dev.name} is not one", fix="use --lora")
+    elif cheapest is not None:
+        chosen_dev, chosen = cheapest
+    else:
+        chosen_dev, chosen = rows[-1] if rows else (None, None)
+    out = dict(chosen.to_json()) if chosen else {}
+    out.update(
+        {
+            "workload": dict(w.__dict__),
+            "device_detail": _device_json(chosen_dev) if chosen_dev else None,
+            "devices": [
+                {
+                    "key": d.key, "name": d.name, "memory_gib": round(d.memory_bytes / GIB, 1), "fits": e.fits,
+                    "peak_memory_gib": round(e.peak_gib, 2), "step_seconds": round(e.step["total"], 3),
+                    "total_hours": round(e.total_hours, 3), "usd_per_hour": d.usd_per_hour,
+                    "cost_usd": None if e.cost_usd is None or not e.fits else round(e.cost_usd, 4),
+                    "price_source": d.price_source,
+                }
+                for d, e in rows
+            ],
+            "cheapest": None if cheapest is None else {"key": cheapest[0].key, "name": cheapest[0].name,
+                                                       "cost_usd": round(cheapest[1].cost_usd, 4),
+                                                       "total_hours": round(cheapest[1].total_hours, 3)},
+            "smallest_fitting": None if not fitting else {"key": fitting[0].key, "name": fitting[0].name},
+            "price_date": price_table()["date"],
+        }
+    )
+    out["verdict"] = verdict(shape, w, chosen, chosen_dev, cheapest, fitting)
+    return out
+
+
+def _device_json(d: Device) -> dict:
+    return {"key": d.key, "name": d.name, "kind": d.kind, "memory_gib": round(d.memory_bytes / GIB, 2),
+            "peak_tflops": round(d.peak_flops / 1e12, 4), "bandwidth_gbs": round(d.bandwidth / 1e9, 1),
+            "usd_per_hour": d.usd_per_hour, "price_source": d.price_source, "measured": d.measured or None}
+
+
+def verdict(shape, w, chosen, dev, cheapest, fitting) -> str:
+    how = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}[w.mode]
+    if not fitting and (chosen is None or not chosen.fits):
+        peak = chosen.peak_gib if chosen else 0
+        tip = "try --qlora, --gradient-checkpointing or a smaller batch" if w.mode != "qlora" else "try a smaller batch or sequence"
+        return f"{w.method} with {how} needs about {peak:.0f} GiB and fits on none of the listed GPUs; {tip}"
+    parts = []
+    if fitting:
+        small = fitting[0]
+        parts.append(f"fits on a {small.memory_bytes / 1e9:.0f} GB card ({small.name}) with {how}")
+    if chosen is not None and dev is not None:
+        where = "here" if dev.kind == "cpu" else f"on {dev.name}"
+        state = "" if chosen.fits else " (does not fit)"
+        parts.append(f"about {hours_text(chosen.total_hours)} {where}{state}")
+    if cheapest is not None:
+        parts.append(f"about ${cheapest[1].cost_usd:.2f} on a rented {cheapest[0].name} ({hours_text(cheapest[1].total_hours)})")
+    return "; ".join(parts)
+
+
+def render(plan: dict) -> list[str]:
+    """Plain-text lines for the terminal."""
+    g = lambda b: f"{b:.2f}"  # noqa: E731
+    lines = [
+        f"{plan['model']}: {plan['params'] / 1e9:.3g}B parameters, {plan['trainable_params'] / 1e6:.3g}M trained "
+        f"({plan['mode']}); {plan['method']}, {plan['steps']} steps; device: {plan['device']}",
+        "",
+        "memory (GiB)",
+    ]
+    for k, v in plan["memory_gib"].items():
+        if v:
+            lines.append(f"  {k:<14}{g(v):>8}")
+    lines.append(f"  {'peak':<14}{g(plan['peak_memory_gib']):>8}   (generation and backward do not overlap: the larger counts)")
+    br = plan["step_breakdown_seconds"]
+    t = f"train {br['train']:.3g} s" + (f" + generate {br['generate']:.3g} s" if br.get("generate") else "")
+    lines += ["", f"time: {plan['step_seconds']:.3g} s per step ({t}); {plan['steps']} steps = {hours_text(plan['total_hours'])}"]
+    f = plan["factors"]
+    lines.append(f"  utilization factors: train {f['train']:.3g}, decode bandwidth {f['decode_bw']:.3g}, "
+                 f"{f['layer_overhead_s'] * 1e3:.3g} ms per layer per decoding step")
+    lines += ["", f"GPUs (prices as of {plan['price_date']}; check before renting)",
+              f"  {'gpu':<20}{'fits':>5}{'peak GiB':>10}{'s/step':>9}{'hours':>8}{'$/h':>7}{'cost $':>9}"]
+    for d in sorted(plan["devices"], key=lambda d: (not d["fits"], d["cost_usd"] if d["cost_usd"] is not None else 1e9)):
+        cost = "-" if d["cost_usd"] is None else f"{d['cost_usd']:.2f}"
+        price = "-" if d["usd_per_hour"] is None else f"{d['usd_per_hour']:.2f}"
+        lines.append(f"  {d['name']:<20}{'yes' if d['fits'] else 'no':>5}{d['peak_memory_gib']:>10.1f}"
+                     f"{d['step_seconds']:>9.3g}{d['total_hours']:>8.2f}{price:>7}{cost:>9}")
+    if plan["cheapest"]:
+        c = plan["cheapest"]
+        src = next(d["price_source"] for d in plan["devices"] if d["key"] == c["key"])
+        lines.append(f"cheapest: {c['name']}, about ${c['cost_usd']:.2f} ({src})")
+    lines += ["", f"verdict: {plan['verdict']}"]
+    return lines

@@ -1,0 +1,140 @@
+"""The planner's arithmetic on hand-computed cases.
+
+The tiny shape used throughout: 2 layers, hidden 4, intermediate 8, 2 heads and 1 KV head of width 2,
+vocabulary 10, tied embeddings. By hand:
+
+- one layer's projections: q 4x4=16, k and v 2 x 4x2=16, o 4x4=16, gate/up/down 3 x 4x8=96 -> 144;
+  two layers 288; embeddings 10x4=40; norms (2x2+1)x4=20; total 348 parameters;
+- LoRA r=1 per layer: q (4+4) + k,v 2x(4+2) + o (4+4) + gate,up 2x(4+8) + down (8+4) = 64; two layers 128;
+- activations per token per layer: 6x4 + 6x4 (q_dim 4) + 4x2 (kv_dim 2) + 4x8 = 88 elements.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.plan.estimate import (
+    CPU_RUNTIME_BYTES,
+    CUDA_CONTEXT_BYTES,
+    NF4_BYTES,
+    Device,
+    Workload,
+    estimate,
+    flops,
+    memory,
+    peak_bytes,
+    step_seconds,
+)
+from alignlab.plan.shapes import ModelShape, resolve_shape
+
+TINY = ModelShape(name="tiny", layers=2, hidden=4, intermediate=8, heads=2, kv_heads=1, head_dim=2, vocab=10, tied=True)
+CPU = Device(key="cpu", name="test cpu", memory_bytes=1e9, peak_flops=1e9, bandwidth=1e9, kind="cpu")
+GPU = Device(key="gpu", name="test gpu", memory_bytes=1e9, peak_flops=1e12, bandwidth=1e11, kind="cuda", usd_per_hour=2.0)
+
+
+def test_parameter_counts_by_hand():
+    assert TINY.linear_params == 288
+    assert TINY.total_params == 348
+    assert TINY.lora_params(1) == 128
+
+
+def test_published_parameter_counts():
+    """SmolLM2-135M by hand: embeddings 49152x576 = 28,311,552; a layer 576x576x2 + 576x192x2 + 3x576x1536
+    = 3,538,944, x30 = 106,168,320; norms 61x576 = 35,136 -> 134,515,008; LoRA r16 162,816 per layer."""
+    s = resolve_shape("smollm2-135m")
+    assert s.total_params == 134_515_008
+    assert s.lora_params(16) == 30 * 162_816
+    # the bundled facts reproduce the published totals of the larger models to 1%
+    for name, billions in [("qwen2.5-0.5b", 0.494), ("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("mistral-7b", 7.25)]:
+        assert abs(resolve_shape(name).total_params / 1e9 - billions) / billions < 0.01, name
+
+
+def test_sft_lora_on_cpu_by_hand():
+    w = Workload(method="sft", mode="lora", lora_r=1, batch=1, prompt_len=2, completion_len=3)
+    m = memory(TINY, w, CPU)
+    assert m["weights"] == 348 * 4  # fp32 on CPUs
+    assert m["lora"] == 128 * 4 and m["gradients"] == 128 * 4 and m["optimizer"] == 128 * 8
+    assert m["reference"] == 0
+    assert m["activations"] == 5 * 2 * 88 * 4  # 5 tokens x 2 layers x 88 elements x fp32
+    assert m["logits"] == 5 * 10 * 4 * 3  # every position scored, three fp32 copies (TRL's loss)
+    assert m["runtime"] == CPU_RUNTIME_BYTES
+    assert peak_bytes(m) == 1392 + 512 + 512 + 1024 + 3520 + 600 + CPU_RUNTIME_BYTES
+
+
+def test_dpo_shares_the_prompt_and_scores_completions_only():
+    w = Workload(method="dpo", mode="lora", lora_r=1, batch=1, prompt_len=2, completion_len=3)
+    m = memory(TINY, w, CPU)
+    # prompt once (2) + chosen and rejected (2 x 3) = 8 tokens; each completion keeps a copy of the prompt's K/V
+    assert m["activations"] == 8 * 2 * 88 * 4 + 2 * 1 * 2 * 2 * 2 * 2 * 4
+    assert m["logits"] == 6 * 10 * 4 * 2
+
+
+def test_full_fine_tuning_and_qlora_on_a_gpu():
+    full = memory(TINY, Workload(method="dpo", mode="full", batch=1, prompt_len=2, completion_len=3), GPU)
+    assert full["weights"] == 348 * 2 and full["gradients"] == 348 * 2 and full["optimizer"] == 348 * 4
+    assert full["reference"] == 348 * 2  # full fine-tuning keeps a second copy of the base as reference
+    assert full["runtime"] == CUDA_CONTEXT_BYTES
+    simpo = memory(TINY, Workload(method="simpo", mode="full", batch=1, prompt_len=2, completion_len=3), GPU)
+    assert simpo["reference"] == 0
+    q = memory(TINY, Workload(method="dpo", mode="qlora", lora_r=1, batch=1, prompt_len=2, completion_len=3), GPU)
+    assert q["weights"] == pytest.approx(288 * NF4_BYTES + (40 + 20) * 2)
+
+
+def test_gradient_checkpointing_keeps_layer_inputs_only():
+    w = Workload(method="sft", lora_r=1, batch=1, prompt_len=2, completion_len=3, grad_ckpt=True)
+    m = memory(TINY, w, CPU)
+    assert m["activations"] == 5 * 2 * 4 * 4 + 5 * 88 * 4  # inputs of both layers + one layer recomputed in full
+
+
+def test_grpo_generation_and_training_do_not_overlap():
+    w = Workload(method="grpo", lora_r=1, batch=1, num_generations=2, prompt_len=2, completion_len=3)
+    m = memory(TINY, w, CPU)
+    assert m["activations"] == (2 + 2 * 3) * 2 * 88 * 4
+    # KV cache: 2 sequences x 5 tokens x 2 layers x (K and V) x kv_dim 2 x fp32, plus one step's logits
+    assert m["generation"] == 2 * 5 * 2 * 2 * 2 * 4 + 2 * 10 * 4 * 2
+    rest = sum(v for k, v in m.items() if k not in ("generation", "activations", "logits"))
+    assert peak_bytes(m) == rest + max(m["activations"] + m["logits"], m["generation"])
+    vllm = memory(TINY, Workload(method="grpo", vllm=True, batch=1, prompt_len=2, completion_len=3), GPU)
+    assert vllm["generation"] == 0.3 * GPU.memory_bytes
+
+
+def test_training_flops_by_hand():
+    """SFT, 5 tokens, mean context 2.5: forward 2x288 + 4x2x4x2.5 = 656 per token; LoRA backward (activation
+    gradients only) 2x288 + 2x80 = 736; LM head 2x4x10 = 80 forward and 80 backward per scored token."""
+    w = Workload(method="sft", lora_r=1, batch=1, prompt_len=2, completion_len=3)
+    f = flops(TINY, w)
+    assert f["train"] == 5 * (656 + 736) + 5 * (80 + 80)
+    t = step_seconds(TINY, w, CPU, {"train": 0.5, "decode_bw": 0.5, "layer_overhead_s": 0.0, "pass_layer_overhead_s": 0.01})
+    assert t["total"] == pytest.approx(7760 / (1e9 * 0.5) + 1 * 2 * 0.01)  # one pass through 2 layers
+    full = flops(TINY, Workload(method="sft", mode="full", lora_r=1, batch=1, prompt_len=2, completion_len=3))
+    assert full["train"] == 5 * (656 + 736 + 576) + 5 * (80 + 160)
+
+
+def test_decoding_is_bandwidth_or_compute_bound_plus_overhead():
+    w = Workload(method="grpo", lora_r=1, batch=1, num_generations=2, prompt_len=2, completion_len=3)
+    f = {"train": 1.0, "decode_bw": 1.0, "layer_overhead_s": 0.001, "pass_layer_overhead_s": 0.0}
+    t = step_seconds(TINY, w, CPU, f)
+    weights = (288 + 40) * 4
+    kv = 2 * (2 + 1.5) * 2 * 2 * 2 * 4
+    per_step = max((weights + kv) / 1e9, flops(TINY, w)["decode"] / 3 / 1e9)
+    assert t["generate"] == pytest.approx(3 * (per_step + 2 * 0.001))
+
+
+def test_estimate_totals_and_cost():
+    w = Workload(method="dpo", batch=2, grad_accum=2, examples=100, epochs=2)
+    e = estimate(resolve_shape("qwen2.5-0.5b"), w, GPU)
+    assert e.steps == 50  # 100 pairs x 2 epochs / (2 x 2)
+    assert e.total_hours == pytest.approx(e.step["total"] * 50 / 3600)
+    assert e.cost_usd == pytest.approx(2.0 * e.total_hours)
+    j = e.to_json()
+    assert j["peak_memory_gib"] == pytest.approx(e.peak_bytes / 2**30, abs=1e-3)
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(AlignlabError, match="unknown method"):
+        Workload(method="dpo2")
+    with pytest.raises(AlignlabError, match="QLoRA needs a CUDA GPU"):
+        estimate(TINY, Workload(method="dpo", mode="qlora"), CPU)
+    with pytest.raises(AlignlabError, match="unknown model"):
+        resolve_shape("no-such-model")
