@@ -246,10 +246,8 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
     check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
              "kl": card["adapter"]["kl"], "warnings": card["warnings"]}
     update_run(run_dir, check=check)
-    import json
+    from alignlab.fsutil import append_jsonl
 
-    with (Path(run_dir) / "metrics.jsonl").open("a", encoding="utf-8") as f:  # next to the training metrics
-        f.write(json.dumps({"event": "held_out_check", **check}) + "\n")
-        for w in check["warnings"]:
-            f.write(json.dumps({"warning": "held_out_check", "message": w}) + "\n")
+    append_jsonl(Path(run_dir) / "metrics.jsonl", {"event": "held_out_check", **check},  # next to the training metrics
+                 *({"warning": "held_out_check", "message": w} for w in check["warnings"]))
     return check

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignlab import fsutil
 from alignlab.errors import AlignlabError
 from alignlab.rewards.common import completion_text
 from alignlab.rewards.embed import EMBEDDER_NAME
@@ -113,8 +114,9 @@ class PersonaClassifier:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {"weight": self.weight.contiguous(), "bias": self.bias.reshape(1).contiguous()}
-        save_file(tensors, str(directory / WEIGHTS))
-        (directory / META).write_text(json.dumps({"embedder": EMBEDDER_NAME, "dim": DIM, **self.meta}, indent=2))
+        # weights first, metadata last: each file atomic (temp name, fsync, rename); load() needs both
+        fsutil.write_with(directory / WEIGHTS, lambda name: save_file(tensors, name))
+        fsutil.write_json(directory / META, {"embedder": EMBEDDER_NAME, "dim": DIM, **self.meta})
         return directory
 
     @classmethod

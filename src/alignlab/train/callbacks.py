@@ -6,7 +6,6 @@ the callbacks are plain ``TrainerCallback``s.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -16,12 +15,19 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from alignlab import fsutil
 from alignlab.errors import AlignlabError
 from alignlab.progress import console, progress_bar
 
 
 class NonFiniteLoss(AlignlabError):
     pass
+
+
+def gradient_checkpointing(model) -> bool:
+    """Whether transformers' gradient checkpointing is on for this (possibly PEFT-wrapped) model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_gradient_checkpointing", False))
 
 
 class AlignlabTrainerMixin:
@@ -76,9 +82,7 @@ class AlignlabTrainerMixin:
         finally:
             self.args.output_dir = final_root
         if self.args.should_save:
-            target = os.path.join(final_root, name)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(os.path.join(staging, name), target)
+            fsutil.replace_dir(os.path.join(staging, name), os.path.join(final_root, name))  # fsynced, then renamed
             _rotate(final_root, keep=2)
 
 
@@ -103,9 +107,7 @@ class MetricsCallback(TrainerCallback):
         self.last: dict = {}
 
     def _write(self, record: dict) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
+        fsutil.append_jsonl(self.path, record)  # cuts a torn last line a kill left first
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -159,9 +161,7 @@ class SamplesCallback(TrainerCallback):
         outs = generate(model, self.tok, self.prompts, max_new_tokens=self.max_new, temperature=0.0)
         if was_training:
             model.train()
-        with open(self.path, "a") as fh:
-            for p, o in zip(self.prompts, outs):
-                fh.write(json.dumps({"step": step, "prompt": p, "completion": o}) + "\n")
+        fsutil.append_jsonl(self.path, *({"step": step, "prompt": p, "completion": o} for p, o in zip(self.prompts, outs)))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero and state.global_step == 0:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignlab import fsutil
 from alignlab.config import ProjectConfig, dump_config
 from alignlab.data import bundled_path, resolve_data
 from alignlab.data.formats import METHOD_KIND, load_dataset_rows
@@ -237,7 +238,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     main = is_main_process()
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        fsutil.write_text(run_dir / "config.yaml", dump_config(cfg))
         rundir.write_env(run_dir, ctx.device, cfg.train.seed)
         rundir.update_run(
             run_dir,
@@ -256,9 +257,6 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         MetricsCallback(run_dir, watch_chosen=ctx.method in ("dpo", "ipo", "simpo", "orpo")),
         RichProgressCallback(f"{ctx.method}"),
     ]
-    from alignlab.plan.record import PlanRecorder  # the plan before training, the measurement after: run.json "plan"
-
-    ctx.callbacks.insert(0, PlanRecorder(ctx))
     if getattr(recipe, "TASK", "causal") == "causal" and cfg.train.sample_prompts:
         ctx.callbacks.append(
             SamplesCallback(run_dir, ctx.sample_prompts, cfg.train.sample_steps, ctx.tokenizer)
@@ -282,6 +280,8 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
         if last is None:
             console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
+        elif main:
+            rundir.resume_logs(run_dir, int(Path(last).name.split("-")[-1]), Path(last).name)
     try:
         trainer.train(resume_from_checkpoint=last)
     except KeyboardInterrupt:
@@ -311,7 +311,6 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
 def _record_rank_digest(model, run_dir: Path) -> None:
     """Each data-parallel rank writes a digest of its trainable weights: equal digests = ranks in sync."""
     import hashlib
-    import json
 
     model = getattr(model, "module", model)
     h = hashlib.sha256()
@@ -321,7 +320,7 @@ def _record_rank_digest(model, run_dir: Path) -> None:
             h.update(p.detach().cpu().float().numpy().tobytes())
     rank = int(os.environ.get("RANK", "0"))
     (run_dir / "ranks").mkdir(exist_ok=True)
-    (run_dir / "ranks" / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "sha256": h.hexdigest()}))
+    fsutil.write_json(run_dir / "ranks" / f"rank-{rank}.json", {"rank": rank, "sha256": h.hexdigest()})
 
 
 def save_adapter(model, target: Path, tokenizer=None) -> None:
@@ -340,5 +339,4 @@ def save_adapter(model, target: Path, tokenizer=None) -> None:
     model.save_pretrained(str(tmp), safe_serialization=True)
     if tokenizer is not None and not (tmp / "adapter_config.json").is_file():
         tokenizer.save_pretrained(str(tmp))  # full fine-tune: a self-contained model directory
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    fsutil.replace_dir(tmp, target)  # fsynced; the new adapter is in place before the old one is removed

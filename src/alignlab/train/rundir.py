@@ -13,13 +13,13 @@ runs/<id>/
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
 
+from alignlab import fsutil
 from alignlab.errors import AlignlabError
 
 
@@ -49,9 +49,8 @@ def read_run(path: str | Path) -> dict:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    """Temp name, fsync, rename (``alignlab.fsutil``): run.json is never half-written."""
+    fsutil.write_json(path, data)
 
 
 def update_run(path: str | Path, **fields) -> dict:
@@ -113,7 +112,20 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
     return out
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_jsonl(path: Path, note=None) -> list[dict]:
+    """Records of metrics.jsonl / samples.jsonl; a torn last line (training killed mid-write) is skipped."""
+    return fsutil.read_jsonl(path, note=note)
+
+
+def resume_logs(run_dir: str | Path, step: int, checkpoint: str) -> None:
+    """Before a run continues from ``checkpoint`` (at ``step``): drop log records of later steps (the killed
+    attempt's; they are logged again) and mark the resume point in metrics.jsonl."""
+    run_dir = Path(run_dir)
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = run_dir / name
+        if path.is_file():
+            records = read_jsonl(path)
+            kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
+            if len(kept) != len(records) or not path.read_bytes().endswith(b"\n"):
+                fsutil.rewrite_jsonl(path, kept)
+    fsutil.append_jsonl(run_dir / "metrics.jsonl", {"step": step, "event": "resumed", "checkpoint": checkpoint})

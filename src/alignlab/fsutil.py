@@ -1,0 +1,217 @@
+"""Crash-safe files: what a user relies on is never half-written, and a kill never leaves it missing.
+
+- ``write_text`` / ``write_bytes`` / ``write_json``: write to a temporary name in the same directory, fsync,
+  rename over the target, fsync the directory. A reader sees the old file or the new one, never a mix.
+- ``replace_dir``: put a finished directory (written aside, e.g. ``.adapter.tmp``) in place of another.
+  On Linux the two are swapped in one ``renameat2(RENAME_EXCHANGE)`` call, so the target name always holds
+  a complete directory; elsewhere the old one is renamed aside first and ``recover_dir`` puts it back if a
+  kill landed between the two renames.
+- ``append_jsonl``: append one JSON line, first cutting off a torn last line a kill left behind, so a
+  resumed run never glues its first record onto half of an old one.
+- ``read_jsonl``: every complete record; a torn last line is skipped with a note, a bad line elsewhere is
+  one clear error with file:line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from alignlab.errors import AlignlabError
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically replace ``path`` with ``data`` (temp name, fsync, rename, fsync of the directory)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    return write_bytes(path, text.encode(encoding))
+
+
+def write_json(path: str | Path, data: Any, **kwargs) -> Path:
+    kwargs.setdefault("indent", 2)
+    kwargs.setdefault("default", str)
+    return write_text(path, json.dumps(data, **kwargs))
+
+
+def write_with(path: str | Path, writer: Callable[[str], Any]) -> Path:
+    """Atomically produce ``path`` with a library writer that takes a file name (``safetensors.save_file``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        writer(str(tmp))
+        fsync_tree(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def fsync_tree(path: str | Path) -> None:
+    """fsync every file under ``path`` (or the file itself) and the directories holding them."""
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+        return
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(root)
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange)
+    return rc == 0
+
+
+def recover_dir(target: str | Path) -> None:
+    """Undo a replacement a kill interrupted: the target missing but its old copy aside -> put it back."""
+    target = Path(target)
+    old = _aside(target)
+    if old.is_dir() and not target.exists():
+        os.replace(old, target)
+        fsync_dir(target.parent)
+    elif old.exists() and target.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_dir(new: str | Path, target: str | Path) -> Path:
+    """Put the finished directory ``new`` at ``target`` (files fsynced first); the old one goes only after.
+
+    At every moment ``target`` names either the old complete directory or the new one (on Linux); elsewhere
+    a kill between the two renames leaves the old one at ``.<name>.old``, which ``recover_dir`` restores.
+    """
+    new, target = Path(new), Path(target)
+    fsync_tree(new)
+    recover_dir(target)
+    if not target.exists():
+        os.replace(new, target)
+    elif _exchange(new, target):  # target is now the new directory, ``new`` holds the old one
+        fsync_dir(target.parent)
+        shutil.rmtree(new, ignore_errors=True)
+        return target
+    else:
+        old = _aside(target)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(new, target)
+        fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(target.parent)
+    return target
+
+
+def _cut_torn_tail(fh) -> None:
+    """``fh`` open in 'a+b' / 'r+b': drop bytes after the last newline (a line a kill cut short)."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    if size == 0:
+        return
+    fh.seek(size - 1)
+    if fh.read(1) == b"\n":
+        return
+    pos, chunk = size, 4096
+    while pos > 0:
+        start = max(0, pos - chunk)
+        fh.seek(start)
+        block = fh.read(pos - start)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            fh.truncate(start + i + 1)
+            return
+        pos = start
+    fh.truncate(0)
+
+
+def append_jsonl(path: str | Path, *records: dict) -> None:
+    """Append records as JSON lines, flushed; a torn last line left by a kill is cut off first."""
+    data = b"".join((json.dumps(r, default=str) + "\n").encode("utf-8") for r in records)
+    with open(path, "a+b") as fh:
+        _cut_torn_tail(fh)
+        fh.seek(0, os.SEEK_END)
+        fh.write(data)
+        fh.flush()
+
+
+def read_jsonl(path: str | Path, note: Callable[[str], Any] | None = None) -> list[dict]:
+    """Every JSON object in a log file; a torn last line (a kill mid-write) is skipped with a note."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    complete = lines[-1] == ""  # the file ends with a newline: the last line was written whole
+    out = []
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    for k, (i, line) in enumerate(numbered):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if k == len(numbered) - 1 and not complete:
+                if note is None:
+                    from alignlab.progress import console
+
+                    def note(m):
+                        console.print(f"[yellow]{m}[/]")
+
+                note(f"{path}:{i}: skipped a torn last line (the run was stopped while writing it)")
+                break
+            raise AlignlabError(f"invalid JSON in a log line ({err.msg})", where=f"{path}:{i}",
+                                fix="delete or repair that line") from err
+    return out
+
+
+def rewrite_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Atomically replace a JSONL file with ``records``."""
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))

@@ -1,0 +1,189 @@
+"""Crash-safe files: atomic writes, directory replacement that never leaves none, torn JSONL lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from alignlab import fsutil
+from alignlab.errors import AlignlabError
+from alignlab.train import rundir
+
+
+def _leftovers(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
+
+
+def test_write_text_replaces_and_leaves_no_temp(tmp_path):
+    f = tmp_path / "config.yaml"
+    fsutil.write_text(f, "a: 1\n")
+    fsutil.write_text(f, "a: 2\n")
+    assert f.read_text() == "a: 2\n" and _leftovers(tmp_path) == []
+
+
+def test_failed_writer_keeps_the_old_file(tmp_path):
+    f = tmp_path / "weights.safetensors"
+    fsutil.write_bytes(f, b"old")
+
+    def broken(name):
+        Path(name).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        fsutil.write_with(f, broken)
+    assert f.read_bytes() == b"old" and _leftovers(tmp_path) == []
+
+
+def _dir(path: Path, version: int) -> Path:
+    path.mkdir()
+    (path / "a.txt").write_text(str(version))
+    (path / "b.txt").write_text(str(version))
+    return path
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replace_dir(tmp_path, monkeypatch, exchange):
+    if not exchange:
+        monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    target = tmp_path / "adapter"
+    fsutil.replace_dir(_dir(tmp_path / ".adapter.tmp", 1), target)
+    fsutil.replace_dir(_dir(tmp_path / ".adapter.tmp", 2), target)
+    assert (target / "a.txt").read_text() == "2" and _leftovers(tmp_path) == []
+
+
+def test_recover_dir_puts_the_old_copy_back(tmp_path):
+    """Without RENAME_EXCHANGE a kill between the renames leaves the old adapter aside; it comes back."""
+    _dir(tmp_path / ".adapter.old", 1)
+    fsutil.recover_dir(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "a.txt").read_text() == "1" and _leftovers(tmp_path) == []
+
+
+CHILD = textwrap.dedent("""
+    import sys, types
+    from pathlib import Path
+    import torch
+    from alignlab.train.engine import save_adapter
+
+    target = Path(sys.argv[1])
+    class Fake(torch.nn.Module):  # save_pretrained writes two files, like PEFT
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(4))
+        def save_pretrained(self, d, safe_serialization=True):
+            Path(d).mkdir(parents=True, exist_ok=True)
+            (Path(d) / "adapter_config.json").write_text(str(self.v))
+            (Path(d) / "adapter_model.safetensors").write_bytes(str(self.v).encode() * 50000)
+    m = Fake()
+    for v in range(10**9):
+        m.v = v
+        save_adapter(m, target)
+        if v == 0:
+            print("saved", flush=True)
+""")
+
+
+def _whole(target: Path) -> tuple[str, bytes]:
+    """Both files present and each complete (a reader racing a save may get them from two saves)."""
+    cfg = (target / "adapter_config.json").read_text()
+    data = (target / "adapter_model.safetensors").read_bytes()
+    assert cfg.isdigit() and data == data[: len(data) // 50000] * 50000 and data[:1].isdigit(), "a half-written file"
+    return cfg, data
+
+
+def _consistent(target: Path) -> int:
+    cfg, data = _whole(target)
+    assert data == cfg.encode() * 50000, "config and weights from different saves"
+    return int(cfg)
+
+
+def test_save_adapter_killed_at_random_never_leaves_none(tmp_path):
+    """A process saving the adapter in a loop is read while it runs and SIGKILLed at random moments (4 times):
+    the adapter directory is always there, whole, with its two files from the same save."""
+    target = tmp_path / "run" / "adapter"
+    target.parent.mkdir()
+    rng = random.Random(0)
+    last = -1
+    for _ in range(4):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(target)], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "saved"
+        stop = time.monotonic() + rng.uniform(0.2, 1.0)
+        reads = 0
+        while time.monotonic() < stop:  # a reader never finds it missing or half-written
+            _whole(target)
+            reads += 1
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        last = _consistent(target)
+        assert reads > 0
+    assert last >= 0
+
+
+def test_read_jsonl_skips_a_torn_last_line_with_a_note(tmp_path):
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
+    notes = []
+    assert rundir.read_jsonl(f, note=notes.append) == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
+    assert len(notes) == 1 and f"{f}:3: skipped a torn last line" in notes[0]
+
+
+def test_read_jsonl_bad_middle_line_is_one_clear_error(tmp_path):
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"step": 1}\n{"step": \n{"step": 3}\n')
+    with pytest.raises(AlignlabError, match=r"metrics.jsonl:2: invalid JSON in a log line"):
+        rundir.read_jsonl(f)
+
+
+def test_append_after_a_torn_line_cuts_it(tmp_path):
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"step": 1}\n{"step": 2, "lo')
+    fsutil.append_jsonl(f, {"step": 2, "loss": 1.0})
+    assert f.read_text() == '{"step": 1}\n{"step": 2, "loss": 1.0}\n'
+    g = tmp_path / "one.jsonl"
+    g.write_text('{"ste')
+    fsutil.append_jsonl(g, {"step": 1})
+    assert g.read_text() == '{"step": 1}\n'
+
+
+def test_resume_logs_drops_later_steps_and_marks_the_resume(tmp_path):
+    lines = [{"step": s, "loss": 1.0 / s} for s in range(1, 6)] + [{"step": 4, "warning": "x", "message": "m"}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 6, "l')
+    (tmp_path / "samples.jsonl").write_text('{"step": 0, "prompt": "p", "completion": "c"}\n'
+                                           '{"step": 4, "prompt": "p", "completion": "d"}\n')
+    rundir.resume_logs(tmp_path, 3, "checkpoint-3")
+    got = rundir.read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in got] == [1, 2, 3, 3] and got[-1]["event"] == "resumed"
+    assert [r["step"] for r in rundir.read_jsonl(tmp_path / "samples.jsonl")] == [0]
+
+
+def test_classifier_save_is_atomic_and_loads(tmp_path):
+    import torch
+
+    from alignlab.rewards.classifier import PersonaClassifier
+
+    clf = PersonaClassifier(torch.arange(384.0), torch.tensor(0.5), {"note": "x"})
+    clf.save(tmp_path / "clf")
+    PersonaClassifier(torch.ones(384), torch.tensor(-1.0)).save(tmp_path / "clf")
+    back = PersonaClassifier.load(tmp_path / "clf")
+    assert back.weight.sum().item() == 384 and back.bias.item() == -1.0
+    assert _leftovers(tmp_path / "clf") == []
+
+
+def test_report_reads_metrics_with_a_torn_last_line(tmp_path):
+    """`alignlab eval` after a kill: the report's loss plot reads the complete records."""
+    from alignlab.eval.report import plots
+
+    f = tmp_path / "metrics.jsonl"
+    f.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 5)) + '{"step": 5, "lo')
+    metrics = rundir.read_jsonl(f, note=lambda m: None)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    card = {"base": {"in_persona": [0.1, 0.0, 0.2]}, "adapter": {"in_persona": [0.3, 0.1, 0.5]}}
+    assert [title for title, _ in plots(card, metrics)] == ["base vs adapter", "training loss"]
