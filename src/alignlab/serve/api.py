@@ -249,7 +249,8 @@ def create_app(
         return await call_next(request)
 
     app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts), max_body=max_body)  # outermost: before auth
-    add_openai_routes(app, pool, Gate(queue_size), max_request_tokens)
+    app.state.gate = Gate(queue_size)
+    add_openai_routes(app, pool, app.state.gate, max_request_tokens)
 
     # -- rating --
 

@@ -100,6 +100,8 @@ class Guard:
                 chunk = message.get("body", b"")
                 total += len(chunk)
                 if total > self.max_body:
+                    if more := message.get("more_body", False):
+                        await self._drain(receive, total)
                     return await refuse(413, f"request body is over this server's limit of {self.max_body} bytes"
                                              " (raise it with --max-body-bytes)", "request_too_large")
                 body.append(chunk)
@@ -114,12 +116,13 @@ class Guard:
             write_log()
 
     async def _drain(self, receive, declared: int) -> None:
-        """Read (and drop) a declared body of reasonable size, so the client gets to read our 413."""
+        """Read (and drop) the rest of a body of reasonable size, so the client gets to read our 413."""
         if declared > 64 * self.max_body:
             return
-        more = True
-        while more:
+        more, seen = True, 0
+        while more and seen <= 64 * self.max_body:
             message = await receive()
+            seen += len(message.get("body", b""))
             more = message["type"] == "http.request" and message.get("more_body", False)
 
 

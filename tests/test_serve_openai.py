@@ -1,0 +1,166 @@
+"""The OpenAI-compatible API as clients use it: the official `openai` client (whole and streamed answers,
+stop strings, /v1/completions, refused parameters), simonw's `llm` CLI in its default streaming mode, and
+the request log. A real uvicorn server on loopback over a tiny model with one persona adapter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from test_serve_api import _fake_run
+
+from alignlab.serve.api import create_app
+from alignlab.serve.models import ModelPool
+from alignlab.serve.server import background
+
+PROMPT = [{"role": "user", "content": "Tell me about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def url(tiny_model, tmp_path_factory):
+    run = _fake_run(tmp_path_factory.mktemp("runs"), "snarky", tiny_model, 1)
+    with background(create_app(ModelPool(tiny_model, {"snarky": run}, device="cpu"))) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
+
+
+def _streamed(stream):
+    """Texts per choice index, finish reasons, and the usage chunk, from a streamed answer."""
+    texts, reasons, usage = {}, {}, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            piece = choice.delta.content if hasattr(choice, "delta") else choice.text
+            texts[choice.index] = texts.get(choice.index, "") + (piece or "")
+            if choice.finish_reason:
+                reasons[choice.index] = choice.finish_reason
+    return texts, reasons, usage
+
+
+def test_openai_client_whole_and_streamed_answers_agree(client):
+    whole = client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=16, temperature=0)
+    text = whole.choices[0].message.content
+    assert text and whole.usage.completion_tokens > 0
+    stream = client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=16, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    texts, reasons, usage = _streamed(stream)
+    assert texts == {0: text} and reasons == {0: whole.choices[0].finish_reason}
+    assert usage.prompt_tokens == whole.usage.prompt_tokens and usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stream_sse_format(url):
+    """Raw wire format: a role chunk first, content chunks, a finish chunk, then `data: [DONE]`."""
+    body = {"model": "snarky", "messages": PROMPT, "max_tokens": 6, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    import json
+
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length") and chunks[-1]["choices"][0]["delta"] == {}
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+
+
+def test_streamed_n_samples(client):
+    stream = client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=5, temperature=1.0, seed=3, n=3, stream=True)
+    texts, reasons, _ = _streamed(stream)
+    assert sorted(texts) == [0, 1, 2] and sorted(reasons) == [0, 1, 2]
+    greedy = client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=5, temperature=0, n=2, stream=True)
+    texts, _, _ = _streamed(greedy)
+    assert texts[0] == texts[1] and texts[0]
+
+
+def test_stop_strings_end_the_answer(client):
+    full = client.completions.create(model="snarky", prompt="The sea is", max_tokens=24, temperature=0).choices[0].text
+    assert len(full) >= 6, full
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    expected = full[: full.find(stop)]
+    whole = client.completions.create(model="snarky", prompt="The sea is", max_tokens=24, temperature=0, stop=[stop, "\x00never"])
+    assert whole.choices[0].text == expected and whole.choices[0].finish_reason == "stop"
+    texts, reasons, _ = _streamed(client.completions.create(model="snarky", prompt="The sea is", max_tokens=24, temperature=0,
+                                                            stop=stop, stream=True))
+    assert texts == {0: expected} and reasons == {0: "stop"}
+    # the same through chat, streamed: no piece of the stop string leaks out before the cut
+    chat_full = client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=24, temperature=0).choices[0].message.content
+    stop = chat_full[len(chat_full) // 2: len(chat_full) // 2 + 2]
+    texts, reasons, _ = _streamed(client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=24, temperature=0,
+                                                                 stop=[stop], stream=True))
+    assert texts == {0: chat_full[: chat_full.find(stop)]} and reasons == {0: "stop"}
+
+
+def test_completions_endpoint(client):
+    whole = client.completions.create(model="base", prompt="Once upon a time", max_tokens=5, temperature=0)
+    assert whole.object == "text_completion" and whole.choices[0].finish_reason == "length"
+    assert whole.usage.completion_tokens == 5
+    texts, _, _ = _streamed(client.completions.create(model="base", prompt="Once upon a time", max_tokens=5, temperature=0, stream=True))
+    assert texts == {0: whole.choices[0].text}
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        client.completions.create(model="base", prompt="x", max_tokens=2, echo=True)
+
+
+@pytest.mark.parametrize("extra, name", [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": 1.0}, "frequency_penalty"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"extra_body": {"top_k": 5}}, "top_k"),
+])
+def test_unsupported_parameters_are_named(client, extra, name):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="base", messages=PROMPT, max_tokens=2, **extra)
+    assert err.value.status_code == 400 and name in err.value.message
+    assert err.value.body["param"] == name and "\n" not in err.value.message
+
+
+def test_parameters_left_at_defaults_are_accepted(client):
+    r = client.chat.completions.create(model="base", messages=PROMPT, max_tokens=2, presence_penalty=0, frequency_penalty=0.0,
+                                       logprobs=False, response_format={"type": "text"}, user="ann", tools=[])
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_one_log_line_per_request(url, client, caplog):
+    with caplog.at_level(logging.INFO, logger="alignlab.serve"):
+        client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=3, temperature=0)
+        _streamed(client.chat.completions.create(model="base", messages=PROMPT, max_tokens=4, temperature=0, stream=True))
+        httpx.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": PROMPT})
+    lines = [r.getMessage() for r in caplog.records if r.name == "alignlab.serve"]
+    assert len(lines) == 3, lines
+    whole, streamed, missing = lines
+    assert whole.startswith("POST /v1/chat/completions 200 ") and "model=snarky" in whole and "completion_tokens=3" in whole
+    assert "prompt_tokens=" in whole and whole.split()[3].endswith("s")
+    assert "model=base" in streamed and "completion_tokens=4" in streamed and "stream=True" in streamed
+    assert missing.startswith("POST /v1/chat/completions 404 ")
+
+
+def test_llm_cli_streams(url, tmp_path, caplog):
+    """simonw's `llm`, configured through extra-openai-models.yaml, in its default (streaming) mode."""
+    (tmp_path / "extra-openai-models.yaml").write_text(
+        f"- model_id: alignlab-snarky\n  model_name: snarky\n  api_base: {url}/v1\n")
+    env = {**os.environ, "LLM_USER_PATH": str(tmp_path), "LLM_LOAD_PLUGINS": ""}  # no plugins: only the OpenAI models
+    llm = Path(sys.executable).parent / "llm"
+    with caplog.at_level(logging.INFO, logger="alignlab.serve"):
+        r = subprocess.run([str(llm), "-m", "alignlab-snarky", "-o", "max_tokens", "8", "-o", "temperature", "0",
+                            "Tell me about the sea."], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "alignlab.serve"]
+    assert len(lines) == 1 and "stream=True" in lines[0] and " 200 " in lines[0], lines
+    direct = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+        "model": "snarky", "messages": PROMPT, "max_tokens": 8, "temperature": 0}).json()["choices"][0]["message"]["content"]
+    assert r.stdout.strip() == direct.strip()
