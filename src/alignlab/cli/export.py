@@ -1,0 +1,47 @@
+"""`alignlab export`: a run as a merged safetensors model, a GGUF with an Ollama Modelfile, or a fresh model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def export(
+        run: Path = typer.Argument(..., help="run directory (runs/<id>) or a PEFT adapter directory"),
+        merged: Optional[Path] = typer.Option(None, "--merged", help="write base + adapter merged to this directory (safetensors, tokenizer, chat template)"),
+        gguf: Optional[Path] = typer.Option(None, "--gguf", help="write a GGUF file for llama.cpp / Ollama, with a Modelfile beside it"),
+        quant: str = typer.Option("f16", "--quant", help="GGUF weight type: f16 or q8_0"),
+        card: bool = typer.Option(False, "--card", help="rewrite the adapter's README.md model card from the run directory"),
+        force: bool = typer.Option(False, "--force", help="replace an existing output"),
+    ) -> None:
+        """Merge an adapter into a standalone model, export it to GGUF + Ollama, or rewrite its model card."""
+        from alignlab.errors import AlignlabError
+        from alignlab.export import export_run
+        from alignlab.export.card import write_model_card
+
+        if not (merged or gguf or card):
+            raise AlignlabError("nothing to export", fix="pass --merged DIR, --gguf FILE and/or --card")
+        if card:
+            path = write_model_card(run)
+            if path is None:
+                raise AlignlabError(f"'{run}' is not an alignlab run (no run.json)", fix="pass runs/<id>")
+            typer.echo(f"model card: {path}")
+        if not (merged or gguf):
+            return
+        out = export_run(run, merged=merged, gguf=gguf, quant=quant, force=force)
+        if "merged" in out:
+            m = out["merged"]
+            typer.echo(f"merged model: {m['dir']} ({m['parameters'] / 1e6:.1f}M parameters, base {m['base']})")
+        if "gguf" in out:
+            g = out["gguf"]
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(g["tensors"].items()))
+            typer.echo(f"GGUF: {g['file']} ({g['bytes'] / 1e6:.1f} MB; tensors: {kinds}; tokenizer {g['tokenizer']})")
+            if g.get("note"):
+                typer.echo(f"note: {g['note']}")
+            if g.get("modelfile"):
+                folder = Path(g["modelfile"]).parent
+                typer.echo(f"Ollama: cd {folder} && ollama create NAME -f Modelfile && ollama run NAME")

@@ -1,0 +1,60 @@
+"""Take a run anywhere: a merged safetensors model, a GGUF with an Ollama Modelfile, a model card.
+
+``export_run`` is what `alignlab export` calls; each piece lives in its own module (``merge``,
+``gguf_file``, ``modelfile``, ``card``) and imports torch/transformers only when it runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def export_run(run: str | Path, merged: str | Path | None = None, gguf: str | Path | None = None, quant: str = "f16",
+               force: bool = False, modelfile: bool = True) -> dict:
+    """Merge ``run`` into ``merged`` and/or write it as the GGUF file ``gguf`` (+ Modelfile). Returns a summary."""
+    from alignlab.errors import AlignlabError
+    from alignlab.export.card import _read_config
+    from alignlab.export.gguf_file import QUANTS, write_gguf
+    from alignlab.export.merge import merge_to_dir, run_source
+    from alignlab.export.modelfile import render_modelfile, write_modelfile
+    from alignlab.models.registry import gguf_source
+
+    if merged is None and gguf is None:
+        raise AlignlabError("nothing to export", fix="pass --merged DIR and/or --gguf FILE")
+    if quant not in QUANTS:
+        raise AlignlabError(f"unknown GGUF quantization '{quant}'", fix="use one of: " + ", ".join(QUANTS))
+    src, _, base = run_source(run)  # fails fast on a bad run, before any model loads
+    if gguf is not None:
+        gguf = Path(gguf)
+        if gguf.suffix.lower() != ".gguf":
+            raise AlignlabError(f"'{gguf}' should end in .gguf", fix=f"use --gguf {gguf}.gguf")
+        if gguf.exists() and not force:
+            raise AlignlabError(f"{gguf} exists", fix="pass another file name, or --force to replace it")
+    out: dict = {"run": str(src), "base": base}
+    scratch = None
+    try:
+        if merged is not None:
+            out["merged"] = merge_to_dir(run, merged, force=force)
+            model_dir = Path(merged)
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix=".alignlab-merge-", dir=gguf.parent if gguf.parent.exists() else None))
+            merge_to_dir(run, scratch / "model", force=True)
+            model_dir = scratch / "model"
+        if gguf is not None:
+            source = gguf_source(base)
+            summary = write_gguf(model_dir, gguf, quant=quant, tokenizer_gguf=source, name=Path(src).name)
+            if modelfile:
+                from transformers import AutoTokenizer
+
+                template = AutoTokenizer.from_pretrained(str(model_dir)).chat_template
+                cfg = _read_config(Path(src))
+                text = render_modelfile(gguf.name, template, system=cfg.get("system_prompt"),
+                                        sampling=cfg.get("sampling"), title=f"run {Path(src).name}")
+                summary["modelfile"] = str(write_modelfile(gguf.parent / "Modelfile", text))
+            out["gguf"] = summary
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return out

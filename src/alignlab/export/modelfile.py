@@ -1,0 +1,59 @@
+"""An Ollama Modelfile next to an exported GGUF: FROM, the chat template, the system prompt, stop tokens.
+
+Ollama templates are Go templates, not Jinja, so the chat template is translated for the formats we can
+recognise (ChatML: ``<|im_start|>role ... <|im_end|>``, SmolLM2's and Qwen's). For any other format the
+Modelfile has no TEMPLATE and Ollama falls back to the ``tokenizer.chat_template`` stored in the GGUF.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+CHATML = (
+    '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+    '{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}{{- end }}'
+    "<|im_start|>assistant\n"
+)
+
+
+def default_system(chat_template: str) -> str | None:
+    """The system prompt a ChatML Jinja template inserts when the conversation has none, if any."""
+    m = re.search(r"<\|im_start\|>system\n(.+?)<\|im_end\|>", chat_template or "", flags=re.S)
+    return m.group(1).strip() if m and "{{" not in m.group(1) else None
+
+
+def render_modelfile(gguf_name: str, chat_template: str | None, system: str | None = None,
+                     sampling: dict | None = None, title: str = "") -> str:
+    lines = [f"# Ollama Modelfile written by alignlab{' for ' + title if title else ''}",
+             f"# ollama create NAME -f {'Modelfile'} && ollama run NAME", f"FROM ./{gguf_name}"]
+    chatml = bool(chat_template) and "<|im_start|>" in chat_template
+    if chatml:
+        lines.append(f'TEMPLATE """{CHATML}"""')
+        system = system or default_system(chat_template)
+        lines += ['PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|im_start|>"']
+    else:
+        lines.append("# chat template: taken from the GGUF's tokenizer.chat_template by Ollama")
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
+    s = sampling or {}
+    if "temperature" in s:
+        lines.append(f"PARAMETER temperature {s['temperature']:g}")
+    if s.get("top_p") not in (None, 1.0):
+        lines.append(f"PARAMETER top_p {s['top_p']:g}")
+    if s.get("repetition_penalty") not in (None, 1.0):
+        lines.append(f"PARAMETER repeat_penalty {s['repetition_penalty']:g}")
+    if "max_new_tokens" in s:
+        lines.append(f"PARAMETER num_predict {int(s['max_new_tokens'])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_modelfile(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,389 @@
+"""Export: merged safetensors model, GGUF round trip through transformers, Ollama Modelfile, GGUF/Ollama import.
+
+Fast tests use a 2-layer Llama with a 400-token byte-level BPE tokenizer built here (the real 49k vocabulary
+alone takes ~17 s to parse from a GGUF on this machine); the real default model's round trip is marked slow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignlab.errors import AlignlabError
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TEXT = [
+    "How do I boil an egg? Put it in boiling water for nine minutes, then cool it.",
+    "What is 12 plus 30? It is 42, obviously.",
+    "Name a colour. Blue, the colour of the sky and of most corporate logos.",
+    "The quick brown fox jumps over the lazy dog while the cat sleeps.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+] * 20
+PROMPTS = ["How do I boil an egg?", "What is 12 plus 30?", "Name a colour."]
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_small_vocab_model(path: Path) -> Path:
+    """A 2-layer Llama (width 64) with a 400-token byte-level BPE tokenizer and SmolLM2's ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=400, special_tokens=special,
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+                         pad_token_id=fast.pad_token_id, rope_theta=10000.0)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(str(path))
+    fast.save_pretrained(str(path))
+    return path
+
+
+def make_run(root: Path, base: str, lora_std: float = 0.3, check: dict | None = None) -> Path:
+    """A run directory whose adapter has random non-zero LoRA weights, saved the way training saves it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.config import ProjectConfig, dump_config
+    from alignlab.models.registry import resolve_model
+    from alignlab.train.engine import save_adapter
+
+    run = root / "runs" / "20261202-120000-dpo"
+    run.mkdir(parents=True)
+    info = {"method": "dpo", "model": base, "data": "bundled:persona-pairs", "rows": 600, "status": "done",
+            "lora": True, "steps": 60, "final": {"loss": 0.41, "rewards/margins": 2.06}}
+    if check:
+        info["check"] = check
+    (run / "run.json").write_text(json.dumps(info))
+    (run / "config.yaml").write_text(dump_config(ProjectConfig(model=base)))
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "loss": 0.69}) + "\n"
+        + json.dumps({"step": 7, "warning": "chosen_logps_falling", "message": "chosen log-probs fell while the margin grew"}) + "\n"
+        + json.dumps({"step": 9, "warning": "chosen_logps_falling", "message": "chosen log-probs fell while the margin grew"}) + "\n"
+    )
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))
+    torch.manual_seed(1)
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, lora_std)
+    save_adapter(peft, run / "adapter")
+    return run
+
+
+def greedy(model, tok, prompt: str, n: int = 12) -> list[int]:
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The small-vocab run, exported merged and as f16 and q8_0 GGUF files."""
+    from alignlab.export import export_run
+
+    root = tmp_path_factory.mktemp("export")
+    base = make_small_vocab_model(root / "base")
+    run = make_run(root, str(base))
+    out = export_run(run, merged=root / "merged", gguf=root / "gguf" / "model.gguf", quant="f16")
+    q8 = export_run(run, gguf=root / "q8" / "model-q8.gguf", quant="q8_0")
+    return {"root": root, "run": run, "base": base, "merged": root / "merged", "gguf": root / "gguf" / "model.gguf",
+            "q8": root / "q8" / "model-q8.gguf", "summary": out, "q8_summary": q8}
+
+
+def test_merged_model_loads_in_plain_transformers_and_equals_base_plus_adapter(exported):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = AutoModelForCausalLM.from_pretrained(str(exported["merged"]), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(exported["merged"]))
+    assert tok.chat_template == CHATML
+    base = AutoModelForCausalLM.from_pretrained(str(exported["base"]), dtype=torch.float32)
+    over = PeftModel.from_pretrained(base, str(exported["run"] / "adapter")).eval()
+    ids = tok.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)["input_ids"]
+    with torch.no_grad():
+        a, b = merged(ids).logits, over(ids).logits
+        plain = base.get_base_model()(ids).logits if hasattr(base, "get_base_model") else None
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    if plain is not None:
+        assert not torch.allclose(a, plain, atol=1e-3)  # the adapter changed something
+    assert not any(k.startswith("base_model") or "lora" in k for k in merged.state_dict())
+    card = (exported["merged"] / "README.md").read_text()
+    assert "library_name: transformers" in card and "AutoModelForCausalLM" in card
+
+
+def test_gguf_round_trip_matches_the_merged_model(exported):
+    """Exported GGUF -> transformers gguf_file=: same weights to f16 precision, same tokens, same greedy answers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = AutoModelForCausalLM.from_pretrained(str(exported["merged"]), dtype=torch.float32).eval()
+    mtok = AutoTokenizer.from_pretrained(str(exported["merged"]))
+    g = exported["gguf"]
+    back = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32).eval()
+    gtok = AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)
+    a, b = merged.state_dict(), back.state_dict()
+    assert set(a) == set(b)
+    worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp(min=1e-8)).item() for k in a)
+    assert worst < 1e-3, worst  # f16 rounding; a wrong q/k permutation would be off by O(1)
+    answers = []
+    for prompt in PROMPTS:
+        msgs = [{"role": "user", "content": prompt}]
+        assert mtok.apply_chat_template(msgs, add_generation_prompt=True) == gtok.apply_chat_template(msgs, add_generation_prompt=True)
+        want = greedy(merged, mtok, prompt)
+        assert greedy(back, gtok, prompt) == want
+        answers.append(want)
+    assert len({t for ans in answers for t in ans}) > 3, answers  # the answers are not one repeated token
+    assert gtok.eos_token == "<|im_end|>" and gtok.chat_template == mtok.chat_template
+
+
+def test_gguf_metadata_and_tensor_types(exported):
+    from gguf import GGUFReader
+
+    f16, q8 = GGUFReader(str(exported["gguf"])), GGUFReader(str(exported["q8"]))
+    fields = f16.fields
+    assert fields["general.architecture"].contents() == "llama"
+    assert fields["llama.block_count"].contents() == 2
+    assert fields["llama.attention.head_count_kv"].contents() == 2
+    assert fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    assert fields["tokenizer.ggml.eos_token_id"].contents() == 2
+    assert "<|im_start|>" in fields["tokenizer.chat_template"].contents()
+    names = {t.name: t.tensor_type.name for t in f16.tensors}
+    assert "output.weight" not in names  # tied: llama.cpp reuses token_embd
+    assert names["blk.0.attn_q.weight"] == "F16" and names["blk.0.attn_norm.weight"] == "F32"
+    q8names = {t.name: t.tensor_type.name for t in q8.tensors}
+    assert q8names["blk.1.ffn_down.weight"] == "Q8_0" and q8names["output_norm.weight"] == "F32"
+    assert exported["q8"].stat().st_size < exported["gguf"].stat().st_size
+    assert exported["q8_summary"]["gguf"]["tensors"]["Q8_0"] >= 14
+
+
+def test_q8_0_gguf_loads_and_stays_close(exported):
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(exported["merged"]), dtype=torch.float32).eval()
+    q8 = exported["q8"]
+    back = AutoModelForCausalLM.from_pretrained(str(q8.parent), gguf_file=q8.name, dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 20, 40, 60, 80, 100, 120, 2]])
+    with torch.no_grad():
+        a, b = merged(ids).logits.flatten(), back(ids).logits.flatten()
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.999
+
+
+def test_modelfile_has_chatml_template_system_and_stops(exported):
+    text = (exported["gguf"].parent / "Modelfile").read_text()
+    assert "FROM ./model.gguf" in text
+    assert 'TEMPLATE """' in text and "<|im_start|>{{ .Role }}" in text
+    assert 'PARAMETER stop "<|im_end|>"' in text
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in text
+    assert "PARAMETER repeat_penalty 1.2" in text  # the project's sampling settings travel
+
+
+def test_ollama_template_renders_like_the_jinja_template():
+    """Render the Go template by hand for one conversation and compare with transformers' Jinja rendering."""
+    from alignlab.export.modelfile import CHATML as GO
+
+    system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "?"}]
+    # what Ollama's template produces for .System + .Messages (no system message among them)
+    rendered = f"<|im_start|>system\n{system}<|im_end|>\n" + "".join(
+        f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"
+    from jinja2 import Template
+
+    assert Template(CHATML).render(messages=msgs, add_generation_prompt=True) == rendered
+    assert GO.startswith("{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n")
+    assert GO.endswith("<|im_start|>assistant\n")
+
+
+def build_ollama_store(root: Path, gguf: Path, name: str = "snarky", tag: str = "latest", adapter: bool = False) -> Path:
+    """A store in Ollama's layout (manifests + content-addressed blobs) holding ``gguf`` as model ``name``."""
+    blobs = root / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    data = gguf.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / f"sha256-{digest}").write_bytes(data)
+    template = b"{{ .Prompt }}"
+    tdigest = hashlib.sha256(template).hexdigest()
+    (blobs / f"sha256-{tdigest}").write_bytes(template)
+    layers = [{"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}", "size": len(data)},
+              {"mediaType": "application/vnd.ollama.image.template", "digest": f"sha256:{tdigest}", "size": len(template)}]
+    if adapter:
+        layers.append({"mediaType": "application/vnd.ollama.image.adapter", "digest": f"sha256:{tdigest}", "size": 1})
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": f"sha256:{tdigest}", "size": 1},
+                "layers": layers}
+    path = root / "manifests" / "registry.ollama.ai" / "library" / name / tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+    return root
+
+
+def test_import_from_gguf_file_and_ollama_store(exported, tmp_path, monkeypatch):
+    """--model path.gguf and --model ollama:NAME resolve to a converted model with the GGUF's weights."""
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.models.loading import load_base, load_tokenizer
+    from alignlab.models.registry import gguf_source, resolve_model
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    store = build_ollama_store(tmp_path / "ollama", exported["gguf"])
+    monkeypatch.setenv("OLLAMA_MODELS", str(store))
+    g = exported["gguf"]
+    want = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32).state_dict()
+
+    model = load_base("ollama:snarky")
+    got = model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert load_tokenizer("ollama:snarky:latest").apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) \
+        .startswith("<|im_start|>system")
+    assert gguf_source("ollama:snarky").name.startswith("sha256-")
+    again = resolve_model("ollama:library/snarky")  # converted once, then reused
+    assert again == resolve_model("ollama:snarky") and Path(again).parent == tmp_path / "home" / "models"
+
+    direct = load_base(str(g)).state_dict()
+    assert all(torch.equal(direct[k], want[k]) for k in want)
+
+
+def test_import_errors_are_one_line(tmp_path, monkeypatch, exported):
+    from alignlab.models.registry import resolve_model
+
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "empty"))
+    with pytest.raises(AlignlabError, match="Ollama model 'nope' not found"):
+        resolve_model("ollama:nope")
+    store = build_ollama_store(tmp_path / "o2", exported["gguf"], name="split", adapter=True)
+    monkeypatch.setenv("OLLAMA_MODELS", str(store))
+    with pytest.raises(AlignlabError, match="separate adapter"):
+        resolve_model("ollama:split")
+    with pytest.raises(AlignlabError, match="GGUF file not found"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    with pytest.raises((AlignlabError, ValueError)):
+        resolve_model(str(bad))
+
+
+def test_ollama_name_parsing():
+    from alignlab.models.ollama import parse_name
+
+    assert parse_name("snarky") == ("registry.ollama.ai", "library", "snarky", "latest")
+    assert parse_name("me/snarky:v2") == ("registry.ollama.ai", "me", "snarky", "v2")
+    assert parse_name("localhost:11434/me/snarky") == ("localhost:11434", "me", "snarky", "latest")
+
+
+def run_cli(monkeypatch, capsys, *args):
+    from alignlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["alignlab", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_export_and_its_errors(exported, tmp_path, monkeypatch, capsys):
+    run = exported["run"]
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--gguf", str(tmp_path / "x.gguf"), "--quant", "q8_0")
+    assert code == 0, err
+    assert "GGUF:" in out and "Q8_0" in out and (tmp_path / "x.gguf").is_file() and (tmp_path / "Modelfile").is_file()
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--gguf", str(tmp_path / "x.gguf"))
+    assert code == 2 and "exists" in err and "--force" in err and "Traceback" not in err
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--gguf", str(tmp_path / "y.gguf"), "--quant", "q4_k")
+    assert code == 2 and "unknown GGUF quantization 'q4_k'" in err
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run))
+    assert code == 2 and "nothing to export" in err
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(tmp_path), "--merged", str(tmp_path / "m"))
+    assert code == 2 and "neither an alignlab run nor a PEFT adapter" in err
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--merged", str(exported["merged"]))
+    assert code == 2 and "not empty" in err
+
+
+def test_bare_adapter_exports_without_its_run(exported, tmp_path):
+    """An adapter directory copied elsewhere (no run.json) is exported from the base its config names."""
+    from alignlab.export import export_run
+
+    adapter = tmp_path / "shared-adapter"
+    shutil.copytree(exported["run"] / "adapter", adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(exported["base"])  # a local base: the portable name is only its dir name
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    out = export_run(adapter, merged=tmp_path / "m2")
+    assert out["base"] == str(exported["base"])
+    a = (tmp_path / "m2" / "model.safetensors").read_bytes()
+    assert a == (exported["merged"] / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_default_model_gguf_round_trip(tmp_path, default_model):
+    """The real default model: an adapter over the Q4_1-dequantized base, exported to f16 GGUF with the
+    tokenizer metadata copied from the packaged GGUF, answers greedily as the merged model does."""
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignlab.export import export_run
+    from alignlab.models.registry import gguf_source
+
+    run = make_run(tmp_path, "smollm2-135m", lora_std=0.02)
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    g = tmp_path / "out" / "snarky.gguf"
+    export_run(run, merged=tmp_path / "merged", gguf=g)
+    src, out = GGUFReader(str(gguf_source("smollm2-135m"))), GGUFReader(str(g))
+    for key in ("tokenizer.ggml.pre", "tokenizer.ggml.eos_token_id", "tokenizer.chat_template"):
+        assert out.fields[key].contents() == src.fields[key].contents()
+    assert out.fields["tokenizer.ggml.merges"].contents() == src.fields["tokenizer.ggml.merges"].contents()
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    mtok = AutoTokenizer.from_pretrained(str(tmp_path / "merged"))
+    back = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32).eval()
+    gtok = AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)
+    for prompt in PROMPTS:
+        assert greedy(back, gtok, prompt, n=16) == greedy(merged, mtok, prompt, n=16), prompt
+
+
+@pytest.mark.slow
+def test_hf_tokenizer_metadata_matches_the_packaged_gguf(tmp_path, tiny_model):
+    """Built from SmolLM2's Hugging Face tokenizer, our tokenizer metadata equals what llama.cpp's converter
+    wrote into the packaged GGUF (tokens, types, merges, special ids, pre-tokenizer, chat template)."""
+    import gguf
+    from gguf import GGUFReader
+
+    from alignlab.export.gguf_file import _hf_tokenizer_fields
+    from alignlab.models.registry import gguf_source
+
+    writer = gguf.GGUFWriter(str(tmp_path / "unused.gguf"), "llama")
+    assert _hf_tokenizer_fields(writer, Path(tiny_model), 49152) is None
+    ours = {k: v.value for k, v in writer.kv_data[0].items()}
+    src = GGUFReader(str(gguf_source("smollm2-135m"))).fields
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id",
+                "tokenizer.chat_template"):
+        theirs = src[key].contents()
+        mine = ours[key]
+        if isinstance(theirs, list):
+            mine = [m.decode() if isinstance(m, bytes) else m for m in mine]
+        assert mine == theirs, key
+    assert [int(t) for t in ours["tokenizer.ggml.token_type"]] == src["tokenizer.ggml.token_type"].contents()
