@@ -1,9 +1,11 @@
 """GRPO/RLOO advantages and the GRPO token loss: hand-computed cases and parity with TRL.
 
 TRL computes group advantages inline in ``GRPOTrainer._generate_and_score_completions`` and
-``RLOOTrainer._generate_and_score_completions`` (no standalone helper), so the advantage parity tests replay
-those few lines here with TRL's own ``nanstd``. The token loss is compared with ``GRPOTrainer._compute_loss``
-itself (``loss_type="grpo"``), called unbound with a namespace as the trainer and a stub for the model forward.
+``RLOOTrainer._generate_and_score_completions`` (no standalone helper), so the advantage parity tests build
+real TRL trainers on the tiny model, give them a reward function that returns fixed rewards, and run that
+method itself (it generates, scores and returns the advantages). The token loss is compared with
+``GRPOTrainer._compute_loss`` itself (``loss_type="grpo"``), called unbound with a namespace as the trainer
+and a stub for the model forward.
 """
 
 import math
@@ -35,36 +37,45 @@ def test_rloo_advantages_hand_computed():
                                torch.tensor([-8 / 3, -4 / 3, 0.0, 4.0]), atol=1e-6, rtol=0)
 
 
+def _trl_advantages(tiny_model, tmp_path, trainer: str, rewards: torch.Tensor, num_generations: int, **config):
+    """The advantages TRL's own ``_generate_and_score_completions`` computes for ``rewards`` (one process)."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_cls, trainer_cls = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[trainer]
+
+    def fixed(prompts, completions, **columns):
+        assert len(completions) == len(rewards)
+        return rewards.tolist()
+
+    prompts = [{"prompt": [{"role": "user", "content": f"Say {i}"}]} for i in range(len(rewards) // num_generations)]
+    args = config_cls(output_dir=str(tmp_path), per_device_train_batch_size=len(rewards), num_generations=num_generations,
+                      max_completion_length=2, report_to=[], use_cpu=True, save_strategy="no", **config)
+    t = trainer_cls(model=tiny_model, reward_funcs=fixed, args=args, train_dataset=Dataset.from_list(prompts))
+    t.model.train()
+    out = t._generate_and_score_completions([p for p in prompts for _ in range(num_generations)])
+    return out["advantages"]
+
+
 @pytest.mark.parametrize("scale", [True, False])
-def test_group_advantages_parity_with_trl(scale):
-    """TRL GRPOTrainer (sum_then_normalize, scale_rewards "group"/"none") replayed with trl's nanstd: 1e-5."""
-    from trl.trainer.utils import nanstd
-
+def test_group_advantages_parity_with_trl(scale, tiny_model, tmp_path):
+    """TRL GRPOTrainer (sum_then_normalize, scale_rewards "group" / "none") on fixed rewards: within 1e-5."""
     g = torch.Generator().manual_seed(0)
-    num_generations, rewards = 8, torch.randn(16 * 8, generator=g) * 2
-    rewards[:8] = 1.0  # one zero-std group
-    # --- TRL 1.16 grpo_trainer.py, _generate_and_score_completions ---
-    mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)
-    mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
-    std_rewards = nanstd(rewards.view(-1, num_generations), dim=1).repeat_interleave(num_generations, dim=0)
-    trl_advantages = rewards - mean_grouped_rewards
-    if scale:
-        trl_advantages = trl_advantages / (std_rewards + 1e-4)
-    # ---
-    torch.testing.assert_close(group_advantages(rewards, num_generations, scale=scale), trl_advantages, atol=1e-5,
-                               rtol=0)
+    num_generations, rewards = 4, torch.randn(4 * 4, generator=g) * 2
+    rewards[:4] = 1.0  # one zero-std group
+    trl_advantages = _trl_advantages(tiny_model, tmp_path, "grpo", rewards, num_generations,
+                                     scale_rewards="group" if scale else "none")
+    ours = group_advantages(rewards, num_generations, scale=scale)
+    assert ours.abs().max() > 0.5  # a non-trivial comparison
+    torch.testing.assert_close(ours, trl_advantages, atol=1e-5, rtol=0)
 
 
-def test_rloo_advantages_parity_with_trl():
-    """TRL RLOOTrainer's leave-one-out baseline (before its optional normalisation), replayed: within 1e-5."""
+def test_rloo_advantages_parity_with_trl(tiny_model, tmp_path):
+    """TRL RLOOTrainer's leave-one-out advantages (KL off, no normalisation) on fixed rewards: within 1e-5."""
     g = torch.Generator().manual_seed(1)
-    num_generations, rewards = 4, torch.randn(32 * 4, generator=g)
-    # --- TRL 1.16 rloo_trainer.py, _generate_and_score_completions (all completions scorable) ---
-    grouped_rewards = rewards.view(-1, num_generations)
-    grouped_sum = torch.nansum(grouped_rewards, dim=1, keepdim=True)
-    scorable_counts = (~torch.isnan(grouped_rewards)).sum(dim=1, keepdim=True)
-    trl_advantages = rewards - ((grouped_sum - grouped_rewards) / (scorable_counts - 1)).view(-1)
-    # ---
+    num_generations, rewards = 4, torch.randn(4 * 4, generator=g)
+    trl_advantages = _trl_advantages(tiny_model, tmp_path, "rloo", rewards, num_generations, beta=0.0,
+                                     normalize_advantages=False)
     torch.testing.assert_close(rloo_advantages(rewards, num_generations), trl_advantages, atol=1e-5, rtol=0)
 
 

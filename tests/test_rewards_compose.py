@@ -194,11 +194,11 @@ def test_unknown_and_missing_args(tmp_path):
 
 
 def test_user_file_problems(tmp_path):
-    (tmp_path / "bad.py").write_text("x = 1 / 0\n")
+    (tmp_path / "bad.py").write_text("x = 1 / 0\ndef f(prompts, completions, **columns):\n    return []\n")
     msg = error_of(tmp_path, "components:\n  - {fn: bad.py:f, weight: 1}\n")
     assert "rewards.yaml:2" in msg and "could not import bad.py: ZeroDivisionError: division by zero" in msg
     (tmp_path / "syntax.py").write_text("def f(:\n")
-    assert "could not import syntax.py: SyntaxError" in error_of(tmp_path, "components:\n  - {fn: syntax.py:f}\n")
+    assert "could not read syntax.py: SyntaxError" in error_of(tmp_path, "components:\n  - {fn: syntax.py:f}\n")
     msg = error_of(tmp_path, "components:\n  - {fn: parts.py:nope, weight: 1}\n")
     assert "parts.py has no function 'nope'" in msg and "col_a" in msg
     msg = error_of(tmp_path, "components:\n  - {fn: missing.py:f, weight: 1}\n")

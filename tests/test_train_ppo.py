@@ -65,7 +65,7 @@ def _train(tmp_path, tiny_model, beta, run_dir=None, resume=False, **train):
 
 
 def _metrics(run_dir):
-    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "warning" not in r]
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
 def _mean(xs):
@@ -148,6 +148,8 @@ def test_resume_continues_from_checkpoint_like_an_uninterrupted_run(tiny_model, 
     shutil.copytree(whole / "checkpoints" / "checkpoint-2", cut / "checkpoints" / "checkpoint-2")
     resumed = _train(tmp_path / "b", tiny_model, beta=0.05, run_dir=cut, resume=True, max_steps=4, save_steps=2)
     assert [r["step"] for r in _metrics(resumed)] == [3, 4]
+    marks = [r for r in map(json.loads, (resumed / "metrics.jsonl").read_text().splitlines()) if "event" in r]
+    assert marks == [{"step": 2, "event": "resumed", "checkpoint": "checkpoint-2"}]
     a = load_file(str(whole / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))
     for k in a:
@@ -164,3 +166,38 @@ def test_non_finite_loss_stops_before_any_update(tiny_model, tmp_path):
         engine.run(ctx, str(prompts))  # 1e39 is a finite float but overflows float32: the loss is inf
     assert not (ctx.run_dir / "adapter").exists()
     assert json.loads((ctx.run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def test_gold_rater_and_warnings_share_grpo_names(tiny_model, tmp_path):
+    """A `gold:` rater is scored on its steps, and the KL warning is GRPO's `kl_budget` (HackingMonitor)."""
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, max_steps=3, batch_size=2)
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: newline.py:frac_newline, weight: 1.0}\n"
+                                           "gold: {fn: format_check, args: {pattern: 'e'}}\n")
+    cfg.online.gold_steps, cfg.online.kl_budget = 2, 1e-12
+    run_dir = engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs"), str(prompts))
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "loss" in r]
+    assert [r["step"] for r in steps if "gold" in r] == [1, 3]  # global steps 0 and 2, as in GRPO
+    for key in ("reward_parts/frac_newline/mean", "distinct_2", "completions/mean_length", "kl"):
+        assert all(key in r for r in steps), key
+    assert [r["warning"] for r in recs if "warning" in r] == ["kl_budget"]
+
+
+def test_more_than_one_process_is_refused(tiny_model, tmp_path, monkeypatch):
+    from alignlab.errors import AlignlabError
+
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(AlignlabError, match="PPO runs in one process, not 2"):
+        engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs")
+
+
+def test_cli_refuses_processes_for_ppo_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "alignlab", "train", "ppo", "--processes", "2"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PPO runs in one process" in lines[0] and "--processes" in lines[0]

@@ -6,6 +6,7 @@ Needs the Debian package chromium (/usr/bin/chromium) and the Python package pla
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -20,10 +21,18 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+# Without the browser the tests skip on a developer's machine, but under CI=true they fail: CI must have it.
+MISSING = not Path(CHROMIUM).exists()
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium"),
+    pytest.mark.skipif(MISSING and os.environ.get("CI") != "true", reason=f"no {CHROMIUM}: apt-get install -y chromium"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def browser_present():
+    if MISSING:
+        pytest.fail(f"CI=true but {CHROMIUM} is missing: apt-get install -y chromium")
 
 
 @pytest.fixture

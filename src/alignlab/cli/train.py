@@ -65,12 +65,31 @@ def _strip_launch_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def check_accelerate_config(path: Path) -> None:
+    """Refuse, in one line, what this build cannot run: FSDP/DeepSpeed without CUDA, DeepSpeed not installed."""
+    import importlib.util
+
+    import torch
+    import yaml
+
+    try:
+        kind = str((yaml.safe_load(path.read_text()) or {}).get("distributed_type", "NO")).upper()
+    except (OSError, yaml.YAMLError, AttributeError) as err:
+        raise AlignlabError(f"cannot read accelerate config {path}: {err}") from err
+    if kind in ("FSDP", "DEEPSPEED") and not torch.cuda.is_available():
+        raise AlignlabError(f"{kind} (from {path}) needs CUDA GPUs; this machine has none",
+                            fix="on CPUs use --processes N (data-parallel over gloo)")
+    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise AlignlabError(f"{path} asks for DeepSpeed, which is not installed", fix="pip install deepspeed")
+
+
 def _launch(processes: int, accelerate_config: Optional[Path], run_dir: Path) -> None:
     """Re-run this command under torchrun (N local processes) or `accelerate launch` (FSDP/DeepSpeed on GPUs)."""
     args = _strip_launch_flags(sys.argv[1:]) + ["--run-dir", str(run_dir)]
     if accelerate_config is not None:
         if not accelerate_config.is_file():
             raise AlignlabError(f"accelerate config not found: {accelerate_config}")
+        check_accelerate_config(accelerate_config)
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
@@ -102,6 +121,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help=fh("train", "device")),
         precision: Optional[str] = typer.Option(None, "--precision", help=fh("train", "precision")),
         rewards: Optional[str] = typer.Option(None, "--rewards", help="reward spec YAML for grpo/rloo/ppo"),
+        allow_outside_rewards: bool = typer.Option(False, "--allow-outside-rewards", help="let the reward spec import file.py:fn from outside the project directory"),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2 --set train.trainer_overrides.optim=adafactor"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its last checkpoint"),
         init_adapter: Optional[Path] = typer.Option(None, "--from", help="start from this run's adapter (next round)"),
@@ -117,6 +137,8 @@ def register(app: typer.Typer) -> None:
         from alignlab.progress import console
         from alignlab.train import engine, rundir
 
+        if allow_outside_rewards:  # read by alignlab.rewards.compose, here and in launched processes
+            os.environ["ALIGNLAB_ALLOW_OUTSIDE_REWARDS"] = "1"
         if resume is not None:
             resume = rundir.check_run_dir(resume)
             cfg = load_config(resume / "config.yaml")
@@ -155,6 +177,9 @@ def register(app: typer.Typer) -> None:
             data = data or default_data(method, root, cfg.data_dir)
         runs_dir = (root / cfg.runs_dir) if root else Path(cfg.runs_dir)
 
+        if method == "ppo" and (processes > 1 or accelerate_config):
+            raise AlignlabError("PPO runs in one process: its loop does not synchronise gradients between processes",
+                                fix="drop --processes / --accelerate-config (grpo and rloo run data-parallel)")
         if (processes > 1 or accelerate_config) and "LOCAL_RANK" not in os.environ:
             engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
             target = run_dir or rundir.new_run_dir(runs_dir, method, name)

@@ -19,14 +19,23 @@ The cap is applied before the diversity penalty, so a capped completion still pa
 ``fn(prompts, completions, **columns) -> list[float]``; ``args`` are keyword arguments for the built-in's
 constructor or bound to the user's function. Everything is checked before any component is built, and
 every error is one line with ``file:line``.
+
+A user's file is Python that runs when imported, so: checking a spec (``check_only=True``, what
+``alignlab train`` does before the model loads) reads the file without running it (it must parse and define
+the function with the right signature); building imports it, once per process (later builds reuse the
+module); and the file must lie inside the project directory (the nearest directory above the spec holding
+alignlab.yaml, else the spec's own directory), symlinks resolved, unless ``allow_outside=True`` or the
+environment sets ``ALIGNLAB_ALLOW_OUTSIDE_REWARDS=1``.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 import inspect
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,9 +249,19 @@ def _check_user_signature(fn: Callable, label: str, where: str) -> None:
         )
 
 
-def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
-    """``file.py:function`` -> the function, importing the file by path."""
-    file_part, _, func_name = ref.rpartition(":")
+ALLOW_OUTSIDE_ENV = "ALIGNLAB_ALLOW_OUTSIDE_REWARDS"
+_USER_MODULES: dict[str, tuple[int, Any]] = {}  # resolved path -> (mtime_ns, module): each file imported once
+
+
+def _project_root(base_dir: Path) -> Path:
+    from alignlab.config import find_project
+
+    return find_project(base_dir) or base_dir.resolve()
+
+
+def _user_file(ref: str, base_dir: Path, where: str, allow_outside: bool) -> Path:
+    """The resolved path of ``file.py`` in ``file.py:function``: it exists and (by default) lies in the project."""
+    file_part = ref.rpartition(":")[0]
     file = (base_dir / file_part).resolve()
     if not file.is_file():
         raise AlignlabError(
@@ -250,6 +269,58 @@ def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
             where=where,
             fix="paths are relative to the spec file",
         )
+    root = _project_root(base_dir)
+    if not (allow_outside or os.environ.get(ALLOW_OUTSIDE_ENV) == "1") and not file.is_relative_to(root):
+        raise AlignlabError(
+            f"reward file '{file_part}' ({file}) is outside the project directory {root}; it would run as Python",
+            where=where,
+            fix=f"move it into the project, or allow it explicitly with {ALLOW_OUTSIDE_ENV}=1 "
+                "(`alignlab train --allow-outside-rewards`)",
+        )
+    return file
+
+
+def _read_user_fn(ref: str, file: Path, where: str) -> None:
+    """Check ``file.py:function`` without running the file: it parses and defines the function at top level,
+    taking (prompts, completions, **columns) when it is a plain ``def``."""
+    file_part, _, func_name = ref.rpartition(":")
+    try:
+        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    except SyntaxError as err:
+        raise AlignlabError(f"could not read {file_part}: SyntaxError: {err.msg} (line {err.lineno})", where=where,
+                            fix=f"fix {file_part}") from err
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise AlignlabError(f"could not read {file_part}: {type(err).__name__}: {err}", where=where) from err
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    bound = set(defs)
+    for node in tree.body:  # other top-level bindings (fn = make(...), from x import fn): checked when imported
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                bound |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    if func_name not in bound:
+        functions = [n for n, d in defs.items() if not isinstance(d, ast.ClassDef)]
+        raise AlignlabError(f"{file_part} has no function '{func_name}'", where=where,
+                            fix="functions there: " + (", ".join(functions) or "none"))
+    node = defs.get(func_name)
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        a = node.args
+        if len(a.posonlyargs) + len(a.args) + (a.vararg is not None) * 2 < 2 or a.kwarg is None:
+            raise AlignlabError(
+                f"{ref} must be defined as def {func_name}(prompts, completions, **columns)",
+                where=where,
+                fix="TRL passes dataset columns and extras (completion_ids, trainer_state) as keywords",
+            )
+
+
+def _load_user_fn(ref: str, file: Path, where: str) -> Callable:
+    """``file.py:function`` -> the function, importing the file by path (once per process and file version)."""
+    file_part, _, func_name = ref.rpartition(":")
+    mtime = file.stat().st_mtime_ns
+    cached = _USER_MODULES.get(str(file))
+    if cached is not None and cached[0] == mtime:
+        return _pick_fn(cached[1], file_part, func_name, where)
     module_name = f"alignlab_user_reward_{abs(hash(str(file)))}"
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
@@ -269,6 +340,12 @@ def _load_user_fn(ref: str, base_dir: Path, where: str) -> Callable:
         raise AlignlabError(
             f"could not import {file_part}: {type(err).__name__}: {detail}", where=where, fix=f"fix {file_part}"
         ) from err
+    _USER_MODULES[str(file)] = (mtime, module)
+    return _pick_fn(module, file_part, func_name, where)
+
+
+def _pick_fn(module, file_part: str, func_name: str, where: str) -> Callable:
+    module_name = module.__name__
     fn = getattr(module, func_name, None)
     if fn is None:
         defined = [n for n, v in vars(module).items() if callable(v) and getattr(v, "__module__", None) == module_name]
@@ -302,13 +379,14 @@ class _Plan:
     ref: str
     weight: float
     where: str
-    target: Callable  # the user's function, or the built-in's factory
+    target: Callable | Path  # the user's file (imported only when built), or the built-in's factory
     args: dict
     is_file: bool
+    fn_at: str = ""  # file:line of its fn
 
 
-def _plan(i: int, entry: Any, base_dir: Path, at: _Lines, names: set[str]) -> _Plan:
-    """Check one ``components`` entry and resolve its fn (imports a user file; builds nothing)."""
+def _plan(i: int, entry: Any, base_dir: Path, at: _Lines, names: set[str], allow_outside: bool = False) -> _Plan:
+    """Check one ``components`` entry and resolve its fn (reads a user file without running it; builds nothing)."""
     where = at("components", i)
     if not isinstance(entry, dict):
         raise AlignlabError(f"component {i + 1} must be a mapping with fn and weight", where=where)
@@ -333,9 +411,9 @@ def _plan(i: int, entry: Any, base_dir: Path, at: _Lines, names: set[str]) -> _P
     names.add(name)
     fn_at = at("components", i, "fn")
     if is_file:
-        fn = _load_user_fn(ref, base_dir, fn_at)
-        _check_user_signature(fn, ref, fn_at)
-        return _Plan(name, ref, weight, where, fn, args, True)
+        file = _user_file(ref, base_dir, fn_at, allow_outside)
+        _read_user_fn(ref, file, fn_at)
+        return _Plan(name, ref, weight, where, file, args, True, fn_at)
     if ref not in REGISTRY:
         raise AlignlabError(f"unknown reward fn '{ref}'", where=fn_at, fix=_valid_fns())
     builtin = REGISTRY[ref]
@@ -349,7 +427,9 @@ def _plan(i: int, entry: Any, base_dir: Path, at: _Lines, names: set[str]) -> _P
 
 def _build(plan: _Plan) -> Component:
     if plan.is_file:
-        fn = functools.partial(plan.target, **plan.args) if plan.args else plan.target
+        fn = _load_user_fn(plan.ref, plan.target, plan.fn_at)
+        _check_user_signature(fn, plan.ref, plan.fn_at)
+        fn = functools.partial(fn, **plan.args) if plan.args else fn
         return Component(plan.name, fn, plan.weight, plan.ref, plan.where)
     try:
         fn = plan.target(**plan.args)
@@ -360,10 +440,29 @@ def _build(plan: _Plan) -> Component:
     return Component(plan.name, fn, plan.weight, plan.ref, plan.where)
 
 
+class _NotImported:
+    """Stands for a user's function in a spec that was only checked (``check_only``): the file was read, not run."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+
+    def __call__(self, *args, **kwargs):
+        raise AlignlabError(f"reward '{self.ref}' was only checked, not imported", fix="load the spec without check_only")
+
+
 def build_spec(
-    data: Any, base_dir: str | Path = ".", source: str = "<spec>", text: str | None = None
+    data: Any,
+    base_dir: str | Path = ".",
+    source: str = "<spec>",
+    text: str | None = None,
+    check_only: bool = False,
+    allow_outside: bool = False,
 ) -> ComposedReward:
-    """Validate a parsed spec (every check first), then build its components."""
+    """Validate a parsed spec (every check first), then build its components.
+
+    ``check_only``: validate and build the built-ins, but do not import users' files (they are read and
+    parsed only); ``allow_outside``: accept user files outside the project directory.
+    """
     base_dir = Path(base_dir)
     at = _Lines(source, text)
     if not isinstance(data, dict):
@@ -392,12 +491,16 @@ def build_spec(
                 where=at("diversity", "group_size"),
             )
     names: set[str] = set()
-    plans = [_plan(i, entry, base_dir, at, names) for i, entry in enumerate(comps)]  # every check, nothing built
-    return ComposedReward([_build(p) for p in plans], cap, diversity_weight, group_size, source)
+    plans = [_plan(i, entry, base_dir, at, names, allow_outside) for i, entry in enumerate(comps)]  # nothing built
+    parts = [
+        Component(p.name, _NotImported(p.ref), p.weight, p.ref, p.where) if check_only and p.is_file else _build(p)
+        for p in plans
+    ]
+    return ComposedReward(parts, cap, diversity_weight, group_size, source)
 
 
-def load_spec(path: str | Path) -> ComposedReward:
-    """Read, validate and build a reward spec YAML file."""
+def load_spec(path: str | Path, check_only: bool = False, allow_outside: bool = False) -> ComposedReward:
+    """Read, validate and build a reward spec YAML file (see ``build_spec`` for the two flags)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -409,7 +512,8 @@ def load_spec(path: str | Path) -> ComposedReward:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise AlignlabError(f"malformed YAML ({getattr(err, 'problem', None) or err})", where=where) from err
-    return build_spec(data, base_dir=path.parent, source=str(path), text=text)
+    return build_spec(data, base_dir=path.parent, source=str(path), text=text, check_only=check_only,
+                      allow_outside=allow_outside)
 
 
 DEFAULT_SPEC = """\

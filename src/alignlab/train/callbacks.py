@@ -24,6 +24,13 @@ class NonFiniteLoss(AlignlabError):
     pass
 
 
+def sharded(accelerator) -> bool:
+    """FSDP or DeepSpeed: parameters may live in shards, so saving and extra forwards go through accelerate."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
 def gradient_checkpointing(model) -> bool:
     """Whether transformers' gradient checkpointing is on for this (possibly PEFT-wrapped) model."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -294,8 +294,10 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         raise
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _record_rank_digest(trainer.model, run_dir)
+    state_dict = gathered_state_dict(trainer)  # every process takes part; None when nothing is sharded
     if main:
-        save_adapter(trainer.model, run_dir / "adapter", ctx.tokenizer)
+        save_adapter(trainer.accelerator.unwrap_model(trainer.model), run_dir / "adapter", ctx.tokenizer,
+                     state_dict=state_dict)
         final = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
         last_log = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
         rundir.update_run(
@@ -323,12 +325,41 @@ def _record_rank_digest(model, run_dir: Path) -> None:
     fsutil.write_json(run_dir / "ranks" / f"rank-{rank}.json", {"rank": rank, "sha256": h.hexdigest()})
 
 
-def save_adapter(model, target: Path, tokenizer=None) -> None:
-    """Save the adapter (or full model) as safetensors, atomically, refusing non-finite weights."""
+def gathered_state_dict(trainer):
+    """The whole model's state dict under FSDP or DeepSpeed (sharded weights gathered through accelerate), else None.
+
+    A collective: every process must call it. Under ZeRO-3, DeepSpeed gathers only with
+    ``stage3_gather_16bit_weights_on_model_save: true``; without it this says so instead of saving a partial adapter.
+    """
+    from alignlab.train.callbacks import sharded
+
+    acc = trainer.accelerator
+    if not sharded(acc):
+        return None
+    try:
+        return acc.get_state_dict(trainer.model_wrapped)
+    except ValueError as err:
+        raise AlignlabError(
+            f"cannot gather the sharded weights to save the adapter ({str(err).splitlines()[0]})",
+            fix="set zero_optimization.stage3_gather_16bit_weights_on_model_save: true in the DeepSpeed config",
+        ) from err
+
+
+def save_adapter(model, target: Path, tokenizer=None, state_dict: dict | None = None) -> None:
+    """Save the adapter (or full model) as safetensors, atomically, refusing non-finite weights.
+
+    ``state_dict``: the gathered weights of a sharded run (``gathered_state_dict``); the module's own
+    parameters are then only shards, so the check and the file use the gathered values.
+    """
     import torch
 
     model = getattr(model, "module", model)
-    bad = [n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if state_dict is not None:
+        trainable = {n.replace("_fsdp_wrapped_module.", "") for n, p in model.named_parameters() if p.requires_grad}
+        values = [(k, v) for k, v in state_dict.items() if k in trainable] or list(state_dict.items())
+    else:
+        values = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    bad = [n for n, p in values if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise AlignlabError(
             f"refusing to write an adapter with non-finite values ({bad[0]} and {len(bad) - 1} more)",
@@ -336,7 +367,8 @@ def save_adapter(model, target: Path, tokenizer=None) -> None:
         )
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(str(tmp), safe_serialization=True, **extra)
     if tokenizer is not None and not (tmp / "adapter_config.json").is_file():
         tokenizer.save_pretrained(str(tmp))  # full fine-tune: a self-contained model directory
     from alignlab.export.card import finish_adapter  # portable base name, model card instead of PEFT's template

@@ -37,15 +37,17 @@ import yaml
 from transformers import TrainerCallback
 
 from alignlab.errors import AlignlabError
+from alignlab.fsutil import append_jsonl
 from alignlab.progress import console
 from alignlab.rewards import ComposedReward, build_spec, completion_text, distinct_n, load_spec
 
 
-def load_rewards(path: str | Path) -> tuple[ComposedReward, ComposedReward | None]:
+def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedReward, ComposedReward | None]:
     """(training reward, gold rater or None) from a reward YAML that may hold a ``gold:`` entry.
 
     ``gold`` is one component (``{fn: persona_classifier, args: {path: clf}}``) or a whole spec with its
-    own ``components``. It is used only to watch the run, never to train.
+    own ``components``. It is used only to watch the run, never to train. ``check_only``: validate without
+    importing users' reward files (``alignlab.rewards.compose``).
     """
     path = Path(path)
     try:
@@ -54,9 +56,9 @@ def load_rewards(path: str | Path) -> tuple[ComposedReward, ComposedReward | Non
     except (OSError, yaml.YAMLError):
         data = None
     if not (isinstance(data, dict) and "gold" in data):
-        return load_spec(path), None  # reports a missing file or bad YAML with file:line
+        return load_spec(path, check_only=check_only), None  # reports a missing file or bad YAML with file:line
     gold = data.pop("gold")
-    reward = build_spec(data, base_dir=path.parent, source=str(path), text=text)
+    reward = build_spec(data, base_dir=path.parent, source=str(path), text=text, check_only=check_only)
     if not isinstance(gold, dict):
         raise AlignlabError("'gold' must be a mapping like {fn: persona_classifier, args: {...}}", where=str(path))
     spec = gold if "components" in gold else {"components": [{"name": "gold", **gold}]}
@@ -67,7 +69,7 @@ def load_rewards(path: str | Path) -> tuple[ComposedReward, ComposedReward | Non
                 f"the gold rater '{c.get('fn')}' is also a training component", where=str(path),
                 fix="gold must be a rater the policy is not trained on (e.g. a classifier or a judge)",
             )
-    return reward, build_spec(spec, base_dir=path.parent, source=f"{path} (gold)")
+    return reward, build_spec(spec, base_dir=path.parent, source=f"{path} (gold)", check_only=check_only)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -195,5 +197,4 @@ class MonitorCallback(TrainerCallback):
         for alert in self.monitor.update(state.global_step, logs):
             self.alerts.append(alert)
             console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
-            with open(self.path, "a") as fh:
-                fh.write(json.dumps({"step": alert.step, "warning": alert.name, "message": alert.message}) + "\n")
+            append_jsonl(self.path, {"step": alert.step, "warning": alert.name, "message": alert.message})

@@ -21,7 +21,9 @@ Where this differs from the papers (and from TRL's defaults):
   forward scores every position there. Measured on SmolLM2-135M (4 prompts x 4 completions x 32 tokens,
   LoRA r16, KL on, 2 shared cores, 1 thread): 26.1 s -> 16.6 s per step, of which generation is 7.5 s.
   TRL's continuous-batching generation was 2.4x slower and a static KV cache changed nothing, so neither
-  is used; gradient checkpointing stays off and weights stay fp32 (engine defaults). GPUs keep TRL's path.
+  is used; gradient checkpointing stays off and weights stay fp32 (engine defaults). GPUs keep TRL's path,
+  and so does a run with gradient checkpointing on (``--qlora`` switches it on): transformers turns the KV
+  cache off in training mode then, so there is no prompt cache to share.
 - The reward is the composed total (cap and diversity included) as a single TRL reward function;
   per-component statistics, no-signal groups, distinct-2 and the gold rater are recorded by
   ``alignlab.train.monitors``, which also warns about reward hacking, length drift, KL and dead groups.
@@ -39,7 +41,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from alignlab.errors import AlignlabError
-from alignlab.train.callbacks import AlignlabTrainerMixin
+from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
 from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards
 
 TASK = "causal"
@@ -98,8 +100,10 @@ class _OnlineMixin(AlignlabTrainerMixin):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
-        text_config = self.accelerator.unwrap_model(model).config.get_text_config()
+        unwrapped = self.accelerator.unwrap_model(model)
+        text_config = unwrapped.config.get_text_config()
         if (input_ids.device.type != "cpu" or compute_aux_loss or self.accelerator.num_processes > 1
+                or (unwrapped.training and gradient_checkpointing(unwrapped))  # no KV cache to share then
                 or any(v is not None for v in multimodal.values())
                 or any(getattr(text_config, name, None) is not None for name in SCALED_HEADS)):
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
@@ -152,7 +156,7 @@ def _dataset(rows: list[dict]):
 def check(ctx) -> None:
     """Fail before the model loads: the reward spec (and its gold rater) and the vLLM request."""
     if ctx.cfg.online.rewards:
-        load_rewards(ctx.cfg.online.rewards)
+        load_rewards(ctx.cfg.online.rewards, check_only=True)  # users' files are read here, imported once later
     vllm_args(ctx.cfg.online.use_vllm)
 
 

@@ -37,11 +37,17 @@ Ouyang et al. 2022), and why:
 - A completion ends at its first end-of-sequence token, which counts as an action (the choice to stop); a
   completion cut at ``online.max_completion_length`` gets its score the same way, at its last token.
 - Losses are per-sequence token means averaged over the batch (see ``alignlab.losses.ppo``).
+- One process only: the loop has no gradient synchronisation, so ``--processes`` > 1 (or any launch with
+  WORLD_SIZE > 1) is refused instead of training unsynchronised copies into one run directory.
+
+The instruments are GRPO's (``alignlab.train.monitors``): the reward spec's ``gold:`` rater scored every
+``online.gold_steps`` steps on the same completions, per-component reward statistics, distinct-2, and the
+same ``HackingMonitor`` warnings under the same names (``kl_budget``, ``length_drift``, ``proxy_up_gold_down``,
+``no_signal``; a batch's prompts count as one group).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -52,16 +58,22 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from alignlab import fsutil
 from alignlab.errors import AlignlabError
 from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss
 from alignlab.progress import console
+from alignlab.train import rundir
+from alignlab.train.monitors import HackingMonitor, RewardRecorder
 
 
-def load_reward(ctx):
-    """The project's reward spec, or the default persona reward."""
-    from alignlab.rewards import default_reward, load_spec
+def load_reward(ctx, check_only: bool = False):
+    """(training reward, gold rater or None): the project's reward spec with its ``gold:`` entry, or the
+    default persona reward. ``check_only`` validates without importing users' reward files."""
+    from alignlab.rewards import default_reward
+    from alignlab.train.monitors import load_rewards
 
-    return load_spec(ctx.cfg.online.rewards) if ctx.cfg.online.rewards else default_reward()
+    o = ctx.cfg.online
+    return load_rewards(o.rewards, check_only=check_only) if o.rewards else (default_reward(), None)
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -130,7 +142,7 @@ def _left_pad(ids: list[list[int]], pad_id: int):
 
 
 @torch.no_grad()
-def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[int]) -> dict:
+def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[int], **extra) -> dict:
     """Generate, score and evaluate one batch of prompts: everything the PPO epochs need, as (B, T) tensors."""
     from alignlab.data.formats import to_conversational
     from alignlab.generate import chat_prompt
@@ -163,7 +175,7 @@ def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[
 
     completions = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completion_ids, mask)]
     columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r} if k != "prompt"}
-    raw = reward_fn(prompts, [[{"role": "assistant", "content": c}] for c in completions], **columns)
+    raw = reward_fn(prompts, [[{"role": "assistant", "content": c}] for c in completions], **columns, **extra)
     scores = torch.tensor(check_rewards(raw, len(rows), getattr(reward_fn, "__name__", "reward")), device=ctx.device)
 
     p = ctx.cfg.ppo
@@ -213,9 +225,8 @@ def ppo_update(ctx, model, value_head, optimizer, params, batch: dict, step: int
 def _save_value_head(value_head, path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in value_head.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in value_head.state_dict().items()}
+    fsutil.write_with(path, lambda name: save_file(tensors, name))
 
 
 def save_checkpoint(run_dir: Path, step: int, model, value_head, optimizer, scheduler) -> Path:
@@ -236,8 +247,7 @@ def save_checkpoint(run_dir: Path, step: int, model, value_head, optimizer, sche
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     torch.save(state, tmp / "trainer_state.pt")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    fsutil.replace_dir(tmp, target)  # fsynced, then renamed into place
     _rotate(str(root), keep=2)
     return target
 
@@ -265,9 +275,20 @@ def _stop_ids(model, tokenizer) -> list[int]:
     return sorted(ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _one_process() -> None:
+    """PPO's loop has no gradient synchronisation: several processes would train unsynchronised copies."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise AlignlabError(
+            f"PPO runs in one process, not {os.environ['WORLD_SIZE']}: its loop does not synchronise gradients "
+            "between processes", fix="drop --processes / launch one process (grpo and rloo run data-parallel)")
+
+
 def _log(path: Path, record: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    fsutil.append_jsonl(path, record)
 
 
 def train_loop(ctx, resume: bool = False):
@@ -284,6 +305,7 @@ def train_loop(ctx, resume: bool = False):
         raise AlignlabError(
             "PPO trains a LoRA adapter (the reference is the model with it switched off)", fix="set lora.enabled: true"
         )
+    _one_process()
     cfg, t = ctx.cfg, ctx.cfg.train
     torch.manual_seed(t.seed)
     model = ctx.model if ctx.init_adapter is not None else get_peft_model(ctx.model, ctx.peft_config())
@@ -306,14 +328,17 @@ def train_loop(ctx, resume: bool = False):
             console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
         else:
             start = load_checkpoint(Path(last), model, value_head, optimizer, scheduler)
+            rundir.resume_logs(ctx.run_dir, start, Path(last).name)
 
-    reward_fn = load_reward(ctx)
+    reward, gold = load_reward(ctx)
+    o = cfg.online
+    recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
+    monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
     stop_ids = _stop_ids(model, ctx.tokenizer)
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
     metrics_path = ctx.run_dir / "metrics.jsonl"
     pending: list[dict] = []
     final: dict = {}
-    warned_kl = False
     bar = progress_bar(
         TextColumn("loss {task.fields[loss]:.4f}"),
         TextColumn("reward {task.fields[reward]:.3f}"),
@@ -327,7 +352,9 @@ def train_loop(ctx, resume: bool = False):
         for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
             rows = [ctx.rows[i] for i in batch_indices(len(ctx.rows), t.batch_size, step - 1, t.seed)]
-            batch = rollout(ctx, model, value_head, reward_fn, rows, stop_ids)
+            # the step as TRL's reward functions see it (global_step before the update): gold on the same steps
+            batch = rollout(ctx, model, value_head, recorder, rows, stop_ids,
+                            trainer_state=SimpleNamespace(global_step=step - 1))
             m = ppo_update(ctx, model, value_head, optimizer, params, batch, step)
             scheduler.step()
             mask = batch["mask"].float()
@@ -337,21 +364,19 @@ def train_loop(ctx, resume: bool = False):
                 kl=float(((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum() / mask.sum()),
                 completion_length=float(mask.sum(1).mean()),
                 tokens_per_s=float(batch["attention_mask"].sum()) / (time.perf_counter() - t0),
+                **recorder.last,  # reward_parts/<name>/mean|std, no_signal_frac, distinct_2, gold on its steps
             )
+            m["completions/mean_length"] = m["completion_length"]  # the name GRPO's monitor reads
             pending.append(m)
             bar.update(task, completed=step, loss=m["loss"], reward=m["reward"], tps=m["tokens_per_s"])
             if step % t.logging_steps == 0 or step == total:
-                final = {"step": step, **{k: sum(p[k] for p in pending) / len(pending) for k in m}}
+                keys = dict.fromkeys(k for p in pending for k in p)
+                final = {"step": step, **{k: _mean([p[k] for p in pending if k in p]) for k in keys}}
                 _log(metrics_path, final)
                 pending = []
-                if final["kl"] > cfg.online.kl_budget and not warned_kl:
-                    warned_kl = True
-                    msg = (
-                        f"mean KL per token {final['kl']:.3f} passed online.kl_budget={cfg.online.kl_budget}: the "
-                        "policy is drifting from the reference (raise online.beta or lower the learning rate)"
-                    )
-                    console.print(f"[yellow]warning (step {step}): {msg}[/]")
-                    _log(metrics_path, {"step": step, "warning": "kl_over_budget", "message": msg})
+                for alert in monitor.update(step, final):  # the same monitors and warning names as GRPO/RLOO
+                    console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
+                    _log(metrics_path, {"step": alert.step, "warning": alert.name, "message": alert.message})
             state = SimpleNamespace(is_world_process_zero=True, global_step=step)
             for cb in samplers:
                 cb.on_step_end(None, state, None, model=model)
@@ -370,4 +395,5 @@ def check(ctx) -> None:
     if not ctx.cfg.lora.enabled:
         raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
                             fix="drop --full / set lora.enabled: true")
-    load_reward(ctx)
+    _one_process()
+    load_reward(ctx, check_only=True)  # users' reward files are read here, imported once when training starts

@@ -11,7 +11,9 @@ reference) and runs the loop. We replace two pieces:
   equals the plain forward up to float rounding (tests/test_train_preference.py checks it).
 
 Under multi-process data parallelism the model is wrapped by DDP, which must see exactly one forward
-per step, so there we use TRL's single concatenated forward instead.
+per step, so there we use TRL's single concatenated forward instead. With gradient checkpointing on
+(``train.gradient_checkpointing``, which ``--qlora`` switches on) transformers turns the KV cache off in
+training mode, so there is no prompt cache to share: the same plain forward is used, policy and reference.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 
 from alignlab import losses
-from alignlab.train.callbacks import AlignlabTrainerMixin
+from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing, sharded
 
 REFERENCE_FREE = {"simpo", "orpo"}
 
@@ -110,9 +112,16 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
     def _count_tokens(self, inputs) -> int:
         return int(inputs["prompt_mask"].sum()) * 2 + int(inputs["completion_mask"].sum())
 
+    def _plain_forward(self, model) -> bool:
+        """TRL's concatenated forward: under DDP (one forward per step), FSDP/DeepSpeed (the wrapper gathers the
+        shards), or when gradient checkpointing has switched the KV cache off (training mode), which the
+        shared-prompt forward needs."""
+        return (self.accelerator.num_processes > 1 or sharded(self.accelerator)
+                or (model.training and gradient_checkpointing(model)))
+
     def _logps(self, model, batch):
-        if self.accelerator.num_processes > 1:
-            return concatenated_logps(model, batch)  # through DDP's forward, which autocasts itself
+        if self._plain_forward(self.accelerator.unwrap_model(model)):
+            return concatenated_logps(model, batch)  # through DDP's / accelerate's forward, which autocasts itself
         with self.accelerator.autocast():  # we call the backbone directly, past accelerate's forward wrapper
             return completion_logps(model, batch)
 
@@ -120,8 +129,13 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         if "ref_chosen_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         model = self.accelerator.unwrap_model(self.model)
+        if sharded(self.accelerator):  # through the FSDP/DeepSpeed wrapper, which gathers the sharded weights
+            with torch.no_grad(), model.disable_adapter():
+                logps, _ = concatenated_logps(self.model_wrapped, batch)
+            return logps.sum(1).chunk(2)
+        forward = concatenated_logps if self._plain_forward(model) else completion_logps
         with torch.no_grad(), model.disable_adapter(), self.accelerator.autocast():
-            logps, _ = completion_logps(model, batch)
+            logps, _ = forward(model, batch)
         return logps.sum(1).chunk(2)
 
     def precompute_reference(self, batch_size: int = 16, adapter: bool = False) -> None:

@@ -1,0 +1,76 @@
+"""FSDP / DeepSpeed: the adapter is written from the gathered state dict (never from local shards), a ZeRO-3
+config that cannot gather says so, and configs this machine cannot run are refused in one line.
+
+A real FSDP run needs CUDA GPUs; these tests check the pieces on CPU."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignlab.errors import AlignlabError
+from alignlab.train.engine import gathered_state_dict, save_adapter
+
+
+@pytest.fixture
+def peft_model(tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.models.loading import load_base
+
+    return get_peft_model(load_base(tiny_model), LoraConfig(r=2, target_modules=["q_proj"]))
+
+
+def test_the_gathered_state_dict_is_what_gets_written(peft_model, tmp_path):
+    """The module's own LoRA B is zero (a shard would look like this); the gathered dict holds 7s: 7s are saved."""
+    gathered = {k: (torch.full_like(v, 7.0) if "lora_B" in k else v) for k, v in peft_model.state_dict().items()}
+    save_adapter(peft_model, tmp_path / "adapter", state_dict=gathered)
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in saved.items() if "lora_B" in k]
+    assert lora_b and all((v == 7.0).all() for v in lora_b)
+    assert all(p.abs().sum() == 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
+
+
+def test_non_finite_gathered_weights_are_refused(peft_model, tmp_path):
+    gathered = {k: (torch.full_like(v, float("nan")) if "lora_B" in k else v) for k, v in peft_model.state_dict().items()}
+    with pytest.raises(AlignlabError, match="non-finite"):
+        save_adapter(peft_model, tmp_path / "adapter", state_dict=gathered)
+    assert not (tmp_path / "adapter").exists()
+
+
+def _trainer(kind, get_state_dict):
+    from accelerate.utils import DistributedType
+
+    acc = SimpleNamespace(distributed_type=getattr(DistributedType, kind), get_state_dict=get_state_dict)
+    return SimpleNamespace(accelerator=acc, model_wrapped="wrapped")
+
+
+def test_gathering_goes_through_accelerate_only_when_sharded():
+    calls = []
+    assert gathered_state_dict(_trainer("MULTI_CPU", calls.append)) is None and calls == []
+    assert gathered_state_dict(_trainer("FSDP", lambda m: calls.append(m) or {"w": 1})) == {"w": 1}
+    assert calls == ["wrapped"]  # the wrapped model: accelerate gathers its shards
+
+
+def test_zero3_without_gathering_says_how_to_fix():
+    def refuse(model):
+        raise ValueError("Cannot get 16bit model weights because `stage3_gather_16bit_weights_on_model_save` is False")
+
+    with pytest.raises(AlignlabError, match="stage3_gather_16bit_weights_on_model_save: true"):
+        gathered_state_dict(_trainer("DEEPSPEED", refuse))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_configs_without_cuda_are_refused(tmp_path, kind):
+    from alignlab.cli.train import check_accelerate_config
+
+    cfg = tmp_path / "accelerate.yaml"
+    cfg.write_text(f"distributed_type: {kind}\nnum_processes: 2\n")
+    with pytest.raises(AlignlabError, match=f"{kind} .* needs CUDA GPUs; this machine has none"):
+        check_accelerate_config(cfg)
+    (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_CPU\nnum_processes: 2\n")
+    check_accelerate_config(tmp_path / "ddp.yaml")  # plain data parallel passes
