@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from alignlab.errors import AlignlabError
 
@@ -18,17 +20,45 @@ class Fixes:
     unreachable: str
 
 
+def _on_this_machine(host: str | None) -> bool:
+    if not host or host == "localhost" or host.endswith(".localhost"):
+        return bool(host)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[str, str]:
+    """The Authorization header for ``url`` from ``$api_key_env`` (none when it is unset or not named).
+
+    A key never goes over plain http to another machine: anyone on the way could read it. That is an
+    error rather than a silent omission, so a server that needs the key does not fail later with a 401.
+    """
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if not key:
+        return {}
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not _on_this_machine(parts.hostname):
+        raise AlignlabError(
+            f"refusing to send ${api_key_env} to {who} endpoint {url}: plain http to another machine would show the key"
+            " to anyone on the way",
+            fix=f"use an https:// URL, a server on this machine (127.0.0.1), or no key (name an unset variable as the {who}'s"
+            " key env, e.g. api_key_env: '')",
+        )
+    return {"Authorization": f"Bearer {key}"}
+
+
 def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout: float, retries: int,
               backoff: float, who: str, fixes: Fixes) -> str:
     """POST ``body`` to ``url`` and return the first choice's text.
 
     Connection errors, timeouts, 429 and 5xx are retried ``retries`` times with exponential backoff; every
-    failure ends as one AlignlabError naming ``who`` and the URL.
+    failure ends as one AlignlabError naming ``who`` and the URL. The key goes only where ``auth_header`` allows.
     """
     import httpx
 
-    key = os.environ.get(api_key_env or "")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = auth_header(url, api_key_env, who)
     problem = ""
     for attempt in range(retries + 1):
         if attempt:

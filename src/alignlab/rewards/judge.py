@@ -21,15 +21,78 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
-from alignlab.openai_chat import Fixes
+from alignlab.openai_chat import Fixes, auth_header
 from alignlab.rewards.common import completion_text, prompt_text
 
 DEFAULT_RUBRIC = (
     "How snarky is the response while still being correct and helpful? "
     "1 = bland, servile, hedging or wrong; 10 = sharp, witty sarcasm that still answers correctly."
 )
-_SCORE = re.compile(r"\b(10|[1-9])\b")
-_VERDICT = re.compile(r"\b(A|B|tie)\b", re.IGNORECASE)
+CACHE_VERSION = "v2"  # bumped when the reply parser changed: verdicts parsed by the old one are asked again
+
+# "1-10", "1 to 10", "/10", "out of 10": the scale, not the score
+_SCALE = re.compile(r"\b[01]\s*(?:-|–|—|to)\s*10\b|(?:/|\bout\s+of)\s*10\b", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?!\w|\.\d)")
+_LABELLED_SCORE = re.compile(r"\b(?:score|rating|grade|rate it|give it)\s*(?:is|of|=|:|-)?\s*(?:a\s+)?(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_score(reply: str) -> int | None:
+    """A 1-10 score from a judge's reply, or None when there is none to read.
+
+    Read in this order: a reply that is just a number; a labelled one ("Score: 8", "I'd rate it 7"); else,
+    with scale mentions ("On a 1-10 scale", "/10", "out of 10") removed, the number the reply starts with,
+    or the only (or last) one. Decimals round half up; numbers outside 1-10 do not count.
+    """
+    text = _SCALE.sub(" ", reply.replace("*", " "))
+    found = _LABELLED_SCORE.search(text)
+    numbers = [float(n) for n in _NUMBER.findall(text)]
+    stripped = text.strip().strip(".!").strip()
+    if _NUMBER.fullmatch(stripped):
+        picked = float(stripped)
+    elif found:
+        picked = float(found.group(1))
+    elif numbers and _NUMBER.match(stripped):
+        picked = numbers[0]
+    elif numbers:
+        picked = numbers[-1]
+    else:
+        return None
+    score = int(picked + 0.5)
+    return score if 1 <= score <= 10 else None
+
+
+_TIE = re.compile(r"\b(?:tie|tied|draw|equally|neither|both (?:are|responses|answers)|no (?:clear )?(?:winner|preference))\b")
+_NAMED = r"(?:response|answer|output|assistant|option)"
+_LABELLED_VERDICT = re.compile(
+    rf"\b(?:verdict|winner|choice|preference|decision|final answer|answer is|better (?:one|response) is)\s*(?:is|:|=|-)?\s*(?:{_NAMED}\s+)?(a|b|tie)\b")
+_WINS = re.compile(rf"(?:\b{_NAMED}\s+|^\W*)(a|b)\b\s+(?:is|was|seems|wins|clearly|definitely)\b(?!\s+(?:not|worse|weaker))"
+                   r"|\bprefer(?:red)?\s+(?:" + _NAMED + r"\s+)?(a|b)\b")
+
+
+def parse_verdict(reply: str) -> str | None:
+    """'A', 'B' or 'tie' from a judge's pairwise reply, or None when it gives none.
+
+    Anchored: a bare letter or "tie"; a labelled verdict ("Verdict: B", "[[A]]"); a tie said in words ("It's a
+    tie", "both are equally good"); "Response A is better" / "I prefer B"; a reply naming only one response;
+    a reply that starts with the letter alone ("A." / "B - because..."). The article in "It's a tie" is not A.
+    """
+    text = re.sub(r"[*_`#>\"\[\]()]", " ", reply).strip().lower()
+    bare = re.fullmatch(r"\W*(a|b|tie)\W*", text)
+    if bare:
+        verdict = bare.group(1)
+    elif found := _LABELLED_VERDICT.search(text):
+        verdict = found.group(1)
+    elif _TIE.search(text):
+        verdict = "tie"
+    elif found := _WINS.search(text):
+        verdict = found.group(1) or found.group(2)
+    elif len(named := set(re.findall(rf"\b{_NAMED}\s+(a|b)\b", text))) == 1:
+        verdict = named.pop()
+    elif found := re.match(r"\W*(a|b)\s*(?:$|[.,:;!\-–—])", text):
+        verdict = found.group(1)
+    else:
+        return None
+    return "tie" if verdict == "tie" else verdict.upper()
 
 
 JUDGE_FIXES = Fixes(
@@ -115,6 +178,7 @@ class LLMJudge:
             )
         self.base_url = str(base_url).rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
+        auth_header(self.url, api_key_env)  # a key that may not go there fails now, not mid-run
         self.model, self.rubric, self.api_key_env = model, rubric, api_key_env
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.max_workers, self.temperature, self.max_tokens = max(1, int(max_workers)), temperature, max_tokens
@@ -182,13 +246,13 @@ class LLMJudge:
         )
         user = f"[Prompt]\n{prompt}\n\n[Response]\n{completion}"
         reply = self.chat(system, user)
-        found = _SCORE.search(reply)
-        if not found:
+        score = parse_score(reply)
+        if score is None:
             raise AlignlabError(
                 f"judge {self.model} at {self.url} gave no score from 1 to 10: {reply[:80]!r}",
                 fix="use a stronger judge model or make the rubric ask for a number",
             )
-        return found.group(1)
+        return str(score)
 
     def score(self, prompt, completion) -> float:
         """The rubric score of one completion, normalised to [0, 1]."""
@@ -197,7 +261,7 @@ class LLMJudge:
     def score_many(self, prompts: list, completions: list) -> list[float]:
         """Scores in [0, 1]; cache misses are asked concurrently (``max_workers`` at a time)."""
         pairs = [(_conversation(p), completion_text(c)) for p, c in zip(prompts, completions)]
-        keys = [cache_key(self.model, self.rubric, p, c) for p, c in pairs]
+        keys = [cache_key(CACHE_VERSION, self.model, self.rubric, p, c) for p, c in pairs]
         todo = {k: pc for k, pc in zip(keys, pairs)}
         with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(todo)))) as pool:
             futures = {k: pool.submit(self._cached, k, lambda pc=pc: self._raw_score(*pc)) for k, pc in todo.items()}
@@ -210,7 +274,7 @@ class LLMJudge:
     # -- pairwise -----------------------------------------------------------------------------------------
     def _prefer(self, prompt: str, first: str, second: str) -> str:
         """'A', 'B' or 'tie' for one presentation order."""
-        key = cache_key("pair", self.model, self.rubric, prompt, first, second)
+        key = cache_key("pair", CACHE_VERSION, self.model, self.rubric, prompt, first, second)
 
         def ask() -> str:
             system = (
@@ -219,11 +283,10 @@ class LLMJudge:
             )
             user = f"[Prompt]\n{prompt}\n\n[Response A]\n{first}\n\n[Response B]\n{second}"
             reply = self.chat(system, user)
-            found = _VERDICT.search(reply)
-            if not found:
+            verdict = parse_verdict(reply)
+            if verdict is None:
                 raise AlignlabError(f"judge {self.model} at {self.url} gave no verdict (A, B or tie): {reply[:80]!r}")
-            verdict = found.group(1)
-            return "tie" if verdict.lower() == "tie" else verdict.upper()
+            return verdict
 
         return self._cached(key, ask)
 

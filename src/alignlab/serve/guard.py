@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 
@@ -38,6 +39,31 @@ def host_allowed(header: str | None, allowed: tuple[str, ...]) -> bool:
         host = host.split(":", 1)[0]
     host = host.rstrip(".")
     return host in allowed or host.endswith(".localhost") and "localhost" in allowed
+
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(data: bytes) -> bool:
+    """Does this JSON hold a string no UTF-8 encoder can write (a tokenizer or SQLite would fail on it)?"""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return False  # not JSON: FastAPI says so
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    return False
 
 
 def error_body(status: int, message: str, code: str | None, type: str = "invalid_request_error") -> bytes:
@@ -106,7 +132,11 @@ class Guard:
                                              " (raise it with --max-body-bytes)", "request_too_large")
                 body.append(chunk)
                 more = message.get("more_body", False)
-            replay = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
+            data = b"".join(body)
+            if _LONE_SURROGATE.search(data) and _has_lone_surrogate(data):
+                return await refuse(400, "the body has a string that is not valid Unicode (a lone surrogate \\uD800-\\uDFFF)",
+                                    "invalid_request")
+            replay = [{"type": "http.request", "body": data, "more_body": False}]
 
             async def replayed():
                 return replay.pop() if replay else await receive()

@@ -1,0 +1,71 @@
+"""The judge's reply parser (anchored: "It's a tie" is a tie, "On a 1-10 scale: 8" is 8) and where the judge's
+and teacher's API key may go (never over plain http to another machine)."""
+
+from __future__ import annotations
+
+import pytest
+from test_rewards_judge import make_judge, server  # noqa: F401 - the real HTTP stand-in judge
+
+from alignlab.errors import AlignlabError
+from alignlab.openai_chat import Fixes, auth_header, post_chat
+from alignlab.rewards.judge import LLMJudge, parse_score, parse_verdict
+
+
+@pytest.mark.parametrize("reply, score", [
+    ("8", 8), ("10", 10), ("1", 1), ("On a 1-10 scale: 8", 8), ("On a scale of 1 to 10, 3.", 3), ("Score: 8/10", 8),
+    ("I'd rate it 7 out of 10.", 7), ("**9**", 9), ("Rating: 6.5", 7), ("7. Good, but it hedges on 3 points.", 7),
+    ("The response gets a 3.", 3), ("Score: 2", 2), ("0", None), ("11", None), ("I'd rather not say.", None),
+])
+def test_scores(reply, score):
+    assert parse_score(reply) == score
+
+
+@pytest.mark.parametrize("reply, verdict", [
+    ("A", "A"), ("B", "B"), ("tie", "tie"), ("It's a tie", "tie"), ("It's a tie.", "tie"), ("A tie.", "tie"),
+    ("Tie", "tie"), ("[[A]]", "A"), ("Verdict: B", "B"), ("Response A is better.", "A"), ("I prefer B.", "B"),
+    ("Both are equally good.", "tie"), ("Neither stands out.", "tie"), ("A. It is funnier.", "A"),
+    ("B - more correct", "B"), ("Response B", "B"), ("A is better than B", "A"), ("The better response is B", "B"),
+    ("Hmm, hard to say.", None),
+])
+def test_verdicts(reply, verdict):
+    assert parse_verdict(reply) == verdict
+
+
+def test_replies_through_a_real_judge(server, tmp_path):  # noqa: F811
+    server.reply = "On a 1-10 scale: 8"
+    assert make_judge(server, tmp_path, cache=False).score("q", "a") == pytest.approx(7 / 9)
+    server.reply = "It's a tie"
+    assert make_judge(server, tmp_path, cache=False).judge_pair("q", "one", "two") == "tie"
+    server.reply = "Response B is better."  # in both orders: position bias, so a tie
+    assert make_judge(server, tmp_path, cache=False).judge_pair("q", "one", "two") == "tie"
+
+
+class NeverCalled:
+    def post(self, *args, **kwargs):
+        raise AssertionError("a request was sent")
+
+
+FIXES = Fixes(bad_request="b", not_openai="n", unreachable="u")
+
+
+@pytest.mark.parametrize("url", ["http://192.168.1.5:8000/v1/chat/completions", "http://judge.example.com/v1/chat/completions",
+                                 "http://10.0.0.1/v1/chat/completions"])
+def test_key_never_goes_over_plain_http_to_another_machine(url, monkeypatch):
+    monkeypatch.setenv("SOME_KEY", "sk-secret")
+    with pytest.raises(AlignlabError) as err:
+        post_chat(NeverCalled(), url, {}, api_key_env="SOME_KEY", timeout=1, retries=0, backoff=0, who="teacher", fixes=FIXES)
+    message = str(err.value)
+    assert "refusing to send $SOME_KEY" in message and "https" in message and "\n" not in message and "sk-secret" not in message
+    with pytest.raises(AlignlabError, match="refusing to send"):  # the judge refuses when built, before any run starts
+        LLMJudge(url.removesuffix("/chat/completions"), "m", api_key_env="SOME_KEY")
+
+
+def test_where_the_key_may_go(monkeypatch):
+    monkeypatch.setenv("SOME_KEY", "sk-secret")
+    for url in ("https://api.openai.com/v1/chat/completions", "http://127.0.0.1:8000/v1/chat/completions",
+                "http://localhost:11434/v1/chat/completions", "http://[::1]:8000/v1/chat/completions"):
+        assert auth_header(url, "SOME_KEY") == {"Authorization": "Bearer sk-secret"}
+    assert auth_header("http://192.168.1.5/v1", None) == {}  # not named: nothing sent, nothing refused
+    monkeypatch.delenv("SOME_KEY")
+    assert auth_header("http://192.168.1.5/v1", "SOME_KEY") == {}  # named but unset
+    LLMJudge("http://192.168.1.5:11434/v1", "m", api_key_env="SOME_KEY")  # a keyless LAN server is fine
