@@ -189,6 +189,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path):
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert json.loads((tmp_path / "runs" / "killed" / "run.json").read_text())["steps"] == 10
+    records = [json.loads(x) for x in (tmp_path / "runs" / "killed" / "metrics.jsonl").read_text().splitlines()]
+    mark = next(i for i, r in enumerate(records) if r.get("event") == "resumed")  # resumed, not restarted
+    at = records[mark]["step"]
+    assert at >= 4 and [r["step"] for r in records[mark + 1 :] if "loss" in r] == list(range(at + 1, 11))
 
 
 def test_nan_loss_stops_without_writing_an_adapter(tiny_model, tmp_path):
