@@ -8,7 +8,7 @@ imported the libraries once, so a kill is a real SIGKILL of a training process w
 import time for each of the 2 x kills + 1 processes. The driver never runs torch code (adapters are compared
 with numpy), so forking it is safe.
 
-ALIGNLAB_RESUME_KILLS sets the number of kills (default 3; the README's figure is from 20).
+ALIGNLAB_RESUME_KILLS sets the number of kills (default 3; the README gives the measured figures).
 """
 
 from __future__ import annotations
