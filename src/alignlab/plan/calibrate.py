@@ -3,8 +3,8 @@
 Each run's stored workload is re-estimated with the current arithmetic and factor 1, so the fit does
 not depend on the factors in force when the run was recorded:
 
-- ``train``: for runs without generation, measured = ideal_train / train, so train is the median of
-  ideal_train / measured;
+- ``train``: for runs without generation, measured = FLOPs / (peak x train) + the fixed per-layer
+  pass cost, so train is the median of (FLOPs / peak) / (measured - fixed cost);
 - decoding (online runs): what is left of the measured step after the fitted training time, divided
   by the decoding time the current factors predict, scales ``layer_overhead_s`` up and ``decode_bw``
   down by the median of those ratios.
@@ -75,10 +75,15 @@ def fit(records: list[dict], kind: str, start: dict | None = None) -> dict:
     recs = [r for r in records if r["device"]["kind"] == kind]
     if not recs:
         raise AlignlabError(f"no recorded {kind} runs with a plan and a measurement to calibrate from")
-    ones = {**factors, "train": 1.0}
     offline = [r for r in recs if r["workload"]["method"] not in ONLINE]
     if offline:
-        factors["train"] = statistics.median(_unit(r, ones)["train"] / measured_seconds(r) for r in offline)
+        ratios = []
+        for r in offline:
+            ideal = _unit(r, {**factors, "train": 1.0, "pass_layer_overhead_s": 0.0})["train"]  # FLOPs / peak
+            fixed = _unit(r, {**factors, "train": 1e30})["train"]  # the per-layer pass overhead alone
+            got = measured_seconds(r)
+            ratios.append(ideal / max(got - fixed, 0.1 * got))
+        factors["train"] = statistics.median(ratios)
     online = [r for r in recs if r["workload"]["method"] in ONLINE]
     ratios = []
     for r in online:
