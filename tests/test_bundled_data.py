@@ -275,3 +275,46 @@ def test_arithmetic_pairs_are_correct_and_state_the_answer(pairs):
             numbers = [_num(x) for x in NUM_IN_TEXT.findall(row[side])]
             assert any(_close(n, want) for n in numbers), f"{row['prompt']!r} {side}: numbers {numbers}, want {want}"
     assert checked >= 30
+
+
+# --- rewrites: the default model's own answers, rewritten in the persona -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def rewrites() -> list[dict]:
+    return _load("persona_rewrites.jsonl")
+
+
+def test_rewrites_cover_every_training_prompt_once(rewrites, pairs, train):
+    keys = Counter(_key(r["prompt"]) for r in rewrites)
+    assert max(keys.values()) == 1
+    assert {_key(r["prompt"]) for r in pairs} | {_key(r["prompt"]) for r in train} <= set(keys)
+
+
+def test_rewrites_rows_well_formed(rewrites, heldout):
+    held = {_key(r["prompt"]) for r in heldout}
+    for i, row in enumerate(rewrites, 1):
+        assert set(row) == {"prompt", "chosen", "rejected"}, f"rewrite {i}: fields {sorted(row)}"
+        assert all(isinstance(row[k], str) and row[k].strip() for k in row), f"rewrite {i}: empty field"
+        assert 20 <= len(row["chosen"].split()) <= 80, f"rewrite {i}: {len(row['chosen'].split())} words"
+        assert row["chosen"] != row["rejected"]
+        assert _key(row["prompt"]) not in held
+
+
+def test_rewrite_openings_vary(rewrites):
+    first = Counter(re.sub(r"\W", "", r["chosen"].split()[0]).casefold() for r in rewrites)
+    assert first.most_common(1)[0][1] <= 0.05 * len(rewrites), first.most_common(5)
+
+
+def test_rewrites_keep_arithmetic_answers(rewrites, train):
+    """A rewrite of an arithmetic prompt states the right number (the rejected side may be wrong)."""
+    answers = {_key(r["prompt"]): r["answer"] for r in train if r.get("category") == "arithmetic"}
+    checked = 0
+    for row in rewrites:
+        want = answers.get(_key(row["prompt"]))
+        if want is None:
+            continue
+        numbers = {_num(m) for m in NUM_IN_TEXT.findall(row["chosen"])}
+        assert _num(want) in numbers, f"{row['prompt']!r}: {want} not in {row['chosen']!r}"
+        checked += 1
+    assert checked >= 20

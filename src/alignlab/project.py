@@ -10,7 +10,8 @@ from alignlab.errors import AlignlabError
 
 # bundled set -> file under data/; the example persona also gets its labelled training data
 COMMON = (("prompts-train", "prompts.jsonl"), ("reference", "heldout.jsonl"))
-EXAMPLE = (("persona-pairs", "pairs.jsonl"), ("persona-sft", "sft.jsonl"), ("persona-thumbs", "kto.jsonl"))
+EXAMPLE = (("persona-pairs", "pairs.jsonl"), ("persona-sft", "sft.jsonl"), ("persona-thumbs", "kto.jsonl"),
+           ("persona-rewrites", "rewrites.jsonl"))
 
 
 def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str | None = None,

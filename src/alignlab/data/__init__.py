@@ -11,6 +11,7 @@ BUNDLED = {
     "persona-pairs": "persona_pairs.jsonl",
     "persona-thumbs": "persona_thumbs.jsonl",
     "persona-sft": "persona_sft.jsonl",
+    "persona-rewrites": "persona_rewrites.jsonl",
     "persona-labelled": "persona_labelled.jsonl",
     "reference": "reference_heldout.jsonl",
 }
