@@ -257,6 +257,9 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         MetricsCallback(run_dir, watch_chosen=ctx.method in ("dpo", "ipo", "simpo", "orpo")),
         RichProgressCallback(f"{ctx.method}"),
     ]
+    from alignlab.plan.record import PlanRecorder  # the plan before training, the measurement after: run.json "plan"
+
+    ctx.callbacks.insert(0, PlanRecorder(ctx))
     if getattr(recipe, "TASK", "causal") == "causal" and cfg.train.sample_prompts:
         ctx.callbacks.append(
             SamplesCallback(run_dir, ctx.sample_prompts, cfg.train.sample_steps, ctx.tokenizer)
