@@ -57,7 +57,15 @@ def main() -> None:
     ap.add_argument("--per-category", type=int, default=6)
     ap.add_argument("--dir", default="sweep-project")
     ap.add_argument("--set", action="append", default=[], help="override for every stage, key=value")
+    ap.add_argument("--add", action="append", default=[], metavar="NAME=METHOD:DATA:JSON[|...]",
+                    help="an extra recipe: stages separated by |, each method, data (a file under the project's data/ "
+                         "or bundled:NAME) and JSON overrides, e.g. 'x=dpo:pairs.jsonl:{\"train.max_steps\": 60}'")
     args = ap.parse_args()
+    for spec in args.add:
+        name, stages = spec.split("=", 1)
+        RECIPES[name] = [(m, d, json.loads(o)) for m, d, o in (st.split(":", 2) for st in stages.split("|"))]
+        if args.recipes == ",".join(QUICK):
+            args.recipes = name
 
     from alignlab.config import CONFIG_NAME, load_config
     from alignlab.data import bundled_path

@@ -6,6 +6,13 @@ bolted (for snarky answers) and helpful. This script scores the answers with the
 model's answers as one mimicry context, and prints the agreement figures the README reports.
 
     python bench/agreement/check.py
+
+Two later sets are scored the same way:
+- graded.jsonl: 115 answers to training prompts, each read by two blind readers on a 0-3 snark scale
+  (written rewrites of the model's own answers, written chosen / rejected answers, the base model, two
+  adapters); persona is read as "in persona" when the two readers' mean snark is at least 1.5;
+- recipes.jsonl: 252 held-out answers (the base and five recipes x 42 prompts) read by one blind reader each,
+  the answers behind the README's recipe table.
 """
 
 from __future__ import annotations
@@ -47,5 +54,40 @@ def main() -> None:
               f"| {share(lambda x: x[0]['bolted'] or 0)} | {share(lambda x: x[1]['mimicry'] >= THRESHOLD)} |")
 
 
+def graded() -> None:
+    from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for
+
+    here = Path(__file__).parent
+    scorer = scorer_for(None)
+    for name in ("graded", "recipes"):
+        rows = [json.loads(x) for x in (here / f"{name}.jsonl").read_text().splitlines() if x.strip()]
+        if name == "graded":
+            snark = [sum(r["snark"] for r in row["reads"]) / len(row["reads"]) for row in rows]
+            correct = [all(r["correct"] for r in row["reads"]) for row in rows]
+        else:
+            snark = [row["read"]["snark"] for row in rows]
+            correct = [row["read"]["correct"] for row in rows]
+        scored = scorer.score([{"prompt": r["prompt"], "answer": r["answer"], "source": r["source"]} for r in rows])
+        persona = [s["persona"] for s in scored]
+        yes = [v >= 1.5 for v in snark]
+        out = {"set": name, "answers": len(rows), "reader_in_persona": sum(yes),
+               "persona_auc": auc(persona, [int(v) for v in yes]) if 0 < sum(yes) < len(yes) else None,
+               "persona_agreement": sum((p >= PERSONA_THRESHOLD) == y for p, y in zip(persona, yes)) / len(rows)}
+        known = [(s["correct"], c) for s, c in zip(scored, correct) if s["correct"] is not None]
+        out["correct_auc"] = auc([a for a, _ in known], [int(c) for _, c in known]) if known else None
+        print(json.dumps(out))
+        by = defaultdict(list)
+        for r, s, v, c in zip(rows, scored, snark, correct):
+            by[r["source"]].append((v, c, s))
+        print("| source | reader snark (0-3) | reader in persona | scorecard in persona | reader correct | scorecard correct |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for src, xs in sorted(by.items()):
+            n = len(xs)
+            print(f"| {src} | {sum(x[0] for x in xs) / n:.2f} | {sum(x[0] >= 1.5 for x in xs) / n:.0%} "
+                  f"| {sum(x[2]['persona'] >= PERSONA_THRESHOLD for x in xs) / n:.0%} | {sum(x[1] for x in xs) / n:.0%} "
+                  f"| {sum((x[2]['correct'] or 0) >= THRESHOLD for x in xs) / n:.0%} |")
+
+
 if __name__ == "__main__":
     main()
+    graded()

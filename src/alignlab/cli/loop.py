@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def loop(
         rounds: int = typer.Option(..., "--rounds", help="total rounds; finished rounds are kept, so a rerun continues"),
-        rater: str = typer.Option("person", "--rater", help="who labels: person, judge, classifier or reward:<name>"),
+        rater: str = typer.Option("person", "--rater", help="who labels: person, or an automatic rater: scorecard (persona, correctness and mimicry together, so a stuffed or wrong answer never wins a pick), judge, classifier or reward:<name>"),
         method: str = typer.Option("dpo", "--method", help="dpo (picks between answers) or kto (thumbs)"),
         per_round: int = typer.Option(16, "--per-round", help="new train prompts per round"),
         n: int = typer.Option(2, "-n", help="answers sampled per prompt"),

@@ -41,6 +41,9 @@ def _check(run_dir: Path, cfg, root) -> None:
     console.print(f"[alignlab] checking the adapter on {cfg.train.check_per_category} held-out prompts per category "
                   "(train.check_per_category; 0 turns this off)")
     c = end_of_run_check(run_dir, cfg, root, cfg.train.check_per_category)
+    from alignlab.export.card import write_model_card
+
+    write_model_card(run_dir)  # the adapter's card now carries the check's figures
     console.print(f"held-out check ({c['prompts']} prompts): in persona {c['base_in_persona']:.0%} -> {c['adapter_in_persona']:.0%}, "
                   f"correct {c['base_correct_share']:.0%} -> {c['adapter_correct_share']:.0%}, "
                   f"mimicry flagged {c['adapter_flagged']:.0%}, KL {c['kl']:.3f}/token", markup=False)
