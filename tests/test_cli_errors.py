@@ -103,3 +103,20 @@ def test_bad_reward_spec_fails_before_the_model_loads(monkeypatch, capsys, tmp_p
     err = one_error(lines)
     assert code == 2 and "rewards.yaml:2" in err and "no_such_reward" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_runs_lists_whole_run_ids_at_80_columns(tmp_path, monkeypatch):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    run = tmp_path / "runs" / "20261202-101530-dpo-snark-long-name"
+    (run / "adapter").mkdir(parents=True)
+    (run / "run.json").write_text(_json.dumps({"method": "dpo", "data": "data/pairs.jsonl", "status": "done", "steps": 60,
+                                               "final": {"loss": 0.5}}))
+    monkeypatch.setenv("COLUMNS", "80")
+    out = CliRunner().invoke(app, ["runs", "--runs-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    assert "20261202-101530-dpo-snark-long-name" in out.output

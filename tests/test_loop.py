@@ -116,3 +116,13 @@ def test_two_rounds_then_a_rerun_continues_with_round_three(project):
     lines = res.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["round", "status", "method"] and len(lines) == 5  # header, 3 rounds, plot line
     assert (project / "rounds.png").stat().st_size > 1000
+
+
+def test_round_plot_axes_start_at_zero():
+    from alignlab.loop import y_limits
+
+    assert y_limits("persona_score", [0.41, 0.43, None]) == (0.0, 1.0)
+    assert y_limits("distinct_2", [0.8, 0.81]) == (0.0, 1.0)
+    low, high = y_limits("kl", [0.02, 0.03])
+    assert low == 0.0 and 0.03 < high < 0.04
+    assert y_limits("length", [None]) == (0.0, 1.1)

@@ -359,6 +359,14 @@ def table(rows: list[dict]) -> list[list[str]]:
     return out
 
 
+def y_limits(key: str, values: list[float | None]) -> tuple[float, float]:
+    """rounds.png's y range: from zero (a tiny change must look tiny); scores in [0, 1] up to 1."""
+    top = max([v for v in values if v is not None and v == v] or [1.0])
+    if key in ("persona_score", "distinct_2"):
+        return 0.0, max(1.0, top)
+    return 0.0, top * 1.1 if top > 0 else 1.0
+
+
 def plot_rounds(rows: list[dict], path: str | Path) -> Path:
     """rounds.png: persona (adapter vs base), KL from base, answer length, distinct-2 by round."""
     import matplotlib
@@ -379,6 +387,8 @@ def plot_rounds(rows: list[dict], path: str | Path) -> Path:
             ax.legend(fontsize=8)
             if rows:
                 title += f" ({rows[-1]['eval_rater']})"
+        values = [r[key] for r in rows] + ([r["base_persona_score"] for r in rows] if key == "persona_score" else [])
+        ax.set_ylim(*y_limits(key, values))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("round")
         ax.set_xticks(xs)

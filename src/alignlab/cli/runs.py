@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List runs: method, data, status, steps, final loss/margin, adapter size."""
         from rich.console import Console
-        from rich.table import Table
+        from rich.table import Column, Table
 
         from alignlab.config import project_config
         from alignlab.train.rundir import list_runs
@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
         if not rows:
             typer.echo(f"no runs under {runs_dir}")
             return
-        table = Table("run", "method", "data", "status", "steps", "loss", "margin", "acc", "size")
+        table = Table("method", "data", "status", "steps", "loss", "margin", "acc", "size")
+        # the run id is what a user copies into the next command: never cut, the other columns wrap instead
+        table.columns.insert(0, Column("run", no_wrap=True, min_width=max(len(Path(r["path"]).name) for r in rows)))
         for r in rows:
             f = r.get("final", {})
             fmt = lambda k: f"{f[k]:.3f}" if k in f else "-"  # noqa: E731
