@@ -11,8 +11,9 @@ find it (:func:`alignlab.models.registry.portable_name`). Everything comes from 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from alignlab.fsutil import write_text
 
 # the config section that holds each method's own settings
 METHOD_SECTIONS = {"dpo": ["dpo"], "ipo": ["ipo"], "simpo": ["simpo"], "orpo": ["orpo"], "kto": ["kto"], "sft": ["sft"],
@@ -203,15 +204,6 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     return "\n".join(line for line in out if line is not None)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_model_card(run_dir: str | Path, target: str | Path | None = None, merged: bool = False) -> Path | None:
     """Write the card to ``target``/README.md (default: the run's adapter/); None when run_dir is no run."""
     run_dir = Path(run_dir)
@@ -219,7 +211,7 @@ def write_model_card(run_dir: str | Path, target: str | Path | None = None, merg
         return None
     target = Path(target) if target is not None else run_dir / "adapter"
     path = target / "README.md"
-    _write_atomic(path, render_card(run_dir, merged=merged))
+    write_text(path, render_card(run_dir, merged=merged))
     return path
 
 
@@ -232,7 +224,7 @@ def make_portable(adapter_dir: Path, base: str) -> None:
         return
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["base_model_name_or_path"] = portable_name(base)[0]
-    _write_atomic(cfg_path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    write_text(cfg_path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def finish_adapter(adapter_dir: str | Path, run_dir: str | Path) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
+from alignlab.fsutil import replace_dir
 
 
 def run_source(run: str | Path) -> tuple[Path, Path, str]:
@@ -63,12 +63,7 @@ def merge_to_dir(run: str | Path, out_dir: str | Path, force: bool = False) -> d
         from alignlab.export.card import write_model_card
 
         write_model_card(src, tmp, merged=True)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

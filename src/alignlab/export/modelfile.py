@@ -7,7 +7,6 @@ Modelfile has no TEMPLATE and Ollama falls back to the ``tokenizer.chat_template
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -50,10 +49,6 @@ def render_modelfile(gguf_name: str, chat_template: str | None, system: str | No
 
 
 def write_modelfile(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    from alignlab.fsutil import write_text
+
+    return write_text(path, text)

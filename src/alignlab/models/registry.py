@@ -211,9 +211,9 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
         plain.generation_config = quantized.generation_config
         plain.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        from alignlab.fsutil import replace_dir
+
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

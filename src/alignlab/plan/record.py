@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from alignlab.plan.estimate import GIB, ONLINE, Device, Workload, estimate
+from alignlab.plan.report import hours_text
 from alignlab.plan.shapes import MINILM_PARAMS, from_config
 
 
@@ -178,7 +179,7 @@ def before_training(ctx) -> dict | None:
         torch.cuda.reset_peak_memory_stats()
     console.print(
         f"[alignlab] plan: peak about {est.peak_gib:.2f} GiB of {dev.memory_bytes / GIB:.0f} GiB, "
-        f"about {est.step['total']:.2f} s per step, {est.steps} steps = {_duration(est.total_hours)} on {dev.name}",
+        f"about {est.step['total']:.2f} s per step, {est.steps} steps = {hours_text(est.total_hours)} on {dev.name}",
         markup=False,
     )
     return {
@@ -242,11 +243,3 @@ def _rss_bytes() -> float:
         return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-def _duration(hours: float) -> str:
-    if hours < 1 / 60:
-        return f"{hours * 3600:.0f} s"
-    if hours < 1:
-        return f"{hours * 60:.0f} min"
-    return f"{hours:.1f} h"
