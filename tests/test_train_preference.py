@@ -217,3 +217,32 @@ def test_two_cpu_processes_end_with_the_same_adapter(tiny_model, tmp_path):
     digests = {json.loads(p.read_text())["sha256"] for p in ranks}
     assert len(ranks) == 2 and len(digests) == 1
     assert (tmp_path / "runs" / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_resume_from_the_last_steps_checkpoint_finishes_without_an_extra_step(tiny_model, tmp_path):
+    """A kill after the last step's checkpoint but before the adapter is written: --resume finishes the run at
+    that checkpoint's weights, with no step past --max-steps (transformers alone would train one more)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    out = _cli("train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "3", "--batch-size", "2",
+               "--set", "train.sample_prompts=0", "--set", "train.save_steps=1", "--set", "train.check_per_category=0",
+               "--lr", "5e-3", "--name", "r", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "runs" / "r"
+    last = run / "checkpoints" / "checkpoint-3"
+    assert last.is_dir()
+    expected = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    shutil.rmtree(run / "adapter")  # the state a kill right after checkpoint-3 leaves
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "status": "running"}))
+    resumed = _cli("train", "dpo", "--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    got = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    assert max((expected[k] - got[k]).abs().max().item() for k in expected) == 0.0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
+    assert json.loads((run / "run.json").read_text())["steps"] == 3

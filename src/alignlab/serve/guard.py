@@ -93,9 +93,9 @@ class Guard:
         async def logged_send(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-            await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                write_log()
+                write_log()  # before the last byte leaves, so a client that got its answer finds the line logged
+            await send(message)
 
         async def refuse(code: int, message: str, err_code: str, headers=()):
             body = error_body(code, message, err_code)

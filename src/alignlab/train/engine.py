@@ -286,7 +286,10 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         elif main:
             rundir.resume_logs(run_dir, int(Path(last).name.split("-")[-1]), Path(last).name)
     try:
-        trainer.train(resume_from_checkpoint=last)
+        if last is not None and _finished_at(last):
+            _restore_finished(trainer, last)  # killed after its last checkpoint: nothing left to train
+        else:
+            trainer.train(resume_from_checkpoint=last)
     except KeyboardInterrupt:
         if main:
             rundir.update_run(run_dir, status="interrupted")
@@ -311,6 +314,26 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             train_runtime=final.get("train_runtime"),
         )
     return run_dir
+
+
+def _finished_at(checkpoint: str) -> bool:
+    """True when ``checkpoint`` was written at the run's last step. transformers' resume would train one step
+    past ``max_steps`` from it (it checks the limit only after a step), so such a run is finished, not resumed."""
+    from transformers import TrainerState
+
+    path = Path(checkpoint) / "trainer_state.json"
+    if not path.is_file():
+        return False
+    state = TrainerState.load_from_json(str(path))
+    return bool(state.max_steps) and state.global_step >= state.max_steps
+
+
+def _restore_finished(trainer, checkpoint: str) -> None:
+    """Load the weights and trainer state of a checkpoint taken at the last step, as training would leave them."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
 
 
 def _record_rank_digest(model, run_dir: Path) -> None:
