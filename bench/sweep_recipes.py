@@ -51,6 +51,13 @@ def train(project: Path, name: str, stages, base_overrides: dict) -> tuple[Path,
     return run, (time.time() - start) / 60
 
 
+def _stage(spec: str) -> tuple[str, str, dict]:
+    """METHOD:DATA:JSON; DATA may itself hold a colon (bundled:NAME), the JSON starts at the first ':{'."""
+    method, rest = spec.split(":", 1)
+    data, _, overrides = rest.partition(":{")
+    return method, data, json.loads("{" + overrides) if overrides else {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--recipes", default=",".join(QUICK), help="comma-separated names, or 'all'")
@@ -63,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     for spec in args.add:
         name, stages = spec.split("=", 1)
-        RECIPES[name] = [(m, d, json.loads(o)) for m, d, o in (st.split(":", 2) for st in stages.split("|"))]
+        RECIPES[name] = [_stage(st) for st in stages.split("|")]
         if args.recipes == ",".join(QUICK):
             args.recipes = name
 
