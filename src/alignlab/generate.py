@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from alignlab.config import SHORT_MAX_NEW_TOKENS
+
 
 def chat_prompt(prompt: Any, tokenizer, system_prompt: str | None = None) -> str:
     """Render a prompt (text or messages) with the chat template, ready for the assistant's turn."""
@@ -22,7 +24,7 @@ def generate(
     model,
     tokenizer,
     prompts: list[Any],
-    max_new_tokens: int = 64,
+    max_new_tokens: int = SHORT_MAX_NEW_TOKENS,
     temperature: float = 0.0,
     top_p: float = 1.0,
     num_return_sequences: int = 1,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from alignlab.config import DEFAULT_PERSONA
+from alignlab.config import DEFAULT_MODEL, DEFAULT_PERSONA
 from alignlab.errors import AlignlabError
 
 
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def init(
         directory: Path = typer.Argument(..., help="project directory to create"),
         persona: str = typer.Option(DEFAULT_PERSONA, "--persona", help="the behaviour to shape"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: registry name, local dir or hub id (default: smollm2-135m)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model: registry name, local dir or hub id (default: {DEFAULT_MODEL})"),
         force: bool = typer.Option(False, "--force", help="overwrite an existing alignlab.yaml"),
     ) -> None:
         """Create a project: alignlab.yaml, data/ (starter prompts and persona pairs), runs/."""

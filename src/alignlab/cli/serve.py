@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from alignlab.config import DEFAULT_MODEL
+
 DB_HELP = "feedback database (default: <project>/feedback.db, or ./feedback.db outside a project)"
 HOST_HELP = "address to bind; anything but loopback needs ALIGNLAB_API_KEY set"
 ALLOWED_HELP = ("a Host name clients use to reach this server, besides localhost and the bound address (repeatable;"
@@ -29,7 +31,7 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
         runs: list[str] = typer.Argument(None, metavar="RUN", show_default=False, help="run directories whose adapters to serve, each as RUN_DIR or NAME=RUN_DIR (name defaults to the directory name)"),
-        model: str | None = typer.Option(None, "--model", "-m", help="base model (default: the first run's base, or smollm2-135m with no runs)"),
+        model: str | None = typer.Option(None, "--model", "-m", help=f"base model (default: the first run's base, or {DEFAULT_MODEL} with no runs)"),
         host: str = typer.Option("127.0.0.1", "--host", help=HOST_HELP),
         port: int = typer.Option(8000, "--port", help="port to listen on"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP + "; without --db the rating UI is on only when that file exists"),

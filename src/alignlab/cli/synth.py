@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -24,9 +26,9 @@ def register(app: typer.Typer) -> None:
         max_length_ratio: float = typer.Option(1.5, "--max-length-ratio", help="drop pairs whose longer answer has more than this many times the words of the shorter"),
         min_margin: float = typer.Option(0.0, "--min-margin", help="drop pairs where chosen does not out-score rejected by more than this"),
         persona_prompt: Optional[str] = typer.Option(None, "--persona-prompt", help="system prompt that puts the teacher in persona (default: built from the project's persona)"),
-        temperature: float = typer.Option(0.8, "--temperature", "-t", help="sampling temperature"),
+        temperature: float = typer.Option(RATING_TEMPERATURE, "--temperature", "-t", help="sampling temperature"),
         top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling"),
-        max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="length limit of each answer"),
+        max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
         seed: int = typer.Option(0, "--seed", help="sampling seed (local teacher)"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help="--rater judge: OpenAI-compatible base URL"),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--rater judge: model name"),

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from alignlab.config import CHAT_MAX_NEW_TOKENS, CHAT_TEMPERATURE, DEFAULT_MODEL, MAX_NEW_TOKENS
+
 
 def _load(run: Optional[Path], model: Optional[str], device: str):
     from alignlab.models.loading import load_for_inference
@@ -49,9 +51,9 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompts: list[str] = typer.Argument(..., help="one or more prompts"),
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model (default: the run's, or smollm2-135m)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="show base and adapter answers side by side"),
-        max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="length limit of each answer"),
+        max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
         temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy"),
         system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
@@ -67,10 +69,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def chat(
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model (default: the run's, or smollm2-135m)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="answer each turn with base and adapter"),
-        max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
-        temperature: float = typer.Option(0.7, "--temperature", "-t"),
+        max_new_tokens: int = typer.Option(CHAT_MAX_NEW_TOKENS, "--max-new-tokens"),
+        temperature: float = typer.Option(CHAT_TEMPERATURE, "--temperature", "-t"),
         system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
         device: str = typer.Option("auto", "--device"),
     ) -> None:

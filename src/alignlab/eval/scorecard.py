@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from alignlab.config import MAX_NEW_TOKENS
 from alignlab.rewards.diversity import distinct_n
 
 
@@ -128,7 +129,7 @@ def scorecard(
     rows: list[dict],
     scorer,
     base=None,
-    max_new_tokens: int = 96,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     temperature: float = 0.0,
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,

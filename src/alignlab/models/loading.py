@@ -165,7 +165,7 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
         model_name = base
         adapter_dir = run_dir / "adapter"
     if model_name is None:
-        from alignlab.models.registry import DEFAULT_MODEL
+        from alignlab.config import DEFAULT_MODEL
 
         model_name = DEFAULT_MODEL
     tok = load_tokenizer(model_name)

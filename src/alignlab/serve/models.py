@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alignlab.config import API_MAX_TOKENS
 from alignlab.errors import AlignlabError
 
 BASE = "base"
@@ -105,7 +106,7 @@ class ModelPool:
     def from_specs(cls, specs: list[str], model: str | None = None, device: str = "auto", precision: str = "auto") -> ModelPool:
         """From CLI arguments: run dirs or NAME=RUN_DIR; the base is ``model`` or the first run's base."""
         from alignlab.models.loading import read_run_base
-        from alignlab.models.registry import DEFAULT_MODEL
+        from alignlab.config import DEFAULT_MODEL
         from alignlab.train.rundir import check_run_dir
 
         adapters: dict[str, Path] = {}
@@ -143,7 +144,7 @@ class ModelPool:
         self,
         name: str,
         messages: list[dict[str, str]] | None = None,
-        max_tokens: int = 128,
+        max_tokens: int = API_MAX_TOKENS,
         temperature: float = 1.0,
         top_p: float = 1.0,
         n: int = 1,

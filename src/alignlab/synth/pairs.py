@@ -24,6 +24,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE
 from alignlab.errors import AlignlabError
 
 
@@ -43,9 +44,9 @@ def build_pairs(
     candidates: int = 4,
     max_length_ratio: float = 1.5,
     min_margin: float = 0.0,
-    temperature: float = 0.8,
+    temperature: float = RATING_TEMPERATURE,
     top_p: float = 1.0,
-    max_new_tokens: int = 96,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 8,
 ) -> tuple[list[dict], dict]:
     """(rows, summary) where summary counts kept, dropped_length, dropped_other (and why) over ``prompts``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alignlab.config import RATING_TEMPERATURE, SHORT_MAX_NEW_TOKENS
 from alignlab.errors import AlignlabError
 
 PROJECT_PROMPTS = {"train": ("prompts.jsonl", "prompts-train"), "heldout": ("heldout.jsonl", "prompts-heldout")}
@@ -47,9 +48,9 @@ def sample_responses(
     model_name: str,
     run: str | None = None,
     round: int = 0,
-    temperature: float = 0.8,
+    temperature: float = RATING_TEMPERATURE,
     top_p: float = 1.0,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = SHORT_MAX_NEW_TOKENS,
     batch_size: int = 16,
     seed: int = 0,
     system_prompt: str | None = None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE
 from alignlab.errors import AlignlabError
 
 
@@ -32,8 +33,8 @@ class LocalTeacher:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.batch_size, self.seed = batch_size, seed
 
-    def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = 0.8,
-               top_p: float = 1.0, max_new_tokens: int = 96) -> list[list[str]]:
+    def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = RATING_TEMPERATURE,
+               top_p: float = 1.0, max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[str]]:
         from alignlab.generate import generate
 
         flat = generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -69,8 +70,8 @@ class EndpointTeacher:
         return post_chat(client, self.url, body, api_key_env=self.api_key_env, timeout=self.timeout,
                          retries=self.retries, backoff=self.backoff, who="teacher", fixes=fixes).strip()
 
-    def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = 0.8,
-               top_p: float = 1.0, max_new_tokens: int = 96) -> list[list[str]]:
+    def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = RATING_TEMPERATURE,
+               top_p: float = 1.0, max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[str]]:
         import httpx
 
         def messages(p: str) -> list[dict]:

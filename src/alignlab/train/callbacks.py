@@ -16,6 +16,7 @@ import torch
 from transformers import TrainerCallback
 
 from alignlab import fsutil
+from alignlab.config import PROGRESS_MAX_NEW_TOKENS
 from alignlab.errors import AlignlabError
 from alignlab.progress import console, progress_bar
 
@@ -151,7 +152,7 @@ class MetricsCallback(TrainerCallback):
 class SamplesCallback(TrainerCallback):
     """Greedy generations on fixed held-out prompts at the start, every N steps, and at the end."""
 
-    def __init__(self, run_dir: Path, prompts: list[str], every: int, tokenizer, max_new_tokens: int = 48):
+    def __init__(self, run_dir: Path, prompts: list[str], every: int, tokenizer, max_new_tokens: int = PROGRESS_MAX_NEW_TOKENS):
         self.path = Path(run_dir) / "samples.jsonl"
         self.prompts, self.every, self.tok, self.max_new = prompts, every, tokenizer, max_new_tokens
         self.done_steps: set[int] = set()
