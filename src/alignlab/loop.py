@@ -30,27 +30,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from alignlab import methods
+from alignlab.config import LOOP_TEMPERATURE, SHORT_MAX_NEW_TOKENS
 from alignlab.errors import AlignlabError
 from alignlab.progress import console
 
 COLUMNS = ("round", "status", "method", "rater", "eval_rater", "prompts", "responses", "judgements", "pairs", "data",
            "init_run", "run_dir", "persona_score", "base_persona_score", "length", "distinct_1", "distinct_2", "kl", "accuracy",
            "details", "started_at", "finished_at")
-METHODS = {"dpo": "dpo", "kto": "kto"}  # training method -> export format
+METHODS = methods.names(loop=True)  # the export format of each: methods.get(name).feedback
 
 
 @dataclass
 class LoopSettings:
     rounds: int
     rater: str = "person"
-    method: str = "dpo"
+    method: str = methods.DPO
     per_round: int = 16
     n: int = 2
     eval_rater: str | None = None  # None: pick one that did not label the round
     eval_prompts: int = 16
-    temperature: float = 0.9
+    temperature: float = LOOP_TEMPERATURE
     top_p: float = 1.0
-    max_new_tokens: int = 64
+    max_new_tokens: int = SHORT_MAX_NEW_TOKENS
     eval_temperature: float = 0.0  # held-out answers: greedy
     seed: int = 0
     need: int | None = None  # judgements to wait for from a person (default: one per prompt for dpo, per response for kto)
@@ -129,7 +131,7 @@ def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6) -> d
     for items in groups.values():
         if len(items) < 2:
             continue
-        if method == "dpo":
+        if methods.get(method).kind == "preference":  # a pick between the best and the worst answer
             (best, sb), (worst, sw) = max(items, key=lambda t: t[1]), min(items, key=lambda t: t[1])
             if best["id"] == worst["id"]:
                 worst, sw = next((x, s) for x, s in items if x["id"] != best["id"])
@@ -139,7 +141,7 @@ def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6) -> d
                 verdict = "a" if sb > sw + tol else "tie"
             judgements.append({"kind": "pick", "response_id": best["id"], "value": verdict,
                                "other_response_id": worst["id"], "rater": rater.name, "round": r})
-        else:
+        else:  # thumbs: up above the prompt's mean score, down below it
             mean = sum(s for _, s in items) / len(items)
             for x, s in items:
                 if abs(s - mean) > tol:
@@ -236,7 +238,7 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
 
     root = Path(root)
     if s.method not in METHODS:
-        raise AlignlabError(f"unknown loop method '{s.method}'", fix="use --method dpo or --method kto")
+        raise AlignlabError(f"unknown loop method '{s.method}'", fix="use " + " or ".join(f"--method {m}" for m in METHODS))
     if s.n < 2:
         raise AlignlabError(f"-n {s.n}: the loop compares answers to the same prompt, so it needs -n 2 or more")
     if s.rounds < 1:
@@ -294,10 +296,11 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
                 data = root / cfg.data_dir / "loop" / f"round{r}_{s.method}.jsonl"
                 while True:
                     if not label.automatic:
-                        mode = "pair" if s.method == "dpo" else "single"
-                        need = s.need or (row["prompts"] if s.method == "dpo" else row["responses"])
+                        pairs = methods.get(s.method).kind == "preference"
+                        mode = "pair" if pairs else "single"
+                        need = s.need or (row["prompts"] if pairs else row["responses"])
                         row = _update(store, r, judgements=wait_for_person(store, r, need, s.poll_seconds, enter, mode, echo))
-                    summary = export(store, METHODS[s.method], data, round=r)
+                    summary = export(store, methods.get(s.method).feedback, data, round=r)
                     if summary["rows"] or label.automatic:
                         break
                     echo(f"round {r}: no {s.method} rows from {row['judgements']} judgement(s) yet; keep rating")

@@ -12,10 +12,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignlab.config import ProjectConfig, apply_overrides
+from alignlab import methods
+from alignlab.config import DEFAULT_MODEL, PROGRESS_MAX_NEW_TOKENS, ProjectConfig, apply_overrides
 from alignlab.data import bundled_path
 from alignlab.progress import console
 
+STAGES = (methods.SFT, methods.RM, methods.DPO, methods.GRPO)  # in order; DPO continues SFT, GRPO continues DPO
 SHOW_PROMPTS = ["What is 12 plus 30?", "How do I keep basil alive on a windowsill?", "What is a prime number?"]
 
 REWARD_SPEC = """\
@@ -64,14 +66,14 @@ def _show(stage: str, run_dir: Path | None, model_name: str) -> list[str]:
     from alignlab.models.loading import load_for_inference
 
     model, tok, _ = load_for_inference(model_name if run_dir is None else None, run_dir)
-    answers = generate(model, tok, SHOW_PROMPTS, max_new_tokens=48)
+    answers = generate(model, tok, SHOW_PROMPTS, max_new_tokens=PROGRESS_MAX_NEW_TOKENS)
     console.print(f"[bold]after {stage}[/]")
     for p, a in zip(SHOW_PROMPTS, answers):
         console.print(f"  [dim]{p}[/]\n    {a}")
     return answers
 
 
-def run_pipeline(out: Path, model: str = "smollm2-135m", s: StageSettings | None = None, show: bool = True) -> dict:
+def run_pipeline(out: Path, model: str = DEFAULT_MODEL, s: StageSettings | None = None, show: bool = True) -> dict:
     """Run all four stages into ``out``; returns {stage: run_dir} (plus answers per stage when shown)."""
     from alignlab.train import engine
 
@@ -95,20 +97,21 @@ def run_pipeline(out: Path, model: str = "smollm2-135m", s: StageSettings | None
     result: dict = {"answers": {}}
     if show:
         result["answers"]["base"] = _show("nothing (base model)", None, model)
+    sft, rm, dpo, grpo = STAGES
     stages = [
-        ("sft", str(sft_data), cfg(s.sft_steps), None),
-        ("rm", pair_data, cfg(s.rm_steps), None),
-        ("dpo", pair_data, cfg(s.dpo_steps, **{"train.learning_rate": 3e-5}), "sft"),
-        ("grpo", str(grpo_data), cfg(s.grpo_steps, **{
+        (sft, str(sft_data), cfg(s.sft_steps), None),
+        (rm, pair_data, cfg(s.rm_steps), None),
+        (dpo, pair_data, cfg(s.dpo_steps, **{"train.learning_rate": 3e-5}), sft),
+        (grpo, str(grpo_data), cfg(s.grpo_steps, **{
             "online.rewards": str(spec), "online.num_generations": s.num_generations,
             "online.max_completion_length": s.max_completion_length, "train.batch_size": s.num_generations,
-            "train.learning_rate": 5e-5}), "dpo"),
+            "train.learning_rate": 5e-5}), dpo),
     ]
     for method, data, c, start_from in stages:
         console.print(f"[bold cyan]pipeline[/] stage {method} on {data}")
         init = str(result[start_from]) if start_from else None
         ctx = engine.prepare(method, c, data, runs, run_dir=runs / method, init_adapter=init)
         result[method] = engine.run(ctx, data)
-        if show and method != "rm":
+        if show and methods.get(method).task == methods.CAUSAL:
             result["answers"][method] = _show(method, result[method], model)
     return result

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignlab import methods
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -25,7 +27,7 @@ class Stage:
 
 
 DEFAULT: tuple[Stage, ...] = (
-    Stage("dpo", "pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
+    Stage(methods.DPO, "pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
 )
 
 

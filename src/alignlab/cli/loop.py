@@ -7,6 +7,9 @@ from typing import Optional
 
 import typer
 
+from alignlab import methods
+from alignlab.config import LOOP_TEMPERATURE, SHORT_MAX_NEW_TOKENS
+
 
 def _project(project: Optional[Path]):
     from alignlab.config import project_config
@@ -23,14 +26,14 @@ def register(app: typer.Typer) -> None:
     def loop(
         rounds: int = typer.Option(..., "--rounds", help="total rounds; finished rounds are kept, so a rerun continues"),
         rater: str = typer.Option("person", "--rater", help="who labels: person, or an automatic rater: scorecard (persona, correctness and mimicry together, so a stuffed or wrong answer never wins a pick), judge, classifier or reward:<name>"),
-        method: str = typer.Option("dpo", "--method", help="dpo (picks between answers) or kto (thumbs)"),
+        method: str = typer.Option(methods.DPO, "--method", help="dpo (picks between answers) or kto (thumbs)"),
         per_round: int = typer.Option(16, "--per-round", help="new train prompts per round"),
         n: int = typer.Option(2, "-n", help="answers sampled per prompt"),
         start: Optional[Path] = typer.Option(None, "--from", help="round 1 starts from this run's adapter (default: the base model)"),
         eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by (default: a rater other than --rater)"),
         eval_prompts: int = typer.Option(16, "--eval-prompts", help="held-out prompts scored after each round"),
-        temperature: float = typer.Option(0.9, "--temperature", "-t", help="sampling temperature"),
-        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of each answer"),
+        temperature: float = typer.Option(LOOP_TEMPERATURE, "--temperature", "-t", help="sampling temperature"),
+        max_new_tokens: int = typer.Option(SHORT_MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
         eval_temperature: float = typer.Option(0.0, "--eval-temperature", help="held-out answers: 0 = greedy"),
         need: Optional[int] = typer.Option(None, "--need", help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
         poll: float = typer.Option(2.0, "--poll", help="person: seconds between looks at the store"),

@@ -6,21 +6,23 @@ from pathlib import Path
 
 import typer
 
+from alignlab.config import DEFAULT_MODEL
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def pipeline(
         out: Path = typer.Option(Path("pipeline"), "--out", "-o", help="directory for data, reward spec and runs"),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help="base model"),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="base model"),
         sft_steps: int = typer.Option(30, "--sft-steps", help="SFT steps on the persona pairs' chosen answers"),
         rm_steps: int = typer.Option(30, "--rm-steps", help="reward-model steps on the persona pairs"),
         dpo_steps: int = typer.Option(30, "--dpo-steps", help="DPO steps, starting from the SFT adapter"),
         grpo_steps: int = typer.Option(15, "--grpo-steps", help="GRPO steps on arithmetic, starting from the DPO adapter"),
     ) -> None:
         """The tutorial's four stages on a small budget (about 20 minutes on 2 CPU cores)."""
-        from alignlab.pipeline import StageSettings, run_pipeline
+        from alignlab.pipeline import STAGES, StageSettings, run_pipeline
 
         settings = StageSettings(sft_steps=sft_steps, rm_steps=rm_steps, dpo_steps=dpo_steps, grpo_steps=grpo_steps)
         result = run_pipeline(out, model=model, s=settings)
-        for stage in ("sft", "rm", "dpo", "grpo"):
+        for stage in STAGES:
             typer.echo(f"{stage}: {result[stage]}")

@@ -8,14 +8,16 @@ from typing import Optional
 
 import typer
 
+from alignlab import methods
+from alignlab.config import DEFAULT_MODEL
 from alignlab.errors import AlignlabError
 
 
 def register(app: typer.Typer) -> None:
     @app.command(context_settings={"help_option_names": ["-h", "--help"]})
     def plan(
-        method: Optional[str] = typer.Argument(None, help="sft, dpo, ipo, simpo, orpo, kto, rm, grpo, rloo or ppo"),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help="bundled name (see --list), local model directory or config.json"),
+        method: Optional[str] = typer.Argument(None, help=methods.help_list()),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled name (see --list), local model directory or config.json"),
         lora: bool = typer.Option(False, "--lora", help="LoRA adapter on a bf16 base (the default)"),
         qlora: bool = typer.Option(False, "--qlora", help="LoRA on a 4-bit NF4 base (CUDA only)"),
         full: bool = typer.Option(False, "--full", help="full fine-tuning"),
@@ -41,7 +43,7 @@ def register(app: typer.Typer) -> None:
         """Estimate peak memory, time per step and in total, and rental cost; verdict and cheapest GPU."""
         from alignlab.config import ProjectConfig
         from alignlab.plan import report
-        from alignlab.plan.estimate import ONLINE, Workload, dumps
+        from alignlab.plan.estimate import Workload, dumps
         from alignlab.plan.shapes import bundled, resolve_shape
 
         if calibrate is not None:
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
         if qlora and cpu:
             raise AlignlabError("QLoRA needs a CUDA GPU; --cpu plans this machine", fix="use --lora, or --gpu NAME for a card")
         d = ProjectConfig()
-        online = method in ONLINE
+        online = methods.is_online(method)
         p = prompt_len if prompt_len is not None else d.train.max_prompt_length
         if seq_len is not None:
             if seq_len <= p:

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from alignlab import methods
+from alignlab.config import DEFAULT_MODEL
 from alignlab.config import field_help as fh
 from alignlab.errors import AlignlabError
 
@@ -19,7 +21,7 @@ DEFAULT_DATA = {
     "sft": ("sft.jsonl", "bundled:persona-sft"),
     "prompts": ("prompts.jsonl", "bundled:prompts-train"),
 }
-METHOD_HELP = "sft, dpo, ipo, simpo, kto, orpo, rm, grpo, rloo or ppo"
+METHOD_HELP = methods.help_list()
 
 
 def default_data(method: str, root: Path | None, data_dir: str) -> str:
@@ -108,7 +110,7 @@ def register(app: typer.Typer) -> None:
     def train(
         method: str = typer.Argument(..., help=METHOD_HELP),
         data: Optional[str] = typer.Option(None, "--data", "-d", help="JSONL dataset or bundled:NAME (default: the project's data file for the method)"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="base model: registry name, local dir or hub id (default: smollm2-135m)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model: registry name, local dir or hub id (default: {DEFAULT_MODEL})"),
         lr: Optional[float] = typer.Option(None, "--lr", help=fh("train", "learning_rate")),
         epochs: Optional[float] = typer.Option(None, "--epochs", help=fh("train", "epochs")),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help=fh("train", "max_steps")),
@@ -123,7 +125,7 @@ def register(app: typer.Typer) -> None:
         qlora: bool = typer.Option(False, "--qlora", help="4-bit base (QLoRA); needs CUDA and bitsandbytes"),
         device: Optional[str] = typer.Option(None, "--device", help=fh("train", "device")),
         precision: Optional[str] = typer.Option(None, "--precision", help=fh("train", "precision")),
-        rewards: Optional[str] = typer.Option(None, "--rewards", help="reward spec YAML for grpo/rloo/ppo"),
+        rewards: Optional[str] = typer.Option(None, "--rewards", help="reward spec YAML for " + "/".join(methods.names(online=True))),
         allow_outside_rewards: bool = typer.Option(False, "--allow-outside-rewards", help="let the reward spec import file.py:fn from outside the project directory"),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2 --set train.trainer_overrides.optim=adafactor"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its last checkpoint"),
@@ -171,18 +173,19 @@ def register(app: typer.Typer) -> None:
                 "online.rewards": rewards,
             }
             if beta is not None:
-                section = {"grpo": "online", "rloo": "online", "ppo": "online", "rm": None, "sft": None}.get(method, method)
-                if section is None:
+                key = methods.get(method).beta
+                if key is None:
                     raise AlignlabError(f"'{method}' has no beta")
-                overrides[f"{section}.beta"] = beta
+                overrides[key] = beta
             overrides.update(parse_set(set_))
             cfg = apply_overrides(cfg, overrides)
             data = data or default_data(method, root, cfg.data_dir)
         runs_dir = (root / cfg.runs_dir) if root else Path(cfg.runs_dir)
 
-        if method == "ppo" and (processes > 1 or accelerate_config):
-            raise AlignlabError("PPO runs in one process: its loop does not synchronise gradients between processes",
-                                fix="drop --processes / --accelerate-config (grpo and rloo run data-parallel)")
+        if method in methods.REGISTRY and methods.get(method).own_loop and (processes > 1 or accelerate_config):
+            parallel = " and ".join(methods.names(online=True, own_loop=False))
+            raise AlignlabError(f"{method.upper()} runs in one process: its loop does not synchronise gradients between processes",
+                                fix=f"drop --processes / --accelerate-config ({parallel} run data-parallel)")
         if (processes > 1 or accelerate_config) and "LOCAL_RANK" not in os.environ:
             engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
             target = run_dir or rundir.new_run_dir(runs_dir, method, name)
@@ -212,6 +215,6 @@ def register(app: typer.Typer) -> None:
             info = rundir.read_run(out)
             final = ", ".join(f"{k} {v:.4g}" for k, v in info.get("final", {}).items() if k in ("loss", "rewards/margins", "rewards/accuracies", "tokens_per_s"))
             console.print(f"[green]done[/]: {info.get('steps')} steps; {final}")
-            if cfg.train.check_per_category and method != "rm":
+            if cfg.train.check_per_category and methods.get(method).task == methods.CAUSAL:
                 _check(out, cfg, root)
             print(out)

@@ -17,21 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignlab import methods
 from alignlab.errors import AlignlabError
 
 KINDS = ("preference", "unpaired", "sft", "prompts")
-METHOD_KIND = {
-    "sft": "sft",
-    "dpo": "preference",
-    "ipo": "preference",
-    "simpo": "preference",
-    "orpo": "preference",
-    "rm": "preference",
-    "kto": "unpaired",
-    "grpo": "prompts",
-    "rloo": "prompts",
-    "ppo": "prompts",
-}
+METHOD_KIND = {m.name: m.kind for m in methods.REGISTRY.values()}  # method -> the kind it trains on
 
 
 @dataclass

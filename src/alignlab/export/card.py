@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignlab import methods
+from alignlab.config import MAX_NEW_TOKENS
 from alignlab.fsutil import write_text
 
-# the config section that holds each method's own settings
-METHOD_SECTIONS = {"dpo": ["dpo"], "ipo": ["ipo"], "simpo": ["simpo"], "orpo": ["orpo"], "kto": ["kto"], "sft": ["sft"],
-                   "rm": ["rm"], "grpo": ["online"], "rloo": ["online"], "ppo": ["online", "ppo"]}
-DATA_KIND = {"sft": "SFT examples", "kto": "thumbs (unpaired)", "grpo": "prompts", "rloo": "prompts", "ppo": "prompts"}
+# the config sections that hold each method's own settings, and its data in words
+METHOD_SECTIONS = {m.name: list(m.sections) for m in methods.REGISTRY.values()}
+KIND_WORDS = {"preference": "preference pairs", "unpaired": "thumbs (unpaired)", "sft": "SFT examples", "prompts": "prompts"}
+DATA_KIND = {m.name: KIND_WORDS[m.kind] for m in methods.REGISTRY.values()}
 
 
 def _read_json(path: Path) -> dict:
@@ -178,7 +180,7 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
                 f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
                 'messages = [{"role": "user", "content": "How do I boil an egg?"}]',
                 "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
-                "print(tokenizer.decode(model.generate(ids, max_new_tokens=96)[0][ids.shape[1]:], skip_special_tokens=True))",
+                f"print(tokenizer.decode(model.generate(ids, max_new_tokens={MAX_NEW_TOKENS})[0][ids.shape[1]:], skip_special_tokens=True))",
                 "```", ""]
     else:
         load = f'"{hub}"' if "/" in hub and not Path(base).exists() else f'"{base}"'

@@ -25,10 +25,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from alignlab import methods
 from alignlab.errors import AlignlabError
 from alignlab.feedback.store import Store
 
-FORMATS = ("dpo", "kto", "sft")
+FORMATS = (methods.DPO, methods.KTO, methods.SFT)  # each named for the method that trains on it
 SCORE_GAP = 2  # minimum score difference that makes a pair
 SCORE_UP, SCORE_DOWN = 4, 2  # KTO: >= 4 desirable, <= 2 undesirable
 
@@ -38,7 +39,7 @@ def export(store: Store, format: str, out_path: str | Path, round: int | None = 
     if format not in FORMATS:
         raise AlignlabError(f"unknown export format '{format}'", fix=f"use one of {', '.join(FORMATS)}")
     judgements = store.judgements(round=round)
-    rows, summary = {"dpo": _dpo, "kto": _kto, "sft": _sft}[format](judgements)
+    rows, summary = {methods.DPO: _dpo, methods.KTO: _kto, methods.SFT: _sft}[format](judgements)
     _write_jsonl(Path(out_path), rows)
     return {"format": format, "path": str(out_path), "round": round, "rows": len(rows), **summary}
 

@@ -37,14 +37,15 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from alignlab import methods
 from alignlab.errors import AlignlabError
 from alignlab.plan.shapes import ModelShape
 
 GIB = 1024**3
-PREFERENCE = {"dpo", "ipo", "simpo", "orpo"}
-REFERENCE_FREE = {"simpo", "orpo", "sft", "rm"}
-ONLINE = {"grpo", "rloo", "ppo"}
-METHODS = ["sft", "dpo", "ipo", "simpo", "orpo", "kto", "rm", "grpo", "rloo", "ppo"]
+PREFERENCE = set(methods.names(kind="preference", task=methods.CAUSAL))
+REFERENCE_FREE = set(methods.names(reference=False))
+ONLINE = set(methods.names(online=True))
+METHODS = list(methods.NAMES)
 NF4_BYTES = 4.127 / 8  # NF4 with double-quantized absmax, blocks of 64
 CPU_RUNTIME_BYTES = int(0.80 * GIB)  # python + torch + transformers + trl + peft + datasets + tokenizer, measured RSS
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
@@ -64,7 +65,7 @@ DEFAULT_FACTORS = {
 
 @dataclass
 class Workload:
-    method: str = "dpo"
+    method: str = methods.DPO
     mode: str = "lora"  # lora | qlora | full
     lora_r: int = 16
     batch: int = 4  # examples (pairs; prompts for online methods) per micro-batch
@@ -134,22 +135,22 @@ def _token_plan(w: Workload) -> dict:
     """Tokens per micro-batch: with gradient, forward-only, LM-head-scored, and (online) generated."""
     B, G, p, c = w.batch, w.num_generations, w.prompt_len, w.completion_len
     m = w.method
-    if m == "sft":
+    if m == methods.SFT:
         grad = B * (p + c)
         return {"grad": grad, "nograd": 0.0, "scored": grad, "logit_copies": 3, "gen_seqs": 0}
     if m in PREFERENCE:
         grad = (B * p + 2 * B * c) if w.shared_prompt else 2 * B * (p + c)
         ref = 0.0 if (m in REFERENCE_FREE or w.precompute_ref) else grad
         return {"grad": grad, "nograd": ref, "scored": 2 * B * c, "logit_copies": 2, "gen_seqs": 0}
-    if m == "kto":  # TRL: policy on the batch; policy and reference on a mismatched KL batch; reference on the batch
+    if m == methods.KTO:  # TRL: policy on the batch; policy and reference on a mismatched KL batch; reference on the batch
         grad = B * (p + c)
         return {"grad": grad, "nograd": 3 * grad, "scored": grad, "logit_copies": 3, "gen_seqs": 0}
-    if m == "rm":
+    if m == methods.RM:
         grad = 2 * B * (p + c)
         return {"grad": grad, "nograd": 0.0, "scored": 0.0, "logit_copies": 0, "gen_seqs": 0}
     # online: B prompts x G completions, generated then scored
     grad = (B * p + B * G * c) if w.shared_prompt else B * G * (p + c)
-    if m == "ppo":  # old log-probs and reference (no grad), then ppo_epochs passes with gradient
+    if m == methods.PPO:  # old log-probs and reference (no grad), then ppo_epochs passes with gradient
         return {"grad": w.ppo_epochs * grad, "nograd": 2 * grad, "scored": w.ppo_epochs * B * G * c,
                 "logit_copies": 0, "gen_seqs": B * G, "grad_once": grad}
     return {"grad": grad, "nograd": grad, "scored": B * G * c, "logit_copies": 0, "gen_seqs": B * G, "grad_once": grad}
@@ -191,7 +192,7 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
     if w.method in PREFERENCE and w.shared_prompt:  # each completion keeps its copy of the prompt's K/V
         acts += 2 * pw.batch * pw.prompt_len * L * 2 * shape.kv_dim * ab
     out["activations"] = acts
-    scored = tp["scored"] / (w.ppo_epochs if w.method == "ppo" else 1)
+    scored = tp["scored"] / (w.ppo_epochs if w.method == methods.PPO else 1)
     if tp["logit_copies"]:
         out["logits"] = scored * shape.vocab * 4.0 * tp["logit_copies"]
     elif w.method in ONLINE:
@@ -207,7 +208,7 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
             kv = seqs * ctx * L * 2 * shape.kv_dim * ab
             out["generation"] = kv + seqs * shape.vocab * 4.0 * 2
         out["reward_model"] = w.reward_params * (4.0 if device.kind == "cpu" else 2.0)
-        if w.method == "ppo":
+        if w.method == methods.PPO:
             out["critic"] = (h + 1) * 16.0  # value head: weights, gradient, two moments (fp32)
     out["runtime"] = CPU_RUNTIME_BYTES if device.kind == "cpu" else (CUDA_CONTEXT_BYTES if device.kind == "cuda" else 0.0)
     return out

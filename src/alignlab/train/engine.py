@@ -1,40 +1,25 @@
 """Run a training method end to end: validate, set up the run directory, load, train, save safely.
 
-The recipes (``train/<method>.py``) only build a TRL trainer from a :class:`RunContext`; everything
-around it (data checks before any model loads, the run directory, device-aware defaults, resume,
+The recipes (the modules :mod:`alignlab.methods` names, implementing its recipe protocol) only check their
+settings and build a TRL trainer (or run their own loop) from a :class:`RunContext`; everything around it (data checks before any model loads, the run directory, device-aware defaults, resume,
 the adapter written atomically and only when finite) lives here once.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignlab import fsutil
+from alignlab import fsutil, methods
 from alignlab.config import ProjectConfig, dump_config
 from alignlab.data import bundled_path, resolve_data
-from alignlab.data.formats import METHOD_KIND, load_dataset_rows
+from alignlab.data.formats import load_dataset_rows
 from alignlab.errors import AlignlabError
 from alignlab.progress import console
 from alignlab.train import rundir
-
-METHODS = {
-    "sft": "alignlab.train.sft",
-    "dpo": "alignlab.train.preference",
-    "ipo": "alignlab.train.preference",
-    "simpo": "alignlab.train.preference",
-    "orpo": "alignlab.train.preference",
-    "kto": "alignlab.train.kto",
-    "rm": "alignlab.train.rm",
-    "grpo": "alignlab.train.online",
-    "rloo": "alignlab.train.online",
-    "ppo": "alignlab.train.ppo",
-}
-ONLINE = {"grpo", "rloo", "ppo"}
 
 
 @dataclass
@@ -113,9 +98,7 @@ class RunContext:
 
 
 def data_kind(method: str) -> str:
-    if method not in METHOD_KIND:
-        raise AlignlabError(f"unknown method '{method}'", fix="one of: " + ", ".join(METHODS))
-    return METHOD_KIND[method]
+    return methods.get(method).kind
 
 
 def _heldout_prompts(k: int) -> list[str]:
@@ -137,9 +120,8 @@ def prepare(
     """Everything that can fail cheaply, before a model loads: method, data, device, adapter to continue."""
     from alignlab.models.loading import load_tokenizer, pick_device
 
-    if method not in METHODS:
-        raise AlignlabError(f"unknown method '{method}'", fix="one of: " + ", ".join(METHODS))
-    kind = data_kind(method)
+    spec = methods.get(method)
+    kind = spec.kind
     device = pick_device(cfg.train.device)
     if cfg.lora.qlora and not device.startswith("cuda"):
         raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")
@@ -165,9 +147,8 @@ def prepare(
                 f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
             )
         adapter = src / "adapter"
-    recipe = importlib.import_module(METHODS[method])
-    if hasattr(recipe, "check"):  # recipe-specific checks (reward specs, vLLM) before any model loads
-        recipe.check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=tokenizer, device=device))
+    # recipe-specific checks (reward specs, vLLM) before any model loads
+    spec.load_recipe().check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=tokenizer, device=device))
     if run_dir is None:
         run_dir = rundir.new_run_dir(runs_dir, method)
     ctx = RunContext(
@@ -183,11 +164,11 @@ def prepare(
     return ctx
 
 
-def _load_model(ctx: RunContext, task: str = "causal"):
+def _load_model(ctx: RunContext, task: str = methods.CAUSAL):
     from alignlab.models.loading import load_base
 
     cfg = ctx.cfg
-    if task == "seq-cls":
+    if task == methods.SEQ_CLS:
         from alignlab.models.loading import load_sequence_classifier
 
         model = load_sequence_classifier(cfg.model, device=ctx.device, precision=cfg.train.precision)
@@ -251,22 +232,23 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             lora=cfg.lora.enabled,
         )
     torch.manual_seed(cfg.train.seed)
-    recipe = importlib.import_module(METHODS[ctx.method])
-    ctx.model = _load_model(ctx, task=getattr(recipe, "TASK", "causal"))
+    spec = methods.get(ctx.method)
+    recipe = spec.load_recipe()
+    ctx.model = _load_model(ctx, task=spec.task)
     ctx.callbacks = [
-        MetricsCallback(run_dir, watch_chosen=ctx.method in ("dpo", "ipo", "simpo", "orpo")),
+        MetricsCallback(run_dir, watch_chosen=spec.policy_on_pairs),
         RichProgressCallback(f"{ctx.method}"),
     ]
     from alignlab.plan.record import PlanRecorder  # the plan before training, the measurement after: run.json "plan"
 
     ctx.callbacks.insert(0, PlanRecorder(ctx))
-    if getattr(recipe, "TASK", "causal") == "causal" and cfg.train.sample_prompts:
+    if spec.task == methods.CAUSAL and cfg.train.sample_prompts:
         ctx.callbacks.append(
             SamplesCallback(run_dir, ctx.sample_prompts, cfg.train.sample_steps, ctx.tokenizer)
         )
-    if hasattr(recipe, "train_loop"):  # methods with our own loop (PPO): same run-directory contract
+    if spec.own_loop:  # methods with our own loop (PPO): same run-directory contract
         try:
-            model, steps, final = recipe.train_loop(ctx, resume=resume)
+            model, steps, final = recipe.train_loop(ctx, resume=resume)  # type: ignore[union-attr]
         except BaseException as err:
             if main:
                 rundir.update_run(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
@@ -275,7 +257,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             save_adapter(model, run_dir / "adapter", ctx.tokenizer)
             rundir.update_run(run_dir, status="done", steps=steps, final=final)
         return run_dir
-    trainer = recipe.build_trainer(ctx)
+    trainer = recipe.build_trainer(ctx)  # type: ignore[union-attr]
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its stdout dicts
     last = None
     if resume:

@@ -13,6 +13,10 @@ class AlignlabKTOTrainer(AlignlabTrainerMixin, KTOTrainer):
     pass
 
 
+def check(ctx) -> None:
+    """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
+
+
 def build_trainer(ctx):
     from datasets import Dataset
 

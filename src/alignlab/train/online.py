@@ -40,12 +40,10 @@ import importlib.util
 import torch
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+from alignlab import methods
 from alignlab.errors import AlignlabError
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
 from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards
-
-TASK = "causal"
-
 
 VOCAB_CHUNK = 32768  # LM-head columns per tile in TRL's chunked log-prob kernel
 SCALED_HEADS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
@@ -122,7 +120,7 @@ class AlignlabRLOOTrainer(_OnlineMixin, RLOOTrainer):
     pass
 
 
-TRAINERS = {"grpo": (GRPOConfig, AlignlabGRPOTrainer), "rloo": (RLOOConfig, AlignlabRLOOTrainer)}
+TRAINERS = {methods.GRPO: (GRPOConfig, AlignlabGRPOTrainer), methods.RLOO: (RLOOConfig, AlignlabRLOOTrainer)}
 
 
 def build_reward(ctx) -> RewardRecorder:

@@ -345,7 +345,7 @@ def train_loop(ctx, resume: bool = False):
         TextColumn("{task.fields[tps]:.0f} tok/s"),
     )
     with bar:
-        task = bar.add_task("ppo", total=total, completed=start, loss=float("nan"), reward=float("nan"), tps=0.0)
+        task = bar.add_task(ctx.method, total=total, completed=start, loss=float("nan"), reward=float("nan"), tps=0.0)
         if start == 0:
             for cb in samplers:
                 cb.on_train_begin(None, SimpleNamespace(is_world_process_zero=True, global_step=0), None, model=model)

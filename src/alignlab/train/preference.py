@@ -21,11 +21,8 @@ from __future__ import annotations
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from alignlab import losses
+from alignlab import losses, methods
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing, sharded
-
-REFERENCE_FREE = {"simpo", "orpo"}
-
 
 class PrefixCollator:
     """Pairs -> left-padded prompts (B, Lp) and right-padded completions (2B, Lc): chosen rows, then rejected."""
@@ -99,9 +96,11 @@ def concatenated_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
-    """DPOTrainer with alignlab's loss functions and the shared-prompt forward."""
+    """DPOTrainer with alignlab's loss functions and the shared-prompt forward.
 
-    def __init__(self, *args, method: str = "dpo", method_cfg=None, **kwargs):
+    Every method's beta is TRL's ``args.beta`` (``self.beta``), set once from the method's config section."""
+
+    def __init__(self, *args, method: str = methods.DPO, method_cfg=None, **kwargs):
         self.al_method, self.al_cfg = method, method_cfg
         super().__init__(*args, **kwargs)
         self.data_collator = PrefixCollator(self.processing_class.pad_token_id, self.args.max_length)
@@ -168,20 +167,20 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         c_sum, r_sum = sums.chunk(2)
         c_len, r_len = lengths.chunk(2)
         cfg, m = self.al_cfg, self.al_method
-        if m == "dpo":
-            per_pair, metrics = losses.dpo_loss(c_sum, r_sum, *self._reference_logps(inputs), beta=cfg.beta)
+        if m == methods.DPO:
+            per_pair, metrics = losses.dpo_loss(c_sum, r_sum, *self._reference_logps(inputs), beta=self.beta)
             if cfg.rpo_alpha:  # RPO (Pang et al. 2024): + alpha x the chosen answer's mean token NLL
                 per_pair = per_pair + cfg.rpo_alpha * (-c_sum / c_len.clamp(min=1))
-        elif m == "ipo":
+        elif m == methods.IPO:
             ref_c, ref_r = self._reference_logps(inputs)
-            per_pair, metrics = losses.ipo_loss(c_sum, r_sum, ref_c, ref_r, c_len, r_len, beta=cfg.beta)
-        elif m == "simpo":
-            per_pair, metrics = losses.simpo_loss(c_sum, r_sum, c_len, r_len, beta=cfg.beta, gamma=cfg.gamma)
+            per_pair, metrics = losses.ipo_loss(c_sum, r_sum, ref_c, ref_r, c_len, r_len, beta=self.beta)
+        elif m == methods.SIMPO:
+            per_pair, metrics = losses.simpo_loss(c_sum, r_sum, c_len, r_len, beta=self.beta, gamma=cfg.gamma)
             if cfg.sft_weight:
                 per_pair = per_pair + cfg.sft_weight * (-c_sum / c_len)
-        elif m == "orpo":
+        elif m == methods.ORPO:
             c_avg, r_avg = c_sum / c_len, r_sum / r_len
-            per_pair, metrics = losses.orpo_loss(c_avg, r_avg, -c_avg, beta=cfg.beta)
+            per_pair, metrics = losses.orpo_loss(c_avg, r_avg, -c_avg, beta=self.beta)
         else:
             raise ValueError(f"unknown preference method {m}")
         metrics = {**metrics, "logps/chosen": c_sum.detach().mean(), "logps/rejected": r_sum.detach().mean()}
@@ -192,22 +191,24 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         return (loss, {}) if return_outputs else loss
 
 
+def check(ctx) -> None:
+    """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
+
+
 def build_trainer(ctx):
     from datasets import Dataset
 
     from alignlab.data.formats import to_conversational
 
-    method = ctx.method
-    mcfg = getattr(ctx.cfg, method)
-    ref_init = method in ("dpo", "ipo") and ctx.init_adapter is not None and mcfg.reference in ("auto", "init")
-    precompute = ref_init or method in ("dpo",) and (
-        getattr(mcfg, "precompute_ref", "auto") == "on"
-        or (getattr(mcfg, "precompute_ref", "auto") == "auto" and ctx.cfg.train.epochs > 1)
-    )
+    method, spec = ctx.method, methods.get(ctx.method)
+    mcfg = getattr(ctx.cfg, spec.section)
+    ref_init = spec.reference and ctx.init_adapter is not None and mcfg.reference in ("auto", "init")
+    choice = getattr(mcfg, "precompute_ref", "off")  # DPO's option; IPO precomputes only for a run continued (--from)
+    precompute = ref_init or spec.reference and (choice == "on" or (choice == "auto" and ctx.cfg.train.epochs > 1))
     args = DPOConfig(
         **ctx.training_args(
             max_length=ctx.cfg.train.max_length,
-            beta=getattr(mcfg, "beta", 0.1),
+            beta=mcfg.beta,  # the one beta: TRL's config carries it and compute_loss reads it back (self.beta)
             remove_unused_columns=False,
             disable_dropout=True,
         )
@@ -224,7 +225,7 @@ def build_trainer(ctx):
         method=method,
         method_cfg=mcfg,
     )
-    if precompute and method not in REFERENCE_FREE:
+    if precompute and spec.reference:
         trainer.precompute_reference(batch_size=max(8, ctx.cfg.train.batch_size * 2), adapter=ref_init)
     return trainer
 

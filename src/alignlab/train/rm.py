@@ -25,7 +25,6 @@ from trl import RewardConfig, RewardTrainer
 
 from alignlab.train.callbacks import AlignlabTrainerMixin
 
-TASK = "seq-cls"
 COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -74,6 +73,10 @@ def _dataset(rows: list[dict]):
 
 def _add_length(ds):
     return ds.map(lambda e: {"length": max(len(e["chosen_ids"]), len(e["rejected_ids"]))})
+
+
+def check(ctx) -> None:
+    """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
 
 
 def build_trainer(ctx):

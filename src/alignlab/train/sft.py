@@ -20,6 +20,10 @@ def _row(r: dict) -> dict:
     return {"prompt": c["prompt"], "completion": c["completion"]}
 
 
+def check(ctx) -> None:
+    """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
+
+
 def build_trainer(ctx):
     from datasets import Dataset
 

@@ -1,0 +1,81 @@
+"""The method registry is the one list of methods, config.py the one home of defaults, and nothing imports the CLI."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from alignlab import config, methods
+from alignlab.config import ProjectConfig
+from alignlab.data.formats import KINDS, METHOD_KIND
+from alignlab.errors import AlignlabError
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "alignlab"
+
+
+def _string_constants(path: Path) -> set[str]:
+    """String literals of a module, docstrings left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs}
+
+
+def _modules_with(literal: str) -> list[str]:
+    return sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if literal in _string_constants(p))
+
+
+@pytest.mark.parametrize("name", ["dpo", "ipo", "simpo", "orpo", "kto", "grpo", "rloo", "ppo"])
+def test_each_method_name_is_written_in_the_registry_only(name):
+    assert name in methods.NAMES
+    assert _modules_with(name) == ["methods.py"]
+
+
+def test_defaults_are_written_in_config_only():
+    assert _modules_with(config.DEFAULT_MODEL) == ["config.py"]
+    assert _modules_with(config.DEFAULT_PERSONA) == ["config.py"]
+
+
+def test_nothing_outside_the_cli_imports_it():
+    offenders = []
+    for p in SRC.rglob("*.py"):
+        rel = p.relative_to(SRC)
+        if rel.parts[0] == "cli" or rel.name == "__main__.py":
+            continue
+        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [f"{n.module}.{a.name}" for a in n.names] if isinstance(n, ast.ImportFrom) and n.module else []
+            offenders += [f"{rel}: {x}" for x in names if x == "alignlab.cli" or x.startswith("alignlab.cli.")]
+    assert offenders == []
+
+
+def test_every_record_points_at_real_config_data_and_recipe():
+    cfg = ProjectConfig()
+    for m in methods.REGISTRY.values():
+        assert m.kind in KINDS and METHOD_KIND[m.name] == m.kind
+        assert all(hasattr(cfg, s) for s in m.sections), m.name
+        if m.beta is not None:
+            section, key = m.beta.split(".")
+            assert section in m.sections and hasattr(getattr(cfg, section), key), m.name
+        recipe = m.load_recipe()
+        assert callable(recipe.check)
+        assert callable(recipe.train_loop if m.own_loop else recipe.build_trainer), m.name
+        assert not (m.online and m.reference_free)  # the KL leash needs the reference
+
+
+def test_helpers_and_unknown_names():
+    assert methods.names(online=True) == (methods.GRPO, methods.RLOO, methods.PPO)
+    assert methods.names(loop=True) == (methods.DPO, methods.KTO)
+    assert methods.is_online(methods.PPO) and not methods.is_online(methods.DPO) and not methods.is_online("nope")
+    assert methods.help_list((methods.DPO, methods.KTO)) == "dpo or kto"
+    with pytest.raises(AlignlabError, match="unknown method 'dpx'"):
+        methods.get("dpx")
+
+
+@pytest.mark.parametrize("module", ["methods.py", "config.py"])
+def test_registry_and_config_are_the_bottom_layer(module):
+    tree = ast.parse((SRC / module).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m.startswith("alignlab")} <= {"alignlab.errors"}
