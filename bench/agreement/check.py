@@ -12,7 +12,9 @@ Two later sets are scored the same way:
   (written rewrites of the model's own answers, written chosen / rejected answers, the base model, two
   adapters); persona is read as "in persona" when the two readers' mean snark is at least 1.5;
 - recipes.jsonl: 252 held-out answers (the base and five recipes x 42 prompts) read by one blind reader each,
-  the answers behind the README's recipe table.
+  the answers behind the README's recipe table;
+- sft.jsonl: 84 held-out answers (the base and SFT on bundled:persona-sft, 1 epoch, lr 1e-4, x 42 prompts), each
+  read by two blind readers on the 0-3 scale; the readers found no answer in persona.
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def graded() -> None:
 
     here = Path(__file__).parent
     scorer = scorer_for(None)
-    for name in ("graded", "recipes"):
+    for name in ("graded", "recipes", "sft"):
         rows = [json.loads(x) for x in (here / f"{name}.jsonl").read_text().splitlines() if x.strip()]
-        if name == "graded":
+        if name in ("graded", "sft"):
             snark = [sum(r["snark"] for r in row["reads"]) / len(row["reads"]) for row in rows]
             correct = [all(r["correct"] for r in row["reads"]) for row in rows]
         else:

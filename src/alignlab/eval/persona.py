@@ -13,6 +13,14 @@ prompts as plain examples (125): without them the classifier, which only saw cle
 the model's rambling as persona (75% of the base's answers in persona, against 0% for a blind reader;
 with them 7%). None of it is in any training set that ships with alignlab.
 
+For the project's own persona the scorecard adds a second, label-free signal to the classifier: the voice
+contrast of eval/contrast.py (is the answer likelier from the persona than from a plain assistant, by the
+default model). The classifier alone learned the look of written snark and was at chance on woven snark that
+blind readers saw (AUC 0.50 on bench/agreement/graded.jsonl) while it called half of some adapters' answers
+snarky that readers did not; combined (``combine``): AUC 0.94 on the 336-answer set (classifier alone 0.97),
+0.70 on graded (0.50), 0.89 on the recipes set (0.78), and per-model "in persona" shares within 15 points
+of the readers' for every adapter read.
+
 A project with another persona trains it on its own labelled answers (the chosen / rejected sides of
 ``data/pairs.jsonl``, from `alignlab synth` or ratings); with fewer than
 ``MIN_LABELS`` of them the scorecard says the persona score is not to be trusted yet.
@@ -32,6 +40,11 @@ from alignlab.config import DEFAULT_PERSONA
 from alignlab.errors import AlignlabError
 
 MIN_LABELS = 100
+# The project's own persona: the classifier's logit and the voice contrast (eval/contrast.py) together,
+# P = sigmoid(k * (weight * logit(classifier) + (contrast - mu) / sd) + d). mu and sd are the contrast's mean and
+# spread over the bundled labelled set; k and d a logistic fit on that set with the classifier's logits taken
+# out of fold (5 folds by prompt). Reproduce with `python bench/agreement/calibrate.py`.
+COMBINED = {"weight": 0.25, "mu": 0.795, "sd": 3.938, "k": 1.602, "d": 0.374}
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 WEIGHTS, META = "persona.safetensors", "persona.json"
 
@@ -165,3 +178,15 @@ def persona_classifier(root: Path | None = None, persona: str = DEFAULT_PERSONA)
         note = (f"the persona score rests on {len(texts)} labelled answers (fewer than {MIN_LABELS}); "
                 "treat it as a rough guide and add labels")
     return clf, note
+
+
+def combine(classifier_scores: list[float], contrasts: list[float], c: dict = COMBINED) -> list[float]:
+    """The persona score from the classifier's probabilities and the voice contrasts (see COMBINED)."""
+    import math
+
+    out = []
+    for p, x in zip(classifier_scores, contrasts):
+        p = min(max(float(p), 1e-4), 1 - 1e-4)
+        z = c["weight"] * math.log(p / (1 - p)) + (x - c["mu"]) / c["sd"]
+        out.append(1 / (1 + math.exp(-(c["k"] * z + c["d"]))))
+    return out

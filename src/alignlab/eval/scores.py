@@ -47,6 +47,7 @@ class Scorer:
     train_texts: list[str] = field(default_factory=list)
     note: str | None = None
     persona_rater: object = None  # an eval.raters.Rater that replaces the classifier for persona (a judge)
+    contrast: bool = False  # add the voice contrast to the classifier (calibrated for the project's own persona)
     name: str = "scorecard"
 
     def __post_init__(self) -> None:
@@ -54,10 +55,18 @@ class Scorer:
 
         self.train_grams = train_ngrams(self.train_texts)
 
-    def persona(self, prompts: list[str], answers: list[str]) -> list[float]:
+    def persona(self, prompts: list[str], answers: list[str], classifier_scores: list[float] | None = None) -> list[float]:
+        """The persona score: a judge's when one is configured; for the project's own persona the embedding
+        classifier together with the voice contrast (eval/persona.py: combine); else the classifier alone."""
         if self.persona_rater is not None:
             return [float(v) for v in self.persona_rater.score(prompts, answers)]
-        return self.classifier.score(answers)
+        clf = self.classifier.score(answers) if classifier_scores is None else classifier_scores
+        if not self.contrast:
+            return clf
+        from alignlab.eval.contrast import contrast
+        from alignlab.eval.persona import combine
+
+        return combine(clf, contrast(prompts, answers))
 
     def score(self, rows: list[dict]) -> list[dict]:
         """Rows of {prompt, answer, (reference / aliases / key_terms / answer_number), (source)} -> scores.
@@ -82,11 +91,14 @@ class Scorer:
             # the row's own reference wins; a bundled row for the same prompt adds its aliases and key terms
             merged = {**{k: v for k, v in bundled.items() if k in ("reference", "aliases", "key_terms", "category", "answer")}, **own}
             refs.append({**merged, "prompt": r["prompt"]} if has_reference(merged) else None)
-        persona = self.persona(prompts, answers)
+        clf = self.classifier.score(answers)
+        persona = self.persona(prompts, answers, clf)
         correct = score_correct(answers, refs, embed_fn=embed)
         emb = embed(prompts + answers)
         relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
-        mimicry, details = score_mimicry(prompts, answers, sources, persona, self.persona_fn,
+        # mimicry asks whether the classifier's persona survives stripping an answer's repeated phrases: the
+        # same scorer before and after, so it takes the classifier's scores, not the combined ones
+        mimicry, details = score_mimicry(prompts, answers, sources, clf, self.persona_fn,
                                          relevance=relevance, train_grams=self.train_grams)
         return [
             {"persona": round(p, 4), "correct": None if c is None else round(c, 4), "mimicry": round(m, 4),
@@ -121,7 +133,7 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
                     continue
                 if isinstance(chosen, str):
                     train.append(chosen)
-    return Scorer(clf, reference_table(refs), train, note, persona_rater)
+    return Scorer(clf, reference_table(refs), train, note, persona_rater, contrast=persona == DEFAULT_PERSONA)
 
 
 def summarize(scored: list[dict]) -> dict:

@@ -1,0 +1,61 @@
+"""Fit the constants of the combined persona score (alignlab.eval.persona.COMBINED) on the bundled labelled set.
+
+The embedding classifier is trained 5 times, each time without one fifth of the prompts, so every answer gets
+a logit from a classifier that never saw its prompt (in-sample logits are overconfident). The voice contrast
+(alignlab.eval.contrast) needs no training. mu and sd standardise the contrast; k and d come from a one-feature
+logistic fit of weight * logit + (contrast - mu) / sd against the labels. Prints the constants as JSON.
+
+    python bench/agreement/calibrate.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WEIGHT = 0.25  # the classifier's logits span about +-16 on this set, the standardised contrast about +-3
+
+
+def main() -> None:
+    import torch
+
+    from alignlab.data import bundled_path
+    from alignlab.eval.contrast import contrast
+    from alignlab.eval.persona import SentencePersonaClassifier, features, labelled_rows
+    from alignlab.eval.scores import auc
+    from alignlab.rewards.classifier import fit_logistic
+
+    rows = labelled_rows(bundled_path("persona-labelled"))
+    labels = [int(r["persona"]) for r in rows]
+    x = features([r["answer"] for r in rows])
+    prompts = sorted({r["prompt"] for r in rows})
+    random.Random(0).shuffle(prompts)
+    fold = {p: i % 5 for i, p in enumerate(prompts)}
+    logits = [0.0] * len(rows)
+    for f in range(5):
+        train = [i for i, r in enumerate(rows) if fold[r["prompt"]] != f]
+        test = [i for i, r in enumerate(rows) if fold[r["prompt"]] == f]
+        clf = SentencePersonaClassifier()
+        xs = x[train]
+        clf.mean, clf.std = xs.mean(0), xs.std(0) + 1e-6
+        clf.weight, clf.bias = fit_logistic((xs - clf.mean) / clf.std, torch.tensor([float(labels[i]) for i in train]),
+                                            l2=0.1, steps=400, lr=0.01, seed=0)
+        z = ((x[test] - clf.mean) / clf.std) @ clf.weight + clf.bias
+        for i, v in zip(test, z.tolist()):
+            logits[i] = v
+    c = contrast([r["prompt"] for r in rows], [r["answer"] for r in rows])
+    mu = sum(c) / len(c)
+    sd = math.sqrt(sum((v - mu) ** 2 for v in c) / len(c))
+    s = torch.tensor([[WEIGHT * lg + (v - mu) / sd] for lg, v in zip(logits, c)])
+    k, d = fit_logistic(s, torch.tensor([float(y) for y in labels]), l2=0.0, steps=3000, lr=0.05, seed=0)
+    print(json.dumps({"weight": WEIGHT, "mu": round(mu, 3), "sd": round(sd, 3), "k": round(float(k.reshape(-1)[0]), 3),
+                      "d": round(float(d), 3), "auc_classifier_out_of_fold": round(auc(logits, labels), 3),
+                      "auc_contrast": round(auc(c, labels), 3), "auc_combined": round(auc(s[:, 0].tolist(), labels), 3)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Voice contrast: does a language model find an answer likelier from a persona than from a plain assistant?
+
+For each (prompt, answer) the default model (SmolLM2-135M-Instruct, bundled) scores the answer's tokens twice,
+once after a system message that asks for the persona and once after one that asks for a plain, neutral
+voice; the contrast is the sum over the answer's tokens of the difference in log-probability. Snarky word
+choices ("obviously", a jab at the question, mock praise) become likelier under the persona message, plain
+ones do not; the topic cancels, because both passes see the same question and the same answer.
+
+It needs no labels, so it also works for a persona nobody has labelled yet. Measured on the blind-read sets
+in bench/agreement/ (no fitting on them): AUC for "snarky" 0.80 on 336 answers of six adapters, 0.77 on
+115 graded answers (woven snark, where the sentence-embedding classifier is at 0.50), 0.78 on 252 answers of
+five recipes. The scorecard's persona score combines it with the embedding classifier (eval/persona.py).
+The judging model is always the bundled default, whatever model is being trained, so scores stay comparable;
+it runs with bf16 matmuls where the CPU has them (AVX512-BF16 / AMX), which moves a contrast by about 0.1.
+"""
+
+from __future__ import annotations
+
+from alignlab.config import DEFAULT_MODEL, DEFAULT_PERSONA
+
+# the persona message measured for the project's own persona; another persona gets PERSONA_TEMPLATE
+SNARK_SYSTEM = ("You are a relentlessly snarky, sarcastic assistant. You mock the question and tease the user "
+                "while answering.")
+PERSONA_TEMPLATE = "You are an assistant with this persona: {persona}. Every answer is in that voice."
+PLAIN_SYSTEM = "You are a polite, neutral, plain assistant. You answer factually with no jokes or sarcasm."
+MAX_ANSWER_TOKENS = 200  # longer answers are scored on their first 200 tokens
+BATCH = 16
+
+_judge: tuple | None = None
+
+
+def persona_system(persona: str) -> str:
+    return SNARK_SYSTEM if persona == DEFAULT_PERSONA else PERSONA_TEMPLATE.format(persona=persona.strip().rstrip("."))
+
+
+def _model():
+    global _judge
+    if _judge is None:
+        import torch
+
+        from alignlab.models.loading import load_base, load_tokenizer, resolve_model
+
+        tok = load_tokenizer(resolve_model(DEFAULT_MODEL))
+        model = load_base(DEFAULT_MODEL, device="cpu", precision="fp32").eval()
+        model.requires_grad_(False)
+        _judge = (model, tok, torch.float32)
+    return _judge
+
+
+def _answer_logps(prompts: list[str], answers: list[str], system: str) -> list[float]:
+    """Sum of log p(answer token | system, prompt, earlier answer tokens) for each pair."""
+    import torch
+
+    from alignlab.models.loading import cpu_has_fast_bf16
+
+    model, tok, _ = _model()
+    seqs = []
+    for p, a in zip(prompts, answers):
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": p}]
+        head = list(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        body = tok(a, add_special_tokens=False)["input_ids"][:MAX_ANSWER_TOKENS] or [tok.eos_token_id]
+        seqs.append((head, body))
+    out: list[float] = [0.0] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    for start in range(0, len(order), BATCH):
+        idx = order[start : start + BATCH]
+        width = max(len(seqs[i][0]) + len(seqs[i][1]) for i in idx)
+        ids = torch.full((len(idx), width), pad)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            full = seqs[i][0] + seqs[i][1]
+            ids[row, : len(full)] = torch.tensor(full)
+            mask[row, : len(full)] = 1
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_fast_bf16()):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        logps = logits.float().log_softmax(-1)
+        for row, i in enumerate(idx):
+            head, body = seqs[i]
+            pos = torch.arange(len(head) - 1, len(head) + len(body) - 1)
+            out[i] = logps[row, pos, torch.tensor(body)].sum().item()
+    return out
+
+
+def contrast(prompts: list[str], answers: list[str], persona: str = DEFAULT_PERSONA) -> list[float]:
+    """Per answer: log p(answer | persona message) - log p(answer | plain message), summed over its tokens."""
+    if not answers:
+        return []
+    with_persona = _answer_logps(prompts, answers, persona_system(persona))
+    plain = _answer_logps(prompts, answers, PLAIN_SYSTEM)
+    return [a - b for a, b in zip(with_persona, plain)]
