@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -99,7 +98,7 @@ def register(app: typer.Typer) -> None:
             out = root / "comparisons"
             out.mkdir(exist_ok=True)
             path = out / f"{Path(a).name}-vs-{Path(b).name}.json"
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps({"a": a, "b": b, "judge": judge_obj.name, **result}, indent=1))
-            tmp.replace(path)
+            from alignlab import fsutil
+
+            fsutil.write_json(path, {"a": a, "b": b, "judge": judge_obj.name, **result}, indent=1)
             typer.echo(f"wrote {path}")

@@ -11,6 +11,7 @@ import io
 import json
 from pathlib import Path
 
+from alignlab import fsutil
 from alignlab.eval.scorecard import table_rows
 from alignlab.train.rundir import read_jsonl, read_run, write_json_atomic
 
@@ -123,8 +124,5 @@ def write_report(run_dir: str | Path, card: dict) -> tuple[Path, Path]:
     """Write eval.json and report.html into the run directory; return their paths."""
     run_dir = Path(run_dir)
     write_json_atomic(run_dir / "eval.json", card)
-    page = run_dir / "report.html"
-    tmp = page.with_name(".report.html.tmp")
-    tmp.write_text(render(card, run_dir), encoding="utf-8")
-    tmp.replace(page)
+    page = fsutil.write_text(run_dir / "report.html", render(card, run_dir))  # temp name, fsync, rename
     return run_dir / "eval.json", page
