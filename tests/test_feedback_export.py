@@ -7,7 +7,6 @@ import json
 import pytest
 
 from alignlab.errors import AlignlabError
-from alignlab.feedback import export as export_mod
 from alignlab.feedback.export import export, import_jsonl
 from alignlab.feedback.store import open_store
 
@@ -178,7 +177,9 @@ def test_write_is_atomic(store, tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export_mod.os, "replace", boom)
+    from alignlab import fsutil
+
+    monkeypatch.setattr(fsutil.os, "replace", boom)  # the export writes through fsutil
     with pytest.raises(OSError):
         export(store, "dpo", out)
     assert out.read_text() == "previous export\n"

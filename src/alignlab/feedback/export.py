@@ -13,14 +13,12 @@ rewrites) or a completion labelled both desirable and undesirable is left out an
 A rater's latest score on a response stands; undone judgements never count.
 
 Output is deterministic (rows ordered by prompt id, then the first judgement behind them) and written
-atomically (a temporary file in the same directory, then ``os.replace``).
+atomically (a temporary file in the same directory, fsync, then rename: fsutil).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -181,18 +179,10 @@ def _sorted(conflicts: list[dict]) -> list[dict]:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    from alignlab import fsutil
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fsutil.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 # --- import ---------------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ so training on them moves the persona from the context into the weights (context
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE
@@ -97,18 +95,11 @@ def build_pairs(
 
 def write_pairs(path: str | Path, rows: list[dict]) -> Path:
     """Write rows as JSONL atomically (a temporary file in the same directory, then rename)."""
+    from alignlab import fsutil
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return fsutil.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def summary_line(summary: dict, out: str | Path | None = None) -> str:
