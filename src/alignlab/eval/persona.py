@@ -18,8 +18,8 @@ contrast of eval/contrast.py (is the answer likelier from the persona than from 
 default model). The classifier alone learned the look of written snark and was at chance on woven snark that
 blind readers saw (AUC 0.50 on bench/agreement/graded.jsonl) while it called half of some adapters' answers
 snarky that readers did not; combined (``combine``): AUC 0.94 on the 336-answer set (classifier alone 0.97),
-0.70 on graded (0.50), 0.89 on the recipes set (0.78), and per-model "in persona" shares within 15 points
-of the readers' for every adapter read.
+0.70 on graded (0.50), 0.89 on the recipes set (0.78), and per-model "in persona" shares within 7 points
+of the readers' for the adapters they found plain (quick-start DPO: 66% vs the readers' 82%).
 
 A project with another persona trains it on its own labelled answers (the chosen / rejected sides of
 ``data/pairs.jsonl``, from `alignlab synth` or ratings); with fewer than
