@@ -185,36 +185,48 @@ class SamplesCallback(TrainerCallback):
 
 
 class RichProgressCallback(TrainerCallback):
-    """Progress bar with step, loss, tokens/s and time left (replaces transformers' tqdm bar)."""
+    """Progress bar with step, loss, tokens/s and time left (replaces transformers' tqdm bar).
+
+    The loss shown is the last logged step's ("loss -" until the first one), updated when that step logs.
+    """
 
     def __init__(self, description: str):
         self.description = description
         self.bar = None
         self.task = None
-        self.loss = float("nan")
-        self.tps = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         from rich.progress import TextColumn
 
-        self.bar = progress_bar(TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:.0f} tok/s"))
+        self.bar = progress_bar(TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]}"))
         self.bar.start()
         self.task = self.bar.add_task(
-            self.description, total=state.max_steps, completed=state.global_step, loss=self.loss, tps=0.0
+            self.description, total=state.max_steps, completed=state.global_step, loss="-", tps=""
         )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
-            self.bar.update(self.task, completed=state.global_step, loss=self.loss, tps=self.tps)
+            self.bar.update(self.task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.loss = logs["loss"]
-            self.tps = logs.get("tokens_per_s", self.tps)
+        if self.bar is not None and logs and "loss" in logs:
+            fields = {"loss": loss_text(logs["loss"])}
+            if logs.get("tokens_per_s") is not None:
+                fields["tps"] = f"{logs['tokens_per_s']:.0f} tok/s"
+            self.bar.update(self.task, completed=state.global_step, **fields)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def loss_text(loss) -> str:
+    """A loss for the progress bar: 4 decimals, or the plain word when it is not a number."""
+    try:
+        value = float(loss)
+    except (TypeError, ValueError):
+        return "-"
+    return f"{value:.4f}" if value == value else "nan"

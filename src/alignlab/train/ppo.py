@@ -299,7 +299,7 @@ def train_loop(ctx, resume: bool = False):
     from transformers.trainer_utils import get_last_checkpoint
 
     from alignlab.progress import progress_bar
-    from alignlab.train.callbacks import SamplesCallback
+    from alignlab.train.callbacks import SamplesCallback, loss_text
 
     if not ctx.lora:
         raise AlignlabError(
@@ -340,12 +340,12 @@ def train_loop(ctx, resume: bool = False):
     pending: list[dict] = []
     final: dict = {}
     bar = progress_bar(
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("reward {task.fields[reward]:.3f}"),
-        TextColumn("{task.fields[tps]:.0f} tok/s"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("reward {task.fields[reward]}"),
+        TextColumn("{task.fields[tps]}"),
     )
     with bar:
-        task = bar.add_task(ctx.method, total=total, completed=start, loss=float("nan"), reward=float("nan"), tps=0.0)
+        task = bar.add_task(ctx.method, total=total, completed=start, loss="-", reward="-", tps="")
         if start == 0:
             for cb in samplers:
                 cb.on_train_begin(None, SimpleNamespace(is_world_process_zero=True, global_step=0), None, model=model)
@@ -368,7 +368,8 @@ def train_loop(ctx, resume: bool = False):
             )
             m["completions/mean_length"] = m["completion_length"]  # the name GRPO's monitor reads
             pending.append(m)
-            bar.update(task, completed=step, loss=m["loss"], reward=m["reward"], tps=m["tokens_per_s"])
+            bar.update(task, completed=step, loss=loss_text(m["loss"]), reward=f"{m['reward']:.3f}",
+                       tps=f"{m['tokens_per_s']:.0f} tok/s")
             if step % t.logging_steps == 0 or step == total:
                 keys = dict.fromkeys(k for p in pending for k in p)
                 final = {"step": step, **{k: _mean([p[k] for p in pending if k in p]) for k in keys}}
