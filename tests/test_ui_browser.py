@@ -73,6 +73,8 @@ def test_rate_in_the_browser(db, tmp_path):
             page.press("#rater", "Enter")
             expect(response).to_have_text("Yes, shockingly.")
             expect(page.locator("#left")).to_have_text("5 left")
+            expect(status).to_have_text("rating as ann")  # the name prompt goes once a name is in
+            expect(page.locator("#up")).to_contain_text("good")  # text labels: no emoji font needed
 
             page.click("#up")                                              # 👍 on 1
             expect(status).to_have_text(re.compile(r"^saved #1 \(thumb 1\)"))

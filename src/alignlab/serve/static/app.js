@@ -37,6 +37,7 @@ async function loadNext() {
     setStatus("enter your name (rater) to start");
     return;
   }
+  if ($("status").textContent.startsWith("enter your name")) setStatus(`rating as ${rater()}`);
   const q = new URLSearchParams({ rater: rater(), mode: mode(), skip: [...state.skipped].join(",") });
   if (state.first) q.set("first", state.first);
   state.first = null;
