@@ -11,7 +11,8 @@ in bench/agreement/ (no fitting on them): AUC for "snarky" 0.80 on 336 answers o
 115 graded answers (woven snark, where the sentence-embedding classifier is at 0.50), 0.78 on 252 answers of
 five recipes. The scorecard's persona score combines it with the embedding classifier (eval/persona.py).
 The judging model is always the bundled default, whatever model is being trained, so scores stay comparable;
-it runs with bf16 matmuls where the CPU has them (AVX512-BF16 / AMX), which moves a contrast by about 0.1.
+it runs with bf16 matmuls where the CPU has them (AVX512-BF16 / AMX); refitted under bf16, the calibration
+constants matched the fp32 fit to three decimals.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PLAIN_SYSTEM = "You are a polite, neutral, plain assistant. You answer factually
 MAX_ANSWER_TOKENS = 200  # longer answers are scored on their first 200 tokens
 BATCH = 16
 
-_judge: tuple | None = None
+_judge: tuple | None = None  # (model, tokenizer), loaded once per process
 
 
 def persona_system(persona: str) -> str:
@@ -36,14 +37,11 @@ def persona_system(persona: str) -> str:
 def _model():
     global _judge
     if _judge is None:
-        import torch
-
         from alignlab.models.loading import load_base, load_tokenizer, resolve_model
 
-        tok = load_tokenizer(resolve_model(DEFAULT_MODEL))
         model = load_base(DEFAULT_MODEL, device="cpu", precision="fp32").eval()
         model.requires_grad_(False)
-        _judge = (model, tok, torch.float32)
+        _judge = (model, load_tokenizer(resolve_model(DEFAULT_MODEL)))
     return _judge
 
 
@@ -53,7 +51,7 @@ def _answer_logps(prompts: list[str], answers: list[str], system: str) -> list[f
 
     from alignlab.models.loading import cpu_has_fast_bf16
 
-    model, tok, _ = _model()
+    model, tok = _model()
     seqs = []
     for p, a in zip(prompts, answers):
         msgs = [{"role": "system", "content": system}, {"role": "user", "content": p}]
@@ -74,11 +72,11 @@ def _answer_logps(prompts: list[str], answers: list[str], system: str) -> list[f
             mask[row, : len(full)] = 1
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_fast_bf16()):
             logits = model(input_ids=ids, attention_mask=mask).logits
-        logps = logits.float().log_softmax(-1)
         for row, i in enumerate(idx):
             head, body = seqs[i]
-            pos = torch.arange(len(head) - 1, len(head) + len(body) - 1)
-            out[i] = logps[row, pos, torch.tensor(body)].sum().item()
+            pos = torch.arange(len(head) - 1, len(head) + len(body) - 1)  # the positions predicting the answer
+            logps = logits[row, pos].float().log_softmax(-1)
+            out[i] = logps[torch.arange(len(body)), torch.tensor(body)].sum().item()
     return out
 
 
