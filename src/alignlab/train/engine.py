@@ -1,8 +1,9 @@
 """Run a training method end to end: validate, set up the run directory, load, train, save safely.
 
 The recipes (the modules :mod:`alignlab.methods` names, implementing its recipe protocol) only check their
-settings and build a TRL trainer (or run their own loop) from a :class:`RunContext`; everything around it (data checks before any model loads, the run directory, device-aware defaults, resume,
-the adapter written atomically and only when finite) lives here once.
+settings and build a TRL trainer (or run their own loop) from a :class:`RunContext`; everything around it
+(data checks before any model loads, the run directory, device-aware defaults, resume, the adapter written
+atomically and only when finite) lives here once.
 """
 
 from __future__ import annotations
