@@ -219,30 +219,38 @@ def test_two_cpu_processes_end_with_the_same_adapter(tiny_model, tmp_path):
     assert (tmp_path / "runs" / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_resume_from_the_last_steps_checkpoint_finishes_without_an_extra_step(tiny_model, tmp_path):
-    """A kill after the last step's checkpoint but before the adapter is written: --resume finishes the run at
-    that checkpoint's weights, with no step past --max-steps (transformers alone would train one more)."""
+def test_resume_from_the_last_step_or_inside_a_later_epoch_matches_the_uninterrupted_run(tiny_model, tmp_path):
+    """Two kills the random-kill test hits only by chance, each resumed to the uninterrupted run's adapter exactly:
+    - after the last step's checkpoint but before the adapter: --resume finishes at that checkpoint's weights,
+      with no step past --max-steps (transformers alone would train one more);
+    - inside the second epoch (12 pairs, batch 2: 6 steps an epoch; checkpoint-8): the resumed steps see the
+      second epoch's batches (transformers' length-grouped sampler alone replayed the first epoch's order)."""
     import shutil
 
     from safetensors.torch import load_file
 
-    data = write_pairs(tmp_path / "pairs.jsonl")
-    out = _cli("train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "3", "--batch-size", "2",
+    data = write_pairs(tmp_path / "pairs.jsonl", n=12)
+    out = _cli("train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "9", "--batch-size", "2",
                "--set", "train.sample_prompts=0", "--set", "train.save_steps=1", "--set", "train.check_per_category=0",
                "--lr", "5e-3", "--name", "r", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    run = tmp_path / "runs" / "r"
-    last = run / "checkpoints" / "checkpoint-3"
-    assert last.is_dir()
-    expected = load_file(str(run / "adapter" / "adapter_model.safetensors"))
-    shutil.rmtree(run / "adapter")  # the state a kill right after checkpoint-3 leaves
-    meta = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps({**meta, "status": "running"}))
-    resumed = _cli("train", "dpo", "--resume", str(run), cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    got = load_file(str(run / "adapter" / "adapter_model.safetensors"))
-    assert max((expected[k] - got[k]).abs().max().item() for k in expected) == 0.0
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
-    assert json.loads((run / "run.json").read_text())["status"] == "done"
-    assert json.loads((run / "run.json").read_text())["steps"] == 3
+    full = tmp_path / "runs" / "r"
+    assert sorted(p.name for p in (full / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-8", "checkpoint-9"]
+    expected = load_file(str(full / "adapter" / "adapter_model.safetensors"))
+    for name, drop in (("last", []), ("epoch2", ["checkpoint-9"])):
+        run = tmp_path / "runs" / name
+        shutil.copytree(full, run)
+        shutil.rmtree(run / "adapter")  # the state a kill before the adapter is written leaves
+        for ckpt in drop:
+            shutil.rmtree(run / "checkpoints" / ckpt)
+        meta = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**meta, "status": "running"}))
+        resumed = _cli("train", "dpo", "--resume", str(run), cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        got = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+        assert max((expected[k] - got[k]).abs().max().item() for k in expected) == 0.0, name
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records if "loss" in r] == list(range(1, 10)), name
+        meta = json.loads((run / "run.json").read_text())
+        assert meta["status"] == "done" and meta["steps"] == 9, name
