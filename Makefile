@@ -24,7 +24,7 @@ demo: setup
 	$(PY) -m alignlab.demo
 
 test: setup browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 tests
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not browser" tests
