@@ -172,7 +172,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path):
     check = json.loads((tmp_path / "runs" / "full" / "run.json").read_text())["check"]  # the end-of-run scorecard
     assert check["prompts"] == 21 and 0 <= check["adapter_correct_share"] <= 1 and check["kl"] > 0
     assert "held-out check (21 prompts)" in full.stdout + full.stderr
-    proc = subprocess.Popen([PY, "-m", "alignlab", *common, "--name", "killed"], cwd=tmp_path,
+    # the killed run and its resume skip the end-of-run check (checked above; the adapters are what is compared)
+    proc = subprocess.Popen([PY, "-m", "alignlab", *common, "--set", "train.check_per_category=0", "--name", "killed"],
+                            cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, ALIGNLAB_QUIET="1"))
     ckpt = tmp_path / "runs" / "killed" / "checkpoints" / "checkpoint-4"
     deadline = time.time() + 120
@@ -211,7 +213,8 @@ def test_nan_loss_stops_without_writing_an_adapter(tiny_model, tmp_path):
 def test_two_cpu_processes_end_with_the_same_adapter(tiny_model, tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl")
     out = _cli("train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "3", "--batch-size", "2",
-               "--set", "train.sample_prompts=0", "--processes", "2", "--name", "ddp", cwd=tmp_path, timeout=300)
+               "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0", "--processes", "2", "--name", "ddp",
+               cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     ranks = sorted((tmp_path / "runs" / "ddp" / "ranks").glob("rank-*.json"))
     digests = {json.loads(p.read_text())["sha256"] for p in ranks}
@@ -254,3 +257,19 @@ def test_resume_from_the_last_step_or_inside_a_later_epoch_matches_the_uninterru
         assert [r["step"] for r in records if "loss" in r] == list(range(1, 10)), name
         meta = json.loads((run / "run.json").read_text())
         assert meta["status"] == "done" and meta["steps"] == 9, name
+
+def test_continued_run_precomputes_the_reference_only_for_the_pairs_its_steps_use(tiny_model, tmp_path):
+    """DPO --from another run precomputes the reference (the starting adapter) before training; with
+    --max-steps 2 of batch 2 over 16 pairs only 4 pairs can train, so only 4 are computed."""
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    common = ["--model", tiny_model, "--data", str(data), "--batch-size", "2", "--lr", "5e-3",
+              "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0"]
+    first = _cli("train", "dpo", *common, "--max-steps", "2", "--name", "a", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "reference log-probs" not in first.stderr  # the bare base is the reference: nothing precomputed
+    second = _cli("train", "dpo", *common, "--max-steps", "2", "--from", str(tmp_path / "runs" / "a"), "--name", "b",
+                  cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "reference log-probs for 4 of 16 pairs" in " ".join(second.stderr.split())
+    meta = json.loads((tmp_path / "runs" / "b" / "run.json").read_text())
+    assert meta["status"] == "done" and meta["steps"] == 2

@@ -195,6 +195,26 @@ def check(ctx) -> None:
     """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
 
 
+def _rows_the_steps_use(rows: list[dict], t) -> list[dict]:
+    """With --max-steps shorter than an epoch, the pairs those steps can reach: a sample (by the run's seed) of
+    steps x batch x accumulation x processes of them, so the reference is precomputed only for pairs that train
+    (60 steps of batch 4 over 600 pairs computed 600 where 240 train; 15 minutes on 2 cores)."""
+    import os
+    import random
+
+    from alignlab.progress import console
+
+    if t.max_steps <= 0:
+        return rows
+    used = t.max_steps * t.batch_size * t.grad_accum * max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    if used >= len(rows):
+        return rows
+    keep = sorted(random.Random(t.seed).sample(range(len(rows)), used))
+    console.print(f"reference log-probs for {used} of {len(rows)} pairs: {t.max_steps} steps use no more "
+                  "(a sample by the run's seed)")
+    return [rows[i] for i in keep]
+
+
 def build_trainer(ctx):
     from datasets import Dataset
 
@@ -214,6 +234,8 @@ def build_trainer(ctx):
         )
     )
     rows = [to_conversational(r, "preference") for r in ctx.rows]
+    if precompute and spec.reference:
+        rows = _rows_the_steps_use(rows, ctx.cfg.train)
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     trainer = PreferenceTrainer(
         model=ctx.model,
