@@ -77,6 +77,10 @@ class TrainConfig(_Strict):
     check_per_category: int = Field(
         3, ge=0, description="after `alignlab train`: score base vs adapter on this many held-out prompts per category (0 = off)"
     )
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="experiment trackers to log to: tensorboard (into the run's tensorboard/), wandb, trackio, mlflow",
+    )
     trainer_overrides: dict[str, Any] = Field(
         default_factory=dict, description="passed straight to the TRL/transformers config (advanced)"
     )

@@ -127,6 +127,7 @@ def register(app: typer.Typer) -> None:
         precision: Optional[str] = typer.Option(None, "--precision", help=fh("train", "precision")),
         rewards: Optional[str] = typer.Option(None, "--rewards", help="reward spec YAML for " + "/".join(methods.names(online=True))),
         allow_outside_rewards: bool = typer.Option(False, "--allow-outside-rewards", help="let the reward spec import file.py:fn from outside the project directory"),
+        report_to: Optional[str] = typer.Option(None, "--report-to", help="experiment trackers, comma-separated: tensorboard (into the run's tensorboard/), wandb, trackio, mlflow"),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2 --set train.trainer_overrides.optim=adafactor"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its last checkpoint"),
         init_adapter: Optional[Path] = typer.Option(None, "--from", help="start from this run's adapter (next round)"),
@@ -171,6 +172,7 @@ def register(app: typer.Typer) -> None:
                 "lora.enabled": False if full else None,
                 "lora.qlora": True if qlora else None,
                 "online.rewards": rewards,
+                "train.report_to": [x.strip() for x in report_to.split(",") if x.strip()] if report_to else None,
             }
             if beta is not None:
                 key = methods.get(method).beta

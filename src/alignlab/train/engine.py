@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ class RunContext:
             save_strategy="steps",
             save_steps=t.save_steps,
             save_total_limit=None,
-            report_to=[],
+            report_to=list(t.report_to) or "none",
             disable_tqdm=True,
             use_cpu=self.device == "cpu",
             bf16=bf16,
@@ -148,6 +149,10 @@ def prepare(
                 f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
             )
         adapter = src / "adapter"
+    check_trackers(cfg.train.report_to)
+    if spec.own_loop and cfg.train.report_to:
+        raise AlignlabError(f"{method.upper()} runs its own loop, which reports to no tracker",
+                            fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")
     # recipe-specific checks (reward specs, vLLM) before any model loads
     spec.load_recipe().check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=tokenizer, device=device))
     if run_dir is None:
@@ -163,6 +168,27 @@ def prepare(
         sample_prompts=_heldout_prompts(cfg.train.sample_prompts),
     )
     return ctx
+
+
+TRACKERS = {  # --report-to name: (module that must import, pip package)
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "trackio": ("trackio", "trackio"),
+    "mlflow": ("mlflow", "mlflow"),
+}
+
+
+def check_trackers(names: list[str]) -> None:
+    """Every tracker named is known and installed, checked before the run directory says 'running'."""
+    import importlib.util
+
+    for name in names:
+        if name not in TRACKERS:
+            raise AlignlabError(f"unknown tracker '{name}' in --report-to", fix=f"use one of: {', '.join(TRACKERS)}")
+        module, package = TRACKERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise AlignlabError(f"--report-to {name} needs the '{package}' package, which is not installed",
+                                fix=f"pip install {package} (into this environment), or drop --report-to {name}")
 
 
 def _load_model(ctx: RunContext, task: str = methods.CAUSAL):
@@ -209,13 +235,8 @@ def is_main_process() -> bool:
 def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     """Train ``ctx.method`` into ``ctx.run_dir``; returns the run directory."""
     import torch
-    from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     quiet_libraries()
-
-    from alignlab.train.callbacks import MetricsCallback, RichProgressCallback, SamplesCallback
-
     cfg, run_dir = ctx.cfg, ctx.run_dir
     main = is_main_process()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -235,6 +256,35 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     torch.manual_seed(cfg.train.seed)
     spec = methods.get(ctx.method)
     recipe = spec.load_recipe()
+    if "tensorboard" in cfg.train.report_to:  # transformers' TensorBoard callback writes where this says
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    with _failure_marked(run_dir, main):
+        return _train(ctx, spec, recipe, data, resume, main)
+
+
+@contextmanager
+def _failure_marked(run_dir: Path, main: bool):
+    """A run that stops on an error or Ctrl-C says so in run.json instead of staying 'running'."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if main:
+            rundir.update_run(run_dir, status="interrupted")
+        raise
+    except BaseException:
+        if main and rundir.read_run(run_dir).get("status") == "running":
+            rundir.update_run(run_dir, status="failed")
+        raise
+
+
+def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -> Path:
+    """The body of :func:`run` once the run directory says 'running'."""
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from alignlab.train.callbacks import MetricsCallback, RichProgressCallback, SamplesCallback
+
+    cfg, run_dir = ctx.cfg, ctx.run_dir
     ctx.model = _load_model(ctx, task=spec.task)
     ctx.callbacks = [
         MetricsCallback(run_dir, watch_chosen=spec.policy_on_pairs),
@@ -248,12 +298,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             SamplesCallback(run_dir, ctx.sample_prompts, cfg.train.sample_steps, ctx.tokenizer)
         )
     if spec.own_loop:  # methods with our own loop (PPO): same run-directory contract
-        try:
-            model, steps, final = recipe.train_loop(ctx, resume=resume)  # type: ignore[union-attr]
-        except BaseException as err:
-            if main:
-                rundir.update_run(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
-            raise
+        model, steps, final = recipe.train_loop(ctx, resume=resume)  # type: ignore[union-attr]
         if main:
             save_adapter(model, run_dir / "adapter", ctx.tokenizer)
             rundir.update_run(run_dir, status="done", steps=steps, final=final)
@@ -268,19 +313,10 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
         elif main:
             rundir.resume_logs(run_dir, int(Path(last).name.split("-")[-1]), Path(last).name)
-    try:
-        if last is not None and _finished_at(last):
-            _restore_finished(trainer, last)  # killed after its last checkpoint: nothing left to train
-        else:
-            trainer.train(resume_from_checkpoint=last)
-    except KeyboardInterrupt:
-        if main:
-            rundir.update_run(run_dir, status="interrupted")
-        raise
-    except Exception:
-        if main:
-            rundir.update_run(run_dir, status="failed")
-        raise
+    if last is not None and _finished_at(last):
+        _restore_finished(trainer, last)  # killed after its last checkpoint: nothing left to train
+    else:
+        trainer.train(resume_from_checkpoint=last)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _record_rank_digest(trainer.model, run_dir)
     state_dict = gathered_state_dict(trainer)  # every process takes part; None when nothing is sharded
