@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 from alignlab.config import DEFAULT_PERSONA
+from alignlab.data.text import SENTENCE
 from alignlab.errors import AlignlabError
 
 MIN_LABELS = 100
@@ -45,7 +45,6 @@ MIN_LABELS = 100
 # spread over the bundled labelled set; k and d a logistic fit on that set with the classifier's logits taken
 # out of fold (5 folds by prompt). Reproduce with `python bench/agreement/calibrate.py`.
 COMBINED = {"weight": 0.25, "mu": 0.795, "sd": 3.938, "k": 1.602, "d": 0.374}
-SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 WEIGHTS, META = "persona.safetensors", "persona.json"
 
 
