@@ -36,6 +36,7 @@ class RunContext:
     init_adapter: Path | None = None
     eval_rows: list[dict] = field(default_factory=list)
     callbacks: list = field(default_factory=list)
+    extra_callbacks: list = field(default_factory=list)  # added to the run's own (e.g. `alignlab break` instruments)
     sample_prompts: list[str] = field(default_factory=list)
 
     @property
@@ -297,6 +298,7 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
         ctx.callbacks.append(
             SamplesCallback(run_dir, ctx.sample_prompts, cfg.train.sample_steps, ctx.tokenizer)
         )
+    ctx.callbacks += ctx.extra_callbacks
     if spec.own_loop:  # methods with our own loop (PPO): same run-directory contract
         model, steps, final = recipe.train_loop(ctx, resume=resume)  # type: ignore[union-attr]
         if main:

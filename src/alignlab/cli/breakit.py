@@ -1,0 +1,48 @@
+"""`alignlab break EXPERIMENT`: stage a failure on purpose and see which instrument catches it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from alignlab import methods
+from alignlab.config import DEFAULT_MODEL
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(name="break")
+    def break_(
+        experiment: str = typer.Argument(..., help="label-flip, kl-ablation or long-run"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for data, runs, summary.json and report.html (default: break/EXPERIMENT)"),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="base model"),
+        steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (defaults: label-flip 24, kl-ablation 20, long-run 80)"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (defaults: label-flip 1e-4, kl-ablation 3e-4, long-run 2e-4)"),
+        method: str = typer.Option(methods.GRPO, "--method", help="kl-ablation: grpo, rloo or ppo"),
+        betas: str = typer.Option("0,0.04,0.4", "--betas", help="kl-ablation: KL coefficients, comma-separated"),
+        per_category: int = typer.Option(2, "--per-category", help="held-out scorecard: prompts per category (7 categories)"),
+        quick: bool = typer.Option(False, "--quick", help="a few steps, few prompts, short answers (a smoke test, not a finding)"),
+    ) -> None:
+        """Stage a failure and measure it: flipped labels, the KL leash removed, a long run on a flawed reward.
+
+        Each experiment prints what happened and which instrument caught it at which step, and writes
+        summary.json and report.html. Defaults finish in about 15 minutes on 2 CPU cores."""
+        from alignlab.errors import AlignlabError
+        from alignlab.workflows.break_report import findings
+        from alignlab.workflows.breakit import BreakSettings, run_experiment
+
+        try:
+            beta_list = tuple(float(b) for b in betas.split(",") if b.strip())
+        except ValueError:
+            raise AlignlabError(f"--betas takes numbers separated by commas, not '{betas}'", fix="e.g. --betas 0,0.04,0.4") from None
+        if not beta_list or min(beta_list) < 0:
+            raise AlignlabError(f"--betas needs one or more KL coefficients >= 0 (got '{betas}')", fix="e.g. --betas 0,0.04,0.4")
+        settings = BreakSettings(model=model, steps=steps, quick=quick, per_category=per_category,
+                                 learning_rate=lr, method=method, betas=beta_list)
+        target = out or Path("break") / experiment
+        summary = run_experiment(experiment, target, settings)
+        typer.echo("")
+        for line in findings(summary):
+            typer.echo(line)
+        typer.echo(f"report: {target / 'report.html'}  summary: {target / 'summary.json'}")

@@ -1,0 +1,1 @@
+"""Orchestration over the layers below (train, eval, rewards): experiments that chain several runs."""

@@ -1,0 +1,158 @@
+"""What `alignlab break` says: plain-words findings (console and report) and ``report.html`` with plots."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from alignlab import fsutil
+from alignlab.eval.report import CSS, _png
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _num(x, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def findings(summary: dict) -> list[str]:
+    """The experiment's outcome in plain words, with the numbers and the step each instrument fired at."""
+    return {"label-flip": _flip_lines, "kl-ablation": _kl_lines, "long-run": _long_lines}[summary["experiment"]](summary)
+
+
+def _flip_lines(s: dict) -> list[str]:
+    good, bad, v = s["runs"]["correct"], s["runs"]["flipped"], s["verdict"]
+    out = []
+    for name, side in (("correct labels", good), ("flipped labels", bad)):
+        t = side["train"]
+        out.append(f"{name}: training loss {_num(t['loss'])}, pair accuracy {_pct(t['pair_accuracy'])}, "
+                   f"margin {_num(t['margin'])} (mean of the last 3 steps)")
+    out.append("the training metrics look " + ("equally healthy in both runs" if v["training_looks_healthy"]
+                                               else "unhealthy in at least one run (see the curves)"))
+    acc = v["heldout_accuracy_end"]
+    out.append(f"held-out implicit-reward accuracy ({s['heldout_pairs']} labelled pairs never trained on) at the end: "
+               f"correct {_pct(acc['correct'])}, flipped {_pct(acc['flipped'])}")
+    step = v["caught_by_heldout_reward_at_step"]
+    out.append(f"caught by: held-out implicit-reward accuracy below 50% at step {step}" if step is not None
+               else "the held-out implicit-reward accuracy of the flipped run never fell below 50%")
+    p = v["in_persona"]
+    out.append(f"held-out scorecard, in persona: base {_pct(p['base'])}, correct labels {_pct(p['correct'])}, "
+               f"flipped {_pct(p['flipped'])}")
+    out.append("both instruments live outside the training loop: nothing the trainer logs can tell the flip apart")
+    return out
+
+
+def _kl_lines(s: dict) -> list[str]:
+    out = [f"{s['method']} with the KL coefficient at {', '.join(f'{b:g}' for b in s['betas'])}:"]
+    for name, v in s["verdict"].items():
+        warn = "; warnings: " + ", ".join(v["warnings"]) if v["warnings"] else "; no warnings"
+        out.append(f"{name}: reward {_num(v['reward_end'])}, length {_num(v['length_end'], '.1f')} tokens, "
+                   f"distinct-2 {_num(v['distinct_2_end'], '.2f')} (last 3 steps); KL to the base "
+                   f"{_num(v['kl_to_base'])}/token, in persona {_pct(v['in_persona'])}, correct "
+                   f"{_pct(v['correct_share'])} on held-out prompts{warn}")
+    return out
+
+
+def _long_lines(s: dict) -> list[str]:
+    v = s["verdict"]
+    out = [f"proxy reward (persona heuristic) {_num(v['proxy_start'])} -> {_num(v['proxy_end'])} over {s['steps']} steps"]
+    if v["gold_peak"]:
+        out.append(f"gold (arithmetic correct, never in the reward) {_pct(v['gold_start'])} at the start, "
+                   f"peak {_pct(v['gold_peak'][1])} at step {v['gold_peak'][0]}, {_pct(v['gold_end'])} at the end")
+    for w in v["warnings"]:
+        out.append(f"caught by the hacking monitor at step {w['step']}: {w['warning']}: {w['message']}")
+    if not v["warnings"]:
+        out.append("no monitor warning fired in this run")
+    return out
+
+
+# report.html ------------------------------------------------------------------------------------------
+
+
+def _lines_plot(panels: list[tuple[str, dict]]) -> str:
+    """One row of panels; each panel is (title, {label: [(step, value), ...]})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8))
+    for ax, (title, lines) in zip(list(axes) if len(panels) > 1 else [axes], panels):
+        for label, pts in lines.items():
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _plot(summary: dict) -> str:
+    runs = summary["runs"]
+    if summary["experiment"] == "label-flip":
+        return _lines_plot([
+            ("training loss", {k: v["curves"]["loss"] for k, v in runs.items()}),
+            ("training pair accuracy", {k: v["curves"]["rewards/accuracies"] for k, v in runs.items()}),
+            ("held-out implicit-reward accuracy", {k: v["heldout_reward_accuracy"] for k, v in runs.items()}),
+        ])
+    keys = [("reward", "reward"), ("kl", "KL per token"), ("completions/mean_length", "mean length (tokens)"),
+            ("distinct_2", "distinct-2")]
+    panels = [(title, {k: v["curves"][key] for k, v in runs.items()}) for key, title in keys]
+    if summary["experiment"] == "long-run":
+        panels.insert(1, ("gold: arithmetic correct", {"gold": runs["proxy"]["curves"]["gold"]}))
+    return _lines_plot(panels)
+
+
+def _answers(summary: dict) -> str:
+    esc = html.escape
+    runs = summary["runs"]
+    names = list(runs)
+    first = runs[names[0]]["scorecard"]["answers"]
+    head = "<tr><th>prompt</th><th>base</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"
+    rows = []
+    for i, a in enumerate(first):
+        cells = "".join(f"<td>{esc(runs[n]['scorecard']['answers'][i]['adapter'])}</td>" for n in names)
+        rows.append(f"<tr><td class='prompt'>{esc(a['prompt'])}</td><td>{esc(a['base'])}</td>{cells}</tr>")
+    return f"<table class='answers'>{head}{''.join(rows)}</table>"
+
+
+def _samples(summary: dict) -> str:
+    samples = summary["runs"].get("proxy", {}).get("samples") or []
+    if not samples:
+        return ""
+    esc = html.escape
+    rows = "".join(f"<tr><td class='num'>{r['step']}</td><td>{esc(r['prompt'])}</td><td>{esc(r['completion'])}</td></tr>"
+                   for r in samples)
+    return f"<h2>Answers at each checkpoint</h2><table><tr><th>step</th><th>prompt</th><th>answer</th></tr>{rows}</table>"
+
+
+def _scores(summary: dict) -> str:
+    rows = []
+    for name, side in summary["runs"].items():
+        c = side["scorecard"]
+        for label, vals in (("base", c["base"]), (name, c["adapter"])):
+            if label == "base" and rows:
+                continue
+            rows.append(f"<tr><td>{html.escape(label)}</td><td class='num'>{_pct(vals['in_persona'])}</td>"
+                        f"<td class='num'>{_pct(vals['correct_share'])}</td><td class='num'>{_pct(vals['flagged'])}</td>"
+                        f"<td class='num'>{_num(vals['distinct_2'], '.2f')}</td>"
+                        f"<td class='num'>{_num(c['kl'] if label != 'base' else 0.0)}</td></tr>")
+    head = "<tr><th>model</th><th>in persona</th><th>correct</th><th>mimicry flagged</th><th>distinct-2</th><th>KL/token</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def write_report(out: Path, summary: dict) -> Path:
+    esc = html.escape
+    lines = "".join(f"<li>{esc(x)}</li>" for x in findings(summary))
+    prompts = next(iter(summary["runs"].values()))["scorecard"]["prompts"]
+    body = (f"<h1>alignlab break {esc(summary['experiment'])}</h1>"
+            f"<p>{esc(summary['model'])}, {summary['steps']} steps per run, learning rate {summary['learning_rate']:g}</p>"
+            f"<h2>What happened</h2><ul>{lines}</ul>"
+            f"<img src='data:image/png;base64,{_plot(summary)}'>"
+            f"<h2>Held-out scorecard ({prompts} prompts)</h2>{_scores(summary)}"
+            f"<h2>Answers on held-out prompts</h2>{_answers(summary)}{_samples(summary)}")
+    page = f"<!doctype html><meta charset='utf-8'><title>alignlab break</title><style>{CSS}</style>{body}"
+    return fsutil.write_text(Path(out) / "report.html", page)

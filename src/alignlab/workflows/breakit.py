@@ -1,0 +1,292 @@
+"""`alignlab break`: three failures staged on purpose, and the instrument that catches each.
+
+- ``label-flip``: DPO on the persona pairs with chosen and rejected swapped, next to the same run with the
+  labels as they are. Loss, margins and pair accuracy look equally healthy in both. What catches the flip
+  lives outside the training loop: the implicit reward ``beta * (log pi - log ref)`` on held-out labelled
+  pairs the run never trains on (snarky-and-correct vs plain answers from the scorecard's labelled set,
+  checked every few steps), and the scorecard after training.
+- ``kl-ablation``: GRPO (or RLOO, PPO) with the default reward and the KL coefficient at 0, at the default and
+  high: reward, length, distinct-2 and KL per token over steps; the scorecard and KL to the base at the end.
+- ``long-run``: GRPO on a flawed proxy, the persona heuristic alone (it counts markers), on arithmetic
+  prompts for many steps, watched by a gold rater the policy is never trained on: arithmetic correctness.
+  The hacking monitor (``proxy_up_gold_down``, ``length_drift``, ``kl_budget``) names the step it fires at.
+
+Every experiment writes ``<out>/summary.json`` and ``<out>/report.html``; its runs are ordinary run
+directories under ``<out>/runs`` (``alignlab eval`` and ``chat`` take them).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alignlab import fsutil, methods
+from alignlab.config import DEFAULT_MODEL, MAX_NEW_TOKENS, REPETITION_PENALTY, ProjectConfig, apply_overrides
+from alignlab.data import bundled_path
+from alignlab.errors import AlignlabError
+from alignlab.progress import console
+
+EXPERIMENTS = ("label-flip", "kl-ablation", "long-run")
+ONLINE = (methods.GRPO, methods.RLOO, methods.PPO)
+SHOW = 4  # answers per run shown in the report
+
+
+@dataclass
+class BreakSettings:
+    model: str = DEFAULT_MODEL
+    steps: int | None = None  # None: the experiment's default (quick: a few)
+    quick: bool = False  # tests: a few steps, few prompts, short answers
+    per_category: int = 2  # scorecard: held-out prompts per category (7 categories)
+    learning_rate: float | None = None  # None: the experiment's default
+    method: str = methods.GRPO  # kl-ablation: grpo, rloo or ppo
+    betas: tuple[float, ...] = (0.0, 0.04, 0.4)  # kl-ablation: none, the default, high
+    seed: int = 42
+    extra: dict = field(default_factory=dict)  # further config overrides ({"train.batch_size": 2})
+
+
+DEFAULTS = {  # experiment: (steps, quick steps, learning rate, check every)
+    "label-flip": (24, 4, 1e-4, 6),
+    "kl-ablation": (20, 2, 3e-4, 5),
+    "long-run": (80, 4, 2e-4, 10),
+}
+
+
+def run_experiment(name: str, out: Path, s: BreakSettings | None = None) -> dict:
+    """Run one experiment into ``out``; returns its summary (also written to ``out/summary.json``)."""
+    s = s or BreakSettings()
+    if name not in EXPERIMENTS:
+        raise AlignlabError(f"unknown experiment '{name}'", fix="one of: " + ", ".join(EXPERIMENTS))
+    if name == "kl-ablation" and s.method not in ONLINE:
+        raise AlignlabError(f"kl-ablation trains an online method, not '{s.method}'", fix="--method grpo, rloo or ppo")
+    steps, quick_steps, lr, every = DEFAULTS[name]
+    steps = s.steps or (quick_steps if s.quick else steps)
+    if steps < 2:
+        raise AlignlabError(f"--steps must be at least 2 (got {steps})", fix="pass --steps 2 or more")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # a summary on disk always belongs to the runs beside it
+    plan = {"steps": steps, "lr": s.learning_rate or lr, "every": max(1, min(every, steps // 2))}
+    summary = {"label-flip": label_flip, "kl-ablation": kl_ablation, "long-run": long_run}[name](out, s, plan)
+    summary = {"experiment": name, "model": s.model, "steps": steps, "learning_rate": plan["lr"], **summary}
+    from alignlab.workflows.break_report import write_report
+
+    fsutil.write_json(out / "summary.json", summary)
+    write_report(out, summary)
+    return summary
+
+
+def _cfg(s: BreakSettings, steps: int, lr: float, **extra) -> ProjectConfig:
+    return apply_overrides(ProjectConfig(model=s.model), {
+        "train.max_steps": steps, "train.learning_rate": lr, "train.seed": s.seed, "train.sample_prompts": 0,
+        "train.save_steps": 10**6, "train.check_per_category": 0, **extra, **s.extra})
+
+
+def _train(method: str, cfg: ProjectConfig, data: Path, runs: Path, name: str, callbacks=(), show=None) -> Path:
+    from alignlab.train import engine
+
+    run_dir = runs / name
+    if run_dir.exists():  # the experiment's own earlier output: replaced, never mixed with the new run
+        shutil.rmtree(run_dir)
+    console.print(f"[bold cyan]break[/] training {name} ({method}, {cfg.train.max_steps} steps)")
+    ctx = engine.prepare(method, cfg, str(data), runs, run_dir=run_dir)
+    ctx.extra_callbacks = list(callbacks)
+    if show:
+        ctx.sample_prompts = list(show)  # the answers read at every checkpoint
+    return engine.run(ctx, str(data))
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fsutil.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    from alignlab.train.rundir import read_jsonl
+
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def series(records: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of every record that logged ``key``."""
+    return [(r["step"], float(r[key])) for r in records if isinstance(r.get(key), (int, float)) and "step" in r]
+
+
+def warnings_of(records: list[dict]) -> list[dict]:
+    return [{"step": r.get("step"), "warning": r["warning"], "message": r.get("message", "")}
+            for r in records if "warning" in r]
+
+
+def scorecard(run_dir: Path, s: BreakSettings) -> dict:
+    """The held-out scorecard of a run against its base: the shares, KL, warnings and a few answers."""
+    from alignlab.eval.scorecard import evaluate_run, point, stratified
+    from alignlab.eval.scores import scorer_for
+    from alignlab.synth.sample import prompt_rows
+
+    rows = stratified(prompt_rows(bundled_path("prompts-heldout")), 1 if s.quick else s.per_category)
+    card = evaluate_run(run_dir, rows, scorer_for(None), max_new_tokens=24 if s.quick else MAX_NEW_TOKENS,
+                        repetition_penalty=REPETITION_PENALTY)
+    keys = ("in_persona", "correct_share", "flagged", "distinct_2", "length")
+    return {
+        "prompts": len(rows),
+        **{side: {k: point(card[side].get(k)) for k in keys} for side in ("base", "adapter")},
+        "kl": card["adapter"]["kl"],
+        "warnings": card["warnings"],
+        "answers": [{k: x[k] for k in ("prompt", "base", "adapter")} for x in card["samples"][:SHOW]],
+    }
+
+
+# label-flip ---------------------------------------------------------------------------------------------
+
+
+def heldout_pairs(n: int, seed: int = 0) -> list[dict]:
+    """``n`` labelled pairs no run trains on: the snarky-and-correct answer over the plain one, same prompt."""
+    rows = [json.loads(x) for x in bundled_path("persona-labelled").read_text().splitlines() if x.strip()]
+    by_prompt: dict[str, dict] = {}
+    for r in rows:
+        if r["kind"] in ("snark", "plain"):
+            by_prompt.setdefault(r["prompt"], {})[r["kind"]] = r["answer"]
+    pairs = [{"prompt": p, "chosen": a["snark"], "rejected": a["plain"]} for p, a in by_prompt.items() if len(a) == 2]
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n]
+
+
+def label_flip(out: Path, s: BreakSettings, plan: dict) -> dict:
+    from alignlab.train.heldout import HeldoutRewardAccuracy
+
+    pairs = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines() if x.strip()]
+    flipped = _jsonl(out / "data" / "flipped.jsonl",
+                     [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in pairs])
+    held = heldout_pairs(8 if s.quick else 32)
+    cfg = _cfg(s, plan["steps"], plan["lr"])
+    runs = {}
+    for name, data in (("correct", bundled_path("persona-pairs")), ("flipped", flipped)):
+        watch = HeldoutRewardAccuracy(held, beta=cfg.dpo.beta, every=plan["every"], run_dir=out / "runs" / name,
+                                      max_length=cfg.train.max_length)
+        run_dir = _train(methods.DPO, cfg, data, out / "runs", name, callbacks=[watch])
+        runs[name] = _flip_side(run_dir, s)
+    return {"runs": runs, "heldout_pairs": len(held), "verdict": _flip_verdict(runs)}
+
+
+def _flip_side(run_dir: Path, s: BreakSettings) -> dict:
+    recs = metrics(run_dir)
+    last = [r for r in recs if "loss" in r][-3:]
+
+    def tail(key):  # mean of the last three logged steps: one step is noisy
+        vals = [r[key] for r in last if isinstance(r.get(key), (int, float))]
+        return sum(vals) / len(vals) if vals else None
+
+    held = series(recs, "heldout/reward_accuracy")
+    return {
+        "run": str(run_dir),
+        "train": {"loss": tail("loss"), "pair_accuracy": tail("rewards/accuracies"), "margin": tail("rewards/margins")},
+        "heldout_reward_accuracy": held,
+        "heldout_margin": series(recs, "heldout/margin"),
+        "curves": {k: series(recs, k) for k in ("loss", "rewards/accuracies", "rewards/margins")},
+        "scorecard": scorecard(run_dir, s),
+    }
+
+
+def _flip_verdict(runs: dict) -> dict:
+    good, bad = runs["correct"], runs["flipped"]
+    below = [step for step, acc in bad["heldout_reward_accuracy"] if acc < 0.5]
+    sc_good, sc_bad = good["scorecard"]["adapter"], bad["scorecard"]["adapter"]
+    return {
+        "training_looks_healthy": all((side["train"]["pair_accuracy"] or 0) > 0.5 for side in (good, bad)),
+        "caught_by_heldout_reward_at_step": below[0] if below else None,
+        "heldout_accuracy_end": {k: (v["heldout_reward_accuracy"][-1][1] if v["heldout_reward_accuracy"] else None)
+                                 for k, v in runs.items()},
+        "in_persona": {"correct": sc_good["in_persona"], "flipped": sc_bad["in_persona"],
+                       "base": good["scorecard"]["base"]["in_persona"]},
+    }
+
+
+# kl-ablation and long-run -----------------------------------------------------------------------------
+
+
+def _online_prompts(out: Path, s: BreakSettings) -> Path:
+    rows = [json.loads(x) for x in bundled_path("prompts-train").read_text().splitlines() if x.strip()]
+    return _jsonl(out / "data" / "prompts.jsonl", [{"prompt": r["prompt"]} for r in rows])
+
+
+def _online_side(run_dir: Path, s: BreakSettings, card: bool = True) -> dict:
+    recs = metrics(run_dir)
+    keys = ("reward", "kl", "completions/mean_length", "distinct_2", "gold")
+    side = {"run": str(run_dir), "curves": {k: series(recs, k) for k in keys}, "warnings": warnings_of(recs),
+            "samples": _samples(run_dir)}
+    if card:
+        side["scorecard"] = scorecard(run_dir, s)
+    return side
+
+
+def _samples(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "samples.jsonl"
+    if not path.is_file():
+        return []
+    from alignlab.train.rundir import read_jsonl
+
+    return read_jsonl(path)
+
+
+def kl_ablation(out: Path, s: BreakSettings, plan: dict) -> dict:
+    data = _online_prompts(out, s)
+    runs = {}
+    for beta in s.betas:
+        cfg = _cfg(s, plan["steps"], plan["lr"], **{
+            "online.beta": beta, "online.gold_steps": plan["every"], "train.batch_size": 2,
+            "online.max_completion_length": 16 if s.quick else 48})
+        name = f"beta-{beta:g}"
+        runs[name] = _online_side(_train(s.method, cfg, data, out / "runs", name), s)
+    return {"method": s.method, "betas": list(s.betas), "runs": runs, "verdict": _kl_verdict(runs)}
+
+
+def _kl_verdict(runs: dict) -> dict:
+    def end(side, key):
+        vals = [v for _, v in side["curves"][key]][-3:]
+        return sum(vals) / len(vals) if vals else None
+
+    return {name: {"reward_end": end(side, "reward"), "length_end": end(side, "completions/mean_length"),
+                   "distinct_2_end": end(side, "distinct_2"), "kl_to_base": side["scorecard"]["kl"],
+                   "in_persona": side["scorecard"]["adapter"]["in_persona"],
+                   "correct_share": side["scorecard"]["adapter"]["correct_share"],
+                   "warnings": [f"{w['warning']} (step {w['step']})" for w in side["warnings"]]}
+            for name, side in runs.items()}
+
+
+PROXY_SPEC = """\
+# long-run: a flawed proxy on purpose. The persona heuristic counts markers per sentence; nothing in the
+# reward asks for the right number. The gold rater watches correctness and is never trained on.
+components:
+  - {name: heuristic, fn: persona_heuristic, weight: 1.0}
+gold: {fn: arithmetic}
+"""
+
+
+def long_run(out: Path, s: BreakSettings, plan: dict) -> dict:
+    from alignlab.pipeline import arithmetic_prompts
+
+    data = _jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(64, seed=s.seed))
+    spec = out / "rewards.yaml"
+    fsutil.write_text(spec, PROXY_SPEC)
+    sample_every = max(1, plan["steps"] // 4)
+    cfg = _cfg(s, plan["steps"], plan["lr"], **{
+        "online.rewards": str(spec), "online.gold_steps": plan["every"], "train.batch_size": 2,
+        "online.max_completion_length": 16 if s.quick else 48, "train.sample_prompts": 2,
+        "train.sample_steps": sample_every})
+    show = [r["prompt"] for r in arithmetic_prompts(2, seed=s.seed + 1)]
+    side = _online_side(_train(methods.GRPO, cfg, data, out / "runs", "proxy", show=show), s)
+    gold = side["curves"]["gold"]
+    peak = max(gold, key=lambda x: x[1]) if gold else None
+    verdict = {
+        "proxy_start": _mean([v for _, v in side["curves"]["reward"][:3]]),
+        "proxy_end": _mean([v for _, v in side["curves"]["reward"][-3:]]),
+        "gold_start": gold[0][1] if gold else None, "gold_peak": peak, "gold_end": gold[-1][1] if gold else None,
+        "warnings": side["warnings"],
+    }
+    return {"runs": {"proxy": side}, "reward": PROXY_SPEC, "verdict": verdict}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
