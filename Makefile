@@ -21,7 +21,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will be skipped"
 
 demo: setup
-	$(PY) -m alignlab.demo
+	$(PY) -m alignlab.workflows.demo
 
 test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 tests

@@ -40,9 +40,9 @@ QUICK = ("sft", "sft-dpo", "dpo (quick-start defaults)")
 
 
 def train(project: Path, name: str, stages, base_overrides: dict) -> tuple[Path, float]:
-    """Train a recipe's stages with ``alignlab.recipes.train_recipe`` (finished stages are reused)."""
+    """Train a recipe's stages with ``alignlab.workflows.recipes.train_recipe`` (finished stages are reused)."""
     from alignlab.config import CONFIG_NAME, apply_overrides, load_config
-    from alignlab.recipes import Stage, train_recipe
+    from alignlab.workflows.recipes import Stage, train_recipe
 
     start = time.time()
     cfg = apply_overrides(load_config(project / CONFIG_NAME), base_overrides)

@@ -127,7 +127,7 @@ def test_judge_model_from_the_spec_and_env(judge_server, monkeypatch):
 def test_judge_labels_are_stored_as_picks_and_bias_becomes_a_tie(judge_server, tmp_path):
     from alignlab.feedback.export import export
     from alignlab.feedback.store import Store
-    from alignlab.loop import collect_automatic
+    from alignlab.workflows.loop import collect_automatic
 
     url, state = judge_server
     rater = get_rater("judge", judge_url=url, judge_model="tiny-judge", judge_cache=False)

@@ -119,7 +119,7 @@ def test_two_rounds_then_a_rerun_continues_with_round_three(project):
 
 
 def test_round_plot_axes_start_at_zero():
-    from alignlab.loop import y_limits
+    from alignlab.workflows.loop import y_limits
 
     assert y_limits("persona_score", [0.41, 0.43, None]) == (0.0, 1.0)
     assert y_limits("distinct_2", [0.8, 0.81]) == (0.0, 1.0)

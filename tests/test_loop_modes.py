@@ -12,7 +12,7 @@ from alignlab.cli import app
 from alignlab.config import apply_overrides, load_config
 from alignlab.errors import AlignlabError
 from alignlab.feedback.store import Store
-from alignlab.loop import LoopSettings, read_rounds, round_responses, run_loop
+from alignlab.workflows.loop import LoopSettings, read_rounds, round_responses, run_loop
 from alignlab.rewards import register_reward
 from helpers import vowel_share
 from alignlab.train.rundir import read_run

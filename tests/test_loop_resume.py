@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from alignlab.cli import app
 from alignlab.config import apply_overrides, load_config
 from alignlab.feedback.store import Store
-from alignlab.loop import LoopSettings, count_judgements, read_rounds, round_responses, run_loop
+from alignlab.workflows.loop import LoopSettings, count_judgements, read_rounds, round_responses, run_loop
 from alignlab.rewards import register_reward
 from helpers import vowel_share
 from alignlab.train.rundir import read_run

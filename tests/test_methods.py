@@ -50,6 +50,20 @@ def test_nothing_outside_the_cli_imports_it():
     assert offenders == []
 
 
+def test_only_the_cli_imports_the_workflows():
+    """workflows/ chains runs over train, eval and the rest; nothing below it may import it."""
+    offenders = []
+    for p in SRC.rglob("*.py"):
+        rel = p.relative_to(SRC)
+        if rel.parts[0] in ("cli", "workflows") or rel.name == "__main__.py":
+            continue
+        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [f"{n.module}.{a.name}" for a in n.names] if isinstance(n, ast.ImportFrom) and n.module else []
+            offenders += [f"{rel}: {x}" for x in names if x.startswith("alignlab.workflows")]
+    assert offenders == []
+
+
 def test_every_record_points_at_real_config_data_and_recipe():
     cfg = ProjectConfig()
     for m in methods.REGISTRY.values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from alignlab.pipeline import StageSettings, arithmetic_prompts, run_pipeline
+from alignlab.workflows.pipeline import StageSettings, arithmetic_prompts, run_pipeline
 
 
 def test_arithmetic_prompts_have_correct_answers():

@@ -17,10 +17,11 @@ def register(app: typer.Typer) -> None:
         experiment: str = typer.Argument(..., help="label-flip, kl-ablation or long-run"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for data, runs, summary.json and report.html (default: break/EXPERIMENT)"),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="base model"),
-        steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (defaults: label-flip 24, kl-ablation 20, long-run 80)"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (defaults: label-flip 1e-4, kl-ablation 3e-4, long-run 2e-4)"),
+        steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (defaults: label-flip 24, kl-ablation 12, long-run 60)"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (defaults: label-flip 1e-4, kl-ablation 1e-3, long-run 3e-4)"),
         method: str = typer.Option(methods.GRPO, "--method", help="kl-ablation: grpo, rloo or ppo"),
         betas: str = typer.Option("0,0.04,0.4", "--betas", help="kl-ablation: KL coefficients, comma-separated"),
+        rewards: Optional[Path] = typer.Option(None, "--rewards", help="kl-ablation: reward YAML (default: the long-run proxy, a persona classifier, with arithmetic correctness as gold)"),
         per_category: int = typer.Option(2, "--per-category", help="held-out scorecard: prompts per category (7 categories)"),
         quick: bool = typer.Option(False, "--quick", help="a few steps, few prompts, short answers (a smoke test, not a finding)"),
     ) -> None:
@@ -39,7 +40,8 @@ def register(app: typer.Typer) -> None:
         if not beta_list or min(beta_list) < 0:
             raise AlignlabError(f"--betas needs one or more KL coefficients >= 0 (got '{betas}')", fix="e.g. --betas 0,0.04,0.4")
         settings = BreakSettings(model=model, steps=steps, quick=quick, per_category=per_category,
-                                 learning_rate=lr, method=method, betas=beta_list)
+                                 learning_rate=lr, method=method, betas=beta_list,
+                                 rewards=str(rewards) if rewards else None)
         target = out or Path("break") / experiment
         summary = run_experiment(experiment, target, settings)
         typer.echo("")

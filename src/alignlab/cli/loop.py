@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Shape the model round by round; each round trains from the previous adapter. Stop any time; rerun to continue."""
         from alignlab.config import apply_overrides, parse_set
-        from alignlab.loop import LoopSettings, plot_rounds, run_loop, table
+        from alignlab.workflows.loop import LoopSettings, plot_rounds, run_loop, table
 
         cfg, root = _project(project)
         cfg = apply_overrides(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr, **parse_set(set_)})
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The loop's rounds: labels collected, rows trained on, held-out persona, length, distinct-2, KL; writes rounds.png."""
         from alignlab.feedback.store import DB_NAME, open_store
-        from alignlab.loop import plot_rounds, read_rounds, table
+        from alignlab.workflows.loop import plot_rounds, read_rounds, table
 
         _, root = _project(project)
         with open_store(root / DB_NAME, create=False) as store:

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         grpo_steps: int = typer.Option(15, "--grpo-steps", help="GRPO steps on arithmetic, starting from the DPO adapter"),
     ) -> None:
         """The tutorial's four stages on a small budget (measured: 5.3 minutes on 2 CPU cores with these defaults)."""
-        from alignlab.pipeline import STAGES, StageSettings, run_pipeline
+        from alignlab.workflows.pipeline import STAGES, StageSettings, run_pipeline
 
         settings = StageSettings(sft_steps=sft_steps, rm_steps=rm_steps, dpo_steps=dpo_steps, grpo_steps=grpo_steps)
         result = run_pipeline(out, model=model, s=settings)

@@ -89,7 +89,7 @@ def m002_indexes(conn: sqlite3.Connection) -> None:
 
 
 def m003_rounds(conn: sqlite3.Connection) -> None:
-    """One row per round of `alignlab loop` (read and written by alignlab.loop): what was collected and trained,
+    """One row per round of `alignlab loop` (read and written by alignlab.workflows.loop): what was collected and trained,
     and the new adapter's scorecard on held-out prompts. ``details`` holds the whole scorecard as JSON."""
     conn.execute(
         """CREATE TABLE rounds (

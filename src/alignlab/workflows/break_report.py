@@ -48,7 +48,7 @@ def _kl_lines(s: dict) -> list[str]:
     out = [f"{s['method']} with the KL coefficient at {', '.join(f'{b:g}' for b in s['betas'])}:"]
     for name, v in s["verdict"].items():
         warn = "; warnings: " + ", ".join(v["warnings"]) if v["warnings"] else "; no warnings"
-        out.append(f"{name}: reward {_num(v['reward_end'])}, length {_num(v['length_end'], '.1f')} tokens, "
+        out.append(f"{name}: reward {_num(v['reward_end'])}, gold {_num(v.get('gold_end'), '.2f')}, length {_num(v['length_end'], '.1f')} tokens, "
                    f"distinct-2 {_num(v['distinct_2_end'], '.2f')} (last 3 steps); KL to the base "
                    f"{_num(v['kl_to_base'])}/token, in persona {_pct(v['in_persona'])}, correct "
                    f"{_pct(v['correct_share'])} on held-out prompts{warn}")
@@ -57,7 +57,7 @@ def _kl_lines(s: dict) -> list[str]:
 
 def _long_lines(s: dict) -> list[str]:
     v = s["verdict"]
-    out = [f"proxy reward (persona heuristic) {_num(v['proxy_start'])} -> {_num(v['proxy_end'])} over {s['steps']} steps"]
+    out = [f"proxy reward (persona classifier) {_num(v['proxy_start'])} -> {_num(v['proxy_end'])} over {s['steps']} steps"]
     if v["gold_peak"]:
         out.append(f"gold (arithmetic correct, never in the reward) {_pct(v['gold_start'])} at the start, "
                    f"peak {_pct(v['gold_peak'][1])} at step {v['gold_peak'][0]}, {_pct(v['gold_end'])} at the end")
@@ -101,8 +101,8 @@ def _plot(summary: dict) -> str:
     keys = [("reward", "reward"), ("kl", "KL per token"), ("completions/mean_length", "mean length (tokens)"),
             ("distinct_2", "distinct-2")]
     panels = [(title, {k: v["curves"][key] for k, v in runs.items()}) for key, title in keys]
-    if summary["experiment"] == "long-run":
-        panels.insert(1, ("gold: arithmetic correct", {"gold": runs["proxy"]["curves"]["gold"]}))
+    if any(v["curves"]["gold"] for v in runs.values()):
+        panels.insert(1, ("gold (never in the reward)", {k: v["curves"]["gold"] for k, v in runs.items()}))
     return _lines_plot(panels)
 
 
@@ -145,13 +145,17 @@ def _scores(summary: dict) -> str:
 
 
 def write_report(out: Path, summary: dict) -> Path:
+    import base64
+
     esc = html.escape
     lines = "".join(f"<li>{esc(x)}</li>" for x in findings(summary))
+    plot = _plot(summary)
+    fsutil.write_bytes(Path(out) / "curves.png", base64.b64decode(plot))  # the report's curves, for slides and READMEs
     prompts = next(iter(summary["runs"].values()))["scorecard"]["prompts"]
     body = (f"<h1>alignlab break {esc(summary['experiment'])}</h1>"
             f"<p>{esc(summary['model'])}, {summary['steps']} steps per run, learning rate {summary['learning_rate']:g}</p>"
             f"<h2>What happened</h2><ul>{lines}</ul>"
-            f"<img src='data:image/png;base64,{_plot(summary)}'>"
+            f"<img src='data:image/png;base64,{plot}'>"
             f"<h2>Held-out scorecard ({prompts} prompts)</h2>{_scores(summary)}"
             f"<h2>Answers on held-out prompts</h2>{_answers(summary)}{_samples(summary)}")
     page = f"<!doctype html><meta charset='utf-8'><title>alignlab break</title><style>{CSS}</style>{body}"

@@ -5,10 +5,12 @@
   lives outside the training loop: the implicit reward ``beta * (log pi - log ref)`` on held-out labelled
   pairs the run never trains on (snarky-and-correct vs plain answers from the scorecard's labelled set,
   checked every few steps), and the scorecard after training.
-- ``kl-ablation``: GRPO (or RLOO, PPO) with the default reward and the KL coefficient at 0, at the default and
-  high: reward, length, distinct-2 and KL per token over steps; the scorecard and KL to the base at the end.
-- ``long-run``: GRPO on a flawed proxy, the persona heuristic alone (it counts markers), on arithmetic
-  prompts for many steps, watched by a gold rater the policy is never trained on: arithmetic correctness.
+- ``kl-ablation``: GRPO (or RLOO, PPO) on the long-run's flawed proxy at a high learning rate, with the KL
+  coefficient at 0, at the default and high: proxy reward, gold, length, distinct-2 and KL per token over
+  steps; the scorecard and KL to the base at the end.
+- ``long-run``: GRPO on a flawed proxy, the persona classifier alone (it scores how snarky an answer sounds,
+  right or wrong), on arithmetic prompts for many steps, watched by a gold rater the policy is never trained
+  on: arithmetic correctness.
   The hacking monitor (``proxy_up_gold_down``, ``length_drift``, ``kl_budget``) names the step it fires at.
 
 Every experiment writes ``<out>/summary.json`` and ``<out>/report.html``; its runs are ordinary run
@@ -43,14 +45,15 @@ class BreakSettings:
     learning_rate: float | None = None  # None: the experiment's default
     method: str = methods.GRPO  # kl-ablation: grpo, rloo or ppo
     betas: tuple[float, ...] = (0.0, 0.04, 0.4)  # kl-ablation: none, the default, high
+    rewards: str | None = None  # kl-ablation: a reward YAML (default: PROXY_SPEC)
     seed: int = 42
     extra: dict = field(default_factory=dict)  # further config overrides ({"train.batch_size": 2})
 
 
 DEFAULTS = {  # experiment: (steps, quick steps, learning rate, check every)
     "label-flip": (24, 4, 1e-4, 6),
-    "kl-ablation": (20, 2, 3e-4, 5),
-    "long-run": (80, 4, 2e-4, 10),
+    "kl-ablation": (12, 2, 1e-3, 3),
+    "long-run": (60, 4, 3e-4, 5),
 }
 
 
@@ -206,9 +209,11 @@ def _flip_verdict(runs: dict) -> dict:
 # kl-ablation and long-run -----------------------------------------------------------------------------
 
 
-def _online_prompts(out: Path, s: BreakSettings) -> Path:
-    rows = [json.loads(x) for x in bundled_path("prompts-train").read_text().splitlines() if x.strip()]
-    return _jsonl(out / "data" / "prompts.jsonl", [{"prompt": r["prompt"]} for r in rows])
+def _arithmetic(out: Path, s: BreakSettings) -> Path:
+    """Single-digit arithmetic prompts with their answers: what the gold rater checks."""
+    from alignlab.workflows.pipeline import arithmetic_prompts
+
+    return _jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(64, seed=s.seed))
 
 
 def _online_side(run_dir: Path, s: BreakSettings, card: bool = True) -> dict:
@@ -231,15 +236,17 @@ def _samples(run_dir: Path) -> list[dict]:
 
 
 def kl_ablation(out: Path, s: BreakSettings, plan: dict) -> dict:
-    data = _online_prompts(out, s)
+    data = _arithmetic(out, s)
+    spec = Path(s.rewards) if s.rewards else _proxy_spec(out)
     runs = {}
     for beta in s.betas:
         cfg = _cfg(s, plan["steps"], plan["lr"], **{
-            "online.beta": beta, "online.gold_steps": plan["every"], "train.batch_size": 2,
+            "online.rewards": str(spec), "online.beta": beta, "online.gold_steps": plan["every"], "train.batch_size": 2,
             "online.max_completion_length": 16 if s.quick else 48})
         name = f"beta-{beta:g}"
         runs[name] = _online_side(_train(s.method, cfg, data, out / "runs", name), s)
-    return {"method": s.method, "betas": list(s.betas), "runs": runs, "verdict": _kl_verdict(runs)}
+    return {"method": s.method, "betas": list(s.betas), "reward": spec.read_text(), "runs": runs,
+            "verdict": _kl_verdict(runs)}
 
 
 def _kl_verdict(runs: dict) -> dict:
@@ -247,7 +254,7 @@ def _kl_verdict(runs: dict) -> dict:
         vals = [v for _, v in side["curves"][key]][-3:]
         return sum(vals) / len(vals) if vals else None
 
-    return {name: {"reward_end": end(side, "reward"), "length_end": end(side, "completions/mean_length"),
+    return {name: {"reward_end": end(side, "reward"), "gold_end": end(side, "gold"), "length_end": end(side, "completions/mean_length"),
                    "distinct_2_end": end(side, "distinct_2"), "kl_to_base": side["scorecard"]["kl"],
                    "in_persona": side["scorecard"]["adapter"]["in_persona"],
                    "correct_share": side["scorecard"]["adapter"]["correct_share"],
@@ -256,20 +263,20 @@ def _kl_verdict(runs: dict) -> dict:
 
 
 PROXY_SPEC = """\
-# long-run: a flawed proxy on purpose. The persona heuristic counts markers per sentence; nothing in the
-# reward asks for the right number. The gold rater watches correctness and is never trained on.
+# alignlab break: a flawed proxy on purpose. The persona classifier (MiniLM + logistic head, trained on the
+# persona pairs) scores how snarky an answer sounds; nothing in the reward asks for the right number.
+# The gold rater watches correctness and is never trained on.
 components:
-  - {name: heuristic, fn: persona_heuristic, weight: 1.0}
+  - {name: proxy, fn: persona_classifier, args: {path: CLASSIFIER}}
 gold: {fn: arithmetic}
 """
 
 
 def long_run(out: Path, s: BreakSettings, plan: dict) -> dict:
-    from alignlab.pipeline import arithmetic_prompts
+    from alignlab.workflows.pipeline import arithmetic_prompts
 
-    data = _jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(64, seed=s.seed))
-    spec = out / "rewards.yaml"
-    fsutil.write_text(spec, PROXY_SPEC)
+    data = _arithmetic(out, s)
+    spec = _proxy_spec(out)
     sample_every = max(1, plan["steps"] // 4)
     cfg = _cfg(s, plan["steps"], plan["lr"], **{
         "online.rewards": str(spec), "online.gold_steps": plan["every"], "train.batch_size": 2,
@@ -285,7 +292,16 @@ def long_run(out: Path, s: BreakSettings, plan: dict) -> dict:
         "gold_start": gold[0][1] if gold else None, "gold_peak": peak, "gold_end": gold[-1][1] if gold else None,
         "warnings": side["warnings"],
     }
-    return {"runs": {"proxy": side}, "reward": PROXY_SPEC, "verdict": verdict}
+    return {"runs": {"proxy": side}, "reward": spec.read_text(), "verdict": verdict}
+
+
+def _proxy_spec(out: Path) -> Path:
+    """The long-run reward YAML, naming the shared persona classifier (trained once on the bundled pairs)."""
+    from alignlab.eval.raters import CLASSIFIER_DIR, load_or_train_classifier
+    from alignlab.paths import home
+
+    load_or_train_classifier(None)  # $ALIGNLAB_HOME/classifier, the one `alignlab loop --rater classifier` uses
+    return fsutil.write_text(out / "rewards.yaml", PROXY_SPEC.replace("CLASSIFIER", json.dumps(str(home() / CLASSIFIER_DIR))))
 
 
 def _mean(values: list[float]) -> float | None:

@@ -2,13 +2,13 @@
 
 1. creates ``demo-project/`` (the example persona's data: 600 matched pairs, their chosen answers as an
    SFT set, thumbs, train prompts and 177 held-out prompts with reference answers);
-2. trains the default recipe (``alignlab.recipes.DEFAULT``), stage by stage, each stage continuing from
+2. trains the default recipe (``alignlab.workflows.recipes.DEFAULT``), stage by stage, each stage continuing from
    the previous one's adapter (a finished stage is reused when the demo is run again);
 3. answers held-out prompts from every category with the base and the adapter, scores both (persona,
    correct, mimicry with 95% intervals, KL, length, distinct-n), prints the scorecard, its warnings and
    a few answers side by side, and writes the run's ``report.html``.
 
-    python -m alignlab.demo [--dir demo-project] [--per-category 6] [--answers 6]
+    python -m alignlab.workflows.demo [--dir demo-project] [--per-category 6] [--answers 6]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
     from alignlab.eval.report import write_report
     from alignlab.eval.scorecard import evaluate_run, stratified, table_rows
     from alignlab.eval.scores import scorer_for
-    from alignlab.recipes import DEFAULT, train_recipe
+    from alignlab.workflows.recipes import DEFAULT, train_recipe
     from alignlab.synth.sample import default_prompts, prompt_rows
 
     console = Console()
