@@ -58,13 +58,13 @@ def test_heldout_pairs_are_labelled_snark_over_plain_and_disjoint_from_the_train
 
 
 def test_label_flip_looks_healthy_in_training_and_is_caught_on_held_out_pairs(tiny_model, tmp_path):
-    s = BreakSettings(model=tiny_model, quick=True, steps=6, learning_rate=2e-3)
+    s = BreakSettings(model=tiny_model, quick=True, steps=8, learning_rate=5e-3)
     summary = run_experiment("label-flip", tmp_path, s)
     good, bad = summary["runs"]["correct"], summary["runs"]["flipped"]
     assert bad["train"]["pair_accuracy"] > 0.5 and good["train"]["pair_accuracy"] > 0.5  # both look healthy
     assert bad["heldout_reward_accuracy"][-1][1] < 0.5 < good["heldout_reward_accuracy"][-1][1]
     assert summary["verdict"]["caught_by_heldout_reward_at_step"] is not None
-    assert [step for step, _ in bad["heldout_reward_accuracy"]] == [3, 6]  # every 3 steps (half the run) and the end
+    assert [step for step, _ in bad["heldout_reward_accuracy"]] == [4, 8]  # every 4 steps (half the run) and the end
     assert lora_b_moved(good["run"]) and lora_b_moved(bad["run"])
     flipped = [json.loads(x) for x in (tmp_path / "data" / "flipped.jsonl").read_text().splitlines()]
     assert flipped[0]["chosen"] != flipped[0]["rejected"]

@@ -80,9 +80,9 @@ def _lines_plot(panels: list[tuple[str, dict]]) -> str:
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8))
     for ax, (title, lines) in zip(list(axes) if len(panels) > 1 else [axes], panels):
-        for label, pts in lines.items():
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label)
+        for i, (label, pts) in enumerate(lines.items()):
+            if pts:  # a run keeps its colour in every panel, also where another run logged nothing
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label, color=f"C{i}")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         if len(lines) > 1:
