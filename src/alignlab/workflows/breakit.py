@@ -128,7 +128,8 @@ def scorecard(run_dir: Path, s: BreakSettings) -> dict:
     from alignlab.eval.scores import scorer_for
     from alignlab.synth.sample import prompt_rows
 
-    rows = stratified(prompt_rows(bundled_path("prompts-heldout")), 1 if s.quick else s.per_category)
+    rows = stratified(prompt_rows(bundled_path("prompts-heldout")), 1 if s.quick else s.per_category,
+                      limit=3 if s.quick else None)
     card = evaluate_run(run_dir, rows, scorer_for(None), max_new_tokens=24 if s.quick else MAX_NEW_TOKENS,
                         repetition_penalty=REPETITION_PENALTY)
     keys = ("in_persona", "correct_share", "flagged", "distinct_2", "length")
