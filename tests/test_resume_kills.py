@@ -140,6 +140,6 @@ def test_kills_at_random_moments_then_resume_matches_uninterrupted_run(tiny_mode
         assert at >= 1 and t["steps_after_mark"] == list(range(at + 1, STEPS + 1)), t  # not restarted at step 1
         assert t["loss_steps"] == list(range(1, STEPS + 1)), t  # one record per step, the killed attempt's dropped
         assert t["max_diff"] < 1e-5, t
-    assert len(resumed) >= max(1, KILLS - 1)
+    assert len(resumed) >= max(1, (3 * KILLS) // 4)  # a kill that lands after the last step finds a finished run
     assert any(t["killed"].startswith("while writing") for t in resumed) or KILLS < 2
     print(f"{len(resumed)} of {KILLS} kills resumed; max |adapter diff| {max(t['max_diff'] for t in resumed):.2e}")
