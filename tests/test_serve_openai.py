@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -140,6 +141,9 @@ def test_one_log_line_per_request(url, client, caplog):
         client.chat.completions.create(model="snarky", messages=PROMPT, max_tokens=3, temperature=0)
         _streamed(client.chat.completions.create(model="base", messages=PROMPT, max_tokens=4, temperature=0, stream=True))
         httpx.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": PROMPT})
+        deadline = time.monotonic() + 5  # the server thread may still be finishing the last request's line
+        while len([r for r in caplog.records if r.name == "alignlab.serve"]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
     lines = [r.getMessage() for r in caplog.records if r.name == "alignlab.serve"]
     assert len(lines) == 3, lines
     whole, streamed, missing = lines

@@ -37,9 +37,10 @@ def _flip_lines(s: dict) -> list[str]:
     step = v["caught_by_heldout_reward_at_step"]
     out.append(f"caught by: held-out implicit-reward accuracy below 50% at step {step}" if step is not None
                else "the held-out implicit-reward accuracy of the flipped run never fell below 50%")
-    p = v["in_persona"]
+    p, m = v["in_persona"], v.get("persona") or {}
     out.append(f"held-out scorecard, in persona: base {_pct(p['base'])}, correct labels {_pct(p['correct'])}, "
-               f"flipped {_pct(p['flipped'])}")
+               f"flipped {_pct(p['flipped'])}; persona score (mean) {_num(m.get('base'), '.2f')}, "
+               f"{_num(m.get('correct'), '.2f')}, {_num(m.get('flipped'), '.2f')}")
     out.append("both instruments live outside the training loop: nothing the trainer logs can tell the flip apart")
     return out
 
@@ -136,11 +137,12 @@ def _scores(summary: dict) -> str:
         for label, vals in (("base", c["base"]), (name, c["adapter"])):
             if label == "base" and rows:
                 continue
-            rows.append(f"<tr><td>{html.escape(label)}</td><td class='num'>{_pct(vals['in_persona'])}</td>"
+            rows.append(f"<tr><td>{html.escape(label)}</td><td class='num'>{_num(vals.get('persona'), '.2f')}</td>"
+                        f"<td class='num'>{_pct(vals['in_persona'])}</td>"
                         f"<td class='num'>{_pct(vals['correct_share'])}</td><td class='num'>{_pct(vals['flagged'])}</td>"
                         f"<td class='num'>{_num(vals['distinct_2'], '.2f')}</td>"
                         f"<td class='num'>{_num(c['kl'] if label != 'base' else 0.0)}</td></tr>")
-    head = "<tr><th>model</th><th>in persona</th><th>correct</th><th>mimicry flagged</th><th>distinct-2</th><th>KL/token</th></tr>"
+    head = "<tr><th>model</th><th>persona (mean)</th><th>in persona</th><th>correct</th><th>mimicry flagged</th><th>distinct-2</th><th>KL/token</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 

@@ -132,7 +132,7 @@ def scorecard(run_dir: Path, s: BreakSettings) -> dict:
                       limit=3 if s.quick else None)
     card = evaluate_run(run_dir, rows, scorer_for(None), max_new_tokens=24 if s.quick else MAX_NEW_TOKENS,
                         repetition_penalty=REPETITION_PENALTY)
-    keys = ("in_persona", "correct_share", "flagged", "distinct_2", "length")
+    keys = ("persona", "in_persona", "correct_share", "flagged", "distinct_2", "length")
     return {
         "prompts": len(rows),
         **{side: {k: point(card[side].get(k)) for k in keys} for side in ("base", "adapter")},
@@ -204,6 +204,8 @@ def _flip_verdict(runs: dict) -> dict:
                                  for k, v in runs.items()},
         "in_persona": {"correct": sc_good["in_persona"], "flipped": sc_bad["in_persona"],
                        "base": good["scorecard"]["base"]["in_persona"]},
+        "persona": {"correct": sc_good.get("persona"), "flipped": sc_bad.get("persona"),
+                    "base": good["scorecard"]["base"].get("persona")},
     }
 
 
