@@ -81,6 +81,7 @@ def test_kl_ablation_runs_each_coefficient_and_logs_kl_only_where_the_leash_is_o
     assert len(summary["runs"]["beta-0.4"]["curves"]["kl"]) == 2
     for side in summary["runs"].values():
         assert len(side["curves"]["reward"]) == 2 and side["scorecard"]["kl"] is not None
+        assert sorted({r["step"] for r in side["samples"]}) == [0, 1, 2]  # the fixed prompts' answers as it went
     assert (tmp_path / "report.html").is_file()
 
 

@@ -121,13 +121,15 @@ def _answers(summary: dict) -> str:
 
 
 def _samples(summary: dict) -> str:
-    samples = summary["runs"].get("proxy", {}).get("samples") or []
-    if not samples:
-        return ""
+    """The answers to the fixed prompts as each run went (online experiments)."""
     esc = html.escape
-    rows = "".join(f"<tr><td class='num'>{r['step']}</td><td>{esc(r['prompt'])}</td><td>{esc(r['completion'])}</td></tr>"
-                   for r in samples)
-    return f"<h2>Answers at each checkpoint</h2><table><tr><th>step</th><th>prompt</th><th>answer</th></tr>{rows}</table>"
+    rows = "".join(f"<tr><td>{esc(name)}</td><td class='num'>{r['step']}</td><td>{esc(r['prompt'])}</td>"
+                   f"<td>{esc(r['completion'])}</td></tr>"
+                   for name, side in summary["runs"].items() for r in side.get("samples") or [])
+    if not rows:
+        return ""
+    return ("<h2>Answers at each checkpoint</h2><table><tr><th>run</th><th>step</th><th>prompt</th><th>answer</th></tr>"
+            f"{rows}</table>")
 
 
 def _scores(summary: dict) -> str:

@@ -243,13 +243,26 @@ def kl_ablation(out: Path, s: BreakSettings, plan: dict) -> dict:
     spec = Path(s.rewards) if s.rewards else _proxy_spec(out)
     runs = {}
     for beta in s.betas:
-        cfg = _cfg(s, plan["steps"], plan["lr"], **{
-            "online.rewards": str(spec), "online.beta": beta, "online.gold_steps": plan["every"], "train.batch_size": 2,
-            "online.max_completion_length": 16 if s.quick else 48})
         name = f"beta-{beta:g}"
-        runs[name] = _online_side(_train(s.method, cfg, data, out / "runs", name), s)
+        cfg = _online_cfg(s, plan, spec, **{"online.beta": beta})
+        runs[name] = _online_side(_train(s.method, cfg, data, out / "runs", name, show=_show(s)), s)
     return {"method": s.method, "betas": list(s.betas), "reward": spec.read_text(), "runs": runs,
             "verdict": _kl_verdict(runs)}
+
+
+def _online_cfg(s: BreakSettings, plan: dict, spec: Path, **extra) -> ProjectConfig:
+    """2 prompts x 4 answers per step, gold every ``plan["every"]`` steps, answers read at every quarter."""
+    return _cfg(s, plan["steps"], plan["lr"], **{
+        "online.rewards": str(spec), "online.gold_steps": plan["every"], "train.batch_size": 2,
+        "online.max_completion_length": 16 if s.quick else 48, "train.sample_prompts": 2,
+        "train.sample_steps": max(1, plan["steps"] // 4), **extra})
+
+
+def _show(s: BreakSettings) -> list[str]:
+    """Two fixed arithmetic prompts (another seed than the training prompts'), answered greedily as the run goes."""
+    from alignlab.workflows.pipeline import arithmetic_prompts
+
+    return [r["prompt"] for r in arithmetic_prompts(2, seed=s.seed + 1)]
 
 
 def _kl_verdict(runs: dict) -> dict:
@@ -276,17 +289,9 @@ gold: {fn: arithmetic}
 
 
 def long_run(out: Path, s: BreakSettings, plan: dict) -> dict:
-    from alignlab.workflows.pipeline import arithmetic_prompts
-
     data = _arithmetic(out, s)
     spec = _proxy_spec(out)
-    sample_every = max(1, plan["steps"] // 4)
-    cfg = _cfg(s, plan["steps"], plan["lr"], **{
-        "online.rewards": str(spec), "online.gold_steps": plan["every"], "train.batch_size": 2,
-        "online.max_completion_length": 16 if s.quick else 48, "train.sample_prompts": 2,
-        "train.sample_steps": sample_every})
-    show = [r["prompt"] for r in arithmetic_prompts(2, seed=s.seed + 1)]
-    side = _online_side(_train(methods.GRPO, cfg, data, out / "runs", "proxy", show=show), s)
+    side = _online_side(_train(methods.GRPO, _online_cfg(s, plan, spec), data, out / "runs", "proxy", show=_show(s)), s)
     gold = side["curves"]["gold"]
     peak = max(gold, key=lambda x: x[1]) if gold else None
     verdict = {
