@@ -66,7 +66,7 @@ def make_run(root: Path, base: str, lora_std: float = 0.3, check: dict | None = 
 
     from alignlab.config import ProjectConfig, dump_config
     from alignlab.models.registry import resolve_model
-    from alignlab.train.engine import save_adapter
+    from alignlab.rundir import save_adapter
 
     run = root / "runs" / "20261202-120000-dpo"
     run.mkdir(parents=True)

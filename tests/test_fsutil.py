@@ -16,7 +16,7 @@ import pytest
 
 from alignlab import fsutil
 from alignlab.errors import AlignlabError
-from alignlab.train import rundir
+from alignlab import rundir
 
 
 def _leftovers(d: Path) -> list[str]:
@@ -71,7 +71,7 @@ CHILD = textwrap.dedent("""
     import sys, types
     from pathlib import Path
     import torch
-    from alignlab.train.engine import save_adapter
+    from alignlab.rundir import save_adapter
 
     target = Path(sys.argv[1])
     class Fake(torch.nn.Module):  # save_pretrained writes two files, like PEFT

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from alignlab.cli import app
 from alignlab.rewards import register_reward
 from helpers import vowel_share
-from alignlab.train.rundir import read_run
+from alignlab.rundir import read_run
 
 
 

@@ -12,10 +12,10 @@ from alignlab.cli import app
 from alignlab.config import apply_overrides, load_config
 from alignlab.errors import AlignlabError
 from alignlab.feedback.store import Store
-from alignlab.workflows.loop import LoopSettings, read_rounds, round_responses, run_loop
+from alignlab.workflows.loop import LoopSettings, run_loop
 from alignlab.rewards import register_reward
 from helpers import vowel_share
-from alignlab.train.rundir import read_run
+from alignlab.rundir import read_run
 
 
 
@@ -45,7 +45,7 @@ def test_person_rates_through_the_store_while_the_loop_waits(project):
     def person():  # what `alignlab rate --round 1 --mode pair` does, in another "terminal"
         with Store(proj / "feedback.db") as store:
             deadline = time.monotonic() + 60
-            while not round_responses(store, 1) and time.monotonic() < deadline:
+            while not store.round_responses(1) and time.monotonic() < deadline:
                 time.sleep(0.1)
             answers = iter(["a", "b", "a", "q"])
             rate(store, "ann", mode="pair", round=1, input_fn=lambda _: next(answers), output_fn=lambda _: None)
@@ -88,9 +88,9 @@ def test_enter_trains_on_what_is_there(project):
             except AlignlabError:
                 time.sleep(0.1)
         with store:
-            while not round_responses(store, 1):
+            while not store.round_responses(1):
                 time.sleep(0.1)
-            got = round_responses(store, 1)
+            got = store.round_responses(1)
             # two different answers to the same prompt (the tiny random model can sample the same text twice,
             # and a pick between identical answers exports no pair)
             a, b = next(((x, y) for x in got for y in got
@@ -116,4 +116,4 @@ def test_errors_before_anything_runs(project, change, message):
     with pytest.raises(AlignlabError, match=message):
         run_loop(proj, cfg, LoopSettings(rounds=1, **{**FAST, "rater": "reward:modes_vowels", **change}), echo=lambda _: None)
     with Store(proj / "feedback.db") as store:
-        assert read_rounds(store) == []
+        assert store.rounds_table() == []

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 from alignlab.cli import app
 from alignlab.config import apply_overrides, load_config
 from alignlab.feedback.store import Store
-from alignlab.workflows.loop import LoopSettings, count_judgements, read_rounds, round_responses, run_loop
+from alignlab.workflows.loop import LoopSettings, run_loop
 from alignlab.rewards import register_reward
 from helpers import vowel_share
-from alignlab.train.rundir import read_run
+from alignlab.rundir import read_run
 
 
 
@@ -56,8 +56,8 @@ def test_a_round_interrupted_in_training_resumes_without_resampling(project, mon
     with pytest.raises(KeyboardInterrupt):
         run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), echo=lambda _: None)
     with Store(proj / "feedback.db") as store:
-        (stopped,) = read_rounds(store)
-        sampled = [r["id"] for r in round_responses(store, 1)]
+        (stopped,) = store.rounds_table()
+        sampled = [r["id"] for r in store.round_responses(1)]
     assert stopped["status"] == "running" and stopped["responses"] == 6 == len(sampled) and stopped["judgements"] == 3
 
     monkeypatch.setattr(engine, "run", real_run)
@@ -65,5 +65,5 @@ def test_a_round_interrupted_in_training_resumes_without_resampling(project, mon
     assert row["status"] == "done" and row["run_dir"] != stopped["run_dir"]
     assert read_run(row["run_dir"])["status"] == "done"
     with Store(proj / "feedback.db") as store:
-        assert [r["id"] for r in round_responses(store, 1)] == sampled  # the same answers, not sampled again
-        assert count_judgements(store, 1) == 3  # and not judged again
+        assert [r["id"] for r in store.round_responses(1)] == sampled  # the same answers, not sampled again
+        assert store.count_judgements(1) == 3  # and not judged again

@@ -93,3 +93,21 @@ def test_registry_and_config_are_the_bottom_layer(module):
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert {m for m in imported if m.startswith("alignlab")} <= {"alignlab.errors"}
+
+
+def test_the_bottom_layer_imports_nothing_above_it():
+    """models/, data/, losses/, config.py and the run directory (rundir.py) sit below training, evaluation,
+    serving, feedback and orchestration: none of their imports, lazy ones included, reaches up."""
+    upper = ("alignlab.train", "alignlab.eval", "alignlab.serve", "alignlab.feedback", "alignlab.workflows", "alignlab.cli")
+    bottom = ("config.py", "rundir.py", "fsutil.py", "errors.py", "paths.py", "methods.py")
+    offenders = []
+    for p in SRC.rglob("*.py"):
+        rel = p.relative_to(SRC)
+        if not (rel.parts[0] in ("models", "data", "losses") or str(rel) in bottom):
+            continue
+        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [f"{n.module}.{a.name}" for a in n.names] if isinstance(n, ast.ImportFrom) and n.module else []
+            offenders += [f"{rel}: {x}" for x in names if x.startswith(upper)]
+    assert offenders == []
+    assert not (SRC / "train" / "rundir.py").exists()  # the run directory has one home

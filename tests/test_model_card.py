@@ -20,7 +20,7 @@ def make_run(root: Path, tiny_model: str, model: str = "smollm2-135m", check: di
     from transformers import AutoModelForCausalLM
 
     from alignlab.config import ProjectConfig, dump_config
-    from alignlab.train.engine import save_adapter
+    from alignlab.rundir import save_adapter
 
     run = root / "runs" / "20261202-090000-dpo"
     run.mkdir(parents=True)
@@ -79,7 +79,7 @@ def test_plain_peft_still_loads_the_adapter(tmp_path, tiny_model):
 
 def test_card_without_scorecard_then_rewritten_after_the_check(tmp_path, tiny_model, monkeypatch, capsys):
     from alignlab.cli import main
-    from alignlab.train.rundir import update_run
+    from alignlab.rundir import update_run
 
     run = make_run(tmp_path, tiny_model)
     card = (run / "adapter" / "README.md").read_text()
@@ -141,7 +141,7 @@ def test_save_adapter_outside_a_run_keeps_peft_files(tmp_path, tiny_model):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from alignlab.train.engine import save_adapter
+    from alignlab.rundir import save_adapter
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     save_adapter(get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])), tmp_path / "adapter")

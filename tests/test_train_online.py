@@ -64,7 +64,7 @@ def test_shared_prompt_forward_matches_trl(tiny_model):
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from alignlab.train.online import shared_prompt_logps
+    from alignlab.train.online import group_logps
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
@@ -83,7 +83,7 @@ def test_shared_prompt_forward_matches_trl(tiny_model):
     labels[:, :-k] = -100
     out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
     want_logps, want_ent = out.log_probs[:, -k:], out.entropy[:, -k:]
-    got_logps, got_ent = shared_prompt_logps(model, ids, mask, k, temperature=0.7, compute_entropy=True)
+    got_logps, got_ent = group_logps(model, ids, mask, k, temperature=0.7, compute_entropy=True)
     sel = mask[:, -k:].bool()
     assert torch.allclose(got_logps[sel], want_logps[sel], atol=1e-4)
     assert torch.allclose(got_ent[sel], want_ent[sel], atol=1e-4)
@@ -91,7 +91,7 @@ def test_shared_prompt_forward_matches_trl(tiny_model):
     params = [p for n, p in model.named_parameters() if p.requires_grad]
     g_want = torch.autograd.grad(want_logps[sel].sum(), params)
     out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
-    g_got = torch.autograd.grad(shared_prompt_logps(model, ids, mask, k, temperature=0.7)[0][sel].sum(), params)
+    g_got = torch.autograd.grad(group_logps(model, ids, mask, k, temperature=0.7)[0][sel].sum(), params)
     for a, b in zip(g_got, g_want):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
 

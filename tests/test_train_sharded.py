@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from alignlab.errors import AlignlabError
-from alignlab.train.engine import gathered_state_dict, save_adapter
+from alignlab.rundir import save_adapter
+from alignlab.train.engine import gathered_state_dict
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from alignlab.eval.raters import default_person
         from alignlab.eval.scorecard import fmt, stratified
         from alignlab.synth.sample import default_prompts, prompt_rows
-        from alignlab.train.rundir import check_run_dir
+        from alignlab.rundir import check_run_dir
 
         for spec in (a, b):
             if spec != "base":

@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         from alignlab.eval.report import write_report
         from alignlab.eval.scorecard import evaluate_run, stratified, table_rows
         from alignlab.synth.sample import default_prompts, prompt_rows
-        from alignlab.train.rundir import check_run_dir
+        from alignlab.rundir import check_run_dir
 
         run = check_run_dir(run)
         cfg, root = project_config(project or find_project(run))

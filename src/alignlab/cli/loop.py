@@ -69,11 +69,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The loop's rounds: labels collected, rows trained on, held-out persona, length, distinct-2, KL; writes rounds.png."""
         from alignlab.feedback.store import DB_NAME, open_store
-        from alignlab.workflows.loop import plot_rounds, read_rounds, table
+        from alignlab.workflows.loop import plot_rounds, table
 
         _, root = _project(project)
         with open_store(root / DB_NAME, create=False) as store:
-            rows = read_rounds(store)
+            rows = store.rounds_table()
         if not rows:
             typer.echo("no rounds yet: run `alignlab loop --rounds 1`")
             return

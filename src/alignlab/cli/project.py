@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from alignlab.config import DEFAULT_MODEL, DEFAULT_PERSONA
-from alignlab.errors import AlignlabError
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Column, Table
 
         from alignlab.config import project_config
-        from alignlab.train.rundir import list_runs
+        from alignlab.rundir import list_runs
 
         cfg, root = project_config(project)
         runs_dir = runs_dir or ((root / cfg.runs_dir) if root else Path(cfg.runs_dir))

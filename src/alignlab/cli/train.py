@@ -141,7 +141,8 @@ def register(app: typer.Typer) -> None:
         """Train an adapter with METHOD; writes runs/<id>/ (adapter, metrics, samples, checkpoints)."""
         from alignlab.config import apply_overrides, load_config, parse_set, project_config
         from alignlab.progress import console
-        from alignlab.train import engine, rundir
+        from alignlab import rundir
+        from alignlab.train import engine
 
         if allow_outside_rewards:  # read by alignlab.rewards.compose, here and in launched processes
             os.environ["ALIGNLAB_ALLOW_OUTSIDE_REWARDS"] = "1"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alignlab import fsutil
 from alignlab.eval.scorecard import table_rows
-from alignlab.train.rundir import read_jsonl, read_run, write_json_atomic
+from alignlab.rundir import Run, read_run, write_json_atomic
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -102,7 +102,7 @@ def render(card: dict, run_dir: Path) -> str:
     for label, b, a, d in table_rows(card):
         parts.append(f"<tr><td>{esc(label)}</td><td class=num>{b}</td><td class=num>{a}</td><td class=num>{d}</td></tr>")
     parts.append("</table>")
-    for title, png in plots(card, read_jsonl(run_dir / "metrics.jsonl")):
+    for title, png in plots(card, Run(run_dir).metrics()):
         parts.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{png}'>")
     parts.append("<h2>Answers, flagged first</h2><table class=answers><tr><th>prompt</th><th>base</th><th>adapter</th></tr>")
 

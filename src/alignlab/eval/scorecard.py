@@ -236,7 +236,7 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
 
     from alignlab.eval.scores import scorer_for
     from alignlab.synth.sample import default_prompts, prompt_rows
-    from alignlab.train.rundir import update_run
+    from alignlab.rundir import append_metrics, update_run
 
     rows = stratified(prompt_rows(default_prompts(Path(root) if root else None, cfg.data_dir, "heldout")), per_category)
     s = cfg.sampling
@@ -247,8 +247,6 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
     check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
              "kl": card["adapter"]["kl"], "warnings": card["warnings"]}
     update_run(run_dir, check=check)
-    from alignlab.fsutil import append_jsonl
-
-    append_jsonl(Path(run_dir) / "metrics.jsonl", {"event": "held_out_check", **check},  # next to the training metrics
+    append_metrics(run_dir, {"event": "held_out_check", **check},  # next to the training metrics
                  *({"warning": "held_out_check", "message": w} for w in check["warnings"]))
     return check

@@ -19,12 +19,12 @@ def run_source(run: str | Path) -> tuple[Path, Path, str]:
     """
     path = Path(run)
     if (path / "run.json").is_file():
-        from alignlab.models.loading import read_run_base
+        from alignlab.rundir import run_base
 
         adapter = path / "adapter"
         if not adapter.is_dir():
             raise AlignlabError(f"run {path} has no adapter/ (did training finish?)", fix="see `alignlab runs` for its status")
-        return path, adapter, read_run_base(path)
+        return path, adapter, run_base(path)
     if (path / "adapter_config.json").is_file():
         return path, path, json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
     if (path / "adapter" / "adapter_config.json").is_file():

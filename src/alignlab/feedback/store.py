@@ -89,7 +89,7 @@ def m002_indexes(conn: sqlite3.Connection) -> None:
 
 
 def m003_rounds(conn: sqlite3.Connection) -> None:
-    """One row per round of `alignlab loop` (read and written by alignlab.workflows.loop): what was collected and trained,
+    """One row per round of `alignlab loop` (written through Store.update_round): what was collected and trained,
     and the new adapter's scorecard on held-out prompts. ``details`` holds the whole scorecard as JSON."""
     conn.execute(
         """CREATE TABLE rounds (
@@ -117,6 +117,10 @@ def m003_rounds(conn: sqlite3.Connection) -> None:
             finished_at TEXT)"""
     )
 
+
+ROUND_COLUMNS = ("round", "status", "method", "rater", "eval_rater", "prompts", "responses", "judgements", "pairs", "data",
+                 "init_run", "run_dir", "persona_score", "base_persona_score", "length", "distinct_1", "distinct_2", "kl",
+                 "accuracy", "details", "started_at", "finished_at")
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_indexes, m003_rounds]
 
@@ -510,6 +514,38 @@ class Store:
     def rounds_table(self) -> list[dict[str, Any]]:
         """The rows `alignlab loop` writes per round (status, method, persona scores...), in round order."""
         return self._rows("SELECT * FROM rounds ORDER BY round")
+
+    def round_row(self, r: int) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM rounds WHERE round = ?", (r,))
+        return rows[0] if rows else None
+
+    def update_round(self, r: int, **fields) -> dict[str, Any]:
+        """Create round ``r`` ('running', started now) if it is new, then set ``fields``; returns the row."""
+        bad = set(fields) - set(ROUND_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown rounds columns {sorted(bad)}")
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM rounds WHERE round = ?", (r,)).fetchone() is None:
+                conn.execute("INSERT INTO rounds (round, status, started_at) VALUES (?, 'running', ?)", (r, _now()))
+            if fields:
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                conn.execute(f"UPDATE rounds SET {sets} WHERE round = ?", (*fields.values(), r))
+        return self.round_row(r)  # type: ignore[return-value]
+
+    def prompts_answered_in_rounds(self) -> set[str]:
+        """Prompt texts with a response in any loop round (round >= 1)."""
+        return {r["text"] for r in self._rows(
+            "SELECT DISTINCT p.text FROM prompts p JOIN responses r ON r.prompt_id = p.id WHERE r.round >= 1")}
+
+    def round_responses(self, r: int) -> list[dict[str, Any]]:
+        """Round ``r``'s responses as {id, prompt_id, prompt, text}, by prompt."""
+        return self._rows(
+            "SELECT r.id, r.prompt_id, p.text AS prompt, r.text FROM responses r JOIN prompts p ON p.id = r.prompt_id"
+            " WHERE r.round = ? ORDER BY r.prompt_id, r.id", (r,))
+
+    def count_judgements(self, r: int) -> int:
+        """Standing (not undone) judgements of round ``r``."""
+        return self._rows("SELECT COUNT(*) AS n FROM judgements WHERE round = ? AND undone_at IS NULL", (r,))[0]["n"]
 
     def undo_judgement(self, judgement_id: int, rater: str, kinds: Iterable[str] = KINDS) -> dict[str, Any] | None:
         """Mark one judgement undone if it is standing, this rater's, and of these kinds; return it, or None."""

@@ -8,7 +8,6 @@ Differences from the papers:
   (confirmed with the IPO authors per TRL's comment); the paper's eq. 17 uses unnormalised log-ratios.
 """
 
-import torch
 import torch.nn.functional as F
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
@@ -137,26 +136,15 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
     return model.to(device)
 
 
-def read_run_base(run_dir: Path) -> str:
-    """The base model a run's adapter was trained on."""
-    meta = run_dir / "run.json"
-    if meta.is_file():
-        return json.loads(meta.read_text())["model"]
-    cfg = run_dir / "adapter" / "adapter_config.json"
-    if cfg.is_file():
-        return json.loads(cfg.read_text())["base_model_name_or_path"]
-    raise AlignlabError(f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a directory under runs/")
-
-
 def load_for_inference(model_name: str | None, run_dir: str | Path | None, device: str = "auto", precision: str = "auto"):
     """Base model (+ the run's adapter when given), in eval mode. Returns (model, tokenizer, base_name)."""
-    from alignlab.train.rundir import check_run_dir
+    from alignlab.rundir import check_run_dir, run_base
 
     device = pick_device(device)
     adapter_dir = None
     if run_dir is not None:
         run_dir = check_run_dir(run_dir)
-        base = read_run_base(run_dir)
+        base = run_base(run_dir)
         if model_name and model_name != base:
             raise AlignlabError(
                 f"run {run_dir} was trained on '{base}', not '{model_name}'",

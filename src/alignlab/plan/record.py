@@ -56,7 +56,7 @@ class PlanRecorder(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or self.record is None:
             return
-        from alignlab.train import rundir
+        from alignlab import rundir
 
         rec = after_training(self.record, self.durations, self.ctx.device, state.global_step, self.cpu_durations)
         rundir.update_run(self.ctx.run_dir, plan=rec)

@@ -50,17 +50,16 @@ def same_base(a: str, b: str) -> bool:
 
 def check_adapter_run(name: str, run_dir: Path, base_name: str) -> Path:
     """The run's adapter directory, after checking it is a LoRA adapter trained on ``base_name``."""
-    from alignlab.models.loading import read_run_base
-    from alignlab.train.rundir import check_run_dir
+    from alignlab.rundir import Run
 
-    run_dir = check_run_dir(run_dir)
-    trained_on = read_run_base(run_dir)
+    run = Run.open(run_dir)
+    run_dir, trained_on = run.path, run.base
     if not same_base(trained_on, base_name):
         raise AlignlabError(
             f"adapter '{name}' ({run_dir}) was trained on '{trained_on}', but the served base is '{base_name}'",
             fix="serve runs of one base model together (or pass --model to pick the base)",
         )
-    adapter = run_dir / "adapter"
+    adapter = run.adapter_dir
     if not (adapter / "adapter_config.json").is_file():
         raise AlignlabError(
             f"run {run_dir} has no LoRA adapter (no adapter/adapter_config.json)",
@@ -105,9 +104,8 @@ class ModelPool:
     @classmethod
     def from_specs(cls, specs: list[str], model: str | None = None, device: str = "auto", precision: str = "auto") -> ModelPool:
         """From CLI arguments: run dirs or NAME=RUN_DIR; the base is ``model`` or the first run's base."""
-        from alignlab.models.loading import read_run_base
         from alignlab.config import DEFAULT_MODEL
-        from alignlab.train.rundir import check_run_dir
+        from alignlab.rundir import Run
 
         adapters: dict[str, Path] = {}
         for spec in specs:
@@ -116,7 +114,7 @@ class ModelPool:
                 raise AlignlabError(f"two adapters are named '{name}'", fix="name them: NAME=RUN_DIR")
             adapters[name] = path
         if model is None:
-            model = read_run_base(check_run_dir(next(iter(adapters.values())))) if adapters else DEFAULT_MODEL
+            model = Run.open(next(iter(adapters.values()))).base if adapters else DEFAULT_MODEL
         return cls(model, adapters, device=device, precision=precision)
 
     @property

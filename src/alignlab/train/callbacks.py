@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from alignlab import fsutil
+from alignlab import fsutil, rundir
 from alignlab.config import PROGRESS_MAX_NEW_TOKENS
 from alignlab.errors import AlignlabError
 from alignlab.progress import console, progress_bar
@@ -142,7 +142,7 @@ class MetricsCallback(TrainerCallback):
     """Appends every log to metrics.jsonl; watches for the falling-chosen-log-prob failure (DPO family)."""
 
     def __init__(self, run_dir: Path, watch_chosen: bool = False, window: int = 5):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.run_dir = Path(run_dir)
         self.watch_chosen = watch_chosen
         self.window = window
         self.history: list[tuple[float, float]] = []
@@ -150,7 +150,7 @@ class MetricsCallback(TrainerCallback):
         self.last: dict = {}
 
     def _write(self, record: dict) -> None:
-        fsutil.append_jsonl(self.path, record)  # cuts a torn last line a kill left first
+        rundir.append_metrics(self.run_dir, record)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -188,7 +188,7 @@ class SamplesCallback(TrainerCallback):
     """Greedy generations on fixed held-out prompts at the start, every N steps, and at the end."""
 
     def __init__(self, run_dir: Path, prompts: list[str], every: int, tokenizer, max_new_tokens: int = PROGRESS_MAX_NEW_TOKENS):
-        self.path = Path(run_dir) / "samples.jsonl"
+        self.run_dir = Path(run_dir)
         self.prompts, self.every, self.tok, self.max_new = prompts, every, tokenizer, max_new_tokens
         self.done_steps: set[int] = set()
 
@@ -204,7 +204,7 @@ class SamplesCallback(TrainerCallback):
         outs = generate(model, self.tok, self.prompts, max_new_tokens=self.max_new, temperature=0.0)
         if was_training:
             model.train()
-        fsutil.append_jsonl(self.path, *({"step": step, "prompt": p, "completion": o} for p, o in zip(self.prompts, outs)))
+        rundir.append_samples(self.run_dir, *({"step": step, "prompt": p, "completion": o} for p, o in zip(self.prompts, outs)))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero and state.global_step == 0:

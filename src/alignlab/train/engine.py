@@ -9,7 +9,6 @@ atomically and only when finite) lives here once.
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from alignlab.data import bundled_path, resolve_data
 from alignlab.data.formats import load_dataset_rows
 from alignlab.errors import AlignlabError
 from alignlab.progress import console
-from alignlab.train import rundir
+from alignlab import rundir
 
 
 @dataclass
@@ -141,10 +140,9 @@ def prepare(
     )
     adapter = None
     if init_adapter:
-        from alignlab.models.loading import read_run_base
 
         src = rundir.check_run_dir(init_adapter)
-        base = read_run_base(src)
+        base = rundir.run_base(src)
         if base != cfg.model:
             raise AlignlabError(
                 f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
@@ -239,13 +237,13 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
 
     quiet_libraries()
     cfg, run_dir = ctx.cfg, ctx.run_dir
+    run = rundir.Run(run_dir)
     main = is_main_process()
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
-        fsutil.write_text(run_dir / "config.yaml", dump_config(cfg))
-        rundir.write_env(run_dir, ctx.device, cfg.train.seed)
-        rundir.update_run(
-            run_dir,
+        fsutil.write_text(run.config_path, dump_config(cfg))
+        run.write_env(ctx.device, cfg.train.seed)
+        run.update(
             method=ctx.method,
             model=cfg.model,
             data=str(data),
@@ -259,22 +257,22 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     recipe = spec.load_recipe()
     if "tensorboard" in cfg.train.report_to:  # transformers' TensorBoard callback writes where this says
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    with _failure_marked(run_dir, main):
+    with _failure_marked(run, main):
         return _train(ctx, spec, recipe, data, resume, main)
 
 
 @contextmanager
-def _failure_marked(run_dir: Path, main: bool):
+def _failure_marked(run: rundir.Run, main: bool):
     """A run that stops on an error or Ctrl-C says so in run.json instead of staying 'running'."""
     try:
         yield
     except KeyboardInterrupt:
         if main:
-            rundir.update_run(run_dir, status="interrupted")
+            run.update(status="interrupted")
         raise
     except BaseException:
-        if main and rundir.read_run(run_dir).get("status") == "running":
-            rundir.update_run(run_dir, status="failed")
+        if main and run.info.get("status") == "running":
+            run.update(status="failed")
         raise
 
 
@@ -286,6 +284,7 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
     from alignlab.train.callbacks import MetricsCallback, RichProgressCallback, SamplesCallback
 
     cfg, run_dir = ctx.cfg, ctx.run_dir
+    run = rundir.Run(run_dir)
     ctx.model = _load_model(ctx, task=spec.task)
     ctx.callbacks = [
         MetricsCallback(run_dir, watch_chosen=spec.policy_on_pairs),
@@ -302,14 +301,14 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
     if spec.own_loop:  # methods with our own loop (PPO): same run-directory contract
         model, steps, final = recipe.train_loop(ctx, resume=resume)  # type: ignore[union-attr]
         if main:
-            save_adapter(model, run_dir / "adapter", ctx.tokenizer)
-            rundir.update_run(run_dir, status="done", steps=steps, final=final)
+            run.save_adapter(model, ctx.tokenizer)
+            run.update(status="done", steps=steps, final=final)
         return run_dir
     trainer = recipe.build_trainer(ctx)  # type: ignore[union-attr]
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its stdout dicts
     last = None
     if resume:
-        ckpt_root = run_dir / "checkpoints"
+        ckpt_root = run.checkpoints_dir
         last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
         if last is None:
             console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
@@ -323,12 +322,10 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
         _record_rank_digest(trainer.model, run_dir)
     state_dict = gathered_state_dict(trainer)  # every process takes part; None when nothing is sharded
     if main:
-        save_adapter(trainer.accelerator.unwrap_model(trainer.model), run_dir / "adapter", ctx.tokenizer,
-                     state_dict=state_dict)
+        run.save_adapter(trainer.accelerator.unwrap_model(trainer.model), ctx.tokenizer, state_dict=state_dict)
         final = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
         last_log = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
-        rundir.update_run(
-            run_dir,
+        run.update(
             status="done",
             steps=trainer.state.global_step,
             final={k: v for k, v in last_log.items() if isinstance(v, (int, float))},
@@ -390,34 +387,3 @@ def gathered_state_dict(trainer):
             f"cannot gather the sharded weights to save the adapter ({str(err).splitlines()[0]})",
             fix="set zero_optimization.stage3_gather_16bit_weights_on_model_save: true in the DeepSpeed config",
         ) from err
-
-
-def save_adapter(model, target: Path, tokenizer=None, state_dict: dict | None = None) -> None:
-    """Save the adapter (or full model) as safetensors, atomically, refusing non-finite weights.
-
-    ``state_dict``: the gathered weights of a sharded run (``gathered_state_dict``); the module's own
-    parameters are then only shards, so the check and the file use the gathered values.
-    """
-    import torch
-
-    model = getattr(model, "module", model)
-    if state_dict is not None:
-        trainable = {n.replace("_fsdp_wrapped_module.", "") for n, p in model.named_parameters() if p.requires_grad}
-        values = [(k, v) for k, v in state_dict.items() if k in trainable] or list(state_dict.items())
-    else:
-        values = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    bad = [n for n, p in values if p.is_floating_point() and not torch.isfinite(p).all()]
-    if bad:
-        raise AlignlabError(
-            f"refusing to write an adapter with non-finite values ({bad[0]} and {len(bad) - 1} more)",
-            fix="lower the learning rate; the last checkpoint is intact",
-        )
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    extra = {"state_dict": state_dict} if state_dict is not None else {}
-    model.save_pretrained(str(tmp), safe_serialization=True, **extra)
-    if tokenizer is not None and not (tmp / "adapter_config.json").is_file():
-        tokenizer.save_pretrained(str(tmp))  # full fine-tune: a self-contained model directory
-    from alignlab.export.card import finish_adapter  # portable base name, model card instead of PEFT's template
-    finish_adapter(tmp, target.parent)
-    fsutil.replace_dir(tmp, target)  # fsynced; the new adapter is in place before the old one is removed

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from alignlab import fsutil
+from alignlab import rundir
 
 BATCH = 8  # pairs per forward
 
@@ -67,7 +67,7 @@ class HeldoutRewardAccuracy(TrainerCallback):
 
     def __init__(self, pairs: list[dict], beta: float, every: int, run_dir: Path, max_length: int = 256):
         self.pairs, self.beta, self.every, self.max_length = pairs, beta, every, max_length
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.run_dir = Path(run_dir)
         self.encoded: list[dict] = []
         self.ref = None
         self.pad = 0
@@ -95,7 +95,7 @@ class HeldoutRewardAccuracy(TrainerCallback):
         self.done.add(step)
         pc, pr = self._logps(model, args)
         stats = implicit_reward_stats(pc, pr, *self.ref, beta=self.beta)
-        fsutil.append_jsonl(self.path, {"step": step, **stats})
+        rundir.append_metrics(self.run_dir, {"step": step, **stats})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0:

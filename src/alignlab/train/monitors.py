@@ -37,7 +37,7 @@ import yaml
 from transformers import TrainerCallback
 
 from alignlab.errors import AlignlabError
-from alignlab.fsutil import append_jsonl
+from alignlab.rundir import append_metrics
 from alignlab.progress import console
 from alignlab.rewards import ComposedReward, build_spec, completion_text, distinct_n, load_spec
 
@@ -187,7 +187,7 @@ class MonitorCallback(TrainerCallback):
     """Runs a HackingMonitor on every log; warnings go to the console and to metrics.jsonl."""
 
     def __init__(self, run_dir: Path, monitor: HackingMonitor):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.run_dir = Path(run_dir)
         self.monitor = monitor
         self.alerts: list[Alert] = []
 
@@ -197,4 +197,4 @@ class MonitorCallback(TrainerCallback):
         for alert in self.monitor.update(state.global_step, logs):
             self.alerts.append(alert)
             console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
-            append_jsonl(self.path, {"step": alert.step, "warning": alert.name, "message": alert.message})
+            append_metrics(self.run_dir, {"step": alert.step, "warning": alert.name, "message": alert.message})

@@ -62,7 +62,7 @@ from alignlab import fsutil
 from alignlab.errors import AlignlabError
 from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss
 from alignlab.progress import console
-from alignlab.train import rundir
+from alignlab import rundir
 from alignlab.train.monitors import HackingMonitor, RewardRecorder
 
 
@@ -287,10 +287,6 @@ def _one_process() -> None:
             "between processes", fix="drop --processes / launch one process (grpo and rloo run data-parallel)")
 
 
-def _log(path: Path, record: dict) -> None:
-    fsutil.append_jsonl(path, record)
-
-
 def train_loop(ctx, resume: bool = False):
     """Engine hook: train and return ``(model, steps, final_metrics)``; the engine saves the adapter."""
     from peft import get_peft_model
@@ -336,7 +332,6 @@ def train_loop(ctx, resume: bool = False):
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
     stop_ids = _stop_ids(model, ctx.tokenizer)
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
-    metrics_path = ctx.run_dir / "metrics.jsonl"
     pending: list[dict] = []
     final: dict = {}
     bar = progress_bar(
@@ -373,11 +368,11 @@ def train_loop(ctx, resume: bool = False):
             if step % t.logging_steps == 0 or step == total:
                 keys = dict.fromkeys(k for p in pending for k in p)
                 final = {"step": step, **{k: _mean([p[k] for p in pending if k in p]) for k in keys}}
-                _log(metrics_path, final)
+                rundir.append_metrics(ctx.run_dir, final)
                 pending = []
                 for alert in monitor.update(step, final):  # the same monitors and warning names as GRPO/RLOO
                     console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
-                    _log(metrics_path, {"step": alert.step, "warning": alert.name, "message": alert.message})
+                    rundir.append_metrics(ctx.run_dir, {"step": alert.step, "warning": alert.name, "message": alert.message})
             state = SimpleNamespace(is_world_process_zero=True, global_step=step)
             for cb in samplers:
                 cb.on_step_end(None, state, None, model=model)

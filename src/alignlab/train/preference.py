@@ -23,6 +23,7 @@ from trl import DPOConfig, DPOTrainer
 
 from alignlab import losses, methods
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing, sharded
+from alignlab.train.logps import shared_prompt_logps
 
 class PrefixCollator:
     """Pairs -> left-padded prompts (B, Lp) and right-padded completions (2B, Lc): chosen rows, then rejected."""
@@ -48,39 +49,14 @@ class PrefixCollator:
         return out
 
 
-def _split(model):
-    """(backbone, lm_head) of a causal LM, through PEFT wrappers (LoRA layers stay in place)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.base_model, base.get_output_embeddings()
-
-
 def completion_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of the completions, sharing each prompt's forward between its two completions.
-
-    Returns (logps (2B, Lc), mask (2B, Lc)); padded positions are 0.
-    """
-    backbone, lm_head = _split(model)
-    p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]
-    c_ids, c_mask = batch["completion_ids"], batch["completion_mask"]
-    p_pos = (p_mask.cumsum(1) - 1).clamp(min=0)
-    p_out = backbone(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True)
-    cache = p_out.past_key_values
-    for layer in cache.layers:  # one prompt cache serves chosen (rows 0..B-1) and rejected (rows B..2B-1)
-        layer.keys = torch.cat([layer.keys, layer.keys], dim=0)
-        layer.values = torch.cat([layer.values, layer.values], dim=0)
-    p_len = p_mask.sum(1).repeat(2)
-    c_pos = p_len[:, None] + torch.arange(c_ids.shape[1], device=c_ids.device)[None, :]
-    full_mask = torch.cat([p_mask.repeat(2, 1), c_mask], dim=1)
-    c_out = backbone(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, past_key_values=cache, use_cache=True)
-    last_prompt = p_out.last_hidden_state[:, -1:].repeat(2, 1, 1)  # left padding: the last position is real
-    hidden = torch.cat([last_prompt, c_out.last_hidden_state[:, :-1]], dim=1)  # hidden[t] predicts c_ids[t]
-    sel = c_mask.bool()
-    with torch.autocast(device_type=hidden.device.type, enabled=False):  # log-probs need fp32 logits
-        logits = lm_head(hidden[sel].to(lm_head.weight.dtype)).float()
-    token_logps = logits.log_softmax(-1).gather(-1, c_ids[sel][:, None]).squeeze(-1)
-    out = torch.zeros(c_ids.shape, dtype=token_logps.dtype, device=c_ids.device)
-    out[sel] = token_logps
-    return out, c_mask
+    """Per-token log-probs of the completions, sharing each prompt's forward between its two completions
+    (``alignlab.train.logps``). Returns (logps (2B, Lc), mask (2B, Lc)); padded positions are 0."""
+    p_ids = batch["prompt_ids"]
+    inverse = torch.arange(p_ids.shape[0], device=p_ids.device).repeat(2)  # chosen rows 0..B-1, rejected B..2B-1
+    logps, _ = shared_prompt_logps(model, p_ids, batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"],
+                                   inverse)
+    return logps, batch["completion_mask"]
 
 
 def concatenated_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -107,7 +107,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    from alignlab.train.rundir import read_jsonl
+    from alignlab.rundir import read_jsonl
 
     return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
@@ -233,7 +233,7 @@ def _samples(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "samples.jsonl"
     if not path.is_file():
         return []
-    from alignlab.train.rundir import read_jsonl
+    from alignlab.rundir import read_jsonl
 
     return read_jsonl(path)
 

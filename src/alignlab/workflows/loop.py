@@ -35,9 +35,6 @@ from alignlab.config import LOOP_TEMPERATURE, SHORT_MAX_NEW_TOKENS
 from alignlab.errors import AlignlabError
 from alignlab.progress import console
 
-COLUMNS = ("round", "status", "method", "rater", "eval_rater", "prompts", "responses", "judgements", "pairs", "data",
-           "init_run", "run_dir", "persona_score", "base_persona_score", "length", "distinct_1", "distinct_2", "kl", "accuracy",
-           "details", "started_at", "finished_at")
 METHODS = methods.names(loop=True)  # the export format of each: methods.get(name).feedback
 
 
@@ -65,61 +62,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-# --- the rounds table ------------------------------------------------------------------------------------------
-
-
-def read_rounds(store) -> list[dict]:
-    with store.transaction() as conn:
-        return [dict(r) for r in conn.execute("SELECT * FROM rounds ORDER BY round")]
-
-
-def _round(store, r: int) -> dict | None:
-    with store.transaction() as conn:
-        row = conn.execute("SELECT * FROM rounds WHERE round = ?", (r,)).fetchone()
-    return dict(row) if row else None
-
-
-def _update(store, r: int, **fields) -> dict:
-    bad = set(fields) - set(COLUMNS)
-    if bad:
-        raise ValueError(f"unknown rounds columns {sorted(bad)}")
-    with store.transaction() as conn:
-        if conn.execute("SELECT 1 FROM rounds WHERE round = ?", (r,)).fetchone() is None:
-            conn.execute("INSERT INTO rounds (round, status, started_at) VALUES (?, 'running', ?)", (r, _now()))
-        if fields:
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            conn.execute(f"UPDATE rounds SET {sets} WHERE round = ?", (*fields.values(), r))
-    return _round(store, r)
-
-
 # --- steps -----------------------------------------------------------------------------------------------------
 
 
 def fresh_prompts(store, rows: list[dict], k: int) -> list[dict]:
     """The first ``k`` rows whose prompt has no response in any round >= 1 yet."""
-    with store.transaction() as conn:
-        used = {r[0] for r in conn.execute(
-            "SELECT DISTINCT p.text FROM prompts p JOIN responses r ON r.prompt_id = p.id WHERE r.round >= 1")}
+    used = store.prompts_answered_in_rounds()
     return [row for row in rows if row["prompt"] not in used][:k]
-
-
-def round_responses(store, r: int) -> list[dict]:
-    with store.transaction() as conn:
-        return [dict(x) for x in conn.execute(
-            "SELECT r.id, r.prompt_id, p.text AS prompt, r.text FROM responses r JOIN prompts p ON p.id = r.prompt_id"
-            " WHERE r.round = ? ORDER BY r.prompt_id, r.id", (r,))]
-
-
-def count_judgements(store, r: int) -> int:
-    with store.transaction() as conn:
-        return conn.execute("SELECT COUNT(*) FROM judgements WHERE round = ? AND undone_at IS NULL", (r,)).fetchone()[0]
 
 
 def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6) -> dict:
     """Score round r's responses with ``rater`` and store picks (dpo) or thumbs (kto); returns counts and mean score."""
     from alignlab.eval.raters import Rater
 
-    responses = round_responses(store, r)
+    responses = store.round_responses(r)
     if not responses:
         return {"judgements": 0, "mean_score": None}
     scores = rater.score([x["prompt"] for x in responses], [x["text"] for x in responses])
@@ -182,7 +138,7 @@ class EnterKey:
 def wait_for_person(store, r: int, need: int, poll_seconds: float, enter: EnterKey, mode: str,
                     echo: Callable[[str], Any]) -> int:
     """Tell the person what to rate, then poll the store until ``need`` judgements are in or Enter is pressed."""
-    have = count_judgements(store, r)
+    have = store.count_judgements(r)
     echo(f"round {r}: rate the new answers in another terminal:  alignlab rate --round {r} --mode {mode}")
     echo(f"  (or in the browser: alignlab ui). Training starts at {need} judgements; press Enter to start now.")
     enter.clear()
@@ -192,7 +148,7 @@ def wait_for_person(store, r: int, need: int, poll_seconds: float, enter: EnterK
             echo(f"  {have}/{need} judgements")
             last = have
         time.sleep(poll_seconds)
-        have = count_judgements(store, r)
+        have = store.count_judgements(r)
     return have
 
 
@@ -234,7 +190,8 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
     from alignlab.feedback.store import DB_NAME, open_store
     from alignlab.models.loading import pick_device
     from alignlab.synth.sample import default_prompts, prompt_rows, sample_responses
-    from alignlab.train import engine, rundir
+    from alignlab import rundir
+    from alignlab.train import engine
 
     root = Path(root)
     if s.method not in METHODS:
@@ -248,11 +205,11 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
     store = open_store(root / DB_NAME)
     label = scorer = None
     try:
-        done = [x["round"] for x in read_rounds(store) if x["status"] == "done"]
+        done = [x["round"] for x in store.rounds_table() if x["status"] == "done"]
         first = max(done, default=0) + 1
         if first > s.rounds:
             echo(f"{first - 1} round(s) already done; ask for --rounds {first} or more to continue")
-            return read_rounds(store)
+            return store.rounds_table()
         train_rows = prompt_rows(default_prompts(root, cfg.data_dir, "train"))
         heldout = stratified(prompt_rows(default_prompts(root, cfg.data_dir, "heldout")), None, s.eval_prompts)
         raters = dict(project=root, persona=cfg.persona, **s.judge)
@@ -267,9 +224,9 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
         runs_dir = root / cfg.runs_dir
         enter = EnterKey(input_fn)
         for r in range(first, s.rounds + 1):
-            prev = _round(store, r - 1) if r > 1 else None
+            prev = store.round_row(r - 1) if r > 1 else None
             init_run = prev["run_dir"] if prev else s.start_run
-            row = _update(store, r, method=s.method, rater=label.name, eval_rater=scorer.name, init_run=init_run)
+            row = store.update_round(r, method=s.method, rater=label.name, eval_rater=scorer.name, init_run=init_run)
             echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
 
             if not row["responses"]:  # 1. sample
@@ -283,13 +240,13 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
                                        temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                                        seed=s.seed + r, system_prompt=cfg.system_prompt, source="loop",
                                        description=f"round {r}: sampling")
-                row = _update(store, r, prompts=len(prompts), responses=len(ids))
+                row = store.update_round(r, prompts=len(prompts), responses=len(ids))
 
             details = json.loads(row["details"]) if row["details"] else {}
             if label.automatic and row["judgements"] is None:  # 2. judge
                 got = collect_automatic(store, label, r, s.method)
                 details["label_mean_score"] = got["mean_score"]
-                row = _update(store, r, judgements=got["judgements"], details=json.dumps(details))
+                row = store.update_round(r, judgements=got["judgements"], details=json.dumps(details))
 
             info = rundir.read_run(row["run_dir"]) if row["run_dir"] and Path(row["run_dir"], "run.json").is_file() else {}
             if info.get("status") != "done":  # 3. export, 4. train
@@ -299,7 +256,7 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
                         pairs = methods.get(s.method).kind == "preference"
                         mode = "pair" if pairs else "single"
                         need = s.need or (row["prompts"] if pairs else row["responses"])
-                        row = _update(store, r, judgements=wait_for_person(store, r, need, s.poll_seconds, enter, mode, echo))
+                        row = store.update_round(r, judgements=wait_for_person(store, r, need, s.poll_seconds, enter, mode, echo))
                     summary = export(store, methods.get(s.method).feedback, data, round=r)
                     if summary["rows"] or label.automatic:
                         break
@@ -311,7 +268,7 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
                 name = f"{datetime.now():%Y%m%d-%H%M%S}-round{r}-{s.method}"
                 ctx = engine.prepare(s.method, cfg, str(data), runs_dir, run_dir=rundir.new_run_dir(runs_dir, s.method, name),
                                      skip_invalid=True, init_adapter=init_run)
-                row = _update(store, r, run_dir=str(ctx.run_dir), data=str(data), pairs=len(ctx.rows),
+                row = store.update_round(r, run_dir=str(ctx.run_dir), data=str(data), pairs=len(ctx.rows),
                               details=json.dumps(details))
                 echo(f"round {r}: {s.method} on {len(ctx.rows)} rows -> {ctx.run_dir}")
                 engine.run(ctx, str(data))
@@ -323,7 +280,7 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
             write_report(row["run_dir"], card)
             a, b = card["adapter"], card["base"]
             details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}
-            row = _update(store, r, status="done", persona_score=point(a["persona"]), base_persona_score=point(b["persona"]),
+            row = store.update_round(r, status="done", persona_score=point(a["persona"]), base_persona_score=point(b["persona"]),
                           length=a["length"], distinct_1=a["distinct_1"], distinct_2=a["distinct_2"], kl=a["kl"],
                           accuracy=point(a["correct_share"]), details=json.dumps(details), finished_at=_now())
             echo(f"round {r} done: persona {_f(point(b['persona']))} -> {_f(point(a['persona']))} ({scorer.name}), "
@@ -331,7 +288,7 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
                  f"mimicry flagged {_f(point(a['flagged']))}, KL {_f(a['kl'])}, distinct-2 {_f(a['distinct_2'])}")
             for w in card["warnings"]:
                 echo(f"[yellow]round {r} warning: {w}[/]")
-        return read_rounds(store)
+        return store.rounds_table()
     finally:
         for rater in (label, getattr(scorer, "persona_rater", None)):
             if rater is not None:

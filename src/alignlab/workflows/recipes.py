@@ -36,7 +36,8 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
     import shutil
 
     from alignlab.config import apply_overrides
-    from alignlab.train import engine, rundir
+    from alignlab import rundir
+    from alignlab.train import engine
 
     prev = None
     for i, stage in enumerate(stages, 1):

@@ -1,0 +1,241 @@
+"""The run directory: the contract between training, evaluation, serving and the UI. Its one home.
+
+runs/<id>/
+  config.yaml    resolved config, every default written out
+  run.json       method, base model, data, status, steps, final metrics
+  env.json       package versions, device, seed, git commit
+  adapter/       adapter_model.safetensors + adapter_config.json (plain PEFT loads it)
+  metrics.jsonl  one JSON object per logged step
+  samples.jsonl  generations on fixed held-out prompts every N steps
+  checkpoints/   for --resume; each written under a temporary name, then renamed
+
+``Run`` is the object that owns one such directory; the module's functions are its plain-path forms. Nothing
+here imports training, evaluation or serving: they all import this.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from alignlab import fsutil
+from alignlab.errors import AlignlabError
+
+
+def new_run_dir(runs_dir: str | Path, method: str, name: str | None = None) -> Path:
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    base = name or f"{datetime.now():%Y%m%d-%H%M%S}-{method}"
+    path, i = runs_dir / base, 1
+    while path.exists():
+        i += 1
+        path = runs_dir / f"{base}-{i}"
+    path.mkdir()
+    return path
+
+
+def check_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise AlignlabError(f"run directory not found: {path}", fix="see `alignlab runs` for the runs you have")
+    if not (path / "run.json").is_file():
+        raise AlignlabError(f"'{path}' is not an alignlab run (no run.json)", fix="see `alignlab runs`")
+    return path
+
+
+def read_run(path: str | Path) -> dict:
+    return json.loads((Path(path) / "run.json").read_text())
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Temp name, fsync, rename (``alignlab.fsutil``): run.json is never half-written."""
+    fsutil.write_json(path, data)
+
+
+def update_run(path: str | Path, **fields) -> dict:
+    path = Path(path)
+    info = read_run(path) if (path / "run.json").is_file() else {}
+    info.update(fields)
+    write_json_atomic(path / "run.json", info)
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_env(path: Path, device: str, seed: int) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in ("alignlab", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    import torch
+
+    env = {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "seed": seed,
+        "git_commit": _git_commit(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json_atomic(path / "env.json", env)
+
+
+def list_runs(runs_dir: str | Path) -> list[dict]:
+    """Every run under runs_dir, oldest first, with its run.json and on-disk size."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for d in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()):
+        info = read_run(d)
+        info["path"] = str(d)
+        info["size_bytes"] = sum(f.stat().st_size for f in (d / "adapter").glob("*") if f.is_file()) if (
+            d / "adapter"
+        ).is_dir() else 0
+        out.append(info)
+    return out
+
+
+def read_jsonl(path: Path, note=None) -> list[dict]:
+    """Records of metrics.jsonl / samples.jsonl; a torn last line (training killed mid-write) is skipped."""
+    return fsutil.read_jsonl(path, note=note)
+
+
+def resume_logs(run_dir: str | Path, step: int, checkpoint: str) -> None:
+    """Before a run continues from ``checkpoint`` (at ``step``): drop log records of later steps (the killed
+    attempt's; they are logged again) and mark the resume point in metrics.jsonl."""
+    run_dir = Path(run_dir)
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = run_dir / name
+        if path.is_file():
+            records = read_jsonl(path)
+            kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
+            if len(kept) != len(records) or not path.read_bytes().endswith(b"\n"):
+                fsutil.rewrite_jsonl(path, kept)
+    fsutil.append_jsonl(run_dir / "metrics.jsonl", {"step": step, "event": "resumed", "checkpoint": checkpoint})
+
+
+def run_base(run_dir: str | Path) -> str:
+    """The base model a run's adapter was trained on (run.json, else the adapter's own config)."""
+    run_dir = Path(run_dir)
+    meta = run_dir / "run.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())["model"]
+    cfg = run_dir / "adapter" / "adapter_config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text())["base_model_name_or_path"]
+    raise AlignlabError(f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a directory under runs/")
+
+
+def append_metrics(run_dir: str | Path, *records: dict) -> None:
+    """The one writer of metrics.jsonl (training logs, warnings, held-out checks); a torn last line is cut first."""
+    fsutil.append_jsonl(Path(run_dir) / "metrics.jsonl", *records)
+
+
+def append_samples(run_dir: str | Path, *records: dict) -> None:
+    """The one writer of samples.jsonl: ``{"step", "prompt", "completion"}`` per answer."""
+    fsutil.append_jsonl(Path(run_dir) / "samples.jsonl", *records)
+
+
+def save_adapter(model, target: Path, tokenizer=None, state_dict: dict | None = None) -> None:
+    """Save the adapter (or full model) as safetensors, atomically, refusing non-finite weights.
+
+    ``state_dict``: the gathered weights of a sharded run (``train.engine.gathered_state_dict``); the module's
+    own parameters are then only shards, so the check and the file use the gathered values.
+    """
+    import torch
+
+    model = getattr(model, "module", model)
+    if state_dict is not None:
+        trainable = {n.replace("_fsdp_wrapped_module.", "") for n, p in model.named_parameters() if p.requires_grad}
+        values = [(k, v) for k, v in state_dict.items() if k in trainable] or list(state_dict.items())
+    else:
+        values = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    bad = [n for n, p in values if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise AlignlabError(
+            f"refusing to write an adapter with non-finite values ({bad[0]} and {len(bad) - 1} more)",
+            fix="lower the learning rate; the last checkpoint is intact",
+        )
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(str(tmp), safe_serialization=True, **extra)
+    if tokenizer is not None and not (tmp / "adapter_config.json").is_file():
+        tokenizer.save_pretrained(str(tmp))  # full fine-tune: a self-contained model directory
+    from alignlab.export.card import finish_adapter  # portable base name, model card instead of PEFT's template
+
+    finish_adapter(tmp, target.parent)
+    fsutil.replace_dir(tmp, target)  # fsynced; the new adapter is in place before the old one is removed
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory: its files by name, its record, its logs, its adapter and the base it was trained on."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, method: str, name: str | None = None) -> "Run":
+        return cls(new_run_dir(runs_dir, method, name))
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        """An existing run; one clear error when ``path`` is not one."""
+        return cls(check_run_dir(path))
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    adapter_dir = property(lambda self: self.path / "adapter")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    samples_path = property(lambda self: self.path / "samples.jsonl")
+
+    @property
+    def info(self) -> dict:
+        return read_run(self.path)
+
+    @property
+    def base(self) -> str:
+        return run_base(self.path)
+
+    def update(self, **fields) -> dict:
+        return update_run(self.path, **fields)
+
+    def write_env(self, device: str, seed: int) -> None:
+        write_env(self.path, device, seed)
+
+    def log(self, *records: dict) -> None:
+        append_metrics(self.path, *records)
+
+    def log_samples(self, *records: dict) -> None:
+        append_samples(self.path, *records)
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def samples(self) -> list[dict]:
+        return read_jsonl(self.samples_path)
+
+    def save_adapter(self, model, tokenizer=None, state_dict: dict | None = None) -> None:
+        save_adapter(model, self.adapter_dir, tokenizer, state_dict)

@@ -1,0 +1,49 @@
+"""The shared-prompt log-prob forward: each distinct prompt runs through the backbone once.
+
+Preference pairs (a prompt with its chosen and rejected answer) and online groups (a prompt with its
+``num_generations`` samples) both score several completions of one prompt. The prompt goes through the
+backbone once, its KV cache is copied to each of its completions (autograd sums the gradients back), and the
+LM head runs only on real completion positions, through TRL's chunked log-prob kernel, so no (tokens x
+vocabulary) logits are kept for backward. Positions count real tokens, as in generation. The result equals
+one plain forward over the full sequences up to float rounding (tests/test_train_preference.py and
+tests/test_train_online.py check both callers against it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+VOCAB_CHUNK = 32768  # LM-head columns per tile in TRL's chunked log-prob kernel
+
+
+def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperature: float = 1.0,
+                        compute_entropy: bool = False):
+    """Per-token log-probs (and entropies) of completions ``c_ids`` (N, K), completion i continuing prompt
+    ``inverse[i]`` of the left-padded prompts ``p_ids`` (P, Lp). Returns ((N, K), (N, K) or None), 0 at padding."""
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, lm_head, k = base.base_model, base.get_output_embeddings(), c_ids.shape[1]
+    p_out = backbone(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
+                     use_cache=True)
+    cache = p_out.past_key_values
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.index_select(0, inverse), layer.values.index_select(0, inverse)
+    full_mask = torch.cat([p_mask.index_select(0, inverse), c_mask], dim=1)
+    c_pos = p_mask.sum(1).index_select(0, inverse)[:, None] + torch.arange(k, device=c_ids.device)[None, :]
+    c_out = backbone(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, past_key_values=cache, use_cache=True)
+    # left padding: a prompt's last position is real; hidden[:, t] predicts c_ids[:, t]
+    hidden = torch.cat([p_out.last_hidden_state[inverse, -1:], c_out.last_hidden_state[:, :-1]], dim=1)
+    sel = c_mask.bool()
+    outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
+    with torch.autocast(device_type=hidden.device.type, enabled=False):  # log-prob ratios need fp32 logits
+        logps, entropy = ChunkedLogProbFunction.apply(
+            hidden[sel].to(lm_head.weight.dtype), lm_head.weight, lm_head.bias, c_ids[sel], temperature, VOCAB_CHUNK,
+            None, 1.0, outputs,
+        )[:2]
+    return _unpack(logps, sel), _unpack(entropy, sel)
+
+
+def _unpack(values, sel):
+    """Per-position values back into the (N, K) grid (masked_scatter keeps an all-padding batch differentiable)."""
+    return None if values is None else values.new_zeros(sel.shape).masked_scatter(sel, values)

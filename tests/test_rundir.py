@@ -1,0 +1,43 @@
+"""The run directory's one home (src/alignlab/rundir.py): the Run object over a real directory."""
+
+import json
+
+import pytest
+
+from alignlab.errors import AlignlabError
+from alignlab.rundir import Run, list_runs
+
+
+def test_a_run_owns_its_files_record_and_logs(tmp_path):
+    run = Run.create(tmp_path / "runs", "dpo", "first")
+    assert run.path == tmp_path / "runs" / "first" and run.path.is_dir()
+    assert Run.create(tmp_path / "runs", "dpo", "first").path.name == "first-2"  # never reuses a directory
+    run.update(method="dpo", model="tiny-base", status="running")
+    run.update(status="done", steps=3)
+    assert run.info == {"method": "dpo", "model": "tiny-base", "status": "done", "steps": 3}
+    assert run.base == "tiny-base"
+    run.log({"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.5})
+    run.log_samples({"step": 2, "prompt": "p", "completion": "c"})
+    assert [r["loss"] for r in run.metrics()] == [0.7, 0.5]
+    assert run.samples() == [{"step": 2, "prompt": "p", "completion": "c"}]
+    assert json.loads((run.path / "run.json").read_text())["steps"] == 3
+    assert Run.open(run.path).info["status"] == "done"
+    assert [r["path"] for r in list_runs(tmp_path / "runs")] == [str(run.path)]  # first-2 has no run.json
+
+
+def test_a_torn_metrics_line_is_cut_before_the_next_record(tmp_path):
+    run = Run.create(tmp_path, "sft", "r")
+    run.log({"step": 1})
+    with run.metrics_path.open("a") as f:
+        f.write('{"step": 2, "lo')  # a kill mid-write
+    run.log({"step": 2, "loss": 1.0})
+    assert run.metrics() == [{"step": 1}, {"step": 2, "loss": 1.0}]
+
+
+def test_opening_what_is_not_a_run_says_so(tmp_path):
+    with pytest.raises(AlignlabError, match="run directory not found"):
+        Run.open(tmp_path / "missing")
+    with pytest.raises(AlignlabError, match="not an alignlab run"):
+        Run.open(tmp_path)
+    with pytest.raises(AlignlabError, match="not an alignlab run"):
+        Run(tmp_path).base
