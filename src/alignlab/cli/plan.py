@@ -43,69 +43,77 @@ def register(app: typer.Typer) -> None:
         """Estimate peak memory, time per step and in total, and rental cost; verdict and cheapest GPU."""
         from alignlab.config import ProjectConfig
         from alignlab.plan import report
-        from alignlab.plan.estimate import Workload, dumps
-        from alignlab.plan.shapes import bundled, resolve_shape
+        from alignlab.plan.estimate import Workload
+        from alignlab.plan.shapes import resolve_shape
 
         if calibrate is not None:
-            from alignlab.plan.calibrate import calibrate as run_calibration
-
-            rep = run_calibration(calibrate)
-            if as_json:
-                print(dumps(rep))
-                return
-            for kind, r in rep.items():
-                if kind == "path":
-                    continue
-                f = r["factors"]
-                print(f"{kind}: train {f['train']:.3g}, decode bandwidth {f['decode_bw']:.3g}, "
-                      f"{f['layer_overhead_s'] * 1e3:.3g} ms per layer per decoding step (from {len(r['runs'])} runs)")
-                for row in r["runs"]:
-                    print(f"  {row['method']:<6} measured {row['measured_s']:.3g} s/step, now predicted {row['predicted_s']:.3g} ({row['ratio']:.2f}x)  {row['run']}")
-            print(f"saved to {rep['path']}")
-            return
+            return _calibrate(calibrate, as_json)
         if list_:
-            from alignlab.plan.devices import gpu_table
-
-            print("models: " + ", ".join(bundled()))
-            print("gpus:   " + ", ".join(gpu_table()))
-            return
+            return _list()
         if method is None:
             raise AlignlabError("which method?", fix="alignlab plan dpo (or sft, kto, grpo, ...); --list shows models and GPUs")
-        if sum([lora, qlora, full]) > 1:
-            raise AlignlabError("choose one of --lora, --qlora, --full")
-        if gpu and cpu:
-            raise AlignlabError("choose one of --gpu and --cpu")
-        if qlora and cpu:
-            raise AlignlabError("QLoRA needs a CUDA GPU; --cpu plans this machine", fix="use --lora, or --gpu NAME for a card")
+        _check_flags(lora, qlora, full, gpu, cpu)
         d = ProjectConfig()
-        online = methods.is_online(method)
         p = prompt_len if prompt_len is not None else d.train.max_prompt_length
-        if seq_len is not None:
-            if seq_len <= p:
-                raise AlignlabError(f"--seq-len {seq_len} leaves no room after a {p}-token prompt", fix="raise --seq-len or lower --prompt-len")
-            c = seq_len - p
-        else:
-            c = completion_len or (d.online.max_completion_length if online else d.train.max_length - p)
+        c = _completion_len(method, p, seq_len, completion_len, d)
         mode = "full" if full else ("qlora" if qlora else "lora")
         w = Workload(
-            method=method,
-            mode=mode,
-            lora_r=lora_r or d.lora.r,
-            batch=batch_size or d.train.batch_size,
-            grad_accum=grad_accum or d.train.grad_accum,
-            prompt_len=p,
-            completion_len=c,
+            method=method, mode=mode, lora_r=lora_r or d.lora.r, batch=batch_size or d.train.batch_size,
+            grad_accum=grad_accum or d.train.grad_accum, prompt_len=p, completion_len=c,
             num_generations=generations or d.online.num_generations,
-            grad_ckpt=gradient_checkpointing if gradient_checkpointing is not None else mode == "qlora",
-            vllm=vllm,
+            grad_ckpt=gradient_checkpointing if gradient_checkpointing is not None else mode == "qlora", vllm=vllm,
             reward_params=resolve_shape(reward_model).total_params if reward_model else 0,
-            steps=steps,
-            examples=examples,
-            epochs=epochs,
+            steps=steps, examples=examples, epochs=epochs,
         )
-        shape = resolve_shape(model)
-        out = report.build(shape, w, device=gpu, cpu=cpu)
-        if as_json:
-            print(json.dumps(out, indent=2))
-        else:
-            print("\n".join(report.render(out)))
+        out = report.build(resolve_shape(model), w, device=gpu, cpu=cpu)
+        print(json.dumps(out, indent=2) if as_json else "\n".join(report.render(out)))
+
+
+def _calibrate(folder: Path, as_json: bool) -> None:
+    """Refit the utilization factors from measured runs and say how far each run was from the new prediction."""
+    from alignlab.plan.calibrate import calibrate as run_calibration
+    from alignlab.plan.estimate import dumps
+
+    rep = run_calibration(folder)
+    if as_json:
+        print(dumps(rep))
+        return
+    for kind, r in rep.items():
+        if kind == "path":
+            continue
+        f = r["factors"]
+        print(f"{kind}: train {f['train']:.3g}, decode bandwidth {f['decode_bw']:.3g}, "
+              f"{f['layer_overhead_s'] * 1e3:.3g} ms per layer per decoding step (from {len(r['runs'])} runs)")
+        for row in r["runs"]:
+            print(f"  {row['method']:<6} measured {row['measured_s']:.3g} s/step, now predicted {row['predicted_s']:.3g} "
+                  f"({row['ratio']:.2f}x)  {row['run']}")
+    print(f"saved to {rep['path']}")
+
+
+def _list() -> None:
+    from alignlab.plan.devices import gpu_table
+    from alignlab.plan.shapes import bundled
+
+    print("models: " + ", ".join(bundled()))
+    print("gpus:   " + ", ".join(gpu_table()))
+
+
+def _check_flags(lora: bool, qlora: bool, full: bool, gpu, cpu: bool) -> None:
+    if sum([lora, qlora, full]) > 1:
+        raise AlignlabError("choose one of --lora, --qlora, --full")
+    if gpu and cpu:
+        raise AlignlabError("choose one of --gpu and --cpu")
+    if qlora and cpu:
+        raise AlignlabError("QLoRA needs a CUDA GPU; --cpu plans this machine", fix="use --lora, or --gpu NAME for a card")
+
+
+def _completion_len(method: str, prompt_len: int, seq_len, completion_len, d) -> int:
+    """Completion tokens: --seq-len minus the prompt, else --completion-len, else the config's default."""
+    if seq_len is not None:
+        if seq_len <= prompt_len:
+            raise AlignlabError(f"--seq-len {seq_len} leaves no room after a {prompt_len}-token prompt",
+                                fix="raise --seq-len or lower --prompt-len")
+        return seq_len - prompt_len
+    if completion_len:
+        return completion_len
+    return d.online.max_completion_length if methods.is_online(method) else d.train.max_length - prompt_len

@@ -139,85 +139,93 @@ def register(app: typer.Typer) -> None:
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", hidden=True),
     ) -> None:
         """Train an adapter with METHOD; writes runs/<id>/ (adapter, metrics, samples, checkpoints)."""
-        from alignlab.config import apply_overrides, load_config, parse_set, project_config
-        from alignlab.progress import console
         from alignlab import rundir
+        from alignlab.progress import console
         from alignlab.train import engine
 
         if allow_outside_rewards:  # read by alignlab.rewards.compose, here and in launched processes
             os.environ["ALIGNLAB_ALLOW_OUTSIDE_REWARDS"] = "1"
         if resume is not None:
             resume = rundir.check_run_dir(resume)
-            cfg = load_config(resume / "config.yaml")
-            info = rundir.read_run(resume)
-            if info.get("method") != method:
-                raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
-            data = info["data"]
+            cfg, data, init_adapter = _resumed(resume, method)
             run_dir, root = resume, None
-            init_adapter = Path(info["init_adapter"]) if info.get("init_adapter") else None
         else:
-            cfg, root = project_config(project)
             overrides = {
-                "model": model,
-                "train.learning_rate": lr,
-                "train.epochs": epochs,
-                "train.max_steps": max_steps,
-                "train.batch_size": batch_size,
-                "train.grad_accum": grad_accum,
-                "train.max_length": max_length,
-                "train.seed": seed,
-                "train.device": device,
-                "train.precision": precision,
-                "lora.r": lora_r,
-                "lora.alpha": lora_alpha,
-                "lora.enabled": False if full else None,
-                "lora.qlora": True if qlora else None,
+                "model": model, "train.learning_rate": lr, "train.epochs": epochs, "train.max_steps": max_steps,
+                "train.batch_size": batch_size, "train.grad_accum": grad_accum, "train.max_length": max_length,
+                "train.seed": seed, "train.device": device, "train.precision": precision, "lora.r": lora_r,
+                "lora.alpha": lora_alpha, "lora.enabled": False if full else None, "lora.qlora": True if qlora else None,
                 "online.rewards": rewards,
                 "train.report_to": [x.strip() for x in report_to.split(",") if x.strip()] if report_to else None,
             }
-            if beta is not None:
-                key = methods.get(method).beta
-                if key is None:
-                    raise AlignlabError(f"'{method}' has no beta")
-                overrides[key] = beta
-            overrides.update(parse_set(set_))
-            cfg = apply_overrides(cfg, overrides)
-            data = data or default_data(method, root, cfg.data_dir)
+            cfg, root, data = _configured(project, method, overrides, beta, set_, data)
         runs_dir = (root / cfg.runs_dir) if root else Path(cfg.runs_dir)
-
-        if method in methods.REGISTRY and methods.get(method).own_loop and (processes > 1 or accelerate_config):
-            parallel = " and ".join(methods.names(online=True, own_loop=False))
-            raise AlignlabError(f"{method.upper()} runs in one process: its loop does not synchronise gradients between processes",
-                                fix=f"drop --processes / --accelerate-config ({parallel} run data-parallel)")
-        if (processes > 1 or accelerate_config) and "LOCAL_RANK" not in os.environ:
-            engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
-            target = run_dir or rundir.new_run_dir(runs_dir, method, name)
-            console.print(f"[alignlab] launching {processes} processes -> {target}")
-            _launch(processes, accelerate_config, target)
-            console.print(f"[green]done[/]: {target}")
-            print(target)
-            return
-
+        if processes > 1 or accelerate_config:
+            _check_parallel(method)
+            if "LOCAL_RANK" not in os.environ:
+                engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
+                target = run_dir or rundir.new_run_dir(runs_dir, method, name)
+                console.print(f"[alignlab] launching {processes} processes -> {target}")
+                _launch(processes, accelerate_config, target)
+                console.print(f"[green]done[/]: {target}")
+                print(target)
+                return
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
         elif name:
             run_dir = rundir.new_run_dir(runs_dir, method, name)
-        ctx = engine.prepare(
-            method,
-            cfg,
-            data,
-            runs_dir,
-            run_dir=run_dir,
-            skip_invalid=skip_invalid,
-            init_adapter=str(init_adapter) if init_adapter else None,
-        )
+        ctx = engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir, skip_invalid=skip_invalid,
+                             init_adapter=str(init_adapter) if init_adapter else None)
         if engine.is_main_process():
             console.print(f"[alignlab] {method} on {len(ctx.rows)} rows of {data} -> {ctx.run_dir}")
         out = engine.run(ctx, data, resume=resume is not None)
         if engine.is_main_process():
-            info = rundir.read_run(out)
-            final = ", ".join(f"{k} {v:.4g}" for k, v in info.get("final", {}).items() if k in ("loss", "rewards/margins", "rewards/accuracies", "tokens_per_s"))
-            console.print(f"[green]done[/]: {info.get('steps')} steps; {final}")
-            if cfg.train.check_per_category and methods.get(method).task == methods.CAUSAL:
-                _check(out, cfg, root)
-            print(out)
+            _finished(out, method, cfg, root)
+
+
+def _resumed(resume: Path, method: str):
+    """(config, data, init adapter) of the interrupted run to continue."""
+    from alignlab import rundir
+    from alignlab.config import load_config
+
+    cfg = load_config(resume / "config.yaml")
+    info = rundir.read_run(resume)
+    if info.get("method") != method:
+        raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
+    return cfg, info["data"], Path(info["init_adapter"]) if info.get("init_adapter") else None
+
+
+def _configured(project, method: str, overrides: dict, beta, set_, data):
+    """(config, project root, data) of a new run: the project's config with the command line's overrides."""
+    from alignlab.config import apply_overrides, parse_set, project_config
+
+    cfg, root = project_config(project)
+    if beta is not None:
+        key = methods.get(method).beta
+        if key is None:
+            raise AlignlabError(f"'{method}' has no beta")
+        overrides[key] = beta
+    overrides.update(parse_set(set_))
+    cfg = apply_overrides(cfg, overrides)
+    return cfg, root, data or default_data(method, root, cfg.data_dir)
+
+
+def _check_parallel(method: str) -> None:
+    if method in methods.REGISTRY and methods.get(method).own_loop:
+        parallel = " and ".join(methods.names(online=True, own_loop=False))
+        raise AlignlabError(f"{method.upper()} runs in one process: its loop does not synchronise gradients between processes",
+                            fix=f"drop --processes / --accelerate-config ({parallel} run data-parallel)")
+
+
+def _finished(out: Path, method: str, cfg, root) -> None:
+    """The run's last metrics, the held-out check when the config asks for it, and the run directory on stdout."""
+    from alignlab import rundir
+    from alignlab.progress import console
+
+    info = rundir.read_run(out)
+    final = ", ".join(f"{k} {v:.4g}" for k, v in info.get("final", {}).items()
+                      if k in ("loss", "rewards/margins", "rewards/accuracies", "tokens_per_s"))
+    console.print(f"[green]done[/]: {info.get('steps')} steps; {final}")
+    if cfg.train.check_per_category and methods.get(method).task == methods.CAUSAL:
+        _check(out, cfg, root)
+    print(out)

@@ -38,114 +38,143 @@ def rate(
     """
     if mode not in MODES:
         raise AlignlabError(f"unknown rating mode '{mode}'", fix="use --mode single or --mode pair")
-    single = mode == "single"
-    kinds = ("thumb", "score", "rewrite") if single else ("pick",)
+    session = _Session(store, rater, mode == "single", input_fn, output_fn, round)
+    while session.stop not in ("eof", "quit"):
+        todo = [it for it in session.pending() if session.key(it) not in session.skipped]
+        if session.front is not None:  # just undone: show that item again first
+            todo.sort(key=lambda it: session.key(it) != session.front)
+            session.front = None
+        if not todo:
+            session.stop = "done"
+            break
+        session.ask_about(todo[0], len(todo))
+    return session.summary(mode)
 
-    def pending() -> list[dict]:
-        return store.pending_single(rater, round) if single else store.pending_pairs(rater, round)
 
-    def key(item: dict) -> Any:
-        return item["response_id"] if single else (item["a_id"], item["b_id"])
+class _Session:
+    """One rater at the terminal: what is pending, what was recorded, skipped and undone, and why it ended."""
 
-    def ask(prompt: str) -> str | None:
+    def __init__(self, store: Store, rater: str, single: bool, input_fn, output_fn, round: int | None):
+        self.store, self.rater, self.single, self.round = store, rater, single, round
+        self.input_fn, self.output_fn = input_fn, output_fn
+        self.kinds = ("thumb", "score", "rewrite") if single else ("pick",)
+        self.keys = SINGLE_KEYS if single else PAIR_KEYS
+        self.recorded: Counter[str] = Counter()
+        self.skipped: set = set()
+        self.undone, self.front, self.stop = 0, None, "running"
+        self.raw = ""
+
+    def pending(self) -> list[dict]:
+        return self.store.pending_single(self.rater, self.round) if self.single else self.store.pending_pairs(self.rater, self.round)
+
+    def key(self, item: dict) -> Any:
+        return item["response_id"] if self.single else (item["a_id"], item["b_id"])
+
+    def ask(self, prompt: str) -> str | None:
         try:
-            return input_fn(prompt)
+            return self.input_fn(prompt)
         except EOFError:
             return None
 
-    recorded: Counter[str] = Counter()
-    skipped: set = set()
-    undone, front, stop = 0, None, "done"
-    while True:
-        todo = [it for it in pending() if key(it) not in skipped]
-        if front is not None:  # just undone: show that item again first
-            todo.sort(key=lambda it: key(it) != front)
-            front = None
-        if not todo:
-            stop = "done"
-            break
-        item = todo[0]
-        if single:
+    def show(self, item: dict, left: int) -> list[tuple]:
+        """Print the item (a pair in a fixed pseudo-random order); returns [(label, response id, text)]."""
+        out = self.output_fn
+        if self.single:
             shown = [("RESPONSE", item["response_id"], item["response"])]
-            output_fn(f"--- {len(todo)} left | prompt {item['prompt_id']} | response {item['response_id']} | round {item['round']}")
+            out(f"--- {left} left | prompt {item['prompt_id']} | response {item['response_id']} | round {item['round']}")
         else:
             a, b = (item["a_id"], item["a"]), (item["b_id"], item["b"])
             if (item["a_id"] + item["b_id"]) % 2:
                 a, b = b, a
             shown = [("A", *a), ("B", *b)]
-            output_fn(f"--- {len(todo)} left | prompt {item['prompt_id']} | A={a[0]} B={b[0]} | round {item['round']}")
-        output_fn("PROMPT\n" + _indent(item["prompt"]))
+            out(f"--- {left} left | prompt {item['prompt_id']} | A={a[0]} B={b[0]} | round {item['round']}")
+        out("PROMPT\n" + _indent(item["prompt"]))
         for label, rid, text in shown:
-            output_fn(f"{label} (#{rid})\n" + _indent(text))
-        keys = SINGLE_KEYS if single else PAIR_KEYS
-        output_fn(keys)
+            out(f"{label} (#{rid})\n" + _indent(text))
+        out(self.keys)
+        return shown
 
-        while True:  # until a key that moves on
-            line = ask("> ")
+    def ask_about(self, item: dict, left: int) -> None:
+        """Show one item and read keys until one moves on (a judgement, skip, undo, quit or end of input)."""
+        shown = self.show(item, left)
+        while True:
+            line = self.ask("> ")
             if line is None:
-                stop = "eof"
-                break
+                self.stop = "eof"
+                return
             k = line.strip().lower()
             if k == "q":
-                stop = "quit"
-                break
+                self.stop = "quit"
+                return
             if k == "s":
-                skipped.add(key(item))
-                break
+                self.skipped.add(self.key(item))
+                return
             if k == "z":
-                last = store.undo_last(rater, kinds)
-                if last is None:
-                    output_fn("nothing to undo")
-                    continue
-                undone += 1
-                front = last["response_id"] if single else tuple(sorted((last["response_id"], last["other_response_id"])))
-                skipped.discard(front)
-                what = last["kind"] if last["kind"] == "rewrite" else f"{last['kind']} {last['value']}"
-                output_fn(f"undid judgement #{last['id']} ({what})")
-                break
-            if single and k in ("u", "d"):
-                kind = "thumb"
-                store.add_judgement("thumb", item["response_id"], 1 if k == "u" else -1, rater=rater)
-            elif single and k in ("1", "2", "3", "4", "5"):
-                kind = "score"
-                store.add_judgement("score", item["response_id"], int(k), rater=rater)
-            elif single and k == "r":
-                text = ask("rewrite (one line, \\n for a line break; empty cancels)> ")
-                if text is None:
-                    stop = "eof"
-                    break
-                if not text.strip():
-                    output_fn("rewrite cancelled")
-                    continue
-                text = text.replace("\\n", "\n")
-                kind = "rewrite"
-                store.add_judgement("rewrite", item["response_id"], rewrite_text=text, rater=rater)
-            elif not single and k in ("a", "b", "t"):
-                value = {"a": "a", "b": "b", "t": "tie"}[k]
-                kind = "pick"
-                store.add_judgement("pick", shown[0][1], value, other_response_id=shown[1][1], rater=rater)
-            else:
-                output_fn(f"unknown key '{line.strip()}': {keys}")
+                if self.undo():
+                    return
                 continue
-            recorded[kind] += 1
-            break
-        if stop in ("eof", "quit"):
-            break
+            self.raw = line.strip()
+            kind = self.judge(k, item, shown)
+            if kind == "eof":
+                self.stop = "eof"
+                return
+            if kind is None:
+                continue
+            self.recorded[kind] += 1
+            return
 
-    left = len(pending())
-    summary = {
-        "rater": rater,
-        "mode": mode,
-        "recorded": sum(recorded.values()),
-        "by_kind": dict(sorted(recorded.items())),
-        "undone": undone,
-        "skipped": len(skipped),
-        "left": left,
-        "ended_by": stop,
-    }
-    kinds_text = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items())
-    output_fn(
-        f"{rater}: recorded {summary['recorded']} judgement(s)" + (f" ({kinds_text})" if kinds_text else "")
-        + f", undid {undone}, skipped {len(skipped)}; {left} left to rate"
-    )
-    return summary
+    def undo(self) -> bool:
+        last = self.store.undo_last(self.rater, self.kinds)
+        if last is None:
+            self.output_fn("nothing to undo")
+            return False
+        self.undone += 1
+        self.front = last["response_id"] if self.single else tuple(sorted((last["response_id"], last["other_response_id"])))
+        self.skipped.discard(self.front)
+        what = last["kind"] if last["kind"] == "rewrite" else f"{last['kind']} {last['value']}"
+        self.output_fn(f"undid judgement #{last['id']} ({what})")
+        return True
+
+    def judge(self, k: str, item: dict, shown: list[tuple]) -> str | None:
+        """Record the judgement key ``k`` stands for; its kind, None to ask again, or 'eof'."""
+        store, rater = self.store, self.rater
+        if self.single and k in ("u", "d"):
+            store.add_judgement("thumb", item["response_id"], 1 if k == "u" else -1, rater=rater)
+            return "thumb"
+        if self.single and k in ("1", "2", "3", "4", "5"):
+            store.add_judgement("score", item["response_id"], int(k), rater=rater)
+            return "score"
+        if self.single and k == "r":
+            text = self.ask("rewrite (one line, \\n for a line break; empty cancels)> ")
+            if text is None:
+                return "eof"
+            if not text.strip():
+                self.output_fn("rewrite cancelled")
+                return None
+            store.add_judgement("rewrite", item["response_id"], rewrite_text=text.replace("\\n", "\n"), rater=rater)
+            return "rewrite"
+        if not self.single and k in ("a", "b", "t"):
+            value = {"a": "a", "b": "b", "t": "tie"}[k]
+            store.add_judgement("pick", shown[0][1], value, other_response_id=shown[1][1], rater=rater)
+            return "pick"
+        self.output_fn(f"unknown key '{self.raw}': {self.keys}")
+        return None
+
+    def summary(self, mode: str) -> dict[str, Any]:
+        left = len(self.pending())
+        summary = {
+            "rater": self.rater,
+            "mode": mode,
+            "recorded": sum(self.recorded.values()),
+            "by_kind": dict(sorted(self.recorded.items())),
+            "undone": self.undone,
+            "skipped": len(self.skipped),
+            "left": left,
+            "ended_by": self.stop,
+        }
+        kinds_text = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items())
+        self.output_fn(
+            f"{self.rater}: recorded {summary['recorded']} judgement(s)" + (f" ({kinds_text})" if kinds_text else "")
+            + f", undid {self.undone}, skipped {len(self.skipped)}; {left} left to rate"
+        )
+        return summary

@@ -42,6 +42,14 @@ from alignlab.progress import console
 from alignlab.rewards import ComposedReward, build_spec, completion_text, distinct_n, load_spec
 
 
+def project_reward(online, check_only: bool = False) -> tuple:
+    """(training reward, gold rater or None) for GRPO, RLOO and PPO alike: the spec ``online.rewards`` names,
+    with its ``gold:`` entry, or the default persona reward. ``check_only`` validates without importing users' files."""
+    from alignlab.rewards import default_reward
+
+    return load_rewards(online.rewards, check_only=check_only) if online.rewards else (default_reward(), None)
+
+
 def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedReward, ComposedReward | None]:
     """(training reward, gold rater or None) from a reward YAML that may hold a ``gold:`` entry.
 
@@ -183,6 +191,13 @@ def _num(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def report_alerts(run_dir: Path, alerts: list[Alert]) -> None:
+    """Each alert to the console and to the run's metrics.jsonl (GRPO, RLOO and PPO alike)."""
+    for alert in alerts:
+        console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
+        append_metrics(run_dir, {"step": alert.step, "warning": alert.name, "message": alert.message})
+
+
 class MonitorCallback(TrainerCallback):
     """Runs a HackingMonitor on every log; warnings go to the console and to metrics.jsonl."""
 
@@ -194,7 +209,6 @@ class MonitorCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        for alert in self.monitor.update(state.global_step, logs):
-            self.alerts.append(alert)
-            console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
-            append_metrics(self.run_dir, {"step": alert.step, "warning": alert.name, "message": alert.message})
+        alerts = self.monitor.update(state.global_step, logs)
+        self.alerts += alerts
+        report_alerts(self.run_dir, alerts)

@@ -44,7 +44,7 @@ from alignlab import methods
 from alignlab.errors import AlignlabError
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
 from alignlab.train.logps import shared_prompt_logps
-from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards
+from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards, project_reward
 
 SCALED_HEADS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
@@ -97,10 +97,8 @@ TRAINERS = {methods.GRPO: (GRPOConfig, AlignlabGRPOTrainer), methods.RLOO: (RLOO
 
 def build_reward(ctx) -> RewardRecorder:
     """The training reward (spec file or default) and the optional gold rater, wrapped for recording."""
-    from alignlab.rewards import default_reward
-
     o = ctx.cfg.online
-    reward, gold = load_rewards(o.rewards) if o.rewards else (default_reward(), None)
+    reward, gold = project_reward(o)
     return RewardRecorder(reward, o.num_generations, gold=gold, gold_steps=o.gold_steps)
 
 

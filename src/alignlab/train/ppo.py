@@ -63,17 +63,7 @@ from alignlab.errors import AlignlabError
 from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss
 from alignlab.progress import console
 from alignlab import rundir
-from alignlab.train.monitors import HackingMonitor, RewardRecorder
-
-
-def load_reward(ctx, check_only: bool = False):
-    """(training reward, gold rater or None): the project's reward spec with its ``gold:`` entry, or the
-    default persona reward. ``check_only`` validates without importing users' reward files."""
-    from alignlab.rewards import default_reward
-    from alignlab.train.monitors import load_rewards
-
-    o = ctx.cfg.online
-    return load_rewards(o.rewards, check_only=check_only) if o.rewards else (default_reward(), None)
+from alignlab.train.monitors import HackingMonitor, RewardRecorder, project_reward, report_alerts
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -287,12 +277,58 @@ def _one_process() -> None:
             "between processes", fix="drop --processes / launch one process (grpo and rloo run data-parallel)")
 
 
+def _build(ctx):
+    """The LoRA policy (dropout off), a zero-initialised value head, AdamW over both, the scheduler, total steps."""
+    from peft import get_peft_model
+    from transformers import get_scheduler
+
+    t = ctx.cfg.train
+    model = ctx.model if ctx.init_adapter is not None else get_peft_model(ctx.model, ctx.peft_config())
+    model.eval()  # dropout off: the ratio pi/pi_old is exactly 1 on the first epoch
+    hidden = model.get_base_model().config.get_text_config().hidden_size
+    value_head = nn.Linear(hidden, 1).to(ctx.device)
+    nn.init.zeros_(value_head.weight)
+    nn.init.zeros_(value_head.bias)
+    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * len(ctx.rows) / t.batch_size)
+    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total),
+                              num_training_steps=total)
+    return model, value_head, params, optimizer, scheduler, total
+
+
+def _resume_step(ctx, model, value_head, optimizer, scheduler) -> int:
+    """The step the last checkpoint reached (its state loaded, later log records dropped); 0 without one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_root = ctx.run_dir / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
+    if last is None:
+        console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
+        return 0
+    start = load_checkpoint(Path(last), model, value_head, optimizer, scheduler)
+    rundir.resume_logs(ctx.run_dir, start, Path(last).name)
+    return start
+
+
+def _step_metrics(m: dict, batch: dict, n_rows: int, seconds: float, recorder) -> dict:
+    """The update's losses plus reward, KL, length and speed of the rollout, named as GRPO logs them."""
+    mask = batch["mask"].float()
+    m.update(
+        reward=float(batch["scores"].mean()),
+        reward_std=float(batch["scores"].std()) if n_rows > 1 else 0.0,
+        kl=float(((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum() / mask.sum()),
+        completion_length=float(mask.sum(1).mean()),
+        tokens_per_s=float(batch["attention_mask"].sum()) / seconds,
+        **recorder.last,  # reward_parts/<name>/mean|std, no_signal_frac, distinct_2, gold on its steps
+    )
+    m["completions/mean_length"] = m["completion_length"]  # the name GRPO's monitor reads
+    return m
+
+
 def train_loop(ctx, resume: bool = False):
     """Engine hook: train and return ``(model, steps, final_metrics)``; the engine saves the adapter."""
-    from peft import get_peft_model
     from rich.progress import TextColumn
-    from transformers import get_scheduler
-    from transformers.trainer_utils import get_last_checkpoint
 
     from alignlab.progress import progress_bar
     from alignlab.train.callbacks import SamplesCallback, loss_text
@@ -304,29 +340,9 @@ def train_loop(ctx, resume: bool = False):
     _one_process()
     cfg, t = ctx.cfg, ctx.cfg.train
     torch.manual_seed(t.seed)
-    model = ctx.model if ctx.init_adapter is not None else get_peft_model(ctx.model, ctx.peft_config())
-    model.eval()  # dropout off: the ratio pi/pi_old is exactly 1 on the first epoch
-    hidden = model.get_base_model().config.get_text_config().hidden_size
-    value_head = nn.Linear(hidden, 1).to(ctx.device)
-    nn.init.zeros_(value_head.weight)
-    nn.init.zeros_(value_head.bias)
-    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
-    total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * len(ctx.rows) / t.batch_size)
-    warmup = int(t.warmup_ratio * total)
-    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
-
-    start = 0
-    ckpt_root = ctx.run_dir / "checkpoints"
-    if resume:
-        last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
-        if last is None:
-            console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
-        else:
-            start = load_checkpoint(Path(last), model, value_head, optimizer, scheduler)
-            rundir.resume_logs(ctx.run_dir, start, Path(last).name)
-
-    reward, gold = load_reward(ctx)
+    model, value_head, params, optimizer, scheduler, total = _build(ctx)
+    start = _resume_step(ctx, model, value_head, optimizer, scheduler) if resume else 0
+    reward, gold = project_reward(cfg.online)
     o = cfg.online
     recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
@@ -334,11 +350,8 @@ def train_loop(ctx, resume: bool = False):
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
     pending: list[dict] = []
     final: dict = {}
-    bar = progress_bar(
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("reward {task.fields[reward]}"),
-        TextColumn("{task.fields[tps]}"),
-    )
+    bar = progress_bar(TextColumn("loss {task.fields[loss]}"), TextColumn("reward {task.fields[reward]}"),
+                       TextColumn("{task.fields[tps]}"))
     with bar:
         task = bar.add_task(ctx.method, total=total, completed=start, loss="-", reward="-", tps="")
         if start == 0:
@@ -352,17 +365,7 @@ def train_loop(ctx, resume: bool = False):
                             trainer_state=SimpleNamespace(global_step=step - 1))
             m = ppo_update(ctx, model, value_head, optimizer, params, batch, step)
             scheduler.step()
-            mask = batch["mask"].float()
-            m.update(
-                reward=float(batch["scores"].mean()),
-                reward_std=float(batch["scores"].std()) if len(rows) > 1 else 0.0,
-                kl=float(((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum() / mask.sum()),
-                completion_length=float(mask.sum(1).mean()),
-                tokens_per_s=float(batch["attention_mask"].sum()) / (time.perf_counter() - t0),
-                **recorder.last,  # reward_parts/<name>/mean|std, no_signal_frac, distinct_2, gold on its steps
-            )
-            m["completions/mean_length"] = m["completion_length"]  # the name GRPO's monitor reads
-            pending.append(m)
+            pending.append(_step_metrics(m, batch, len(rows), time.perf_counter() - t0, recorder))
             bar.update(task, completed=step, loss=loss_text(m["loss"]), reward=f"{m['reward']:.3f}",
                        tps=f"{m['tokens_per_s']:.0f} tok/s")
             if step % t.logging_steps == 0 or step == total:
@@ -370,12 +373,9 @@ def train_loop(ctx, resume: bool = False):
                 final = {"step": step, **{k: _mean([p[k] for p in pending if k in p]) for k in keys}}
                 rundir.append_metrics(ctx.run_dir, final)
                 pending = []
-                for alert in monitor.update(step, final):  # the same monitors and warning names as GRPO/RLOO
-                    console.print(f"[yellow]warning (step {alert.step}): {alert.name}: {alert.message}[/]")
-                    rundir.append_metrics(ctx.run_dir, {"step": alert.step, "warning": alert.name, "message": alert.message})
-            state = SimpleNamespace(is_world_process_zero=True, global_step=step)
+                report_alerts(ctx.run_dir, monitor.update(step, final))  # the same monitors and names as GRPO/RLOO
             for cb in samplers:
-                cb.on_step_end(None, state, None, model=model)
+                cb.on_step_end(None, SimpleNamespace(is_world_process_zero=True, global_step=step), None, model=model)
             if step % t.save_steps == 0 and step < total:
                 save_checkpoint(ctx.run_dir, step, model, value_head, optimizer, scheduler)
         for cb in samplers:
@@ -392,4 +392,4 @@ def check(ctx) -> None:
         raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
                             fix="drop --full / set lora.enabled: true")
     _one_process()
-    load_reward(ctx, check_only=True)  # users' reward files are read here, imported once when training starts
+    project_reward(ctx.cfg.online, check_only=True)  # users' reward files are read here, imported once when training starts

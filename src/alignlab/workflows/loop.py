@@ -179,121 +179,184 @@ class _Policies:
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
-def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], str] = input,
-             echo: Callable[[str], Any] = console.print) -> list[dict]:
-    """Run rounds ``last finished + 1 .. s.rounds``; returns the rounds table."""
-    from alignlab.eval.raters import get_rater
-    from alignlab.eval.report import write_report
-    from alignlab.eval.scorecard import evaluate_run, point, stratified
-    from alignlab.eval.scores import scorer_for
-    from alignlab.feedback.export import export
-    from alignlab.feedback.store import DB_NAME, open_store
-    from alignlab.models.loading import pick_device
-    from alignlab.synth.sample import default_prompts, prompt_rows, sample_responses
-    from alignlab import rundir
-    from alignlab.train import engine
-
-    root = Path(root)
+def _check_settings(s: LoopSettings) -> None:
     if s.method not in METHODS:
         raise AlignlabError(f"unknown loop method '{s.method}'", fix="use " + " or ".join(f"--method {m}" for m in METHODS))
     if s.n < 2:
         raise AlignlabError(f"-n {s.n}: the loop compares answers to the same prompt, so it needs -n 2 or more")
     if s.rounds < 1:
         raise AlignlabError(f"--rounds must be at least 1, got {s.rounds}")
+
+
+def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], str] = input,
+             echo: Callable[[str], Any] = console.print) -> list[dict]:
+    """Run rounds ``last finished + 1 .. s.rounds``; returns the rounds table.
+
+    Each round, from the previous round's adapter (or the base): 1. sample answers to fresh train prompts,
+    2. judge them (an automatic rater, or a person through the store), 3. export the judgements in the
+    method's format, 4. train, 5. score the new adapter on held-out prompts. Every step writes its result
+    to the store's rounds table first, so a rerun continues where the last one stopped.
+    """
+    from alignlab import rundir
+    from alignlab.feedback.store import DB_NAME, open_store
+
+    root = Path(root)
+    _check_settings(s)
     if s.start_run:
         s.start_run = str(rundir.check_run_dir(s.start_run))
     store = open_store(root / DB_NAME)
-    label = scorer = None
+    loop = None
     try:
         done = [x["round"] for x in store.rounds_table() if x["status"] == "done"]
         first = max(done, default=0) + 1
         if first > s.rounds:
             echo(f"{first - 1} round(s) already done; ask for --rounds {first} or more to continue")
             return store.rounds_table()
-        train_rows = prompt_rows(default_prompts(root, cfg.data_dir, "train"))
-        heldout = stratified(prompt_rows(default_prompts(root, cfg.data_dir, "heldout")), None, s.eval_prompts)
-        raters = dict(project=root, persona=cfg.persona, **s.judge)
-        label = get_rater(s.rater, **raters)
-        persona_rater = get_rater(s.eval_rater, **raters) if s.eval_rater else None
-        scorer = scorer_for(root, cfg.persona, persona_rater)
-        scorer.name = persona_rater.name if persona_rater else "scorecard"
-        if scorer.name == label.name:
-            echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({label.name})[/]")
-        device = pick_device(cfg.train.device)
-        policies = _Policies(cfg.model, device)
-        runs_dir = root / cfg.runs_dir
-        enter = EnterKey(input_fn)
+        loop = _Loop(root, cfg, s, store, EnterKey(input_fn), echo)
         for r in range(first, s.rounds + 1):
             prev = store.round_row(r - 1) if r > 1 else None
             init_run = prev["run_dir"] if prev else s.start_run
-            row = store.update_round(r, method=s.method, rater=label.name, eval_rater=scorer.name, init_run=init_run)
+            row = store.update_round(r, method=s.method, rater=loop.label.name, eval_rater=loop.scorer.name,
+                                     init_run=init_run)
             echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
-
-            if not row["responses"]:  # 1. sample
-                prompts = fresh_prompts(store, train_rows, s.per_round)
-                if not prompts:
-                    raise AlignlabError(f"round {r}: every train prompt was used in an earlier round",
-                                        fix=f"add prompts to {cfg.data_dir}/prompts.jsonl")
-                model, tok = policies.get(init_run)
-                ids = sample_responses(store, model, tok, prompts, s.n, model_name=cfg.model,
-                                       run=Path(init_run).name if init_run else None, round=r,
-                                       temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                       seed=s.seed + r, system_prompt=cfg.system_prompt, source="loop",
-                                       description=f"round {r}: sampling")
-                row = store.update_round(r, prompts=len(prompts), responses=len(ids))
-
             details = json.loads(row["details"]) if row["details"] else {}
-            if label.automatic and row["judgements"] is None:  # 2. judge
-                got = collect_automatic(store, label, r, s.method)
-                details["label_mean_score"] = got["mean_score"]
-                row = store.update_round(r, judgements=got["judgements"], details=json.dumps(details))
-
+            row = loop.sample(r, row, init_run)
+            row = loop.judge(r, row, details)
             info = rundir.read_run(row["run_dir"]) if row["run_dir"] and Path(row["run_dir"], "run.json").is_file() else {}
-            if info.get("status") != "done":  # 3. export, 4. train
-                data = root / cfg.data_dir / "loop" / f"round{r}_{s.method}.jsonl"
-                while True:
-                    if not label.automatic:
-                        pairs = methods.get(s.method).kind == "preference"
-                        mode = "pair" if pairs else "single"
-                        need = s.need or (row["prompts"] if pairs else row["responses"])
-                        row = store.update_round(r, judgements=wait_for_person(store, r, need, s.poll_seconds, enter, mode, echo))
-                    summary = export(store, methods.get(s.method).feedback, data, round=r)
-                    if summary["rows"] or label.automatic:
-                        break
-                    echo(f"round {r}: no {s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
-                if not summary["rows"]:
-                    raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) gave no {s.method} rows (all ties?)",
-                                        fix="sample more answers per prompt (-n) or use a rater that separates them")
-                details["export"] = {k: summary[k] for k in ("rows", "skipped")} | {"conflicts": len(summary["conflicts"])}
-                name = f"{datetime.now():%Y%m%d-%H%M%S}-round{r}-{s.method}"
-                ctx = engine.prepare(s.method, cfg, str(data), runs_dir, run_dir=rundir.new_run_dir(runs_dir, s.method, name),
-                                     skip_invalid=True, init_adapter=init_run)
-                row = store.update_round(r, run_dir=str(ctx.run_dir), data=str(data), pairs=len(ctx.rows),
-                              details=json.dumps(details))
-                echo(f"round {r}: {s.method} on {len(ctx.rows)} rows -> {ctx.run_dir}")
-                engine.run(ctx, str(data))
-
-            model, tok = policies.get(row["run_dir"])  # 5. score
-            card = evaluate_run(row["run_dir"], heldout, scorer, model=model, tokenizer=tok,
-                                max_new_tokens=cfg.sampling.max_new_tokens, temperature=s.eval_temperature, seed=s.seed,
-                                repetition_penalty=cfg.sampling.repetition_penalty, system_prompt=cfg.system_prompt)
-            write_report(row["run_dir"], card)
-            a, b = card["adapter"], card["base"]
-            details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}
-            row = store.update_round(r, status="done", persona_score=point(a["persona"]), base_persona_score=point(b["persona"]),
-                          length=a["length"], distinct_1=a["distinct_1"], distinct_2=a["distinct_2"], kl=a["kl"],
-                          accuracy=point(a["correct_share"]), details=json.dumps(details), finished_at=_now())
-            echo(f"round {r} done: persona {_f(point(b['persona']))} -> {_f(point(a['persona']))} ({scorer.name}), "
-                 f"correct {_f(point(b['correct_share']))} -> {_f(point(a['correct_share']))}, "
-                 f"mimicry flagged {_f(point(a['flagged']))}, KL {_f(a['kl'])}, distinct-2 {_f(a['distinct_2'])}")
-            for w in card["warnings"]:
-                echo(f"[yellow]round {r} warning: {w}[/]")
+            if info.get("status") != "done":
+                data = loop.export(r, row, details)
+                row = loop.train(r, data, details, init_run)
+            loop.score(r, row, details)
         return store.rounds_table()
     finally:
-        for rater in (label, getattr(scorer, "persona_rater", None)):
+        if loop is not None:
+            loop.close()
+        store.close()
+
+
+class _Loop:
+    """The five steps of a round, over one store, one labelling rater and one held-out scorer."""
+
+    def __init__(self, root: Path, cfg, s: LoopSettings, store, enter: EnterKey, echo: Callable[[str], Any]):
+        from alignlab.eval.raters import get_rater
+        from alignlab.eval.scorecard import stratified
+        from alignlab.eval.scores import scorer_for
+        from alignlab.models.loading import pick_device
+        from alignlab.synth.sample import default_prompts, prompt_rows
+
+        self.root, self.cfg, self.s, self.store, self.enter, self.echo = root, cfg, s, store, enter, echo
+        self.label = self.scorer = None
+        self.train_rows = prompt_rows(default_prompts(root, cfg.data_dir, "train"))
+        self.heldout = stratified(prompt_rows(default_prompts(root, cfg.data_dir, "heldout")), None, s.eval_prompts)
+        raters = dict(project=root, persona=cfg.persona, **s.judge)
+        self.label = get_rater(s.rater, **raters)
+        try:
+            persona_rater = get_rater(s.eval_rater, **raters) if s.eval_rater else None
+            self.scorer = scorer_for(root, cfg.persona, persona_rater)
+        except BaseException:
+            self.close()
+            raise
+        self.scorer.name = persona_rater.name if persona_rater else "scorecard"
+        if self.scorer.name == self.label.name:
+            echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({self.label.name})[/]")
+        self.policies = _Policies(cfg.model, pick_device(cfg.train.device))
+        self.runs_dir = root / cfg.runs_dir
+
+    def close(self) -> None:
+        for rater in (self.label, getattr(self.scorer, "persona_rater", None)):
             if rater is not None:
                 rater.close()
-        store.close()
+
+    def sample(self, r: int, row: dict, init_run: str | None) -> dict:
+        """1. ``n`` answers to each of ``per_round`` train prompts no earlier round used, from the current policy."""
+        from alignlab.synth.sample import sample_responses
+
+        if row["responses"]:
+            return row
+        s = self.s
+        prompts = fresh_prompts(self.store, self.train_rows, s.per_round)
+        if not prompts:
+            raise AlignlabError(f"round {r}: every train prompt was used in an earlier round",
+                                fix=f"add prompts to {self.cfg.data_dir}/prompts.jsonl")
+        model, tok = self.policies.get(init_run)
+        ids = sample_responses(self.store, model, tok, prompts, s.n, model_name=self.cfg.model,
+                               run=Path(init_run).name if init_run else None, round=r,
+                               temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                               seed=s.seed + r, system_prompt=self.cfg.system_prompt, source="loop",
+                               description=f"round {r}: sampling")
+        return self.store.update_round(r, prompts=len(prompts), responses=len(ids))
+
+    def judge(self, r: int, row: dict, details: dict) -> dict:
+        """2. An automatic rater judges now; a person's judgements are awaited in :meth:`export`."""
+        if not self.label.automatic or row["judgements"] is not None:
+            return row
+        got = collect_automatic(self.store, self.label, r, self.s.method)
+        details["label_mean_score"] = got["mean_score"]
+        return self.store.update_round(r, judgements=got["judgements"], details=json.dumps(details))
+
+    def export(self, r: int, row: dict, details: dict) -> Path:
+        """3. The round's judgements in the method's training format (waiting for a person's until they give rows)."""
+        from alignlab.feedback.export import export
+
+        spec = methods.get(self.s.method)
+        data = self.root / self.cfg.data_dir / "loop" / f"round{r}_{self.s.method}.jsonl"
+        while True:
+            if not self.label.automatic:
+                pairs = spec.kind == "preference"
+                need = self.s.need or (row["prompts"] if pairs else row["responses"])
+                got = wait_for_person(self.store, r, need, self.s.poll_seconds, self.enter, "pair" if pairs else "single",
+                                      self.echo)
+                row = self.store.update_round(r, judgements=got)
+            summary = export(self.store, spec.feedback, data, round=r)
+            if summary["rows"] or self.label.automatic:
+                break
+            self.echo(f"round {r}: no {self.s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
+        if not summary["rows"]:
+            raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) gave no {self.s.method} rows (all ties?)",
+                                fix="sample more answers per prompt (-n) or use a rater that separates them")
+        details["export"] = {k: summary[k] for k in ("rows", "skipped")} | {"conflicts": len(summary["conflicts"])}
+        return data
+
+    def train(self, r: int, data: Path, details: dict, init_run: str | None) -> dict:
+        """4. Train the method on the exported rows, continuing from the previous round's adapter."""
+        from alignlab import rundir
+        from alignlab.train import engine
+
+        method = self.s.method
+        name = f"{datetime.now():%Y%m%d-%H%M%S}-round{r}-{method}"
+        ctx = engine.prepare(method, self.cfg, str(data), self.runs_dir,
+                             run_dir=rundir.new_run_dir(self.runs_dir, method, name), skip_invalid=True,
+                             init_adapter=init_run)
+        row = self.store.update_round(r, run_dir=str(ctx.run_dir), data=str(data), pairs=len(ctx.rows),
+                                      details=json.dumps(details))
+        self.echo(f"round {r}: {method} on {len(ctx.rows)} rows -> {ctx.run_dir}")
+        engine.run(ctx, str(data))
+        return row
+
+    def score(self, r: int, row: dict, details: dict) -> dict:
+        """5. The new adapter against the base on held-out prompts: scorecard in the rounds table and report.html."""
+        from alignlab.eval.report import write_report
+        from alignlab.eval.scorecard import evaluate_run, point
+
+        cfg = self.cfg
+        model, tok = self.policies.get(row["run_dir"])
+        card = evaluate_run(row["run_dir"], self.heldout, self.scorer, model=model, tokenizer=tok,
+                            max_new_tokens=cfg.sampling.max_new_tokens, temperature=self.s.eval_temperature,
+                            seed=self.s.seed, repetition_penalty=cfg.sampling.repetition_penalty,
+                            system_prompt=cfg.system_prompt)
+        write_report(row["run_dir"], card)
+        a, b = card["adapter"], card["base"]
+        details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}
+        row = self.store.update_round(
+            r, status="done", persona_score=point(a["persona"]), base_persona_score=point(b["persona"]),
+            length=a["length"], distinct_1=a["distinct_1"], distinct_2=a["distinct_2"], kl=a["kl"],
+            accuracy=point(a["correct_share"]), details=json.dumps(details), finished_at=_now())
+        self.echo(f"round {r} done: persona {_f(point(b['persona']))} -> {_f(point(a['persona']))} ({self.scorer.name}), "
+                  f"correct {_f(point(b['correct_share']))} -> {_f(point(a['correct_share']))}, "
+                  f"mimicry flagged {_f(point(a['flagged']))}, KL {_f(a['kl'])}, distinct-2 {_f(a['distinct_2'])}")
+        for w in card["warnings"]:
+            self.echo(f"[yellow]round {r} warning: {w}[/]")
+        return row
 
 
 def _f(v) -> str:
