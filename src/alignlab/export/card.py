@@ -101,12 +101,8 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     base = run.get("model") or cfg.get("model") or "unknown"
     hub, note = portable_name(base)
     method = run.get("method", "?")
-    lora = cfg.get("lora") or {}
-    train = cfg.get("train") or {}
     name = run_dir.name
     kind = "merged model" if merged else ("LoRA adapter" if run.get("lora", True) else "fully fine-tuned model")
-    steps = run.get("steps") or _last_step(run_dir)
-    persona = cfg.get("persona")
 
     front = ["---", f"base_model: {hub}"]
     if merged:
@@ -120,15 +116,28 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     what = f"Trained with [alignlab](https://pypi.org/project/alignlab/) by **{method}**"
     if run.get("data"):
         what += f" on {run.get('rows', '?')} rows of `{run['data']}`"
-    if persona:
-        what += f", to give the model this persona: *{persona}*"
+    if cfg.get("persona"):
+        what += f", to give the model this persona: *{cfg['persona']}*"
     out += [what + ".", ""]
-
     out += ["## Base model", "", f"- `{hub}`" + (f" — {note}." if note else ""), f"- alignlab name: `{base}`" if base != hub else ""]
     if run.get("init_adapter"):
         out.append(f"- continued from the run `{Path(run['init_adapter']).name}`")
     out += [""]
+    out += _training_section(run_dir, run, cfg, method)
+    out += _scorecard_section(run.get("check"), name)
+    warnings = run_warnings(run_dir, run)
+    out += ["## Warnings", ""]
+    out += [f"- {w}" for w in warnings] if warnings else ["The run raised no warnings."]
+    out += [""]
+    out += _usage_section(name, base, hub, note, merged)
+    return "\n".join(line for line in out if line is not None)
 
+
+def _training_section(run_dir: Path, run: dict, cfg: dict, method: str) -> list[str]:
+    """The settings table: method, data, steps, the train and LoRA settings, the method's section, final metrics."""
+    lora = cfg.get("lora") or {}
+    train = cfg.get("train") or {}
+    steps = run.get("steps") or _last_step(run_dir)
     data_kind = DATA_KIND.get(method, "preference pairs")
     rows = [("method", method), ("data", f"`{run.get('data', '?')}`, {run.get('rows', '?')} rows ({data_kind})")]
     rows.append(("steps", steps if steps is not None else "-"))
@@ -151,11 +160,14 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     final = {k: v for k, v in (run.get("final") or {}).items() if k in ("loss", "rewards/margins", "rewards/accuracies")}
     for key, value in final.items():
         rows.append((f"final {key}", value))
-    out += ["## Training", "", "| setting | value |", "| --- | --- |"]
+    out = ["## Training", "", "| setting | value |", "| --- | --- |"]
     out += [f"| {k} | {_fmt(v)} |" for k, v in rows] + [""]
+    return out
 
-    check = run.get("check")
-    out += ["## Scorecard", ""]
+
+def _scorecard_section(check: dict | None, name: str) -> list[str]:
+    """The end-of-run held-out check recorded in run.json, or how to measure one."""
+    out = ["## Scorecard", ""]
     if check:
         out += [f"End-of-run check on {check.get('prompts', '?')} held-out prompts (greedy), base vs this adapter:", "",
                 "| | base | adapter |", "| --- | --- | --- |",
@@ -166,13 +178,12 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
                 "A small sample: `alignlab eval` on the run gives the full scorecard with 95% intervals.", ""]
     else:
         out += ["No scorecard recorded for this run; `alignlab eval runs/" + name + "` measures persona, correctness and mimicry.", ""]
+    return out
 
-    warnings = run_warnings(run_dir, run)
-    out += ["## Warnings", ""]
-    out += [f"- {w}" for w in warnings] if warnings else ["The run raised no warnings."]
-    out += [""]
 
-    out += ["## How to use it", ""]
+def _usage_section(name: str, base: str, hub: str, note: str | None, merged: bool) -> list[str]:
+    """How to load it: transformers (merged) or PEFT over the base, then GGUF / Ollama and alignlab itself."""
+    out = ["## How to use it", ""]
     if merged:
         out += ["With transformers (this directory is a standalone model):", "", "```python",
                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -203,7 +214,7 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
             f"ollama create {name.lower()} -f Modelfile && ollama run {name.lower()}", "```", "",
             "With alignlab:", "", "```", f"alignlab chat --run runs/{name}",
             f"alignlab serve {name}=runs/{name}", "```", ""]
-    return "\n".join(line for line in out if line is not None)
+    return out
 
 
 def write_model_card(run_dir: str | Path, target: str | Path | None = None, merged: bool = False) -> Path | None:

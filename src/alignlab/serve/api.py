@@ -207,6 +207,27 @@ def create_app(
     app = FastAPI(title="alignlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.pool, app.state.store = pool, store
 
+    _add_error_handlers(app)
+    _add_auth(app, api_key)
+    app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts), max_body=max_body)  # outermost: before auth
+    app.state.gate = Gate(queue_size)
+    add_openai_routes(app, pool, app.state.gate, max_request_tokens)
+
+    _add_rating_routes(app, store)
+
+    # -- the page --
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as one JSON object in OpenAI's shape: ours, bad bodies, unknown routes, and the unexpected."""
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
         return _error(err.status, err.message, err.code, err.type, err.param, err.headers)
@@ -238,6 +259,10 @@ def create_app(
         logging.getLogger("alignlab.serve").exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, f"internal error ({type(err).__name__}); the server's log has the details", None, "server_error")
 
+
+def _add_auth(app: FastAPI, api_key: str | None) -> None:
+    """A bearer key on /v1/ and /api/ when one is set (``api_key``, else ``ALIGNLAB_API_KEY`` per request)."""
+
     @app.middleware("http")
     async def _auth(request: Request, call_next):
         key = api_key if api_key is not None else os.environ.get("ALIGNLAB_API_KEY")
@@ -248,11 +273,9 @@ def create_app(
                 return _error(401, "missing or wrong API key (send Authorization: Bearer <key>)", "invalid_api_key", "authentication_error")
         return await call_next(request)
 
-    app.add_middleware(Guard, allowed_hosts=tuple(allowed_hosts), max_body=max_body)  # outermost: before auth
-    app.state.gate = Gate(queue_size)
-    add_openai_routes(app, pool, app.state.gate, max_request_tokens)
 
-    # -- rating --
+def _add_rating_routes(app: FastAPI, store) -> None:
+    """The rating page's API over the feedback store: next item, judge, undo (this session's own), rounds, stats."""
 
     def _store():
         if store is None:
@@ -328,12 +351,3 @@ def create_app(
     @app.get("/api/stats")
     def stats():
         return {"stats": _store().stats()}
-
-    # -- the page --
-
-    @app.get("/", include_in_schema=False)
-    def index():
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app

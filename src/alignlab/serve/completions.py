@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,6 +176,7 @@ def _sse(obj) -> str:
 
 def add_openai_routes(app: FastAPI, pool: ModelPool | None, gate: Gate, max_request_tokens: int) -> None:
     created = int(time.time())
+    srv = _Server(pool, gate, max_request_tokens)
 
     @app.get("/v1/models")
     def list_models():
@@ -195,127 +197,139 @@ def add_openai_routes(app: FastAPI, pool: ModelPool | None, gate: Gate, max_requ
         _refuse_extras(req)
         name = _model(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in req.messages]
-        return _run(request, "chat", name, req, pool.render(messages), req.max_completion_tokens or req.max_tokens, API_MAX_TOKENS)
+        return _run(srv, request, "chat", name, req, pool.render(messages), req.max_completion_tokens or req.max_tokens, API_MAX_TOKENS)
 
     @app.post("/v1/completions")
     def completions(req: CompletionRequest, request: Request):
         _refuse_extras(req)
         name = _model(req.model)
-        return _run(request, "text", name, req, pool.render(prompt=req.prompt), req.max_tokens, API_TEXT_MAX_TOKENS)
+        return _run(srv, request, "text", name, req, pool.render(prompt=req.prompt), req.max_tokens, API_TEXT_MAX_TOKENS)
 
-    def _run(request: Request, kind: str, name: str, req: _Sampling, prompt_ids: list[int], max_tokens: int | None,
-             default_max: int):
-        n = req.n or 1
-        context = pool.context_length
-        room = None if context is None else context - len(prompt_ids)
-        if max_tokens is None:
-            max_tokens = default_max if room is None else max(1, min(default_max, room))
-        if n * max_tokens > max_request_tokens:
-            raise ApiError(400, f"n x max_tokens = {n} x {max_tokens} = {n * max_tokens} tokens, over this server's"
-                                f" budget of {max_request_tokens} per request (lower n or max_tokens, or start the server"
-                                " with a larger --max-request-tokens)", "request_too_large", param="max_tokens")
-        if room is not None and max_tokens > room:
-            raise ApiError(400, f"This model's maximum context length is {context} tokens, but this request needs"
-                                f" {len(prompt_ids) + max_tokens} ({len(prompt_ids)} in the prompt, {max_tokens} for the"
-                                " answer): shorten the prompt or lower max_tokens", "context_length_exceeded", param="messages")
-        state = request.state
-        state.model, state.prompt_tokens = name, len(prompt_ids)
+
+@dataclass(frozen=True)
+class _Server:
+    """What a completion request needs: the models, the admission gate, the per-request token budget."""
+
+    pool: ModelPool | None
+    gate: Gate
+    max_request_tokens: int
+
+
+def _run(srv: _Server, request: Request, kind: str, name: str, req: _Sampling, prompt_ids: list[int], max_tokens: int | None,
+         default_max: int):
+    """One completion request: check its token budget and context, take a place in the queue, answer or stream."""
+    n = req.n or 1
+    context = srv.pool.context_length
+    room = None if context is None else context - len(prompt_ids)
+    if max_tokens is None:
+        max_tokens = default_max if room is None else max(1, min(default_max, room))
+    if n * max_tokens > srv.max_request_tokens:
+        raise ApiError(400, f"n x max_tokens = {n} x {max_tokens} = {n * max_tokens} tokens, over this server's"
+                            f" budget of {srv.max_request_tokens} per request (lower n or max_tokens, or start the server"
+                            " with a larger --max-request-tokens)", "request_too_large", param="max_tokens")
+    if room is not None and max_tokens > room:
+        raise ApiError(400, f"This model's maximum context length is {context} tokens, but this request needs"
+                            f" {len(prompt_ids) + max_tokens} ({len(prompt_ids)} in the prompt, {max_tokens} for the"
+                            " answer): shorten the prompt or lower max_tokens", "context_length_exceeded", param="messages")
+    state = request.state
+    state.model, state.prompt_tokens = name, len(prompt_ids)
+    try:
+        entered = srv.gate.enter()
+    except Full as full:
+        raise ApiError(429, f"the model is busy ({srv.gate.size} requests waiting); retry in {full.retry_after}s",
+                       "rate_limit_exceeded", type="rate_limit_error", headers={"Retry-After": str(full.retry_after)}) from None
+    args = dict(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
+                top_p=1.0 if req.top_p is None else req.top_p, n=n, seed=req.seed, stop=req.stop, prompt_ids=prompt_ids)
+    ident = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    if req.stream:
+        state.stream = True
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return _stream(srv, state, kind, ident, name, args, entered, include_usage)
+    try:
+        out = srv.pool.generate(name, **args)
+    finally:
+        srv.gate.leave(entered)
+    completion = sum(out["completion_tokens"])
+    state.completion_tokens = completion
+    pairs = list(zip(out["texts"], out["finish_reasons"]))
+    if kind == "chat":
+        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
+                   for i, (text, reason) in enumerate(pairs)]
+    else:
+        choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason} for i, (text, reason) in enumerate(pairs)]
+    return {
+        "id": ident,
+        "object": "chat.completion" if kind == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": name,
+        "choices": choices,
+        "usage": _usage(out),
+    }
+
+
+def _stream(srv: _Server, state, kind: str, ident: str, name: str, args: dict, entered: float, include_usage: bool):
+    """Generate on a thread (it owns the queue place until it ends) and relay its text as SSE chunks."""
+    import anyio
+
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    n = args["n"]
+
+    def work():
         try:
-            entered = gate.enter()
-        except Full as full:
-            raise ApiError(429, f"the model is busy ({gate.size} requests waiting); retry in {full.retry_after}s",
-                           "rate_limit_exceeded", type="rate_limit_error", headers={"Retry-After": str(full.retry_after)}) from None
-        args = dict(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
-                    top_p=1.0 if req.top_p is None else req.top_p, n=n, seed=req.seed, stop=req.stop, prompt_ids=prompt_ids)
-        ident = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        if req.stream:
-            state.stream = True
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return _stream(state, kind, ident, name, args, entered, include_usage)
-        try:
-            out = pool.generate(name, **args)
+            events.put(("done", srv.pool.generate(name, **args, on_delta=lambda i, text: events.put(("delta", i, text)), cancel=cancel)))
+        except Exception as err:  # noqa: BLE001 - relayed to the client as an error event
+            events.put(("error", err))
         finally:
-            gate.leave(entered)
-        completion = sum(out["completion_tokens"])
-        state.completion_tokens = completion
-        pairs = list(zip(out["texts"], out["finish_reasons"]))
+            srv.gate.leave(entered)
+
+    threading.Thread(target=work, daemon=True, name="alignlab-generate").start()
+    created_at = int(time.time())
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+    def chunk(i: int, text: str | None, finish: str | None = None, role: bool = False) -> str:
         if kind == "chat":
-            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
-                       for i, (text, reason) in enumerate(pairs)]
+            delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
+            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
         else:
-            choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason} for i, (text, reason) in enumerate(pairs)]
-        return {
-            "id": ident,
-            "object": "chat.completion" if kind == "chat" else "text_completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": _usage(out),
-        }
+            choice = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish}
+        body = {"id": ident, "object": obj, "created": created_at, "model": name, "system_fingerprint": None, "choices": [choice]}
+        if include_usage:
+            body["usage"] = None
+        return _sse(body)
 
-    def _stream(state, kind: str, ident: str, name: str, args: dict, entered: float, include_usage: bool):
-        """Generate on a thread (it owns the queue place until it ends) and relay its text as SSE chunks."""
-        import anyio
-
-        events: queue.Queue = queue.Queue()
-        cancel = threading.Event()
-        n = args["n"]
-
-        def work():
-            try:
-                events.put(("done", pool.generate(name, **args, on_delta=lambda i, text: events.put(("delta", i, text)), cancel=cancel)))
-            except Exception as err:  # noqa: BLE001 - relayed to the client as an error event
-                events.put(("error", err))
-            finally:
-                gate.leave(entered)
-
-        threading.Thread(target=work, daemon=True, name="alignlab-generate").start()
-        created_at = int(time.time())
-        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-
-        def chunk(i: int, text: str | None, finish: str | None = None, role: bool = False) -> str:
+    async def relay():
+        try:
             if kind == "chat":
-                delta = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
-                choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
-            else:
-                choice = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish}
-            body = {"id": ident, "object": obj, "created": created_at, "model": name, "system_fingerprint": None, "choices": [choice]}
-            if include_usage:
-                body["usage"] = None
-            return _sse(body)
-
-        async def relay():
-            try:
-                if kind == "chat":
-                    for i in range(n):
-                        yield chunk(i, None, role=True)
-                while True:
-                    try:
-                        event = await anyio.to_thread.run_sync(events.get, True, 0.25)
-                    except queue.Empty:
-                        continue
-                    if event[0] == "delta":
-                        yield chunk(event[1], event[2])
-                        continue
-                    if event[0] == "error":
-                        err = event[1]
-                        yield _sse({"error": {"message": f"generation failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-                                              "type": "server_error", "param": None, "code": None}})
-                        return
-                    out = event[1]
-                    state.completion_tokens = sum(out["completion_tokens"])
-                    for i, reason in enumerate(out["finish_reasons"]):
-                        yield chunk(i, None if kind == "chat" else "", finish=reason)
-                    if include_usage:
-                        yield _sse({"id": ident, "object": obj, "created": created_at, "model": name,
-                                    "system_fingerprint": None, "choices": [], "usage": _usage(out)})
-                    yield "data: [DONE]\n\n"
+                for i in range(n):
+                    yield chunk(i, None, role=True)
+            while True:
+                try:
+                    event = await anyio.to_thread.run_sync(events.get, True, 0.25)
+                except queue.Empty:
+                    continue
+                if event[0] == "delta":
+                    yield chunk(event[1], event[2])
+                    continue
+                if event[0] == "error":
+                    err = event[1]
+                    yield _sse({"error": {"message": f"generation failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                                          "type": "server_error", "param": None, "code": None}})
                     return
-            finally:
-                cancel.set()  # the client went away (or we are done): stop generating
+                out = event[1]
+                state.completion_tokens = sum(out["completion_tokens"])
+                for i, reason in enumerate(out["finish_reasons"]):
+                    yield chunk(i, None if kind == "chat" else "", finish=reason)
+                if include_usage:
+                    yield _sse({"id": ident, "object": obj, "created": created_at, "model": name,
+                                "system_fingerprint": None, "choices": [], "usage": _usage(out)})
+                yield "data: [DONE]\n\n"
+                return
+        finally:
+            cancel.set()  # the client went away (or we are done): stop generating
 
-        return StreamingResponse(relay(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(relay(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _usage(out: dict) -> dict:
