@@ -111,3 +111,12 @@ def test_the_bottom_layer_imports_nothing_above_it():
             offenders += [f"{rel}: {x}" for x in names if x.startswith(upper)]
     assert offenders == []
     assert not (SRC / "train" / "rundir.py").exists()  # the run directory has one home
+
+
+def test_no_function_in_src_is_longer_than_80_lines():
+    long = []
+    for p in SRC.rglob("*.py"):
+        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80:
+                long.append(f"{p.relative_to(SRC)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)")
+    assert long == []

@@ -134,7 +134,6 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
                name: str | None = None) -> dict:
     """Write ``model_dir`` (a merged safetensors model) to ``out_file`` atomically; returns a summary."""
     import gguf
-    import numpy as np
 
     if quant not in QUANTS:
         raise AlignlabError(f"unknown GGUF quantization '{quant}'", fix="use one of: " + ", ".join(QUANTS))
@@ -148,59 +147,11 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
         )
     _check_rope(config)
     arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type])
-    n_layers, n_head = config["num_hidden_layers"], config["num_attention_heads"]
-    n_head_kv = config.get("num_key_value_heads") or n_head
-    hidden = config["hidden_size"]
-    head_dim = config.get("head_dim") or hidden // n_head
-    tied = bool(config.get("tie_word_embeddings", False))
-    ftype = gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
-    qtype = gguf.GGMLQuantizationType.F16 if quant == "f16" else gguf.GGMLQuantizationType.Q8_0
-
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[arch])
-    writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(name or model_dir.name)
-    writer.add_block_count(n_layers)
-    writer.add_context_length(config.get("max_position_embeddings", 2048))
-    writer.add_embedding_length(hidden)
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head_kv)
-    if (theta := _rope_theta(config)) is not None:
-        writer.add_rope_freq_base(theta)
-    writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
-    writer.add_vocab_size(config["vocab_size"])
-    writer.add_rope_dimension_count(head_dim)
-    if config.get("head_dim") and config["head_dim"] != hidden // n_head:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-    writer.add_file_type(ftype)
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-
-    names = gguf.get_tensor_name_map(arch, n_layers)
-    counts: dict[str, int] = {}
-    for hf_name, data in _read_tensors(model_dir):
-        if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
-            continue
-        new = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if new is None:
-            raise AlignlabError(f"GGUF export: no GGUF name for tensor '{hf_name}'", where=str(model_dir))
-        if hf_name.endswith("q_proj.weight"):
-            data = _permute(data, n_head, n_head)
-        elif hf_name.endswith("k_proj.weight"):
-            data = _permute(data, n_head, n_head_kv)
-        kind = qtype
-        if data.ndim <= 1 or new.endswith("_norm.weight") or not new.endswith(".weight"):
-            kind = gguf.GGMLQuantizationType.F32
-        try:
-            packed = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), kind)
-        except gguf.QuantError:
-            kind = gguf.GGMLQuantizationType.F16
-            packed = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), kind)
-        writer.add_tensor(new, packed, raw_dtype=kind)
-        counts[kind.name] = counts.get(kind.name, 0) + 1
-
+    _write_hparams(writer, config, quant, name or model_dir.name)
+    counts = _write_tensors(writer, model_dir, config, arch, quant)
     note = None
     if tokenizer_gguf is not None:
         _copy_tokenizer_fields(writer, tokenizer_gguf)
@@ -225,3 +176,65 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
         "tokenizer": f"copied from {tokenizer_gguf.name}" if tokenizer_gguf else "built from the Hugging Face tokenizer",
         "note": note,
     }
+
+
+def _write_hparams(writer, config: dict, quant: str, name: str) -> None:
+    """The llama hyperparameters llama.cpp reads, from the Hugging Face config."""
+    import gguf
+
+    n_head = config["num_attention_heads"]
+    hidden = config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // n_head
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config.get("max_position_embeddings", 2048))
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
+    if (theta := _rope_theta(config)) is not None:
+        writer.add_rope_freq_base(theta)
+    writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_rope_dimension_count(head_dim)
+    if config.get("head_dim") and config["head_dim"] != hidden // n_head:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _write_tensors(writer, model_dir: Path, config: dict, arch, quant: str) -> dict[str, int]:
+    """Every tensor under its GGUF name (q/k rows permuted for llama.cpp's rope), quantized where it can be;
+    returns how many tensors went out in each type."""
+    import gguf
+    import numpy as np
+
+    n_layers, n_head = config["num_hidden_layers"], config["num_attention_heads"]
+    n_head_kv = config.get("num_key_value_heads") or n_head
+    tied = bool(config.get("tie_word_embeddings", False))
+    qtype = gguf.GGMLQuantizationType.F16 if quant == "f16" else gguf.GGMLQuantizationType.Q8_0
+    names = gguf.get_tensor_name_map(arch, n_layers)
+    counts: dict[str, int] = {}
+    for hf_name, data in _read_tensors(model_dir):
+        if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
+            continue
+        new = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            raise AlignlabError(f"GGUF export: no GGUF name for tensor '{hf_name}'", where=str(model_dir))
+        if hf_name.endswith("q_proj.weight"):
+            data = _permute(data, n_head, n_head)
+        elif hf_name.endswith("k_proj.weight"):
+            data = _permute(data, n_head, n_head_kv)
+        kind = qtype
+        if data.ndim <= 1 or new.endswith("_norm.weight") or not new.endswith(".weight"):
+            kind = gguf.GGMLQuantizationType.F32
+        try:
+            packed = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), kind)
+        except gguf.QuantError:
+            kind = gguf.GGMLQuantizationType.F16
+            packed = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), kind)
+        writer.add_tensor(new, packed, raw_dtype=kind)
+        counts[kind.name] = counts.get(kind.name, 0) + 1
+    return counts
