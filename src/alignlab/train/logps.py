@@ -5,8 +5,8 @@ Preference pairs (a prompt with its chosen and rejected answer) and online group
 backbone once, its KV cache is copied to each of its completions (autograd sums the gradients back), and the
 LM head runs only on real completion positions, through TRL's chunked log-prob kernel, so no (tokens x
 vocabulary) logits are kept for backward. Positions count real tokens, as in generation. The result equals
-one plain forward over the full sequences up to float rounding (tests/test_train_preference.py and
-tests/test_train_online.py check both callers against it).
+one plain forward over the full sequences up to float rounding (tests/train/test_train_preference.py and
+tests/train/test_train_online.py check both callers against it).
 """
 
 from __future__ import annotations

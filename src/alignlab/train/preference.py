@@ -8,7 +8,7 @@ reference) and runs the loop. We replace two pieces:
 - the forward: chosen and rejected share their prompt. We run the prompt once, keep its KV cache, and
   run both completions on top of it, so prompt tokens cost one forward/backward instead of two; the
   LM head only runs on completion positions. Batches are grouped by length to cut padding. The result
-  equals the plain forward up to float rounding (tests/test_train_preference.py checks it).
+  equals the plain forward up to float rounding (tests/train/test_train_preference.py checks it).
 
 Under multi-process data parallelism the model is wrapped by DDP, which must see exactly one forward
 per step, so there we use TRL's single concatenated forward instead. With gradient checkpointing on

@@ -34,7 +34,7 @@ def _graded_sample(n: int = 20):
     import json
     from pathlib import Path
 
-    rows = [json.loads(x) for x in (Path(__file__).parents[1] / "bench" / "agreement" / "graded.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (Path(__file__).parents[2] / "bench" / "agreement" / "graded.jsonl").read_text().splitlines()]
     yes = [r for r in rows if min(x["snark"] for x in r["reads"]) >= 2][:n]
     no = [r for r in rows if max(x["snark"] for x in r["reads"]) == 0][:n]
     return yes + no, [1] * len(yes) + [0] * len(no)
