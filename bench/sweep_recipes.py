@@ -31,6 +31,10 @@ RECIPES: dict[str, list[tuple[str, str, dict]]] = {
     "sft lr 5e-5": [("sft", "bundled:persona-sft", {"train.learning_rate": 5e-5})],
     "sft-dpo": [("sft", "bundled:persona-sft", {}),
                 ("dpo", "bundled:persona-pairs", {"train.learning_rate": 1e-5, "dpo.rpo_alpha": 1.0})],
+    "sft-rewrites lr 5e-4": [("sft", "bundled:persona-rewrites", {"train.learning_rate": 5e-4})],
+    "sft-rewrites lr 5e-4, dpo+rpo (default)": [
+        ("sft", "bundled:persona-rewrites", {"train.learning_rate": 5e-4}),
+        ("dpo", "bundled:persona-pairs", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60})],
     "orpo": [("orpo", "bundled:persona-pairs", {})],
     "kto": [("kto", "bundled:persona-thumbs", {})],
     "simpo": [("simpo", "bundled:persona-pairs", {})],

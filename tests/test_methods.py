@@ -1,6 +1,7 @@
 """The method registry is the one list of methods, config.py the one home of defaults, and nothing imports the CLI."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,14 @@ def test_no_function_in_src_is_longer_than_80_lines():
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80:
                 long.append(f"{p.relative_to(SRC)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)")
     assert long == []
+
+
+def test_each_loss_is_used_by_training_or_named_a_test_oracle():
+    from alignlab import losses
+
+    assert sorted(losses.TRAINING + losses.ORACLES) == sorted(losses.__all__)
+    train_src = "\n".join(p.read_text(encoding="utf-8") for p in (SRC / "train").rglob("*.py"))
+    test_src = "\n".join(p.read_text(encoding="utf-8") for p in Path(__file__).parent.rglob("test_*.py"))
+    assert [n for n in losses.TRAINING if n not in train_src] == []
+    assert [n for n in losses.ORACLES if re.search(rf"\b{n}\(", train_src)] == []  # oracles only check TRL
+    assert [n for n in losses.ORACLES if n not in test_src] == []

@@ -108,3 +108,18 @@ def test_refuse_by_default_skip_invalid_says_how_many(tmp_path):
 def test_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(AlignlabError, match="data file not found"):
         validate(tmp_path / "nope.jsonl", "preference")
+
+
+def test_sft_on_preference_pairs_learns_the_chosen_side(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "p1", "chosen": "good one", "rejected": "bad one"}) + "\n"
+                    + json.dumps({"prompt": "p2", "chosen": "good two", "rejected": "bad two"}) + "\n")
+    said = []
+    rows = load_dataset_rows(path, "sft", echo=said.append)
+    assert rows == [{"prompt": "p1", "completion": "good one"}, {"prompt": "p2", "completion": "good two"}]
+    assert len(said) == 1 and "SFT learns the chosen answer of each (2 rows)" in said[0]
+    assert validate(path, "preference").rows[0]["rejected"] == "bad one"  # other methods still read pairs
+    mixed = tmp_path / "mixed.jsonl"  # not every row a pair: read as SFT rows, the pair is refused with its line
+    mixed.write_text(path.read_text() + json.dumps({"prompt": "p3", "completion": "plain"}) + "\n")
+    report = validate(mixed, "sft")
+    assert len(report.rows) == 1 and report.errors and report.errors[0].startswith(f"{mixed}:1:")

@@ -34,6 +34,7 @@ class Report:
     linenos: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the rows were read (e.g. SFT on pairs' chosen side)
 
     @property
     def ok(self) -> bool:
@@ -148,6 +149,9 @@ def validate(
 ) -> Report:
     """Validate a JSONL dataset. With a tokenizer and max_length, also catch responses cut to nothing."""
     pairs, errors = read_jsonl(path)
+    chosen_side = kind == "sft" and _all_preference(pairs)
+    if chosen_side:  # SFT on preference pairs learns their chosen answers
+        pairs = [(n, {"prompt": r["prompt"], "completion": r["chosen"]}) for n, r in pairs]
     if kind is None:
         first = next((r for _, r in pairs if isinstance(r, dict)), None)
         kind = detect_kind(first) if first else None
@@ -184,7 +188,14 @@ def validate(
         )
     if not pairs and not errors:
         report.errors.append(f"{path}: the file has no rows")
+    if chosen_side and report.rows:
+        report.notes.append(f"{path}: preference pairs: SFT learns the chosen answer of each ({len(report.rows)} rows)")
     return report
+
+
+def _all_preference(pairs: list[tuple[int, Any]]) -> bool:
+    """Every row is a preference pair (prompt, chosen, rejected), so SFT can take the chosen side."""
+    return bool(pairs) and all(isinstance(r, dict) and detect_kind(r) == "preference" for _, r in pairs)
 
 
 def _prompt_ids_len(row: dict, tokenizer) -> int:
@@ -232,9 +243,9 @@ def load_dataset_rows(
 ) -> list[dict]:
     """Validate and return rows; refuse on any bad row unless ``skip_invalid`` (then say how many dropped)."""
     report = validate(path, kind, tokenizer, max_length, max_prompt_length)
-    for w in report.warnings:
+    for line in [*report.notes, *(f"warning: {w}" for w in report.warnings)]:
         if echo:
-            echo(f"warning: {w}")
+            echo(line)
     if report.errors:
         if not skip_invalid:
             shown = report.errors[0]

@@ -2,8 +2,8 @@
 
 ``DEFAULT`` is what `make demo` trains and what the README recommends. It was chosen by
 ``bench/sweep_recipes.py``: the recipes side by side on the default model, the same data and the same
-held-out scorecard (README: "Choosing the recipe"), taking the row with the most answers in persona
-among those whose correct share stays within 5 points of the base's and whose mimicry flags stay under 10%.
+held-out scorecard (README: "Choosing the recipe"), then read blind: the row blind readers found in persona
+most often while its answers stayed as correct as the base's by the same readers.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class Stage:
 
 
 DEFAULT: tuple[Stage, ...] = (
+    # SFT on the rewrites' chosen side: the model's own kind of answer with snark woven through it
+    Stage(methods.SFT, "rewrites.jsonl", {"train.learning_rate": 5e-4, "train.epochs": 1.0}),
+    # then DPO with RPO's NLL term on the persona pairs, the SFT adapter as the reference
     Stage(methods.DPO, "pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
 )
 
