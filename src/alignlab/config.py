@@ -163,6 +163,22 @@ class SamplingConfig(_Strict):
     )
 
 
+class LoopConfig(_Strict):
+    """`alignlab loop`: how each round samples, who labels, how the new adapter is scored (flags override per run)."""
+
+    rater: str = Field("person", description="who labels: person, scorecard, judge, classifier or reward:<name>")
+    method: str | None = Field(None, description="dpo (picks between answers) or kto (thumbs); none: the first loop method")
+    per_round: int = Field(16, ge=1, description="new train prompts per round")
+    n: int = Field(2, description="answers sampled per prompt (2 or more)")
+    eval_prompts: int = Field(16, ge=1, description="held-out prompts scored after each round")
+    temperature: float = Field(LOOP_TEMPERATURE, ge=0, description="sampling temperature of each round's answers")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of each round's answers")
+    max_new_tokens: int = Field(SHORT_MAX_NEW_TOKENS, ge=1, description="length limit of each round's answers")
+    eval_temperature: float = Field(0.0, ge=0, description="held-out answers: 0 = greedy")
+    seed: int = Field(0, description="sampling seed (round r samples with seed + r)")
+    poll_seconds: float = Field(2.0, gt=0, description="person: seconds between looks at the store")
+
+
 class ProjectConfig(_Strict):
     name: str = Field("alignlab-project", description="project name")
     persona: str = Field(DEFAULT_PERSONA, description="the behaviour to shape")
@@ -183,6 +199,7 @@ class ProjectConfig(_Strict):
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -126,3 +126,14 @@ def test_round_plot_axes_start_at_zero():
     low, high = y_limits("kl", [0.02, 0.03])
     assert low == 0.0 and 0.03 < high < 0.04
     assert y_limits("length", [None]) == (0.0, 1.1)
+
+
+def test_loop_defaults_come_from_the_projects_loop_section():
+    from alignlab.config import ProjectConfig, apply_overrides, dump_config
+    from alignlab.workflows.loop import LoopSettings
+
+    cfg = ProjectConfig()
+    assert "loop:" in dump_config(cfg) and LoopSettings(rounds=1) == LoopSettings.from_config(cfg.loop, 1)
+    cfg = apply_overrides(cfg, {"loop.per_round": 5, "loop.method": "kto", "loop.temperature": 0.5})
+    s = LoopSettings.from_config(cfg.loop, 2, per_round=None, temperature=0.7)  # a flag given wins, None is "not given"
+    assert (s.rounds, s.per_round, s.method, s.temperature, s.n) == (2, 5, "kto", 0.7, 2)

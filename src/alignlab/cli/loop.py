@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from alignlab import methods
-from alignlab.config import LOOP_TEMPERATURE, SHORT_MAX_NEW_TOKENS
+from alignlab.config import field_help as fh
 
 
 def _project(project: Optional[Path]):
@@ -25,25 +24,25 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def loop(
         rounds: int = typer.Option(..., "--rounds", help="total rounds; finished rounds are kept, so a rerun continues"),
-        rater: str = typer.Option("person", "--rater", help="who labels: person, or an automatic rater: scorecard (persona, correctness and mimicry together, so a stuffed or wrong answer never wins a pick), judge, classifier or reward:<name>"),
-        method: str = typer.Option(methods.DPO, "--method", help="dpo (picks between answers) or kto (thumbs)"),
-        per_round: int = typer.Option(16, "--per-round", help="new train prompts per round"),
-        n: int = typer.Option(2, "-n", help="answers sampled per prompt"),
+        rater: Optional[str] = typer.Option(None, "--rater", help="who labels: person, or an automatic rater: scorecard (persona, correctness and mimicry together, so a stuffed or wrong answer never wins a pick), judge, classifier or reward:<name>"),
+        method: Optional[str] = typer.Option(None, "--method", help=fh("loop", "method")),
+        per_round: Optional[int] = typer.Option(None, "--per-round", help=fh("loop", "per_round")),
+        n: Optional[int] = typer.Option(None, "-n", help=fh("loop", "n")),
         start: Optional[Path] = typer.Option(None, "--from", help="round 1 starts from this run's adapter (default: the base model)"),
         eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by (default: a rater other than --rater)"),
-        eval_prompts: int = typer.Option(16, "--eval-prompts", help="held-out prompts scored after each round"),
-        temperature: float = typer.Option(LOOP_TEMPERATURE, "--temperature", "-t", help="sampling temperature"),
-        max_new_tokens: int = typer.Option(SHORT_MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
-        eval_temperature: float = typer.Option(0.0, "--eval-temperature", help="held-out answers: 0 = greedy"),
+        eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help=fh("loop", "eval_prompts")),
+        temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help=fh("loop", "temperature")),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=fh("loop", "max_new_tokens")),
+        eval_temperature: Optional[float] = typer.Option(None, "--eval-temperature", help=fh("loop", "eval_temperature")),
         need: Optional[int] = typer.Option(None, "--need", help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
-        poll: float = typer.Option(2.0, "--poll", help="person: seconds between looks at the store"),
+        poll: Optional[float] = typer.Option(None, "--poll", help=fh("loop", "poll_seconds")),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per round (default: the project's epochs)"),
         lr: Optional[float] = typer.Option(None, "--lr", help="learning rate per round"),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help="judge rater: OpenAI-compatible base URL"),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge rater: model name"),
         judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="judge rater: env var with the API key"),
-        seed: int = typer.Option(0, "--seed", help="sampling seed"),
+        seed: Optional[int] = typer.Option(None, "--seed", help=fh("loop", "seed")),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """Shape the model round by round; each round trains from the previous adapter. Stop any time; rerun to continue."""
@@ -52,8 +51,8 @@ def register(app: typer.Typer) -> None:
 
         cfg, root = _project(project)
         cfg = apply_overrides(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr, **parse_set(set_)})
-        settings = LoopSettings(
-            rounds=rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
+        settings = LoopSettings.from_config(
+            cfg.loop, rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
             eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,
             eval_temperature=eval_temperature, seed=seed, need=need,
             start_run=str(start) if start else None,

@@ -31,31 +31,43 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alignlab import methods
-from alignlab.config import LOOP_TEMPERATURE, SHORT_MAX_NEW_TOKENS
+from alignlab.config import LoopConfig
 from alignlab.errors import AlignlabError
 from alignlab.progress import console
 
 METHODS = methods.names(loop=True)  # the export format of each: methods.get(name).feedback
 
 
+_LOOP = LoopConfig()
+
+
 @dataclass
 class LoopSettings:
+    """One run of `alignlab loop`: ``rounds`` and the run's own options over the project's ``loop:`` section
+    (``alignlab.config.LoopConfig`` holds every default)."""
+
     rounds: int
-    rater: str = "person"
-    method: str = methods.DPO
-    per_round: int = 16
-    n: int = 2
+    rater: str = _LOOP.rater
+    method: str = _LOOP.method or METHODS[0]
+    per_round: int = _LOOP.per_round
+    n: int = _LOOP.n
     eval_rater: str | None = None  # None: pick one that did not label the round
-    eval_prompts: int = 16
-    temperature: float = LOOP_TEMPERATURE
-    top_p: float = 1.0
-    max_new_tokens: int = SHORT_MAX_NEW_TOKENS
-    eval_temperature: float = 0.0  # held-out answers: greedy
-    seed: int = 0
+    eval_prompts: int = _LOOP.eval_prompts
+    temperature: float = _LOOP.temperature
+    top_p: float = _LOOP.top_p
+    max_new_tokens: int = _LOOP.max_new_tokens
+    eval_temperature: float = _LOOP.eval_temperature
+    seed: int = _LOOP.seed
     need: int | None = None  # judgements to wait for from a person (default: one per prompt for dpo, per response for kto)
-    poll_seconds: float = 2.0
+    poll_seconds: float = _LOOP.poll_seconds
     judge: dict = field(default_factory=dict)  # judge_url, judge_model, judge_key_env
     start_run: str | None = None  # round 1 starts from this run's adapter instead of the base
+
+    @classmethod
+    def from_config(cls, loop, rounds: int, **given) -> "LoopSettings":
+        """The project's ``loop:`` section (a LoopConfig) with the options given here (None: not given) on top."""
+        fields = {k: getattr(loop, k) for k in type(loop).model_fields if getattr(loop, k) is not None}
+        return cls(rounds=rounds, **{**fields, **{k: v for k, v in given.items() if v is not None}})
 
 
 def _now() -> str:
