@@ -16,13 +16,7 @@ from alignlab.train import engine
 PROMPTS = ["Say something about " + w for w in "apples rivers stones clouds paper music tables gardens".split()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads are many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
 
 
 def write_project(d: Path, reward_py: str, spec: str) -> Path:

@@ -16,13 +16,7 @@ from alignlab.train.rm import split_pairs
 WORDS = "apple river stone cloud paper green music table window garden".split()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads are many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
 
 
 def separable_pairs(n: int, seed: int = 0) -> list[dict]:

@@ -6,10 +6,7 @@ import threading
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from alignlab.cli import app
-from alignlab.config import apply_overrides, load_config
 from alignlab.errors import AlignlabError
 from alignlab.feedback.store import Store
 from alignlab.workflows.loop import LoopSettings, run_loop
@@ -24,15 +21,6 @@ register_reward("modes_vowels", lambda: vowel_share, "share of vowels (tests)")
 
 FAST = dict(per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0, eval_temperature=1.0,
             eval_rater="reward:persona_heuristic", poll_seconds=0.1)
-
-
-@pytest.fixture()
-def project(tmp_path, tiny_model):
-    proj = tmp_path / "proj"
-    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
-    cfg = apply_overrides(load_config(proj / "alignlab.yaml"), {
-        "train.max_steps": 2, "train.batch_size": 2, "train.sample_prompts": 0, "lora.r": 4})
-    return proj, cfg
 
 
 def test_person_rates_through_the_store_while_the_loop_waits(project):

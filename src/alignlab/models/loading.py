@@ -138,20 +138,20 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
 
 def load_for_inference(model_name: str | None, run_dir: str | Path | None, device: str = "auto", precision: str = "auto"):
     """Base model (+ the run's adapter when given), in eval mode. Returns (model, tokenizer, base_name)."""
-    from alignlab.rundir import check_run_dir, run_base
+    from alignlab.rundir import Run
 
     device = pick_device(device)
     adapter_dir = None
     if run_dir is not None:
-        run_dir = check_run_dir(run_dir)
-        base = run_base(run_dir)
+        run = Run.open(run_dir)
+        run_dir, base = run.path, run.base
         if model_name and model_name != base:
             raise AlignlabError(
                 f"run {run_dir} was trained on '{base}', not '{model_name}'",
                 fix=f"drop --model or pass --model {base}",
             )
         model_name = base
-        adapter_dir = run_dir / "adapter"
+        adapter_dir = run.adapter_dir
     if model_name is None:
         from alignlab.config import DEFAULT_MODEL
 

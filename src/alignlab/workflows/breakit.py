@@ -107,9 +107,9 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    from alignlab.rundir import read_jsonl
+    from alignlab.rundir import Run
 
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+    return Run(Path(run_dir)).metrics()
 
 
 def series(records: list[dict], key: str) -> list[tuple[int, float]]:
@@ -230,12 +230,9 @@ def _online_side(run_dir: Path, s: BreakSettings, card: bool = True) -> dict:
 
 
 def _samples(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "samples.jsonl"
-    if not path.is_file():
-        return []
-    from alignlab.rundir import read_jsonl
+    from alignlab.rundir import Run
 
-    return read_jsonl(path)
+    return Run(Path(run_dir)).samples()  # [] when the run sampled nothing
 
 
 def kl_ablation(out: Path, s: BreakSettings, plan: dict) -> dict:
