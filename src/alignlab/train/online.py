@@ -36,16 +36,19 @@ to the rest of the group. It needs no network and no GPU, and every piece of it 
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import torch
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from alignlab import methods
 from alignlab.errors import AlignlabError
+from alignlab.train import sampler
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
 from alignlab.train.logps import shared_prompt_logps
 from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards, project_reward
 
+logger = logging.getLogger(__name__)
 SCALED_HEADS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
@@ -84,12 +87,43 @@ class _OnlineMixin(AlignlabTrainerMixin):
         return logps, entropy, None
 
 
+    _al_sampler = None  # a GenerationCopy once built; False when this run stays on TRL's generate
+
+    def _al_sample(self, prompt_ids, images, multimodal_fields):
+        """Completions from ``alignlab.train.sampler`` (merged bf16 copy, shared prefill, static cache), or None
+        when the run is one it does not cover; then TRL's own generate runs."""
+        if self._al_sampler is False or images or any(v is not None for v in (multimodal_fields or {}).values()):
+            return None
+        why = sampler.supported(self)
+        policy = self.accelerator.unwrap_model(self.model)
+        try:
+            if why is None and self._al_sampler is None:
+                self._al_sampler = sampler.GenerationCopy(policy)
+            elif why is None:
+                self._al_sampler.sync(policy)
+        except ValueError as exc:
+            why = str(exc)
+        if why is not None:
+            self._al_sampler = False
+            logger.info("generation stays on TRL's generate: %s", why)
+            return None
+        return sampler.sample(self._al_sampler.model, [list(p) for p in prompt_ids], self.max_completion_length,
+                             self.eos_token_ids, self._tokenizer.pad_token_id, self.temperature, self.top_k or None,
+                             self.top_p if self.top_p is not None else 1.0)
+
+
 class AlignlabGRPOTrainer(_OnlineMixin, GRPOTrainer):
-    pass
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        out = self._al_sample(prompt_ids, images, multimodal_fields)
+        if out is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        return out, None
 
 
 class AlignlabRLOOTrainer(_OnlineMixin, RLOOTrainer):
-    pass
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
+        out = self._al_sample(prompt_ids, images, multimodal_fields)
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields) if out is None else out
 
 
 TRAINERS = {methods.GRPO: (GRPOConfig, AlignlabGRPOTrainer), methods.RLOO: (RLOOConfig, AlignlabRLOOTrainer)}
