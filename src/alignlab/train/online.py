@@ -14,16 +14,18 @@ Where this differs from the papers (and from TRL's defaults):
   RLOO subtracts the leave-one-out mean (Ahmadian et al. 2024) and, as in that paper and TRL, puts the KL
   into the reward (first-order estimate, summed per sequence) instead of the loss.
 - ``train.batch_size`` counts prompts here, so a step holds ``batch_size * num_generations`` completions,
-  and all of them are generated in one batched ``generate`` call with the KV cache (TRL's generation batch =
-  one optimizer step; ``steps_per_generation`` = ``grad_accum``): on-policy, one sampling call per step.
-- On CPU the policy and reference log-probs come from ``group_logps`` (``alignlab.train.logps``): each distinct prompt runs
-  once (not ``num_generations`` times) and the LM head scores completion positions only; TRL's fused
-  forward scores every position there. Measured on SmolLM2-135M (4 prompts x 4 completions x 32 tokens,
-  LoRA r16, KL on, 2 shared cores, 1 thread): 26.1 s -> 16.6 s per step, of which generation is 7.5 s.
-  TRL's continuous-batching generation was 2.4x slower and a static KV cache changed nothing, so neither
-  is used; gradient checkpointing stays off and weights stay fp32 (engine defaults). GPUs keep TRL's path,
-  and so does a run with gradient checkpointing on (``--qlora`` switches it on): transformers turns the KV
-  cache off in training mode then, so there is no prompt cache to share.
+  all sampled in one call (TRL's generation batch = one optimizer step; ``steps_per_generation`` =
+  ``grad_accum``): on-policy, one sampling call per step.
+- On CPU that call is ``alignlab.train.sampler``, not TRL's ``generate`` on the LoRA model: a plain bf16
+  copy of the policy with the adapter merged in (refreshed each step), each distinct prompt prefilled once,
+  a static KV cache and inverse-CDF draws (``bench/bench_grpo.py``: README "Speed"). The samples come from
+  the bf16 copy and the log-probs from the policy, so they are very slightly off-policy, as with vLLM.
+  Repetition penalty, min-p, extra generation kwargs and vision models keep TRL's path.
+- On CPU the policy and reference log-probs come from ``group_logps`` (``alignlab.train.logps``): each distinct
+  prompt runs once (not ``num_generations`` times) and the LM head scores completion positions only; TRL's
+  fused forward scores every position there. Gradient checkpointing stays off and weights stay fp32 (engine
+  defaults). GPUs keep TRL's path, and so does a run with gradient checkpointing on (``--qlora`` switches it
+  on): transformers turns the KV cache off in training mode then, so there is no prompt cache to share.
 - The reward is the composed total (cap and diversity included) as a single TRL reward function;
   per-component statistics, no-signal groups, distinct-2 and the gold rater are recorded by
   ``alignlab.train.monitors``, which also warns about reward hacking, length drift, KL and dead groups.

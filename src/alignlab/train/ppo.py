@@ -63,6 +63,7 @@ from alignlab.errors import AlignlabError
 from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss
 from alignlab.progress import console
 from alignlab import rundir
+from alignlab.train import sampler
 from alignlab.train.monitors import HackingMonitor, RewardRecorder, project_reward, report_alerts
 
 
@@ -132,8 +133,10 @@ def _left_pad(ids: list[list[int]], pad_id: int):
 
 
 @torch.no_grad()
-def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[int], **extra) -> dict:
-    """Generate, score and evaluate one batch of prompts: everything the PPO epochs need, as (B, T) tensors."""
+def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[int], gen_copy=None, **extra) -> dict:
+    """Generate, score and evaluate one batch of prompts: everything the PPO epochs need, as (B, T) tensors.
+
+    ``gen_copy`` (a ``sampler.GenerationCopy``, on CPU) samples in place of ``model.generate``."""
     from alignlab.data.formats import to_conversational
     from alignlab.generate import chat_prompt
     from alignlab.rewards import check_rewards
@@ -143,18 +146,26 @@ def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[
     texts = [chat_prompt(p, tok, ctx.cfg.system_prompt) for p in prompts]
     ids = [tok(t, add_special_tokens=False)["input_ids"][-ctx.cfg.train.max_prompt_length :] for t in texts]
     prompt_ids, prompt_mask = (x.to(ctx.device) for x in _left_pad(ids, tok.pad_token_id))
-    seqs = model.generate(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        do_sample=True,
-        temperature=o.temperature,
-        top_p=o.top_p,
-        top_k=0,
-        max_new_tokens=o.max_completion_length,
-        eos_token_id=stop_ids,
-        pad_token_id=tok.pad_token_id,
-        use_cache=True,
-    )
+    if gen_copy is not None:  # CPU: the merged bf16 copy (alignlab.train.sampler), as GRPO / RLOO sample
+        gen_copy.sync(model)
+        drawn = sampler.sample(gen_copy.model, ids, o.max_completion_length, stop_ids, tok.pad_token_id,
+                               o.temperature, None, o.top_p)
+        longest = max(map(len, drawn))
+        seqs = torch.cat([prompt_ids, torch.tensor([c + [tok.pad_token_id] * (longest - len(c)) for c in drawn],
+                                                   device=ctx.device)], dim=1)
+    else:
+        seqs = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            do_sample=True,
+            temperature=o.temperature,
+            top_p=o.top_p,
+            top_k=0,
+            max_new_tokens=o.max_completion_length,
+            eos_token_id=stop_ids,
+            pad_token_id=tok.pad_token_id,
+            use_cache=True,
+        )
     n_prompt = prompt_ids.shape[1]
     completion_ids = seqs[:, n_prompt:]
     mask = completion_mask(completion_ids, stop_ids)
@@ -347,6 +358,7 @@ def train_loop(ctx, resume: bool = False):
     recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
     stop_ids = _stop_ids(model, ctx.tokenizer)
+    gen_copy = sampler.GenerationCopy(model) if torch.device(ctx.device).type == "cpu" else None
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
     pending: list[dict] = []
     final: dict = {}
@@ -361,7 +373,7 @@ def train_loop(ctx, resume: bool = False):
             t0 = time.perf_counter()
             rows = [ctx.rows[i] for i in batch_indices(len(ctx.rows), t.batch_size, step - 1, t.seed)]
             # the step as TRL's reward functions see it (global_step before the update): gold on the same steps
-            batch = rollout(ctx, model, value_head, recorder, rows, stop_ids,
+            batch = rollout(ctx, model, value_head, recorder, rows, stop_ids, gen_copy,
                             trainer_state=SimpleNamespace(global_step=step - 1))
             m = ppo_update(ctx, model, value_head, optimizer, params, batch, step)
             scheduler.step()

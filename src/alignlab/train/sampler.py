@@ -22,6 +22,8 @@ DoRA, quantized or sharded weights, GPUs) stays on TRL's path: ``supported`` say
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from alignlab.models.loading import cpu_has_fast_bf16
@@ -49,7 +51,15 @@ class GenerationCopy:
 
         base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
         self.dtype = dtype or (torch.bfloat16 if cpu_has_fast_bf16() else next(base.parameters()).dtype)
-        self.model = AutoModelForCausalLM.from_config(base.config, dtype=self.dtype).eval()
+        config = copy.deepcopy(base.config)
+        config.tie_word_embeddings = False  # an adapter on a tied LM head makes it differ from the embeddings
+        with torch.random.fork_rng(devices=[]):  # its throwaway initialisation must not move the run's RNG
+            self.model = AutoModelForCausalLM.from_config(config, dtype=self.dtype).eval()
+        head = self.model.get_output_embeddings()
+        if head is not None and self.dtype != torch.float32:
+            # the LM head in fp32, as TRL's cast_lm_head_to_fp32: low-precision logits shift the sampling
+            # distribution, most at low temperature
+            head.float().register_forward_pre_hook(lambda _m, args: (args[0].float(), *args[1:]))
         self.model.generation_config = base.generation_config
         self._synced = False
         self.sync(policy)
@@ -91,8 +101,16 @@ class GenerationCopy:
         """Copy the policy's merged weights in; frozen ones only the first time."""
         state = self.merged_state(policy)
         mine = dict(self.model.named_parameters())
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        for name in set(mine) - set(state):  # a weight the policy shares with another (tied) under this name
+            try:
+                p = base.get_parameter(name)
+            except AttributeError:
+                continue
+            state[name] = (p, p.requires_grad)
         if set(mine) != set(state):
-            raise ValueError(f"the policy's parameters do not map onto the plain model: {sorted(set(mine) ^ set(state))[:3]}")
+            raise ValueError("the policy's parameters do not map onto the plain model: "
+                             f"{sorted(set(mine) - set(state))[:3]} missing, {sorted(set(state) - set(mine))[:3]} extra")
         for name, p in mine.items():
             weight, changes = state[name]
             if changes or not self._synced:
