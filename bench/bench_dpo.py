@@ -1,17 +1,22 @@
-"""DPO training throughput: TRL defaults vs TRL tuned for CPU vs alignlab, in one invocation.
+"""DPO training throughput: alignlab against TRL's DPOTrainer at its defaults and at its fastest here, in one run.
 
-Same model (LoRA r=16 on all linear layers), same pairs, same seed, batch 4, one epoch. For each we
-report non-padding training tokens/s (prompt+chosen and prompt+rejected tokens of the pairs trained on,
-divided by the wall time of ``trainer.train()``, reference log-probs included), the ratios, and
-alignlab's model FLOP/s (6 x parameters x tokens/s) as a fraction of this machine's fp32 matmul
-throughput, measured here in the same run.
+Same model (LoRA r=16 on all linear layers), same pairs, same seed, batch 4, one epoch. Printed per run:
+non-padding training tokens/s (prompt+chosen and prompt+rejected tokens of the pairs trained on, the same
+count for every run) over the wall time of ``trainer.train()``, reference log-probs included; for alignlab
+also over the whole command (model load, data checks and start-up included).
 
-    python bench/bench_dpo.py [--pairs 32] [--default-pairs 8] [--model smollm2-135m]
+TRL "fastest" is the configuration a user would pick on this CPU: bf16 autocast when the CPU multiplies bf16
+natively (AVX512-BF16/AMX; fp32 otherwise, where emulated bf16 is very slow) and gradient checkpointing off.
 
-TRL's defaults (bf16 autocast + gradient checkpointing) are very slow on a CPU without native bf16 (93 s
-for one 4-pair step), so they can be timed on the first --default-pairs pairs only. On CPUs with
-AVX512-BF16 or AMX, bf16 is fast, TRL's defaults are faster than its fp32 settings, and alignlab also
-autocasts to bf16. The machine is shared and noisy: compare ratios from one run, not across runs.
+Model FLOP/s, counted as work actually done: per prompt token (alignlab runs each pair's prompt once) the
+trunk's forward (2 x trunk params), backward through the frozen base for input gradients only (2 x) and the
+reference forward (2 x); per answer token the same with the LM head included; LoRA's own FLOPs and attention
+scores (a few % at these lengths) left out. It is compared with the matmul peak of the precision the run
+computes in (bf16 with autocast), measured in the same run.
+
+    python bench/bench_dpo.py [--pairs 32] [--model smollm2-135m]
+
+The machine is shared and noisy: compare ratios from one run, not across runs.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ALIGNLAB_QUIET", "1")
 
 
-def matmul_gflops(n: int = 1536, seconds: float = 3.0) -> float:
-    """Sustained fp32 matmul throughput of this machine (GFLOP/s), all threads torch uses."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(dtype=torch.float32, n: int = 1536, seconds: float = 3.0) -> float:
+    """Sustained matmul throughput of this machine in ``dtype`` (GFLOP/s), all threads torch uses."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     count, start = 0, time.perf_counter()
@@ -53,7 +58,13 @@ def pair_tokens(dataset) -> int:
     return sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dataset)
 
 
-def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple[float, int, float]:
+def work(dataset) -> tuple[int, int]:
+    """(prompt tokens, each pair's prompt once; answer tokens, chosen + rejected)."""
+    return (sum(len(r["prompt_ids"]) for r in dataset),
+            sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dataset))
+
+
+def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple[float, int, float, tuple[int, int]]:
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
@@ -66,8 +77,10 @@ def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple
     kwargs = dict(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=1, logging_steps=1,
                   report_to=[], save_strategy="no", use_cpu=True, max_length=256, learning_rate=1e-4, seed=0,
                   disable_tqdm=True)
-    if tuned:
-        kwargs.update(bf16=False, gradient_checkpointing=False)
+    if tuned:  # the fastest a user would pick here: bf16 where it is native, no recomputation
+        from alignlab.models.loading import cpu_has_fast_bf16
+
+        kwargs.update(bf16=cpu_has_fast_bf16(), gradient_checkpointing=False)
     trainer = DPOTrainer(model=model, args=DPOConfig(**kwargs), train_dataset=Dataset.from_list(pairs),
                          processing_class=tok,
                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
@@ -75,10 +88,10 @@ def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple
     start = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - start
-    return tokens / elapsed, tokens, elapsed
+    return tokens / elapsed, tokens, elapsed, work(trainer.train_dataset)
 
 
-def run_alignlab(model_name: str, pairs: list[dict], out: Path) -> tuple[float, int, float, int]:
+def run_alignlab(model_name: str, pairs: list[dict], out: Path) -> dict:
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
 
@@ -87,54 +100,54 @@ def run_alignlab(model_name: str, pairs: list[dict], out: Path) -> tuple[float, 
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     cfg = apply_overrides(ProjectConfig(), {"model": model_name, "train.batch_size": 4, "train.sample_prompts": 0,
                                              "train.save_steps": 10_000, "train.seed": 0, "lora.target_modules": "all-linear"})
-    ctx = engine.prepare("dpo", cfg, str(data), out / "runs")
     start = time.perf_counter()
+    ctx = engine.prepare("dpo", cfg, str(data), out / "runs")
     run_dir = engine.run(ctx, str(data))
-    total = time.perf_counter() - start
+    command = time.perf_counter() - start
     info = json.loads((run_dir / "run.json").read_text())
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    tokens = max(m.get("tokens", 0) for m in metrics)
-    elapsed = float(info.get("train_runtime") or total)
-    return tokens / elapsed, tokens, elapsed, sum(p.numel() for p in ctx.model.parameters())
+    base = ctx.model.get_base_model() if hasattr(ctx.model, "get_base_model") else ctx.model
+    head = base.get_output_embeddings().weight.numel()
+    return {"train_s": float(info["train_runtime"]), "command_s": command, "head_params": head,
+            "params": sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--pairs", type=int, default=32)
-    ap.add_argument("--default-pairs", type=int, default=8, help="pairs for the (slow) TRL-defaults run; 0 skips it")
     ap.add_argument("--out", default="/tmp/alignlab-bench")
     args = ap.parse_args()
     out = Path(args.out)
     torch.set_num_threads(os.cpu_count() or 1)
+    from alignlab.models.loading import cpu_has_fast_bf16
     from alignlab.models.registry import resolve_model
 
     resolve_model(args.model)  # convert once, outside the timings
     pairs = load_pairs(args.pairs)
-    peak = matmul_gflops()
-    from alignlab.models.loading import cpu_has_fast_bf16
-
-    print(f"fp32 matmul throughput: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads); "
-          f"native bf16 on this CPU: {'yes' if cpu_has_fast_bf16() else 'no'} (alignlab autocasts to bf16 when yes)")
-    results = {}
-    al_tps, al_tokens, al_time, n_params = run_alignlab(args.model, pairs, out / "alignlab")
-    results["alignlab"] = al_tps
-    print(f"alignlab      : {al_tps:7.1f} tok/s  ({al_tokens} tokens in {al_time:.1f} s)")
-    tuned_tps, tokens, elapsed = run_trl(args.model, pairs, True, out / "trl-tuned")
-    results["trl_tuned"] = tuned_tps
-    print(f"TRL tuned     : {tuned_tps:7.1f} tok/s  ({tokens} tokens in {elapsed:.1f} s; bf16 off, checkpointing off)")
-    if args.default_pairs:
-        d_tps, tokens, elapsed = run_trl(args.model, pairs[: args.default_pairs], False, out / "trl-defaults")
-        results["trl_defaults"] = d_tps
-        print(f"TRL defaults  : {d_tps:7.1f} tok/s  ({tokens} tokens in {elapsed:.1f} s; first {args.default_pairs} pairs)")
-    model_flops = 6 * n_params * al_tps / 1e9
-    print(f"alignlab / TRL tuned    : {al_tps / tuned_tps:.2f}x  (target >= 1.3x)")
-    if "trl_defaults" in results:
-        print(f"alignlab / TRL defaults : {al_tps / results['trl_defaults']:.1f}x  (target >= 10x)")
-    print(f"alignlab model FLOP/s   : {model_flops:.1f} GFLOP/s = {model_flops / peak:.0%} of measured matmul peak "
-          f"(6 x {n_params / 1e6:.1f}M params x tok/s; target >= 50%)")
-    json.dump({**results, "matmul_gflops": peak, "model_gflops": model_flops}, sys.stdout)
-    print()
+    bf16 = cpu_has_fast_bf16()
+    peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    precision = "bf16" if bf16 else "fp32"
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s ({torch.get_num_threads()} threads); "
+          f"native bf16: {'yes' if bf16 else 'no'}, so alignlab and TRL-fastest compute in {precision}")
+    ours = run_alignlab(args.model, pairs, out / "alignlab")
+    fast_tps, tokens, fast_s, (prompt_toks, answer_toks) = run_trl(args.model, pairs, True, out / "trl-fastest")
+    default_tps, _, default_s, _ = run_trl(args.model, pairs, False, out / "trl-defaults")
+    train_tps, command_tps = tokens / ours["train_s"], tokens / ours["command_s"]
+    print(f"alignlab train loop  : {train_tps:7.1f} tok/s ({tokens} tokens in {ours['train_s']:.1f} s)")
+    print(f"alignlab whole command: {command_tps:7.1f} tok/s ({ours['command_s']:.1f} s, model load and checks included)")
+    print(f"TRL fastest          : {fast_tps:7.1f} tok/s ({fast_s:.1f} s; bf16={bf16}, gradient checkpointing off)")
+    print(f"TRL defaults         : {default_tps:7.1f} tok/s ({default_s:.1f} s)")
+    trunk = ours["params"] - ours["head_params"]
+    flops = 6 * trunk * prompt_toks + 6 * ours["params"] * answer_toks
+    gflops = flops / ours["train_s"] / 1e9
+    best = max(fast_tps, default_tps)
+    print(f"alignlab / TRL fastest: train loop {train_tps / best:.2f}x, whole command {command_tps / best:.2f}x (target >= 2x)")
+    print(f"alignlab model FLOP/s : {gflops:.0f} GFLOP/s = {gflops / peaks[precision]:.0%} of the {precision} matmul peak "
+          f"({flops / 1e12:.2f} TFLOP: {prompt_toks} prompt tokens once, {answer_toks} answer tokens; target >= 50%)")
+    print(json.dumps({"alignlab_train_tps": train_tps, "alignlab_command_tps": command_tps, "trl_fastest_tps": fast_tps,
+                      "trl_defaults_tps": default_tps, "speedup_train": train_tps / best,
+                      "speedup_command": command_tps / best, "model_gflops": gflops, "peak_gflops": peaks,
+                      "precision": precision, "peak_fraction": gflops / peaks[precision]}))
 
 
 if __name__ == "__main__":
