@@ -179,6 +179,18 @@ class LoopConfig(_Strict):
     poll_seconds: float = Field(2.0, gt=0, description="person: seconds between looks at the store")
 
 
+class JudgeConfig(_Strict):
+    """The LLM judge: an OpenAI-compatible endpoint for `--rater judge` (eval, loop, synth) and `compare --judge judge`."""
+
+    url: str | None = Field(None, description="OpenAI-compatible base URL; none: $ALIGNLAB_JUDGE_URL")
+    model: str | None = Field(None, description="model name at the endpoint; none: $ALIGNLAB_JUDGE_MODEL")
+    key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+
+    def settings(self, url: str | None = None, model: str | None = None, key_env: str | None = None) -> dict:
+        """The judge_url / judge_model / judge_key_env arguments of ``eval.raters``: flags over this section."""
+        return {"judge_url": url or self.url, "judge_model": model or self.model, "judge_key_env": key_env or self.key_env}
+
+
 class ProjectConfig(_Strict):
     name: str = Field("alignlab-project", description="project name")
     persona: str = Field(DEFAULT_PERSONA, description="the behaviour to shape")
@@ -200,6 +212,7 @@ class ProjectConfig(_Strict):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -151,3 +151,22 @@ def test_judge_labels_are_stored_as_picks_and_bias_becomes_a_tie(judge_server, t
         collect_automatic(store, rater, 2, "dpo")
         assert [j["value"] for j in store.judgements(round=2)] == ["tie"]
         assert export(store, "dpo", tmp_path / "pairs2.jsonl", round=2)["rows"] == 0
+
+
+def test_project_judge_section_is_used_without_flags(judge_server, tmp_path, monkeypatch):
+    """`judge:` in alignlab.yaml names the endpoint: `eval --answers --rater judge` needs no --judge-* flag."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("ALIGNLAB_JUDGE_URL", raising=False)
+    monkeypatch.delenv("ALIGNLAB_JUDGE_MODEL", raising=False)
+    url, state = judge_server
+    (tmp_path / "alignlab.yaml").write_text(f"judge:\n  url: {url}\n  model: tiny-judge\n")
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"prompt": "2+2?", "answer": "Obviously 4."}) + "\n")
+    before = state["requests"]
+    out = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(answers), "--json", "--rater", "judge"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["persona"] == pytest.approx(6 / 9, abs=1e-3)
+    assert state["requests"] > before

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from alignlab.config import SamplingConfig
+from alignlab.config import SamplingConfig, field_help as fh
 
 _S = SamplingConfig.model_fields
 
@@ -36,9 +36,9 @@ def register(app: typer.Typer) -> None:
         per_category: int = typer.Option(3, "--per-category", help="held-out prompts taken from each category"),
         limit: Optional[int] = typer.Option(None, "--limit", help="at most N prompts"),
         seed: int = typer.Option(0, "--seed", help="seed of the blind order"),
-        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="--judge judge: OpenAI-compatible base URL"),
-        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--judge judge: model name"),
-        judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="--judge judge: env var with the API key"),
+        judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
+        judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),
+        judge_key_env: Optional[str] = typer.Option(None, "--judge-key-env", help=fh("judge", "key_env")),
         no_store: bool = typer.Option(False, "--no-store", help="don't record the picks in feedback.db"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
@@ -69,9 +69,11 @@ def register(app: typer.Typer) -> None:
             from alignlab.eval.raters import judge_endpoint
             from alignlab.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 
-            url, model = judge_endpoint(judge_url, judge_model)
-            judge_obj = cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=judge_key_env, rubric=DEFAULT_RUBRIC),
-                                         LLMJudge(url, model, api_key_env=judge_key_env, rubric=cmp.HELPFUL_RUBRIC))
+            j = cfg.judge.settings(judge_url, judge_model, judge_key_env)
+            url, model = judge_endpoint(j["judge_url"], j["judge_model"])
+            key_env = j["judge_key_env"]
+            judge_obj = cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=key_env, rubric=DEFAULT_RUBRIC),
+                                         LLMJudge(url, model, api_key_env=key_env, rubric=cmp.HELPFUL_RUBRIC))
         else:
             raise AlignlabError(f"unknown judge '{judge}'", fix="use --judge person, judge or scorecard")
         texts = [r["prompt"] for r in rows]

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from alignlab.config import SamplingConfig
+from alignlab.config import SamplingConfig, field_help as fh
 
 _S = SamplingConfig.model_fields
 
@@ -86,9 +86,9 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", help=_S["max_new_tokens"].description),
         temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
         repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", help=_S["repetition_penalty"].description),
-        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="--rater judge: OpenAI-compatible base URL"),
-        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--rater judge: model name"),
-        judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="--rater judge: env var with the API key"),
+        judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
+        judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),
+        judge_key_env: Optional[str] = typer.Option(None, "--judge-key-env", help=fh("judge", "key_env")),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
@@ -96,9 +96,9 @@ def register(app: typer.Typer) -> None:
         from alignlab.config import find_project, project_config
         from alignlab.errors import AlignlabError
 
-        judge = dict(judge_url=judge_url, judge_model=judge_model, judge_key_env=judge_key_env)
         if answers is not None:
             cfg, root = project_config(project or find_project(Path.cwd()))
+            judge = cfg.judge.settings(judge_url, judge_model, judge_key_env)
             _score_answers(answers, _scorer(root, cfg, rater, judge), as_json)
             return
         if run is None:
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         run = check_run_dir(run)
         cfg, root = project_config(project or find_project(run))
         rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
-        scorer = _scorer(root, cfg, rater, judge)
+        scorer = _scorer(root, cfg, rater, cfg.judge.settings(judge_url, judge_model, judge_key_env))
         card = evaluate_run(run, rows, scorer, device=device, max_new_tokens=max_new_tokens, temperature=temperature,
                             repetition_penalty=repetition_penalty, system_prompt=cfg.system_prompt)
         data, page = write_report(run, card)

@@ -9,7 +9,6 @@ import typer
 
 from alignlab.config import field_help as fh
 
-
 def _project(project: Optional[Path]):
     from alignlab.config import project_config
     from alignlab.errors import AlignlabError
@@ -39,9 +38,9 @@ def register(app: typer.Typer) -> None:
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per round (default: the project's epochs)"),
         lr: Optional[float] = typer.Option(None, "--lr", help="learning rate per round"),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="any config key, e.g. --set dpo.beta=0.2"),
-        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="judge rater: OpenAI-compatible base URL"),
-        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge rater: model name"),
-        judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="judge rater: env var with the API key"),
+        judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
+        judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),
+        judge_key_env: Optional[str] = typer.Option(None, "--judge-key-env", help=fh("judge", "key_env")),
         seed: Optional[int] = typer.Option(None, "--seed", help=fh("loop", "seed")),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
@@ -56,7 +55,7 @@ def register(app: typer.Typer) -> None:
             eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,
             eval_temperature=eval_temperature, seed=seed, need=need,
             start_run=str(start) if start else None,
-            poll_seconds=poll, judge={"judge_url": judge_url, "judge_model": judge_model, "judge_key_env": judge_key_env},
+            poll_seconds=poll, judge=cfg.judge.settings(judge_url, judge_model, judge_key_env),
         )
         rows = run_loop(root, cfg, settings)
         _print(table(rows))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE
+from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE, field_help as fh
 
 
 def register(app: typer.Typer) -> None:
@@ -30,9 +30,9 @@ def register(app: typer.Typer) -> None:
         top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling"),
         max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
         seed: int = typer.Option(0, "--seed", help="sampling seed (local teacher)"),
-        judge_url: Optional[str] = typer.Option(None, "--judge-url", help="--rater judge: OpenAI-compatible base URL"),
-        judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--rater judge: model name"),
-        judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="--rater judge: env var with the API key"),
+        judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
+        judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),
+        judge_key_env: Optional[str] = typer.Option(None, "--judge-key-env", help=fh("judge", "key_env")),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
@@ -45,8 +45,7 @@ def register(app: typer.Typer) -> None:
 
         cfg, root = project_config(project)
         rows = prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "train")), limit=limit)
-        judge = get_rater(rater, root, persona=cfg.persona, judge_url=judge_url, judge_model=judge_model,
-                          judge_key_env=judge_key_env)
+        judge = get_rater(rater, root, persona=cfg.persona, **cfg.judge.settings(judge_url, judge_model, judge_key_env))
         if teacher_url:
             if not teacher_model:
                 raise AlignlabError("--teacher-url needs --teacher-model (the model name at the endpoint)")
