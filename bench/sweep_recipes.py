@@ -35,7 +35,7 @@ RECIPES: dict[str, list[tuple[str, str, dict]]] = {
     "sft-rewrites lr 5e-4, dpo+rpo (default)": [
         ("sft", "bundled:persona-rewrites", {"train.learning_rate": 5e-4}),
         ("dpo", "bundled:persona-pairs", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60})],
-    "sft-rewrites lr 5e-4, dpo+rpo on the rewrites": [
+    "sft-rewrites lr 5e-4 then dpo+rpo on the rewrites": [
         ("sft", "bundled:persona-rewrites", {"train.learning_rate": 5e-4}),
         ("dpo", "bundled:persona-rewrites", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60})],
     "orpo": [("orpo", "bundled:persona-pairs", {})],
