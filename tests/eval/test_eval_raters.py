@@ -157,13 +157,15 @@ def test_project_judge_section_is_used_without_flags(judge_server, tmp_path, mon
     """`judge:` in alignlab.yaml names the endpoint: `eval --answers --rater judge` needs no --judge-* flag."""
     import subprocess
     import sys
+    import uuid
 
     monkeypatch.delenv("ALIGNLAB_JUDGE_URL", raising=False)
     monkeypatch.delenv("ALIGNLAB_JUDGE_MODEL", raising=False)
     url, state = judge_server
     (tmp_path / "alignlab.yaml").write_text(f"judge:\n  url: {url}\n  model: tiny-judge\n")
     answers = tmp_path / "answers.jsonl"
-    answers.write_text(json.dumps({"prompt": "2+2?", "answer": "Obviously 4."}) + "\n")
+    unique = f"Obviously 4. ({uuid.uuid4().hex})"  # never in a judge cache another test filled
+    answers.write_text(json.dumps({"prompt": "2+2?", "answer": unique}) + "\n")
     before = state["requests"]
     out = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(answers), "--json", "--rater", "judge"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
