@@ -17,6 +17,8 @@ Two later sets are scored the same way:
   read by two blind readers on the 0-3 scale; the readers found no answer in persona;
 - frames_dpo.jsonl: 168 held-out answers (the base, SFT on the model's own answers framed with written snark,
   and plain DPO's checkpoints at steps 30 and 45, x 42 prompts), each read by two blind readers on the 0-3 scale;
+- three_way.jsonl: the base, the demo recipe and SFT then DPO + RPO on the rewrites, the three answers to each of 42
+  held-out prompts shown together in a random order to two blind readers (0-3 snark, correct, bolted, helpful, picks);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -62,14 +64,14 @@ def main() -> None:
               f"| {share(lambda x: x[0]['bolted'] or 0)} | {share(lambda x: x[1]['mimicry'] >= THRESHOLD)} |")
 
 
-def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo")) -> None:
+def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way")) -> None:
     from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for
 
     here = Path(__file__).parent
     scorer = scorer_for(None)
     for name in names:
         rows = [json.loads(x) for x in (here / f"{name}.jsonl").read_text().splitlines() if x.strip()]
-        if name in ("graded", "sft", "frames_dpo", "sft_dpo"):
+        if name in ("graded", "sft", "frames_dpo", "sft_dpo", "three_way"):
             snark = [sum(r["snark"] for r in row["reads"]) / len(row["reads"]) for row in rows]
             correct = [all(r["correct"] for r in row["reads"]) for row in rows]
         else:
