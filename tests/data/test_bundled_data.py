@@ -193,18 +193,19 @@ def test_train_and_heldout_disjoint(train, heldout):
     assert not {r["prompt"].casefold() for r in train} & {r["prompt"].casefold() for r in heldout}
 
 
+def with_expected_answer(rows: list[dict]) -> list[tuple[dict, float]]:
+    """(row, computed answer) for the rows whose prompt has a known arithmetic shape."""
+    return [(row, want) for row in rows if (want := expected_answer(row["prompt"])) is not None]
+
+
 def test_arithmetic_answers_are_correct(train, heldout):
     rows = [r for r in train + heldout if r["category"] == "arithmetic"]
     assert len(rows) >= 30
-    checked = 0
-    for row in rows:
-        want = expected_answer(row["prompt"])
-        if want is None:
-            continue
-        checked += 1
+    checked = with_expected_answer(rows)
+    for row, want in checked:
         assert _close(float(row["answer"]), want), f"{row['prompt']!r}: answer {row['answer']}, computed {want}"
     # every bundled arithmetic prompt has a known shape, so every answer is verified
-    assert checked == len(rows), f"only {checked} of {len(rows)} arithmetic prompts were checkable"
+    assert len(checked) == len(rows), f"only {len(checked)} of {len(rows)} arithmetic prompts were checkable"
 
 
 def test_non_arithmetic_prompts_are_not_mislabelled(train, heldout):
@@ -265,16 +266,12 @@ def test_pairs_share_prompts_with_train_and_add_fresh_ones(pairs, train):
 
 def test_arithmetic_pairs_are_correct_and_state_the_answer(pairs):
     """Both sides state the computed answer (the scorecard's number check finds it)."""
-    checked = 0
-    for row in pairs:
-        want = expected_answer(row["prompt"])
-        if want is None:
-            continue
-        checked += 1
+    checked = with_expected_answer(pairs)
+    for row, want in checked:
         for side in ("chosen", "rejected"):
             numbers = [_num(x) for x in NUM_IN_TEXT.findall(row[side])]
             assert any(_close(n, want) for n in numbers), f"{row['prompt']!r} {side}: numbers {numbers}, want {want}"
-    assert checked >= 30
+    assert len(checked) >= 30
 
 
 # --- rewrites: the default model's own answers, rewritten in the persona -----------------------------------

@@ -37,20 +37,20 @@ FIELDS = ("status", "method", "rater", "eval_rater", "prompts", "responses", "ju
           "started_at", "finished_at")
 
 
-def rounds(db) -> list[dict]:
+def query(db, sql: str) -> list[dict]:
     conn = sqlite3.connect(str(db))
     conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM rounds ORDER BY round")]
+    rows = [dict(r) for r in conn.execute(sql)]
     conn.close()
     return rows
+
+
+def rounds(db) -> list[dict]:
+    return query(db, "SELECT * FROM rounds ORDER BY round")
 
 
 def responses(db) -> list[dict]:
-    conn = sqlite3.connect(str(db))
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT r.*, p.text AS prompt FROM responses r JOIN prompts p ON p.id = r.prompt_id")]
-    conn.close()
-    return rows
+    return query(db, "SELECT r.*, p.text AS prompt FROM responses r JOIN prompts p ON p.id = r.prompt_id")
 
 
 @pytest.fixture()

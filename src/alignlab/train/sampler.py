@@ -23,6 +23,7 @@ DoRA, quantized or sharded weights, GPUs) stays on TRL's path: ``supported`` say
 from __future__ import annotations
 
 import copy
+import re
 
 import torch
 
@@ -75,9 +76,7 @@ class GenerationCopy:
         for name, p in base.named_parameters():
             if "lora_" in name or ".original_module." in name:
                 continue
-            name = name.replace(".base_layer.", ".")
-            for adapter in ("default",) if ".modules_to_save." in name else ():
-                name = name.replace(f".modules_to_save.{adapter}.", ".")
+            name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", name.replace(".base_layer.", "."))
             state[name] = (p, p.requires_grad)
         for name, mod in base.named_modules():
             if not isinstance(mod, LoraLayer) or mod.merged or mod.disable_adapters:
@@ -220,9 +219,8 @@ def sample(model, prompt_ids: list[list[int]], max_new_tokens: int, eos_ids, pad
         out = model(input_ids=token[:, None], attention_mask=mask[:, : width + t + 1] if cache is prefill else mask,
                     position_ids=pos, past_key_values=cache, cache_position=torch.tensor([width + t]), use_cache=True)
         logits, pos = out.logits[:, -1], pos + 1
-    tokens = torch.stack(steps, 1).tolist()
+    stops = set(eos.tolist())
     result = []
-    for row in tokens:
-        cut = next((i + 1 for i, tok in enumerate(row) if tok in set(eos.tolist())), len(row))
-        result.append(row[:cut])
+    for row in torch.stack(steps, 1).tolist():
+        result.append(row[: next((i + 1 for i, tok in enumerate(row) if tok in stops), len(row))])
     return result
