@@ -1,9 +1,10 @@
 """PPO recipe: hand-checked reward/advantage plumbing, and real runs on the tiny model through the engine.
 
 The task: reward = fraction of the completion's characters that are newlines ("go quiet"). The tiny model is a
-random 2-layer Llama whose output is nearly uniform over 49k tokens at temperature 1; at temperature 0.1 its
-most likely tokens (newlines among them) get sampled often enough for PPO to learn in 40 steps. LoRA also
-covers ``lm_head``: adapters inside the trunk alone cannot reshape a random model's output distribution.
+random 2-layer Llama over the tiny 4k-token vocabulary whose most likely next token is a newline: at temperature
+0.1 it already emits mostly newlines; at 0.15 newlines are rare (reward about 0.16 on the first steps) but
+sampled often enough for PPO to learn in 40 steps. LoRA also covers ``lm_head``: adapters inside the trunk
+alone cannot reshape a random model's output distribution.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _project(tmp_path, tiny_model, beta, **train):
             "online": {
                 "rewards": str(tmp_path / "rewards.yaml"),
                 "max_completion_length": 8,
-                "temperature": 0.1,
+                "temperature": 0.15,
                 "beta": beta,
             },
         }

@@ -1,12 +1,52 @@
-"""A tiny randomly initialised Llama with the default model's tokenizer, for fast tests and benchmarks.
+"""A tiny randomly initialised Llama with a tiny tokenizer built here, for fast tests and benchmarks.
 
-Same tokenizer and chat template as SmolLM2, 2 layers of width 64: a forward/backward pass costs
-milliseconds, so tests can train for real and still run in seconds.
+2 layers of width 64 and a byte-level BPE tokenizer trained on the bundled data (SmolLM2's special tokens
+and chat template): a forward/backward pass costs milliseconds, and nothing needs the real default model,
+so tests can train for real and still run in seconds.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+# SmolLM2's chat template (ChatML with its default system message), so the tiny model formats chats as the real one
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2 as in SmolLM2
+TINY_VOCAB = 4096
+
+
+def _bundled_text():
+    """Every string in the bundled JSONL files, one at a time (the tokenizer's training corpus)."""
+    from alignlab.data import BUNDLED, bundled_path
+
+    for path in map(bundled_path, sorted(BUNDLED)):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for value in json.loads(line).values():
+                if isinstance(value, str):
+                    yield value
+
+
+def make_tiny_tokenizer(vocab_size: int = TINY_VOCAB):
+    """A byte-level BPE of ``vocab_size`` tokens trained on the bundled data, with SmolLM2's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_bundled_text(), trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=SPECIAL[1], eos_token=SPECIAL[2],
+                                  pad_token=SPECIAL[2], unk_token=SPECIAL[0])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
 
 
 def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
@@ -14,13 +54,10 @@ def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: i
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from alignlab.config import DEFAULT_MODEL
-    from alignlab.models.loading import load_tokenizer
-
     path = Path(path)
     if (path / "model.safetensors").is_file():
         return path
-    tok = load_tokenizer(DEFAULT_MODEL)
+    tok = make_tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,
