@@ -13,7 +13,7 @@ os.environ.setdefault("ALIGNLAB_QUIET", "1")
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-    """Path of a 2-layer, width-64 Llama with SmolLM2's tokenizer (random weights)."""
+    """Path of a 2-layer, width-64 Llama with a 4,096-token BPE tokenizer built from the bundled data (random weights)."""
     from alignlab.models.tiny import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
@@ -25,3 +25,23 @@ def default_model() -> str:
     from alignlab.models.registry import resolve_model
 
     return resolve_model("smollm2-135m")
+
+
+@pytest.fixture(autouse=True)
+def _real_model_only_in_slow_tests(request, monkeypatch):
+    """A test not marked slow that converts the real model fails, so `make test-fast` stays fast and offline."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    from alignlab.models import registry
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test not marked slow converted the real default model; mark it slow or use tiny_model")
+
+    monkeypatch.setattr(registry, "_converted_dir", refuse)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The real default model is for slow tests only: a test that asks for it without the mark is a collection error."""
+    unmarked = [i.nodeid for i in items if "default_model" in getattr(i, "fixturenames", ()) and i.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests use the real default model but are not marked slow: " + ", ".join(unmarked))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from alignlab.config import ProjectConfig, apply_overrides
+
 
 def vowel_share(prompts, completions, **columns):
     """A reward a random tiny model can vary: the share of vowels among the letters of each completion."""
@@ -10,3 +15,29 @@ def vowel_share(prompts, completions, **columns):
         letters = [ch for ch in c.lower() if ch.isalpha()]
         out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
     return out
+
+
+def write_pairs(path: Path, n: int = 16) -> Path:
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "prompt": f"How long should I boil egg number {i}?",
+                "chosen": "Seven minutes, obviously. Set a timer; the egg won't do it for you." + " Truly." * (i % 3),
+                "rejected": "Boil it for about seven minutes, then cool it in cold water." + " Enjoy." * (i % 2),
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def cfg_for(model: str, **overrides) -> ProjectConfig:
+    base = {
+        "model": model,
+        "train.sample_prompts": 0,
+        "train.batch_size": 4,
+        "train.learning_rate": 5e-3,
+        "train.save_steps": 100,
+    }
+    base.update(overrides)
+    return apply_overrides(ProjectConfig(), base)

@@ -12,8 +12,8 @@ from alignlab.models.loading import load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tok(default_model):
-    return load_tokenizer(default_model)
+def tok(tiny_model):
+    return load_tokenizer(tiny_model)
 
 
 def write(path, lines):

@@ -40,6 +40,7 @@ def _graded_sample(n: int = 20):
     return yes + no, [1] * len(yes) + [0] * len(no)
 
 
+@pytest.mark.slow
 def test_contrast_sees_woven_snark_the_classifier_misses(default_model):
     """On answers two blind readers agree on, the contrast separates snark from plain, and adding it to the
     embedding classifier lifts the classifier's agreement with the readers."""
@@ -55,6 +56,7 @@ def test_contrast_sees_woven_snark_the_classifier_misses(default_model):
     assert auc(combine(clf, c), labels) >= auc(clf, labels) + 0.1
 
 
+@pytest.mark.slow
 def test_scorecard_persona_is_the_combined_score(default_model):
     from alignlab.eval.contrast import contrast
     from alignlab.eval.scores import scorer_for

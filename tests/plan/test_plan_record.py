@@ -14,7 +14,7 @@ from alignlab.plan.shapes import resolve_shape
 
 
 def test_run_json_records_estimate_and_measurement(tiny_model, tmp_path, monkeypatch):
-    from test_train_preference import cfg_for, write_pairs
+    from helpers import cfg_for, write_pairs
 
     from alignlab.train import engine
 

@@ -14,35 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignlab.config import ProjectConfig, apply_overrides
+from helpers import cfg_for, write_pairs
 
 PY = sys.executable
-
-
-def write_pairs(path: Path, n: int = 16) -> Path:
-    rows = []
-    for i in range(n):
-        rows.append(
-            {
-                "prompt": f"How long should I boil egg number {i}?",
-                "chosen": "Seven minutes, obviously. Set a timer; the egg won't do it for you." + " Truly." * (i % 3),
-                "rejected": "Boil it for about seven minutes, then cool it in cold water." + " Enjoy." * (i % 2),
-            }
-        )
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def cfg_for(model: str, **overrides) -> ProjectConfig:
-    base = {
-        "model": model,
-        "train.sample_prompts": 0,
-        "train.batch_size": 4,
-        "train.learning_rate": 5e-3,
-        "train.save_steps": 100,
-    }
-    base.update(overrides)
-    return apply_overrides(ProjectConfig(), base)
 
 
 def trainable(model) -> dict[str, torch.Tensor]:

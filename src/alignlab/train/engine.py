@@ -127,20 +127,12 @@ def prepare(
     device = pick_device(cfg.train.device)
     if cfg.lora.qlora and not device.startswith("cuda"):
         raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")
-    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     path = resolve_data(data)
-    rows = load_dataset_rows(
-        path,
-        kind,
-        tokenizer=tokenizer,
-        max_length=cfg.train.max_length,
-        max_prompt_length=cfg.train.max_prompt_length,
-        skip_invalid=skip_invalid,
-        echo=lambda m: console.print(f"[yellow]{m}[/]"),
-    )
+    # everything that needs no tokenizer first: a bad row, run or reward spec is reported before the base model
+    # is converted (the first time, tens of seconds) or loaded
+    rows = load_dataset_rows(path, kind, skip_invalid=skip_invalid)
     adapter = None
     if init_adapter:
-
         src = rundir.check_run_dir(init_adapter)
         base = rundir.run_base(src)
         if base != cfg.model:
@@ -152,8 +144,18 @@ def prepare(
     if spec.own_loop and cfg.train.report_to:
         raise AlignlabError(f"{method.upper()} runs its own loop, which reports to no tracker",
                             fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")
-    # recipe-specific checks (reward specs, vLLM) before any model loads
-    spec.load_recipe().check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=tokenizer, device=device))
+    # recipe-specific checks (reward specs, vLLM); they read the rows and config, never the tokenizer
+    spec.load_recipe().check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=None, device=device))
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    rows = load_dataset_rows(
+        path,
+        kind,
+        tokenizer=tokenizer,
+        max_length=cfg.train.max_length,
+        max_prompt_length=cfg.train.max_prompt_length,
+        skip_invalid=skip_invalid,
+        echo=lambda m: console.print(f"[yellow]{m}[/]"),
+    )
     if run_dir is None:
         run_dir = rundir.new_run_dir(runs_dir, method)
     ctx = RunContext(
