@@ -166,7 +166,10 @@ def test_prompt_rows_well_formed(split, request):
         assert row["prompt"] == row["prompt"].strip(), where
         assert row.get("category") in CATEGORIES, f"{where}: bad category {row.get('category')!r}"
         allowed = {"prompt", "category"} | ({"answer"} if row["category"] == "arithmetic" else set())
+        allowed |= {"reference"} & set(row) if split == "train" else set()  # lets the loop's scorecard grade it
         assert set(row) == allowed, f"{where}: fields {sorted(row)}"
+        if "reference" in row:
+            assert isinstance(row["reference"], str) and len(row["reference"].split()) >= 3, where
         words = len(row["prompt"].split())
         assert 5 <= words <= 30, f"{where}: {words} words"
         if row["category"] == "arithmetic":
@@ -315,3 +318,15 @@ def test_rewrites_keep_arithmetic_answers(rewrites, train):
         assert _num(want) in numbers, f"{row['prompt']!r}: {want} not in {row['chosen']!r}"
         checked += 1
     assert checked >= 20
+
+
+def test_train_references_are_the_pairs_plain_answers(train, pairs):
+    """A train prompt's ``reference`` (what the loop's scorecard grades its answers against) is the plain,
+    checked-correct answer of a bundled pair for the same prompt; most pair prompts carry one."""
+    plain = {}
+    for p in pairs:
+        plain.setdefault(p["prompt"], set()).add(p["rejected"])
+    with_ref = [r for r in train if "reference" in r]
+    assert len(with_ref) >= 150
+    for r in with_ref:
+        assert r["reference"] in plain.get(r["prompt"], set()), r["prompt"]

@@ -172,3 +172,49 @@ def test_project_judge_section_is_used_without_flags(judge_server, tmp_path, mon
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["persona"] == pytest.approx(6 / 9, abs=1e-3)
     assert state["requests"] > before
+
+
+@pytest.mark.slow
+def test_scorecard_rater_counts_a_wrong_answer_wrong_when_the_prompt_has_a_reference(tmp_path):
+    """The loop's scorecard rater: without a reference the snarkier answer wins the pick even when it is wrong;
+    with the prompts file's ``reference`` the correct one wins (a wrong answer never wins a pick)."""
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import collect_automatic
+
+    prompt = "How long is a marathon?"  # a train prompt: the bundled held-out reference set does not hold it
+    wrong = "Oh, a marathon? A breezy 10 kilometers, obviously. Anyone who trained for more was clearly lied to."
+    right = "A marathon is 42.195 kilometers, or about 26.2 miles."
+    rater = get_rater("scorecard", project=tmp_path)
+    picked = {}
+    for r, refs in ((1, None), (2, {prompt: "A marathon is 42.195 kilometers, or about 26.2 miles long."})):
+        with Store(tmp_path / "feedback.db") as store:
+            pid = store.add_prompt(prompt)
+            store.add_responses([{"prompt_id": pid, "text": t, "round": r} for t in (wrong, right)])
+            assert collect_automatic(store, rater, r, "dpo", references=refs)["judgements"] == 1
+            (j,) = store.judgements(round=r)
+            picked[r] = j["response"] if j["value"] == "a" else None
+    assert picked == {1: wrong, 2: right}
+
+
+def test_a_pick_whose_best_answer_scores_below_zero_is_a_tie(tmp_path):
+    """A scorecard-style rater marks wrong or stuffed answers below 0: when every answer to a prompt is one,
+    the loop stores a tie (nothing to train on) rather than teaching the less bad of two bad answers."""
+    from alignlab.eval.raters import Rater
+    from alignlab.feedback.export import export
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import collect_automatic
+
+    class Fixed(Rater):
+        name = "fixed"
+
+        def score(self, prompts, responses, **columns):
+            return [float(r.split(":")[0]) for r in responses]
+
+    with Store(tmp_path / "feedback.db") as store:
+        for q, texts in (("clean?", ("0.8: snarky and right", "0.2: plain")), ("all bad?", ("-0.1: wrong", "-0.9: worse"))):
+            pid = store.add_prompt(q)
+            store.add_responses([{"prompt_id": pid, "text": t, "round": 1} for t in texts])
+        assert collect_automatic(store, Fixed(), 1, "dpo")["judgements"] == 2
+        got = {j["prompt"]: (j["response"], j["value"]) for j in store.judgements(round=1)}
+        assert got == {"clean?": ("0.8: snarky and right", "a"), "all bad?": ("-0.1: wrong", "tie")}
+        assert export(store, "dpo", tmp_path / "pairs.jsonl", round=1)["rows"] == 1

@@ -107,7 +107,9 @@ class ScorecardRater(Rater):
 
     def score(self, prompts, responses, **columns):
         numbers = columns.get("answer") or [None] * len(prompts)
-        rows = [{"prompt": p, "answer": r, "number": n, "source": "scored"} for p, r, n in zip(prompts, responses, numbers)]
+        refs = columns.get("reference") or [None] * len(prompts)
+        rows = [{"prompt": p, "answer": r, "number": n, "reference": ref, "source": "scored"}
+                for p, r, n, ref in zip(prompts, responses, numbers, refs)]
         out = []
         for s in self.scorer.score(rows):
             wrong = s["correct"] is not None and s["correct"] < 0.5

@@ -83,14 +83,17 @@ def fresh_prompts(store, rows: list[dict], k: int) -> list[dict]:
     return [row for row in rows if row["prompt"] not in used][:k]
 
 
-def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6) -> dict:
-    """Score round r's responses with ``rater`` and store picks (dpo) or thumbs (kto); returns counts and mean score."""
+def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6, references: dict | None = None) -> dict:
+    """Score round r's responses with ``rater`` and store picks (dpo) or thumbs (kto); returns counts and mean score.
+    ``references`` (prompt -> reference answer, from the prompts file's ``reference`` field) lets the scorecard
+    rater count a wrong answer as wrong."""
     from alignlab.eval.raters import Rater
 
     responses = store.round_responses(r)
     if not responses:
         return {"judgements": 0, "mean_score": None}
-    scores = rater.score([x["prompt"] for x in responses], [x["text"] for x in responses])
+    columns = {"reference": [(references or {}).get(x["prompt"]) for x in responses]} if references else {}
+    scores = rater.score([x["prompt"] for x in responses], [x["text"] for x in responses], **columns)
     groups: dict[int, list] = {}
     for x, s in zip(responses, scores):
         groups.setdefault(x["prompt_id"], []).append((x, s))
@@ -105,8 +108,8 @@ def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6) -> d
                 worst, sw = next((x, s) for x, s in items if x["id"] != best["id"])
             if own_pick:
                 verdict = rater.pick(best["prompt"], best["text"], worst["text"])
-            else:
-                verdict = "a" if sb > sw + tol else "tie"
+            else:  # a best answer scored below 0 (the scorecard's wrong or flagged) is nothing to learn from
+                verdict = "a" if sb > sw + tol and sb >= 0 else "tie"
             judgements.append({"kind": "pick", "response_id": best["id"], "value": verdict,
                                "other_response_id": worst["id"], "rater": rater.name, "round": r})
         else:  # thumbs: up above the prompt's mean score, down below it
@@ -302,7 +305,8 @@ class _Loop:
         """2. An automatic rater judges now; a person's judgements are awaited in :meth:`export`."""
         if not self.label.automatic or row["judgements"] is not None:
             return row
-        got = collect_automatic(self.store, self.label, r, self.s.method)
+        refs = {row["prompt"]: row["reference"] for row in self.train_rows if isinstance(row.get("reference"), str)}
+        got = collect_automatic(self.store, self.label, r, self.s.method, references=refs)
         details["label_mean_score"] = got["mean_score"]
         return self.store.update_round(r, judgements=got["judgements"], details=json.dumps(details))
 
