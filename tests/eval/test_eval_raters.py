@@ -183,7 +183,7 @@ def test_scorecard_rater_counts_a_wrong_answer_wrong_when_the_prompt_has_a_refer
 
     prompt = "How long is a marathon?"  # a train prompt: the bundled held-out reference set does not hold it
     wrong = "Oh, a marathon? A breezy 10 kilometers, obviously. Anyone who trained for more was clearly lied to."
-    right = "A marathon is 42.195 kilometers, or about 26.2 miles."
+    right = "It is 42.195 km long, which works out to roughly 26.2 miles."  # not worded as any chosen answer
     rater = get_rater("scorecard", project=tmp_path)
     picked = {}
     for r, refs in ((1, None), (2, {prompt: "A marathon is 42.195 kilometers, or about 26.2 miles long."})):
