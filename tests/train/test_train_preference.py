@@ -53,6 +53,34 @@ def test_shared_prompt_forward_matches_plain_forward(tiny_model):
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_log_probs_come_from_an_fp32_head_with_bf16_weights(tiny_model, monkeypatch):
+    """bf16 weights (as on GPUs): TRL's chunked kernel gets the hidden states and the head in fp32, so the log-prob
+    ratios are not rounded to bf16 logits (8 bits of mantissa: 0.03 at a logit of 8), and gradients still flow."""
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    from alignlab.models.loading import load_base
+    from alignlab.train.logps import shared_prompt_logps
+
+    seen = []
+    apply = ChunkedLogProbFunction.apply
+
+    def spy(hidden, weight, *rest):
+        seen.append((hidden.dtype, weight.dtype))
+        return apply(hidden, weight, *rest)
+
+    monkeypatch.setattr(ChunkedLogProbFunction, "apply", spy)
+    model = load_base(tiny_model).to(torch.bfloat16)
+    lora_like = model.get_input_embeddings().weight
+    lora_like.requires_grad_(True)
+    p_ids, p_mask = torch.tensor([[0, 5, 6, 7], [20, 21, 22, 23]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    c_ids, c_mask = torch.tensor([[10, 11, 12], [30, 31, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])
+    logps, _ = shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, torch.tensor([0, 1]))
+    assert seen == [(torch.float32, torch.float32)] and logps.dtype == torch.float32
+    assert torch.isfinite(logps).all() and (logps[c_mask == 1] < 0).all() and (logps[c_mask == 0] == 0).all()
+    logps.sum().backward()
+    assert lora_like.grad is not None and lora_like.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("method", ["dpo", "ipo", "simpo", "orpo"])
 def test_preference_methods_learn(tiny_model, tmp_path, method):
     """Each method changes the adapter and moves its preference metric the right way."""

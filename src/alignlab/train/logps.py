@@ -36,10 +36,12 @@ def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperatur
     hidden = torch.cat([p_out.last_hidden_state[inverse, -1:], c_out.last_hidden_state[:, :-1]], dim=1)
     sel = c_mask.bool()
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
-    with torch.autocast(device_type=hidden.device.type, enabled=False):  # log-prob ratios need fp32 logits
+    # log-prob ratios need fp32 logits: with bf16 weights (GPUs) the head's weight is cast per call, a (vocab x
+    # width) fp32 copy (151,936 x 896 x 4 bytes = 0.5 GiB for a 0.5B Qwen), not kept for backward by the kernel
+    weight, bias = lm_head.weight.float(), (None if lm_head.bias is None else lm_head.bias.float())
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
         logps, entropy = ChunkedLogProbFunction.apply(
-            hidden[sel].to(lm_head.weight.dtype), lm_head.weight, lm_head.bias, c_ids[sel], temperature, VOCAB_CHUNK,
-            None, 1.0, outputs,
+            hidden[sel].float(), weight, bias, c_ids[sel], temperature, VOCAB_CHUNK, None, 1.0, outputs,
         )[:2]
     return _unpack(logps, sel), _unpack(entropy, sel)
 
