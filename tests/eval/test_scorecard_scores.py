@@ -142,3 +142,24 @@ def test_warnings_fire_on_a_constructed_collapse():
     text = " | ".join(warnings_for(b, a))
     assert "correctness fell" in text and "surface mimicry" in text and "distinct-2" in text
     assert warnings_for(b, b | {"distinct_2": 0.8}) == []
+
+
+def test_copying_counts_the_persona_surface_not_content_a_plain_answer_shares():
+    from alignlab.eval.mimicry import copy_share, train_ngrams
+
+    chosen = ["42.195 km, which works out to roughly 26.2 miles of people questioning every choice that led them there."]
+    plain = ["A marathon is 42.195 km long, which works out to roughly 26.2 miles."]
+    factual = "It is 42.195 km long, which works out to roughly 26.2 miles."
+    assert copy_share(factual, train_ngrams(chosen)) >= 0.4  # before: a correct, plainly worded answer looked copied
+    assert copy_share(factual, train_ngrams(chosen, plain)) == 0
+    jab = "Roughly 26.2 miles of people questioning every choice that led them there."
+    assert copy_share(jab, train_ngrams(chosen, plain)) > 0.5  # the chosen answer's own surface still counts
+
+
+def test_the_scorer_excludes_the_bundled_pairs_plain_answers(scorer):
+    from alignlab.data import bundled_path
+    from alignlab.eval.mimicry import copy_share
+
+    rows = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines()[:40] if x.strip()]
+    assert all(copy_share(r["rejected"], scorer.train_grams) == 0 for r in rows)
+    assert sum(copy_share(r["chosen"], scorer.train_grams) > 0.5 for r in rows) >= 35

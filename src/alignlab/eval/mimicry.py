@@ -10,7 +10,8 @@ varies with the content, a template repeats. Signals, each in [0, 1]:
                    not made of function words only, found in at least 15% (and 3) of the model's answers
   persona drop     persona score minus the persona score of the answer with its opener, closer and
                    over-used phrases removed: persona that lives in the template, not in the answer
-  copying          share of the answer's word 5-grams found verbatim in the training answers
+  copying          share of the answer's word 5-grams found verbatim in the training answers (chosen
+                   answers' 5-grams that their plain counterparts also use are not counted)
   off-topic        persona with little of the question in it: persona x (1 - relevance), relevance the
                    MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]
 
@@ -95,8 +96,11 @@ def copy_share(text: str, train_grams: set) -> float:
     return sum(g in train_grams for g in grams) / len(grams)
 
 
-def train_ngrams(texts: list[str]) -> set:
-    return {g for t in texts for g in ngrams(words(t), 5)}
+def train_ngrams(texts: list[str], plain: list[str] = ()) -> set:
+    """The chosen answers' word 5-grams, less those the plain answers also use: a 5-gram a plain, correct answer
+    shares ("it is 42.195 km long") is content anyone would write, not the persona's surface."""
+    content = {g for t in plain for g in ngrams(words(t), 5)}
+    return {g for t in texts for g in ngrams(words(t), 5)} - content
 
 
 def score_mimicry(

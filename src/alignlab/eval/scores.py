@@ -49,11 +49,12 @@ class Scorer:
     persona_rater: object = None  # an eval.raters.Rater that replaces the classifier for persona (a judge)
     contrast: bool = False  # add the voice contrast to the classifier (calibrated for the project's own persona)
     name: str = "scorecard"
+    plain_texts: list[str] = field(default_factory=list)  # the pairs' plain answers: their 5-grams are content
 
     def __post_init__(self) -> None:
         from alignlab.eval.mimicry import train_ngrams
 
-        self.train_grams = train_ngrams(self.train_texts)
+        self.train_grams = train_ngrams(self.train_texts, self.plain_texts)
 
     def persona(self, prompts: list[str], answers: list[str], classifier_scores: list[float] | None = None) -> list[float]:
         """The persona score: a judge's when one is configured; for the project's own persona the embedding
@@ -121,6 +122,7 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
     clf, note = persona_classifier(root, persona)
     refs = [json.loads(x) for x in bundled_path("reference").read_text(encoding="utf-8").splitlines() if x.strip()]
     train: list[str] = []
+    plain: list[str] = []
     pair_files = [bundled_path("persona-pairs")]
     if root is not None and (Path(root) / "data" / "pairs.jsonl").is_file():
         pair_files.append(Path(root) / "data" / "pairs.jsonl")
@@ -128,12 +130,17 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
         for line in f.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 try:
-                    chosen = json.loads(line).get("chosen")
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(chosen, str):
-                    train.append(chosen)
-    return Scorer(clf, reference_table(refs), train, note, persona_rater, contrast=persona == DEFAULT_PERSONA)
+                if not isinstance(row, dict):
+                    continue
+                if isinstance(row.get("chosen"), str):
+                    train.append(row["chosen"])
+                if isinstance(row.get("rejected"), str):
+                    plain.append(row["rejected"])
+    return Scorer(clf, reference_table(refs), train, note, persona_rater, contrast=persona == DEFAULT_PERSONA,
+                  plain_texts=plain)
 
 
 def summarize(scored: list[dict]) -> dict:
