@@ -365,7 +365,7 @@ def test_default_model_gguf_round_trip(tmp_path, default_model):
 
 
 @pytest.mark.slow
-def test_hf_tokenizer_metadata_matches_the_packaged_gguf(tmp_path, tiny_model):
+def test_hf_tokenizer_metadata_matches_the_packaged_gguf(tmp_path, default_model):
     """Built from SmolLM2's Hugging Face tokenizer, our tokenizer metadata equals what llama.cpp's converter
     wrote into the packaged GGUF (tokens, types, merges, special ids, pre-tokenizer, chat template)."""
     import gguf
@@ -375,7 +375,7 @@ def test_hf_tokenizer_metadata_matches_the_packaged_gguf(tmp_path, tiny_model):
     from alignlab.models.registry import gguf_source
 
     writer = gguf.GGUFWriter(str(tmp_path / "unused.gguf"), "llama")
-    assert _hf_tokenizer_fields(writer, Path(tiny_model), 49152) is None
+    assert _hf_tokenizer_fields(writer, Path(default_model), 49152) is None  # SmolLM2's own tokenizer files
     ours = {k: v.value for k, v in writer.kv_data[0].items()}
     src = GGUFReader(str(gguf_source("smollm2-135m"))).fields
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
@@ -385,5 +385,6 @@ def test_hf_tokenizer_metadata_matches_the_packaged_gguf(tmp_path, tiny_model):
         mine = ours[key]
         if isinstance(theirs, list):
             mine = [m.decode() if isinstance(m, bytes) else m for m in mine]
-        assert mine == theirs, key
+        same = mine == theirs  # a bool first: pytest's diff of two 49,152-item lists runs for many minutes
+        assert same, (key, next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), None))
     assert [int(t) for t in ours["tokenizer.ggml.token_type"]] == src["tokenizer.ggml.token_type"].contents()
