@@ -25,9 +25,17 @@ def test_kto_round_with_thumbs(project):
     proj, cfg = project
     (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, method="kto", **FAST), echo=lambda _: None)
     assert row["status"] == "done" and row["method"] == "kto"
-    assert row["judgements"] == 6  # every answer is above or below its prompt's mean: one thumb each
+    # two answers per prompt: one thumb up and one down wherever the two score differently (two random-model
+    # answers can be the same, e.g. both empty, and then neither is above the mean)
+    with Store(proj / "feedback.db") as store:
+        groups: dict[int, list[float]] = {}
+        for x in store.round_responses(1):
+            groups.setdefault(x["prompt_id"], []).append(vowel_share([x["prompt"]], [x["text"]])[0])
+    differing = sum(len(g) == 2 and abs(g[0] - g[1]) > 1e-6 for g in groups.values())
+    assert len(groups) == 3 and differing >= 1
+    assert row["judgements"] == 2 * differing
     labels = [json.loads(line)["label"] for line in open(row["data"])]
-    assert sorted(labels) == [False] * 3 + [True] * 3
+    assert sorted(labels) == [False] * differing + [True] * differing
     assert read_run(row["run_dir"])["method"] == "kto"
 
 
