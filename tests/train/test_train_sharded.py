@@ -75,3 +75,25 @@ def test_sharded_configs_without_cuda_are_refused(tmp_path, kind):
         check_accelerate_config(cfg)
     (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_CPU\nnum_processes: 2\n")
     check_accelerate_config(tmp_path / "ddp.yaml")  # plain data parallel passes
+
+
+@pytest.mark.parametrize("config, refused", [
+    ("distributed_type: FSDP\nnum_processes: 2\n", "FSDP over 2 processes"),
+    ("distributed_type: DEEPSPEED\nnum_processes: 1\ndeepspeed_config:\n  zero_stage: 3\n", "DeepSpeed ZeRO-3"),
+])
+def test_sharding_the_lm_head_is_refused_in_one_line(tmp_path, monkeypatch, config, refused):
+    """The log-prob kernel reads the head's weight whole: sharded heads are refused before anything launches (a
+    GPU machine is pretended so the CUDA check passes; DeepSpeed's presence is pretended likewise)."""
+    import importlib.util
+
+    from alignlab.cli.train import check_accelerate_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "deepspeed" else real(name, *a))
+    cfg = tmp_path / "accelerate.yaml"
+    cfg.write_text(config)
+    with pytest.raises(AlignlabError, match=f"{refused} .* not supported yet"):
+        check_accelerate_config(cfg)
+    cfg.write_text("distributed_type: FSDP\nnum_processes: 1\n")  # one process: the head is whole (run on an H200)
+    check_accelerate_config(cfg)

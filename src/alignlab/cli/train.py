@@ -78,12 +78,21 @@ def check_accelerate_config(path: Path) -> None:
     import yaml
 
     try:
-        kind = str((yaml.safe_load(path.read_text()) or {}).get("distributed_type", "NO")).upper()
-    except (OSError, yaml.YAMLError, AttributeError) as err:
+        conf = yaml.safe_load(path.read_text()) or {}
+        kind = str(conf.get("distributed_type", "NO")).upper()
+        processes = int(conf.get("num_processes") or 1) * int(conf.get("num_machines") or 1)
+        zero = int((conf.get("deepspeed_config") or {}).get("zero_stage") or 0)
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError) as err:
         raise AlignlabError(f"cannot read accelerate config {path}: {err}") from err
     if kind in ("FSDP", "DEEPSPEED") and not torch.cuda.is_available():
         raise AlignlabError(f"{kind} (from {path}) needs CUDA GPUs; this machine has none",
                             fix="on CPUs use --processes N (data-parallel over gloo)")
+    # the log-prob kernel (train/logps.py) reads the LM head's weight directly: a shard under FSDP with several
+    # processes, an empty placeholder under ZeRO-3. One FSDP process ran on a GPU and wrote a whole adapter.
+    if (kind == "FSDP" and processes > 1) or (kind == "DEEPSPEED" and zero == 3):
+        what = f"FSDP over {processes} processes" if kind == "FSDP" else "DeepSpeed ZeRO-3"
+        raise AlignlabError(f"{what} (from {path}) is not supported yet: alignlab's log-prob kernel reads the LM head "
+                            "unsharded", fix="use --processes N (data parallel; LoRA fits each GPU) or ZeRO-2")
     if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
         raise AlignlabError(f"{path} asks for DeepSpeed, which is not installed", fix="pip install deepspeed")
 
