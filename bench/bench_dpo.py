@@ -91,14 +91,14 @@ def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple
     return tokens / elapsed, tokens, elapsed, work(trainer.train_dataset)
 
 
-def run_alignlab(model_name: str, pairs: list[dict], out: Path) -> dict:
+def run_alignlab(model_name: str, pairs: list[dict], out: Path, batch: int = 4) -> dict:
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
 
     data = out / "pairs.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    cfg = apply_overrides(ProjectConfig(), {"model": model_name, "train.batch_size": 4, "train.sample_prompts": 0,
+    cfg = apply_overrides(ProjectConfig(), {"model": model_name, "train.batch_size": batch, "train.sample_prompts": 0,
                                              "train.save_steps": 10_000, "train.seed": 0, "lora.target_modules": "all-linear"})
     start = time.perf_counter()
     ctx = engine.prepare("dpo", cfg, str(data), out / "runs")

@@ -131,7 +131,7 @@ def trl_fastest(model_dir: str, rows: list[dict], batch: int, out: Path) -> dict
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from alignlab.models.loading import load_tokenizer
+    from alignlab.models.loading import cpu_has_fast_bf16, load_tokenizer
     from bench_dpo import pair_tokens, work
 
     torch.manual_seed(0)
@@ -139,7 +139,8 @@ def trl_fastest(model_dir: str, rows: list[dict], batch: int, out: Path) -> dict
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPE).to(DEVICE)
     args = DPOConfig(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=1, logging_steps=1,
                      report_to=[], save_strategy="no", max_length=256, learning_rate=1e-4, seed=0, disable_tqdm=True,
-                     bf16=DEVICE == "cuda", gradient_checkpointing=False, use_cpu=DEVICE == "cpu")
+                     bf16=DEVICE == "cuda" or cpu_has_fast_bf16(), gradient_checkpointing=False,
+                     use_cpu=DEVICE == "cpu")
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
     tokens = pair_tokens(trainer.train_dataset)
@@ -155,33 +156,15 @@ def trl_fastest(model_dir: str, rows: list[dict], batch: int, out: Path) -> dict
             "prompt_tokens": split[0], "answer_tokens": split[1]}
 
 
-def alignlab_dpo(model_dir: str, rows: list[dict], batch: int, out: Path) -> dict:
-    from alignlab.config import ProjectConfig, apply_overrides
-    from alignlab.train import engine
-
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "pairs.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in rows))
-    cfg = apply_overrides(ProjectConfig(), {"model": model_dir, "train.batch_size": batch, "train.sample_prompts": 0,
-                                             "train.check_per_category": 0, "train.save_steps": 10_000, "train.seed": 0,
-                                             "train.max_length": 256, "lora.target_modules": "all-linear"})
-    ctx = engine.prepare("dpo", cfg, str(data), out / "runs")
-    run_dir = engine.run(ctx, str(data))
-    info = json.loads((run_dir / "run.json").read_text())
-    base = ctx.model.get_base_model() if hasattr(ctx.model, "get_base_model") else ctx.model
-    params = sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
-    head = base.get_output_embeddings().weight.numel()
-    del ctx
-    empty_cache()
-    return {"train_s": float(info["train_runtime"]), "params": params, "head_params": head, "run_dir": str(run_dir)}
-
-
 @section
 def dpo_speed(models: dict, rows: list[dict], batch: int, peak_tflops: float, work_dir: Path) -> dict:
+    from bench_dpo import run_alignlab
+
     result = {}
     for name, path in models.items():
         try:
-            ours = alignlab_dpo(path, rows, batch, work_dir / f"al-{name}")
+            ours = run_alignlab(path, rows, work_dir / f"al-{name}", batch=batch)
+            empty_cache()
             theirs = trl_fastest(path, rows, batch, work_dir / f"trl-{name}")
             # the work both did, from TRL's tokenization of the same rows: each pair's prompt once (alignlab) and
             # chosen + rejected answers; TRL forwards the prompt twice, so this favours neither
