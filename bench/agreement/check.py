@@ -19,6 +19,8 @@ Two later sets are scored the same way:
   and plain DPO's checkpoints at steps 30 and 45, x 42 prompts), each read by two blind readers on the 0-3 scale;
 - three_way.jsonl: the base, the demo recipe and SFT then DPO + RPO on the rewrites, the three answers to each of 42
   held-out prompts shown together in a random order to two blind readers (0-3 snark, correct, bolted, helpful, picks);
+- loop_round2.jsonl: 84 held-out answers (the base and the demo recipe after 2 on-policy loop rounds with every pick
+  kept, x 42 prompts), read side by side in a random order by four blind readers ("readers");
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -64,19 +66,20 @@ def main() -> None:
               f"| {share(lambda x: x[0]['bolted'] or 0)} | {share(lambda x: x[1]['mimicry'] >= THRESHOLD)} |")
 
 
-def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way")) -> None:
+def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2")) -> None:
+    """Per set: persona and correct AUCs; then, pooled over every set, mimicry's AUC among the answers readers found
+    snarky (mean snark at least 1 of 3): bolted on (half or more of the readers) against coherent."""
     from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for
 
     here = Path(__file__).parent
     scorer = scorer_for(None)
+    pool: list[tuple[float, int]] = []
     for name in names:
         rows = [json.loads(x) for x in (here / f"{name}.jsonl").read_text().splitlines() if x.strip()]
-        if name in ("graded", "sft", "frames_dpo", "sft_dpo", "three_way"):
-            snark = [sum(r["snark"] for r in row["reads"]) / len(row["reads"]) for row in rows]
-            correct = [all(r["correct"] for r in row["reads"]) for row in rows]
-        else:
-            snark = [row["read"]["snark"] for row in rows]
-            correct = [row["read"]["correct"] for row in rows]
+        reads = [row.get("reads") or row.get("readers") or [row["read"]] for row in rows]
+        snark = [sum(r["snark"] for r in rs) / len(rs) for rs in reads]
+        correct = [all(r["correct"] for r in rs) for rs in reads]
+        bolted = [sum(bool(r.get("bolted")) for r in rs) / len(rs) >= 0.5 for rs in reads]
         scored = scorer.score([{"prompt": r["prompt"], "answer": r["answer"], "source": r["source"]} for r in rows])
         persona = [s["persona"] for s in scored]
         yes = [v >= 1.5 for v in snark]
@@ -86,6 +89,7 @@ def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "
         known = [(s["correct"], c) for s, c in zip(scored, correct) if s["correct"] is not None]
         out["correct_auc"] = auc([a for a, _ in known], [int(c) for _, c in known]) if known else None
         print(json.dumps(out))
+        pool += [(s["mimicry"], int(b)) for s, v, b in zip(scored, snark, bolted) if v >= 1]
         by = defaultdict(list)
         for r, s, v, c in zip(rows, scored, snark, correct):
             by[r["source"]].append((v, c, s))
@@ -96,6 +100,11 @@ def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "
             print(f"| {src} | {sum(x[0] for x in xs) / n:.2f} | {sum(x[0] >= 1.5 for x in xs) / n:.0%} "
                   f"| {sum(x[2]['persona'] >= PERSONA_THRESHOLD for x in xs) / n:.0%} | {sum(x[1] for x in xs) / n:.0%} "
                   f"| {sum((x[2]['correct'] or 0) >= THRESHOLD for x in xs) / n:.0%} |")
+
+    print(json.dumps({"snarky_answers": len(pool), "read_as_bolted_on": sum(y for _, y in pool),
+                      "mimicry_auc_snarky": auc([m for m, _ in pool], [y for _, y in pool]),
+                      "flagged_if_bolted": sum(m >= THRESHOLD for m, y in pool if y) / max(1, sum(y for _, y in pool)),
+                      "flagged_if_coherent": sum(m >= THRESHOLD for m, y in pool if not y) / max(1, sum(1 - y for _, y in pool))}))
 
 
 if __name__ == "__main__":

@@ -138,3 +138,17 @@ def test_bad_input_is_one_clear_error():
         estimate(TINY, Workload(method="dpo", mode="qlora"), CPU)
     with pytest.raises(AlignlabError, match="unknown model"):
         resolve_shape("no-such-model")
+
+
+def test_a_cpu_step_is_capped_by_the_fp32_rate_until_calibrated():
+    """A bf16 matrix unit with 8x the fp32 peak does not make a CPU step 8x faster: the step is capped at
+    train_fp32 x the fp32 peak; a calibrated factor set (train_fp32 0) uses the fitted share alone."""
+    w = Workload(method="sft", lora_r=1, batch=1, prompt_len=2, completion_len=3)
+    amx = Device(key="cpu", name="amx", memory_bytes=1e9, peak_flops=8e9, bandwidth=1e9, kind="cpu",
+                 measured={"fp32_gflops": 1.0})
+    f = {"train": 0.5, "train_fp32": 0.7, "decode_bw": 0.5, "layer_overhead_s": 0.0, "pass_layer_overhead_s": 0.0}
+    assert step_seconds(TINY, w, amx, f)["total"] == pytest.approx(7760 / (1e9 * 0.7))  # not 7760 / 4e9
+    assert step_seconds(TINY, w, amx, {**f, "train_fp32": 0.0})["total"] == pytest.approx(7760 / 4e9)
+    gpu = Device(key="gpu", name="g", memory_bytes=1e9, peak_flops=8e9, bandwidth=1e9, kind="cuda",
+                 measured={"fp32_gflops": 1.0})
+    assert step_seconds(TINY, w, gpu, f)["total"] == pytest.approx(7760 / 4e9)  # GPUs: no cap

@@ -45,11 +45,12 @@ def test_run_json_records_estimate_and_measurement(tiny_model, tmp_path, monkeyp
     assert saved["cpu"]["factors"]["train"] == rep["cpu"]["factors"]["train"]
 
 
-def _record(method, seconds, shape, w_extra=None):
+def _record(method, seconds, shape, w_extra=None, measured=None):
     w = Workload(method=method, batch=2, prompt_len=20, completion_len=30, **(w_extra or {}))
     return {
         "workload": w.__dict__, "model_shape": shape.to_dict(),
-        "device": {"kind": "cpu", "name": "x", "peak_flops": 1e11, "bandwidth": 1e10, "memory_bytes": 1e10},
+        "device": {"kind": "cpu", "name": "x", "peak_flops": 1e11, "bandwidth": 1e10, "memory_bytes": 1e10,
+                   "measured": measured or {}},
         "measured": {"step_seconds": seconds * 3, "step_busy_seconds": seconds},
     }
 
@@ -76,3 +77,16 @@ def _dev():
     from alignlab.plan.estimate import Device
 
     return Device(key="cpu", name="x", memory_bytes=1e10, peak_flops=1e11, bandwidth=1e10, kind="cpu")
+
+
+def test_calibration_replaces_the_fp32_cap_with_the_fitted_share():
+    shape = resolve_shape("smollm2-135m")
+    w = Workload(method="dpo", batch=2, prompt_len=20, completion_len=30)
+    dev = _dev()
+    dev.measured = {"fp32_gflops": 10.0}  # cap 7 GFLOP/s, below the 0.45 x 100 the bf16 share alone gives
+    capped = {"train": 0.45, "train_fp32": 0.7, "decode_bw": 0.5, "layer_overhead_s": 4e-4, "pass_layer_overhead_s": 1e-3}
+    t = step_seconds(shape, w, dev, capped)["total"]
+    f = fit([_record("dpo", t, shape, measured=dev.measured)], "cpu", start=capped)
+    assert f["train_fp32"] == 0.0
+    assert f["train"] == pytest.approx(0.07, rel=1e-3)  # 7 GFLOP/s of a 100 GFLOP/s peak
+    assert step_seconds(shape, w, dev, f)["total"] == pytest.approx(t, rel=1e-3)

@@ -65,7 +65,7 @@ def _unit(rec: dict, factors: dict) -> dict:
     shape = ModelShape(**rec["model_shape"])
     d = rec["device"]
     dev = Device(key=d["kind"], name=d["name"], memory_bytes=d["memory_bytes"], peak_flops=d["peak_flops"],
-                 bandwidth=d["bandwidth"], kind=d["kind"], bf16=d.get("bf16", True))
+                 bandwidth=d["bandwidth"], kind=d["kind"], bf16=d.get("bf16", True), measured=d.get("measured") or {})
     return step_seconds(shape, Workload(**rec["workload"]), dev, factors)
 
 
@@ -79,11 +79,13 @@ def fit(records: list[dict], kind: str, start: dict | None = None) -> dict:
     if offline:
         ratios = []
         for r in offline:
-            ideal = _unit(r, {**factors, "train": 1.0, "pass_layer_overhead_s": 0.0})["train"]  # FLOPs / peak
-            fixed = _unit(r, {**factors, "train": 1e30})["train"]  # the per-layer pass overhead alone
+            ideal = _unit(r, {**factors, "train": 1.0, "train_fp32": 0.0, "pass_layer_overhead_s": 0.0})["train"]  # FLOPs / peak
+            fixed = _unit(r, {**factors, "train": 1e30, "train_fp32": 0.0})["train"]  # the per-layer pass overhead alone
             got = measured_seconds(r)
             ratios.append(ideal / max(got - fixed, 0.1 * got))
         factors["train"] = statistics.median(ratios)
+        if "train_fp32" in factors:
+            factors["train_fp32"] = 0.0  # the fitted share is the whole rate: 0 turns the fp32 cap off
     online = [r for r in recs if r["workload"]["method"] in ONLINE]
     ratios = []
     for r in online:

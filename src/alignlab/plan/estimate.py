@@ -22,7 +22,8 @@ Memory (bytes), each term written out in :func:`memory`:
 - runtime: the CUDA context, or on a CPU the interpreter with torch, transformers, TRL and datasets
   loaded (measured: :data:`CPU_RUNTIME_BYTES`).
 
-Time per optimizer step = training FLOPs / (peak x ``train`` utilization) + a fixed cost per layer per
+Time per optimizer step = training FLOPs / (peak x ``train`` utilization; on CPUs at most ``train_fp32`` x
+the fp32 peak, see DEFAULT_FACTORS) + a fixed cost per layer per
 forward/backward pass (``pass_layer_overhead_s``: launches, Python) + decoding time, where each
 decoding step costs max(bytes read / (bandwidth x ``decode_bw``), FLOPs / peak) plus a fixed
 per-layer overhead (kernel launches, Python). Training FLOPs per token: 2 x projection weights for a
@@ -56,7 +57,12 @@ DEFAULT_FACTORS = {
     # train: share of the matmul peak reached by a training step; decode_bw: share of memory bandwidth
     # while decoding; layer_overhead_s: fixed cost per layer per decoding step (launches, Python).
     # pass_layer_overhead_s: fixed cost per layer per forward+backward pass (launches, Python, LoRA's extra ops).
-    "cpu": {"train": 0.45, "decode_bw": 0.5, "layer_overhead_s": 4e-4, "pass_layer_overhead_s": 1e-3},
+    # train_fp32 (CPUs): a step's rate is also capped at this share of the fp32 matmul peak. The norms, softmaxes,
+    # LoRA's thin matmuls and the fp32 LM head run at fp32 speed, so a bf16 matrix unit (AMX) does not carry a
+    # small model's step. Measured on two 2-core machines (DPO, SmolLM2-135M): AVX512-BF16, bf16 peak 0.35 TFLOP/s,
+    # about 0.11 TFLOP/s reached; AMX, bf16 peak 2.8 TFLOP/s, about 0.2 reached (the bf16 share alone said 9x
+    # too fast there). A calibration (`alignlab plan --calibrate`) replaces both with one fitted share.
+    "cpu": {"train": 0.45, "train_fp32": 0.7, "decode_bw": 0.5, "layer_overhead_s": 4e-4, "pass_layer_overhead_s": 1e-3},
     "cuda": {"train": 0.35, "decode_bw": 0.6, "layer_overhead_s": 2.5e-4, "vllm_layer_overhead_s": 2e-5,
              "pass_layer_overhead_s": 1e-3},
     "mps": {"train": 0.25, "decode_bw": 0.5, "layer_overhead_s": 5e-4, "pass_layer_overhead_s": 2e-3},
@@ -250,12 +256,22 @@ def flops(shape: ModelShape, w: Workload) -> dict[str, float]:
     return out
 
 
+def train_rate(device: Device, factors: dict) -> float:
+    """FLOP/s a training step reaches: the peak's ``train`` share, on CPUs at most ``train_fp32`` of the fp32 peak."""
+    rate = device.peak_flops * factors["train"]
+    fp32 = (device.measured or {}).get("fp32_gflops")
+    if device.kind == "cpu" and fp32 and factors.get("train_fp32"):
+        rate = min(rate, fp32 * 1e9 * factors["train_fp32"])
+    return rate
+
+
 def step_seconds(shape: ModelShape, w: Workload, device: Device, factors: dict) -> dict[str, float]:
     f = flops(shape, w)
     tp = _token_plan(w)
     once = tp.get("grad_once", tp["grad"]) or 1.0
     passes = tp["grad"] / once + 0.5 * tp["nograd"] / once  # a no-grad forward counts half a pass
-    t_train = (f["train"] + f["prefill"]) / (device.peak_flops * factors["train"])
+    rate = train_rate(device, factors)
+    t_train = (f["train"] + f["prefill"]) / rate
     t_train += w.grad_accum * passes * shape.layers * factors.get("pass_layer_overhead_s", 0.0)
     t_gen = 0.0
     if w.method in ONLINE:
@@ -264,7 +280,7 @@ def step_seconds(shape: ModelShape, w: Workload, device: Device, factors: dict) 
         weights_read = (shape.linear_params + shape.vocab * shape.hidden) * wb
         kv_read = seqs * (w.prompt_len + w.completion_len / 2) * shape.layers * 2 * shape.kv_dim * act_bytes(device)
         per_step_bw = (weights_read + kv_read) / (device.bandwidth * factors["decode_bw"])
-        per_step_fl = f["decode"] / w.completion_len / (device.peak_flops * factors["train"])
+        per_step_fl = f["decode"] / w.completion_len / rate
         ovh = factors.get("vllm_layer_overhead_s", factors["layer_overhead_s"]) if w.vllm else factors["layer_overhead_s"]
         t_gen = w.completion_len * (max(per_step_bw, per_step_fl) + shape.layers * ovh)
     return {"train": t_train, "generate": t_gen, "total": t_train + t_gen}

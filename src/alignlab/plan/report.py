@@ -118,7 +118,8 @@ def render(plan: dict) -> list[str]:
     t = f"train {br['train']:.3g} s" + (f" + generate {br['generate']:.3g} s" if br.get("generate") else "")
     lines += ["", f"time: {plan['step_seconds']:.3g} s per step ({t}); {plan['steps']} steps = {hours_text(plan['total_hours'])}"]
     f = plan["factors"]
-    lines.append(f"  utilization factors: train {f['train']:.3g}, decode bandwidth {f['decode_bw']:.3g}, "
+    cap = f", at most {f['train_fp32']:.3g} of the fp32 peak on CPUs" if f.get("train_fp32") else ""
+    lines.append(f"  utilization factors: train {f['train']:.3g}{cap}, decode bandwidth {f['decode_bw']:.3g}, "
                  f"{f['layer_overhead_s'] * 1e3:.3g} ms per layer per decoding step")
     lines += ["", f"GPUs (prices as of {plan['price_date']}; check before renting)",
               f"  {'gpu':<20}{'fits':>5}{'peak GiB':>10}{'s/step':>9}{'hours':>8}{'$/h':>7}{'cost $':>9}"]
