@@ -102,6 +102,7 @@ class IPOConfig(_Strict):
     reference: Literal["auto", "base", "init"] = Field(
         "auto", description="reference model: base, or init = the run continued from (--from); auto = init with --from"
     )
+    rpo_alpha: float = Field(0.0, ge=0, description="weight of an NLL term on the chosen answer, as DPO's rpo_alpha (0 = plain IPO)")
 
 
 class SimPOConfig(_Strict):

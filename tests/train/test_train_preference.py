@@ -110,6 +110,24 @@ def test_preference_methods_learn(tiny_model, tmp_path, method):
     assert info["status"] == "done" and info["steps"] == 8 and info["method"] == method
 
 
+@pytest.mark.parametrize("method,key", [("dpo", "dpo.rpo_alpha"), ("ipo", "ipo.rpo_alpha"), ("simpo", "simpo.sft_weight")])
+def test_the_chosen_nll_term_holds_the_chosen_answers_up(tiny_model, tmp_path, method, key):
+    """The same 8 steps with and without the NLL term on the chosen answer: with it, the chosen answers end
+    likelier (the term pulls log p(chosen) up while the preference loss pushes both answers around)."""
+    from alignlab.train import engine
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    ends = {}
+    for alpha in (0.0, 1.0):
+        cfg = cfg_for(tiny_model, **{"train.max_steps": 8, "train.learning_rate": 5e-3, key: alpha})
+        ctx = engine.prepare(method, cfg, str(data), tmp_path / f"runs-{alpha}")
+        run_dir = engine.run(ctx, str(data))
+        steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        chosen = [m["logps/chosen"] for m in steps if "loss" in m]
+        ends[alpha] = sum(chosen[-3:]) / 3
+    assert ends[1.0] > ends[0.0], ends
+
+
 def test_run_directory_contract(tiny_model, tmp_path):
     """A DPO run writes config.yaml, env.json, metrics, samples, and an adapter plain PEFT can load."""
     import yaml

@@ -150,6 +150,8 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         elif m == methods.IPO:
             ref_c, ref_r = self._reference_logps(inputs)
             per_pair, metrics = losses.ipo_loss(c_sum, r_sum, ref_c, ref_r, c_len, r_len, beta=self.beta)
+            if cfg.rpo_alpha:  # the same chosen-answer NLL as DPO's RPO term
+                per_pair = per_pair + cfg.rpo_alpha * (-c_sum / c_len.clamp(min=1))
         elif m == methods.SIMPO:
             per_pair, metrics = losses.simpo_loss(c_sum, r_sum, c_len, r_len, beta=self.beta, gamma=cfg.gamma)
             if cfg.sft_weight:
