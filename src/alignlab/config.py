@@ -7,7 +7,7 @@ written once, here. Unknown keys are errors (``extra="forbid"``), reported with 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,7 +49,8 @@ class LoraConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate")
+    learning_rate: Optional[float] = Field(
+        None, gt=0, description="peak learning rate (unset: the method's default, README: 'Method defaults')")
     epochs: float = Field(1.0, gt=0, description="passes over the data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
     batch_size: int = Field(4, ge=1, description="examples (pairs for preference methods) per device per step")
@@ -94,7 +95,7 @@ class DPOConfig(_Strict):
     reference: Literal["auto", "base", "init"] = Field(
         "auto", description="reference model: base, or init = the run continued from (--from); auto = init with --from"
     )
-    rpo_alpha: float = Field(0.0, ge=0, description="RPO: weight of an NLL term on the chosen answer (0 = plain DPO)")
+    rpo_alpha: float = Field(1.0, ge=0, description="RPO: weight of an NLL term on the chosen answer (0 = plain DPO)")
 
 
 class IPOConfig(_Strict):
@@ -102,13 +103,13 @@ class IPOConfig(_Strict):
     reference: Literal["auto", "base", "init"] = Field(
         "auto", description="reference model: base, or init = the run continued from (--from); auto = init with --from"
     )
-    rpo_alpha: float = Field(0.0, ge=0, description="weight of an NLL term on the chosen answer, as DPO's rpo_alpha (0 = plain IPO)")
+    rpo_alpha: float = Field(1.0, ge=0, description="weight of an NLL term on the chosen answer, as DPO's rpo_alpha (0 = plain IPO)")
 
 
 class SimPOConfig(_Strict):
     beta: float = Field(2.0, gt=0, description="SimPO beta: scale of the length-normalised reward")
     gamma: float = Field(0.5, ge=0, description="SimPO target reward margin gamma")
-    sft_weight: float = Field(0.0, ge=0, description="weight of an NLL term on the chosen response (CPO-SimPO)")
+    sft_weight: float = Field(1.0, ge=0, description="weight of an NLL term on the chosen response (CPO-SimPO; 0 = plain SimPO)")
 
 
 class ORPOConfig(_Strict):

@@ -60,6 +60,7 @@ class Method:
     task: str = CAUSAL  # what it produces: CAUSAL (a chat model's adapter) or SEQ_CLS (a reward model)
     feedback: str | None = None  # `alignlab export --format` that turns ratings into its data
     loop: bool = False  # `alignlab loop --method` trains with it
+    learning_rate: float = 1e-4  # the default train.learning_rate for this method (README: "Method defaults")
 
     @property
     def section(self) -> str:
@@ -79,12 +80,16 @@ class Method:
 
 
 _PREF = "alignlab.train.preference"
+# DPO, IPO and SimPO default to this rate: at 1e-4 for one epoch over the bundled 600 pairs IPO and SimPO wrote
+# gibberish and DPO rude non-answers (README: "Method defaults"); 5e-5 with the chosen-answer NLL term (on by
+# default) keeps sentences whole, though correctness still falls
+PREF_LR = 5e-5
 _ONLINE = "alignlab.train.online"
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(SFT, "sft", (SFT,), "alignlab.train.sft", None, reference=False, feedback=SFT),
-    Method(DPO, "preference", (DPO,), _PREF, "dpo.beta", reference=True, feedback=DPO, loop=True),
-    Method(IPO, "preference", (IPO,), _PREF, "ipo.beta", reference=True, feedback=DPO),
-    Method(SIMPO, "preference", (SIMPO,), _PREF, "simpo.beta", reference=False, feedback=DPO),
+    Method(DPO, "preference", (DPO,), _PREF, "dpo.beta", reference=True, feedback=DPO, loop=True, learning_rate=PREF_LR),
+    Method(IPO, "preference", (IPO,), _PREF, "ipo.beta", reference=True, feedback=DPO, learning_rate=PREF_LR),
+    Method(SIMPO, "preference", (SIMPO,), _PREF, "simpo.beta", reference=False, feedback=DPO, learning_rate=PREF_LR),
     Method(ORPO, "preference", (ORPO,), _PREF, "orpo.beta", reference=False, feedback=DPO),
     Method(KTO, "unpaired", (KTO,), "alignlab.train.kto", "kto.beta", reference=True, feedback=KTO, loop=True),
     Method(RM, "preference", (RM,), "alignlab.train.rm", None, reference=False, task=SEQ_CLS, feedback=DPO),

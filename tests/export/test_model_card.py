@@ -31,6 +31,7 @@ def make_run(root: Path, tiny_model: str, model: str = "smollm2-135m", check: di
     cfg = ProjectConfig(model=model)
     cfg.dpo.rpo_alpha = 1.0
     cfg.train.max_steps = 60
+    cfg.train.learning_rate = 1e-4  # a run's config.yaml holds the resolved rate (engine.prepare)
     (run / "config.yaml").write_text(dump_config(cfg))
     lines = [{"step": s, "loss": 0.69 - 0.01 * s} for s in range(1, 61)]
     lines.insert(10, {"step": 10, "warning": "chosen_logps_falling", "message": "chosen log-probs fell while the margin grew"})

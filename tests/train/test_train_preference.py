@@ -293,3 +293,21 @@ def test_continued_run_precomputes_the_reference_only_for_the_pairs_its_steps_us
     assert "reference log-probs for 4 of 16 pairs" in " ".join(second.stderr.split())
     meta = json.loads((tmp_path / "runs" / "b" / "run.json").read_text())
     assert meta["status"] == "done" and meta["steps"] == 2
+
+
+def test_an_unset_learning_rate_is_the_methods_default(tiny_model, tmp_path):
+    """train.learning_rate unset (null in a new project's alignlab.yaml): each method trains at its own default,
+    and the run's context, hence its config.yaml, holds the number; a rate the user sets wins."""
+    from alignlab import methods
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.train import engine
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    cfg = apply_overrides(ProjectConfig(), {"model": tiny_model})
+    assert cfg.train.learning_rate is None
+    for method in ("dpo", "ipo", "simpo", "orpo"):
+        ctx = engine.prepare(method, cfg, str(data), tmp_path / "runs")
+        assert ctx.cfg.train.learning_rate == methods.get(method).learning_rate
+    assert cfg.train.learning_rate is None  # the caller's config is not changed
+    ctx = engine.prepare("dpo", apply_overrides(cfg, {"train.learning_rate": 3e-4}), str(data), tmp_path / "runs")
+    assert ctx.cfg.train.learning_rate == 3e-4

@@ -124,6 +124,9 @@ def prepare(
 
     spec = methods.get(method)
     kind = spec.kind
+    if cfg.train.learning_rate is None:  # the method's own default, written into the run's config.yaml
+        cfg = cfg.model_copy(deep=True)
+        cfg.train.learning_rate = spec.learning_rate
     device = pick_device(cfg.train.device)
     if cfg.lora.qlora and not device.startswith("cuda"):
         raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")

@@ -164,7 +164,7 @@ def label_flip(out: Path, s: BreakSettings, plan: dict) -> dict:
     flipped = _jsonl(out / "data" / "flipped.jsonl",
                      [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in pairs])
     held = heldout_pairs(8 if s.quick else 32)
-    cfg = _cfg(s, plan["steps"], plan["lr"])
+    cfg = _cfg(s, plan["steps"], plan["lr"], **{"dpo.rpo_alpha": 0.0})  # plain DPO: the loss that was measured here
     runs = {}
     for name, data in (("correct", bundled_path("persona-pairs")), ("flipped", flipped)):
         watch = HeldoutRewardAccuracy(held, beta=cfg.dpo.beta, every=plan["every"], run_dir=out / "runs" / name,
