@@ -21,6 +21,8 @@ Two later sets are scored the same way:
   held-out prompts shown together in a random order to two blind readers (0-3 snark, correct, bolted, helpful, picks);
 - loop_round2.jsonl: 84 held-out answers (the base and the demo recipe after 2 on-policy loop rounds with every pick
   kept, x 42 prompts), read side by side in a random order by four blind readers ("readers");
+- dpo_default.jsonl: 84 held-out answers (the base and `alignlab train dpo` at its defaults: lr 5e-5, the NLL term,
+  one epoch over the 600 pairs), read side by side in a random order by one blind reader;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -66,7 +68,8 @@ def main() -> None:
               f"| {share(lambda x: x[0]['bolted'] or 0)} | {share(lambda x: x[1]['mimicry'] >= THRESHOLD)} |")
 
 
-def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2")) -> None:
+def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2",
+                                           "dpo_default")) -> None:
     """Per set: persona and correct AUCs; then, pooled over every set, mimicry's AUC among the answers readers found
     snarky (mean snark at least 1 of 3): bolted on (half or more of the readers) against coherent."""
     from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for
