@@ -99,7 +99,8 @@ class DPOConfig(_Strict):
 
 
 class IPOConfig(_Strict):
-    beta: float = Field(0.1, gt=0, description="IPO tau (regularisation); target margin is 1/(2 tau)")
+    beta: float = Field(
+        0.5, gt=0, description="IPO tau (regularisation); target margin is 1/(2 tau) (at 0.1 one epoch on the bundled pairs degenerated)")
     reference: Literal["auto", "base", "init"] = Field(
         "auto", description="reference model: base, or init = the run continued from (--from); auto = init with --from"
     )
