@@ -68,8 +68,10 @@ def main() -> None:
               f"| {share(lambda x: x[0]['bolted'] or 0)} | {share(lambda x: x[1]['mimicry'] >= THRESHOLD)} |")
 
 
-def graded(names: tuple[str, ...] = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2",
-                                           "dpo_default")) -> None:
+SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default")
+
+
+def graded(names: tuple[str, ...] = SETS) -> None:
     """Per set: persona and correct AUCs; then, pooled over every set, mimicry's AUC among the answers readers found
     snarky (mean snark at least 1 of 3): bolted on (half or more of the readers) against coherent."""
     from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for

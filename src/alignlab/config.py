@@ -99,18 +99,20 @@ class DPOConfig(_Strict):
 
 
 class IPOConfig(_Strict):
-    beta: float = Field(
-        0.5, gt=0, description="IPO tau (regularisation); target margin is 1/(2 tau) (at 0.1 one epoch on the bundled pairs degenerated)")
+    beta: float = Field(0.5, gt=0, description=(
+        "IPO tau (regularisation); target margin is 1/(2 tau) (at 0.1 one epoch on the bundled pairs degenerated)"))
     reference: Literal["auto", "base", "init"] = Field(
         "auto", description="reference model: base, or init = the run continued from (--from); auto = init with --from"
     )
-    rpo_alpha: float = Field(1.0, ge=0, description="weight of an NLL term on the chosen answer, as DPO's rpo_alpha (0 = plain IPO)")
+    rpo_alpha: float = Field(
+        1.0, ge=0, description="weight of an NLL term on the chosen answer, as DPO's rpo_alpha (0 = plain IPO)")
 
 
 class SimPOConfig(_Strict):
     beta: float = Field(2.0, gt=0, description="SimPO beta: scale of the length-normalised reward")
     gamma: float = Field(0.5, ge=0, description="SimPO target reward margin gamma")
-    sft_weight: float = Field(1.0, ge=0, description="weight of an NLL term on the chosen response (CPO-SimPO; 0 = plain SimPO)")
+    sft_weight: float = Field(
+        1.0, ge=0, description="weight of an NLL term on the chosen response (CPO-SimPO; 0 = plain SimPO)")
 
 
 class ORPOConfig(_Strict):

@@ -87,9 +87,11 @@ PREF_LR = 5e-5
 _ONLINE = "alignlab.train.online"
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(SFT, "sft", (SFT,), "alignlab.train.sft", None, reference=False, feedback=SFT),
-    Method(DPO, "preference", (DPO,), _PREF, "dpo.beta", reference=True, feedback=DPO, loop=True, learning_rate=PREF_LR),
+    Method(DPO, "preference", (DPO,), _PREF, "dpo.beta", reference=True, feedback=DPO, loop=True,
+           learning_rate=PREF_LR),
     Method(IPO, "preference", (IPO,), _PREF, "ipo.beta", reference=True, feedback=DPO, learning_rate=PREF_LR),
-    Method(SIMPO, "preference", (SIMPO,), _PREF, "simpo.beta", reference=False, feedback=DPO, learning_rate=PREF_LR),
+    Method(SIMPO, "preference", (SIMPO,), _PREF, "simpo.beta", reference=False, feedback=DPO,
+           learning_rate=PREF_LR),
     Method(ORPO, "preference", (ORPO,), _PREF, "orpo.beta", reference=False, feedback=DPO),
     Method(KTO, "unpaired", (KTO,), "alignlab.train.kto", "kto.beta", reference=True, feedback=KTO, loop=True),
     Method(RM, "preference", (RM,), "alignlab.train.rm", None, reference=False, task=SEQ_CLS, feedback=DPO),

@@ -79,8 +79,9 @@ def fit(records: list[dict], kind: str, start: dict | None = None) -> dict:
     if offline:
         ratios = []
         for r in offline:
-            ideal = _unit(r, {**factors, "train": 1.0, "train_fp32": 0.0, "pass_layer_overhead_s": 0.0})["train"]  # FLOPs / peak
-            fixed = _unit(r, {**factors, "train": 1e30, "train_fp32": 0.0})["train"]  # the per-layer pass overhead alone
+            bare = {**factors, "train_fp32": 0.0}  # the fitted share replaces the fp32 cap
+            ideal = _unit(r, {**bare, "train": 1.0, "pass_layer_overhead_s": 0.0})["train"]  # FLOPs / peak
+            fixed = _unit(r, {**bare, "train": 1e30})["train"]  # the per-layer pass overhead alone
             got = measured_seconds(r)
             ratios.append(ideal / max(got - fixed, 0.1 * got))
         factors["train"] = statistics.median(ratios)

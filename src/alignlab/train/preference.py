@@ -145,22 +145,21 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         cfg, m = self.al_cfg, self.al_method
         if m == methods.DPO:
             per_pair, metrics = losses.dpo_loss(c_sum, r_sum, *self._reference_logps(inputs), beta=self.beta)
-            if cfg.rpo_alpha:  # RPO (Pang et al. 2024): + alpha x the chosen answer's mean token NLL
-                per_pair = per_pair + cfg.rpo_alpha * (-c_sum / c_len.clamp(min=1))
         elif m == methods.IPO:
             ref_c, ref_r = self._reference_logps(inputs)
             per_pair, metrics = losses.ipo_loss(c_sum, r_sum, ref_c, ref_r, c_len, r_len, beta=self.beta)
-            if cfg.rpo_alpha:  # the same chosen-answer NLL as DPO's RPO term
-                per_pair = per_pair + cfg.rpo_alpha * (-c_sum / c_len.clamp(min=1))
         elif m == methods.SIMPO:
             per_pair, metrics = losses.simpo_loss(c_sum, r_sum, c_len, r_len, beta=self.beta, gamma=cfg.gamma)
-            if cfg.sft_weight:
-                per_pair = per_pair + cfg.sft_weight * (-c_sum / c_len)
         elif m == methods.ORPO:
             c_avg, r_avg = c_sum / c_len, r_sum / r_len
             per_pair, metrics = losses.orpo_loss(c_avg, r_avg, -c_avg, beta=self.beta)
         else:
             raise ValueError(f"unknown preference method {m}")
+        # the chosen answer's mean token NLL: RPO (Pang et al. 2024) for DPO and IPO, CPO's term for SimPO (ORPO's
+        # loss has its own, so its section has neither key)
+        nll_weight = getattr(cfg, "rpo_alpha", 0.0) or getattr(cfg, "sft_weight", 0.0)
+        if nll_weight:
+            per_pair = per_pair + nll_weight * (-c_sum / c_len.clamp(min=1))
         metrics = {**metrics, "logps/chosen": c_sum.detach().mean(), "logps/rejected": r_sum.detach().mean()}
         for key, value in metrics.items():
             value = value.detach().float().mean() if torch.is_tensor(value) else torch.tensor(float(value))
