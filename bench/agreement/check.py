@@ -27,6 +27,9 @@ Two later sets are scored the same way:
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
   the 0-3 scale, plus which of the two carries the persona more and which helps more ("picks").
+
+Last, readers_on_bolting() prints how far two blind readers of the same answer agree on "bolted on" (agreement,
+Cohen's kappa, and one reader's label used as a score for the other's, as an AUC): the ceiling for mimicry's AUC.
 """
 
 from __future__ import annotations
@@ -112,6 +115,44 @@ def graded(names: tuple[str, ...] = SETS) -> None:
                       "flagged_if_coherent": sum(m >= THRESHOLD for m, y in pool if not y) / max(1, sum(1 - y for _, y in pool))}))
 
 
+def readers_on_bolting(names: tuple[str, ...] = SETS) -> None:
+    """How far blind readers agree with each other on "bolted on", among answers they found snarky (mean snark at
+    least 1) and that two or more readers read: the ceiling any per-answer mimicry score can reach on these sets."""
+    from itertools import combinations
+
+    here = Path(__file__).parent
+    pooled = [0, 0, 0, 0]  # reader pairs: (no, no), (no, yes), (yes, no), (yes, yes)
+    for name in names:
+        cells = [0, 0, 0, 0]
+        for line in (here / f"{name}.jsonl").read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            reads = row.get("reads") or row.get("readers") or []
+            if len(reads) < 2 or sum(r["snark"] for r in reads) / len(reads) < 1:
+                continue
+            for a, b in combinations(reads, 2):
+                cells[2 * bool(a.get("bolted")) + bool(b.get("bolted"))] += 1
+        if sum(cells) and name != "graded":  # graded: written answers, every pair agrees on "coherent"
+            pooled = [x + y for x, y in zip(pooled, cells)]
+        if sum(cells):
+            print(json.dumps({"set": name, "bolted_reader_pairs": sum(cells), **_agreement(cells)}))
+    print(json.dumps({"set": "model answers, pooled", "bolted_reader_pairs": sum(pooled), **_agreement(pooled)}))
+
+
+def _agreement(cells: list[int]) -> dict:
+    """Raw agreement and Cohen's kappa from a 2x2 table of two readers' yes/no labels."""
+    n = sum(cells)
+    observed = (cells[0] + cells[3]) / n
+    first, second = (cells[2] + cells[3]) / n, (cells[1] + cells[3]) / n
+    chance = first * second + (1 - first) * (1 - second)
+    # one reader's yes/no used as a score for the other's label: a binary score's AUC is its balanced accuracy;
+    # averaged over the two directions
+    yes_no = lambda tp, fn, tn, fp: ((tp / (tp + fn) if tp + fn else 0) + (tn / (tn + fp) if tn + fp else 0)) / 2  # noqa: E731
+    auc = (yes_no(cells[3], cells[1], cells[0], cells[2]) + yes_no(cells[3], cells[2], cells[0], cells[1])) / 2
+    return {"agreement": round(observed, 3), "kappa": round((observed - chance) / (1 - chance), 3) if chance < 1 else None,
+            "reader_as_scorer_auc": round(auc, 3)}
+
+
 if __name__ == "__main__":
     main()
     graded()
+    readers_on_bolting()
