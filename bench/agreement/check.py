@@ -23,6 +23,9 @@ Two later sets are scored the same way:
   kept, x 42 prompts), read side by side in a random order by four blind readers ("readers");
 - dpo_default.jsonl: 84 held-out answers (the base and `alignlab train dpo` at its defaults: lr 5e-5, the NLL term,
   one epoch over the 600 pairs), read side by side in a random order by one blind reader;
+- bolt_negatives.jsonl: the base, the demo recipe and the demo recipe whose DPO stage also had pairs with a stock closer
+  bolted onto the plain answer as the rejected side, the three answers to each of 42 held-out prompts shown together
+  in a random order to two blind readers (as three_way.jsonl);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -71,7 +74,7 @@ def main() -> None:
               f"| {share(lambda x: x[0]['bolted'] or 0)} | {share(lambda x: x[1]['mimicry'] >= THRESHOLD)} |")
 
 
-SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default")
+SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
