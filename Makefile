@@ -31,6 +31,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/bench_dpo.py
+	$(PY) bench/bench_sft.py
 	$(PY) bench/bench_grpo.py
 
 clean:
