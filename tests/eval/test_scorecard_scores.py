@@ -80,6 +80,18 @@ def test_correct_checks_numbers_aliases_and_terms():
     assert C.score_correct(["anything"], [None]) == [None]
 
 
+def test_an_answer_cut_off_mid_sentence_counts_less_correct():
+    ref = {"prompt": "What's the capital of Canada?", "reference": "Ottawa is the capital of Canada.", "aliases": ["Ottawa"]}
+    finished = "Ottawa is the capital, though many people guess Toronto."
+    cut = "Ottawa is the capital, though many people guess Toronto because it is the largest city and"
+    whole, partial = C.score_correct([finished, cut], [ref, ref])
+    assert C.unfinished(cut) and not C.unfinished(finished)
+    assert partial == pytest.approx(C.UNFINISHED * C.combine(C.checks(cut, ref)))
+    assert partial < whole
+    for done in ('He said "Ottawa."', "Ottawa (the capital)", "Use `x = 1`", "Really?!", "Ottawa!  \n"):
+        assert not C.unfinished(done), done
+
+
 def test_correct_from_a_reference_string_alone(scorer):
     rows = [
         {"prompt": "Who painted the Sistine Chapel ceiling?", "answer": "Michelangelo did, lying on scaffolding for four years.",

@@ -22,6 +22,12 @@ format. Each available check gives a value in [0, 1]; the score is their weighte
             [0, 1]. Weight 1.
 
 The weights were chosen by agreement with blind correctness labels (README: "Scorecard agreement").
+
+An unfinished answer (it stops mid-sentence, as one cut at the token cap does) has its score multiplied by
+``UNFINISHED`` (0.7): blind readers judge an answer by its main point, and a small model that runs into the cap
+usually rambles past it, mentioning the reference's terms while asserting something else. Without the factor
+the score counted the base model's cut-off answers correct about twice as often as readers did (36% against
+20%); with it the per-model correct shares sit within 2-5 points of the readers' on average (README).
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ STOP = frozenset(
     about around usually often typically really thing things way ways between during after before while""".split()
 )
 WEIGHTS = {"number": 4.0, "alias": 3.0, "lead": 2.0, "terms": 2.0, "meaning": 1.0}
+UNFINISHED = 0.7
+FINISHED_ENDINGS = tuple('.!?…"\'”’)]`*')
+
+
+def unfinished(answer: str) -> bool:
+    """True when an answer stops mid-sentence: its last character ends no sentence, quote, bracket or code span."""
+    text = answer.rstrip()
+    return bool(text) and not text.endswith(FINISHED_ENDINGS)
 
 
 def numbers(text: str) -> list[float]:
@@ -175,7 +189,8 @@ def score_correct(answers: list[str], refs: list[dict | None], embed_fn=None) ->
             meaning[i] = s
     out: list[float | None] = []
     for ans, ref, m in zip(answers, refs, meaning):
-        out.append(combine(checks(ans, ref, m)) if ref and has_reference(ref) else None)
+        score = combine(checks(ans, ref, m)) if ref and has_reference(ref) else None
+        out.append(score * UNFINISHED if score is not None and unfinished(ans) else score)
     return out
 
 
