@@ -91,17 +91,20 @@ def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple
     return tokens / elapsed, tokens, elapsed, work(trainer.train_dataset)
 
 
-def run_alignlab(model_name: str, pairs: list[dict], out: Path, batch: int = 4) -> dict:
+def run_alignlab(model_name: str, rows: list[dict], out: Path, batch: int = 4, method: str = "dpo",
+                 overrides: dict | None = None) -> dict:
+    """`alignlab train METHOD` on ``rows`` as a user runs it; its training time, whole-command time and model size."""
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
 
-    data = out / "pairs.jsonl"
+    data = out / f"{method}.jsonl"
     out.mkdir(parents=True, exist_ok=True)
-    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    data.write_text("".join(json.dumps(p) + "\n" for p in rows))
     cfg = apply_overrides(ProjectConfig(), {"model": model_name, "train.batch_size": batch, "train.sample_prompts": 0,
-                                             "train.save_steps": 10_000, "train.seed": 0, "lora.target_modules": "all-linear"})
+                                             "train.save_steps": 10_000, "train.seed": 0, "lora.target_modules": "all-linear",
+                                             **(overrides or {})})
     start = time.perf_counter()
-    ctx = engine.prepare("dpo", cfg, str(data), out / "runs")
+    ctx = engine.prepare(method, cfg, str(data), out / "runs")
     run_dir = engine.run(ctx, str(data))
     command = time.perf_counter() - start
     info = json.loads((run_dir / "run.json").read_text())
@@ -111,6 +114,22 @@ def run_alignlab(model_name: str, pairs: list[dict], out: Path, batch: int = 4) 
             "params": sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)}
 
 
+def machine(model_name: str) -> tuple[bool, dict, str]:
+    """Convert the model once (outside the timings), measure both matmul peaks and print them:
+    (native bf16, {"fp32": GFLOP/s, "bf16": GFLOP/s}, the precision alignlab and TRL-fastest compute in)."""
+    from alignlab.models.loading import cpu_has_fast_bf16
+    from alignlab.models.registry import resolve_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    resolve_model(model_name)
+    bf16 = cpu_has_fast_bf16()
+    peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    precision = "bf16" if bf16 else "fp32"
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s ({torch.get_num_threads()} threads); "
+          f"native bf16: {'yes' if bf16 else 'no'}, so alignlab and TRL-fastest compute in {precision}")
+    return bf16, peaks, precision
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -118,17 +137,8 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/alignlab-bench")
     args = ap.parse_args()
     out = Path(args.out)
-    torch.set_num_threads(os.cpu_count() or 1)
-    from alignlab.models.loading import cpu_has_fast_bf16
-    from alignlab.models.registry import resolve_model
-
-    resolve_model(args.model)  # convert once, outside the timings
     pairs = load_pairs(args.pairs)
-    bf16 = cpu_has_fast_bf16()
-    peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    precision = "bf16" if bf16 else "fp32"
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s ({torch.get_num_threads()} threads); "
-          f"native bf16: {'yes' if bf16 else 'no'}, so alignlab and TRL-fastest compute in {precision}")
+    bf16, peaks, precision = machine(args.model)
     ours = run_alignlab(args.model, pairs, out / "alignlab")
     fast_tps, tokens, fast_s, (prompt_toks, answer_toks) = run_trl(args.model, pairs, True, out / "trl-fastest")
     default_tps, _, default_s, _ = run_trl(args.model, pairs, False, out / "trl-defaults")

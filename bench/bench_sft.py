@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ALIGNLAB_QUIET", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_dpo import matmul_gflops  # noqa: E402
+from bench_dpo import machine, run_alignlab  # noqa: E402
 
 
 def load_rows(n: int) -> list[dict]:
@@ -74,27 +74,6 @@ def run_trl(model_name: str, rows: list[dict], tuned: bool, out: Path) -> dict:
     return {"tokens": tokens, "completion_tokens": completion, "train_s": time.perf_counter() - start}
 
 
-def run_alignlab(model_name: str, rows: list[dict], out: Path) -> dict:
-    from alignlab.config import ProjectConfig, apply_overrides
-    from alignlab.train import engine
-
-    data = out / "sft.jsonl"
-    out.mkdir(parents=True, exist_ok=True)
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = apply_overrides(ProjectConfig(), {"model": model_name, "train.batch_size": 4, "train.sample_prompts": 0,
-                                             "train.learning_rate": 5e-4, "train.check_per_category": 0,
-                                             "train.save_steps": 10_000, "train.seed": 0, "lora.target_modules": "all-linear"})
-    start = time.perf_counter()
-    ctx = engine.prepare("sft", cfg, str(data), out / "runs")
-    run_dir = engine.run(ctx, str(data))
-    command = time.perf_counter() - start
-    info = json.loads((run_dir / "run.json").read_text())
-    base = ctx.model.get_base_model() if hasattr(ctx.model, "get_base_model") else ctx.model
-    return {"train_s": float(info["train_runtime"]), "command_s": command,
-            "head_params": base.get_output_embeddings().weight.numel(),
-            "params": sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -102,18 +81,10 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/alignlab-bench-sft")
     args = ap.parse_args()
     out = Path(args.out)
-    torch.set_num_threads(os.cpu_count() or 1)
-    from alignlab.models.loading import cpu_has_fast_bf16
-    from alignlab.models.registry import resolve_model
-
-    resolve_model(args.model)  # convert once, outside the timings
     rows = load_rows(args.rows)
-    bf16 = cpu_has_fast_bf16()
-    peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    precision = "bf16" if bf16 else "fp32"
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s ({torch.get_num_threads()} threads); "
-          f"alignlab and TRL-fastest compute in {precision}")
-    ours = run_alignlab(args.model, rows, out / "alignlab")
+    bf16, peaks, precision = machine(args.model)
+    ours = run_alignlab(args.model, rows, out / "alignlab", method="sft",
+                        overrides={"train.learning_rate": 5e-4, "train.check_per_category": 0})
     fast = run_trl(args.model, rows, True, out / "trl-fastest")
     default = run_trl(args.model, rows, False, out / "trl-defaults")
     tokens = fast["tokens"]
