@@ -150,10 +150,17 @@ def main() -> None:
     trunk = ours["params"] - ours["head_params"]
     flops = 6 * trunk * prompt_toks + 6 * ours["params"] * answer_toks
     gflops = flops / ours["train_s"] / 1e9
+    report(train_tps, command_tps, fast_tps, default_tps, gflops, peaks, precision,
+           f" ({flops / 1e12:.2f} TFLOP: {prompt_toks} prompt tokens once, {answer_toks} answer tokens; target >= 50%)")
+
+
+def report(train_tps: float, command_tps: float, fast_tps: float, default_tps: float, gflops: float, peaks: dict,
+           precision: str, flop_detail: str = "") -> None:
+    """The ratios against TRL's faster configuration, the share of the peak, and the one JSON line."""
     best = max(fast_tps, default_tps)
     print(f"alignlab / TRL fastest: train loop {train_tps / best:.2f}x, whole command {command_tps / best:.2f}x (target >= 2x)")
-    print(f"alignlab model FLOP/s : {gflops:.0f} GFLOP/s = {gflops / peaks[precision]:.0%} of the {precision} matmul peak "
-          f"({flops / 1e12:.2f} TFLOP: {prompt_toks} prompt tokens once, {answer_toks} answer tokens; target >= 50%)")
+    print(f"alignlab model FLOP/s : {gflops:.0f} GFLOP/s = {gflops / peaks[precision]:.0%} of the {precision} matmul peak"
+          + flop_detail)
     print(json.dumps({"alignlab_train_tps": train_tps, "alignlab_command_tps": command_tps, "trl_fastest_tps": fast_tps,
                       "trl_defaults_tps": default_tps, "speedup_train": train_tps / best,
                       "speedup_command": command_tps / best, "model_gflops": gflops, "peak_gflops": peaks,

@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ALIGNLAB_QUIET", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_dpo import machine, run_alignlab  # noqa: E402
+from bench_dpo import machine, report, run_alignlab  # noqa: E402
 
 
 def load_rows(n: int) -> list[dict]:
@@ -90,7 +90,6 @@ def main() -> None:
     tokens = fast["tokens"]
     train_tps, command_tps = tokens / ours["train_s"], tokens / ours["command_s"]
     fast_tps, default_tps = tokens / fast["train_s"], tokens / default["train_s"]
-    best = max(fast_tps, default_tps)
     print(f"alignlab train loop   : {train_tps:7.1f} tok/s ({tokens} tokens in {ours['train_s']:.1f} s)")
     print(f"alignlab whole command: {command_tps:7.1f} tok/s ({ours['command_s']:.1f} s, model load and checks included)")
     print(f"TRL fastest           : {fast_tps:7.1f} tok/s ({fast['train_s']:.1f} s; bf16={bf16}, checkpointing off, "
@@ -99,12 +98,7 @@ def main() -> None:
     # TRL's SFT computes the LM head on every position, prompt included
     flops = 6 * ours["params"] * tokens
     gflops = flops / ours["train_s"] / 1e9
-    print(f"alignlab / TRL fastest: train loop {train_tps / best:.2f}x, whole command {command_tps / best:.2f}x (target >= 2x)")
-    print(f"alignlab model FLOP/s : {gflops:.0f} GFLOP/s = {gflops / peaks[precision]:.0%} of the {precision} matmul peak")
-    print(json.dumps({"alignlab_train_tps": train_tps, "alignlab_command_tps": command_tps, "trl_fastest_tps": fast_tps,
-                      "trl_defaults_tps": default_tps, "speedup_train": train_tps / best,
-                      "speedup_command": command_tps / best, "model_gflops": gflops, "peak_gflops": peaks,
-                      "precision": precision, "peak_fraction": gflops / peaks[precision]}))
+    report(train_tps, command_tps, fast_tps, default_tps, gflops, peaks, precision)
 
 
 if __name__ == "__main__":
