@@ -26,6 +26,8 @@ Two later sets are scored the same way:
 - bolt_negatives.jsonl: the base, the demo recipe and the demo recipe whose DPO stage also had pairs with a stock closer
   bolted onto the plain answer as the rejected side, the three answers to each of 42 held-out prompts shown together
   in a random order to two blind readers (as three_way.jsonl);
+- loop_rescored.jsonl: 84 held-out answers (the base and the demo recipe after 2 loop rounds whose scorecard rater has
+  the unfinished-answer factor, x 42 prompts), read side by side in a random order by two blind readers;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -74,7 +76,8 @@ def main() -> None:
               f"| {share(lambda x: x[0]['bolted'] or 0)} | {share(lambda x: x[1]['mimicry'] >= THRESHOLD)} |")
 
 
-SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives")
+SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
+        "loop_rescored")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
