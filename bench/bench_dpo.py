@@ -64,26 +64,32 @@ def work(dataset) -> tuple[int, int]:
             sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dataset))
 
 
-def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple[float, int, float, tuple[int, int]]:
-    from datasets import Dataset
+def trl_setup(model_name: str, out: Path, learning_rate: float, tuned: bool, **fastest) -> tuple:
+    """(tokenizer, model, trainer-config kwargs, LoRA config) for a TRL baseline run: batch 4, one epoch, LoRA r=16
+    on all linear layers, seed 0. ``tuned``: the fastest a user would pick here (bf16 where it is native, no
+    recomputation, plus ``fastest``); otherwise TRL's defaults."""
     from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
 
-    from alignlab.models.loading import load_base, load_tokenizer
+    from alignlab.models.loading import cpu_has_fast_bf16, load_base, load_tokenizer
 
     torch.manual_seed(0)
     tok = load_tokenizer(model_name)
     model = load_base(model_name)
     kwargs = dict(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=1, logging_steps=1,
-                  report_to=[], save_strategy="no", use_cpu=True, max_length=256, learning_rate=1e-4, seed=0,
+                  report_to=[], save_strategy="no", use_cpu=True, max_length=256, learning_rate=learning_rate, seed=0,
                   disable_tqdm=True)
-    if tuned:  # the fastest a user would pick here: bf16 where it is native, no recomputation
-        from alignlab.models.loading import cpu_has_fast_bf16
+    if tuned:
+        kwargs.update(bf16=cpu_has_fast_bf16(), gradient_checkpointing=False, **fastest)
+    return tok, model, kwargs, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
 
-        kwargs.update(bf16=cpu_has_fast_bf16(), gradient_checkpointing=False)
+
+def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple[float, int, float, tuple[int, int]]:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    tok, model, kwargs, lora = trl_setup(model_name, out, 1e-4, tuned)
     trainer = DPOTrainer(model=model, args=DPOConfig(**kwargs), train_dataset=Dataset.from_list(pairs),
-                         processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+                         processing_class=tok, peft_config=lora)
     tokens = pair_tokens(trainer.train_dataset)
     start = time.perf_counter()
     trainer.train()

@@ -11,9 +11,9 @@ TRL "fastest" is what a user would pick on this CPU: bf16 autocast when the CPU 
 padding-free mode is left out: its documentation limits it to FlashAttention, and with SDPA on this CPU a
 flattened batch attends across examples (measured: logits off by up to 23 from the same sequence run alone).
 
-Model FLOP/s: 6 x trunk parameters per token (forward and backward; LoRA's own FLOPs left out) plus 6 x LM-head
-parameters per completion token only when the trainer computes the head there, compared with the matmul peak
-of the precision the run computes in, measured in the same run.
+Model FLOP/s: 6 x parameters per token (forward and backward, the LM head on every position as TRL's SFT computes
+it; LoRA's own FLOPs left out), compared with the matmul peak of the precision the run computes in, measured in
+the same run.
 
     python bench/bench_sft.py [--rows 64] [--model smollm2-135m]
 
@@ -29,13 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ALIGNLAB_QUIET", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_dpo import machine, report, run_alignlab  # noqa: E402
+from bench_dpo import machine, report, run_alignlab, trl_setup  # noqa: E402
 
 
 def load_rows(n: int) -> list[dict]:
@@ -47,25 +45,14 @@ def load_rows(n: int) -> list[dict]:
 
 def run_trl(model_name: str, rows: list[dict], tuned: bool, out: Path) -> dict:
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     from alignlab.data.formats import to_conversational
-    from alignlab.models.loading import load_base, load_tokenizer
 
-    torch.manual_seed(0)
-    tok = load_tokenizer(model_name)
-    model = load_base(model_name)
-    kwargs = dict(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=1, logging_steps=1,
-                  report_to=[], save_strategy="no", use_cpu=True, max_length=256, learning_rate=5e-4, seed=0,
-                  disable_tqdm=True)
-    if tuned:  # the fastest a user would pick here
-        from alignlab.models.loading import cpu_has_fast_bf16
-
-        kwargs.update(bf16=cpu_has_fast_bf16(), gradient_checkpointing=False, train_sampling_strategy="group_by_length")
-    data = Dataset.from_list([{k: v for k, v in to_conversational(r, "sft").items()} for r in rows])
+    tok, model, kwargs, lora = trl_setup(model_name, out, 5e-4, tuned, train_sampling_strategy="group_by_length")
+    data = Dataset.from_list([to_conversational(r, "sft") for r in rows])
     trainer = SFTTrainer(model=model, args=SFTConfig(**kwargs), train_dataset=data, processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+                         peft_config=lora)
     ds = trainer.train_dataset
     tokens = sum(len(r["input_ids"]) for r in ds)
     completion = sum(sum(r["completion_mask"]) for r in ds) if "completion_mask" in ds.column_names else tokens

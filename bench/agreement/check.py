@@ -85,12 +85,11 @@ def graded(names: tuple[str, ...] = SETS) -> None:
     snarky (mean snark at least 1 of 3): bolted on (half or more of the readers) against coherent."""
     from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for
 
-    here = Path(__file__).parent
     scorer = scorer_for(None)
     pool: list[tuple[float, int]] = []
     for name in names:
-        rows = [json.loads(x) for x in (here / f"{name}.jsonl").read_text().splitlines() if x.strip()]
-        reads = [row.get("reads") or row.get("readers") or [row["read"]] for row in rows]
+        rows = _rows(name)
+        reads = [_reads(row) for row in rows]
         snark = [sum(r["snark"] for r in rs) / len(rs) for rs in reads]
         correct = [all(r["correct"] for r in rs) for rs in reads]
         bolted = [sum(bool(r.get("bolted")) for r in rs) / len(rs) >= 0.5 for rs in reads]
@@ -126,13 +125,11 @@ def readers_on_bolting(names: tuple[str, ...] = SETS) -> None:
     least 1) and that two or more readers read: the ceiling any per-answer mimicry score can reach on these sets."""
     from itertools import combinations
 
-    here = Path(__file__).parent
     pooled = [0, 0, 0, 0]  # reader pairs: (no, no), (no, yes), (yes, no), (yes, yes)
     for name in names:
         cells = [0, 0, 0, 0]
-        for line in (here / f"{name}.jsonl").read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            reads = row.get("reads") or row.get("readers") or []
+        for row in _rows(name):
+            reads = _reads(row)
             if len(reads) < 2 or sum(r["snark"] for r in reads) / len(reads) < 1:
                 continue
             for a, b in combinations(reads, 2):
@@ -156,6 +153,15 @@ def _agreement(cells: list[int]) -> dict:
     auc = (yes_no(cells[3], cells[1], cells[0], cells[2]) + yes_no(cells[3], cells[2], cells[0], cells[1])) / 2
     return {"agreement": round(observed, 3), "kappa": round((observed - chance) / (1 - chance), 3) if chance < 1 else None,
             "reader_as_scorer_auc": round(auc, 3)}
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(x) for x in (Path(__file__).parent / f"{name}.jsonl").read_text().splitlines() if x.strip()]
+
+
+def _reads(row: dict) -> list[dict]:
+    """A row's blind reads, whichever way its set stores them."""
+    return row.get("reads") or row.get("readers") or [row["read"]]
 
 
 if __name__ == "__main__":
