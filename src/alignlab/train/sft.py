@@ -1,14 +1,82 @@
-"""SFT: TRL's SFTTrainer on messages or prompt/completion rows, loss on the assistant's tokens only."""
+"""SFT: TRL's SFTTrainer on messages or prompt/completion rows, loss on the assistant's tokens only.
+
+One change to TRL's loss computation, for speed (bench/bench_sft.py): on a single process, the trunk runs as
+usual and the LM head runs only on the positions that carry a label (the completion), in the autocast
+precision (bf16 where the CPU or GPU has it), through a plain log-softmax. TRL's own path runs the head through
+its chunked fp32 log-prob kernel, which on the default model spent about half of each step there (head and its
+backward, a weight gradient for the frozen head included). The loss is the same token-mean negative
+log-likelihood; the logged entropy and mean token accuracy are the same quantities. Under DDP, FSDP or DeepSpeed
+(the wrapper's forward must run), with logit soft-capping, or a head with a bias, TRL's path runs unchanged.
+"""
 
 from __future__ import annotations
 
+import torch
 from trl import SFTConfig, SFTTrainer
 
-from alignlab.train.callbacks import AlignlabTrainerMixin
+from alignlab.train.callbacks import AlignlabTrainerMixin, sharded
+
+HEAD_BUDGET = 1 << 27  # (tokens x vocabulary) logits computed at once; above it, the head runs in checkpointed chunks
 
 
 class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
-    pass
+    def _own_head(self, model, inputs) -> bool:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        cfg = getattr(base, "config", None)
+        head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        return (self.accelerator.num_processes == 1 and not sharded(self.accelerator)
+                and "labels" in inputs and "attention_mask" in inputs and self.args.loss_type == "nll"
+                and self.compute_loss_func is None and self.label_smoother is None and not self.aux_loss_enabled
+                and isinstance(head, torch.nn.Linear) and head.bias is None and hasattr(base, "get_decoder")
+                and not getattr(cfg, "final_logit_softcapping", None))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        unwrapped = self.accelerator.unwrap_model(model)
+        if return_outputs or not self._own_head(unwrapped, inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        with self.accelerator.autocast():  # the trunk is called directly, past accelerate's forward wrapper
+            hidden = base.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                        position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
+            labels = inputs["labels"][:, 1:]
+            sel = labels != -100
+            logps, entropy, top1 = head_logps(base.get_output_embeddings(), hidden[:, :-1][sel], labels[sel])
+        count = sel.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -logps.sum() / torch.as_tensor(count, device=logps.device).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        mode = "train" if self.model.training else "eval"
+        valid = int(sel.sum())
+        self._metrics[mode]["entropy"].append(float(entropy.sum()) / valid if valid else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append(float(top1.sum()) / valid if valid else 0.0)
+        if mode == "train":
+            self._total_train_tokens += int(inputs["attention_mask"].sum())
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return loss
+
+
+def head_logps(head: torch.nn.Linear, hidden: torch.Tensor, labels: torch.Tensor):
+    """Log-probs of ``labels`` (N,) under ``head`` applied to ``hidden`` (N, width), with each position's entropy and
+    whether the label is the top-1 token (both without gradient). The logits are computed in the ambient precision
+    and normalised in fp32; past ``HEAD_BUDGET`` logits, in checkpointed chunks, so only the hidden states are kept
+    for backward."""
+    vocab = head.weight.shape[0]
+    if hidden.shape[0] * vocab <= HEAD_BUDGET:
+        return _chunk(head, hidden, labels)
+    from torch.utils.checkpoint import checkpoint
+
+    step = max(1, HEAD_BUDGET // vocab)
+    parts = [checkpoint(_chunk, head, hidden[i:i + step], labels[i:i + step], use_reentrant=False)
+             for i in range(0, hidden.shape[0], step)]
+    return tuple(torch.cat([p[k] for p in parts]) for k in range(3))
+
+
+def _chunk(head, hidden, labels):
+    logp = torch.log_softmax(head(hidden).float(), dim=-1)
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+        top1 = logp.argmax(-1) == labels
+    return logp.gather(-1, labels[:, None]).squeeze(-1), entropy, top1
 
 
 def _row(r: dict) -> dict:

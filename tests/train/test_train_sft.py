@@ -1,0 +1,58 @@
+"""alignlab's SFT loss (the LM head on the labelled positions only) against TRL's own SFTTrainer loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def _trainer(tiny_model, tmp_path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from alignlab.models.loading import load_base, load_tokenizer
+    from alignlab.train.sft import AlignlabSFTTrainer
+
+    torch.manual_seed(0)
+    rows = [{"prompt": [{"role": "user", "content": f"Name a colour, #{i}."}],
+             "completion": [{"role": "assistant", "content": "Blue. " * (1 + i % 4) + "Obviously."}]} for i in range(8)]
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                     max_length=128, completion_only_loss=True, bf16=False)  # fp32: exact parity
+    return AlignlabSFTTrainer(model=load_base(tiny_model), args=args, train_dataset=Dataset.from_list(rows),
+                              processing_class=load_tokenizer(tiny_model),
+                              peft_config=LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+
+
+def _loss_and_grads(trainer, compute, batch):
+    model = trainer.model
+    model.zero_grad()
+    loss = compute(trainer, model, {k: v.clone() for k, v in batch.items()})
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_sft_loss_and_gradients_match_trl(tiny_model, tmp_path, monkeypatch, chunked):
+    from trl import SFTTrainer
+
+    from alignlab.train import sft
+
+    trainer = _trainer(tiny_model, tmp_path)
+    if chunked:  # force the checkpointed-chunks path: a few positions per chunk
+        monkeypatch.setattr(sft, "HEAD_BUDGET", 5 * trainer.model.get_base_model().get_output_embeddings().weight.shape[0])
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompt masked, completion trained
+    assert trainer._own_head(trainer.model, batch)
+    ours, ours_grads = _loss_and_grads(trainer, sft.AlignlabSFTTrainer.compute_loss, batch)
+    trl, trl_grads = _loss_and_grads(trainer, SFTTrainer.compute_loss, batch)
+    assert ours.item() > 0 and torch.allclose(ours, trl, rtol=1e-5), (ours, trl)
+    assert ours_grads.keys() == trl_grads.keys()
+    for name, g in ours_grads.items():
+        assert g.abs().sum() > 0, name
+        assert torch.allclose(g, trl_grads[name], rtol=1e-4, atol=1e-7), (name, (g - trl_grads[name]).abs().max(), g.abs().max())
+    metrics = trainer._metrics["train"]
+    assert 0 <= metrics["mean_token_accuracy"][0] <= 1 and metrics["entropy"][0] > 0
+    # the same quantities TRL logs, from its own pass over the same batch
+    assert metrics["mean_token_accuracy"][0] == pytest.approx(metrics["mean_token_accuracy"][1], abs=1e-6)
+    assert metrics["entropy"][0] == pytest.approx(metrics["entropy"][1], rel=1e-4)
