@@ -57,9 +57,9 @@ def test_sft_lora_on_cpu_by_hand():
     assert m["lora"] == 128 * 4 and m["gradients"] == 128 * 4 and m["optimizer"] == 128 * 8
     assert m["reference"] == 0
     assert m["activations"] == 5 * 2 * 88 * 4  # 5 tokens x 2 layers x 88 elements x fp32
-    assert m["logits"] == 5 * 10 * 4 * 3  # every position scored, three fp32 copies (TRL's loss)
+    assert m["logits"] == 3 * 10 * 4 * 3  # the 3 completion positions scored, three fp32 copies
     assert m["runtime"] == CPU_RUNTIME_BYTES
-    assert peak_bytes(m) == 1392 + 512 + 512 + 1024 + 3520 + 600 + CPU_RUNTIME_BYTES
+    assert peak_bytes(m) == 1392 + 512 + 512 + 1024 + 3520 + 360 + CPU_RUNTIME_BYTES
 
 
 def test_dpo_shares_the_prompt_and_scores_completions_only():
@@ -101,14 +101,14 @@ def test_grpo_generation_and_training_do_not_overlap():
 
 def test_training_flops_by_hand():
     """SFT, 5 tokens, mean context 2.5: forward 2x288 + 4x2x4x2.5 = 656 per token; LoRA backward (activation
-    gradients only) 2x288 + 2x80 = 736; LM head 2x4x10 = 80 forward and 80 backward per scored token."""
+    gradients only) 2x288 + 2x80 = 736; LM head 2x4x10 = 80 forward and 80 backward per scored (completion) token."""
     w = Workload(method="sft", lora_r=1, batch=1, prompt_len=2, completion_len=3)
     f = flops(TINY, w)
-    assert f["train"] == 5 * (656 + 736) + 5 * (80 + 80)
+    assert f["train"] == 5 * (656 + 736) + 3 * (80 + 80)
     t = step_seconds(TINY, w, CPU, {"train": 0.5, "decode_bw": 0.5, "layer_overhead_s": 0.0, "pass_layer_overhead_s": 0.01})
-    assert t["total"] == pytest.approx(7760 / (1e9 * 0.5) + 1 * 2 * 0.01)  # one pass through 2 layers
+    assert t["total"] == pytest.approx(7440 / (1e9 * 0.5) + 1 * 2 * 0.01)  # one pass through 2 layers
     full = flops(TINY, Workload(method="sft", mode="full", lora_r=1, batch=1, prompt_len=2, completion_len=3))
-    assert full["train"] == 5 * (656 + 736 + 576) + 5 * (80 + 160)
+    assert full["train"] == 5 * (656 + 736 + 576) + 3 * (80 + 160)
 
 
 def test_decoding_is_bandwidth_or_compute_bound_plus_overhead():
@@ -147,8 +147,8 @@ def test_a_cpu_step_is_capped_by_the_fp32_rate_until_calibrated():
     amx = Device(key="cpu", name="amx", memory_bytes=1e9, peak_flops=8e9, bandwidth=1e9, kind="cpu",
                  measured={"fp32_gflops": 1.0})
     f = {"train": 0.5, "train_fp32": 0.7, "decode_bw": 0.5, "layer_overhead_s": 0.0, "pass_layer_overhead_s": 0.0}
-    assert step_seconds(TINY, w, amx, f)["total"] == pytest.approx(7760 / (1e9 * 0.7))  # not 7760 / 4e9
-    assert step_seconds(TINY, w, amx, {**f, "train_fp32": 0.0})["total"] == pytest.approx(7760 / 4e9)
+    assert step_seconds(TINY, w, amx, f)["total"] == pytest.approx(7440 / (1e9 * 0.7))  # not 7440 / 4e9
+    assert step_seconds(TINY, w, amx, {**f, "train_fp32": 0.0})["total"] == pytest.approx(7440 / 4e9)
     gpu = Device(key="gpu", name="g", memory_bytes=1e9, peak_flops=8e9, bandwidth=1e9, kind="cuda",
                  measured={"fp32_gflops": 1.0})
-    assert step_seconds(TINY, w, gpu, f)["total"] == pytest.approx(7760 / 4e9)  # GPUs: no cap
+    assert step_seconds(TINY, w, gpu, f)["total"] == pytest.approx(7440 / 4e9)  # GPUs: no cap

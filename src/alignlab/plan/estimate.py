@@ -11,8 +11,9 @@ Memory (bytes), each term written out in :func:`memory`:
   ``6*hidden + 6*q_dim + 4*kv_dim + 4*intermediate`` (two RMSNorms with their fp32 intermediates,
   q/k/v, RoPE's inputs, k/v repeated for grouped-query attention, attention output, SwiGLU's four
   intermediates); with gradient checkpointing only each layer's input (hidden) plus one layer in full;
-- logits: scored tokens x vocabulary x 4 bytes (fp32 log-probs) x copies alive at once (3 for TRL's
-  full-sequence losses: logits, log-softmax, its gradient; 2 for alignlab's completion-only path;
+- logits: scored tokens x vocabulary x 4 bytes (fp32 log-probs) x copies alive at once (3 for full-vocabulary
+  losses: logits, log-softmax, its gradient; SFT scores its completion tokens only, KTO every token; 2 for
+  alignlab's preference path;
   one vocabulary tile for the chunked kernel of the online methods);
 - reference model: none extra (the adapter-disabled base), a second weight copy for full fine-tuning;
   its no-grad forward is transient and smaller than the policy's;
@@ -142,8 +143,8 @@ def _token_plan(w: Workload) -> dict:
     B, G, p, c = w.batch, w.num_generations, w.prompt_len, w.completion_len
     m = w.method
     if m == methods.SFT:
-        grad = B * (p + c)
-        return {"grad": grad, "nograd": 0.0, "scored": grad, "logit_copies": 3, "gen_seqs": 0}
+        grad = B * (p + c)  # the LM head runs on the completion's positions only (alignlab.train.sft)
+        return {"grad": grad, "nograd": 0.0, "scored": B * c, "logit_copies": 3, "gen_seqs": 0}
     if m in PREFERENCE:
         grad = (B * p + 2 * B * c) if w.shared_prompt else 2 * B * (p + c)
         ref = 0.0 if (m in REFERENCE_FREE or w.precompute_ref) else grad
