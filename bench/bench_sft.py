@@ -57,7 +57,12 @@ def run_trl(model_name: str, rows: list[dict], tuned: bool, out: Path) -> dict:
                          peft_config=lora)
     ds = trainer.train_dataset
     tokens = sum(len(r["input_ids"]) for r in ds)
-    completion = sum(sum(r["completion_mask"]) for r in ds) if "completion_mask" in ds.column_names else tokens
+    if "completion_mask" in ds.column_names:
+        completion = sum(sum(r["completion_mask"]) for r in ds)
+    elif "labels" in ds.column_names:  # TRL 1.16 writes the completion as labels, -100 elsewhere
+        completion = sum(sum(x != -100 for x in r["labels"]) for r in ds)
+    else:
+        raise SystemExit(f"bench_sft: TRL's dataset has neither completion_mask nor labels: {ds.column_names}")
     start = time.perf_counter()
     trainer.train()
     return {"tokens": tokens, "completion_tokens": completion, "train_s": time.perf_counter() - start}

@@ -53,30 +53,41 @@ def test_shared_prompt_forward_matches_plain_forward(tiny_model):
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_log_probs_come_from_an_fp32_head_with_bf16_weights(tiny_model, monkeypatch):
-    """bf16 weights (as on GPUs): TRL's chunked kernel gets the hidden states and the head in fp32, so the log-prob
-    ratios are not rounded to bf16 logits (8 bits of mantissa: 0.03 at a logit of 8), and gradients still flow."""
+@pytest.mark.parametrize("entropy", [False, True])
+def test_log_probs_come_from_an_fp32_head_with_bf16_weights(tiny_model, monkeypatch, entropy):
+    """bf16 weights (as on GPUs): the head gets the hidden states and its weight in fp32 (alignlab's head_logps for
+    log-probs alone, TRL's chunked kernel with entropies), so the log-prob ratios are not rounded to bf16 logits
+    (8 bits of mantissa: 0.03 at a logit of 8), both paths agree, and gradients still flow."""
     from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
     from alignlab.models.loading import load_base
-    from alignlab.train.logps import shared_prompt_logps
+    from alignlab.train import logps as logps_module
 
     seen = []
-    apply = ChunkedLogProbFunction.apply
+    apply, direct = ChunkedLogProbFunction.apply, logps_module.head_logps
 
-    def spy(hidden, weight, *rest):
-        seen.append((hidden.dtype, weight.dtype))
+    def spy_kernel(hidden, weight, *rest):
+        seen.append(("kernel", hidden.dtype, weight.dtype))
         return apply(hidden, weight, *rest)
 
-    monkeypatch.setattr(ChunkedLogProbFunction, "apply", spy)
+    def spy_direct(weight, hidden, *rest, **kw):
+        seen.append(("direct", hidden.dtype, weight.dtype))
+        return direct(weight, hidden, *rest, **kw)
+
+    monkeypatch.setattr(ChunkedLogProbFunction, "apply", spy_kernel)
+    monkeypatch.setattr(logps_module, "head_logps", spy_direct)
     model = load_base(tiny_model).to(torch.bfloat16)
     lora_like = model.get_input_embeddings().weight
     lora_like.requires_grad_(True)
     p_ids, p_mask = torch.tensor([[0, 5, 6, 7], [20, 21, 22, 23]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     c_ids, c_mask = torch.tensor([[10, 11, 12], [30, 31, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])
-    logps, _ = shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, torch.tensor([0, 1]))
-    assert seen == [(torch.float32, torch.float32)] and logps.dtype == torch.float32
+    args = (model, p_ids, p_mask, c_ids, c_mask, torch.tensor([0, 1]))
+    logps, ent = logps_module.shared_prompt_logps(*args, compute_entropy=entropy)
+    assert seen == [("kernel" if entropy else "direct", torch.float32, torch.float32)] and logps.dtype == torch.float32
+    assert (ent is not None) == entropy
     assert torch.isfinite(logps).all() and (logps[c_mask == 1] < 0).all() and (logps[c_mask == 0] == 0).all()
+    other, _ = logps_module.shared_prompt_logps(*args, compute_entropy=not entropy)  # the other path, same values
+    assert torch.allclose(logps, other, atol=1e-4)
     logps.sum().backward()
     assert lora_like.grad is not None and lora_like.grad.abs().sum() > 0
 

@@ -36,11 +36,11 @@ def _loss_and_grads(trainer, compute, batch):
 def test_sft_loss_and_gradients_match_trl(tiny_model, tmp_path, monkeypatch, chunked):
     from trl import SFTTrainer
 
-    from alignlab.train import sft
+    from alignlab.train import logps, sft
 
     trainer = _trainer(tiny_model, tmp_path)
     if chunked:  # force the checkpointed-chunks path: a few positions per chunk
-        monkeypatch.setattr(sft, "HEAD_BUDGET", 5 * trainer.model.get_base_model().get_output_embeddings().weight.shape[0])
+        monkeypatch.setattr(logps, "HEAD_BUDGET", 5 * trainer.model.get_base_model().get_output_embeddings().weight.shape[0])
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompt masked, completion trained
     assert trainer._own_head(trainer.model, batch)

@@ -3,8 +3,9 @@
 Preference pairs (a prompt with its chosen and rejected answer) and online groups (a prompt with its
 ``num_generations`` samples) both score several completions of one prompt. The prompt goes through the
 backbone once, its KV cache is copied to each of its completions (autograd sums the gradients back), and the
-LM head runs only on real completion positions, through TRL's chunked log-prob kernel, so no (tokens x
-vocabulary) logits are kept for backward. Positions count real tokens, as in generation. The result equals
+LM head runs only on real completion positions, in fp32: for log-probs alone through :func:`head_logps` (two
+head matmuls, the (tokens x vocabulary) log-softmax kept for backward, in checkpointed chunks past
+``HEAD_BUDGET``), with entropies through TRL's chunked log-prob kernel (three matmuls, no logits kept). Positions count real tokens, as in generation. The result equals
 one plain forward over the full sequences up to float rounding (tests/train/test_train_preference.py and
 tests/train/test_train_online.py check both callers against it).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import torch
 
 VOCAB_CHUNK = 32768  # LM-head columns per tile in TRL's chunked log-prob kernel
+HEAD_BUDGET = 1 << 26  # (tokens x vocabulary) logits computed at once by head_logps; above it, checkpointed chunks
 
 
 def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperature: float = 1.0,
@@ -40,10 +42,39 @@ def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperatur
     # width) fp32 copy (151,936 x 896 x 4 bytes = 0.5 GiB for a 0.5B Qwen), not kept for backward by the kernel
     weight, bias = lm_head.weight.float(), (None if lm_head.bias is None else lm_head.bias.float())
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        logps, entropy = ChunkedLogProbFunction.apply(
-            hidden[sel].float(), weight, bias, c_ids[sel], temperature, VOCAB_CHUNK, None, 1.0, outputs,
-        )[:2]
+        if compute_entropy or bias is not None or temperature != 1.0:
+            logps, entropy = ChunkedLogProbFunction.apply(
+                hidden[sel].float(), weight, bias, c_ids[sel], temperature, VOCAB_CHUNK, None, 1.0, outputs,
+            )[:2]
+        else:  # two head matmuls (forward, input gradient) where the kernel runs three (it recomputes the logits)
+            logps, entropy = head_logps(weight, hidden[sel].float(), c_ids[sel])[0], None
     return _unpack(logps, sel), _unpack(entropy, sel)
+
+
+def head_logps(weight: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor, stats: bool = False):
+    """Log-probs of ``labels`` (N,) under the LM head ``weight`` (vocab, width) applied to ``hidden`` (N, width), in
+    the ambient precision, normalised in fp32; with ``stats`` also each position's entropy and whether the label
+    is the top-1 token (both without gradient). Past ``HEAD_BUDGET`` logits it runs in checkpointed chunks, so
+    only the hidden states are kept for backward. No gradient reaches ``weight`` unless it requires one."""
+    vocab = weight.shape[0]
+    if hidden.shape[0] * vocab <= HEAD_BUDGET:
+        return _head_chunk(weight, hidden, labels, stats)
+    from torch.utils.checkpoint import checkpoint
+
+    step = max(1, HEAD_BUDGET // vocab)
+    parts = [checkpoint(_head_chunk, weight, hidden[i:i + step], labels[i:i + step], stats, use_reentrant=False)
+             for i in range(0, hidden.shape[0], step)]
+    return tuple(None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in range(3))
+
+
+def _head_chunk(weight, hidden, labels, stats):
+    logp = torch.log_softmax(torch.nn.functional.linear(hidden, weight).float(), dim=-1)
+    entropy = top1 = None
+    if stats:
+        with torch.no_grad():
+            entropy = -(logp.exp() * logp).sum(-1)
+            top1 = logp.argmax(-1) == labels
+    return logp.gather(-1, labels[:, None]).squeeze(-1), entropy, top1
 
 
 def _unpack(values, sel):

@@ -15,8 +15,7 @@ import torch
 from trl import SFTConfig, SFTTrainer
 
 from alignlab.train.callbacks import AlignlabTrainerMixin, sharded
-
-HEAD_BUDGET = 1 << 27  # (tokens x vocabulary) logits computed at once; above it, the head runs in checkpointed chunks
+from alignlab.train.logps import head_logps
 
 
 class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
@@ -40,7 +39,8 @@ class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
                                         position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
             labels = inputs["labels"][:, 1:]
             sel = labels != -100
-            logps, entropy, top1 = head_logps(base.get_output_embeddings(), hidden[:, :-1][sel], labels[sel])
+            logps, entropy, top1 = head_logps(base.get_output_embeddings().weight, hidden[:, :-1][sel], labels[sel],
+                                              stats=True)
         count = sel.sum() if num_items_in_batch is None else num_items_in_batch
         loss = -logps.sum() / torch.as_tensor(count, device=logps.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -53,30 +53,6 @@ class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
             self._total_train_tokens += int(inputs["attention_mask"].sum())
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return loss
-
-
-def head_logps(head: torch.nn.Linear, hidden: torch.Tensor, labels: torch.Tensor):
-    """Log-probs of ``labels`` (N,) under ``head`` applied to ``hidden`` (N, width), with each position's entropy and
-    whether the label is the top-1 token (both without gradient). The logits are computed in the ambient precision
-    and normalised in fp32; past ``HEAD_BUDGET`` logits, in checkpointed chunks, so only the hidden states are kept
-    for backward."""
-    vocab = head.weight.shape[0]
-    if hidden.shape[0] * vocab <= HEAD_BUDGET:
-        return _chunk(head, hidden, labels)
-    from torch.utils.checkpoint import checkpoint
-
-    step = max(1, HEAD_BUDGET // vocab)
-    parts = [checkpoint(_chunk, head, hidden[i:i + step], labels[i:i + step], use_reentrant=False)
-             for i in range(0, hidden.shape[0], step)]
-    return tuple(torch.cat([p[k] for p in parts]) for k in range(3))
-
-
-def _chunk(head, hidden, labels):
-    logp = torch.log_softmax(head(hidden).float(), dim=-1)
-    with torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
-        top1 = logp.argmax(-1) == labels
-    return logp.gather(-1, labels[:, None]).squeeze(-1), entropy, top1
 
 
 def _row(r: dict) -> dict:
