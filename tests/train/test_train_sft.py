@@ -56,3 +56,25 @@ def test_sft_loss_and_gradients_match_trl(tiny_model, tmp_path, monkeypatch, chu
     # the same quantities TRL logs, from its own pass over the same batch
     assert metrics["mean_token_accuracy"][0] == pytest.approx(metrics["mean_token_accuracy"][1], abs=1e-6)
     assert metrics["entropy"][0] == pytest.approx(metrics["entropy"][1], rel=1e-4)
+
+
+def test_sft_on_messages_rows_trains_through_alignlabs_head(tiny_model, tmp_path, monkeypatch):
+    """Conversation rows (`messages`, every token trained): the run goes through alignlab's head path and learns."""
+    import json
+
+    from helpers import cfg_for
+
+    from alignlab.train import engine, sft
+
+    calls = []
+    own = sft.AlignlabSFTTrainer._own_head
+    monkeypatch.setattr(sft.AlignlabSFTTrainer, "_own_head", lambda self, m, i: calls.append(own(self, m, i)) or calls[-1])
+    rows = [{"messages": [{"role": "user", "content": f"Say hi #{i}"},
+                          {"role": "assistant", "content": "Hi. Thrilling, I know."}]} for i in range(12)]
+    data = tmp_path / "m.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = engine.prepare("sft", cfg_for(tiny_model, **{"train.max_steps": 6}), str(data), tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert calls and all(calls)
+    assert steps[-1]["loss"] < steps[0]["loss"] and 0 <= steps[-1]["mean_token_accuracy"] <= 1
