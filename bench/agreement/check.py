@@ -77,7 +77,7 @@ def main() -> None:
 
 
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
-        "loop_rescored")
+        "loop_rescored", "demo_lmhead")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
