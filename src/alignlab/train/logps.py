@@ -5,9 +5,10 @@ Preference pairs (a prompt with its chosen and rejected answer) and online group
 backbone once, its KV cache is copied to each of its completions (autograd sums the gradients back), and the
 LM head runs only on real completion positions, in fp32: for log-probs alone through :func:`head_logps` (two
 head matmuls, the (tokens x vocabulary) log-softmax kept for backward, in checkpointed chunks past
-``HEAD_BUDGET``), with entropies through TRL's chunked log-prob kernel (three matmuls, no logits kept). Positions count real tokens, as in generation. The result equals
-one plain forward over the full sequences up to float rounding (tests/train/test_train_preference.py and
-tests/train/test_train_online.py check both callers against it).
+``HEAD_BUDGET``), with entropies through TRL's chunked log-prob kernel (three matmuls, no logits kept).
+Positions count real tokens, as in generation. The result equals one plain forward over the full sequences up
+to float rounding (tests/train/test_train_preference.py and tests/train/test_train_online.py check both callers
+against it).
 """
 
 from __future__ import annotations

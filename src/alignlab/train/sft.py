@@ -20,6 +20,7 @@ from alignlab.train.logps import head_logps
 
 class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
     def _own_head(self, model, inputs) -> bool:
+        """Whether this batch can take alignlab's head path (``model``: the PEFT model or its base)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         cfg = getattr(base, "config", None)
         head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
@@ -31,9 +32,9 @@ class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         unwrapped = self.accelerator.unwrap_model(model)
-        if return_outputs or not self._own_head(unwrapped, inputs):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        if return_outputs or not self._own_head(base, inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         with self.accelerator.autocast():  # the trunk is called directly, past accelerate's forward wrapper
             hidden = base.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                         position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
@@ -42,9 +43,7 @@ class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
             logps, entropy, top1 = head_logps(base.get_output_embeddings().weight, hidden[:, :-1][sel], labels[sel],
                                               stats=True)
         count = sel.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = -logps.sum() / torch.as_tensor(count, device=logps.device).clamp(min=1)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes
+        loss = -logps.sum() / torch.as_tensor(count, device=logps.device).clamp(min=1)  # one process (see _own_head)
         mode = "train" if self.model.training else "eval"
         valid = int(sel.sum())
         self._metrics[mode]["entropy"].append(float(entropy.sum()) / valid if valid else 0.0)
