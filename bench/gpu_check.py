@@ -157,15 +157,64 @@ def trl_fastest(model_dir: str, rows: list[dict], batch: int, out: Path) -> dict
 
 
 @section
+def padding_probe(model_dir: str) -> dict:
+    """Left-padded prompts through the model on this device: NaN at real positions (forward) and in gradients, with
+    transformers' SDPA as it comes and with alignlab's (``alignlab.models.attention``)."""
+    from alignlab.models.attention import NAME
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    tok.padding_side = "left"
+    texts = ["Why is the sky blue?", "How do I boil an egg so the yolk stays soft?", "Largest animal?",
+             "Explain, in two sentences, why a bicycle stays upright when it moves and falls over when it stops.",
+             "What is 17 times 23?", "Name a prime.", "What does 'ephemeral' mean?", "How do I reverse a list in Python?"]
+    enc = tok(texts, return_tensors="pt", padding=True).to(DEVICE)
+    mask = enc.attention_mask
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    real = mask.bool()
+    model = load_base(model_dir, device=DEVICE)
+    out = {"dtype": str(model.dtype), "rows": len(texts), "padded_rows": int((mask == 0).any(1).sum()),
+           "real_positions": int(real.sum())}
+    logits = {}
+    for impl in ("sdpa", NAME):
+        model.set_attn_implementation(impl)
+        model.zero_grad()
+        lg = model(input_ids=enc.input_ids, attention_mask=mask, position_ids=pos).logits
+        lg[real].float().logsumexp(-1).mean().backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        logits[impl] = lg.detach()[real].float()
+        out[impl] = {"real_positions_nan": int(torch.isnan(logits[impl]).any(-1).sum()),
+                     "params_with_nan_grad": sum(int(torch.isnan(g).any()) for g in grads), "params_with_grad": len(grads)}
+    both = torch.isfinite(logits["sdpa"]).all(-1) & torch.isfinite(logits[NAME]).all(-1)
+    if both.any():
+        out["max_abs_diff_where_both_finite"] = float((logits["sdpa"][both] - logits[NAME][both]).abs().max())
+    del model
+    empty_cache()
+    return out
+
+
+@section
 def dpo_speed(models: dict, rows: list[dict], batch: int, peak_tflops: float, work_dir: Path) -> dict:
     from bench_dpo import run_alignlab
 
     result = {}
     for name, path in models.items():
+        entry = result[name] = {}
         try:
             ours = run_alignlab(path, rows, work_dir / f"al-{name}", batch=batch)
-            empty_cache()
-            theirs = trl_fastest(path, rows, batch, work_dir / f"trl-{name}")
+        except Exception as err:
+            ours = None
+            entry["alignlab_error"] = f"{type(err).__name__}: {err}"
+            entry["alignlab_trace"] = traceback.format_exc()[-2000:]
+        empty_cache()
+        try:
+            theirs = entry["trl_fastest"] = trl_fastest(path, rows, batch, work_dir / f"trl-{name}")
+        except Exception as err:
+            theirs = None
+            entry["trl_error"] = f"{type(err).__name__}: {err}"
+            entry["trl_trace"] = traceback.format_exc()[-2000:]
+        empty_cache()
+        if ours and theirs:
             # the work both did, from TRL's tokenization of the same rows: each pair's prompt once (alignlab) and
             # chosen + rejected answers; TRL forwards the prompt twice, so this favours neither
             prompt_toks, answer_toks = theirs["prompt_tokens"], theirs["answer_tokens"]
@@ -173,13 +222,11 @@ def dpo_speed(models: dict, rows: list[dict], batch: int, peak_tflops: float, wo
             flops = 6 * trunk * prompt_toks + 6 * ours["params"] * answer_toks
             tflops = flops / ours["train_s"] / 1e12
             ours_tps = theirs["tokens"] / ours["train_s"]
-            result[name] = {"alignlab_tok_s": round(ours_tps, 1), "alignlab_train_s": round(ours["train_s"], 2),
-                            "trl_fastest": theirs, "speedup_vs_trl_fastest": round(ours_tps / theirs["tok_s"], 2),
-                            "model_tflops": round(tflops, 1), "mfu_vs_measured_bf16_peak": round(tflops / peak_tflops, 3),
-                            "params": ours["params"], "prompt_tokens": prompt_toks, "answer_tokens": answer_toks}
-        except Exception as err:
-            result[name] = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2500:]}
-        print(f"   {name}: {json.dumps(result[name], default=str)[:600]}", flush=True)
+            entry.update({"alignlab_tok_s": round(ours_tps, 1), "alignlab_train_s": round(ours["train_s"], 2),
+                          "speedup_vs_trl_fastest": round(ours_tps / theirs["tok_s"], 2),
+                          "model_tflops": round(tflops, 1), "mfu_vs_measured_bf16_peak": round(tflops / peak_tflops, 3),
+                          "params": ours["params"], "prompt_tokens": prompt_toks, "answer_tokens": answer_toks})
+        print(f"   {name}: {json.dumps(entry, default=str)[:600]}", flush=True)
     return result
 
 
@@ -213,7 +260,12 @@ def qlora(model_dir: str, work: Path) -> dict:
     out["dpo"] = cli("train", "dpo", "--model", model_dir, "--qlora", "--max-steps", "8", "--batch-size", "8",
                      "--name", "qlora-dpo", *COMMON, cwd=work)
     out["dpo"].update(adapter_summary(work / "runs" / "qlora-dpo"))
+    # the default reward's diversity term needs the MiniLM package (83 MB, too big to carry to a lent machine)
+    spec = work / "rewards.yaml"
+    spec.write_text("components:\n  - {name: heuristic, fn: persona_heuristic, weight: 1.0}\n"
+                    "  - {name: length, fn: length_penalty, weight: -0.1, args: {target: 60}}\ncap: 1.0\n")
     out["grpo"] = cli("train", "grpo", "--model", model_dir, "--qlora", "--max-steps", "3", "--batch-size", "8",
+                      "--rewards", str(spec),
                       "--set", "online.num_generations=4", "--set", "online.max_completion_length=32",
                       "--name", "qlora-grpo", *COMMON, cwd=work)
     out["grpo"].update(adapter_summary(work / "runs" / "qlora-grpo"))
@@ -252,7 +304,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--only", default="speed,qlora,fsdp")
+    ap.add_argument("--only", default="probe,speed,qlora,fsdp")
     ap.add_argument("--dry", action="store_true", help="no GPU: run the speed section on the CPU in fp32 (a check of this script)")
     args = ap.parse_args()
     OUT = Path(args.out)
@@ -265,12 +317,14 @@ def main() -> None:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "alignlab-gpu"
     models = write_models(work / "models")
     only = set(args.only.split(","))
-    if "fsdp" in only:
-        fsdp(models["smollm2-135m-shape"], work / "fsdp")
-    if "qlora" in only:
-        qlora(models["smollm2-135m-shape"], work / "qlora")
+    if "probe" in only:
+        padding_probe(models["smollm2-135m-shape"])
     if "speed" in only:
         dpo_speed(models, pairs(args.pairs), args.batch_size, env.get("bf16_peak_tflops") or 790.0, work / "speed")
+    if "qlora" in only:
+        qlora(models["smollm2-135m-shape"], work / "qlora")
+    if "fsdp" in only:
+        fsdp(models["smollm2-135m-shape"], work / "fsdp")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,9 @@ def load_base(
         raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
     if not load_in_4bit:
         model.to(device)
-    return model
+    from alignlab.models.attention import protect
+
+    return protect(model)  # left-padded rows must not reach CUDA's SDPA kernels with nothing to attend to
 
 
 def load_sequence_classifier(model_name: str, device: str = "cpu", precision: str = "auto", trust_remote_code: bool = False):

@@ -1,0 +1,52 @@
+"""SDPA attention that never hands the kernel a query row with nothing to attend to.
+
+alignlab left-pads prompts (generation, the shared-prompt forward of the DPO family, GRPO's sampler, PPO). With a
+causal mask, a padding position at the left may attend to no key at all. transformers 5 passes such rows to
+``torch.nn.functional.scaled_dot_product_attention`` unchanged (it dropped its own fix, ``allow_torch_fix``). CPU
+kernels return 0 for them; CUDA kernels can return NaN, and the NaN then reaches real tokens through ``0 * NaN`` in
+the next layer's value products and in the backward pass. On an H200 (torch 2.11, transformers 5.17) alignlab's DPO
+stopped with a NaN loss within 6 steps this way, in two model shapes.
+
+``alignlab_sdpa`` is transformers' own SDPA with one change: a row whose mask is all False is opened to every key.
+Its output is then finite and unused: a real token never attends to a padding position, so no real position
+changes (a test checks the log-probs are identical). Models that load with ``sdpa`` are switched to it
+(``protect``); other implementations (eager's additive mask, flash attention's unpadding) have no such rows.
+"""
+
+from __future__ import annotations
+
+NAME = "alignlab_sdpa"
+_registered = False
+
+
+def _padded_sdpa(module, query, key, value, attention_mask, **kwargs):
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        attention_mask = attention_mask | ~attention_mask.any(-1, keepdim=True)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def register() -> None:
+    """Make ``alignlab_sdpa`` a transformers attention implementation (its masks are built as for ``sdpa``)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(NAME, _padded_sdpa)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    _registered = True
+
+
+def protect(model):
+    """Switch a model that runs transformers' SDPA to ``alignlab_sdpa``; any other model is returned as it is."""
+    config = getattr(model, "config", None)
+    settable = getattr(model, "_can_set_attn_implementation", lambda: False)()
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not settable:
+        return model
+    register()
+    model.set_attn_implementation(NAME)
+    return model
