@@ -2,10 +2,11 @@
 
 alignlab left-pads prompts (generation, the shared-prompt forward of the DPO family, GRPO's sampler, PPO). With a
 causal mask, a padding position at the left may attend to no key at all. transformers 5 passes such rows to
-``torch.nn.functional.scaled_dot_product_attention`` unchanged (it dropped its own fix, ``allow_torch_fix``). CPU
-kernels return 0 for them; CUDA kernels can return NaN, and the NaN then reaches real tokens through ``0 * NaN`` in
-the next layer's value products and in the backward pass. On an H200 (torch 2.11, transformers 5.17) alignlab's DPO
-stopped with a NaN loss within 6 steps this way, in two model shapes.
+``torch.nn.functional.scaled_dot_product_attention`` unchanged (it dropped its own fix, ``allow_torch_fix``). The
+CPU kernels return 0 for them. Some CUDA kernels return NaN, which then reaches real tokens through ``0 * NaN`` in
+the next layer's value products and in the backward pass (reported on a B200 with torch 2.13). On the H200 this
+project measured (torch 2.11, ``bench/gpu_check.py``'s padding probe) plain SDPA stayed finite; the guard costs
+nothing measurable and keeps alignlab independent of which kernel a GPU picks.
 
 ``alignlab_sdpa`` is transformers' own SDPA with one change: a row whose mask is all False is opened to every key.
 Its output is then finite and unused: a real token never attends to a padding position, so no real position
