@@ -75,23 +75,17 @@ class StepClock(TrainerCallback):
 def alignlab_run(model_dir: str, rows: list[dict], work: Path, batch: int, clock: StepClock, concatenated: bool) -> None:
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
-    from alignlab.train.preference import PreferenceTrainer
 
     data = work / "dpo.jsonl"
     work.mkdir(parents=True, exist_ok=True)
     data.write_text("".join(json.dumps(p) + "\n" for p in rows))
     cfg = apply_overrides(ProjectConfig(), {"model": model_dir, "train.batch_size": batch, "train.sample_prompts": 0,
                                              "train.check_per_category": 0, "train.save_steps": 10_000, "train.seed": 0,
-                                             "lora.target_modules": "all-linear"})
-    original = PreferenceTrainer._plain_forward
-    if concatenated:
-        PreferenceTrainer._plain_forward = lambda self, model: True
-    try:
-        ctx = engine.prepare("dpo", cfg, str(data), work / "runs")
-        ctx.extra_callbacks.append(clock)
-        engine.run(ctx, str(data))
-    finally:
-        PreferenceTrainer._plain_forward = original
+                                             "lora.target_modules": "all-linear",
+                                             "train.shared_prompt": "off" if concatenated else "on"})
+    ctx = engine.prepare("dpo", cfg, str(data), work / "runs")
+    ctx.extra_callbacks.append(clock)
+    engine.run(ctx, str(data))
 
 
 def trl_run(model_dir: str, rows: list[dict], work: Path, batch: int, clock: StepClock) -> None:

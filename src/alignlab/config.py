@@ -75,6 +75,11 @@ class TrainConfig(_Strict):
         "auto", description="auto = off on CPU (recompute costs time and memory is plentiful), on with QLoRA"
     )
     group_by_length: bool = Field(True, description="batch examples of similar length to cut padding")
+    shared_prompt: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="DPO/IPO/SimPO/ORPO: run each prompt once for both answers (fewer FLOPs, twice the passes); "
+        "auto = on on a CPU (arithmetic-bound), off on a GPU (launch-bound for small models)",
+    )
     check_per_category: int = Field(
         3, ge=0, description="after `alignlab train`: score base vs adapter on this many held-out prompts per category (0 = off)"
     )

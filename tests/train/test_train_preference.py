@@ -322,3 +322,28 @@ def test_an_unset_learning_rate_is_the_methods_default(tiny_model, tmp_path):
     assert cfg.train.learning_rate is None  # the caller's config is not changed
     ctx = engine.prepare("dpo", apply_overrides(cfg, {"train.learning_rate": 3e-4}), str(data), tmp_path / "runs")
     assert ctx.cfg.train.learning_rate == 3e-4
+
+
+@pytest.mark.parametrize("setting,plain", [("auto", False), ("on", False), ("off", True)])
+def test_shared_prompt_setting_picks_the_forward(tiny_model, tmp_path, monkeypatch, setting, plain):
+    """train.shared_prompt: auto shares the prompt on a CPU; off runs TRL's concatenated forward (what auto picks on
+    a GPU), for the policy and the reference alike; either way the run learns."""
+    from safetensors.torch import load_file
+
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.train import engine, preference
+
+    calls = {"shared": 0, "plain": 0}
+    shared, concatenated = preference.completion_logps, preference.concatenated_logps
+    monkeypatch.setattr(preference, "completion_logps",
+                        lambda m, b: calls.__setitem__("shared", calls["shared"] + 1) or shared(m, b))
+    monkeypatch.setattr(preference, "concatenated_logps",
+                        lambda m, b: calls.__setitem__("plain", calls["plain"] + 1) or concatenated(m, b))
+    data = write_pairs(tmp_path / "pairs.jsonl", n=4)
+    cfg = apply_overrides(ProjectConfig(model=tiny_model), {
+        "train.sample_prompts": 0, "train.batch_size": 2, "train.max_steps": 2, "train.learning_rate": 5e-3,
+        "train.save_steps": 100, "train.check_per_category": 0, "train.shared_prompt": setting})
+    run_dir = engine.run(engine.prepare("dpo", cfg, str(data), tmp_path / "runs"), str(data))
+    assert calls["plain" if plain else "shared"] == 4 and calls["shared" if plain else "plain"] == 0  # 2 steps x 2
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())

@@ -8,7 +8,9 @@ reference) and runs the loop. We replace two pieces:
 - the forward: chosen and rejected share their prompt. We run the prompt once, keep its KV cache, and
   run both completions on top of it, so prompt tokens cost one forward/backward instead of two; the
   LM head only runs on completion positions. Batches are grouped by length to cut padding. The result
-  equals the plain forward up to float rounding (tests/train/test_train_preference.py checks it).
+  equals the plain forward up to float rounding (tests/train/test_train_preference.py checks it). It is
+  the default on a CPU; on a GPU (``train.shared_prompt: auto``) TRL's one concatenated forward runs instead,
+  because there a small model's step is bound by kernel launches and sharing doubles them.
 
 Under multi-process data parallelism the model is wrapped by DDP, which must see exactly one forward
 per step, so there we use TRL's single concatenated forward instead. With gradient checkpointing on
@@ -76,9 +78,12 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
 
     Every method's beta is TRL's ``args.beta`` (``self.beta``), set once from the method's config section."""
 
-    def __init__(self, *args, method: str = methods.DPO, method_cfg=None, **kwargs):
+    def __init__(self, *args, method: str = methods.DPO, method_cfg=None, shared_prompt: str = "auto", **kwargs):
         self.al_method, self.al_cfg = method, method_cfg
         super().__init__(*args, **kwargs)
+        # auto: share on a CPU, where a step is bound by arithmetic; on a GPU a small model's step is bound by
+        # kernel launches, and sharing doubles them (README "Speed": 0.48x TRL on an H200 with sharing)
+        self.al_shared = shared_prompt == "on" or (shared_prompt == "auto" and self.accelerator.device.type != "cuda")
         self.data_collator = PrefixCollator(self.processing_class.pad_token_id, self.args.max_length)
         self.train_dataset = self.train_dataset.map(
             lambda e: {"length": len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))}
@@ -88,10 +93,10 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         return int(inputs["prompt_mask"].sum()) * 2 + int(inputs["completion_mask"].sum())
 
     def _plain_forward(self, model) -> bool:
-        """TRL's concatenated forward: under DDP (one forward per step), FSDP/DeepSpeed (the wrapper gathers the
-        shards), or when gradient checkpointing has switched the KV cache off (training mode), which the
-        shared-prompt forward needs."""
-        return (self.accelerator.num_processes > 1 or sharded(self.accelerator)
+        """TRL's concatenated forward: when prompt sharing is off (``train.shared_prompt``), under DDP (one forward
+        per step), FSDP/DeepSpeed (the wrapper gathers the shards), or when gradient checkpointing has switched the
+        KV cache off (training mode), which the shared-prompt forward needs."""
+        return (not self.al_shared or self.accelerator.num_processes > 1 or sharded(self.accelerator)
                 or (model.training and gradient_checkpointing(model)))
 
     def _logps(self, model, batch):
@@ -130,7 +135,7 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
             for i in range(0, len(ds), batch_size):
                 batch = self.data_collator([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
                 batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-                c, r = completion_logps(model, batch)[0].sum(1).chunk(2)
+                c, r = (completion_logps if self.al_shared else concatenated_logps)(model, batch)[0].sum(1).chunk(2)
                 chosen += c.tolist()
                 rejected += r.tolist()
         model.train()
@@ -223,6 +228,7 @@ def build_trainer(ctx):
         callbacks=ctx.callbacks,
         method=method,
         method_cfg=mcfg,
+        shared_prompt=ctx.cfg.train.shared_prompt,
     )
     if precompute and spec.reference:
         trainer.precompute_reference(batch_size=max(8, ctx.cfg.train.batch_size * 2), adapter=ref_init)
