@@ -28,6 +28,11 @@ Two later sets are scored the same way:
   in a random order to two blind readers (as three_way.jsonl);
 - loop_rescored.jsonl: 84 held-out answers (the base and the demo recipe after 2 loop rounds whose scorecard rater has
   the unfinished-answer factor, x 42 prompts), read side by side in a random order by two blind readers;
+- demo_lmhead.jsonl: 84 held-out answers (the base and the demo recipe trained with SFT's LM head on the completion
+  only, x 42 prompts), read side by side in a random order by two blind readers;
+- voice_sft.jsonl: the base, the demo recipe and the demo recipe whose SFT stage learned rewrites written with the voice
+  throughout (bundled rewrites' facts, snarkier wording), the three answers to each of 42 held-out prompts shown
+  together in a random order to two blind readers (as three_way.jsonl);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -77,7 +82,7 @@ def main() -> None:
 
 
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
-        "loop_rescored", "demo_lmhead")
+        "loop_rescored", "demo_lmhead", "voice_sft")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
