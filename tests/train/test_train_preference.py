@@ -324,6 +324,13 @@ def test_an_unset_learning_rate_is_the_methods_default(tiny_model, tmp_path):
     assert ctx.cfg.train.learning_rate == 3e-4
 
 
+def test_shared_prompt_auto_is_off_on_a_gpu_only():
+    from alignlab.train.preference import shares_prompt
+
+    assert shares_prompt("auto", "cpu") and not shares_prompt("auto", "cuda")
+    assert shares_prompt("on", "cuda") and not shares_prompt("off", "cpu")
+
+
 @pytest.mark.parametrize("setting,plain", [("auto", False), ("on", False), ("off", True)])
 def test_shared_prompt_setting_picks_the_forward(tiny_model, tmp_path, monkeypatch, setting, plain):
     """train.shared_prompt: auto shares the prompt on a CPU; off runs TRL's concatenated forward (what auto picks on
