@@ -105,8 +105,9 @@ def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple
 
 
 def run_alignlab(model_name: str, rows: list[dict], out: Path, batch: int = 4, method: str = "dpo",
-                 overrides: dict | None = None) -> dict:
-    """`alignlab train METHOD` on ``rows`` as a user runs it; its training time, whole-command time and model size."""
+                 overrides: dict | None = None, callbacks: tuple = ()) -> dict:
+    """`alignlab train METHOD` on ``rows`` as a user runs it; its training time, whole-command time and model size.
+    ``callbacks`` (transformers ``TrainerCallback``s) are added to the run's own."""
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
 
@@ -118,6 +119,7 @@ def run_alignlab(model_name: str, rows: list[dict], out: Path, batch: int = 4, m
                                              **(overrides or {})})
     start = time.perf_counter()
     ctx = engine.prepare(method, cfg, str(data), out / "runs")
+    ctx.extra_callbacks += list(callbacks)
     run_dir = engine.run(ctx, str(data))
     command = time.perf_counter() - start
     info = json.loads((run_dir / "run.json").read_text())

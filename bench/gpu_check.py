@@ -125,7 +125,7 @@ def pairs(n: int) -> list[dict]:
     return load_pairs(n)
 
 
-def trl_fastest(model_dir: str, rows: list[dict], batch: int, out: Path) -> dict:
+def trl_fastest(model_dir: str, rows: list[dict], batch: int, out: Path, callbacks: tuple = ()) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
@@ -142,7 +142,8 @@ def trl_fastest(model_dir: str, rows: list[dict], batch: int, out: Path) -> dict
                      bf16=DEVICE == "cuda" or cpu_has_fast_bf16(), gradient_checkpointing=False,
                      use_cpu=DEVICE == "cpu")
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+                         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+                         callbacks=list(callbacks))
     tokens = pair_tokens(trainer.train_dataset)
     split = work(trainer.train_dataset)
     sync()

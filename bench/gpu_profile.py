@@ -24,15 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ALIGNLAB_QUIET", "1")
 
+import gpu_check  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 PROFILE = (6, 10)  # profiled steps: from the 6th step's start to the 10th's end
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only to check this script
-
-
-def sync() -> None:
-    if DEV == "cuda":
-        torch.cuda.synchronize()
+gpu_check.DEVICE, gpu_check.DTYPE = DEV, torch.bfloat16 if DEV == "cuda" else torch.float32
+sync = gpu_check.sync
 
 
 class StepClock(TrainerCallback):
@@ -73,43 +71,13 @@ class StepClock(TrainerCallback):
 
 
 def alignlab_run(model_dir: str, rows: list[dict], work: Path, batch: int, clock: StepClock, concatenated: bool) -> None:
-    from alignlab.config import ProjectConfig, apply_overrides
-    from alignlab.train import engine
+    from bench_dpo import run_alignlab
 
-    data = work / "dpo.jsonl"
-    work.mkdir(parents=True, exist_ok=True)
-    data.write_text("".join(json.dumps(p) + "\n" for p in rows))
-    cfg = apply_overrides(ProjectConfig(), {"model": model_dir, "train.batch_size": batch, "train.sample_prompts": 0,
-                                             "train.check_per_category": 0, "train.save_steps": 10_000, "train.seed": 0,
-                                             "lora.target_modules": "all-linear",
-                                             "train.shared_prompt": "off" if concatenated else "on"})
-    ctx = engine.prepare("dpo", cfg, str(data), work / "runs")
-    ctx.extra_callbacks.append(clock)
-    engine.run(ctx, str(data))
-
-
-def trl_run(model_dir: str, rows: list[dict], work: Path, batch: int, clock: StepClock) -> None:
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
-
-    from alignlab.models.loading import load_tokenizer
-
-    torch.manual_seed(0)
-    tok = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(DEV)
-    args = DPOConfig(output_dir=str(work), per_device_train_batch_size=batch, num_train_epochs=1, logging_steps=1,
-                     report_to=[], save_strategy="no", max_length=256, learning_rate=1e-4, seed=0, disable_tqdm=True,
-                     bf16=True, gradient_checkpointing=False, use_cpu=DEV == "cpu")
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
-                         callbacks=[clock])
-    trainer.train()
+    run_alignlab(model_dir, rows, work, batch=batch, callbacks=(clock,),
+                 overrides={"train.check_per_category": 0, "train.shared_prompt": "off" if concatenated else "on"})
 
 
 def main() -> None:
-    import gpu_check
     from bench_dpo import load_pairs
 
     ap = argparse.ArgumentParser()
@@ -131,7 +99,7 @@ def main() -> None:
             start = time.perf_counter()
             try:
                 if variant == "trl":
-                    trl_run(models[shape], rows, work / name, args.batch_size, clock)
+                    gpu_check.trl_fastest(models[shape], rows, args.batch_size, work / name, callbacks=(clock,))
                 else:
                     alignlab_run(models[shape], rows, work / name, args.batch_size, clock, variant.endswith("concatenated"))
                 results[name] = {**clock.summary(), "total_s": round(time.perf_counter() - start, 1)}
