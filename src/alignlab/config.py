@@ -126,8 +126,10 @@ class ORPOConfig(_Strict):
 
 class KTOConfig(_Strict):
     beta: float = Field(0.1, gt=0, description="KTO beta")
-    desirable_weight: float = Field(1.0, gt=0, description="weight of thumbs-up examples")
-    undesirable_weight: float = Field(1.0, gt=0, description="weight of thumbs-down examples")
+    desirable_weight: float | None = Field(
+        None, gt=0, description="weight of thumbs-up examples; none (with undesirable_weight none too): balance the classes, "
+        "the rarer one weighted by the count ratio (KTO paper, Eq. 8)")
+    undesirable_weight: float | None = Field(None, gt=0, description="weight of thumbs-down examples; none: see desirable_weight")
 
 
 class SFTConfig(_Strict):

@@ -354,3 +354,30 @@ def test_shared_prompt_setting_picks_the_forward(tiny_model, tmp_path, monkeypat
     assert calls["plain" if plain else "shared"] == 4 and calls["shared" if plain else "plain"] == 0  # 2 steps x 2
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
+
+
+def test_kto_balances_unequal_thumbs_the_way_trl_recommends(tiny_model, tmp_path, caplog):
+    """3 thumbs up, 9 down: unset weights become desirable 3.0 / undesirable 1.0, inside the range TRL checks
+    (KTO paper Eq. 8), so TRL's own class-balance warning stays silent; explicit weights are kept as given."""
+    import logging
+
+    from alignlab.train import engine
+    from alignlab.train.kto import class_weights
+
+    assert class_weights([1, 0, 0, 0], None, None) == (3.0, 1.0)
+    assert class_weights([1, 1, 1, 0], None, None) == (1.0, 3.0)
+    assert class_weights([1, 0, 0, 0], None, 2.0) == (6.0, 2.0)
+    assert class_weights([1, 0, 0, 0], 1.0, 1.0) == (1.0, 1.0)
+    rows = [{"prompt": f"Say hi #{i}", "completion": "Hi. Thrilling, I know." if i < 3 else "Hello there!", "label": i < 3}
+            for i in range(12)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    warned = {}
+    for name, extra in (("auto", {}), ("given", {"kto.desirable_weight": 1.0, "kto.undesirable_weight": 1.0})):
+        cfg = cfg_for(tiny_model, **{"train.max_steps": 1, **extra})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            run_dir = engine.run(engine.prepare("kto", cfg, str(data), tmp_path / name), str(data))
+        warned[name] = any("ideal range" in r.getMessage() for r in caplog.records)
+        assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert warned == {"auto": False, "given": True}
