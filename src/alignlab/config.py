@@ -119,8 +119,9 @@ class IPOConfig(_Strict):
 class SimPOConfig(_Strict):
     beta: float = Field(2.0, gt=0, description="SimPO beta: scale of the length-normalised reward")
     gamma: float = Field(0.5, ge=0, description="SimPO target reward margin gamma")
-    sft_weight: float = Field(
-        1.0, ge=0, description="weight of an NLL term on the chosen response (CPO-SimPO; 0 = plain SimPO)")
+    sft_weight: float = Field(8.0, ge=0, description=(
+        "weight of an NLL term on the chosen response (CPO-SimPO; 0 = plain SimPO); one epoch from the base lost 16 "
+        "points of correctness at 1, 7 at 4, 5 at 8 (README, Method defaults)"))
 
 
 class ORPOConfig(_Strict):
