@@ -3,13 +3,17 @@
 One invocation, same prompts, same reward (persona heuristic minus a length penalty), same seed, LoRA
 r=16 on all linear layers, 4 prompts x 4 generations x 32 new tokens per step:
 
-- plain TRL: `GRPOTrainer` with its library defaults (bf16 autocast, gradient checkpointing on);
+- plain TRL: `GRPOTrainer` with its library defaults (bf16 autocast, gradient checkpointing on), and with
+  checkpointing off (its fastest here);
 - alignlab: `alignlab train grpo` (device-chosen precision, no checkpointing, shared-prompt scoring).
+
+All three use the same KL coefficient, ``--beta`` (default: alignlab's ``online.beta``, 0.04). TRL's library
+default is 0, which skips the reference model's forward pass; a run at 0 compares that job on both sides.
 
 For each it prints the mean step time, the fraction of it spent inside TRL's generation call, and
 generated tokens/s. Step 1 is a warm-up and is left out.
 
-    python bench/bench_grpo.py [--steps 4] [--model smollm2-135m]
+    python bench/bench_grpo.py [--steps 4] [--model smollm2-135m] [--beta 0.04]
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class Timer:
         return {"step_s": step_time, "gen_s": gen_time, "gen_fraction": gen_time / step_time, "gen_tokens_per_s": toks}
 
 
-def plain_trl(model_name: str, steps: int, out: Path, spec_path: Path, tuned: bool = False) -> dict:
+def plain_trl(model_name: str, steps: int, out: Path, spec_path: Path, beta: float, tuned: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -82,7 +86,7 @@ def plain_trl(model_name: str, steps: int, out: Path, spec_path: Path, tuned: bo
     try:
         args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=16, num_generations=4,
                           max_completion_length=32, max_steps=steps, logging_steps=1, report_to=[], save_strategy="no",
-                          use_cpu=True, seed=0, learning_rate=1e-5, disable_tqdm=True,
+                          use_cpu=True, seed=0, learning_rate=1e-5, disable_tqdm=True, beta=beta,
                           **({"gradient_checkpointing": False} if tuned else {}))
         rows = [{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS]
         trainer = GRPOTrainer(model=load_base(model_name), reward_funcs=[load_spec(spec_path)], args=args,
@@ -95,7 +99,7 @@ def plain_trl(model_name: str, steps: int, out: Path, spec_path: Path, tuned: bo
     return timer.report("TRL tuned" if tuned else "plain TRL")
 
 
-def alignlab(model_name: str, steps: int, out: Path, spec_path: Path) -> dict:
+def alignlab(model_name: str, steps: int, out: Path, spec_path: Path, beta: float) -> dict:
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
     from alignlab.train.online import AlignlabGRPOTrainer
@@ -107,6 +111,7 @@ def alignlab(model_name: str, steps: int, out: Path, spec_path: Path) -> dict:
         "model": model_name, "train.max_steps": steps, "train.batch_size": 4, "train.sample_prompts": 0,
         "train.save_steps": 1000, "train.seed": 0, "train.learning_rate": 1e-5, "lora.target_modules": "all-linear",
         "online.num_generations": 4, "online.max_completion_length": 32, "online.rewards": str(spec_path),
+        "online.beta": beta,
     })
     timer = Timer()
     restore = timer.install(AlignlabGRPOTrainer)
@@ -123,7 +128,12 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--out", default="/tmp/alignlab-bench-grpo")
+    ap.add_argument("--beta", type=float, default=None, help="KL coefficient for all three (default: online.beta)")
     args = ap.parse_args()
+    from alignlab.config import OnlineConfig
+
+    beta = OnlineConfig().beta if args.beta is None else args.beta
+    print(f"KL coefficient beta={beta} on both sides")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "rewards.yaml"
@@ -131,14 +141,14 @@ def main() -> None:
     from alignlab.models.registry import resolve_model
 
     resolve_model(args.model)
-    ours = alignlab(args.model, args.steps, out / "alignlab", spec)
-    theirs = plain_trl(args.model, args.steps, out / "trl", spec)
-    tuned = plain_trl(args.model, args.steps, out / "trl-tuned", spec, tuned=True)
+    ours = alignlab(args.model, args.steps, out / "alignlab", spec, beta)
+    theirs = plain_trl(args.model, args.steps, out / "trl", spec, beta)
+    tuned = plain_trl(args.model, args.steps, out / "trl-tuned", spec, beta, tuned=True)
     best = min((theirs, tuned), key=lambda r: r["step_s"])
     fastest_gen = max(theirs["gen_tokens_per_s"], tuned["gen_tokens_per_s"])
     print(f"step time: alignlab {best['step_s'] / ours['step_s']:.2f}x faster than TRL's fastest configuration here; "
           f"generated tokens/s {ours['gen_tokens_per_s'] / fastest_gen:.2f}x")
-    print(json.dumps({"alignlab": ours, "trl_defaults": theirs, "trl_tuned": tuned,
+    print(json.dumps({"beta": beta, "alignlab": ours, "trl_defaults": theirs, "trl_tuned": tuned,
                       "step_speedup_vs_fastest": round(best["step_s"] / ours["step_s"], 2),
                       "gen_speedup_vs_fastest": round(ours["gen_tokens_per_s"] / fastest_gen, 2)}))
 

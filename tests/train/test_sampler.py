@@ -52,6 +52,24 @@ def test_sync_follows_the_trained_adapter(tiny_model):
         assert torch.allclose(copy.model(x).logits, policy(x).logits, atol=1e-4)
 
 
+def test_lm_head_runs_in_the_copy_precision_unless_fp32_is_asked(tiny_model):
+    """As TRL's generate: the head in the sampling precision by default, in fp32 with cast_lm_head_to_fp32.
+    Both copies' logits stay within bf16 rounding of the adapted fp32 model's; the fp32 head's are closer."""
+    policy = lora_model(tiny_model)
+    low = GenerationCopy(policy, dtype=torch.bfloat16)
+    high = GenerationCopy(policy, dtype=torch.bfloat16, fp32_head=True)
+    assert low.model.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert high.model.get_output_embeddings().weight.dtype == torch.float32
+    x = torch.randint(0, 1000, (2, 7))
+    with torch.no_grad():
+        ref = policy(x).logits
+        out_low, out_high = low.model(x).logits, high.model(x).logits
+    assert out_low.dtype == torch.bfloat16 and out_high.dtype == torch.float32
+    scale = ref.abs().max()
+    err_low, err_high = (out_low.float() - ref).abs().max() / scale, (out_high - ref).abs().max() / scale
+    assert err_low < 0.05 and err_high < 0.05 and err_high < err_low
+
+
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, None, 1.0), (0.7, None, 1.0), (1.0, 40, 1.0), (1.3, None, 0.8)])
 def test_categorical_draws_transformers_distribution(temperature, top_k, top_p):
     """Frequencies over 100k draws match the distribution transformers' own warpers define (600 tokens:

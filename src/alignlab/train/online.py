@@ -100,7 +100,8 @@ class _OnlineMixin(AlignlabTrainerMixin):
         policy = self.accelerator.unwrap_model(self.model)
         try:
             if why is None and self._al_sampler is None:
-                self._al_sampler = sampler.GenerationCopy(policy)
+                self._al_sampler = sampler.GenerationCopy(
+                    policy, fp32_head=bool(getattr(self.args, "cast_lm_head_to_fp32", False)))
             elif why is None:
                 self._al_sampler.sync(policy)
         except ValueError as exc:
