@@ -67,6 +67,40 @@ def test_fully_masked_rows_do_not_reach_real_tokens(tiny_model, monkeypatch):
     torch.testing.assert_close(fixed[real], reference[real], rtol=1e-5, atol=1e-5)
 
 
+def test_short_sequences_take_the_math_kernel_with_the_same_result(tiny_model, monkeypatch):
+    """On CPU a short batch runs on torch's math kernel (faster there); logits and gradients match the kernel
+    torch picks by itself (MATH_KEYS 0) on the real positions."""
+    import alignlab.models.attention as attention
+
+    tok = load_tokenizer(tiny_model)
+    ids, mask = left_padded_batch(tok)
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    model = load_base(tiny_model)
+    backends = []
+    original = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        backends.append(torch.backends.cuda.flash_sdp_enabled())  # sdpa_kernel's switch, read by the CPU dispatch too
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    assert ids.shape[1] <= attention.MATH_KEYS
+    runs = []
+    for keys in (attention.MATH_KEYS, 0):
+        monkeypatch.setattr(attention, "MATH_KEYS", keys)
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        logits[mask.bool()].float().logsumexp(-1).sum().backward()
+        grad = next(p.grad for p in model.parameters() if p.grad is not None).clone()
+        runs.append((logits.detach(), grad))
+    n = len(backends) // 2
+    assert n > 0
+    assert not any(backends[:n]) and all(backends[n:])  # math kernel first, torch's own choice (flash) second
+    real = mask.bool()
+    torch.testing.assert_close(runs[0][0][real], runs[1][0][real], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(runs[0][1], runs[1][1], rtol=1e-3, atol=1e-5)
+
+
 def test_shared_prompt_logps_identical_and_finite_with_cuda_like_sdpa(tiny_model, monkeypatch):
     """The DPO family's forward (left-padded prompts, a KV cache, right-padded completions) and its gradients."""
     tok = load_tokenizer(tiny_model)

@@ -9,6 +9,7 @@ project measured (torch 2.11, ``bench/gpu_check.py``'s padding probe) plain SDPA
 nothing measurable and keeps alignlab independent of which kernel a GPU picks.
 
 ``alignlab_sdpa`` is transformers' own SDPA with one change: a row whose mask is all False is opened to every key.
+(And on CPU, short sequences run on torch's plain math kernel, which is faster there: ``MATH_KEYS``.)
 Its output is then finite and unused: a real token never attends to a padding position, so no real position
 changes (a test checks the log-probs are identical). Models that load with ``sdpa`` are switched to it
 (``protect``); other implementations (eager's additive mask, flash attention's unpadding) have no such rows.
@@ -26,7 +27,19 @@ def _padded_sdpa(module, query, key, value, attention_mask, **kwargs):
 
     if attention_mask is not None and attention_mask.dtype == torch.bool:
         attention_mask = attention_mask | ~attention_mask.any(-1, keepdim=True)
+    if query.device.type == "cpu" and query.shape[-2] > 1 and key.shape[-2] <= MATH_KEYS:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.MATH):
+            return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+# On CPU, up to this many keys the plain matmul-softmax-matmul kernel (``SDPBackend.MATH``) beats the flash kernel
+# that torch picks, forward and backward: 30 layers of bf16 attention at batch 4, 9 query and 3 key heads, on 2
+# AMD EPYC cores: 117 vs 165 ms at 96 keys, 150 vs 242 at 128; from 192 keys on flash wins (318 vs 339 ms).
+# SFT on the bundled rewrites (about 124 tokens a row) trains 6% faster; DPO's shapes do not move.
+MATH_KEYS = 160
 
 
 def register() -> None:
