@@ -113,7 +113,8 @@ def test_greedy_decoding_matches_transformers_generate(tiny_model):
 
 
 def test_grpo_generates_through_the_sampler(tiny_model, tmp_path):
-    """A GRPO run on CPU samples through the merged copy (not TRL's generate) and trains the adapter."""
+    """A GRPO run on CPU samples through the merged copy (not TRL's generate), with the LM head in fp32 when
+    online.fp32_lm_head asks for it, and trains the adapter."""
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
     from alignlab.train.online import AlignlabGRPOTrainer
@@ -124,13 +125,15 @@ def test_grpo_generates_through_the_sampler(tiny_model, tmp_path):
     (tmp_path / "rewards.yaml").write_text("components:\n  - {name: n, fn: rew.py:n}\n")
     cfg = apply_overrides(ProjectConfig(model=tiny_model), {
         "train.sample_prompts": 0, "train.batch_size": 2, "train.save_steps": 1000, "train.max_steps": 2,
-        "online.num_generations": 4, "online.max_completion_length": 8, "online.rewards": str(tmp_path / "rewards.yaml")})
+        "online.num_generations": 4, "online.max_completion_length": 8, "online.rewards": str(tmp_path / "rewards.yaml"),
+        "online.fp32_lm_head": True})
     used = []
     original = AlignlabGRPOTrainer._al_sample
 
     def spy(self, *args):
         out = original(self, *args)
-        used.append(out is not None and isinstance(self._al_sampler, GenerationCopy))
+        used.append(out is not None and isinstance(self._al_sampler, GenerationCopy)
+                    and self._al_sampler.model.get_output_embeddings().weight.dtype == torch.float32)
         return out
 
     AlignlabGRPOTrainer._al_sample = spy

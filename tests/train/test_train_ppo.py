@@ -42,7 +42,7 @@ def _project(tmp_path, tiny_model, beta, **train):
                 "max_steps": STEPS,
                 "batch_size": 8,
                 "learning_rate": 2e-3,
-                "seed": 3,  # a knife edge: with the bf16 LM head seed 3 learns in 40 steps, 2 and 4 stay flat (fp32: 2-4 learned)
+                "seed": 2,  # the task is on a knife edge: seeds 2, 3 and 4 learn in 40 steps, seed 1 samples no newline early and stays flat
                 "sample_prompts": 0,
                 "save_steps": 1000,
                 "device": "cpu",
@@ -53,6 +53,9 @@ def _project(tmp_path, tiny_model, beta, **train):
                 "max_completion_length": 8,
                 "temperature": 0.15,
                 "beta": beta,
+                # at temperature 0.15 the bf16 head's rounding (logits / 0.15) moves this random model's few
+                # sampled newlines enough that the 40-step run learns or not by chance; fp32 keeps it exact
+                "fp32_lm_head": True,
             },
         }
     )

@@ -90,6 +90,7 @@ class _OnlineMixin(AlignlabTrainerMixin):
 
 
     _al_sampler = None  # a GenerationCopy once built; False when this run stays on TRL's generate
+    _al_fp32_head = False  # online.fp32_lm_head
 
     def _al_sample(self, prompt_ids, images, multimodal_fields):
         """Completions from ``alignlab.train.sampler`` (merged bf16 copy, shared prefill, static cache), or None
@@ -100,8 +101,8 @@ class _OnlineMixin(AlignlabTrainerMixin):
         policy = self.accelerator.unwrap_model(self.model)
         try:
             if why is None and self._al_sampler is None:
-                self._al_sampler = sampler.GenerationCopy(
-                    policy, fp32_head=bool(getattr(self.args, "cast_lm_head_to_fp32", False)))
+                fp32 = self._al_fp32_head or bool(getattr(self.args, "cast_lm_head_to_fp32", False))
+                self._al_sampler = sampler.GenerationCopy(policy, fp32_head=fp32)
             elif why is None:
                 self._al_sampler.sync(policy)
         except ValueError as exc:
@@ -184,7 +185,7 @@ def build_trainer(ctx):
         )
     )
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
-    return trainer_cls(
+    trainer = trainer_cls(
         model=ctx.model,
         reward_funcs=[recorder],
         args=args,
@@ -193,3 +194,5 @@ def build_trainer(ctx):
         peft_config=ctx.peft_config(),
         callbacks=[*ctx.callbacks, MonitorCallback(ctx.run_dir, monitor)],
     )
+    trainer._al_fp32_head = o.fp32_lm_head
+    return trainer

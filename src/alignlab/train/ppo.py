@@ -358,7 +358,7 @@ def train_loop(ctx, resume: bool = False):
     recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
     stop_ids = _stop_ids(model, ctx.tokenizer)
-    gen_copy = sampler.GenerationCopy(model) if torch.device(ctx.device).type == "cpu" else None
+    gen_copy = sampler.GenerationCopy(model, fp32_head=o.fp32_lm_head) if torch.device(ctx.device).type == "cpu" else None
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
     pending: list[dict] = []
     final: dict = {}

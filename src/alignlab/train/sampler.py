@@ -9,7 +9,8 @@ Here, per step:
 1. ``GenerationCopy.sync`` writes base + LoRA delta (``get_delta_weight``, PEFT's own merge arithmetic)
    into a plain model in bf16 (the CPU has native bf16) or the training dtype: one matmul per linear, no
    adapter at decode time. The copy costs one model's weights in memory. Its LM head runs in the same
-   precision unless the run sets ``cast_lm_head_to_fp32``, as TRL's generate does.
+   precision, as TRL's generate runs it, unless the run sets ``online.fp32_lm_head`` (or TRL's
+   ``cast_lm_head_to_fp32``).
 2. ``sample`` prefills each distinct prompt once (LM head on the last position only), repeats its KV cache
    for the group, decodes into a static cache (no concatenation) and draws each token by inverse CDF: one
    uniform per row against the cumulative probabilities, exactly the categorical distribution that
