@@ -129,7 +129,9 @@ class ORPOConfig(_Strict):
 
 
 class KTOConfig(_Strict):
-    beta: float = Field(0.1, gt=0, description="KTO beta")
+    beta: float = Field(
+        0.5, gt=0, description="KTO beta (0.5: on the bundled thumbs one epoch from the base kept 7 more points of "
+        "correctness than TRL's 0.1; README: Method defaults)")
     desirable_weight: float | None = Field(
         None, gt=0, description="weight of thumbs-up examples; none (with undesirable_weight none too): balance the classes, "
         "the rarer one weighted by the count ratio (KTO paper, Eq. 8)")
