@@ -38,6 +38,8 @@ Two later sets are scored the same way:
   random order to two blind readers (as three_way.jsonl);
 - prefs_nll.jsonl: the base, `alignlab train ipo` (rpo_alpha 4.0) and `alignlab train simpo` (sft_weight 8.0) at their
   defaults, one epoch from the base, read as dpo_nll.jsonl;
+- kto_beta.jsonl: the base, `alignlab train kto` with balanced weights at beta 0.1 and at beta 0.5 (the new default), one
+  epoch at lr 1e-4 from the base, read as dpo_nll.jsonl;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -87,7 +89,7 @@ def main() -> None:
 
 
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
-        "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll")
+        "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
