@@ -40,6 +40,10 @@ Two later sets are scored the same way:
   defaults, one epoch from the base, read as dpo_nll.jsonl;
 - kto_beta.jsonl: the base, `alignlab train kto` with balanced weights at beta 0.1 and at beta 0.5 (the new default), one
   epoch at lr 1e-4 from the base, read as dpo_nll.jsonl;
+- decoding.jsonl: the base and the demo recipe, each decoded greedily with repetition penalty 1.2 two ways (transformers'
+  own penalty, which also counts the prompt's tokens, and the penalty over the answer's tokens only, as generate() now
+  applies it), the four answers to each of 42 held-out prompts shown together in a random order to two blind readers
+  (as three_way.jsonl, four answers instead of three);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -89,7 +93,7 @@ def main() -> None:
 
 
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
-        "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta")
+        "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:

@@ -36,7 +36,9 @@ def generate(
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
     temperature 0 means greedy. ``repetition_penalty`` > 1 divides the logits of tokens already in the answer
-    (CTRL's penalty, as transformers applies it); greedy decoding of a small model loops without one.
+    (CTRL's penalty) and only those: transformers' ``repetition_penalty`` also counts the prompt's tokens, chat
+    template and question included, which steers an answer away from the question's own words ("Sahara
+    Desert" after "the largest hot desert"). Greedy decoding of a small model loops without a penalty.
     The prompt is encoded once and its KV cache shared by all its samples.
     """
     if seed is not None:
@@ -52,7 +54,10 @@ def generate(
             batch = {k: v.to(device) for k, v in batch.items()}
             kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
             if repetition_penalty != 1.0:
-                kwargs["repetition_penalty"] = repetition_penalty
+                from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+                kwargs["logits_processor"] = LogitsProcessorList(
+                    [RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=batch["input_ids"].shape[1])])
             if temperature > 0:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
             else:

@@ -1,0 +1,49 @@
+"""generate(): the repetition penalty counts the answer's own tokens, not the prompt's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+PROMPTS = ["What is the capital of Australia?", "How do I boil an egg?"]
+PENALTY = 1.3
+TOKENS = 20
+
+
+def _greedy_with_answer_penalty(model, tok, prompt: str) -> str:
+    """Greedy decoding written out: CTRL's penalty on the tokens generated so far (divide a positive logit, multiply a
+    negative one), none on the prompt."""
+    from alignlab.generate import chat_prompt
+
+    ids = tok(chat_prompt(prompt, tok), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    out: list[int] = []
+    with torch.inference_mode():
+        for _ in range(TOKENS):
+            logits = model(input_ids=torch.tensor([ids[0].tolist() + out])).logits[0, -1].clone()
+            for t in set(out):
+                logits[t] = logits[t] / PENALTY if logits[t] > 0 else logits[t] * PENALTY
+            nxt = int(logits.argmax())
+            if nxt == tok.eos_token_id:
+                break
+            out.append(nxt)
+    return tok.decode(out, skip_special_tokens=True).strip()
+
+
+@pytest.mark.slow
+def test_repetition_penalty_leaves_the_prompt_out(default_model):
+    from alignlab.generate import chat_prompt, generate
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    model = load_base(default_model, device="cpu", precision="fp32").eval()
+    tok = load_tokenizer(default_model)
+    ours = generate(model, tok, PROMPTS, max_new_tokens=TOKENS, repetition_penalty=PENALTY)
+    assert ours == [_greedy_with_answer_penalty(model, tok, p) for p in PROMPTS]
+    assert "Canberra" in ours[0]
+
+    # transformers' own repetition_penalty also divides the logits of the prompt's tokens ("capital", "Australia")
+    tok.padding_side = "left"
+    batch = tok([chat_prompt(p, tok) for p in PROMPTS], return_tensors="pt", padding=True, add_special_tokens=False)
+    whole = model.generate(**batch, max_new_tokens=TOKENS, do_sample=False, repetition_penalty=PENALTY,
+                           pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+    theirs = [t.strip() for t in tok.batch_decode(whole[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)]
+    assert theirs != ours
