@@ -37,8 +37,11 @@ def generate(
 
     temperature 0 means greedy. ``repetition_penalty`` > 1 divides the logits of tokens already in the answer
     (CTRL's penalty) and only those: transformers' ``repetition_penalty`` also counts the prompt's tokens, chat
-    template and question included, which steers an answer away from the question's own words ("Sahara
-    Desert" after "the largest hot desert"). Greedy decoding of a small model loops without a penalty.
+    template and question included, which steers an answer away from the question's own words: asked for the
+    capital of Australia at penalty 1.3, the default model answers "Canberra" this way and "Sydney" that way.
+    Two blind readers found the default model's answers correct twice as often with the answer-only penalty (33-36%
+    against 17% of 42 held-out prompts; bench/agreement/decoding.jsonl). Greedy decoding of a small model loops
+    without a penalty.
     The prompt is encoded once and its KV cache shared by all its samples.
     """
     if seed is not None:
