@@ -44,6 +44,9 @@ Two later sets are scored the same way:
   own penalty, which also counts the prompt's tokens, and the penalty over the answer's tokens only, as generate() now
   applies it), the four answers to each of 42 held-out prompts shown together in a random order to two blind readers
   (as three_way.jsonl, four answers instead of three);
+- fact_pairs.jsonl: the base, the demo recipe and the demo's SFT stage followed by DPO + RPO on the pairs plus 264
+  fact pairs (bench/fact_pairs.py), all with the answer-only penalty, the three answers to each of 42 held-out prompts
+  shown together in a random order to one blind reader (a second did not finish);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -93,7 +96,7 @@ def main() -> None:
 
 
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
-        "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding")
+        "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
