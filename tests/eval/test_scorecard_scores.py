@@ -80,6 +80,17 @@ def test_correct_checks_numbers_aliases_and_terms():
     assert C.score_correct(["anything"], [None]) == [None]
 
 
+def test_a_bare_number_alias_needs_the_reference_unit():
+    ref = {"prompt": "How long does it take the Moon to orbit Earth?", "category": "fact",
+           "reference": "The Moon orbits Earth in about 27.3 days relative to the stars.", "aliases": ["27", "about a month"]}
+    assert C.checks("27 days, give or take.", ref)["alias"] == 1.0
+    assert C.checks("27. Next question.", ref)["alias"] == 1.0  # no unit stated: not held against it
+    assert C.checks("27 minutes, obviously.", ref)["alias"] == 0.0
+    assert C.checks("About a month, not 27 minutes.", ref)["alias"] == 1.0  # a word alias still counts
+    days, minutes = C.score_correct(["27 days, give or take.", "27 minutes, obviously."], [ref, ref])
+    assert days > minutes
+
+
 def test_an_answer_cut_off_mid_sentence_counts_less_correct():
     ref = {"prompt": "What's the capital of Canada?", "reference": "Ottawa is the capital of Canada.", "aliases": ["Ottawa"]}
     finished = "Ottawa is the capital, though many people guess Toronto."

@@ -12,7 +12,10 @@ format. Each available check gives a value in [0, 1]; the score is their weighte
 
   number    the reference number is stated, and it is the answer's result (the last number, or the one
             after the last '='): 1; stated but not the result: 0.5; absent: 0. Weight 4 (it decides).
-  alias     any alias present (case-insensitive, on word boundaries): 1, else 0. Weight 3.
+  alias     any alias present (case-insensitive, on word boundaries): 1, else 0. Weight 3. A bare-number alias
+            ("27" for the Moon's orbit) counts only where the word after it agrees with the word after that
+            number in the reference, when both have one: "27 minutes" is not "27.3 days". Over the 16 blind-read
+            sets this raised the correct score's AUC on 15 and lowered it on none (pooled 0.753 -> 0.762).
   terms     share of key terms present (a word matches by its first five letters, so "boiling" matches
             "boil"). Without key_terms, the reference's content words that the prompt does not already
             contain stand in for them. Weight 2.
@@ -96,6 +99,31 @@ def alias_check(text: str, aliases: list[str]) -> float:
     return 0.0
 
 
+NUMBER_WORD = re.compile(r"(\d+)(?:\.\d+)?\s+([a-z]+)")
+
+
+def _unit_after(text: str, number: str) -> str | None:
+    """The word after ``number``'s first occurrence in ``text`` (integer parts compared), if a word follows it."""
+    whole = number.split(".")[0]
+    for m in NUMBER_WORD.finditer(text.lower()):
+        if m.group(1) == whole:
+            return m.group(2)
+    return None
+
+
+def units_agree(answer: str, reference: str, aliases: list[str]) -> bool:
+    """False when every alias the answer contains is a bare number and each is followed, in the answer and in the
+    reference, by words that differ (first four letters compared: "day" and "days" agree)."""
+    found = [str(a).strip() for a in aliases if alias_check(answer, [a])]
+    if not found or not all(re.fullmatch(r"\d+(?:\.\d+)?", a) for a in found):
+        return True
+    for a in found:
+        want, got = _unit_after(reference, a), _unit_after(answer, a)
+        if want is None or got is None or got[:4] == want[:4]:
+            return True
+    return False
+
+
 def _stem(word: str) -> str:
     return word[:5]
 
@@ -158,6 +186,8 @@ def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, fl
     aliases = [a for a in (row.get("aliases") or []) if str(a).strip()]
     if aliases:
         out["alias"] = alias_check(answer, aliases)
+        if out["alias"] and reference and not units_agree(answer, reference, aliases):
+            out["alias"] = 0.0
     terms = list(row.get("key_terms") or [])
     if not terms and reference:
         terms = content_terms(reference, exclude=str(row.get("prompt") or ""))[:8]
