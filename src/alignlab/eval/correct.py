@@ -14,8 +14,8 @@ format. Each available check gives a value in [0, 1]; the score is their weighte
             after the last '='): 1; stated but not the result: 0.5; absent: 0. Weight 4 (it decides).
   alias     any alias present (case-insensitive, on word boundaries): 1, else 0. Weight 3. A bare-number alias
             ("27" for the Moon's orbit) counts only where the word after it agrees with the word after that
-            number in the reference, when both have one: "27 minutes" is not "27.3 days". Over the 16 blind-read
-            sets this raised the correct score's AUC on 15 and lowered it on none (pooled 0.753 -> 0.762).
+            number in the reference, when both have one: "27 minutes" is not "27.3 days". Over the 17 blind-read
+            sets this raised the correct score's AUC on 16 and lowered it on none (pooled 0.753 -> 0.762).
   terms     share of key terms present (a word matches by its first five letters, so "boiling" matches
             "boil"). Without key_terms, the reference's content words that the prompt does not already
             contain stand in for them. Weight 2.
