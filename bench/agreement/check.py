@@ -46,7 +46,7 @@ Two later sets are scored the same way:
   (as three_way.jsonl, four answers instead of three);
 - fact_pairs.jsonl: the base, the demo recipe and the demo's SFT stage followed by DPO + RPO on the pairs plus 264
   fact pairs (bench/fact_pairs.py), all with the answer-only penalty, the three answers to each of 42 held-out prompts
-  shown together in a random order to two blind readers (as three_way.jsonl);
+  shown together in a random order to three blind readers (as three_way.jsonl);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
