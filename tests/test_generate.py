@@ -47,3 +47,42 @@ def test_repetition_penalty_leaves_the_prompt_out(default_model):
                            pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
     theirs = [t.strip() for t in tok.batch_decode(whole[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)]
     assert theirs != ours
+
+
+def _anchor_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "anchor_pairs.py"
+    spec = importlib.util.spec_from_file_location("anchor_pairs", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_anchored_continues_after_the_prefix(tiny_model):
+    """bench/anchor_pairs.py: an empty prefix gives generate()'s answer; a prefix opens the answer and the rest is the
+    greedy continuation after it (written out: the same prompt with the prefix appended, decoded by hand)."""
+    from alignlab.generate import chat_prompt, generate
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    anchored = _anchor_module().anchored
+    model = load_base(tiny_model, device="cpu", precision="fp32").eval()
+    tok = load_tokenizer(tiny_model)
+    assert anchored(model, tok, PROMPTS, ["", ""], TOKENS, penalty=PENALTY) == generate(
+        model, tok, PROMPTS, max_new_tokens=TOKENS, repetition_penalty=PENALTY)
+
+    prefix = "The answer is"
+    got = anchored(model, tok, PROMPTS[:1], [prefix], TOKENS, penalty=PENALTY)[0]
+    ids = tok(chat_prompt(PROMPTS[0], tok) + prefix, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    out: list[int] = []
+    with torch.inference_mode():
+        for _ in range(TOKENS):
+            logits = model(input_ids=torch.tensor([ids[0].tolist() + out])).logits[0, -1].clone()
+            for t in set(out):
+                logits[t] = logits[t] / PENALTY if logits[t] > 0 else logits[t] * PENALTY
+            nxt = int(logits.argmax())
+            if nxt == tok.eos_token_id:
+                break
+            out.append(nxt)
+    assert got == (prefix + tok.decode(out, skip_special_tokens=True)).strip()
