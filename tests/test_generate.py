@@ -10,12 +10,12 @@ PENALTY = 1.3
 TOKENS = 20
 
 
-def _greedy_with_answer_penalty(model, tok, prompt: str) -> str:
+def _greedy_with_answer_penalty(model, tok, prompt: str, prefix: str = "") -> str:
     """Greedy decoding written out: CTRL's penalty on the tokens generated so far (divide a positive logit, multiply a
     negative one), none on the prompt."""
     from alignlab.generate import chat_prompt
 
-    ids = tok(chat_prompt(prompt, tok), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = tok(chat_prompt(prompt, tok) + prefix, return_tensors="pt", add_special_tokens=False)["input_ids"]
     out: list[int] = []
     with torch.inference_mode():
         for _ in range(TOKENS):
@@ -26,7 +26,7 @@ def _greedy_with_answer_penalty(model, tok, prompt: str) -> str:
             if nxt == tok.eos_token_id:
                 break
             out.append(nxt)
-    return tok.decode(out, skip_special_tokens=True).strip()
+    return (prefix + tok.decode(out, skip_special_tokens=True)).strip()
 
 
 @pytest.mark.slow
@@ -74,15 +74,4 @@ def test_anchored_continues_after_the_prefix(tiny_model):
 
     prefix = "The answer is"
     got = anchored(model, tok, PROMPTS[:1], [prefix], TOKENS, penalty=PENALTY)[0]
-    ids = tok(chat_prompt(PROMPTS[0], tok) + prefix, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    out: list[int] = []
-    with torch.inference_mode():
-        for _ in range(TOKENS):
-            logits = model(input_ids=torch.tensor([ids[0].tolist() + out])).logits[0, -1].clone()
-            for t in set(out):
-                logits[t] = logits[t] / PENALTY if logits[t] > 0 else logits[t] * PENALTY
-            nxt = int(logits.argmax())
-            if nxt == tok.eos_token_id:
-                break
-            out.append(nxt)
-    assert got == (prefix + tok.decode(out, skip_special_tokens=True)).strip()
+    assert got == _greedy_with_answer_penalty(model, tok, PROMPTS[0], prefix)
