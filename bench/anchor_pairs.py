@@ -25,30 +25,10 @@ def anchored(model, tok, prompts: list[str], prefixes: list[str], max_new_tokens
              batch_size: int = 16) -> list[str]:
     """Greedy continuations of each prompt's assistant turn after its prefix (the prefix included in the result),
     with generate()'s repetition penalty over the generated tokens only (the prefix is left out of it, as the prompt)."""
-    import torch
-    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+    from alignlab.generate import generate
 
-    from alignlab.generate import chat_prompt
-
-    out: list[str] = []
-    old = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        for i in range(0, len(prompts), batch_size):
-            heads = [chat_prompt(p, tok) for p in prompts[i : i + batch_size]]
-            texts = [h + q for h, q in zip(heads, prefixes[i : i + batch_size])]
-            b = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            width = b["input_ids"].shape[1]
-            with torch.inference_mode():
-                s = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                                   top_k=None, pad_token_id=tok.pad_token_id,
-                                   logits_processor=LogitsProcessorList([RepetitionPenaltyLogitsProcessor(
-                                       penalty, prompt_ignore_length=width)]))
-            tails = tok.batch_decode(s[:, width:], skip_special_tokens=True)
-            out += [(q + t).strip() for q, t in zip(prefixes[i : i + batch_size], tails)]
-    finally:
-        tok.padding_side = old
-    return out
+    return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    repetition_penalty=penalty, prefixes=prefixes)
 
 
 def main() -> None:

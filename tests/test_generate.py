@@ -63,7 +63,7 @@ def _anchor_module():
 def test_anchored_continues_after_the_prefix(tiny_model):
     """bench/anchor_pairs.py: an empty prefix gives generate()'s answer; a prefix opens the answer and the rest is the
     greedy continuation after it (written out: the same prompt with the prefix appended, decoded by hand)."""
-    from alignlab.generate import chat_prompt, generate
+    from alignlab.generate import generate
     from alignlab.models.loading import load_base, load_tokenizer
 
     anchored = _anchor_module().anchored

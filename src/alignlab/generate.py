@@ -32,6 +32,7 @@ def generate(
     system_prompt: str | None = None,
     seed: int | None = None,
     repetition_penalty: float = 1.0,
+    prefixes: list[str] | None = None,
 ) -> list[str]:
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
@@ -43,6 +44,8 @@ def generate(
     against 17% of 42 held-out prompts; bench/agreement/decoding.jsonl). Greedy decoding of a small model loops
     without a penalty.
     The prompt is encoded once and its KV cache shared by all its samples.
+    ``prefixes`` (one per prompt) open the assistant's turn: each answer is its prefix followed by the continuation,
+    and the penalty counts the continuation only.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -50,6 +53,8 @@ def generate(
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     texts = [chat_prompt(p, tokenizer, system_prompt) for p in prompts]
+    heads = list(prefixes) if prefixes is not None else [""] * len(texts)
+    texts = [t + h for t, h in zip(texts, heads)]
     out: list[str] = []
     try:
         for i in range(0, len(texts), batch_size):
@@ -67,7 +72,9 @@ def generate(
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             seqs = model.generate(**batch, num_return_sequences=num_return_sequences, use_cache=True, **kwargs)
             new = seqs[:, batch["input_ids"].shape[1] :]
-            out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+            tails = tokenizer.batch_decode(new, skip_special_tokens=True)
+            own = [h for h in heads[i : i + batch_size] for _ in range(num_return_sequences)]
+            out.extend(h + t for h, t in zip(own, tails))
     finally:
         tokenizer.padding_side = old_side
     return [o.strip() for o in out]
