@@ -75,3 +75,42 @@ def test_anchored_continues_after_the_prefix(tiny_model):
     prefix = "The answer is"
     got = anchored(model, tok, PROMPTS[:1], [prefix], TOKENS, penalty=PENALTY)[0]
     assert got == _greedy_with_answer_penalty(model, tok, PROMPTS[0], prefix)
+
+
+def test_base_opening_then_the_adapter_goes_on(tiny_model):
+    """base_opening: the base model (adapter off) writes the first words, the adapter continues greedily after them
+    (written out: the adapter's greedy loop on the prompt with the base's words appended)."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.generate import base_openings, generate
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    base = load_base(tiny_model, device="cpu", precision="fp32").eval()
+    tok = load_tokenizer(tiny_model)
+    plain = generate(base, tok, PROMPTS, max_new_tokens=TOKENS, repetition_penalty=PENALTY)
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            init_lora_weights=False)).eval()
+    free = generate(model, tok, PROMPTS, max_new_tokens=TOKENS, repetition_penalty=PENALTY)
+    assert free != plain  # the adapter changes the answers, so the test can tell who wrote what
+
+    heads = base_openings(model, tok, PROMPTS, 3, repetition_penalty=PENALTY)
+    assert heads == [" ".join(p.split()[:3]) for p in plain]
+    got = generate(model, tok, PROMPTS, max_new_tokens=TOKENS, repetition_penalty=PENALTY, base_opening=3)
+    assert got == [_greedy_with_answer_penalty(model, tok, p, h) for p, h in zip(PROMPTS, heads)]
+
+
+def test_opening_of_and_its_bad_values():
+    from alignlab.generate import OPENING_WORDS, opening_of, parse_base_opening
+
+    answer = "The capital of Australia is Canberra. Not Sydney, as 3.5 million people think!"
+    assert opening_of(answer, "sentence") == "The capital of Australia is Canberra."
+    assert opening_of("3.5 is more than 3. Yes.", "sentence") == "3.5 is more than 3."
+    assert opening_of(answer, 4) == "The capital of Australia"
+    assert len(opening_of("word " * 100, "sentence").split()) == OPENING_WORDS
+    assert parse_base_opening("off") is None and parse_base_opening("0") is None
+    assert parse_base_opening("sentence") == "sentence" and parse_base_opening("5") == 5
+    with pytest.raises(ValueError, match="sentence"):
+        parse_base_opening("first")
+    with pytest.raises(ValueError, match="sentence"):
+        parse_base_opening(-2)

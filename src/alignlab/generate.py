@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ def generate(
     seed: int | None = None,
     repetition_penalty: float = 1.0,
     prefixes: list[str] | None = None,
+    base_opening: str | int | None = None,
 ) -> list[str]:
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
@@ -46,7 +48,16 @@ def generate(
     The prompt is encoded once and its KV cache shared by all its samples.
     ``prefixes`` (one per prompt) open the assistant's turn: each answer is its prefix followed by the continuation,
     and the penalty counts the continuation only.
+    ``base_opening`` ("sentence", or a number of words) lets the base model (the adapter switched off) write the
+    opening of each answer: its first sentence (at most OPENING_WORDS words) or its first N words, decoded the same
+    way; the adapter writes the rest (up to ``max_new_tokens`` more tokens). Samples of one prompt share its opening.
     """
+    if base_opening not in (None, 0, ""):
+        if prefixes is not None:
+            raise ValueError("generate(): give prefixes or base_opening, not both")
+        prefixes = base_openings(model, tokenizer, prompts, base_opening, temperature=temperature, top_p=top_p,
+                                 batch_size=batch_size, system_prompt=system_prompt, seed=seed,
+                                 repetition_penalty=repetition_penalty)
     if seed is not None:
         torch.manual_seed(seed)
     device = next(model.parameters()).device
@@ -78,3 +89,41 @@ def generate(
     finally:
         tokenizer.padding_side = old_side
     return [o.strip() for o in out]
+
+
+OPENING_WORDS = 30  # the longest opening "sentence" takes from the base
+
+
+def opening_of(answer: str, base_opening: str | int) -> str:
+    """The opening an answer gives: its first sentence (at most OPENING_WORDS words) or its first N words."""
+    if base_opening == "sentence":
+        end = re.search(r"[.!?](?=\s|$)", answer)
+        words = (answer[: end.end()] if end else answer).split()
+        return " ".join(words[:OPENING_WORDS])
+    return " ".join(answer.split()[: int(base_opening)])
+
+
+def parse_base_opening(value: str | int | None) -> str | int | None:
+    """"sentence", a positive number of words, or None for "off"/0/empty; ValueError names what is accepted."""
+    if value in (None, "", "off", "none", 0, "0"):
+        return None
+    if value == "sentence":
+        return "sentence"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(f"base opening {value!r}: give 'sentence', a number of words (1 or more), or 'off'")
+    return n
+
+
+def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int, **kw) -> list[str]:
+    """The base model's opening of each prompt's answer: the model with its LoRA adapter switched off."""
+    base_opening = parse_base_opening(base_opening)
+    if not hasattr(model, "disable_adapter"):
+        raise ValueError("base opening needs a model with a LoRA adapter (the base writes the opening, the adapter the rest)")
+    budget = 2 * OPENING_WORDS + 8 if base_opening == "sentence" else 2 * int(base_opening) + 8
+    with model.disable_adapter():
+        heads = generate(model, tokenizer, prompts, max_new_tokens=budget, **kw)
+    return [opening_of(h, base_opening) for h in heads]
