@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alignlab.errors import AlignlabError
 
@@ -182,6 +182,17 @@ class SamplingConfig(_Strict):
     repetition_penalty: float = Field(
         REPETITION_PENALTY, ge=1.0, description="penalty on tokens already generated; 1.0 = off (greedy small models loop without it)"
     )
+    base_opening: Optional[str] = Field(
+        None, description="the base model (adapter off) writes each answer's opening: 'sentence' or a number of words; none = off"
+    )
+
+    @field_validator("base_opening", mode="before")
+    @classmethod
+    def _opening(cls, v):
+        from alignlab.generate import parse_base_opening
+
+        v = parse_base_opening(v)
+        return None if v is None else str(v)
 
 
 class LoopConfig(_Strict):

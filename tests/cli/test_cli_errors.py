@@ -120,3 +120,16 @@ def test_runs_lists_whole_run_ids_at_80_columns(tmp_path, monkeypatch):
     out = CliRunner().invoke(app, ["runs", "--runs-dir", str(tmp_path / "runs")])
     assert out.exit_code == 0, out.output
     assert "20261202-101530-dpo-snark-long-name" in out.output
+
+
+def test_bad_base_opening_in_the_config_names_the_key(monkeypatch, capsys, tmp_path):
+    (tmp_path / "alignlab.yaml").write_text("name: x\nsampling:\n  base_opening: first\n")
+    code, lines = run_cli(monkeypatch, capsys, "config", "show", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "'sampling.base_opening'" in err and "sentence" in err
+
+
+def test_bad_base_opening_flag_fails_before_loading_a_model(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--base-opening", "first", cwd=tmp_path)
+    assert code == 2 and "base opening 'first'" in one_error(lines)
+    assert not any("Loading" in x for x in lines)

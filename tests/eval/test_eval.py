@@ -122,3 +122,14 @@ def test_real_model_zero_adapter_is_the_base_and_arithmetic_is_graded(default_mo
     assert same["base"]["graded"] == 1 and same["base"]["correct_share"][0] in (0.0, 1.0)
     moved = evaluate_run(make_run(default_model, tmp_path / "moved", noise=0.05), rows, scorer, device="cpu", max_new_tokens=16)
     assert moved["adapter"]["kl"] > 1e-4
+
+
+def test_base_opening_opens_each_adapter_answer_with_the_base_answers_words(tiny_model, tmp_path, scorer):
+    """sampling.base_opening in the scorecard: the base side's answers give the openings, the adapter goes on."""
+    card = evaluate_run(make_run(tiny_model, tmp_path / "moved", noise=0.5), ROWS, scorer, device="cpu",
+                        base_opening=2, **GEN)
+    heads = [" ".join(s["base"].split()[:2]) for s in card["samples"]]
+    assert any(heads)
+    for s, head in zip(card["samples"], heads):
+        assert s["adapter"].startswith(head)
+        assert s["adapter"] != s["base"]

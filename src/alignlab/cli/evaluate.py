@@ -73,6 +73,17 @@ def _score_answers(path: Path, scorer, as_json: bool) -> None:
         typer.echo(f"note: {scorer.note}")
 
 
+def _opening(value: str | None, cfg):
+    """--base-opening, else the project's sampling.base_opening; a bad value is one line naming what is accepted."""
+    from alignlab.errors import AlignlabError
+    from alignlab.generate import parse_base_opening
+
+    try:
+        return parse_base_opening(value) if value is not None else parse_base_opening(cfg.sampling.base_opening)
+    except ValueError as e:
+        raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
@@ -86,6 +97,7 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", help=_S["max_new_tokens"].description),
         temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
         repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", help=_S["repetition_penalty"].description),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help=_S["base_opening"].description + " (default: the project's sampling.base_opening)"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),
         judge_key_env: Optional[str] = typer.Option(None, "--judge-key-env", help=fh("judge", "key_env")),
@@ -116,7 +128,8 @@ def register(app: typer.Typer) -> None:
         rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
         scorer = _scorer(root, cfg, rater, cfg.judge.settings(judge_url, judge_model, judge_key_env))
         card = evaluate_run(run, rows, scorer, device=device, max_new_tokens=max_new_tokens, temperature=temperature,
-                            repetition_penalty=repetition_penalty, system_prompt=cfg.system_prompt)
+                            repetition_penalty=repetition_penalty, system_prompt=cfg.system_prompt,
+                            base_opening=_opening(base_opening, cfg))
         data, page = write_report(run, card)
         table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")
         for col in ("metric", "base", "adapter", "change"):

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from alignlab.config import CHAT_MAX_NEW_TOKENS, CHAT_TEMPERATURE, DEFAULT_MODEL, MAX_NEW_TOKENS
+from alignlab.config import CHAT_MAX_NEW_TOKENS, CHAT_TEMPERATURE, DEFAULT_MODEL, MAX_NEW_TOKENS, REPETITION_PENALTY
 
 
 def _load(run: Optional[Path], model: Optional[str], device: str):
@@ -16,20 +16,34 @@ def _load(run: Optional[Path], model: Optional[str], device: str):
     return load_for_inference(model, run, device=device)
 
 
-def _answers(model, tok, prompts, compare: bool, **gen) -> list[tuple[str, str | None]]:
-    """(adapter answer, base answer or None) per prompt; the base is the same weights with the adapter off."""
-    from alignlab.generate import generate
+def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None, **gen) -> list[tuple[str, str | None]]:
+    """(adapter answer, base answer or None) per prompt; the base is the same weights with the adapter off.
+    ``base_opening``: the base writes each answer's opening (generate()), the adapter the rest."""
+    from alignlab.errors import AlignlabError
+    from alignlab.generate import generate, opening_of
 
-    tuned = generate(model, tok, prompts, **gen)
-    if not compare:
-        return [(t, None) for t in tuned]
-    if not hasattr(model, "disable_adapter"):
-        from alignlab.errors import AlignlabError
+    opening = _opening(base_opening)
+    if (compare or opening) and not hasattr(model, "disable_adapter"):
+        what = "--compare" if compare else "--base-opening"
+        raise AlignlabError(f"{what} needs --run RUN (a LoRA adapter on its base)")
+    base = None
+    if compare or opening:
+        with model.disable_adapter():
+            base = generate(model, tok, prompts, **gen)
+    prefixes = [opening_of(b, opening) for b in base] if opening else None
+    tuned = generate(model, tok, prompts, prefixes=prefixes, **gen)
+    return [(t, b if compare else None) for t, b in zip(tuned, base or [None] * len(tuned))]
 
-        raise AlignlabError("--compare needs --run RUN (an adapter to compare against its base)")
-    with model.disable_adapter():
-        base = generate(model, tok, prompts, **gen)
-    return list(zip(tuned, base))
+
+def _opening(value: str | None):
+    """--base-opening checked before any model loads: one line naming what is accepted."""
+    from alignlab.errors import AlignlabError
+    from alignlab.generate import parse_base_opening
+
+    try:
+        return parse_base_opening(value)
+    except ValueError as e:
+        raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
 
 
 def _print(prompt: str, tuned: str, base: str | None) -> None:
@@ -53,14 +67,18 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="show base and adapter answers side by side"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest"),
+        repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
         max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
         temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy"),
         system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
     ) -> None:
         """Answer prompts with a run's adapter (or the base model)."""
+        _opening(base_opening)
         model_, tok, _ = _load(run, model, device)
-        gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
+        gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system,
+                   repetition_penalty=repetition_penalty, base_opening=base_opening)
         for p, (tuned, base) in zip(prompts, _answers(model_, tok, prompts, compare, **gen)):
             if len(prompts) > 1 and base is None:
                 typer.echo(f"> {p}")
@@ -71,12 +89,15 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="answer each turn with base and adapter"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest"),
+        repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
         max_new_tokens: int = typer.Option(CHAT_MAX_NEW_TOKENS, "--max-new-tokens"),
         temperature: float = typer.Option(CHAT_TEMPERATURE, "--temperature", "-t"),
         system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """A chat REPL. Commands: /reset clears the history, /quit (or Ctrl-D) leaves."""
+        _opening(base_opening)
         model_, tok, base_name = _load(run, model, device)
         typer.echo(f"chatting with {run or base_name} (/reset, /quit)")
         history: list[dict] = []
@@ -94,7 +115,8 @@ def register(app: typer.Typer) -> None:
                 history = []
                 continue
             history.append({"role": "user", "content": line})
-            gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
+            gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system,
+                       repetition_penalty=repetition_penalty, base_opening=base_opening)
             (tuned, base), = _answers(model_, tok, [list(history)], compare, **gen)
             if base is not None:
                 typer.echo(f"base> {base}")

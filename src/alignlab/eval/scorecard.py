@@ -136,17 +136,25 @@ def scorecard(
     batch_size: int = 64,
     seed: int = 0,
     system_prompt: str | None = None,
+    base_opening: str | int | None = None,
 ) -> dict:
-    """Answer ``rows`` with the adapter and the base, score both with ``scorer`` (eval.scores.Scorer)."""
+    """Answer ``rows`` with the adapter and the base, score both with ``scorer`` (eval.scores.Scorer).
+
+    ``base_opening`` (generate()): the adapter's answers open with the opening of the base's answer to the same
+    prompt, so the base side's answers give the openings and nothing is generated twice."""
     from alignlab.eval.scores import warnings_for
     from alignlab.generate import generate
 
     prompts = [r["prompt"] for r in rows]
     gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                repetition_penalty=repetition_penalty, batch_size=batch_size, seed=seed, system_prompt=system_prompt)
-    tuned = generate_merged(model, tokenizer, prompts, **gen)
+    from alignlab.generate import opening_of, parse_base_opening
+
     with reference(model, base) as ref:
         before = generate(ref, tokenizer, prompts, **gen)
+    opening = parse_base_opening(base_opening)
+    prefixes = [opening_of(b, opening) for b in before] if opening else None
+    tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, **gen)
     kl, tokens = mean_kl(model, tokenizer, prompts, tuned, base=base, system_prompt=system_prompt)
     scored = scorer.score([{**r, "answer": a, "number": r.get("answer"), "source": src}
                            for src, answers in (("base", before), ("adapter", tuned)) for r, a in zip(rows, answers)])
@@ -242,7 +250,8 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
     s = cfg.sampling
     card = evaluate_run(run_dir, rows, scorer_for(root, cfg.persona), device=cfg.train.device,
                         max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                        repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt)
+                        repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt,
+                        base_opening=s.base_opening)
     keys = ("in_persona", "correct_share", "flagged")
     check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
              "kl": card["adapter"]["kl"], "warnings": card["warnings"]}
