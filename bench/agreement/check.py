@@ -55,6 +55,10 @@ Two later sets are scored the same way:
 - restated.jsonl: the base, the demo recipe, the demo's SFT stage alone, and its SFT stage followed by DPO + RPO on
   the pairs with 264 chosen answers opening with the plain answer's first sentence, four answers to each of 42
   held-out prompts in a random order, three blind readers;
+- base_opening.jsonl: the base, the demo recipe, the demo recipe with the base's first sentence of each answer
+  (`sampling.base_opening: sentence`: the base writes it, the adapter goes on), and SFT from the base on the chosen
+  side of bench/anchor_pairs.py's 558 anchored pairs (lr 5e-4, one epoch), four answers to each of 42 held-out
+  prompts in a random order, three blind readers;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -105,7 +109,7 @@ def main() -> None:
 
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
-        "opening", "restated", "anchor")
+        "opening", "restated", "anchor", "base_opening")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
