@@ -84,9 +84,11 @@ def test_serve_runs(tiny_model, tmp_path):
 
     run = _fake_run(tmp_path, "snarky", tiny_model, 1)
     port = _free_port()
-    proc, url, out = _start(["serve", f"pirate={run}", "--port", str(port), "--db", str(tmp_path / "fb.db"), "--device", "cpu"], cwd=tmp_path)
+    proc, url, out = _start(["serve", f"pirate={run}", "--port", str(port), "--db", str(tmp_path / "fb.db"), "--device", "cpu",
+                             "--base-opening", "sentence"], cwd=tmp_path)
     try:
         assert "models: base, pirate" in out and f"OpenAI API: {url}/v1" in out
+        assert "base opening: the base writes each chat answer's first sentence" in out
         models = httpx.get(url + "/v1/models").json()
         assert [m["id"] for m in models["data"]] == ["base", "pirate"], models
         r = httpx.post(url + "/v1/chat/completions", timeout=60,
@@ -108,6 +110,13 @@ def test_serve_refuses_an_adapter_of_another_base(tiny_model, tmp_path):
     assert r.returncode == 2, r.stderr
     err = r.stderr.strip()
     assert "\n" not in err and "other" in err and "smollm2-135m" in err and tiny_model in err
+
+
+def test_serve_refuses_a_bad_base_opening_before_loading(tmp_path):
+    r = subprocess.run(_cli("serve", "--model", "nope", "--base-opening", "first", "--port", str(_free_port())),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "base opening 'first'" in r.stderr and "--base-opening sentence" in r.stderr and "nope" not in r.stderr
 
 
 def test_non_loopback_bind_needs_a_key(tmp_path, monkeypatch):

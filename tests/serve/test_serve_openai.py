@@ -16,6 +16,7 @@ import openai
 import pytest
 from test_serve_api import _fake_run
 
+from alignlab.errors import AlignlabError
 from alignlab.serve.api import create_app
 from alignlab.serve.models import ModelPool
 from alignlab.serve.server import background
@@ -168,3 +169,49 @@ def test_llm_cli_streams(url, tmp_path, caplog):
     direct = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
         "model": "snarky", "messages": PROMPT, "max_tokens": 8, "temperature": 0}).json()["choices"][0]["message"]["content"]
     assert r.stdout.strip() == direct.strip()
+
+
+def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
+    """`serve --base-opening 3`: a persona's chat answer opens with the base's first 3 words and the adapter goes on
+    from there. Checked against HF generate run by hand: the base (adapter off) samples the opening, then the adapter
+    samples on from the prompt plus those words, from the same seed. Whole and streamed agree, the opening's tokens
+    count as completion tokens, and /v1/completions (raw text, no answer to open) is untouched.
+    (Sampled: the random tiny base answers a chat prompt greedily with newlines only, which open nothing.)"""
+    import torch
+
+    from alignlab.generate import opening_of
+
+    run = _fake_run(tmp_path, "snarky", tiny_model, 1)
+    pool = ModelPool(tiny_model, {"snarky": run}, device="cpu", base_opening="3")
+    ask = dict(messages=PROMPT, max_tokens=24, temperature=1.0, seed=7)
+    with background(create_app(pool)) as base_url, \
+            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        base = c.chat.completions.create(model="base", **ask).choices[0].message.content
+        whole = c.chat.completions.create(model="snarky", **ask)
+        text = whole.choices[0].message.content
+        texts, _, usage = _streamed(c.chat.completions.create(model="snarky", stream=True,
+                                                              stream_options={"include_usage": True}, **ask))
+        raw = c.completions.create(model="snarky", prompt="The sea", max_tokens=8, temperature=0).choices[0].text
+    model, tok, prompt = pool.model, pool.tokenizer, pool.render(PROMPT)
+    ids = torch.tensor([prompt])
+    sample = dict(do_sample=True, temperature=1.0, top_p=1.0, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(7)
+    with model.disable_adapter(), torch.inference_mode():
+        first = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2 * 3 + 8, **sample)
+    head = opening_of(tok.decode(first[0, ids.shape[1]:], skip_special_tokens=True), 3)
+    head_ids = tok(head, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + head_ids])
+    model.set_adapter("snarky")
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24 - len(head_ids), **sample)
+    rest = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert len(head.split()) == 3 and base.startswith(head) and text == head + rest and text != base
+    assert texts == {0: text}
+    assert whole.usage.completion_tokens == usage.completion_tokens == len(head_ids) + out.shape[1] - ids.shape[1]
+    alone = pool.generate("snarky", prompt_ids=pool.render(prompt="The sea"), max_tokens=8, temperature=0)  # chat=False
+    assert raw == alone["texts"][0]
+
+
+def test_bad_base_opening_is_one_line(tiny_model):
+    with pytest.raises(AlignlabError, match="base opening 'first'.*sentence"):
+        ModelPool(tiny_model, device="cpu", base_opening="first")

@@ -27,6 +27,17 @@ def _start(app, host: str, port: int, parts: list[tuple[str, str]]) -> None:
     serve(app, host=host, port=port)
 
 
+def _checked_opening(value: str | None) -> None:
+    """--base-opening checked before any model loads: one line naming what is accepted."""
+    from alignlab.errors import AlignlabError
+    from alignlab.generate import parse_base_opening
+
+    try:
+        parse_base_opening(value)
+    except ValueError as e:
+        raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
@@ -40,6 +51,7 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),
         max_request_tokens: int = typer.Option(8192, "--max-request-tokens", min=1, help="budget per request on n x max_tokens (over it: 400)"),
         queue: int = typer.Option(8, "--queue", min=1, help="model requests admitted at once, running or waiting (more: 429 with Retry-After)"),
+        base_opening: str | None = typer.Option(None, "--base-opening", help="in chat answers from an adapter, the base model writes the opening ('sentence' or a number of words), the adapter the rest; 'off' = the adapter alone"),
     ) -> None:
         """Serve the base model and run adapters over an OpenAI-compatible API (/v1), with the rating UI at /."""
         from alignlab.feedback.store import default_path
@@ -48,11 +60,14 @@ def register(app: typer.Typer) -> None:
         from alignlab.serve.server import allowed_hosts_for, check_exposure
 
         check_exposure(host)  # before minutes of model loading
+        _checked_opening(base_opening)
         store_path = db if db is not None else default_path()
         if db is None and not store_path.is_file():
             store_path = None
-        pool = ModelPool.from_specs(list(runs or []), model=model, device=device)
+        pool = ModelPool.from_specs(list(runs or []), model=model, device=device, base_opening=base_opening)
         typer.echo(f"models: {', '.join(pool.names)} (base: {pool.base_name}, device: {pool.device})")
+        if pool.base_opening is not None and pool.adapters:
+            typer.echo(f"base opening: the base writes each chat answer's first {'sentence' if pool.base_opening == 'sentence' else f'{pool.base_opening} words'}, the adapter the rest")
         if store_path is None:
             typer.echo("rating UI off: no feedback.db here (pass --db PATH to create one)")
         parts = [("OpenAI API", "/v1")] + ([("rating UI", "/")] if store_path else [])

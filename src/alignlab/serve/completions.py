@@ -239,7 +239,8 @@ def _run(srv: _Server, request: Request, kind: str, name: str, req: _Sampling, p
         raise ApiError(429, f"the model is busy ({srv.gate.size} requests waiting); retry in {full.retry_after}s",
                        "rate_limit_exceeded", type="rate_limit_error", headers={"Retry-After": str(full.retry_after)}) from None
     args = dict(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
-                top_p=1.0 if req.top_p is None else req.top_p, n=n, seed=req.seed, stop=req.stop, prompt_ids=prompt_ids)
+                top_p=1.0 if req.top_p is None else req.top_p, n=n, seed=req.seed, stop=req.stop, prompt_ids=prompt_ids,
+                chat=kind == "chat")
     ident = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     if req.stream:
         state.stream = True

@@ -77,8 +77,15 @@ class ModelPool:
         adapters: dict[str, str | Path] | None = None,
         device: str = "auto",
         precision: str = "auto",
+        base_opening: str | int | None = None,
     ):
+        from alignlab.generate import parse_base_opening
         from alignlab.models.loading import load_base, load_tokenizer, pick_device
+
+        try:
+            self.base_opening = parse_base_opening(base_opening)
+        except ValueError as e:
+            raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
 
         adapters = dict(adapters or {})
         if BASE in adapters:
@@ -102,7 +109,8 @@ class ModelPool:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_specs(cls, specs: list[str], model: str | None = None, device: str = "auto", precision: str = "auto") -> ModelPool:
+    def from_specs(cls, specs: list[str], model: str | None = None, device: str = "auto", precision: str = "auto",
+                   base_opening: str | int | None = None) -> ModelPool:
         """From CLI arguments: run dirs or NAME=RUN_DIR; the base is ``model`` or the first run's base."""
         from alignlab.config import DEFAULT_MODEL
         from alignlab.rundir import Run
@@ -115,7 +123,7 @@ class ModelPool:
             adapters[name] = path
         if model is None:
             model = Run.open(next(iter(adapters.values()))).base if adapters else DEFAULT_MODEL
-        return cls(model, adapters, device=device, precision=precision)
+        return cls(model, adapters, device=device, precision=precision, base_opening=base_opening)
 
     @property
     def names(self) -> list[str]:
@@ -151,6 +159,7 @@ class ModelPool:
         prompt_ids: list[int] | None = None,
         on_delta: Callable[[int, str], None] | None = None,
         cancel: threading.Event | None = None,
+        chat: bool = False,
     ) -> dict[str, Any]:
         """``n`` answers to one conversation (or to ``prompt_ids``, already tokenized) from adapter ``name``.
 
@@ -159,6 +168,9 @@ class ModelPool:
         string ("stop") or hit ``max_tokens`` ("length"). ``on_delta(index, text)`` receives each answer's
         text as it grows, never a piece that could still turn out to be the start of a stop string;
         setting ``cancel`` ends generation early (a client went away).
+        With the pool's ``base_opening`` set, a ``chat`` answer from an adapter opens with the base model's opening
+        (generate()): the base, adapter off, answers first under the same sampling settings, and the adapter goes
+        on from the opening's tokens; the n samples share one opening, and its tokens count in each answer's tokens.
         """
         import torch
 
@@ -168,25 +180,29 @@ class ModelPool:
             prompt_ids = self.render(messages)
         # Greedy decoding gives the same answer n times: generate it once.
         samples = n if temperature > 0 else 1
-        track = _Tracker(self.tokenizer, samples, self._stop_ids(), stop or [], on_delta if samples == n else None, cancel)
-        batch = torch.tensor([prompt_ids], device=self.device)
-        kwargs: dict = {"max_new_tokens": max_tokens, "pad_token_id": self.tokenizer.pad_token_id,
-                        "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track]}
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        sampling: dict = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else
+                          {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+        opens = chat and self.base_opening is not None and name != BASE
         with self._lock:
             if seed is not None:
                 torch.manual_seed(seed % 2**64)
-            if name == BASE and self.adapters:
-                with self.model.disable_adapter(), torch.inference_mode():
-                    self.model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=True, **kwargs)
-            else:
-                if name != BASE:
-                    self.model.set_adapter(name)
-                with torch.inference_mode():
-                    self.model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=True, **kwargs)
+            head, head_ids = ("", []) if not opens else self._opening(prompt_ids, stop or [], sampling)
+            head_ids = head_ids[:max_tokens]
+            track = _Tracker(self.tokenizer, samples, self._stop_ids(), stop or [], on_delta if samples == n else None,
+                             cancel, head=head if len(head_ids) < max_tokens else self.tokenizer.decode(head_ids),
+                             head_tokens=len(head_ids))
+            if len(head_ids) < max_tokens:
+                ids = torch.tensor([list(prompt_ids) + head_ids], device=self.device)
+                kwargs: dict = {"max_new_tokens": max_tokens - len(head_ids), "pad_token_id": self.tokenizer.pad_token_id,
+                                "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track], **sampling}
+                if name == BASE and self.adapters:
+                    with self.model.disable_adapter(), torch.inference_mode():
+                        self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
+                else:
+                    if name != BASE:
+                        self.model.set_adapter(name)
+                    with torch.inference_mode():
+                        self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
         track.finish()
         texts, counts, finish = track.texts, track.counts, track.reasons
         if samples == 1 and n > 1:
@@ -195,6 +211,22 @@ class ModelPool:
                 for i in range(n):
                     on_delta(i, texts[i])
         return {"texts": texts, "completion_tokens": counts, "finish_reasons": finish, "prompt_tokens": len(prompt_ids)}
+
+    def _opening(self, prompt_ids: list[int], stops: list[str], sampling: dict) -> tuple[str, list[int]]:
+        """The base model's opening of the answer (adapter off) and its token ids; called under the lock."""
+        import torch
+
+        from alignlab.generate import OPENING_WORDS, opening_of
+
+        words = OPENING_WORDS if self.base_opening == "sentence" else int(self.base_opening)
+        track = _Tracker(self.tokenizer, 1, self._stop_ids(), stops, None, None)
+        ids = torch.tensor([list(prompt_ids)], device=self.device)
+        with self.model.disable_adapter(), torch.inference_mode():
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, streamer=track,
+                                stopping_criteria=[track], max_new_tokens=2 * words + 8,
+                                pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        head = opening_of(track.texts[0], self.base_opening)  # the adapter's first token brings its own space
+        return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
 
     def _stop_ids(self) -> set[int]:
         eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -212,18 +244,20 @@ class _Tracker:
     character (a byte-level token can carry part of a UTF-8 sequence: the decoder shows it as U+FFFD).
     """
 
-    def __init__(self, tokenizer, n: int, stop_ids: set[int], stops: list[str], on_delta, cancel):
+    def __init__(self, tokenizer, n: int, stop_ids: set[int], stops: list[str], on_delta, cancel, head: str = "",
+                 head_tokens: int = 0):
         self.tokenizer, self.stop_ids, self.stops = tokenizer, stop_ids, [s for s in stops if s]
         self.on_delta, self.cancel = on_delta, cancel
+        self.head, self.head_tokens = head, head_tokens  # an opening already written (ModelPool's base_opening)
         self.ids: list[list[int]] = [[] for _ in range(n)]
-        self.texts = [""] * n
+        self.texts = [head] * n
         self.sent = [0] * n
         self.reasons: list[str | None] = [None] * n
         self.prompt_seen = False
 
     @property
     def counts(self) -> list[int]:
-        return [len(ids) for ids in self.ids]
+        return [self.head_tokens + len(ids) for ids in self.ids]
 
     # -- streamer --
     def put(self, value) -> None:
@@ -237,7 +271,7 @@ class _Tracker:
                 self._done(i)
                 continue
             self.ids[i].append(token)
-            text = self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
+            text = self.head + self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
             cut = min((k for k in (text.find(s) for s in self.stops) if k >= 0), default=-1)
             if cut >= 0:
                 self.texts[i] = text[:cut]
