@@ -183,7 +183,7 @@ class SamplingConfig(_Strict):
         REPETITION_PENALTY, ge=1.0, description="penalty on tokens already generated; 1.0 = off (greedy small models loop without it)"
     )
     base_opening: Optional[str] = Field(
-        None, description="the base model (adapter off) writes each answer's opening: 'sentence' or a number of words; none = off"
+        "sentence", description="the base model (adapter off) writes each answer's opening: 'sentence' or a number of words; off = the adapter alone"
     )
 
     @field_validator("base_opening", mode="before")

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from alignlab.cli import app
-from alignlab.eval.scorecard import evaluate_run, mean_kl, side_metrics, stratified
+from alignlab.eval.scorecard import evaluate_run, mean_kl, side_metrics, stratified, table_columns, table_rows
 from alignlab.eval.scores import scorer_for
 
 # The tiny model's weights are random: its greedy answers are special tokens only (empty text), so it samples.
@@ -107,7 +107,11 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     assert card["n_prompts"] == 3 and card["adapter"]["kl"] > 0 and len(card["samples"]) == 3
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # scorecard bars + training loss
-    assert "Why is the sea salty?" in page and "<th>base</th><th>adapter</th>" in page
+    assert "Why is the sea salty?" in page
+    # the default sampling.base_opening: the adapter after the base's first sentence, and the adapter alone
+    assert card["settings"]["base_opening"] == "sentence" and card["alone"]["n"] == 3
+    assert "<th>base</th><th>adapter (base&#x27;s first sentence)</th><th>change</th><th>adapter alone</th>" in page
+    assert "adapter alone" in res.stdout
 
 
 @pytest.mark.slow
@@ -133,3 +137,11 @@ def test_base_opening_opens_each_adapter_answer_with_the_base_answers_words(tiny
     for s, head in zip(card["samples"], heads):
         assert s["adapter"].startswith(head)
         assert s["adapter"] != s["base"]
+    # the adapter alone, as an exported model answers: what the scorecard without an opening generates
+    plain = evaluate_run(make_run(tiny_model, tmp_path / "moved", noise=0.5), ROWS, scorer, device="cpu",
+                         base_opening=None, **GEN)
+    assert "alone" not in plain and table_columns(plain) == ("metric", "base", "adapter", "change")
+    assert [s["alone"] for s in card["samples"]] == [s["adapter"] for s in plain["samples"]]
+    assert card["alone"]["length"] == plain["adapter"]["length"] and card["alone"]["kl"] is None
+    assert table_columns(card) == ("metric", "base", "adapter (base's first 2 words)", "change", "adapter alone")
+    assert all(len(r) == 5 for r in table_rows(card))

@@ -310,6 +310,7 @@ def test_cli_export_and_its_errors(exported, tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--gguf", str(tmp_path / "x.gguf"), "--quant", "q8_0")
     assert code == 0, err
     assert "GGUF:" in out and "Q8_0" in out and (tmp_path / "x.gguf").is_file() and (tmp_path / "Modelfile").is_file()
+    assert "the exported model is the adapter alone" in out
     code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--gguf", str(tmp_path / "x.gguf"))
     assert code == 2 and "exists" in err and "--force" in err and "Traceback" not in err
     code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--gguf", str(tmp_path / "y.gguf"), "--quant", "q4_k")

@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from alignlab.eval.report import write_report
-        from alignlab.eval.scorecard import evaluate_run, stratified, table_rows
+        from alignlab.eval.scorecard import evaluate_run, stratified, table_columns, table_rows
         from alignlab.synth.sample import default_prompts, prompt_rows
         from alignlab.rundir import check_run_dir
 
@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
                             base_opening=_opening(base_opening, cfg))
         data, page = write_report(run, card)
         table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")
-        for col in ("metric", "base", "adapter", "change"):
+        for col in table_columns(card):
             table.add_column(col, justify="left" if col == "metric" else "right")
         for r in table_rows(card):
             table.add_row(*r)

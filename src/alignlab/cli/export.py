@@ -45,3 +45,6 @@ def register(app: typer.Typer) -> None:
             if g.get("modelfile"):
                 folder = Path(g["modelfile"]).parent
                 typer.echo(f"Ollama: cd {folder} && ollama create NAME -f Modelfile && ollama run NAME")
+        typer.echo("note: the exported model is the adapter alone: alignlab's chat, generate, serve and eval let the base "
+                   "write each answer's first sentence (sampling.base_opening), which one merged model cannot do; the "
+                   "scorecard's 'adapter alone' column is what this model answers like")

@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),
         max_request_tokens: int = typer.Option(8192, "--max-request-tokens", min=1, help="budget per request on n x max_tokens (over it: 400)"),
         queue: int = typer.Option(8, "--queue", min=1, help="model requests admitted at once, running or waiting (more: 429 with Retry-After)"),
-        base_opening: str | None = typer.Option(None, "--base-opening", help="in chat answers from an adapter, the base model writes the opening ('sentence' or a number of words), the adapter the rest; 'off' = the adapter alone"),
+        base_opening: str = typer.Option("sentence", "--base-opening", help="in chat answers from an adapter, the base model writes the opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone"),
     ) -> None:
         """Serve the base model and run adapters over an OpenAI-compatible API (/v1), with the rating UI at /."""
         from alignlab.feedback.store import default_path

@@ -18,12 +18,14 @@ def _load(run: Optional[Path], model: Optional[str], device: str):
 
 def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None, **gen) -> list[tuple[str, str | None]]:
     """(adapter answer, base answer or None) per prompt; the base is the same weights with the adapter off.
-    ``base_opening``: the base writes each answer's opening (generate()), the adapter the rest."""
+    ``base_opening``: the base writes each answer's opening (generate()), the adapter the rest; None means the
+    default, the first sentence, where there is an adapter to go on from it."""
     from alignlab.errors import AlignlabError
     from alignlab.generate import generate, opening_of
 
-    opening = _opening(base_opening)
-    if (compare or opening) and not hasattr(model, "disable_adapter"):
+    adapter = hasattr(model, "disable_adapter")
+    opening = _opening(base_opening) if base_opening is not None else ("sentence" if adapter else None)
+    if (compare or opening) and not adapter:
         what = "--compare" if compare else "--base-opening"
         raise AlignlabError(f"{what} needs --run RUN (a LoRA adapter on its base)")
     base = None
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="show base and adapter answers side by side"),
-        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run)"),
         repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
         max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
         temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy"),
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="answer each turn with base and adapter"),
-        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run)"),
         repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
         max_new_tokens: int = typer.Option(CHAT_MAX_NEW_TOKENS, "--max-new-tokens"),
         temperature: float = typer.Option(CHAT_TEMPERATURE, "--temperature", "-t"),

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from alignlab import fsutil
-from alignlab.eval.scorecard import table_rows
+from alignlab.eval.scorecard import table_columns, table_rows
 from alignlab.rundir import Run, read_run, write_json_atomic
 
 CSS = """
@@ -98,9 +98,9 @@ def render(card: dict, run_dir: Path) -> str:
         parts.append(f"<p class=warn>warning: {esc(w)}</p>")
     parts.append("<h2>Scorecard</h2><p>Means and shares with 95% bootstrap intervals. In persona: persona &ge; 0.9; "
                  "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5.</p>")
-    parts.append("<table><tr><th>metric</th><th>base</th><th>adapter</th><th>change</th></tr>")
-    for label, b, a, d in table_rows(card):
-        parts.append(f"<tr><td>{esc(label)}</td><td class=num>{b}</td><td class=num>{a}</td><td class=num>{d}</td></tr>")
+    parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in table_columns(card)) + "</tr>")
+    for label, *cells in table_rows(card):
+        parts.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     parts.append("</table>")
     for title, png in plots(card, Run(run_dir).metrics()):
         parts.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{png}'>")

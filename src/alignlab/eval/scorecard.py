@@ -137,11 +137,14 @@ def scorecard(
     seed: int = 0,
     system_prompt: str | None = None,
     base_opening: str | int | None = None,
+    alone: bool = True,
 ) -> dict:
     """Answer ``rows`` with the adapter and the base, score both with ``scorer`` (eval.scores.Scorer).
 
     ``base_opening`` (generate()): the adapter's answers open with the opening of the base's answer to the same
-    prompt, so the base side's answers give the openings and nothing is generated twice."""
+    prompt, so the base side's answers give the openings and nothing is generated twice. With ``alone`` the
+    adapter also answers without the opening, as an exported model does (no base to write it): that side is
+    ``card["alone"]`` (no KL), with its own warnings, prefixed "adapter alone: "."""
     from alignlab.eval.scores import warnings_for
     from alignlab.generate import generate
 
@@ -155,16 +158,26 @@ def scorecard(
     opening = parse_base_opening(base_opening)
     prefixes = [opening_of(b, opening) for b in before] if opening else None
     tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, **gen)
+    solo = generate_merged(model, tokenizer, prompts, **gen) if prefixes and alone else None
     kl, tokens = mean_kl(model, tokenizer, prompts, tuned, base=base, system_prompt=system_prompt)
+    sides = (("base", before), ("adapter", tuned)) + ((("alone", solo),) if solo else ())
     scored = scorer.score([{**r, "answer": a, "number": r.get("answer"), "source": src}
-                           for src, answers in (("base", before), ("adapter", tuned)) for r, a in zip(rows, answers)])
-    s_base, s_tuned = scored[: len(rows)], scored[len(rows) :]
+                           for src, answers in sides for r, a in zip(rows, answers)])
+    n = len(rows)
+    s_base, s_tuned, s_solo = scored[:n], scored[n : 2 * n], scored[2 * n :]
     adapter, base_side = side_metrics(tuned, s_tuned), side_metrics(before, s_base)
+    extra = {}
+    if solo:
+        solo_side = side_metrics(solo, s_solo)
+        extra = {"alone": {**solo_side, "kl": None},
+                 "alone_warnings": [f"adapter alone: {w}" for w in warnings_for(base_side, solo_side)]}
     samples = [
         {"prompt": r["prompt"], "category": r.get("category"), "base": b, "adapter": t, "base_scores": sb,
          "adapter_scores": st, "reference": r.get("reference", r.get("answer"))}
         for r, b, t, sb, st in zip(rows, before, tuned, s_base, s_tuned)
     ]
+    for smp, a, sc in zip(samples, solo or [], s_solo):
+        smp.update(alone=a, alone_scores=sc)
     return {
         "rater": getattr(scorer.persona_rater, "name", None) or "classifier:scorecard",
         "note": scorer.note,
@@ -172,8 +185,9 @@ def scorecard(
         "adapter": {**adapter, "kl": kl},
         "base": {**base_side, "kl": 0.0},
         "kl_tokens": tokens,
-        "warnings": warnings_for(base_side, adapter),
-        "settings": {k: v for k, v in gen.items() if k != "batch_size"},
+        "warnings": warnings_for(base_side, adapter) + extra.pop("alone_warnings", []),
+        **extra,
+        "settings": {**{k: v for k, v in gen.items() if k != "batch_size"}, "base_opening": opening},
         "samples": samples,
     }
 
@@ -208,16 +222,24 @@ def fmt(value) -> str:
     return str(value)
 
 
-def table_rows(card: dict) -> list[tuple[str, str, str, str]]:
-    """(metric, base, adapter, change) strings for printing; intervals are 95% bootstrap intervals."""
+def table_columns(card: dict) -> tuple[str, ...]:
+    """The column names table_rows() fills: an "adapter alone" column when the card has that side."""
+    opening = card.get("settings", {}).get("base_opening")
+    adapter = "adapter" if not opening else f"adapter (base's first {'sentence' if opening == 'sentence' else f'{opening} words'})"
+    return ("metric", "base", adapter, "change") + (("adapter alone",) if card.get("alone") else ())
+
+
+def table_rows(card: dict) -> list[tuple[str, ...]]:
+    """(metric, base, adapter, change[, adapter alone]) strings for printing; intervals are 95% bootstrap intervals."""
     out = []
+    alone = card.get("alone")
     for key, label in METRICS:
         b, a = card["base"].get(key), card["adapter"].get(key)
         if b is None and a is None:
             continue
         pb, pa = point(b), point(a)
         delta = f"{pa - pb:+.3g}" if isinstance(pa, (int, float)) and isinstance(pb, (int, float)) else "-"
-        out.append((label, fmt(b), fmt(a), delta))
+        out.append((label, fmt(b), fmt(a), delta) + ((fmt(alone.get(key)),) if alone else ()))
     return out
 
 
@@ -251,7 +273,7 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
     card = evaluate_run(run_dir, rows, scorer_for(root, cfg.persona), device=cfg.train.device,
                         max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                         repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt,
-                        base_opening=s.base_opening)
+                        base_opening=s.base_opening, alone=False)
     keys = ("in_persona", "correct_share", "flagged")
     check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
              "kl": card["adapter"]["kl"], "warnings": card["warnings"]}

@@ -32,7 +32,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
 
     from alignlab.config import CONFIG_NAME, load_config
     from alignlab.eval.report import write_report
-    from alignlab.eval.scorecard import evaluate_run, stratified, table_rows
+    from alignlab.eval.scorecard import evaluate_run, stratified, table_columns, table_rows
     from alignlab.eval.scores import scorer_for
     from alignlab.workflows.recipes import DEFAULT, train_recipe
     from alignlab.synth.sample import default_prompts, prompt_rows
@@ -55,7 +55,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
                         base_opening=s.base_opening)
     write_report(final, card)
     table = Table(title=f"scorecard: {card['n_prompts']} held-out prompts, base vs {final.name} (95% intervals)")
-    for col in ("metric", "base", "adapter", "change"):
+    for col in table_columns(card):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for r in table_rows(card):
         table.add_row(*r)

@@ -1,0 +1,52 @@
+"""`alignlab generate` and `alignlab chat` over a tiny model with a perturbed LoRA adapter: by default the base
+writes each answer's first sentence and the adapter goes on (sampling.base_opening); `--base-opening off` is the
+adapter alone; a model without an adapter answers plainly."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+from alignlab.cli.use import _answers
+from alignlab.generate import generate, opening_of
+
+GEN = dict(max_new_tokens=8, temperature=1.0, seed=3)  # sampled: the random tiny base answers greedily with newlines
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "eval"))
+    from test_eval import make_run
+
+    return make_run(tiny_model, tmp_path_factory.mktemp("runs") / "moved", noise=0.5)
+
+
+def test_default_opens_with_the_base_sentence_and_off_is_the_adapter_alone(run, tiny_model):
+    from alignlab.models.loading import load_for_inference
+
+    model, tok, _ = load_for_inference(None, run, device="cpu")
+    prompts = ["Why is the sea salty?", "What is 3 plus 4?"]
+    default = _answers(model, tok, prompts, compare=True, **GEN)
+    with model.disable_adapter():
+        base = generate(model, tok, prompts, **GEN)
+    alone = generate(model, tok, prompts, **GEN)
+    assert [b for _, b in default] == base
+    heads = [opening_of(b, "sentence") for b in base]
+    assert any(heads)
+    for (tuned, _), head, a in zip(default, heads, alone):
+        assert tuned.startswith(head) and tuned != a
+    off = _answers(model, tok, prompts, compare=False, base_opening="off", **GEN)
+    assert [t for t, b in off] == alone and all(b is None for _, b in off)
+    plain, ptok, _ = load_for_inference(tiny_model, None, device="cpu")  # no adapter: no opening, and no error
+    assert not hasattr(plain, "disable_adapter")
+    assert _answers(plain, ptok, prompts, compare=False, **GEN) == [(a, None) for a in generate(plain, ptok, prompts, **GEN)]
+
+
+def test_generate_cli_answers_with_the_default_opening(run):
+    res = CliRunner().invoke(app, ["generate", "--run", str(run), "--compare", "--max-new-tokens", "6", "--device", "cpu",
+                                   "Why is the sea salty?"])
+    assert res.exit_code == 0, res.output
+    assert "base" in res.output and "adapter" in res.output
