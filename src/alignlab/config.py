@@ -173,6 +173,21 @@ class PPOConfig(_Strict):
     vf_coef: float = Field(0.5, ge=0, description="weight of the value loss")
 
 
+def parse_base_opening(value: str | int | None) -> str | int | None:
+    """"sentence", a positive number of words, or None for "off"/0/empty; ValueError names what is accepted."""
+    if value in (None, "", "off", "none", 0, "0"):
+        return None
+    if value == "sentence":
+        return "sentence"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(f"base opening {value!r}: give 'sentence', a number of words (1 or more), or 'off'")
+    return n
+
+
 class SamplingConfig(_Strict):
     """How answers are decoded for eval, generate and the demo (chat: CHAT_*; serve takes each request's own)."""
 
@@ -189,8 +204,6 @@ class SamplingConfig(_Strict):
     @field_validator("base_opening", mode="before")
     @classmethod
     def _opening(cls, v):
-        from alignlab.generate import parse_base_opening
-
         v = parse_base_opening(v)
         return None if v is None else str(v)
 

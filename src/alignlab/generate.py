@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from alignlab.config import SHORT_MAX_NEW_TOKENS
+from alignlab.config import SHORT_MAX_NEW_TOKENS, parse_base_opening  # noqa: F401 - part of this module's API
 
 
 def chat_prompt(prompt: Any, tokenizer, system_prompt: str | None = None) -> str:
@@ -101,21 +101,6 @@ def opening_of(answer: str, base_opening: str | int) -> str:
         words = (answer[: end.end()] if end else answer).split()
         return " ".join(words[:OPENING_WORDS])
     return " ".join(answer.split()[: int(base_opening)])
-
-
-def parse_base_opening(value: str | int | None) -> str | int | None:
-    """"sentence", a positive number of words, or None for "off"/0/empty; ValueError names what is accepted."""
-    if value in (None, "", "off", "none", 0, "0"):
-        return None
-    if value == "sentence":
-        return "sentence"
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise ValueError(f"base opening {value!r}: give 'sentence', a number of words (1 or more), or 'off'")
-    return n
 
 
 def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int, **kw) -> list[str]:
