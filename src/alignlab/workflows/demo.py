@@ -37,7 +37,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
     from alignlab.workflows.recipes import DEFAULT, train_recipe
     from alignlab.synth.sample import default_prompts, prompt_rows
 
-    console = Console()
+    console = Console(width=max(Console().width, 120))  # the scorecard's five columns need the room
     started = time.time()
     if not (directory / CONFIG_NAME).is_file():
         from alignlab.project import create_project
@@ -62,10 +62,11 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
     console.print(table)
     for w in card["warnings"]:
         console.print(f"[yellow]warning: {w}[/]")
-    answers = Table(title="held-out answers, base vs adapter (scores: persona / correct / mimicry)", show_lines=True)
+    adapter = table_columns(card)[2]
+    answers = Table(title=f"held-out answers, base vs {adapter} (scores: persona / correct / mimicry)", show_lines=True)
     answers.add_column("prompt", ratio=1)
     answers.add_column("base", ratio=2)
-    answers.add_column("adapter", ratio=2)
+    answers.add_column(adapter, ratio=2)
 
     def cell(text: str, sc: dict) -> str:
         c = "-" if sc.get("correct") is None else f"{sc['correct']:.2f}"
