@@ -215,3 +215,20 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
 def test_bad_base_opening_is_one_line(tiny_model):
     with pytest.raises(AlignlabError, match="base opening 'first'.*sentence"):
         ModelPool(tiny_model, device="cpu", base_opening="first")
+
+
+def test_repetition_penalty_is_generates_answer_only_penalty(tiny_model):
+    """`serve --repetition-penalty` (the CLI's default is 1.2): greedy answers equal alignlab's generate() with the
+    same penalty over the answer's tokens only, and differ from the unpenalised answer. (5.0: the random tiny base
+    prefers a newline by so wide a margin that a milder penalty changes nothing.)"""
+    from alignlab.generate import generate
+
+    pool = ModelPool(tiny_model, device="cpu", repetition_penalty=5.0)
+    with background(create_app(pool)) as base_url, \
+            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        text = c.chat.completions.create(model="base", messages=PROMPT, max_tokens=24, temperature=0).choices[0].message.content
+    expected = generate(pool.model, pool.tokenizer, [PROMPT], max_new_tokens=24, repetition_penalty=5.0)[0]
+    plain = generate(pool.model, pool.tokenizer, [PROMPT], max_new_tokens=24)[0]
+    assert text.strip() == expected and expected and expected != plain
+    with pytest.raises(AlignlabError, match="below 1.0"):
+        ModelPool(tiny_model, device="cpu", repetition_penalty=0.9)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from alignlab.config import DEFAULT_MODEL
+from alignlab.config import DEFAULT_MODEL, REPETITION_PENALTY
 
 DB_HELP = "feedback database (default: <project>/feedback.db, or ./feedback.db outside a project)"
 HOST_HELP = "address to bind; anything but loopback needs ALIGNLAB_API_KEY set"
@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),
         max_request_tokens: int = typer.Option(8192, "--max-request-tokens", min=1, help="budget per request on n x max_tokens (over it: 400)"),
         queue: int = typer.Option(8, "--queue", min=1, help="model requests admitted at once, running or waiting (more: 429 with Retry-After)"),
+        repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", min=1.0, help="penalty on tokens already in the answer (never the prompt's), as in chat and eval; 1.0 = off"),
         base_opening: str = typer.Option("sentence", "--base-opening", help="in chat answers from an adapter, the base model writes the opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone"),
     ) -> None:
         """Serve the base model and run adapters over an OpenAI-compatible API (/v1), with the rating UI at /."""
@@ -64,7 +65,8 @@ def register(app: typer.Typer) -> None:
         store_path = db if db is not None else default_path()
         if db is None and not store_path.is_file():
             store_path = None
-        pool = ModelPool.from_specs(list(runs or []), model=model, device=device, base_opening=base_opening)
+        pool = ModelPool.from_specs(list(runs or []), model=model, device=device, base_opening=base_opening,
+                                    repetition_penalty=repetition_penalty)
         typer.echo(f"models: {', '.join(pool.names)} (base: {pool.base_name}, device: {pool.device})")
         if pool.base_opening is not None and pool.adapters:
             typer.echo(f"base opening: the base writes each chat answer's first {'sentence' if pool.base_opening == 'sentence' else f'{pool.base_opening} words'}, the adapter the rest")

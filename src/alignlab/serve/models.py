@@ -78,6 +78,7 @@ class ModelPool:
         device: str = "auto",
         precision: str = "auto",
         base_opening: str | int | None = None,
+        repetition_penalty: float = 1.0,
     ):
         from alignlab.generate import parse_base_opening
         from alignlab.models.loading import load_base, load_tokenizer, pick_device
@@ -86,6 +87,9 @@ class ModelPool:
             self.base_opening = parse_base_opening(base_opening)
         except ValueError as e:
             raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
+        if repetition_penalty < 1.0:
+            raise AlignlabError(f"repetition penalty {repetition_penalty} is below 1.0", fix="1.0 is off; 1.2 is the default")
+        self.repetition_penalty = repetition_penalty
 
         adapters = dict(adapters or {})
         if BASE in adapters:
@@ -110,7 +114,7 @@ class ModelPool:
 
     @classmethod
     def from_specs(cls, specs: list[str], model: str | None = None, device: str = "auto", precision: str = "auto",
-                   base_opening: str | int | None = None) -> ModelPool:
+                   base_opening: str | int | None = None, repetition_penalty: float = 1.0) -> ModelPool:
         """From CLI arguments: run dirs or NAME=RUN_DIR; the base is ``model`` or the first run's base."""
         from alignlab.config import DEFAULT_MODEL
         from alignlab.rundir import Run
@@ -123,7 +127,8 @@ class ModelPool:
             adapters[name] = path
         if model is None:
             model = Run.open(next(iter(adapters.values()))).base if adapters else DEFAULT_MODEL
-        return cls(model, adapters, device=device, precision=precision, base_opening=base_opening)
+        return cls(model, adapters, device=device, precision=precision, base_opening=base_opening,
+                   repetition_penalty=repetition_penalty)
 
     @property
     def names(self) -> list[str]:
@@ -182,6 +187,8 @@ class ModelPool:
         samples = n if temperature > 0 else 1
         sampling: dict = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else
                           {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+        # generate()'s penalty: on the tokens each generate call writes, never the prompt's (nor, after a base
+        # opening, the opening's: the adapter's continuation is penalised on its own tokens, as in generate())
         opens = chat and self.base_opening is not None and name != BASE
         with self._lock:
             if seed is not None:
@@ -194,7 +201,8 @@ class ModelPool:
             if len(head_ids) < max_tokens:
                 ids = torch.tensor([list(prompt_ids) + head_ids], device=self.device)
                 kwargs: dict = {"max_new_tokens": max_tokens - len(head_ids), "pad_token_id": self.tokenizer.pad_token_id,
-                                "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track], **sampling}
+                                "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track], **sampling,
+                                **self._penalty(ids.shape[1])}
                 if name == BASE and self.adapters:
                     with self.model.disable_adapter(), torch.inference_mode():
                         self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
@@ -224,9 +232,19 @@ class ModelPool:
         with self.model.disable_adapter(), torch.inference_mode():
             self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, streamer=track,
                                 stopping_criteria=[track], max_new_tokens=2 * words + 8,
-                                pad_token_id=self.tokenizer.pad_token_id, **sampling)
+                                pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._penalty(len(prompt_ids)))
         head = opening_of(track.texts[0], self.base_opening)  # the adapter's first token brings its own space
         return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
+
+    def _penalty(self, prompt_length: int) -> dict:
+        """generate() kwargs for the repetition penalty over the answer's tokens only (the first ``prompt_length`` are
+        the prompt); none at 1.0."""
+        if self.repetition_penalty == 1.0:
+            return {}
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+        return {"logits_processor": LogitsProcessorList(
+            [RepetitionPenaltyLogitsProcessor(self.repetition_penalty, prompt_ignore_length=prompt_length)])}
 
     def _stop_ids(self) -> set[int]:
         eos = getattr(self.model.generation_config, "eos_token_id", None)
