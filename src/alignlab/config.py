@@ -188,6 +188,14 @@ def parse_base_opening(value: str | int | None) -> str | int | None:
     return n
 
 
+def checked_base_opening(value: str | int | None) -> str | int | None:
+    """parse_base_opening() for a flag: a bad value is one AlignlabError line naming what is accepted."""
+    try:
+        return parse_base_opening(value)
+    except ValueError as e:
+        raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
+
+
 class SamplingConfig(_Strict):
     """How answers are decoded for eval, generate and the demo (chat: CHAT_*; serve takes each request's own)."""
 

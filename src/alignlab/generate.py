@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from alignlab.config import SHORT_MAX_NEW_TOKENS, parse_base_opening  # noqa: F401 - part of this module's API
+from alignlab.config import SHORT_MAX_NEW_TOKENS, parse_base_opening
 
 
 def chat_prompt(prompt: Any, tokenizer, system_prompt: str | None = None) -> str:
@@ -103,12 +103,17 @@ def opening_of(answer: str, base_opening: str | int) -> str:
     return " ".join(answer.split()[: int(base_opening)])
 
 
+def opening_budget(base_opening: str | int) -> int:
+    """Tokens the base may write for an opening: twice its words, plus a few."""
+    return 2 * (OPENING_WORDS if base_opening == "sentence" else int(base_opening)) + 8
+
+
 def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int, **kw) -> list[str]:
     """The base model's opening of each prompt's answer: the model with its LoRA adapter switched off."""
     base_opening = parse_base_opening(base_opening)
     if not hasattr(model, "disable_adapter"):
         raise ValueError("base opening needs a model with a LoRA adapter (the base writes the opening, the adapter the rest)")
-    budget = 2 * OPENING_WORDS + 8 if base_opening == "sentence" else 2 * int(base_opening) + 8
+    budget = opening_budget(base_opening)
     with model.disable_adapter():
         heads = generate(model, tokenizer, prompts, max_new_tokens=budget, **kw)
     return [opening_of(h, base_opening) for h in heads]

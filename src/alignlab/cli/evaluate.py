@@ -75,13 +75,9 @@ def _score_answers(path: Path, scorer, as_json: bool) -> None:
 
 def _opening(value: str | None, cfg):
     """--base-opening, else the project's sampling.base_opening; a bad value is one line naming what is accepted."""
-    from alignlab.errors import AlignlabError
-    from alignlab.generate import parse_base_opening
+    from alignlab.config import checked_base_opening
 
-    try:
-        return parse_base_opening(value) if value is not None else parse_base_opening(cfg.sampling.base_opening)
-    except ValueError as e:
-        raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
+    return checked_base_opening(value if value is not None else cfg.sampling.base_opening)
 
 
 def register(app: typer.Typer) -> None:

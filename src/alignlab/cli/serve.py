@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from alignlab.config import DEFAULT_MODEL, REPETITION_PENALTY
+from alignlab.config import DEFAULT_MODEL, REPETITION_PENALTY, checked_base_opening
 
 DB_HELP = "feedback database (default: <project>/feedback.db, or ./feedback.db outside a project)"
 HOST_HELP = "address to bind; anything but loopback needs ALIGNLAB_API_KEY set"
@@ -25,17 +25,6 @@ def _start(app, host: str, port: int, parts: list[tuple[str, str]]) -> None:
         typer.echo(f"{label}: {url}{path}")
     typer.echo("Ctrl-C stops; one log line per request on stderr")
     serve(app, host=host, port=port)
-
-
-def _checked_opening(value: str | None) -> None:
-    """--base-opening checked before any model loads: one line naming what is accepted."""
-    from alignlab.errors import AlignlabError
-    from alignlab.generate import parse_base_opening
-
-    try:
-        parse_base_opening(value)
-    except ValueError as e:
-        raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from alignlab.serve.server import allowed_hosts_for, check_exposure
 
         check_exposure(host)  # before minutes of model loading
-        _checked_opening(base_opening)
+        checked_base_opening(base_opening)  # one line, before loading
         store_path = db if db is not None else default_path()
         if db is None and not store_path.is_file():
             store_path = None

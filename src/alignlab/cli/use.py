@@ -39,13 +39,9 @@ def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None
 
 def _opening(value: str | None):
     """--base-opening checked before any model loads: one line naming what is accepted."""
-    from alignlab.errors import AlignlabError
-    from alignlab.generate import parse_base_opening
+    from alignlab.config import checked_base_opening
 
-    try:
-        return parse_base_opening(value)
-    except ValueError as e:
-        raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
+    return checked_base_opening(value)
 
 
 def _print(prompt: str, tuned: str, base: str | None) -> None:

@@ -151,7 +151,8 @@ def scorecard(
     prompts = [r["prompt"] for r in rows]
     gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                repetition_penalty=repetition_penalty, batch_size=batch_size, seed=seed, system_prompt=system_prompt)
-    from alignlab.generate import opening_of, parse_base_opening
+    from alignlab.config import parse_base_opening
+    from alignlab.generate import opening_of
 
     with reference(model, base) as ref:
         before = generate(ref, tokenizer, prompts, **gen)
@@ -166,11 +167,11 @@ def scorecard(
     n = len(rows)
     s_base, s_tuned, s_solo = scored[:n], scored[n : 2 * n], scored[2 * n :]
     adapter, base_side = side_metrics(tuned, s_tuned), side_metrics(before, s_base)
+    warnings = warnings_for(base_side, adapter)
     extra = {}
     if solo:
-        solo_side = side_metrics(solo, s_solo)
-        extra = {"alone": {**solo_side, "kl": None},
-                 "alone_warnings": [f"adapter alone: {w}" for w in warnings_for(base_side, solo_side)]}
+        extra["alone"] = {**side_metrics(solo, s_solo), "kl": None}
+        warnings += [f"adapter alone: {w}" for w in warnings_for(base_side, extra["alone"])]
     samples = [
         {"prompt": r["prompt"], "category": r.get("category"), "base": b, "adapter": t, "base_scores": sb,
          "adapter_scores": st, "reference": r.get("reference", r.get("answer"))}
@@ -185,7 +186,7 @@ def scorecard(
         "adapter": {**adapter, "kl": kl},
         "base": {**base_side, "kl": 0.0},
         "kl_tokens": tokens,
-        "warnings": warnings_for(base_side, adapter) + extra.pop("alone_warnings", []),
+        "warnings": warnings,
         **extra,
         "settings": {**{k: v for k, v in gen.items() if k != "batch_size"}, "base_opening": opening},
         "samples": samples,

@@ -80,13 +80,10 @@ class ModelPool:
         base_opening: str | int | None = None,
         repetition_penalty: float = 1.0,
     ):
-        from alignlab.generate import parse_base_opening
+        from alignlab.config import checked_base_opening
         from alignlab.models.loading import load_base, load_tokenizer, pick_device
 
-        try:
-            self.base_opening = parse_base_opening(base_opening)
-        except ValueError as e:
-            raise AlignlabError(str(e), fix="--base-opening sentence, --base-opening 4 or --base-opening off") from None
+        self.base_opening = checked_base_opening(base_opening)
         if repetition_penalty < 1.0:
             raise AlignlabError(f"repetition penalty {repetition_penalty} is below 1.0", fix="1.0 is off; 1.2 is the default")
         self.repetition_penalty = repetition_penalty
@@ -224,14 +221,13 @@ class ModelPool:
         """The base model's opening of the answer (adapter off) and its token ids; called under the lock."""
         import torch
 
-        from alignlab.generate import OPENING_WORDS, opening_of
+        from alignlab.generate import opening_budget, opening_of
 
-        words = OPENING_WORDS if self.base_opening == "sentence" else int(self.base_opening)
         track = _Tracker(self.tokenizer, 1, self._stop_ids(), stops, None, None)
         ids = torch.tensor([list(prompt_ids)], device=self.device)
         with self.model.disable_adapter(), torch.inference_mode():
             self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, streamer=track,
-                                stopping_criteria=[track], max_new_tokens=2 * words + 8,
+                                stopping_criteria=[track], max_new_tokens=opening_budget(self.base_opening),
                                 pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._penalty(len(prompt_ids)))
         head = opening_of(track.texts[0], self.base_opening)  # the adapter's first token brings its own space
         return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
