@@ -1,6 +1,7 @@
 """Candidate mimicry signals against the blind readers' "bolted on" (majority of two or more readers), over the
 snarky answers (mean reader snark at least 1) of every model-answer set in check.py: per-sentence persona scores
-from the scorecard's classifier. Prints each signal's AUC. The scorecard's mimicry score reaches 0.41 on these
+from the scorecard's classifier, and answer length. Prints each signal's AUC, then where the coherent labels come
+from. The scorecard's mimicry score reaches 0.41 on these
 answers; one reader used as a scorer for another, 0.78.
 
     python bench/agreement/mimicry_signals.py
@@ -41,7 +42,14 @@ feats = {
  "plain_share": lambda r: sum(p < 0.5 for p in r["p_s"]) / len(r["p_s"]),
  "min_sentence": lambda r: -min(r["p_s"]),
  "n_sent_neg": lambda r: -len(r["p_s"]),
+ "fewer_words": lambda r: -len(r["answer"].split()),
  "max_minus_mean": lambda r: max(r["p_s"]) - sum(r["p_s"]) / len(r["p_s"]),
 }
 for name, f in feats.items():
     print(name, round(auc([f(r) for r in rows], y), 3))
+# Length separates best, but the coherent labels are few and sit in a handful of sources (mostly two early sets),
+# so what it measures is which adapters readers read early, not a property a scorer should flag: the bundled
+# written chosen answers, which readers found coherent, are shorter than most model answers.
+from collections import Counter
+coherent = Counter(r["source"] for r, t in zip(rows, y) if not t)
+print(len(rows) - sum(y), "coherent by majority, from", len(coherent), "sources; the top three:", coherent.most_common(3))
