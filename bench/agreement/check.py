@@ -59,6 +59,9 @@ Two later sets are scored the same way:
   (`sampling.base_opening: sentence`: the base writes it, the adapter goes on), and SFT from the base on the chosen
   side of bench/anchor_pairs.py's 558 anchored pairs (lr 5e-4, one epoch), four answers to each of 42 held-out
   prompts in a random order, three blind readers;
+- draft_rewrite.jsonl: the base, the demo recipe with the base's first sentence, and the base's whole answer restated
+  by an adapter trained on draft-format pairs (bench/draft_rewrite.py: SFT, and SFT then DPO + RPO), four answers to
+  each of the same 42 prompts in a random order, two blind readers;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -109,7 +112,8 @@ def main() -> None:
 
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
-        "opening", "restated", "anchor", "base_opening")
+        "opening", "restated", "anchor", "base_opening",
+        "draft_rewrite")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
