@@ -114,3 +114,25 @@ def test_opening_of_and_its_bad_values():
         parse_base_opening("first")
     with pytest.raises(ValueError, match="sentence"):
         parse_base_opening(-2)
+
+
+def test_draft_rewrite_data_puts_the_plain_side_in_the_prompt(tmp_path):
+    """bench/draft_rewrite.py: every bundled pair becomes a draft-format SFT row and DPO pair: the plain side is the
+    draft in the prompt and the DPO pair's rejected answer, the snarky side the completion and the chosen answer."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from alignlab.data import bundled_path
+
+    spec = importlib.util.spec_from_file_location("draft_rewrite", Path(__file__).parents[1] / "bench" / "draft_rewrite.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.data(tmp_path)
+    pairs = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines() if x.strip()]
+    sft = [json.loads(x) for x in (tmp_path / "draft_sft.jsonl").read_text().splitlines()]
+    dpo = [json.loads(x) for x in (tmp_path / "draft_dpo.jsonl").read_text().splitlines()]
+    assert len(sft) == len(dpo) == len(pairs)
+    for p, s, d in zip(pairs, sft, dpo):
+        assert s["prompt"] == d["prompt"] and s["prompt"].startswith(p["prompt"]) and p["rejected"] in s["prompt"]
+        assert s["completion"] == d["chosen"] == p["chosen"] and d["rejected"] == p["rejected"]
