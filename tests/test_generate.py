@@ -49,12 +49,12 @@ def test_repetition_penalty_leaves_the_prompt_out(default_model):
     assert theirs != ours
 
 
-def _anchor_module():
+def _bench_module(name: str):
+    """A script under bench/ loaded as a module (bench/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "bench" / "anchor_pairs.py"
-    spec = importlib.util.spec_from_file_location("anchor_pairs", path)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -66,7 +66,7 @@ def test_anchored_continues_after_the_prefix(tiny_model):
     from alignlab.generate import generate
     from alignlab.models.loading import load_base, load_tokenizer
 
-    anchored = _anchor_module().anchored
+    anchored = _bench_module("anchor_pairs").anchored
     model = load_base(tiny_model, device="cpu", precision="fp32").eval()
     tok = load_tokenizer(tiny_model)
     assert anchored(model, tok, PROMPTS, ["", ""], TOKENS, penalty=PENALTY) == generate(
@@ -119,16 +119,11 @@ def test_opening_of_and_its_bad_values():
 def test_draft_rewrite_data_puts_the_plain_side_in_the_prompt(tmp_path):
     """bench/draft_rewrite.py: every bundled pair becomes a draft-format SFT row and DPO pair: the plain side is the
     draft in the prompt and the DPO pair's rejected answer, the snarky side the completion and the chosen answer."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     from alignlab.data import bundled_path
 
-    spec = importlib.util.spec_from_file_location("draft_rewrite", Path(__file__).parents[1] / "bench" / "draft_rewrite.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.data(tmp_path)
+    _bench_module("draft_rewrite").data(tmp_path)
     pairs = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines() if x.strip()]
     sft = [json.loads(x) for x in (tmp_path / "draft_sft.jsonl").read_text().splitlines()]
     dpo = [json.loads(x) for x in (tmp_path / "draft_dpo.jsonl").read_text().splitlines()]

@@ -1,8 +1,7 @@
 """Candidate mimicry signals against the blind readers' "bolted on" (majority of two or more readers), over the
 snarky answers (mean reader snark at least 1) of every model-answer set in check.py: per-sentence persona scores
 from the scorecard's classifier, and answer length. Prints each signal's AUC, then where the coherent labels come
-from. The scorecard's mimicry score reaches 0.41 on these
-answers; one reader used as a scorer for another, 0.78.
+from. The scorecard's mimicry score reaches 0.41 on these answers; one reader used as a scorer for another, 0.78.
 
     python bench/agreement/mimicry_signals.py
 """
