@@ -82,14 +82,20 @@ def judge_server():
 
     from alignlab.serve.server import background
 
-    state = {"biased": False, "requests": 0}
+    state = {"biased": False, "requests": 0, "systems": []}
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
     def chat(body: dict):
         state["requests"] += 1
         user = body["messages"][-1]["content"]
-        if "[Response A]" not in user:
+        state["systems"].append(body["messages"][0]["content"])
+        if "[Reference answer]" in user:  # the correctness rubric: 9 when the reference's key word is in the response
+            ref = user.split("[Reference answer]\n", 1)[1].split("\n\n[Response]\n", 1)[0]
+            response = user.split("[Response]\n", 1)[1]
+            key = [w.strip(".,") for w in ref.split() if w.lower() not in ("the", "answer", "is")][0]
+            text = "Score: 9" if key.lower() in response.lower() else "2"
+        elif "[Response A]" not in user:
             text = "7"
         elif state["biased"]:
             text = "A"  # position bias: whatever is shown first wins
@@ -114,6 +120,30 @@ def test_judge_rater_scores_picks_and_cancels_position_bias(judge_server):
     before = state["requests"]
     assert rater.pick("2+2?", snark, plain) == "tie"  # "A" in both orders: the orders disagree
     assert state["requests"] - before == 2  # asked once in each order
+    rater.close()
+
+
+def test_judge_rates_correctness_against_the_reference(judge_server):
+    """With a judge, the scorecard's correct score is the judge's verdict against the reference (rows with one);
+    persona goes to the judge's persona rubric; rows without a reference stay null."""
+    from alignlab.eval.scores import scorer_for
+    from alignlab.rewards.judge import CORRECT_RUBRIC
+
+    url, state = judge_server
+    rater = get_rater("judge", judge_url=url, judge_model="tiny-judge", judge_cache=False)
+    assert rater.correct(["Capital of Canada?"] * 2, ["Ottawa, obviously.", "Toronto, obviously."],
+                         ["Ottawa is the capital of Canada."] * 2) == [pytest.approx(8 / 9), pytest.approx(1 / 9)]
+    assert CORRECT_RUBRIC in state["systems"][-1]
+    scorer = scorer_for(None, persona_rater=rater)
+    assert scorer.correct_rater is rater
+    rows = [{"prompt": "Capital of Canada?", "answer": "Toronto, which mentions Canada and capital.",
+             "reference": "Ottawa is the capital of Canada."},
+            {"prompt": "What is 3 plus 4?", "answer": "It is 7.", "number": 7},  # the judge sees "The answer is 7."
+            {"prompt": "Tell me a joke.", "answer": "No."}]
+    got = scorer.score(rows)
+    assert [g["correct"] for g in got] == [pytest.approx(1 / 9, abs=1e-3), pytest.approx(8 / 9, abs=1e-3), None]
+    checks_only = scorer_for(None).score(rows[:1])
+    assert checks_only[0]["correct"] > got[0]["correct"]  # the checks credit the reference's words
     rater.close()
 
 
@@ -165,12 +195,15 @@ def test_project_judge_section_is_used_without_flags(judge_server, tmp_path, mon
     (tmp_path / "alignlab.yaml").write_text(f"judge:\n  url: {url}\n  model: tiny-judge\n")
     answers = tmp_path / "answers.jsonl"
     unique = f"Obviously 4. ({uuid.uuid4().hex})"  # never in a judge cache another test filled
-    answers.write_text(json.dumps({"prompt": "2+2?", "answer": unique}) + "\n")
+    answers.write_text(json.dumps({"prompt": "2+2?", "answer": unique}) + "\n"
+                       + json.dumps({"prompt": "2+2?", "answer": f"It is 4, obviously. ({unique})", "reference": 4}) + "\n")
     before = state["requests"]
     out = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(answers), "--json", "--rater", "judge"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.splitlines()[0])["persona"] == pytest.approx(6 / 9, abs=1e-3)
+    first, second = (json.loads(x) for x in out.stdout.splitlines())
+    assert first["persona"] == pytest.approx(6 / 9, abs=1e-3) and first["correct"] is None
+    assert second["correct"] == pytest.approx(8 / 9, abs=1e-3)  # the judge saw "The answer is 4." and said 9
     assert state["requests"] > before
 
 

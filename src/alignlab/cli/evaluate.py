@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt, (category), (reference)} rows or bundled:NAME (default: the project's data/heldout.jsonl)"),
         per_category: int = typer.Option(6, "--per-category", help="held-out prompts taken from each category"),
         limit: Optional[int] = typer.Option(None, "--limit", help="at most N prompts (still spread over the categories)"),
-        rater: str = typer.Option("scorecard", "--rater", help="persona score by: scorecard (the classifier on the bundled labelled set), judge, classifier or reward:<name>"),
+        rater: str = typer.Option("scorecard", "--rater", help="persona score by: scorecard (the classifier on the bundled labelled set), judge (also the correct score, against the reference), classifier or reward:<name>"),
         max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", help=_S["max_new_tokens"].description),
         temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
         repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", help=_S["repetition_penalty"].description),

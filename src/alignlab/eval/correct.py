@@ -224,6 +224,20 @@ def score_correct(answers: list[str], refs: list[dict | None], embed_fn=None) ->
     return out
 
 
+def reference_text(row: dict) -> str:
+    """A reference row as text for a judge: its ``reference``, else what its number, aliases or key terms say."""
+    if str(row.get("reference") or "").strip():
+        return str(row["reference"])
+    parts = []
+    if _numeric_answer(row) is not None:
+        parts.append(f"The answer is {row['answer']}.")
+    if row.get("aliases"):
+        parts.append("A correct answer names " + " or ".join(str(a) for a in row["aliases"]) + ".")
+    if row.get("key_terms"):
+        parts.append("A correct answer mentions " + ", ".join(str(t) for t in row["key_terms"]) + ".")
+    return " ".join(parts)
+
+
 def reference_for(prompt: Any, table: dict[str, dict]) -> dict | None:
     """The bundled reference row of a prompt (matched on normalised text), if there is one."""
     return table.get(_norm(str(prompt)))

@@ -127,6 +127,10 @@ class JudgeRater(Rater):
     def score(self, prompts, responses, **columns):
         return self.judge.score_many(list(prompts), list(responses))
 
+    def correct(self, prompts, responses, references) -> list[float]:
+        """Correctness against each reference answer, in [0, 1] (the scorecard's correct score with a judge)."""
+        return self.judge.correct_many(list(prompts), list(responses), list(references))
+
     def pick(self, prompt, a, b, tol: float = 1e-6):
         return self.judge.judge_pair(prompt, a, b)
 

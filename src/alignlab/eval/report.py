@@ -92,7 +92,7 @@ def render(card: dict, run_dir: Path) -> str:
              f"<style>{CSS}</style></head><body>", f"<h1>{esc(run_dir.name)}</h1>"]
     facts = [("method", info.get("method")), ("base model", info.get("model")), ("trained from", info.get("init_adapter")),
              ("steps", info.get("steps")), ("held-out prompts", card["n_prompts"]), ("persona rater", card.get("rater")),
-             ("decoding", json.dumps(card.get("settings", {})))]
+             ("correct by", card.get("correct_by")), ("decoding", json.dumps(card.get("settings", {})))]
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts if v is not None) + "</table>")
     for w in card.get("warnings", []):
         parts.append(f"<p class=warn>warning: {esc(w)}</p>")

@@ -181,6 +181,7 @@ def scorecard(
         smp.update(alone=a, alone_scores=sc)
     return {
         "rater": getattr(scorer.persona_rater, "name", None) or "classifier:scorecard",
+        "correct_by": getattr(scorer.correct_rater, "name", None) or "checks: correct.py",
         "note": scorer.note,
         "n_prompts": len(rows),
         "adapter": {**adapter, "kl": kl},

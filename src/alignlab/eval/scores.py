@@ -47,6 +47,7 @@ class Scorer:
     train_texts: list[str] = field(default_factory=list)
     note: str | None = None
     persona_rater: object = None  # an eval.raters.Rater that replaces the classifier for persona (a judge)
+    correct_rater: object = None  # a judge (eval.raters.JudgeRater) that replaces correct.py's checks where there is a reference
     contrast: bool = False  # add the voice contrast to the classifier (calibrated for the project's own persona)
     name: str = "scorecard"
     plain_texts: list[str] = field(default_factory=list)  # the pairs' plain answers: their 5-grams are content
@@ -95,6 +96,14 @@ class Scorer:
         clf = self.classifier.score(answers)
         persona = self.persona(prompts, answers, clf)
         correct = score_correct(answers, refs, embed_fn=embed)
+        if self.correct_rater is not None:
+            from alignlab.eval.correct import reference_text
+
+            todo = [i for i, ref in enumerate(refs) if ref is not None]
+            judged = self.correct_rater.correct([prompts[i] for i in todo], [answers[i] for i in todo],
+                                                [reference_text(refs[i]) for i in todo])
+            for i, v in zip(todo, judged):
+                correct[i] = float(v)
         emb = embed(prompts + answers)
         relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
         # mimicry asks whether the classifier's persona survives stripping an answer's repeated phrases: the
@@ -112,7 +121,8 @@ class Scorer:
 
 
 def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona_rater=None) -> Scorer:
-    """The scorecard's scorer for a project (or the bundled defaults outside one)."""
+    """The scorecard's scorer for a project (or the bundled defaults outside one). A judge given as the persona
+    rater (one with a ``correct`` method) rates correctness against the reference as well."""
     import json
 
     from alignlab.data import bundled_path
@@ -140,7 +150,7 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
                 if isinstance(row.get("rejected"), str):
                     plain.append(row["rejected"])
     return Scorer(clf, reference_table(refs), train, note, persona_rater, contrast=persona == DEFAULT_PERSONA,
-                  plain_texts=plain)
+                  plain_texts=plain, correct_rater=persona_rater if hasattr(persona_rater, "correct") else None)
 
 
 def summarize(scored: list[dict]) -> dict:

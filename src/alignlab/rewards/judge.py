@@ -1,6 +1,8 @@
 """An LLM judge over any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama...).
 
 ``LLMJudge`` scores one completion against a rubric on 1-10 and normalises it to [0, 1]: ``(s - 1) / 9``.
+``correct_many`` asks the same scale against a reference answer (``CORRECT_RUBRIC``): the scorecard's correct
+score when a judge is configured (``alignlab eval --rater judge``).
 ``judge_pair`` asks for a preference in both orders and returns "a", "b" or "tie": judges favour whichever
 response they are shown first, and a verdict that flips with the order is that bias, not a preference.
 
@@ -27,6 +29,12 @@ from alignlab.rewards.common import completion_text, prompt_text
 DEFAULT_RUBRIC = (
     "How snarky is the response while still being correct and helpful? "
     "1 = bland, servile, hedging or wrong; 10 = sharp, witty sarcasm that still answers correctly."
+)
+CORRECT_RUBRIC = (
+    "Is the response correct, judged against the reference answer? Judge its main point: it is correct when what it "
+    "asserts agrees with the reference and it states nothing false that matters. Tone, jokes and sarcasm neither "
+    "help nor hurt. A response cut off mid-sentence is judged on what it has said. "
+    "1 = wrong, contradicts the reference, or does not answer; 10 = fully correct."
 )
 CACHE_VERSION = "v2"  # bumped when the reply parser changed: verdicts parsed by the old one are asked again
 
@@ -239,12 +247,13 @@ class LLMJudge:
         return value
 
     # -- scoring ------------------------------------------------------------------------------------------
-    def _raw_score(self, prompt: str, completion: str) -> str:
+    def _raw_score(self, prompt: str, completion: str, rubric: str | None = None, reference: str | None = None) -> str:
         system = (
             "You are a strict evaluator. Score the assistant's response to the prompt on this rubric:\n"
-            f"{self.rubric}\nReply with a single integer from 1 (worst) to 10 (best) and nothing else."
+            f"{rubric or self.rubric}\nReply with a single integer from 1 (worst) to 10 (best) and nothing else."
         )
-        user = f"[Prompt]\n{prompt}\n\n[Response]\n{completion}"
+        shown = "" if reference is None else f"\n\n[Reference answer]\n{reference}"
+        user = f"[Prompt]\n{prompt}{shown}\n\n[Response]\n{completion}"
         reply = self.chat(system, user)
         score = parse_score(reply)
         if score is None:
@@ -254,19 +263,29 @@ class LLMJudge:
             )
         return str(score)
 
+    def _scores(self, keys: list[str], asks: list) -> list[float]:
+        """Cached 1-10 verdicts normalised to [0, 1]; cache misses are asked ``max_workers`` at a time."""
+        todo = dict(zip(keys, asks))
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(todo)))) as pool:
+            futures = {k: pool.submit(self._cached, k, ask) for k, ask in todo.items()}
+            raw = {k: f.result() for k, f in futures.items()}
+        return [(int(raw[k]) - 1) / 9.0 for k in keys]
+
     def score(self, prompt, completion) -> float:
         """The rubric score of one completion, normalised to [0, 1]."""
         return self.score_many([prompt], [completion])[0]
 
     def score_many(self, prompts: list, completions: list) -> list[float]:
-        """Scores in [0, 1]; cache misses are asked concurrently (``max_workers`` at a time)."""
+        """Rubric scores in [0, 1]; cache misses are asked concurrently (``max_workers`` at a time)."""
         pairs = [(_conversation(p), completion_text(c)) for p, c in zip(prompts, completions)]
         keys = [cache_key(CACHE_VERSION, self.model, self.rubric, p, c) for p, c in pairs]
-        todo = {k: pc for k, pc in zip(keys, pairs)}
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(todo)))) as pool:
-            futures = {k: pool.submit(self._cached, k, lambda pc=pc: self._raw_score(*pc)) for k, pc in todo.items()}
-            raw = {k: f.result() for k, f in futures.items()}
-        return [(int(raw[k]) - 1) / 9.0 for k in keys]
+        return self._scores(keys, [lambda pc=pc: self._raw_score(*pc) for pc in pairs])
+
+    def correct_many(self, prompts: list, completions: list, references: list[str]) -> list[float]:
+        """How correct each completion is against its reference answer (``CORRECT_RUBRIC``), in [0, 1]."""
+        rows = [(_conversation(p), completion_text(c), str(r)) for p, c, r in zip(prompts, completions, references)]
+        keys = [cache_key(CACHE_VERSION, "correct", self.model, CORRECT_RUBRIC, p, r, c) for p, c, r in rows]
+        return self._scores(keys, [lambda x=x: self._raw_score(x[0], x[1], CORRECT_RUBRIC, x[2]) for x in rows])
 
     def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
         return self.score_many(list(prompts), list(completions))
