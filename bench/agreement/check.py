@@ -177,6 +177,24 @@ def readers_on_bolting(names: tuple[str, ...] = SETS) -> None:
     print(json.dumps({"set": "model answers, pooled", "bolted_reader_pairs": sum(pooled), **_agreement(pooled)}))
 
 
+def readers_on_correct(names: tuple[str, ...] = SETS) -> None:
+    """How far blind readers agree with each other on "correct", over answers two or more readers read: what a
+    reader who judges meaning reaches, against the correct score's AUC above."""
+    from itertools import combinations
+
+    pooled = [0, 0, 0, 0]
+    for name in names:
+        cells = [0, 0, 0, 0]
+        for row in _rows(name):
+            labels = [r["correct"] for r in _reads(row) if r.get("correct") is not None]
+            for a, b in combinations(labels, 2):
+                cells[2 * bool(a) + bool(b)] += 1
+        if sum(cells):
+            pooled = [x + y for x, y in zip(pooled, cells)]
+            print(json.dumps({"set": name, "correct_reader_pairs": sum(cells), **_agreement(cells)}))
+    print(json.dumps({"set": "pooled", "correct_reader_pairs": sum(pooled), **_agreement(pooled)}))
+
+
 def _agreement(cells: list[int]) -> dict:
     """Raw agreement and Cohen's kappa from a 2x2 table of two readers' yes/no labels."""
     n = sum(cells)
@@ -204,3 +222,4 @@ if __name__ == "__main__":
     main()
     graded()
     readers_on_bolting()
+    readers_on_correct()
