@@ -61,14 +61,18 @@ Two later sets are scored the same way:
   prompts in a random order, three blind readers;
 - draft_rewrite.jsonl: the base, the demo recipe with the base's first sentence, and the base's whole answer restated
   by an adapter trained on draft-format pairs (bench/draft_rewrite.py: SFT, and SFT then DPO + RPO), four answers to
-  each of the same 42 prompts in a random order, two blind readers;
+  each of the same 42 prompts in a random order, three blind readers;
+- best_of.jsonl: the base, the demo recipe with the base's first sentence (greedy), and the best of 8 samples after
+  that sentence kept by the scorecard (bench/best_of.py), three answers to each of the same 42 prompts in a random
+  order, blind readers as for draft_rewrite.jsonl;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
   the 0-3 scale, plus which of the two carries the persona more and which helps more ("picks").
 
 Last, readers_on_bolting() prints how far two blind readers of the same answer agree on "bolted on" (agreement,
-Cohen's kappa, and one reader's label used as a score for the other's, as an AUC): the ceiling for mimicry's AUC.
+Cohen's kappa, and one reader's label used as a score for the other's, as an AUC): the ceiling for mimicry's AUC;
+readers_on_correct() the same for "correct".
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ def main() -> None:
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
         "opening", "restated", "anchor", "base_opening",
-        "draft_rewrite")
+        "draft_rewrite", "best_of")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
