@@ -131,3 +131,14 @@ def test_draft_rewrite_data_puts_the_plain_side_in_the_prompt(tmp_path):
     for p, s, d in zip(pairs, sft, dpo):
         assert s["prompt"] == d["prompt"] and s["prompt"].startswith(p["prompt"]) and p["rejected"] in s["prompt"]
         assert s["completion"] == d["chosen"] == p["chosen"] and d["rejected"] == p["rejected"]
+
+
+def test_best_of_keeps_the_highest_persona_plus_half_the_consistency():
+    """bench/best_of.py's rule: persona + 0.5 x consistency with the base's answer; the first candidate on a tie."""
+    pick = _bench_module("best_of").pick
+    snarky_off_base = {"persona": 0.95, "consistency": 0.1}  # 1.0
+    snarky_on_base = {"persona": 0.8, "consistency": 0.9}  # 1.25
+    plain = {"persona": 0.2, "consistency": 1.0}  # 0.7
+    assert pick([plain, snarky_off_base, snarky_on_base]) is snarky_on_base
+    twin = dict(snarky_on_base)
+    assert pick([snarky_on_base, twin]) is snarky_on_base

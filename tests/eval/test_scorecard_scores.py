@@ -186,3 +186,12 @@ def test_the_scorer_excludes_the_bundled_pairs_plain_answers(scorer):
     rows = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines()[:40] if x.strip()]
     assert all(copy_share(r["rejected"], scorer.train_grams) == 0 for r in rows)
     assert sum(copy_share(r["chosen"], scorer.train_grams) > 0.5 for r in rows) >= 35
+
+
+def test_reference_text_for_a_judge_names_what_a_row_without_reference_text_checks():
+    from alignlab.eval.correct import reference_text
+
+    assert reference_text({"reference": "Ottawa is the capital.", "aliases": ["Ottawa"]}) == "Ottawa is the capital."
+    assert reference_text({"answer": 7}) == "The answer is 7."
+    assert reference_text({"aliases": ["Bell", "Graham Bell"], "key_terms": ["patent"]}) == (
+        "A correct answer names Bell or Graham Bell. A correct answer mentions patent.")
