@@ -204,6 +204,10 @@ def test_project_judge_section_is_used_without_flags(judge_server, tmp_path, mon
     first, second = (json.loads(x) for x in out.stdout.splitlines())
     assert first["persona"] == pytest.approx(6 / 9, abs=1e-3) and first["correct"] is None
     assert second["correct"] == pytest.approx(8 / 9, abs=1e-3)  # the judge saw "The answer is 4." and said 9
+    table = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(answers), "--rater", "judge"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    assert table.returncode == 0, table.stderr
+    assert "correct: rated by judge:tiny-judge against each row's reference" in table.stdout
     assert state["requests"] > before
 
 

@@ -69,6 +69,8 @@ def _score_answers(path: Path, scorer, as_json: bool) -> None:
         table.add_row(src, str(m["n"]), fmt(m["persona"]), fmt(m["in_persona"]), fmt(m["correct"]),
                       fmt(m["correct_share"]), fmt(m["mimicry"]), fmt(m["flagged"]))
     Console(width=140).print(table, markup=False)
+    if scorer.correct_rater is not None:
+        typer.echo(f"correct: rated by {scorer.correct_rater.name} against each row's reference")
     if scorer.note:
         typer.echo(f"note: {scorer.note}")
 
@@ -135,6 +137,8 @@ def register(app: typer.Typer) -> None:
         Console(width=110).print(table, markup=False)
         for w in card["warnings"]:
             typer.secho(f"warning: {w}", fg="yellow")
+        if str(card.get("correct_by", "")).startswith("judge"):
+            typer.echo(f"correct: rated by {card['correct_by']} against each prompt's reference")
         if card.get("note"):
             typer.echo(f"note: {card['note']}")
         typer.echo(f"wrote {data} and {page}")
