@@ -142,3 +142,18 @@ def test_best_of_keeps_the_highest_persona_plus_half_the_consistency():
     assert pick([plain, snarky_off_base, snarky_on_base]) is snarky_on_base
     twin = dict(snarky_on_base)
     assert pick([snarky_on_base, twin]) is snarky_on_base
+
+
+def test_amplified_decoding_scales_the_adapters_shift_and_penalises_each_rows_own_tokens():
+    """bench/amplify.py: alpha 0 is the adapter's logits; alpha 1 doubles its shift from the base; the repetition
+    penalty touches only the tokens each row has written, dividing a positive logit and multiplying a negative one."""
+    import torch
+
+    amp = _bench_module("amplify")
+    adapter, base = torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[1.0, 0.0, 0.5]])
+    assert torch.equal(amp.amplified(adapter, base, 0.0), adapter)
+    assert torch.equal(amp.amplified(adapter, base, 1.0), torch.tensor([[3.0, -2.0, 0.5]]))
+    logits = torch.tensor([[2.4, -1.0, 0.5], [2.4, -1.0, 0.5]])
+    out = amp.penalise(logits, [[0, 1, 0], []], penalty=1.2)
+    assert torch.allclose(out[0], torch.tensor([2.0, -1.2, 0.5])) and torch.equal(out[1], logits[1])
+    assert torch.equal(logits, torch.tensor([[2.4, -1.0, 0.5], [2.4, -1.0, 0.5]]))  # the input is left as it was
