@@ -137,8 +137,8 @@ def register(app: typer.Typer) -> None:
         Console(width=110).print(table, markup=False)
         for w in card["warnings"]:
             typer.secho(f"warning: {w}", fg="yellow")
-        if str(card.get("correct_by", "")).startswith("judge"):
-            typer.echo(f"correct: rated by {card['correct_by']} against each prompt's reference")
+        if scorer.correct_rater is not None:
+            typer.echo(f"correct: rated by {scorer.correct_rater.name} against each prompt's reference")
         if card.get("note"):
             typer.echo(f"note: {card['note']}")
         typer.echo(f"wrote {data} and {page}")

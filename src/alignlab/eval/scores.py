@@ -95,15 +95,10 @@ class Scorer:
             refs.append({**merged, "prompt": r["prompt"]} if has_reference(merged) else None)
         clf = self.classifier.score(answers)
         persona = self.persona(prompts, answers, clf)
-        correct = score_correct(answers, refs, embed_fn=embed)
-        if self.correct_rater is not None:
-            from alignlab.eval.correct import reference_text
-
-            todo = [i for i, ref in enumerate(refs) if ref is not None]
-            judged = self.correct_rater.correct([prompts[i] for i in todo], [answers[i] for i in todo],
-                                                [reference_text(refs[i]) for i in todo])
-            for i, v in zip(todo, judged):
-                correct[i] = float(v)
+        if self.correct_rater is None:
+            correct = score_correct(answers, refs, embed_fn=embed)
+        else:  # the judge rates every row with a reference: the checks would be thrown away
+            correct = self._judged(prompts, answers, refs)
         emb = embed(prompts + answers)
         relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
         # mimicry asks whether the classifier's persona survives stripping an answer's repeated phrases: the
@@ -115,6 +110,18 @@ class Scorer:
              "mimicry_signals": d}
             for p, c, m, d in zip(persona, correct, mimicry, details)
         ]
+
+    def _judged(self, prompts: list[str], answers: list[str], refs: list[dict | None]) -> list[float | None]:
+        """The judge's correct score for each row with a reference (None without one)."""
+        from alignlab.eval.correct import reference_text
+
+        todo = [i for i, ref in enumerate(refs) if ref is not None]
+        judged = self.correct_rater.correct([prompts[i] for i in todo], [answers[i] for i in todo],
+                                            [reference_text(refs[i]) for i in todo])
+        out: list[float | None] = [None] * len(answers)
+        for i, v in zip(todo, judged):
+            out[i] = float(v)
+        return out
 
     def persona_fn(self, texts: list[str]) -> list[float]:
         return self.classifier.score(texts)
