@@ -144,16 +144,59 @@ def test_best_of_keeps_the_highest_persona_plus_half_the_consistency():
     assert pick([snarky_on_base, twin]) is snarky_on_base
 
 
-def test_amplified_decoding_scales_the_adapters_shift_and_penalises_each_rows_own_tokens():
-    """bench/amplify.py: alpha 0 is the adapter's logits; alpha 1 doubles its shift from the base; the repetition
-    penalty touches only the tokens each row has written, dividing a positive logit and multiplying a negative one."""
-    import torch
+def _greedy_amplified(model, tok, prompt: str, alpha: float) -> str:
+    """Amplified greedy decoding written out, no cache: adapter + alpha x (adapter - base) logits over the whole
+    sequence at each step, then the answer-only penalty on the amplified logits."""
+    from alignlab.generate import chat_prompt
 
-    amp = _bench_module("amplify")
-    adapter, base = torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[1.0, 0.0, 0.5]])
-    assert torch.equal(amp.amplified(adapter, base, 0.0), adapter)
-    assert torch.equal(amp.amplified(adapter, base, 1.0), torch.tensor([[3.0, -2.0, 0.5]]))
-    logits = torch.tensor([[2.4, -1.0, 0.5], [2.4, -1.0, 0.5]])
-    out = amp.penalise(logits, [[0, 1, 0], []], penalty=1.2)
-    assert torch.allclose(out[0], torch.tensor([2.0, -1.2, 0.5])) and torch.equal(out[1], logits[1])
-    assert torch.equal(logits, torch.tensor([[2.4, -1.0, 0.5], [2.4, -1.0, 0.5]]))  # the input is left as it was
+    ids = tok(chat_prompt(prompt, tok), return_tensors="pt", add_special_tokens=False)["input_ids"][0].tolist()
+    out: list[int] = []
+    with torch.inference_mode():
+        for _ in range(TOKENS):
+            seq = torch.tensor([ids + out])
+            a = model(input_ids=seq).logits[0, -1]
+            with model.disable_adapter():
+                b = model(input_ids=seq).logits[0, -1]
+            logits = a + alpha * (a - b)
+            for t in set(out):
+                logits[t] = logits[t] / PENALTY if logits[t] > 0 else logits[t] * PENALTY
+            nxt = int(logits.argmax())
+            if nxt == tok.eos_token_id:
+                break
+            out.append(nxt)
+    return tok.decode(out, skip_special_tokens=True).strip()
+
+
+def test_amplify_decodes_from_the_adapters_shift_scaled_up(tiny_model):
+    """generate(amplify=alpha): each token from adapter + alpha x (adapter - base) logits, the base being the model
+    with its adapter off, on its own KV cache. Checked against the written-out loop for prompts of different lengths
+    in one left-padded batch, and for several samples per prompt (top_p tiny: each sample takes the top token)."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.generate import generate
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    torch.manual_seed(0)
+    model = get_peft_model(load_base(tiny_model, device="cpu", precision="fp32").eval(),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)).eval()
+    prompts = [PROMPTS[0], "Why?"]  # different lengths: the shorter one is left-padded in the batch
+    plain = generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY)
+    assert generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=0.0) == plain
+    got = generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=2.0)
+    assert got == [_greedy_amplified(model, tok, p, 2.0) for p in prompts]
+    assert got != plain  # the amplified shift picks other tokens than the adapter alone
+    two = generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=2.0,
+                   temperature=1.0, top_p=1e-9, num_return_sequences=2, seed=0)
+    assert two == [g for g in got for _ in range(2)]
+
+
+def test_amplify_needs_an_adapter_and_a_non_negative_alpha(tiny_model):
+    from alignlab.generate import Amplify, generate
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    base = load_base(tiny_model, device="cpu", precision="fp32").eval()
+    with pytest.raises(ValueError, match="LoRA adapter"):
+        generate(base, load_tokenizer(tiny_model), ["Hi"], max_new_tokens=2, amplify=0.5)
+    with pytest.raises(ValueError, match="0 \\(off\\) or more"):
+        Amplify(base, -1.0, torch.ones(1, 3, dtype=torch.long))

@@ -68,7 +68,7 @@ Two later sets are scored the same way:
 - amplify.jsonl: the base, the demo recipe with the base's first sentence, and the same with the adapter's logits
   amplified away from the base's after that sentence (bench/amplify.py, alpha 1), three answers to each of the same
   42 prompts in a random order, two blind readers;
-- amplify_half.jsonl: the same at alpha 0.5 (the base and default answers are best_of.jsonl's), two other readers;
+- amplify_half.jsonl: the same at alpha 0.5 (the base and default answers are best_of.jsonl's), four other readers;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on

@@ -209,6 +209,11 @@ class SamplingConfig(_Strict):
         "sentence", description="the base model (adapter off) writes each answer's opening: 'sentence' or a number of words; off = the adapter alone"
     )
 
+    amplify: float = Field(
+        0.0, ge=0, description="decode an adapter's tokens from adapter + amplify x (adapter - base) logits: more of "
+        "its voice for a second forward pass per token; 0 = off (0.5 read blind: more persona picks, fewer helpful ones)"
+    )
+
     @field_validator("base_opening", mode="before")
     @classmethod
     def _opening(cls, v):

@@ -35,6 +35,7 @@ def generate(
     repetition_penalty: float = 1.0,
     prefixes: list[str] | None = None,
     base_opening: str | int | None = None,
+    amplify: float = 0.0,
 ) -> list[str]:
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
@@ -51,7 +52,11 @@ def generate(
     ``base_opening`` ("sentence", or a number of words) lets the base model (the adapter switched off) write the
     opening of each answer: its first sentence (at most OPENING_WORDS words) or its first N words, decoded the same
     way; the adapter writes the rest (up to ``max_new_tokens`` more tokens). Samples of one prompt share its opening.
+    ``amplify`` > 0 decodes the adapter's tokens from adapter + amplify x (adapter - base) logits (Amplify; the
+    repetition penalty applies after it); it needs a model with a LoRA adapter.
     """
+    if amplify and not hasattr(model, "disable_adapter"):
+        raise ValueError("amplify needs a model with a LoRA adapter (it scales the adapter's shift from the base)")
     if base_opening not in (None, 0, ""):
         if prefixes is not None:
             raise ValueError("generate(): give prefixes or base_opening, not both")
@@ -72,11 +77,10 @@ def generate(
             batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(device) for k, v in batch.items()}
             kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
-            if repetition_penalty != 1.0:
-                from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-
-                kwargs["logits_processor"] = LogitsProcessorList(
-                    [RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=batch["input_ids"].shape[1])])
+            processors = logits_processors(model, amplify, repetition_penalty, batch["input_ids"].shape[1],
+                                           batch["attention_mask"], num_return_sequences)
+            if processors:
+                kwargs["logits_processor"] = processors
             if temperature > 0:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
             else:
@@ -117,3 +121,60 @@ def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int,
     with model.disable_adapter():
         heads = generate(model, tokenizer, prompts, max_new_tokens=budget, **kw)
     return [opening_of(h, base_opening) for h in heads]
+
+
+def logits_processors(model, amplify: float, repetition_penalty: float, prompt_length: int, attention_mask,
+                      num_return_sequences: int = 1):
+    """The processors generate() and the server decode with: Amplify (when ``amplify`` > 0), then the answer-only
+    repetition penalty (when above 1.0); None when neither is on."""
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    out = []
+    if amplify:
+        out.append(Amplify(model, amplify, attention_mask, num_return_sequences))
+    if repetition_penalty != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=prompt_length))
+    return LogitsProcessorList(out) if out else None
+
+
+class Amplify:
+    """A transformers logits processor: the adapter's logits plus ``alpha`` x (adapter - base) at every token.
+
+    The adapter's shift away from its base, scaled up while decoding, as in proxy tuning (Liu et al. 2024) and
+    DExperts (Liu et al. 2021), here with the tuned model and its own base as the pair. The base is ``model`` with
+    its LoRA adapter switched off, run on the same tokens with its own KV cache: one more forward pass per token.
+    Rows are those generate() decodes: left-padded prompts (``attention_mask``), each repeated
+    ``num_return_sequences`` times. Read blind on the demo adapter after the base's first sentence (docs/results.md):
+    at alpha 0.5 readers picked its persona over the plain adapter's more often at the same correctness; at alpha 1
+    correctness fell and at 2 the answers broke down.
+    """
+
+    def __init__(self, model, alpha: float, attention_mask, num_return_sequences: int = 1):
+        if alpha < 0:
+            raise ValueError(f"amplify {alpha}: give 0 (off) or more")
+        self.model, self.alpha = model, float(alpha)
+        self.mask = attention_mask.repeat_interleave(num_return_sequences, dim=0)
+        self.cache = None
+        self.seen = 0  # tokens of each row the base's cache holds
+
+    def base_logits(self, input_ids):
+        from transformers import DynamicCache
+
+        if self.cache is None:
+            self.cache = DynamicCache()
+            new = input_ids
+        else:
+            new = input_ids[:, self.seen:]
+            ones = torch.ones(self.mask.shape[0], new.shape[1], dtype=self.mask.dtype, device=self.mask.device)
+            self.mask = torch.cat([self.mask, ones], dim=1)
+        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -new.shape[1]:]
+        with self.model.disable_adapter():
+            out = self.model(input_ids=new, attention_mask=self.mask, position_ids=positions,
+                             past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.seen = input_ids.shape[1]
+        return out.logits[:, -1].float()
+
+    def __call__(self, input_ids, scores):
+        base = self.base_logits(input_ids).to(scores.dtype)
+        return scores + self.alpha * (scores - base)

@@ -48,6 +48,7 @@ def test_unknown_method_and_model(monkeypatch, capsys, tmp_path):
 @pytest.mark.parametrize("yaml, needles", [
     ("name: x\ntrain:\n  learning_rate: [1e-4\n", ("alignlab.yaml:", "malformed YAML")),
     ("name: x\nsampling:\n  base_opening: first\n", ("'sampling.base_opening'", "sentence")),
+    ("name: x\nsampling:\n  amplify: -0.5\n", ("alignlab.yaml:3", "'sampling.amplify'")),
 ])
 def test_bad_config_names_file_and_key(monkeypatch, capsys, tmp_path, yaml, needles):
     (tmp_path / "alignlab.yaml").write_text(yaml)

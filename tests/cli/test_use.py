@@ -50,3 +50,21 @@ def test_generate_cli_answers_with_the_default_opening(run):
                                    "Why is the sea salty?"])
     assert res.exit_code == 0, res.output
     assert "base" in res.output and "adapter" in res.output
+
+
+def test_generate_cli_amplify_is_generates_and_needs_a_run(run, tiny_model):
+    """`generate --amplify 1.5 --base-opening off`: the answer generate(amplify=1.5) gives; without --run, one line."""
+    from alignlab.models.loading import load_for_inference
+
+    res = CliRunner().invoke(app, ["generate", "--run", str(run), "--amplify", "1.5", "--base-opening", "off",
+                                   "--max-new-tokens", "6", "--device", "cpu", "Why is the sea salty?"])
+    assert res.exit_code == 0, res.output
+    model, tok, _ = load_for_inference(None, run, device="cpu")
+    want = generate(model, tok, ["Why is the sea salty?"], max_new_tokens=6, repetition_penalty=1.2, amplify=1.5)[0]
+    assert res.stdout.strip() == want and want != generate(model, tok, ["Why is the sea salty?"], max_new_tokens=6,
+                                                           repetition_penalty=1.2)[0]
+    plain, ptok, _ = load_for_inference(tiny_model, None, device="cpu")
+    from alignlab.errors import AlignlabError
+
+    with pytest.raises(AlignlabError, match="--amplify needs --run"):
+        _answers(plain, ptok, ["Hi"], compare=False, amplify=0.5, max_new_tokens=2)

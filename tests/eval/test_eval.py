@@ -145,3 +145,24 @@ def test_base_opening_opens_each_adapter_answer_with_the_base_answers_words(tiny
     assert card["alone"]["length"] == plain["adapter"]["length"] and card["alone"]["kl"] is None
     assert table_columns(card) == ("metric", "base", "adapter (base's first 2 words)", "change", "adapter alone")
     assert all(len(r) == 5 for r in table_rows(card))
+
+
+def test_amplify_decodes_the_adapter_sides_and_leaves_the_base_and_the_adapter_alone(tiny_model, tmp_path, scorer):
+    """sampling.amplify in the scorecard: the adapter's answers come from its amplified shift (generate(amplify=...)
+    on the same model), the base side is the base's, and the "adapter alone" column is what an exported model writes:
+    neither opened nor amplified. The settings and the column title say so."""
+    from alignlab.generate import generate
+    from alignlab.models.loading import load_for_inference
+
+    greedy = dict(max_new_tokens=8, temperature=0.0, repetition_penalty=1.2)
+    run = make_run(tiny_model, tmp_path / "moved", noise=0.5)
+    plain = evaluate_run(run, ROWS, scorer, device="cpu", base_opening=None, **greedy)
+    card = evaluate_run(run, ROWS, scorer, device="cpu", base_opening=None, amplify=1.5, **greedy)
+    model, tok, _ = load_for_inference(None, run, device="cpu")
+    prompts = [r["prompt"] for r in ROWS]
+    assert [s["adapter"] for s in card["samples"]] == generate(model, tok, prompts, amplify=1.5, **greedy)
+    assert [s["adapter"] for s in card["samples"]] != [s["adapter"] for s in plain["samples"]]
+    assert [s["base"] for s in card["samples"]] == [s["base"] for s in plain["samples"]]
+    assert [s["alone"] for s in card["samples"]] == [s["adapter"] for s in plain["samples"]]
+    assert card["settings"]["amplify"] == 1.5 and plain["settings"]["amplify"] == 0.0
+    assert table_columns(card) == ("metric", "base", "adapter, amplified x1.5", "change", "adapter alone")

@@ -212,6 +212,32 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
     assert raw == alone["texts"][0]
 
 
+def test_amplify_decodes_an_adapters_chat_answer_as_generate_does(tiny_model, tmp_path):
+    """`serve --amplify 2`: an adapter's answer over the API is generate(amplify=2)'s for the same conversation
+    (greedy, the server's answer-only penalty), streamed and whole alike, and different from the adapter alone;
+    the base model's answer is the base's."""
+    from alignlab.generate import generate
+
+    run = _fake_run(tmp_path, "snarky", tiny_model, 1)
+    pool = ModelPool(tiny_model, {"snarky": run}, device="cpu", base_opening="off", repetition_penalty=1.2, amplify=2.0)
+    ask = dict(messages=PROMPT, max_tokens=12, temperature=0)
+    with background(create_app(pool)) as base_url, \
+            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        text = c.chat.completions.create(model="snarky", **ask).choices[0].message.content
+        texts, _, _ = _streamed(c.chat.completions.create(model="snarky", stream=True, **ask))
+        base = c.chat.completions.create(model="base", **ask).choices[0].message.content
+    model, tok = pool.model, pool.tokenizer
+    gen = dict(max_new_tokens=12, repetition_penalty=1.2)
+    model.set_adapter("snarky")
+    assert text.strip() == generate(model, tok, [PROMPT], amplify=2.0, **gen)[0]
+    assert texts == {0: text}
+    assert text.strip() != generate(model, tok, [PROMPT], **gen)[0]
+    with model.disable_adapter():
+        assert base.strip() == generate(model, tok, [PROMPT], **gen)[0]
+    with pytest.raises(AlignlabError, match="amplify -1"):
+        ModelPool(tiny_model, device="cpu", amplify=-1.0)
+
+
 def test_bad_base_opening_is_one_line(tiny_model):
     with pytest.raises(AlignlabError, match="base opening 'first'.*sentence"):
         ModelPool(tiny_model, device="cpu", base_opening="first")

@@ -13,7 +13,8 @@ _S = SamplingConfig.model_fields
 
 
 def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[str], str | None]:
-    """Greedy answers of ``spec`` ('base' or a run directory) with the project's decoding; (answers, run name)."""
+    """Greedy answers of ``spec`` ('base' or a run directory) with the project's decoding (a LoRA run's with its
+    base opening and amplify, as eval and chat answer); (answers, run name)."""
     from alignlab.generate import generate
     from alignlab.models.loading import load_for_inference
 
@@ -21,7 +22,8 @@ def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[s
     model, tok, _ = load_for_inference(cfg.model if run is None else None, run, device=device)
     s = cfg.sampling
     out = generate(model, tok, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                   repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt, seed=0)
+                   repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt, seed=0,
+                   **({"base_opening": s.base_opening, "amplify": s.amplify} if hasattr(model, "disable_adapter") else {}))
     return out, None if run is None else Path(run).name
 
 

@@ -96,6 +96,7 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
         repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", help=_S["repetition_penalty"].description),
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help=_S["base_opening"].description + " (default: the project's sampling.base_opening)"),
+        amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help=_S["amplify"].description + " (default: the project's sampling.amplify)"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),
         judge_key_env: Optional[str] = typer.Option(None, "--judge-key-env", help=fh("judge", "key_env")),
@@ -127,7 +128,8 @@ def register(app: typer.Typer) -> None:
         scorer = _scorer(root, cfg, rater, cfg.judge.settings(judge_url, judge_model, judge_key_env))
         card = evaluate_run(run, rows, scorer, device=device, max_new_tokens=max_new_tokens, temperature=temperature,
                             repetition_penalty=repetition_penalty, system_prompt=cfg.system_prompt,
-                            base_opening=_opening(base_opening, cfg))
+                            base_opening=_opening(base_opening, cfg),
+                            amplify=cfg.sampling.amplify if amplify is None else amplify)
         data, page = write_report(run, card)
         table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")
         for col in table_columns(card):

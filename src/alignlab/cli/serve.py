@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         max_request_tokens: int = typer.Option(8192, "--max-request-tokens", min=1, help="budget per request on n x max_tokens (over it: 400)"),
         queue: int = typer.Option(8, "--queue", min=1, help="model requests admitted at once, running or waiting (more: 429 with Retry-After)"),
         repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", min=1.0, help="penalty on tokens already in the answer (never the prompt's), as in chat and eval; 1.0 = off"),
+        amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="answers from an adapter are decoded from adapter + AMPLIFY x (adapter - base) logits: more of its voice, a second forward pass per token; 0 = off"),
         base_opening: str = typer.Option("sentence", "--base-opening", help="in chat answers from an adapter, the base model writes the opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone"),
     ) -> None:
         """Serve the base model and run adapters over an OpenAI-compatible API (/v1), with the rating UI at /."""
@@ -55,10 +56,12 @@ def register(app: typer.Typer) -> None:
         if db is None and not store_path.is_file():
             store_path = None
         pool = ModelPool.from_specs(list(runs or []), model=model, device=device, base_opening=base_opening,
-                                    repetition_penalty=repetition_penalty)
+                                    repetition_penalty=repetition_penalty, amplify=amplify)
         typer.echo(f"models: {', '.join(pool.names)} (base: {pool.base_name}, device: {pool.device})")
         if pool.base_opening is not None and pool.adapters:
             typer.echo(f"base opening: the base writes each chat answer's first {'sentence' if pool.base_opening == 'sentence' else f'{pool.base_opening} words'}, the adapter the rest")
+        if pool.amplify and pool.adapters:
+            typer.echo(f"amplify: answers from an adapter decode from adapter + {pool.amplify:g} x (adapter - base)")
         if store_path is None:
             typer.echo("rating UI off: no feedback.db here (pass --db PATH to create one)")
         parts = [("OpenAI API", "/v1")] + ([("rating UI", "/")] if store_path else [])

@@ -16,24 +16,25 @@ def _load(run: Optional[Path], model: Optional[str], device: str):
     return load_for_inference(model, run, device=device)
 
 
-def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None, **gen) -> list[tuple[str, str | None]]:
+def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None, amplify: float = 0.0,
+             **gen) -> list[tuple[str, str | None]]:
     """(adapter answer, base answer or None) per prompt; the base is the same weights with the adapter off.
     ``base_opening``: the base writes each answer's opening (generate()), the adapter the rest; None means the
-    default, the first sentence, where there is an adapter to go on from it."""
+    default, the first sentence, where there is an adapter to go on from it. ``amplify``: generate()'s."""
     from alignlab.errors import AlignlabError
     from alignlab.generate import generate, opening_of
 
     adapter = hasattr(model, "disable_adapter")
     opening = _opening(base_opening) if base_opening is not None else ("sentence" if adapter else None)
-    if (compare or opening) and not adapter:
-        what = "--compare" if compare else "--base-opening"
+    if (compare or opening or amplify) and not adapter:
+        what = "--compare" if compare else "--amplify" if amplify else "--base-opening"
         raise AlignlabError(f"{what} needs --run RUN (a LoRA adapter on its base)")
     base = None
     if compare or opening:
         with model.disable_adapter():
             base = generate(model, tok, prompts, **gen)
     prefixes = [opening_of(b, opening) for b in base] if opening else None
-    tuned = generate(model, tok, prompts, prefixes=prefixes, **gen)
+    tuned = generate(model, tok, prompts, prefixes=prefixes, amplify=amplify, **gen)
     return [(t, b if compare else None) for t, b in zip(tuned, base or [None] * len(tuned))]
 
 
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
         compare: bool = typer.Option(False, "--compare", help="show base and adapter answers side by side"),
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run)"),
         repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
+        amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run)"),
         max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
         temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy"),
         system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
         _opening(base_opening)
         model_, tok, _ = _load(run, model, device)
         gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system,
-                   repetition_penalty=repetition_penalty, base_opening=base_opening)
+                   repetition_penalty=repetition_penalty, base_opening=base_opening, amplify=amplify)
         for p, (tuned, base) in zip(prompts, _answers(model_, tok, prompts, compare, **gen)):
             if len(prompts) > 1 and base is None:
                 typer.echo(f"> {p}")
@@ -89,6 +91,7 @@ def register(app: typer.Typer) -> None:
         compare: bool = typer.Option(False, "--compare", help="answer each turn with base and adapter"),
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run)"),
         repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
+        amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run)"),
         max_new_tokens: int = typer.Option(CHAT_MAX_NEW_TOKENS, "--max-new-tokens"),
         temperature: float = typer.Option(CHAT_TEMPERATURE, "--temperature", "-t"),
         system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
@@ -114,7 +117,7 @@ def register(app: typer.Typer) -> None:
                 continue
             history.append({"role": "user", "content": line})
             gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system,
-                       repetition_penalty=repetition_penalty, base_opening=base_opening)
+                       repetition_penalty=repetition_penalty, base_opening=base_opening, amplify=amplify)
             (tuned, base), = _answers(model_, tok, [list(history)], compare, **gen)
             if base is not None:
                 typer.echo(f"base> {base}")

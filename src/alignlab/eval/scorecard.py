@@ -138,13 +138,15 @@ def scorecard(
     system_prompt: str | None = None,
     base_opening: str | int | None = None,
     alone: bool = True,
+    amplify: float = 0.0,
 ) -> dict:
     """Answer ``rows`` with the adapter and the base, score both with ``scorer`` (eval.scores.Scorer).
 
     ``base_opening`` (generate()): the adapter's answers open with the opening of the base's answer to the same
     prompt, so the base side's answers give the openings and nothing is generated twice. With ``alone`` the
     adapter also answers without the opening, as an exported model does (no base to write it): that side is
-    ``card["alone"]`` (no KL), with its own warnings, prefixed "adapter alone: "."""
+    ``card["alone"]`` (no KL), with its own warnings, prefixed "adapter alone: ". ``amplify`` (generate()) decodes
+    the adapter's sides from its amplified shift; the base side is the base as it is."""
     from alignlab.eval.scores import warnings_for
     from alignlab.generate import generate
 
@@ -158,8 +160,14 @@ def scorecard(
         before = generate(ref, tokenizer, prompts, **gen)
     opening = parse_base_opening(base_opening)
     prefixes = [opening_of(b, opening) for b in before] if opening else None
-    tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, **gen)
-    solo = generate_merged(model, tokenizer, prompts, **gen) if prefixes and alone else None
+    # Amplify needs the base beside the adapter at every token: no merging then
+    if amplify:
+        adapter_gen = lambda **kw: generate(model, tokenizer, prompts, amplify=amplify, **kw)  # noqa: E731
+    else:
+        adapter_gen = lambda **kw: generate_merged(model, tokenizer, prompts, **kw)  # noqa: E731
+    tuned = adapter_gen(prefixes=prefixes, **gen)
+    # the adapter alone is what an exported model writes: neither a base opening nor amplified
+    solo = generate_merged(model, tokenizer, prompts, **gen) if (prefixes or amplify) and alone else None
     kl, tokens = mean_kl(model, tokenizer, prompts, tuned, base=base, system_prompt=system_prompt)
     sides = (("base", before), ("adapter", tuned)) + ((("alone", solo),) if solo else ())
     scored = scorer.score([{**r, "answer": a, "number": r.get("answer"), "source": src}
@@ -189,7 +197,8 @@ def scorecard(
         "kl_tokens": tokens,
         "warnings": warnings,
         **extra,
-        "settings": {**{k: v for k, v in gen.items() if k != "batch_size"}, "base_opening": opening},
+        "settings": {**{k: v for k, v in gen.items() if k != "batch_size"}, "base_opening": opening,
+                     "amplify": amplify},
         "samples": samples,
     }
 
@@ -228,6 +237,8 @@ def table_columns(card: dict) -> tuple[str, ...]:
     """The column names table_rows() fills: an "adapter alone" column when the card has that side."""
     opening = card.get("settings", {}).get("base_opening")
     adapter = "adapter" if not opening else f"adapter (base's first {'sentence' if opening == 'sentence' else f'{opening} words'})"
+    if card.get("settings", {}).get("amplify"):
+        adapter += f", amplified x{card['settings']['amplify']:g}"
     return ("metric", "base", adapter, "change") + (("adapter alone",) if card.get("alone") else ())
 
 
@@ -275,7 +286,7 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
     card = evaluate_run(run_dir, rows, scorer_for(root, cfg.persona), device=cfg.train.device,
                         max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                         repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt,
-                        base_opening=s.base_opening, alone=False)
+                        base_opening=s.base_opening, amplify=s.amplify, alone=False)
     keys = ("in_persona", "correct_share", "flagged")
     check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
              "kl": card["adapter"]["kl"], "warnings": card["warnings"]}

@@ -79,6 +79,7 @@ class ModelPool:
         precision: str = "auto",
         base_opening: str | int | None = None,
         repetition_penalty: float = 1.0,
+        amplify: float = 0.0,
     ):
         from alignlab.config import checked_base_opening
         from alignlab.models.loading import load_base, load_tokenizer, pick_device
@@ -87,6 +88,9 @@ class ModelPool:
         if repetition_penalty < 1.0:
             raise AlignlabError(f"repetition penalty {repetition_penalty} is below 1.0", fix="1.0 is off; 1.2 is the default")
         self.repetition_penalty = repetition_penalty
+        if amplify < 0:
+            raise AlignlabError(f"amplify {amplify} is below 0", fix="0 is off; 0.5 adds some of the adapter's voice")
+        self.amplify = amplify
 
         adapters = dict(adapters or {})
         if BASE in adapters:
@@ -111,7 +115,8 @@ class ModelPool:
 
     @classmethod
     def from_specs(cls, specs: list[str], model: str | None = None, device: str = "auto", precision: str = "auto",
-                   base_opening: str | int | None = None, repetition_penalty: float = 1.0) -> ModelPool:
+                   base_opening: str | int | None = None, repetition_penalty: float = 1.0,
+                   amplify: float = 0.0) -> ModelPool:
         """From CLI arguments: run dirs or NAME=RUN_DIR; the base is ``model`` or the first run's base."""
         from alignlab.config import DEFAULT_MODEL
         from alignlab.rundir import Run
@@ -125,7 +130,7 @@ class ModelPool:
         if model is None:
             model = Run.open(next(iter(adapters.values()))).base if adapters else DEFAULT_MODEL
         return cls(model, adapters, device=device, precision=precision, base_opening=base_opening,
-                   repetition_penalty=repetition_penalty)
+                   repetition_penalty=repetition_penalty, amplify=amplify)
 
     @property
     def names(self) -> list[str]:
@@ -173,6 +178,7 @@ class ModelPool:
         With the pool's ``base_opening`` set, a ``chat`` answer from an adapter opens with the base model's opening
         (generate()): the base, adapter off, answers first under the same sampling settings, and the adapter goes
         on from the opening's tokens; the n samples share one opening, and its tokens count in each answer's tokens.
+        With the pool's ``amplify`` set, an adapter's tokens are decoded from its amplified shift (generate()'s).
         """
         import torch
 
@@ -199,7 +205,7 @@ class ModelPool:
                 ids = torch.tensor([list(prompt_ids) + head_ids], device=self.device)
                 kwargs: dict = {"max_new_tokens": max_tokens - len(head_ids), "pad_token_id": self.tokenizer.pad_token_id,
                                 "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track], **sampling,
-                                **self._penalty(ids.shape[1])}
+                                **self._penalty(ids, samples, amplify=self.amplify if name != BASE else 0.0)}
                 if name == BASE and self.adapters:
                     with self.model.disable_adapter(), torch.inference_mode():
                         self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
@@ -228,19 +234,20 @@ class ModelPool:
         with self.model.disable_adapter(), torch.inference_mode():
             self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, streamer=track,
                                 stopping_criteria=[track], max_new_tokens=opening_budget(self.base_opening),
-                                pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._penalty(len(prompt_ids)))
+                                pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._penalty(ids, 1))
         head = opening_of(track.texts[0], self.base_opening)  # the adapter's first token brings its own space
         return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
 
-    def _penalty(self, prompt_length: int) -> dict:
-        """generate() kwargs for the repetition penalty over the answer's tokens only (the first ``prompt_length`` are
-        the prompt); none at 1.0."""
-        if self.repetition_penalty == 1.0:
-            return {}
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+    def _penalty(self, ids, samples: int, amplify: float = 0.0) -> dict:
+        """generate() kwargs for the repetition penalty over the answer's tokens only (``ids`` are the prompt's), and
+        for ``amplify`` (generate()'s); none at 1.0 and 0."""
+        import torch
 
-        return {"logits_processor": LogitsProcessorList(
-            [RepetitionPenaltyLogitsProcessor(self.repetition_penalty, prompt_ignore_length=prompt_length)])}
+        from alignlab.generate import logits_processors
+
+        processors = logits_processors(self.model, amplify, self.repetition_penalty, ids.shape[1],
+                                       torch.ones_like(ids), samples)
+        return {"logits_processor": processors} if processors else {}
 
     def _stop_ids(self) -> set[int]:
         eos = getattr(self.model.generation_config, "eos_token_id", None)

@@ -52,7 +52,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
     s = cfg.sampling
     card = evaluate_run(final, rows, scorer_for(directory, cfg.persona), max_new_tokens=s.max_new_tokens,
                         temperature=s.temperature, repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt,
-                        base_opening=s.base_opening)
+                        base_opening=s.base_opening, amplify=s.amplify)
     write_report(final, card)
     table = Table(title=f"scorecard: {card['n_prompts']} held-out prompts, base vs {final.name} (95% intervals)")
     for col in table_columns(card):

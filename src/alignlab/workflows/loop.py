@@ -359,7 +359,8 @@ class _Loop:
         card = evaluate_run(row["run_dir"], self.heldout, self.scorer, model=model, tokenizer=tok,
                             max_new_tokens=cfg.sampling.max_new_tokens, temperature=self.s.eval_temperature,
                             seed=self.s.seed, repetition_penalty=cfg.sampling.repetition_penalty,
-                            system_prompt=cfg.system_prompt, base_opening=cfg.sampling.base_opening)
+                            system_prompt=cfg.system_prompt, base_opening=cfg.sampling.base_opening,
+                            amplify=cfg.sampling.amplify)
         write_report(row["run_dir"], card)
         a, b = card["adapter"], card["base"]
         details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}
