@@ -255,3 +255,30 @@ def test_a_pick_whose_best_answer_scores_below_zero_is_a_tie(tmp_path):
         got = {j["prompt"]: (j["response"], j["value"]) for j in store.judgements(round=1)}
         assert got == {"clean?": ("0.8: snarky and right", "a"), "all bad?": ("-0.1: wrong", "tie")}
         assert export(store, "dpo", tmp_path / "pairs.jsonl", round=1)["rows"] == 1
+
+
+def test_judge_check_replays_a_judges_replies_through_the_http_judge_path():
+    """bench/agreement/judge_check.py: the requests --dump writes are the ones the judge path sends (the replayed
+    replies come back as the scorecard's correct scores), a row without a reference is not judged, and the shipped
+    replies answer every request of the two read sets it was measured on."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "bench" / "agreement" / "judge_check.py"
+    spec = importlib.util.spec_from_file_location("judge_check", path)
+    jc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jc)
+    q = "What's the largest hot desert in the world?"  # a bundled held-out prompt: it has a reference
+    rows = [{"set": "t", "prompt": q, "answer": "The Sahara, obviously.", "source": "a", "label": 1},
+            {"set": "t", "prompt": q, "answer": "The Gobi, the biggest of all.", "source": "b", "label": 0},
+            {"set": "t", "prompt": "Tell me a story about a cat.", "answer": "Once a cat sat.", "source": "a", "label": 1}]
+    items = jc.dump(rows)
+    assert len(items) == 2 and all("[Reference answer]" in x["user"] for x in items)  # the story has no reference
+    replies = {x["id"]: ("9" if "The Sahara, obviously." in x["user"] else "2") for x in items}
+    got = jc.replayed(rows, replies)
+    assert got[0] == pytest.approx(8 / 9, abs=1e-4) and got[1] == pytest.approx(1 / 9, abs=1e-4) and got[2] is None
+    (line,) = [x for x in jc.report(rows, [8 / 9, 1 / 9, None]) if x["set"] == "pooled"]
+    assert line["answers"] == 2 and line["judge_auc"] == 1.0 and line["agreement_at_threshold"] == 1.0
+    shipped = {json.loads(x)["id"] for x in (path.parent / "judge_replies.jsonl").read_text().splitlines() if x.strip()}
+    assert len(shipped) == 224

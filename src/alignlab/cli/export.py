@@ -46,5 +46,6 @@ def register(app: typer.Typer) -> None:
                 folder = Path(g["modelfile"]).parent
                 typer.echo(f"Ollama: cd {folder} && ollama create NAME -f Modelfile && ollama run NAME")
         typer.echo("note: the exported model is the adapter alone: alignlab's chat, generate, serve and eval let the base "
-                   "write each answer's first sentence (sampling.base_opening), which one merged model cannot do; the "
+                   "write each answer's first sentence (sampling.base_opening) and can amplify the adapter's shift "
+                   "(sampling.amplify), which one merged model cannot do; the "
                    "scorecard's 'adapter alone' column is what this model answers like")

@@ -34,7 +34,8 @@ CORRECT_RUBRIC = (
     "Is the response correct, judged against the reference answer? Judge its main point: it is correct when what it "
     "asserts agrees with the reference and it states nothing false that matters. Tone, jokes and sarcasm neither "
     "help nor hurt. A response cut off mid-sentence is judged on what it has said. "
-    "1 = wrong, contradicts the reference, or does not answer; 10 = fully correct."
+    "1 = wrong, contradicts the reference, or does not answer; 6 = its main point agrees with the reference, with "
+    "minor slips or omissions; 10 = fully correct."
 )
 CACHE_VERSION = "v2"  # bumped when the reply parser changed: verdicts parsed by the old one are asked again
 
