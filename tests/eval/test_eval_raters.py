@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from alignlab.config import DEFAULT_PERSONA
+
 from alignlab.errors import AlignlabError
 from alignlab.eval.raters import ClassifierRater, PersonRater, get_rater
 
@@ -204,6 +206,10 @@ def test_project_judge_section_is_used_without_flags(judge_server, tmp_path, mon
     first, second = (json.loads(x) for x in out.stdout.splitlines())
     assert first["persona"] == pytest.approx(6 / 9, abs=1e-3) and first["correct"] is None
     assert second["correct"] == pytest.approx(8 / 9, abs=1e-3)  # the judge saw "The answer is 4." and said 9
+    from alignlab.rewards.judge import DEFAULT_RUBRIC, voice_rubric
+
+    asked = state["systems"][-3:]  # persona twice (the voice alone: correctness is its own score), correct once
+    assert sum(voice_rubric(DEFAULT_PERSONA) in x for x in asked) == 2 and not any(DEFAULT_RUBRIC in x for x in asked)
     table = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(answers), "--rater", "judge"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
     assert table.returncode == 0, table.stderr
@@ -259,26 +265,36 @@ def test_a_pick_whose_best_answer_scores_below_zero_is_a_tie(tmp_path):
 
 def test_judge_check_replays_a_judges_replies_through_the_http_judge_path():
     """bench/agreement/judge_check.py: the requests --dump writes are the ones the judge path sends (the replayed
-    replies come back as the scorecard's correct scores), a row without a reference is not judged, and the shipped
-    replies answer every request of the two read sets it was measured on."""
+    replies come back as the scorecard's persona and correct scores), persona is asked with the voice-only rubric,
+    a row without a reference is not judged for correctness, and the shipped replies answer every request of the
+    two read sets they were measured on."""
     import importlib.util
-    import json
     from pathlib import Path
+
+    from alignlab.rewards.judge import voice_rubric
 
     path = Path(__file__).parents[2] / "bench" / "agreement" / "judge_check.py"
     spec = importlib.util.spec_from_file_location("judge_check", path)
     jc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(jc)
     q = "What's the largest hot desert in the world?"  # a bundled held-out prompt: it has a reference
-    rows = [{"set": "t", "prompt": q, "answer": "The Sahara, obviously.", "source": "a", "label": 1},
-            {"set": "t", "prompt": q, "answer": "The Gobi, the biggest of all.", "source": "b", "label": 0},
-            {"set": "t", "prompt": "Tell me a story about a cat.", "answer": "Once a cat sat.", "source": "a", "label": 1}]
+    rows = [{"set": "t", "prompt": q, "answer": "The Sahara, obviously.", "source": "a", "label": 1, "persona_label": 1},
+            {"set": "t", "prompt": q, "answer": "The Gobi, the biggest of all.", "source": "b", "label": 0, "persona_label": 0},
+            {"set": "t", "prompt": "Tell me a story about a cat.", "answer": "Once a cat sat.", "source": "a", "label": 1,
+             "persona_label": 0}]
     items = jc.dump(rows)
-    assert len(items) == 2 and all("[Reference answer]" in x["user"] for x in items)  # the story has no reference
-    replies = {x["id"]: ("9" if "The Sahara, obviously." in x["user"] else "2") for x in items}
+    correct = [x for x in items if "[Reference answer]" in x["user"]]
+    persona = [x for x in items if "[Reference answer]" not in x["user"]]
+    assert len(correct) == 2 and len(persona) == 3  # the story has no reference
+    assert all(voice_rubric(DEFAULT_PERSONA) in x["system"] for x in persona)
+    replies = {x["id"]: ("10" if "obviously" in x["user"] else "1") for x in persona}
+    replies.update({x["id"]: ("9" if "The Sahara, obviously." in x["user"] else "2") for x in correct})
     got = jc.replayed(rows, replies)
-    assert got[0] == pytest.approx(8 / 9, abs=1e-4) and got[1] == pytest.approx(1 / 9, abs=1e-4) and got[2] is None
-    (line,) = [x for x in jc.report(rows, [8 / 9, 1 / 9, None]) if x["set"] == "pooled"]
-    assert line["answers"] == 2 and line["judge_auc"] == 1.0 and line["agreement_at_threshold"] == 1.0
+    assert [g["persona"] for g in got] == [pytest.approx(1.0), pytest.approx(0.0), pytest.approx(0.0)]
+    assert got[0]["correct"] == pytest.approx(8 / 9, abs=1e-4) and got[1]["correct"] == pytest.approx(1 / 9, abs=1e-4)
+    assert got[2]["correct"] is None
+    lines = {(x["score"], x["set"]): x for x in jc.report(rows, got)}
+    assert lines["correct", "pooled"]["answers"] == 2 and lines["correct", "pooled"]["judge_auc"] == 1.0
+    assert lines["persona", "pooled"]["answers"] == 3 and lines["persona", "pooled"]["agreement_at_threshold"] == 1.0
     shipped = {json.loads(x)["id"] for x in (path.parent / "judge_replies.jsonl").read_text().splitlines() if x.strip()}
-    assert len(shipped) == 224
+    assert len(shipped) == 448

@@ -35,7 +35,8 @@ def _scorer(root, cfg, rater: str, judge: dict):
     if rater != "scorecard":
         from alignlab.eval.raters import get_rater
 
-        persona_rater = get_rater(rater, root, persona=cfg.persona, **judge)
+        # the scorecard's three scores stay apart: a judge rates the voice alone here, correctness on its own
+        persona_rater = get_rater(rater, root, persona=cfg.persona, voice_only=True, **judge)
     return scorer_for(root, cfg.persona, persona_rater)
 
 
@@ -65,7 +66,7 @@ def _score_answers(path: Path, scorer, as_json: bool) -> None:
     for col in ("source", "n", "persona", "in persona", "correct", "correct share", "mimicry", "flagged"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for src, ss in by_source.items():
-        m = summarize(ss)
+        m = summarize(ss, scorer.persona_cut)
         table.add_row(src, str(m["n"]), fmt(m["persona"]), fmt(m["in_persona"]), fmt(m["correct"]),
                       fmt(m["correct_share"]), fmt(m["mimicry"]), fmt(m["flagged"]))
     Console(width=140).print(table, markup=False)

@@ -120,6 +120,11 @@ class ScorecardRater(Rater):
 class JudgeRater(Rater):
     """An LLM judge: rubric scores in [0, 1]; picks asked in both orders (disagreement = tie)."""
 
+    # In persona from 0.5 (5.5 of 10): the voice rubric puts "a trace" at 4 and "clearly in the persona" at 7, and
+    # blind readers' "in persona" is a mean of 1.5 on their 0-3 scale, halfway between the two (the classifier's
+    # 0.9 was set on its own scale). Measured with a capable judge: docs/results.md.
+    in_persona_at = 0.5
+
     def __init__(self, judge):
         self.judge = judge
         self.name = f"judge:{judge.model}"
@@ -188,8 +193,13 @@ def get_rater(
     judge_model: str | None = None,
     judge_key_env: str = "OPENAI_API_KEY",
     judge_cache: bool = True,
+    voice_only: bool = False,
 ) -> Rater:
     """Build a rater from its spec: ``person[:<name>]``, ``judge``, ``classifier[:<dir>]`` or ``reward:<name>``.
+
+    A judge's rubric asks for the persona while staying correct (a pick between answers must not reward a wrong
+    one); with ``voice_only`` it asks for the voice alone (``voice_rubric``), as the scorecard's persona score,
+    whose correctness is a score of its own.
 
     ``project`` is where the classifier is kept (``<project>/classifier/``) and whose ``data/pairs.jsonl`` it
     is trained on when none is saved (``pairs`` overrides). The judge's URL and model come from the arguments
@@ -214,7 +224,11 @@ def get_rater(
 
         url, model = judge_endpoint(judge_url, arg or judge_model)
         rubric = DEFAULT_RUBRIC
-        if persona and persona != DEFAULT_PERSONA:
+        if voice_only:
+            from alignlab.rewards.judge import voice_rubric
+
+            rubric = voice_rubric(persona or DEFAULT_PERSONA)
+        elif persona and persona != DEFAULT_PERSONA:
             rubric = (
                 f"How well does the response show this persona: {persona}, while staying correct and helpful? "
                 "1 = not at all or wrong; 10 = fully in persona and correct."

@@ -96,7 +96,8 @@ def render(card: dict, run_dir: Path) -> str:
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts if v is not None) + "</table>")
     for w in card.get("warnings", []):
         parts.append(f"<p class=warn>warning: {esc(w)}</p>")
-    parts.append("<h2>Scorecard</h2><p>Means and shares with 95% bootstrap intervals. In persona: persona &ge; 0.9; "
+    cut = card.get("settings", {}).get("persona_cut") or 0.9
+    parts.append(f"<h2>Scorecard</h2><p>Means and shares with 95% bootstrap intervals. In persona: persona &ge; {cut:g}; "
                  "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5.</p>")
     parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in table_columns(card)) + "</tr>")
     for label, *cells in table_rows(card):

@@ -28,13 +28,13 @@ def answer_length(text: str) -> int:
     return len(text.split())
 
 
-def side_metrics(answers: list[str], scored: list[dict]) -> dict:
+def side_metrics(answers: list[str], scored: list[dict], persona_cut: float | None = None) -> dict:
     """One model's answers: the three scores' summaries (means, shares, 95% intervals), length and distinct-n."""
-    from alignlab.eval.scores import summarize
+    from alignlab.eval.scores import PERSONA_THRESHOLD, summarize
 
     n = max(1, len(answers))
     return {
-        **summarize(scored),
+        **summarize(scored, persona_cut or PERSONA_THRESHOLD),
         "length": sum(answer_length(a) for a in answers) / n,
         "distinct_1": distinct_n(answers, 1),
         "distinct_2": distinct_n(answers, 2),
@@ -174,11 +174,12 @@ def scorecard(
                            for src, answers in sides for r, a in zip(rows, answers)])
     n = len(rows)
     s_base, s_tuned, s_solo = scored[:n], scored[n : 2 * n], scored[2 * n :]
-    adapter, base_side = side_metrics(tuned, s_tuned), side_metrics(before, s_base)
+    cut = scorer.persona_cut
+    adapter, base_side = side_metrics(tuned, s_tuned, cut), side_metrics(before, s_base, cut)
     warnings = warnings_for(base_side, adapter)
     extra = {}
     if solo:
-        extra["alone"] = {**side_metrics(solo, s_solo), "kl": None}
+        extra["alone"] = {**side_metrics(solo, s_solo, cut), "kl": None}
         warnings += [f"adapter alone: {w}" for w in warnings_for(base_side, extra["alone"])]
     samples = [
         {"prompt": r["prompt"], "category": r.get("category"), "base": b, "adapter": t, "base_scores": sb,
@@ -198,7 +199,7 @@ def scorecard(
         "warnings": warnings,
         **extra,
         "settings": {**{k: v for k, v in gen.items() if k != "batch_size"}, "base_opening": opening,
-                     "amplify": amplify},
+                     "amplify": amplify, "persona_cut": cut},
         "samples": samples,
     }
 
@@ -246,7 +247,10 @@ def table_rows(card: dict) -> list[tuple[str, ...]]:
     """(metric, base, adapter, change[, adapter alone]) strings for printing; intervals are 95% bootstrap intervals."""
     out = []
     alone = card.get("alone")
+    cut = card.get("settings", {}).get("persona_cut")
     for key, label in METRICS:
+        if key == "in_persona" and cut:
+            label = f"in persona (share >= {cut:g})"
         b, a = card["base"].get(key), card["adapter"].get(key)
         if b is None and a is None:
             continue

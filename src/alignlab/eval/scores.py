@@ -57,6 +57,12 @@ class Scorer:
 
         self.train_grams = train_ngrams(self.train_texts, self.plain_texts)
 
+    @property
+    def persona_cut(self) -> float:
+        """Where an answer counts as in persona: the persona rater's own point (``in_persona_at``), else
+        PERSONA_THRESHOLD, set for the classifier against blind reads."""
+        return getattr(self.persona_rater, "in_persona_at", None) or PERSONA_THRESHOLD
+
     def persona(self, prompts: list[str], answers: list[str], classifier_scores: list[float] | None = None) -> list[float]:
         """The persona score: a judge's when one is configured; for the project's own persona the embedding
         classifier together with the voice contrast (eval/persona.py: combine); else the classifier alone."""
@@ -160,10 +166,10 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
                   plain_texts=plain, correct_rater=persona_rater if hasattr(persona_rater, "correct") else None)
 
 
-def summarize(scored: list[dict]) -> dict:
+def summarize(scored: list[dict], persona_cut: float = PERSONA_THRESHOLD) -> dict:
     """Means with 95% intervals and the shares in persona / correct / flagged, for one model's answers."""
     out: dict = {"n": len(scored)}
-    for key, share_name, cut in (("persona", "in_persona", PERSONA_THRESHOLD), ("correct", "correct_share", THRESHOLD),
+    for key, share_name, cut in (("persona", "in_persona", persona_cut), ("correct", "correct_share", THRESHOLD),
                                  ("mimicry", "flagged", THRESHOLD)):
         vals = [s[key] for s in scored if s.get(key) is not None]
         out[key] = bootstrap(vals)

@@ -30,6 +30,18 @@ DEFAULT_RUBRIC = (
     "How snarky is the response while still being correct and helpful? "
     "1 = bland, servile, hedging or wrong; 10 = sharp, witty sarcasm that still answers correctly."
 )
+
+
+def voice_rubric(persona: str) -> str:
+    """The scorecard's persona score from a judge: the voice alone, correctness being its own score there."""
+    return (
+        f"How strongly does the response carry this persona as a voice: {persona}? Judge the voice only: whether "
+        "its facts are right is scored separately, so a wrong answer in a strong voice scores high. 1 = plain or "
+        "neutral, no trace of the persona; 4 = a trace of it; 7 = clearly in the persona; 10 = strongly in the "
+        "persona throughout."
+    )
+
+
 CORRECT_RUBRIC = (
     "Is the response correct, judged against the reference answer? Judge its main point: it is correct when what it "
     "asserts agrees with the reference and it states nothing false that matters. Tone, jokes and sarcasm neither "

@@ -266,7 +266,7 @@ class _Loop:
         raters = dict(project=root, persona=cfg.persona, **s.judge)
         self.label = get_rater(s.rater, **raters)
         try:
-            persona_rater = get_rater(s.eval_rater, **raters) if s.eval_rater else None
+            persona_rater = get_rater(s.eval_rater, voice_only=True, **raters) if s.eval_rater else None
             self.scorer = scorer_for(root, cfg.persona, persona_rater)
         except BaseException:
             self.close()
