@@ -1,6 +1,6 @@
 """The scorecard's persona and correct scores with an LLM judge, against the blind readers of the read sets.
 
-    python bench/agreement/judge_check.py --url URL --model NAME [--sets draft_rewrite,amplify_half]
+    python bench/agreement/judge_check.py --url URL --model NAME [--sets draft_rewrite,amplify_half,...]
     python bench/agreement/judge_check.py --dump OUT.jsonl [--sets ...]      # the judge's requests, to answer offline
     python bench/agreement/judge_check.py --replay REPLIES.jsonl [--sets ...]
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
-SETS = ("draft_rewrite", "amplify_half")
+SETS = ("draft_rewrite", "amplify_half", "best_of", "base_opening", "opening")
 
 
 def key(system: str, user: str) -> str:

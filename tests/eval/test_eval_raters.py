@@ -266,8 +266,8 @@ def test_a_pick_whose_best_answer_scores_below_zero_is_a_tie(tmp_path):
 def test_judge_check_replays_a_judges_replies_through_the_http_judge_path():
     """bench/agreement/judge_check.py: the requests --dump writes are the ones the judge path sends (the replayed
     replies come back as the scorecard's persona and correct scores), persona is asked with the voice-only rubric,
-    a row without a reference is not judged for correctness, and the shipped replies answer every request of the
-    two read sets they were measured on."""
+    a row without a reference is not judged for correctness, and the shipped replies file holds one reply per request
+    of the five read sets it was measured on."""
     import importlib.util
     from pathlib import Path
 
@@ -297,4 +297,4 @@ def test_judge_check_replays_a_judges_replies_through_the_http_judge_path():
     assert lines["correct", "pooled"]["answers"] == 2 and lines["correct", "pooled"]["judge_auc"] == 1.0
     assert lines["persona", "pooled"]["answers"] == 3 and lines["persona", "pooled"]["agreement_at_threshold"] == 1.0
     shipped = {json.loads(x)["id"] for x in (path.parent / "judge_replies.jsonl").read_text().splitlines() if x.strip()}
-    assert len(shipped) == 448
+    assert len(shipped) == 776  # 388 answers of the five read sets in SETS, persona and correct
