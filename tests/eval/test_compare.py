@@ -94,3 +94,45 @@ def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path)
     with sqlite3.connect(proj / "feedback.db") as conn:
         picks = conn.execute("SELECT COUNT(*) FROM judgements WHERE kind = 'pick' AND rater = 'scorecard'").fetchone()[0]
     assert 1 <= picks <= n  # identical answers are not stored
+
+
+def test_compare_cli_with_an_llm_judge_asks_persona_as_a_voice_and_helpfulness_apart(tiny_model, tmp_path, monkeypatch):
+    """`alignlab compare base RUN --judge judge` against a judge on loopback: persona is asked with the project's
+    persona as a voice (`voice_rubric`, not the snark rubric whatever the persona), helpfulness with its own rubric,
+    each pair in both orders; the picks are the judge's."""
+    import json
+
+    from fastapi import FastAPI
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from alignlab.rewards.judge import voice_rubric
+    from alignlab.serve.server import background
+    from test_eval import make_run
+
+    import alignlab.rewards.judge as judge_mod
+
+    real_cache = judge_mod.JudgeCache
+    monkeypatch.setattr(judge_mod, "JudgeCache", lambda path: real_cache(tmp_path / "judge_cache.sqlite"))  # asked afresh
+    systems: list[str] = []
+    web = FastAPI()
+
+    @web.post("/v1/chat/completions")
+    def chat(body: dict):
+        systems.append(body["messages"][0]["content"])
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "A"}}]}
+
+    proj = tmp_path / "proj"
+    persona = "talks like a pirate"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model, "--persona", persona]).exit_code == 0
+    run = make_run(tiny_model, proj / "runs" / "r1", noise=0.5)
+    with background(web) as url:
+        res = CliRunner().invoke(app, ["compare", "base", str(run), "--judge", "judge", "--judge-url", f"{url}/v1",
+                                       "--judge-model", "pair-judge", "--per-category", "1", "--project", str(proj),
+                                       "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    persona_asks = [s for s in systems if voice_rubric(persona) in s]
+    helpful_asks = [s for s in systems if cmp.HELPFUL_RUBRIC in s]
+    assert persona_asks and len(persona_asks) == len(helpful_asks) and len(systems) == 2 * len(persona_asks)
+    saved = json.loads((proj / "comparisons" / "base-vs-r1.json").read_text())
+    assert saved["persona"]["tie"] == len(saved["items"])  # "A" in both orders contradicts itself: a tie

@@ -69,12 +69,13 @@ def register(app: typer.Typer) -> None:
             judge_obj = cmp.ScorecardJudge(scorer_for(root, cfg.persona))
         elif judge == "judge":
             from alignlab.eval.raters import judge_endpoint
-            from alignlab.rewards.judge import DEFAULT_RUBRIC, LLMJudge
+            from alignlab.rewards.judge import LLMJudge, voice_rubric
 
             j = cfg.judge.settings(judge_url, judge_model, judge_key_env)
             url, model = judge_endpoint(j["judge_url"], j["judge_model"])
             key_env = j["judge_key_env"]
-            judge_obj = cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=key_env, rubric=DEFAULT_RUBRIC),
+            # persona: the project's persona as a voice (correctness is the helpfulness question's)
+            judge_obj = cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=key_env, rubric=voice_rubric(cfg.persona)),
                                          LLMJudge(url, model, api_key_env=key_env, rubric=cmp.HELPFUL_RUBRIC))
         else:
             raise AlignlabError(f"unknown judge '{judge}'", fix="use --judge person, judge or scorecard")
