@@ -10,16 +10,21 @@ PENALTY = 1.3
 TOKENS = 20
 
 
-def _greedy_with_answer_penalty(model, tok, prompt: str, prefix: str = "") -> str:
-    """Greedy decoding written out: CTRL's penalty on the tokens generated so far (divide a positive logit, multiply a
-    negative one), none on the prompt."""
+def _greedy_with_answer_penalty(model, tok, prompt: str, prefix: str = "", alpha: float = 0.0) -> str:
+    """Greedy decoding written out, no cache: CTRL's penalty on the tokens generated so far (divide a positive logit,
+    multiply a negative one), none on the prompt. With ``alpha``, the logits penalised are adapter + alpha x (adapter
+    - base), the base being the model with its adapter off."""
     from alignlab.generate import chat_prompt
 
-    ids = tok(chat_prompt(prompt, tok) + prefix, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = tok(chat_prompt(prompt, tok) + prefix, return_tensors="pt", add_special_tokens=False)["input_ids"][0].tolist()
     out: list[int] = []
     with torch.inference_mode():
         for _ in range(TOKENS):
-            logits = model(input_ids=torch.tensor([ids[0].tolist() + out])).logits[0, -1].clone()
+            seq = torch.tensor([ids + out])
+            logits = model(input_ids=seq).logits[0, -1].clone()
+            if alpha:
+                with model.disable_adapter():
+                    logits = logits + alpha * (logits - model(input_ids=seq).logits[0, -1])
             for t in set(out):
                 logits[t] = logits[t] / PENALTY if logits[t] > 0 else logits[t] * PENALTY
             nxt = int(logits.argmax())
@@ -144,29 +149,6 @@ def test_best_of_keeps_the_highest_persona_plus_half_the_consistency():
     assert pick([snarky_on_base, twin]) is snarky_on_base
 
 
-def _greedy_amplified(model, tok, prompt: str, alpha: float) -> str:
-    """Amplified greedy decoding written out, no cache: adapter + alpha x (adapter - base) logits over the whole
-    sequence at each step, then the answer-only penalty on the amplified logits."""
-    from alignlab.generate import chat_prompt
-
-    ids = tok(chat_prompt(prompt, tok), return_tensors="pt", add_special_tokens=False)["input_ids"][0].tolist()
-    out: list[int] = []
-    with torch.inference_mode():
-        for _ in range(TOKENS):
-            seq = torch.tensor([ids + out])
-            a = model(input_ids=seq).logits[0, -1]
-            with model.disable_adapter():
-                b = model(input_ids=seq).logits[0, -1]
-            logits = a + alpha * (a - b)
-            for t in set(out):
-                logits[t] = logits[t] / PENALTY if logits[t] > 0 else logits[t] * PENALTY
-            nxt = int(logits.argmax())
-            if nxt == tok.eos_token_id:
-                break
-            out.append(nxt)
-    return tok.decode(out, skip_special_tokens=True).strip()
-
-
 def test_amplify_decodes_from_the_adapters_shift_scaled_up(tiny_model):
     """generate(amplify=alpha): each token from adapter + alpha x (adapter - base) logits, the base being the model
     with its adapter off, on its own KV cache. Checked against the written-out loop for prompts of different lengths
@@ -184,7 +166,7 @@ def test_amplify_decodes_from_the_adapters_shift_scaled_up(tiny_model):
     plain = generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY)
     assert generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=0.0) == plain
     got = generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=2.0)
-    assert got == [_greedy_amplified(model, tok, p, 2.0) for p in prompts]
+    assert got == [_greedy_with_answer_penalty(model, tok, p, alpha=2.0) for p in prompts]
     assert got != plain  # the amplified shift picks other tokens than the adapter alone
     two = generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=2.0,
                    temperature=1.0, top_p=1e-9, num_return_sequences=2, seed=0)
