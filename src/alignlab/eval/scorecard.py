@@ -21,6 +21,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from alignlab.config import MAX_NEW_TOKENS
+from alignlab.eval.scores import PERSONA_THRESHOLD
 from alignlab.rewards.diversity import distinct_n
 
 
@@ -28,13 +29,13 @@ def answer_length(text: str) -> int:
     return len(text.split())
 
 
-def side_metrics(answers: list[str], scored: list[dict], persona_cut: float | None = None) -> dict:
+def side_metrics(answers: list[str], scored: list[dict], persona_cut: float = PERSONA_THRESHOLD) -> dict:
     """One model's answers: the three scores' summaries (means, shares, 95% intervals), length and distinct-n."""
-    from alignlab.eval.scores import PERSONA_THRESHOLD, summarize
+    from alignlab.eval.scores import summarize
 
     n = max(1, len(answers))
     return {
-        **summarize(scored, persona_cut or PERSONA_THRESHOLD),
+        **summarize(scored, persona_cut),
         "length": sum(answer_length(a) for a in answers) / n,
         "distinct_1": distinct_n(answers, 1),
         "distinct_2": distinct_n(answers, 2),
@@ -108,11 +109,14 @@ def mean_kl(model, tokenizer, prompts: list, answers: list[str], base=None, syst
     return (total / count if count else 0.0), count
 
 
-def generate_merged(model, tokenizer, prompts, **gen) -> list[str]:
+def generate_merged(model, tokenizer, prompts, amplify: float = 0.0, **gen) -> list[str]:
     """Generate with a LoRA adapter merged into the base weights for the duration (no per-layer adapter
-    matmuls while decoding), then unmerged; a model without an adapter generates as it is."""
+    matmuls while decoding), then unmerged; a model without an adapter generates as it is. With ``amplify``
+    (generate()'s) the adapter stays apart: the base runs beside it, adapter off, at every token."""
     from alignlab.generate import generate
 
+    if amplify:
+        return generate(model, tokenizer, prompts, amplify=amplify, **gen)
     merge = hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter")
     if merge:
         model.merge_adapter()
@@ -160,12 +164,7 @@ def scorecard(
         before = generate(ref, tokenizer, prompts, **gen)
     opening = parse_base_opening(base_opening)
     prefixes = [opening_of(b, opening) for b in before] if opening else None
-    # Amplify needs the base beside the adapter at every token: no merging then
-    if amplify:
-        adapter_gen = lambda **kw: generate(model, tokenizer, prompts, amplify=amplify, **kw)  # noqa: E731
-    else:
-        adapter_gen = lambda **kw: generate_merged(model, tokenizer, prompts, **kw)  # noqa: E731
-    tuned = adapter_gen(prefixes=prefixes, **gen)
+    tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, amplify=amplify, **gen)
     # the adapter alone is what an exported model writes: neither a base opening nor amplified
     solo = generate_merged(model, tokenizer, prompts, **gen) if (prefixes or amplify) and alone else None
     kl, tokens = mean_kl(model, tokenizer, prompts, tuned, base=base, system_prompt=system_prompt)

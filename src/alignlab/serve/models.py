@@ -205,7 +205,7 @@ class ModelPool:
                 ids = torch.tensor([list(prompt_ids) + head_ids], device=self.device)
                 kwargs: dict = {"max_new_tokens": max_tokens - len(head_ids), "pad_token_id": self.tokenizer.pad_token_id,
                                 "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track], **sampling,
-                                **self._penalty(ids, samples, amplify=self.amplify if name != BASE else 0.0)}
+                                **self._processors(ids, samples, amplify=self.amplify if name != BASE else 0.0)}
                 if name == BASE and self.adapters:
                     with self.model.disable_adapter(), torch.inference_mode():
                         self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
@@ -234,11 +234,11 @@ class ModelPool:
         with self.model.disable_adapter(), torch.inference_mode():
             self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, streamer=track,
                                 stopping_criteria=[track], max_new_tokens=opening_budget(self.base_opening),
-                                pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._penalty(ids, 1))
+                                pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._processors(ids, 1))
         head = opening_of(track.texts[0], self.base_opening)  # the adapter's first token brings its own space
         return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
 
-    def _penalty(self, ids, samples: int, amplify: float = 0.0) -> dict:
+    def _processors(self, ids, samples: int, amplify: float = 0.0) -> dict:
         """generate() kwargs for the repetition penalty over the answer's tokens only (``ids`` are the prompt's), and
         for ``amplify`` (generate()'s); none at 1.0 and 0."""
         import torch
