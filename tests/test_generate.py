@@ -105,6 +105,29 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model):
     assert got == [_greedy_with_answer_penalty(model, tok, p, h) for p, h in zip(PROMPTS, heads)]
 
 
+def test_opening_done_stops_a_row_once_its_opening_cannot_change(tiny_model):
+    """OpeningDone: a row is done once a sentence mark is followed by a space or more words than the opening takes
+    are written; until then opening_of the text could still change (a decimal point, a word still growing)."""
+    from alignlab.generate import OPENING_WORDS, OpeningDone
+
+    from alignlab.models.loading import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    prompt = tok("Question:", add_special_tokens=False)["input_ids"]
+
+    def done(text: str, opening="sentence") -> bool:
+        new = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(new) == text  # the tokenizer round-trips it
+        stop = OpeningDone(tok, opening)
+        stop.start = len(prompt)
+        return bool(stop(torch.tensor([prompt + new]), None)[0])
+
+    assert done("The capital is Canberra. It") and done("Yes! No")
+    assert not done("The capital is 3.5") and not done("The capital is Canberra.")
+    assert not done(" ".join(["word"] * OPENING_WORDS)) and done(" ".join(["word"] * (OPENING_WORDS + 1)))
+    assert done("one two three four", 3) and not done("one two three", 3)
+
+
 def test_opening_of_and_its_bad_values():
     from alignlab.generate import OPENING_WORDS, opening_of, parse_base_opening
 

@@ -36,6 +36,7 @@ def generate(
     prefixes: list[str] | None = None,
     base_opening: str | int | None = None,
     amplify: float = 0.0,
+    stop=None,
 ) -> list[str]:
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
@@ -81,6 +82,11 @@ def generate(
                                            batch["attention_mask"], num_return_sequences)
             if processors:
                 kwargs["logits_processor"] = processors
+            if stop is not None:
+                from transformers import StoppingCriteriaList
+
+                stop.start = None  # a new batch
+                kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
             if temperature > 0:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
             else:
@@ -119,8 +125,28 @@ def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int,
         raise ValueError("base opening needs a model with a LoRA adapter (the base writes the opening, the adapter the rest)")
     budget = opening_budget(base_opening)
     with model.disable_adapter():
-        heads = generate(model, tokenizer, prompts, max_new_tokens=budget, **kw)
+        heads = generate(model, tokenizer, prompts, max_new_tokens=budget,
+                         stop=OpeningDone(tokenizer, base_opening), **kw)
     return [opening_of(h, base_opening) for h in heads]
+
+
+class OpeningDone:
+    """Stops a row once its opening is settled: a sentence has ended (its mark followed by a space) or more
+    words than the opening takes are written. What comes later cannot change ``opening_of`` the text, so the
+    openings are the ones the whole budget would give; a batch stops when its longest opening is done, not
+    after ``opening_budget`` tokens."""
+
+    def __init__(self, tokenizer, base_opening: str | int):
+        self.tokenizer, self.base_opening, self.start = tokenizer, base_opening, None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if self.start is None:
+            self.start = input_ids.shape[1] - 1  # called first after one new token
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        words = OPENING_WORDS if self.base_opening == "sentence" else int(self.base_opening)
+        done = [len(t.split()) > words or (self.base_opening == "sentence" and re.search(r"[.!?]\s", t.lstrip()))
+                for t in texts]
+        return torch.tensor([bool(d) for d in done], device=input_ids.device)
 
 
 def logits_processors(model, amplify: float, repetition_penalty: float, prompt_length: int, attention_mask,
