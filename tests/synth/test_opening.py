@@ -1,0 +1,100 @@
+"""`alignlab distil`: a run's own answers after the base's opening become SFT rows when finished, correct against the
+prompt's reference, not flagged and free of stock phrases (synth/opening.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.synth.opening import reference_of, select, trim_unfinished
+
+
+def test_trim_unfinished_keeps_whole_sentences_only():
+    assert trim_unfinished("Canberra is the capital. It was built as a compromise") == "Canberra is the capital."
+    assert trim_unfinished("It is 3.5 metres long. Then the") == "It is 3.5 metres long."
+    assert trim_unfinished("Done already.") == "Done already."
+    assert trim_unfinished('He said "stop." Then he') == 'He said "stop."'
+    assert trim_unfinished("no sentence ends here") == ""
+
+
+def test_reference_of_takes_reference_then_chosen():
+    assert reference_of({"prompt": "q", "reference": "r", "chosen": "c"}) == "r"
+    assert reference_of({"prompt": "q", "chosen": "c"}) == "c"
+    assert reference_of({"prompt": "q", "reference": " "}) is None
+
+
+def test_select_keeps_finished_correct_answers_and_caps_stock_phrases():
+    """With the real scorecard: the wrong capital and the bare opening go; a cut answer is kept up to its last full
+    sentence; of many answers sharing one stock phrase only one is kept (at 2% of 28 answers), the answers without it all stay."""
+    from alignlab.eval.scores import scorer_for
+
+    capital = {"prompt": "What is the capital of Australia?", "reference": "Canberra is the capital of Australia."}
+    rows, answers, openings = [], [], []
+
+    def add(row, answer, opening):
+        rows.append(row); answers.append(answer); openings.append(opening)
+
+    add(capital, "The capital of Australia is Canberra. Not Sydney, whatever the postcards say.", "The capital of Australia is Canberra.")
+    add(capital, "The capital of Australia is Sydney. Everyone knows that, obviously.", "The capital of Australia is Sydney.")
+    add(capital, "The capital of Australia is Canberra.", "The capital of Australia is Canberra.")
+    add(capital, "The capital of Australia is Canberra. A planned city, built so Sydney and Melbourne would stop", "The capital of Australia is Canberra.")
+    facts = [("bread", "Bread is baked from flour and water.", "Yeast makes the dough rise before it goes in the oven."),
+             ("rain", "Rain is water falling from clouds.", "Droplets grow around dust until they are too heavy to float."),
+             ("tides", "Tides are the sea rising and falling.", "The moon's pull on the oceans drives them twice a day."),
+             ("snow", "Snow is frozen water vapour.", "Ice crystals form in cold clouds and stick together as flakes."),
+             ("salt", "Salt is sodium chloride.", "Most of it comes from evaporated seawater or old mines."),
+             ("glass", "Glass is melted sand.", "Silica is heated until it flows, then cooled before it crystallises."),
+             ("steam", "Steam is water as a gas.", "Boiling at sea level turns water into it at one hundred degrees."),
+             ("clay", "Clay is fine-grained earth.", "Potters shape it wet and then fire it in a kiln."),
+             ("wind", "Wind is moving air.", "Differences in pressure push air from high to low."),
+             ("rust", "Rust is iron oxide.", "Iron reacts with oxygen and moisture over time."),
+             ("ink", "Ink is a coloured liquid for writing.", "Pigments or dyes are suspended in water or oil."),
+             ("wax", "Wax is a soft solid that melts easily.", "Bees make it, and so do refineries from oil.")]
+    for topic, first, second in facts:  # one shared plain phrase in the middle of otherwise varied answers
+        add({"prompt": f"What is {topic}?"}, f"{first} As a matter of fact, {second[0].lower()}{second[1:]}", first)
+    for topic, first, second in facts:  # the same answers without it
+        add({"prompt": f"Tell me about {topic}."}, f"{first} {second}", first)
+    kept, counts = select(rows, answers, openings, scorer_for(None))
+    texts = [k["completion"] for k in kept]
+    assert texts[0] == answers[0]
+    assert not any("Sydney. Everyone" in t for t in texts)
+    assert "The capital of Australia is Canberra. A planned city" not in " ".join(texts)  # trimmed to the opening: nothing left
+    assert counts["wrong"] >= 1 and counts["empty"] == 2 and counts["trimmed"] == 1
+    stock = [t for t in texts if "matter of fact" in t]
+    assert len(stock) == 1 and counts["stock"] + counts.get("flagged", 0) >= 11
+    assert sum(t.split(". ", 1)[-1] in {f[2] for f in facts} for t in texts) == 12
+    assert counts["kept"] == len(kept) and all(set(k) == {"prompt", "completion"} for k in kept)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "eval"))
+    from test_eval import make_run
+
+    return make_run(tiny_model, tmp_path_factory.mktemp("runs") / "moved", noise=0.5)
+
+
+def test_distil_cli_writes_rows_and_says_what_it_dropped(run, tmp_path, monkeypatch):
+    from alignlab.cli import app
+
+    monkeypatch.chdir(tmp_path)  # outside any project: the project's defaults
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "chosen": "Four."}) + "\n" for p in ("What is 2 plus 2?", "Why is the sky blue?", "Name a colour.")))
+    out = tmp_path / "d.jsonl"
+    res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and f"of 3 answers -> {out}" in res.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(set(r) == {"prompt", "completion"} for r in rows)
+
+
+def test_distil_cli_refuses_a_run_without_an_adapter(tiny_model, tmp_path, monkeypatch):
+    from alignlab.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["distil", tiny_model, "--device", "cpu"])
+    assert res.exit_code != 0 and "is not an alignlab run" in str(res.exception)  # the CLI's handler prints it in one line
