@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE, field_help as fh
+from alignlab.synth.sample import default_prompts
 
 
 def register(app: typer.Typer) -> None:
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
     def distil(
         run: Path = typer.Argument(..., help="the run whose answers, opened by the base, become SFT rows"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt, reference or chosen} rows or bundled:NAME (default: the project's data/rewrites.jsonl, else data/prompts.jsonl)"),
-        limit: Optional[int] = typer.Option(None, "--limit", help="only the first N prompts"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="at most N prompts, spread evenly over the file"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/distil.jsonl)"),
         batch_size: int = typer.Option(64, "--batch-size", help="prompts per generation batch (larger is faster on a CPU)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
@@ -75,35 +76,14 @@ def register(app: typer.Typer) -> None:
         """SFT rows that teach a run the base's opening: its own answers after the base's first sentence, kept
         when finished, correct against the prompt's reference, not flagged and free of stock phrases."""
         from alignlab.config import project_config
-        from alignlab.errors import AlignlabError
-        from alignlab.eval.scores import scorer_for
-        from alignlab.models.loading import load_for_inference
-        from alignlab.progress import progress_bar
-        from alignlab.synth import default_prompts, prompt_rows, write_pairs
-        from alignlab.synth.opening import opened_answers, reference_of, select
+        from alignlab.synth.opening import distil as run_distil, summary_line
 
         cfg, root = project_config(project)
         if prompts is None:
             rewrites = root / cfg.data_dir / "rewrites.jsonl" if root is not None else None
             prompts = str(rewrites if rewrites is not None and rewrites.is_file() else default_prompts(root, cfg.data_dir, "train"))
-        rows = prompt_rows(prompts, limit=limit)
-        if not rows:
-            raise AlignlabError("no prompts to answer", where=prompts, fix="give --prompts a JSONL file of {prompt} rows")
-        model, tok, _ = load_for_inference(None, run, device=device)
-        if not hasattr(model, "disable_adapter"):
-            raise AlignlabError(f"{run} holds no LoRA adapter: the base cannot write the opening apart from it",
-                                fix="give a LoRA run (`alignlab runs` lists them)")
-        with progress_bar() as bar:
-            task = bar.add_task("answering", total=len(rows))
-            answers, openings = opened_answers(model, tok, [r["prompt"] for r in rows], cfg.sampling, chunk=batch_size,
-                                               advance=lambda k: bar.advance(task, k))
-        kept, counts = select(rows, answers, openings, scorer_for(root, cfg.persona))
         out = out or ((root / cfg.data_dir if root is not None else Path(".")) / "distil.jsonl")
-        write_pairs(out, kept)
-        refs = sum(reference_of(r) is not None for r in rows)
-        typer.echo(f"kept {counts['kept']} of {counts['answers']} answers -> {out} (trimmed to a finished sentence "
-                   f"{counts.get('trimmed', 0)}, nothing after the opening {counts.get('empty', 0)}, wrong against the "
-                   f"reference {counts.get('wrong', 0)} of {refs} with one, flagged {counts.get('flagged', 0)}, "
-                   f"stock phrases {counts.get('stock', 0)})")
+        counts = run_distil(run, prompts, out, cfg, root, limit=limit, batch_size=batch_size, device=device)
+        typer.echo(summary_line(counts, out))
         if counts["kept"]:
             typer.echo(f"next: alignlab train sft --from {run} --data {out} --lr 1e-4 --epochs 2")

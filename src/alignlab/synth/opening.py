@@ -106,3 +106,42 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
         if advance is not None:
             advance(len(part))
     return answers, openings
+
+
+def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, batch_size: int = 64,
+           device: str = "auto") -> dict:
+    """Answer ``prompts`` (a JSONL path or bundled:NAME; at most ``limit`` of them, spread evenly) with ``run`` after
+    the base's opening, keep what :func:`select` keeps, write the rows to ``out`` atomically; returns the counts
+    (with ``references``: how many prompts had one)."""
+    from alignlab.errors import AlignlabError
+    from alignlab.eval.scores import scorer_for
+    from alignlab.models.loading import load_for_inference
+    from alignlab.progress import progress_bar
+    from alignlab.synth.pairs import write_pairs
+    from alignlab.synth.sample import prompt_rows
+
+    rows = prompt_rows(prompts)
+    if limit and 0 < limit < len(rows):
+        rows = [rows[i * len(rows) // limit] for i in range(limit)]
+    if not rows:
+        raise AlignlabError("no prompts to answer", where=str(prompts), fix="give a JSONL file of {prompt} rows")
+    model, tok, _ = load_for_inference(None, run, device=device)
+    if not hasattr(model, "disable_adapter"):
+        raise AlignlabError(f"{run} holds no LoRA adapter: the base cannot write the opening apart from it",
+                            fix="give a LoRA run (`alignlab runs` lists them)")
+    with progress_bar() as bar:
+        task = bar.add_task("answering after the base's opening", total=len(rows))
+        answers, openings = opened_answers(model, tok, [r["prompt"] for r in rows], cfg.sampling, chunk=batch_size,
+                                           advance=lambda k: bar.advance(task, k))
+    del model
+    kept, counts = select(rows, answers, openings, scorer_for(root, cfg.persona))
+    write_pairs(out, kept)
+    counts["references"] = sum(reference_of(r) is not None for r in rows)
+    return counts
+
+
+def summary_line(counts: dict, out) -> str:
+    return (f"kept {counts['kept']} of {counts['answers']} answers -> {out} (trimmed to a finished sentence "
+            f"{counts.get('trimmed', 0)}, nothing after the opening {counts.get('empty', 0)}, wrong against the reference "
+            f"{counts.get('wrong', 0)} of {counts.get('references', 0)} with one, flagged {counts.get('flagged', 0)}, "
+            f"stock phrases {counts.get('stock', 0)})")
