@@ -98,3 +98,24 @@ def test_distil_cli_refuses_a_run_without_an_adapter(tiny_model, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["distil", tiny_model, "--device", "cpu"])
     assert res.exit_code != 0 and "is not an alignlab run" in str(res.exception)  # the CLI's handler prints it in one line
+
+
+def test_opened_answers_are_the_base_opening_then_the_adapter_amplified_or_not(run):
+    """opened_answers: the base writes each opening (adapter off), the run goes on after it, decoded with the project's
+    sampling settings and, when asked, amplified; chunked answers equal one generate() call."""
+    from alignlab.config import SamplingConfig
+    from alignlab.generate import base_openings, generate
+    from alignlab.models.loading import load_for_inference
+    from alignlab.synth.opening import opened_answers
+
+    model, tok, _ = load_for_inference(None, run, device="cpu")
+    prompts = ["Why is the sea salty?", "What is 3 plus 4?", "Name a planet."]
+    sampling = SamplingConfig(max_new_tokens=6)
+    done: list[int] = []
+    plain, heads = opened_answers(model, tok, prompts, sampling, chunk=2, advance=done.append)
+    assert done == [2, 1] and heads == base_openings(model, tok, prompts, "sentence", repetition_penalty=sampling.repetition_penalty)
+    assert plain == generate(model, tok, prompts, max_new_tokens=6, prefixes=heads, repetition_penalty=sampling.repetition_penalty)
+    loud, same = opened_answers(model, tok, prompts, sampling, amplify=2.0)
+    assert same == heads and loud == generate(model, tok, prompts, max_new_tokens=6, prefixes=heads, amplify=2.0,
+                                              repetition_penalty=sampling.repetition_penalty)
+    assert loud != plain

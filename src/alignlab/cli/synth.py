@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", help="at most N prompts, spread evenly over the file"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/distil.jsonl)"),
         batch_size: int = typer.Option(64, "--batch-size", help="prompts per generation batch (larger is faster on a CPU)"),
+        amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode after the opening from adapter + A x (adapter - base) logits (default: the project's sampling.amplify)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
@@ -83,7 +84,8 @@ def register(app: typer.Typer) -> None:
             rewrites = root / cfg.data_dir / "rewrites.jsonl" if root is not None else None
             prompts = str(rewrites if rewrites is not None and rewrites.is_file() else default_prompts(root, cfg.data_dir, "train"))
         out = out or ((root / cfg.data_dir if root is not None else Path(".")) / "distil.jsonl")
-        counts = run_distil(run, prompts, out, cfg, root, limit=limit, batch_size=batch_size, device=device)
+        counts = run_distil(run, prompts, out, cfg, root, limit=limit, batch_size=batch_size, device=device,
+                            amplify=amplify)
         typer.echo(summary_line(counts, out))
         if counts["kept"]:
             typer.echo(f"next: alignlab train sft --from {run} --data {out} --lr 1e-4 --epochs 2")

@@ -90,9 +90,10 @@ def select(rows: list[dict], answers: list[str], openings: list[str], scorer) ->
 
 
 def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 64,
-                   advance: Callable[[int], object] | None = None) -> tuple[list[str], list[str]]:
+                   advance: Callable[[int], object] | None = None, amplify: float = 0.0) -> tuple[list[str], list[str]]:
     """(answers, openings): the run's greedy answers after the base's first sentence, decoded with the project's
-    ``sampling`` settings (max_new_tokens, repetition_penalty), ``chunk`` prompts at a time."""
+    ``sampling`` settings (max_new_tokens, repetition_penalty) and ``amplify`` after the opening, ``chunk`` prompts
+    at a time."""
     from alignlab.generate import base_openings, generate
 
     answers: list[str] = []
@@ -101,7 +102,8 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
         part = prompts[i : i + chunk]
         kw = dict(repetition_penalty=sampling.repetition_penalty, batch_size=chunk)
         heads = base_openings(model, tokenizer, part, "sentence", **kw)
-        answers += generate(model, tokenizer, part, max_new_tokens=sampling.max_new_tokens, prefixes=heads, **kw)
+        answers += generate(model, tokenizer, part, max_new_tokens=sampling.max_new_tokens, prefixes=heads,
+                            amplify=amplify, **kw)
         openings += heads
         if advance is not None:
             advance(len(part))
@@ -109,10 +111,10 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
 
 
 def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, batch_size: int = 64,
-           device: str = "auto") -> dict:
+           device: str = "auto", amplify: float | None = None) -> dict:
     """Answer ``prompts`` (a JSONL path or bundled:NAME; at most ``limit`` of them, spread evenly) with ``run`` after
     the base's opening, keep what :func:`select` keeps, write the rows to ``out`` atomically; returns the counts
-    (with ``references``: how many prompts had one)."""
+    (with ``references``: how many prompts had one). ``amplify``: as `sampling.amplify` (default: the project's)."""
     from alignlab.errors import AlignlabError
     from alignlab.eval.scores import scorer_for
     from alignlab.models.loading import load_for_inference
@@ -132,7 +134,8 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
     with progress_bar() as bar:
         task = bar.add_task("answering after the base's opening", total=len(rows))
         answers, openings = opened_answers(model, tok, [r["prompt"] for r in rows], cfg.sampling, chunk=batch_size,
-                                           advance=lambda k: bar.advance(task, k))
+                                           advance=lambda k: bar.advance(task, k),
+                                           amplify=cfg.sampling.amplify if amplify is None else amplify)
     del model
     kept, counts = select(rows, answers, openings, scorer_for(root, cfg.persona))
     write_pairs(out, kept)
