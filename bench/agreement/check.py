@@ -70,9 +70,9 @@ Two later sets are scored the same way:
   42 prompts in a random order, two blind readers;
 - amplify_half.jsonl: the same at alpha 0.5 (the base and default answers are best_of.jsonl's), four other readers;
 - distil.jsonl: the base, the demo recipe (with the base's first sentence, and alone), and the demo recipe followed by
-  SFT on its own base-opened answers (`alignlab distil`: 683 prompts, 320, and 320 with `--amplify 0.5`), alone and
-  with the base's first sentence; four reads of four answers per prompt (42 held-out prompts), three blind readers
-  each (each answer carries the reads it was in: 3 to 12);
+  SFT on its own base-opened answers (`alignlab distil`: 683 prompts, 320, and 320 and 160 with `--amplify 0.5`), alone
+  and with the base's first sentence; five reads of four answers per prompt (42 held-out prompts), three blind
+  readers each (each answer carries the reads it was in: 3 to 15);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
