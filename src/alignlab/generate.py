@@ -55,6 +55,7 @@ def generate(
     way; the adapter writes the rest (up to ``max_new_tokens`` more tokens). Samples of one prompt share its opening.
     ``amplify`` > 0 decodes the adapter's tokens from adapter + amplify x (adapter - base) logits (Amplify; the
     repetition penalty applies after it); it needs a model with a LoRA adapter.
+    ``stop``: a transformers stopping criterion (reset per batch through its ``start``), as OpeningDone.
     """
     if amplify and not hasattr(model, "disable_adapter"):
         raise ValueError("amplify needs a model with a LoRA adapter (it scales the adapter's shift from the base)")

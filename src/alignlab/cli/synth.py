@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE, field_help as fh
-from alignlab.synth.sample import default_prompts
 
 
 def register(app: typer.Typer) -> None:
@@ -78,6 +77,7 @@ def register(app: typer.Typer) -> None:
         when finished, correct against the prompt's reference, not flagged and free of stock phrases."""
         from alignlab.config import project_config
         from alignlab.synth.opening import distil as run_distil, summary_line
+        from alignlab.synth.sample import default_prompts
 
         cfg, root = project_config(project)
         if prompts is None:

@@ -1,22 +1,22 @@
 """Distil the base's opening into the adapter: SFT rows from a run's own answers, each opened by the base.
 
 `sampling.base_opening` keeps an adapter's answers correct by letting the base (adapter off) write the first
-sentence; an exported model has no base beside it, and the demo adapter alone loses the fact in its first words
-(blind readers: 24-26% correct against the base's 31-36%). These rows teach the adapter that opening: for each
-training prompt, the run answers as `alignlab eval` decodes (greedy, the answer-only repetition penalty, the base's
-first sentence), and the answer is kept as an SFT target when
+sentence; an exported model has no base beside it, and the demo adapter alone loses the fact in its first words.
+These rows teach the adapter that opening: for each training prompt, the run answers as `alignlab eval` decodes
+(greedy, the answer-only repetition penalty, the base's first sentence, optionally amplified after it), and the
+answer is kept as an SFT target when
 
 - it ends on a finished sentence (an answer cut at the token cap is trimmed to its last full sentence);
 - the scorecard's correct score against the prompt's reference (its ``reference``, else a rewrite's ``chosen``)
   is at least 0.5, when there is one;
 - the scorecard does not flag it as mimicry;
-- its stock phrases stay rare: a three-word phrase that more than 2% of the answers' own parts share (and at least three) (after the
-  opening: "it never stops ...") is kept in at most 1% of the rows (at least once), so training does not entrench the adapter's tics.
+- its stock phrases stay rare: a three-word phrase in the answers' own parts (after the opening: "it never stops
+  ...") shared by more than 2% of them (and at least three) is kept in at most 1% of the rows (at least once), so
+  training does not entrench the adapter's tics.
 
 SFT from the run on those rows (`alignlab train sft --from RUN --lr 1e-4 --epochs 2`) is rejection-sampling
-fine-tuning on the model's own decoded answers. Measured on the demo adapter (683 prompts, 159 rows kept), three
-blind readers: the adapter alone correct 33% / 33% / 31% (before: 26% / 24% / 24%; the base 31% / 33% / 36%),
-snarkier than the base in 88% / 83% / 81% (before 98% / 95% / 95%) (README: "Choosing the recipe").
+fine-tuning on the model's own decoded answers. Measured on the demo adapter and read blind (README: "Before you
+export: distil the base's opening"; docs/results.md).
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ def trim_unfinished(answer: str) -> str:
     return answer[: ends[-1]].strip() if ends else ""
 
 
-def _trigrams(text: str) -> set[str]:
-    w = re.findall(r"[a-z']+", text.lower())
-    return {" ".join(w[i : i + 3]) for i in range(len(w) - 2)}
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    from alignlab.data.text import ngrams
+
+    return set(ngrams(re.findall(r"[a-z']+", text.lower()), 3))
 
 
 def reference_of(row: dict) -> str | None:
@@ -98,9 +99,9 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
 
     answers: list[str] = []
     openings: list[str] = []
+    kw = dict(repetition_penalty=sampling.repetition_penalty, batch_size=chunk)
     for i in range(0, len(prompts), chunk):
         part = prompts[i : i + chunk]
-        kw = dict(repetition_penalty=sampling.repetition_penalty, batch_size=chunk)
         heads = base_openings(model, tokenizer, part, "sentence", **kw)
         answers += generate(model, tokenizer, part, max_new_tokens=sampling.max_new_tokens, prefixes=heads,
                             amplify=amplify, **kw)
