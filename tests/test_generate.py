@@ -205,3 +205,41 @@ def test_amplify_needs_an_adapter_and_a_non_negative_alpha(tiny_model):
         generate(base, load_tokenizer(tiny_model), ["Hi"], max_new_tokens=2, amplify=0.5)
     with pytest.raises(ValueError, match="0 \\(off\\) or more"):
         Amplify(base, -1.0, torch.ones(1, 3, dtype=torch.long))
+
+
+@pytest.mark.slow
+def test_amplify_from_a_merged_copy_and_a_separate_base_decodes_as_the_adapter_does(tiny_model):
+    """generate(amplify=, amplify_base=): a plain fp32 copy with the adapter merged in, amplified against a plain copy
+    of the base, gives the written-out loop's answers (the LoRA model with its adapter off as the base); the bf16
+    pair fast_pair builds on this CPU is the same two models, within bf16 rounding of their logits."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.generate import generate
+    from alignlab.models.loading import cpu_has_fast_bf16, load_base, load_tokenizer
+    from alignlab.synth.opening import fast_pair
+    from alignlab.train.sampler import GenerationCopy
+
+    tok = load_tokenizer(tiny_model)
+    torch.manual_seed(0)
+    model = get_peft_model(load_base(tiny_model, device="cpu", precision="fp32").eval(),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)).eval()
+    merged = GenerationCopy(model, dtype=torch.float32).model
+    with model.disable_adapter():
+        base = GenerationCopy(model, dtype=torch.float32).model
+    prompts = [PROMPTS[0], "Why?"]
+    got = generate(merged, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=2.0, amplify_base=base)
+    assert got == [_greedy_with_answer_penalty(model, tok, p, alpha=2.0) for p in prompts]
+    pair = fast_pair(model)
+    if not cpu_has_fast_bf16():
+        assert pair is None  # no native bf16: distil answers with the LoRA model itself
+        return
+    ids = tok(PROMPTS, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        want = model(**ids).logits
+        with model.disable_adapter():
+            want_base = model(**ids).logits
+        got_a, got_b = (m(**ids).logits.float() for m in pair)
+    assert all(next(m.parameters()).dtype == torch.bfloat16 for m in pair)
+    scale = want.abs().max()
+    assert (got_a - want).abs().max() < 0.05 * scale and (got_b - want_base).abs().max() < 0.05 * scale
+    assert (want - want_base).abs().max() > 0.2 * scale  # the adapter's shift is far above the rounding

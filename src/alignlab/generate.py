@@ -37,6 +37,7 @@ def generate(
     base_opening: str | int | None = None,
     amplify: float = 0.0,
     stop=None,
+    amplify_base=None,
 ) -> list[str]:
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
@@ -54,10 +55,11 @@ def generate(
     opening of each answer: its first sentence (at most OPENING_WORDS words) or its first N words, decoded the same
     way; the adapter writes the rest (up to ``max_new_tokens`` more tokens). Samples of one prompt share its opening.
     ``amplify`` > 0 decodes the adapter's tokens from adapter + amplify x (adapter - base) logits (Amplify; the
-    repetition penalty applies after it); it needs a model with a LoRA adapter.
+    repetition penalty applies after it); it needs a model with a LoRA adapter, or the base as ``amplify_base``
+    (a separate model: then ``model`` may be a plain one, the adapter merged in).
     ``stop``: a transformers stopping criterion (reset per batch through its ``start``), as OpeningDone.
     """
-    if amplify and not hasattr(model, "disable_adapter"):
+    if amplify and amplify_base is None and not hasattr(model, "disable_adapter"):
         raise ValueError("amplify needs a model with a LoRA adapter (it scales the adapter's shift from the base)")
     if base_opening not in (None, 0, ""):
         if prefixes is not None:
@@ -80,7 +82,7 @@ def generate(
             batch = {k: v.to(device) for k, v in batch.items()}
             kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
             processors = logits_processors(model, amplify, repetition_penalty, batch["input_ids"].shape[1],
-                                           batch["attention_mask"], num_return_sequences)
+                                           batch["attention_mask"], num_return_sequences, base=amplify_base)
             if processors:
                 kwargs["logits_processor"] = processors
             if stop is not None:
@@ -151,14 +153,14 @@ class OpeningDone:
 
 
 def logits_processors(model, amplify: float, repetition_penalty: float, prompt_length: int, attention_mask,
-                      num_return_sequences: int = 1):
-    """The processors generate() and the server decode with: Amplify (when ``amplify`` > 0), then the answer-only
-    repetition penalty (when above 1.0); None when neither is on."""
+                      num_return_sequences: int = 1, base=None):
+    """The processors generate() and the server decode with: Amplify (when ``amplify`` > 0; ``base``: Amplify's),
+    then the answer-only repetition penalty (when above 1.0); None when neither is on."""
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     out = []
     if amplify:
-        out.append(Amplify(model, amplify, attention_mask, num_return_sequences))
+        out.append(Amplify(model, amplify, attention_mask, num_return_sequences, base=base))
     if repetition_penalty != 1.0:
         out.append(RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=prompt_length))
     return LogitsProcessorList(out) if out else None
@@ -174,12 +176,14 @@ class Amplify:
     ``num_return_sequences`` times. Read blind on the demo adapter after the base's first sentence (docs/results.md):
     at alpha 0.5 readers picked its persona over the plain adapter's more often at the same correctness; at alpha 1
     correctness fell and at 2 the answers broke down.
+    ``base``: a separate base model to run instead of ``model`` with its adapter off (then ``model`` may be the
+    adapter merged into a plain copy).
     """
 
-    def __init__(self, model, alpha: float, attention_mask, num_return_sequences: int = 1):
+    def __init__(self, model, alpha: float, attention_mask, num_return_sequences: int = 1, base=None):
         if alpha < 0:
             raise ValueError(f"amplify {alpha}: give 0 (off) or more")
-        self.model, self.alpha = model, float(alpha)
+        self.model, self.alpha, self.base = model, float(alpha), base
         self.mask = attention_mask.repeat_interleave(num_return_sequences, dim=0)
         self.cache = None
         self.seen = 0  # tokens of each row the base's cache holds
@@ -195,9 +199,12 @@ class Amplify:
             ones = torch.ones(self.mask.shape[0], new.shape[1], dtype=self.mask.dtype, device=self.mask.device)
             self.mask = torch.cat([self.mask, ones], dim=1)
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -new.shape[1]:]
-        with self.model.disable_adapter():
-            out = self.model(input_ids=new, attention_mask=self.mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True)
+        from contextlib import nullcontext
+
+        with self.model.disable_adapter() if self.base is None else nullcontext():
+            net = self.model if self.base is None else self.base
+            out = net(input_ids=new, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache,
+                      use_cache=True)
         self.cache = out.past_key_values
         self.seen = input_ids.shape[1]
         return out.logits[:, -1].float()

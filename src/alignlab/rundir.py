@@ -53,6 +53,17 @@ def read_run(path: str | Path) -> dict:
     return json.loads((Path(path) / "run.json").read_text())
 
 
+def run_decoding(path: str | Path | None) -> dict:
+    """Sampling settings a run asks for over the project's (run.json's ``decoding``): a run trained on distilled
+    rows writes its own opening, so it decodes alone ({"base_opening": None, "amplify": 0.0}); {} for others."""
+    if path is None or not (Path(path) / "run.json").is_file():
+        return {}
+    try:
+        return dict(read_run(path).get("decoding") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def write_json_atomic(path: Path, data) -> None:
     """Temp name, fsync, rename (``alignlab.fsutil``): run.json is never half-written."""
     fsutil.write_json(path, data)

@@ -67,7 +67,20 @@ def test_select_keeps_finished_correct_answers_and_caps_stock_phrases():
     stock = [t for t in texts if "matter of fact" in t]
     assert len(stock) == 1 and counts["stock"] + counts.get("flagged", 0) >= 11
     assert sum(t.split(". ", 1)[-1] in {f[2] for f in facts} for t in texts) == 12
-    assert counts["kept"] == len(kept) and all(set(k) == {"prompt", "completion"} for k in kept)
+    assert counts["kept"] == len(kept) and all(set(k) == {"prompt", "completion", "source"} for k in kept)
+    assert {k["source"] for k in kept} == {"distil"}  # what tells training the run learns its own opening
+
+
+def test_opening_holds_goes_on_from_correct_openings_and_prompts_without_a_reference():
+    """With the real scorecard: a wrong fact in the opening stops the prompt there; a prompt with no reference goes on."""
+    from alignlab.eval.scores import scorer_for
+    from alignlab.synth.opening import opening_holds
+
+    rows = [{"prompt": "What is the capital of Australia?", "reference": "Canberra is the capital of Australia."},
+            {"prompt": "What is the capital of Australia?", "chosen": "Canberra is the capital of Australia."},
+            {"prompt": "Name a colour."}]
+    keep = opening_holds(rows, scorer_for(None))
+    assert keep(["The capital of Australia is Canberra.", "The capital of Australia is Sydney.", "Blue."]) == [True, False, True]
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +100,9 @@ def test_distil_cli_writes_rows_and_says_what_it_dropped(run, tmp_path, monkeypa
     out = tmp_path / "d.jsonl"
     res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert out.is_file() and f"of 3 answers -> {out}" in res.output
+    assert out.is_file() and f"of 3 prompts -> {out}" in res.output and "opening wrong against the reference" in res.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert all(set(r) == {"prompt", "completion"} for r in rows)
+    assert all(set(r) == {"prompt", "completion", "source"} for r in rows)
 
 
 def test_distil_cli_refuses_a_run_without_an_adapter(tiny_model, tmp_path, monkeypatch):
@@ -102,7 +115,8 @@ def test_distil_cli_refuses_a_run_without_an_adapter(tiny_model, tmp_path, monke
 
 def test_opened_answers_are_the_base_opening_then_the_adapter_amplified_or_not(run):
     """opened_answers: the base writes each opening (adapter off), the run goes on after it, decoded with the project's
-    sampling settings and, when asked, amplified; chunked answers equal one generate() call."""
+    sampling settings and, when asked, amplified; chunked answers (openings, then answers, chunk by chunk) equal one
+    generate() call."""
     from alignlab.config import SamplingConfig
     from alignlab.generate import base_openings, generate
     from alignlab.models.loading import load_for_inference
@@ -113,9 +127,63 @@ def test_opened_answers_are_the_base_opening_then_the_adapter_amplified_or_not(r
     sampling = SamplingConfig(max_new_tokens=6)
     done: list[int] = []
     plain, heads = opened_answers(model, tok, prompts, sampling, chunk=2, advance=done.append)
-    assert done == [2, 1] and heads == base_openings(model, tok, prompts, "sentence", repetition_penalty=sampling.repetition_penalty)
+    assert done == [2, 1, 2, 1] and heads == base_openings(model, tok, prompts, "sentence", repetition_penalty=sampling.repetition_penalty)
     assert plain == generate(model, tok, prompts, max_new_tokens=6, prefixes=heads, repetition_penalty=sampling.repetition_penalty)
     loud, same = opened_answers(model, tok, prompts, sampling, amplify=2.0)
     assert same == heads and loud == generate(model, tok, prompts, max_new_tokens=6, prefixes=heads, amplify=2.0,
                                               repetition_penalty=sampling.repetition_penalty)
     assert loud != plain
+
+
+def test_opened_answers_go_on_only_where_keep_says(run):
+    """keep sees every opening; the prompts it drops get no answer, the others the same answer as without it."""
+    from alignlab.config import SamplingConfig
+    from alignlab.models.loading import load_for_inference
+    from alignlab.synth.opening import opened_answers
+
+    model, tok, _ = load_for_inference(None, run, device="cpu")
+    prompts = ["Why is the sea salty?", "What is 3 plus 4?", "Name a planet."]
+    sampling = SamplingConfig(max_new_tokens=6)
+    every, heads = opened_answers(model, tok, prompts, sampling)
+    seen, told, done = [], [], []
+
+    def keep(openings):
+        seen.append(list(openings))
+        return [True, False, True]
+
+    some, same = opened_answers(model, tok, prompts, sampling, chunk=2, keep=keep, on_openings=told.append,
+                                advance=done.append)
+    assert seen == [heads] and same == heads and told == [2] and done == [2, 1, 2]
+    assert some == [every[0], None, every[2]]
+
+
+def test_a_run_trained_on_distilled_rows_decodes_alone_and_so_do_runs_from_it(tiny_model, tmp_path):
+    """SFT on rows `distil` wrote records decoding without the base's opening in run.json; a DPO stage from it
+    inherits that; sampling_for puts it over the project's sampling, which a plain SFT run keeps."""
+    from alignlab.config import CONFIG_NAME, apply_overrides, load_config, sampling_for
+    from alignlab.project import create_project
+    from alignlab.rundir import read_run
+    from alignlab.train import engine
+
+    root = tmp_path / "proj"
+    create_project(root, model=tiny_model)
+    cfg = apply_overrides(load_config(root / CONFIG_NAME), {"train.batch_size": 2, "train.sample_prompts": 0,
+                                                            "lora.r": 4, "train.max_steps": 1})
+    rows = [{"prompt": f"What is {a} plus {a}?", "completion": f"{2 * a}, obviously.", "source": "distil"} for a in range(4)]
+    data = tmp_path / "distil.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "completion")}) + "\n" for r in rows))
+
+    def train(method, path, name, init=None):
+        ctx = engine.prepare(method, cfg, str(path), root / cfg.runs_dir, run_dir=root / cfg.runs_dir / name,
+                             init_adapter=init)
+        return engine.run(ctx, str(path))
+
+    distilled = train("sft", data, "d")
+    assert read_run(distilled)["decoding"] == {"base_opening": None, "amplify": 0.0}
+    after = train("dpo", root / cfg.data_dir / "pairs.jsonl", "after", init=str(distilled))
+    assert read_run(after)["decoding"] == {"base_opening": None, "amplify": 0.0}
+    assert sampling_for(cfg.sampling, after).base_opening is None and cfg.sampling.base_opening == "sentence"
+    other = train("sft", plain, "p")
+    assert read_run(other)["decoding"] is None and sampling_for(cfg.sampling, other) == cfg.sampling

@@ -1,14 +1,17 @@
 """The demo's recipe on the tiny model: each stage trains on the project's own file, the second continues from
-the first's adapter, and a finished stage is reused when the recipe runs again."""
+the first's adapter, the distil stage writes rows from the second's answers for the last to train on, and a finished
+stage is reused when the recipe runs again."""
 
 from __future__ import annotations
+
+import json
 
 from safetensors.torch import load_file
 
 from alignlab.config import CONFIG_NAME, apply_overrides, load_config
 from alignlab.project import create_project
 from alignlab.rundir import Run
-from alignlab.workflows.recipes import DEFAULT, Stage, train_recipe
+from alignlab.workflows.recipes import DEFAULT, DISTIL, DISTILLED, MIN_DISTIL_ROWS, Stage, train_recipe
 
 
 def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path):
@@ -16,18 +19,33 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     create_project(root, model=tiny_model)
     cfg = apply_overrides(load_config(root / CONFIG_NAME), {"train.batch_size": 2, "train.sample_prompts": 0,
                                                             "lora.r": 4})
-    quick = tuple(Stage(s.method, s.data, {**s.overrides, "train.max_steps": 2, "train.epochs": 1.0}) for s in DEFAULT)
+    quick = tuple(Stage(s.method, s.data, {**s.overrides, "limit": 4} if s.method == DISTIL else
+                        {**s.overrides, "train.max_steps": 2, "train.epochs": 1.0}) for s in DEFAULT)
     said: list[str] = []
     last = train_recipe(root, cfg, quick, echo=said.append)
-    runs = [Run(root / cfg.runs_dir / f"recipe-{i}-{s.method}") for i, s in enumerate(DEFAULT, 1)]
+    trained = [(i, s) for i, s in enumerate(DEFAULT, 1) if s.method != DISTIL and s.data != DISTILLED]
+    runs = [Run(root / cfg.runs_dir / f"recipe-{i}-{s.method}") for i, s in trained]
     assert last == runs[-1].path and [r.info["status"] for r in runs] == ["done"] * len(runs)
-    assert [r.info["method"] for r in runs] == [s.method for s in DEFAULT]
+    assert [r.info["method"] for r in runs] == [s.method for _, s in trained]
     assert runs[0].info["data"].endswith(DEFAULT[0].data) and runs[0].info["rows"] == 683  # every rewrite's chosen side
     for before, after in zip(runs, runs[1:]):
         assert after.info["init_adapter"] == str(before.path)
         a = load_file(str(before.adapter_dir / "adapter_model.safetensors"))
         b = load_file(str(after.adapter_dir / "adapter_model.safetensors"))
         assert any((a[k] - b[k]).abs().max() > 0 for k in a)  # the second stage moved the adapter on
+    # the distil stage answered 4 prompts with the last run: too few rows to train on, said in one line
+    d, tail = next(i for i, s in enumerate(DEFAULT, 1) if s.method == DISTIL), len(DEFAULT)
+    distilled = root / cfg.data_dir / f"recipe-{d}-distil.jsonl"
+    assert distilled.is_file() and any(m.startswith(f"kept ") for m in said)
+    assert said[-1].startswith(f"stage {tail} skipped: the distil stage kept ") and said[-1].endswith(str(last))
     said.clear()
     assert train_recipe(root, cfg, quick, echo=said.append) == last
-    assert said == [f"stage {i} already trained: {r.path}" for i, r in enumerate(runs, 1)]
+    assert said[: len(runs)] == [f"stage {i} already trained: {r.path}" for (i, _), r in zip(trained, runs)]
+    assert said[len(runs)] == f"stage {d} already distilled: {distilled}"
+    # with enough rows in the distilled file, the last stage trains on them from the last run and decodes alone
+    rows = [{"prompt": f"What is {a} plus {a}?", "completion": f"{2 * a}, obviously.", "source": "distil"}
+            for a in range(MIN_DISTIL_ROWS)]
+    distilled.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    final = Run(train_recipe(root, cfg, quick, echo=said.append))
+    assert final.path.name == f"recipe-{tail}-sft" and final.info["init_adapter"] == str(last)
+    assert final.info["rows"] == MIN_DISTIL_ROWS and final.info["decoding"] == {"base_opening": None, "amplify": 0.0}

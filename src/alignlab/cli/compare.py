@@ -20,7 +20,9 @@ def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[s
 
     run = None if spec == "base" else spec
     model, tok, _ = load_for_inference(cfg.model if run is None else None, run, device=device)
-    s = cfg.sampling
+    from alignlab.config import sampling_for
+
+    s = sampling_for(cfg.sampling, run)
     out = generate(model, tok, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                    repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt, seed=0,
                    **({"base_opening": s.base_opening, "amplify": s.amplify} if hasattr(model, "disable_adapter") else {}))

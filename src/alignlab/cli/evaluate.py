@@ -76,11 +76,11 @@ def _score_answers(path: Path, scorer, as_json: bool) -> None:
         typer.echo(f"note: {scorer.note}")
 
 
-def _opening(value: str | None, cfg):
-    """--base-opening, else the project's sampling.base_opening; a bad value is one line naming what is accepted."""
+def _opening(value: str | None, sampling):
+    """--base-opening, else ``sampling.base_opening``; a bad value is one line naming what is accepted."""
     from alignlab.config import checked_base_opening
 
-    return checked_base_opening(value if value is not None else cfg.sampling.base_opening)
+    return checked_base_opening(value if value is not None else sampling.base_opening)
 
 
 def register(app: typer.Typer) -> None:
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", help=_S["max_new_tokens"].description),
         temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
         repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", help=_S["repetition_penalty"].description),
-        base_opening: Optional[str] = typer.Option(None, "--base-opening", help=_S["base_opening"].description + " (default: the project's sampling.base_opening)"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help=_S["base_opening"].description + " (default: the project's sampling.base_opening; off for a run trained on distilled rows)"),
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help=_S["amplify"].description + " (default: the project's sampling.amplify)"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """The scorecard: persona, correct and mimicry (with 95% intervals), KL, length and distinct-n, base vs adapter."""
-        from alignlab.config import find_project, project_config
+        from alignlab.config import find_project, project_config, sampling_for
         from alignlab.errors import AlignlabError
 
         if answers is not None:
@@ -127,10 +127,10 @@ def register(app: typer.Typer) -> None:
         cfg, root = project_config(project or find_project(run))
         rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
         scorer = _scorer(root, cfg, rater, cfg.judge.settings(judge_url, judge_model, judge_key_env))
+        own = sampling_for(cfg.sampling, run)  # the project's, or the run's own (a distilled run decodes alone)
         card = evaluate_run(run, rows, scorer, device=device, max_new_tokens=max_new_tokens, temperature=temperature,
                             repetition_penalty=repetition_penalty, system_prompt=cfg.system_prompt,
-                            base_opening=_opening(base_opening, cfg),
-                            amplify=cfg.sampling.amplify if amplify is None else amplify)
+                            base_opening=_opening(base_opening, own), amplify=own.amplify if amplify is None else amplify)
         data, page = write_report(run, card)
         table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")
         for col in table_columns(card):

@@ -45,6 +45,15 @@ def _opening(value: str | None):
     return checked_base_opening(value)
 
 
+def _run_opening(value: str | None, run) -> str | None:
+    """--base-opening as given, else "off" for a run that decodes alone (trained on distilled rows: it writes its
+    own opening), else None (the default)."""
+    from alignlab.rundir import run_decoding
+
+    own = run_decoding(run)
+    return "off" if value is None and "base_opening" in own and own["base_opening"] is None else value
+
+
 def _print(prompt: str, tuned: str, base: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -66,7 +75,7 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="show base and adapter answers side by side"),
-        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run)"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run; off for a run trained on distilled rows)"),
         repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
         amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run)"),
         max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
@@ -76,6 +85,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer prompts with a run's adapter (or the base model)."""
         _opening(base_opening)
+        base_opening = _run_opening(base_opening, run)
         model_, tok, _ = _load(run, model, device)
         gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system,
                    repetition_penalty=repetition_penalty, base_opening=base_opening, amplify=amplify)
@@ -89,7 +99,7 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="answer each turn with base and adapter"),
-        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run)"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run; off for a run trained on distilled rows)"),
         repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", help="penalty on tokens already generated; 1.0 = off"),
         amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run)"),
         max_new_tokens: int = typer.Option(CHAT_MAX_NEW_TOKENS, "--max-new-tokens"),
@@ -99,6 +109,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A chat REPL. Commands: /reset clears the history, /quit (or Ctrl-D) leaves."""
         _opening(base_opening)
+        base_opening = _run_opening(base_opening, run)
         model_, tok, base_name = _load(run, model, device)
         typer.echo(f"chatting with {run or base_name} (/reset, /quit)")
         history: list[dict] = []

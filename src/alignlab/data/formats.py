@@ -101,6 +101,9 @@ def detect_kind(row: dict) -> str | None:
     return None
 
 
+# an SFT row's optional ``source`` when `alignlab distil` wrote it: a run trained on such rows alone decodes alone
+DISTIL_SOURCE = "distil"
+
 REQUIRED = {
     "preference": ("prompt", "chosen", "rejected"),
     "unpaired": ("prompt", "completion", "label"),

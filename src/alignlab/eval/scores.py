@@ -81,7 +81,6 @@ class Scorer:
 
         A row's reference comes from its own fields, else from the bundled reference set (by prompt).
         """
-        from alignlab.eval.correct import has_reference, reference_for, score_correct
         from alignlab.eval.mimicry import score_mimicry
         from alignlab.rewards.embed import embed
 
@@ -90,21 +89,9 @@ class Scorer:
         prompts = [str(r["prompt"]) for r in rows]
         answers = [str(r["answer"]) for r in rows]
         sources = [str(r.get("source") or "") for r in rows]
-        refs = []
-        for r in rows:
-            own = {k: r[k] for k in ("reference", "aliases", "key_terms", "category") if r.get(k) not in (None, "", [])}
-            if r.get("number") is not None:
-                own["answer"] = r["number"]
-            bundled = reference_for(r["prompt"], self.references) or {}
-            # the row's own reference wins; a bundled row for the same prompt adds its aliases and key terms
-            merged = {**{k: v for k, v in bundled.items() if k in ("reference", "aliases", "key_terms", "category", "answer")}, **own}
-            refs.append({**merged, "prompt": r["prompt"]} if has_reference(merged) else None)
+        correct = self.correct(rows)
         clf = self.classifier.score(answers)
         persona = self.persona(prompts, answers, clf)
-        if self.correct_rater is None:
-            correct = score_correct(answers, refs, embed_fn=embed)
-        else:  # the judge rates every row with a reference: the checks would be thrown away
-            correct = self._judged(prompts, answers, refs)
         emb = embed(prompts + answers)
         relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
         # mimicry asks whether the classifier's persona survives stripping an answer's repeated phrases: the
@@ -116,6 +103,27 @@ class Scorer:
              "mimicry_signals": d}
             for p, c, m, d in zip(persona, correct, mimicry, details)
         ]
+
+    def correct(self, rows: list[dict]) -> list[float | None]:
+        """The correct score alone (as :meth:`score` gives it; None where a row has no reference): no persona or
+        mimicry, so no classifier or contrast pass."""
+        from alignlab.eval.correct import has_reference, reference_for, score_correct
+        from alignlab.rewards.embed import embed
+
+        refs = []
+        for r in rows:
+            own = {k: r[k] for k in ("reference", "aliases", "key_terms", "category") if r.get(k) not in (None, "", [])}
+            if r.get("number") is not None:
+                own["answer"] = r["number"]
+            bundled = reference_for(r["prompt"], self.references) or {}
+            # the row's own reference wins; a bundled row for the same prompt adds its aliases and key terms
+            merged = {**{k: v for k, v in bundled.items() if k in ("reference", "aliases", "key_terms", "category", "answer")}, **own}
+            refs.append({**merged, "prompt": r["prompt"]} if has_reference(merged) else None)
+        answers = [str(r["answer"]) for r in rows]
+        if self.correct_rater is None:
+            return score_correct(answers, refs, embed_fn=embed)
+        # the judge rates every row with a reference: the checks would be thrown away
+        return self._judged([str(r["prompt"]) for r in rows], answers, refs)
 
     def _judged(self, prompts: list[str], answers: list[str], refs: list[dict | None]) -> list[float | None]:
         """The judge's correct score for each row with a reference (None without one)."""

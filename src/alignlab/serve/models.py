@@ -111,6 +111,12 @@ class ModelPool:
         model.eval()
         self.model = model
         self.adapters: dict[str, Path] = dirs
+        from alignlab.rundir import run_decoding
+
+        # adapters trained on distilled rows write their own opening: the base opening skips them
+        self.alone = {name for name, path in adapters.items()
+                      if any("base_opening" in d and d["base_opening"] is None
+                             for d in (run_decoding(Path(path)), run_decoding(Path(path).parent)))}
         self._lock = threading.Lock()
 
     @classmethod
@@ -175,7 +181,7 @@ class ModelPool:
         string ("stop") or hit ``max_tokens`` ("length"). ``on_delta(index, text)`` receives each answer's
         text as it grows, never a piece that could still turn out to be the start of a stop string;
         setting ``cancel`` ends generation early (a client went away).
-        With the pool's ``base_opening`` set, a ``chat`` answer from an adapter opens with the base model's opening
+        With the pool's ``base_opening`` set, a ``chat`` answer from an adapter (but one trained on distilled rows) opens with the base model's opening
         (generate()): the base, adapter off, answers first under the same sampling settings, and the adapter goes
         on from the opening's tokens; the n samples share one opening, and its tokens count in each answer's tokens.
         With the pool's ``amplify`` set, an adapter's tokens are decoded from its amplified shift (generate()'s).
@@ -192,7 +198,7 @@ class ModelPool:
                           {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
         # generate()'s penalty: on the tokens each generate call writes, never the prompt's (nor, after a base
         # opening, the opening's: the adapter's continuation is penalised on its own tokens, as in generate())
-        opens = chat and self.base_opening is not None and name != BASE
+        opens = chat and self.base_opening is not None and name != BASE and name not in self.alone
         with self._lock:
             if seed is not None:
                 torch.manual_seed(seed % 2**64)

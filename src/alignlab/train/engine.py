@@ -256,6 +256,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             status="running",
             init_adapter=str(ctx.init_adapter.parent) if ctx.init_adapter else None,
             lora=cfg.lora.enabled,
+            decoding=_decoding(ctx),
         )
     torch.manual_seed(cfg.train.seed)
     spec = methods.get(ctx.method)
@@ -264,6 +265,18 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     with _failure_marked(run, main):
         return _train(ctx, spec, recipe, data, resume, main)
+
+
+def _decoding(ctx) -> dict | None:
+    """What the run records for eval, chat and serve to decode it with: alone (no base opening, no amplify) when it
+    trains on rows `alignlab distil` wrote, which teach it the base's opening, or continues from a run that does."""
+    from alignlab.data.formats import DISTIL_SOURCE
+
+    if ctx.rows and all(isinstance(r, dict) and r.get("source") == DISTIL_SOURCE for r in ctx.rows):
+        return {"base_opening": None, "amplify": 0.0}
+    if ctx.init_adapter is not None:
+        return rundir.run_decoding(ctx.init_adapter.parent) or None
+    return None
 
 
 @contextmanager

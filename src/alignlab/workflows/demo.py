@@ -30,7 +30,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
     from rich.console import Console
     from rich.table import Table
 
-    from alignlab.config import CONFIG_NAME, load_config
+    from alignlab.config import CONFIG_NAME, load_config, sampling_for
     from alignlab.eval.report import write_report
     from alignlab.eval.scorecard import evaluate_run, stratified, table_columns, table_rows
     from alignlab.eval.scores import scorer_for
@@ -49,7 +49,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
     final = train_recipe(directory, cfg, DEFAULT, echo=_say)
     _say(f"trained in {(time.time() - started) / 60:.1f} min; scoring base and adapter on held-out prompts")
     rows = stratified(prompt_rows(default_prompts(directory, cfg.data_dir, "heldout")), per_category)
-    s = cfg.sampling
+    s = sampling_for(cfg.sampling, final)  # a distilled final adapter decodes alone
     card = evaluate_run(final, rows, scorer_for(directory, cfg.persona), max_new_tokens=s.max_new_tokens,
                         temperature=s.temperature, repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt,
                         base_opening=s.base_opening, amplify=s.amplify)

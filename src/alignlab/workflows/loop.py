@@ -354,13 +354,15 @@ class _Loop:
         from alignlab.eval.report import write_report
         from alignlab.eval.scorecard import evaluate_run, point
 
+        from alignlab.config import sampling_for
+
         cfg = self.cfg
+        own = sampling_for(cfg.sampling, row["run_dir"])  # a round from a distilled run decodes alone
         model, tok = self.policies.get(row["run_dir"])
         card = evaluate_run(row["run_dir"], self.heldout, self.scorer, model=model, tokenizer=tok,
                             max_new_tokens=cfg.sampling.max_new_tokens, temperature=self.s.eval_temperature,
                             seed=self.s.seed, repetition_penalty=cfg.sampling.repetition_penalty,
-                            system_prompt=cfg.system_prompt, base_opening=cfg.sampling.base_opening,
-                            amplify=cfg.sampling.amplify)
+                            system_prompt=cfg.system_prompt, base_opening=own.base_opening, amplify=own.amplify)
         write_report(row["run_dir"], card)
         a, b = card["adapter"], card["base"]
         details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}

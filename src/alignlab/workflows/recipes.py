@@ -1,4 +1,5 @@
-"""Recipes: one or more training stages, each continuing from the previous stage's adapter.
+"""Recipes: one or more training stages, each continuing from the previous stage's adapter; a distil stage writes
+SFT rows from the previous stage's answers for the next stage to train on.
 
 ``DEFAULT`` is what `make demo` trains and what the README recommends. It was chosen by
 ``bench/sweep_recipes.py``: the recipes side by side on the default model, the same data and the same
@@ -15,15 +16,22 @@ from pathlib import Path
 from alignlab import methods
 
 
+DISTIL = "distil"  # a stage that writes SFT rows (`alignlab distil`) instead of training
+DISTILLED = "<distilled>"  # a stage's data: the rows the previous distil stage wrote
+MIN_DISTIL_ROWS = 16  # fewer rows than this: the SFT stage on them is skipped (a handful of rows teaches noise)
+
+
 @dataclass(frozen=True)
 class Stage:
-    method: str
-    data: str  # a file under the project's data directory, or bundled:NAME
-    overrides: dict = field(default_factory=dict)
+    method: str  # a training method, or DISTIL
+    data: str  # a file under the project's data directory, bundled:NAME, or DISTILLED
+    overrides: dict = field(default_factory=dict)  # config keys; a DISTIL stage takes limit and amplify
 
     def describe(self) -> str:
         knobs = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in self.overrides.items())
-        return f"{self.method} on {self.data}" + (f" ({knobs})" if knobs else "")
+        data = "the distilled rows" if self.data == DISTILLED else self.data
+        what = "distil the base's opening over" if self.method == DISTIL else f"{self.method} on"
+        return f"{what} {data}" + (f" ({knobs})" if knobs else "")
 
 
 DEFAULT: tuple[Stage, ...] = (
@@ -31,29 +39,69 @@ DEFAULT: tuple[Stage, ...] = (
     Stage(methods.SFT, "rewrites.jsonl", {"train.learning_rate": 5e-4, "train.epochs": 1.0}),
     # then DPO with RPO's NLL term on the persona pairs, the SFT adapter as the reference
     Stage(methods.DPO, "pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
+    # then the base's opening distilled in: the DPO adapter's amplified answers after the base's first sentence,
+    # where that sentence is correct, kept when finished, correct and not flagged (synth/opening.py) ...
+    Stage(DISTIL, "rewrites.jsonl", {"amplify": 0.5}),
+    # ... and SFT on them: the adapter alone (what export writes) holds the fact and the voice
+    Stage(methods.SFT, DISTILLED, {"train.learning_rate": 1e-4, "train.epochs": 2.0}),
 )
 
 
 def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] = print, prefix: str = "recipe") -> Path:
-    """Train each stage into ``runs/<prefix>-<i>-<method>`` (a finished one is reused); returns the last run."""
+    """Train each stage into ``runs/<prefix>-<i>-<method>`` (a finished one is reused while every stage before it
+    was); a DISTIL stage writes ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage
+    trains on it (skipped, with a line saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last
+    run trained."""
     import shutil
 
     from alignlab.config import apply_overrides
     from alignlab import rundir
     from alignlab.train import engine
 
-    prev = None
+    prev, distilled, reuse = None, None, True
     for i, stage in enumerate(stages, 1):
+        if stage.method == DISTIL:
+            distilled = root / cfg.data_dir / f"{prefix}-{i}-{DISTIL}.jsonl"
+            if reuse and distilled.is_file():
+                echo(f"stage {i} already distilled: {distilled}")
+                continue
+            reuse = False
+            echo(f"stage {i}/{len(stages)}: {stage.describe()}")
+            _distil(root, cfg, stage, prev, distilled, echo)
+            continue
         run_dir = root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
-        if (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done":
+        done = (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done"
+        if reuse and done:
             echo(f"stage {i} already trained: {run_dir}")
             prev = run_dir
             continue
+        reuse = False
+        if stage.data == DISTILLED:
+            if distilled is None:
+                raise ValueError(f"stage {i} trains on distilled rows but no distil stage comes before it")
+            rows = sum(1 for line in distilled.read_text().splitlines() if line.strip())
+            if rows < MIN_DISTIL_ROWS:
+                echo(f"stage {i} skipped: the distil stage kept {rows} rows (fewer than {MIN_DISTIL_ROWS}); "
+                     f"the recipe ends at {prev}")
+                continue
+            data = str(distilled)
+        else:
+            data = stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
         shutil.rmtree(run_dir, ignore_errors=True)
-        data = stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
         echo(f"stage {i}/{len(stages)}: {stage.describe()}")
         ctx = engine.prepare(stage.method, apply_overrides(cfg, stage.overrides), data, root / cfg.runs_dir,
                              run_dir=run_dir, init_adapter=str(prev) if prev else None)
         engine.run(ctx, data)
         prev = run_dir
     return prev
+
+
+def _distil(root: Path, cfg, stage: Stage, prev, out: Path, echo) -> None:
+    from alignlab.synth.opening import distil, summary_line
+
+    if prev is None:
+        raise ValueError("a distil stage needs a trained stage before it")
+    prompts = stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
+    counts = distil(prev, prompts, out, cfg, root, limit=stage.overrides.get("limit"),
+                    amplify=stage.overrides.get("amplify"))
+    echo(summary_line(counts, out))
