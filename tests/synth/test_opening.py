@@ -103,6 +103,10 @@ def test_distil_cli_writes_rows_and_says_what_it_dropped(run, tmp_path, monkeypa
     assert out.is_file() and f"of 3 prompts -> {out}" in res.output and "opening wrong against the reference" in res.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert all(set(r) == {"prompt", "completion", "source"} for r in rows)
+    res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu",
+                                   "--no-screen", "--limit", "2"])
+    assert res.exit_code == 0, res.output
+    assert f"of 2 prompts -> {out} (opening wrong against the reference 0," in res.output  # every prompt answered
 
 
 def test_distil_cli_refuses_a_run_without_an_adapter(tiny_model, tmp_path, monkeypatch):

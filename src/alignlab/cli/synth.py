@@ -70,11 +70,13 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/distil.jsonl)"),
         batch_size: int = typer.Option(64, "--batch-size", help="prompts per generation batch (larger is faster on a CPU)"),
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode after the opening from adapter + A x (adapter - base) logits (default: the project's sampling.amplify)"),
+        screen: bool = typer.Option(True, "--screen/--no-screen", help="answer only prompts whose base opening is correct against the reference (a sixth of the answering on the demo's prompts); --no-screen answers every prompt"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
-        """SFT rows that teach a run the base's opening: its own answers after the base's first sentence, kept
-        when finished, correct against the prompt's reference, not flagged and free of stock phrases."""
+        """SFT rows that teach a run the base's opening: its own answers after the base's first sentence (where that
+        sentence is correct), kept when finished, correct against the prompt's reference, not flagged and free of
+        stock phrases."""
         from alignlab.config import project_config
         from alignlab.synth.opening import distil as run_distil, summary_line
         from alignlab.synth.sample import default_prompts
@@ -85,7 +87,7 @@ def register(app: typer.Typer) -> None:
             prompts = str(rewrites if rewrites is not None and rewrites.is_file() else default_prompts(root, cfg.data_dir, "train"))
         out = out or ((root / cfg.data_dir if root is not None else Path(".")) / "distil.jsonl")
         counts = run_distil(run, prompts, out, cfg, root, limit=limit, batch_size=batch_size, device=device,
-                            amplify=amplify)
+                            amplify=amplify, screen=screen)
         typer.echo(summary_line(counts, out))
         if counts["kept"]:
             typer.echo(f"next: alignlab train sft --from {run} --data {out} --lr 1e-4 --epochs 2")
