@@ -20,8 +20,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# stage: (method, data, overrides); data names a bundled set
+from alignlab.workflows.recipes import DEFAULT  # noqa: E402
+
+# stage: (method, data, overrides); data names a bundled set or a file under the project's data/; a "distil" stage
+# writes rows from the previous stage's answers and "<distilled>" trains on them (alignlab.workflows.recipes)
 RECIPES: dict[str, list[tuple[str, str, dict]]] = {
+    "default (make demo's four stages)": [(st.method, st.data, dict(st.overrides)) for st in DEFAULT],
     "dpo (quick-start defaults)": [("dpo", "bundled:persona-pairs", {})],
     "dpo lr 5e-5, 48 steps": [("dpo", "bundled:persona-pairs", {"train.learning_rate": 5e-5, "train.max_steps": 48})],
     "dpo+rpo": [("dpo", "bundled:persona-pairs", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60})],
@@ -32,7 +36,7 @@ RECIPES: dict[str, list[tuple[str, str, dict]]] = {
     "sft-dpo": [("sft", "bundled:persona-sft", {}),
                 ("dpo", "bundled:persona-pairs", {"train.learning_rate": 1e-5, "dpo.rpo_alpha": 1.0})],
     "sft-rewrites lr 5e-4": [("sft", "bundled:persona-rewrites", {"train.learning_rate": 5e-4})],
-    "sft-rewrites lr 5e-4, dpo+rpo (default)": [
+    "sft-rewrites lr 5e-4, dpo+rpo (the default's stages 1-2)": [
         ("sft", "bundled:persona-rewrites", {"train.learning_rate": 5e-4}),
         ("dpo", "bundled:persona-pairs", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60})],
     "sft-rewrites lr 5e-4 then dpo+rpo on the rewrites": [

@@ -221,14 +221,6 @@ class SamplingConfig(_Strict):
         return None if v is None else str(v)
 
 
-def sampling_for(sampling: SamplingConfig, run_dir) -> SamplingConfig:
-    """The project's sampling with what ``run_dir`` records for itself (rundir.run_decoding) put over it."""
-    from alignlab.rundir import run_decoding
-
-    own = run_decoding(run_dir)
-    return sampling.model_copy(update=own) if own else sampling
-
-
 class LoopConfig(_Strict):
     """`alignlab loop`: how each round samples, who labels, how the new adapter is scored (flags override per run)."""
 

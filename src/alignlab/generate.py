@@ -55,9 +55,8 @@ def generate(
     opening of each answer: its first sentence (at most OPENING_WORDS words) or its first N words, decoded the same
     way; the adapter writes the rest (up to ``max_new_tokens`` more tokens). Samples of one prompt share its opening.
     ``amplify`` > 0 decodes the adapter's tokens from adapter + amplify x (adapter - base) logits (Amplify; the
-    repetition penalty applies after it); it needs a model with a LoRA adapter, or the base as ``amplify_base``
-    (a separate model: then ``model`` may be a plain one, the adapter merged in).
-    ``stop``: a transformers stopping criterion (reset per batch through its ``start``), as OpeningDone.
+    repetition penalty applies after it); it needs a LoRA model, or the base as ``amplify_base`` (``model`` then
+    may be plain, the adapter merged in). ``stop``: a stopping criterion (reset per batch by its ``start``).
     """
     if amplify and amplify_base is None and not hasattr(model, "disable_adapter"):
         raise ValueError("amplify needs a model with a LoRA adapter (it scales the adapter's shift from the base)")

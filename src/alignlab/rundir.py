@@ -64,6 +64,13 @@ def run_decoding(path: str | Path | None) -> dict:
         return {}
 
 
+def sampling_for(sampling, run_dir):
+    """A project's sampling settings (config.SamplingConfig) with what ``run_dir`` records for itself
+    (:func:`run_decoding`) put over them."""
+    own = run_decoding(run_dir)
+    return sampling.model_copy(update=own) if own else sampling
+
+
 def write_json_atomic(path: Path, data) -> None:
     """Temp name, fsync, rename (``alignlab.fsutil``): run.json is never half-written."""
     fsutil.write_json(path, data)

@@ -164,7 +164,8 @@ def test_opened_answers_go_on_only_where_keep_says(run):
 def test_a_run_trained_on_distilled_rows_decodes_alone_and_so_do_runs_from_it(tiny_model, tmp_path):
     """SFT on rows `distil` wrote records decoding without the base's opening in run.json; a DPO stage from it
     inherits that; sampling_for puts it over the project's sampling, which a plain SFT run keeps."""
-    from alignlab.config import CONFIG_NAME, apply_overrides, load_config, sampling_for
+    from alignlab.config import CONFIG_NAME, apply_overrides, load_config
+    from alignlab.rundir import sampling_for
     from alignlab.project import create_project
     from alignlab.rundir import read_run
     from alignlab.train import engine

@@ -20,7 +20,7 @@ def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[s
 
     run = None if spec == "base" else spec
     model, tok, _ = load_for_inference(cfg.model if run is None else None, run, device=device)
-    from alignlab.config import sampling_for
+    from alignlab.rundir import sampling_for
 
     s = sampling_for(cfg.sampling, run)
     out = generate(model, tok, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,

@@ -105,7 +105,8 @@ def register(app: typer.Typer) -> None:
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """The scorecard: persona, correct and mimicry (with 95% intervals), KL, length and distinct-n, base vs adapter."""
-        from alignlab.config import find_project, project_config, sampling_for
+        from alignlab.config import find_project, project_config
+        from alignlab.rundir import sampling_for
         from alignlab.errors import AlignlabError
 
         if answers is not None:

@@ -45,7 +45,13 @@ def register(app: typer.Typer) -> None:
             if g.get("modelfile"):
                 folder = Path(g["modelfile"]).parent
                 typer.echo(f"Ollama: cd {folder} && ollama create NAME -f Modelfile && ollama run NAME")
-        typer.echo("note: the exported model is the adapter alone: alignlab's chat, generate, serve and eval let the base "
-                   "write each answer's first sentence (sampling.base_opening) and can amplify the adapter's shift "
-                   "(sampling.amplify), which one merged model cannot do; the "
-                   "scorecard's 'adapter alone' column is what this model answers like")
+        from alignlab.rundir import run_decoding
+
+        if run_decoding(run).get("base_opening", "sentence") is None:
+            typer.echo("note: this run was trained on distilled rows and decodes alone: the exported model answers as "
+                       "alignlab's eval, chat and serve answer with it")
+        else:
+            typer.echo("note: the exported model is the adapter alone: alignlab's chat, generate, serve and eval let the "
+                       "base write each answer's first sentence (sampling.base_opening) and can amplify the adapter's "
+                       "shift (sampling.amplify), which one merged model cannot do; the scorecard's 'adapter alone' "
+                       "column is what this model answers like; `alignlab distil` trains that opening into the adapter")

@@ -30,7 +30,8 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
     from rich.console import Console
     from rich.table import Table
 
-    from alignlab.config import CONFIG_NAME, load_config, sampling_for
+    from alignlab.config import CONFIG_NAME, load_config
+    from alignlab.rundir import sampling_for
     from alignlab.eval.report import write_report
     from alignlab.eval.scorecard import evaluate_run, stratified, table_columns, table_rows
     from alignlab.eval.scores import scorer_for

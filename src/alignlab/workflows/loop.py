@@ -354,7 +354,7 @@ class _Loop:
         from alignlab.eval.report import write_report
         from alignlab.eval.scorecard import evaluate_run, point
 
-        from alignlab.config import sampling_for
+        from alignlab.rundir import sampling_for
 
         cfg = self.cfg
         own = sampling_for(cfg.sampling, row["run_dir"])  # a round from a distilled run decodes alone
