@@ -125,7 +125,7 @@ def main() -> None:
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
         "opening", "restated", "anchor", "base_opening",
-        "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened")
+        "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
