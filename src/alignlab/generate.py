@@ -120,14 +120,17 @@ def opening_budget(base_opening: str | int) -> int:
     return 2 * (OPENING_WORDS if base_opening == "sentence" else int(base_opening)) + 8
 
 
-def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int, **kw) -> list[str]:
-    """The base model's opening of each prompt's answer: the model with its LoRA adapter switched off."""
+def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int, base=None, **kw) -> list[str]:
+    """The base model's opening of each prompt's answer: the model with its LoRA adapter switched off, or ``base``
+    (a separate base model) when given."""
+    from contextlib import nullcontext
+
     base_opening = parse_base_opening(base_opening)
-    if not hasattr(model, "disable_adapter"):
+    if base is None and not hasattr(model, "disable_adapter"):
         raise ValueError("base opening needs a model with a LoRA adapter (the base writes the opening, the adapter the rest)")
     budget = opening_budget(base_opening)
-    with model.disable_adapter():
-        heads = generate(model, tokenizer, prompts, max_new_tokens=budget,
+    with model.disable_adapter() if base is None else nullcontext():
+        heads = generate(model if base is None else base, tokenizer, prompts, max_new_tokens=budget,
                          stop=OpeningDone(tokenizer, base_opening), **kw)
     return [opening_of(h, base_opening) for h in heads]
 

@@ -64,6 +64,12 @@ def run_decoding(path: str | Path | None) -> dict:
         return {}
 
 
+def decodes_alone(path: str | Path | None) -> bool:
+    """Whether the run records that it decodes without the base's opening (trained on distilled rows)."""
+    own = run_decoding(path)
+    return "base_opening" in own and own["base_opening"] is None
+
+
 def sampling_for(sampling, run_dir):
     """A project's sampling settings (config.SamplingConfig) with what ``run_dir`` records for itself
     (:func:`run_decoding`) put over them."""

@@ -45,9 +45,9 @@ def register(app: typer.Typer) -> None:
             if g.get("modelfile"):
                 folder = Path(g["modelfile"]).parent
                 typer.echo(f"Ollama: cd {folder} && ollama create NAME -f Modelfile && ollama run NAME")
-        from alignlab.rundir import run_decoding
+        from alignlab.rundir import decodes_alone
 
-        if run_decoding(run).get("base_opening", "sentence") is None:
+        if decodes_alone(run):
             typer.echo("note: this run was trained on distilled rows and decodes alone: the exported model answers as "
                        "alignlab's eval, chat and serve answer with it")
         else:

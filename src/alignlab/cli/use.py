@@ -48,10 +48,9 @@ def _opening(value: str | None):
 def _run_opening(value: str | None, run) -> str | None:
     """--base-opening as given, else "off" for a run that decodes alone (trained on distilled rows: it writes its
     own opening), else None (the default)."""
-    from alignlab.rundir import run_decoding
+    from alignlab.rundir import decodes_alone
 
-    own = run_decoding(run)
-    return "off" if value is None and "base_opening" in own and own["base_opening"] is None else value
+    return "off" if value is None and decodes_alone(run) else value
 
 
 def _print(prompt: str, tuned: str, base: str | None) -> None:

@@ -111,12 +111,10 @@ class ModelPool:
         model.eval()
         self.model = model
         self.adapters: dict[str, Path] = dirs
-        from alignlab.rundir import run_decoding
+        from alignlab.rundir import decodes_alone
 
         # adapters trained on distilled rows write their own opening: the base opening skips them
-        self.alone = {name for name, path in adapters.items()
-                      if any("base_opening" in d and d["base_opening"] is None
-                             for d in (run_decoding(Path(path)), run_decoding(Path(path).parent)))}
+        self.alone = {name for name, path in adapters.items() if decodes_alone(path) or decodes_alone(Path(path).parent)}
         self._lock = threading.Lock()
 
     @classmethod

@@ -102,17 +102,12 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
     answer is None. ``on_openings(k)`` is told how many prompts go on once the openings are written; ``advance(k)``
     after each chunk of either pass. ``base``: a separate base model (``model`` then a plain one with the adapter
     merged in, as :func:`fast_pair` builds) instead of ``model`` with its adapter off."""
-    from alignlab.generate import OpeningDone, base_openings, generate, opening_budget, opening_of
+    from alignlab.generate import base_openings, generate
 
     kw = dict(repetition_penalty=sampling.repetition_penalty, batch_size=chunk)
     openings: list[str] = []
     for i in range(0, len(prompts), chunk):
-        if base is None:
-            openings += base_openings(model, tokenizer, prompts[i : i + chunk], "sentence", **kw)
-        else:
-            heads = generate(base, tokenizer, prompts[i : i + chunk], max_new_tokens=opening_budget("sentence"),
-                             stop=OpeningDone(tokenizer, "sentence"), **kw)
-            openings += [opening_of(h, "sentence") for h in heads]
+        openings += base_openings(model, tokenizer, prompts[i : i + chunk], "sentence", base=base, **kw)
         if advance is not None:
             advance(len(prompts[i : i + chunk]))
     on = keep(openings) if keep is not None else [True] * len(prompts)
