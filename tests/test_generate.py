@@ -1,4 +1,4 @@
-"""generate(): the repetition penalty counts the answer's own tokens, not the prompt's."""
+"""generate(): the repetition penalty counts the answer's own tokens, not the prompt's, and spares punctuation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ TOKENS = 20
 
 def _greedy_with_answer_penalty(model, tok, prompt: str, prefix: str = "", alpha: float = 0.0) -> str:
     """Greedy decoding written out, no cache: CTRL's penalty on the tokens generated so far (divide a positive logit,
-    multiply a negative one), none on the prompt. With ``alpha``, the logits penalised are adapter + alpha x (adapter
+    multiply a negative one), none on the prompt and none on tokens made of sentence punctuation or whitespace. With ``alpha``, the logits penalised are adapter + alpha x (adapter
     - base), the base being the model with its adapter off."""
     from alignlab.generate import chat_prompt
 
@@ -26,6 +26,8 @@ def _greedy_with_answer_penalty(model, tok, prompt: str, prefix: str = "", alpha
                 with model.disable_adapter():
                     logits = logits + alpha * (logits - model(input_ids=seq).logits[0, -1])
             for t in set(out):
+                if not set(tok.decode([t]).strip()) - set(".,!?;:"):
+                    continue
                 logits[t] = logits[t] / PENALTY if logits[t] > 0 else logits[t] * PENALTY
             nxt = int(logits.argmax())
             if nxt == tok.eos_token_id:
@@ -52,6 +54,34 @@ def test_repetition_penalty_leaves_the_prompt_out(default_model):
                            pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
     theirs = [t.strip() for t in tok.batch_decode(whole[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)]
     assert theirs != ours
+
+
+def test_answer_penalty_spares_punctuation_and_divides_words_as_transformers_does(tiny_model):
+    """AnswerPenalty on hand-made logits: a used word's logit is divided (positive) or multiplied (negative) by the
+    penalty exactly as transformers' processor does, a used full stop or newline keeps its logit, the prompt's tokens
+    are ignored."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from alignlab.generate import AnswerPenalty, logits_processors, punctuation_ids
+    from alignlab.models.loading import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    exempt = punctuation_ids(tok)
+    stop, newline = tok(".", add_special_tokens=False)["input_ids"][0], tok("\n", add_special_tokens=False)["input_ids"][0]
+    word, other, prompt_word = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" cat", " dog", " fish"))
+    assert {stop, newline} <= set(exempt) and not {word, other, prompt_word} & set(exempt)
+    ids = torch.tensor([[prompt_word, word, stop, newline, other]])  # the first token is the prompt
+    scores = torch.randn(1, len(tok))
+    scores[0, word], scores[0, other], scores[0, prompt_word] = 4.0, -2.0, 3.0
+    got = AnswerPenalty(2.0, 1, exempt)(ids, scores.clone())
+    theirs = RepetitionPenaltyLogitsProcessor(2.0, prompt_ignore_length=1)(ids, scores.clone())
+    assert got[0, word] == 2.0 and got[0, other] == -4.0 and got[0, prompt_word] == 3.0
+    assert got[0, stop] == scores[0, stop] and got[0, newline] == scores[0, newline]
+    assert theirs[0, stop] != scores[0, stop]  # transformers' processor penalises the stop
+    keep = torch.ones(len(tok), dtype=torch.bool)
+    keep[exempt] = False
+    assert torch.equal(got[0, keep], theirs[0, keep])
+    assert isinstance(logits_processors(None, 0.0, 1.2, 1, None, tokenizer=tok)[0], AnswerPenalty)
 
 
 def _bench_module(name: str):

@@ -73,6 +73,13 @@ Two later sets are scored the same way:
   SFT on its own base-opened answers (`alignlab distil`: 683 prompts, 320, and 320 and 160 with `--amplify 0.5`), alone
   and with the base's first sentence; five reads of four answers per prompt (42 held-out prompts), three blind
   readers each (each answer carries the reads it was in: 3 to 15);
+- punctuation.jsonl: the base and the four-stage default (distil amplified 0.5), each decoded with the answer-only
+  penalty on every token and with punctuation exempt (generate()'s AnswerPenalty), and the same recipe distilled at
+  amplify 1.0 decoded with punctuation exempt: five answers to each of the 42 held-out prompts in a random order,
+  three blind readers;
+- distil_amplify.jsonl: the base and the four-stage default with distil amplified at 1.0, at 1.5, and at 1.0 with the
+  rows that repeat a tic word capped, all punctuation exempt, four answers to each of the 42 held-out prompts in a
+  random order, three blind readers;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -125,7 +132,8 @@ def main() -> None:
 SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_round2", "dpo_default", "bolt_negatives",
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
         "opening", "restated", "anchor", "base_opening",
-        "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers")
+        "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
+        "punctuation", "distil_amplify")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:

@@ -49,3 +49,10 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     final = Run(train_recipe(root, cfg, quick, echo=said.append))
     assert final.path.name == f"recipe-{tail}-sft" and final.info["init_adapter"] == str(last)
     assert final.info["rows"] == MIN_DISTIL_ROWS and final.info["decoding"] == {"base_opening": None, "amplify": 0.0}
+    # a stage whose settings changed since it finished runs again, and so does every stage after it
+    said.clear()
+    changed = tuple(Stage(s.method, s.data, {**s.overrides, "amplify": 2.0}) if s.method == DISTIL else s for s in quick)
+    train_recipe(root, cfg, changed, echo=said.append)
+    assert said[: len(runs)] == [f"stage {i} already trained: {r.path}" for (i, _), r in zip(trained, runs)]
+    assert said[len(runs)] == f"stage {d}/{tail}: {changed[d - 1].describe()}" and "amplify 2.0" in said[len(runs)]
+    assert not any(m.startswith(f"stage {tail} already") for m in said)

@@ -250,7 +250,7 @@ class ModelPool:
         from alignlab.generate import logits_processors
 
         processors = logits_processors(self.model, amplify, self.repetition_penalty, ids.shape[1],
-                                       torch.ones_like(ids), samples)
+                                       torch.ones_like(ids), samples, tokenizer=self.tokenizer)
         return {"logits_processor": processors} if processors else {}
 
     def _stop_ids(self) -> set[int]:

@@ -41,7 +41,7 @@ DEFAULT: tuple[Stage, ...] = (
     Stage(methods.DPO, "pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
     # then the base's opening distilled in: the DPO adapter's amplified answers after the base's first sentence,
     # where that sentence is correct, kept when finished, correct and not flagged (synth/opening.py) ...
-    Stage(DISTIL, "rewrites.jsonl", {"amplify": 0.5}),
+    Stage(DISTIL, "rewrites.jsonl", {"amplify": 1.0}),
     # ... and SFT on them: the adapter alone (what export writes) holds the fact and the voice
     Stage(methods.SFT, DISTILLED, {"train.learning_rate": 1e-4, "train.epochs": 2.0}),
 )
@@ -49,33 +49,44 @@ DEFAULT: tuple[Stage, ...] = (
 
 def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] = print, prefix: str = "recipe") -> Path:
     """Train each stage into ``runs/<prefix>-<i>-<method>`` (a finished one is reused while every stage before it
-    was); a DISTIL stage writes ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage
-    trains on it (skipped, with a line saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last
+    was and its settings are still those ``runs/<prefix>-stages.json`` recorded when it finished); a DISTIL stage
+    writes ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage trains on it (skipped, with a line saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last
     run trained."""
     import shutil
 
     from alignlab.config import apply_overrides
-    from alignlab import rundir
+    from alignlab import fsutil, rundir
     from alignlab.train import engine
 
+    record_path = root / cfg.runs_dir / f"{prefix}-stages.json"
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record = _read_record(record_path)
     prev, distilled, reuse = None, None, True
     for i, stage in enumerate(stages, 1):
+        same = record.get(str(i)) == stage.describe()
+        record.pop(str(i), None)
         if stage.method == DISTIL:
             distilled = root / cfg.data_dir / f"{prefix}-{i}-{DISTIL}.jsonl"
-            if reuse and distilled.is_file():
+            if reuse and same and distilled.is_file():
                 echo(f"stage {i} already distilled: {distilled}")
+                record[str(i)] = stage.describe()
                 continue
             reuse = False
+            fsutil.write_json(record_path, record)
             echo(f"stage {i}/{len(stages)}: {stage.describe()}")
             _distil(root, cfg, stage, prev, distilled, echo)
+            record[str(i)] = stage.describe()
+            fsutil.write_json(record_path, record)
             continue
         run_dir = root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
         done = (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done"
-        if reuse and done:
+        if reuse and same and done:
             echo(f"stage {i} already trained: {run_dir}")
             prev = run_dir
+            record[str(i)] = stage.describe()
             continue
         reuse = False
+        fsutil.write_json(record_path, record)
         if stage.data == DISTILLED:
             if distilled is None:
                 raise ValueError(f"stage {i} trains on distilled rows but no distil stage comes before it")
@@ -93,7 +104,20 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
                              run_dir=run_dir, init_adapter=str(prev) if prev else None)
         engine.run(ctx, data)
         prev = run_dir
+        record[str(i)] = stage.describe()
+        fsutil.write_json(record_path, record)
     return prev
+
+
+def _read_record(path: Path) -> dict:
+    """The stages' settings as recorded when each finished ({"1": describe(), ...}); {} when absent or unreadable."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _distil(root: Path, cfg, stage: Stage, prev, out: Path, echo) -> None:
