@@ -33,6 +33,7 @@ bench: setup
 	$(PY) bench/bench_dpo.py
 	$(PY) bench/bench_sft.py
 	$(PY) bench/bench_grpo.py
+	$(PY) bench/bench_distil.py
 
 clean:
 	rm -rf .venv build dist src/*.egg-info
