@@ -212,6 +212,37 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
     assert raw == alone["texts"][0]
 
 
+def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_opens(tiny_model, tmp_path):
+    """`serve --base-opening 3` over two adapters: the one whose run.json records that it decodes alone (trained on
+    distilled rows) answers as generate() does with no opening; the other's answer starts with the base's first three
+    words. (The tiny base's punctuation rows of the output matrix are zeroed, as in the penalty test below, so that
+    the base writes words rather than newlines.)"""
+    import json
+
+    import torch
+
+    from alignlab.generate import generate, punctuation_ids
+
+    opened, alone = _fake_run(tmp_path, "snarky", tiny_model, 1), _fake_run(tmp_path, "distilled", tiny_model, 2)
+    info = json.loads((alone / "run.json").read_text())
+    (alone / "run.json").write_text(json.dumps({**info, "decoding": {"base_opening": None, "amplify": 0.0}}))
+    pool = ModelPool(tiny_model, {"snarky": opened, "distilled": alone}, device="cpu", base_opening="3",
+                     repetition_penalty=1.2)
+    assert pool.alone == {"distilled"}
+    with torch.no_grad():
+        pool.model.get_output_embeddings().weight[punctuation_ids(pool.tokenizer)] = 0
+    ask = dict(messages=PROMPT, max_tokens=12, temperature=0)
+    with background(create_app(pool)) as base_url, \
+            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        answers = {m: c.chat.completions.create(model=m, **ask).choices[0].message.content
+                   for m in ("base", "snarky", "distilled")}
+    model, tok = pool.model, pool.tokenizer
+    model.set_adapter("distilled")
+    assert answers["distilled"].strip() == generate(model, tok, [PROMPT], max_new_tokens=12, repetition_penalty=1.2)[0]
+    head = " ".join(answers["base"].split()[:3])
+    assert len(head.split()) == 3 and answers["snarky"].startswith(head) and not answers["distilled"].startswith(head)
+
+
 def test_amplify_decodes_an_adapters_chat_answer_as_generate_does(tiny_model, tmp_path):
     """`serve --amplify 2`: an adapter's answer over the API is generate(amplify=2)'s for the same conversation
     (greedy, the server's answer-only penalty), streamed and whole alike, and different from the adapter alone;
