@@ -155,20 +155,17 @@ class OpeningDone:
 
 
 def logits_processors(model, amplify: float, repetition_penalty: float, prompt_length: int, attention_mask,
-                      num_return_sequences: int = 1, base=None, tokenizer=None):
+                      num_return_sequences: int = 1, base=None, *, tokenizer):
     """The processors generate() and the server decode with: Amplify (when ``amplify`` > 0; ``base``: Amplify's),
-    then the answer-only repetition penalty (when above 1.0; with ``tokenizer``, punctuation is exempt:
-    AnswerPenalty); None when neither is on."""
-    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+    then the answer-only repetition penalty with the tokenizer's punctuation spared (AnswerPenalty, when above 1.0);
+    None when neither is on."""
+    from transformers import LogitsProcessorList
 
     out = []
     if amplify:
         out.append(Amplify(model, amplify, attention_mask, num_return_sequences, base=base))
     if repetition_penalty != 1.0:
-        if tokenizer is None:
-            out.append(RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=prompt_length))
-        else:
-            out.append(AnswerPenalty(repetition_penalty, prompt_length, punctuation_ids(tokenizer)))
+        out.append(AnswerPenalty(repetition_penalty, prompt_length, punctuation_ids(tokenizer)))
     return LogitsProcessorList(out) if out else None
 
 
@@ -197,10 +194,10 @@ class AnswerPenalty:
         from transformers import RepetitionPenaltyLogitsProcessor
 
         self.inner = RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_length)
-        self.exempt = exempt
+        self.exempt = torch.tensor(exempt, dtype=torch.long)
 
     def __call__(self, input_ids, scores):
-        idx = torch.tensor(self.exempt, device=scores.device, dtype=torch.long)
+        idx = self.exempt.to(scores.device)
         idx = idx[idx < scores.shape[-1]]
         kept = scores.index_select(-1, idx)
         scores = self.inner(input_ids, scores)

@@ -212,6 +212,17 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
     assert raw == alone["texts"][0]
 
 
+def _words_not_newlines(pool) -> None:
+    """Zero the pool's output rows of punctuation and whitespace tokens: the random tiny base prefers a newline by a
+    wide margin, and the penalty spares newlines, so without this it answers with newlines alone."""
+    import torch
+
+    from alignlab.generate import punctuation_ids
+
+    with torch.no_grad():
+        pool.model.get_output_embeddings().weight[punctuation_ids(pool.tokenizer)] = 0
+
+
 def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_opens(tiny_model, tmp_path):
     """`serve --base-opening 3` over two adapters: the one whose run.json records that it decodes alone (trained on
     distilled rows) answers as generate() does with no opening; the other's answer starts with the base's first three
@@ -219,9 +230,7 @@ def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_
     the base writes words rather than newlines.)"""
     import json
 
-    import torch
-
-    from alignlab.generate import generate, punctuation_ids
+    from alignlab.generate import generate
 
     opened, alone = _fake_run(tmp_path, "snarky", tiny_model, 1), _fake_run(tmp_path, "distilled", tiny_model, 2)
     info = json.loads((alone / "run.json").read_text())
@@ -229,8 +238,7 @@ def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_
     pool = ModelPool(tiny_model, {"snarky": opened, "distilled": alone}, device="cpu", base_opening="3",
                      repetition_penalty=1.2)
     assert pool.alone == {"distilled"}
-    with torch.no_grad():
-        pool.model.get_output_embeddings().weight[punctuation_ids(pool.tokenizer)] = 0
+    _words_not_newlines(pool)
     ask = dict(messages=PROMPT, max_tokens=12, temperature=0)
     with background(create_app(pool)) as base_url, \
             openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
@@ -279,13 +287,10 @@ def test_repetition_penalty_is_generates_answer_only_penalty(tiny_model):
     same penalty over the answer's tokens only, and differ from the unpenalised answer. The random tiny base prefers a
     newline, which the penalty spares like all punctuation, so its punctuation rows of the output matrix are zeroed
     first: greedy then repeats a word ("rows rows ...") that a penalty of 5.0 moves off."""
-    import torch
-
-    from alignlab.generate import generate, punctuation_ids
+    from alignlab.generate import generate
 
     pool = ModelPool(tiny_model, device="cpu", repetition_penalty=5.0)
-    with torch.no_grad():
-        pool.model.get_output_embeddings().weight[punctuation_ids(pool.tokenizer)] = 0
+    _words_not_newlines(pool)
     with background(create_app(pool)) as base_url, \
             openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
         text = c.chat.completions.create(model="base", messages=PROMPT, max_tokens=24, temperature=0).choices[0].message.content

@@ -50,43 +50,37 @@ DEFAULT: tuple[Stage, ...] = (
 def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] = print, prefix: str = "recipe") -> Path:
     """Train each stage into ``runs/<prefix>-<i>-<method>`` (a finished one is reused while every stage before it
     was and its settings are still those ``runs/<prefix>-stages.json`` recorded when it finished); a DISTIL stage
-    writes ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage trains on it (skipped, with a line saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last
-    run trained."""
+    writes ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage trains on it (skipped,
+    with a line saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last run trained."""
     import shutil
 
     from alignlab.config import apply_overrides
-    from alignlab import fsutil, rundir
+    from alignlab import rundir
     from alignlab.train import engine
 
-    record_path = root / cfg.runs_dir / f"{prefix}-stages.json"
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record = _read_record(record_path)
+    record = _Record(root / cfg.runs_dir / f"{prefix}-stages.json")
     prev, distilled, reuse = None, None, True
     for i, stage in enumerate(stages, 1):
-        same = record.get(str(i)) == stage.describe()
-        record.pop(str(i), None)
+        same = record.stages.get(str(i)) == stage.describe()
         if stage.method == DISTIL:
             distilled = root / cfg.data_dir / f"{prefix}-{i}-{DISTIL}.jsonl"
             if reuse and same and distilled.is_file():
                 echo(f"stage {i} already distilled: {distilled}")
-                record[str(i)] = stage.describe()
                 continue
             reuse = False
-            fsutil.write_json(record_path, record)
+            record.write(i)
             echo(f"stage {i}/{len(stages)}: {stage.describe()}")
             _distil(root, cfg, stage, prev, distilled, echo)
-            record[str(i)] = stage.describe()
-            fsutil.write_json(record_path, record)
+            record.write(i, stage.describe())
             continue
         run_dir = root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
         done = (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done"
         if reuse and same and done:
             echo(f"stage {i} already trained: {run_dir}")
             prev = run_dir
-            record[str(i)] = stage.describe()
             continue
         reuse = False
-        fsutil.write_json(record_path, record)
+        record.write(i)
         if stage.data == DISTILLED:
             if distilled is None:
                 raise ValueError(f"stage {i} trains on distilled rows but no distil stage comes before it")
@@ -104,20 +98,34 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
                              run_dir=run_dir, init_adapter=str(prev) if prev else None)
         engine.run(ctx, data)
         prev = run_dir
-        record[str(i)] = stage.describe()
-        fsutil.write_json(record_path, record)
+        record.write(i, stage.describe())
     return prev
 
 
-def _read_record(path: Path) -> dict:
-    """The stages' settings as recorded when each finished ({"1": describe(), ...}); {} when absent or unreadable."""
-    import json
+class _Record:
+    """``runs/<prefix>-stages.json``: each finished stage's settings ({"1": describe(), ...}); empty when absent or
+    unreadable. A stage about to run is dropped from it with every stage after it, so an interrupted run never
+    leaves a claim that outlives the stage it describes."""
 
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    def __init__(self, path: Path):
+        import json
+
+        self.path = path
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        self.stages = {k: v for k, v in data.items() if k.isdigit()} if isinstance(data, dict) else {}
+
+    def write(self, i: int, describe: str | None = None) -> None:
+        """Drop stage ``i`` and every later one; then record ``describe`` for stage ``i`` when given."""
+        from alignlab import fsutil
+
+        self.stages = {k: v for k, v in self.stages.items() if int(k) < i}
+        if describe is not None:
+            self.stages[str(i)] = describe
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fsutil.write_json(self.path, self.stages)
 
 
 def _distil(root: Path, cfg, stage: Stage, prev, out: Path, echo) -> None:
