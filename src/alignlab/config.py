@@ -288,6 +288,11 @@ def _key_line(text: str, key: str) -> int | None:
     return None
 
 
+def text_line_of(data: bytes, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``data``."""
+    return data.count(b"\n", 0, offset) + 1
+
+
 def load_config(path: str | Path) -> ProjectConfig:
     """Read and validate alignlab.yaml; every error is one line naming the file, line and key."""
     path = Path(path)
@@ -295,6 +300,10 @@ def load_config(path: str | Path) -> ProjectConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise AlignlabError(f"config file not found: {path}", fix="run `alignlab init DIR` first") from err
+    except UnicodeDecodeError as err:
+        line = text_line_of(path.read_bytes(), err.start)
+        raise AlignlabError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x})", where=f"{path}:{line}",
+                            fix="save the file as UTF-8") from err
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

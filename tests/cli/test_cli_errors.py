@@ -131,3 +131,29 @@ def test_bad_base_opening_flag_fails_before_loading_a_model(monkeypatch, capsys,
     code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--base-opening", "first", cwd=tmp_path)
     assert code == 2 and "base opening 'first'" in one_error(lines)
     assert not any("Loading" in x for x in lines)
+
+
+def test_config_that_is_not_utf8_names_its_line(monkeypatch, capsys, tmp_path):
+    (tmp_path / "alignlab.yaml").write_bytes(b"name: x\ntrain:\n  seed: \xff\xfe\n")
+    code, lines = run_cli(monkeypatch, capsys, "config", "show", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "alignlab.yaml:3" in err and "not UTF-8" in err and "save the file as UTF-8" in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--name", "a/b"), "run name 'a/b' is not a plain directory name"),
+    (("--name", ".."), "run name '..' is not a plain directory name"),
+    (("--device", "gpu7"), "unknown device 'gpu7'"),
+])
+def test_bad_run_name_or_device_fails_before_loading_a_model(monkeypatch, capsys, tmp_path, args, needle):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), *args, cwd=tmp_path)
+    assert code == 2 and needle in one_error(lines), lines
+    assert not any("Loading" in x for x in lines)
+    assert not (tmp_path / "a").exists() and not list(tmp_path.glob("runs/*"))
+
+
+def test_max_new_tokens_below_one_is_refused(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--max-new-tokens", "0", cwd=tmp_path)
+    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    assert code == 2 and "Invalid value for '--max-new-tokens'" in text and "greater than or equal to 1" in text, lines
+    assert not any("Loading" in x or "Traceback" in x for x in lines)

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by (default: a rater other than --rater)"),
         eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help=fh("loop", "eval_prompts")),
         temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help=fh("loop", "temperature")),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=fh("loop", "max_new_tokens")),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help=fh("loop", "max_new_tokens")),
         eval_temperature: Optional[float] = typer.Option(None, "--eval-temperature", help=fh("loop", "eval_temperature")),
         need: Optional[int] = typer.Option(None, "--need", help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
         poll: Optional[float] = typer.Option(None, "--poll", help=fh("loop", "poll_seconds")),

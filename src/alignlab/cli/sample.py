@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", help="only the first N prompts"),
         temperature: float = typer.Option(RATING_TEMPERATURE, "--temperature", "-t", help="sampling temperature (0 = greedy, needs -n 1)"),
         top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling"),
-        max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
+        max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", min=1, help="length limit of each answer"),
         batch_size: int = typer.Option(16, "--batch-size", help="prompts per generation batch"),
         seed: int = typer.Option(0, "--seed", help="sampling seed"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="base model with --base (default: the project's)"),

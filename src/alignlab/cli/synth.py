@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         persona_prompt: Optional[str] = typer.Option(None, "--persona-prompt", help="system prompt that puts the teacher in persona (default: built from the project's persona)"),
         temperature: float = typer.Option(RATING_TEMPERATURE, "--temperature", "-t", help="sampling temperature"),
         top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling"),
-        max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="length limit of each answer"),
+        max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", min=1, help="length limit of each answer"),
         seed: int = typer.Option(0, "--seed", help="sampling seed (local teacher)"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help=fh("judge", "model")),

@@ -12,6 +12,10 @@ def pick_device(requested: str = "auto") -> str:
     import torch
 
     if requested != "auto":
+        try:
+            torch.device(requested)
+        except RuntimeError:
+            raise AlignlabError(f"unknown device '{requested}'", fix="use auto, cpu, cuda or cuda:N") from None
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise AlignlabError(f"device '{requested}' requested but CUDA is not available", fix="use --device cpu")
         return requested
