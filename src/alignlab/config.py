@@ -43,9 +43,20 @@ class LoraConfig(_Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (0 keeps runs exactly reproducible)")
     target_modules: list[str] | str = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="module names to adapt, or 'all-linear'",
+        description="module names to adapt (a list, or one comma-separated string), or 'all-linear'",
     )
     qlora: bool = Field(False, description="load the base in 4-bit (needs CUDA + bitsandbytes)")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_list(cls, v):
+        # PEFT reads a plain string as a regex that must match a module's whole dotted name, so "q_proj" from
+        # `--set lora.target_modules=q_proj` would match nothing: a string is a comma-separated list of names
+        if isinstance(v, str) and v != "all-linear":
+            v = [x.strip() for x in v.split(",") if x.strip()]
+        if not v:
+            raise ValueError("name at least one module, e.g. q_proj,v_proj, or all-linear")
+        return v
 
 
 class TrainConfig(_Strict):

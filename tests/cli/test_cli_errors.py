@@ -157,3 +157,25 @@ def test_max_new_tokens_below_one_is_refused(monkeypatch, capsys, tmp_path):
     text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
     assert code == 2 and "Invalid value for '--max-new-tokens'" in text and "greater than or equal to 1" in text, lines
     assert not any("Loading" in x or "Traceback" in x for x in lines)
+
+
+def test_lora_target_modules_from_the_command_line(monkeypatch, capsys, tmp_path, tiny_model):
+    """A --set string is a comma-separated list (PEFT would read "q_proj" as a whole-name regex and match nothing);
+    a name the model lacks is one line listing the names it has, before any training."""
+    data = str(pairs(tmp_path))
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--model", tiny_model, "--data", data, "--set",
+                          "lora.target_modules=qproj", "--max-steps", "1", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "no linear layer named qproj" in err and "q_proj" in err, lines
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--model", tiny_model, "--data", data, "--set",
+                          "lora.target_modules=q_proj,v_proj", "--set", "train.check_per_category=0", "--max-steps", "1",
+                          "--name", "qv", cwd=tmp_path)
+    assert code in (0, None), lines
+    adapter = json.loads((tmp_path / "runs" / "qv" / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+
+
+def test_repetition_penalty_below_one_is_refused(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--repetition-penalty", "0", cwd=tmp_path)
+    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    assert code == 2 and "Invalid value for '--repetition-penalty'" in text, lines

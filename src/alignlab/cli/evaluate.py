@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         rater: str = typer.Option("scorecard", "--rater", help="persona score by: scorecard (the classifier on the bundled labelled set), judge (also the correct score, against the reference), classifier or reward:<name>"),
         max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", min=1, help=_S["max_new_tokens"].description),
         temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
-        repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", help=_S["repetition_penalty"].description),
+        repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", min=1.0, help=_S["repetition_penalty"].description),
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help=_S["base_opening"].description + " (default: the project's sampling.base_opening; off for a run trained on distilled rows)"),
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help=_S["amplify"].description + " (default: the project's sampling.amplify)"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),

@@ -90,6 +90,14 @@ class RunContext:
         from peft import LoraConfig
 
         lc = self.cfg.lora
+        if isinstance(lc.target_modules, list) and getattr(self, "model", None) is not None:
+            import torch
+
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)})
+            missing = [m for m in lc.target_modules if m not in linear]
+            if missing:
+                raise AlignlabError(f"lora.target_modules: no linear layer named {', '.join(missing)} in this model",
+                                    fix=f"use some of {', '.join(linear)}, or all-linear")
         return LoraConfig(
             r=lc.r,
             lora_alpha=lc.alpha,
