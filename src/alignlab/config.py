@@ -64,6 +64,13 @@ class TrainConfig(_Strict):
         None, gt=0, description="peak learning rate (unset: the method's default, README: 'Method defaults')")
     epochs: float = Field(1.0, gt=0, description="passes over the data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("give 1 or more steps, or -1 to train for train.epochs")
+        return v
     batch_size: int = Field(4, ge=1, description="examples (pairs for preference methods) per device per step")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     max_length: int = Field(256, ge=8, description="max tokens of prompt + response")

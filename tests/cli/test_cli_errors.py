@@ -179,3 +179,31 @@ def test_repetition_penalty_below_one_is_refused(monkeypatch, capsys, tmp_path):
     code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--repetition-penalty", "0", cwd=tmp_path)
     text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
     assert code == 2 and "Invalid value for '--repetition-penalty'" in text, lines
+
+
+@pytest.mark.parametrize("args, option", [
+    (("serve", "--port", "70000"), "--port"),
+    (("eval", "--per-category", "0"), "--per-category"),
+    (("eval", "--limit", "-2"), "--limit"),
+    (("compare", "base", "base", "--limit", "-2"), "--limit"),
+    (("distil", "runs/x", "--batch-size", "0"), "--batch-size"),
+])
+def test_out_of_range_counts_are_refused_by_the_option(monkeypatch, capsys, tmp_path, args, option):
+    code, lines = run_cli(monkeypatch, capsys, *args, cwd=tmp_path)
+    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    assert code == 2 and f"Invalid value for '{option}'" in text, lines
+
+
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_max_steps_is_minus_one_or_positive(monkeypatch, capsys, tmp_path, steps):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--max-steps", steps,
+                          cwd=tmp_path)
+    assert code == 2 and "'train.max_steps'" in one_error(lines) and "-1" in one_error(lines), lines
+
+
+def test_messages_that_are_not_a_list_name_the_line(monkeypatch, capsys, tmp_path):
+    f = tmp_path / "sft.jsonl"
+    f.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n" + json.dumps({"messages": "hello"}) + "\n")
+    code, lines = run_cli(monkeypatch, capsys, "train", "sft", "--data", str(f), cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "sft.jsonl:2" in err and "'messages' must be" in err, lines

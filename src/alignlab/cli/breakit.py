@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(methods.GRPO, "--method", help="kl-ablation: grpo, rloo or ppo"),
         betas: str = typer.Option("0,0.04,0.4", "--betas", help="kl-ablation: KL coefficients, comma-separated"),
         rewards: Optional[Path] = typer.Option(None, "--rewards", help="kl-ablation: reward YAML (default: the long-run proxy, a persona classifier, with arithmetic correctness as gold)"),
-        per_category: int = typer.Option(2, "--per-category", help="held-out scorecard: prompts per category (7 categories)"),
+        per_category: int = typer.Option(2, "--per-category", min=1, help="held-out scorecard: prompts per category (7 categories)"),
         quick: bool = typer.Option(False, "--quick", help="a few steps, few prompts, short answers (a smoke test, not a finding)"),
     ) -> None:
         """Stage a failure and measure it: flipped labels, the KL leash removed, a long run on a flawed reward.

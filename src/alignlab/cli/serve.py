@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         runs: list[str] = typer.Argument(None, metavar="RUN", show_default=False, help="run directories whose adapters to serve, each as RUN_DIR or NAME=RUN_DIR (name defaults to the directory name)"),
         model: str | None = typer.Option(None, "--model", "-m", help=f"base model (default: the first run's base, or {DEFAULT_MODEL} with no runs)"),
         host: str = typer.Option("127.0.0.1", "--host", help=HOST_HELP),
-        port: int = typer.Option(8000, "--port", help="port to listen on"),
+        port: int = typer.Option(8000, "--port", min=1, max=65535, help="port to listen on"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP + "; without --db the rating UI is on only when that file exists"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HELP),
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
     def ui_cmd(
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
         host: str = typer.Option("127.0.0.1", "--host", help=HOST_HELP),
-        port: int = typer.Option(8001, "--port", help="port to listen on"),
+        port: int = typer.Option(8001, "--port", min=1, max=65535, help="port to listen on"),
         no_model: bool = typer.Option(True, "--no-model", show_default=False, help="load no model (always the case here; `alignlab serve` serves models)"),
         allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HELP),
         max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),

@@ -118,7 +118,7 @@ def _check_row(row: Any, kind: str) -> str | None:
     if kind == "sft":
         if "messages" in row:
             msgs = row["messages"]
-            if _text(msgs) is None:
+            if not isinstance(msgs, list) or _text(msgs) is None:
                 return "'messages' must be a non-empty list of {role, content} objects"
             if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
                 return "'messages' has no non-empty assistant turn"
