@@ -39,9 +39,17 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def check_out(path: str | Path) -> Path:
+    """``path`` as an output file: refused in one line when it names a directory (before any work is done)."""
+    path = Path(path)
+    if path.is_dir():
+        raise AlignlabError(f"{path} is a directory, not a file to write", fix=f"give a file path, e.g. {path / 'out.jsonl'}")
+    return path
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Atomically replace ``path`` with ``data`` (temp name, fsync, rename, fsync of the directory)."""
-    path = Path(path)
+    path = check_out(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as fh:

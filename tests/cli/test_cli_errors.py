@@ -207,3 +207,14 @@ def test_messages_that_are_not_a_list_name_the_line(monkeypatch, capsys, tmp_pat
     code, lines = run_cli(monkeypatch, capsys, "train", "sft", "--data", str(f), cwd=tmp_path)
     err = one_error(lines)
     assert code == 2 and "sft.jsonl:2" in err and "'messages' must be" in err, lines
+
+
+def test_an_output_that_is_a_directory_is_refused_before_any_work(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "runs" / "r1"
+    (run / "adapter").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"model": "smollm2-135m", "method": "dpo", "status": "done"}))
+    (tmp_path / "outdir").mkdir()
+    code, lines = run_cli(monkeypatch, capsys, "distil", str(run), "--out", str(tmp_path / "outdir"), cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "outdir is a directory" in err and "out.jsonl" in err, lines
+    assert not any("Loading" in x for x in lines) and not list((tmp_path / "outdir").iterdir())

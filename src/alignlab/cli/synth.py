@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from alignlab import fsutil
 from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE, field_help as fh
 
 
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
             m, tok, name = load_for_inference(None if run else (model or cfg.model), run, device=device)
             teacher = LocalTeacher(m, tok, name=str(run or name), seed=seed)
-        out = out or ((root / cfg.data_dir if root is not None else Path(".")) / "synth_pairs.jsonl")
+        out = fsutil.check_out(out or ((root / cfg.data_dir if root is not None else Path(".")) / "synth_pairs.jsonl"))
         pairs, summary = build_pairs(teacher, [r["prompt"] for r in rows], judge, persona_prompt or make_prompt(cfg.persona),
                                      candidates=candidates, max_length_ratio=max_length_ratio, min_margin=min_margin,
                                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)

@@ -175,6 +175,9 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
     from alignlab.synth.pairs import write_pairs
     from alignlab.synth.sample import prompt_rows
 
+    from alignlab.fsutil import check_out
+
+    check_out(out)
     rows = prompt_rows(prompts)
     if limit and 0 < limit < len(rows):
         rows = [rows[i * len(rows) // limit] for i in range(limit)]
