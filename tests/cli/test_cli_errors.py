@@ -218,3 +218,12 @@ def test_an_output_that_is_a_directory_is_refused_before_any_work(monkeypatch, c
     err = one_error(lines)
     assert code == 2 and "outdir is a directory" in err and "out.jsonl" in err, lines
     assert not any("Loading" in x for x in lines) and not list((tmp_path / "outdir").iterdir())
+
+
+def test_another_persona_is_not_trained_on_the_snark_examples_by_default(monkeypatch, capsys, tmp_path):
+    code, _ = run_cli(monkeypatch, capsys, "init", "pirate", "--persona", "talks like a pirate", cwd=tmp_path)
+    assert code == 0 and not (tmp_path / "pirate" / "data" / "pairs.jsonl").exists()
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--project", str(tmp_path / "pirate"))
+    err = one_error(lines)
+    assert code == 2 and "not 'talks like a pirate'" in err and "alignlab synth" in err, lines
+    assert "--data bundled:persona-pairs" in err and not any("Loading" in x for x in lines)

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from alignlab import methods
-from alignlab.config import DEFAULT_MODEL
+from alignlab.config import DEFAULT_MODEL, DEFAULT_PERSONA
 from alignlab.config import field_help as fh
 from alignlab.errors import AlignlabError
 
@@ -24,12 +24,19 @@ DEFAULT_DATA = {
 METHOD_HELP = methods.help_list()
 
 
-def default_data(method: str, root: Path | None, data_dir: str) -> str:
+def default_data(method: str, root: Path | None, data_dir: str, persona: str = DEFAULT_PERSONA) -> str:
+    """The project's own file for the method's kind of data, else the bundled one. The bundled persona sets are
+    snark examples: a project with another persona gets an error naming what to write instead of training snark."""
     from alignlab.train.engine import data_kind
 
     name, fallback = DEFAULT_DATA[data_kind(method)]
     if root is not None and (root / data_dir / name).is_file():
         return str(root / data_dir / name)
+    if fallback and fallback.startswith("bundled:persona-") and persona != DEFAULT_PERSONA:
+        raise AlignlabError(f"no {data_dir}/{name} in this project, and the bundled {fallback} are examples of the "
+                            f"persona '{DEFAULT_PERSONA}', not '{persona}'",
+                            fix=f"make {data_dir}/{name} for your persona (alignlab synth, alignlab rate, or the loop), "
+                                f"or pass --data {fallback} to train on the snark examples anyway")
     if fallback:
         return fallback
     raise AlignlabError(f"no dataset for '{method}'", fix=f"pass --data FILE (or create {data_dir}/{name})")
@@ -216,7 +223,7 @@ def _configured(project, method: str, overrides: dict, beta, set_, data):
         overrides[key] = beta
     overrides.update(parse_set(set_))
     cfg = apply_overrides(cfg, overrides)
-    return cfg, root, data or default_data(method, root, cfg.data_dir)
+    return cfg, root, data or default_data(method, root, cfg.data_dir, cfg.persona)
 
 
 def _check_parallel(method: str) -> None:
