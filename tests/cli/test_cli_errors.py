@@ -227,3 +227,12 @@ def test_another_persona_is_not_trained_on_the_snark_examples_by_default(monkeyp
     err = one_error(lines)
     assert code == 2 and "not 'talks like a pirate'" in err and "alignlab synth" in err, lines
     assert "--data bundled:persona-pairs" in err and not any("Loading" in x for x in lines)
+
+
+def test_a_run_without_weights_is_not_answered_by_the_base(monkeypatch, capsys, tmp_path, tiny_model):
+    run = tmp_path / "runs" / "failed"
+    (run / "adapter").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"model": tiny_model, "method": "dpo", "status": "failed"}))
+    code, lines = run_cli(monkeypatch, capsys, "generate", "--run", str(run), "hi", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "holds no trained weights (status: failed)" in err and "alignlab runs" in err, lines

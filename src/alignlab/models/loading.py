@@ -158,6 +158,13 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
             )
         model_name = base
         adapter_dir = run.adapter_dir
+        weights = ("adapter_config.json", "model.safetensors", "model.safetensors.index.json")
+        if not any((adapter_dir / f).is_file() for f in weights):
+            from alignlab.rundir import read_run
+
+            status = read_run(run_dir).get("status", "unknown")
+            raise AlignlabError(f"run {run_dir} holds no trained weights (status: {status})",
+                                fix="see `alignlab runs` for finished runs, or train it again")
     if model_name is None:
         from alignlab.config import DEFAULT_MODEL
 
@@ -168,7 +175,7 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir))
-    elif adapter_dir is not None and (adapter_dir / "model.safetensors").is_file():
+    elif adapter_dir is not None:
         # full fine-tune: the run holds a whole model
         model = load_base(str(adapter_dir), device=device, precision=precision)
     model.eval()
