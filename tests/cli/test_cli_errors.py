@@ -187,6 +187,9 @@ def test_repetition_penalty_below_one_is_refused(monkeypatch, capsys, tmp_path):
     (("eval", "--limit", "-2"), "--limit"),
     (("compare", "base", "base", "--limit", "-2"), "--limit"),
     (("distil", "runs/x", "--batch-size", "0"), "--batch-size"),
+    (("loop", "--rounds", "1", "--need", "-1"), "--need"),
+    (("loop", "--rounds", "1", "--per-round", "-2"), "--per-round"),
+    (("sample", "-n", "0"), "-n"),
 ])
 def test_out_of_range_counts_are_refused_by_the_option(monkeypatch, capsys, tmp_path, args, option):
     code, lines = run_cli(monkeypatch, capsys, *args, cwd=tmp_path)
@@ -236,3 +239,13 @@ def test_a_run_without_weights_is_not_answered_by_the_base(monkeypatch, capsys, 
     code, lines = run_cli(monkeypatch, capsys, "generate", "--run", str(run), "hi", cwd=tmp_path)
     err = one_error(lines)
     assert code == 2 and "holds no trained weights (status: failed)" in err and "alignlab runs" in err, lines
+
+
+@pytest.mark.parametrize("args, option", [
+    (("--batch-size", "0"), "--batch-size"), (("--grad-accum", "0"), "--grad-accum"), (("--lora-r", "0"), "--lora-r"),
+    (("--examples", "-5"), "--examples"), (("--steps", "-1"), "--steps"), (("--epochs", "0"), "--epochs"),
+])
+def test_plan_refuses_sizes_below_one(monkeypatch, capsys, tmp_path, args, option):
+    code, lines = run_cli(monkeypatch, capsys, "plan", "dpo", *args, cwd=tmp_path)
+    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    assert code == 2 and f"Invalid value for '{option}'" in text and "$-" not in text, lines

@@ -22,18 +22,18 @@ def _project(project: Optional[Path]):
 def register(app: typer.Typer) -> None:
     @app.command()
     def loop(
-        rounds: int = typer.Option(..., "--rounds", help="total rounds; finished rounds are kept, so a rerun continues"),
+        rounds: int = typer.Option(..., "--rounds", min=1, help="total rounds; finished rounds are kept, so a rerun continues"),
         rater: Optional[str] = typer.Option(None, "--rater", help="who labels: person, or an automatic rater: scorecard (persona, correctness and mimicry together, so a stuffed or wrong answer never wins a pick), judge, classifier or reward:<name>"),
         method: Optional[str] = typer.Option(None, "--method", help=fh("loop", "method")),
-        per_round: Optional[int] = typer.Option(None, "--per-round", help=fh("loop", "per_round")),
-        n: Optional[int] = typer.Option(None, "-n", help=fh("loop", "n")),
+        per_round: Optional[int] = typer.Option(None, "--per-round", min=1, help=fh("loop", "per_round")),
+        n: Optional[int] = typer.Option(None, "-n", min=1, help=fh("loop", "n")),
         start: Optional[Path] = typer.Option(None, "--from", help="round 1 starts from this run's adapter (default: the base model)"),
         eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by (default: a rater other than --rater)"),
         eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", help=fh("loop", "eval_prompts")),
         temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help=fh("loop", "temperature")),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help=fh("loop", "max_new_tokens")),
         eval_temperature: Optional[float] = typer.Option(None, "--eval-temperature", help=fh("loop", "eval_temperature")),
-        need: Optional[int] = typer.Option(None, "--need", help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
+        need: Optional[int] = typer.Option(None, "--need", min=1, help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
         poll: Optional[float] = typer.Option(None, "--poll", help=fh("loop", "poll_seconds")),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per round (default: the project's epochs)"),
         lr: Optional[float] = typer.Option(None, "--lr", help="learning rate per round"),

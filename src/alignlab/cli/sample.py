@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter answers"),
         base: bool = typer.Option(False, "--base", help="sample from the base model (the project's model) instead"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
-        n: int = typer.Option(2, "-n", help="answers per prompt"),
+        n: int = typer.Option(2, "-n", min=1, help="answers per prompt"),
         round: int = typer.Option(0, "--round", help="round to record the answers in"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
         temperature: float = typer.Option(RATING_TEMPERATURE, "--temperature", "-t", help="sampling temperature (0 = greedy, needs -n 1)"),

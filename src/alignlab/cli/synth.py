@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/synth_pairs.jsonl)"),
-        candidates: int = typer.Option(4, "--candidates", "-k", help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
+        candidates: int = typer.Option(4, "--candidates", "-k", min=1, help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
         rater: str = typer.Option("reward:persona_heuristic", "--rater", help="judge, classifier or reward:<name>"),
         max_length_ratio: float = typer.Option(1.5, "--max-length-ratio", help="drop pairs whose longer answer has more than this many times the words of the shorter"),
         min_margin: float = typer.Option(0.0, "--min-margin", help="drop pairs where chosen does not out-score rejected by more than this"),
