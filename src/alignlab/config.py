@@ -64,13 +64,6 @@ class TrainConfig(_Strict):
         None, gt=0, description="peak learning rate (unset: the method's default, README: 'Method defaults')")
     epochs: float = Field(1.0, gt=0, description="passes over the data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
-
-    @field_validator("max_steps")
-    @classmethod
-    def _steps(cls, v: int) -> int:
-        if v == 0 or v < -1:
-            raise ValueError("give 1 or more steps, or -1 to train for train.epochs")
-        return v
     batch_size: int = Field(4, ge=1, description="examples (pairs for preference methods) per device per step")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     max_length: int = Field(256, ge=8, description="max tokens of prompt + response")
@@ -108,6 +101,13 @@ class TrainConfig(_Strict):
     trainer_overrides: dict[str, Any] = Field(
         default_factory=dict, description="passed straight to the TRL/transformers config (advanced)"
     )
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("give 1 or more steps, or -1 to train for train.epochs")
+        return v
 
 
 class DPOConfig(_Strict):
@@ -306,11 +306,6 @@ def _key_line(text: str, key: str) -> int | None:
     return None
 
 
-def text_line_of(data: bytes, offset: int) -> int:
-    """The 1-based line of byte ``offset`` in ``data``."""
-    return data.count(b"\n", 0, offset) + 1
-
-
 def load_config(path: str | Path) -> ProjectConfig:
     """Read and validate alignlab.yaml; every error is one line naming the file, line and key."""
     path = Path(path)
@@ -319,7 +314,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     except FileNotFoundError as err:
         raise AlignlabError(f"config file not found: {path}", fix="run `alignlab init DIR` first") from err
     except UnicodeDecodeError as err:
-        line = text_line_of(path.read_bytes(), err.start)
+        line = path.read_bytes().count(b"\n", 0, err.start) + 1
         raise AlignlabError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x})", where=f"{path}:{line}",
                             fix="save the file as UTF-8") from err
     try:

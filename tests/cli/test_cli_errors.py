@@ -20,6 +20,11 @@ def run_cli(monkeypatch, capsys, *args, cwd=None):
     return exc.value.code, out.err.strip().splitlines()
 
 
+def usage_error(lines):
+    """The text of typer's boxed usage error, its frame and line breaks removed."""
+    return " ".join(" ".join(x.strip("│ ") for x in lines).split())
+
+
 def one_error(lines):
     errors = [x for x in lines if x.startswith("error:")]
     assert len(errors) == 1, lines
@@ -154,7 +159,7 @@ def test_bad_run_name_or_device_fails_before_loading_a_model(monkeypatch, capsys
 
 def test_max_new_tokens_below_one_is_refused(monkeypatch, capsys, tmp_path):
     code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--max-new-tokens", "0", cwd=tmp_path)
-    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    text = usage_error(lines)
     assert code == 2 and "Invalid value for '--max-new-tokens'" in text and "greater than or equal to 1" in text, lines
     assert not any("Loading" in x or "Traceback" in x for x in lines)
 
@@ -177,7 +182,7 @@ def test_lora_target_modules_from_the_command_line(monkeypatch, capsys, tmp_path
 
 def test_repetition_penalty_below_one_is_refused(monkeypatch, capsys, tmp_path):
     code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--repetition-penalty", "0", cwd=tmp_path)
-    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    text = usage_error(lines)
     assert code == 2 and "Invalid value for '--repetition-penalty'" in text, lines
 
 
@@ -193,7 +198,7 @@ def test_repetition_penalty_below_one_is_refused(monkeypatch, capsys, tmp_path):
 ])
 def test_out_of_range_counts_are_refused_by_the_option(monkeypatch, capsys, tmp_path, args, option):
     code, lines = run_cli(monkeypatch, capsys, *args, cwd=tmp_path)
-    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    text = usage_error(lines)
     assert code == 2 and f"Invalid value for '{option}'" in text, lines
 
 
@@ -247,5 +252,5 @@ def test_a_run_without_weights_is_not_answered_by_the_base(monkeypatch, capsys, 
 ])
 def test_plan_refuses_sizes_below_one(monkeypatch, capsys, tmp_path, args, option):
     code, lines = run_cli(monkeypatch, capsys, "plan", "dpo", *args, cwd=tmp_path)
-    text = " ".join(" ".join(x.strip("│ ") for x in lines).split())
+    text = usage_error(lines)
     assert code == 2 and f"Invalid value for '{option}'" in text and "$-" not in text, lines

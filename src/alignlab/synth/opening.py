@@ -170,12 +170,11 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
     ``screen``: the run answers only the prompts whose opening :func:`opening_holds` keeps."""
     from alignlab.errors import AlignlabError
     from alignlab.eval.scores import scorer_for
+    from alignlab.fsutil import check_out
     from alignlab.models.loading import load_for_inference
     from alignlab.progress import progress_bar
     from alignlab.synth.pairs import write_pairs
     from alignlab.synth.sample import prompt_rows
-
-    from alignlab.fsutil import check_out
 
     check_out(out)
     rows = prompt_rows(prompts)

@@ -90,7 +90,7 @@ class RunContext:
         from peft import LoraConfig
 
         lc = self.cfg.lora
-        if isinstance(lc.target_modules, list) and getattr(self, "model", None) is not None:
+        if isinstance(lc.target_modules, list) and self.model is not None:
             import torch
 
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)})
