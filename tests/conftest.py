@@ -20,6 +20,20 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> str:
+    """The same tiny model in Qwen2's layout (biases on q, k and v): the family most users bring as a bigger model."""
+    from alignlab.models.tiny import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny-qwen2") / "model", arch="qwen2"))
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def tiny_arch(request, tiny_model, tiny_qwen2) -> str:
+    """A tiny model of each architecture alignlab's own forward and decoding paths are checked on."""
+    return tiny_model if request.param == "llama" else tiny_qwen2
+
+
+@pytest.fixture(scope="session")
 def default_model() -> str:
     """Directory of the real default model (converted once into ALIGNLAB_HOME)."""
     from alignlab.models.registry import resolve_model

@@ -34,13 +34,18 @@ PROMPTS = ["How do I boil an egg?", "What is 12 plus 30?", "Name a colour."]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def make_small_vocab_model(path: Path) -> Path:
-    """A 2-layer Llama (width 64) with a 400-token byte-level BPE tokenizer and SmolLM2's ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+def make_small_vocab_model(path: Path, arch: str = "llama") -> Path:
+    """A 2-layer Llama (width 64) with a 400-token byte-level BPE tokenizer and SmolLM2's ChatML template;
+    ``arch="qwen2"``: Qwen2's layout (q/k/v biases) and its tokenizer's pre-tokenizer (its split, then bytes)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from alignlab.export.gguf_file import QWEN2_SPLIT
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if arch == "llama" else pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=400, special_tokens=special,
@@ -48,12 +53,17 @@ def make_small_vocab_model(path: Path) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|im_end|>", unk_token="<|endoftext|>")
     fast.chat_template = CHATML
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    config = config_cls(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          tie_word_embeddings=True, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
                          pad_token_id=fast.pad_token_id, rope_theta=10000.0)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = model_cls(config)
+    if arch == "qwen2":  # non-zero biases, so a misplaced one shows in the round trip
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.data.normal_(0, 0.5)
     model.save_pretrained(str(path))
     fast.save_pretrained(str(path))
     return path
@@ -178,6 +188,38 @@ def test_gguf_metadata_and_tensor_types(exported):
     assert q8names["blk.1.ffn_down.weight"] == "Q8_0" and q8names["output_norm.weight"] == "F32"
     assert exported["q8"].stat().st_size < exported["gguf"].stat().st_size
     assert exported["q8_summary"]["gguf"]["tensors"]["Q8_0"] >= 14
+
+
+def test_qwen2_gguf_round_trip_keeps_biases_rope_order_and_tokenizer(tmp_path):
+    """A Qwen2-layout model (the family users most often bring) exports as llama.cpp's qwen2: q/k rows unpermuted,
+    q/k/v biases in F32, pre-tokenizer 'qwen2'; read back by transformers it has the merged model's weights, tokens
+    and greedy answers."""
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignlab.export import export_run
+
+    base = make_small_vocab_model(tmp_path / "base", arch="qwen2")
+    run = make_run(tmp_path, str(base))
+    g = tmp_path / "gguf" / "model.gguf"
+    export_run(run, merged=tmp_path / "merged", gguf=g, quant="f16")
+    fields = GGUFReader(str(g)).fields
+    assert fields["general.architecture"].contents() == "qwen2" and fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    names = {t.name: t.tensor_type.name for t in GGUFReader(str(g)).tensors}
+    assert names["blk.0.attn_q.bias"] == names["blk.1.attn_v.bias"] == "F32" and "output.weight" not in names
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    back = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32).eval()
+    a, b = merged.state_dict(), back.state_dict()
+    assert set(a) == set(b) and any(k.endswith("q_proj.bias") for k in a)
+    worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp(min=1e-8)).item() for k in a)
+    assert worst < 1e-3, worst  # a llama-style permutation of qwen2's q/k rows would be off by O(1)
+    mtok = AutoTokenizer.from_pretrained(str(tmp_path / "merged"))
+    gtok = AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)
+    for prompt in [*PROMPTS, "It's   12345 o'clock,\n\nisn't it?"]:
+        msgs = [{"role": "user", "content": prompt}]
+        text = mtok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        assert gtok(text).input_ids == mtok(text).input_ids
+        assert greedy(back, gtok, prompt) == greedy(merged, mtok, prompt)
 
 
 def test_q8_0_gguf_loads_and_stays_close(exported):
@@ -389,3 +431,15 @@ def test_hf_tokenizer_metadata_matches_the_packaged_gguf(tmp_path, default_model
         same = mine == theirs  # a bool first: pytest's diff of two 49,152-item lists runs for many minutes
         assert same, (key, next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), None))
     assert [int(t) for t in ours["tokenizer.ggml.token_type"]] == src["tokenizer.ggml.token_type"].contents()
+
+
+def test_an_architecture_gguf_cannot_lay_out_is_refused_before_merging(tmp_path):
+    from alignlab.export import export_run
+
+    base = make_small_vocab_model(tmp_path / "base", arch="qwen2")
+    run = make_run(tmp_path, str(base))
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "model_type": "gpt_neox"}))
+    with pytest.raises(AlignlabError, match="GGUF export supports llama, mistral, qwen2 models; this one is 'gpt_neox'"):
+        export_run(run, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "model.gguf").exists()

@@ -25,9 +25,9 @@ def lora_model(path: str, seed: int = 0):
     return model.eval()
 
 
-def test_merged_copy_equals_peft_merge(tiny_model):
+def test_merged_copy_equals_peft_merge(tiny_arch):
     """The copy's weights are what PEFT's own merge_and_unload produces, and its logits the adapted model's."""
-    policy = lora_model(tiny_model)
+    policy = lora_model(tiny_arch)
     copy = GenerationCopy(policy, dtype=torch.float32)
     x = torch.randint(0, 1000, (2, 7))
     with torch.no_grad():
@@ -91,10 +91,10 @@ def test_categorical_draws_transformers_distribution(temperature, top_k, top_p):
     assert freq[expected == 0].sum() == 0
 
 
-def test_greedy_decoding_matches_transformers_generate(tiny_model):
+def test_greedy_decoding_matches_transformers_generate(tiny_arch):
     """Prompts of different lengths (left padding) and repeated ones (the shared prefill): with the
     temperature near 0 every completion equals transformers' greedy generate, cut after the first EOS."""
-    policy = lora_model(tiny_model, seed=1)
+    policy = lora_model(tiny_arch, seed=1)
     copy = GenerationCopy(policy, dtype=torch.float32)
     prompts = [[5, 17, 300, 41], [9, 8, 7], [5, 17, 300, 41], [100, 200, 300, 400, 500, 600]]
     width = max(map(len, prompts))

@@ -52,7 +52,7 @@ CHARS = """
 """
 
 
-def test_shared_prompt_forward_matches_trl(tiny_model):
+def test_shared_prompt_forward_matches_trl(tiny_arch):
     """Values and LoRA gradients equal TRL's fused LM-head forward, with uneven prompts and padded completions."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -61,7 +61,7 @@ def test_shared_prompt_forward_matches_trl(tiny_model):
     from alignlab.train.online import group_logps
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_arch), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)  # make the adapter matter
@@ -90,7 +90,7 @@ def test_shared_prompt_forward_matches_trl(tiny_model):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
 
 
-def test_grpo_run_records_instruments_and_trains(tiny_model, tmp_path):
+def test_grpo_run_records_instruments_and_trains(tiny_arch, tmp_path):
     data = write_project(
         tmp_path,
         CHARS,
@@ -100,7 +100,7 @@ def test_grpo_run_records_instruments_and_trains(tiny_model, tmp_path):
         gold: {fn: format_check, args: {pattern: 'e'}}
         """,
     )
-    run_dir = run("grpo", tiny_model, tmp_path, data, **{"train.max_steps": 3, "online.gold_steps": 2, "online.kl_budget": 1e-12})
+    run_dir = run("grpo", tiny_arch, tmp_path, data, **{"train.max_steps": 3, "online.gold_steps": 2, "online.kl_budget": 1e-12})
     recs = records(run_dir)
     steps = [r for r in recs if "loss" in r]
     assert len(steps) == 3

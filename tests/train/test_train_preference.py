@@ -23,7 +23,7 @@ def trainable(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_shared_prompt_forward_matches_plain_forward(tiny_model):
+def test_shared_prompt_forward_matches_plain_forward(tiny_arch):
     """completion_logps (prompt once + KV cache) equals one forward over full sequences."""
     from peft import LoraConfig, get_peft_model
     from trl.trainer.utils import add_fused_lm_head
@@ -32,7 +32,7 @@ def test_shared_prompt_forward_matches_plain_forward(tiny_model):
     from alignlab.train.preference import PrefixCollator, completion_logps, concatenated_logps
 
     torch.manual_seed(0)
-    model = load_base(tiny_model)
+    model = load_base(tiny_arch)
     add_fused_lm_head(model)
     model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     examples = [

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,13 @@ def export_run(run: str | Path, merged: str | Path | None = None, gguf: str | Pa
             raise AlignlabError(f"'{gguf}' should end in .gguf", fix=f"use --gguf {gguf}.gguf")
         if gguf.exists() and not force:
             raise AlignlabError(f"{gguf} exists", fix="pass another file name, or --force to replace it")
+    if gguf is not None:  # an architecture the GGUF writer cannot lay out fails before anything is merged
+        from alignlab.export.gguf_file import check_architecture
+        from alignlab.models.registry import resolve_model
+
+        base_config = Path(resolve_model(base)) / "config.json"
+        if base_config.is_file():
+            check_architecture(json.loads(base_config.read_text(encoding="utf-8")))
     out: dict = {"run": str(src), "base": base}
     scratch = None
     try:

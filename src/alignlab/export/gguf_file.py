@@ -1,8 +1,8 @@
 """Write a merged model directory as a GGUF file that llama.cpp and Ollama load.
 
-Follows llama.cpp's ``convert_hf_to_gguf.py`` for the llama architecture: tensor names from the ``gguf``
-package's name map, q/k projection rows permuted into llama.cpp's rotary layout (transformers undoes the
-same permutation when it reads a GGUF), norms and other 1-D tensors in F32, the rest in F16 or Q8_0
+Follows llama.cpp's ``convert_hf_to_gguf.py`` for the llama and qwen2 architectures: tensor names from the
+``gguf`` package's name map, llama's q/k projection rows permuted into llama.cpp's rotary layout (transformers
+undoes the same permutation when it reads a GGUF; qwen2's are written as they are, with their biases), norms and other 1-D tensors in F32, the rest in F16 or Q8_0
 (a tensor whose rows Q8_0 cannot split into 32-value blocks falls back to F16, as llama.cpp does), and
 the tied output matrix left out (llama.cpp reuses ``token_embd``).
 
@@ -10,7 +10,8 @@ Tokenizer metadata: for a base that came from a GGUF file (the default model doe
 keys are copied unchanged; otherwise they are built from the Hugging Face tokenizer for byte-level BPE
 tokenizers (``tokenizer.ggml.model = gpt2``), the way llama.cpp does. Where we depart: the pre-tokenizer
 name is not found by llama.cpp's hash of a probe text but from the tokenizer itself (SmolLM's vocabulary:
-``smollm``; any other plain byte-level BPE: ``gpt-2``; else ``default``, with a note in the summary).
+``smollm``; Qwen2's split pattern: ``qwen2``; any other plain byte-level BPE: ``gpt-2``; else ``default``, with a
+note in the summary).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from pathlib import Path
 from alignlab.errors import AlignlabError
 
 QUANTS = ("f16", "q8_0")
-ARCHITECTURES = {"llama": "LLAMA", "mistral": "LLAMA"}  # HF model_type -> gguf.MODEL_ARCH member
+ARCHITECTURES = {"llama": "LLAMA", "mistral": "LLAMA", "qwen2": "QWEN2"}  # HF model_type -> gguf.MODEL_ARCH member
+# Qwen2's pre-tokenizer split (its tokenizer.json), which llama.cpp names "qwen2"
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+               r"\s+(?!\S)|\s+")
 
 
 def _permute(weights, n_head: int, n_head_kv: int | None = None):
@@ -83,6 +87,9 @@ def _pre_tokenizer(tok_json: dict, tokens: list[str]) -> tuple[str, str | None]:
     pre = tok_json.get("pre_tokenizer") or {}
     if tokens[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] and len(tokens) == 49152:
         return "smollm", None
+    splits = [p.get("pattern", {}).get("Regex") for p in pre.get("pretokenizers") or [] if p.get("type") == "Split"]
+    if pre.get("type") == "Sequence" and splits == [QWEN2_SPLIT]:
+        return "qwen2", None
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2", None
     return "default", "pre-tokenizer not recognised: llama.cpp will split text with its default rules"
@@ -130,6 +137,17 @@ def _hf_tokenizer_fields(writer, model_dir: Path, vocab_size: int) -> str | None
     return note
 
 
+def check_architecture(config: dict) -> None:
+    """Refuse, in one line, a model this writer cannot lay out the way llama.cpp reads it."""
+    model_type = config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise AlignlabError(
+            f"GGUF export supports {', '.join(sorted(ARCHITECTURES))} models; this one is '{model_type}'",
+            fix="export --merged and convert it with llama.cpp's convert_hf_to_gguf.py",
+        )
+    _check_rope(config)
+
+
 def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", tokenizer_gguf: Path | None = None,
                name: str | None = None) -> dict:
     """Write ``model_dir`` (a merged safetensors model) to ``out_file`` atomically; returns a summary."""
@@ -139,14 +157,8 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
         raise AlignlabError(f"unknown GGUF quantization '{quant}'", fix="use one of: " + ", ".join(QUANTS))
     model_dir, out_file = Path(model_dir), Path(out_file)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    model_type = config.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise AlignlabError(
-            f"GGUF export supports llama-architecture models; this one is '{model_type}'",
-            fix="export --merged and convert it with llama.cpp's convert_hf_to_gguf.py",
-        )
-    _check_rope(config)
-    arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type])
+    check_architecture(config)
+    arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config["model_type"]])
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[arch])
@@ -179,7 +191,7 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
 
 
 def _write_hparams(writer, config: dict, quant: str, name: str) -> None:
-    """The llama hyperparameters llama.cpp reads, from the Hugging Face config."""
+    """The hyperparameters llama.cpp reads for llama and qwen2, from the Hugging Face config."""
     import gguf
 
     n_head = config["num_attention_heads"]
@@ -206,7 +218,7 @@ def _write_hparams(writer, config: dict, quant: str, name: str) -> None:
 
 
 def _write_tensors(writer, model_dir: Path, config: dict, arch, quant: str) -> dict[str, int]:
-    """Every tensor under its GGUF name (q/k rows permuted for llama.cpp's rope), quantized where it can be;
+    """Every tensor under its GGUF name (llama's q/k rows permuted for llama.cpp's rope), quantized where it can be;
     returns how many tensors went out in each type."""
     import gguf
     import numpy as np
@@ -223,9 +235,9 @@ def _write_tensors(writer, model_dir: Path, config: dict, arch, quant: str) -> d
         new = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if new is None:
             raise AlignlabError(f"GGUF export: no GGUF name for tensor '{hf_name}'", where=str(model_dir))
-        if hf_name.endswith("q_proj.weight"):
+        if arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("q_proj.weight"):
             data = _permute(data, n_head, n_head)
-        elif hf_name.endswith("k_proj.weight"):
+        elif arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("k_proj.weight"):
             data = _permute(data, n_head, n_head_kv)
         kind = qtype
         if data.ndim <= 1 or new.endswith("_norm.weight") or not new.endswith(".weight"):

@@ -49,16 +49,19 @@ def make_tiny_tokenizer(vocab_size: int = TINY_VOCAB):
     return tok
 
 
-def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
-    """Write a tiny causal LM (safetensors + tokenizer) to ``path`` once; return the path."""
+def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: int = 0, arch: str = "llama") -> Path:
+    """Write a tiny causal LM (safetensors + tokenizer) to ``path`` once; return the path. ``arch`` "qwen2" gives
+    Qwen2's layout (biases on the q, k and v projections), the family most users bring as a bigger model."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
 
     path = Path(path)
     if (path / "model.safetensors").is_file():
         return path
     tok = make_tiny_tokenizer()
-    config = LlamaConfig(
+    config = config_cls(
         vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -72,7 +75,7 @@ def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: i
         pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_cls(config)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
     tok.save_pretrained(str(path))
