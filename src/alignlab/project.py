@@ -19,6 +19,9 @@ def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str |
     """Write alignlab.yaml, data/ and runs/; returns the config and the data files written (existing ones are kept)."""
     from alignlab.data import bundled_path
 
+    for part in (directory, *directory.parents):
+        if part.exists() and not part.is_dir():
+            raise AlignlabError(f"{part} is a file, not a directory", fix="pick a new directory name for the project")
     cfg_path = directory / CONFIG_NAME
     if cfg_path.exists() and not force:
         raise AlignlabError(f"{cfg_path} already exists", fix="pass --force to overwrite it")

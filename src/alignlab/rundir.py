@@ -264,5 +264,12 @@ class Run:
     def samples(self) -> list[dict]:
         return read_jsonl(self.samples_path)
 
+    def require_weights(self) -> None:
+        """One clear error when the run holds no trained weights (a failed or interrupted run)."""
+        weights = ("adapter_config.json", "model.safetensors", "model.safetensors.index.json")
+        if not any((self.adapter_dir / f).is_file() for f in weights):
+            raise AlignlabError(f"run {self.path} holds no trained weights (status: {self.info.get('status', 'unknown')})",
+                                fix="see `alignlab runs` for finished runs, or train it again")
+
     def save_adapter(self, model, tokenizer=None, state_dict: dict | None = None) -> None:
         save_adapter(model, self.adapter_dir, tokenizer, state_dict)

@@ -254,3 +254,96 @@ def test_plan_refuses_sizes_below_one(monkeypatch, capsys, tmp_path, args, optio
     code, lines = run_cli(monkeypatch, capsys, "plan", "dpo", *args, cwd=tmp_path)
     text = usage_error(lines)
     assert code == 2 and f"Invalid value for '{option}'" in text and "$-" not in text, lines
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "has no rows (it is empty or blank)"),
+    (b"\n  \n", "has no rows (it is empty or blank)"),
+    (b"\xff\xfe{}\n", "d.jsonl:1: not valid UTF-8"),
+    (b"[1, 2]\n", "d.jsonl:1: a row must be a JSON object, got list"),
+    (b'{"question": "q"}\n', "d.jsonl:1: cannot tell what kind of dataset this is: the first row has fields question"),
+])
+def test_data_check_says_why_it_cannot_tell_the_kind(monkeypatch, capsys, tmp_path, tiny_model, content, needle):
+    (tmp_path / "d.jsonl").write_bytes(content)
+    code, lines = run_cli(monkeypatch, capsys, "data", "check", str(tmp_path / "d.jsonl"), "--model", tiny_model,
+                          cwd=tmp_path)
+    assert code == 2 and needle in one_error(lines), lines
+
+
+def test_init_on_a_file_and_a_database_path_on_a_directory(monkeypatch, capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for target in ("afile", "afile/sub"):
+        code, lines = run_cli(monkeypatch, capsys, "init", target, cwd=tmp_path)
+        assert code == 2 and "afile is a file, not a directory" in one_error(lines), lines
+    (tmp_path / "dbdir").mkdir()
+    code, lines = run_cli(monkeypatch, capsys, "sample", "--base", "--db", str(tmp_path / "dbdir"), "--limit", "1", "-n", "1")
+    err = one_error(lines)
+    assert code == 2 and "dbdir is a directory, not a feedback database" in err, lines
+    assert not any("Loading" in x for x in lines) and not list((tmp_path / "dbdir").iterdir())
+
+
+def test_a_failed_run_has_no_card_or_merge(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "runs" / "failed"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"model": "smollm2-135m", "method": "dpo", "status": "failed"}))
+    for args in (("--card",), ("--merged", str(tmp_path / "merged"))):
+        code, lines = run_cli(monkeypatch, capsys, "export", str(run), *args, cwd=tmp_path)
+        assert code == 2 and "holds no trained weights (status: failed)" in one_error(lines), lines
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"] and not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("command", [("pipeline",), ("break", "label-flip")])
+def test_workflows_check_the_model_before_writing(monkeypatch, capsys, tmp_path, command):
+    code, lines = run_cli(monkeypatch, capsys, *command, "--model", "nosuch", "--out", str(tmp_path / "w"), cwd=tmp_path)
+    assert code == 2 and "unknown model 'nosuch'" in one_error(lines) and not (tmp_path / "w").exists(), lines
+
+
+def test_launch_settings_are_checked_before_the_run_directory_is_made(monkeypatch, capsys, tmp_path, tiny_model):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--model", tiny_model,
+                          "--accelerate-config", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert code == 2 and "accelerate config not found" in one_error(lines), lines
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_reward_column_missing_from_the_data_fails_before_the_model_loads(monkeypatch, capsys, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "What is 2 plus 2?", "answer": "4"}) + "\n"
+                       + json.dumps({"prompt": "Name a colour.", "category": "facts"}) + "\n")
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("components:\n  - {name: sums, fn: arithmetic, weight: 1.0}\n")
+    code, lines = run_cli(monkeypatch, capsys, "train", "grpo", "--data", str(prompts), "--rewards", str(spec), cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "rewards.yaml:2" in err and "'answer', which 1 of 2 rows lack" in err, lines
+    assert not any("Loading" in x for x in lines)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_distil_that_keeps_nothing_writes_nothing(monkeypatch, capsys, tmp_path, tiny_model):
+    """The tiny model's random weights open every answer wrongly: none kept, no file, one error line (exit 2)."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.models.loading import load_base
+
+    run = tmp_path / "runs" / "r1"
+    peft = get_peft_model(load_base(tiny_model), LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    peft.save_pretrained(str(run / "adapter"))
+    (run / "run.json").write_text(json.dumps({"model": tiny_model, "method": "dpo", "status": "done"}))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "What is 2 plus 2?", "reference": "2 plus 2 is 4."}) + "\n")
+    out = tmp_path / "distil.jsonl"
+    code, lines = run_cli(monkeypatch, capsys, "distil", str(run), "--prompts", str(prompts), "--out", str(out),
+                          "--device", "cpu", cwd=tmp_path)
+    assert code == 2 and "no answer was kept, so" in one_error(lines) and not out.exists(), lines
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads(monkeypatch, capsys, tmp_path):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        code, lines = run_cli(monkeypatch, capsys, "serve", "--port", port, cwd=tmp_path)
+        err = one_error(lines)
+        assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err, lines
+        assert not any("Loading" in x for x in lines)

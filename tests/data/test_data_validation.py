@@ -123,3 +123,23 @@ def test_sft_on_preference_pairs_learns_the_chosen_side(tmp_path):
     mixed.write_text(path.read_text() + json.dumps({"prompt": "p3", "completion": "plain"}) + "\n")
     report = validate(mixed, "sft")
     assert len(report.rows) == 1 and report.errors and report.errors[0].startswith(f"{mixed}:1:")
+
+
+def test_sft_rows_in_two_forms_are_refused_and_skip_invalid_keeps_the_larger(tmp_path):
+    chat = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in [{"prompt": "a", "completion": "b"}, chat, chat]))
+    report = validate(f, "sft")
+    assert [e.split(": ", 1)[0] for e in report.errors] == [f"{f}:1"]
+    assert "prompt/completion row in a file of chats" in report.errors[0]
+    assert report.rows == [chat, chat]
+    with pytest.raises(AlignlabError, match="mixed.jsonl:1"):
+        load_dataset_rows(f, "sft")
+    assert load_dataset_rows(f, "sft", skip_invalid=True) == [chat, chat]
+
+
+def test_online_rows_keep_a_column_the_first_row_lacks():
+    from alignlab.train.online import _dataset
+
+    ds = _dataset([{"prompt": "Name a colour."}, {"prompt": "What is 2 plus 2?", "answer": "4"}])
+    assert ds.column_names == ["prompt", "answer"] and ds[1]["answer"] == "4" and ds[0]["answer"] is None

@@ -136,3 +136,24 @@ def test_compare_cli_with_an_llm_judge_asks_persona_as_a_voice_and_helpfulness_a
     assert persona_asks and len(persona_asks) == len(helpful_asks) and len(systems) == 2 * len(persona_asks)
     saved = json.loads((proj / "comparisons" / "base-vs-r1.json").read_text())
     assert saved["persona"]["tie"] == len(saved["items"])  # "A" in both orders contradicts itself: a tie
+
+
+def test_compare_with_a_person_and_no_input_stores_nothing_and_says_so(tiny_model, tmp_path):
+    """stdin closed before the first pick (no terminal, as in CI): one error line, exit 2, nothing stored or written."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from test_eval import make_run
+
+    proj = tmp_path / "proj"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    run = make_run(tiny_model, proj / "runs" / "r1", noise=0.5)
+    res = CliRunner().invoke(app, ["compare", "base", str(run), "--judge", "person", "--per-category", "1",
+                                   "--project", str(proj), "--device", "cpu"], input="")
+    err = str(res.exception)  # `alignlab` prints it as one error line, exit 2 (tests/cli/test_cli_errors.py)
+    assert type(res.exception).__name__ == "AlignlabError", res.output
+    assert "the input ended before the first pick" in err and "--judge scorecard" in err
+    assert not (proj / "feedback.db").exists() and not (proj / "comparisons").exists()
+    res = CliRunner().invoke(app, ["compare", "base", str(run), "--judge", "person", "--limit", "2",
+                                   "--project", str(proj), "--device", "cpu"], input="t\nt\n")
+    assert res.exit_code == 0 and "ties 1" in res.output, res.output  # one pick, then the input ends: kept

@@ -62,7 +62,10 @@ def test_sigkill_never_loses_an_acknowledged_judgement(tmp_path):
             acked.add(int(first))
             time.sleep(rng.uniform(0.0, 0.25))
         proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        # read through the same text buffers readline() used: communicate() reads the raw pipe and would lose the
+        # bytes readline() had already buffered, tearing a line ("12\n3" buffered, "\n4\n" read raw)
+        out, err = proc.stdout.read(), proc.stderr.read()
         assert proc.returncode == -signal.SIGKILL, f"writer exited on its own (seed {seed}): {err}"
         assert "Traceback" not in err, f"seed {seed}: {err}"
         acked |= {int(line) for line in out.splitlines(keepends=True) if line.endswith("\n")}

@@ -91,7 +91,7 @@ def run(tiny_model, tmp_path_factory):
     return make_run(tiny_model, tmp_path_factory.mktemp("runs") / "moved", noise=0.5)
 
 
-def test_distil_cli_writes_rows_and_says_what_it_dropped(run, tmp_path, monkeypatch):
+def test_distil_cli_says_what_it_dropped_and_writes_nothing_when_it_keeps_nothing(run, tmp_path, monkeypatch):
     from alignlab.cli import app
 
     monkeypatch.chdir(tmp_path)  # outside any project: the project's defaults
@@ -99,14 +99,16 @@ def test_distil_cli_writes_rows_and_says_what_it_dropped(run, tmp_path, monkeypa
     prompts.write_text("".join(json.dumps({"prompt": p, "chosen": "Four."}) + "\n" for p in ("What is 2 plus 2?", "Why is the sky blue?", "Name a colour.")))
     out = tmp_path / "d.jsonl"
     res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu"])
-    assert res.exit_code == 0, res.output
-    assert out.is_file() and f"of 3 prompts -> {out}" in res.output and "opening wrong against the reference" in res.output
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert all(set(r) == {"prompt", "completion", "source"} for r in rows)
+    # the tiny model opens every answer wrongly: the screen stops all three, and nothing is written
+    assert type(res.exception).__name__ == "AlignlabError" and "no answer was kept" in str(res.exception), res.output
+    assert "kept 0 of 3 prompts (nothing written) (opening wrong against the reference 3," in res.output
+    assert not out.exists()
+    out.write_text("an earlier result\n")  # kept when a later run keeps nothing
     res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu",
                                    "--no-screen", "--limit", "2"])
-    assert res.exit_code == 0, res.output
-    assert f"of 2 prompts -> {out} (opening wrong against the reference 0," in res.output  # every prompt answered
+    # every prompt answered; the tiny model's answers never end on a sentence (what it keeps: test_select_keeps_finished_correct_answers_and_caps_stock_phrases)
+    assert "kept 0 of 2 prompts (nothing written) (opening wrong against the reference 0," in res.output, res.output
+    assert "no answer was kept" in str(res.exception) and out.read_text() == "an earlier result\n"
 
 
 def test_distil_cli_refuses_a_run_without_an_adapter(tiny_model, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         experiment: str = typer.Argument(..., help="label-flip, kl-ablation or long-run"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for data, runs, summary.json and report.html (default: break/EXPERIMENT)"),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="base model"),
-        steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (defaults: label-flip 24, kl-ablation 12, long-run 60)"),
+        steps: Optional[int] = typer.Option(None, "--steps", min=1, help="training steps per run (defaults: label-flip 24, kl-ablation 12, long-run 60)"),
         lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (defaults: label-flip 1e-4, kl-ablation 1e-3, long-run 3e-4)"),
         method: str = typer.Option(methods.GRPO, "--method", help="kl-ablation: grpo, rloo or ppo"),
         betas: str = typer.Option("0,0.04,0.4", "--betas", help="kl-ablation: KL coefficients, comma-separated"),
@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
             raise AlignlabError(f"--betas takes numbers separated by commas, not '{betas}'", fix="e.g. --betas 0,0.04,0.4") from None
         if not beta_list or min(beta_list) < 0:
             raise AlignlabError(f"--betas needs one or more KL coefficients >= 0 (got '{betas}')", fix="e.g. --betas 0,0.04,0.4")
+        from alignlab.models.registry import resolve_model
+
+        resolve_model(model)  # an unknown model fails here, before anything is written
         settings = BreakSettings(model=model, steps=steps, quick=quick, per_category=per_category,
                                  learning_rate=lr, method=method, betas=beta_list,
                                  rewards=str(rewards) if rewards else None)

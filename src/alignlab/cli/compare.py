@@ -29,6 +29,31 @@ def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[s
     return out, None if run is None else Path(run).name
 
 
+def _make_judge(judge: str, cfg, root, rater, judge_url, judge_model, judge_key_env):
+    """The pair judge --judge names: a person at the terminal, the scorecard, or an LLM judge endpoint."""
+    from alignlab.errors import AlignlabError
+    from alignlab.eval import compare as cmp
+    from alignlab.eval.raters import default_person
+
+    if judge == "person":
+        return cmp.PersonJudge(rater or default_person(), cfg.persona)
+    if judge == "scorecard":
+        from alignlab.eval.scores import scorer_for
+
+        return cmp.ScorecardJudge(scorer_for(root, cfg.persona))
+    if judge == "judge":
+        from alignlab.eval.raters import judge_endpoint
+        from alignlab.rewards.judge import LLMJudge, voice_rubric
+
+        j = cfg.judge.settings(judge_url, judge_model, judge_key_env)
+        url, model = judge_endpoint(j["judge_url"], j["judge_model"])
+        key_env = j["judge_key_env"]
+        # persona: the project's persona as a voice (correctness is the helpfulness question's)
+        return cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=key_env, rubric=voice_rubric(cfg.persona)),
+                                LLMJudge(url, model, api_key_env=key_env, rubric=cmp.HELPFUL_RUBRIC))
+    raise AlignlabError(f"unknown judge '{judge}'", fix="use --judge person, judge or scorecard")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(
@@ -51,7 +76,6 @@ def register(app: typer.Typer) -> None:
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.eval import compare as cmp
-        from alignlab.eval.raters import default_person
         from alignlab.eval.scorecard import fmt, stratified
         from alignlab.synth.sample import default_prompts, prompt_rows
         from alignlab.rundir import check_run_dir
@@ -63,24 +87,7 @@ def register(app: typer.Typer) -> None:
             raise AlignlabError("compare needs two different models", fix="alignlab compare base runs/<id>")
         cfg, root = project_config(project)
         rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
-        if judge == "person":
-            judge_obj = cmp.PersonJudge(rater or default_person(), cfg.persona)
-        elif judge == "scorecard":
-            from alignlab.eval.scores import scorer_for
-
-            judge_obj = cmp.ScorecardJudge(scorer_for(root, cfg.persona))
-        elif judge == "judge":
-            from alignlab.eval.raters import judge_endpoint
-            from alignlab.rewards.judge import LLMJudge, voice_rubric
-
-            j = cfg.judge.settings(judge_url, judge_model, judge_key_env)
-            url, model = judge_endpoint(j["judge_url"], j["judge_model"])
-            key_env = j["judge_key_env"]
-            # persona: the project's persona as a voice (correctness is the helpfulness question's)
-            judge_obj = cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=key_env, rubric=voice_rubric(cfg.persona)),
-                                         LLMJudge(url, model, api_key_env=key_env, rubric=cmp.HELPFUL_RUBRIC))
-        else:
-            raise AlignlabError(f"unknown judge '{judge}'", fix="use --judge person, judge or scorecard")
+        judge_obj = _make_judge(judge, cfg, root, rater, judge_url, judge_model, judge_key_env)
         texts = [r["prompt"] for r in rows]
         typer.echo(f"answering {len(texts)} held-out prompts with {a} and {b} ...")
         ans_a, run_a = answers_for(a, texts, cfg, device)
@@ -90,6 +97,10 @@ def register(app: typer.Typer) -> None:
         finally:
             if hasattr(judge_obj, "close"):
                 judge_obj.close()
+        if getattr(judge_obj, "input_ended", False) and not result["items"]:
+            raise AlignlabError("the input ended before the first pick, so nothing was compared or stored",
+                                fix="run `alignlab compare --judge person` in a terminal, or pick automatically "
+                                    "with --judge scorecard (or --judge judge with an endpoint)")
         for key, label in (("persona", "persona"), ("helpful", "helpfulness")):
             w = result[key]
             typer.echo(f"{label}: {a} wins {w['a']}, ties {w['tie']}, {b} wins {w['b']}; "

@@ -14,13 +14,16 @@ def register(app: typer.Typer) -> None:
     def pipeline(
         out: Path = typer.Option(Path("pipeline"), "--out", "-o", help="directory for data, reward spec and runs"),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="base model"),
-        sft_steps: int = typer.Option(30, "--sft-steps", help="SFT steps on the persona pairs' chosen answers"),
-        rm_steps: int = typer.Option(30, "--rm-steps", help="reward-model steps on the persona pairs"),
-        dpo_steps: int = typer.Option(30, "--dpo-steps", help="DPO steps, starting from the SFT adapter"),
-        grpo_steps: int = typer.Option(15, "--grpo-steps", help="GRPO steps on arithmetic, starting from the DPO adapter"),
+        sft_steps: int = typer.Option(30, "--sft-steps", min=1, help="SFT steps on the persona pairs' chosen answers"),
+        rm_steps: int = typer.Option(30, "--rm-steps", min=1, help="reward-model steps on the persona pairs"),
+        dpo_steps: int = typer.Option(30, "--dpo-steps", min=1, help="DPO steps, starting from the SFT adapter"),
+        grpo_steps: int = typer.Option(15, "--grpo-steps", min=1, help="GRPO steps on arithmetic, starting from the DPO adapter"),
     ) -> None:
         """The tutorial's four stages on a small budget (measured: 5.3 minutes on 2 CPU cores with these defaults)."""
+        from alignlab.models.registry import resolve_model
         from alignlab.workflows.pipeline import STAGES, StageSettings, run_pipeline
+
+        resolve_model(model)  # an unknown model fails here, before anything is written
 
         settings = StageSettings(sft_steps=sft_steps, rm_steps=rm_steps, dpo_steps=dpo_steps, grpo_steps=grpo_steps)
         result = run_pipeline(out, model=model, s=settings)

@@ -43,9 +43,9 @@ def register(app: typer.Typer) -> None:
         rows = prompt_rows(path, limit=limit)
         if n > 1 and temperature <= 0:
             raise AlignlabError(f"-n {n} at temperature 0 gives {n} identical answers", fix="pass --temperature > 0 or -n 1")
-        m, tok, base_name = load_for_inference((model or cfg.model) if base else model, run, device=device)
         db_path = db if db is not None else (root / DB_NAME if root is not None else default_path())
-        with open_store(db_path) as store:
+        with open_store(db_path) as store:  # a bad --db fails here, before the model loads
+            m, tok, base_name = load_for_inference((model or cfg.model) if base else model, run, device=device)
             ids = sample_responses(store, m, tok, rows, n, model_name=base_name, run=run.name if run else None, round=round,
                                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                    batch_size=batch_size, seed=seed, system_prompt=cfg.system_prompt,

@@ -17,9 +17,10 @@ BODY_HELP = "largest request body accepted, in bytes (larger: 413)"
 
 def _start(app, host: str, port: int, parts: list[tuple[str, str]]) -> None:
     """Check the bind (off loopback needs a key) before printing anything, then announce and serve."""
-    from alignlab.serve.server import check_exposure, serve, url_for
+    from alignlab.serve.server import check_exposure, check_port, serve, url_for
 
     check_exposure(host)
+    check_port(host, port)
     url = url_for(host, port)
     for label, path in parts:
         typer.echo(f"{label}: {url}{path}")
@@ -48,9 +49,10 @@ def register(app: typer.Typer) -> None:
         from alignlab.feedback.store import default_path
         from alignlab.serve.api import create_app
         from alignlab.serve.models import ModelPool
-        from alignlab.serve.server import allowed_hosts_for, check_exposure
+        from alignlab.serve.server import allowed_hosts_for, check_exposure, check_port
 
         check_exposure(host)  # before minutes of model loading
+        check_port(host, port)
         checked_base_opening(base_opening)  # one line, before loading
         store_path = db if db is not None else default_path()
         if db is None and not store_path.is_file():

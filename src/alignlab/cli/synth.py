@@ -1,4 +1,5 @@
-"""`alignlab synth`: matched persona pairs from a teacher (a local model in persona, or an OpenAI-compatible endpoint)."""
+"""`alignlab synth`: matched persona pairs from a teacher (a local model in persona, or an OpenAI-compatible endpoint);
+`alignlab distil`: SFT rows that teach a run the base's opening."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE, field_help as fh
 
 
 def register(app: typer.Typer) -> None:
+    _register_synth(app)
+    _register_distil(app)
+
+
+def _register_synth(app: typer.Typer) -> None:
     @app.command()
     def synth(
         teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (default: the local model)"),
@@ -60,9 +66,16 @@ def register(app: typer.Typer) -> None:
         pairs, summary = build_pairs(teacher, [r["prompt"] for r in rows], judge, persona_prompt or make_prompt(cfg.persona),
                                      candidates=candidates, max_length_ratio=max_length_ratio, min_margin=min_margin,
                                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-        write_pairs(out, pairs)
+        if pairs:  # an empty file would pass for a finished result (and replace a good one)
+            write_pairs(out, pairs)
         typer.echo(summary_line(summary, out))
+        if not pairs:
+            raise AlignlabError(f"no pair survived, so {out} was not written",
+                                fix="see the reasons above: more prompts (--limit), more --candidates, or a looser "
+                                    "--max-length-ratio / --min-margin")
 
+
+def _register_distil(app: typer.Typer) -> None:
     @app.command()
     def distil(
         run: Path = typer.Argument(..., help="the run whose answers, opened by the base, become SFT rows"),
@@ -89,5 +102,9 @@ def register(app: typer.Typer) -> None:
         counts = run_distil(run, prompts, out, cfg, root, limit=limit, batch_size=batch_size, device=device,
                             amplify=amplify, screen=screen)
         typer.echo(summary_line(counts, out))
-        if counts["kept"]:
-            typer.echo(f"next: alignlab train sft --from {run} --data {out} --lr 1e-4 --epochs 2")
+        if not counts["kept"]:
+            from alignlab.errors import AlignlabError
+
+            raise AlignlabError(f"no answer was kept, so {out} was not written",
+                                fix="see the reasons above: more prompts (drop --limit), or --no-screen")
+        typer.echo(f"next: alignlab train sft --from {run} --data {out} --lr 1e-4 --epochs 2")

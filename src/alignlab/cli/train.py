@@ -84,6 +84,8 @@ def check_accelerate_config(path: Path) -> None:
     import torch
     import yaml
 
+    if not path.is_file():
+        raise AlignlabError(f"accelerate config not found: {path}", fix="pass the YAML that `accelerate config` wrote")
     try:
         conf = yaml.safe_load(path.read_text()) or {}
         kind = str(conf.get("distributed_type", "NO")).upper()
@@ -108,9 +110,6 @@ def _launch(processes: int, accelerate_config: Optional[Path], run_dir: Path) ->
     """Re-run this command under torchrun (N local processes) or `accelerate launch` (FSDP/DeepSpeed on GPUs)."""
     args = _strip_launch_flags(sys.argv[1:]) + ["--run-dir", str(run_dir)]
     if accelerate_config is not None:
-        if not accelerate_config.is_file():
-            raise AlignlabError(f"accelerate config not found: {accelerate_config}")
-        check_accelerate_config(accelerate_config)
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
@@ -180,6 +179,8 @@ def register(app: typer.Typer) -> None:
             _check_parallel(method)
             if "LOCAL_RANK" not in os.environ:
                 engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
+                if accelerate_config is not None:  # checked before the run directory is made
+                    check_accelerate_config(accelerate_config)
                 target = run_dir or rundir.new_run_dir(runs_dir, method, name)
                 console.print(f"[alignlab] launching {processes} processes -> {target}")
                 _launch(processes, accelerate_config, target)

@@ -159,10 +159,7 @@ def validate(
         first = next((r for _, r in pairs if isinstance(r, dict)), None)
         kind = detect_kind(first) if first else None
         if kind is None:
-            raise AlignlabError(
-                f"cannot tell what kind of dataset {path} is",
-                fix="rows need prompt/chosen/rejected, prompt/completion/label, messages, or prompt",
-            )
+            _unknown_kind(path, pairs, errors, first)
     if kind not in KINDS:
         raise AlignlabError(f"unknown dataset kind '{kind}'", fix="one of: " + ", ".join(KINDS))
     report = Report(path=str(path), kind=kind, errors=errors)
@@ -177,6 +174,8 @@ def validate(
         else:
             report.rows.append(row)
             report.linenos.append(lineno)
+    if kind == "sft" and report.rows:
+        _check_one_sft_form(report, path)
     if kind == "unpaired" and report.rows:
         labels = {r["label"] for r in report.rows}
         if len(labels) == 1:
@@ -194,6 +193,43 @@ def validate(
     if chosen_side and report.rows:
         report.notes.append(f"{path}: preference pairs: SFT learns the chosen answer of each ({len(report.rows)} rows)")
     return report
+
+
+def _check_one_sft_form(report: Report, path) -> None:
+    """SFT rows are all chats (messages) or all prompt/completion: a mixed file would lose one form's text.
+    The fewer form's rows become errors (so --skip-invalid trains on the other form alone)."""
+    is_chat = ["messages" in r for r in report.rows]
+    n_chat = sum(is_chat)
+    if n_chat in (0, len(is_chat)):
+        return
+    keep_chat = n_chat * 2 > len(is_chat)
+    keep, want = ("chats ('messages')", "prompt/completion") if keep_chat else ("prompt/completion", "chats ('messages')")
+    first = True
+    for n, chat in zip(list(report.linenos), is_chat):
+        if chat != keep_chat:
+            why = (f"a {want} row in a file of {keep} rows ({max(n_chat, len(is_chat) - n_chat)} of "
+                   f"{len(is_chat)}); write every row one way") if first else f"another {want} row"
+            report.errors.append(f"{path}:{n}: {why}")
+            first = False
+    report.rows[:] = [r for r, chat in zip(report.rows, is_chat) if chat == keep_chat]
+    report.linenos[:] = [n for n, chat in zip(report.linenos, is_chat) if chat == keep_chat]
+
+
+def _unknown_kind(path, pairs: list, errors: list[str], first: dict | None) -> None:
+    """Raise the one-line reason no kind could be detected: an empty file, unreadable lines, or unknown fields."""
+    shape = "rows need prompt/chosen/rejected, prompt/completion/label, messages, or prompt"
+    if first is None and errors:
+        raise AlignlabError(errors[0] + (f" (and {len(errors) - 1} more such lines)" if len(errors) > 1 else ""),
+                            fix="save the file as UTF-8 JSONL, one JSON object per line")
+    if first is None and pairs:
+        lineno, row = pairs[0]
+        raise AlignlabError(f"a row must be a JSON object, got {type(row).__name__}", where=f"{path}:{lineno}",
+                            fix=shape)
+    if first is None:
+        raise AlignlabError(f"{path} has no rows (it is empty or blank)", fix=f"add JSONL rows: {shape}")
+    lineno = next(n for n, r in pairs if r is first)
+    raise AlignlabError("cannot tell what kind of dataset this is: the first row has fields "
+                        f"{', '.join(sorted(first)) or 'none'}", where=f"{path}:{lineno}", fix=shape)
 
 
 def _all_preference(pairs: list[tuple[int, Any]]) -> bool:

@@ -43,12 +43,14 @@ class PersonJudge:
     def __init__(self, name: str, persona: str, input_fn: Callable[[str], str] = input,
                  output_fn: Callable[[str], Any] = print):
         self.name, self.persona, self.input, self.output = name, persona, input_fn, output_fn
+        self.input_ended = False  # the input closed (no terminal): a quit the person did not type
 
     def _ask(self, question: str) -> str | None:
         while True:
             try:
                 got = self.input(f"{question}? [1/2/t=tie, s=skip, q=quit] ").strip().lower()
             except EOFError:
+                self.input_ended = True
                 return "q"
             if got in ("1", "2", "t", "s", "q"):
                 return got

@@ -222,6 +222,10 @@ def write_model_card(run_dir: str | Path, target: str | Path | None = None, merg
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file():
         return None
+    if target is None:
+        from alignlab.rundir import Run
+
+        Run(run_dir).require_weights()  # a failed run has no adapter to describe
     target = Path(target) if target is not None else run_dir / "adapter"
     path = target / "README.md"
     write_text(path, render_card(run_dir, merged=merged))

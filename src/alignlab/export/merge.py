@@ -19,12 +19,11 @@ def run_source(run: str | Path) -> tuple[Path, Path, str]:
     """
     path = Path(run)
     if (path / "run.json").is_file():
-        from alignlab.rundir import run_base
+        from alignlab.rundir import Run
 
-        adapter = path / "adapter"
-        if not adapter.is_dir():
-            raise AlignlabError(f"run {path} has no adapter/ (did training finish?)", fix="see `alignlab runs` for its status")
-        return path, adapter, run_base(path)
+        found = Run(path)
+        found.require_weights()
+        return path, found.adapter_dir, found.base
     if (path / "adapter_config.json").is_file():
         return path, path, json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
     if (path / "adapter" / "adapter_config.json").is_file():

@@ -158,10 +158,7 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
             )
         model_name = base
         adapter_dir = run.adapter_dir
-        weights = ("adapter_config.json", "model.safetensors", "model.safetensors.index.json")
-        if not any((adapter_dir / f).is_file() for f in weights):
-            raise AlignlabError(f"run {run_dir} holds no trained weights (status: {run.info.get('status', 'unknown')})",
-                                fix="see `alignlab runs` for finished runs, or train it again")
+        run.require_weights()
     if model_name is None:
         from alignlab.config import DEFAULT_MODEL
 

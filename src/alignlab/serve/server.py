@@ -44,6 +44,20 @@ def check_exposure(host: str, api_key: str | None = None) -> None:
     )
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, a port another process holds (checked by binding it the way uvicorn will)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise AlignlabError(f"cannot listen on {host}:{port}: {err.strerror or err}",
+                                fix=f"pass another --port (or stop what holds {port})") from None
+
+
 def allowed_hosts_for(host: str, extra: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
     """Host header values to answer: loopback names, the bound address, and ``extra``.
 

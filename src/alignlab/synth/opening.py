@@ -207,13 +207,15 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
     kept, counts = select([rows[i] for i in went], [answers[i] for i in went], [openings[i] for i in went], scorer)
     counts["answers"] = len(rows)
     counts["opening_wrong"] = len(rows) - len(went)
-    write_pairs(out, kept)
+    if kept:  # an empty file would pass for a finished result (and replace a good one)
+        write_pairs(out, kept)
     counts["references"] = sum(reference_of(r) is not None for r in rows)
     return counts
 
 
 def summary_line(counts: dict, out) -> str:
-    return (f"kept {counts['kept']} of {counts['answers']} prompts -> {out} (opening wrong against the reference "
+    where = f"-> {out}" if counts["kept"] else "(nothing written)"
+    return (f"kept {counts['kept']} of {counts['answers']} prompts {where} (opening wrong against the reference "
             f"{counts.get('opening_wrong', 0)}, trimmed to a finished sentence "
             f"{counts.get('trimmed', 0)}, nothing after the opening {counts.get('empty', 0)}, wrong against the reference "
             f"{counts.get('wrong', 0)} of {counts.get('references', 0)} with one, flagged {counts.get('flagged', 0)}, "

@@ -104,6 +104,6 @@ def write_pairs(path: str | Path, rows: list[dict]) -> Path:
 
 def summary_line(summary: dict, out: str | Path | None = None) -> str:
     other = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["other"].items() if v) or "none"
-    where = f" -> {out}" if out else ""
+    where = (f" -> {out}" if summary["kept"] else " (nothing written)") if out else ""
     return (f"kept {summary['kept']} of {summary['prompts']} pairs{where}; dropped for length {summary['dropped_length']}"
             f" (ratio > {summary['max_length_ratio']:g}); dropped other {summary['dropped_other']} ({other})")

@@ -156,14 +156,32 @@ def _dataset(rows: list[dict]):
 
     from alignlab.data.formats import to_conversational
 
-    return Dataset.from_list([to_conversational(r, "prompts") for r in rows])
+    conv = [to_conversational(r, "prompts") for r in rows]
+    keys = list(dict.fromkeys(k for r in conv for k in r))  # from_list keeps only the first row's keys
+    return Dataset.from_list([{k: r.get(k) for k in keys} for r in conv])
 
 
 def check(ctx) -> None:
     """Fail before the model loads: the reward spec (and its gold rater) and the vLLM request."""
     if ctx.cfg.online.rewards:
-        load_rewards(ctx.cfg.online.rewards, check_only=True)  # users' files are read here, imported once later
+        reward, _ = load_rewards(ctx.cfg.online.rewards, check_only=True)  # users' files read here, imported later
+        _check_columns(reward, ctx.rows)
     vllm_args(ctx.cfg.online.use_vllm)
+
+
+def _check_columns(reward, rows: list[dict]) -> None:
+    """A built-in component that reads a data column (arithmetic, exact_match) finds it in every row."""
+    for part in reward.parts:
+        need = getattr(part.fn, "column", None)
+        if not isinstance(need, str):
+            continue
+        missing = [i for i, r in enumerate(rows) if need not in r]
+        if missing:
+            have = ", ".join(sorted(rows[missing[0]])) or "none"
+            raise AlignlabError(
+                f"reward component '{part.name}': {part.source} needs the column '{need}', which {len(missing)} of "
+                f"{len(rows)} rows lack", where=part.where or None,
+                fix=f"add '{need}' to each row or set args.column (columns of the first such row: {have})")
 
 
 def build_trainer(ctx):

@@ -137,3 +137,7 @@ def _distil(root: Path, cfg, stage: Stage, prev, out: Path, echo) -> None:
     counts = distil(prev, prompts, out, cfg, root, limit=stage.overrides.get("limit"),
                     amplify=stage.overrides.get("amplify"))
     echo(summary_line(counts, out))
+    if not counts["kept"]:  # the stage is done all the same: the next one says it is skipped, and why
+        from alignlab import fsutil
+
+        fsutil.write_text(out, "")
