@@ -36,15 +36,17 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 def make_small_vocab_model(path: Path, arch: str = "llama") -> Path:
     """A 2-layer Llama (width 64) with a 400-token byte-level BPE tokenizer and SmolLM2's ChatML template;
-    ``arch="qwen2"``: Qwen2's layout (q/k/v biases) and its tokenizer's pre-tokenizer (its split, then bytes)."""
+    ``arch="qwen2"``: Qwen2's layout (q/k/v biases) and its tokenizer's pre-tokenizer (its split, then bytes);
+    ``arch="llama3"``: Llama 3's rope scaling and pre-tokenizer."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from alignlab.export.gguf_file import QWEN2_SPLIT
+    from alignlab.export.gguf_file import LLAMA3_SPLIT, QWEN2_SPLIT
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if arch == "llama" else pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+    split = {"qwen2": QWEN2_SPLIT, "llama3": LLAMA3_SPLIT}.get(arch)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if split is None else pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(split), behavior="isolated"),
          pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -53,11 +55,13 @@ def make_small_vocab_model(path: Path, arch: str = "llama") -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|im_end|>", unk_token="<|endoftext|>")
     fast.chat_template = CHATML
-    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if arch == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    rope = {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 64}} if arch == "llama3" else {}
     config = config_cls(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
-                         pad_token_id=fast.pad_token_id, rope_theta=10000.0)
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                        tie_word_embeddings=True, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+                        pad_token_id=fast.pad_token_id, rope_theta=10000.0, **rope)
     torch.manual_seed(0)
     model = model_cls(config)
     if arch == "qwen2":  # non-zero biases, so a misplaced one shows in the round trip
@@ -220,6 +224,29 @@ def test_qwen2_gguf_round_trip_keeps_biases_rope_order_and_tokenizer(tmp_path):
         text = mtok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         assert gtok(text).input_ids == mtok(text).input_ids
         assert greedy(back, gtok, prompt) == greedy(merged, mtok, prompt)
+
+
+def test_llama3_rope_scaling_goes_out_as_llama_cpps_rope_freqs(tmp_path):
+    """Llama 3.1/3.2's rope scaling: llama.cpp divides each rotary pair's frequency by ``rope_freqs.weight``, so
+    that tensor must equal the default frequencies over the ones transformers computes for the config."""
+    import numpy as np
+    from gguf import GGUFReader
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from alignlab.export import export_run
+
+    base = make_small_vocab_model(tmp_path / "base", arch="llama3")
+    g = tmp_path / "model.gguf"
+    export_run(make_run(tmp_path, str(base)), gguf=g)
+    reader = GGUFReader(str(g))
+    assert reader.fields["tokenizer.ggml.pre"].contents() == "llama-bpe"
+    freqs = next(np.array(t.data) for t in reader.tensors if t.name == "rope_freqs.weight")
+    config = AutoConfig.from_pretrained(str(base))
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    plain = 1.0 / 10000.0 ** (np.arange(0, 16, 2) / 16)  # head_dim 16
+    assert freqs.shape == (8,) and freqs.min() == 1.0 and freqs.max() == 8.0  # both ends of the ramp are in it
+    np.testing.assert_allclose(freqs, plain / scaled.numpy(), rtol=1e-5)
 
 
 def test_q8_0_gguf_loads_and_stays_close(exported):

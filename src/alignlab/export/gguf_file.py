@@ -3,14 +3,15 @@
 Follows llama.cpp's ``convert_hf_to_gguf.py`` for the llama and qwen2 architectures: tensor names from the
 ``gguf`` package's name map, llama's q/k projection rows permuted into llama.cpp's rotary layout (transformers
 undoes the same permutation when it reads a GGUF; qwen2's are written as they are, with their biases), norms and other 1-D tensors in F32, the rest in F16 or Q8_0
-(a tensor whose rows Q8_0 cannot split into 32-value blocks falls back to F16, as llama.cpp does), and
-the tied output matrix left out (llama.cpp reuses ``token_embd``).
+(a tensor whose rows Q8_0 cannot split into 32-value blocks falls back to F16, as llama.cpp does),
+the tied output matrix left out (llama.cpp reuses ``token_embd``), and Llama 3's rope scaling written as the
+``rope_freqs`` tensor llama.cpp reads; other rope scalings are refused.
 
 Tokenizer metadata: for a base that came from a GGUF file (the default model does), its ``tokenizer.*``
 keys are copied unchanged; otherwise they are built from the Hugging Face tokenizer for byte-level BPE
 tokenizers (``tokenizer.ggml.model = gpt2``), the way llama.cpp does. Where we depart: the pre-tokenizer
 name is not found by llama.cpp's hash of a probe text but from the tokenizer itself (SmolLM's vocabulary:
-``smollm``; Qwen2's split pattern: ``qwen2``; any other plain byte-level BPE: ``gpt-2``; else ``default``, with a
+``smollm``; Qwen2's and Llama 3's split patterns: ``qwen2`` and ``llama-bpe``; any other plain byte-level BPE: ``gpt-2``; else ``default``, with a
 note in the summary).
 """
 
@@ -24,9 +25,11 @@ from alignlab.errors import AlignlabError
 
 QUANTS = ("f16", "q8_0")
 ARCHITECTURES = {"llama": "LLAMA", "mistral": "LLAMA", "qwen2": "QWEN2"}  # HF model_type -> gguf.MODEL_ARCH member
-# Qwen2's pre-tokenizer split (its tokenizer.json), which llama.cpp names "qwen2"
+# the pre-tokenizer splits of Qwen2's and Llama 3's tokenizer.json, and llama.cpp's names for them
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
                r"\s+(?!\S)|\s+")
+LLAMA3_SPLIT = QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")  # digits in threes
+SPLITS = {QWEN2_SPLIT: "qwen2", LLAMA3_SPLIT: "llama-bpe"}
 
 
 def _permute(weights, n_head: int, n_head_kv: int | None = None):
@@ -44,15 +47,51 @@ def _rope_theta(config: dict) -> float | None:
     return float(params["rope_theta"]) if params.get("rope_theta") is not None else None
 
 
-def _check_rope(config: dict) -> None:
+def _rope_scaling(config: dict) -> dict:
+    """The config's rope scaling parameters (``rope_scaling``, or transformers 5's ``rope_parameters``); {} if none."""
     for key in ("rope_scaling", "rope_parameters"):
         params = config.get(key) or {}
-        kind = params.get("rope_type") or params.get("type") or "default"
-        if kind != "default":
-            raise AlignlabError(
-                f"GGUF export does not handle rope scaling '{kind}' yet",
-                fix="export --merged and convert it with llama.cpp's convert_hf_to_gguf.py",
-            )
+        if (params.get("rope_type") or params.get("type") or "default") != "default":
+            return params
+    return {}
+
+
+def _check_rope(config: dict) -> None:
+    params = _rope_scaling(config)
+    kind = params.get("rope_type") or params.get("type") or "default"
+    if kind == "llama3" and ARCHITECTURES[config["model_type"]] == "LLAMA":
+        return  # Llama 3.1/3.2: llama.cpp reads it as a rope_freqs tensor (llama3_rope_factors)
+    if kind != "default":
+        raise AlignlabError(
+            f"GGUF export does not handle rope scaling '{kind}' yet",
+            fix="export --merged and convert it with llama.cpp's convert_hf_to_gguf.py",
+        )
+
+
+def llama3_rope_factors(config: dict):
+    """Llama 3's frequency-dependent rope scaling as llama.cpp stores it: one divisor per rotary pair
+    (``rope_freqs.weight``; llama.cpp divides each pair's frequency by it), computed the way
+    convert_hf_to_gguf.py does: 1 for short wavelengths, ``factor`` for long ones, smoothed between."""
+    import math
+
+    import numpy as np
+
+    params = _rope_scaling(config)
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    base = _rope_theta(config) or 10000.0
+    factor, low, high = params.get("factor", 8.0), params.get("low_freq_factor", 1.0), params.get("high_freq_factor", 4.0)
+    old_context = params.get("original_max_position_embeddings", 8192)
+    out = []
+    for freq in 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim):
+        wavelen = 2 * math.pi / freq
+        if wavelen < old_context / high:
+            out.append(1.0)
+        elif wavelen > old_context / low:
+            out.append(factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
 
 
 def _read_tensors(model_dir: Path):
@@ -88,8 +127,8 @@ def _pre_tokenizer(tok_json: dict, tokens: list[str]) -> tuple[str, str | None]:
     if tokens[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] and len(tokens) == 49152:
         return "smollm", None
     splits = [p.get("pattern", {}).get("Regex") for p in pre.get("pretokenizers") or [] if p.get("type") == "Split"]
-    if pre.get("type") == "Sequence" and splits == [QWEN2_SPLIT]:
-        return "qwen2", None
+    if pre.get("type") == "Sequence" and len(splits) == 1 and splits[0] in SPLITS:
+        return SPLITS[splits[0]], None
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2", None
     return "default", "pre-tokenizer not recognised: llama.cpp will split text with its default rules"
@@ -249,4 +288,8 @@ def _write_tensors(writer, model_dir: Path, config: dict, arch, quant: str) -> d
             packed = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), kind)
         writer.add_tensor(new, packed, raw_dtype=kind)
         counts[kind.name] = counts.get(kind.name, 0) + 1
+    if (_rope_scaling(config).get("rope_type") or _rope_scaling(config).get("type")) == "llama3":
+        writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(config),
+                          raw_dtype=gguf.GGMLQuantizationType.F32)
+        counts["F32"] = counts.get("F32", 0) + 1
     return counts
