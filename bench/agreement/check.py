@@ -84,6 +84,10 @@ Two later sets are scored the same way:
   best of five (the most in-persona of the greedy answer and four samples that passes the filter), on 42 held-out
   prompts that no earlier read used (6 per category, drawn at random from the rest of the held-out set), three
   answers per prompt in a random order, three blind readers;
+- same_readers.jsonl: the base and the four-stage default (`make demo`, 16th session) on the 42 held-out prompts of
+  distil_amplify.jsonl and the 42 of fresh_prompts.jsonl (the same answers as there), two answers per prompt in a
+  random order, the 84 prompts shuffled together, three new blind readers: whether a drop in the voice on the fresh
+  prompts is the prompts' or the readers';
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -137,7 +141,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
-        "punctuation", "distil_amplify", "fresh_prompts")
+        "punctuation", "distil_amplify", "fresh_prompts", "same_readers")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
