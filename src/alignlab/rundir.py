@@ -28,11 +28,17 @@ from alignlab import fsutil
 from alignlab.errors import AlignlabError
 
 
-def new_run_dir(runs_dir: str | Path, method: str, name: str | None = None) -> Path:
-    runs_dir = Path(runs_dir)
-    if name is not None and (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0")):
+def check_run_name(name: str) -> None:
+    """Refuse a run name that is not one plain directory name (empty, '.', '..', a slash)."""
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise AlignlabError(f"run name '{name}' is not a plain directory name",
                             fix="give a name without slashes, e.g. --name snark-v2")
+
+
+def new_run_dir(runs_dir: str | Path, method: str, name: str | None = None) -> Path:
+    runs_dir = Path(runs_dir)
+    if name is not None:
+        check_run_name(name)
     runs_dir.mkdir(parents=True, exist_ok=True)
     base = name or f"{datetime.now():%Y%m%d-%H%M%S}-{method}"
     path, i = runs_dir / base, 1

@@ -56,3 +56,48 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     assert said[: len(runs)] == [f"stage {i} already trained: {r.path}" for (i, _), r in zip(trained, runs)]
     assert said[len(runs)] == f"stage {d}/{tail}: {changed[d - 1].describe()}" and "amplify 2.0" in said[len(runs)]
     assert not any(m.startswith(f"stage {tail} already") for m in said)
+
+
+def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_model, tmp_path):
+    """`alignlab recipe --quick`: every stage in runs/recipe-<i>-<method>; run again, the trained stages are reused."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    proj = tmp_path / "proj"
+    res = CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model])
+    assert "alignlab recipe" in res.output
+    res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
+    assert res.exit_code == 0, res.output
+    runs = [Run(proj / "runs" / f"recipe-{i}-{m}") for i, m in ((1, "sft"), (2, "dpo"))]
+    assert [r.info["status"] for r in runs] == ["done", "done"] and runs[0].info["steps"] == 2
+    assert runs[1].info["init_adapter"] == str(runs[0].path) and runs[1].info["data"].endswith("pairs.jsonl")
+    assert f"final adapter: {runs[-1].path}" in res.output  # the tiny model's distil keeps nothing: stage 4 skipped
+    res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
+    assert res.exit_code == 0 and f"stage 1 already trained: {runs[0].path}" in res.output, res.output
+
+
+def test_recipe_command_names_the_data_a_project_lacks(tmp_path):
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    proj = tmp_path / "pirate"
+    CliRunner().invoke(app, ["init", str(proj), "--persona", "talks like a pirate"])
+    res = CliRunner().invoke(app, ["recipe", "--project", str(proj)])
+    err = str(res.exception)
+    assert type(res.exception).__name__ == "AlignlabError", res.output
+    assert "data/pairs.jsonl, data/rewrites.jsonl, which this project lacks" in err and "--rewrites" in err
+    res = CliRunner().invoke(app, ["recipe", "--project", str(proj), "--name", "a/b"])
+    assert "is not a plain directory name" in str(res.exception)
+    assert not (proj / "runs").exists() or not any((proj / "runs").iterdir())
+
+
+def test_recipe_stages_swap_the_data_and_shorten_for_a_smoke_test():
+    from alignlab.workflows.recipes import recipe_stages
+
+    assert recipe_stages() == DEFAULT
+    stages = recipe_stages(rewrites="mine.jsonl", pairs="bundled:persona-pairs", quick=True)
+    assert [s.data for s in stages] == ["mine.jsonl", "bundled:persona-pairs", "mine.jsonl", DISTILLED]
+    assert [s.overrides.get("train.max_steps") for s in stages] == [2, 2, None, 2] and stages[2].overrides["limit"] == 8
+    assert stages[0].overrides["train.learning_rate"] == DEFAULT[0].overrides["train.learning_rate"]

@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Verb-group modules, in the order their commands appear in --help.
-MODULES = ["project", "data", "train", "use", "runs", "feedback", "rate", "reward", "serve", "sample", "synth", "evaluate", "compare", "loop", "pipeline", "breakit", "export", "plan"]
+MODULES = ["project", "data", "train", "use", "runs", "feedback", "rate", "reward", "serve", "sample", "synth", "recipe", "evaluate", "compare", "loop", "pipeline", "breakit", "export", "plan"]
 
 for _name in MODULES:
     importlib.import_module(f"alignlab.cli.{_name}").register(app)

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         cfg, written = create_project(directory, persona, model, force)
         typer.echo(f"created {directory}/ ({CONFIG_NAME}, " + ", ".join(written) + ")")
         if persona == DEFAULT_PERSONA:
-            typer.echo(f"next: cd {directory} && alignlab train sft && alignlab eval runs/<id>  (the recipe the demo uses)")
+            typer.echo(f"next: cd {directory} && alignlab recipe   (the demo's four stages: about 15 minutes on 2 CPU "
+                       "cores), then alignlab eval runs/recipe-4-sft")
         else:
             typer.echo(
                 f"this persona has prompts but no labelled answers yet; next, from {directory}/, one of:\n"

@@ -46,6 +46,22 @@ DEFAULT: tuple[Stage, ...] = (
     Stage(methods.SFT, DISTILLED, {"train.learning_rate": 1e-4, "train.epochs": 2.0}),
 )
 
+QUICK_STEPS, QUICK_DISTIL = 2, 8  # `alignlab recipe --quick`: a smoke test of the stages
+
+
+def recipe_stages(rewrites: str | None = None, pairs: str | None = None, quick: bool = False) -> tuple[Stage, ...]:
+    """DEFAULT with its data files swapped (``rewrites`` for stages 1 and 3, ``pairs`` for stage 2) and, with
+    ``quick``, a couple of steps per training stage and a few distil prompts."""
+    swap = {DEFAULT[0].data: rewrites, DEFAULT[1].data: pairs}
+    out = []
+    for s in DEFAULT:
+        data = swap.get(s.data) or s.data
+        over = dict(s.overrides)
+        if quick:
+            over.update({"limit": QUICK_DISTIL} if s.method == DISTIL else {"train.max_steps": QUICK_STEPS})
+        out.append(Stage(s.method, data, over))
+    return tuple(out)
+
 
 def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] = print, prefix: str = "recipe") -> Path:
     """Train each stage into ``runs/<prefix>-<i>-<method>`` (a finished one is reused while every stage before it
