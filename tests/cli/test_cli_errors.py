@@ -347,3 +347,13 @@ def test_a_port_in_use_is_one_line_before_anything_loads(monkeypatch, capsys, tm
         err = one_error(lines)
         assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err, lines
         assert not any("Loading" in x for x in lines)
+
+
+def test_help_reflows_each_paragraph(monkeypatch, capsys):
+    """A docstring's later paragraphs read as prose in --help, not broken where the source lines end."""
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["alignlab", "recipe", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    out = " ".join(capsys.readouterr().out.split("\n"))
+    assert "distilled from its answers, SFT on those rows: about 15 minutes on 2 CPU cores with the default model." in out

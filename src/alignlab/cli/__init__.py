@@ -29,6 +29,21 @@ for _name in MODULES:
     importlib.import_module(f"alignlab.cli.{_name}").register(app)
 
 
+def _reflow(group: typer.Typer) -> None:
+    """Join the lines of each paragraph of every command's help: typer keeps a docstring's line breaks after its
+    first paragraph, so `--help` would break lines mid-sentence."""
+    import inspect
+
+    for info in group.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
+    for sub in group.registered_groups:
+        _reflow(sub.typer_instance)
+
+
+_reflow(app)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

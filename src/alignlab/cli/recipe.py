@@ -17,9 +17,11 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="2 steps per training stage and 8 distil prompts: a smoke test of the pipeline, not a persona"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
-        """Train the default recipe: SFT on the rewrites, DPO + RPO on the pairs from it, the base's opening distilled
-        from its answers, SFT on those rows. About 15 minutes on 2 CPU cores with the default model. A stage already
-        trained with the same settings is reused, so running it again continues an interrupted recipe."""
+        """Train the default recipe (what `make demo` trains) in this project, stage by stage.
+
+        SFT on the rewrites, DPO + RPO on the pairs from it, the base's opening distilled from its answers, SFT on
+        those rows: about 15 minutes on 2 CPU cores with the default model. A stage already trained with the same
+        settings is reused, so running it again continues an interrupted recipe."""
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.rundir import check_run_name

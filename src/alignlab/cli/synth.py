@@ -88,8 +88,10 @@ def _register_distil(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
-        """SFT rows that teach a run the base's opening: its answers after the base's first sentence (where that is
-        correct), kept when finished, correct against the reference, not flagged and free of stock phrases."""
+        """SFT rows that teach a run the base's opening (stage 3 of the recipe).
+
+        The run's answers after the base's first sentence (where that is correct), kept when finished, correct
+        against the reference, not flagged and free of stock phrases."""
         from alignlab.config import project_config
         from alignlab.synth.opening import distil as run_distil, summary_line
         from alignlab.synth.sample import default_prompts
