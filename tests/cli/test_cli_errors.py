@@ -357,3 +357,20 @@ def test_help_reflows_each_paragraph(monkeypatch, capsys):
         main()
     out = " ".join(capsys.readouterr().out.split("\n"))
     assert "distilled from its answers, SFT on those rows: about 15 minutes on 2 CPU cores with the default model." in out
+
+
+def test_a_model_without_a_chat_template_is_refused_before_it_loads(monkeypatch, capsys, tmp_path, tiny_model):
+    import shutil
+
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_model, base)
+    cfg_file = base / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg.pop("chat_template", None)
+    cfg_file.write_text(json.dumps(cfg))
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--model", str(base),
+                          cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "has no chat template" in err and "instruct" in err, lines
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

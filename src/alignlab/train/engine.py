@@ -158,6 +158,11 @@ def prepare(
     # recipe-specific checks (reward specs, vLLM); they read the rows and config, never the tokenizer
     spec.load_recipe().check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=None, device=device))
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if not getattr(tokenizer, "chat_template", None):  # every method trains on chats; TRL would fail after loading
+        raise AlignlabError(
+            f"model '{cfg.model}' has no chat template (a base model rather than an instruct one?): alignlab trains "
+            "on chats", fix="use the instruct version (…-Instruct, …-it), or add a chat_template to its "
+            "tokenizer_config.json")
     rows = load_dataset_rows(
         path,
         kind,
