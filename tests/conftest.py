@@ -27,10 +27,18 @@ def tiny_qwen2(tmp_path_factory) -> str:
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-qwen2") / "model", arch="qwen2"))
 
 
-@pytest.fixture(params=["llama", "qwen2"])
-def tiny_arch(request, tiny_model, tiny_qwen2) -> str:
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory) -> str:
+    """The tiny model in Gemma 3's layout: sliding-window and full-attention layers, scaled embeddings."""
+    from alignlab.models.tiny import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny-gemma3") / "model", arch="gemma3"))
+
+
+@pytest.fixture(params=["llama", "qwen2", "gemma3"])
+def tiny_arch(request, tiny_model, tiny_qwen2, tiny_gemma3) -> str:
     """A tiny model of each architecture alignlab's own forward and decoding paths are checked on."""
-    return tiny_model if request.param == "llama" else tiny_qwen2
+    return {"llama": tiny_model, "qwen2": tiny_qwen2, "gemma3": tiny_gemma3}[request.param]
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,12 @@ def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: i
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+                             "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM)}[arch]
+    extra = {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
+             "layer_types": ["sliding_attention", "full_attention"][:layers] * (layers // 2 or 1)} if arch == "gemma3" else {}
 
     path = Path(path)
     if (path / "model.safetensors").is_file():
@@ -73,6 +78,7 @@ def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: i
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **extra,
     )
     torch.manual_seed(seed)
     model = model_cls(config)
