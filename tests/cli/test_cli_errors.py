@@ -374,3 +374,6 @@ def test_a_model_without_a_chat_template_is_refused_before_it_loads(monkeypatch,
     err = one_error(lines)
     assert code == 2 and "has no chat template" in err and "instruct" in err, lines
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    # answering works, as plain-text continuation, and says so
+    code, lines = run_cli(monkeypatch, capsys, "generate", "--model", str(base), "--max-new-tokens", "2", "hi")
+    assert code in (0, None) and any("has no chat template (a base model?)" in x for x in lines), lines

@@ -13,7 +13,11 @@ from alignlab.config import CHAT_MAX_NEW_TOKENS, CHAT_TEMPERATURE, DEFAULT_MODEL
 def _load(run: Optional[Path], model: Optional[str], device: str):
     from alignlab.models.loading import load_for_inference
 
-    return load_for_inference(model, run, device=device)
+    loaded = load_for_inference(model, run, device=device)
+    if not getattr(loaded[1], "chat_template", None):
+        typer.echo(f"note: {loaded[2]} has no chat template (a base model?): prompts go in as plain text to continue",
+                   err=True)
+    return loaded
 
 
 def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None, amplify: float = 0.0,
