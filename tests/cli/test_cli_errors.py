@@ -377,3 +377,12 @@ def test_a_model_without_a_chat_template_is_refused_before_it_loads(monkeypatch,
     # answering works, as plain-text continuation, and says so
     code, lines = run_cli(monkeypatch, capsys, "generate", "--model", str(base), "--max-new-tokens", "2", "hi")
     assert code in (0, None) and any("has no chat template (a base model?)" in x for x in lines), lines
+
+
+def test_train_help_gives_each_methods_beta_default(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setattr(sys, "argv", ["alignlab", "train", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    out = capsys.readouterr().out
+    assert "dpo/orpo 0.1, ipo/kto 0.5, simpo 2, grpo/rloo/ppo 0.04" in out

@@ -101,3 +101,35 @@ def test_recipe_stages_swap_the_data_and_shorten_for_a_smoke_test():
     assert [s.data for s in stages] == ["mine.jsonl", "bundled:persona-pairs", "mine.jsonl", DISTILLED]
     assert [s.overrides.get("train.max_steps") for s in stages] == [2, 2, None, 2] and stages[2].overrides["limit"] == 8
     assert stages[0].overrides["train.learning_rate"] == DEFAULT[0].overrides["train.learning_rate"]
+
+
+def test_recipe_for_a_persona_of_your_own_trains_on_its_pairs(tiny_model, tmp_path):
+    """A project with its own data/pairs.jsonl (what synth writes there) and no rewrites: stages 1 and 3 use the pairs."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from alignlab.data import bundled_path
+
+    proj = tmp_path / "pirate"
+    CliRunner().invoke(app, ["init", str(proj), "--persona", "talks like a pirate", "--model", tiny_model])
+    shutil.copyfile(bundled_path("persona-pairs"), proj / "data" / "pairs.jsonl")
+    res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
+    assert res.exit_code == 0, res.output
+    assert "no data/rewrites.jsonl: stages 1 and 3 use data/pairs.jsonl" in res.output
+    assert Run(proj / "runs" / "recipe-1-sft").info["data"].endswith("pairs.jsonl")
+
+
+def test_synth_writes_a_new_personas_pairs_where_train_looks(tiny_model, tmp_path):
+    """With no data/pairs.jsonl yet, synth's default output is that file (the tiny model's answers keep no pair,
+    so it says where it would have written and writes nothing)."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    proj = tmp_path / "pirate"
+    CliRunner().invoke(app, ["init", str(proj), "--persona", "talks like a pirate", "--model", tiny_model])
+    res = CliRunner().invoke(app, ["synth", "--limit", "2", "--candidates", "1", "--max-new-tokens", "4",
+                                   "--rater", "reward:length_penalty", "--project", str(proj), "--device", "cpu"])
+    assert f"{proj / 'data' / 'pairs.jsonl'}" in (res.output + str(res.exception)), res.output

@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         if root is None:
             raise AlignlabError("alignlab recipe trains inside a project", fix="alignlab init DIR, then cd DIR")
         check_run_name(name)
+        data = root / cfg.data_dir
+        if rewrites is None and not (data / "rewrites.jsonl").is_file() and (data / (pairs or "pairs.jsonl")).is_file():
+            rewrites = pairs or "pairs.jsonl"  # a persona of your own: its pairs (synth's) serve stages 1 and 3 too
+            typer.echo(f"no {cfg.data_dir}/rewrites.jsonl: stages 1 and 3 use {cfg.data_dir}/{rewrites}")
         stages = recipe_stages(rewrites=rewrites, pairs=pairs, quick=quick)
         missing = sorted({s.data for s in stages if not s.data.startswith(("bundled:", "<"))
                           and not (root / cfg.data_dir / s.data).is_file()})

@@ -27,7 +27,7 @@ def _register_synth(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="local teacher's base model (default: the project's)"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/synth_pairs.jsonl)"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/pairs.jsonl when the project has none yet, so `train` and `recipe` find it; else data/synth_pairs.jsonl)"),
         candidates: int = typer.Option(4, "--candidates", "-k", min=1, help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
         rater: str = typer.Option("reward:persona_heuristic", "--rater", help="judge, classifier or reward:<name>"),
         max_length_ratio: float = typer.Option(1.5, "--max-length-ratio", help="drop pairs whose longer answer has more than this many times the words of the shorter"),
@@ -62,7 +62,10 @@ def _register_synth(app: typer.Typer) -> None:
 
             m, tok, name = load_for_inference(None if run else (model or cfg.model), run, device=device)
             teacher = LocalTeacher(m, tok, name=str(run or name), seed=seed)
-        out = fsutil.check_out(out or ((root / cfg.data_dir if root is not None else Path(".")) / "synth_pairs.jsonl"))
+        if out is None:
+            data_dir = root / cfg.data_dir if root is not None else Path(".")
+            out = data_dir / ("synth_pairs.jsonl" if (data_dir / "pairs.jsonl").exists() else "pairs.jsonl")
+        out = fsutil.check_out(out)
         pairs, summary = build_pairs(teacher, [r["prompt"] for r in rows], judge, persona_prompt or make_prompt(cfg.persona),
                                      candidates=candidates, max_length_ratio=max_length_ratio, min_margin=min_margin,
                                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)

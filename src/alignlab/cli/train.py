@@ -24,6 +24,18 @@ DEFAULT_DATA = {
 METHOD_HELP = methods.help_list()
 
 
+def _beta_help() -> str:
+    """Each method's beta default, read from the config (so --help cannot drift from it)."""
+    from alignlab.config import ProjectConfig
+
+    cfg, seen = ProjectConfig(), {}
+    for m in methods.REGISTRY.values():
+        if m.beta:
+            section, key = m.beta.split(".")
+            seen.setdefault(f"{getattr(getattr(cfg, section), key):g}", []).append(m.name)
+    return "the method's beta: " + ", ".join(f"{'/'.join(ms)} {v}" for v, ms in seen.items())
+
+
 def default_data(method: str, root: Path | None, data_dir: str, persona: str = DEFAULT_PERSONA) -> str:
     """The project's own file for the method's kind of data, else the bundled one. The bundled persona sets are
     snark examples: a project with another persona gets an error naming what to write instead of training snark."""
@@ -132,7 +144,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=fh("train", "batch_size")),
         grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help=fh("train", "grad_accum")),
         max_length: Optional[int] = typer.Option(None, "--max-length", help=fh("train", "max_length")),
-        beta: Optional[float] = typer.Option(None, "--beta", help="the method's beta (DPO/IPO/KTO 0.1, SimPO 2.0, ORPO lambda 0.1, GRPO/RLOO/PPO KL 0.04)"),
+        beta: Optional[float] = typer.Option(None, "--beta", help=_beta_help()),
         seed: Optional[int] = typer.Option(None, "--seed", help=fh("train", "seed")),
         lora_r: Optional[int] = typer.Option(None, "--lora-r", help=fh("lora", "r")),
         lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help=fh("lora", "alpha")),

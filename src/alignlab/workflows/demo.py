@@ -77,7 +77,7 @@ def run_demo(directory: Path, per_category: int, show: int) -> Path:
         answers.add_row(smp["prompt"], cell(smp["base"], smp["base_scores"]), cell(smp["adapter"], smp["adapter_scores"]))
     console.print(answers)
     _say(f"done in {(time.time() - started) / 60:.1f} min; report {final / 'report.html'}; "
-         f"next: alignlab chat --run {final} --compare")
+         f"next: source .venv/bin/activate && alignlab chat --run {final} --compare")
     return final
 
 
