@@ -386,3 +386,10 @@ def test_train_help_gives_each_methods_beta_default(monkeypatch, capsys):
         main()
     out = capsys.readouterr().out
     assert "dpo/orpo 0.1, ipo/kto 0.5, simpo 2, grpo/rloo/ppo 0.04" in out
+
+
+def test_a_plan_shape_name_points_to_the_models_hub_id(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--model", "qwen2.5-1.5b", "--data", str(pairs(tmp_path)),
+                          cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "is a shape for `alignlab plan`" in err and "--model Qwen/Qwen2.5-1.5B-Instruct" in err, lines

@@ -97,6 +97,12 @@ def resolve_model(name: str) -> str:
                     fix="download it once with internet, or use a local directory or: " + ", ".join(REGISTRY),
                 )
         return name
+    from alignlab.plan.shapes import bundled
+
+    shape = bundled().get(name.lower(), {})
+    if shape.get("hub"):  # a name `alignlab plan` knows: its shape only, the weights are the hub id's
+        raise AlignlabError(f"'{name}' is a shape for `alignlab plan`, not a model alignlab has on disk",
+                            fix=f"name the model itself: --model {shape['hub']} (a hub id: needs internet once)")
     raise AlignlabError(
         f"unknown model '{name}'",
         fix="use a registry name (" + ", ".join(REGISTRY) + "), a local model directory, or a hub id like org/name",
