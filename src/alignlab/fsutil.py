@@ -39,6 +39,12 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The first of ``path`` and its parents that exists as a file, so no directory can be made there; None if none."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def check_out(path: str | Path) -> Path:
     """``path`` as an output file: refused in one line when it names a directory (before any work is done)."""
     path = Path(path)

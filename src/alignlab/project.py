@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from alignlab import fsutil
 from alignlab.config import CONFIG_NAME, DEFAULT_PERSONA, ProjectConfig, dump_config
 from alignlab.errors import AlignlabError
 
@@ -19,9 +20,8 @@ def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str |
     """Write alignlab.yaml, data/ and runs/; returns the config and the data files written (existing ones are kept)."""
     from alignlab.data import bundled_path
 
-    for part in (directory, *directory.parents):
-        if part.exists() and not part.is_dir():
-            raise AlignlabError(f"{part} is a file, not a directory", fix="pick a new directory name for the project")
+    if (blocker := fsutil.file_in_the_way(directory)) is not None:
+        raise AlignlabError(f"{blocker} is a file, not a directory", fix="pick a new directory name for the project")
     cfg_path = directory / CONFIG_NAME
     if cfg_path.exists() and not force:
         raise AlignlabError(f"{cfg_path} already exists", fix="pass --force to overwrite it")

@@ -25,19 +25,19 @@ def register(app: typer.Typer) -> None:
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.rundir import check_run_name
-        from alignlab.workflows.recipes import recipe_stages, train_recipe
+        from alignlab.workflows.recipes import DEFAULT, missing_data, recipe_stages, train_recipe
 
         cfg, root = project_config(project)
         if root is None:
             raise AlignlabError("alignlab recipe trains inside a project", fix="alignlab init DIR, then cd DIR")
         check_run_name(name)
-        data = root / cfg.data_dir
-        if rewrites is None and not (data / "rewrites.jsonl").is_file() and (data / (pairs or "pairs.jsonl")).is_file():
-            rewrites = pairs or "pairs.jsonl"  # a persona of your own: its pairs (synth's) serve stages 1 and 3 too
-            typer.echo(f"no {cfg.data_dir}/rewrites.jsonl: stages 1 and 3 use {cfg.data_dir}/{rewrites}")
+        default_rewrites, own_pairs = DEFAULT[0].data, pairs or DEFAULT[1].data
+        if (rewrites is None and not own_pairs.startswith("bundled:")
+                and missing_data(root, cfg, recipe_stages(pairs=pairs)) == [default_rewrites]):
+            rewrites = own_pairs  # a persona of your own: its pairs (synth's) serve stages 1 and 3 too
+            typer.echo(f"no {cfg.data_dir}/{default_rewrites}: stages 1 and 3 use {cfg.data_dir}/{rewrites}")
         stages = recipe_stages(rewrites=rewrites, pairs=pairs, quick=quick)
-        missing = sorted({s.data for s in stages if not s.data.startswith(("bundled:", "<"))
-                          and not (root / cfg.data_dir / s.data).is_file()})
+        missing = missing_data(root, cfg, stages)
         if missing:
             raise AlignlabError(
                 f"the recipe trains on {', '.join(f'{cfg.data_dir}/{m}' for m in missing)}, which this project lacks",

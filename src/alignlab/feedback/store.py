@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from alignlab import fsutil
 from alignlab.errors import AlignlabError
 
 DB_NAME = "feedback.db"
@@ -164,12 +165,11 @@ class Store:
         self._migrations = MIGRATIONS if migrations is None else migrations
         self._lock = threading.RLock()
         self._depth = 0
-        for part in (self.path, *self.path.parents):
-            if part == self.path and part.is_dir():
-                raise AlignlabError(f"{part} is a directory, not a feedback database",
-                                    fix=f"pass a file path, e.g. --db {part / DB_NAME}")
-            if part != self.path and part.exists() and not part.is_dir():
-                raise AlignlabError(f"{part} is a file, so {self.path} cannot be made", fix="pass another --db path")
+        if self.path.is_dir():
+            raise AlignlabError(f"{self.path} is a directory, not a feedback database",
+                                fix=f"pass a file path, e.g. --db {self.path / DB_NAME}")
+        if (blocker := fsutil.file_in_the_way(self.path.parent)) is not None:
+            raise AlignlabError(f"{blocker} is a file, so {self.path} cannot be made", fix="pass another --db path")
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)

@@ -46,6 +46,17 @@ DEFAULT: tuple[Stage, ...] = (
     Stage(methods.SFT, DISTILLED, {"train.learning_rate": 1e-4, "train.epochs": 2.0}),
 )
 
+def stage_data(root: Path, cfg, stage: Stage) -> str:
+    """Where a stage's data is: bundled:NAME as it is, else the file under the project's data directory."""
+    return stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
+
+
+def missing_data(root: Path, cfg, stages) -> list[str]:
+    """The project files the stages train on that are not there (bundled sets and distilled rows excepted)."""
+    return sorted({s.data for s in stages if s.data != DISTILLED and not s.data.startswith("bundled:")
+                   and not Path(stage_data(root, cfg, s)).is_file()})
+
+
 QUICK_STEPS, QUICK_DISTIL = 2, 8  # `alignlab recipe --quick`: a smoke test of the stages
 
 
@@ -107,7 +118,7 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
                 continue
             data = str(distilled)
         else:
-            data = stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
+            data = stage_data(root, cfg, stage)
         shutil.rmtree(run_dir, ignore_errors=True)
         echo(f"stage {i}/{len(stages)}: {stage.describe()}")
         ctx = engine.prepare(stage.method, apply_overrides(cfg, stage.overrides), data, root / cfg.runs_dir,
@@ -149,7 +160,7 @@ def _distil(root: Path, cfg, stage: Stage, prev, out: Path, echo) -> None:
 
     if prev is None:
         raise ValueError("a distil stage needs a trained stage before it")
-    prompts = stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
+    prompts = stage_data(root, cfg, stage)
     counts = distil(prev, prompts, out, cfg, root, limit=stage.overrides.get("limit"),
                     amplify=stage.overrides.get("amplify"))
     echo(summary_line(counts, out))
