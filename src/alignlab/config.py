@@ -68,7 +68,7 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     max_length: int = Field(256, ge=8, description="max tokens of prompt + response")
     max_prompt_length: int = Field(128, ge=4, description="max tokens of the prompt")
-    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of steps for linear warm-up")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps for linear warm-up (below 1)")
     lr_scheduler: str = Field("constant", description="transformers scheduler name (constant, linear, cosine, ...)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")

@@ -143,3 +143,28 @@ def test_online_rows_keep_a_column_the_first_row_lacks():
 
     ds = _dataset([{"prompt": "Name a colour."}, {"prompt": "What is 2 plus 2?", "answer": "4"}])
     assert ds.column_names == ["prompt", "answer"] and ds[1]["answer"] == "4" and ds[0]["answer"] is None
+
+
+def test_a_long_chat_answer_is_counted_and_a_chat_needs_a_question(tmp_path, tok):
+    """A `messages` row's answer counts towards max_length as a completion's does (it was counted as 0, so TRL
+    cut it without a word); a chat with nothing before its answer is refused."""
+    def chat(answer, user=True):
+        return json.dumps({"messages": ([{"role": "user", "content": "short"}] if user else [])
+                           + [{"role": "assistant", "content": answer}]})
+
+    f = write(tmp_path / "c.jsonl", [chat("x " * 100), chat("x"), chat("lonely", user=False)])
+    report = validate(f, "sft", tok, max_length=64, max_prompt_length=1000)
+    assert report.warnings and "1 row(s) longer than max_length=64" in report.warnings[0]
+    assert report.errors == [f"{f}:3: 'messages' has no turn before the assistant's answer; put the user's question first"]
+    same = write(tmp_path / "p.jsonl", [json.dumps({"prompt": "short", "completion": "x " * 100})])
+    assert validate(same, "sft", tok, max_length=64, max_prompt_length=1000).warnings == [
+        w.replace(str(f), str(same)) for w in report.warnings]
+
+
+def test_an_online_prompt_over_max_prompt_length_is_refused(tmp_path, tok):
+    """GRPO / RLOO / PPO prompts are held to train.max_prompt_length as the other kinds are (PPO cut them from
+    the left, the system prompt first; GRPO ignored the limit)."""
+    f = write(tmp_path / "q.jsonl", [json.dumps({"prompt": "word " * 80}), json.dumps({"prompt": "short"})])
+    report = validate(f, "prompts", tok, max_length=512, max_prompt_length=64)
+    assert len(report.errors) == 1 and report.errors[0].startswith(f"{f}:1: prompt is ")
+    assert "over max_prompt_length=64" in report.errors[0] and len(report.rows) == 1

@@ -208,3 +208,16 @@ def test_cli_refuses_processes_for_ppo_in_one_line(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "PPO runs in one process" in lines[0] and "--processes" in lines[0]
+
+
+def test_a_prompt_over_max_prompt_length_with_the_system_prompt_is_refused_before_a_step(tiny_model, tmp_path):
+    """The data check passes these prompts; the project's long system prompt takes them over the limit. PPO says so
+    before the first step (it used to cut each prompt from the left, the system prompt first, without a word)."""
+    from alignlab.errors import AlignlabError
+
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, max_steps=2, max_prompt_length=96)
+    ctx = engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs")
+    ctx.cfg.system_prompt = "You are a pirate. " * 30
+    with pytest.raises(AlignlabError, match=r"32 prompt\(s\) over train.max_prompt_length=96 tokens"):
+        engine.run(ctx, str(prompts))
+    assert not (ctx.run_dir / "adapter").exists()

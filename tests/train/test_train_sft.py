@@ -58,8 +58,36 @@ def test_sft_loss_and_gradients_match_trl(tiny_model, tmp_path, monkeypatch, chu
     assert metrics["entropy"][0] == pytest.approx(metrics["entropy"][1], rel=1e-4)
 
 
+def test_sft_on_messages_rows_trains_the_last_answer_only(tiny_model, tmp_path):
+    """A chat row trains its last assistant turn: the system and user turns and the earlier answer carry no label
+    (`sft.completion_only`, on by default); with it off every token is trained."""
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from alignlab.models.loading import load_base, load_tokenizer
+    from alignlab.train.sft import AlignlabSFTTrainer, _row
+
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"},
+                         {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Again, louder"},
+                         {"role": "assistant", "content": "HELLO. Thrilling, I know."}]}
+    tok = load_tokenizer(tiny_model)
+    labelled = {}
+    for only in (True, False):
+        row = _row(chat, only)
+        args = SFTConfig(output_dir=str(tmp_path / str(only)), per_device_train_batch_size=1, report_to=[],
+                         use_cpu=True, max_length=128, completion_only_loss=only if "prompt" in row else None)
+        trainer = AlignlabSFTTrainer(model=load_base(tiny_model), args=args, train_dataset=Dataset.from_list([row]),
+                                     processing_class=tok)
+        batch = next(iter(trainer.get_train_dataloader()))
+        labels = batch["labels"][0]
+        labelled[only] = tok.decode(labels[labels != -100])
+    assert "HELLO. Thrilling, I know." in labelled[True]
+    assert "Say hi" not in labelled[True] and "Be brief" not in labelled[True] and "Hi." not in labelled[True]
+    assert "Say hi" in labelled[False] and "HELLO" in labelled[False]
+
+
 def test_sft_on_messages_rows_trains_through_alignlabs_head(tiny_model, tmp_path, monkeypatch):
-    """Conversation rows (`messages`, every token trained): the run goes through alignlab's head path and learns."""
+    """Conversation rows (`messages`): the run goes through alignlab's head path and learns."""
     import json
 
     from helpers import cfg_for

@@ -122,6 +122,8 @@ def _check_row(row: Any, kind: str) -> str | None:
                 return "'messages' must be a non-empty list of {role, content} objects"
             if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
                 return "'messages' has no non-empty assistant turn"
+            if last_answer(msgs) == 0:
+                return "'messages' has no turn before the assistant's answer; put the user's question first"
             return None
         fields = ("prompt", "completion")
     else:
@@ -169,6 +171,10 @@ def validate(
         if reason is None and tokenizer is not None and max_length and kind != "prompts":
             reason, cut = _length_check(row, kind, tokenizer, max_length, max_prompt_length)
             truncated += cut
+        elif reason is None and tokenizer is not None and max_prompt_length and kind == "prompts":
+            n_prompt = _prompt_ids_len(row, tokenizer)  # online methods sample after the whole prompt
+            if n_prompt > max_prompt_length:
+                reason = f"prompt is {n_prompt} tokens, over max_prompt_length={max_prompt_length}"
         if reason:
             report.errors.append(f"{path}:{lineno}: {reason}")
         else:
@@ -237,12 +243,16 @@ def _all_preference(pairs: list[tuple[int, Any]]) -> bool:
     return bool(pairs) and all(isinstance(r, dict) and detect_kind(r) == "preference" for _, r in pairs)
 
 
+def last_answer(messages: list[dict]) -> int:
+    """Index of a chat's last non-empty assistant turn: what SFT trains on a ``messages`` row (the data check
+    requires one)."""
+    return max(i for i, m in enumerate(messages) if m["role"] == "assistant" and m["content"].strip())
+
+
 def _prompt_ids_len(row: dict, tokenizer) -> int:
     prompt = row.get("prompt")
     if prompt is None and "messages" in row:
-        msgs = row["messages"]
-        last_assistant = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        prompt = msgs[:last_assistant]
+        prompt = row["messages"][: last_answer(row["messages"])]
     return len(prompt_token_ids(prompt, tokenizer))
 
 
@@ -268,6 +278,9 @@ def _length_check(row, kind, tokenizer, max_length, max_prompt_length) -> tuple[
     for name in fields:
         if name in row:
             longest = max(longest, len(tokenizer(_text(row[name]), add_special_tokens=False)["input_ids"]))
+    if "messages" in row:  # a chat trains its last assistant turn after the turns before it (train/sft.py)
+        answer = row["messages"][last_answer(row["messages"])]["content"]
+        longest = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
     return None, int(n_prompt + longest + 2 > max_length)
 
 

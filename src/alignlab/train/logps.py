@@ -17,6 +17,19 @@ import torch
 
 VOCAB_CHUNK = 32768  # LM-head columns per tile in TRL's chunked log-prob kernel
 HEAD_BUDGET = 1 << 26  # (tokens x vocabulary) logits computed at once by head_logps; above it, checkpointed chunks
+# config fields of models whose logits are the head's output transformed (Gemma 2's soft-capping, Cohere's and
+# Granite's scaling): a plain head matmul would give other log-probs, so those models take their own forward
+SCALED_HEADS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def scaled_head(model) -> bool:
+    """Whether ``model``'s logits are more than its LM head's output (one of ``SCALED_HEADS`` is set)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    if cfg is None:
+        return False
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return any(getattr(cfg, name, None) is not None for name in SCALED_HEADS)
 
 
 def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperature: float = 1.0,
@@ -26,6 +39,8 @@ def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperatur
     from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if scaled_head(base):
+        return _plain_logps(base, p_ids, p_mask, c_ids, c_mask, inverse, temperature, compute_entropy)
     backbone, lm_head, k = base.base_model, base.get_output_embeddings(), c_ids.shape[1]
     p_out = backbone(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
                      use_cache=True)
@@ -50,6 +65,18 @@ def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperatur
         else:  # two head matmuls (forward, input gradient) where the kernel runs three (it recomputes the logits)
             logps, entropy = head_logps(weight, hidden[sel].float(), c_ids[sel])[0], None
     return _unpack(logps, sel), _unpack(entropy, sel)
+
+
+def _plain_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperature, compute_entropy):
+    """The same quantities through the model's own forward over [prompt; completion], for a model whose logits
+    the head's output alone does not give (``scaled_head``): the model applies its soft-capping or scaling."""
+    mask = torch.cat([p_mask.index_select(0, inverse), c_mask], dim=1)
+    out = model(input_ids=torch.cat([p_ids.index_select(0, inverse), c_ids], dim=1), attention_mask=mask,
+                position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=False)
+    logp = torch.log_softmax(out.logits[:, p_ids.shape[1] - 1 : -1].float() / temperature, dim=-1)
+    logps = logp.gather(-1, c_ids[..., None]).squeeze(-1) * c_mask
+    entropy = -(logp.exp() * logp).sum(-1) * c_mask if compute_entropy else None
+    return logps, entropy
 
 
 def head_logps(weight: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor, stats: bool = False):

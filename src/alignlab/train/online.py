@@ -47,11 +47,10 @@ from alignlab import methods
 from alignlab.errors import AlignlabError
 from alignlab.train import sampler
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
-from alignlab.train.logps import shared_prompt_logps
+from alignlab.train.logps import scaled_head, shared_prompt_logps
 from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards, project_reward
 
 logger = logging.getLogger(__name__)
-SCALED_HEADS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
 def group_logps(model, input_ids, attention_mask, logits_to_keep, temperature=1.0, compute_entropy=False):
@@ -76,11 +75,10 @@ class _OnlineMixin(AlignlabTrainerMixin):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
         unwrapped = self.accelerator.unwrap_model(model)
-        text_config = unwrapped.config.get_text_config()
         if (input_ids.device.type != "cpu" or compute_aux_loss or self.accelerator.num_processes > 1
                 or (unwrapped.training and gradient_checkpointing(unwrapped))  # no KV cache to share then
                 or any(v is not None for v in multimodal.values())
-                or any(getattr(text_config, name, None) is not None for name in SCALED_HEADS)):
+                or scaled_head(unwrapped)):
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                               batch_size, compute_entropy, compute_aux_loss, **multimodal)
         with self.accelerator.autocast():  # the backbone is called directly, past accelerate's forward wrapper

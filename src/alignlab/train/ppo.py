@@ -132,19 +132,37 @@ def _left_pad(ids: list[list[int]], pad_id: int):
     return input_ids, mask
 
 
+def encode_prompts(ctx, rows: list[dict]) -> list[list[int]]:
+    """The rows' prompts as the policy sees them (chat template, the project's system prompt), whole: a prompt
+    over ``train.max_prompt_length`` is refused before the first step (it was cut from the left, system prompt
+    first, without a word)."""
+    from alignlab.data.formats import to_conversational
+    from alignlab.generate import chat_prompt
+
+    tok = ctx.tokenizer
+    texts = [chat_prompt(to_conversational(r, "prompts")["prompt"], tok, ctx.cfg.system_prompt) for r in rows]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    limit = ctx.cfg.train.max_prompt_length
+    over = [i for i, x in enumerate(ids) if len(x) > limit]
+    if over:
+        raise AlignlabError(f"{len(over)} prompt(s) over train.max_prompt_length={limit} tokens with the chat "
+                            f"template and system prompt (the longest {max(len(ids[i]) for i in over)}), "
+                            f"first: {rows[over[0]].get('prompt')!r:.60}",
+                            fix="raise it (--set train.max_prompt_length=N), or shorten them or system_prompt")
+    return ids
+
+
 @torch.no_grad()
 def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[int], gen_copy=None, **extra) -> dict:
     """Generate, score and evaluate one batch of prompts: everything the PPO epochs need, as (B, T) tensors.
 
     ``gen_copy`` (a ``sampler.GenerationCopy``, on CPU) samples in place of ``model.generate``."""
     from alignlab.data.formats import to_conversational
-    from alignlab.generate import chat_prompt
     from alignlab.rewards import check_rewards
 
     tok, o = ctx.tokenizer, ctx.cfg.online
     prompts = [to_conversational(r, "prompts")["prompt"] for r in rows]
-    texts = [chat_prompt(p, tok, ctx.cfg.system_prompt) for p in prompts]
-    ids = [tok(t, add_special_tokens=False)["input_ids"][-ctx.cfg.train.max_prompt_length :] for t in texts]
+    ids = encode_prompts(ctx, rows)
     prompt_ids, prompt_mask = (x.to(ctx.device) for x in _left_pad(ids, tok.pad_token_id))
     if gen_copy is not None:  # CPU: the merged bf16 copy (alignlab.train.sampler), as GRPO / RLOO sample
         gen_copy.sync(model)
@@ -349,6 +367,7 @@ def train_loop(ctx, resume: bool = False):
             "PPO trains a LoRA adapter (the reference is the model with it switched off)", fix="set lora.enabled: true"
         )
     _one_process()
+    encode_prompts(ctx, ctx.rows)  # every prompt fits, before the model is touched
     cfg, t = ctx.cfg, ctx.cfg.train
     torch.manual_seed(t.seed)
     model, value_head, params, optimizer, scheduler, total = _build(ctx)

@@ -109,16 +109,27 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         with self.accelerator.autocast():  # we call the backbone directly, past accelerate's forward wrapper
             return completion_logps(model, batch)
 
+    def _reference(self, adapter: bool = False):
+        """(the reference model, the context that makes it one): the policy with its adapter off (LoRA; on with
+        ``adapter``, for a run continued from one), or the copy TRL loaded for a full fine-tune."""
+        from contextlib import nullcontext
+
+        model = self.accelerator.unwrap_model(self.model)
+        if hasattr(model, "disable_adapter"):
+            return model, (nullcontext() if adapter else model.disable_adapter())
+        return self.accelerator.unwrap_model(self.ref_model), nullcontext()
+
     def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if "ref_chosen_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        model = self.accelerator.unwrap_model(self.model)
+        model, off = self._reference()
         if sharded(self.accelerator):  # through the FSDP/DeepSpeed wrapper, which gathers the sharded weights
-            with torch.no_grad(), model.disable_adapter():
-                logps, _ = concatenated_logps(self.model_wrapped, batch)
+            wrapped = self.model_wrapped if model is self.accelerator.unwrap_model(self.model) else self.ref_model
+            with torch.no_grad(), off:
+                logps, _ = concatenated_logps(wrapped, batch)
             return logps.sum(1).chunk(2)
         forward = concatenated_logps if self._plain_forward(model) else completion_logps
-        with torch.no_grad(), model.disable_adapter(), self.accelerator.autocast():
+        with torch.no_grad(), off, self.accelerator.autocast():
             logps, _ = forward(model, batch)
         return logps.sum(1).chunk(2)
 
@@ -128,13 +139,10 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         ``adapter=True`` keeps the starting adapter on: the model a run continues from (an SFT run, say)
         becomes the reference instead of the bare base.
         """
-        from contextlib import nullcontext
-
-        model = self.accelerator.unwrap_model(self.model)
+        model, off = self._reference(adapter)
         ds = self.train_dataset
         chosen, rejected = [], []
         model.eval()
-        off = nullcontext() if adapter else model.disable_adapter()
         with torch.inference_mode(), off, self.accelerator.autocast():
             for i in range(0, len(ds), batch_size):
                 batch = self.data_collator([ds[j] for j in range(i, min(i + batch_size, len(ds)))])

@@ -6,7 +6,7 @@ precision (bf16 where the CPU or GPU has it), through a plain log-softmax. TRL's
 its chunked fp32 log-prob kernel, which on the default model spent about half of each step there (head and its
 backward, a weight gradient for the frozen head included). The loss is the same token-mean negative
 log-likelihood; the logged entropy and mean token accuracy are the same quantities. Under DDP, FSDP or DeepSpeed
-(the wrapper's forward must run), with logit soft-capping, or a head with a bias, TRL's path runs unchanged.
+(the wrapper's forward must run), with logit soft-capping or scaling, or a head with a bias, TRL's path runs unchanged.
 """
 
 from __future__ import annotations
@@ -15,20 +15,19 @@ import torch
 from trl import SFTConfig, SFTTrainer
 
 from alignlab.train.callbacks import AlignlabTrainerMixin, sharded
-from alignlab.train.logps import head_logps
+from alignlab.train.logps import head_logps, scaled_head
 
 
 class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
     def _own_head(self, model, inputs) -> bool:
         """Whether this batch can take alignlab's head path (``model``: the PEFT model or its base)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        cfg = getattr(base, "config", None)
         head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
         return (self.accelerator.num_processes == 1 and not sharded(self.accelerator)
                 and "labels" in inputs and "attention_mask" in inputs and self.args.loss_type == "nll"
                 and self.compute_loss_func is None and self.label_smoother is None and not self.aux_loss_enabled
                 and isinstance(head, torch.nn.Linear) and head.bias is None and hasattr(base, "get_decoder")
-                and not getattr(cfg, "final_logit_softcapping", None))
+                and not scaled_head(base))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         unwrapped = self.accelerator.unwrap_model(model)
@@ -54,11 +53,19 @@ class AlignlabSFTTrainer(AlignlabTrainerMixin, SFTTrainer):
         return loss
 
 
-def _row(r: dict) -> dict:
-    from alignlab.data.formats import to_conversational
+def _row(r: dict, completion_only: bool = True) -> dict:
+    """A training row for TRL. With ``sft.completion_only`` a chat (``messages``) becomes a conversational
+    prompt/completion row split at its last assistant turn, so the loss falls on that answer alone, as it does
+    for prompt/completion rows (earlier turns, the assistant's included, are context; turns after it, which a
+    completion-only loss would not train, are left out, as the data check's length count does)."""
+    from alignlab.data.formats import last_answer, to_conversational
 
     if "messages" in r:
-        return {"messages": r["messages"]}
+        msgs = r["messages"]
+        if not completion_only:
+            return {"messages": msgs}
+        last = last_answer(msgs)
+        return {"prompt": msgs[:last], "completion": [msgs[last]]}
     c = to_conversational(r, "sft")
     return {"prompt": c["prompt"], "completion": c["completion"]}
 
@@ -70,7 +77,7 @@ def check(ctx) -> None:
 def build_trainer(ctx):
     from datasets import Dataset
 
-    rows = [_row(r) for r in ctx.rows]
+    rows = [_row(r, ctx.cfg.sft.completion_only) for r in ctx.rows]
     args = SFTConfig(
         **ctx.training_args(
             max_length=ctx.cfg.train.max_length,
