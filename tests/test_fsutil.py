@@ -187,3 +187,26 @@ def test_report_reads_metrics_with_a_torn_last_line(tmp_path):
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     card = {"base": {"in_persona": [0.1, 0.0, 0.2]}, "adapter": {"in_persona": [0.3, 0.1, 0.5]}}
     assert [title for title, _ in plots(card, metrics)] == ["base vs adapter", "training loss"]
+
+
+def test_finished_files_and_directories_get_the_usual_modes(tmp_path):
+    """Atomic writes go through mkstemp / mkdtemp (0600 / 0700): the finished file or directory gets what a plain
+    open or mkdir gives under the umask (an exported model came out 0600, unreadable to another user)."""
+    import os
+    import stat
+    import tempfile
+
+    from alignlab.fsutil import replace_dir, write_bytes
+
+    old = os.umask(0o022)
+    try:
+        f = write_bytes(tmp_path / "Modelfile", b"FROM x\n")
+        new = Path(tempfile.mkdtemp(dir=tmp_path))
+        (new / "model.safetensors").write_bytes(b"w")
+        os.chmod(new / "model.safetensors", 0o600)
+        out = replace_dir(new, tmp_path / "merged")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644

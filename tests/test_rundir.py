@@ -41,3 +41,17 @@ def test_opening_what_is_not_a_run_says_so(tmp_path):
         Run.open(tmp_path)
     with pytest.raises(AlignlabError, match="not an alignlab run"):
         Run(tmp_path).base
+
+
+def test_a_runs_name_alone_finds_it_inside_its_project(tmp_path, monkeypatch):
+    """`alignlab generate --run dpo` inside a project means runs/dpo (it said 'run directory not found: dpo')."""
+    from alignlab.rundir import check_run_dir
+
+    (tmp_path / "alignlab.yaml").write_text("name: p\n")
+    (tmp_path / "runs" / "dpo").mkdir(parents=True)
+    (tmp_path / "runs" / "dpo" / "run.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert check_run_dir("dpo").resolve() == (tmp_path / "runs" / "dpo").resolve()
+    with pytest.raises(AlignlabError, match="run directory not found: sft"):
+        check_run_dir("sft")

@@ -53,6 +53,25 @@ def check_out(path: str | Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def usual_modes(path: str | Path) -> None:
+    """Give ``path`` (a file, or a directory and everything in it) the modes a plain ``open`` or ``mkdir`` would:
+    temporary names (``mkstemp``, ``mkdtemp``) are created 0600 / 0700, so a finished file renamed into place
+    kept them (an exported model another user or a container could not read)."""
+    path, mask = Path(path), _umask()
+    if path.is_dir():
+        path.chmod(0o777 & ~mask)
+        for sub in path.rglob("*"):
+            sub.chmod((0o777 if sub.is_dir() else 0o666) & ~mask)
+    else:
+        path.chmod(0o666 & ~mask)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Atomically replace ``path`` with ``data`` (temp name, fsync, rename, fsync of the directory)."""
     path = check_out(path)
@@ -62,6 +81,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        usual_modes(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -148,6 +168,7 @@ def replace_dir(new: str | Path, target: str | Path) -> Path:
     a kill between the two renames leaves the old one at ``.<name>.old``, which ``recover_dir`` restores.
     """
     new, target = Path(new), Path(target)
+    usual_modes(new)
     fsync_tree(new)
     recover_dir(target)
     if not target.exists():

@@ -13,6 +13,18 @@ from alignlab.errors import AlignlabError
 COMMON = (("prompts-train", "prompts.jsonl"), ("reference", "heldout.jsonl"))
 EXAMPLE = (("persona-pairs", "pairs.jsonl"), ("persona-sft", "sft.jsonl"), ("persona-thumbs", "kto.jsonl"),
            ("persona-rewrites", "rewrites.jsonl"))
+# the project's preference pairs, under its data_dir: its own, and what `synth` and `feedback export` write beside them
+LABELLED_PAIRS = ("pairs.jsonl", "synth_pairs.jsonl", "feedback_dpo.jsonl")
+
+
+def labelled_pairs(root: Path) -> list[Path]:
+    """The project's pair files that exist (``LABELLED_PAIRS`` under its ``data_dir``): the labels a persona of
+    the user's own is scored by."""
+    from alignlab.config import load_config
+
+    cfg_path = Path(root) / CONFIG_NAME
+    data_dir = Path(root) / (load_config(cfg_path).data_dir if cfg_path.is_file() else "data")
+    return [data_dir / name for name in LABELLED_PAIRS if (data_dir / name).is_file()]
 
 
 def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str | None = None,

@@ -50,8 +50,15 @@ def new_run_dir(runs_dir: str | Path, method: str, name: str | None = None) -> P
 
 
 def check_run_dir(path: str | Path) -> Path:
+    """The run directory ``path`` names: a path, or inside a project a run's name (``dpo`` for ``runs/dpo``)."""
     path = Path(path)
     if not path.is_dir():
+        from alignlab.config import project_config
+
+        cfg, root = project_config()
+        guess = root / cfg.runs_dir / path if root is not None and not path.is_absolute() else None
+        if guess is not None and (guess / "run.json").is_file():
+            return guess  # a run's name alone, inside its project
         raise AlignlabError(f"run directory not found: {path}", fix="see `alignlab runs` for the runs you have")
     if not (path / "run.json").is_file():
         raise AlignlabError(f"'{path}' is not an alignlab run (no run.json)", fix="see `alignlab runs`")

@@ -168,3 +168,18 @@ def test_an_online_prompt_over_max_prompt_length_is_refused(tmp_path, tok):
     report = validate(f, "prompts", tok, max_length=512, max_prompt_length=64)
     assert len(report.errors) == 1 and report.errors[0].startswith(f"{f}:1: prompt is ")
     assert "over max_prompt_length=64" in report.errors[0] and len(report.rows) == 1
+
+
+def test_a_dominant_template_is_warned_about_and_a_small_set_is_named():
+    """The data check's template warning: 12 of 60 answers opening alike is a template; one repeat in 8 rows is
+    not (it read as 25% before), and a set that small says so."""
+    from alignlab.data.formats import template_report
+
+    varied = [f"Answer number {i} says something {i}. Then more." for i in range(48)]
+    stuffed = ["Oh wow, genius: it is blue. Then more."] * 12
+    lines, warnings = template_report(varied + stuffed)
+    assert "the opener 'oh wow genius' starts or shapes 20% of the answers" in warnings[0] and len(warnings) == 2
+    assert not any("small set" in x for x in lines)
+    few = ["Aye it's a fine day. Yes."] * 2 + [f"Matey {i} sails on." for i in range(6)]
+    lines, warnings = template_report(few)
+    assert warnings == [] and any("only 8 persona answers: a small set" in x for x in lines)

@@ -50,12 +50,18 @@ def test_import_export_stats_in_a_project(tmp_path, pairs_file):
 
     exp = _cli("feedback", "export", "--format", "dpo", cwd=project / "sub")
     assert exp.returncode == 0, exp.stderr
-    out = project / "data" / "feedback_dpo.jsonl"
+    out = project / "data" / "pairs.jsonl"  # the project has no pairs yet: the file `train dpo` and `recipe` read
     assert [json.loads(line) for line in out.read_text().splitlines()] == [
         {"prompt": "2+2?", "chosen": "4, genius.", "rejected": "4"}
     ]
-    assert f"wrote 1 dpo rows to {out}" in exp.stdout
+    assert f"wrote 1 dpo rows to {out}" in exp.stdout and "next: alignlab train dpo" in exp.stdout
     assert "conflict (pair) on prompt 1 'Is the sky blue?': judgements 1, 2" in exp.stdout
+    again = _cli("feedback", "export", "--format", "dpo", cwd=project)  # pairs.jsonl is kept; the export goes beside it
+    assert again.returncode == 0 and out.read_text().count("\n") == 1
+    assert (project / "data" / "feedback_dpo.jsonl").read_text() == out.read_text()
+    none = _cli("feedback", "export", "--format", "sft", cwd=project)  # no SFT rows: no empty sft.jsonl for train
+    assert none.returncode == 0 and "no sft rows to export yet" in none.stdout
+    assert not (project / "data" / "sft.jsonl").exists()
 
     kto = _cli("feedback", "export", "--format", "kto", "--round", "0", "--out", str(tmp_path / "k.jsonl"), cwd=project)
     assert kto.returncode == 0, kto.stderr

@@ -68,6 +68,23 @@ def test_pairs_are_matched_and_written_without_the_system_prompt(teacher):
         assert chosen > rejected  # differ along the rater's axis
 
 
+def test_a_chosen_answer_must_agree_with_the_prompts_reference(teacher):
+    """With references, a prompt whose in-persona answers all fail theirs (the scorecard's correct score) gives no
+    pair: the tiny random model never says Paris, 42 or the rest; a prompt without a reference is not screened."""
+    from alignlab.eval.scores import correctness_scorer
+
+    rater, system = get_rater("reward:test_vowels"), persona_prompt("relentlessly snarky, still correct")
+    refs = ["The capital of France is Paris.", None, "Cats purr when content; the larynx muscles twitch.",
+            "7 times 6 is 42.", None]
+    rows, summary = build_pairs(teacher, PROMPTS, rater, system, candidates=2, max_length_ratio=100.0,
+                                max_new_tokens=10, batch_size=5, references=refs, correct=correctness_scorer().correct)
+    assert summary["other"]["chosen_wrong"] == 3
+    assert {r["prompt"] for r in rows} <= {PROMPTS[1], PROMPTS[4]}
+    scored = correctness_scorer().correct([{"prompt": PROMPTS[0], "answer": "Paris, obviously.", "reference": refs[0]},
+                                           {"prompt": PROMPTS[0], "answer": "Lyon, obviously.", "reference": refs[0]}])
+    assert scored[0] >= 0.5 > scored[1]  # the check can pass: a right answer would be kept
+
+
 def test_length_drops_are_counted(teacher):
     rater = get_rater("reward:test_vowels")
     _, tight = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=1.0,
@@ -88,7 +105,8 @@ def test_cli_writes_trl_pairs_and_a_summary_line(tmp_path, tiny_model):
                               "-k", "2", "--max-new-tokens", "8", "--max-length-ratio", "1.3", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     out = proj / "data" / "synth_pairs.jsonl"
-    line = res.stdout.strip().splitlines()[-1]
+    line = next(x for x in res.stdout.splitlines() if x.startswith("kept "))
+    assert "rater: reward:test_vowels" in res.stdout
     assert line.startswith("kept ") and f"of {len(PROMPTS)} pairs -> {out}" in line
     assert "dropped for length" in line and "(ratio > 1.3)" in line and "dropped other" in line
     kept = int(line.split()[1])
@@ -103,3 +121,21 @@ def test_synth_refuses_a_person(teacher):
 
     with pytest.raises(AlignlabError, match="synth needs an automatic rater"):
         build_pairs(teacher, PROMPTS, get_rater("person:ann"), "Be snarky.")
+
+
+def test_a_persona_of_your_own_is_rated_by_the_voice_contrast(tmp_path, tiny_model):
+    """Snark markers say nothing about a pirate: another persona's synth rates by the default model's voice
+    contrast, which names the persona, needs no labels, and ranks an answer in that voice above a plain one."""
+    rater = get_rater("contrast", persona="talks like a pirate")
+    q = "What is the capital of France?"
+    pirate, plain = rater.score([q, q], ["Arr, matey, the capital of France be Paris, aye!",
+                                         "The capital of France is Paris."])
+    assert pirate > plain
+    runner = CliRunner()
+    proj = tmp_path / "pirate"
+    assert runner.invoke(app, ["init", str(proj), "--model", tiny_model, "--persona", "talks like a pirate"]).exit_code == 0
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:2]))
+    res = runner.invoke(app, ["synth", "--project", str(proj), "--prompts", str(prompts), "-k", "2",
+                              "--max-new-tokens", "6", "--max-length-ratio", "100", "--device", "cpu"])
+    assert "rater: contrast" in res.stdout, res.output

@@ -105,3 +105,38 @@ def test_errors_before_anything_runs(project, change, message):
         run_loop(proj, cfg, LoopSettings(rounds=1, **{**FAST, "rater": "reward:modes_vowels", **change}), echo=lambda _: None)
     with Store(proj / "feedback.db") as store:
         assert store.rounds_table() == []
+
+
+def test_a_persona_of_your_own_starts_the_loop_from_prompts_alone(tmp_path, tiny_model):
+    """`alignlab init pirate --persona ...` has prompts and no labelled answers: the loop runs its round on a
+    person's picks and says the round is not scored yet (it stopped with 'no labelled answers' before)."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from alignlab.config import apply_overrides, load_config
+    from alignlab.feedback.rate import rate
+
+    proj = tmp_path / "pirate"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model, "--persona", "talks like a pirate"]).exit_code == 0
+    assert not (proj / "data" / "pairs.jsonl").exists()
+    cfg = apply_overrides(load_config(proj / "alignlab.yaml"), {
+        "train.max_steps": 2, "train.batch_size": 2, "train.sample_prompts": 0, "lora.r": 4})
+
+    def person():
+        with Store(proj / "feedback.db") as store:
+            deadline = time.monotonic() + 60
+            while not store.round_responses(1) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            answers = iter(["a", "b", "a", "q"])
+            rate(store, "ann", mode="pair", round=1, input_fn=lambda _: next(answers), output_fn=lambda _: None)
+
+    threading.Thread(target=person, daemon=True).start()
+    seen: list[str] = []
+    never = threading.Event()
+    settings = {k: v for k, v in FAST.items() if k != "eval_rater"}
+    (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, rater="person:ann", **settings),
+                      input_fn=lambda _: never.wait(), echo=seen.append)
+    assert row["status"] == "done" and row["pairs"] == 3 and row["persona_score"] is None
+    assert read_run(row["run_dir"])["status"] == "done"
+    assert any("no labelled answers for this persona yet" in line for line in seen)
+    assert any("round 1 done, not scored" in line for line in seen)

@@ -52,6 +52,10 @@ def _one_line(exc: BaseException) -> str:
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    # PEFT reads transformers' deprecated name on every adapter load; the user can do nothing about it
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         app()
     except AlignlabError as err:

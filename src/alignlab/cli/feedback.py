@@ -15,12 +15,20 @@ def _db_path(db: Path | None) -> Path:
     return db if db is not None else default_path()
 
 
+# the file `alignlab train` reads for each format when no data is given (cli/train.py DEFAULT_DATA)
+TRAIN_FILE = {"dpo": "pairs.jsonl", "kto": "kto.jsonl", "sft": "sft.jsonl"}
+
+
 def _default_out(fmt: str, round: int | None) -> Path:
+    """In a project without its own file for this format yet, the one `train` (and for pairs `recipe` and the
+    scorecard) reads; else feedback_<format>[_round<N>].jsonl beside it."""
     from alignlab.config import project_config
 
     cfg, root = project_config()
-    name = f"feedback_{fmt}" + (f"_round{round}" if round is not None else "") + ".jsonl"
-    return (root / cfg.data_dir if root is not None else Path(".")) / name
+    data_dir = root / cfg.data_dir if root is not None else Path(".")
+    if root is not None and round is None and not (data_dir / TRAIN_FILE[fmt]).exists():
+        return data_dir / TRAIN_FILE[fmt]
+    return data_dir / (f"feedback_{fmt}" + (f"_round{round}" if round is not None else "") + ".jsonl")
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -35,7 +43,7 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         format: str = typer.Option(..., "--format", "-f", help="dpo (prompt/chosen/rejected), kto (prompt/completion/label) or sft (prompt/completion)"),
         round: int | None = typer.Option(None, "--round", help="only judgements from this round"),
-        out: Path | None = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/<data_dir>/feedback_<format>.jsonl)"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="output JSONL (default: the project's pairs.jsonl / kto.jsonl / sft.jsonl when it has none yet, so train finds it; else <data_dir>/feedback_<format>.jsonl)"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
     ) -> None:
         """Write judgements as a TRL dataset (JSONL); conflicting judgements are listed and left out."""
@@ -45,11 +53,18 @@ def register(app: typer.Typer) -> None:
 
         if format not in FORMATS:
             raise AlignlabError(f"unknown format '{format}'", fix=f"use --format {'|'.join(FORMATS)}")
-        out = out if out is not None else _default_out(format, round)
+        default = out is None
+        out = _default_out(format, round) if default else out
         with open_store(_db_path(db), create=False) as store:
             summary = export(store, format, out, round=round)
         sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
-        typer.echo(f"wrote {summary['rows']} {format} rows to {out} (from {sources})")
+        if default and out.name == TRAIN_FILE[format] and not summary["rows"]:
+            out.unlink()  # an empty training file would stop `train` later; say so now instead
+            typer.echo(f"no {format} rows to export yet, so {out} was not written (from {sources or 'no judgements'})")
+        else:
+            typer.echo(f"wrote {summary['rows']} {format} rows to {out} (from {sources})")
+        if default and out.name == TRAIN_FILE[format] and summary["rows"]:
+            typer.echo(f"next: alignlab train {format}   (reads {out.name})")
         skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items() if v)
         if skipped:
             typer.echo(f"skipped: {skipped}")

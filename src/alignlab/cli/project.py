@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
                 f"this persona has prompts but no labelled answers yet; next, from {directory}/, one of:\n"
                 "  alignlab synth --teacher-url URL --teacher-model NAME   pairs from a teacher endpoint\n"
                 "  alignlab synth                                          context distillation from the model itself\n"
-                "  alignlab sample && alignlab ui                          rate answers in the web page\n"
+                "  alignlab sample --base && alignlab ui                   rate answers in the web page\n"
                 "  alignlab loop --rounds 3                                start from prompts alone, rating each round"
             )
 

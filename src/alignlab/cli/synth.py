@@ -29,7 +29,7 @@ def _register_synth(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/pairs.jsonl when the project has none yet, so `train` and `recipe` find it; else data/synth_pairs.jsonl)"),
         candidates: int = typer.Option(4, "--candidates", "-k", min=1, help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
-        rater: str = typer.Option("reward:persona_heuristic", "--rater", help="judge, classifier or reward:<name>"),
+        rater: Optional[str] = typer.Option(None, "--rater", help="judge, classifier, contrast or reward:<name> (default: reward:persona_heuristic, snark markers, for the example persona; contrast, the default model's voice contrast, for another)"),
         max_length_ratio: float = typer.Option(1.5, "--max-length-ratio", help="drop pairs whose longer answer has more than this many times the words of the shorter"),
         min_margin: float = typer.Option(0.0, "--min-margin", help="drop pairs where chosen does not out-score rejected by more than this"),
         persona_prompt: Optional[str] = typer.Option(None, "--persona-prompt", help="system prompt that puts the teacher in persona (default: built from the project's persona)"),
@@ -52,6 +52,10 @@ def _register_synth(app: typer.Typer) -> None:
 
         cfg, root = project_config(project)
         rows = prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "train")), limit=limit)
+        if rater is None:
+            from alignlab.config import DEFAULT_PERSONA
+
+            rater = "reward:persona_heuristic" if cfg.persona == DEFAULT_PERSONA else "contrast"
         judge = get_rater(rater, root, persona=cfg.persona, **cfg.judge.settings(judge_url, judge_model, judge_key_env))
         if teacher_url:
             if not teacher_model:
@@ -66,9 +70,17 @@ def _register_synth(app: typer.Typer) -> None:
             data_dir = root / cfg.data_dir if root is not None else Path(".")
             out = data_dir / ("synth_pairs.jsonl" if (data_dir / "pairs.jsonl").exists() else "pairs.jsonl")
         out = fsutil.check_out(out)
+        typer.echo(f"rater: {judge.name}" + ("   (the default model's voice contrast: no labels or endpoint "
+                                              "needed; --rater judge with an endpoint reads better)"
+                                              if judge.name == "contrast" else ""))
+        from alignlab.eval.scores import correctness_scorer
+        from alignlab.synth.opening import reference_of
+
+        refs = [reference_of(r) for r in rows]  # the bundled prompts carry one for 186 of 269
         pairs, summary = build_pairs(teacher, [r["prompt"] for r in rows], judge, persona_prompt or make_prompt(cfg.persona),
                                      candidates=candidates, max_length_ratio=max_length_ratio, min_margin=min_margin,
-                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                     references=refs, correct=correctness_scorer().correct if any(refs) else None)
         if pairs:  # an empty file would pass for a finished result (and replace a good one)
             write_pairs(out, pairs)
         typer.echo(summary_line(summary, out))
@@ -76,6 +88,12 @@ def _register_synth(app: typer.Typer) -> None:
             raise AlignlabError(f"no pair survived, so {out} was not written",
                                 fix="see the reasons above: more prompts (--limit), more --candidates, or a looser "
                                     "--max-length-ratio / --min-margin")
+        if root is not None and out.name == "pairs.jsonl":
+            typer.echo("next: alignlab data check data/pairs.jsonl, then alignlab recipe")
+        elif root is not None and out.name == "synth_pairs.jsonl":
+            typer.echo(f"{cfg.data_dir}/pairs.jsonl exists, so these went beside it (the scorecard reads both); "
+                       f"train on them: alignlab recipe --pairs {cfg.data_dir}/synth_pairs.jsonl, or add them to the "
+                       f"project's pairs: cat {cfg.data_dir}/synth_pairs.jsonl >> {cfg.data_dir}/pairs.jsonl")
 
 
 def _register_distil(app: typer.Typer) -> None:

@@ -45,7 +45,13 @@ def read_jsonl(path: str | Path) -> tuple[list[tuple[int, Any]], list[str]]:
     """Parse a JSONL file: (line number, object) pairs and ``file:line: reason`` errors. Blank lines skip."""
     path = Path(path)
     if not path.is_file():
-        raise AlignlabError(f"data file not found: {path}", fix="check the path (run `alignlab data check FILE`)")
+        hint = {"pairs.jsonl": "make pairs with `alignlab synth`, or rate and `alignlab feedback export --format dpo`",
+                "kto.jsonl": "rate with thumbs (`alignlab rate`, `alignlab ui`), then `alignlab feedback export --format kto`",
+                "sft.jsonl": "write prompt/completion rows, or rate with rewrites and `alignlab feedback export --format sft`",
+                "rewrites.jsonl": "pass your own file, or `alignlab recipe` uses data/pairs.jsonl without it"}.get(path.name)
+        here = sorted(p.name for p in path.parent.glob("*.jsonl")) if path.parent.is_dir() else []
+        raise AlignlabError(f"data file not found: {path}", fix=hint or ("the .jsonl files there: " + ", ".join(here)
+                                                                           if here else "check the path"))
     rows, errors = [], []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -331,9 +337,14 @@ def prompt_text(prompt: Any) -> str:
     return users[-1] if users else _text(prompt) or ""
 
 
+MIN_TEMPLATE_COUNT = 5  # a template shared by fewer answers is not one (in 8 rows, one repeat is 25%)
+FEW_ROWS = 50  # under this many answers a data check says the set is small
+
+
 def template_report(texts: list[str], top: int = 3, dominant: float = 0.10) -> tuple[list[str], list[str]]:
     """(lines, warnings) on the most frequent openers (first three words) and sentence skeletons of the
-    persona-side texts: a template that dominates the data is what a small model learns first."""
+    persona-side texts: a template that dominates the data is what a small model learns first. A template needs
+    ``MIN_TEMPLATE_COUNT`` answers to count; a set under ``FEW_ROWS`` answers gets a line saying it is small."""
     from collections import Counter
 
     from alignlab.data.text import skeletons, words
@@ -345,9 +356,12 @@ def template_report(texts: list[str], top: int = 3, dominant: float = 0.10) -> t
     for label, counts in (("openers", openers), ("sentence skeletons", skels)):
         common = counts.most_common(top)
         lines.append(f"most frequent {label}: " + "; ".join(f"'{k}' {v} ({v / n:.0%})" for k, v in common))
-        if common and common[0][1] / n > dominant:
+        if common and common[0][1] / n > dominant and common[0][1] >= MIN_TEMPLATE_COUNT:
             warnings.append(f"the {label[:-1]} '{common[0][0]}' starts or shapes {common[0][1] / n:.0%} of the answers "
                             f"(over {dominant:.0%}): the model will learn the template before the voice; vary it")
+    if 0 < len(texts) < FEW_ROWS:
+        lines.append(f"only {len(texts)} persona answers: a small set; the demo's stages train on 600-683, and the "
+                     "scorecard trusts a persona's own labels from 100")
     return lines, warnings
 
 

@@ -21,8 +21,8 @@ snarky that readers did not; combined (``combine``): AUC 0.94 on the 336-answer 
 0.70 on graded (0.50), 0.89 on the recipes set (0.78), and per-model "in persona" shares within 7 points
 of the readers' for the adapters they found plain (quick-start DPO: 66% vs the readers' 82%).
 
-A project with another persona trains it on its own labelled answers (the chosen / rejected sides of
-``data/pairs.jsonl``, from `alignlab synth` or ratings); with fewer than
+A project with another persona trains it on its own labelled answers (the chosen / rejected sides of its
+``data/pairs.jsonl``, ``synth_pairs.jsonl`` and ``feedback_dpo.jsonl``: `alignlab synth`'s and the ratings'); with fewer than
 ``MIN_LABELS`` of them the scorecard says the persona score is not to be trusted yet.
 
 The classifier is trained once and kept under ``$ALIGNLAB_HOME/scorecard/`` (bundled set) or
@@ -164,14 +164,18 @@ def persona_classifier(root: Path | None = None, persona: str = DEFAULT_PERSONA)
     from alignlab.data.formats import load_dataset_rows
     from alignlab.rewards.classifier import examples_from_pairs
 
-    pairs = Path(root) / "data" / "pairs.jsonl"
-    if not pairs.is_file():
+    from alignlab.project import LABELLED_PAIRS, labelled_pairs
+
+    files = labelled_pairs(Path(root))
+    if not files:
         raise AlignlabError(
-            f"no labelled answers for the persona '{persona}' yet ({pairs} is missing)",
-            fix="create pairs with `alignlab synth` or rate answers in `alignlab ui`, then `alignlab feedback export`",
+            f"no labelled answers for the persona '{persona}' yet (no {', '.join(LABELLED_PAIRS)} in the project's "
+            "data directory)",
+            fix="make pairs with `alignlab synth`, or rate answers (`alignlab sample --base`, then `alignlab ui`) and "
+                "`alignlab feedback export --format dpo`",
         )
-    texts, labels = examples_from_pairs(load_dataset_rows(pairs, "preference"))
-    clf = _train_cached(texts, labels, Path(root) / "classifier" / "scorecard", str(pairs))
+    texts, labels = examples_from_pairs([row for f in files for row in load_dataset_rows(f, "preference")])
+    clf = _train_cached(texts, labels, Path(root) / "classifier" / "scorecard", " + ".join(map(str, files)))
     note = None
     if len(texts) < MIN_LABELS:
         note = (f"the persona score rests on {len(texts)} labelled answers (fewer than {MIN_LABELS}); "

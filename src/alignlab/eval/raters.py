@@ -25,7 +25,7 @@ from pathlib import Path
 from alignlab.config import DEFAULT_PERSONA
 from alignlab.errors import AlignlabError
 
-SPECS = ("person", "scorecard", "judge", "classifier", "reward:<name>")
+SPECS = ("person", "scorecard", "judge", "classifier", "contrast", "reward:<name>")
 CLASSIFIER_DIR = "classifier"  # under the project (or $ALIGNLAB_HOME outside one)
 
 
@@ -93,6 +93,24 @@ class ClassifierRater(Rater):
 
     def score(self, prompts, responses, **columns):
         return self.classifier.score(list(responses))
+
+
+class ContrastRater(Rater):
+    """The voice contrast (eval/contrast.py) per answer token: how much likelier the bundled default model finds a
+    response after a system message asking for the persona than after one asking for a plain voice. Needs no
+    labels and no endpoint, so it rates a persona nobody has labelled yet (any persona: the message names it)."""
+
+    name = "contrast"
+
+    def __init__(self, persona: str):
+        self.persona = persona
+
+    def score(self, prompts, responses, **columns):
+        from alignlab.eval.contrast import _model, contrast
+
+        tok = _model()[1]
+        sums = contrast(list(prompts), list(responses), self.persona)
+        return [v / max(1, len(tok(r, add_special_tokens=False)["input_ids"])) for v, r in zip(sums, responses)]
 
 
 class ScorecardRater(Rater):
@@ -217,6 +235,8 @@ def get_rater(
         from alignlab.eval.scores import scorer_for
 
         return ScorecardRater(scorer_for(Path(project) if project else None, persona or DEFAULT_PERSONA))
+    if kind == "contrast":
+        return ContrastRater(persona or DEFAULT_PERSONA)
     if kind == "classifier":
         return ClassifierRater(load_or_train_classifier(project, pairs, directory=arg or None))
     if kind == "judge":

@@ -154,9 +154,9 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
     refs = [json.loads(x) for x in bundled_path("reference").read_text(encoding="utf-8").splitlines() if x.strip()]
     train: list[str] = []
     plain: list[str] = []
-    pair_files = [bundled_path("persona-pairs")]
-    if root is not None and (Path(root) / "data" / "pairs.jsonl").is_file():
-        pair_files.append(Path(root) / "data" / "pairs.jsonl")
+    from alignlab.project import labelled_pairs
+
+    pair_files = [bundled_path("persona-pairs")] + (labelled_pairs(Path(root)) if root is not None else [])
     for f in pair_files:
         for line in f.read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -222,3 +222,15 @@ def auc(scores: list[float], labels: list[int]) -> float | None:
         i = j + 1
     r_pos = sum(ranks[: len(pos)])
     return (r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+def correctness_scorer() -> Scorer:
+    """A scorer for :meth:`Scorer.correct` alone (the bundled references' aliases and key terms, no persona
+    classifier): for screening answers by correctness where no persona labels exist yet (synth)."""
+    import json
+
+    from alignlab.data import bundled_path
+    from alignlab.eval.correct import reference_table
+
+    refs = [json.loads(x) for x in bundled_path("reference").read_text(encoding="utf-8").splitlines() if x.strip()]
+    return Scorer(None, reference_table(refs))

@@ -46,8 +46,15 @@ def build_pairs(
     top_p: float = 1.0,
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 8,
+    references: list[str | None] | None = None,
+    correct=None,
 ) -> tuple[list[dict], dict]:
-    """(rows, summary) where summary counts kept, dropped_length, dropped_other (and why) over ``prompts``."""
+    """(rows, summary) where summary counts kept, dropped_length, dropped_other (and why) over ``prompts``.
+
+    With ``references`` (one per prompt, None where a prompt has none) and ``correct`` (rows {prompt, answer,
+    reference} -> scores, the scorecard's correct score), the chosen answer is the rater's best among the in-persona
+    answers that agree with the reference (at least 0.5); a prompt whose in-persona answers are all wrong is dropped
+    (``chosen_wrong``): a pair must teach the voice, not a wrong fact."""
     from alignlab.progress import progress_bar
 
     if not getattr(rater, "automatic", True):
@@ -59,7 +66,7 @@ def build_pairs(
         raise AlignlabError(f"--max-length-ratio must be >= 1, got {max_length_ratio}")
     gen = dict(n=candidates, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     rows: list[dict] = []
-    why = {"empty": 0, "identical": 0, "no_persona_gain": 0}
+    why = {"empty": 0, "identical": 0, "no_persona_gain": 0, "chosen_wrong": 0}
     dropped_length = 0
     with progress_bar() as bar:
         task = bar.add_task("synth", total=len(prompts))
@@ -71,8 +78,12 @@ def build_pairs(
             flat_a = [a for group in persona for a in group] + [a for group in plain for a in group]
             scores = rater.score([p for p in part for _ in range(k)] * 2, flat_a)
             mid = len(part) * k
+            right = _correct_candidates(persona, prompts, i, references, correct)
             for j, prompt in enumerate(part):
-                ours = list(zip(persona[j], scores[j * k : (j + 1) * k]))
+                ours = [x for x, ok in zip(zip(persona[j], scores[j * k : (j + 1) * k]), right[j]) if ok]
+                if not ours:
+                    why["chosen_wrong"] += 1
+                    continue
                 theirs = list(zip(plain[j], scores[mid + j * k : mid + (j + 1) * k]))
                 chosen, c_score = max(ours, key=lambda x: x[1])
                 rejected, r_score = min(theirs, key=lambda x: (length_ratio(chosen, x[0]), x[1]))
@@ -91,6 +102,21 @@ def build_pairs(
                "dropped_other": sum(why.values()), "other": why, "rater": rater.name,
                "max_length_ratio": max_length_ratio, "min_margin": min_margin}
     return rows, summary
+
+
+def _correct_candidates(persona: list[list[str]], prompts: list[str], start: int, references, correct) -> list[list[bool]]:
+    """Per prompt of this batch, per in-persona answer: whether it may be the chosen side (True without a check)."""
+    ok = [[True] * len(group) for group in persona]
+    if not references or correct is None:
+        return ok
+    ask = [(j, c) for j, group in enumerate(persona) for c in range(len(group)) if references[start + j]]
+    if not ask:
+        return ok
+    scores = correct([{"prompt": prompts[start + j], "answer": persona[j][c], "reference": references[start + j]}
+                      for j, c in ask])
+    for (j, c), v in zip(ask, scores):
+        ok[j][c] = v is None or v >= 0.5
+    return ok
 
 
 def write_pairs(path: str | Path, rows: list[dict]) -> Path:

@@ -35,7 +35,8 @@ def sharded(accelerator) -> bool:
 def gradient_checkpointing(model) -> bool:
     """Whether transformers' gradient checkpointing is on for this (possibly PEFT-wrapped) model."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "is_gradient_checkpointing", False))
+    name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(base, name, False))
 
 
 class AlignlabTrainerMixin:

@@ -231,8 +231,8 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
         for r in range(first, s.rounds + 1):
             prev = store.round_row(r - 1) if r > 1 else None
             init_run = prev["run_dir"] if prev else s.start_run
-            row = store.update_round(r, method=s.method, rater=loop.label.name, eval_rater=loop.scorer.name,
-                                     init_run=init_run)
+            row = store.update_round(r, method=s.method, rater=loop.label.name,
+                                     eval_rater=loop.scorer.name if loop.scorer else None, init_run=init_run)
             echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
             details = json.loads(row["details"]) if row["details"] else {}
             row = loop.sample(r, row, init_run)
@@ -255,7 +255,6 @@ class _Loop:
     def __init__(self, root: Path, cfg, s: LoopSettings, store, enter: EnterKey, echo: Callable[[str], Any]):
         from alignlab.eval.raters import get_rater
         from alignlab.eval.scorecard import stratified
-        from alignlab.eval.scores import scorer_for
         from alignlab.models.loading import pick_device
         from alignlab.synth.sample import default_prompts, prompt_rows
 
@@ -266,19 +265,34 @@ class _Loop:
         raters = dict(project=root, persona=cfg.persona, **s.judge)
         self.label = get_rater(s.rater, **raters)
         try:
-            persona_rater = get_rater(s.eval_rater, voice_only=True, **raters) if s.eval_rater else None
-            self.scorer = scorer_for(root, cfg.persona, persona_rater)
+            self.persona_rater = get_rater(s.eval_rater, voice_only=True, **raters) if s.eval_rater else None
+            self.scorer = self._scorer()
         except BaseException:
             self.close()
             raise
-        self.scorer.name = persona_rater.name if persona_rater else "scorecard"
-        if self.scorer.name == self.label.name:
+        if self.scorer is None:
+            echo("no labelled answers for this persona yet, so rounds are not scored on held-out prompts until "
+                 "there are: rate, then `alignlab feedback export --format dpo` writes data/pairs.jsonl")
+        elif self.scorer.name == self.label.name:
             echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({self.label.name})[/]")
         self.policies = _Policies(cfg.model, pick_device(cfg.train.device))
         self.runs_dir = root / cfg.runs_dir
 
+    def _scorer(self):
+        """The held-out scorer; None for a persona of the user's own with no labelled pairs yet and no rater given
+        (the loop starts from prompts alone and is scored once the ratings are exported)."""
+        from alignlab.config import DEFAULT_PERSONA
+        from alignlab.eval.scores import scorer_for
+        from alignlab.project import labelled_pairs
+
+        if self.persona_rater is None and self.cfg.persona != DEFAULT_PERSONA and not labelled_pairs(self.root):
+            return None
+        scorer = scorer_for(self.root, self.cfg.persona, self.persona_rater)
+        scorer.name = self.persona_rater.name if self.persona_rater else "scorecard"
+        return scorer
+
     def close(self) -> None:
-        for rater in (self.label, getattr(self.scorer, "persona_rater", None)):
+        for rater in (self.label, getattr(self, "persona_rater", None)):
             if rater is not None:
                 rater.close()
 
@@ -357,6 +371,10 @@ class _Loop:
         from alignlab.rundir import sampling_for
 
         cfg = self.cfg
+        self.scorer = self.scorer or self._scorer()
+        if self.scorer is None:
+            self.echo(f"round {r} done, not scored: no labelled answers for this persona yet")
+            return self.store.update_round(r, status="done", details=json.dumps(details), finished_at=_now())
         own = sampling_for(cfg.sampling, row["run_dir"])  # a round from a distilled run decodes alone
         model, tok = self.policies.get(row["run_dir"])
         card = evaluate_run(row["run_dir"], self.heldout, self.scorer, model=model, tokenizer=tok,
