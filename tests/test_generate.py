@@ -273,3 +273,26 @@ def test_amplify_from_a_merged_copy_and_a_separate_base_decodes_as_the_adapter_d
     scale = want.abs().max()
     assert (got_a - want).abs().max() < 0.05 * scale and (got_b - want_base).abs().max() < 0.05 * scale
     assert (want - want_base).abs().max() > 0.2 * scale  # the adapter's shift is far above the rounding
+
+
+def test_a_continuation_keeps_the_space_a_sentencepiece_decode_drops(tiny_model):
+    """Llama 2 / Mistral-style tokenizers (Metaspace) drop the leading space of a decoded sequence: the base's
+    opening "Sure." and the adapter's "▁The capital…" read "Sure.The capital" in eval, chat and serve."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from alignlab.generate import continuation
+    from alignlab.models.loading import load_tokenizer
+
+    sp = Tokenizer(models.BPE(unk_token="<unk>"))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace()
+    sp.decoder = decoders.Metaspace()
+    sp.train_from_iterator(["Sure. The capital of France is Paris."] * 20,
+                           trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=sp, unk_token="<unk>")
+    ids = tok(" The capital", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids[0]).startswith("\u2581") and not tok.decode(ids).startswith(" ")
+    assert continuation(tok, "Sure.", ids) == "Sure. The capital"
+    assert continuation(tok, "", ids) == tok.decode(ids)  # no opening: the answer as decoded
+    bpe = load_tokenizer(tiny_model)  # byte-level BPE keeps its spaces: nothing added
+    assert continuation(bpe, "Sure.", bpe(" The capital", add_special_tokens=False)["input_ids"]) == "Sure. The capital"

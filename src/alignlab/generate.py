@@ -95,12 +95,24 @@ def generate(
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             seqs = model.generate(**batch, num_return_sequences=num_return_sequences, use_cache=True, **kwargs)
             new = seqs[:, batch["input_ids"].shape[1] :]
-            tails = tokenizer.batch_decode(new, skip_special_tokens=True)
             own = [h for h in heads[i : i + batch_size] for _ in range(num_return_sequences)]
-            out.extend(h + t for h, t in zip(own, tails))
+            out.extend(continuation(tokenizer, h, row.tolist()) for h, row in zip(own, new))
     finally:
         tokenizer.padding_side = old_side
     return [o.strip() for o in out]
+
+
+def continuation(tokenizer, head: str, ids) -> str:
+    """``head`` (text already written) followed by the decoded token ``ids`` that continue it. SentencePiece
+    tokenizers (Llama 2, Mistral) drop the leading space of a decoded sequence, so "Sure." + "▁The" read "Sure.The":
+    the space the first token's piece carries is put back."""
+    ids = [int(i) for i in ids]
+    tail = tokenizer.decode(ids, skip_special_tokens=True)
+    if head and ids and not head[-1].isspace() and tail and not tail[0].isspace():
+        piece = tokenizer.convert_ids_to_tokens(ids[0])
+        if isinstance(piece, str) and piece.startswith("\u2581"):
+            tail = " " + tail
+    return head + tail
 
 
 OPENING_WORDS = 30  # the longest opening "sentence" takes from the base

@@ -157,3 +157,14 @@ def test_compare_with_a_person_and_no_input_stores_nothing_and_says_so(tiny_mode
     res = CliRunner().invoke(app, ["compare", "base", str(run), "--judge", "person", "--limit", "2",
                                    "--project", str(proj), "--device", "cpu"], input="t\nt\n")
     assert res.exit_code == 0 and "ties 1" in res.output, res.output  # one pick, then the input ends: kept
+
+
+def test_the_scorecard_judge_grades_a_number_only_prompt():
+    """A prompt row whose reference is only a number (`answer`), not in the bundled table: the right answer is the
+    more helpful one (the row's number was overwritten by the answer text, so both were ungraded: a tie)."""
+    from alignlab.eval.scores import scorer_for
+
+    judge = cmp.ScorecardJudge(scorer_for(None))
+    row = {"prompt": "What is 417 plus 25?", "answer": 442, "category": "arithmetic"}
+    assert judge.pick(row["prompt"], "It is 442.", "It is 443.", row=row)["helpful"] == "first"
+    assert judge.pick(row["prompt"], "It is 443.", "It is 442.", row=row)["helpful"] == "second"

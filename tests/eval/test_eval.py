@@ -143,6 +143,8 @@ def test_base_opening_opens_each_adapter_answer_with_the_base_answers_words(tiny
     assert "alone" not in plain and table_columns(plain) == ("metric", "base", "adapter", "change")
     assert [s["alone"] for s in card["samples"]] == [s["adapter"] for s in plain["samples"]]
     assert card["alone"]["length"] == plain["adapter"]["length"] and card["alone"]["kl"] is None
+    # KL(adapter || base) is measured along the adapter's own answers, not ones that open with the base's words
+    assert card["adapter"]["kl"] == pytest.approx(plain["adapter"]["kl"]) and card["kl_tokens"] == plain["kl_tokens"]
     assert table_columns(card) == ("metric", "base", "adapter (base's first 2 words)", "change", "adapter alone")
     assert all(len(r) == 5 for r in table_rows(card))
 
@@ -166,3 +168,22 @@ def test_amplify_decodes_the_adapter_sides_and_leaves_the_base_and_the_adapter_a
     assert [s["alone"] for s in card["samples"]] == [s["adapter"] for s in plain["samples"]]
     assert card["settings"]["amplify"] == 1.5 and plain["settings"]["amplify"] == 0.0
     assert table_columns(card) == ("metric", "base", "adapter, amplified x1.5", "change", "adapter alone")
+
+
+def test_generating_with_a_bf16_adapter_leaves_the_base_weights_as_they_were(tiny_model):
+    """merge_adapter / unmerge_adapter in bf16 round (W + dW - dW != W): on a GPU the scorecard's two merges moved
+    the base the KL and the adapter-alone side are measured against. bf16 weights generate unmerged."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.eval.scorecard import generate_merged
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_base(tiny_model).to(torch.bfloat16),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = generate_merged(model, load_tokenizer(tiny_model), ["Hi there"], max_new_tokens=3)
+    assert len(out) == 1
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed == []

@@ -19,8 +19,8 @@ from alignlab.eval.raters import ClassifierRater, PersonRater, get_rater
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("vibes", "unknown rater 'vibes' — use one of: person, scorecard, judge, classifier, reward:<name>"),
-        ("", "unknown rater '' — use one of: person, scorecard, judge, classifier, reward:<name>"),
+        ("vibes", "unknown rater 'vibes' — use one of: person, scorecard, judge, classifier, contrast, reward:<name>"),
+        ("", "unknown rater '' — use one of: person, scorecard, judge, classifier, contrast, reward:<name>"),
         ("reward:nope", "unknown reward 'nope'"),
         ("reward:", "'reward' needs a name"),
         ("reward:llm_judge", "reward 'llm_judge' needs arguments"),

@@ -80,6 +80,17 @@ def test_correct_checks_numbers_aliases_and_terms():
     assert C.score_correct(["anything"], [None]) == [None]
 
 
+def test_a_decimal_reference_is_matched_at_the_precision_written():
+    """3.4 is not 3.5 (a 3% tolerance passed it), 3.14 is pi to two places, 9.81 is 9.8 to one, 3/4 is 0.75, and a
+    whole number does not stand for a decimal reference."""
+    assert C.number_check("The answer is 3.4", 3.5) == 0.0
+    assert C.number_check("Pi is about 3.14.", 3.14159) == 1.0
+    assert C.number_check("g is 9.81 m/s^2", 9.8) == 1.0
+    assert C.number_check("Three quarters: 3/4.", 0.75) == 1.0
+    assert C.number_check("It is 3.", 3.14159) == 0.0
+    assert C.number_check("It drops to \u221240 there.", -40) == 1.0
+
+
 def test_a_bare_number_alias_needs_the_reference_unit():
     ref = {"prompt": "How long does it take the Moon to orbit Earth?", "category": "fact",
            "reference": "The Moon orbits Earth in about 27.3 days relative to the stars.", "aliases": ["27", "about a month"]}

@@ -470,3 +470,24 @@ def test_an_architecture_gguf_cannot_lay_out_is_refused_before_merging(tmp_path)
     with pytest.raises(AlignlabError, match="GGUF export supports llama, mistral, qwen2 models; this one is 'gpt_neox'"):
         export_run(run, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
     assert not (tmp_path / "merged").exists() and not (tmp_path / "model.gguf").exists()
+
+
+QWEN25_TEMPLATE = (  # Qwen2.5's own template, abridged: the newline inside the string literals is an escape
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}{%- for message in messages %}{%- if message.role != 'system' %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def test_the_modelfile_carries_the_system_prompt_the_template_adds():
+    """The Modelfile's SYSTEM is what the chat template inserts when a conversation has none (training and eval
+    saw it): Qwen2.5's, written with escaped newlines, was missed; a ChatML template with no default has none (a
+    Jinja fragment was taken for one)."""
+    from alignlab.export.modelfile import default_system
+
+    assert default_system(QWEN25_TEMPLATE) == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    no_default = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+                  "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    assert default_system(no_default) is None
+    assert default_system("{{ raise_exception('no') }}") is None and default_system("") is None

@@ -152,3 +152,12 @@ def test_a_cpu_step_is_capped_by_the_fp32_rate_until_calibrated():
     gpu = Device(key="gpu", name="g", memory_bytes=1e9, peak_flops=8e9, bandwidth=1e9, kind="cuda",
                  measured={"fp32_gflops": 1.0})
     assert step_seconds(TINY, w, gpu, f)["total"] == pytest.approx(7440 / 4e9)  # GPUs: no cap
+
+
+def test_planned_steps_count_the_last_short_batch_of_every_epoch():
+    """14 rows in batches of 4 for 3 epochs is 4 steps an epoch, 12 in all, as the trainer runs them (the plan said
+    11: 14 x 3 / 4 rounded up once)."""
+    w = Workload(method="sft", mode="lora", batch=4, prompt_len=2, completion_len=3, examples=14, epochs=3)
+    assert w.total_steps == 12
+    assert Workload(method="sft", mode="lora", batch=4, grad_accum=2, prompt_len=2, completion_len=3,
+                    examples=14, epochs=1).total_steps == 2

@@ -126,6 +126,16 @@ def test_last_number():
     assert last_number("none here") is None
 
 
+def test_numbers_as_people_write_them():
+    """Fractions, the U+2212 minus, thousands groups only when whole, no digits inside a word, dates left apart."""
+    from alignlab.rewards.verifiable import number_strings
+
+    assert last_number("It is 3/2") == 1.5 and last_number("about \u22123 degrees") == -3.0
+    assert [v for _, v in number_strings("1,2345 and H2O and 1/2/2020")] == [1.0, 2345.0, 1.0, 2.0, 2020.0]
+    reward = ArithmeticMatch()
+    assert reward(["q"] * 3, ["It is 3/2.", "It is 3/4.", "It is 1/2."], answer=["1/2", 0.75, "0.5"]) == [0.0, 1.0, 1.0]
+
+
 def test_arithmetic_uses_the_last_number_and_tolerates_formatting():
     reward = ArithmeticMatch()
     completions = [

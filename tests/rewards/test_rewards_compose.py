@@ -259,3 +259,9 @@ def test_mismatched_prompts_and_completions(tmp_path):
     reward = ComposedReward(parts=[])
     with pytest.raises(AlignlabError, match="2 prompts but 1 completions"):
         reward(["a", "b"], ["c"])
+
+
+def test_a_negative_diversity_weight_is_refused(tmp_path):
+    """The penalty is already subtracted; -0.1 (the length penalty's docs use negative weights) would reward copies."""
+    msg = error_of(tmp_path, "components:\n  - {fn: persona_heuristic}\ndiversity: {weight: -0.1}\n")
+    assert "rewards.yaml:3" in msg and "diversity.weight must be 0 or more, got -0.1" in msg

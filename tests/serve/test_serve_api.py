@@ -239,3 +239,26 @@ def test_adapter_specs_and_exposure_check(tmp_path, monkeypatch):
     check_exposure("0.0.0.0", api_key="k")
     monkeypatch.setenv("ALIGNLAB_API_KEY", "k")
     check_exposure("192.168.1.5")
+
+
+def test_an_empty_completion_prompt_starts_from_the_first_token(url):
+    """OpenAI accepts "prompt": "" on /v1/completions; it was a 500 (an empty id tensor)."""
+    r = httpx.post(f"{url}/v1/completions", json={"model": "base", "prompt": "", "max_tokens": 4, "temperature": 0},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["finish_reason"] in ("stop", "length") and body["usage"]["completion_tokens"] >= 1
+
+
+def test_a_chat_template_that_refuses_the_messages_is_a_400(url, pool, monkeypatch):
+    """Gemma's template raises on a system message, others on turns that do not alternate: the client sent
+    something this model cannot take, so it gets a 400 naming it, not a 500."""
+    monkeypatch.setattr(pool.tokenizer, "chat_template",
+                        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                        "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+        "model": "base", "max_tokens": 4, "messages": [{"role": "system", "content": "Be brief."},
+                                                       {"role": "user", "content": "Hi"}]})
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]["message"]
+    assert "chat template refuses these messages" in msg and "System role not supported" in msg

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt, (category), (reference)} rows or bundled:NAME (default: the project's data/heldout.jsonl)"),
         per_category: int = typer.Option(6, "--per-category", min=1, help="held-out prompts taken from each category"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most N prompts (still spread over the categories)"),
-        rater: str = typer.Option("scorecard", "--rater", help="persona score by: scorecard (the classifier on the bundled labelled set), judge (also the correct score, against the reference), classifier or reward:<name>"),
+        rater: str = typer.Option("scorecard", "--rater", help="persona score by: scorecard (the classifier on the bundled labelled set with the voice contrast; for a persona of your own, a classifier on the project's pairs), judge (also the correct score, against the reference), classifier or reward:<name>"),
         max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", min=1, help=_S["max_new_tokens"].description),
         temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
         repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", min=1.0, help=_S["repetition_penalty"].description),

@@ -22,6 +22,11 @@ def register(app: typer.Typer) -> None:
         from alignlab.config import CONFIG_NAME
         from alignlab.project import create_project
 
+        from alignlab.config import find_project
+
+        outer = find_project(directory.resolve().parent) if directory.resolve().parent.exists() else None
+        if outer is not None and outer != directory.resolve():
+            typer.echo(f"note: {directory} is inside the project at {outer}; commands run in it use the inner one")
         cfg, written = create_project(directory, persona, model, force)
         typer.echo(f"created {directory}/ ({CONFIG_NAME}, " + ", ".join(written) + ")")
         if persona == DEFAULT_PERSONA:

@@ -22,6 +22,11 @@ DEFAULT_DATA = {
     "prompts": ("prompts.jsonl", "bundled:prompts-train"),
 }
 METHOD_HELP = methods.help_list()
+HOW_TO_MAKE = {  # for a persona of the user's own, where each kind of data comes from
+    "pairs.jsonl": "alignlab synth; or rate pairs in alignlab rate / ui, then alignlab feedback export --format dpo",
+    "kto.jsonl": "thumbs in alignlab rate / ui, then alignlab feedback export --format kto",
+    "sft.jsonl": "prompt/completion rows you write, or rewrites in alignlab rate, then alignlab feedback export --format sft",
+}
 
 
 def _beta_help() -> str:
@@ -47,7 +52,7 @@ def default_data(method: str, root: Path | None, data_dir: str, persona: str = D
     if fallback and fallback.startswith("bundled:persona-") and persona != DEFAULT_PERSONA:
         raise AlignlabError(f"no {data_dir}/{name} in this project, and the bundled {fallback} are examples of the "
                             f"persona '{DEFAULT_PERSONA}', not '{persona}'",
-                            fix=f"make {data_dir}/{name} for your persona (alignlab synth, alignlab rate, or the loop), "
+                            fix=f"make {data_dir}/{name} for your persona ({HOW_TO_MAKE[name]}), "
                                 f"or pass --data {fallback} to train on the snark examples anyway")
     if fallback:
         return fallback

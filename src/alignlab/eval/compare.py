@@ -76,7 +76,9 @@ class ScorecardJudge:
         self.scorer, self.tol = scorer, tol
 
     def pick(self, prompt: str, first: str, second: str, reveal=None, row: dict | None = None) -> dict:
-        rows = [{**(row or {}), "prompt": prompt, "answer": a, "source": s} for a, s in ((first, "1"), (second, "2"))]
+        row = row or {}  # a prompt row's own "answer" is its reference number: kept as "number", as the scorecard does
+        rows = [{**row, "prompt": prompt, "answer": a, "number": row.get("answer"), "source": s}
+                for a, s in ((first, "1"), (second, "2"))]
         s1, s2 = self.scorer.score(rows)
         out = {}
         for key, field in (("persona", "persona"), ("helpful", "correct")):

@@ -38,7 +38,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
 WORD = re.compile(r"[a-z0-9_]+(?:[.'][a-z0-9_]+)*")
 STOP = frozenset(
     """a an the and or but if then so of to in on at by for with from as is are was were be been being it its
@@ -59,29 +58,38 @@ def unfinished(answer: str) -> bool:
 
 
 def numbers(text: str) -> list[float]:
-    """Every number in ``text`` (thousands separators allowed), in order."""
-    out = []
-    for m in NUMBER.finditer(text):
-        try:
-            out.append(float(m.group().replace(",", "")))
-        except ValueError:
-            continue
-    return out
+    """Every number in ``text`` (thousands separators, fractions, U+2212 minus), in order."""
+    from alignlab.rewards.verifiable import number_strings
+
+    return [v for _, v in number_strings(text)]
 
 
-def _same(a: float, b: float, exact: bool) -> bool:
-    return abs(a - b) <= (1e-6 if exact else max(0.03 * abs(b), 1e-6))
+def _decimals(written: str) -> int:
+    return len(written.split(".", 1)[1]) if "." in written and "/" not in written else 0
+
+
+def _same(got: tuple[str, float], want: float) -> bool:
+    """A whole-number reference is matched exactly; a decimal one at the precision both write it to (3.14 for
+    3.14159, 9.81 for 9.8), and only by a number that has decimals or is an exact fraction (3.4 is not 3.5)."""
+    written, value = got
+    if float(want).is_integer():
+        return abs(value - want) <= 1e-6
+    if "/" in written:
+        return abs(value - want) <= 1e-6 * max(1.0, abs(want))
+    places = min(_decimals(written), _decimals(repr(float(want))))
+    return places > 0 and round(value, places) == round(float(want), places)
 
 
 def number_check(text: str, want: float) -> float:
     """1 if ``want`` is the answer's result, 0.5 if it is only mentioned, 0 if absent."""
-    exact = float(want).is_integer()
-    got = numbers(text)
-    if not any(_same(g, want, exact) for g in got):
+    from alignlab.rewards.verifiable import number_strings
+
+    got = number_strings(text)
+    if not any(_same(g, want) for g in got):
         return 0.0
-    after_eq = numbers(text.rsplit("=", 1)[1])[:1] if "=" in text else []
+    after_eq = number_strings(text.rsplit("=", 1)[1])[:1] if "=" in text else []
     result = after_eq or got[:1] + got[-1:]  # a worked '= X' decides; else the first or the last number stated
-    return 1.0 if any(_same(g, want, exact) for g in result) else 0.5
+    return 1.0 if any(_same(g, want) for g in result) else 0.5
 
 
 def _norm(text: str) -> str:

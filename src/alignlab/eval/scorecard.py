@@ -111,13 +111,18 @@ def mean_kl(model, tokenizer, prompts: list, answers: list[str], base=None, syst
 
 def generate_merged(model, tokenizer, prompts, amplify: float = 0.0, **gen) -> list[str]:
     """Generate with a LoRA adapter merged into the base weights for the duration (no per-layer adapter
-    matmuls while decoding), then unmerged; a model without an adapter generates as it is. With ``amplify``
+    matmuls while decoding), then unmerged, where the weights are fp32 (there the round trip is exact); in bf16, and
+    for a model without an adapter, it generates as it is. With ``amplify``
     (generate()'s) the adapter stays apart: the base runs beside it, adapter off, at every token."""
+    import torch
+
     from alignlab.generate import generate
 
     if amplify:
         return generate(model, tokenizer, prompts, amplify=amplify, **gen)
-    merge = hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter")
+    # merged and unmerged in place: exact in fp32 (CPU), not in bf16 (W + dW - dW rounds: on a GPU the base drifted)
+    merge = (hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter")
+             and all(p.dtype == torch.float32 for p in model.parameters()))
     if merge:
         model.merge_adapter()
     try:
@@ -166,8 +171,10 @@ def scorecard(
     prefixes = [opening_of(b, opening) for b in before] if opening else None
     tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, amplify=amplify, **gen)
     # the adapter alone is what an exported model writes: neither a base opening nor amplified
-    solo = generate_merged(model, tokenizer, prompts, **gen) if (prefixes or amplify) and alone else None
-    kl, tokens = mean_kl(model, tokenizer, prompts, tuned, base=base, system_prompt=system_prompt)
+    own = generate_merged(model, tokenizer, prompts, **gen) if (prefixes or amplify) else tuned
+    solo = own if (prefixes or amplify) and alone else None
+    # KL(adapter || base) along the adapter's own answers: the decoded ones may open with the base's words
+    kl, tokens = mean_kl(model, tokenizer, prompts, own, base=base, system_prompt=system_prompt)
     sides = (("base", before), ("adapter", tuned)) + ((("alone", solo),) if solo else ())
     scored = scorer.score([{**r, "answer": a, "number": r.get("answer"), "source": src}
                            for src, answers in sides for r, a in zip(rows, answers)])

@@ -18,9 +18,25 @@ CHATML = (
 
 
 def default_system(chat_template: str) -> str | None:
-    """The system prompt a ChatML Jinja template inserts when the conversation has none, if any."""
-    m = re.search(r"<\|im_start\|>system\n(.+?)<\|im_end\|>", chat_template or "", flags=re.S)
-    return m.group(1).strip() if m and "{{" not in m.group(1) else None
+    """The system prompt a ChatML Jinja template inserts when the conversation has none, if any: the template is
+    rendered for one user turn and the system block read from the result (a regex over the template's source
+    missed Qwen2.5's escaped newline and took a Jinja fragment for the prompt)."""
+    if not chat_template:
+        return None
+    try:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def refuse(message):
+            raise ValueError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = refuse
+        text = env.from_string(chat_template).render(messages=[{"role": "user", "content": "\x00"}],
+                                                     add_generation_prompt=True, bos_token="", eos_token="")
+    except Exception:  # noqa: BLE001 - a template this cannot render: leave the system prompt to Ollama's GGUF copy
+        return None
+    m = re.search(r"<\|im_start\|>system\n(.+?)<\|im_end\|>", text, flags=re.S)
+    return m.group(1).strip() if m and "\x00" not in m.group(1) else None
 
 
 def render_modelfile(gguf_name: str, chat_template: str | None, system: str | None = None,

@@ -107,8 +107,9 @@ class Workload:
     def total_steps(self) -> int:
         if self.steps:
             return int(self.steps)
-        if self.examples:
-            return max(1, math.ceil(self.examples * self.epochs / (self.batch * self.grad_accum)))
+        if self.examples:  # as the trainer counts: a last short batch is a step, every epoch
+            per_epoch = math.ceil(math.ceil(self.examples / self.batch) / self.grad_accum)
+            return max(1, math.ceil(per_epoch * self.epochs))
         return 100
 
 

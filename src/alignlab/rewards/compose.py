@@ -483,6 +483,9 @@ def build_spec(
             raise AlignlabError("'diversity' must be a mapping like {weight: 0.1}", where=at("diversity"))
         _check_keys(div, DIVERSITY_KEYS, " in diversity", at, "diversity")
         diversity_weight = _number(div.get("weight"), "diversity.weight", at("diversity", "weight"))
+        if diversity_weight < 0:  # the penalty is subtracted: a negative weight would pay answers for being alike
+            raise AlignlabError(f"diversity.weight must be 0 or more, got {diversity_weight:g} (it is subtracted "
+                                "already)", where=at("diversity", "weight"), fix="give its size, e.g. weight: 0.1")
         group_size = div.get("group_size")
         bad = isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
         if group_size is not None and bad:

@@ -12,16 +12,37 @@ import re
 from alignlab.errors import AlignlabError
 from alignlab.rewards.common import column, completion_text
 
-# 1,234.5 / -12 / 3.0 / .5 — thousands separators only in groups of three, so "1,2,3" is three numbers.
-_NUMBER = re.compile(r"(?<![\d.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])|(?<![\d.])[-+]?\.\d+")
+# 1,234.5 / -12 / 3.0 / .5 / 3/4: thousands separators only in whole groups of three ("1,2,3" is three numbers,
+# "1,2345" no thousands group), a fraction of two whole numbers (not part of a date like 1/2/2020), and not the
+# digits inside a word ("H2O"). The minus sign may be U+2212.
+NUMBER = re.compile(
+    r"(?<![\w./])[-+]?(?P<num>\d+)/(?P<den>\d+)(?![\d/])"
+    r"|(?<![\w.])[-+]?(?:(?:\d{1,3}(?:,\d{3})+(?![\d,])|\d+)(?:\.\d+)?|\.\d+)"
+)
+
+
+def number_strings(text: str) -> list[tuple[str, float]]:
+    """Every number in ``text`` in order, as (the text it was written as, its value)."""
+    out = []
+    for m in NUMBER.finditer(str(text).replace("\u2212", "-")):
+        written = m.group()
+        try:
+            if m.group("den") is not None:
+                if int(m.group("den")) == 0:
+                    continue
+                value = int(m.group("num")) / int(m.group("den")) * (-1 if written.startswith("-") else 1)
+            else:
+                value = float(written.replace(",", ""))
+        except ValueError:
+            continue
+        out.append((written, value))
+    return out
 
 
 def last_number(text: str) -> float | None:
-    """The last number in ``text`` (commas as thousands separators allowed), or None."""
-    found = _NUMBER.findall(str(text))
-    if not found:
-        return None
-    return float(found[-1].replace(",", ""))
+    """The last number in ``text`` (see ``NUMBER``), or None."""
+    found = number_strings(text)
+    return found[-1][1] if found else None
 
 
 def numbers_equal(a: float, b: float, rel_tol: float = 1e-6) -> bool:

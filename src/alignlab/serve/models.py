@@ -15,6 +15,7 @@ from typing import Any
 
 from alignlab.config import API_MAX_TOKENS
 from alignlab.errors import AlignlabError
+from alignlab.generate import continuation
 
 BASE = "base"
 
@@ -154,8 +155,21 @@ class ModelPool:
         """Token ids of a conversation (with the chat template, ready for the answer) or of raw ``prompt`` text."""
         from alignlab.generate import chat_prompt
 
-        text = chat_prompt(messages, self.tokenizer) if messages is not None else prompt
-        return self.tokenizer(text, add_special_tokens=messages is None)["input_ids"]
+        from alignlab.errors import AlignlabError
+
+        try:
+            text = chat_prompt(messages, self.tokenizer) if messages is not None else prompt
+        except Exception as err:  # noqa: BLE001 - jinja's TemplateError: the model's template refuses this conversation
+            if type(err).__name__ != "TemplateError":
+                raise
+            raise AlignlabError(f"the model's chat template refuses these messages: {err}") from None
+        ids = self.tokenizer(text, add_special_tokens=messages is None)["input_ids"]
+        if not ids:  # an empty completion prompt: start from the model's first token, as llama.cpp does
+            start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+            ids = [start] if start is not None else []
+        if not ids:
+            raise AlignlabError("the prompt is empty and the model has no start token to begin from")
+        return ids
 
     def generate(
         self,
@@ -296,7 +310,7 @@ class _Tracker:
                 self._done(i)
                 continue
             self.ids[i].append(token)
-            text = self.head + self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
+            text = continuation(self.tokenizer, self.head, self.ids[i])
             cut = min((k for k in (text.find(s) for s in self.stops) if k >= 0), default=-1)
             if cut >= 0:
                 self.texts[i] = text[:cut]
