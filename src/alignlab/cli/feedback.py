@@ -15,8 +15,12 @@ def _db_path(db: Path | None) -> Path:
     return db if db is not None else default_path()
 
 
-# the file `alignlab train` reads for each format when no data is given (cli/train.py DEFAULT_DATA)
-TRAIN_FILE = {"dpo": "pairs.jsonl", "kto": "kto.jsonl", "sft": "sft.jsonl"}
+def _train_file(fmt: str) -> str:
+    """The file `alignlab train` reads for this export format's method when no data is given."""
+    from alignlab import methods
+    from alignlab.cli.train import DEFAULT_DATA
+
+    return DEFAULT_DATA[methods.get(fmt).kind][0]
 
 
 def _default_out(fmt: str, round: int | None) -> Path:
@@ -26,8 +30,8 @@ def _default_out(fmt: str, round: int | None) -> Path:
 
     cfg, root = project_config()
     data_dir = root / cfg.data_dir if root is not None else Path(".")
-    if root is not None and round is None and not (data_dir / TRAIN_FILE[fmt]).exists():
-        return data_dir / TRAIN_FILE[fmt]
+    if root is not None and round is None and not (data_dir / _train_file(fmt)).exists():
+        return data_dir / _train_file(fmt)
     return data_dir / (f"feedback_{fmt}" + (f"_round{round}" if round is not None else "") + ".jsonl")
 
 
@@ -58,12 +62,12 @@ def register(app: typer.Typer) -> None:
         with open_store(_db_path(db), create=False) as store:
             summary = export(store, format, out, round=round)
         sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
-        if default and out.name == TRAIN_FILE[format] and not summary["rows"]:
+        if default and out.name == _train_file(format) and not summary["rows"]:
             out.unlink()  # an empty training file would stop `train` later; say so now instead
             typer.echo(f"no {format} rows to export yet, so {out} was not written (from {sources or 'no judgements'})")
         else:
             typer.echo(f"wrote {summary['rows']} {format} rows to {out} (from {sources})")
-        if default and out.name == TRAIN_FILE[format] and summary["rows"]:
+        if default and out.name == _train_file(format) and summary["rows"]:
             typer.echo(f"next: alignlab train {format}   (reads {out.name})")
         skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items() if v)
         if skipped:

@@ -44,4 +44,4 @@ def register(app: typer.Typer) -> None:
                 fmt("rewards/accuracies"),
                 f"{r['size_bytes'] / 1e6:.1f} MB",
             )
-        Console().print(table)
+        Console(width=None if Console().is_terminal else 200).print(table)  # piped: no cut column names

@@ -114,7 +114,8 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
             rows = sum(1 for line in distilled.read_text().splitlines() if line.strip())
             if rows < MIN_DISTIL_ROWS:
                 echo(f"stage {i} skipped: the distil stage kept {rows} rows (fewer than {MIN_DISTIL_ROWS}); "
-                     f"the recipe ends at {prev}")
+                     f"the recipe ends at {prev}, which keeps its correctness only with the base writing each "
+                     "first sentence (eval, chat and serve do; an export cannot: see eval's 'adapter alone' column)")
                 continue
             data = str(distilled)
         else:
