@@ -18,13 +18,15 @@ LABELLED_PAIRS = ("pairs.jsonl", "synth_pairs.jsonl", "feedback_dpo.jsonl")
 
 
 def labelled_pairs(root: Path) -> list[Path]:
-    """The project's pair files that exist (``LABELLED_PAIRS`` under its ``data_dir``): the labels a persona of
-    the user's own is scored by."""
+    """The project's pair files that exist (``LABELLED_PAIRS`` under its ``data_dir``, and the pairs each round of
+    `alignlab loop` exported): the labels a persona of the user's own is scored by."""
+    from alignlab import methods
     from alignlab.config import load_config
 
     cfg_path = Path(root) / CONFIG_NAME
     data_dir = Path(root) / (load_config(cfg_path).data_dir if cfg_path.is_file() else "data")
-    return [data_dir / name for name in LABELLED_PAIRS if (data_dir / name).is_file()]
+    rounds = sorted((data_dir / "loop").glob(f"round*_{methods.DPO}.jsonl"))
+    return [data_dir / name for name in LABELLED_PAIRS if (data_dir / name).is_file()] + rounds
 
 
 def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str | None = None,

@@ -265,3 +265,16 @@ def test_exports_pass_the_training_data_validator(store, tmp_path):
         report = validate(tmp_path / f"{fmt}.jsonl", kind=METHOD_KIND[fmt])
         assert report.ok, report.errors
         assert len(report.rows) == len(_rows(tmp_path / f"{fmt}.jsonl")) > 0
+
+
+def test_a_raters_latest_score_stands_for_kto_too(store, tmp_path):
+    """alice scores an answer 1, then 5: DPO used the 5 alone, KTO saw both and dropped the answer as a conflict."""
+    a, b = _responses(store, "Is water wet?", "Yes, shockingly.", "Water makes things wet.")
+    store.add_judgement("score", a, 1, rater="alice")
+    store.add_judgement("score", a, 5, rater="alice")
+    store.add_judgement("score", b, 1, rater="bob")
+    summary = export(store, "kto", tmp_path / "k.jsonl")
+    assert summary["conflicts"] == []
+    assert _rows(tmp_path / "k.jsonl") == [
+        {"prompt": "Is water wet?", "completion": "Yes, shockingly.", "label": True},
+        {"prompt": "Is water wet?", "completion": "Water makes things wet.", "label": False}]

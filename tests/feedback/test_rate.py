@@ -170,3 +170,29 @@ def test_rate_command_errors_are_one_line(tmp_path, db):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: unknown rating mode 'triple' — use --mode single or --mode pair"
     ]
+
+
+def test_which_answer_is_shown_first_does_not_follow_the_ids():
+    """Two runs sampled one after the other give every prompt's pair ids (i, i + P): with the parity of their sum
+    deciding, one model sat in slot A for every prompt. A hash of the ids mixes them."""
+    from alignlab.feedback.rate import swapped
+
+    for p in (3, 4):
+        order = [swapped(i, i + p) for i in range(1, 41)]
+        assert 10 <= sum(order) <= 30, (p, sum(order))
+    assert swapped(5, 9) == swapped(9, 5)  # the same pair, the same order, whichever id is A in the store
+
+
+def test_undo_stays_in_the_session_and_its_round(tmp_path):
+    """`alignlab rate --round 2`, then `z` first thing: it undid ann's newest judgement anywhere (a round-1 one,
+    never shown again under --round 2). Now: this session's own first, else ann's newest in round 2."""
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        p = s.add_prompt("Is water wet?")
+        one, two, _ = s.add_responses([{"prompt_id": p, "text": "Yes.", "round": 1},
+                                       {"prompt_id": p, "text": "Shockingly, yes.", "round": 2},
+                                       {"prompt_id": p, "text": "Wet, yes.", "round": 2}])
+        s.add_judgement("thumb", one, 1, rater="ann")
+        summary, out = _run(s, ["z", "u", "z", "q"], round=2)
+    assert "nothing to undo" in out and "undid judgement #2 (thumb 1)" in out
+    assert _judgements(path) == [("thumb", one, None, 1, None, "ann", 0), ("thumb", two, None, 1, None, "ann", 1)]

@@ -174,6 +174,22 @@ def test_judge_is_committed_before_the_response(url, db):
     assert again["item"]["response_id"] == rid
 
 
+def test_a_second_judgement_of_the_same_item_is_refused_until_undone(url, db):
+    """Two quick clicks on the page posted the same thumb twice: KTO then saw a conflict, and undo took back one copy
+    only. The second is a 409 now; after an undo the item can be judged again. A name is stored trimmed."""
+    dee = httpx.Client(base_url=url)
+    rid = httpx.get(f"{url}/api/next", params={"rater": "dee"}).json()["item"]["response_id"]
+    first = dee.post("/api/judge", json={"kind": "thumb", "response_id": rid, "value": 1, "rater": " dee "})
+    assert first.status_code == 200
+    again = dee.post("/api/judge", json={"kind": "thumb", "response_id": rid, "value": -1, "rater": "dee"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_judged"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*), MIN(rater) FROM judgements WHERE response_id = ? AND rater LIKE '%dee%'",
+                            (rid,)).fetchone() == (1, "dee")
+    assert dee.post("/api/undo", json={"rater": "dee", "mode": "single"}).json()["undone"]["id"] == first.json()["id"]
+    assert dee.post("/api/judge", json={"kind": "thumb", "response_id": rid, "value": -1, "rater": "dee"}).status_code == 200
+
+
 def test_rounds_and_stats(url):
     httpx.post(f"{url}/api/judge", json={"kind": "score", "response_id": 2, "value": 5, "rater": "bob"})
     httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": 2, "value": -1, "rater": "cy"})

@@ -168,7 +168,7 @@ def test_no_local_paths(url, tiny_model, db, tmp_path):
 
 
 @pytest.mark.parametrize("rater", ["judge:gpt-4", "reward:persona_heuristic", "classifier:persona", "Classifier", "scorecard",
-                                   " JUDGE : x", "gold:judge", "reward"])
+                                   " JUDGE : x", "gold:judge", "reward", "contrast"])
 def test_automatic_rater_names_cannot_be_claimed(url, db, rater):
     err = _error(httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": 1, "value": 1, "rater": rater}), 403)
     assert err["code"] == "reserved_rater"

@@ -134,3 +134,30 @@ def test_rate_in_the_browser(db, tmp_path):
         (6, "pick", 2, 1, "a", None, "ann", 0),
         (7, "pick", 4, 3, "tie", None, "ann", 0),
     ]
+
+
+def test_two_quick_keys_judge_two_answers(db):
+    """Keys pressed before the page has moved on apply to the answer on screen when their turn comes: "u" then "d"
+    at once is a thumb up on the first answer and a thumb down on the second (both went to the first before)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with background(create_app(None, db)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            expect.set_options(timeout=10_000)
+            page.goto(url + "/")
+            page.fill("#rater", "ann")
+            page.press("#rater", "Enter")
+            expect(page.locator("#response")).to_have_text("Yes, shockingly.")
+            page.evaluate("document.activeElement.blur()")  # keys go to the page, not the name field
+            page.keyboard.press("u")
+            page.keyboard.press("d")
+            expect(page.locator("#status")).to_have_text(re.compile(r"^saved #2 \(thumb -1\)"))
+            page.fill("#rater", "bo")  # `alignlab ui --round 1` (what the loop points to): that round's answers only
+            page.goto(url + "/?round=1")
+            expect(page.locator("#response")).to_have_text("4, obviously.")
+            expect(page.locator("#left")).to_have_text("3 left")
+        finally:
+            browser.close()
+    assert [(r[1], r[2], r[4]) for r in _rows(db)] == [("thumb", 1, 1), ("thumb", 2, -1)]

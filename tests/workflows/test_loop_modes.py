@@ -136,7 +136,9 @@ def test_a_persona_of_your_own_starts_the_loop_from_prompts_alone(tmp_path, tiny
     settings = {k: v for k, v in FAST.items() if k != "eval_rater"}
     (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, rater="person:ann", **settings),
                       input_fn=lambda _: never.wait(), echo=seen.append)
-    assert row["status"] == "done" and row["pairs"] == 3 and row["persona_score"] is None
+    assert row["status"] == "done" and row["pairs"] == 3
     assert read_run(row["run_dir"])["status"] == "done"
     assert any("no labelled answers for this persona yet" in line for line in seen)
-    assert any("round 1 done, not scored" in line for line in seen)
+    # the round's own picks are the persona's first labels: the round is scored on them, with the caveat
+    assert row["persona_score"] is not None and row["eval_rater"] == "scorecard"
+    assert any("round 1 done: persona" in line for line in seen)

@@ -134,3 +134,22 @@ def test_synth_writes_a_new_personas_pairs_where_train_looks(tiny_model, tmp_pat
     res = CliRunner().invoke(app, ["synth", "--limit", "2", "--candidates", "1", "--max-new-tokens", "4",
                                    "--rater", "reward:length_penalty", "--project", str(proj), "--device", "cpu"])
     assert f"{proj / 'data' / 'pairs.jsonl'}" in (res.output + str(res.exception)), res.output
+
+
+def test_a_stage_is_reused_only_on_the_settings_and_data_it_ran_with(tmp_path):
+    """The record held the stage's description alone: after `model:` or LoRA changed in alignlab.yaml, or the pairs
+    file was edited, `make demo` reused adapters trained on the old ones."""
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.workflows.recipes import _fingerprint
+
+    (tmp_path / "data").mkdir()
+    pairs = tmp_path / "data" / "pairs.jsonl"
+    pairs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    cfg, stage = ProjectConfig(), DEFAULT[1]
+    assert stage.data == "pairs.jsonl"
+    same = _fingerprint(tmp_path, cfg, stage)
+    assert same == _fingerprint(tmp_path, ProjectConfig(), stage) and same.startswith(stage.describe())
+    assert _fingerprint(tmp_path, apply_overrides(cfg, {"lora.r": 8}), stage) != same
+    assert _fingerprint(tmp_path, apply_overrides(cfg, {"model": "qwen2.5-0.5b-instruct"}), stage) != same
+    pairs.write_text('{"prompt": "p", "chosen": "a!", "rejected": "b"}\n')
+    assert _fingerprint(tmp_path, cfg, stage) != same

@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         no_model: bool = typer.Option(True, "--no-model", show_default=False, help="load no model (always the case here; `alignlab serve` serves models)"),
         allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HELP),
         max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),
+        round: int | None = typer.Option(None, "--round", min=0, help="show only this round's answers (the page's ?round=N)"),
     ) -> None:
         """The rating UI in the browser over the project's feedback.db; no model is loaded."""
         from alignlab.feedback.store import default_path, open_store
@@ -89,4 +90,4 @@ def register(app: typer.Typer) -> None:
         path = db if db is not None else default_path()
         open_store(path, create=False).close()  # refuse a missing database with the usual one-line error
         web = create_app(None, path, allowed_hosts=allowed_hosts_for(host, allowed_host), max_body=max_body_bytes)
-        _start(web, host, port, [(f"rating UI for {path}", "/")])
+        _start(web, host, port, [(f"rating UI for {path}", "/" if round is None else f"/?round={round}")])

@@ -120,7 +120,11 @@ def _dpo(judgements: list[dict]) -> tuple[list[dict], dict]:
 def _labels(judgements: list[dict]) -> dict[tuple, dict]:
     """(prompt_id, completion text) -> the set of desirable/undesirable labels given to it, and by which judgements."""
     out: dict[tuple, dict] = {}
+    # a rater's latest score on a response stands (as for pairs): an earlier score by the same rater is replaced
+    last_score = {(j["rater"], j["response_id"]): j["id"] for j in judgements if j["kind"] == "score"}
     for j in judgements:
+        if j["kind"] == "score" and last_score[(j["rater"], j["response_id"])] != j["id"]:
+            continue
         if j["kind"] == "thumb":
             label = j["value"] == 1
         elif j["kind"] == "score" and j["value"] >= SCORE_UP:

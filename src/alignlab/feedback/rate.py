@@ -51,11 +51,21 @@ def rate(
     return session.summary(mode)
 
 
+
+def swapped(a_id: int, b_id: int) -> bool:
+    """Whether a pair is shown B first: a hash of the two ids, so the slot says nothing of which model wrote which
+    (id parity put one model in slot A for every prompt when two runs were sampled one after the other)."""
+    import hashlib
+
+    lo, hi = sorted((int(a_id), int(b_id)))
+    return bool(hashlib.sha256(f"{lo}-{hi}".encode()).digest()[0] & 1)
+
 class _Session:
     """One rater at the terminal: what is pending, what was recorded, skipped and undone, and why it ended."""
 
     def __init__(self, store: Store, rater: str, single: bool, input_fn, output_fn, round: int | None):
         self.store, self.rater, self.single, self.round = store, rater, single, round
+        self.made: list[int] = []  # this session's judgements, newest last: what `z` undoes
         self.input_fn, self.output_fn = input_fn, output_fn
         self.kinds = ("thumb", "score", "rewrite") if single else ("pick",)
         self.keys = SINGLE_KEYS if single else PAIR_KEYS
@@ -84,7 +94,7 @@ class _Session:
             out(f"--- {left} left | prompt {item['prompt_id']} | response {item['response_id']} | round {item['round']}")
         else:
             a, b = (item["a_id"], item["a"]), (item["b_id"], item["b"])
-            if (item["a_id"] + item["b_id"]) % 2:
+            if swapped(item["a_id"], item["b_id"]):
                 a, b = b, a
             shown = [("A", *a), ("B", *b)]
             out(f"--- {left} left | prompt {item['prompt_id']} | A={a[0]} B={b[0]} | round {item['round']}")
@@ -124,7 +134,13 @@ class _Session:
             return
 
     def undo(self) -> bool:
-        last = self.store.undo_last(self.rater, self.kinds)
+        """Undo this session's latest judgement; with none yet, the rater's latest in the session's round (so `z`
+        first thing after a restart still reaches the last one), never one in another round."""
+        last = None
+        while self.made and last is None:
+            last = self.store.undo_judgement(self.made.pop(), self.rater, self.kinds)
+        if last is None:
+            last = self.store.undo_last(self.rater, self.kinds, round=self.round)
         if last is None:
             self.output_fn("nothing to undo")
             return False
@@ -139,10 +155,10 @@ class _Session:
         """Record the judgement key ``k`` stands for; its kind, None to ask again, or 'eof'."""
         store, rater = self.store, self.rater
         if self.single and k in ("u", "d"):
-            store.add_judgement("thumb", item["response_id"], 1 if k == "u" else -1, rater=rater)
+            self.made.append(store.add_judgement("thumb", item["response_id"], 1 if k == "u" else -1, rater=rater))
             return "thumb"
         if self.single and k in ("1", "2", "3", "4", "5"):
-            store.add_judgement("score", item["response_id"], int(k), rater=rater)
+            self.made.append(store.add_judgement("score", item["response_id"], int(k), rater=rater))
             return "score"
         if self.single and k == "r":
             text = self.ask("rewrite (one line, \\n for a line break; empty cancels)> ")
@@ -151,11 +167,12 @@ class _Session:
             if not text.strip():
                 self.output_fn("rewrite cancelled")
                 return None
-            store.add_judgement("rewrite", item["response_id"], rewrite_text=text.replace("\\n", "\n"), rater=rater)
+            self.made.append(store.add_judgement("rewrite", item["response_id"], rewrite_text=text.replace("\\n", "\n"),
+                                                 rater=rater))
             return "rewrite"
         if not self.single and k in ("a", "b", "t"):
             value = {"a": "a", "b": "b", "t": "tie"}[k]
-            store.add_judgement("pick", shown[0][1], value, other_response_id=shown[1][1], rater=rater)
+            self.made.append(store.add_judgement("pick", shown[0][1], value, other_response_id=shown[1][1], rater=rater))
             return "pick"
         self.output_fn(f"unknown key '{self.raw}': {self.keys}")
         return None

@@ -414,15 +414,30 @@ class Store:
         with self.transaction():
             return [self.add_judgement(**j) for j in judgements]
 
-    def undo_last(self, rater: str, kinds: Iterable[str] = KINDS) -> dict[str, Any] | None:
-        """Mark this rater's most recent standing judgement (of these kinds) undone; return it, or None."""
+    def standing(self, rater: str, kind: str, response_id: int, other_response_id: int | None = None) -> int | None:
+        """The id of this rater's standing judgement of this kind on this response (or pair, either order), if any."""
+        if kind == "pick":
+            row = self.conn.execute(
+                "SELECT id FROM judgements WHERE rater = ? AND kind = 'pick' AND undone_at IS NULL AND "
+                "((response_id = ? AND other_response_id = ?) OR (response_id = ? AND other_response_id = ?))",
+                (rater, response_id, other_response_id, other_response_id, response_id)).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT id FROM judgements WHERE rater = ? AND kind = ? AND response_id = ? AND undone_at IS NULL",
+                (rater, kind, response_id)).fetchone()
+        return None if row is None else row[0]
+
+    def undo_last(self, rater: str, kinds: Iterable[str] = KINDS, round: int | None = None) -> dict[str, Any] | None:
+        """Mark this rater's most recent standing judgement (of these kinds, in this round if given) undone; return
+        it, or None."""
         kinds = tuple(kinds)
         marks = ", ".join("?" * len(kinds))
+        in_round = "" if round is None else " AND round = ?"
         with self.transaction() as conn:
             row = conn.execute(
-                f"SELECT * FROM judgements WHERE rater = ? AND undone_at IS NULL AND kind IN ({marks})"
+                f"SELECT * FROM judgements WHERE rater = ? AND undone_at IS NULL AND kind IN ({marks}){in_round}"
                 " ORDER BY id DESC LIMIT 1",
-                (rater, *kinds),
+                (rater, *kinds, *(() if round is None else (int(round),))),
             ).fetchone()
             if row is None:
                 return None

@@ -52,7 +52,7 @@ MAX_REWRITE = 20_000  # characters in one rewrite
 
 # Names the automatic raters write under (judge:<model>, reward:<name>, classifier:persona, scorecard, gold:...):
 # nobody can claim them over HTTP, so what the loop reads as a judge's verdict came from the judge.
-AUTOMATIC_RATERS = ("judge", "reward", "classifier", "scorecard", "gold")
+AUTOMATIC_RATERS = ("judge", "reward", "classifier", "contrast", "scorecard", "gold")
 SESSION_COOKIE = "alignlab_session"
 
 
@@ -71,7 +71,7 @@ def check_rater(name: str) -> str:
     if head in AUTOMATIC_RATERS:
         raise ApiError(403, f"the rater name '{clean[:40]}' belongs to an automatic rater ({', '.join(AUTOMATIC_RATERS)});"
                             " over HTTP, rate under your own name", "reserved_rater", param="rater")
-    return name
+    return clean
 
 
 # --- request bodies --------------------------------------------------------------------------------
@@ -106,9 +106,11 @@ def _single_item(it: dict) -> dict:
 
 
 def _pair_item(it: dict) -> dict:
-    """Shown order mixed by id parity, like the terminal rater, so the older response is not always A."""
+    """Shown order mixed by a hash of the ids, as the terminal rater mixes it (feedback.rate.swapped)."""
+    from alignlab.feedback.rate import swapped
+
     a, b = {"id": it["a_id"], "text": it["a"]}, {"id": it["b_id"], "text": it["b"]}
-    if (it["a_id"] + it["b_id"]) % 2:
+    if swapped(it["a_id"], it["b_id"]):
         a, b = b, a
     return {
         "key": f"{it['a_id']}-{it['b_id']}",
@@ -303,9 +305,12 @@ def _add_rating_routes(app: FastAPI, store) -> None:
 
     @app.post("/api/judge")
     def judge(j: Judgement, request: Request, response: Response):
-        check_rater(j.rater)
+        rater = check_rater(j.rater)
+        if j.kind != "rewrite" and (done := _store().standing(rater, j.kind, j.response_id, j.other_response_id)):
+            raise ApiError(409, f"{rater} already judged this ({j.kind} #{done}); undo it to judge again",
+                           "already_judged")  # a second click or key on the same item would count twice
         jid = _store().add_judgement(
-            j.kind, j.response_id, j.value, rater=j.rater,
+            j.kind, j.response_id, j.value, rater=rater,
             other_response_id=j.other_response_id, rewrite_text=j.rewrite_text,
         )  # committed (WAL, synchronous=FULL) before we answer
         token = request.cookies.get(SESSION_COOKIE)

@@ -155,7 +155,7 @@ def wait_for_person(store, r: int, need: int, poll_seconds: float, enter: EnterK
     """Tell the person what to rate, then poll the store until ``need`` judgements are in or Enter is pressed."""
     have = store.count_judgements(r)
     echo(f"round {r}: rate the new answers in another terminal:  alignlab rate --round {r} --mode {mode}")
-    echo(f"  (or in the browser: alignlab ui). Training starts at {need} judgements; press Enter to start now.")
+    echo(f"  (or in the browser: alignlab ui --round {r}). Training starts at {need} judgements; press Enter to start now.")
     enter.clear()
     last = -1
     while have < need and not enter.pressed():
@@ -271,8 +271,8 @@ class _Loop:
             self.close()
             raise
         if self.scorer is None:
-            echo("no labelled answers for this persona yet, so rounds are not scored on held-out prompts until "
-                 "there are: rate, then `alignlab feedback export --format dpo` writes data/pairs.jsonl")
+            echo("no labelled answers for this persona yet: each round is scored on held-out prompts once there are "
+                 "(the picks of this loop's own rounds count)")
         elif self.scorer.name == self.label.name:
             echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({self.label.name})[/]")
         self.policies = _Policies(cfg.model, pick_device(cfg.train.device))
@@ -330,10 +330,10 @@ class _Loop:
 
         spec = methods.get(self.s.method)
         data = self.root / self.cfg.data_dir / "loop" / f"round{r}_{self.s.method}.jsonl"
+        pairs = spec.kind == "preference"
+        need = self.s.need or (row["prompts"] if pairs else row["responses"])
         while True:
             if not self.label.automatic:
-                pairs = spec.kind == "preference"
-                need = self.s.need or (row["prompts"] if pairs else row["responses"])
                 got = wait_for_person(self.store, r, need, self.s.poll_seconds, self.enter, "pair" if pairs else "single",
                                       self.echo)
                 row = self.store.update_round(r, judgements=got)
@@ -341,6 +341,7 @@ class _Loop:
             if summary["rows"] or self.label.automatic:
                 break
             self.echo(f"round {r}: no {self.s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
+            need = got + 1  # the next export waits for a new judgement (it went round at full speed)
         if not summary["rows"]:
             raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) gave no {self.s.method} rows (all ties?)",
                                 fix="sample more answers per prompt (-n) or use a rater that separates them")
@@ -371,10 +372,12 @@ class _Loop:
         from alignlab.rundir import sampling_for
 
         cfg = self.cfg
-        self.scorer = self.scorer or self._scorer()
         if self.scorer is None:
-            self.echo(f"round {r} done, not scored: no labelled answers for this persona yet")
-            return self.store.update_round(r, status="done", details=json.dumps(details), finished_at=_now())
+            self.scorer = self._scorer()
+            if self.scorer is None:
+                self.echo(f"round {r} done, not scored: no labelled answers for this persona yet")
+                return self.store.update_round(r, status="done", details=json.dumps(details), finished_at=_now())
+            self.store.update_round(r, eval_rater=self.scorer.name)
         own = sampling_for(cfg.sampling, row["run_dir"])  # a round from a distilled run decodes alone
         model, tok = self.policies.get(row["run_dir"])
         card = evaluate_run(row["run_dir"], self.heldout, self.scorer, model=model, tokenizer=tok,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignlab import methods
+from alignlab.errors import AlignlabError
 
 
 DISTIL = "distil"  # a stage that writes SFT rows (`alignlab distil`) instead of training
@@ -88,7 +89,8 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
     record = _Record(root / cfg.runs_dir / f"{prefix}-stages.json")
     prev, distilled, reuse = None, None, True
     for i, stage in enumerate(stages, 1):
-        same = record.stages.get(str(i)) == stage.describe()
+        settings = _fingerprint(root, cfg, stage)
+        same = record.stages.get(str(i)) == settings
         if stage.method == DISTIL:
             distilled = root / cfg.data_dir / f"{prefix}-{i}-{DISTIL}.jsonl"
             if reuse and same and distilled.is_file():
@@ -98,7 +100,7 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
             record.write(i)
             echo(f"stage {i}/{len(stages)}: {stage.describe()}")
             _distil(root, cfg, stage, prev, distilled, echo)
-            record.write(i, stage.describe())
+            record.write(i, settings)
             continue
         run_dir = root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
         done = (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done"
@@ -126,8 +128,26 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
                              run_dir=run_dir, init_adapter=str(prev) if prev else None)
         engine.run(ctx, data)
         prev = run_dir
-        record.write(i, stage.describe())
+        record.write(i, settings)
     return prev
+
+
+def _fingerprint(root: Path, cfg, stage: Stage) -> str:
+    """What a finished stage is reused on: its description, and a hash of the project settings it ran with (model,
+    LoRA, training, the method's section, with the stage's overrides) and of its data file's bytes. A changed
+    `model:` or edited pairs file retrains the stage (the description alone reused it)."""
+    import hashlib
+
+    from alignlab.config import apply_overrides, dump_config
+    from alignlab.data import resolve_data
+
+    h = hashlib.sha256(dump_config(apply_overrides(cfg, {k: v for k, v in stage.overrides.items() if "." in k})).encode())
+    if stage.data != DISTILLED:
+        try:
+            h.update(Path(resolve_data(stage_data(root, cfg, stage))).read_bytes())
+        except (OSError, AlignlabError):
+            pass  # a missing file is reported where the stage needs it
+    return f"{stage.describe()} [settings {h.hexdigest()[:12]}]"
 
 
 class _Record:

@@ -39,6 +39,8 @@ async function loadNext() {
   }
   if ($("status").textContent.startsWith("enter your name")) setStatus(`rating as ${rater()}`);
   const q = new URLSearchParams({ rater: rater(), mode: mode(), skip: [...state.skipped].join(",") });
+  const round = new URLSearchParams(location.search).get("round");  // ?round=N: only that round's answers
+  if (round !== null && /^\d+$/.test(round)) q.set("round", round);
   if (state.first) q.set("first", state.first);
   state.first = null;
   const data = await api("/api/next?" + q);
@@ -70,11 +72,13 @@ function act(fn) {
   return queue;
 }
 
+// fields(item) reads the item on screen when the action runs, not when the key was pressed: two quick keys
+// judge two items, not the first one twice.
 function judge(kind, fields) {
   return act(async () => {
     if (!state.item) return;
     if (!rater()) { setStatus("enter your name (rater) first", true); return; }
-    const body = Object.assign({ kind, rater: rater() }, fields);
+    const body = Object.assign({ kind, rater: rater() }, fields(state.item));
     const res = await api("/api/judge", body);
     const what = kind === "rewrite" ? "rewrite" : `${kind} ${body.value}`;
     const shown = res.revealed ? ` · A was ${res.revealed.a}, B was ${res.revealed.b}` : "";
@@ -83,14 +87,14 @@ function judge(kind, fields) {
   });
 }
 
-const single = (kind, value) => judge(kind, { response_id: state.item && state.item.response_id, value });
-const pick = (value) => judge("pick", { response_id: state.item && state.item.a.id, other_response_id: state.item && state.item.b.id, value });
+const single = (kind, value) => judge(kind, (it) => ({ response_id: it.response_id, value }));
+const pick = (value) => judge("pick", (it) => ({ response_id: it.a.id, other_response_id: it.b.id, value }));
 
 function saveRewrite() {
   const text = $("rewrite").value;
   if (!text.trim()) { setStatus("rewrite is empty: nothing saved", true); return; }
   $("rewrite").blur();
-  return judge("rewrite", { response_id: state.item && state.item.response_id, rewrite_text: text });
+  return judge("rewrite", (it) => ({ response_id: it.response_id, rewrite_text: text }));
 }
 
 function skip() {
