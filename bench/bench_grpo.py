@@ -77,7 +77,7 @@ def plain_trl(model_name: str, steps: int, out: Path, spec_path: Path, beta: flo
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
-    from alignlab.models.loading import load_base, load_tokenizer
+    from alignlab.models.loading import cpu_has_fast_bf16, load_base, load_tokenizer
     from alignlab.rewards import load_spec
 
     torch.manual_seed(0)
@@ -87,7 +87,9 @@ def plain_trl(model_name: str, steps: int, out: Path, spec_path: Path, beta: flo
         args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=16, num_generations=4,
                           max_completion_length=32, max_steps=steps, logging_steps=1, report_to=[], save_strategy="no",
                           use_cpu=True, seed=0, learning_rate=1e-5, disable_tqdm=True, beta=beta,
-                          **({"gradient_checkpointing": False} if tuned else {}))
+                          # tuned: what a user picks here: no checkpointing, bf16 autocast only where the CPU multiplies
+                          # bf16 natively (TRL's bf16 default emulates it elsewhere, many times slower)
+                          **({"gradient_checkpointing": False, "bf16": cpu_has_fast_bf16()} if tuned else {}))
         rows = [{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS]
         trainer = GRPOTrainer(model=load_base(model_name), reward_funcs=[load_spec(spec_path)], args=args,
                               train_dataset=Dataset.from_list(rows), processing_class=load_tokenizer(model_name),
@@ -111,7 +113,7 @@ def alignlab(model_name: str, steps: int, out: Path, spec_path: Path, beta: floa
         "model": model_name, "train.max_steps": steps, "train.batch_size": 4, "train.sample_prompts": 0,
         "train.save_steps": 1000, "train.seed": 0, "train.learning_rate": 1e-5, "lora.target_modules": "all-linear",
         "online.num_generations": 4, "online.max_completion_length": 32, "online.rewards": str(spec_path),
-        "online.beta": beta,
+        "online.beta": beta, "online.temperature": 1.0,  # TRL's sampling temperature: the same answers' lengths
     })
     timer = Timer()
     restore = timer.install(AlignlabGRPOTrainer)

@@ -161,3 +161,30 @@ def test_planned_steps_count_the_last_short_batch_of_every_epoch():
     assert w.total_steps == 12
     assert Workload(method="sft", mode="lora", batch=4, grad_accum=2, prompt_len=2, completion_len=3,
                     examples=14, epochs=1).total_steps == 2
+
+
+def test_a_cuda_device_name_finds_its_own_row():
+    """Matching a key's last part anywhere took an H100 ('NVIDIA H100 80GB HBM3') for an A100 80GB and an L40S for
+    an L4: every part of the key must be a word of the name."""
+    from alignlab.plan.record import match_gpu
+
+    assert match_gpu("NVIDIA H100 80GB HBM3") == "h100" and match_gpu("NVIDIA H100 PCIe") == "h100"
+    assert match_gpu("NVIDIA A100-SXM4-80GB") == "a100-80gb" and match_gpu("NVIDIA A100-PCIE-40GB") == "a100-40gb"
+    assert match_gpu("NVIDIA GeForce RTX 4090") == "rtx-4090" and match_gpu("Tesla T4") == "t4"
+    assert match_gpu("NVIDIA L40S") is None and match_gpu("NVIDIA GH200 480GB") is None
+
+
+def test_the_recorded_workload_is_what_the_run_does(tiny_model, tmp_path):
+    """A DPO run that precomputes its reference log-probs (two epochs here; a run continued with --from always) was
+    charged a reference forward every step; one with train.shared_prompt off was counted as sharing its prompts."""
+    from helpers import cfg_for, write_pairs
+
+    from alignlab.plan.record import workload_from_context
+    from alignlab.train import engine
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    one = workload_from_context(engine.prepare("dpo", cfg_for(tiny_model, **{"train.device": "cpu"}), str(data), tmp_path / "r"))
+    assert one.shared_prompt and not one.precompute_ref
+    two = cfg_for(tiny_model, **{"train.device": "cpu", "train.epochs": 2, "train.shared_prompt": "off"})
+    w = workload_from_context(engine.prepare("dpo", two, str(data), tmp_path / "r"))
+    assert w.precompute_ref and not w.shared_prompt

@@ -142,8 +142,10 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
     return model.to(device)
 
 
-def load_for_inference(model_name: str | None, run_dir: str | Path | None, device: str = "auto", precision: str = "auto"):
-    """Base model (+ the run's adapter when given), in eval mode. Returns (model, tokenizer, base_name)."""
+def load_for_inference(model_name: str | None, run_dir: str | Path | None, device: str = "auto", precision: str = "auto",
+                       trust_remote_code: bool | None = None):
+    """Base model (+ the run's adapter when given), in eval mode. Returns (model, tokenizer, base_name).
+    ``trust_remote_code`` unset: what the run was trained with (its config.yaml), else the enclosing project's."""
     from alignlab.rundir import Run
 
     device = pick_device(device)
@@ -163,14 +165,30 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
         from alignlab.config import DEFAULT_MODEL
 
         model_name = DEFAULT_MODEL
-    tok = load_tokenizer(model_name)
-    model = load_base(model_name, device=device, precision=precision)
+    if trust_remote_code is None:
+        trust_remote_code = _trusts_remote_code(run_dir)
+    tok = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model = load_base(model_name, device=device, precision=precision, trust_remote_code=trust_remote_code)
     if adapter_dir is not None and (adapter_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir))
     elif adapter_dir is not None:
         # full fine-tune: the run holds a whole model
-        model = load_base(str(adapter_dir), device=device, precision=precision)
+        model = load_base(str(adapter_dir), device=device, precision=precision, trust_remote_code=trust_remote_code)
     model.eval()
     return model, tok, model_name
+
+
+def _trusts_remote_code(run_dir) -> bool:
+    """Whether a run was trained with ``trust_remote_code: true`` (its config.yaml), or without a run the enclosing
+    project allows it: a model with custom code that trained must open for eval, chat and serve too."""
+    from alignlab.config import load_config, project_config
+
+    if run_dir is not None:
+        cfg_path = Path(run_dir) / "config.yaml"
+        try:
+            return bool(load_config(cfg_path).trust_remote_code) if cfg_path.is_file() else False
+        except AlignlabError:
+            return False
+    return bool(project_config()[0].trust_remote_code)

@@ -98,6 +98,37 @@ def token_lengths(rows: list[dict], kind: str, tokenizer, max_length: int, max_p
     }
 
 
+def _shares_prompt(ctx, online: bool, gc: bool) -> bool:
+    """Whether the run shares each prompt's forward between its answers, as the trainers decide it: not with gradient
+    checkpointing (no KV cache in training mode); online methods on a CPU; the DPO family by
+    ``train.shared_prompt`` (auto: on a CPU only)."""
+    from alignlab.data.formats import METHOD_KIND
+
+    device = "cuda" if str(ctx.device).startswith("cuda") else str(ctx.device)
+    if gc:
+        return False
+    if online:
+        return device == "cpu"
+    if METHOD_KIND[ctx.method] == "preference":
+        from alignlab.train.preference import shares_prompt
+
+        return shares_prompt(ctx.cfg.train.shared_prompt, device)
+    return True
+
+
+def _precomputes(ctx) -> bool:
+    """Whether a DPO-family run computes its reference log-probs once before training (no reference forward per
+    step): the trainer's own rule (``preference.reference_plan``)."""
+    from alignlab import methods
+    from alignlab.data.formats import METHOD_KIND
+
+    if METHOD_KIND[ctx.method] != "preference" or not methods.get(ctx.method).reference:
+        return False
+    from alignlab.train.preference import reference_plan
+
+    return reference_plan(ctx)[1]
+
+
 def workload_from_context(ctx) -> Workload:
     from alignlab.data.formats import METHOD_KIND
 
@@ -119,13 +150,27 @@ def workload_from_context(ctx) -> Workload:
         num_generations=cfg.online.num_generations,
         grad_ckpt=gc,
         vllm=cfg.online.use_vllm,
-        shared_prompt=(not online) or ctx.device == "cpu",
+        shared_prompt=_shares_prompt(ctx, online, gc),
+        precompute_ref=_precomputes(ctx),
         ppo_epochs=cfg.ppo.ppo_epochs,
         reward_params=MINILM_PARAMS if (online and not cfg.online.rewards) else 0,
         steps=t.max_steps if t.max_steps > 0 else None,
         examples=len(ctx.rows),
         epochs=t.epochs,
     )
+
+
+def match_gpu(name: str) -> str | None:
+    """The devices table's key for a CUDA device name, or None: every part of the key must be a word of the name
+    ("NVIDIA A100-SXM4-80GB" is a100-80gb, "NVIDIA H100 80GB HBM3" h100, "NVIDIA L40S" none: matching a key's last
+    part anywhere in the name took the H100 for an A100 80GB and the L40S for an L4)."""
+    import re
+
+    from alignlab.plan.devices import gpu_table
+
+    words = set(re.split(r"[^a-z0-9]+", name.lower()))
+    hits = [k for k, d in gpu_table().items() if d.get("kind") == "cuda" and set(k.split("-")) <= words]
+    return max(hits, key=lambda k: len(k.split("-")), default=None)
 
 
 def this_device(device: str) -> Device:
@@ -135,8 +180,7 @@ def this_device(device: str) -> Device:
         import torch
 
         props = torch.cuda.get_device_properties(torch.device(device))
-        name = props.name.lower()
-        match = next((k for k, d in gpu_table().items() if d["kind"] == "cuda" and k.split("-")[-1] in name.replace(" ", "-")), None)
+        match = match_gpu(props.name)
         spec = gpu_table().get(match, {"bf16_tflops": 100, "bandwidth_gbs": 1000})
         return Device(
             key=match or "cuda", name=props.name, memory_bytes=float(props.total_memory),

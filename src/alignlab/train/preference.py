@@ -209,6 +209,18 @@ def _rows_the_steps_use(rows: list[dict], args) -> list[dict]:
     return [rows[i] for i in keep]
 
 
+def reference_plan(ctx) -> tuple[bool, bool]:
+    """(the starting adapter is the reference, reference log-probs are precomputed once before training) for this
+    run: a run continued with --from is its own reference and precomputes; DPO's ``precompute_ref`` (auto: from
+    the second epoch on) precomputes too. IPO precomputes only for a run continued."""
+    spec = methods.get(ctx.method)
+    mcfg = getattr(ctx.cfg, spec.section)
+    ref_init = bool(spec.reference and ctx.init_adapter is not None and mcfg.reference in ("auto", "init"))
+    choice = getattr(mcfg, "precompute_ref", "off")
+    precompute = ref_init or bool(spec.reference and (choice == "on" or (choice == "auto" and ctx.cfg.train.epochs > 1)))
+    return ref_init, precompute
+
+
 def build_trainer(ctx):
     from datasets import Dataset
 
@@ -216,9 +228,7 @@ def build_trainer(ctx):
 
     method, spec = ctx.method, methods.get(ctx.method)
     mcfg = getattr(ctx.cfg, spec.section)
-    ref_init = spec.reference and ctx.init_adapter is not None and mcfg.reference in ("auto", "init")
-    choice = getattr(mcfg, "precompute_ref", "off")  # DPO's option; IPO precomputes only for a run continued (--from)
-    precompute = ref_init or spec.reference and (choice == "on" or (choice == "auto" and ctx.cfg.train.epochs > 1))
+    ref_init, precompute = reference_plan(ctx)
     args = DPOConfig(
         **ctx.training_args(
             max_length=ctx.cfg.train.max_length,
