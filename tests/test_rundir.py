@@ -55,3 +55,23 @@ def test_a_runs_name_alone_finds_it_inside_its_project(tmp_path, monkeypatch):
     assert check_run_dir("dpo").resolve() == (tmp_path / "runs" / "dpo").resolve()
     with pytest.raises(AlignlabError, match="run directory not found: sft"):
         check_run_dir("sft")
+
+
+def test_a_run_whose_process_is_gone_reads_died():
+    """A run killed from outside (SIGKILL, the OOM killer) never marks itself failed: `alignlab runs` said
+    "running" forever. run.json records the pid and host; a dead pid on this host reads "died"."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from alignlab.rundir import shown_status
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = socket.gethostname()
+    assert shown_status({"status": "running", "pid": gone.pid, "host": here}) == "died"
+    assert shown_status({"status": "running", "pid": os.getpid(), "host": here}) == "running"
+    assert shown_status({"status": "running", "pid": gone.pid, "host": "elsewhere"}) == "running"
+    assert shown_status({"status": "done", "pid": gone.pid, "host": here}) == "done"
+    assert shown_status({"status": "running"}) == "running"  # a run from before pids were recorded

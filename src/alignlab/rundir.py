@@ -286,3 +286,23 @@ class Run:
 
     def save_adapter(self, model, tokenizer=None, state_dict: dict | None = None) -> None:
         save_adapter(model, self.adapter_dir, tokenizer, state_dict)
+
+
+def shown_status(info: dict) -> str:
+    """A run's status as `alignlab runs` shows it: "running" only while the process that wrote it lives (checked on
+    this host); one killed from outside (SIGKILL, the OOM killer, a lost machine) never marked itself, so it reads
+    "died". Resume it with `alignlab train ... --resume RUN`."""
+    import os
+    import socket
+
+    status = info.get("status", "?")
+    pid = info.get("pid")
+    if status != "running" or not isinstance(pid, int) or info.get("host") != socket.gethostname():
+        return status
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "died"
+    except PermissionError:
+        return status  # alive, another user's
+    return status

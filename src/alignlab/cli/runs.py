@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Column, Table
 
         from alignlab.config import project_config
-        from alignlab.rundir import list_runs
+        from alignlab.rundir import list_runs, shown_status
 
         cfg, root = project_config(project)
         runs_dir = runs_dir or ((root / cfg.runs_dir) if root else Path(cfg.runs_dir))
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
                 Path(r["path"]).name,
                 r.get("method", "?"),
                 Path(str(r.get("data", "?"))).name,
-                r.get("status", "?"),
+                shown_status(r),
                 str(r.get("steps", "-")),
                 fmt("loss"),
                 fmt("rewards/margins"),

@@ -9,6 +9,7 @@ atomically and only when finite) lives here once.
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +268,8 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             data=str(data),
             rows=len(ctx.rows),
             status="running",
+            pid=os.getpid(),
+            host=socket.gethostname(),
             init_adapter=str(ctx.init_adapter.parent) if ctx.init_adapter else None,
             lora=cfg.lora.enabled,
             decoding=_decoding(ctx),
