@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 import sqlite3
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def _rows(db):
             " FROM judgements ORDER BY id")]
 
 
-def test_rate_in_the_browser(db, tmp_path):
+@contextmanager
+def _page(db):
+    """A headless Chromium page on the rating UI over ``db`` (a real server on loopback); yields (page, url)."""
     from playwright.sync_api import expect, sync_playwright  # a test dependency (pip install -e ".[test]")
 
     with background(create_app(None, db)) as url, sync_playwright() as pw:
@@ -66,64 +69,71 @@ def test_rate_in_the_browser(db, tmp_path):
             page = browser.new_page()
             expect.set_options(timeout=10_000)
             page.goto(url + "/")
-            status, response = page.locator("#status"), page.locator("#response")
-            expect(status).to_contain_text("enter your name")
-
-            page.fill("#rater", "ann")
-            page.press("#rater", "Enter")
-            expect(response).to_have_text("Yes, shockingly.")
-            expect(page.locator("#left")).to_have_text("5 left")
-            expect(status).to_have_text("rating as ann")  # the name prompt goes once a name is in
-            expect(page.locator("#up")).to_contain_text("good")  # text labels: no emoji font needed
-
-            page.click("#up")                                              # 👍 on 1
-            expect(status).to_have_text(re.compile(r"^saved #1 \(thumb 1\)"))
-            expect(response).to_have_text("Water makes things wet.")
-            page.keyboard.press("d")                                       # 👎 on 2, by key
-            expect(status).to_have_text(re.compile(r"^saved #2 "))
-            expect(response).to_have_text("4, obviously.")
-            page.click("button.score[data-score='4']")                    # score 4 on 3
-            expect(status).to_have_text(re.compile(r"^saved #3 \(score 4\)"))
-            expect(response).to_have_text("Five.")
-            page.keyboard.press("r")                                       # rewrite 4
-            expect(page.locator("#rewrite")).to_be_focused()
-            page.keyboard.type("Four. Even you knew that.")
-            page.keyboard.press("Control+Enter")
-            expect(status).to_have_text(re.compile(r"^saved #4 \(rewrite\)"))
-            expect(response).to_have_text("Paris, as if you didn't know.")
-            page.click("#undo")                                            # undo the rewrite: 4 comes back first
-            expect(status).to_have_text(re.compile(r"^undid #4 "))
-            expect(response).to_have_text("Five.")
-            page.keyboard.press("5")                                       # score it instead
-            expect(status).to_have_text(re.compile(r"^saved #5 \(score 5\)"))
-            expect(response).to_have_text("Paris, as if you didn't know.")
-            page.keyboard.press("s")                                       # skip 5
-            expect(status).to_contain_text("skipped")
-            expect(page.locator("#empty")).to_be_visible()
-
-            page.select_option("#mode", "pair")                            # A / B
-            expect(page.locator("#meta")).to_contain_text("A=#2 B=#1")    # mixed order by id parity
-            expect(page.locator("#item")).not_to_contain_text("snark-run")  # blind until the pick
-            page.click("#pick-a")
-            expect(status).to_have_text(re.compile(r"^saved #6 \(pick a\) · A was base \(tiny\), B was snark-run"))
-            expect(page.locator("#meta")).to_contain_text("A=#4 B=#3")
-            page.keyboard.press("t")
-            expect(status).to_have_text(re.compile(r"^saved #7 \(pick tie\)"))
-            expect(page.locator("#empty")).to_be_visible()
-
-            page.reload()                                                  # the rater name survives (localStorage)
-            expect(page.locator("#rater")).to_have_value("ann")
-            expect(page.locator("#mode")).to_have_value("pair")
-
-            page.click("#tab-rounds")
-            expect(page.locator("#rounds-chart")).to_be_visible()
-            assert page.locator("#rounds-chart circle").count() == 2       # rounds 0 and 1 both have thumbs/scores
-            expect(page.locator("#rounds-table tbody tr")).to_have_count(2)
-            shot = tmp_path / "rate.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 5_000
+            yield page, url
         finally:
             browser.close()
+
+
+def test_rate_in_the_browser(db, tmp_path):
+    from playwright.sync_api import expect
+
+    with _page(db) as (page, url):
+        status, response = page.locator("#status"), page.locator("#response")
+        expect(status).to_contain_text("enter your name")
+
+        page.fill("#rater", "ann")
+        page.press("#rater", "Enter")
+        expect(response).to_have_text("Yes, shockingly.")
+        expect(page.locator("#left")).to_have_text("5 left")
+        expect(status).to_have_text("rating as ann")  # the name prompt goes once a name is in
+        expect(page.locator("#up")).to_contain_text("good")  # text labels: no emoji font needed
+
+        page.click("#up")                                              # 👍 on 1
+        expect(status).to_have_text(re.compile(r"^saved #1 \(thumb 1\)"))
+        expect(response).to_have_text("Water makes things wet.")
+        page.keyboard.press("d")                                       # 👎 on 2, by key
+        expect(status).to_have_text(re.compile(r"^saved #2 "))
+        expect(response).to_have_text("4, obviously.")
+        page.click("button.score[data-score='4']")                    # score 4 on 3
+        expect(status).to_have_text(re.compile(r"^saved #3 \(score 4\)"))
+        expect(response).to_have_text("Five.")
+        page.keyboard.press("r")                                       # rewrite 4
+        expect(page.locator("#rewrite")).to_be_focused()
+        page.keyboard.type("Four. Even you knew that.")
+        page.keyboard.press("Control+Enter")
+        expect(status).to_have_text(re.compile(r"^saved #4 \(rewrite\)"))
+        expect(response).to_have_text("Paris, as if you didn't know.")
+        page.click("#undo")                                            # undo the rewrite: 4 comes back first
+        expect(status).to_have_text(re.compile(r"^undid #4 "))
+        expect(response).to_have_text("Five.")
+        page.keyboard.press("5")                                       # score it instead
+        expect(status).to_have_text(re.compile(r"^saved #5 \(score 5\)"))
+        expect(response).to_have_text("Paris, as if you didn't know.")
+        page.keyboard.press("s")                                       # skip 5
+        expect(status).to_contain_text("skipped")
+        expect(page.locator("#empty")).to_be_visible()
+
+        page.select_option("#mode", "pair")                            # A / B
+        expect(page.locator("#meta")).to_contain_text("A=#2 B=#1")    # mixed order by id parity
+        expect(page.locator("#item")).not_to_contain_text("snark-run")  # blind until the pick
+        page.click("#pick-a")
+        expect(status).to_have_text(re.compile(r"^saved #6 \(pick a\) · A was base \(tiny\), B was snark-run"))
+        expect(page.locator("#meta")).to_contain_text("A=#4 B=#3")
+        page.keyboard.press("t")
+        expect(status).to_have_text(re.compile(r"^saved #7 \(pick tie\)"))
+        expect(page.locator("#empty")).to_be_visible()
+
+        page.reload()                                                  # the rater name survives (localStorage)
+        expect(page.locator("#rater")).to_have_value("ann")
+        expect(page.locator("#mode")).to_have_value("pair")
+
+        page.click("#tab-rounds")
+        expect(page.locator("#rounds-chart")).to_be_visible()
+        assert page.locator("#rounds-chart circle").count() == 2       # rounds 0 and 1 both have thumbs/scores
+        expect(page.locator("#rounds-table tbody tr")).to_have_count(2)
+        shot = tmp_path / "rate.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 5_000
 
     assert _rows(db) == [
         (1, "thumb", 1, None, 1, None, "ann", 0),
@@ -139,25 +149,18 @@ def test_rate_in_the_browser(db, tmp_path):
 def test_two_quick_keys_judge_two_answers(db):
     """Keys pressed before the page has moved on apply to the answer on screen when their turn comes: "u" then "d"
     at once is a thumb up on the first answer and a thumb down on the second (both went to the first before)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with background(create_app(None, db)) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            expect.set_options(timeout=10_000)
-            page.goto(url + "/")
-            page.fill("#rater", "ann")
-            page.press("#rater", "Enter")
-            expect(page.locator("#response")).to_have_text("Yes, shockingly.")
-            page.evaluate("document.activeElement.blur()")  # keys go to the page, not the name field
-            page.keyboard.press("u")
-            page.keyboard.press("d")
-            expect(page.locator("#status")).to_have_text(re.compile(r"^saved #2 \(thumb -1\)"))
-            page.fill("#rater", "bo")  # `alignlab ui --round 1` (what the loop points to): that round's answers only
-            page.goto(url + "/?round=1")
-            expect(page.locator("#response")).to_have_text("4, obviously.")
-            expect(page.locator("#left")).to_have_text("3 left")
-        finally:
-            browser.close()
+    with _page(db) as (page, url):
+        page.fill("#rater", "ann")
+        page.press("#rater", "Enter")
+        expect(page.locator("#response")).to_have_text("Yes, shockingly.")
+        page.evaluate("document.activeElement.blur()")  # keys go to the page, not the name field
+        page.keyboard.press("u")
+        page.keyboard.press("d")
+        expect(page.locator("#status")).to_have_text(re.compile(r"^saved #2 \(thumb -1\)"))
+        page.fill("#rater", "bo")  # `alignlab ui --round 1` (what the loop points to): that round's answers only
+        page.goto(url + "/?round=1")
+        expect(page.locator("#response")).to_have_text("4, obviously.")
+        expect(page.locator("#left")).to_have_text("3 left")
     assert [(r[1], r[2], r[4]) for r in _rows(db)] == [("thumb", 1, 1), ("thumb", 2, -1)]

@@ -23,20 +23,26 @@ FAST = dict(per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0,
             eval_rater="reward:persona_heuristic", poll_seconds=0.1)
 
 
-def test_person_rates_through_the_store_while_the_loop_waits(project):
+def _rate_round_one(proj) -> None:
+    """What `alignlab rate --round 1 --mode pair` does, in another "terminal": ann picks a, b, a once round 1's
+    answers are in the store."""
     from alignlab.feedback.rate import rate
 
+    with Store(proj / "feedback.db") as store:
+        deadline = time.monotonic() + 60
+        while not store.round_responses(1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        answers = iter(["a", "b", "a", "q"])
+        rate(store, "ann", mode="pair", round=1, input_fn=lambda _: next(answers), output_fn=lambda _: None)
+
+
+def test_person_rates_through_the_store_while_the_loop_waits(project):
     proj, cfg = project
     done = threading.Event()
     seen: list[str] = []
 
-    def person():  # what `alignlab rate --round 1 --mode pair` does, in another "terminal"
-        with Store(proj / "feedback.db") as store:
-            deadline = time.monotonic() + 60
-            while not store.round_responses(1) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            answers = iter(["a", "b", "a", "q"])
-            rate(store, "ann", mode="pair", round=1, input_fn=lambda _: next(answers), output_fn=lambda _: None)
+    def person():
+        _rate_round_one(proj)
         done.set()
 
     rater = threading.Thread(target=person, daemon=True)
@@ -109,12 +115,11 @@ def test_errors_before_anything_runs(project, change, message):
 
 def test_a_persona_of_your_own_starts_the_loop_from_prompts_alone(tmp_path, tiny_model):
     """`alignlab init pirate --persona ...` has prompts and no labelled answers: the loop runs its round on a
-    person's picks and says the round is not scored yet (it stopped with 'no labelled answers' before)."""
+    person's picks, which then label the persona the round is scored by (it stopped with 'no labelled answers')."""
     from typer.testing import CliRunner
 
     from alignlab.cli import app
     from alignlab.config import apply_overrides, load_config
-    from alignlab.feedback.rate import rate
 
     proj = tmp_path / "pirate"
     assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model, "--persona", "talks like a pirate"]).exit_code == 0
@@ -122,15 +127,7 @@ def test_a_persona_of_your_own_starts_the_loop_from_prompts_alone(tmp_path, tiny
     cfg = apply_overrides(load_config(proj / "alignlab.yaml"), {
         "train.max_steps": 2, "train.batch_size": 2, "train.sample_prompts": 0, "lora.r": 4})
 
-    def person():
-        with Store(proj / "feedback.db") as store:
-            deadline = time.monotonic() + 60
-            while not store.round_responses(1) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            answers = iter(["a", "b", "a", "q"])
-            rate(store, "ann", mode="pair", round=1, input_fn=lambda _: next(answers), output_fn=lambda _: None)
-
-    threading.Thread(target=person, daemon=True).start()
+    threading.Thread(target=_rate_round_one, args=(proj,), daemon=True).start()
     seen: list[str] = []
     never = threading.Event()
     settings = {k: v for k, v in FAST.items() if k != "eval_rater"}
