@@ -402,3 +402,19 @@ def test_kto_balances_unequal_thumbs_the_way_trl_recommends(tiny_model, tmp_path
         warned[name] = any("ideal range" in r.getMessage() for r in caplog.records)
         assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert warned == {"auto": False, "given": True}
+
+
+def test_fp16_weights_on_a_gpu_train_with_loss_scaling(tmp_path):
+    """`--precision fp16` (the planner's advice for a T4) loaded fp16 weights and trained without autocast or a
+    gradient scaler: the arguments handed to TRL now ask for fp16 mixed precision with LoRA; not on a CPU, not for
+    a full fine-tune (its weights would be the fp16 ones the scaler refuses). Checked here without a GPU."""
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.train.engine import RunContext
+
+    def fp16(device, **over):
+        cfg = apply_overrides(ProjectConfig(), {"train.precision": "fp16", **over})
+        return RunContext("dpo", cfg, tmp_path, [], None, device).training_args()["fp16"]
+
+    assert fp16("cuda") is True
+    assert fp16("cpu") is False and fp16("cuda", **{"lora.enabled": False}) is False
+    assert fp16("cuda", **{"train.precision": "bf16"}) is False

@@ -75,7 +75,9 @@ class RunContext:
             disable_tqdm=True,
             use_cpu=self.device == "cpu",
             bf16=bf16,
-            fp16=False,
+            # fp16 weights on a GPU (T4-class): mixed precision with loss scaling, the LoRA factors in fp32 (PEFT keeps
+            # them so); without it fp16 activations' gradients underflow. A full fine-tune in fp16 is not scaled
+            fp16=t.precision == "fp16" and self.device.startswith("cuda") and self.lora,
             gradient_checkpointing=gc,
             dataloader_num_workers=0,
             train_sampling_strategy="group_by_length" if t.group_by_length else "random",
