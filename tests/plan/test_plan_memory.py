@@ -188,3 +188,22 @@ def test_the_recorded_workload_is_what_the_run_does(tiny_model, tmp_path):
     two = cfg_for(tiny_model, **{"train.device": "cpu", "train.epochs": 2, "train.shared_prompt": "off"})
     w = workload_from_context(engine.prepare("dpo", two, str(data), tmp_path / "r"))
     assert w.precompute_ref and not w.shared_prompt
+
+
+def test_a_runs_measured_peak_memory_starts_at_its_own_first_step():
+    """A recipe's later stage reported the whole process's peak (an earlier stage's): the peak now restarts when a
+    run's training begins (Linux VmHWM, reset through clear_refs)."""
+    import sys
+
+    import pytest
+
+    from alignlab.plan import record
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    big = bytearray(300 << 20)  # an earlier stage's 300 MiB, freed before this run
+    del big
+    before, _ = record.measured_peak_bytes("cpu")
+    record._reset_peak_rss()
+    after, how = record.measured_peak_bytes("cpu")
+    assert "this run" in how and after < before - (200 << 20)

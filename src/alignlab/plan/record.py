@@ -43,6 +43,7 @@ class PlanRecorder(TrainerCallback):
             self.record = before_training(self.ctx)
             if self.record is not None:  # what the process holds before the first step: runtime + weights
                 self.record["rss_at_train_begin_gib"] = round(_rss_bytes() / GIB, 3)
+                _reset_peak_rss()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._t0, self._c0 = time.perf_counter(), time.process_time()
@@ -240,8 +241,36 @@ def measured_peak_bytes(device: str) -> tuple[float, str]:
         import torch
 
         return float(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
+    hwm = _peak_rss_since_reset()
+    if hwm is not None:
+        return hwm, "peak RSS of this run (VmHWM, reset at its first step)"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return float(rss if sys.platform == "darwin" else rss * 1024), "peak RSS (getrusage)"
+    return float(rss if sys.platform == "darwin" else rss * 1024), "peak RSS of the process (getrusage)"
+
+
+_PEAK_RESET = False
+
+
+def _reset_peak_rss() -> None:
+    """Start this run's peak RSS from now (Linux: writing 5 to clear_refs resets VmHWM). A recipe, the loop or
+    break-it train several stages in one process, and the process's lifetime peak gave a later stage an earlier
+    one's memory."""
+    global _PEAK_RESET
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        _PEAK_RESET = True
+    except OSError:
+        _PEAK_RESET = False
+
+
+def _peak_rss_since_reset() -> float | None:
+    if not _PEAK_RESET:
+        return None
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+        return float(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 def _typical(d: list[float]) -> float | None:
