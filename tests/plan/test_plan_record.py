@@ -31,7 +31,7 @@ def test_run_json_records_estimate_and_measurement(tiny_model, tmp_path, monkeyp
     for key in ("peak_memory_gib", "step_seconds", "total_hours", "memory_gib"):
         assert key in est
     m = plan["measured"]
-    assert m["peak_memory_source"] == "peak RSS (getrusage)" and m["peak_memory_gib"] > 0.2
+    assert m["peak_memory_source"] == "peak RSS of this run (VmHWM, reset at its first step)" and m["peak_memory_gib"] > 0.2
     assert len(m["step_durations"]) == 3 and m["step_seconds"] > 0 and 0 < m["step_busy_seconds"] <= m["step_seconds"] * 1.05
     assert plan["ratio"]["memory"] == pytest.approx(est["peak_memory_gib"] / m["peak_memory_gib"], rel=1e-2)
     assert plan["device"]["kind"] == "cpu" and plan["device"]["measured"]["fp32_gflops"] > 0
