@@ -36,9 +36,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"this persona has prompts but no labelled answers yet; next, from {directory}/, one of:\n"
                 "  alignlab synth --teacher-url URL --teacher-model NAME   pairs from a teacher endpoint\n"
-                "  alignlab synth                                          context distillation from the model itself\n"
                 "  alignlab sample --base && alignlab ui                   rate answers in the web page\n"
-                "  alignlab loop --rounds 3                                start from prompts alone, rating each round"
+                "  alignlab loop --rounds 3                                start from prompts alone, rating each round\n"
+                "  alignlab synth                                          the model as its own teacher (a 135M model "
+                "cannot take on a voice it is only told about: read what it keeps)"
             )
 
     config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
