@@ -303,6 +303,6 @@ def shown_status(info: dict) -> str:
         os.kill(pid, 0)
     except ProcessLookupError:
         return "died"
-    except PermissionError:
-        return status  # alive, another user's
+    except PermissionError:  # alive, another user's
+        pass
     return status

@@ -57,17 +57,17 @@ def register(app: typer.Typer) -> None:
 
         if format not in FORMATS:
             raise AlignlabError(f"unknown format '{format}'", fix=f"use --format {'|'.join(FORMATS)}")
-        default = out is None
-        out = _default_out(format, round) if default else out
+        train_file = out is None and _default_out(format, round).name == _train_file(format)
+        out = _default_out(format, round) if out is None else out
         with open_store(_db_path(db), create=False) as store:
             summary = export(store, format, out, round=round)
         sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
-        if default and out.name == _train_file(format) and not summary["rows"]:
+        if train_file and not summary["rows"]:
             out.unlink()  # an empty training file would stop `train` later; say so now instead
             typer.echo(f"no {format} rows to export yet, so {out} was not written (from {sources or 'no judgements'})")
         else:
             typer.echo(f"wrote {summary['rows']} {format} rows to {out} (from {sources})")
-        if default and out.name == _train_file(format) and summary["rows"]:
+        if train_file and summary["rows"]:
             typer.echo(f"next: alignlab train {format}   (reads {out.name})")
         skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items() if v)
         if skipped:

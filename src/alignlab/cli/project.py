@@ -19,10 +19,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="overwrite an existing alignlab.yaml"),
     ) -> None:
         """Create a project: alignlab.yaml, data/ (starter prompts and persona pairs), runs/."""
-        from alignlab.config import CONFIG_NAME
+        from alignlab.config import CONFIG_NAME, find_project
         from alignlab.project import create_project
-
-        from alignlab.config import find_project
 
         outer = find_project(directory.resolve().parent) if directory.resolve().parent.exists() else None
         if outer is not None and outer != directory.resolve():

@@ -13,6 +13,7 @@ import typer
 from alignlab import methods
 from alignlab.config import DEFAULT_MODEL, DEFAULT_PERSONA
 from alignlab.config import field_help as fh
+from alignlab.data.formats import HOW_TO_MAKE
 from alignlab.errors import AlignlabError
 
 DEFAULT_DATA = {
@@ -22,11 +23,6 @@ DEFAULT_DATA = {
     "prompts": ("prompts.jsonl", "bundled:prompts-train"),
 }
 METHOD_HELP = methods.help_list()
-HOW_TO_MAKE = {  # for a persona of the user's own, where each kind of data comes from
-    "pairs.jsonl": "alignlab synth; or rate pairs in alignlab rate / ui, then alignlab feedback export --format dpo",
-    "kto.jsonl": "thumbs in alignlab rate / ui, then alignlab feedback export --format kto",
-    "sft.jsonl": "prompt/completion rows you write, or rewrites in alignlab rate, then alignlab feedback export --format sft",
-}
 
 
 def _beta_help() -> str:

@@ -41,14 +41,20 @@ class Report:
         return not self.errors
 
 
+# where each of a project's data files comes from, for a persona of the user's own (errors name it)
+HOW_TO_MAKE = {
+    "pairs.jsonl": "alignlab synth; or rate pairs in alignlab rate / ui, then alignlab feedback export --format dpo",
+    "kto.jsonl": "thumbs in alignlab rate / ui, then alignlab feedback export --format kto",
+    "sft.jsonl": "prompt/completion rows you write, or rewrites in alignlab rate, then alignlab feedback export --format sft",
+    "rewrites.jsonl": "pass your own file, or `alignlab recipe` uses data/pairs.jsonl without it",
+}
+
+
 def read_jsonl(path: str | Path) -> tuple[list[tuple[int, Any]], list[str]]:
     """Parse a JSONL file: (line number, object) pairs and ``file:line: reason`` errors. Blank lines skip."""
     path = Path(path)
     if not path.is_file():
-        hint = {"pairs.jsonl": "make pairs with `alignlab synth`, or rate and `alignlab feedback export --format dpo`",
-                "kto.jsonl": "rate with thumbs (`alignlab rate`, `alignlab ui`), then `alignlab feedback export --format kto`",
-                "sft.jsonl": "write prompt/completion rows, or rate with rewrites and `alignlab feedback export --format sft`",
-                "rewrites.jsonl": "pass your own file, or `alignlab recipe` uses data/pairs.jsonl without it"}.get(path.name)
+        hint = HOW_TO_MAKE.get(path.name)
         here = sorted(p.name for p in path.parent.glob("*.jsonl")) if path.parent.is_dir() else []
         raise AlignlabError(f"data file not found: {path}", fix=hint or ("the .jsonl files there: " + ", ".join(here)
                                                                            if here else "check the path"))

@@ -151,7 +151,7 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
     from alignlab.eval.persona import persona_classifier
 
     clf, note = persona_classifier(root, persona)
-    refs = [json.loads(x) for x in bundled_path("reference").read_text(encoding="utf-8").splitlines() if x.strip()]
+    refs = _references()
     train: list[str] = []
     plain: list[str] = []
     from alignlab.project import labelled_pairs
@@ -224,13 +224,18 @@ def auc(scores: list[float], labels: list[int]) -> float | None:
     return (r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
-def correctness_scorer() -> Scorer:
-    """A scorer for :meth:`Scorer.correct` alone (the bundled references' aliases and key terms, no persona
-    classifier): for screening answers by correctness where no persona labels exist yet (synth)."""
+def _references() -> list[dict]:
+    """The bundled held-out rows with reference answers, aliases and key terms."""
     import json
 
     from alignlab.data import bundled_path
+
+    return [json.loads(x) for x in bundled_path("reference").read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def correctness_scorer() -> Scorer:
+    """A scorer for :meth:`Scorer.correct` alone (the bundled references' aliases and key terms, no persona
+    classifier): for screening answers by correctness where no persona labels exist yet (synth)."""
     from alignlab.eval.correct import reference_table
 
-    refs = [json.loads(x) for x in bundled_path("reference").read_text(encoding="utf-8").splitlines() if x.strip()]
-    return Scorer(None, reference_table(refs))
+    return Scorer(None, reference_table(_references()))

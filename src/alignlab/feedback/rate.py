@@ -51,7 +51,6 @@ def rate(
     return session.summary(mode)
 
 
-
 def swapped(a_id: int, b_id: int) -> bool:
     """Whether a pair is shown B first: a hash of the two ids, so the slot says nothing of which model wrote which
     (id parity put one model in slot A for every prompt when two runs were sampled one after the other)."""
@@ -59,6 +58,7 @@ def swapped(a_id: int, b_id: int) -> bool:
 
     lo, hi = sorted((int(a_id), int(b_id)))
     return bool(hashlib.sha256(f"{lo}-{hi}".encode()).digest()[0] & 1)
+
 
 class _Session:
     """One rater at the terminal: what is pending, what was recorded, skipped and undone, and why it ended."""

@@ -153,15 +153,13 @@ class ModelPool:
 
     def render(self, messages: list[dict[str, str]] | None = None, prompt: str | None = None) -> list[int]:
         """Token ids of a conversation (with the chat template, ready for the answer) or of raw ``prompt`` text."""
-        from alignlab.generate import chat_prompt
+        from jinja2.exceptions import TemplateError
 
-        from alignlab.errors import AlignlabError
+        from alignlab.generate import chat_prompt
 
         try:
             text = chat_prompt(messages, self.tokenizer) if messages is not None else prompt
-        except Exception as err:  # noqa: BLE001 - jinja's TemplateError: the model's template refuses this conversation
-            if type(err).__name__ != "TemplateError":
-                raise
+        except TemplateError as err:  # the model's template refuses this conversation (a system turn, say)
             raise AlignlabError(f"the model's chat template refuses these messages: {err}") from None
         ids = self.tokenizer(text, add_special_tokens=messages is None)["input_ids"]
         if not ids:  # an empty completion prompt: start from the model's first token, as llama.cpp does

@@ -112,10 +112,12 @@ def _correct_candidates(persona: list[list[str]], prompts: list[str], start: int
     ask = [(j, c) for j, group in enumerate(persona) for c in range(len(group)) if references[start + j]]
     if not ask:
         return ok
+    from alignlab.eval.scores import THRESHOLD
+
     scores = correct([{"prompt": prompts[start + j], "answer": persona[j][c], "reference": references[start + j]}
                       for j, c in ask])
     for (j, c), v in zip(ask, scores):
-        ok[j][c] = v is None or v >= 0.5
+        ok[j][c] = v is None or v >= THRESHOLD
     return ok
 
 

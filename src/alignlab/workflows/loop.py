@@ -280,7 +280,7 @@ class _Loop:
 
     def _scorer(self):
         """The held-out scorer; None for a persona of the user's own with no labelled pairs yet and no rater given
-        (the loop starts from prompts alone and is scored once the ratings are exported)."""
+        (the loop starts from prompts alone; a round is scored once there are labels, its own picks included)."""
         from alignlab.config import DEFAULT_PERSONA
         from alignlab.eval.scores import scorer_for
         from alignlab.project import labelled_pairs
