@@ -11,6 +11,8 @@ import torch
 
 from alignlab.config import ProjectConfig, apply_overrides
 from alignlab.train import engine
+from alignlab.methods import SEQ_CLS
+from alignlab.train import rm
 from alignlab.train.rm import split_pairs
 
 WORDS = "apple river stone cloud paper green music table window garden".split()
@@ -107,3 +109,21 @@ def test_load_sequence_classifier(tiny_model):
     assert model.config.num_labels == 1 and model.score.out_features == 1
     assert model.config.pad_token_id == load_tokenizer(tiny_model).pad_token_id
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_long_pairs_are_cut_not_dropped(tiny_model, tmp_path):
+    """Every pair reaches training, cut at max_length (TRL alone drops them: the data check said "truncated")."""
+    rows = separable_pairs(8)
+    for r in rows[:6]:
+        r["chosen"] = r["chosen"] + " " + " ".join(WORDS * 8)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = apply_overrides(ProjectConfig(model=tiny_model),
+                          {"train.sample_prompts": 0, "train.max_length": 96, "rm.eval_fraction": 0.0})
+    ctx = engine.prepare("rm", cfg, str(data), tmp_path / "runs")
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    ctx.model = engine._load_model(ctx, task=SEQ_CLS)
+    trainer = rm.build_trainer(ctx)
+    lengths = [max(len(c), len(r)) for c, r in zip(trainer.train_dataset["chosen_ids"], trainer.train_dataset["rejected_ids"])]
+    assert len(lengths) == 8
+    assert max(lengths) == 96 and sum(n == 96 for n in lengths) == 6

@@ -12,6 +12,7 @@ Choices that differ from a plain ``RewardTrainer(model=...)``:
   and the bundled pairs that starts every reward near -1.6 and the loss at 0.74;
 - LoRA on the backbone with the head in ``modules_to_save``: the adapter directory holds the trained head,
   which is what ``alignlab.rewards.rm.RewardModel`` loads to use the run as a reward;
+- a pair longer than ``train.max_length`` is cut at the end (TRL drops it);
 - ``rm.eval_fraction`` of the pairs (shuffled by the run's seed) is held out; pair accuracy on them is
   logged as ``eval_accuracy`` at the start, every ``train.save_steps`` steps and at the end.
 """
@@ -33,6 +34,18 @@ class AlignlabRewardTrainer(AlignlabTrainerMixin, RewardTrainer):
         super()._set_signature_columns_if_needed()
         if "length" not in self._signature_columns:  # kept for the length-grouped sampler
             self._signature_columns.append("length")
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """Cut over-long pairs at the end instead of TRL's dropping them (what the data check says happens:
+        a long answer would otherwise leave training without a word, and an all-long file would leave nothing)."""
+        limit, args.max_length = args.max_length, None
+        try:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = limit
+        if limit is None:
+            return dataset
+        return dataset.map(lambda e: {"chosen_ids": e["chosen_ids"][:limit], "rejected_ids": e["rejected_ids"][:limit]})
 
 
 class EvaluateAtEnd(TrainerCallback):
