@@ -59,7 +59,7 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
     import httpx
 
     headers = auth_header(url, api_key_env, who)
-    problem = ""
+    problem, answered = "", False
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
@@ -72,7 +72,8 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
             problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no connection'}"
             continue
         if resp.status_code == 429 or resp.status_code >= 500:
-            problem = f"HTTP {resp.status_code}"
+            problem = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
+            answered = True
             continue
         if resp.status_code in (401, 403):
             raise AlignlabError(f"{who} endpoint {url} refused the request (HTTP {resp.status_code})",
@@ -85,4 +86,7 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
         except (ValueError, KeyError, IndexError, TypeError) as err:
             raise AlignlabError(f"{who} endpoint {url} did not answer in the OpenAI chat format: {resp.text[:200]!r}",
                                 fix=fixes.not_openai) from err
+    if answered:  # it is up, and failing: its own log says why
+        raise AlignlabError(f"{who} endpoint {url} failed ({problem}; {retries + 1} attempts)",
+                            fix=f"see the {who} server's log; a 429 means it asks for fewer requests at a time")
     raise AlignlabError(f"{who} endpoint {url} is unreachable ({problem}; {retries + 1} attempts)", fix=fixes.unreachable)

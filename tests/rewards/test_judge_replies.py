@@ -15,6 +15,7 @@ from alignlab.rewards.judge import LLMJudge, parse_score, parse_verdict
     ("8", 8), ("10", 10), ("1", 1), ("On a 1-10 scale: 8", 8), ("On a scale of 1 to 10, 3.", 3), ("Score: 8/10", 8),
     ("I'd rate it 7 out of 10.", 7), ("**9**", 9), ("Rating: 6.5", 7), ("7. Good, but it hedges on 3 points.", 7),
     ("The response gets a 3.", 3), ("Score: 2", 2), ("0", None), ("11", None), ("I'd rather not say.", None),
+    ("4/5", None), ("3 out of 5", None), ("-3", None), ("7-8", 7),
 ])
 def test_scores(reply, score):
     assert parse_score(reply) == score
@@ -25,7 +26,9 @@ def test_scores(reply, score):
     ("Tie", "tie"), ("[[A]]", "A"), ("Verdict: B", "B"), ("Response A is better.", "A"), ("I prefer B.", "B"),
     ("Both are equally good.", "tie"), ("Neither stands out.", "tie"), ("A. It is funnier.", "A"),
     ("B - more correct", "B"), ("Response B", "B"), ("A is better than B", "A"), ("The better response is B", "B"),
-    ("Hmm, hard to say.", None),
+    ("Hmm, hard to say.", None), ("Response B is worse than A.", "A"), ("Response A is less witty than Response B", "B"),
+    ("B. Response A is hedging.", "B"), ("Neither A nor B is great, but A wins.", "A"),
+    ("Both responses are fine, but A is sharper.", "A"), ("Response A is better, but B is better still", None),
 ])
 def test_verdicts(reply, verdict):
     assert parse_verdict(reply) == verdict

@@ -141,7 +141,29 @@ def test_gives_up_after_retries_with_the_url(server, tmp_path):
     with pytest.raises(AlignlabError) as err:
         judge.score("q", "a")
     assert server.requests == 3
-    assert judge.url in str(err.value) and "HTTP 503" in str(err.value) and "3 attempts" in str(err.value)
+    message = str(err.value)
+    assert judge.url in message and "HTTP 503" in message and "3 attempts" in message
+    assert "overloaded" in message and "unreachable" not in message  # it answered: its reason, not "start it"
+
+
+def test_a_failing_judge_stops_the_batch_at_its_first_failure(server, tmp_path):
+    """Eight queued requests to a hanging judge, two at a time: the error comes after the first, not all four rounds."""
+    server.delay = 1.0
+    judge = make_judge(server, tmp_path, timeout=0.3, retries=0, max_workers=2, cache=False)
+    start = time.monotonic()
+    with pytest.raises(AlignlabError, match="timed out"):
+        judge(["q"] * 8, [f"answer {i}" for i in range(8)])
+    assert time.monotonic() - start < 1.0  # 4 rounds of 0.3 s would take 1.2 s
+
+
+def test_verdicts_are_cached_per_server(server, tmp_path):
+    """Two servers that both call their model "base" do not share verdicts."""
+    first = LLMJudge(server.base_url, "base", cache_path=str(tmp_path / "c.sqlite"))
+    assert first.score("q", "Obviously.") == pytest.approx(3 / 9)
+    other = LLMJudge(server.base_url.replace("127.0.0.1", "localhost"), "base", cache_path=str(tmp_path / "c.sqlite"))
+    server.reply = "8"
+    assert other.score("q", "Obviously.") == pytest.approx(7 / 9)
+    assert server.requests == 2
 
 
 def test_timeout_is_reported(server, tmp_path):

@@ -49,11 +49,12 @@ CORRECT_RUBRIC = (
     "1 = wrong, contradicts the reference, or does not answer; 6 = its main point agrees with the reference, with "
     "minor slips or omissions; 10 = fully correct."
 )
-CACHE_VERSION = "v2"  # bumped when the reply parser changed: verdicts parsed by the old one are asked again
+CACHE_VERSION = "v3"  # bumped when the reply parser changed: verdicts parsed by the old one are asked again
 
 # "1-10", "1 to 10", "/10", "out of 10": the scale, not the score
 _SCALE = re.compile(r"\b[01]\s*(?:-|–|—|to)\s*10\b|(?:/|\bout\s+of)\s*10\b", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?!\w|\.\d)")
+_NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)(?!\w|\.\d)")
+_OTHER_SCALE = re.compile(r"(?:/|\bout\s+of)\s*(?!10\b)\d+\b", re.IGNORECASE)  # "4/5", "3 out of 5"
 _LABELLED_SCORE = re.compile(r"\b(?:score|rating|grade|rate it|give it)\s*(?:is|of|=|:|-)?\s*(?:a\s+)?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -62,9 +63,12 @@ def parse_score(reply: str) -> int | None:
 
     Read in this order: a reply that is just a number; a labelled one ("Score: 8", "I'd rate it 7"); else,
     with scale mentions ("On a 1-10 scale", "/10", "out of 10") removed, the number the reply starts with,
-    or the only (or last) one. Decimals round half up; numbers outside 1-10 do not count.
+    or the only (or last) one. Decimals round half up; numbers outside 1-10 (a negative one too) and a score
+    on another scale ("4/5") do not count.
     """
     text = _SCALE.sub(" ", reply.replace("*", " "))
+    if _OTHER_SCALE.search(text):  # a score on another scale is not read as one out of 10
+        return None
     found = _LABELLED_SCORE.search(text)
     numbers = [float(n) for n in _NUMBER.findall(text)]
     stripped = text.strip().strip(".!").strip()
@@ -86,31 +90,38 @@ _TIE = re.compile(r"\b(?:tie|tied|draw|equally|neither|both (?:are|responses|ans
 _NAMED = r"(?:response|answer|output|assistant|option)"
 _LABELLED_VERDICT = re.compile(
     rf"\b(?:verdict|winner|choice|preference|decision|final answer|answer is|better (?:one|response) is)\s*(?:is|:|=|-)?\s*(?:{_NAMED}\s+)?(a|b|tie)\b")
-_WINS = re.compile(rf"(?:\b{_NAMED}\s+|^\W*)(a|b)\b\s+(?:is|was|seems|wins|clearly|definitely)\b(?!\s+(?:not|worse|weaker))"
+_LEAD = rf"(?:\b{_NAMED}\s+|^\W*|\b(?:but|so|and|overall|thus|hence|here)\W+)"
+_WINS = re.compile(rf"{_LEAD}(a|b)\b\s+(?:is|was|seems|wins|clearly|definitely)\b"
+                   r"(?!\s+(?:not|worse|weaker|less|inferior|hedging|wrong|incorrect))"
                    r"|\bprefer(?:red)?\s+(?:" + _NAMED + r"\s+)?(a|b)\b")
+_LOSES = re.compile(rf"{_LEAD}(a|b)\b\s+(?:is|was|seems)\s+(?:\w+\s+)?(?:worse|weaker|inferior|less\s+\w+\s+than|not as)\b")
+_OTHER = {"a": "b", "b": "a"}
 
 
 def parse_verdict(reply: str) -> str | None:
     """'A', 'B' or 'tie' from a judge's pairwise reply, or None when it gives none.
 
-    Anchored: a bare letter or "tie"; a labelled verdict ("Verdict: B", "[[A]]"); a tie said in words ("It's a
-    tie", "both are equally good"); "Response A is better" / "I prefer B"; a reply naming only one response;
-    a reply that starts with the letter alone ("A." / "B - because..."). The article in "It's a tie" is not A.
+    Anchored, in this order: a bare letter or "tie"; a labelled verdict ("Verdict: B", "[[A]]"); a reply that
+    starts with the letter alone ("A." / "B - because..."); a comparison ("Response A is better", "I prefer B",
+    "B is worse than A" for A; where two comparisons point different ways there is no verdict); a tie said in
+    words ("It's a tie", "both are equally good"); a reply naming only one response. The article in "It's a tie"
+    is not A.
     """
     text = re.sub(r"[*_`#>\"\[\]()]", " ", reply).strip().lower()
-    bare = re.fullmatch(r"\W*(a|b|tie)\W*", text)
-    if bare:
+    if bare := re.fullmatch(r"\W*(a|b|tie)\W*", text):
         verdict = bare.group(1)
     elif found := _LABELLED_VERDICT.search(text):
         verdict = found.group(1)
-    elif _TIE.search(text):
-        verdict = "tie"
-    elif found := _WINS.search(text):
-        verdict = found.group(1) or found.group(2)
-    elif len(named := set(re.findall(rf"\b{_NAMED}\s+(a|b)\b", text))) == 1:
-        verdict = named.pop()
     elif found := re.match(r"\W*(a|b)\s*(?:$|[.,:;!\-–—])", text):
         verdict = found.group(1)
+    elif picks := {m.group(1) or m.group(2) for m in _WINS.finditer(text)} | {_OTHER[m.group(1)] for m in _LOSES.finditer(text)}:
+        if len(picks) > 1:
+            return None
+        verdict = picks.pop()
+    elif _TIE.search(text):
+        verdict = "tie"
+    elif len(named := set(re.findall(rf"\b{_NAMED}\s+(a|b)\b", text))) == 1:
+        verdict = named.pop()
     else:
         return None
     return "tie" if verdict == "tie" else verdict.upper()
@@ -221,6 +232,12 @@ class LLMJudge:
             self._cache = JudgeCache(self.cache_path or home() / "judge_cache.sqlite")
         return self._cache
 
+    @property
+    def _who(self) -> tuple:
+        """What a cached verdict depends on besides the texts: the server as well as the model's name (two servers
+        both call their model "base"), and the sampling settings."""
+        return (self.url, self.model, str(self.temperature), str(self.max_tokens))
+
     def _http(self):
         import httpx
 
@@ -279,9 +296,14 @@ class LLMJudge:
     def _scores(self, keys: list[str], asks: list) -> list[float]:
         """Cached 1-10 verdicts normalised to [0, 1]; cache misses are asked ``max_workers`` at a time."""
         todo = dict(zip(keys, asks))
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(todo)))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(todo))))
+        try:
             futures = {k: pool.submit(self._cached, k, ask) for k, ask in todo.items()}
             raw = {k: f.result() for k, f in futures.items()}
+        except BaseException:  # the first failure stops the batch: the queued requests would each fail the same way
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return [(int(raw[k]) - 1) / 9.0 for k in keys]
 
     def score(self, prompt, completion) -> float:
@@ -291,13 +313,13 @@ class LLMJudge:
     def score_many(self, prompts: list, completions: list) -> list[float]:
         """Rubric scores in [0, 1]; cache misses are asked concurrently (``max_workers`` at a time)."""
         pairs = [(_conversation(p), completion_text(c)) for p, c in zip(prompts, completions)]
-        keys = [cache_key(CACHE_VERSION, self.model, self.rubric, p, c) for p, c in pairs]
+        keys = [cache_key(CACHE_VERSION, *self._who, self.rubric, p, c) for p, c in pairs]
         return self._scores(keys, [lambda pc=pc: self._raw_score(*pc) for pc in pairs])
 
     def correct_many(self, prompts: list, completions: list, references: list[str]) -> list[float]:
         """How correct each completion is against its reference answer (``CORRECT_RUBRIC``), in [0, 1]."""
         rows = [(_conversation(p), completion_text(c), str(r)) for p, c, r in zip(prompts, completions, references)]
-        keys = [cache_key(CACHE_VERSION, "correct", self.model, CORRECT_RUBRIC, p, r, c) for p, c, r in rows]
+        keys = [cache_key(CACHE_VERSION, "correct", *self._who, CORRECT_RUBRIC, p, r, c) for p, c, r in rows]
         return self._scores(keys, [lambda x=x: self._raw_score(x[0], x[1], CORRECT_RUBRIC, x[2]) for x in rows])
 
     def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
@@ -306,7 +328,7 @@ class LLMJudge:
     # -- pairwise -----------------------------------------------------------------------------------------
     def _prefer(self, prompt: str, first: str, second: str) -> str:
         """'A', 'B' or 'tie' for one presentation order."""
-        key = cache_key("pair", CACHE_VERSION, self.model, self.rubric, prompt, first, second)
+        key = cache_key("pair", CACHE_VERSION, *self._who, self.rubric, prompt, first, second)
 
         def ask() -> str:
             system = (
