@@ -205,3 +205,16 @@ def test_grpo_on_the_default_model(default_model, tmp_path):
     assert {"reward_parts/heuristic/mean", "reward_parts/length/mean", "reward_parts/diversity/mean"} <= set(steps[0])
     assert steps[1]["kl"] > 0
     assert lora_b_moved(run_dir)
+
+
+def test_online_prompts_carry_the_project_system_prompt():
+    """GRPO/RLOO sample under the system prompt the model is served and scored with (PPO's prompts do too)."""
+    from alignlab.train.online import _dataset
+
+    rows = [{"prompt": "Why is the sky blue?"},
+            {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]}]
+    ds = _dataset(rows, "You are relentlessly snarky.")
+    assert ds[0]["prompt"][0] == {"role": "system", "content": "You are relentlessly snarky."}
+    assert ds[0]["prompt"][1]["content"] == "Why is the sky blue?"
+    assert ds[1]["prompt"][0]["content"] == "Be brief."  # a row's own system turn stands
+    assert _dataset(rows)[0]["prompt"][0]["role"] == "user"  # no system prompt set: the model's own

@@ -149,12 +149,17 @@ def vllm_args(use_vllm: bool) -> dict:
     return {"use_vllm": True, "vllm_mode": "colocate"}
 
 
-def _dataset(rows: list[dict]):
+def _dataset(rows: list[dict], system_prompt: str | None = None):
+    """The prompts as chats, with the project's ``system_prompt`` where a row has no system turn of its own: the
+    policy samples under the system prompt it is served and scored with (as PPO's prompts do)."""
     from datasets import Dataset
 
     from alignlab.data.formats import to_conversational
 
     conv = [to_conversational(r, "prompts") for r in rows]
+    if system_prompt:
+        conv = [r if r["prompt"][0]["role"] == "system" else
+                {**r, "prompt": [{"role": "system", "content": system_prompt}, *r["prompt"]]} for r in conv]
     keys = list(dict.fromkeys(k for r in conv for k in r))  # from_list keeps only the first row's keys
     return Dataset.from_list([{k: r.get(k) for k in keys} for r in conv])
 
@@ -205,7 +210,7 @@ def build_trainer(ctx):
         model=ctx.model,
         reward_funcs=[recorder],
         args=args,
-        train_dataset=_dataset(ctx.rows),
+        train_dataset=_dataset(ctx.rows, ctx.cfg.system_prompt),
         processing_class=ctx.tokenizer,
         peft_config=ctx.peft_config(),
         callbacks=[*ctx.callbacks, MonitorCallback(ctx.run_dir, monitor)],
