@@ -221,3 +221,13 @@ def test_a_prompt_over_max_prompt_length_with_the_system_prompt_is_refused_befor
     with pytest.raises(AlignlabError, match=r"32 prompt\(s\) over train.max_prompt_length=96 tokens"):
         engine.run(ctx, str(prompts))
     assert not (ctx.run_dir / "adapter").exists()
+
+
+def test_diversity_penalty_compares_the_batch(tiny_model, tmp_path):
+    """PPO draws one answer per prompt: the diversity penalty compares a batch's answers (it saw groups of one: 0)."""
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, max_steps=1, batch_size=4)
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: newline.py:frac_newline, weight: 1.0}\n"
+                                           "diversity: {weight: 0.1}\n")
+    run_dir = engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs"), str(prompts))
+    step = _metrics(run_dir)[0]
+    assert step["reward_parts/diversity/mean"] > 0.05  # 0 when every answer was its own group

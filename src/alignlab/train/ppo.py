@@ -373,6 +373,8 @@ def train_loop(ctx, resume: bool = False):
     model, value_head, params, optimizer, scheduler, total = _build(ctx)
     start = _resume_step(ctx, model, value_head, optimizer, scheduler) if resume else 0
     reward, gold = project_reward(cfg.online)
+    if reward.group_size is None:  # one answer per prompt: the batch is the group the diversity penalty compares
+        reward.group_size = t.batch_size
     o = cfg.online
     recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
