@@ -305,15 +305,16 @@ def test_launch_settings_are_checked_before_the_run_directory_is_made(monkeypatc
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_a_reward_column_missing_from_the_data_fails_before_the_model_loads(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("method, other", [("grpo", {"category": "facts"}), ("ppo", {"answer": None})])
+def test_a_reward_column_missing_from_the_data_fails_before_the_model_loads(monkeypatch, capsys, tmp_path, method, other):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "What is 2 plus 2?", "answer": "4"}) + "\n"
-                       + json.dumps({"prompt": "Name a colour.", "category": "facts"}) + "\n")
+                       + json.dumps({"prompt": "Name a colour.", **other}) + "\n")
     spec = tmp_path / "rewards.yaml"
     spec.write_text("components:\n  - {name: sums, fn: arithmetic, weight: 1.0}\n")
-    code, lines = run_cli(monkeypatch, capsys, "train", "grpo", "--data", str(prompts), "--rewards", str(spec), cwd=tmp_path)
+    code, lines = run_cli(monkeypatch, capsys, "train", method, "--data", str(prompts), "--rewards", str(spec), cwd=tmp_path)
     err = one_error(lines)
-    assert code == 2 and "rewards.yaml:2" in err and "'answer', which 1 of 2 rows lack" in err, lines
+    assert code == 2 and "rewards.yaml:2" in err and "'answer', which 1 of 2 rows lack or leave empty" in err, lines
     assert not any("Loading" in x for x in lines)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

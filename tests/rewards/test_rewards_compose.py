@@ -240,7 +240,8 @@ def test_wrong_count_names_the_component(tmp_path):
 
 
 def test_nan_and_inf_name_the_component(tmp_path):
-    assert "reward 'bad' returned nan for completion 0" in call_error(tmp_path, "not_a_number")
+    assert "reward 'bad' returned nan for completion 0" in (msg := call_error(tmp_path, "not_a_number"))
+    assert "rewards.yaml:2" in msg  # the spec line that names the component
     assert "reward 'bad' returned inf for completion 0" in call_error(tmp_path, "infinite")
 
 

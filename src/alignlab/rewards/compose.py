@@ -133,7 +133,7 @@ class ComposedReward:
         out: dict[str, list[float]] = {}
         for c in self.parts:
             try:
-                values = c.fn(prompts, completions, **columns)
+                values = check_rewards(c.fn(prompts, completions, **columns), n, c.name)
             except AlignlabError as err:
                 where = err.where or c.where or None
                 raise AlignlabError(f"reward component '{c.name}': {err.what}", where=where, fix=err.fix) from err
@@ -143,7 +143,7 @@ class ComposedReward:
                     f"reward component '{c.name}' ({c.source}) raised {type(err).__name__}: {msg}",
                     where=c.where or None,
                 ) from err
-            out[c.name] = check_rewards(values, n, c.name)
+            out[c.name] = values
         if self.diversity_weight:
             texts = [completion_text(x) for x in completions]
             out["diversity"] = similarity_penalty(texts, groups(prompts, self.group_size))

@@ -50,6 +50,23 @@ def project_reward(online, check_only: bool = False) -> tuple:
     return load_rewards(online.rewards, check_only=check_only) if online.rewards else (default_reward(), None)
 
 
+def check_columns(rewards: list, rows: list[dict]) -> None:
+    """A built-in component that reads a data column (arithmetic, exact_match), in the reward or the gold rater,
+    finds a value in every row: a missing or empty one would score 0 without a word."""
+    for reward in filter(None, rewards):
+        for part in reward.parts:
+            need = getattr(part.fn, "column", None)
+            if not isinstance(need, str):
+                continue
+            missing = [i for i, r in enumerate(rows) if r.get(need) is None or str(r.get(need)).strip() == ""]
+            if missing:
+                have = ", ".join(sorted(rows[missing[0]])) or "none"
+                raise AlignlabError(
+                    f"reward component '{part.name}': {part.source} needs the column '{need}', which {len(missing)} of "
+                    f"{len(rows)} rows lack or leave empty (the first: row {missing[0] + 1})", where=part.where or None,
+                    fix=f"add '{need}' to each row or set args.column (columns of that row: {have})")
+
+
 def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedReward, ComposedReward | None]:
     """(training reward, gold rater or None) from a reward YAML that may hold a ``gold:`` entry.
 

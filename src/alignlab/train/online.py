@@ -48,7 +48,8 @@ from alignlab.errors import AlignlabError
 from alignlab.train import sampler
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
 from alignlab.train.logps import scaled_head, shared_prompt_logps
-from alignlab.train.monitors import HackingMonitor, MonitorCallback, RewardRecorder, load_rewards, project_reward
+from alignlab.train.monitors import (HackingMonitor, MonitorCallback, RewardRecorder, check_columns, load_rewards,
+                                    project_reward)
 
 logger = logging.getLogger(__name__)
 
@@ -167,24 +168,9 @@ def _dataset(rows: list[dict], system_prompt: str | None = None):
 def check(ctx) -> None:
     """Fail before the model loads: the reward spec (and its gold rater) and the vLLM request."""
     if ctx.cfg.online.rewards:
-        reward, _ = load_rewards(ctx.cfg.online.rewards, check_only=True)  # users' files read here, imported later
-        _check_columns(reward, ctx.rows)
+        reward, gold = load_rewards(ctx.cfg.online.rewards, check_only=True)  # users' files read here, imported later
+        check_columns([reward, gold], ctx.rows)
     vllm_args(ctx.cfg.online.use_vllm)
-
-
-def _check_columns(reward, rows: list[dict]) -> None:
-    """A built-in component that reads a data column (arithmetic, exact_match) finds it in every row."""
-    for part in reward.parts:
-        need = getattr(part.fn, "column", None)
-        if not isinstance(need, str):
-            continue
-        missing = [i for i, r in enumerate(rows) if need not in r]
-        if missing:
-            have = ", ".join(sorted(rows[missing[0]])) or "none"
-            raise AlignlabError(
-                f"reward component '{part.name}': {part.source} needs the column '{need}', which {len(missing)} of "
-                f"{len(rows)} rows lack", where=part.where or None,
-                fix=f"add '{need}' to each row or set args.column (columns of the first such row: {have})")
 
 
 def build_trainer(ctx):

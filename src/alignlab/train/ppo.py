@@ -64,7 +64,7 @@ from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_valu
 from alignlab.progress import console
 from alignlab import rundir
 from alignlab.train import sampler
-from alignlab.train.monitors import HackingMonitor, RewardRecorder, project_reward, report_alerts
+from alignlab.train.monitors import HackingMonitor, RewardRecorder, check_columns, project_reward, report_alerts
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -425,4 +425,5 @@ def check(ctx) -> None:
         raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
                             fix="drop --full / set lora.enabled: true")
     _one_process()
-    project_reward(ctx.cfg.online, check_only=True)  # users' reward files are read here, imported once when training starts
+    check_columns(project_reward(ctx.cfg.online, check_only=True), ctx.rows)  # users' reward files are read here,
+    # imported once when training starts

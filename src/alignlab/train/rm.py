@@ -14,7 +14,8 @@ Choices that differ from a plain ``RewardTrainer(model=...)``:
   which is what ``alignlab.rewards.rm.RewardModel`` loads to use the run as a reward;
 - a pair longer than ``train.max_length`` is cut at the end (TRL drops it);
 - ``rm.eval_fraction`` of the pairs (shuffled by the run's seed) is held out; pair accuracy on them is
-  logged as ``eval_accuracy`` at the start, every ``train.save_steps`` steps and at the end.
+  logged as ``eval_accuracy`` (TRL's: chosen strictly above rejected, so the zero head's all-tied start reads 0.0,
+  not 0.5) at the start, every ``train.save_steps`` steps and at the end.
 """
 
 from __future__ import annotations
