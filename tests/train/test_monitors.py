@@ -211,3 +211,33 @@ def test_load_rewards_without_gold_and_errors(tmp_path):
     spec.write_text("components:\n  - {fn: persona_heuristic}\ngold: {fn: persona_heuristic}\n")
     with pytest.raises(AlignlabError, match="also a training component"):
         load_rewards(spec)
+
+
+# -- the DPO family's falling chosen log-prob ---------------------------------------------------------------
+
+
+def _chosen_warnings(tmp_path, records, **kw) -> list[dict]:
+    from types import SimpleNamespace
+
+    from alignlab.train.callbacks import MetricsCallback
+
+    cb = MetricsCallback(tmp_path, watch_chosen=True, **kw)
+    for step, logs in enumerate(records, 1):
+        cb.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=step, epoch=0.0), None, logs=logs)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if x.get("warning") == "chosen_logps_falling"]
+
+
+def test_chosen_warning_ignores_batches_getting_shorter(tmp_path):
+    """Length-grouped batches run from long to short, then jump back to long: the summed log-prob falls 400 nats
+    with nothing unlearnt. A healthy run (chosen above the reference, margin growing) raises no warning."""
+    records = [{"loss": 0.6, "logps/chosen": -300 if i < 5 else -700, "rewards/chosen": 0.01 * i,
+                "rewards/margins": 0.05 * i} for i in range(12)]
+    assert _chosen_warnings(tmp_path, records, beta=0.1) == []
+
+
+def test_chosen_warning_fires_when_chosen_falls_below_the_reference(tmp_path):
+    # rewards/chosen = beta * (policy - reference): -0.05 per step at beta 0.1 is half a nat a step
+    records = [{"loss": 0.6, "logps/chosen": -300, "rewards/chosen": -0.05 * i, "rewards/margins": 0.1 * i} for i in range(10)]
+    (warning,) = _chosen_warnings(tmp_path, records, beta=0.1)
+    assert warning["step"] == 10 and "-3.50 nats against the reference" in warning["message"]

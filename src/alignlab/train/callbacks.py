@@ -142,10 +142,15 @@ def _rotate(root: str, keep: int) -> None:
 class MetricsCallback(TrainerCallback):
     """Appends every log to metrics.jsonl; watches for the falling-chosen-log-prob failure (DPO family)."""
 
-    def __init__(self, run_dir: Path, watch_chosen: bool = False, window: int = 5):
+    def __init__(self, run_dir: Path, watch_chosen: bool = False, window: int = 5, beta: float = 0.1,
+                 per_token: bool = False):
         self.run_dir = Path(run_dir)
         self.watch_chosen = watch_chosen
         self.window = window
+        self.beta = beta or 1.0
+        # the fall that counts, in nats of the chosen answer's log-prob: per answer against the reference (DPO,
+        # IPO) or per token (SimPO and ORPO, whose rewards/chosen is beta times the mean log-prob per token)
+        self.fall = 0.1 if per_token else 1.0
         self.history: list[tuple[float, float]] = []
         self.warned = False
         self.last: dict = {}
@@ -161,11 +166,13 @@ class MetricsCallback(TrainerCallback):
         if "loss" in logs:
             self.last = record
         self._write(record)
-        if self.watch_chosen and "logps/chosen" in logs and "rewards/margins" in logs:
-            self._check_chosen(state.global_step, logs["logps/chosen"], logs["rewards/margins"])
+        if self.watch_chosen and "rewards/chosen" in logs and "rewards/margins" in logs:
+            self._check_chosen(state.global_step, logs["rewards/chosen"] / self.beta, logs["rewards/margins"])
 
     def _check_chosen(self, step: int, chosen: float, margin: float) -> None:
-        """Warn when chosen log-probs fall while the margin grows: both sides are being pushed down."""
+        """Warn when the chosen answers' log-prob falls (against the reference, or per token) while the margin grows:
+        both sides are being pushed down. Not the summed log-prob itself: batches of different lengths (length
+        grouping runs from long to short) move it by hundreds of nats with no learning at all."""
         self.history.append((chosen, margin))
         if self.warned or len(self.history) < 2 * self.window:
             return
@@ -175,11 +182,13 @@ class MetricsCallback(TrainerCallback):
         c1 = sum(c for c, _ in late) / self.window
         m0 = sum(m for _, m in early) / self.window
         m1 = sum(m for _, m in late) / self.window
-        if c1 < c0 - 1.0 and m1 > m0:
+        if c1 < c0 - self.fall and c1 < 0 and m1 > m0:
             self.warned = True
+            unit = "per token" if self.fall < 1 else "against the reference"
             msg = (
-                f"chosen log-probs are falling ({c0:.1f} -> {c1:.1f}) while the margin grows ({m0:.2f} -> {m1:.2f}): "
-                "both responses are being pushed down (try a larger beta, fewer steps, or an SFT term)"
+                f"the chosen answers' log-prob is falling ({c0:+.2f} -> {c1:+.2f} nats {unit}) while the margin grows "
+                f"({m0:.2f} -> {m1:.2f}): both responses are being pushed down (try a larger beta, fewer steps, or an "
+                "SFT term)"
             )
             console.print(f"[yellow]warning (step {step}): {msg}[/]")
             self._write({"step": step, "warning": "chosen_logps_falling", "message": msg})
