@@ -51,6 +51,14 @@ def test_one_dip_in_gold_is_not_enough():
     assert feed(HackingMonitor(), records) == []
 
 
+def test_a_gold_collapse_that_plateaus_is_caught():
+    """Gold over 8 samples moves in eighths and repeats itself, and at 0 it cannot fall again: 0.5, 0.25, 0.25, 0, 0
+    while the proxy climbs is a collapse the two-falls-in-a-row rule never sees."""
+    golds = [0.5, 0.25, 0.25, 0.0, 0.0]
+    records = [{"reward": 0.4 + 0.1 * i, "gold": g} for i, g in enumerate(golds)]
+    assert feed(HackingMonitor(), records) == [(3, "proxy_up_gold_down")]  # two checks 0.25 under the best
+
+
 def test_no_gold_rater_no_hacking_warning():
     assert feed(HackingMonitor(), [{"reward": 0.1 * i} for i in range(20)]) == []
 

@@ -16,7 +16,10 @@ TRL itself logs ``reward``, ``kl`` (when beta > 0) and ``completions/mean_length
 ``HackingMonitor`` reads those per-step records and raises each warning once per run:
 
 - ``proxy_up_gold_down``: over the last three gold checks the proxy reward rose twice in a row while the
-  gold score fell twice in a row (the proxy is the mean of the ``reward`` logs since the previous check);
+  gold score fell twice in a row (the proxy is the mean of the ``reward`` logs since the previous check); or
+  the last two gold checks both sit ``gold_drop`` (0.2) or more below the best one so far while the proxy
+  rose since it (a gold score over a few samples moves in steps and repeats itself, and once at 0 it cannot
+  fall again, so the strict rule alone misses a collapse that plateaus);
 - ``length_drift``: the mean completion length of the last ``window`` logs differs from that of the first
   ``window`` logs by more than ``length_drift`` times the latter (needs ``2 * window`` logs);
 - ``kl_budget``: a logged ``kl`` above ``kl_budget``;
@@ -156,6 +159,7 @@ class HackingMonitor:
     kl_budget: float = 0.5
     length_drift: float = 0.5
     no_signal_limit: float = 0.5
+    gold_drop: float = 0.2
     window: int = 3
     fired: set = field(default_factory=set)
     lengths: list = field(default_factory=list)
@@ -178,7 +182,11 @@ class HackingMonitor:
             self.proxy = []
             if len(self.gold) >= 3:
                 (s0, g0, p0), (_, g1, p1), (s2, g2, p2) = self.gold[-3:]
-                if p0 < p1 < p2 and g0 > g1 > g2:
+                best = max(range(len(self.gold) - 2), key=lambda i: (self.gold[i][1], i))  # the latest best before the last two
+                sb, gb, pb = self.gold[best]
+                plateau = max(g1, g2) <= gb - self.gold_drop and p2 > pb
+                if (p0 < p1 < p2 and g0 > g1 > g2) or plateau:
+                    s0, g0, p0 = (sb, gb, pb) if plateau else (s0, g0, p0)
                     fire("proxy_up_gold_down", f"proxy reward rose {p0:.3f} -> {p2:.3f} while the gold score fell "
                          f"{g0:.3f} -> {g2:.3f} (steps {s0}-{s2}): the policy may be gaming the reward")
         length = logs.get("completions/mean_length")
