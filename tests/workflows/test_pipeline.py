@@ -29,3 +29,9 @@ def test_pipeline_runs_all_four_stages(tiny_model, tmp_path):
     assert json.loads((result["grpo"] / "run.json").read_text())["init_adapter"] == str(result["dpo"])
     assert set(result["answers"]) == {"base", "sft", "dpo", "grpo"}
     assert all(len(a) == 3 for a in result["answers"].values())
+    # a second run into the same folder starts each stage afresh: no old metrics or checkpoints mixed in
+    s.dpo_steps = 3
+    again = run_pipeline(tmp_path / "p", model=tiny_model, s=s, show=False)
+    records = [json.loads(x) for x in (again["sft"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
+    assert sorted(p.name for p in (again["dpo"] / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3"]

@@ -151,5 +151,10 @@ def test_a_stage_is_reused_only_on_the_settings_and_data_it_ran_with(tmp_path):
     assert same == _fingerprint(tmp_path, ProjectConfig(), stage) and same.startswith(stage.describe())
     assert _fingerprint(tmp_path, apply_overrides(cfg, {"lora.r": 8}), stage) != same
     assert _fingerprint(tmp_path, apply_overrides(cfg, {"model": "qwen2.5-0.5b-instruct"}), stage) != same
+    assert _fingerprint(tmp_path, apply_overrides(cfg, {"dpo.beta": 0.2}), stage) != same
+    # settings the stage does not train with leave it reused
+    assert _fingerprint(tmp_path, apply_overrides(cfg, {"loop.per_round": 8, "kto.beta": 0.5}), stage) == same
+    distil = DEFAULT[2]
+    assert _fingerprint(tmp_path, apply_overrides(cfg, {"sampling.temperature": 0.5}), distil) != _fingerprint(tmp_path, cfg, distil)
     pairs.write_text('{"prompt": "p", "chosen": "a!", "rejected": "b"}\n')
     assert _fingerprint(tmp_path, cfg, stage) != same

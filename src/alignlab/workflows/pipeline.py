@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def run_pipeline(out: Path, model: str = DEFAULT_MODEL, s: StageSettings | None 
     for method, data, c, start_from in stages:
         console.print(f"[bold cyan]pipeline[/] stage {method} on {data}")
         init = str(result[start_from]) if start_from else None
+        shutil.rmtree(runs / method, ignore_errors=True)  # a rerun into the same --out starts each stage afresh
         ctx = engine.prepare(method, c, data, runs, run_dir=runs / method, init_adapter=init)
         result[method] = engine.run(ctx, data)
         if show and methods.get(method).task == methods.CAUSAL:

@@ -133,15 +133,20 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
 
 
 def _fingerprint(root: Path, cfg, stage: Stage) -> str:
-    """What a finished stage is reused on: its description, and a hash of the project settings it ran with (model,
-    LoRA, training, the method's section, with the stage's overrides) and of its data file's bytes. A changed
-    `model:` or edited pairs file retrains the stage (the description alone reused it)."""
+    """What a finished stage is reused on: its description, and a hash of the project settings it runs with and of
+    its data file's bytes. A training stage's settings are the model, LoRA, training and the method's own sections; a
+    distil stage's the model, persona, system prompt and sampling; the stage's overrides applied. A changed `model:`
+    or edited pairs file retrains the stage (the description alone reused it); an edit to `loop:` or `judge:` does not."""
     import hashlib
+    import json
 
-    from alignlab.config import apply_overrides, dump_config
+    from alignlab.config import apply_overrides
     from alignlab.data import resolve_data
 
-    h = hashlib.sha256(dump_config(apply_overrides(cfg, {k: v for k, v in stage.overrides.items() if "." in k})).encode())
+    settings = apply_overrides(cfg, {k: v for k, v in stage.overrides.items() if "." in k}).model_dump()
+    keys = ["model", "trust_remote_code", "system_prompt"]
+    keys += ["persona", "sampling"] if stage.method == DISTIL else ["lora", "train", *methods.get(stage.method).sections]
+    h = hashlib.sha256(json.dumps({k: settings[k] for k in keys}, sort_keys=True, default=str).encode())
     if stage.data != DISTILLED:
         try:
             h.update(Path(resolve_data(stage_data(root, cfg, stage))).read_bytes())
