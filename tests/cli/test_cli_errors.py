@@ -292,6 +292,16 @@ def test_a_failed_run_has_no_card_or_merge(monkeypatch, capsys, tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["run.json"] and not (tmp_path / "merged").exists()
 
 
+@pytest.mark.parametrize("args, said", [
+    (("long-run", "--method", "ppo"), "--method applies to kl-ablation only, not long-run"),
+    (("label-flip", "--betas", "0,1"), "--betas applies to kl-ablation only"),
+    (("kl-ablation", "--lr", "0"), "--lr must be above 0"),
+])
+def test_break_refuses_options_that_do_not_apply(monkeypatch, capsys, tmp_path, args, said):
+    code, lines = run_cli(monkeypatch, capsys, "break", *args, "--out", str(tmp_path / "w"), cwd=tmp_path)
+    assert code == 2 and said in one_error(lines) and not (tmp_path / "w").exists(), lines
+
+
 @pytest.mark.parametrize("command", [("pipeline",), ("break", "label-flip")])
 def test_workflows_check_the_model_before_writing(monkeypatch, capsys, tmp_path, command):
     code, lines = run_cli(monkeypatch, capsys, *command, "--model", "nosuch", "--out", str(tmp_path / "w"), cwd=tmp_path)

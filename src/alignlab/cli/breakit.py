@@ -40,6 +40,13 @@ def register(app: typer.Typer) -> None:
             raise AlignlabError(f"--betas takes numbers separated by commas, not '{betas}'", fix="e.g. --betas 0,0.04,0.4") from None
         if not beta_list or min(beta_list) < 0:
             raise AlignlabError(f"--betas needs one or more KL coefficients >= 0 (got '{betas}')", fix="e.g. --betas 0,0.04,0.4")
+        given = {"--method": method != methods.GRPO, "--betas": betas != "0,0.04,0.4", "--rewards": rewards is not None}
+        stray = [name for name, set_ in given.items() if set_] if experiment != "kl-ablation" else []
+        if stray:
+            raise AlignlabError(f"{', '.join(stray)} applies to kl-ablation only, not {experiment}",
+                                fix=f"drop {', '.join(stray)}")
+        if lr is not None and lr <= 0:
+            raise AlignlabError(f"--lr must be above 0 (got {lr:g})", fix="e.g. --lr 1e-4")
         from alignlab.models.registry import resolve_model
 
         resolve_model(model)  # an unknown model fails here, before anything is written

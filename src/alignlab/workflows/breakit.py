@@ -69,8 +69,9 @@ def run_experiment(name: str, out: Path, s: BreakSettings | None = None) -> dict
     if steps < 2:
         raise AlignlabError(f"--steps must be at least 2 (got {steps})", fix="pass --steps 2 or more")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").unlink(missing_ok=True)  # a summary on disk always belongs to the runs beside it
-    plan = {"steps": steps, "lr": s.learning_rate or lr, "every": max(1, min(every, steps // 2))}
+    for old in ("summary.json", "report.html", "curves.png"):  # what is on disk always belongs to the runs beside it
+        (out / old).unlink(missing_ok=True)
+    plan = {"steps": steps, "lr": lr if s.learning_rate is None else s.learning_rate, "every": max(1, min(every, steps // 2))}
     summary = {"label-flip": label_flip, "kl-ablation": kl_ablation, "long-run": long_run}[name](out, s, plan)
     summary = {"experiment": name, "model": s.model, "steps": steps, "learning_rate": plan["lr"], **summary}
     from alignlab.workflows.break_report import write_report
