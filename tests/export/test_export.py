@@ -353,6 +353,44 @@ def test_import_errors_are_one_line(tmp_path, monkeypatch, exported):
         resolve_model(str(bad))
 
 
+def test_a_split_gguf_is_refused_not_half_loaded(tmp_path, monkeypatch, exported):
+    """transformers reads a split GGUF's first part alone and fills the rest with random weights."""
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    from alignlab.models.registry import resolve_model
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    reader = GGUFReader(str(exported["gguf"]))
+
+    def rewrite(name: str, skip: str = "", **kw) -> None:
+        writer = GGUFWriter(str(tmp_path / name), "llama", **kw)
+        for key, field in reader.fields.items():
+            if key.startswith("GGUF.") or key == "general.architecture":
+                continue
+            if field.types[0] == GGUFValueType.ARRAY:
+                writer.add_key_value(key, list(field.contents()), field.types[0], sub_type=field.types[-1])
+            else:
+                writer.add_key_value(key, field.contents(), field.types[0])
+        for t in reader.tensors:
+            if t.name != skip:
+                writer.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    rewrite("m.gguf", split_max_tensors=8)
+    first = sorted(tmp_path.glob("m-*.gguf"))[0]
+    with pytest.raises(AlignlabError, match="first of [0-9]+ parts of a split GGUF") as err:
+        resolve_model(str(first))
+    assert "llama-gguf-split --merge" in str(err.value)
+    rewrite("short.gguf", skip="blk.0.ffn_up.weight")  # one tensor missing: refused, not drawn at random
+    with pytest.raises(AlignlabError, match="lacks 1 of the model's tensors"):
+        resolve_model(str(tmp_path / "short.gguf"))
+    assert not (tmp_path / "home" / "models").exists() or not any((tmp_path / "home" / "models").iterdir())
+
+
 def test_ollama_name_parsing():
     from alignlab.models.ollama import parse_name
 

@@ -193,6 +193,21 @@ def _converted_dir(entry: RegistryEntry) -> Path:
     return target
 
 
+def _refuse_split(path: Path) -> None:
+    """A GGUF split into parts (NAME-00001-of-00003.gguf): transformers reads the first part alone and fills the rest
+    of the model with random weights."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(path)).fields.get("split.count")
+    except (ValueError, OSError):
+        return  # not readable as GGUF: transformers says why
+    if field is not None and int(field.parts[field.data[0]][0]) > 1:
+        parts = int(field.parts[field.data[0]][0])
+        raise AlignlabError(f"'{path.name}' is the first of {parts} parts of a split GGUF model; alignlab reads one file",
+                            fix=f"merge the parts first: llama-gguf-split --merge {path.name} merged.gguf")
+
+
 def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
     """Dequantize a GGUF file into a safetensors model directory, atomically (temp dir, then rename)."""
     import torch
@@ -200,12 +215,19 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
 
     from alignlab.progress import console
 
+    _refuse_split(directory / filename)
     console.print(f"[alignlab] converting {filename} to safetensors under {target} (once)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
-        quantized = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32)
+        quantized, info = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32,
+                                                               output_loading_info=True)
+        tied = getattr(quantized.config, "tie_word_embeddings", False)
+        missing = [k for k in info.get("missing_keys", ()) if not (tied and k.startswith("lm_head."))]
+        if missing:  # transformers would fill them with random weights
+            raise AlignlabError(f"the GGUF model '{filename}' lacks {len(missing)} of the model's tensors "
+                                f"(e.g. {sorted(missing)[0]})", fix="use a complete GGUF file of the model")
         config = quantized.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
