@@ -48,3 +48,22 @@ def test_a_run_opens_with_the_setting_it_trained_with(custom_model, tmp_path):
     assert _trusts_remote_code(run) is True
     (run / "config.yaml").write_text("trust_remote_code: [oops\n")  # unreadable: the safe answer
     assert _trusts_remote_code(run) is False
+
+
+def test_a_run_on_custom_code_merges_for_export(custom_model, tmp_path):
+    """`alignlab export --merged` of such a run asked on stdin whether to run the code, then failed."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.export.merge import merge_to_dir
+
+    base = AutoModelForCausalLM.from_pretrained(str(custom_model), trust_remote_code=True, dtype=torch.float32)
+    peft = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    run = tmp_path / "run"
+    peft.save_pretrained(str(run / "adapter"))
+    (run / "config.yaml").write_text("trust_remote_code: true\n")
+    (run / "run.json").write_text(json.dumps({"model": str(custom_model), "method": "sft", "status": "done"}))
+    out = merge_to_dir(run, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out["dir"], trust_remote_code=True, dtype=torch.float32)
+    assert type(merged).__name__ == "MyModel"

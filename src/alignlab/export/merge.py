@@ -36,21 +36,23 @@ def merge_to_dir(run: str | Path, out_dir: str | Path, force: bool = False) -> d
     import torch
     from transformers import AutoModelForCausalLM
 
-    from alignlab.models.loading import load_tokenizer
+    from alignlab.models.loading import _trusts_remote_code, load_tokenizer
     from alignlab.models.registry import resolve_model
 
     src, adapter, base = run_source(run)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise AlignlabError(f"{out_dir} exists and is not empty", fix="pass another directory, or --force to replace it")
-    tokenizer = load_tokenizer(base) if (adapter / "adapter_config.json").is_file() else load_tokenizer(str(adapter))
-    if (adapter / "adapter_config.json").is_file():
+    trust = _trusts_remote_code(src)  # a run trained on a model with custom code exports it the same way
+    lora = (adapter / "adapter_config.json").is_file()
+    tokenizer = load_tokenizer(base if lora else str(adapter), trust_remote_code=trust)
+    if lora:
         from peft import PeftModel
 
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32, trust_remote_code=trust)
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     elif (adapter / "model.safetensors").is_file() or (adapter / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32)  # a full fine-tune
+        model = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32, trust_remote_code=trust)  # full FT
     else:
         raise AlignlabError(f"{adapter} holds neither a LoRA adapter nor a model", fix="check the run finished")
     model.config.name_or_path = out_dir.name
