@@ -147,3 +147,26 @@ def test_save_adapter_outside_a_run_keeps_peft_files(tmp_path, tiny_model):
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     save_adapter(get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])), tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_merged_and_full_cards_show_code_that_runs_and_say_how_the_check_decoded(tmp_path, tiny_model):
+    """The merged card's snippet crashed on transformers 5 (a BatchEncoding passed to generate); a full fine-tune's card
+    said to load it with PEFT; the check's decoding was called greedy whatever it was."""
+    import re
+    import shutil
+
+    from alignlab.export.card import render_card
+
+    check = {**CHECK, "decoding": {"temperature": 0.0, "base_opening": "sentence", "amplify": 1.0}}
+    run = make_run(tmp_path, tiny_model, check=check)
+    merged = render_card(run, merged=True)
+    assert "(greedy, the base writing the opening (sentence), the adapter's shift amplified by 1)" in merged
+    assert "This merged model is the adapter alone" in merged
+    code = re.search(r"```python\n(.*?)```", merged, re.S).group(1)
+    model_dir = tmp_path / "standalone"
+    shutil.copytree(tiny_model, model_dir)
+    exec(code.replace("path/to/this/directory", str(model_dir)).replace("max_new_tokens=", "max_new_tokens=2 or "), {})
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "lora": False}))
+    full = render_card(run)
+    assert "PeftModel" not in full and "a full fine-tune: a standalone model" in full

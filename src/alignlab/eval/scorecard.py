@@ -299,7 +299,8 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
                         base_opening=s.base_opening, amplify=s.amplify, alone=False)
     keys = ("in_persona", "correct_share", "flagged")
     check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
-             "kl": card["adapter"]["kl"], "warnings": card["warnings"]}
+             "kl": card["adapter"]["kl"], "warnings": card["warnings"],
+             "decoding": {"temperature": s.temperature, "base_opening": s.base_opening, "amplify": s.amplify}}
     update_run(run_dir, check=check)
     append_metrics(run_dir, {"event": "held_out_check", **check},  # next to the training metrics
                  *({"warning": "held_out_check", "message": w} for w in check["warnings"]))

@@ -124,12 +124,12 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
         out.append(f"- continued from the run `{Path(run['init_adapter']).name}`")
     out += [""]
     out += _training_section(run_dir, run, cfg, method)
-    out += _scorecard_section(run.get("check"), name)
+    out += _scorecard_section(run.get("check"), name, merged)
     warnings = run_warnings(run_dir, run)
     out += ["## Warnings", ""]
     out += [f"- {w}" for w in warnings] if warnings else ["The run raised no warnings."]
     out += [""]
-    out += _usage_section(name, base, hub, note, merged)
+    out += _usage_section(name, base, hub, note, merged, lora=bool(run.get("lora", True)))
     return "\n".join(line for line in out if line is not None)
 
 
@@ -165,33 +165,56 @@ def _training_section(run_dir: Path, run: dict, cfg: dict, method: str) -> list[
     return out
 
 
-def _scorecard_section(check: dict | None, name: str) -> list[str]:
+def _decoding(d: dict | None) -> str:
+    """How the check's answers were decoded, in words ("greedy, the base writing the first sentence")."""
+    if not d:
+        return "alignlab's decoding at the time"
+    t = d.get("temperature") or 0
+    words = ["greedy" if t == 0 else f"temperature {t:g}"]
+    if d.get("base_opening") not in (None, "none"):
+        words.append(f"the base writing the opening ({d['base_opening']})")
+    if d.get("amplify"):
+        words.append(f"the adapter's shift amplified by {d['amplify']:g}")
+    return ", ".join(words)
+
+
+def _scorecard_section(check: dict | None, name: str, merged: bool = False) -> list[str]:
     """The end-of-run held-out check recorded in run.json, or how to measure one."""
     out = ["## Scorecard", ""]
     if check:
-        out += [f"End-of-run check on {check.get('prompts', '?')} held-out prompts (greedy), base vs this adapter:", "",
+        d = check.get("decoding") or {}
+        helped = d.get("base_opening") not in (None, "none") or bool(d.get("amplify"))
+        out += [f"End-of-run check on {check.get('prompts', '?')} held-out prompts ({_decoding(check.get('decoding'))}), "
+                "base vs this adapter:", "",
                 "| | base | adapter |", "| --- | --- | --- |",
                 f"| in persona (persona >= 0.9) | {_pct(check.get('base_in_persona'))} | {_pct(check.get('adapter_in_persona'))} |",
                 f"| correct (share) | {_pct(check.get('base_correct_share'))} | {_pct(check.get('adapter_correct_share'))} |",
                 f"| mimicry flagged | {_pct(check.get('base_flagged'))} | {_pct(check.get('adapter_flagged'))} |",
                 f"| KL(adapter ‖ base) per token | 0 | {_fmt(check.get('kl'))} |", "",
                 "A small sample: `alignlab eval` on the run gives the full scorecard with 95% intervals.", ""]
+        if merged and helped:
+            out += ["This merged model is the adapter alone: it answers without the base's opening or the amplified "
+                    "shift the figures above had; `alignlab eval` on the run reports the adapter alone too.", ""]
     else:
         out += ["No scorecard recorded for this run; `alignlab eval runs/" + name + "` measures persona, correctness and mimicry.", ""]
     return out
 
 
-def _usage_section(name: str, base: str, hub: str, note: str | None, merged: bool) -> list[str]:
-    """How to load it: transformers (merged) or PEFT over the base, then GGUF / Ollama and alignlab itself."""
+def _usage_section(name: str, base: str, hub: str, note: str | None, merged: bool, lora: bool = True) -> list[str]:
+    """How to load it: transformers (merged, or a full fine-tune) or PEFT over the base, then GGUF / Ollama and
+    alignlab itself."""
     out = ["## How to use it", ""]
-    if merged:
-        out += ["With transformers (this directory is a standalone model):", "", "```python",
+    if merged or not lora:
+        where = "path/to/this/directory"
+        out += [f"With transformers ({'this directory is a standalone model' if merged else 'a full fine-tune: a standalone model'}):",
+                "", "```python",
                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
-                f'model = AutoModelForCausalLM.from_pretrained("{name}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+                f'model = AutoModelForCausalLM.from_pretrained("{where}")',
+                f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
                 'messages = [{"role": "user", "content": "How do I boil an egg?"}]',
-                "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
-                f"print(tokenizer.decode(model.generate(ids, max_new_tokens={MAX_NEW_TOKENS})[0][ids.shape[1]:], skip_special_tokens=True))",
+                "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)",
+                f"out = model.generate(**ids, max_new_tokens={MAX_NEW_TOKENS})",
+                'print(tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))',
                 "```", ""]
     else:
         load = f'"{hub}"' if "/" in hub and not Path(base).exists() else f'"{base}"'
