@@ -268,6 +268,14 @@ def test_modelfile_has_chatml_template_system_and_stops(exported):
     assert 'PARAMETER stop "<|im_end|>"' in text
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in text
     assert "PARAMETER repeat_penalty 1.2" in text  # the project's sampling settings travel
+    assert "PARAMETER top_p 1" in text and "PARAMETER top_k 0" in text  # "off" written, or Ollama's 0.9 and 40 apply
+
+
+def test_a_modelfile_with_a_triple_quote_in_the_system_prompt_is_refused():
+    from alignlab.export.modelfile import render_modelfile
+
+    with pytest.raises(AlignlabError, match='holds """'):
+        render_modelfile("m.gguf", None, system='He said """hi"""')
 
 
 def test_ollama_template_renders_like_the_jinja_template():
@@ -455,6 +463,7 @@ def test_default_model_gguf_round_trip(tmp_path, default_model):
     from alignlab.export import export_run
     from alignlab.models.registry import gguf_source
 
+    torch.manual_seed(0)  # the adapter's lora_A is drawn from the global generator: not from what ran before
     run = make_run(tmp_path, "smollm2-135m", lora_std=0.02)
     assert json.loads((run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -508,6 +517,27 @@ def test_an_architecture_gguf_cannot_lay_out_is_refused_before_merging(tmp_path)
     with pytest.raises(AlignlabError, match="GGUF export supports llama, mistral, qwen2 models; this one is 'gpt_neox'"):
         export_run(run, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
     assert not (tmp_path / "merged").exists() and not (tmp_path / "model.gguf").exists()
+    (base / "config.json").write_text(json.dumps(config))
+    tok = json.loads((base / "tokenizer.json").read_text())  # a SentencePiece-style tokenizer (Llama 2, Mistral)
+    (base / "tokenizer.json").write_text(json.dumps({**tok, "pre_tokenizer": {"type": "Metaspace"}}))
+    with pytest.raises(AlignlabError, match="only for byte-level BPE tokenizers"):
+        export_run(run, merged=tmp_path / "merged", gguf=tmp_path / "model.gguf")
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "model.gguf").exists()
+
+
+def test_export_paths_of_the_wrong_kind_are_refused_before_merging(exported, tmp_path):
+    from alignlab.export import export_run
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(AlignlabError, match="is a file, not a directory"):
+        export_run(exported["run"], merged=tmp_path / "afile")
+    (tmp_path / "x.gguf").mkdir()
+    with pytest.raises(AlignlabError, match="is a directory"):
+        export_run(exported["run"], gguf=tmp_path / "x.gguf", force=True)
+    (tmp_path / "Modelfile").write_text("# mine\n")
+    with pytest.raises(AlignlabError, match="Modelfile exists"):
+        export_run(exported["run"], gguf=tmp_path / "other.gguf")
+    assert (tmp_path / "Modelfile").read_text() == "# mine\n" and not (tmp_path / "other.gguf").exists()
 
 
 QWEN25_TEMPLATE = (  # Qwen2.5's own template, abridged: the newline inside the string literals is an escape

@@ -31,8 +31,15 @@ def export_run(run: str | Path, merged: str | Path | None = None, gguf: str | Pa
         gguf = Path(gguf)
         if gguf.suffix.lower() != ".gguf":
             raise AlignlabError(f"'{gguf}' should end in .gguf", fix=f"use --gguf {gguf}.gguf")
+        if gguf.is_dir():
+            raise AlignlabError(f"--gguf {gguf} is a directory", fix=f"name the file, e.g. --gguf {gguf / 'model.gguf'}")
         if gguf.exists() and not force:
             raise AlignlabError(f"{gguf} exists", fix="pass another file name, or --force to replace it")
+        if modelfile and (gguf.parent / "Modelfile").exists() and not force:
+            raise AlignlabError(f"{gguf.parent / 'Modelfile'} exists (the Modelfile goes beside the GGUF)",
+                                fix="export into another folder, or --force to replace it")
+    if merged is not None and Path(merged).exists() and not Path(merged).is_dir():
+        raise AlignlabError(f"--merged {merged} is a file, not a directory", fix="name a new or empty directory")
     if gguf is not None:  # an architecture the GGUF writer cannot lay out fails before anything is merged
         from alignlab.export.gguf_file import check_architecture
         from alignlab.models.registry import resolve_model
@@ -40,6 +47,10 @@ def export_run(run: str | Path, merged: str | Path | None = None, gguf: str | Pa
         base_config = Path(resolve_model(base)) / "config.json"
         if base_config.is_file():
             check_architecture(json.loads(base_config.read_text(encoding="utf-8")))
+        if gguf_source(base) is None:  # no GGUF to copy the tokenizer from: it is built from the Hugging Face one
+            from alignlab.export.gguf_file import check_tokenizer
+
+            check_tokenizer(base_config.parent)
     out: dict = {"run": str(src), "base": base}
     scratch = None
     try:

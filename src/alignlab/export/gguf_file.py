@@ -134,22 +134,29 @@ def _pre_tokenizer(tok_json: dict, tokens: list[str]) -> tuple[str, str | None]:
     return "default", "pre-tokenizer not recognised: llama.cpp will split text with its default rules"
 
 
-def _hf_tokenizer_fields(writer, model_dir: Path, vocab_size: int) -> str | None:
-    """llama.cpp's GPT-2 BPE vocabulary from a Hugging Face tokenizer; returns a note or None."""
-    import gguf
-    from transformers import AutoTokenizer
-
-    tok_file = model_dir / "tokenizer.json"
+def check_tokenizer(model_dir: Path) -> dict:
+    """The tokenizer.json of ``model_dir`` when GGUF export can lay it out (byte-level BPE), else one clear error."""
+    tok_file = Path(model_dir) / "tokenizer.json"
     tok_json = json.loads(tok_file.read_text(encoding="utf-8")) if tok_file.is_file() else {}
     if (tok_json.get("model") or {}).get("type") != "BPE" or (tok_json.get("pre_tokenizer") or {}).get("type") not in (
         "ByteLevel",
         "Sequence",
     ):
         raise AlignlabError(
-            "GGUF export builds tokenizer metadata only for byte-level BPE tokenizers (GPT-2 style)",
+            "GGUF export builds tokenizer metadata only for byte-level BPE tokenizers (GPT-2 style); this model's is "
+            "SentencePiece-style (Llama 2, Mistral) or unknown",
             where=str(model_dir),
             fix="export --merged and convert it with llama.cpp's convert_hf_to_gguf.py",
         )
+    return tok_json
+
+
+def _hf_tokenizer_fields(writer, model_dir: Path, vocab_size: int) -> str | None:
+    """llama.cpp's GPT-2 BPE vocabulary from a Hugging Face tokenizer; returns a note or None."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok_json = check_tokenizer(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     reverse = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.get_added_vocab()

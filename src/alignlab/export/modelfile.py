@@ -51,14 +51,19 @@ def render_modelfile(gguf_name: str, chat_template: str | None, system: str | No
     else:
         lines.append("# chat template: taken from the GGUF's tokenizer.chat_template by Ollama")
     if system:
+        if '"""' in system:
+            from alignlab.errors import AlignlabError
+
+            raise AlignlabError('the system prompt holds """, which ends a Modelfile\'s SYSTEM block',
+                                fix='write it without """ (system_prompt in alignlab.yaml)')
         lines.append(f'SYSTEM """{system}"""')
     s = sampling or {}
     if "temperature" in s:
         lines.append(f"PARAMETER temperature {s['temperature']:g}")
-    if s.get("top_p") not in (None, 1.0):
-        lines.append(f"PARAMETER top_p {s['top_p']:g}")
-    if s.get("repetition_penalty") not in (None, 1.0):
-        lines.append(f"PARAMETER repeat_penalty {s['repetition_penalty']:g}")
+    if s:  # alignlab's values, "off" included: left out, Ollama's own (top_k 40, top_p 0.9, repeat_penalty 1.1) apply
+        lines.append(f"PARAMETER top_p {s.get('top_p', 1.0):g}")
+        lines.append("PARAMETER top_k 0")
+        lines.append(f"PARAMETER repeat_penalty {s.get('repetition_penalty', 1.0):g}")
     if "max_new_tokens" in s:
         lines.append(f"PARAMETER num_predict {int(s['max_new_tokens'])}")
     return "\n".join(lines) + "\n"
