@@ -7,10 +7,10 @@ written once, here. Unknown keys are errors (``extra="forbid"``), reported with 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from alignlab.errors import AlignlabError
 
@@ -30,6 +30,14 @@ CHAT_TEMPERATURE = 0.7  # chat: some variety between turns, still coherent
 API_MAX_TOKENS = 128  # serve: max_tokens of a chat completion request that gives none
 API_TEXT_MAX_TOKENS = 16  # serve: max_tokens of a /v1/completions request that gives none (OpenAI's default)
 PROGRESS_MAX_NEW_TOKENS = 48  # samples during training and the pipeline's answers after each stage: cheap progress
+
+
+def _on_off(value: Any) -> Any:
+    """YAML 1.1 (alignlab.yaml, --set) reads a bare on/off as true/false: take them back as the words written."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+OnOff = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)]
 
 
 class _Strict(BaseModel):
@@ -82,11 +90,11 @@ class TrainConfig(_Strict):
         "auto",
         description="auto = bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16 on GPUs that have it",
     )
-    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+    gradient_checkpointing: OnOff = Field(
         "auto", description="auto = off on CPU (recompute costs time and memory is plentiful), on with QLoRA"
     )
     group_by_length: bool = Field(True, description="batch examples of similar length to cut padding")
-    shared_prompt: Literal["auto", "on", "off"] = Field(
+    shared_prompt: OnOff = Field(
         "auto",
         description="DPO/IPO/SimPO/ORPO: run each prompt once for both answers (fewer FLOPs, twice the passes); "
         "auto = on on a CPU (arithmetic-bound), off on a GPU (launch-bound for small models)",
@@ -112,7 +120,7 @@ class TrainConfig(_Strict):
 
 class DPOConfig(_Strict):
     beta: float = Field(0.1, gt=0, description="DPO beta: strength of the pull toward the reference")
-    precompute_ref: Literal["auto", "on", "off"] = Field(
+    precompute_ref: OnOff = Field(
         "auto", description="compute reference log-probs once before training (auto: on when epochs > 1)"
     )
     reference: Literal["auto", "base", "init"] = Field(

@@ -62,6 +62,18 @@ def test_bad_config_names_file_and_key(monkeypatch, capsys, tmp_path, yaml, need
     assert code == 2 and all(n in err for n in needles), err
 
 
+def test_on_and_off_are_taken_as_written(monkeypatch, capsys, tmp_path):
+    """YAML reads a bare on/off as a boolean: `--set train.gradient_checkpointing=on`, as the README writes it, was
+    refused ("Input should be 'auto', 'on' or 'off'"), and so was `shared_prompt: off` in alignlab.yaml."""
+    from alignlab.config import ProjectConfig, apply_overrides, load_config, parse_set
+
+    (tmp_path / "alignlab.yaml").write_text("name: x\ntrain:\n  shared_prompt: off\n  gradient_checkpointing: on\n")
+    train = load_config(tmp_path / "alignlab.yaml").train
+    assert (train.shared_prompt, train.gradient_checkpointing) == ("off", "on")
+    cfg = apply_overrides(ProjectConfig(), parse_set(["train.gradient_checkpointing=on", "dpo.precompute_ref=off"]))
+    assert (cfg.train.gradient_checkpointing, cfg.dpo.precompute_ref) == ("on", "off")
+
+
 def test_unknown_key_and_bad_value_name_the_key(monkeypatch, capsys, tmp_path):
     (tmp_path / "alignlab.yaml").write_text("name: x\ntrain:\n  learning_rat: 1e-4\n")
     code, lines = run_cli(monkeypatch, capsys, "config", "show", cwd=tmp_path)
