@@ -75,3 +75,48 @@ def test_a_run_whose_process_is_gone_reads_died():
     assert shown_status({"status": "running", "pid": gone.pid, "host": "elsewhere"}) == "running"
     assert shown_status({"status": "done", "pid": gone.pid, "host": here}) == "done"
     assert shown_status({"status": "running"}) == "running"  # a run from before pids were recorded
+
+
+def test_a_distilled_run_named_alone_decodes_as_it_records(tmp_path, monkeypatch):
+    """`--run dist` missed runs/dist's record that it decodes alone, so the base wrote its opening."""
+    from alignlab.rundir import decodes_alone, sampling_for
+    from alignlab.config import ProjectConfig
+
+    (tmp_path / "alignlab.yaml").write_text("name: p\n")
+    (tmp_path / "runs" / "dist").mkdir(parents=True)
+    (tmp_path / "runs" / "dist" / "run.json").write_text(json.dumps({"decoding": {"base_opening": None, "amplify": 0.0}}))
+    monkeypatch.chdir(tmp_path)
+    assert decodes_alone("dist") and decodes_alone("runs/dist")
+    assert sampling_for(ProjectConfig().sampling, "dist").base_opening is None
+
+
+def test_an_unreadable_run_record_is_named_and_listed(tmp_path):
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "run.json").write_text(json.dumps({"method": "sft", "status": "done"}))
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "run.json").write_text('{"method": "sft",')
+    assert [r["status"] for r in list_runs(tmp_path)] == ["done", "unreadable"]
+    with pytest.raises(AlignlabError, match=r"torn/run.json cannot be read"):
+        Run.open(tmp_path / "torn").info
+
+
+def test_a_reward_model_run_is_not_opened_as_a_chat_model(tmp_path, tiny_model):
+    """generate, chat, eval, serve and export printed text from a reward model's backbone (its head dropped)."""
+    from alignlab.models.loading import load_for_inference
+
+    run = tmp_path / "rm"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"method": "rm", "model": tiny_model, "status": "done"}))
+    with pytest.raises(AlignlabError, match="is a reward model"):
+        load_for_inference(None, run, device="cpu")
+
+
+def test_without_a_run_the_projects_model_answers(tmp_path, monkeypatch, tiny_model):
+    """`alignlab chat` with no --run chatted with the default model whatever the project's model was."""
+    from alignlab.models.loading import load_for_inference
+
+    (tmp_path / "alignlab.yaml").write_text(f"name: p\nmodel: {tiny_model}\n")
+    monkeypatch.chdir(tmp_path)
+    _, _, name = load_for_inference(None, None, device="cpu")
+    assert name == tiny_model

@@ -66,17 +66,30 @@ def check_run_dir(path: str | Path) -> Path:
 
 
 def read_run(path: str | Path) -> dict:
-    return json.loads((Path(path) / "run.json").read_text())
+    """run.json's fields; one clear error naming the file when it cannot be read."""
+    file = Path(path) / "run.json"
+    try:
+        info = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise AlignlabError(f"{file} cannot be read: {str(err).splitlines()[0]}",
+                            fix="restore it, or remove the run directory") from err
+    if not isinstance(info, dict):
+        raise AlignlabError(f"{file} holds no run record (a JSON object)", fix="restore it, or remove the run directory")
+    return info
 
 
 def run_decoding(path: str | Path | None) -> dict:
     """Sampling settings a run asks for over the project's (run.json's ``decoding``): a run trained on distilled
     rows writes its own opening, so it decodes alone ({"base_opening": None, "amplify": 0.0}); {} for others."""
-    if path is None or not (Path(path) / "run.json").is_file():
+    if path is None:
+        return {}
+    try:
+        path = check_run_dir(path)  # a run's name alone too ("dist" for runs/dist)
+    except AlignlabError:
         return {}
     try:
         return dict(read_run(path).get("decoding") or {})
-    except (OSError, ValueError):
+    except AlignlabError:
         return {}
 
 
@@ -148,7 +161,10 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
         return []
     out = []
     for d in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()):
-        info = read_run(d)
+        try:
+            info = read_run(d)
+        except AlignlabError:
+            info = {"status": "unreadable"}  # listed, not the end of the listing
         info["path"] = str(d)
         info["size_bytes"] = sum(f.stat().st_size for f in (d / "adapter").glob("*") if f.is_file()) if (
             d / "adapter"
@@ -283,6 +299,16 @@ class Run:
         if not any((self.adapter_dir / f).is_file() for f in weights):
             raise AlignlabError(f"run {self.path} holds no trained weights (status: {self.info.get('status', 'unknown')})",
                                 fix="see `alignlab runs` for finished runs, or train it again")
+
+    def require_chat_model(self) -> None:
+        """One clear error when the run is a reward model (it scores answers; it does not write them)."""
+        from alignlab import methods
+
+        name = self.info.get("method")
+        if name in methods.NAMES and methods.get(name).task == methods.SEQ_CLS:
+            raise AlignlabError(f"run {self.path} is a reward model ({name}): it scores answers, it does not write them",
+                                fix="score with it (`alignlab reward score`, or `fn: reward_model` in a reward spec), "
+                                    "or pick a chat model's run")
 
     def save_adapter(self, model, tokenizer=None, state_dict: dict | None = None) -> None:
         save_adapter(model, self.adapter_dir, tokenizer, state_dict)

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         cfg, _ = project_config(project)
         if method:
             kind = data_kind(method)
-        tok = load_tokenizer(model or cfg.model)
+        tok = load_tokenizer(model or cfg.model, trust_remote_code=cfg.trust_remote_code)
         report = validate(resolve_data(file), kind, tok, max_length or cfg.train.max_length, cfg.train.max_prompt_length)
         for e in report.errors:
             typer.echo(e)

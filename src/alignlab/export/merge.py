@@ -23,6 +23,7 @@ def run_source(run: str | Path) -> tuple[Path, Path, str]:
 
         found = Run(path)
         found.require_weights()
+        found.require_chat_model()  # a reward model merged as a causal LM would lose its score head
         return path, found.adapter_dir, found.base
     if (path / "adapter_config.json").is_file():
         return path, path, json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
@@ -63,11 +65,25 @@ def pick_dtype(device: str, precision: str = "auto"):
     return torch.float32
 
 
+@contextlib.contextmanager
+def _custom_code_refused(model_name: str):
+    """transformers' refusal of a model's own code (trust_remote_code off) as one line that says where to allow it."""
+    try:
+        yield
+    except ValueError as err:
+        if "trust_remote_code" not in str(err) and "custom code" not in str(err):
+            raise
+        raise AlignlabError(f"model '{model_name}' runs its own code (auto_map in its config.json), which alignlab does "
+                            "not run unless asked", fix="if you trust that code, set trust_remote_code: true in "
+                            "alignlab.yaml") from err
+
+
 def load_tokenizer(model_name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     path = resolve_model(model_name)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with _custom_code_refused(model_name):
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -107,7 +123,8 @@ def load_base(
         )
         kwargs["device_map"] = {"": 0}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        with _custom_code_refused(model_name):
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
     if not load_in_4bit:
@@ -131,11 +148,17 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=pick_dtype(device, precision), trust_remote_code=trust_remote_code
-        )
+        with _custom_code_refused(model_name):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, dtype=pick_dtype(device, precision), trust_remote_code=trust_remote_code
+            )
     except OSError as err:
         raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
+    except ValueError as err:
+        if "Unrecognized configuration class" not in str(err):
+            raise
+        raise AlignlabError(f"model '{model_name}' has no sequence-classification form in transformers, which a reward "
+                            "model is", fix="train the reward model on another base (llama, qwen2, mistral, gemma ...)") from err
     finally:
         hf_logging.set_verbosity(verbosity)
     model.config.pad_token_id = tok.pad_token_id
@@ -161,10 +184,11 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
         model_name = base
         adapter_dir = run.adapter_dir
         run.require_weights()
-    if model_name is None:
-        from alignlab.config import DEFAULT_MODEL
+        run.require_chat_model()
+    if model_name is None:  # the enclosing project's model (the default model outside a project)
+        from alignlab.config import project_config
 
-        model_name = DEFAULT_MODEL
+        model_name = project_config()[0].model
     if trust_remote_code is None:
         trust_remote_code = _trusts_remote_code(run_dir)
     tok = load_tokenizer(model_name, trust_remote_code=trust_remote_code)

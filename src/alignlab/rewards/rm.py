@@ -69,14 +69,18 @@ class RewardModel:
         self.batch_size, self.max_length = batch_size, max_length
         path = resolve_model(base)
         tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else path
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        from alignlab.models.loading import _trusts_remote_code
+
+        trust = _trusts_remote_code(self.run_dir)  # as the run was trained
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the base has no score head yet ("MISSING"): the adapter brings it
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                                       trust_remote_code=trust)
         finally:
             hf_logging.set_verbosity(verbosity)
         model.config.pad_token_id = self.tokenizer.pad_token_id

@@ -54,6 +54,7 @@ def check_adapter_run(name: str, run_dir: Path, base_name: str) -> Path:
     from alignlab.rundir import Run
 
     run = Run.open(run_dir)
+    run.require_chat_model()
     run_dir, trained_on = run.path, run.base
     if not same_base(trained_on, base_name):
         raise AlignlabError(
@@ -100,8 +101,12 @@ class ModelPool:
         dirs = {name: check_adapter_run(name, Path(path), base_name) for name, path in adapters.items()}
         self.base_name = base_name
         self.device = pick_device(device)
-        self.tokenizer = load_tokenizer(base_name)
-        model = load_base(base_name, device=self.device, precision=precision)
+        from alignlab.models.loading import _trusts_remote_code
+
+        # the runs' setting (any of them trained with it), else the enclosing project's
+        trust = any(_trusts_remote_code(p.parent) for p in dirs.values()) or _trusts_remote_code(None)
+        self.tokenizer = load_tokenizer(base_name, trust_remote_code=trust)
+        model = load_base(base_name, device=self.device, precision=precision, trust_remote_code=trust)
         if dirs:
             from peft import PeftModel
 
@@ -115,7 +120,7 @@ class ModelPool:
         from alignlab.rundir import decodes_alone
 
         # adapters trained on distilled rows write their own opening: the base opening skips them
-        self.alone = {name for name, path in adapters.items() if decodes_alone(path) or decodes_alone(Path(path).parent)}
+        self.alone = {name for name, adapter in dirs.items() if decodes_alone(adapter.parent)}  # the resolved run
         self._lock = threading.Lock()
 
     @classmethod
@@ -123,7 +128,6 @@ class ModelPool:
                    base_opening: str | int | None = None, repetition_penalty: float = 1.0,
                    amplify: float = 0.0) -> ModelPool:
         """From CLI arguments: run dirs or NAME=RUN_DIR; the base is ``model`` or the first run's base."""
-        from alignlab.config import DEFAULT_MODEL
         from alignlab.rundir import Run
 
         adapters: dict[str, Path] = {}
@@ -132,8 +136,10 @@ class ModelPool:
             if name in adapters:
                 raise AlignlabError(f"two adapters are named '{name}'", fix="name them: NAME=RUN_DIR")
             adapters[name] = path
-        if model is None:
-            model = Run.open(next(iter(adapters.values()))).base if adapters else DEFAULT_MODEL
+        if model is None:  # the first run's base, else the enclosing project's model
+            from alignlab.config import project_config
+
+            model = Run.open(next(iter(adapters.values()))).base if adapters else project_config()[0].model
         return cls(model, adapters, device=device, precision=precision, base_opening=base_opening,
                    repetition_penalty=repetition_penalty, amplify=amplify)
 

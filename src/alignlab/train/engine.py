@@ -218,7 +218,8 @@ def _load_model(ctx: RunContext, task: str = methods.CAUSAL):
     if task == methods.SEQ_CLS:
         from alignlab.models.loading import load_sequence_classifier
 
-        model = load_sequence_classifier(cfg.model, device=ctx.device, precision=cfg.train.precision)
+        model = load_sequence_classifier(cfg.model, device=ctx.device, precision=cfg.train.precision,
+                                         trust_remote_code=cfg.trust_remote_code)
     else:
         model = load_base(
             cfg.model,
