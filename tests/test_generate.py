@@ -296,3 +296,25 @@ def test_a_continuation_keeps_the_space_a_sentencepiece_decode_drops(tiny_model)
     assert continuation(tok, "", ids) == tok.decode(ids)  # no opening: the answer as decoded
     bpe = load_tokenizer(tiny_model)  # byte-level BPE keeps its spaces: nothing added
     assert continuation(bpe, "Sure.", bpe(" The capital", add_special_tokens=False)["input_ids"]) == "Sure. The capital"
+
+
+def test_an_answer_ends_at_the_tokenizers_end_token_too(tiny_model):
+    """A generation_config naming another end token than the tokenizer's (Llama 3's first release) ran on to
+    max_new_tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignlab.generate import generate, stop_ids
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    word = tok.convert_ids_to_tokens(tok("hello", add_special_tokens=False)["input_ids"][0])
+    tok.pad_token = tok.eos_token
+    tok.eos_token = word  # the chat's end token, as the tokenizer knows it; the generation config names another
+    end = tok.eos_token_id
+    assert end in stop_ids(model, tok) and model.generation_config.eos_token_id != end
+    with torch.no_grad():
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
+        model.lm_head.bias[end] = 100.0  # the model says its end token at once, every time
+    (answer,) = generate(model, tok, ["hi"], max_new_tokens=8)
+    assert len(tok(answer, add_special_tokens=False)["input_ids"]) <= 1, answer

@@ -10,6 +10,16 @@ import torch
 from alignlab.config import SHORT_MAX_NEW_TOKENS, parse_base_opening
 
 
+def stop_ids(model, tokenizer) -> list[int]:
+    """Where an answer ends: the generation config's end tokens and the tokenizer's own (a model whose
+    generation_config names another end token than its chat template's would run on to max_new_tokens)."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 def chat_prompt(prompt: Any, tokenizer, system_prompt: str | None = None) -> str:
     """Render a prompt (text or messages) with the chat template, ready for the assistant's turn."""
     msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
@@ -78,7 +88,8 @@ def generate(
         for i in range(0, len(texts), batch_size):
             batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(device) for k, v in batch.items()}
-            kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+            kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+                            "eos_token_id": stop_ids(model, tokenizer)}
             processors = logits_processors(model, amplify, repetition_penalty, batch["input_ids"].shape[1],
                                            batch["attention_mask"], num_return_sequences, base=amplify_base,
                                            tokenizer=tokenizer)

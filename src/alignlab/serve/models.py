@@ -272,11 +272,9 @@ class ModelPool:
         return {"logits_processor": processors} if processors else {}
 
     def _stop_ids(self) -> set[int]:
-        eos = getattr(self.model.generation_config, "eos_token_id", None)
-        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
+        from alignlab.generate import stop_ids
+
+        return set(stop_ids(self.model, self.tokenizer))
 
 
 class _Tracker:

@@ -60,6 +60,7 @@ from torch import nn
 
 from alignlab import fsutil
 from alignlab.errors import AlignlabError
+from alignlab.generate import stop_ids as generation_stop_ids
 from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss
 from alignlab.progress import console
 from alignlab import rundir
@@ -288,12 +289,6 @@ def load_checkpoint(path: Path, model, value_head, optimizer, scheduler) -> int:
     return int(state["step"])
 
 
-def _stop_ids(model, tokenizer) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return sorted(ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
-
-
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -378,7 +373,7 @@ def train_loop(ctx, resume: bool = False):
     o = cfg.online
     recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
-    stop_ids = _stop_ids(model, ctx.tokenizer)
+    stop_ids = sorted(generation_stop_ids(model, ctx.tokenizer))
     gen_copy = sampler.GenerationCopy(model, fp32_head=o.fp32_lm_head) if torch.device(ctx.device).type == "cpu" else None
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
     pending: list[dict] = []
