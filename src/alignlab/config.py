@@ -6,6 +6,7 @@ written once, here. Unknown keys are errors (``extra="forbid"``), reported with 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -32,6 +33,28 @@ API_TEXT_MAX_TOKENS = 16  # serve: max_tokens of a /v1/completions request that 
 PROGRESS_MAX_NEW_TOKENS = 48  # samples during training and the pipeline's answers after each stage: cheap progress
 
 
+_SCHEDULERS = {"linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+               "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"}
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as a person writes it: ``1e-8`` is a number (YAML 1.1, PyYAML's, wants ``1.0e-8`` and reads ``1e-8`` as
+    text, which reached TRL as a string through train.trainer_overrides)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.[0-9_]+$"
+               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML with :class:`_Loader` (numbers such as ``1e-8`` read as numbers)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _on_off(value: Any) -> Any:
     """YAML 1.1 (alignlab.yaml, --set) reads a bare on/off as true/false: take them back as the words written."""
     return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
@@ -41,7 +64,7 @@ OnOff = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraConfig(_Strict):
@@ -78,6 +101,18 @@ class TrainConfig(_Strict):
     max_prompt_length: int = Field(128, ge=4, description="max tokens of the prompt")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps for linear warm-up (below 1)")
     lr_scheduler: str = Field("constant", description="transformers scheduler name (constant, linear, cosine, ...)")
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        """A name transformers knows, checked here rather than after the model has loaded."""
+        if value not in _SCHEDULERS:
+            from transformers.trainer_utils import SchedulerType
+
+            known = [t.value for t in SchedulerType]
+            if value not in known:
+                raise ValueError(f"unknown scheduler '{value}'; one of: {', '.join(known)}")
+        return value
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     seed: int = Field(42, description="random seed")
@@ -326,7 +361,7 @@ def load_config(path: str | Path) -> ProjectConfig:
         raise AlignlabError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x})", where=f"{path}:{line}",
                             fix="save the file as UTF-8") from err
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml(text) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -372,7 +407,7 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise AlignlabError(f"--set '{item}' is not key=value", fix="e.g. --set train.learning_rate=5e-5")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = load_yaml(value)
     return out
 
 

@@ -42,6 +42,8 @@ def new_run_dir(runs_dir: str | Path, method: str, name: str | None = None) -> P
     runs_dir.mkdir(parents=True, exist_ok=True)
     base = name or f"{datetime.now():%Y%m%d-%H%M%S}-{method}"
     path, i = runs_dir / base, 1
+    if name and path.is_dir() and not any(path.iterdir()):  # a named run that never started: the name is free
+        return path
     while path.exists():
         i += 1
         path = runs_dir / f"{base}-{i}"

@@ -221,6 +221,51 @@ def test_max_steps_is_minus_one_or_positive(monkeypatch, capsys, tmp_path, steps
     assert code == 2 and "'train.max_steps'" in one_error(lines) and "-1" in one_error(lines), lines
 
 
+@pytest.mark.parametrize("args, needle", [
+    (("--lr", "inf"), "finite number"),
+    (("--epochs", "inf"), "finite number"),
+    (("--set", "train.lr_scheduler=cosin"), "unknown scheduler 'cosin'"),
+    (("--full", "--precision", "fp16"), "full fine-tune in fp16 is not loss-scaled"),
+])
+def test_values_that_fail_after_loading_are_refused_before(monkeypatch, capsys, tmp_path, args, needle):
+    """Each of these failed after the model loaded (inf: an overflow, or a checkpoint of inf called intact; an unknown
+    scheduler: transformers' ValueError) or trained to nonsense (unscaled fp16); now one line, no run directory."""
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), *args, cwd=tmp_path)
+    assert code == 2 and needle in one_error(lines), lines
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_refused_named_run_leaves_no_directory_and_keeps_its_name(monkeypatch, capsys, tmp_path):
+    """`--name dpo` made runs/dpo before the data was checked: each refused try left an empty directory, and the run
+    that finally trained went to runs/dpo-3."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p"}\n')
+    for _ in range(2):
+        code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(bad), "--name", "dpo", cwd=tmp_path)
+        assert code == 2, lines
+    assert not (tmp_path / "runs" / "dpo").exists() and not (tmp_path / "runs" / "dpo-2").exists()
+    from alignlab.rundir import new_run_dir
+
+    (tmp_path / "runs" / "dpo").mkdir(parents=True)  # left by an older version, or a Ctrl-C while loading
+    assert new_run_dir(tmp_path / "runs", "dpo", "dpo") == tmp_path / "runs" / "dpo"
+
+
+def test_continuing_from_a_run_without_weights_is_refused(monkeypatch, capsys, tmp_path, tiny_model):
+    run = tmp_path / "runs" / "int"
+    (run / "adapter").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"method": "sft", "model": tiny_model, "status": "interrupted"}))
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--model", tiny_model,
+                          "--from", str(run), cwd=tmp_path)
+    assert code == 2 and "holds no trained weights (status: interrupted)" in one_error(lines), lines
+
+
+def test_numbers_in_exponent_form_are_numbers():
+    """PyYAML reads 1e-8 as text: it reached TRL as a string through train.trainer_overrides."""
+    from alignlab.config import parse_set
+
+    assert parse_set(["train.trainer_overrides.adam_epsilon=1e-8"]) == {"train.trainer_overrides.adam_epsilon": 1e-8}
+
+
 def test_messages_that_are_not_a_list_name_the_line(monkeypatch, capsys, tmp_path):
     f = tmp_path / "sft.jsonl"
     f.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n" + json.dumps({"messages": "hello"}) + "\n")
@@ -416,3 +461,17 @@ def test_a_plan_shape_name_points_to_the_models_hub_id(monkeypatch, capsys, tmp_
                           cwd=tmp_path)
     err = one_error(lines)
     assert code == 2 and "is a shape for `alignlab plan`" in err and "--model Qwen/Qwen2.5-1.5B-Instruct" in err, lines
+
+
+def test_a_template_that_refuses_the_system_prompt_is_named_before_loading(tiny_model):
+    from transformers import AutoTokenizer
+
+    from alignlab.errors import AlignlabError
+    from alignlab.train.engine import _check_system_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    _check_system_prompt(tok, None)
+    with pytest.raises(AlignlabError, match="refuses the project's system_prompt: System role not supported"):
+        _check_system_prompt(tok, "Be snarky.")

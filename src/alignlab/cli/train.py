@@ -203,9 +203,9 @@ def register(app: typer.Typer) -> None:
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
         elif name:
-            run_dir = rundir.new_run_dir(runs_dir, method, name)
+            rundir.check_run_name(name)
         ctx = engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir, skip_invalid=skip_invalid,
-                             init_adapter=str(init_adapter) if init_adapter else None)
+                             init_adapter=str(init_adapter) if init_adapter else None, name=name)
         if engine.is_main_process():
             console.print(f"[alignlab] {method} on {len(ctx.rows)} rows of {data} -> {ctx.run_dir}")
         out = engine.run(ctx, data, resume=resume is not None)

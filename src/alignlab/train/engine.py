@@ -129,6 +129,7 @@ def prepare(
     run_dir: Path | None = None,
     skip_invalid: bool = False,
     init_adapter: str | None = None,
+    name: str | None = None,
 ) -> RunContext:
     """Everything that can fail cheaply, before a model loads: method, data, device, adapter to continue."""
     from alignlab.models.loading import load_tokenizer, pick_device
@@ -139,6 +140,9 @@ def prepare(
         cfg = cfg.model_copy(deep=True)
         cfg.train.learning_rate = spec.learning_rate
     device = pick_device(cfg.train.device)
+    if cfg.train.precision == "fp16" and not cfg.lora.enabled:  # pure fp16 weights and AdamW state, no loss scale
+        raise AlignlabError("a full fine-tune in fp16 is not loss-scaled and diverges (loss 8.3 -> 12.2 in 3 steps on a "
+                            "small model)", fix="use --precision bf16 or fp32 for --full, or train a LoRA adapter in fp16")
     if cfg.lora.qlora and not device.startswith("cuda"):
         raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")
     path = resolve_data(data)
@@ -153,6 +157,7 @@ def prepare(
             raise AlignlabError(
                 f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
             )
+        rundir.Run(src).require_weights()  # an interrupted run that never saved an adapter is no start
         adapter = src / "adapter"
     check_trackers(cfg.train.report_to)
     if spec.own_loop and cfg.train.report_to:
@@ -166,6 +171,7 @@ def prepare(
             f"model '{cfg.model}' has no chat template (a base model rather than an instruct one?): alignlab trains "
             "on chats", fix="use the instruct version (…-Instruct, …-it), or add a chat_template to its "
             "tokenizer_config.json")
+    _check_system_prompt(tokenizer, cfg.system_prompt)
     rows = load_dataset_rows(
         path,
         kind,
@@ -175,8 +181,8 @@ def prepare(
         skip_invalid=skip_invalid,
         echo=lambda m: console.print(f"[yellow]{m}[/]"),
     )
-    if run_dir is None:
-        run_dir = rundir.new_run_dir(runs_dir, method)
+    if run_dir is None:  # made only once everything above passed: a refused run leaves no directory behind
+        run_dir = rundir.new_run_dir(runs_dir, method, name)
     ctx = RunContext(
         method=method,
         cfg=cfg,
@@ -196,6 +202,23 @@ TRACKERS = {  # --report-to name: (module that must import, pip package)
     "trackio": ("trackio", "trackio"),
     "mlflow": ("mlflow", "mlflow"),
 }
+
+
+def _check_system_prompt(tokenizer, system_prompt: str | None) -> None:
+    """A chat template that refuses a system turn (Gemma's) fails on the project's system_prompt now, not after the
+    model has loaded."""
+    if not system_prompt:
+        return
+    from jinja2 import TemplateError
+
+    from alignlab.generate import chat_prompt
+
+    try:
+        chat_prompt("hi", tokenizer, system_prompt)
+    except TemplateError as err:
+        raise AlignlabError(f"the model's chat template refuses the project's system_prompt: {err}",
+                            where="alignlab.yaml: system_prompt",
+                            fix="remove system_prompt (or put its text in each prompt) for this model") from err
 
 
 def check_trackers(names: list[str]) -> None:
