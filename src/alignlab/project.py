@@ -29,6 +29,20 @@ def labelled_pairs(root: Path) -> list[Path]:
     return [data_dir / name for name in LABELLED_PAIRS if (data_dir / name).is_file()] + rounds
 
 
+def _model_for_config(model: str) -> str:
+    """A model as alignlab.yaml should hold it: a local directory or GGUF file as an absolute path (typed relative to
+    here, it would be read from the project, or taken for a hub id); a path that is not there is refused now."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise AlignlabError(f"--model {model}: the directory holds no model (no config.json)",
+                                fix="name a model directory, a .gguf file, a registry name or a hub id")
+        return str(path.resolve())
+    if model.startswith(("./", "../", "/", "~")) or model.lower().endswith(".gguf"):
+        raise AlignlabError(f"--model {model}: no such file or directory", fix="check the path")
+    return model  # a registry name, ollama:NAME or a hub id
+
+
 def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str | None = None,
                    force: bool = False) -> tuple[ProjectConfig, list[str]]:
     """Write alignlab.yaml, data/ and runs/; returns the config and the data files written (existing ones are kept)."""
@@ -41,7 +55,7 @@ def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str |
         raise AlignlabError(f"{cfg_path} already exists", fix="pass --force to overwrite it")
     fields = {"name": directory.resolve().name, "persona": persona}
     if model:
-        fields["model"] = model
+        fields["model"] = _model_for_config(model)
     cfg = ProjectConfig(**fields)
     (directory / cfg.data_dir).mkdir(parents=True, exist_ok=True)
     (directory / cfg.runs_dir).mkdir(parents=True, exist_ok=True)

@@ -475,3 +475,17 @@ def test_a_template_that_refuses_the_system_prompt_is_named_before_loading(tiny_
     _check_system_prompt(tok, None)
     with pytest.raises(AlignlabError, match="refuses the project's system_prompt: System role not supported"):
         _check_system_prompt(tok, "Be snarky.")
+
+
+def test_init_stores_a_local_model_as_an_absolute_path_and_refuses_a_missing_one(monkeypatch, capsys, tmp_path, tiny_model):
+    """`init p --model models/x` stored the path as typed: inside p it was taken for a hub id."""
+    import shutil
+
+    from alignlab.config import load_config
+
+    shutil.copytree(tiny_model, tmp_path / "models" / "mine")
+    code, lines = run_cli(monkeypatch, capsys, "init", "p", "--model", "models/mine", cwd=tmp_path)
+    assert code == 0, lines
+    assert load_config(tmp_path / "p" / "alignlab.yaml").model == str((tmp_path / "models" / "mine").resolve())
+    code, lines = run_cli(monkeypatch, capsys, "init", "q", "--model", "./typo-dir", cwd=tmp_path)
+    assert code == 2 and "no such file or directory" in one_error(lines) and not (tmp_path / "q").exists(), lines

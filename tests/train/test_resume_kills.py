@@ -143,3 +143,29 @@ def test_kills_at_random_moments_then_resume_matches_uninterrupted_run(tiny_mode
     assert len(resumed) >= max(1, (3 * KILLS) // 4)  # a kill that lands after the last step finds a finished run
     assert any(t["killed"].startswith("while writing") for t in resumed) or KILLS < 2
     print(f"{len(resumed)} of {KILLS} kills resumed; max |adapter diff| {max(t['max_diff'] for t in resumed):.2e}")
+
+
+def test_sigterm_marks_the_run_interrupted_and_says_how_to_go_on(tiny_model, tmp_path):
+    """kill, timeout and schedulers send SIGTERM: the run stayed 'running' in run.json."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"answer {i}"}) + "\n" for i in range(8)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alignlab", "train", "sft", "--model", tiny_model, "--data", str(data), "--name", "t",
+         "--max-steps", "100000", "--batch-size", "2", "--set", "train.sample_prompts=0",
+         "--set", "train.check_per_category=0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    record = tmp_path / "runs" / "t" / "run.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (record.is_file() and '"running"' in record.read_text()):
+        time.sleep(0.5)
+    time.sleep(3)  # into the training loop
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert json.loads(record.read_text())["status"] == "interrupted", err[-2000:]
+    assert "alignlab train sft --resume runs/t" in " ".join(err.split()) and proc.returncode == 130, err[-2000:]

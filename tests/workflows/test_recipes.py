@@ -158,3 +158,18 @@ def test_a_stage_is_reused_only_on_the_settings_and_data_it_ran_with(tmp_path):
     assert _fingerprint(tmp_path, apply_overrides(cfg, {"sampling.temperature": 0.5}), distil) != _fingerprint(tmp_path, cfg, distil)
     pairs.write_text('{"prompt": "p", "chosen": "a!", "rejected": "b"}\n')
     assert _fingerprint(tmp_path, cfg, stage) != same
+
+
+def test_a_stage_file_given_as_a_path_from_here_is_found(tmp_path, monkeypatch):
+    """`recipe --pairs data/pairs.jsonl` looked for data/data/pairs.jsonl; `train --data` takes such paths."""
+    from alignlab.config import ProjectConfig
+    from alignlab.workflows.recipes import Stage, stage_data
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pairs.jsonl").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = ProjectConfig()
+    want = str((tmp_path / "data" / "pairs.jsonl").resolve())
+    assert stage_data(tmp_path, cfg, Stage("dpo", "data/pairs.jsonl")) == want
+    assert stage_data(tmp_path, cfg, Stage("dpo", "pairs.jsonl")) == str(tmp_path / "data" / "pairs.jsonl")
+    assert stage_data(tmp_path, cfg, Stage("dpo", "bundled:persona-pairs")) == "bundled:persona-pairs"

@@ -11,8 +11,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def recipe(
-        rewrites: Optional[str] = typer.Option(None, "--rewrites", help="stages 1 and 3: preference rows whose chosen side is the model's kind of answer in persona (a file under data/ or bundled:NAME; default: rewrites.jsonl)"),
-        pairs: Optional[str] = typer.Option(None, "--pairs", help="stage 2: persona pairs for DPO + RPO (default: pairs.jsonl)"),
+        rewrites: Optional[str] = typer.Option(None, "--rewrites", help="stages 1 and 3: preference rows whose chosen side is the model's kind of answer in persona (a file under data/, a path, or bundled:NAME; default: rewrites.jsonl)"),
+        pairs: Optional[str] = typer.Option(None, "--pairs", help="stage 2: persona pairs for DPO + RPO (a file under data/, a path, or bundled:NAME; default: pairs.jsonl)"),
         name: str = typer.Option("recipe", "--name", help="the stages' runs are runs/<name>-<stage>-<method>"),
         quick: bool = typer.Option(False, "--quick", help="2 steps per training stage and 8 distil prompts: a smoke test of the pipeline, not a persona"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),

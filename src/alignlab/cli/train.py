@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         init_adapter: Optional[Path] = typer.Option(None, "--from", help="start from this run's adapter (next round)"),
         name: Optional[str] = typer.Option(None, "--name", help="run directory name (default: date-time-method)"),
         skip_invalid: bool = typer.Option(False, "--skip-invalid", help="drop invalid rows (and say how many) instead of refusing"),
-        processes: int = typer.Option(1, "--processes", help="data-parallel processes via torchrun (gloo on CPU, DDP on GPUs)"),
+        processes: int = typer.Option(1, "--processes", min=1, help="data-parallel processes via torchrun (gloo on CPU, DDP on GPUs)"),
         accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="hand the run to `accelerate launch` with this config (FSDP/DeepSpeed)"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", hidden=True),

@@ -323,17 +323,31 @@ def _decoding(ctx) -> dict | None:
 
 @contextmanager
 def _failure_marked(run: rundir.Run, main: bool):
-    """A run that stops on an error or Ctrl-C says so in run.json instead of staying 'running'."""
+    """A run that stops on an error, Ctrl-C or SIGTERM (kill, timeout, a scheduler's preemption) says so in run.json
+    instead of staying 'running', and an interrupted one says how to go on."""
+    import signal
+    import threading
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt
+
+    here = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminated) if here else None
     try:
         yield
     except KeyboardInterrupt:
         if main:
             run.update(status="interrupted")
+            method = run.info.get("method", "METHOD")
+            console.print(f"[yellow]interrupted[/]: continue with `alignlab train {method} --resume {run.path}`")
         raise
     except BaseException:
         if main and run.info.get("status") == "running":
             run.update(status="failed")
         raise
+    finally:
+        if here:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _beta(cfg, spec) -> float | None:

@@ -48,8 +48,14 @@ DEFAULT: tuple[Stage, ...] = (
 )
 
 def stage_data(root: Path, cfg, stage: Stage) -> str:
-    """Where a stage's data is: bundled:NAME as it is, else the file under the project's data directory."""
-    return stage.data if stage.data.startswith("bundled:") else str(root / cfg.data_dir / stage.data)
+    """Where a stage's data is: bundled:NAME as it is; a path that names a file from here (``data/pairs.jsonl``, as
+    `train --data` takes it) or an absolute one as it is; else the file under the project's data directory."""
+    if stage.data.startswith("bundled:"):
+        return stage.data
+    given = Path(stage.data).expanduser()
+    if given.is_absolute() or (given.parent != Path(".") and given.is_file()):
+        return str(given.resolve())
+    return str(root / cfg.data_dir / stage.data)
 
 
 def missing_data(root: Path, cfg, stages) -> list[str]:
