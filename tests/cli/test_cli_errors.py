@@ -489,3 +489,10 @@ def test_init_stores_a_local_model_as_an_absolute_path_and_refuses_a_missing_one
     assert load_config(tmp_path / "p" / "alignlab.yaml").model == str((tmp_path / "models" / "mine").resolve())
     code, lines = run_cli(monkeypatch, capsys, "init", "q", "--model", "./typo-dir", cwd=tmp_path)
     assert code == 2 and "no such file or directory" in one_error(lines) and not (tmp_path / "q").exists(), lines
+
+
+def test_resume_refuses_settings_it_would_ignore(monkeypatch, capsys, tmp_path):
+    """`--resume RUN --lr 1` trained on at the run's own rate without a word."""
+    code, lines = run_cli(monkeypatch, capsys, "train", "sft", "--resume", str(tmp_path / "r"), "--lr", "1",
+                          "--set", "train.seed=3", cwd=tmp_path)
+    assert code == 2 and "--lr, --set would be ignored" in one_error(lines), lines

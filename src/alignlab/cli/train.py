@@ -174,6 +174,14 @@ def register(app: typer.Typer) -> None:
         if allow_outside_rewards:  # read by alignlab.rewards.compose, here and in launched processes
             os.environ["ALIGNLAB_ALLOW_OUTSIDE_REWARDS"] = "1"
         if resume is not None:
+            given = {"--data": data, "--model": model, "--lr": lr, "--epochs": epochs, "--max-steps": max_steps,
+                     "--batch-size": batch_size, "--grad-accum": grad_accum, "--max-length": max_length, "--beta": beta,
+                     "--seed": seed, "--lora-r": lora_r, "--lora-alpha": lora_alpha, "--full": full or None,
+                     "--qlora": qlora or None, "--device": device, "--precision": precision, "--rewards": rewards,
+                     "--report-to": report_to, "--set": set_, "--from": init_adapter, "--name": name}
+            if stray := [flag for flag, value in given.items() if value is not None]:
+                raise AlignlabError(f"--resume continues the run with the settings it started with; {', '.join(stray)} "
+                                    "would be ignored", fix=f"drop {', '.join(stray)}, or start a new run")
             resume = rundir.check_run_dir(resume)
             cfg, data, init_adapter = _resumed(resume, method)
             run_dir, root = resume, None
