@@ -96,7 +96,26 @@ def test_grpo_generation_and_training_do_not_overlap():
     rest = sum(v for k, v in m.items() if k not in ("generation", "activations", "logits"))
     assert peak_bytes(m) == rest + max(m["activations"] + m["logits"], m["generation"])
     vllm = memory(TINY, Workload(method="grpo", vllm=True, batch=1, prompt_len=2, completion_len=3), GPU)
-    assert vllm["generation"] == 0.3 * GPU.memory_bytes
+    assert vllm["vllm"] == 0.3 * GPU.memory_bytes and "generation" not in vllm
+    # colocated vLLM holds its share for the whole run: it adds to training's peak (it was left out of it)
+    assert peak_bytes(vllm) == pytest.approx(sum(vllm.values()))
+
+
+def test_ppo_is_planned_as_it_trains():
+    """train/ppo.py draws one answer per prompt and does not accumulate; --full is refused there."""
+    w = Workload(method="ppo", batch=4, num_generations=4, grad_accum=8, prompt_len=2, completion_len=3)
+    assert (w.num_generations, w.grad_accum) == (1, 1)
+    with pytest.raises(AlignlabError, match="PPO trains a LoRA adapter"):
+        Workload(method="ppo", mode="full")
+
+
+def test_a_mixture_of_experts_config_is_refused():
+    from alignlab.plan.shapes import from_config
+
+    config = {"num_attention_heads": 32, "hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
+              "vocab_size": 32000, "num_local_experts": 8}
+    with pytest.raises(AlignlabError, match="mixture-of-experts model \\(8 experts\\)"):
+        from_config(config, "mixtral")
 
 
 def test_training_flops_by_hand():

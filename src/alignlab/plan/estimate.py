@@ -18,7 +18,8 @@ Memory (bytes), each term written out in :func:`memory`:
 - reference model: none extra (the adapter-disabled base), a second weight copy for full fine-tuning;
   its no-grad forward is transient and smaller than the policy's;
 - generation (GRPO/RLOO/PPO): KV cache of every sequence at full length plus one step's logits; or a
-  vLLM colocate reservation (a fraction of the card, TRL's ``vllm_gpu_memory_utilization`` 0.3);
+  vLLM colocate reservation (a fraction of the card, TRL's ``vllm_gpu_memory_utilization`` 0.3), held for the
+  whole run and so on top of training's peak;
 - PPO: the value head (hidden+1) and any reward model's weights;
 - runtime: the CUDA context, or on a CPU the interpreter with torch, transformers, TRL and datasets
   loaded (measured: :data:`CPU_RUNTIME_BYTES`).
@@ -102,6 +103,13 @@ class Workload:
                 raise AlignlabError(f"{k} must be at least 1, got {getattr(self, k)}")
         if self.prompt_len < 0 or self.completion_len < 1:
             raise AlignlabError("token lengths must be positive", fix="--prompt-len >= 0, --completion-len >= 1")
+        if not math.isfinite(self.epochs) or self.epochs > 10_000:
+            raise AlignlabError(f"epochs must be a finite number up to 10000, got {self.epochs}")
+        if self.method == methods.PPO:  # as train/ppo.py runs: one answer per prompt, no accumulation, LoRA only
+            if self.mode == "full":
+                raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
+                                    fix="drop --full")
+            self.num_generations, self.grad_accum = 1, 1
 
     @property
     def total_steps(self) -> int:
@@ -185,7 +193,8 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
         out["optimizer"] = t * 8.0
     # reference: adapter disabled (LoRA) costs nothing; full fine-tuning keeps a second copy of the base
     needs_ref = w.method not in REFERENCE_FREE
-    out["reference"] = shape.total_params * wb if (w.mode == "full" and needs_ref and not w.precompute_ref) else 0.0
+    # (precomputed reference log-probs spare the forward, not the copy: TRL's DPOTrainer still loads it)
+    out["reference"] = shape.total_params * wb if (w.mode == "full" and needs_ref) else 0.0
 
     # activations of the peak micro-batch
     pw = Workload(**{**asdict(w), "prompt_len": w.peak_prompt_len or w.prompt_len,
@@ -203,6 +212,8 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
     scored = tp["scored"] / (w.ppo_epochs if w.method == methods.PPO else 1)
     if tp["logit_copies"]:
         out["logits"] = scored * shape.vocab * 4.0 * tp["logit_copies"]
+    elif w.method == methods.PPO:  # its own forward: the whole vocabulary's fp32 log-softmax and its gradient
+        out["logits"] = scored * shape.vocab * 4.0 * 2
     elif w.method in ONLINE:
         out["logits"] = scored * min(shape.vocab, VOCAB_CHUNK) * 4.0 * 2  # one vocabulary tile and its softmax
     else:
@@ -210,8 +221,8 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
     if w.method in ONLINE:
         seqs = tp["gen_seqs"] * w.grad_accum  # one generation call per optimizer step
         ctx = pw.prompt_len + pw.completion_len
-        if w.vllm and device.kind == "cuda":
-            out["generation"] = VLLM_COLOCATE_FRACTION * device.memory_bytes
+        if w.vllm and device.kind == "cuda":  # colocated vLLM holds its share of the card for the whole run
+            out["vllm"] = VLLM_COLOCATE_FRACTION * device.memory_bytes
         else:
             kv = seqs * ctx * L * 2 * shape.kv_dim * ab
             out["generation"] = kv + seqs * shape.vocab * 4.0 * 2
@@ -223,7 +234,8 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
 
 
 def peak_bytes(parts: dict[str, float]) -> float:
-    """Generation and the training forward/backward do not overlap: the larger of the two counts."""
+    """Generation and the training forward/backward do not overlap: the larger of the two counts (a colocated vLLM's
+    reservation, ``vllm``, is held throughout and adds to both)."""
     parts = dict(parts)
     gen = parts.pop("generation", 0.0)
     train_transient = parts.get("activations", 0.0) + parts.get("logits", 0.0)

@@ -13,8 +13,9 @@ from alignlab.plan.shapes import ModelShape
 def _for(shape: ModelShape, w: Workload, dev: Device) -> Estimate | None:
     if w.mode == "qlora" and dev.kind != "cuda":
         return None
-    # alignlab's prompt-once forward: always for the DPO family, for online methods only on CPUs (GPUs keep TRL's)
-    ww = replace(w, shared_prompt=w.shared_prompt and (dev.kind == "cpu" or w.method not in ONLINE))
+    # alignlab's prompt-once forward, as the trainers decide it (train.shared_prompt auto; preference.shares_prompt):
+    # off CUDA only, never under gradient checkpointing; on CUDA the DPO family runs TRL's concatenated forward
+    ww = replace(w, shared_prompt=w.shared_prompt and dev.kind != "cuda" and not w.grad_ckpt)
     return estimate(shape, ww, dev, load_factors(dev.kind))
 
 
@@ -35,7 +36,8 @@ def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool =
             rows.append((dev, est))
     priced = [(d, e) for d, e in rows if e.fits and e.cost_usd is not None]
     cheapest = min(priced, key=lambda de: (de[1].cost_usd, de[1].total_hours)) if priced else None
-    fitting = sorted((d for d, e in rows if e.fits), key=lambda d: (d.memory_bytes, d.usd_per_hour or 0))
+    # the smallest CUDA card that fits (alignlab trains on CUDA or the CPU; a Mac's unified memory is no "card")
+    fitting = sorted((d for d, e in rows if e.fits and d.kind == "cuda"), key=lambda d: (d.memory_bytes, d.usd_per_hour or 0))
     if cpu:
         chosen_dev = cpu_device()
         chosen = _for(shape, w, chosen_dev)
@@ -49,7 +51,7 @@ def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool =
     elif cheapest is not None:
         chosen_dev, chosen = cheapest
     else:
-        chosen_dev, chosen = rows[-1] if rows else (None, None)
+        chosen_dev, chosen = max(rows, key=lambda de: de[0].memory_bytes) if rows else (None, None)  # nearest to fitting
     out = dict(chosen.to_json()) if chosen else {}
     out.update(
         {

@@ -87,6 +87,10 @@ def bundled() -> dict[str, dict]:
 def from_config(config: dict, name: str) -> ModelShape:
     """A shape from a transformers config.json (text_config is used for multimodal configs)."""
     c = config.get("text_config") or config
+    experts = next((c[k] for k in ("num_local_experts", "num_experts", "n_routed_experts") if c.get(k)), None)
+    if experts:  # the dense arithmetic below would count one expert's weights of the many
+        raise AlignlabError(f"'{name}' is a mixture-of-experts model ({experts} experts); the planner counts dense "
+                            "models only", fix="plan a dense model of similar size, or count the experts' weights by hand")
     try:
         heads = int(c["num_attention_heads"])
         hidden = int(c["hidden_size"])
