@@ -5,6 +5,7 @@ adapter alone; a model without an adapter answers plainly."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -68,3 +69,23 @@ def test_generate_cli_amplify_is_generates_and_needs_a_run(run, tiny_model):
 
     with pytest.raises(AlignlabError, match="--amplify needs --run"):
         _answers(plain, ptok, ["Hi"], compare=False, amplify=0.5, max_new_tokens=2)
+
+
+def test_generate_and_chat_decode_with_the_projects_settings(tmp_path, monkeypatch):
+    """generate, chat and serve ignored alignlab.yaml's sampling and system_prompt (eval and compare read them)."""
+    import json
+
+    from alignlab.cli.use import _decoding
+
+    (tmp_path / "alignlab.yaml").write_text("name: p\nsystem_prompt: Be snarky.\nsampling:\n  max_new_tokens: 7\n"
+                                            "  repetition_penalty: 1.05\n  amplify: 0.5\n")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "dist"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"decoding": {"base_opening": None, "amplify": 0.0}}))
+    base = _decoding(None)
+    assert (base["max_new_tokens"], base["repetition_penalty"], base["system_prompt"]) == (7, 1.05, "Be snarky.")
+    assert base["base_opening"] is None and base["amplify"] == 0.0  # no adapter: neither applies
+    assert _decoding(None, max_new_tokens=3, system_prompt="x") | {} == {**base, "max_new_tokens": 3, "system_prompt": "x"}
+    assert (_decoding(Path("runs/none"))["base_opening"], _decoding(Path("runs/none"))["amplify"]) == ("sentence", 0.5)
+    assert (_decoding("dist")["base_opening"], _decoding("dist")["amplify"]) == ("off", 0.0)  # it decodes alone

@@ -93,9 +93,9 @@ def register(app: typer.Typer) -> None:
         per_category: int = typer.Option(6, "--per-category", min=1, help="held-out prompts taken from each category"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most N prompts (still spread over the categories)"),
         rater: str = typer.Option("scorecard", "--rater", help="persona score by: scorecard (the classifier on the bundled labelled set with the voice contrast; for a persona of your own, a classifier on the project's pairs), judge (also the correct score, against the reference), classifier or reward:<name>"),
-        max_new_tokens: int = typer.Option(_S["max_new_tokens"].default, "--max-new-tokens", min=1, help=_S["max_new_tokens"].description),
-        temperature: float = typer.Option(_S["temperature"].default, "--temperature", "-t", help=_S["temperature"].description),
-        repetition_penalty: float = typer.Option(_S["repetition_penalty"].default, "--repetition-penalty", min=1.0, help=_S["repetition_penalty"].description),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help=_S["max_new_tokens"].description + " (default: the project's sampling.max_new_tokens)"),
+        temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, help=_S["temperature"].description + " (default: the project's sampling.temperature)"),
+        repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", min=1.0, help=_S["repetition_penalty"].description + " (default: the project's sampling.repetition_penalty)"),
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help=_S["base_opening"].description + " (default: the project's sampling.base_opening; off for a run trained on distilled rows)"),
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help=_S["amplify"].description + " (default: the project's sampling.amplify)"),
         judge_url: Optional[str] = typer.Option(None, "--judge-url", help=fh("judge", "url")),
@@ -129,8 +129,11 @@ def register(app: typer.Typer) -> None:
         rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
         scorer = _scorer(root, cfg, rater, cfg.judge.settings(judge_url, judge_model, judge_key_env))
         own = sampling_for(cfg.sampling, run)  # the project's, or the run's own (a distilled run decodes alone)
-        card = evaluate_run(run, rows, scorer, device=device, max_new_tokens=max_new_tokens, temperature=temperature,
-                            repetition_penalty=repetition_penalty, system_prompt=cfg.system_prompt,
+        card = evaluate_run(run, rows, scorer, device=device,
+                            max_new_tokens=own.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                            temperature=own.temperature if temperature is None else temperature,
+                            repetition_penalty=own.repetition_penalty if repetition_penalty is None else repetition_penalty,
+                            system_prompt=cfg.system_prompt,
                             base_opening=_opening(base_opening, own), amplify=own.amplify if amplify is None else amplify)
         data, page = write_report(run, card)
         table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")

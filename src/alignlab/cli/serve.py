@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Optional
+
 import typer
 
-from alignlab.config import DEFAULT_MODEL, REPETITION_PENALTY, checked_base_opening
+from alignlab.config import DEFAULT_MODEL, checked_base_opening
 
 DB_HELP = "feedback database (default: <project>/feedback.db, or ./feedback.db outside a project)"
 HOST_HELP = "address to bind; anything but loopback needs ALIGNLAB_API_KEY set"
@@ -32,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
         runs: list[str] = typer.Argument(None, metavar="RUN", show_default=False, help="run directories whose adapters to serve, each as RUN_DIR or NAME=RUN_DIR (name defaults to the directory name)"),
-        model: str | None = typer.Option(None, "--model", "-m", help=f"base model (default: the first run's base, or {DEFAULT_MODEL} with no runs)"),
+        model: str | None = typer.Option(None, "--model", "-m", help=f"base model (default: the first run's base; with no runs the project's model, else {DEFAULT_MODEL})"),
         host: str = typer.Option("127.0.0.1", "--host", help=HOST_HELP),
         port: int = typer.Option(8000, "--port", min=1, max=65535, help="port to listen on"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP + "; without --db the rating UI is on only when that file exists"),
@@ -41,9 +43,9 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help=BODY_HELP),
         max_request_tokens: int = typer.Option(8192, "--max-request-tokens", min=1, help="budget per request on n x max_tokens (over it: 400)"),
         queue: int = typer.Option(8, "--queue", min=1, help="model requests admitted at once, running or waiting (more: 429 with Retry-After)"),
-        repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", min=1.0, help="penalty on tokens already in the answer (never the prompt's), as in chat and eval; 1.0 = off"),
-        amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="answers from an adapter are decoded from adapter + AMPLIFY x (adapter - base) logits: more of its voice, a second forward pass per token; 0 = off"),
-        base_opening: str = typer.Option("sentence", "--base-opening", help="in chat answers from an adapter, the base model writes the opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone"),
+        repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", min=1.0, help="penalty on tokens already in the answer (never the prompt's), as in chat and eval; 1.0 = off (default: the project's sampling.repetition_penalty)"),
+        amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="answers from an adapter are decoded from adapter + AMPLIFY x (adapter - base) logits: more of its voice, a second forward pass per token; 0 = off (default: the project's sampling.amplify)"),
+        base_opening: Optional[str] = typer.Option(None, "--base-opening", help="in chat answers from an adapter, the base model writes the opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: the project's sampling.base_opening)"),
     ) -> None:
         """Serve the base model and run adapters over an OpenAI-compatible API (/v1), with the rating UI at /."""
         from alignlab.feedback.store import default_path
@@ -54,6 +56,12 @@ def register(app: typer.Typer) -> None:
         check_exposure(host)  # before minutes of model loading
         check_port(host, port)
         checked_base_opening(base_opening)  # one line, before loading
+        from alignlab.config import project_config
+
+        s = project_config()[0].sampling  # a run trained on distilled rows still decodes alone (ModelPool)
+        base_opening = (s.base_opening or "off") if base_opening is None else base_opening
+        repetition_penalty = s.repetition_penalty if repetition_penalty is None else repetition_penalty
+        amplify = s.amplify if amplify is None else amplify
         store_path = db if db is not None else default_path()
         if db is None and not store_path.is_file():
             store_path = None

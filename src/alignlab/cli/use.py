@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from alignlab.config import CHAT_MAX_NEW_TOKENS, CHAT_TEMPERATURE, DEFAULT_MODEL, MAX_NEW_TOKENS, REPETITION_PENALTY
+from alignlab.config import CHAT_MAX_NEW_TOKENS, CHAT_TEMPERATURE, DEFAULT_MODEL
 
 
 def _load(run: Optional[Path], model: Optional[str], device: str):
@@ -49,12 +49,20 @@ def _opening(value: str | None):
     return checked_base_opening(value)
 
 
-def _run_opening(value: str | None, run) -> str | None:
-    """--base-opening as given, else "off" for a run that decodes alone (trained on distilled rows: it writes its
-    own opening), else None (the default)."""
-    from alignlab.rundir import decodes_alone
+def _decoding(run, **given) -> dict:
+    """generate()'s settings: each flag given, else the project's (``sampling``, ``system_prompt``) with what the run
+    records for itself over them (a run trained on distilled rows decodes alone). The base opening and amplify
+    need an adapter: without --run they are off unless asked for."""
+    from alignlab.config import project_config
+    from alignlab.rundir import sampling_for
 
-    return "off" if value is None and decodes_alone(run) else value
+    cfg, _ = project_config()
+    s = sampling_for(cfg.sampling, run)
+    project = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
+               "repetition_penalty": s.repetition_penalty, "system_prompt": cfg.system_prompt,
+               "base_opening": (s.base_opening or "off") if run is not None else None,
+               "amplify": s.amplify if run is not None else 0.0}
+    return {**project, **{k: v for k, v in given.items() if v is not None}}
 
 
 def _print(prompt: str, tuned: str, base: str | None) -> None:
@@ -76,22 +84,22 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompts: list[str] = typer.Argument(..., help="one or more prompts"),
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, else the project's model, else {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="show base and adapter answers side by side"),
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run; off for a run trained on distilled rows)"),
-        repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", min=1.0, help="penalty on tokens already generated; 1.0 = off"),
-        amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run)"),
-        max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", min=1, help="length limit of each answer"),
-        temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy"),
-        system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+        repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", min=1.0, help="penalty on tokens already generated; 1.0 = off (default: the project's sampling.repetition_penalty)"),
+        amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run; default: the project's sampling.amplify)"),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="length limit of each answer (default: the project's sampling.max_new_tokens)"),
+        temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, help="0 = greedy (default: the project's sampling.temperature)"),
+        system: Optional[str] = typer.Option(None, "--system", help="system prompt (default: the project's system_prompt)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
     ) -> None:
-        """Answer prompts with a run's adapter (or the base model)."""
+        """Answer prompts with a run's adapter (or the base model), decoded as the project's sampling settings say
+        (as `alignlab eval` decodes); flags override them."""
         _opening(base_opening)
-        base_opening = _run_opening(base_opening, run)
+        gen = _decoding(run, base_opening=base_opening, repetition_penalty=repetition_penalty, amplify=amplify,
+                        max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
         model_, tok, _ = _load(run, model, device)
-        gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system,
-                   repetition_penalty=repetition_penalty, base_opening=base_opening, amplify=amplify)
         for p, (tuned, base) in zip(prompts, _answers(model_, tok, prompts, compare, **gen)):
             if len(prompts) > 1 and base is None:
                 typer.echo(f"> {p}")
@@ -100,19 +108,22 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def chat(
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="run directory whose adapter to use"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, or {DEFAULT_MODEL})"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the run's, else the project's model, else {DEFAULT_MODEL})"),
         compare: bool = typer.Option(False, "--compare", help="answer each turn with base and adapter"),
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run; off for a run trained on distilled rows)"),
-        repetition_penalty: float = typer.Option(REPETITION_PENALTY, "--repetition-penalty", min=1.0, help="penalty on tokens already generated; 1.0 = off"),
-        amplify: float = typer.Option(0.0, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run)"),
+        repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", min=1.0, help="penalty on tokens already generated; 1.0 = off (default: the project's sampling.repetition_penalty)"),
+        amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run; default: the project's sampling.amplify)"),
         max_new_tokens: int = typer.Option(CHAT_MAX_NEW_TOKENS, "--max-new-tokens", min=1),
-        temperature: float = typer.Option(CHAT_TEMPERATURE, "--temperature", "-t"),
-        system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+        temperature: float = typer.Option(CHAT_TEMPERATURE, "--temperature", "-t", min=0.0),
+        system: Optional[str] = typer.Option(None, "--system", help="system prompt (default: the project's system_prompt)"),
         device: str = typer.Option("auto", "--device"),
     ) -> None:
-        """A chat REPL. Commands: /reset clears the history, /quit (or Ctrl-D) leaves."""
+        """A chat REPL. Commands: /reset clears the history, /quit (or Ctrl-D) leaves. The project's system prompt,
+        repetition penalty, base opening and amplify apply unless flags say otherwise; length and temperature are
+        chat's own."""
         _opening(base_opening)
-        base_opening = _run_opening(base_opening, run)
+        gen = _decoding(run, base_opening=base_opening, repetition_penalty=repetition_penalty, amplify=amplify,
+                        max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
         model_, tok, base_name = _load(run, model, device)
         typer.echo(f"chatting with {run or base_name} (/reset, /quit)")
         history: list[dict] = []
@@ -130,8 +141,6 @@ def register(app: typer.Typer) -> None:
                 history = []
                 continue
             history.append({"role": "user", "content": line})
-            gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system,
-                       repetition_penalty=repetition_penalty, base_opening=base_opening, amplify=amplify)
             (tuned, base), = _answers(model_, tok, [list(history)], compare, **gen)
             if base is not None:
                 typer.echo(f"base> {base}")
