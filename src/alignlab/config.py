@@ -67,13 +67,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+# the default LoRA targets: the attention and MLP projections as Llama-style models name them; a model that names
+# them otherwise (Phi-3's fused qkv_proj and gate_up_proj) gets PEFT's all-linear instead (train/engine.py)
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 class LoraConfig(_Strict):
     enabled: bool = Field(True, description="train a LoRA adapter; false = full fine-tuning")
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (0 keeps runs exactly reproducible)")
     target_modules: list[str] | str = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        default_factory=lambda: list(LLAMA_PROJECTIONS),
         description="module names to adapt (a list, or one comma-separated string), or 'all-linear'",
     )
     qlora: bool = Field(False, description="load the base in 4-bit (needs CUDA + bitsandbytes)")

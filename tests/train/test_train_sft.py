@@ -106,3 +106,27 @@ def test_sft_on_messages_rows_trains_through_alignlabs_head(tiny_model, tmp_path
     steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert calls and all(calls)
     assert steps[-1]["loss"] < steps[0]["loss"] and 0 <= steps[-1]["mean_token_accuracy"] <= 1
+
+
+def test_default_lora_targets_fit_a_model_that_names_its_projections_otherwise():
+    """Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj: the default targets failed on every such model."""
+    from pathlib import Path
+
+    from peft import get_peft_model
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.errors import AlignlabError
+    from alignlab.train.engine import RunContext
+
+    model = Phi3ForCausalLM(Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=4, num_key_value_heads=4, pad_token_id=0))
+    ctx = RunContext(method="sft", cfg=ProjectConfig(), run_dir=Path("."), rows=[], tokenizer=None, device="cpu")
+    ctx.model = model
+    assert ctx.peft_config().target_modules == "all-linear"
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in get_peft_model(model, ctx.peft_config()).named_parameters()
+               if "lora_A" in n}
+    assert adapted == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+    ctx.cfg = apply_overrides(ProjectConfig(), {"lora.target_modules": "q_proj,v_proj"})  # named by the user: refused
+    with pytest.raises(AlignlabError, match="no linear layer named q_proj, v_proj"):
+        ctx.peft_config()

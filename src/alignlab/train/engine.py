@@ -93,19 +93,25 @@ class RunContext:
         from peft import LoraConfig
 
         lc = self.cfg.lora
-        if isinstance(lc.target_modules, list) and self.model is not None:
+        targets = lc.target_modules
+        if isinstance(targets, list) and self.model is not None:
             import torch
 
+            from alignlab.config import LLAMA_PROJECTIONS
+
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)})
-            missing = [m for m in lc.target_modules if m not in linear]
-            if missing:
+            missing = [m for m in targets if m not in linear]
+            if missing and tuple(targets) == LLAMA_PROJECTIONS:  # the default, on a model that names them otherwise
+                targets = "all-linear"
+            elif missing:
+                shown = [n for n in linear if n not in ("lm_head", "score")]
                 raise AlignlabError(f"lora.target_modules: no linear layer named {', '.join(missing)} in this model",
-                                    fix=f"use some of {', '.join(linear)}, or all-linear")
+                                    fix=f"use some of {', '.join(shown)}, or all-linear")
         return LoraConfig(
             r=lc.r,
             lora_alpha=lc.alpha,
             lora_dropout=lc.dropout,
-            target_modules=lc.target_modules,
+            target_modules=targets,
             task_type=task_type,
         )
 
