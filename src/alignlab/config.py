@@ -347,11 +347,22 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: '{loc}': {first['msg']}"
 
 
-def _key_line(text: str, key: str) -> int | None:
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip().startswith(f"{key}:"):
-            return i
-    return None
+def _key_line(text: str, loc: tuple) -> int | None:
+    """The line of the key at ``loc`` (("kto", "beta")), followed through the YAML's nested mappings: a name such as
+    beta or temperature is in several sections, and the first one in the file is not necessarily it."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+        if found is None:
+            break
+        line, node = found[0].start_mark.line + 1, found[1]
+    return line
 
 
 def load_config(path: str | Path) -> ProjectConfig:
@@ -377,8 +388,7 @@ def load_config(path: str | Path) -> ProjectConfig:
         return ProjectConfig.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        key = str(first["loc"][-1]) if first["loc"] else ""
-        line = _key_line(text, key)
+        line = _key_line(text, tuple(first["loc"]))
         where = f"{path}:{line}" if line else str(path)
         msg = _format_validation_error(err, where)
         raise AlignlabError(msg, fix="see `alignlab config show` for valid keys and defaults") from err

@@ -54,6 +54,7 @@ def test_unknown_method_and_model(monkeypatch, capsys, tmp_path):
     ("name: x\ntrain:\n  learning_rate: [1e-4\n", ("alignlab.yaml:", "malformed YAML")),
     ("name: x\nsampling:\n  base_opening: first\n", ("'sampling.base_opening'", "sentence")),
     ("name: x\nsampling:\n  amplify: -0.5\n", ("alignlab.yaml:3", "'sampling.amplify'")),
+    ("name: x\ndpo:\n  beta: 0.1\nkto:\n  beta: high\n", ("alignlab.yaml:5", "'kto.beta'")),  # not dpo's line 3
 ])
 def test_bad_config_names_file_and_key(monkeypatch, capsys, tmp_path, yaml, needles):
     (tmp_path / "alignlab.yaml").write_text(yaml)
