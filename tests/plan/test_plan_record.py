@@ -36,9 +36,16 @@ def test_run_json_records_estimate_and_measurement(tiny_model, tmp_path, monkeyp
     assert plan["ratio"]["memory"] == pytest.approx(est["peak_memory_gib"] / m["peak_memory_gib"], rel=1e-2)
     assert plan["device"]["kind"] == "cpu" and plan["device"]["measured"]["fp32_gflops"] > 0
 
+    foreign = tmp_path / "runs" / "foreign"  # a record from another version: skipped with a word, not a TypeError
+    foreign.mkdir()
+    (foreign / "run.json").write_text(json.dumps({"plan": {"workload": {"method": "dpo"}, "model_shape": {"name": "x"},
+                                                           "measured": {"step_seconds": 1.0}, "device": {"kind": "cpu"}}}))
+    (tmp_path / "runs" / "listed").mkdir()
+    (tmp_path / "runs" / "listed" / "run.json").write_text("[1, 2]")
     r = subprocess.run([sys.executable, "-m", "alignlab", "plan", "--calibrate", str(tmp_path / "runs"), "--json"],
                        capture_output=True, text=True, env={**__import__("os").environ, "ALIGNLAB_HOME": str(tmp_path / "home")})
     assert r.returncode == 0, r.stderr
+    assert "foreign/run.json: its plan record cannot be read" in r.stderr.replace("\n", "")
     rep = json.loads(r.stdout)
     assert rep["cpu"]["runs"][0]["ratio"] == pytest.approx(1.0, rel=1e-3)  # one offline run: fitted exactly
     saved = json.loads((tmp_path / "home" / "plan-factors.json").read_text())

@@ -54,10 +54,20 @@ def _records(runs: list[Path]) -> list[dict]:
             info = json.loads((run / "run.json").read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        plan = info.get("plan") or {}
+        plan = info.get("plan") if isinstance(info, dict) else None
+        if not isinstance(plan, dict):
+            continue
         m = plan.get("measured") or {}
-        if plan.get("workload") and m.get("step_seconds") and plan.get("model_shape"):
-            out.append({"run": str(run), **plan})
+        if not (plan.get("workload") and isinstance(m, dict) and m.get("step_seconds") and plan.get("model_shape")):
+            continue
+        try:  # a record from another version, or edited by hand, is skipped with a word, not the end of the fit
+            _unit({"run": str(run), **plan}, DEFAULT_FACTORS.get(plan["device"]["kind"], DEFAULT_FACTORS["cpu"]))
+        except (AlignlabError, KeyError, TypeError, ValueError, AttributeError) as err:
+            from alignlab.progress import console
+
+            console.print(f"[yellow]warning[/]: {run / 'run.json'}: its plan record cannot be read ({type(err).__name__}); skipped")
+            continue
+        out.append({"run": str(run), **plan})
     return out
 
 
