@@ -559,3 +559,34 @@ def test_the_modelfile_carries_the_system_prompt_the_template_adds():
                   "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
     assert default_system(no_default) is None
     assert default_system("{{ raise_exception('no') }}") is None and default_system("") is None
+
+
+def test_llama_attention_biases_go_out_in_llama_cpps_rope_order(tmp_path):
+    """llama.cpp adds q/k biases before its rope, so its converter permutes them as it permutes the weights: written in
+    Hugging Face's order they gave a Llama with attention_bias the wrong attention."""
+    import torch
+    from gguf import GGUFReader
+    from safetensors.torch import load_file, save_file
+
+    from alignlab.export.gguf_file import _permute, write_gguf
+
+    base = make_small_vocab_model(tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
+    weights = load_file(str(base / "model.safetensors"))
+    torch.manual_seed(0)
+    for i in range(config["num_hidden_layers"]):
+        for proj, rows in (("q", config["hidden_size"]), ("k", config["hidden_size"] // config["num_attention_heads"]
+                                                         * config.get("num_key_value_heads", config["num_attention_heads"])),
+                           ("v", config["hidden_size"] // config["num_attention_heads"]
+                            * config.get("num_key_value_heads", config["num_attention_heads"])), ("o", config["hidden_size"])):
+            weights[f"model.layers.{i}.self_attn.{proj}_proj.bias"] = torch.randn(rows)
+    save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
+    write_gguf(base, tmp_path / "m.gguf", quant="f16")
+    tensors = {t.name: t for t in GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    heads, kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    q = weights["model.layers.0.self_attn.q_proj.bias"].numpy()
+    k = weights["model.layers.0.self_attn.k_proj.bias"].numpy()
+    assert (tensors["blk.0.attn_q.bias"].data.astype("float32") == _permute(q, heads, heads)).all()
+    assert (tensors["blk.0.attn_k.bias"].data.astype("float32") == _permute(k, heads, kv)).all()
+    assert not (_permute(q, heads, heads) == q).all()  # the permutation moves them

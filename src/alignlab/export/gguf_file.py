@@ -281,9 +281,10 @@ def _write_tensors(writer, model_dir: Path, config: dict, arch, quant: str) -> d
         new = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if new is None:
             raise AlignlabError(f"GGUF export: no GGUF name for tensor '{hf_name}'", where=str(model_dir))
-        if arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("q_proj.weight"):
+        # biases too (Llama/Mistral with attention_bias): llama.cpp adds them before its rope, as its converter writes them
+        if arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             data = _permute(data, n_head, n_head)
-        elif arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("k_proj.weight"):
+        elif arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
             data = _permute(data, n_head, n_head_kv)
         kind = qtype
         if data.ndim <= 1 or new.endswith("_norm.weight") or not new.endswith(".weight"):
