@@ -150,6 +150,12 @@ class TrainConfig(_Strict):
         default_factory=dict, description="passed straight to the TRL/transformers config (advanced)"
     )
 
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, v):
+        # `--set train.report_to=tensorboard,wandb` gives one string: comma-separated names, as for lora.target_modules
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
     @field_validator("max_steps")
     @classmethod
     def _steps(cls, v: int) -> int:

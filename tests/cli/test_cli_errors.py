@@ -73,6 +73,8 @@ def test_on_and_off_are_taken_as_written(monkeypatch, capsys, tmp_path):
     assert (train.shared_prompt, train.gradient_checkpointing) == ("off", "on")
     cfg = apply_overrides(ProjectConfig(), parse_set(["train.gradient_checkpointing=on", "dpo.precompute_ref=off"]))
     assert (cfg.train.gradient_checkpointing, cfg.dpo.precompute_ref) == ("on", "off")
+    cfg = apply_overrides(ProjectConfig(), parse_set(["train.report_to=tensorboard, wandb"]))  # a list as names
+    assert cfg.train.report_to == ["tensorboard", "wandb"]
 
 
 def test_unknown_key_and_bad_value_name_the_key(monkeypatch, capsys, tmp_path):
