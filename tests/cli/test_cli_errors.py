@@ -114,6 +114,12 @@ def test_init_refuses_to_overwrite(monkeypatch, capsys, tmp_path):
     assert code == 2 and "already exists" in one_error(lines)
 
 
+def test_qlora_refused_for_a_reward_model(monkeypatch, capsys, tmp_path):
+    """It loaded the base in full precision on CUDA while the plan and the card said 4-bit."""
+    code, lines = run_cli(monkeypatch, capsys, "train", "rm", "--data", str(pairs(tmp_path)), "--qlora", cwd=tmp_path)
+    assert code == 2 and "QLoRA is not supported for it" in one_error(lines), lines
+
+
 def test_qlora_refused_on_cpu(monkeypatch, capsys, tmp_path):
     code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--qlora", "--data", str(pairs(tmp_path)), cwd=tmp_path)
     assert code == 2 and "QLoRA" in one_error(lines) and "CUDA" in lines[-1]

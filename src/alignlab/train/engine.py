@@ -149,6 +149,9 @@ def prepare(
     if cfg.train.precision == "fp16" and not cfg.lora.enabled:  # pure fp16 weights and AdamW state, no loss scale
         raise AlignlabError("a full fine-tune in fp16 is not loss-scaled and diverges (loss 8.3 -> 12.2 in 3 steps on a "
                             "small model)", fix="use --precision bf16 or fp32 for --full, or train a LoRA adapter in fp16")
+    if cfg.lora.qlora and spec.task == methods.SEQ_CLS:  # load_sequence_classifier has no 4-bit path
+        raise AlignlabError("a reward model trains on a bf16/fp32 base: QLoRA is not supported for it",
+                            fix="drop --qlora (LoRA still adapts the base)")
     if cfg.lora.qlora and not device.startswith("cuda"):
         raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")
     path = resolve_data(data)
