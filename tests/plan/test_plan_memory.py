@@ -101,6 +101,14 @@ def test_grpo_generation_and_training_do_not_overlap():
     assert peak_bytes(vllm) == pytest.approx(sum(vllm.values()))
 
 
+def test_online_methods_on_a_cpu_hold_the_samplers_copy():
+    """train/sampler.GenerationCopy keeps a merged, untied copy of the policy for the whole run (bf16 here)."""
+    w = Workload(method="grpo", lora_r=1, batch=1, num_generations=2, prompt_len=2, completion_len=3)
+    m = memory(TINY, w, CPU)
+    assert m["generation_copy"] == (TINY.total_params + 10 * 4) * 2.0  # plus the untied head's vocab x hidden
+    assert "generation_copy" not in memory(TINY, w, GPU)
+
+
 def test_ppo_is_planned_as_it_trains():
     """train/ppo.py draws one answer per prompt and does not accumulate; --full is refused there."""
     w = Workload(method="ppo", batch=4, num_generations=4, grad_accum=8, prompt_len=2, completion_len=3)
@@ -187,7 +195,7 @@ def test_a_cuda_device_name_finds_its_own_row():
     an L4: every part of the key must be a word of the name."""
     from alignlab.plan.record import match_gpu
 
-    assert match_gpu("NVIDIA H100 80GB HBM3") == "h100" and match_gpu("NVIDIA H100 PCIe") == "h100"
+    assert match_gpu("NVIDIA H100 80GB HBM3") == "h100" and match_gpu("NVIDIA H100 PCIe") == "h100-pcie"  # not SXM figures
     assert match_gpu("NVIDIA A100-SXM4-80GB") == "a100-80gb" and match_gpu("NVIDIA A100-PCIE-40GB") == "a100-40gb"
     assert match_gpu("NVIDIA GeForce RTX 4090") == "rtx-4090" and match_gpu("Tesla T4") == "t4"
     assert match_gpu("NVIDIA L40S") is None and match_gpu("NVIDIA GH200 480GB") is None

@@ -21,6 +21,8 @@ Memory (bytes), each term written out in :func:`memory`:
   vLLM colocate reservation (a fraction of the card, TRL's ``vllm_gpu_memory_utilization`` 0.3), held for the
   whole run and so on top of training's peak;
 - PPO: the value head (hidden+1) and any reward model's weights;
+- generation_copy (online methods on a CPU): the sampler's merged, untied copy of the policy, bf16 where the CPU
+  multiplies bf16 natively, else fp32;
 - runtime: the CUDA context, or on a CPU the interpreter with torch, transformers, TRL and datasets
   loaded (measured: :data:`CPU_RUNTIME_BYTES`).
 
@@ -227,6 +229,10 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
             kv = seqs * ctx * L * 2 * shape.kv_dim * ab
             out["generation"] = kv + seqs * shape.vocab * 4.0 * 2
         out["reward_model"] = w.reward_params * (4.0 if device.kind == "cpu" else 2.0)
+        if device.kind == "cpu":  # train/sampler.GenerationCopy: a merged copy of the policy to sample from, untied,
+            # in bf16 where the CPU multiplies it natively (else fp32), held for the whole run
+            copy = shape.total_params + (shape.vocab * shape.hidden if shape.tied else 0)
+            out["generation_copy"] = copy * (2.0 if device.bf16 else 4.0)
         if w.method == methods.PPO:
             out["critic"] = (h + 1) * 16.0  # value head: weights, gradient, two moments (fp32)
     out["runtime"] = CPU_RUNTIME_BYTES if device.kind == "cpu" else (CUDA_CONTEXT_BYTES if device.kind == "cuda" else 0.0)

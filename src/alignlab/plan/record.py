@@ -303,8 +303,10 @@ def after_training(record: dict, durations: list[float], device: str, steps: int
         "step_durations": [round(x, 3) for x in durations],
         "steps": steps,
     }
+    # like for like: torch.cuda.max_memory_allocated holds no CUDA context, which the plan's peak counts (runtime)
+    planned = est["peak_memory_gib"] - (est.get("memory_gib", {}).get("runtime", 0.0) if device.startswith("cuda") else 0.0)
     record["ratio"] = {
-        "memory": round(est["peak_memory_gib"] / record["measured"]["peak_memory_gib"], 3) if peak else None,
+        "memory": round(planned / record["measured"]["peak_memory_gib"], 3) if peak else None,
         "time": round(est["step_seconds"] / sps, 3) if sps else None,
         "time_busy": round(est["step_seconds"] / busy, 3) if busy else None,
     }
