@@ -174,14 +174,7 @@ def register(app: typer.Typer) -> None:
         if allow_outside_rewards:  # read by alignlab.rewards.compose, here and in launched processes
             os.environ["ALIGNLAB_ALLOW_OUTSIDE_REWARDS"] = "1"
         if resume is not None:
-            given = {"--data": data, "--model": model, "--lr": lr, "--epochs": epochs, "--max-steps": max_steps,
-                     "--batch-size": batch_size, "--grad-accum": grad_accum, "--max-length": max_length, "--beta": beta,
-                     "--seed": seed, "--lora-r": lora_r, "--lora-alpha": lora_alpha, "--full": full or None,
-                     "--qlora": qlora or None, "--device": device, "--precision": precision, "--rewards": rewards,
-                     "--report-to": report_to, "--set": set_, "--from": init_adapter, "--name": name}
-            if stray := [flag for flag, value in given.items() if value is not None]:
-                raise AlignlabError(f"--resume continues the run with the settings it started with; {', '.join(stray)} "
-                                    "would be ignored", fix=f"drop {', '.join(stray)}, or start a new run")
+            _nothing_else_with_resume(locals())
             resume = rundir.check_run_dir(resume)
             cfg, data, init_adapter = _resumed(resume, method)
             run_dir, root = resume, None
@@ -219,6 +212,22 @@ def register(app: typer.Typer) -> None:
         out = engine.run(ctx, data, resume=resume is not None)
         if engine.is_main_process():
             _finished(out, method, cfg, root)
+
+
+# the options that set up a new run: beside --resume they would be ignored
+_NEW_RUN_FLAGS = {"data": "--data", "model": "--model", "lr": "--lr", "epochs": "--epochs", "max_steps": "--max-steps",
+                  "batch_size": "--batch-size", "grad_accum": "--grad-accum", "max_length": "--max-length",
+                  "beta": "--beta", "seed": "--seed", "lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "full": "--full",
+                  "qlora": "--qlora", "device": "--device", "precision": "--precision", "rewards": "--rewards",
+                  "report_to": "--report-to", "set_": "--set", "init_adapter": "--from", "name": "--name"}
+
+
+def _nothing_else_with_resume(options: dict) -> None:
+    """--resume continues a run with the settings it started with: a flag beside it would be ignored, so it is refused."""
+    stray = [flag for key, flag in _NEW_RUN_FLAGS.items() if options.get(key) not in (None, False)]
+    if stray:
+        raise AlignlabError(f"--resume continues the run with the settings it started with; {', '.join(stray)} "
+                            "would be ignored", fix=f"drop {', '.join(stray)}, or start a new run")
 
 
 def _resumed(resume: Path, method: str):
