@@ -314,11 +314,13 @@ class JudgeConfig(_Strict):
 
     url: str | None = Field(None, description="OpenAI-compatible base URL; none: $ALIGNLAB_JUDGE_URL")
     model: str | None = Field(None, description="model name at the endpoint; none: $ALIGNLAB_JUDGE_MODEL")
-    key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    key_env: str | None = Field(None, description="environment variable holding the API key; none: $OPENAI_API_KEY, "
+                                "sent to api.openai.com only; '' = no key")
 
     def settings(self, url: str | None = None, model: str | None = None, key_env: str | None = None) -> dict:
         """The judge_url / judge_model / judge_key_env arguments of ``eval.raters``: flags over this section."""
-        return {"judge_url": url or self.url, "judge_model": model or self.model, "judge_key_env": key_env or self.key_env}
+        return {"judge_url": url or self.url, "judge_model": model or self.model,
+                "judge_key_env": key_env if key_env is not None else self.key_env}  # '' is "no key", not "unset"
 
 
 class ProjectConfig(_Strict):

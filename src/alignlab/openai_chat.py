@@ -29,22 +29,29 @@ def _on_this_machine(host: str | None) -> bool:
         return False
 
 
-def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[str, str]:
-    """The Authorization header for ``url`` from ``$api_key_env`` (none when it is unset or not named).
+OPENAI_KEY_ENV = "OPENAI_API_KEY"  # sent unasked to OpenAI's own API only
 
-    A key never goes over plain http to another machine: anyone on the way could read it. That is an
-    error rather than a silent omission, so a server that needs the key does not fail later with a 401.
+
+def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[str, str]:
+    """The Authorization header for ``url`` from ``$api_key_env`` (none when it is unset or named as '').
+
+    ``api_key_env`` None (nothing named): ``$OPENAI_API_KEY``, and only to api.openai.com; a key for another host
+    goes there when its variable is named. A key never goes over plain http to another machine: anyone on the way
+    could read it. That is an error rather than a silent omission, so a server that needs the key does not fail
+    later with a 401.
     """
+    parts = urlsplit(url)
+    if api_key_env is None:
+        api_key_env = OPENAI_KEY_ENV if parts.hostname == "api.openai.com" else ""
     key = os.environ.get(api_key_env) if api_key_env else None
     if not key:
         return {}
-    parts = urlsplit(url)
     if parts.scheme != "https" and not _on_this_machine(parts.hostname):
         raise AlignlabError(
             f"refusing to send ${api_key_env} to {who} endpoint {url}: plain http to another machine would show the key"
             " to anyone on the way",
-            fix=f"use an https:// URL, a server on this machine (127.0.0.1), or no key (name an unset variable as the {who}'s"
-            " key env, e.g. api_key_env: '')",
+            fix=f"use an https:// URL, a server on this machine (127.0.0.1), or send no key (--{who}-key-env '', or "
+                "key_env: '' in alignlab.yaml's judge section)",
         )
     return {"Authorization": f"Bearer {key}"}
 

@@ -72,3 +72,20 @@ def test_where_the_key_may_go(monkeypatch):
     monkeypatch.delenv("SOME_KEY")
     assert auth_header("http://192.168.1.5/v1", "SOME_KEY") == {}  # named but unset
     LLMJudge("http://192.168.1.5:11434/v1", "m", api_key_env="SOME_KEY")  # a keyless LAN server is fine
+
+
+def test_the_openai_key_goes_to_openai_only_unless_its_variable_is_named(monkeypatch):
+    """With nothing named, $OPENAI_API_KEY went to any https teacher or judge, a third party's included."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    assert auth_header("https://api.openai.com/v1/chat/completions", None) == {"Authorization": "Bearer sk-secret"}
+    assert auth_header("https://llm.example.com/v1/chat/completions", None) == {}
+    assert auth_header("http://127.0.0.1:8000/v1/chat/completions", None) == {}
+    named = auth_header("https://llm.example.com/v1/chat/completions", "OPENAI_API_KEY")
+    assert named == {"Authorization": "Bearer sk-secret"}  # named: the user sends it there
+    assert auth_header("https://api.openai.com/v1/chat/completions", "") == {}  # '' is no key
+
+
+def test_an_empty_judge_key_env_flag_means_no_key():
+    from alignlab.config import JudgeConfig
+
+    assert JudgeConfig(key_env="MY_KEY").settings(key_env="")["judge_key_env"] == ""

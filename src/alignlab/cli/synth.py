@@ -22,7 +22,7 @@ def _register_synth(app: typer.Typer) -> None:
     def synth(
         teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (default: the local model)"),
         teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model name at the endpoint"),
-        teacher_key_env: str = typer.Option("OPENAI_API_KEY", "--teacher-key-env", help="env var holding the endpoint's API key"),
+        teacher_key_env: Optional[str] = typer.Option(None, "--teacher-key-env", help="env var holding the endpoint's API key (default: $OPENAI_API_KEY, sent to api.openai.com only; '' = no key)"),
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="local teacher: this run's adapter (default: the base)"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="local teacher's base model (default: the project's)"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),

@@ -209,7 +209,7 @@ def get_rater(
     persona: str | None = None,
     judge_url: str | None = None,
     judge_model: str | None = None,
-    judge_key_env: str = "OPENAI_API_KEY",
+    judge_key_env: str | None = None,
     judge_cache: bool = True,
     voice_only: bool = False,
 ) -> Rater:

@@ -193,7 +193,7 @@ class LLMJudge:
         self,
         base_url: str,
         model: str,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str | None = None,
         rubric: str = DEFAULT_RUBRIC,
         timeout: float = 30.0,
         retries: int = 3,

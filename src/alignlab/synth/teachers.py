@@ -52,7 +52,7 @@ class EndpointTeacher:
     timeouts, 429 and 5xx are retried ``retries`` times with exponential backoff; then one error naming the URL.
     """
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 60.0,
                  retries: int = 2, backoff: float = 0.5, max_workers: int = 8):
         if not str(base_url).startswith(("http://", "https://")):
             raise AlignlabError(f"teacher URL '{base_url}' is not an http(s) URL", fix="e.g. --teacher-url http://127.0.0.1:8000/v1")
