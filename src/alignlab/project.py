@@ -26,7 +26,8 @@ def labelled_pairs(root: Path) -> list[Path]:
     cfg_path = Path(root) / CONFIG_NAME
     data_dir = Path(root) / (load_config(cfg_path).data_dir if cfg_path.is_file() else "data")
     rounds = sorted((data_dir / "loop").glob(f"round*_{methods.DPO}.jsonl"))
-    return [data_dir / name for name in LABELLED_PAIRS if (data_dir / name).is_file()] + rounds
+    found = [data_dir / name for name in LABELLED_PAIRS if (data_dir / name).is_file()] + rounds
+    return [f for f in found if f.read_text(encoding="utf-8", errors="replace").strip()]  # an empty file holds no labels
 
 
 def _model_for_config(model: str) -> str:

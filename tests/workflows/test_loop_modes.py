@@ -139,3 +139,15 @@ def test_a_persona_of_your_own_starts_the_loop_from_prompts_alone(tmp_path, tiny
     # the round's own picks are the persona's first labels: the round is scored on them, with the caveat
     assert row["persona_score"] is not None and row["eval_rater"] == "scorecard"
     assert any("round 1 done: persona" in line for line in seen)
+
+
+def test_an_empty_round_file_is_no_labels(tmp_path):
+    """A round whose picks were all ties left an empty round file, which every later loop and eval then refused
+    ("the file has no rows")."""
+    from alignlab.project import labelled_pairs
+
+    (tmp_path / "alignlab.yaml").write_text("name: p\n")
+    (tmp_path / "data" / "loop").mkdir(parents=True)
+    (tmp_path / "data" / "loop" / "round1_dpo.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    (tmp_path / "data" / "loop" / "round2_dpo.jsonl").write_text("")
+    assert [p.name for p in labelled_pairs(tmp_path)] == ["round1_dpo.jsonl"]

@@ -338,6 +338,8 @@ class _Loop:
                                       self.echo)
                 row = self.store.update_round(r, judgements=got)
             summary = export(self.store, spec.feedback, data, round=r)
+            if not summary["rows"]:
+                data.unlink(missing_ok=True)  # an empty file would count as the project's labels (project.labelled_pairs)
             if summary["rows"] or self.label.automatic:
                 break
             self.echo(f"round {r}: no {self.s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
