@@ -72,3 +72,23 @@ def test_unreachable_endpoint_is_one_line_with_the_url(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith(f"error: teacher endpoint {url}/chat/completions is unreachable (")
+
+
+def test_pairs_kept_before_an_endpoint_fails_are_written(tmp_path, monkeypatch):
+    """A failure in a later batch threw away every pair the finished batches had kept (and their paid requests)."""
+    from alignlab.synth.pairs import PartialPairs
+
+    class FailsLater:
+        name, calls = "flaky", 0
+
+        def answer(self, prompts, system_prompt, n=1, **kw):
+            self.calls += 1
+            if self.calls > 2:  # the second batch's first request
+                raise AlignlabError("teacher endpoint http://127.0.0.1:9/v1/chat/completions failed (HTTP 500)")
+            return [[("Obviously, " if system_prompt else "") + f"answer to {p} number {i}" for i in range(n)] for p in prompts]
+
+    with pytest.raises(PartialPairs) as err:
+        build_pairs(FailsLater(), [f"q{i}" for i in range(12)], get_rater("reward:persona_heuristic"), "Be snarky.",
+                    candidates=1, batch_size=8)
+    assert err.value.done == 8 and len(err.value.rows) == 8
+    assert "HTTP 500" in str(err.value.__cause__)

@@ -27,6 +27,7 @@ def _register_synth(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="local teacher's base model (default: the project's)"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
+        skip: int = typer.Option(0, "--skip", min=0, help="leave out the first N prompts (to go on after a run that stopped part way)"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/pairs.jsonl when the project has none yet, so `train` and `recipe` find it; else data/synth_pairs.jsonl)"),
         candidates: int = typer.Option(4, "--candidates", "-k", min=1, help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
         rater: Optional[str] = typer.Option(None, "--rater", help="judge, classifier, contrast or reward:<name> (default: reward:persona_heuristic, snark markers, for the example persona; contrast, the default model's voice contrast, for another)"),
@@ -47,11 +48,12 @@ def _register_synth(app: typer.Typer) -> None:
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.eval.raters import get_rater
-        from alignlab.synth import (EndpointTeacher, LocalTeacher, build_pairs, default_prompts, persona_prompt as make_prompt,
+        from alignlab.synth import (EndpointTeacher, LocalTeacher, default_prompts, persona_prompt as make_prompt,
                                     prompt_rows, summary_line, write_pairs)
 
         cfg, root = project_config(project)
-        rows = prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "train")), limit=limit)
+        rows = prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "train")))[skip:]
+        rows = rows[:limit] if limit else rows
         if rater is None:
             from alignlab.config import DEFAULT_PERSONA
 
@@ -77,10 +79,11 @@ def _register_synth(app: typer.Typer) -> None:
         from alignlab.synth.opening import reference_of
 
         refs = [reference_of(r) for r in rows]  # the bundled prompts carry one for 186 of 269
-        pairs, summary = build_pairs(teacher, [r["prompt"] for r in rows], judge, persona_prompt or make_prompt(cfg.persona),
-                                     candidates=candidates, max_length_ratio=max_length_ratio, min_margin=min_margin,
-                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                     references=refs, correct=correctness_scorer().correct if any(refs) else None)
+        pairs, summary = _build_or_keep(out, skip, teacher, [r["prompt"] for r in rows], judge,
+                                        persona_prompt or make_prompt(cfg.persona), candidates=candidates,
+                                        max_length_ratio=max_length_ratio, min_margin=min_margin,
+                                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                        references=refs, correct=correctness_scorer().correct if any(refs) else None)
         if pairs:  # an empty file would pass for a finished result (and replace a good one)
             write_pairs(out, pairs)
         typer.echo(summary_line(summary, out))
@@ -94,6 +97,24 @@ def _register_synth(app: typer.Typer) -> None:
             typer.echo(f"{cfg.data_dir}/pairs.jsonl exists, so these went beside it (the scorecard reads both); "
                        f"train on them: alignlab recipe --pairs {cfg.data_dir}/synth_pairs.jsonl, or add them to the "
                        f"project's pairs: cat {cfg.data_dir}/synth_pairs.jsonl >> {cfg.data_dir}/pairs.jsonl")
+
+
+def _build_or_keep(out: Path, skip: int, teacher, prompts: list[str], *args, **kwargs):
+    """``build_pairs``; when it stops part way (an endpoint down, Ctrl-C), the pairs the finished batches kept are
+    written to ``out`` and the error says how to go on."""
+    from alignlab.errors import AlignlabError
+    from alignlab.synth import build_pairs, write_pairs
+    from alignlab.synth.pairs import PartialPairs
+
+    try:
+        return build_pairs(teacher, prompts, *args, **kwargs)
+    except PartialPairs as part:
+        write_pairs(out, part.rows)
+        cause = part.__cause__
+        why = str(cause) if isinstance(cause, AlignlabError) else type(cause).__name__
+        raise AlignlabError(f"stopped after {part.done} of {len(prompts)} prompts ({why}); the {len(part.rows)} pairs "
+                            f"kept so far are in {out}",
+                            fix=f"go on with --skip {skip + part.done} --out another.jsonl, then join the two files") from cause
 
 
 def _register_distil(app: typer.Typer) -> None:

@@ -34,6 +34,37 @@ def length_ratio(a: str, b: str) -> float:
     return max(la, lb) / min(la, lb)
 
 
+class PartialPairs(Exception):
+    """A failure (an endpoint down, Ctrl-C) once some batches finished: the ``rows`` kept from the first ``done``
+    prompts; the error that stopped the rest is the ``__cause__``."""
+
+    def __init__(self, rows: list[dict], done: int):
+        super().__init__(f"stopped after {done} prompts")
+        self.rows, self.done = rows, done
+
+
+def _pair(prompt: str, persona: list[str], plain: list[str], scores: list[float], j: int, n_part: int, k: int,
+          right: list[bool], max_length_ratio: float, min_margin: float) -> dict | str:
+    """One prompt's pair, or why it was dropped: the best in-persona answer that may be chosen, against the plain
+    answer nearest it in length (then the lowest scored)."""
+    mid = n_part * k
+    ours = [x for x, ok in zip(zip(persona, scores[j * k : (j + 1) * k]), right) if ok]
+    if not ours:
+        return "chosen_wrong"
+    theirs = list(zip(plain, scores[mid + j * k : mid + (j + 1) * k]))
+    chosen, c_score = max(ours, key=lambda x: x[1])
+    rejected, r_score = min(theirs, key=lambda x: (length_ratio(chosen, x[0]), x[1]))
+    if not chosen.strip() or not rejected.strip():
+        return "empty"
+    if chosen.strip() == rejected.strip():
+        return "identical"
+    if length_ratio(chosen, rejected) > max_length_ratio:
+        return "length"
+    if c_score - r_score <= min_margin:
+        return "no_persona_gain"
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def build_pairs(
     teacher,
     prompts: list[str],
@@ -66,38 +97,32 @@ def build_pairs(
         raise AlignlabError(f"--max-length-ratio must be >= 1, got {max_length_ratio}")
     gen = dict(n=candidates, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     rows: list[dict] = []
-    why = {"empty": 0, "identical": 0, "no_persona_gain": 0, "chosen_wrong": 0}
-    dropped_length = 0
-    with progress_bar() as bar:
-        task = bar.add_task("synth", total=len(prompts))
-        for i in range(0, len(prompts), batch_size):
-            part = prompts[i : i + batch_size]
-            persona = teacher.answer(part, system_prompt, **gen)
-            plain = teacher.answer(part, None, **gen)
-            k = candidates
-            flat_a = [a for group in persona for a in group] + [a for group in plain for a in group]
-            scores = rater.score([p for p in part for _ in range(k)] * 2, flat_a)
-            mid = len(part) * k
-            right = _correct_candidates(persona, prompts, i, references, correct)
-            for j, prompt in enumerate(part):
-                ours = [x for x, ok in zip(zip(persona[j], scores[j * k : (j + 1) * k]), right[j]) if ok]
-                if not ours:
-                    why["chosen_wrong"] += 1
-                    continue
-                theirs = list(zip(plain[j], scores[mid + j * k : mid + (j + 1) * k]))
-                chosen, c_score = max(ours, key=lambda x: x[1])
-                rejected, r_score = min(theirs, key=lambda x: (length_ratio(chosen, x[0]), x[1]))
-                if not chosen.strip() or not rejected.strip():
-                    why["empty"] += 1
-                elif chosen.strip() == rejected.strip():
-                    why["identical"] += 1
-                elif length_ratio(chosen, rejected) > max_length_ratio:
-                    dropped_length += 1
-                elif c_score - r_score <= min_margin:
-                    why["no_persona_gain"] += 1
-                else:
-                    rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-            bar.advance(task, len(part))
+    why = {"empty": 0, "identical": 0, "no_persona_gain": 0, "chosen_wrong": 0, "length": 0}
+    done = 0
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("synth", total=len(prompts))
+            for i in range(0, len(prompts), batch_size):
+                part = prompts[i : i + batch_size]
+                persona = teacher.answer(part, system_prompt, **gen)
+                plain = teacher.answer(part, None, **gen)
+                flat_a = [a for group in persona for a in group] + [a for group in plain for a in group]
+                scores = rater.score([p for p in part for _ in range(candidates)] * 2, flat_a)
+                right = _correct_candidates(persona, prompts, i, references, correct)
+                for j, prompt in enumerate(part):
+                    row = _pair(prompt, persona[j], plain[j], scores, j, len(part), candidates, right[j],
+                                max_length_ratio, min_margin)
+                    if isinstance(row, str):
+                        why[row] += 1
+                    else:
+                        rows.append(row)
+                done = i + len(part)
+                bar.advance(task, len(part))
+    except (Exception, KeyboardInterrupt) as err:
+        if rows:  # the finished batches' pairs are not lost with the batch that failed
+            raise PartialPairs(rows, done) from err
+        raise
+    dropped_length = why.pop("length")
     summary = {"prompts": len(prompts), "kept": len(rows), "dropped_length": dropped_length,
                "dropped_other": sum(why.values()), "other": why, "rater": rater.name,
                "max_length_ratio": max_length_ratio, "min_margin": min_margin}
