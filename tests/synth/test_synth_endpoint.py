@@ -92,3 +92,17 @@ def test_pairs_kept_before_an_endpoint_fails_are_written(tmp_path, monkeypatch):
                     candidates=1, batch_size=8)
     assert err.value.done == 8 and len(err.value.rows) == 8
     assert "HTTP 500" in str(err.value.__cause__)
+
+
+def test_answers_cut_at_the_token_cap_are_kept_to_their_last_sentence():
+    """Both sides cut mid-sentence at max_new_tokens passed as a pair (their length ratio near 1)."""
+
+    class Cut:
+        name = "cut"
+
+        def answer(self, prompts, system_prompt, n=1, **kw):
+            text = "Obviously, it is Paris. Everyone knows that and the" if system_prompt else "It is Paris. The city has a"
+            return [[text] * n for _ in prompts]
+
+    rows, _ = build_pairs(Cut(), ["Capital of France?"], get_rater("reward:persona_heuristic"), "Be snarky.", candidates=1)
+    assert rows == [{"prompt": "Capital of France?", "chosen": "Obviously, it is Paris.", "rejected": "It is Paris."}]

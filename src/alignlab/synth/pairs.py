@@ -87,6 +87,7 @@ def build_pairs(
     answers that agree with the reference (at least 0.5); a prompt whose in-persona answers are all wrong is dropped
     (``chosen_wrong``): a pair must teach the voice, not a wrong fact."""
     from alignlab.progress import progress_bar
+    from alignlab.synth.opening import trim_unfinished
 
     if not getattr(rater, "automatic", True):
         raise AlignlabError(f"synth needs an automatic rater, not the person '{rater.name}'",
@@ -104,8 +105,9 @@ def build_pairs(
             task = bar.add_task("synth", total=len(prompts))
             for i in range(0, len(prompts), batch_size):
                 part = prompts[i : i + batch_size]
-                persona = teacher.answer(part, system_prompt, **gen)
-                plain = teacher.answer(part, None, **gen)
+                # an answer cut at max_new_tokens is kept up to its last finished sentence, both sides alike
+                persona = [[trim_unfinished(a) or a for a in g] for g in teacher.answer(part, system_prompt, **gen)]
+                plain = [[trim_unfinished(a) or a for a in g] for g in teacher.answer(part, None, **gen)]
                 flat_a = [a for group in persona for a in group] + [a for group in plain for a in group]
                 scores = rater.score([p for p in part for _ in range(candidates)] * 2, flat_a)
                 right = _correct_candidates(persona, prompts, i, references, correct)
