@@ -56,6 +56,14 @@ def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[s
     return {"Authorization": f"Bearer {key}"}
 
 
+def _retry_after(resp) -> float:
+    """Seconds a 429/503's Retry-After header asks for (capped at 60), or 0."""
+    try:
+        return min(60.0, max(0.0, float(resp.headers.get("retry-after", 0))))
+    except ValueError:
+        return 0.0
+
+
 def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout: float, retries: int,
               backoff: float, who: str, fixes: Fixes) -> str:
     """POST ``body`` to ``url`` and return the first choice's text.
@@ -66,14 +74,15 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
     import httpx
 
     headers = auth_header(url, api_key_env, who)
-    problem, answered = "", False
+    problem, answered, timed_out, wait = "", False, False, 0.0
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
+            time.sleep(max(wait, backoff * 2 ** (attempt - 1)))
+        wait = 0.0
         try:
             resp = client.post(url, json=body, headers=headers)
         except httpx.TimeoutException:
-            problem = f"timed out after {timeout:g}s"
+            problem, timed_out = f"no answer within {timeout:g}s", True
             continue
         except httpx.TransportError as err:
             problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no connection'}"
@@ -81,6 +90,7 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
         if resp.status_code == 429 or resp.status_code >= 500:
             problem = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
             answered = True
+            wait = _retry_after(resp)  # a rate limit says when to come back: at most a minute is waited
             continue
         if resp.status_code in (401, 403):
             raise AlignlabError(f"{who} endpoint {url} refused the request (HTTP {resp.status_code})",
@@ -96,4 +106,8 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
     if answered:  # it is up, and failing: its own log says why
         raise AlignlabError(f"{who} endpoint {url} failed ({problem}; {retries + 1} attempts)",
                             fix=f"see the {who} server's log; a 429 means it asks for fewer requests at a time")
+    if timed_out:  # up, perhaps, but slower than the timeout with this many requests at once
+        raise AlignlabError(f"{who} endpoint {url} is too slow ({problem}; {retries + 1} attempts)",
+                            fix="a server that answers one request at a time needs a longer timeout or fewer at once; "
+                                "check that it is running")
     raise AlignlabError(f"{who} endpoint {url} is unreachable ({problem}; {retries + 1} attempts)", fix=fixes.unreachable)

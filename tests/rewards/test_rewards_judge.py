@@ -21,7 +21,8 @@ from alignlab.rewards import LLMJudge, judge_pair, load_spec
 class FakeJudge:
     def __init__(self):
         self.requests = 0
-        self.fail_first = 0  # answer this many requests with HTTP 503
+        self.fail_first = 0  # answer this many requests with HTTP 503 (429 with retry_after set)
+        self.retry_after: str | None = None
         self.biased = False
         self.delay = 0.0
         self.required_key: str | None = None
@@ -51,9 +52,11 @@ def server():
         def log_message(self, *args):
             pass
 
-        def _send(self, code: int, payload: dict):
+        def _send(self, code: int, payload: dict, headers: dict | None = None):
             data = json.dumps(payload).encode()
             self.send_response(code)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -69,6 +72,8 @@ def server():
                 time.sleep(state.delay)
             if self.path != "/v1/chat/completions":
                 return self._send(404, {"error": "not found"})
+            if fail and state.retry_after:
+                return self._send(429, {"error": "slow down"}, {"Retry-After": state.retry_after})
             if fail:
                 return self._send(503, {"error": "overloaded"})
             if state.required_key and self.headers.get("Authorization") != f"Bearer {state.required_key}":
@@ -146,12 +151,21 @@ def test_gives_up_after_retries_with_the_url(server, tmp_path):
     assert "overloaded" in message and "unreachable" not in message  # it answered: its reason, not "start it"
 
 
+def test_a_rate_limit_is_waited_out_as_it_asks(server, tmp_path):
+    """A 429 with Retry-After: 1 is retried after a second, not after the 10 ms backoff (which gave up at once)."""
+    server.fail_first, server.retry_after = 1, "1"
+    judge = make_judge(server, tmp_path, retries=1, cache=False)
+    start = time.monotonic()
+    assert judge.score("q", "Obviously.") == pytest.approx(3 / 9)
+    assert time.monotonic() - start >= 0.9 and server.requests == 2
+
+
 def test_a_failing_judge_stops_the_batch_at_its_first_failure(server, tmp_path):
     """Eight queued requests to a hanging judge, two at a time: the error comes after the first, not all four rounds."""
     server.delay = 1.0
     judge = make_judge(server, tmp_path, timeout=0.3, retries=0, max_workers=2, cache=False)
     start = time.monotonic()
-    with pytest.raises(AlignlabError, match="timed out"):
+    with pytest.raises(AlignlabError, match="too slow"):
         judge(["q"] * 8, [f"answer {i}" for i in range(8)])
     assert time.monotonic() - start < 1.0  # 4 rounds of 0.3 s would take 1.2 s
 
@@ -169,7 +183,7 @@ def test_verdicts_are_cached_per_server(server, tmp_path):
 def test_timeout_is_reported(server, tmp_path):
     server.delay = 1.0
     judge = make_judge(server, tmp_path, timeout=0.2, retries=0)
-    with pytest.raises(AlignlabError, match="timed out after 0.2s"):
+    with pytest.raises(AlignlabError, match="too slow \\(no answer within 0.2s"):
         judge.score("q", "a")
 
 

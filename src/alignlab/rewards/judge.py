@@ -128,9 +128,10 @@ def parse_verdict(reply: str) -> str | None:
 
 
 JUDGE_FIXES = Fixes(
-    bad_request="check the judge's model name and base_url in the reward spec",
-    not_openai="point base_url at an OpenAI-compatible server (the URL usually ends in /v1)",
-    unreachable="start the judge server or fix base_url in the reward spec",
+    bad_request="check the judge's model name and URL (--judge-model/--judge-url, the judge: section of alignlab.yaml, "
+                "or model/base_url in the reward spec)",
+    not_openai="point the judge's URL at an OpenAI-compatible server (the URL usually ends in /v1)",
+    unreachable="start the judge server or fix its URL (--judge-url, judge.url, or base_url in the reward spec)",
 )
 
 
@@ -200,7 +201,7 @@ class LLMJudge:
         backoff: float = 1.0,
         max_workers: int = 8,
         temperature: float = 0.0,
-        max_tokens: int = 8,
+        max_tokens: int = 32,  # room for a chatty judge's verdict; 8 cut "After reading both responses, I" to a tie
         cache: bool = True,
         cache_path: str | None = None,
     ):

@@ -78,6 +78,12 @@ class EndpointTeacher:
             return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": p}]
 
         jobs = [messages(p) for p in prompts for _ in range(n)]
-        with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            flat = list(pool.map(lambda m: self._ask(client, m, temperature, top_p, max_new_tokens), jobs))
+        with httpx.Client(timeout=self.timeout) as client:
+            pool = ThreadPoolExecutor(max_workers=self.max_workers)
+            try:
+                flat = list(pool.map(lambda m: self._ask(client, m, temperature, top_p, max_new_tokens), jobs))
+            except BaseException:  # the first failure stops the rest: each queued request would wait out its timeout
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
