@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alignlab import methods
-from alignlab.config import LoopConfig
+from alignlab.config import DEFAULT_PERSONA, LoopConfig
 from alignlab.errors import AlignlabError
 from alignlab.progress import console
 
@@ -275,13 +275,15 @@ class _Loop:
                  "(the picks of this loop's own rounds count)")
         elif self.scorer.name == self.label.name:
             echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({self.label.name})[/]")
+        elif self.persona_rater is None and self.cfg.persona != DEFAULT_PERSONA and _only_loop_labels(root):
+            echo("[yellow]note: the held-out scorer is trained on this loop's own picks (no other labelled pairs); "
+                 "--eval-rater gives a score that does not come from the labeller[/]")
         self.policies = _Policies(cfg.model, pick_device(cfg.train.device))
         self.runs_dir = root / cfg.runs_dir
 
     def _scorer(self):
         """The held-out scorer; None for a persona of the user's own with no labelled pairs yet and no rater given
         (the loop starts from prompts alone; a round is scored once there are labels, its own picks included)."""
-        from alignlab.config import DEFAULT_PERSONA
         from alignlab.eval.scores import scorer_for
         from alignlab.project import labelled_pairs
 
@@ -462,3 +464,11 @@ def plot_rounds(rows: list[dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _only_loop_labels(root: Path) -> bool:
+    """Whether the project's only labelled pairs are the ones this loop's rounds exported."""
+    from alignlab.project import labelled_pairs
+
+    found = labelled_pairs(root)
+    return bool(found) and all(p.parent.name == "loop" for p in found)
