@@ -119,10 +119,38 @@ def test_sft_on_preference_pairs_learns_the_chosen_side(tmp_path):
     assert rows == [{"prompt": "p1", "completion": "good one"}, {"prompt": "p2", "completion": "good two"}]
     assert len(said) == 1 and "SFT learns the chosen answer of each (2 rows)" in said[0]
     assert validate(path, "preference").rows[0]["rejected"] == "bad one"  # other methods still read pairs
-    mixed = tmp_path / "mixed.jsonl"  # not every row a pair: read as SFT rows, the pair is refused with its line
-    mixed.write_text(path.read_text() + json.dumps({"prompt": "p3", "completion": "plain"}) + "\n")
+    mixed = tmp_path / "mixed.jsonl"  # each row read on its own: one broken pair no longer refuses all the others
+    mixed.write_text(path.read_text() + json.dumps({"prompt": "p3", "chosen": "good three"}) + "\n"
+                     + json.dumps({"chosen": "no prompt", "rejected": "x"}) + "\n")
     report = validate(mixed, "sft")
-    assert len(report.rows) == 1 and report.errors and report.errors[0].startswith(f"{mixed}:1:")
+    assert [r["completion"] for r in report.rows] == ["good one", "good two", "good three"]
+    assert report.errors == [f"{mixed}:4: missing field 'prompt'"]
+
+
+def test_sft_on_a_thumbs_file_learns_the_thumbs_up_answers_only(tmp_path):
+    """It trained on every row, the thumbs-down answers included."""
+    path = tmp_path / "kto.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": f"a{i}", "label": i % 2 == 0}) + "\n"
+                            for i in range(4)))
+    said = []
+    rows = load_dataset_rows(path, "sft", echo=said.append)
+    assert rows == [{"prompt": "p0", "completion": "a0"}, {"prompt": "p2", "completion": "a2"}]
+    assert "leaving out 2 thumbs-down" in said[0]
+
+
+def test_whole_file_formats_and_the_first_row_do_not_decide_alone(tmp_path):
+    array = tmp_path / "pairs.json"
+    array.write_text(json.dumps([{"prompt": "p", "chosen": "a", "rejected": "b"}], indent=2))
+    with pytest.raises(AlignlabError, match="it is a JSON array, not JSONL"):
+        load_dataset_rows(array, "preference")
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes("\ufeff".encode() + json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}).encode() + b"\n")
+    assert len(load_dataset_rows(bom, "preference")) == 1  # a BOM is no error
+    first_bad = tmp_path / "first_bad.jsonl"  # judged by its first row it passed as prompts; train dpo refused it
+    first_bad.write_text(json.dumps({"prompt": "p0", "chosen": "a"}) + "\n" + "".join(
+        json.dumps({"prompt": f"p{i}", "chosen": "a", "rejected": "b"}) + "\n" for i in range(1, 4)))
+    report = validate(first_bad)
+    assert report.kind == "preference" and report.errors == [f"{first_bad}:1: missing field 'rejected'"]
 
 
 def test_sft_rows_in_two_forms_are_refused_and_skip_invalid_keeps_the_larger(tmp_path):
@@ -183,3 +211,20 @@ def test_a_dominant_template_is_warned_about_and_a_small_set_is_named():
     few = ["Aye it's a fine day. Yes."] * 2 + [f"Matey {i} sails on." for i in range(6)]
     lines, warnings = template_report(few)
     assert warnings == [] and any("only 8 persona answers: a small set" in x for x in lines)
+
+
+def test_online_prompts_are_measured_with_the_system_prompt_and_a_refusing_template_is_the_rows_error(tmp_path, tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "Why is the sky blue?"}) + "\n")
+    n = validate(path, "prompts", tok, max_prompt_length=10_000)
+    assert n.rows and not n.errors
+    long_system = "You are a relentlessly snarky assistant. " * 20
+    report = validate(path, "prompts", tok, max_prompt_length=60, system_prompt=long_system)
+    assert report.errors and "over max_prompt_length=60" in report.errors[0]  # it passed, and PPO refused it later
+    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    refused = validate(path, "prompts", tok, max_prompt_length=10_000, system_prompt="Be snarky.")
+    assert refused.errors == [f"{path}:1: the model's chat template refuses this row: System role not supported"]

@@ -221,7 +221,7 @@ def test_import_then_export_round_trips(store, tmp_path):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "invalid JSON"),
         ('["a list"]', "expected a JSON object"),
         ('{"prompt": "p", "text": "x"}', "expected \\{prompt, chosen, rejected\\} or \\{prompt, completion, label\\}"),
         ('{"prompt": "p", "chosen": "x"}', "'rejected' must be a non-empty string"),
@@ -278,3 +278,11 @@ def test_a_raters_latest_score_stands_for_kto_too(store, tmp_path):
     assert _rows(tmp_path / "k.jsonl") == [
         {"prompt": "Is water wet?", "completion": "Yes, shockingly.", "label": True},
         {"prompt": "Is water wet?", "completion": "Water makes things wet.", "label": False}]
+
+
+def test_text_holding_a_unicode_line_separator_survives_export_and_import(store, tmp_path):
+    """Export writes U+2028 as it is; import split lines with str.splitlines, which breaks a row on it."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "p", "chosen": "line one\u2028line two", "rejected": "y"}, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    assert import_jsonl(store, src, rater="ann")["pairs"] == 1

@@ -218,3 +218,11 @@ def test_online_prompts_carry_the_project_system_prompt():
     assert ds[0]["prompt"][1]["content"] == "Why is the sky blue?"
     assert ds[1]["prompt"][0]["content"] == "Be brief."  # a row's own system turn stands
     assert _dataset(rows)[0]["prompt"][0]["role"] == "user"  # no system prompt set: the model's own
+
+
+def test_an_extra_column_of_mixed_types_becomes_text():
+    """answer 4 in one row and "Paris" in another: Arrow failed after the model had loaded."""
+    from alignlab.train.online import _dataset
+
+    ds = _dataset([{"prompt": "What is 2+2?", "answer": 4}, {"prompt": "Capital of France?", "answer": "Paris"}])
+    assert ds["answer"] == ["4", "Paris"]

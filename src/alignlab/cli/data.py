@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
         if method:
             kind = data_kind(method)
         tok = load_tokenizer(model or cfg.model, trust_remote_code=cfg.trust_remote_code)
-        report = validate(resolve_data(file), kind, tok, max_length or cfg.train.max_length, cfg.train.max_prompt_length)
+        report = validate(resolve_data(file), kind, tok, max_length or cfg.train.max_length, cfg.train.max_prompt_length,
+                          system_prompt=cfg.system_prompt)  # only prompts (online methods) count it
         for e in report.errors:
             typer.echo(e)
         from alignlab.data.formats import persona_texts, template_report

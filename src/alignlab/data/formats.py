@@ -62,7 +62,7 @@ def read_jsonl(path: str | Path) -> tuple[list[tuple[int, Any]], list[str]]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM (Windows editors) is no error
             except UnicodeDecodeError as err:
                 errors.append(f"{path}:{lineno}: not valid UTF-8 (byte {err.start})")
                 continue
@@ -142,7 +142,7 @@ def _check_row(row: Any, kind: str) -> str | None:
         fields = REQUIRED[kind]
     for name in fields:
         if name not in row:
-            return f"missing field '{name}'"
+            return _missing(row, name)
         if name == "label":
             if not isinstance(row[name], bool):
                 return f"'label' must be true or false, got {json.dumps(row[name])}"
@@ -157,21 +157,32 @@ def _check_row(row: Any, kind: str) -> str | None:
     return None
 
 
+def _missing(row: dict, name: str) -> str:
+    """Why a field is missing, in the terms of the TRL format the row is in when alignlab does not read that one."""
+    if name == "prompt" and isinstance(row.get("chosen"), list):
+        return ("missing field 'prompt': implicit-prompt rows (the prompt inside chosen/rejected) are not read; give "
+                "the prompt as its own field and chosen/rejected as the answers alone")
+    if name == "prompt" and "text" in row:
+        return "missing field 'prompt': a 'text' row (language modeling) is not read; write prompt/completion or messages"
+    return f"missing field '{name}'"
+
+
 def validate(
     path: str | Path,
     kind: str | None = None,
     tokenizer=None,
     max_length: int | None = None,
     max_prompt_length: int | None = None,
+    system_prompt: str | None = None,
 ) -> Report:
     """Validate a JSONL dataset. With a tokenizer and max_length, also catch responses cut to nothing."""
     pairs, errors = read_jsonl(path)
-    chosen_side = kind == "sft" and _all_preference(pairs)
-    if chosen_side:  # SFT on preference pairs learns their chosen answers
-        pairs = [(n, {"prompt": r["prompt"], "completion": r["chosen"]}) for n, r in pairs]
+    sft_note = None
+    if kind == "sft":  # SFT on a pairs file learns the chosen answers, on a thumbs file the thumbs-up ones
+        pairs, sft_note = _sft_view(path, pairs, errors)
     if kind is None:
         first = next((r for _, r in pairs if isinstance(r, dict)), None)
-        kind = detect_kind(first) if first else None
+        kind = _main_kind(pairs) if first else None
         if kind is None:
             _unknown_kind(path, pairs, errors, first)
     if kind not in KINDS:
@@ -180,13 +191,9 @@ def validate(
     truncated = 0
     for lineno, row in pairs:
         reason = _check_row(row, kind)
-        if reason is None and tokenizer is not None and max_length and kind != "prompts":
-            reason, cut = _length_check(row, kind, tokenizer, max_length, max_prompt_length)
+        if reason is None and tokenizer is not None:
+            reason, cut = _token_check(row, kind, tokenizer, max_length, max_prompt_length, system_prompt)
             truncated += cut
-        elif reason is None and tokenizer is not None and max_prompt_length and kind == "prompts":
-            n_prompt = _prompt_ids_len(row, tokenizer)  # online methods sample after the whole prompt
-            if n_prompt > max_prompt_length:
-                reason = f"prompt is {n_prompt} tokens, over max_prompt_length={max_prompt_length}"
         if reason:
             report.errors.append(f"{path}:{lineno}: {reason}")
         else:
@@ -208,8 +215,8 @@ def validate(
         )
     if not pairs and not errors:
         report.errors.append(f"{path}: the file has no rows")
-    if chosen_side and report.rows:
-        report.notes.append(f"{path}: preference pairs: SFT learns the chosen answer of each ({len(report.rows)} rows)")
+    if sft_note and report.rows:
+        report.notes.append(f"{path}: {sft_note} ({len(report.rows)} rows)")
     return report
 
 
@@ -250,15 +257,49 @@ def _unknown_kind(path, pairs: list, errors: list[str], first: dict | None) -> N
                         f"{', '.join(sorted(first)) or 'none'}", where=f"{path}:{lineno}", fix=shape)
 
 
-def _all_preference(pairs: list[tuple[int, Any]]) -> bool:
-    """Every row is a preference pair (prompt, chosen, rejected), so SFT can take the chosen side."""
-    return bool(pairs) and all(isinstance(r, dict) and detect_kind(r) == "preference" for _, r in pairs)
+def _main_kind(pairs: list[tuple[int, Any]]) -> str | None:
+    """The kind most rows are (a file judged by its first row alone passed as prompts when that row was a broken
+    pair, while `train` then refused it)."""
+    from collections import Counter
+
+    kinds = Counter(k for _, r in pairs if isinstance(r, dict) and (k := detect_kind(r)) is not None)
+    return kinds.most_common(1)[0][0] if kinds else None
+
+
+def _sft_view(path, pairs: list[tuple[int, Any]], errors: list[str]) -> tuple[list, str | None]:
+    """(rows, note) for SFT on another kind's file: a pairs file's rows become their chosen answer, a thumbs file's
+    thumbs-up rows their completion (its thumbs-down rows are left out: SFT would learn them). Each row is taken on
+    its own: one broken row is an error of its own, not of every row."""
+    main = _main_kind(pairs)
+    if main == "preference":
+        out = [(n, {"prompt": r["prompt"], "completion": r["chosen"]}
+                if isinstance(r, dict) and "chosen" in r and "prompt" in r else r) for n, r in pairs]
+        return out, "preference pairs: SFT learns the chosen answer of each"
+    if main != "unpaired":
+        return pairs, None
+    out, down = [], 0
+    for n, r in pairs:
+        if isinstance(r, dict) and "completion" in r and r.get("label") is False:
+            down += 1
+        elif isinstance(r, dict) and "completion" in r and r.get("label") is not True:
+            errors.append(f"{path}:{n}: 'label' must be true or false, got {json.dumps(r.get('label'))}")
+        else:
+            out.append((n, {k: v for k, v in r.items() if k != "label"} if isinstance(r, dict) else r))
+    return out, f"thumbs: SFT learns the thumbs-up answers, leaving out {down} thumbs-down"
 
 
 def last_answer(messages: list[dict]) -> int:
     """Index of a chat's last non-empty assistant turn: what SFT trains on a ``messages`` row (the data check
     requires one)."""
     return max(i for i, m in enumerate(messages) if m["role"] == "assistant" and m["content"].strip())
+
+
+def _with_system(prompt: Any, system_prompt: str | None) -> Any:
+    """The prompt as the online methods send it: the project's system prompt first where it has none of its own."""
+    if not system_prompt:
+        return prompt
+    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return msgs if msgs and msgs[0].get("role") == "system" else [{"role": "system", "content": system_prompt}, *msgs]
 
 
 def _prompt_ids_len(row: dict, tokenizer) -> int:
@@ -277,6 +318,24 @@ def prompt_token_ids(prompt: Any, tokenizer) -> list[int]:
             return tokenizer(prompt, add_special_tokens=False)["input_ids"]
     out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
     return list(out["input_ids"])
+
+
+def _token_check(row, kind, tokenizer, max_length, max_prompt_length, system_prompt=None) -> tuple[str | None, int]:
+    """(why the row is refused or None, 1 if it will be cut) once tokenized with the model's chat template; a template
+    that refuses the row (a system turn Gemma's does not take, roles that do not alternate) is the row's error."""
+    from jinja2 import TemplateError
+
+    try:
+        if max_length and kind != "prompts":
+            return _length_check(row, kind, tokenizer, max_length, max_prompt_length)
+        if max_prompt_length and kind == "prompts":
+            # online methods sample after the whole prompt, the project's system prompt included
+            n_prompt = len(prompt_token_ids(_with_system(row["prompt"], system_prompt), tokenizer))
+            if n_prompt > max_prompt_length:
+                return f"prompt is {n_prompt} tokens, over max_prompt_length={max_prompt_length}", 0
+    except TemplateError as err:
+        return f"the model's chat template refuses this row: {err}", 0
+    return None, 0
 
 
 def _length_check(row, kind, tokenizer, max_length, max_prompt_length) -> tuple[str | None, int]:
@@ -304,12 +363,15 @@ def load_dataset_rows(
     max_prompt_length: int | None = None,
     skip_invalid: bool = False,
     echo=None,
+    system_prompt: str | None = None,
 ) -> list[dict]:
     """Validate and return rows; refuse on any bad row unless ``skip_invalid`` (then say how many dropped)."""
-    report = validate(path, kind, tokenizer, max_length, max_prompt_length)
+    report = validate(path, kind, tokenizer, max_length, max_prompt_length, system_prompt)
     for line in [*report.notes, *(f"warning: {w}" for w in report.warnings)]:
         if echo:
             echo(line)
+    if report.errors and not report.rows and (problem := whole_file_problem(path)):
+        raise AlignlabError(f"{path}: no row could be read: {problem}")
     if report.errors:
         if not skip_invalid:
             shown = report.errors[0]
@@ -322,6 +384,20 @@ def load_dataset_rows(
     if not report.rows:
         raise AlignlabError(f"{path}: no valid rows to train on")
     return report.rows
+
+
+def whole_file_problem(path: str | Path) -> str | None:
+    """What is wrong with the file as a whole when no row of it could be read: another format than JSONL."""
+    head = Path(path).read_bytes()[:512]
+    if head.startswith(b"PAR1"):
+        return "it is a Parquet file, not JSONL (convert: datasets.Dataset.from_parquet(path).to_json(out, lines=True))"
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
+    if text.startswith("["):
+        return "it is a JSON array, not JSONL (one JSON object per line); convert: jq -c '.[]' file.json > file.jsonl"
+    first = text.splitlines()[0] if text else ""
+    if first and not first.startswith("{") and "," in first:
+        return "it looks like CSV, not JSONL (convert: datasets.Dataset.from_csv(path).to_json(out, lines=True))"
+    return None
 
 
 def to_conversational(row: dict, kind: str) -> dict:

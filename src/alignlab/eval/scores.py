@@ -158,7 +158,7 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
 
     pair_files = [bundled_path("persona-pairs")] + (labelled_pairs(Path(root)) if root is not None else [])
     for f in pair_files:
-        for line in f.read_text(encoding="utf-8").splitlines():
+        for line in f.read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 inside a text is no line end
             if line.strip():
                 try:
                     row = json.loads(line)

@@ -185,6 +185,8 @@ def _sorted(conflicts: list[dict]) -> list[dict]:
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     from alignlab import fsutil
 
+    if (blocker := fsutil.file_in_the_way(path.parent)) is not None:
+        raise AlignlabError(f"{blocker} is a file, not a directory", fix="write the export elsewhere (--out)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fsutil.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
@@ -229,13 +231,15 @@ def import_jsonl(store: Store, path: str | Path, rater: str, round: int = 0) -> 
     path = Path(path)
     if not rater or not rater.strip():
         raise AlignlabError("importing needs a rater name", fix="pass --rater NAME")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as err:
-        raise AlignlabError(f"file not found: {path}") from err
-    except UnicodeDecodeError as err:
-        raise AlignlabError("not UTF-8 text", where=str(path)) from err
-    rows = [_parse_row(line, f"{path}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+    from alignlab.data.formats import read_jsonl
+
+    if not path.is_file():
+        raise AlignlabError(f"file not found: {path}")
+    # JSONL lines end at \n only: str.splitlines also broke a row inside text holding U+2028 (which export writes)
+    parsed, errors = read_jsonl(path)
+    if errors:
+        raise AlignlabError(errors[0], fix="fix the row (one JSON object per line, UTF-8)")
+    rows = [_parse_row(json.dumps(obj), f"{path}:{n}") for n, obj in parsed]
     if not rows:
         raise AlignlabError("no rows to import", where=str(path))
 

@@ -187,6 +187,7 @@ def prepare(
         tokenizer=tokenizer,
         max_length=cfg.train.max_length,
         max_prompt_length=cfg.train.max_prompt_length,
+        system_prompt=cfg.system_prompt if spec.online else None,  # the online methods sample under it
         skip_invalid=skip_invalid,
         echo=lambda m: console.print(f"[yellow]{m}[/]"),
     )

@@ -38,6 +38,7 @@ to the rest of the group. It needs no network and no GPU, and every piece of it 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 
 import torch
@@ -162,6 +163,10 @@ def _dataset(rows: list[dict], system_prompt: str | None = None):
         conv = [r if r["prompt"][0]["role"] == "system" else
                 {**r, "prompt": [{"role": "system", "content": system_prompt}, *r["prompt"]]} for r in conv]
     keys = list(dict.fromkeys(k for r in conv for k in r))  # from_list keeps only the first row's keys
+    for k in keys:  # an extra column of mixed types (answer 4 here, "Paris" there) is text: Arrow takes one type
+        if k != "prompt" and len({type(r[k]) for r in conv if r.get(k) is not None}) > 1:
+            conv = [{**r, k: None if r.get(k) is None else (r[k] if isinstance(r[k], str) else json.dumps(r[k]))}
+                    for r in conv]
     return Dataset.from_list([{k: r.get(k) for k in keys} for r in conv])
 
 
