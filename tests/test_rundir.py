@@ -120,3 +120,45 @@ def test_without_a_run_the_projects_model_answers(tmp_path, monkeypatch, tiny_mo
     monkeypatch.chdir(tmp_path)
     _, _, name = load_for_inference(None, None, device="cpu")
     assert name == tiny_model
+
+
+def test_resuming_without_a_checkpoint_drops_the_killed_attempts_records(tmp_path):
+    from alignlab.rundir import resume_logs
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6)))
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"step": 0, "answer": "x"}) + "\n")
+    resume_logs(tmp_path, -1, "none")
+    assert [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == \
+        [{"step": 0, "event": "resumed", "checkpoint": "none"}]
+    assert (tmp_path / "samples.jsonl").read_text() == ""
+
+
+def test_a_full_disk_is_said_with_where_and_what_to_do():
+    import errno
+
+    from alignlab.cli import _disk_problem
+
+    line = _disk_problem(OSError(errno.ENOSPC, "No space left on device", "/data/runs/x/metrics.jsonl"))
+    assert "no space left" in line and "/data/runs/x/metrics.jsonl" in line and "--resume" in line
+    assert "not allowed to write" in _disk_problem(OSError(errno.EROFS, "Read-only file system", "/ro/x"))
+    assert _disk_problem(OSError(errno.ENOENT, "No such file")) is None
+
+
+def test_a_live_run_is_not_deleted_or_resumed_under_another_process(tmp_path):
+    import os
+    import socket
+
+    from alignlab.rundir import refuse_if_live
+
+    (tmp_path / "run.json").write_text(json.dumps({"status": "running", "pid": os.getpid(), "host": socket.gethostname()}))
+    with pytest.raises(AlignlabError, match="is still training"):
+        refuse_if_live(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"status": "done", "pid": os.getpid(), "host": socket.gethostname()}))
+    refuse_if_live(tmp_path)
+
+
+def test_two_claims_on_one_name_get_two_directories(tmp_path):
+    from alignlab.rundir import new_run_dir
+
+    first, second = new_run_dir(tmp_path, "dpo", "x"), new_run_dir(tmp_path, "dpo", "x")
+    assert first.name == "x" and second.name == "x-2"

@@ -161,6 +161,19 @@ def recover_dir(target: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _placed(new: Path, target: Path) -> bool:
+    """Rename ``new`` to the absent ``target``; False when another process put one there first (then it is replaced)."""
+    import errno
+
+    try:
+        os.replace(new, target)
+        return True
+    except OSError as err:
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
+
+
 def replace_dir(new: str | Path, target: str | Path) -> Path:
     """Put the finished directory ``new`` at ``target`` (files fsynced first); the old one goes only after.
 
@@ -171,8 +184,8 @@ def replace_dir(new: str | Path, target: str | Path) -> Path:
     usual_modes(new)
     fsync_tree(new)
     recover_dir(target)
-    if not target.exists():
-        os.replace(new, target)
+    if not target.exists() and _placed(new, target):
+        pass
     elif _exchange(new, target):  # target is now the new directory, ``new`` holds the old one
         fsync_dir(target.parent)
         shutil.rmtree(new, ignore_errors=True)

@@ -42,13 +42,13 @@ def new_run_dir(runs_dir: str | Path, method: str, name: str | None = None) -> P
     runs_dir.mkdir(parents=True, exist_ok=True)
     base = name or f"{datetime.now():%Y%m%d-%H%M%S}-{method}"
     path, i = runs_dir / base, 1
-    if name and path.is_dir() and not any(path.iterdir()):  # a named run that never started: the name is free
-        return path
-    while path.exists():
-        i += 1
-        path = runs_dir / f"{base}-{i}"
-    path.mkdir()
-    return path
+    while True:  # mkdir is the claim: two processes asking for one name at once get two directories
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            i += 1
+            path = runs_dir / f"{base}-{i}"
 
 
 def check_run_dir(path: str | Path) -> Path:
@@ -182,7 +182,8 @@ def read_jsonl(path: Path, note=None) -> list[dict]:
 
 def resume_logs(run_dir: str | Path, step: int, checkpoint: str) -> None:
     """Before a run continues from ``checkpoint`` (at ``step``): drop log records of later steps (the killed
-    attempt's; they are logged again) and mark the resume point in metrics.jsonl."""
+    attempt's; they are logged again) and mark the resume point in metrics.jsonl. ``step`` -1: no checkpoint, every
+    step's record goes."""
     run_dir = Path(run_dir)
     for name in ("metrics.jsonl", "samples.jsonl"):
         path = run_dir / name
@@ -191,7 +192,7 @@ def resume_logs(run_dir: str | Path, step: int, checkpoint: str) -> None:
             kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
             if len(kept) != len(records) or not path.read_bytes().endswith(b"\n"):
                 fsutil.rewrite_jsonl(path, kept)
-    fsutil.append_jsonl(run_dir / "metrics.jsonl", {"step": step, "event": "resumed", "checkpoint": checkpoint})
+    fsutil.append_jsonl(run_dir / "metrics.jsonl", {"step": max(step, 0), "event": "resumed", "checkpoint": checkpoint})
 
 
 def run_base(run_dir: str | Path) -> str:
@@ -314,6 +315,21 @@ class Run:
 
     def save_adapter(self, model, tokenizer=None, state_dict: dict | None = None) -> None:
         save_adapter(model, self.adapter_dir, tokenizer, state_dict)
+
+
+def refuse_if_live(path: str | Path) -> None:
+    """One clear error when another process is training in ``path`` now (its run.json says running and its pid lives
+    on this host): deleting or resuming it would mix two trainings in one directory."""
+    path = Path(path)
+    if not (path / "run.json").is_file():
+        return
+    try:
+        info = read_run(path)
+    except AlignlabError:
+        return
+    if shown_status(info) == "running":
+        raise AlignlabError(f"run {path} is still training (process {info.get('pid')})",
+                            fix="wait for it to finish or stop it first")
 
 
 def shown_status(info: dict) -> str:

@@ -253,10 +253,6 @@ def test_a_refused_named_run_leaves_no_directory_and_keeps_its_name(monkeypatch,
         code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(bad), "--name", "dpo", cwd=tmp_path)
         assert code == 2, lines
     assert not (tmp_path / "runs" / "dpo").exists() and not (tmp_path / "runs" / "dpo-2").exists()
-    from alignlab.rundir import new_run_dir
-
-    (tmp_path / "runs" / "dpo").mkdir(parents=True)  # left by an older version, or a Ctrl-C while loading
-    assert new_run_dir(tmp_path / "runs", "dpo", "dpo") == tmp_path / "runs" / "dpo"
 
 
 def test_continuing_from_a_run_without_weights_is_refused(monkeypatch, capsys, tmp_path, tiny_model):

@@ -49,6 +49,19 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _disk_problem(err: OSError) -> str | None:
+    """A full disk, a quota or a read-only place, said with where and what to do (the bare OSError named neither)."""
+    import errno
+
+    where = f" writing {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{where} — free some space (or write elsewhere), then run it again; " \
+               "a training run goes on with --resume"
+    if err.errno in (errno.EROFS, errno.EACCES):
+        return f"not allowed to write{where} ({err.strerror}) — run it where you may write, or fix the permissions"
+    return None
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -64,6 +77,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:
+        if (line := _disk_problem(err)) is None and os.environ.get("ALIGNLAB_DEBUG") != "1":
+            line = f"{type(err).__name__}: {_one_line(err)} (set ALIGNLAB_DEBUG=1 for the traceback)"
+        elif line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2 if _disk_problem(err) else 1)
     except Exception as err:  # noqa: BLE001 - last resort: no traceback for users unless asked
         if os.environ.get("ALIGNLAB_DEBUG") == "1":
             raise

@@ -176,6 +176,7 @@ def register(app: typer.Typer) -> None:
         if resume is not None:
             _nothing_else_with_resume(locals())
             resume = rundir.check_run_dir(resume)
+            rundir.refuse_if_live(resume)
             cfg, data, init_adapter = _resumed(resume, method)
             run_dir, root = resume, None
         else:

@@ -404,6 +404,8 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
         last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
         if last is None:
             console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
+            if main:  # the killed attempt's records go: the run logs every step again
+                rundir.resume_logs(run_dir, -1, "none")
         elif main:
             rundir.resume_logs(run_dir, int(Path(last).name.split("-")[-1]), Path(last).name)
     if last is not None and _finished_at(last):

@@ -329,6 +329,7 @@ def _resume_step(ctx, model, value_head, optimizer, scheduler) -> int:
     last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
     if last is None:
         console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
+        rundir.resume_logs(ctx.run_dir, -1, "none")  # the killed attempt's records go: every step is logged again
         return 0
     start = load_checkpoint(Path(last), model, value_head, optimizer, scheduler)
     rundir.resume_logs(ctx.run_dir, start, Path(last).name)

@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alignlab import fsutil, methods
+from alignlab import fsutil, methods, rundir
 from alignlab.config import DEFAULT_MODEL, MAX_NEW_TOKENS, REPETITION_PENALTY, ProjectConfig, apply_overrides
 from alignlab.data import bundled_path
 from alignlab.errors import AlignlabError
@@ -92,6 +92,7 @@ def _train(method: str, cfg: ProjectConfig, data: Path, runs: Path, name: str, c
 
     run_dir = runs / name
     if run_dir.exists():  # the experiment's own earlier output: replaced, never mixed with the new run
+        rundir.refuse_if_live(run_dir)
         shutil.rmtree(run_dir)
     console.print(f"[bold cyan]break[/] training {name} ({method}, {cfg.train.max_steps} steps)")
     ctx = engine.prepare(method, cfg, str(data), runs, run_dir=run_dir)

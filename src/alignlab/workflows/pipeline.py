@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignlab import methods
+from alignlab import methods, rundir
 from alignlab.config import DEFAULT_MODEL, PROGRESS_MAX_NEW_TOKENS, ProjectConfig, apply_overrides
 from alignlab.data import bundled_path
 from alignlab.progress import console
@@ -111,6 +111,7 @@ def run_pipeline(out: Path, model: str = DEFAULT_MODEL, s: StageSettings | None 
     for method, data, c, start_from in stages:
         console.print(f"[bold cyan]pipeline[/] stage {method} on {data}")
         init = str(result[start_from]) if start_from else None
+        rundir.refuse_if_live(runs / method)
         shutil.rmtree(runs / method, ignore_errors=True)  # a rerun into the same --out starts each stage afresh
         ctx = engine.prepare(method, c, data, runs, run_dir=runs / method, init_adapter=init)
         result[method] = engine.run(ctx, data)

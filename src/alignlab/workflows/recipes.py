@@ -128,6 +128,7 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
             data = str(distilled)
         else:
             data = stage_data(root, cfg, stage)
+        rundir.refuse_if_live(run_dir)  # another recipe training in this project: not deleted under it
         shutil.rmtree(run_dir, ignore_errors=True)
         echo(f"stage {i}/{len(stages)}: {stage.describe()}")
         ctx = engine.prepare(stage.method, apply_overrides(cfg, stage.overrides), data, root / cfg.runs_dir,
