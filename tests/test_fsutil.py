@@ -210,3 +210,46 @@ def test_finished_files_and_directories_get_the_usual_modes(tmp_path):
     assert stat.S_IMODE(f.stat().st_mode) == 0o644
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_a_killed_conversions_old_temp_directories_are_swept_and_young_ones_kept(tmp_path):
+    import os
+    import time
+
+    from alignlab.fsutil import sweep_stale
+
+    old, young, other = tmp_path / ".smollm2-135m-abc", tmp_path / ".smollm2-135m-def", tmp_path / "smollm2-135m"
+    for d in (old, young, other):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+    hours_ago = time.time() - 7200
+    os.utime(old, (hours_ago, hours_ago))
+    assert sweep_stale(tmp_path, ".smollm2-135m-") == 1
+    assert not old.exists() and young.exists() and other.exists()  # young: maybe another process at work
+
+
+def test_a_second_holder_of_an_exclusive_lock_is_refused(tmp_path):
+    import multiprocessing
+
+    from alignlab.fsutil import exclusive
+
+    with exclusive(tmp_path / ".lock", "an alignlab loop"):
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_try_lock, args=(tmp_path / ".lock", q))
+        p.start()
+        p.join(30)
+        assert "an alignlab loop is already running here" in q.get(timeout=5)
+    with exclusive(tmp_path / ".lock", "an alignlab loop"):  # let go when the block ends
+        pass
+
+
+def _try_lock(path, q):
+    from alignlab.errors import AlignlabError
+    from alignlab.fsutil import exclusive
+
+    try:
+        with exclusive(path, "an alignlab loop"):
+            q.put("got it")
+    except AlignlabError as err:
+        q.put(str(err))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -263,3 +264,47 @@ def read_jsonl(path: str | Path, note: Callable[[str], Any] | None = None) -> li
 def rewrite_jsonl(path: str | Path, records: list[dict]) -> None:
     """Atomically replace a JSONL file with ``records``."""
     write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+
+
+def sweep_stale(parent: str | Path, prefix: str, older_than_s: float = 3600.0) -> int:
+    """Remove ``parent``'s directories named ``prefix``* untouched for ``older_than_s``: the temp directories a process
+    killed mid-conversion or mid-export left (hundreds of MB each); a younger one may be another process's, at work.
+    Returns how many went."""
+    import time
+
+    parent, gone = Path(parent), 0
+    if not parent.is_dir():
+        return 0
+    for d in parent.glob(prefix + "*"):
+        try:
+            if d.is_dir() and not d.is_symlink() and time.time() - d.stat().st_mtime > older_than_s:
+                shutil.rmtree(d, ignore_errors=True)
+                gone += 1
+        except OSError:
+            continue
+    return gone
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: str | Path, what: str):
+    """Hold an exclusive lock on ``lock_file`` for the block; a second process asking for it gets one clear error
+    instead of working beside the first (the kernel lets the lock go with the process, so a kill leaves none)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no guard
+        yield
+        return
+    from alignlab.errors import AlignlabError
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlignlabError(f"{what} is already running here ({lock_file.parent})",
+                                fix="wait for it to finish or stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -58,6 +58,10 @@ def export_run(run: str | Path, merged: str | Path | None = None, gguf: str | Pa
             out["merged"] = merge_to_dir(run, merged, force=force)
             model_dir = Path(merged)
         else:
+            if gguf.parent.exists():
+                from alignlab.fsutil import sweep_stale
+
+                sweep_stale(gguf.parent, ".alignlab-merge-")  # a killed export's leftovers
             scratch = Path(tempfile.mkdtemp(prefix=".alignlab-merge-", dir=gguf.parent if gguf.parent.exists() else None))
             merge_to_dir(run, scratch / "model", force=True)
             model_dir = scratch / "model"

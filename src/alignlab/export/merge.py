@@ -58,6 +58,9 @@ def merge_to_dir(run: str | Path, out_dir: str | Path, force: bool = False) -> d
         raise AlignlabError(f"{adapter} holds neither a LoRA adapter nor a model", fix="check the run finished")
     model.config.name_or_path = out_dir.name
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    from alignlab.fsutil import sweep_stale
+
+    sweep_stale(out_dir.parent, f".{out_dir.name}-")  # a killed merge's leftovers
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)

@@ -218,6 +218,9 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
     _refuse_split(directory / filename)
     console.print(f"[alignlab] converting {filename} to safetensors under {target} (once)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    from alignlab.fsutil import sweep_stale
+
+    sweep_stale(target.parent, f".{target.name}-")  # a killed conversion's leftovers
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)

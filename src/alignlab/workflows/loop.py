@@ -205,6 +205,15 @@ def _check_settings(s: LoopSettings) -> None:
 
 def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], str] = input,
              echo: Callable[[str], Any] = console.print) -> list[dict]:
+    """:func:`_run_rounds`, one loop per project at a time (two would both train round N on one store)."""
+    from alignlab import fsutil
+
+    with fsutil.exclusive(Path(root) / ".alignlab-loop.lock", "an alignlab loop"):
+        return _run_rounds(root, cfg, s, input_fn, echo)
+
+
+def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], str],
+                echo: Callable[[str], Any]) -> list[dict]:
     """Run rounds ``last finished + 1 .. s.rounds``; returns the rounds table.
 
     Each round, from the previous round's adapter (or the base): 1. sample answers to fresh train prompts,
