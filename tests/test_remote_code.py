@@ -39,15 +39,15 @@ def test_inference_follows_the_projects_trust_remote_code(custom_model, tmp_path
 
 
 def test_a_run_opens_with_the_setting_it_trained_with(custom_model, tmp_path):
-    from alignlab.models.loading import _trusts_remote_code
+    from alignlab.models.loading import trusts_remote_code
 
     run = tmp_path / "run"
     run.mkdir()
-    assert _trusts_remote_code(run) is False
+    assert trusts_remote_code(run) is False
     (run / "config.yaml").write_text("trust_remote_code: true\n")
-    assert _trusts_remote_code(run) is True
+    assert trusts_remote_code(run) is True
     (run / "config.yaml").write_text("trust_remote_code: [oops\n")  # unreadable: the safe answer
-    assert _trusts_remote_code(run) is False
+    assert trusts_remote_code(run) is False
 
 
 def test_a_run_on_custom_code_merges_for_export(custom_model, tmp_path):

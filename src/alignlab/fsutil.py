@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -186,18 +186,18 @@ def replace_dir(new: str | Path, target: str | Path) -> Path:
     fsync_tree(new)
     recover_dir(target)
     if not target.exists() and _placed(new, target):
-        pass
-    elif _exchange(new, target):  # target is now the new directory, ``new`` holds the old one
+        fsync_dir(target.parent)
+        return target
+    if _exchange(new, target):  # target is now the new directory, ``new`` holds the old one
         fsync_dir(target.parent)
         shutil.rmtree(new, ignore_errors=True)
         return target
-    else:
-        old = _aside(target)
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(new, target)
-        fsync_dir(target.parent)
-        shutil.rmtree(old, ignore_errors=True)
+    old = _aside(target)
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    os.replace(new, target)
+    fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
     fsync_dir(target.parent)
     return target
 

@@ -22,9 +22,10 @@ def stop_ids(model, tokenizer) -> list[int]:
 
 def chat_prompt(prompt: Any, tokenizer, system_prompt: str | None = None) -> str:
     """Render a prompt (text or messages) with the chat template, ready for the assistant's turn."""
-    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if system_prompt and not (msgs and msgs[0]["role"] == "system"):
-        msgs = [{"role": "system", "content": system_prompt}, *msgs]
+    from alignlab.data.formats import with_system
+
+    msgs = with_system(prompt, system_prompt)
+    msgs = [{"role": "user", "content": msgs}] if isinstance(msgs, str) else list(msgs)
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     return "\n".join(m["content"] for m in msgs) + "\n"

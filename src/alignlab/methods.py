@@ -66,6 +66,13 @@ class Method:
     def section(self) -> str:
         return self.sections[0]
 
+    def beta_value(self, cfg: Any) -> float | None:
+        """This method's beta in a project config (None for a method without one)."""
+        if not self.beta:
+            return None
+        section, key = self.beta.split(".")
+        return getattr(getattr(cfg, section), key)
+
     @property
     def reference_free(self) -> bool:
         return not self.reference

@@ -56,6 +56,21 @@ def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[s
     return {"Authorization": f"Bearer {key}"}
 
 
+def in_parallel(fn, jobs: list, max_workers: int) -> list:
+    """``fn`` over ``jobs``, ``max_workers`` at a time, results in order. The first failure stops the jobs still
+    queued: each would fail the same way, or wait out its own timeout first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(jobs))))
+    try:
+        out = list(pool.map(fn, jobs))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return out
+
+
 def _retry_after(resp) -> float:
     """Seconds a 429/503's Retry-After header asks for (capped at 60), or 0."""
     try:

@@ -85,12 +85,8 @@ def run_decoding(path: str | Path | None) -> dict:
     rows writes its own opening, so it decodes alone ({"base_opening": None, "amplify": 0.0}); {} for others."""
     if path is None:
         return {}
-    try:
-        path = check_run_dir(path)  # a run's name alone too ("dist" for runs/dist)
-    except AlignlabError:
-        return {}
-    try:
-        return dict(read_run(path).get("decoding") or {})
+    try:  # a run's name alone too ("dist" for runs/dist)
+        return dict(read_run(check_run_dir(path)).get("decoding") or {})
     except AlignlabError:
         return {}
 

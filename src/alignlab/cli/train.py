@@ -32,8 +32,7 @@ def _beta_help() -> str:
     cfg, seen = ProjectConfig(), {}
     for m in methods.REGISTRY.values():
         if m.beta:
-            section, key = m.beta.split(".")
-            seen.setdefault(f"{getattr(getattr(cfg, section), key):g}", []).append(m.name)
+            seen.setdefault(f"{m.beta_value(cfg):g}", []).append(m.name)
     return "the method's beta: " + ", ".join(f"{'/'.join(ms)} {v}" for v, ms in seen.items())
 
 

@@ -294,8 +294,9 @@ def last_answer(messages: list[dict]) -> int:
     return max(i for i, m in enumerate(messages) if m["role"] == "assistant" and m["content"].strip())
 
 
-def _with_system(prompt: Any, system_prompt: str | None) -> Any:
-    """The prompt as the online methods send it: the project's system prompt first where it has none of its own."""
+def with_system(prompt: Any, system_prompt: str | None) -> Any:
+    """The prompt as sampling sends it: the project's system prompt first where it has none of its own (a plain-text
+    prompt becomes a user turn then; without a system prompt it is returned as it is)."""
     if not system_prompt:
         return prompt
     msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
@@ -330,7 +331,7 @@ def _token_check(row, kind, tokenizer, max_length, max_prompt_length, system_pro
             return _length_check(row, kind, tokenizer, max_length, max_prompt_length)
         if max_prompt_length and kind == "prompts":
             # online methods sample after the whole prompt, the project's system prompt included
-            n_prompt = len(prompt_token_ids(_with_system(row["prompt"], system_prompt), tokenizer))
+            n_prompt = len(prompt_token_ids(with_system(row["prompt"], system_prompt), tokenizer))
             if n_prompt > max_prompt_length:
                 return f"prompt is {n_prompt} tokens, over max_prompt_length={max_prompt_length}", 0
     except TemplateError as err:

@@ -37,14 +37,14 @@ def merge_to_dir(run: str | Path, out_dir: str | Path, force: bool = False) -> d
     import torch
     from transformers import AutoModelForCausalLM
 
-    from alignlab.models.loading import _trusts_remote_code, load_tokenizer
+    from alignlab.models.loading import trusts_remote_code, load_tokenizer
     from alignlab.models.registry import resolve_model
 
     src, adapter, base = run_source(run)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise AlignlabError(f"{out_dir} exists and is not empty", fix="pass another directory, or --force to replace it")
-    trust = _trusts_remote_code(src)  # a run trained on a model with custom code exports it the same way
+    trust = trusts_remote_code(src)  # a run trained on a model with custom code exports it the same way
     lora = (adapter / "adapter_config.json").is_file()
     tokenizer = load_tokenizer(base if lora else str(adapter), trust_remote_code=trust)
     if lora:

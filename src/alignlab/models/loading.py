@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
@@ -190,7 +189,7 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
 
         model_name = project_config()[0].model
     if trust_remote_code is None:
-        trust_remote_code = _trusts_remote_code(run_dir)
+        trust_remote_code = trusts_remote_code(run_dir)
     tok = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
     model = load_base(model_name, device=device, precision=precision, trust_remote_code=trust_remote_code)
     if adapter_dir is not None and (adapter_dir / "adapter_config.json").is_file():
@@ -204,7 +203,7 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
     return model, tok, model_name
 
 
-def _trusts_remote_code(run_dir) -> bool:
+def trusts_remote_code(run_dir) -> bool:
     """Whether a run was trained with ``trust_remote_code: true`` (its config.yaml), or without a run the enclosing
     project allows it: a model with custom code that trained must open for eval, chat and serve too."""
     from alignlab.config import load_config, project_config

@@ -19,7 +19,6 @@ import re
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alignlab.errors import AlignlabError
@@ -296,15 +295,10 @@ class LLMJudge:
 
     def _scores(self, keys: list[str], asks: list) -> list[float]:
         """Cached 1-10 verdicts normalised to [0, 1]; cache misses are asked ``max_workers`` at a time."""
+        from alignlab.openai_chat import in_parallel
+
         todo = dict(zip(keys, asks))
-        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(todo))))
-        try:
-            futures = {k: pool.submit(self._cached, k, ask) for k, ask in todo.items()}
-            raw = {k: f.result() for k, f in futures.items()}
-        except BaseException:  # the first failure stops the batch: the queued requests would each fail the same way
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        raw = dict(zip(todo, in_parallel(lambda item: self._cached(*item), list(todo.items()), self.max_workers)))
         return [(int(raw[k]) - 1) / 9.0 for k in keys]
 
     def score(self, prompt, completion) -> float:

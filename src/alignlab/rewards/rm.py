@@ -69,9 +69,9 @@ class RewardModel:
         self.batch_size, self.max_length = batch_size, max_length
         path = resolve_model(base)
         tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else path
-        from alignlab.models.loading import _trusts_remote_code
+        from alignlab.models.loading import trusts_remote_code
 
-        trust = _trusts_remote_code(self.run_dir)  # as the run was trained
+        trust = trusts_remote_code(self.run_dir)  # as the run was trained
         self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -101,10 +101,10 @@ class ModelPool:
         dirs = {name: check_adapter_run(name, Path(path), base_name) for name, path in adapters.items()}
         self.base_name = base_name
         self.device = pick_device(device)
-        from alignlab.models.loading import _trusts_remote_code
+        from alignlab.models.loading import trusts_remote_code
 
         # the runs' setting (any of them trained with it), else the enclosing project's
-        trust = any(_trusts_remote_code(p.parent) for p in dirs.values()) or _trusts_remote_code(None)
+        trust = any(trusts_remote_code(p.parent) for p in dirs.values()) or trusts_remote_code(None)
         self.tokenizer = load_tokenizer(base_name, trust_remote_code=trust)
         model = load_base(base_name, device=self.device, precision=precision, trust_remote_code=trust)
         if dirs:

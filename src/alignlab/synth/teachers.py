@@ -12,8 +12,6 @@ A teacher answers prompts with and without a persona system prompt:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from alignlab.config import MAX_NEW_TOKENS, RATING_TEMPERATURE
 from alignlab.errors import AlignlabError
 
@@ -78,12 +76,8 @@ class EndpointTeacher:
             return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": p}]
 
         jobs = [messages(p) for p in prompts for _ in range(n)]
+        from alignlab.openai_chat import in_parallel
+
         with httpx.Client(timeout=self.timeout) as client:
-            pool = ThreadPoolExecutor(max_workers=self.max_workers)
-            try:
-                flat = list(pool.map(lambda m: self._ask(client, m, temperature, top_p, max_new_tokens), jobs))
-            except BaseException:  # the first failure stops the rest: each queued request would wait out its timeout
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
+            flat = in_parallel(lambda m: self._ask(client, m, temperature, top_p, max_new_tokens), jobs, self.max_workers)
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]

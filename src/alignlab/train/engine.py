@@ -360,14 +360,6 @@ def _failure_marked(run: rundir.Run, main: bool):
             signal.signal(signal.SIGTERM, previous)
 
 
-def _beta(cfg, spec) -> float | None:
-    """The method's beta from the config (None for a method without one)."""
-    if not spec.beta:
-        return None
-    section, key = spec.beta.split(".")
-    return getattr(getattr(cfg, section), key)
-
-
 def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -> Path:
     """The body of :func:`run` once the run directory says 'running'."""
     from transformers.trainer_callback import PrinterCallback
@@ -379,7 +371,7 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
     run = rundir.Run(run_dir)
     ctx.model = _load_model(ctx, task=spec.task)
     ctx.callbacks = [
-        MetricsCallback(run_dir, watch_chosen=spec.policy_on_pairs, beta=_beta(cfg, spec), per_token=spec.reference_free),
+        MetricsCallback(run_dir, watch_chosen=spec.policy_on_pairs, beta=spec.beta_value(cfg), per_token=spec.reference_free),
         RichProgressCallback(f"{ctx.method}"),
     ]
     from alignlab.plan.record import PlanRecorder  # the plan before training, the measurement after: run.json "plan"

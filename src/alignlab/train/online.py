@@ -49,7 +49,7 @@ from alignlab.errors import AlignlabError
 from alignlab.train import sampler
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
 from alignlab.train.logps import scaled_head, shared_prompt_logps
-from alignlab.train.monitors import (HackingMonitor, MonitorCallback, RewardRecorder, check_columns, load_rewards,
+from alignlab.train.monitors import (HackingMonitor, MonitorCallback, RewardRecorder, check_columns,
                                     project_reward)
 
 logger = logging.getLogger(__name__)
@@ -156,12 +156,10 @@ def _dataset(rows: list[dict], system_prompt: str | None = None):
     policy samples under the system prompt it is served and scored with (as PPO's prompts do)."""
     from datasets import Dataset
 
-    from alignlab.data.formats import to_conversational
+    from alignlab.data.formats import to_conversational, with_system
 
     conv = [to_conversational(r, "prompts") for r in rows]
-    if system_prompt:
-        conv = [r if r["prompt"][0]["role"] == "system" else
-                {**r, "prompt": [{"role": "system", "content": system_prompt}, *r["prompt"]]} for r in conv]
+    conv = [{**r, "prompt": with_system(r["prompt"], system_prompt)} for r in conv]
     keys = list(dict.fromkeys(k for r in conv for k in r))  # from_list keeps only the first row's keys
     for k in keys:  # an extra column of mixed types (answer 4 here, "Paris" there) is text: Arrow takes one type
         if k != "prompt" and len({type(r[k]) for r in conv if r.get(k) is not None}) > 1:
@@ -172,9 +170,7 @@ def _dataset(rows: list[dict], system_prompt: str | None = None):
 
 def check(ctx) -> None:
     """Fail before the model loads: the reward spec (and its gold rater) and the vLLM request."""
-    if ctx.cfg.online.rewards:
-        reward, gold = load_rewards(ctx.cfg.online.rewards, check_only=True)  # users' files read here, imported later
-        check_columns([reward, gold], ctx.rows)
+    check_columns(project_reward(ctx.cfg.online, check_only=True), ctx.rows)  # users' files read here, imported later
     vllm_args(ctx.cfg.online.use_vllm)
 
 
