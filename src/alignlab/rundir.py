@@ -236,6 +236,9 @@ def save_adapter(model, target: Path, tokenizer=None, state_dict: dict | None = 
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     extra = {"state_dict": state_dict} if state_dict is not None else {}
+    adapters = list(getattr(model, "peft_config", None) or [])
+    if len(adapters) > 1:  # GRPO/RLOO continued from a run: TRL's frozen "ref" copy is not the run's adapter
+        extra["selected_adapters"] = ["default" if "default" in adapters else model.active_adapter]
     model.save_pretrained(str(tmp), safe_serialization=True, **extra)
     if tokenizer is not None and not (tmp / "adapter_config.json").is_file():
         tokenizer.save_pretrained(str(tmp))  # full fine-tune: a self-contained model directory

@@ -27,11 +27,11 @@ def write_project(d: Path, reward_py: str, spec: str) -> Path:
     return data
 
 
-def run(method: str, model: str, d: Path, data: Path, **overrides) -> Path:
+def run(method: str, model: str, d: Path, data: Path, init_adapter: str | None = None, **overrides) -> Path:
     base = {"train.sample_prompts": 0, "train.batch_size": 2, "train.save_steps": 1000, "online.num_generations": 4,
             "online.max_completion_length": 8, "online.rewards": str(d / "rewards.yaml")}
     cfg = apply_overrides(ProjectConfig(model=model), {**base, **overrides})
-    ctx = engine.prepare(method, cfg, str(data), d / "runs")
+    ctx = engine.prepare(method, cfg, str(data), d / "runs", init_adapter=init_adapter)
     return engine.run(ctx, str(data))
 
 
@@ -122,6 +122,22 @@ def test_rloo_run(tiny_model, tmp_path):
     steps = [r for r in records(run_dir) if "loss" in r]
     assert len(steps) == 2 and all("kl" in r and "reward_parts/chars/mean" in r for r in steps)
     assert lora_b_moved(run_dir)
+
+
+def test_grpo_continued_from_a_run_saves_only_its_trained_adapter(tiny_model, tmp_path):
+    """TRL keeps a frozen copy of the starting adapter as the reference ("ref"); the run's adapter is the trained one."""
+    from safetensors.torch import load_file
+
+    data = write_project(tmp_path, CHARS, "components:\n  - {name: chars, fn: rew.py:chars}\n")
+    first = run("grpo", tiny_model, tmp_path, data, **{"train.max_steps": 1})
+    second = run("grpo", tiny_model, tmp_path, data, init_adapter=str(first), **{"train.max_steps": 2,
+                                                                                   "train.learning_rate": 5e-2})
+    saved = sorted(p.relative_to(second / "adapter").as_posix() for p in (second / "adapter").rglob("*.safetensors"))
+    assert saved == ["adapter_model.safetensors"]
+    before = load_file(str(first / "adapter" / "adapter_model.safetensors"))
+    after = load_file(str(second / "adapter" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any((before[k] - after[k]).abs().max() > 0 for k in before)  # the trained adapter, not the frozen copy
 
 
 def test_nan_reward_stops_the_run_naming_it(tiny_model, tmp_path):
