@@ -158,6 +158,22 @@ def test_estimate_totals_and_cost():
     assert j["peak_memory_gib"] == pytest.approx(e.peak_bytes / 2**30, abs=1e-3)
 
 
+def test_a_precomputed_reference_is_one_forward_over_an_epochs_pairs_before_training():
+    shape = resolve_shape("qwen2.5-0.5b")
+    live = Workload(method="dpo", batch=2, grad_accum=2, examples=100, epochs=3)
+    pre = Workload(method="dpo", batch=2, grad_accum=2, examples=100, epochs=3, precompute_ref=True)
+    e_live, e_pre = estimate(shape, live, GPU), estimate(shape, pre, GPU)
+    ref_per_step = flops(shape, live)["train"] - flops(shape, pre)["train"]
+    assert ref_per_step > 0
+    # 100 pairs are 25 steps' worth; the forward runs once over them, not once per epoch
+    assert e_pre.once_s == pytest.approx(ref_per_step * 25 / (GPU.peak_flops * e_pre.factors["train"]))
+    assert e_pre.total_hours == pytest.approx((e_pre.step["total"] * 75 + e_pre.once_s) / 3600)
+    assert e_pre.cost_usd == pytest.approx(2.0 * e_pre.total_hours)
+    assert e_pre.total_hours < e_live.total_hours  # once instead of every step
+    assert e_pre.to_json()["before_training_seconds"] == pytest.approx(e_pre.once_s, abs=1e-3)
+    assert estimate(shape, Workload(method="simpo", precompute_ref=True), GPU).once_s == 0  # no reference at all
+
+
 def test_bad_input_is_one_clear_error():
     with pytest.raises(AlignlabError, match="unknown method"):
         Workload(method="dpo2")

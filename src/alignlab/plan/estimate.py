@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from alignlab import methods
 from alignlab.errors import AlignlabError
@@ -306,6 +306,18 @@ def step_seconds(shape: ModelShape, w: Workload, device: Device, factors: dict) 
     return {"train": t_train, "generate": t_gen, "total": t_train + t_gen}
 
 
+def once_seconds(shape: ModelShape, w: Workload, device: Device, factors: dict) -> float:
+    """One-off work before the first step: precomputed reference log-probs, one no-grad forward over the pairs the
+    steps reach (at most an epoch's)."""
+    if not w.precompute_ref or w.method not in PREFERENCE or w.method in REFERENCE_FREE:
+        return 0.0
+    per_step = flops(shape, replace(w, precompute_ref=False))["train"] - flops(shape, w)["train"]
+    steps = w.total_steps
+    if w.examples:
+        steps = min(steps, math.ceil(math.ceil(w.examples / w.batch) / w.grad_accum))
+    return per_step * steps / train_rate(device, factors)
+
+
 @dataclass
 class Estimate:
     model: str
@@ -321,6 +333,7 @@ class Estimate:
     steps: int
     cost_usd: float | None
     factors: dict
+    once_s: float = 0.0  # before the first step (precomputed reference log-probs)
 
     @property
     def peak_gib(self) -> float:
@@ -328,7 +341,7 @@ class Estimate:
 
     @property
     def total_hours(self) -> float:
-        return self.step["total"] * self.steps / 3600
+        return (self.step["total"] * self.steps + self.once_s) / 3600
 
     def to_json(self) -> dict:
         return {
@@ -343,6 +356,7 @@ class Estimate:
             "fits": self.fits,
             "step_seconds": round(self.step["total"], 4),
             "step_breakdown_seconds": {k: round(v, 4) for k, v in self.step.items() if k != "total"},
+            "before_training_seconds": round(self.once_s, 4),
             "steps": self.steps,
             "total_hours": round(self.total_hours, 4),
             "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 4),
@@ -358,12 +372,13 @@ def estimate(shape: ModelShape, w: Workload, device: Device, factors: dict | Non
     peak = peak_bytes(mem)
     step = step_seconds(shape, w, device, factors)
     steps = w.total_steps
-    cost = None if device.usd_per_hour is None else device.usd_per_hour * step["total"] * steps / 3600
+    once = once_seconds(shape, w, device, factors)
+    cost = None if device.usd_per_hour is None else device.usd_per_hour * (step["total"] * steps + once) / 3600
     trainable = shape.total_params if w.mode == "full" else shape.lora_params(w.lora_r)
     return Estimate(
         model=shape.name, params=shape.total_params, trainable_params=trainable, method=w.method, mode=w.mode,
         device=device.name, memory=mem, peak_bytes=peak, fits=peak <= device.memory_bytes, step=step,
-        steps=steps, cost_usd=cost, factors=factors,
+        steps=steps, cost_usd=cost, factors=factors, once_s=once,
     )
 
 

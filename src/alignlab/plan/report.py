@@ -118,7 +118,10 @@ def render(plan: dict) -> list[str]:
     lines.append(f"  {'peak':<14}{g(plan['peak_memory_gib']):>8}   (generation and backward do not overlap: the larger counts)")
     br = plan["step_breakdown_seconds"]
     t = f"train {br['train']:.3g} s" + (f" + generate {br['generate']:.3g} s" if br.get("generate") else "")
-    lines += ["", f"time: {plan['step_seconds']:.3g} s per step ({t}); {plan['steps']} steps = {hours_text(plan['total_hours'])}"]
+    once = plan.get("before_training_seconds") or 0
+    first = f" + {once:.3g} s before the first step (reference log-probs, once)" if once else ""
+    lines += ["", f"time: {plan['step_seconds']:.3g} s per step ({t}); {plan['steps']} steps{first} = "
+                  f"{hours_text(plan['total_hours'])}"]
     f = plan["factors"]
     cap = f", at most {f['train_fp32']:.3g} of the fp32 peak on CPUs" if f.get("train_fp32") else ""
     lines.append(f"  utilization factors: train {f['train']:.3g}{cap}, decode bandwidth {f['decode_bw']:.3g}, "
