@@ -214,6 +214,8 @@ def test_a_cuda_device_name_finds_its_own_row():
     assert match_gpu("NVIDIA H100 80GB HBM3") == "h100" and match_gpu("NVIDIA H100 PCIe") == "h100-pcie"  # not SXM figures
     assert match_gpu("NVIDIA A100-SXM4-80GB") == "a100-80gb" and match_gpu("NVIDIA A100-PCIE-40GB") == "a100-40gb"
     assert match_gpu("NVIDIA GeForce RTX 4090") == "rtx-4090" and match_gpu("Tesla T4") == "t4"
+    assert match_gpu("NVIDIA H100 NVL") == "h100-nvl" and match_gpu("NVIDIA H200 NVL") == "h200-nvl"
+    assert match_gpu("NVIDIA H200") == "h200"
     assert match_gpu("NVIDIA L40S") is None and match_gpu("NVIDIA GH200 480GB") is None
 
 
