@@ -316,11 +316,14 @@ class JudgeConfig(_Strict):
     model: str | None = Field(None, description="model name at the endpoint; none: $ALIGNLAB_JUDGE_MODEL")
     key_env: str | None = Field(None, description="environment variable holding the API key; none: $OPENAI_API_KEY, "
                                 "sent to api.openai.com only; '' = no key")
+    timeout: float = Field(30.0, gt=0, description="seconds to wait for one verdict before retrying")
+    max_workers: int = Field(8, ge=1, description="requests sent at once (1 for a server that answers one at a time)")
 
     def settings(self, url: str | None = None, model: str | None = None, key_env: str | None = None) -> dict:
-        """The judge_url / judge_model / judge_key_env arguments of ``eval.raters``: flags over this section."""
+        """The judge_* arguments of ``eval.raters.get_rater``: flags over this section."""
         return {"judge_url": url or self.url, "judge_model": model or self.model,
-                "judge_key_env": key_env if key_env is not None else self.key_env}  # '' is "no key", not "unset"
+                "judge_key_env": key_env if key_env is not None else self.key_env,  # '' is "no key", not "unset"
+                "judge_timeout": self.timeout, "judge_workers": self.max_workers}
 
 
 class ProjectConfig(_Strict):

@@ -18,6 +18,7 @@ class Fixes:
     bad_request: str
     not_openai: str
     unreachable: str
+    too_slow: str = "a server that answers one request at a time needs a longer timeout or fewer requests at once"
 
 
 def _on_this_machine(host: str | None) -> bool:
@@ -123,6 +124,5 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
                             fix=f"see the {who} server's log; a 429 means it asks for fewer requests at a time")
     if timed_out:  # up, perhaps, but slower than the timeout with this many requests at once
         raise AlignlabError(f"{who} endpoint {url} is too slow ({problem}; {retries + 1} attempts)",
-                            fix="a server that answers one request at a time needs a longer timeout or fewer at once; "
-                                "check that it is running")
+                            fix=fixes.too_slow + "; check that it is running")
     raise AlignlabError(f"{who} endpoint {url} is unreachable ({problem}; {retries + 1} attempts)", fix=fixes.unreachable)

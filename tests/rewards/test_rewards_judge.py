@@ -242,3 +242,19 @@ def test_judge_in_a_spec(server, tmp_path):
     )
     reward = load_spec(spec)
     assert reward(["q"] * 2, ["plain", "obviously"]) == pytest.approx([0.0, 0.5 * 3 / 9])
+
+
+def test_the_projects_judge_section_sets_its_timeout_and_requests_at_once(server, tmp_path):
+    """A slow judge is tuned in alignlab.yaml (judge.timeout, judge.max_workers), and the error names those keys."""
+    from alignlab.config import JudgeConfig
+    from alignlab.eval.raters import get_rater
+
+    server.delay = 1.0
+    settings = JudgeConfig(url=server.base_url, model="m", timeout=0.2, max_workers=1).settings()
+    rater = get_rater("judge", judge_cache=False, **settings)
+    assert (rater.judge.timeout, rater.judge.max_workers) == (0.2, 1)
+    rater.judge.retries = 0
+    with pytest.raises(AlignlabError) as err:
+        rater.score(["q"], ["a"])
+    assert "too slow (no answer within 0.2s" in str(err.value)
+    assert "judge.timeout" in str(err.value) and "judge.max_workers" in str(err.value)

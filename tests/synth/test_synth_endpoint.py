@@ -106,3 +106,29 @@ def test_answers_cut_at_the_token_cap_are_kept_to_their_last_sentence():
 
     rows, _ = build_pairs(Cut(), ["Capital of France?"], get_rater("reward:persona_heuristic"), "Be snarky.", candidates=1)
     assert rows == [{"prompt": "Capital of France?", "chosen": "Obviously, it is Paris.", "rejected": "It is Paris."}]
+
+
+def test_a_slow_teacher_is_tuned_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """--teacher-timeout and --teacher-workers reach the requests; a teacher that never answers names both flags."""
+    from alignlab.cli import main
+
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alignlab", "synth", "--teacher-url", url, "--teacher-model", "m", "--prompts",
+                                      str(prompts), "--out", str(tmp_path / "o.jsonl"), "--teacher-timeout", "0.3",
+                                      "--teacher-workers", "1"])
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:
+        silent.close()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "is too slow (no answer within 0.3s" in err[0]
+    assert "--teacher-timeout" in err[0] and "--teacher-workers" in err[0]

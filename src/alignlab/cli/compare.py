@@ -47,10 +47,10 @@ def _make_judge(judge: str, cfg, root, rater, judge_url, judge_model, judge_key_
 
         j = cfg.judge.settings(judge_url, judge_model, judge_key_env)
         url, model = judge_endpoint(j["judge_url"], j["judge_model"])
-        key_env = j["judge_key_env"]
+        common = dict(api_key_env=j["judge_key_env"], timeout=j["judge_timeout"], max_workers=j["judge_workers"])
         # persona: the project's persona as a voice (correctness is the helpfulness question's)
-        return cmp.LLMPairJudge(LLMJudge(url, model, api_key_env=key_env, rubric=voice_rubric(cfg.persona)),
-                                LLMJudge(url, model, api_key_env=key_env, rubric=cmp.HELPFUL_RUBRIC))
+        return cmp.LLMPairJudge(LLMJudge(url, model, rubric=voice_rubric(cfg.persona), **common),
+                                LLMJudge(url, model, rubric=cmp.HELPFUL_RUBRIC, **common))
     raise AlignlabError(f"unknown judge '{judge}'", fix="use --judge person, judge or scorecard")
 
 

@@ -27,6 +27,8 @@ def _register_synth(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="local teacher's base model (default: the project's)"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
+        teacher_timeout: float = typer.Option(60.0, "--teacher-timeout", min=0.1, help="seconds to wait for one teacher answer before retrying"),
+        teacher_workers: int = typer.Option(8, "--teacher-workers", min=1, help="teacher requests at once (1 for a server that answers one at a time)"),
         skip: int = typer.Option(0, "--skip", min=0, help="leave out the first N prompts (to go on after a run that stopped part way)"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/pairs.jsonl when the project has none yet, so `train` and `recipe` find it; else data/synth_pairs.jsonl)"),
         candidates: int = typer.Option(4, "--candidates", "-k", min=1, help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
@@ -62,7 +64,8 @@ def _register_synth(app: typer.Typer) -> None:
         if teacher_url:
             if not teacher_model:
                 raise AlignlabError("--teacher-url needs --teacher-model (the model name at the endpoint)")
-            teacher = EndpointTeacher(teacher_url, teacher_model, api_key_env=teacher_key_env)
+            teacher = EndpointTeacher(teacher_url, teacher_model, api_key_env=teacher_key_env, timeout=teacher_timeout,
+                                      max_workers=teacher_workers)
         else:
             from alignlab.models.loading import load_for_inference
 

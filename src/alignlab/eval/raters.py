@@ -210,6 +210,8 @@ def get_rater(
     judge_url: str | None = None,
     judge_model: str | None = None,
     judge_key_env: str | None = None,
+    judge_timeout: float = 30.0,
+    judge_workers: int = 8,
     judge_cache: bool = True,
     voice_only: bool = False,
 ) -> Rater:
@@ -253,7 +255,8 @@ def get_rater(
                 f"How well does the response show this persona: {persona}, while staying correct and helpful? "
                 "1 = not at all or wrong; 10 = fully in persona and correct."
             )
-        return JudgeRater(LLMJudge(url, model, api_key_env=judge_key_env, rubric=rubric, cache=judge_cache))
+        return JudgeRater(LLMJudge(url, model, api_key_env=judge_key_env, rubric=rubric, cache=judge_cache,
+                                   timeout=judge_timeout, max_workers=judge_workers))
     raise AlignlabError(f"unknown rater '{spec}'", fix=_fix())
 
 

@@ -131,6 +131,8 @@ JUDGE_FIXES = Fixes(
                 "or model/base_url in the reward spec)",
     not_openai="point the judge's URL at an OpenAI-compatible server (the URL usually ends in /v1)",
     unreachable="start the judge server or fix its URL (--judge-url, judge.url, or base_url in the reward spec)",
+    too_slow="raise judge.timeout (seconds per request) or lower judge.max_workers (requests at once) in "
+             "alignlab.yaml, or timeout/max_workers in the reward spec",
 )
 
 

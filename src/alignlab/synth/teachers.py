@@ -64,7 +64,9 @@ class EndpointTeacher:
         body = {"model": self.model, "messages": messages, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
         fixes = Fixes(bad_request="check --teacher-model and --teacher-url",
                       not_openai="point --teacher-url at an OpenAI-compatible server (usually ending in /v1)",
-                      unreachable="start the server or fix --teacher-url")
+                      unreachable="start the server or fix --teacher-url",
+                      too_slow="raise --teacher-timeout (seconds per request) or lower --teacher-workers (requests at "
+                               "once)")
         return post_chat(client, self.url, body, api_key_env=self.api_key_env, timeout=self.timeout,
                          retries=self.retries, backoff=self.backoff, who="teacher", fixes=fixes).strip()
 
