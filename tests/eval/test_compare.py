@@ -71,6 +71,35 @@ def test_stored_pick_rules():
     assert (w["a"], w["tie"], w["b"]) == (2, 1, 1) and abs(w["win_rate_a"][0] - 0.625) < 1e-9
 
 
+def test_win_rate_intervals_are_wilson_and_never_a_point():
+    """The percentile bootstrap gave 1.00 [1.00, 1.00] for three unanimous picks and 0.50 [0.50, 0.50] for all ties."""
+    import pytest
+
+    m, lo, hi = cmp.win_rate(["a"] * 3)["win_rate_a"]
+    assert m == 1.0 and lo == pytest.approx(0.4385, abs=1e-4) and hi == 1.0  # Wilson, z = 1.96
+    m, lo, hi = cmp.win_rate(["tie"] * 21)["win_rate_a"]
+    assert m == 0.5 and hi - lo > 0.3
+    m, lo, hi = cmp.win_rate(["a"] * 30 + ["b"] * 10)["win_rate_a"]
+    assert m == 0.75 and lo == pytest.approx(0.5980, abs=1e-3) and hi == pytest.approx(0.8579, abs=1e-3)
+    assert cmp.win_rate([])["win_rate_a"] is None
+
+
+def test_ctrl_c_keeps_the_picks_made(tmp_path):
+    keys = iter(["1", "1", "2", "2"])
+
+    def inp(question):
+        value = next(keys, None)
+        if value is None:
+            raise KeyboardInterrupt
+        return value
+
+    judge = cmp.PersonJudge("ann", "snarky", input_fn=inp, output_fn=lambda t: None)
+    result = cmp.compare(ROWS, SNARKY, PLAIN, judge, seed=0)
+    assert result["interrupted"] and len(result["items"]) == 2
+    with open_store(tmp_path / "feedback.db") as store:
+        assert cmp.store_picks(store, result, "ann", "tiny", ("x", None)) == 2
+
+
 def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path):
     """`alignlab compare base RUN --judge scorecard` end to end on the tiny model: counts, feedback.db, JSON."""
     import json
@@ -93,7 +122,18 @@ def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path)
     assert n == 7 and saved["persona"]["a"] + saved["persona"]["tie"] + saved["persona"]["b"] == n
     with sqlite3.connect(proj / "feedback.db") as conn:
         picks = conn.execute("SELECT COUNT(*) FROM judgements WHERE kind = 'pick' AND rater = 'scorecard'").fetchone()[0]
+        splits = {r[0] for r in conn.execute("SELECT split FROM prompts WHERE source = 'compare'")}
     assert 1 <= picks <= n  # identical answers are not stored
+    assert splits == {"heldout"}  # the scorecard's own prompts
+    assert "which `feedback export` leaves out" in res.output
+    (proj / "data" / "pairs.jsonl").unlink()
+    out = CliRunner().invoke(app, ["feedback", "export", "--format", "dpo", "--db", str(proj / "feedback.db"),
+                                   "--out", str(tmp_path / "x.jsonl")])
+    assert out.exit_code == 0, out.output
+    assert f"heldout_prompts {picks}" in out.output and not (tmp_path / "x.jsonl").read_text().strip()
+    both = CliRunner().invoke(app, ["feedback", "export", "--format", "dpo", "--db", str(proj / "feedback.db"),
+                                    "--out", str(tmp_path / "y.jsonl"), "--include-heldout"])
+    assert both.exit_code == 0 and (tmp_path / "y.jsonl").read_text().strip()
 
 
 def test_compare_cli_with_an_llm_judge_asks_persona_as_a_voice_and_helpfulness_apart(tiny_model, tmp_path, monkeypatch):

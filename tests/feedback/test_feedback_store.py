@@ -158,7 +158,7 @@ def test_prompts_are_unique_and_reused(tmp_path):
         (dict(kind="score", value=6), "a score is an integer 1-5"),
         (dict(kind="score", value=3.5), "a score is an integer 1-5"),
         (dict(kind="pick", value="c", other=True), "a pick is 'a', 'b' or 'tie'"),
-        (dict(kind="pick", value="a"), "no response with id None"),
+        (dict(kind="pick", value="a"), "a pick needs other_response_id"),
         (dict(kind="pick", value="a", other_response_id=999), "no response with id 999"),
         (dict(kind="pick", value="a", same=True), "two different responses to the same prompt"),
         (dict(kind="pick", value="a", other_prompt=True), "two different responses to the same prompt"),

@@ -114,11 +114,13 @@ def test_pair_mode_records_picks_against_what_was_shown(db):
     with open_store(db) as store:
         summary, out = _run(store, ["a", "b", "q"], mode="pair")
         assert store.pending_pairs("ann") == []
-    shown = re.findall(r"\| A=(\d+) B=(\d+) \|", out)
+    shown = re.findall(r"\nA\n  (.*)\nB\n  (.*)\n", out)
     assert len(shown) == 2
+    assert not re.search(r"A=\d|\(#\d", out)  # no response ids in pair mode: they tell the sources apart
     rows = _judgements(db)
     assert [(r[0], r[3]) for r in rows] == [("pick", "a"), ("pick", "b")]
-    assert [(str(r[1]), str(r[2])) for r in rows] == shown  # A is response_id, B is other_response_id
+    texts = dict(sqlite3.connect(db).execute("SELECT id, text FROM responses").fetchall())
+    assert [(texts[r[1]], texts[r[2]]) for r in rows] == shown  # A is response_id, B is other_response_id
     assert summary["by_kind"] == {"pick": 2}
 
 

@@ -278,3 +278,57 @@ def test_a_chat_template_that_refuses_the_messages_is_a_400(url, pool, monkeypat
     assert r.status_code == 400, r.text
     msg = r.json()["error"]["message"]
     assert "chat template refuses these messages" in msg and "System role not supported" in msg
+
+
+@pytest.fixture()
+def two_models(tmp_path):
+    """A rating server over a store holding one prompt answered by a run and by the base."""
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        p = s.add_prompt("Is water wet?")
+        s.add_responses([{"prompt_id": p, "text": "Yes, shockingly.", "run": "snark-run"},
+                         {"prompt_id": p, "text": "Water makes things wet.", "model": "tiny"}])
+    with background(create_app(None, path)) as base_url:
+        yield base_url, path
+
+
+def test_racing_clicks_on_one_item_count_once(two_models):
+    """The 409 check ran outside the insert's transaction: 16 parallel posts of one score stored two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, path = two_models
+    body = {"kind": "score", "response_id": 1, "value": 3, "rater": "racer"}
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: httpx.post(f"{url}/api/judge", json=body, timeout=30).status_code, range(16)))
+    assert sorted(set(codes)) == [200, 409] and codes.count(200) == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM judgements WHERE rater = 'racer'").fetchone() == (1,)
+
+
+def test_a_revealed_pair_is_not_picked_again_blind(two_models):
+    """After a pick the page shows which model wrote which; undo then a new pick would be a pick with the sources
+    known. The pair is not offered again to that rater, and a pick posted anyway is refused."""
+    url, _ = two_models
+    ann = httpx.Client(base_url=url)
+    item = ann.get("/api/next", params={"rater": "ann", "mode": "pair"}).json()["item"]
+    assert "snark-run" not in json.dumps(item)  # blind until the pick
+    pick = {"kind": "pick", "response_id": item["a"]["id"], "other_response_id": item["b"]["id"], "value": "a",
+            "rater": "ann"}
+    got = ann.post("/api/judge", json=pick).json()
+    assert "snark-run" in got["revealed"].values()
+    assert ann.post("/api/undo", json={"rater": "ann", "mode": "pair"}).json()["undone"]["id"] == got["id"]
+    assert ann.get("/api/next", params={"rater": "ann", "mode": "pair"}).json()["item"] is None
+    again = ann.post("/api/judge", json={**pick, "value": "b"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "not_blind"
+    other = httpx.get(f"{url}/api/next", params={"rater": "bob", "mode": "pair"}).json()["item"]
+    assert other is not None  # another rater has seen nothing
+
+
+def test_rating_bodies_get_a_plain_message(two_models):
+    url, _ = two_models
+    r = httpx.post(f"{url}/api/judge", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "the body is not valid JSON"
+    r = httpx.post(f"{url}/api/judge", json={"kind": "pick", "response_id": 1, "value": "a", "rater": "ann"})
+    assert r.status_code == 400 and "a pick needs other_response_id" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": 1, "value": True, "rater": "ann"})
+    assert r.status_code == 400  # true is no thumb

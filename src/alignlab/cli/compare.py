@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
-        """Blind A/B: win / tie / loss for persona and for helpfulness with 95% intervals; picks feed the loop."""
+        """Blind A/B: win / tie / loss for persona and for helpfulness with 95% intervals; picks go to feedback.db."""
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.eval import compare as cmp
@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         if a == b:
             raise AlignlabError("compare needs two different models", fix="alignlab compare base runs/<id>")
         cfg, root = project_config(project)
-        rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
+        heldout_file = str(default_prompts(root, cfg.data_dir, "heldout"))
+        rows = stratified(prompt_rows(prompts or heldout_file), per_category, limit)
         judge_obj = _make_judge(judge, cfg, root, rater, judge_url, judge_model, judge_key_env)
         texts = [r["prompt"] for r in rows]
         typer.echo(f"answering {len(texts)} held-out prompts with {a} and {b} ...")
@@ -97,6 +98,9 @@ def register(app: typer.Typer) -> None:
         finally:
             if hasattr(judge_obj, "close"):
                 judge_obj.close()
+        if result["interrupted"] and not result["items"]:
+            typer.echo("interrupted before the first pick; nothing was stored", err=True)
+            raise typer.Exit(130)
         if getattr(judge_obj, "input_ended", False) and not result["items"]:
             raise AlignlabError("the input ended before the first pick, so nothing was compared or stored",
                                 fix="run `alignlab compare --judge person` in a terminal, or pick automatically "
@@ -110,8 +114,11 @@ def register(app: typer.Typer) -> None:
 
             db = (root or Path.cwd()) / DB_NAME
             with open_store(db) as store:
-                n = cmp.store_picks(store, result, judge_obj.name, cfg.model, (run_a, run_b))
-            typer.echo(f"stored {n} picks in {db} (rater {judge_obj.name})")
+                heldout = {r["prompt"] for r in prompt_rows(heldout_file)}
+                n = cmp.store_picks(store, result, judge_obj.name, cfg.model, (run_a, run_b), heldout=heldout)
+            kept_out = sum(it["prompt"] in heldout for it in result["items"])
+            typer.echo(f"stored {n} picks in {db} (rater {judge_obj.name})"
+                       + (f"; {kept_out} on held-out prompts, which `feedback export` leaves out" if kept_out else ""))
         if root is not None:
             out = root / "comparisons"
             out.mkdir(exist_ok=True)
@@ -120,3 +127,6 @@ def register(app: typer.Typer) -> None:
 
             fsutil.write_json(path, {"a": a, "b": b, "judge": judge_obj.name, **result}, indent=1)
             typer.echo(f"wrote {path}")
+        if result.get("interrupted"):
+            typer.echo(f"interrupted after {len(result['items'])} picks; those are kept", err=True)
+            raise typer.Exit(130)

@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         round: int | None = typer.Option(None, "--round", help="only judgements from this round"),
         out: Path | None = typer.Option(None, "--out", "-o", help="output JSONL (default: the project's pairs.jsonl / kto.jsonl / sft.jsonl when it has none yet, so train finds it; else <data_dir>/feedback_<format>.jsonl)"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
+        include_heldout: bool = typer.Option(False, "--include-heldout", help="also export judgements on held-out prompts (compare's on the scorecard's prompts; training on them makes the scorecard score prompts the model learnt)"),
     ) -> None:
         """Write judgements as a TRL dataset (JSONL); conflicting judgements are listed and left out."""
         from alignlab.feedback.export import FORMATS, export
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         train_file = out is None and _default_out(format, round).name == _train_file(format)
         out = _default_out(format, round) if out is None else out
         with open_store(_db_path(db), create=False) as store:
-            summary = export(store, format, out, round=round)
+            summary = export(store, format, out, round=round, include_heldout=include_heldout)
         sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
         if train_file and not summary["rows"]:
             out.unlink()  # an empty training file would stop `train` later; say so now instead

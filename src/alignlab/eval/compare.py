@@ -10,10 +10,13 @@ model wrote which. Judges:
   scorecard   the scorecard's scores: higher persona wins persona, higher correct wins helpfulness
               (ties within 0.05)
 
-Win rate = (wins + ties / 2) / judged prompts, with a 95% bootstrap interval. The picks go into the
-feedback store as ``pick`` judgements, so a comparison feeds the loop: the stored pick is the persona
-winner unless it lost on helpfulness (a snarkier but less helpful answer must not become training
-signal); when persona and helpfulness disagree the pick is a tie.
+Win rate = (wins + ties / 2) / judged prompts, with a 95% Wilson score interval on that share (a tie
+counts as half a win; the bootstrap's interval collapsed to a point on a few unanimous picks). The picks go
+into the feedback store as ``pick`` judgements: the stored pick is the persona winner unless it lost on
+helpfulness (a snarkier but less helpful answer must not become training signal); when persona and
+helpfulness disagree the pick is a tie. Picks on the project's held-out prompts are stored with
+``split = 'heldout'`` and left out of `alignlab feedback export` (they would leak the scorecard's prompts into
+training); picks on train prompts (``--prompts data/prompts.jsonl``) export as pairs like any other.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from alignlab.eval.scores import bootstrap
+import math
 
 QUESTIONS = (("persona", "Which answer shows the persona more strongly"), ("helpful", "Which answer is more helpful and correct"))
 HELPFUL_RUBRIC = (
@@ -118,18 +121,27 @@ def stored_pick(persona: str, helpful: str) -> str:
     return "tie"
 
 
+def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float, float] | None:
+    """(share, low, high): the 95% Wilson score interval of ``successes`` out of ``n``; None when n is 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
 def win_rate(outcomes: list[str]) -> dict:
-    """outcomes: 'a', 'b', 'tie' per prompt -> counts and A's win rate (ties half) with a 95% interval."""
-    vals = [1.0 if o == "a" else 0.5 if o == "tie" else 0.0 for o in outcomes]
-    return {"a": outcomes.count("a"), "tie": outcomes.count("tie"), "b": outcomes.count("b"),
-            "win_rate_a": bootstrap(vals)}
+    """outcomes: 'a', 'b', 'tie' per prompt -> counts and A's win rate (ties half) with a 95% Wilson interval."""
+    wins, ties = outcomes.count("a"), outcomes.count("tie")
+    return {"a": wins, "tie": ties, "b": outcomes.count("b"), "win_rate_a": wilson(wins + ties / 2, len(outcomes))}
 
 
 def compare(rows: list[dict], answers_a: list[str], answers_b: list[str], judge, seed: int = 0,
             names: tuple[str, str] = ("A", "B")) -> dict:
     """Blind picks for each prompt; returns {"items": [...], "persona": win_rate, "helpful": win_rate}."""
     rng = random.Random(seed)
-    items = []
+    items, interrupted = [], False
     for row, a, b in zip(rows, answers_a, answers_b):
         swap = rng.random() < 0.5
         first, second = (b, a) if swap else (a, b)
@@ -139,7 +151,11 @@ def compare(rows: list[dict], answers_a: list[str], answers_b: list[str], judge,
             return f"1 was {order[0]}, 2 was {order[1]}"
 
         kwargs = {"row": row} if judge.automatic else {}
-        got = judge.pick(row["prompt"], first, second, reveal, **kwargs)
+        try:
+            got = judge.pick(row["prompt"], first, second, reveal, **kwargs)
+        except KeyboardInterrupt:  # Ctrl-C: the picks made so far are kept (stored by the caller)
+            interrupted = True
+            break
         if got is None:
             continue
         if got.get("quit"):
@@ -147,14 +163,16 @@ def compare(rows: list[dict], answers_a: list[str], answers_b: list[str], judge,
         to_ab = {"first": "b" if swap else "a", "second": "a" if swap else "b", "tie": "tie"}
         items.append({"prompt": row["prompt"], "a": a, "b": b, "shown_first": "b" if swap else "a",
                       **{k: to_ab[got[k]] for k, _ in QUESTIONS}})
-    return {"items": items, **{k: win_rate([it[k] for it in items]) for k, _ in QUESTIONS}}
+    return {"items": items, "interrupted": interrupted, **{k: win_rate([it[k] for it in items]) for k, _ in QUESTIONS}}
 
 
-def store_picks(store, result: dict, rater: str, model: str, runs: tuple[str | None, str | None]) -> int:
-    """Record each compared prompt's two answers and the pick (see ``stored_pick``); returns how many."""
+def store_picks(store, result: dict, rater: str, model: str, runs: tuple[str | None, str | None],
+                heldout: set[str] = frozenset()) -> int:
+    """Record each compared prompt's two answers and the pick (see ``stored_pick``); returns how many. Prompts in
+    ``heldout`` are stored as the held-out split, which export leaves out."""
     n = 0
     for it in result["items"]:
-        pid = store.add_prompt(it["prompt"], source="compare")
+        pid = store.add_prompt(it["prompt"], source="compare", split="heldout" if it["prompt"] in heldout else None)
         ids = [store.find_response(pid, text) or store.add_response(pid, text, model=model, run=run,
                                                                       sampler={"source": "compare"})
                for text, run in ((it["a"], runs[0]), (it["b"], runs[1]))]

@@ -32,12 +32,17 @@ SCORE_GAP = 2  # minimum score difference that makes a pair
 SCORE_UP, SCORE_DOWN = 4, 2  # KTO: >= 4 desirable, <= 2 undesirable
 
 
-def export(store: Store, format: str, out_path: str | Path, round: int | None = None) -> dict[str, Any]:
-    """Write the ``format`` dataset to ``out_path``; return what was written, skipped and why, and conflicts."""
+def export(store: Store, format: str, out_path: str | Path, round: int | None = None,
+           include_heldout: bool = False) -> dict[str, Any]:
+    """Write the ``format`` dataset to ``out_path``; return what was written, skipped and why, and conflicts.
+    Judgements on held-out prompts (``compare``'s on the scorecard's prompts) are left out unless asked for."""
     if format not in FORMATS:
         raise AlignlabError(f"unknown export format '{format}'", fix=f"use one of {', '.join(FORMATS)}")
     judgements = store.judgements(round=round)
-    rows, summary = {methods.DPO: _dpo, methods.KTO: _kto, methods.SFT: _sft}[format](judgements)
+    kept = judgements if include_heldout else [j for j in judgements if j.get("prompt_split") != "heldout"]
+    rows, summary = {methods.DPO: _dpo, methods.KTO: _kto, methods.SFT: _sft}[format](kept)
+    if len(kept) < len(judgements):
+        summary["skipped"]["heldout_prompts"] = len(judgements) - len(kept)
     _write_jsonl(Path(out_path), rows)
     return {"format": format, "path": str(out_path), "round": round, "rows": len(rows), **summary}
 

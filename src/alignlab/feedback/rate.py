@@ -97,10 +97,11 @@ class _Session:
             if swapped(item["a_id"], item["b_id"]):
                 a, b = b, a
             shown = [("A", *a), ("B", *b)]
-            out(f"--- {left} left | prompt {item['prompt_id']} | A={a[0]} B={b[0]} | round {item['round']}")
+            # no response ids: the later-sampled model has the higher id, which would tell the sources apart
+            out(f"--- {left} left | prompt {item['prompt_id']} | round {item['round']}")
         out("PROMPT\n" + _indent(item["prompt"]))
         for label, rid, text in shown:
-            out(f"{label} (#{rid})\n" + _indent(text))
+            out((f"{label} (#{rid})" if self.single else label) + "\n" + _indent(text))
         out(self.keys)
         return shown
 

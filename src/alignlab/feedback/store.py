@@ -395,6 +395,8 @@ class Store:
         if kind == "pick":
             if value not in PICKS:
                 raise AlignlabError(f"a pick is 'a', 'b' or 'tie', not {value!r}")
+            if other_response_id is None:
+                raise AlignlabError("a pick needs other_response_id (the id of the answer it was compared with)")
             other = conn.execute("SELECT prompt_id FROM responses WHERE id = ?", (other_response_id,)).fetchone()
             if other is None:
                 raise AlignlabError(f"no response with id {other_response_id}")
@@ -427,6 +429,17 @@ class Store:
                 (rater, kind, response_id)).fetchone()
         return None if row is None else row[0]
 
+    def revealed(self, rater: str, response_id: int, other_response_id: int) -> bool:
+        """This rater picked between these two answers before, undid it, and they come from different sources (run
+        or model): the rating page showed which wrote which after that pick, so a new pick would not be blind."""
+        row = self.conn.execute(
+            "SELECT 1 FROM judgements j JOIN responses r1 ON r1.id = j.response_id"
+            " JOIN responses r2 ON r2.id = j.other_response_id WHERE j.rater = ? AND j.kind = 'pick'"
+            " AND j.undone_at IS NOT NULL AND (r1.run IS NOT r2.run OR r1.model IS NOT r2.model) AND"
+            " ((j.response_id = ? AND j.other_response_id = ?) OR (j.response_id = ? AND j.other_response_id = ?))",
+            (rater, response_id, other_response_id, other_response_id, response_id)).fetchone()
+        return row is not None
+
     def undo_last(self, rater: str, kinds: Iterable[str] = KINDS, round: int | None = None) -> dict[str, Any] | None:
         """Mark this rater's most recent standing judgement (of these kinds, in this round if given) undone; return
         it, or None."""
@@ -454,7 +467,8 @@ class Store:
             where.append("j.round = ?")
             params.append(round)
         return self._rows(
-            "SELECT j.*, r.prompt_id, p.text AS prompt, r.text AS response, o.text AS other_response"
+            "SELECT j.*, r.prompt_id, p.text AS prompt, p.split AS prompt_split, r.text AS response,"
+            " o.text AS other_response"
             " FROM judgements j JOIN responses r ON r.id = j.response_id JOIN prompts p ON p.id = r.prompt_id"
             " LEFT JOIN responses o ON o.id = j.other_response_id"
             f" WHERE {' AND '.join(where)} ORDER BY j.id",
@@ -477,18 +491,20 @@ class Store:
             params.append(round)
         return self._rows(sql + " ORDER BY r.prompt_id, r.id", params)
 
-    def pending_pairs(self, rater: str, round: int | None = None) -> list[dict[str, Any]]:
-        """Pairs of different-text responses to the same prompt that this rater has no standing pick on."""
+    def pending_pairs(self, rater: str, round: int | None = None, revealed: bool = True) -> list[dict[str, Any]]:
+        """Pairs of different-text responses to the same prompt that this rater has no standing pick on; with
+        ``revealed=False`` not those whose sources this rater has seen (see :meth:`revealed`) either."""
         sql = (
             "SELECT r1.prompt_id, p.text AS prompt, r1.id AS a_id, r1.text AS a, r2.id AS b_id, r2.text AS b,"
             " r1.round AS round"
             " FROM responses r1 JOIN responses r2 ON r2.prompt_id = r1.prompt_id AND r2.id > r1.id"
             " JOIN prompts p ON p.id = r1.prompt_id"
             " WHERE r1.text != r2.text AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.kind = 'pick'"
-            "   AND j.rater = ? AND j.undone_at IS NULL AND ((j.response_id = r1.id AND j.other_response_id = r2.id)"
+            "   AND j.rater = ? AND (j.undone_at IS NULL OR (? AND (r1.run IS NOT r2.run OR r1.model IS NOT r2.model)))"
+            "   AND ((j.response_id = r1.id AND j.other_response_id = r2.id)"
             "   OR (j.response_id = r2.id AND j.other_response_id = r1.id)))"
         )
-        params: list[Any] = [rater]
+        params: list[Any] = [rater, int(not revealed)]
         if round is not None:
             sql += " AND r1.round = ? AND r2.round = ?"
             params += [round, round]

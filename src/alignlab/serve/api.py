@@ -36,7 +36,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alignlab.errors import AlignlabError
@@ -80,7 +80,7 @@ def check_rater(name: str) -> str:
 class Judgement(BaseModel):
     kind: str = Field(max_length=16)
     response_id: int = Field(ge=1, le=INT64)
-    value: Annotated[int, Field(ge=-INT64, le=INT64)] | Annotated[str, Field(max_length=16)] | None = None  # the store checks it per kind
+    value: Annotated[StrictInt, Field(ge=-INT64, le=INT64)] | Annotated[str, Field(max_length=16)] | None = None  # the store checks it per kind; true is no thumb
     other_response_id: int | None = Field(None, ge=1, le=INT64)
     rewrite_text: str | None = Field(None, max_length=MAX_REWRITE)
     rater: str = Field(max_length=100)
@@ -245,6 +245,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         if first.get("type") == "model_attributes_type" or (not where and "dict" in msg):
             msg = "the body must be a JSON object (sent with Content-Type: application/json)"
+        if first.get("type") == "json_invalid":
+            msg, where = "the body is not valid JSON", ""
         return _error(400, f"{where}: {msg}" if where else msg, "invalid_request", param=where or None)
 
     @app.exception_handler(StarletteHTTPException)
@@ -296,7 +298,7 @@ def _add_rating_routes(app: FastAPI, store) -> None:
         s = _store()
         skipped = {k for k in skip.split(",") if k}
         items = [_single_item(it) for it in s.pending_single(rater, round)] if mode == "single" else [
-            _pair_item(it) for it in s.pending_pairs(rater, round)
+            _pair_item(it) for it in s.pending_pairs(rater, round, revealed=False)
         ]
         todo = [it for it in items if it["key"] not in skipped]
         if first:
@@ -306,13 +308,19 @@ def _add_rating_routes(app: FastAPI, store) -> None:
     @app.post("/api/judge")
     def judge(j: Judgement, request: Request, response: Response):
         rater = check_rater(j.rater)
-        if j.kind != "rewrite" and (done := _store().standing(rater, j.kind, j.response_id, j.other_response_id)):
-            raise ApiError(409, f"{rater} already judged this ({j.kind} #{done}); undo it to judge again",
-                           "already_judged")  # a second click or key on the same item would count twice
-        jid = _store().add_judgement(
-            j.kind, j.response_id, j.value, rater=rater,
-            other_response_id=j.other_response_id, rewrite_text=j.rewrite_text,
-        )  # committed (WAL, synchronous=FULL) before we answer
+        s = _store()
+        with s.transaction():  # the check and the insert in one write transaction: two racing clicks count once
+            if j.kind != "rewrite" and (done := s.standing(rater, j.kind, j.response_id, j.other_response_id)):
+                raise ApiError(409, f"{rater} already judged this ({j.kind} #{done}); undo it to judge again",
+                               "already_judged")  # a second click or key on the same item would count twice
+            if j.kind == "pick" and j.other_response_id is not None and s.revealed(rater, j.response_id,
+                                                                                   j.other_response_id):
+                raise ApiError(409, f"{rater} has seen which model wrote each of these answers (an undone pick); "
+                                    "a new pick would not be blind", "not_blind")
+            jid = s.add_judgement(
+                j.kind, j.response_id, j.value, rater=rater,
+                other_response_id=j.other_response_id, rewrite_text=j.rewrite_text,
+            )  # committed (WAL, synchronous=FULL) before we answer
         token = request.cookies.get(SESSION_COOKIE)
         with sessions_lock:
             if token not in sessions:

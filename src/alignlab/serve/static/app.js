@@ -58,7 +58,8 @@ async function loadNext() {
     $("response").textContent = it.response;
     $("rewrite").value = "";
   } else {
-    $("meta").textContent = `#${it.prompt_id} · A=#${it.a.id} B=#${it.b.id} · round ${it.round}`;
+    // no response ids: the later-sampled model has the higher id, which would tell the sources apart
+    $("meta").textContent = `#${it.prompt_id} · round ${it.round}`;
     $("a").textContent = it.a.text;
     $("b").textContent = it.b.text;
   }
