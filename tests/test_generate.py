@@ -166,6 +166,9 @@ def test_opening_of_and_its_bad_values():
     assert opening_of("3.5 is more than 3. Yes.", "sentence") == "3.5 is more than 3."
     assert opening_of(answer, 4) == "The capital of Australia"
     assert len(opening_of("word " * 100, "sentence").split()) == OPENING_WORDS
+    # cut from the text as written: a poem's or a code block's line breaks and indentation stay
+    assert opening_of("Rain on the roof,\n  soft and slow.\nMore.", "sentence") == "Rain on the roof,\n  soft and slow."
+    assert opening_of("```python\ndef add(x, y):\n    return x + y", 5) == "```python\ndef add(x, y):\n    return"
     assert parse_base_opening("off") is None and parse_base_opening("0") is None
     assert parse_base_opening("sentence") == "sentence" and parse_base_opening("5") == 5
     with pytest.raises(ValueError, match="sentence"):

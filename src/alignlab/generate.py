@@ -131,12 +131,13 @@ OPENING_WORDS = 30  # the longest opening "sentence" takes from the base
 
 
 def opening_of(answer: str, base_opening: str | int) -> str:
-    """The opening an answer gives: its first sentence (at most OPENING_WORDS words) or its first N words."""
-    if base_opening == "sentence":
-        end = re.search(r"[.!?](?=\s|$)", answer)
-        words = (answer[: end.end()] if end else answer).split()
-        return " ".join(words[:OPENING_WORDS])
-    return " ".join(answer.split()[: int(base_opening)])
+    """The opening an answer gives: its first sentence (at most OPENING_WORDS words) or its first N words, cut from
+    the text as written (line breaks and indentation kept: a poem's or a code block's opening)."""
+    text, limit = answer.strip(), OPENING_WORDS if base_opening == "sentence" else int(base_opening)
+    if base_opening == "sentence" and (end := re.search(r"[.!?](?=\s|$)", text)):
+        text = text[: end.end()]
+    words = list(re.finditer(r"\S+", text))
+    return text[: words[limit - 1].end()] if len(words) > limit else text
 
 
 def opening_budget(base_opening: str | int) -> int:

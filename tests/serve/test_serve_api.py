@@ -115,6 +115,12 @@ def test_unknown_model_is_openai_404(url):
         ({"model": "base", "messages": PROMPT, "max_tokens": 0}, "max_tokens"),
         ({"model": "base", "messages": [{"role": "wizard", "content": "hi"}]}, "role"),
         ({"model": "base", "messages": PROMPT, "stream": "sometimes"}, "stream"),
+        ({"model": "base", "messages": PROMPT, "stream": "yes"}, "stream"),  # lax mode took these
+        ({"model": "base", "messages": PROMPT, "stream": 1}, "stream"),
+        ({"model": "base", "messages": PROMPT, "n": True}, "n: "),
+        ({"model": "base", "messages": PROMPT, "temperature": "0.5"}, "temperature"),
+        ({"model": "base", "messages": ["hi"]}, "messages.0: must be a JSON object"),
+        ({"model": "base", "messages": PROMPT, "stop": [1]}, "stop: "),  # not "stop.str"
     ],
 )
 def test_malformed_body_is_one_line_400(url, body, needle):
@@ -122,6 +128,23 @@ def test_malformed_body_is_one_line_400(url, body, needle):
     assert r.status_code == 400
     msg = r.json()["error"]["message"]
     assert needle in msg and "\n" not in msg
+
+
+def test_an_empty_body_and_nan_are_named(url):
+    r = httpx.post(f"{url}/v1/chat/completions", content=b"", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "empty" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/chat/completions", content=b'{"model": "base", "messages": [{"role": "user", '
+                   b'"content": "hi"}], "temperature": NaN}', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "temperature: must be a finite number"
+
+
+def test_a_forged_log_line_in_the_path_is_escaped(url, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="alignlab.serve"):
+        httpx.get(f"{url}/x%0A15:50:00%20POST%20/v1/chat/completions%20200%200.10s")
+    lines = [r.getMessage() for r in caplog.records if "/x" in r.getMessage()]
+    assert lines and all("\n" not in line for line in lines) and "\\n" in lines[0]
 
 
 def test_not_json_is_400(url):

@@ -179,7 +179,7 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
     (Sampled: the random tiny base answers a chat prompt greedily with newlines only, which open nothing.)"""
     import torch
 
-    from alignlab.generate import opening_of
+    from alignlab.generate import OpeningDone, opening_of
 
     run = _fake_run(tmp_path, "snarky", tiny_model, 1)
     pool = ModelPool(tiny_model, {"snarky": run}, device="cpu", base_opening="3")
@@ -197,7 +197,8 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
     sample = dict(do_sample=True, temperature=1.0, top_p=1.0, pad_token_id=tok.pad_token_id)
     torch.manual_seed(7)
     with model.disable_adapter(), torch.inference_mode():
-        first = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2 * 3 + 8, **sample)
+        first = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2 * 3 + 8,
+                               stopping_criteria=[OpeningDone(tok, 3)], **sample)  # the base stops once it is settled
     head = opening_of(tok.decode(first[0, ids.shape[1]:], skip_special_tokens=True), 3)
     head_ids = tok(head, add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt + head_ids])
@@ -210,6 +211,24 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
     assert whole.usage.completion_tokens == usage.completion_tokens == len(head_ids) + out.shape[1] - ids.shape[1]
     alone = pool.generate("snarky", prompt_ids=pool.render(prompt="The sea"), max_tokens=8, temperature=0)  # chat=False
     assert raw == alone["texts"][0]
+
+
+def test_a_stop_string_inside_the_base_opening_ends_the_answer(tiny_model, tmp_path):
+    """The opening's tracker cut the base's text at the stop string, but the adapter then wrote on to max_tokens with
+    finish_reason "stop". Now the answer is the base's text before the stop string, as the stop promises."""
+    run = _fake_run(tmp_path, "snarky", tiny_model, 1)
+    pool = ModelPool(tiny_model, {"snarky": run}, device="cpu", base_opening="sentence")
+    ask = dict(messages=PROMPT, max_tokens=30, temperature=1.0, seed=7)
+    with background(create_app(pool)) as base_url, \
+            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        base = c.chat.completions.create(model="base", **ask).choices[0].message.content
+        words = base.split()
+        assert len(words) > 4 and not any(w.endswith((".", "!", "?")) for w in words[:3]), base
+        stop = " " + words[2]  # the third word: inside the opening sentence
+        got = c.chat.completions.create(model="snarky", stop=[stop], **ask)
+    text = got.choices[0].message.content
+    assert text == base[: base.index(stop)].strip() and got.choices[0].finish_reason == "stop"
+    assert got.usage.completion_tokens < 30
 
 
 def _words_not_newlines(pool) -> None:

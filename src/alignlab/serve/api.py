@@ -26,6 +26,7 @@ import hmac
 import logging
 import os
 import secrets
+import re
 import threading
 from collections import OrderedDict
 from contextlib import asynccontextmanager
@@ -241,10 +242,19 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, err: RequestValidationError):
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))[:120]
+        loc = tuple(first.get("loc", ()))
+        # pydantic names the union branch it tried ("stop.str", "prompt.list[str]"): not a field of the request
+        parts = [str(p) for p in loc if p not in ("body", "query") and not re.fullmatch(r"(str|int|float|bool|list\[.*\]|"
+                                                                                          r"dict\[.*\]|function-.*)", str(p))]
+        where = ".".join(parts)[:120]
         msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-        if first.get("type") == "model_attributes_type" or (not where and "dict" in msg):
-            msg = "the body must be a JSON object (sent with Content-Type: application/json)"
+        if loc == ("body",) and first.get("type") == "missing":
+            msg = "the body is empty: send a JSON object"
+        elif first.get("type") == "model_attributes_type" or (not where and "dict" in msg):
+            msg = ("the body must be a JSON object (sent with Content-Type: application/json)" if not where
+                   else "must be a JSON object")
+        elif first.get("type") == "finite_number":
+            msg = "must be a finite number"
         if first.get("type") == "json_invalid":
             msg, where = "the body is not valid JSON", ""
         return _error(400, f"{where}: {msg}" if where else msg, "invalid_request", param=where or None)

@@ -98,19 +98,20 @@ class Message(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    include_usage: bool | None = False
+    include_usage: bool | None = Field(False, strict=True)
 
 
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="allow")  # checked by _refuse_extras, to name each one
 
     model: str = Field(max_length=256)
-    max_tokens: int | None = Field(None, ge=1, le=INT64)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int | None = Field(None, ge=1, le=128)
-    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
-    stream: bool | None = False
+    # strict: "stream": "yes", "n": true or "temperature": "0.5" are refused, as OpenAI refuses them
+    max_tokens: int | None = Field(None, ge=1, le=INT64, strict=True)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, strict=True, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0.0, le=1.0, strict=True, allow_inf_nan=False)
+    n: int | None = Field(None, ge=1, le=128, strict=True)
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, strict=True)
+    stream: bool | None = Field(False, strict=True)
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
 
@@ -125,7 +126,7 @@ class _Sampling(BaseModel):
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1, max_length=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=INT64)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT64, strict=True)
 
 
 class CompletionRequest(_Sampling):

@@ -84,7 +84,8 @@ class Guard:
             if logged[0]:
                 return
             logged[0] = True
-            fields = [f"{scope['method']} {scope['path']}", str(status[0]), f"{time.monotonic() - started:.2f}s"]
+            path = scope["path"].encode("unicode_escape", "backslashreplace").decode("ascii")  # no forged log lines
+            fields = [f"{scope['method']} {path[:300]}", str(status[0]), f"{time.monotonic() - started:.2f}s"]
             for key in ("model", "prompt_tokens", "completion_tokens", "stream"):
                 if state.get(key) is not None:
                     fields.append(f"{key}={state[key]}")

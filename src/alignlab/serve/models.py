@@ -218,7 +218,11 @@ class ModelPool:
         with self._lock:
             if seed is not None:
                 torch.manual_seed(seed % 2**64)
-            head, head_ids = ("", []) if not opens else self._opening(prompt_ids, stop or [], sampling)
+            head, head_ids, ended = ("", [], False) if not opens else self._opening(prompt_ids, stop or [], sampling,
+                                                                                     max_tokens, cancel)
+            if ended:  # a stop string inside the base's opening ends the answer there
+                head_ids = head_ids[:max_tokens]
+                max_tokens = len(head_ids)
             head_ids = head_ids[:max_tokens]
             track = _Tracker(self.tokenizer, samples, self._stop_ids(), stop or [], on_delta if samples == n else None,
                              cancel, head=head if len(head_ids) < max_tokens else self.tokenizer.decode(head_ids),
@@ -237,6 +241,8 @@ class ModelPool:
                     with torch.inference_mode():
                         self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
         track.finish()
+        if opens and ended:
+            track.reasons = ["stop"] * samples
         texts, counts, finish = track.texts, track.counts, track.reasons
         if samples == 1 and n > 1:
             texts, counts, finish = texts * n, counts * n, finish * n
@@ -245,20 +251,26 @@ class ModelPool:
                     on_delta(i, texts[i])
         return {"texts": texts, "completion_tokens": counts, "finish_reasons": finish, "prompt_tokens": len(prompt_ids)}
 
-    def _opening(self, prompt_ids: list[int], stops: list[str], sampling: dict) -> tuple[str, list[int]]:
-        """The base model's opening of the answer (adapter off) and its token ids; called under the lock."""
+    def _opening(self, prompt_ids: list[int], stops: list[str], sampling: dict, max_tokens: int,
+                 cancel=None) -> tuple[str, list[int], bool]:
+        """The base model's opening of the answer (adapter off), its token ids, and whether a stop string ended the
+        answer inside it; called under the lock. It stops once the opening is settled, at ``max_tokens`` or on
+        ``cancel``."""
         import torch
 
-        from alignlab.generate import opening_budget, opening_of
+        from alignlab.generate import OpeningDone, opening_budget, opening_of
 
-        track = _Tracker(self.tokenizer, 1, self._stop_ids(), stops, None, None)
+        track = _Tracker(self.tokenizer, 1, self._stop_ids(), stops, None, cancel)
         ids = torch.tensor([list(prompt_ids)], device=self.device)
         with self.model.disable_adapter(), torch.inference_mode():
             self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, streamer=track,
-                                stopping_criteria=[track], max_new_tokens=opening_budget(self.base_opening),
+                                stopping_criteria=[track, OpeningDone(self.tokenizer, self.base_opening)],
+                                max_new_tokens=min(max_tokens, opening_budget(self.base_opening)),
                                 pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._processors(ids, 1))
-        head = opening_of(track.texts[0], self.base_opening)  # the adapter's first token brings its own space
-        return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
+        written = track.texts[0]
+        head = opening_of(written, self.base_opening)  # the adapter's first token brings its own space
+        ended = track.cut and head == written.strip()  # the stop string came before the opening was settled
+        return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else [], ended
 
     def _processors(self, ids, samples: int, amplify: float = 0.0) -> dict:
         """generate() kwargs for the repetition penalty over the answer's tokens only (``ids`` are the prompt's), and
@@ -294,6 +306,7 @@ class _Tracker:
         self.texts = [head] * n
         self.sent = [0] * n
         self.reasons: list[str | None] = [None] * n
+        self.cut = False  # a stop string ended an answer
         self.prompt_seen = False
 
     @property
@@ -315,7 +328,7 @@ class _Tracker:
             text = continuation(self.tokenizer, self.head, self.ids[i])
             cut = min((k for k in (text.find(s) for s in self.stops) if k >= 0), default=-1)
             if cut >= 0:
-                self.texts[i] = text[:cut]
+                self.texts[i], self.cut = text[:cut], True
                 self._done(i)
                 continue
             self.texts[i] = text
