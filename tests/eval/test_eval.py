@@ -4,6 +4,7 @@ scores on both sides; eval.json + report."""
 from __future__ import annotations
 
 import json
+import html
 
 import pytest
 import torch
@@ -88,6 +89,26 @@ def test_summary_and_diversity():
     assert m["length"] == pytest.approx(4 / 3) and m["distinct_1"] == 1.0
 
 
+def test_shares_have_wilson_intervals_and_the_change_a_paired_one():
+    """A share of 0/42 printed 0.00 [0.00, 0.00] (the percentile bootstrap's interval of a constant); the change
+    column was a bare difference under a table titled "95% intervals"."""
+    from alignlab.eval.scores import paired_change, summarize
+
+    none = summarize([{"persona": 0.1, "correct": 0.0, "mimicry": 0.0}] * 42)
+    m, lo, hi = none["in_persona"]
+    assert (m, lo) == (0.0, 0.0) and hi == pytest.approx(0.0838, abs=1e-3)
+    some = summarize([{"persona": 0.95, "correct": 1.0, "mimicry": 0.0}] * 17 + [{"persona": 0.1, "correct": 0.0,
+                                                                                 "mimicry": 0.0}] * 25)
+    assert some["in_persona"][0] == pytest.approx(17 / 42) and some["in_persona"][1:] == pytest.approx((0.2704, 0.5551),
+                                                                                                        abs=1e-3)
+    base = [{"persona": 0.2, "correct": 1.0, "mimicry": 0.0}] * 20
+    moved = [{"persona": 0.95, "correct": 1.0 if i % 4 else 0.0, "mimicry": 0.0} for i in range(20)]
+    change = paired_change(base, moved)
+    assert change["in_persona"] == (1.0, 1.0, 1.0)  # every prompt moved into persona
+    d, lo, hi = change["correct_share"]
+    assert d == pytest.approx(-0.25) and lo < -0.25 < hi < 0  # 5 of 20 answers lost, paired
+
+
 def test_stratified_covers_every_category_first():
     rows = [{"prompt": f"a{i}", "category": "a"} for i in range(5)] + [{"prompt": "b0", "category": "b"}]
     assert [r["prompt"] for r in stratified(rows, 2)] == ["a0", "b0", "a1"]
@@ -112,6 +133,10 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     assert card["settings"]["base_opening"] == "sentence" and card["alone"]["n"] == 3
     assert "<th>base</th><th>adapter (base&#x27;s first sentence)</th><th>change</th><th>adapter alone</th>" in page
     assert "adapter alone" in res.stdout
+    # the exported model's answers are in the answers table too, each with its scores
+    assert "<th>adapter alone (as exported)</th>" in page
+    assert all(html.escape(s["alone"]) in page for s in card["samples"] if s["alone"])
+    assert set(card["change"]) == {"persona", "in_persona", "correct", "correct_share", "mimicry", "flagged"}
 
 
 @pytest.mark.slow

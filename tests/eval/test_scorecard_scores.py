@@ -166,6 +166,24 @@ def test_eval_answers_bad_row_is_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "answers.jsonl:2" in out.stderr
 
 
+@pytest.mark.parametrize("row, needle", [
+    ('{"prompt": "hi", "answer": "a", "reference": NaN}', "NaN or Infinity"),
+    ('{"prompt": "hi", "answer": "a", "reference": true}', "'reference' must be text or a number"),
+    ('{"prompt": "hi", "answer": "ok", "aliases": "ok"}', "'aliases' must be a list of strings"),
+])
+def test_eval_answers_refuses_values_it_would_misread(tmp_path, row, needle):
+    """NaN reached --json's stdout as invalid JSON; true gave correct null; a string of aliases was read letter by
+    letter (the answer "ok" scored 0 against aliases "o" and "k")."""
+    from alignlab.cli.evaluate import read_answers
+    from alignlab.errors import AlignlabError
+
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"prompt": "hi", "answer": "hello"}\n' + row + "\n")
+    with pytest.raises(AlignlabError, match=needle) as err:
+        read_answers(path)
+    assert "answers.jsonl:2" in str(err.value)
+
+
 def test_warnings_fire_on_a_constructed_collapse():
     from alignlab.eval.scores import summarize, warnings_for
 
@@ -206,3 +224,25 @@ def test_reference_text_for_a_judge_names_what_a_row_without_reference_text_chec
     assert reference_text({"answer": 7}) == "The answer is 7."
     assert reference_text({"aliases": ["Bell", "Graham Bell"], "key_terms": ["patent"]}) == (
         "A correct answer names Bell or Graham Bell. A correct answer mentions patent.")
+
+
+def test_eval_refuses_persona_raters_that_do_not_score_in_0_1(tmp_path):
+    """--rater contrast printed persona -0.14 and cut "in persona" at 0.9 of a log-ratio."""
+    from alignlab.eval.scores import Scorer
+
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"prompt": "hi", "answer": "hello"}\n')
+    out = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(path), "--rater", "contrast"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "log-ratio" in out.stderr
+
+    class Loud:
+        name = "reward:loud"
+
+        def score(self, prompts, answers):
+            return [1.7 for _ in answers]
+
+    from alignlab.errors import AlignlabError
+
+    with pytest.raises(AlignlabError, match=r"reward:loud gave 1.7, outside \[0, 1\]"):
+        Scorer(None, persona_rater=Loud()).persona(["q"], ["a"])

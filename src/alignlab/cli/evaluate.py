@@ -21,8 +21,20 @@ def read_answers(path: Path) -> list[dict]:
     fix = 'each row needs {"prompt": "...", "answer": "..."}'
     rows = read_objects(path, ("prompt", "answer"), fix)
     for lineno, row in rows:
-        if row.get("reference") is not None and not isinstance(row["reference"], (str, int, float)):
-            raise AlignlabError("'reference' must be text or a number", where=f"{path}:{lineno}", fix=fix)
+        where = f"{path}:{lineno}"
+        try:
+            json.dumps(row, allow_nan=False)
+        except ValueError:
+            raise AlignlabError("the row holds NaN or Infinity, which JSON has no place for", where=where,
+                                fix="write the number out, or leave the field out") from None
+        ref = row.get("reference")
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (str, int, float))):
+            raise AlignlabError("'reference' must be text or a number", where=where, fix=fix)
+        for key in ("aliases", "key_terms"):
+            value = row.get(key)
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+                raise AlignlabError(f"'{key}' must be a list of strings", where=where,
+                                    fix=f'e.g. "{key}": ["Ottawa"]')
     if not rows:
         raise AlignlabError(f"{path} holds no answers", fix=fix)
     return [row for _, row in rows]
@@ -32,6 +44,11 @@ def _scorer(root, cfg, rater: str, judge: dict):
     from alignlab.eval.scores import scorer_for
 
     persona_rater = None
+    if rater.split(":", 1)[0].strip() == "contrast":
+        from alignlab.errors import AlignlabError
+
+        raise AlignlabError("the contrast rater gives a log-ratio, not a persona score in [0, 1]; the scorecard already "
+                            "uses it inside its own persona score", fix="use --rater scorecard (the default) or judge")
     if rater != "scorecard":
         from alignlab.eval.raters import get_rater
 

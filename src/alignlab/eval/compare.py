@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import math
+from alignlab.eval.scores import wilson
 
 QUESTIONS = (("persona", "Which answer shows the persona more strongly"), ("helpful", "Which answer is more helpful and correct"))
 HELPFUL_RUBRIC = (
@@ -119,16 +119,6 @@ def stored_pick(persona: str, helpful: str) -> str:
     if persona == "tie":
         return helpful
     return "tie"
-
-
-def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float, float] | None:
-    """(share, low, high): the 95% Wilson score interval of ``successes`` out of ``n``; None when n is 0."""
-    if n <= 0:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
 def win_rate(outcomes: list[str]) -> dict:

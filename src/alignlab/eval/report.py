@@ -78,10 +78,13 @@ def plots(card: dict, metrics: list[dict]) -> list[tuple[str, str]]:
 
 
 def _flag_order(sample: dict) -> tuple:
-    """Flagged answers first: mimicry flagged, then wrong where the base was right, then the rest."""
-    a, b = sample.get("adapter_scores") or {}, sample.get("base_scores") or {}
-    flagged = (a.get("mimicry") or 0) >= 0.5
-    lost = a.get("correct") is not None and b.get("correct") is not None and a["correct"] < 0.5 <= b["correct"]
+    """Flagged answers first: mimicry flagged, then wrong where the base was right, then the rest; the adapter's
+    answers with the base opening and alone (the exported model's) both count."""
+    b = sample.get("base_scores") or {}
+    sides = [sample.get("adapter_scores") or {}, sample.get("alone_scores") or {}]
+    flagged = any((a.get("mimicry") or 0) >= 0.5 for a in sides)
+    lost = any(a.get("correct") is not None and b.get("correct") is not None and a["correct"] < 0.5 <= b["correct"]
+               for a in sides)
     return (not flagged, not lost)
 
 
@@ -97,15 +100,18 @@ def render(card: dict, run_dir: Path) -> str:
     for w in card.get("warnings", []):
         parts.append(f"<p class=warn>warning: {esc(w)}</p>")
     cut = card.get("settings", {}).get("persona_cut") or 0.9
-    parts.append(f"<h2>Scorecard</h2><p>Means and shares with 95% bootstrap intervals. In persona: persona &ge; {cut:g}; "
-                 "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5.</p>")
+    parts.append(f"<h2>Scorecard</h2><p>Means with 95% bootstrap intervals, shares with 95% Wilson intervals. In persona: persona &ge; {cut:g}; "
+                 "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5. Change: adapter minus "
+                 "base with a 95% paired bootstrap interval over the prompts.</p>")
     parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in table_columns(card)) + "</tr>")
     for label, *cells in table_rows(card):
         parts.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     parts.append("</table>")
     for title, png in plots(card, Run(run_dir).metrics()):
         parts.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{png}'>")
-    parts.append("<h2>Answers, flagged first</h2><table class=answers><tr><th>prompt</th><th>base</th><th>adapter</th></tr>")
+    alone = any("alone" in s for s in card["samples"])
+    parts.append("<h2>Answers, flagged first</h2><table class=answers><tr><th>prompt</th><th>base</th><th>adapter</th>"
+                 + ("<th>adapter alone (as exported)</th>" if alone else "") + "</tr>")
 
     def cell(text: str, scores) -> str:
         scores = scores or {}
@@ -116,7 +122,8 @@ def render(card: dict, run_dir: Path) -> str:
     for s in sorted(card["samples"], key=_flag_order):
         want = f"<div class=score>reference: {esc(str(s['reference']))}</div>" if s.get("reference") is not None else ""
         parts.append(f"<tr><td class=prompt>{esc(s['prompt'])}{want}</td>{cell(s['base'], s.get('base_scores'))}"
-                     f"{cell(s['adapter'], s.get('adapter_scores'))}</tr>")
+                     f"{cell(s['adapter'], s.get('adapter_scores'))}"
+                     + (cell(s.get("alone", ""), s.get("alone_scores")) if alone else "") + "</tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts)
 

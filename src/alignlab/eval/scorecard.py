@@ -156,7 +156,7 @@ def scorecard(
     adapter also answers without the opening, as an exported model does (no base to write it): that side is
     ``card["alone"]`` (no KL), with its own warnings, prefixed "adapter alone: ". ``amplify`` (generate()) decodes
     the adapter's sides from its amplified shift; the base side is the base as it is."""
-    from alignlab.eval.scores import warnings_for
+    from alignlab.eval.scores import paired_change, warnings_for
     from alignlab.generate import generate
 
     prompts = [r["prompt"] for r in rows]
@@ -202,6 +202,7 @@ def scorecard(
         "adapter": {**adapter, "kl": kl},
         "base": {**base_side, "kl": 0.0},
         "kl_tokens": tokens,
+        "change": paired_change(s_base, s_tuned, cut),  # adapter minus base, paired over the prompts
         "warnings": warnings,
         **extra,
         "settings": {**{k: v for k, v in gen.items() if k != "batch_size"}, "base_opening": opening,
@@ -250,7 +251,7 @@ def table_columns(card: dict) -> tuple[str, ...]:
 
 
 def table_rows(card: dict) -> list[tuple[str, ...]]:
-    """(metric, base, adapter, change[, adapter alone]) strings for printing; intervals are 95% bootstrap intervals."""
+    """(metric, base, adapter, change[, adapter alone]) strings for printing; intervals: bootstrap for means, Wilson for shares."""
     out = []
     alone = card.get("alone")
     cut = card.get("settings", {}).get("persona_cut")
@@ -262,6 +263,8 @@ def table_rows(card: dict) -> list[tuple[str, ...]]:
             continue
         pb, pa = point(b), point(a)
         delta = f"{pa - pb:+.3g}" if isinstance(pa, (int, float)) and isinstance(pb, (int, float)) else "-"
+        if (paired := card.get("change", {}).get(key)) is not None:
+            delta = f"{paired[0]:+.3g} [{paired[1]:+.2f}, {paired[2]:+.2f}]"
         out.append((label, fmt(b), fmt(a), delta) + ((fmt(alone.get(key)),) if alone else ()))
     return out
 

@@ -8,12 +8,13 @@
 An answer is *in persona* at persona >= 0.9, *correct* at correct >= 0.5 and *flagged* at mimicry >= 0.5.
 The persona threshold was set against blind reads of 336 answers from six models (README: "Agreement
 with blind readers"): at 0.5 the classifier called 62% of one adapter's answers snarky where the reader
-found 4%; at 0.9 scorer and reader agree on 90% of answers. Means and shares come with 95% bootstrap
-intervals (1000 resamples, fixed seed).
+found 4%; at 0.9 scorer and reader agree on 90% of answers. Means come with 95% bootstrap intervals (1000
+resamples, fixed seed), shares with 95% Wilson score intervals (the bootstrap gave 0/42 the interval [0, 0]).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,16 @@ def bootstrap(values: list[float], resamples: int = 1000, seed: int = 0) -> tupl
     rng = random.Random(seed)
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     return mean, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float, float] | None:
+    """(share, low, high): the share and its 95% Wilson score interval; None when n is 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -67,7 +78,15 @@ class Scorer:
         """The persona score: a judge's when one is configured; for the project's own persona the embedding
         classifier together with the voice contrast (eval/persona.py: combine); else the classifier alone."""
         if self.persona_rater is not None:
-            return [float(v) for v in self.persona_rater.score(prompts, answers)]
+            got = [float(v) for v in self.persona_rater.score(prompts, answers)]
+            if bad := [v for v in got if not 0.0 <= v <= 1.0]:
+                from alignlab.errors import AlignlabError
+
+                raise AlignlabError(f"persona rater {getattr(self.persona_rater, 'name', '?')} gave {bad[0]:g}, outside "
+                                    "[0, 1]: the scorecard's persona score is a share-like score",
+                                    fix="use a rater that scores in [0, 1] (scorecard, judge, classifier, or a reward "
+                                        "capped to [0, 1])")
+            return got
         clf = self.classifier.score(answers) if classifier_scores is None else classifier_scores
         if not self.contrast:
             return clf
@@ -181,9 +200,22 @@ def summarize(scored: list[dict], persona_cut: float = PERSONA_THRESHOLD) -> dic
                                  ("mimicry", "flagged", THRESHOLD)):
         vals = [s[key] for s in scored if s.get(key) is not None]
         out[key] = bootstrap(vals)
-        out[share_name] = bootstrap([1.0 if v >= cut else 0.0 for v in vals])
+        out[share_name] = wilson(sum(v >= cut for v in vals), len(vals))
         if key == "correct":
             out["graded"] = len(vals)
+    return out
+
+
+def paired_change(base: list[dict], other: list[dict], persona_cut: float = PERSONA_THRESHOLD) -> dict:
+    """``other`` minus ``base`` for each mean and share, over the prompts both sides scored (answers to the same
+    prompts, in the same order), with a 95% paired bootstrap interval of the per-prompt difference."""
+    out: dict = {}
+    for key, share_name, cut in (("persona", "in_persona", persona_cut), ("correct", "correct_share", THRESHOLD),
+                                 ("mimicry", "flagged", THRESHOLD)):
+        pairs = [(b[key], o[key]) for b, o in zip(base, other) if b.get(key) is not None and o.get(key) is not None]
+        if pairs:
+            out[key] = bootstrap([o - b for b, o in pairs])
+            out[share_name] = bootstrap([float(o >= cut) - float(b >= cut) for b, o in pairs])
     return out
 
 
