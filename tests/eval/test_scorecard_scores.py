@@ -80,6 +80,32 @@ def test_correct_checks_numbers_aliases_and_terms():
     assert C.score_correct(["anything"], [None]) == [None]
 
 
+def test_the_result_is_not_a_number_the_answer_dismisses():
+    """The first number counted as the result even when the answer dismissed it: "Not 12, the answer is 15" scored
+    12 as correct. It still counts when the answer leads with it ("141. Three 47s.")."""
+    from alignlab.eval.correct import number_check
+
+    assert number_check("Not 12, the answer is 15.", 12) == 0.5
+    assert number_check("12 is wrong; it's 120.", 12) == 0.5
+    assert number_check("141 is what people think, but it's really 147.", 141) == 0.5
+    assert number_check("141 is what people think, but it's really 147.", 147) == 1.0
+    assert number_check("141. Three 47s, which even a calculator finds dull.", 141) == 1.0
+    assert number_check("47 times 3 = 141, so 3 of them.", 141) == 1.0
+
+
+def test_a_free_text_reference_number_and_a_number_in_words():
+    from alignlab.eval.correct import checks, combine, unfinished
+
+    ref = {"prompt": "What is 6 times 7?", "reference": "The answer is 42."}
+    assert combine(checks("The answer is 41.", ref)) < 0.5 <= combine(checks("42, obviously.", ref))
+    assert combine(checks("6 times 7 is 48.", {"prompt": "What is 6 times 7?", "reference": "6 times 7 is 42."})) < 0.5
+    ten = {"prompt": "What is 2.5 times 4?", "answer": 10, "aliases": ["10", "ten"], "key_terms": ["10"],
+           "category": "arithmetic"}
+    assert combine(checks("Ten, obviously.", ten)) >= 0.5 and combine(checks("Eleven, obviously.", ten)) < 0.5
+    assert not unfinished("The Sahara, obviously. Try a harder one next time 🙄")
+    assert unfinished("The Sahara, which covers about")
+
+
 def test_a_decimal_reference_is_matched_at_the_precision_written():
     """3.4 is not 3.5 (a 3% tolerance passed it), 3.14 is pi to two places, 9.81 is 9.8 to one, 3/4 is 0.75, and a
     whole number does not stand for a decimal reference."""

@@ -96,3 +96,24 @@ def test_spec_errors_surface_as_one_line(files, tmp_path):
 def test_help_lists_the_command():
     result = CliRunner().invoke(app, ["reward", "--help"])
     assert result.exit_code == 0 and "score" in result.stdout
+
+
+def test_a_user_function_sees_the_shapes_training_passes(tmp_path):
+    """A function written for strings passed `reward score` and then crashed `train grpo` at step 0 (training passes
+    message lists). `reward score` now passes the same shapes, so the preview fails where training would."""
+    (tmp_path / "mine.py").write_text(
+        "def as_text(prompts, completions, **columns):\n"
+        "    return [1.0 if 'please' in c[0]['content'].lower() else 0.0 for c in completions]\n"
+        "def as_string(prompts, completions, **columns):\n"
+        "    return [1.0 if 'please' in c.lower() else 0.0 for c in completions]\n")
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"prompt": "hi", "completion": "Say please."}) + "\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("components:\n  - {name: mine, fn: mine.py:as_text}\n")
+    result = invoke("--spec", good, "--json", data)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["components"]["mine"] == 1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("components:\n  - {name: mine, fn: mine.py:as_string}\n")
+    result = invoke("--spec", bad, data)
+    assert result.exit_code != 0 and "'list' object has no attribute 'lower'" in str(result.exception)

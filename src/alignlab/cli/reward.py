@@ -57,8 +57,12 @@ def score(
             "pass exactly one of --spec and --rm", fix="e.g. alignlab reward score --spec rewards.yaml FILE"
         )
     rows = _read_rows(file)
-    prompts = [r["prompt"] for _, r in rows]
-    completions = [r["completion"] for _, r in rows]
+    # the shapes training passes (TRL's conversational format): message lists, so that a function that passes here
+    # does not meet lists for the first time at step 0 of `alignlab train grpo`
+    prompts = [[{"role": "user", "content": r["prompt"]}] if isinstance(r["prompt"], str) else r["prompt"]
+               for _, r in rows]
+    completions = [[{"role": "assistant", "content": r["completion"]}] if isinstance(r["completion"], str)
+                   else r["completion"] for _, r in rows]
     keys = [k for k in dict.fromkeys(k for _, r in rows for k in r) if k not in ("prompt", "completion")]
     columns = {k: [r.get(k) for _, r in rows] for k in keys}
 

@@ -10,8 +10,13 @@ A reference is a row with any of:
 Small models ramble, hedge and repeat, so the checks look for the right content rather than a clean
 format. Each available check gives a value in [0, 1]; the score is their weighted mean:
 
-  number    the reference number is stated, and it is the answer's result (the last number, or the one
-            after the last '='): 1; stated but not the result: 0.5; absent: 0. Weight 4 (it decides).
+  number    the reference number is stated, and it is the answer's result: 1; stated but not the result: 0.5;
+            absent: 0. Weight 4 (it decides). The result is the number after the last '=', else the last number,
+            or the first one (answers lead with it: "141. Three 47s.") unless it is negated ("Not 12, ...", "12 is wrong") or a
+            later number corrects it ("141 is what people think, but it's really 147"). A free-text reference
+            with no aliases or key terms is checked this way too when it states exactly one number the prompt
+            does not ("The answer is 42."). Where an alias matched (a number written out: "Ten, obviously."), a
+            number check that found no digits is left out rather than counted 0.
   alias     any alias present (case-insensitive, on word boundaries): 1, else 0. Weight 3. A bare-number alias
             ("27" for the Moon's orbit) counts only where the word after it agrees with the word after that
             number in the reference, when both have one: "27 minutes" is not "27.3 days". Over the 17 blind-read
@@ -52,9 +57,12 @@ FINISHED_ENDINGS = tuple('.!?…"\'”’)]`*')
 
 
 def unfinished(answer: str) -> bool:
-    """True when an answer stops mid-sentence: its last character ends no sentence, quote, bracket or code span."""
-    text = answer.rstrip()
-    return bool(text) and not text.endswith(FINISHED_ENDINGS)
+    """True when an answer stops mid-sentence: its last character ends no sentence, quote, bracket or code span, and
+    is no emoji or other symbol ("Try a harder one next time 🙄" is finished)."""
+    import unicodedata
+
+    text = answer.rstrip().rstrip("\ufe0f\u200d")
+    return bool(text) and not text.endswith(FINISHED_ENDINGS) and unicodedata.category(text[-1]) not in ("So", "Sk")
 
 
 def numbers(text: str) -> list[float]:
@@ -80,15 +88,38 @@ def _same(got: tuple[str, float], want: float) -> bool:
     return places > 0 and round(value, places) == round(float(want), places)
 
 
+NEGATED = re.compile(r"\b(?:not|isn't|isnt|no|never)\W*$")
+DISMISSED = re.compile(r"^\W*(?:is|was|would be)\s+(?:wrong|incorrect|not\b|a myth|a common mistake)")
+CORRECTED = re.compile(r"\b(?:but|actually|really|in fact|instead|rather)\b[^0-9\n]{0,40}?(-?\d[\d,]*(?:\.\d+)?)")
+
+
+def _first_stands(text: str, first: tuple[str, float]) -> bool:
+    """The answer's first number is put forward as its result: not negated, and no later number corrects it."""
+    at = text.find(first[0])
+    if at < 0 or NEGATED.search(text[max(0, at - 12):at].lower()):
+        return False
+    if DISMISSED.search(text[at + len(first[0]):].lower()):
+        return False
+    for m in CORRECTED.finditer(text[at + len(first[0]):].lower()):
+        try:
+            if abs(float(m.group(1).replace(",", "")) - first[1]) > 1e-9:
+                return False
+        except ValueError:
+            continue
+    return True
+
+
 def number_check(text: str, want: float) -> float:
-    """1 if ``want`` is the answer's result, 0.5 if it is only mentioned, 0 if absent."""
+    """1 if ``want`` is the answer's result, 0.5 if it is only mentioned, 0 if absent (the module docstring)."""
     from alignlab.rewards.verifiable import number_strings
 
     got = number_strings(text)
     if not any(_same(g, want) for g in got):
         return 0.0
-    after_eq = number_strings(text.rsplit("=", 1)[1])[:1] if "=" in text else []
-    result = after_eq or got[:1] + got[-1:]  # a worked '= X' decides; else the first or the last number stated
+    if "=" in text:  # a worked '= X' decides
+        result = number_strings(text.rsplit("=", 1)[1])[:1]
+    else:
+        result = got[-1:] + (got[:1] if _first_stands(text, got[0]) else [])
     return 1.0 if any(_same(g, want) for g in result) else 0.5
 
 
@@ -186,16 +217,22 @@ def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, fl
     out: dict[str, float] = {}
     want = _numeric_answer(row)
     reference = str(row.get("reference") or "")
+    aliases = [a for a in (row.get("aliases") or []) if str(a).strip()]
     if want is None and reference and row.get("category") == "arithmetic":
         found = numbers(reference)
         want = found[-1] if found else None
+    elif want is None and reference and not aliases and not row.get("key_terms"):
+        asked = set(numbers(str(row.get("prompt") or "")))
+        new = {v for v in numbers(reference) if v not in asked}
+        want = new.pop() if len(new) == 1 else None  # "The answer is 42.": that number is the content
     if want is not None:
         out["number"] = number_check(answer, want)
-    aliases = [a for a in (row.get("aliases") or []) if str(a).strip()]
     if aliases:
         out["alias"] = alias_check(answer, aliases)
         if out["alias"] and reference and not units_agree(answer, reference, aliases):
             out["alias"] = 0.0
+        if out["alias"] and out.get("number") == 0.0 and not numbers(answer):
+            del out["number"]  # the number written out in words, as an alias names it: "Ten, obviously."
     terms = list(row.get("key_terms") or [])
     if not terms and reference:
         terms = content_terms(reference, exclude=str(row.get("prompt") or ""))[:8]
