@@ -296,7 +296,7 @@ class SamplingConfig(_Strict):
 class LoopConfig(_Strict):
     """`alignlab loop`: how each round samples, who labels, how the new adapter is scored (flags override per run)."""
 
-    rater: str = Field("person", description="who labels: person, scorecard, judge, classifier or reward:<name>")
+    rater: str = Field("person", description="who labels: person, scorecard, judge, classifier, contrast or reward:<name>")
     method: str | None = Field(None, description="dpo (picks between answers) or kto (thumbs); none: the first loop method")
     per_round: int = Field(16, ge=1, description="new train prompts per round")
     n: int = Field(2, description="answers sampled per prompt (2 or more)")

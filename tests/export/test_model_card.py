@@ -96,6 +96,28 @@ def test_card_without_scorecard_then_rewritten_after_the_check(tmp_path, tiny_mo
     assert "| in persona (persona >= 0.9) | 5% | 29% |" in card
 
 
+def test_card_reads_the_runs_last_eval(tmp_path, tiny_model, monkeypatch, capsys):
+    """`export --card` after `alignlab eval` still said "No scorecard recorded" (it read run.json's check only)."""
+    from alignlab.cli import main
+
+    run = make_run(tmp_path, tiny_model)
+    card = {"n_prompts": 42, "settings": {"temperature": 0.0, "base_opening": "sentence", "amplify": 0.0},
+            "base": {"in_persona": [0.0, 0.0, 0.08], "correct_share": [0.26, 0.15, 0.41], "flagged": [0.0, 0.0, 0.08],
+                     "kl": 0.0},
+            "adapter": {"in_persona": [0.4, 0.27, 0.55], "correct_share": [0.31, 0.19, 0.46],
+                        "flagged": [0.02, 0.0, 0.12], "kl": 1.258},
+            "alone": {"in_persona": [0.3, 0.2, 0.45], "correct_share": [0.28, 0.1, 0.4], "flagged": [0.05, 0.0, 0.1]}}
+    (run / "eval.json").write_text(json.dumps(card))
+    monkeypatch.setattr(sys, "argv", ["alignlab", "export", str(run), "--card"])
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code
+    text = (run / "adapter" / "README.md").read_text()
+    assert "No scorecard recorded" not in text and "`alignlab eval` on 42 held-out prompts" in text
+    assert "| in persona (persona >= 0.9) | 0% | 40% |" in text and "in persona 30%, correct 28%" in text
+
+
 def test_a_run_with_no_warnings_says_so(tmp_path):
     from alignlab.export.card import render_card
 
@@ -135,6 +157,20 @@ def test_hub_id_of_a_registry_model_resolves_to_it_offline(monkeypatch):
     assert seen == ["smollm2-135m"]
     with pytest.raises(registry.AlignlabError, match="not in the local cache"):
         registry.resolve_model("org/unknown-model")
+
+
+def test_hub_id_of_a_registry_model_resolves_to_it_when_the_hub_cache_lacks_it(monkeypatch):
+    """Without HF_HUB_OFFLINE set, a machine with no internet waited out five retries (49 s) and failed exporting a
+    bare adapter naming HuggingFaceTB/SmolLM2-135M-Instruct; the registry copy is what it trained on."""
+    from alignlab.models import registry
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(registry, "_converted_dir", lambda entry: Path("/converted") / entry.name)
+    assert registry.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "/converted/smollm2-135m"
+    assert registry.resolve_model("org/unknown-model") == "org/unknown-model"  # a hub id of its own: the hub's
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: "/cache/config.json")
+    assert registry.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def test_save_adapter_outside_a_run_keeps_peft_files(tmp_path, tiny_model):

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         rows = stratified(prompt_rows(prompts or heldout_file), per_category, limit)
         judge_obj = _make_judge(judge, cfg, root, rater, judge_url, judge_model, judge_key_env)
         texts = [r["prompt"] for r in rows]
-        typer.echo(f"answering {len(texts)} held-out prompts with {a} and {b} ...")
+        typer.echo(f"answering {len(texts)} prompts from {prompts or heldout_file} with {a} and {b} ...")
         ans_a, run_a = answers_for(a, texts, cfg, device)
         ans_b, run_b = answers_for(b, texts, cfg, device)
         try:

@@ -124,7 +124,7 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
         out.append(f"- continued from the run `{Path(run['init_adapter']).name}`")
     out += [""]
     out += _training_section(run_dir, run, cfg, method)
-    out += _scorecard_section(run.get("check"), name, merged)
+    out += _scorecard_section(_eval_check(run_dir) or run.get("check"), name, merged)
     warnings = run_warnings(run_dir, run)
     out += ["## Warnings", ""]
     out += [f"- {w}" for w in warnings] if warnings else ["The run raised no warnings."]
@@ -178,19 +178,47 @@ def _decoding(d: dict | None) -> str:
     return ", ".join(words)
 
 
+def _eval_check(run_dir: Path) -> dict | None:
+    """The last `alignlab eval` of the run (eval.json) in the shape of run.json's end-of-run check, or None."""
+    card = _read_json(run_dir / "eval.json")
+    if not card or not isinstance(card.get("base"), dict) or not isinstance(card.get("adapter"), dict):
+        return None
+
+    def share(side: dict, key: str):
+        v = side.get(key)
+        return v[0] if isinstance(v, (list, tuple)) and v else v
+
+    s = card.get("settings") or {}
+    check = {"by": "eval", "prompts": card.get("n_prompts"), "kl": card["adapter"].get("kl"),
+             "decoding": {"temperature": s.get("temperature"), "base_opening": s.get("base_opening"),
+                          "amplify": s.get("amplify")}}
+    for side in ("base", "adapter", "alone"):
+        for key in ("in_persona", "correct_share", "flagged"):
+            if isinstance(card.get(side), dict):
+                check[f"{side}_{key}"] = share(card[side], key)
+    return check
+
+
 def _scorecard_section(check: dict | None, name: str, merged: bool = False) -> list[str]:
-    """The end-of-run held-out check recorded in run.json, or how to measure one."""
+    """The run's last `alignlab eval` (eval.json), else the end-of-run held-out check in run.json, or how to
+    measure one."""
     out = ["## Scorecard", ""]
     if check:
         d = check.get("decoding") or {}
         helped = d.get("base_opening") not in (None, "none") or bool(d.get("amplify"))
-        out += [f"End-of-run check on {check.get('prompts', '?')} held-out prompts ({_decoding(check.get('decoding'))}), "
+        what = "`alignlab eval`" if check.get("by") == "eval" else "End-of-run check"
+        out += [f"{what} on {check.get('prompts', '?')} held-out prompts ({_decoding(check.get('decoding'))}), "
                 "base vs this adapter:", "",
                 "| | base | adapter |", "| --- | --- | --- |",
                 f"| in persona (persona >= 0.9) | {_pct(check.get('base_in_persona'))} | {_pct(check.get('adapter_in_persona'))} |",
                 f"| correct (share) | {_pct(check.get('base_correct_share'))} | {_pct(check.get('adapter_correct_share'))} |",
                 f"| mimicry flagged | {_pct(check.get('base_flagged'))} | {_pct(check.get('adapter_flagged'))} |",
-                f"| KL(adapter ‖ base) per token | 0 | {_fmt(check.get('kl'))} |", "",
+                f"| KL(adapter ‖ base) per token | 0 | {_fmt(check.get('kl'))} |", ""]
+        if "alone_in_persona" in check:
+            out += ["The adapter alone (as this export answers, without the base's opening or the amplified shift): "
+                    f"in persona {_pct(check.get('alone_in_persona'))}, correct {_pct(check.get('alone_correct_share'))}, "
+                    f"mimicry flagged {_pct(check.get('alone_flagged'))}.", ""]
+        out += ["The full scorecard with 95% intervals is the run's `report.html`." if check.get("by") == "eval" else
                 "A small sample: `alignlab eval` on the run gives the full scorecard with 95% intervals.", ""]
         if merged and helped:
             out += ["This merged model is the adapter alone: it answers without the base's opening or the amplified "

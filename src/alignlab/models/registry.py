@@ -85,13 +85,16 @@ def resolve_model(name: str) -> str:
             )
         return str(path.resolve())
     if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
 
-            if try_to_load_from_cache(name, "config.json") is None:
-                entry = registry_entry_for_hub_id(name)
-                if entry is not None:
-                    return str(_converted_dir(entry))
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+        entry = registry_entry_for_hub_id(name)
+        if not cached and entry is not None:
+            # the registry copy (what an adapter trained here learnt on), not a download that waits out retries on a
+            # machine without internet
+            return str(_converted_dir(entry))
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            if not cached:
                 raise AlignlabError(
                     f"hub model '{name}' is not in the local cache and HF_HUB_OFFLINE=1",
                     fix="download it once with internet, or use a local directory or: " + ", ".join(REGISTRY),
