@@ -93,15 +93,12 @@ def test_the_result_is_not_a_number_the_answer_dismisses():
     assert number_check("47 times 3 = 141, so 3 of them.", 141) == 1.0
 
 
-def test_a_free_text_reference_number_and_a_number_in_words():
+def test_a_free_text_reference_number_and_an_answer_ending_in_an_emoji():
     from alignlab.eval.correct import checks, combine, unfinished
 
     ref = {"prompt": "What is 6 times 7?", "reference": "The answer is 42."}
     assert combine(checks("The answer is 41.", ref)) < 0.5 <= combine(checks("42, obviously.", ref))
     assert combine(checks("6 times 7 is 48.", {"prompt": "What is 6 times 7?", "reference": "6 times 7 is 42."})) < 0.5
-    ten = {"prompt": "What is 2.5 times 4?", "answer": 10, "aliases": ["10", "ten"], "key_terms": ["10"],
-           "category": "arithmetic"}
-    assert combine(checks("Ten, obviously.", ten)) >= 0.5 and combine(checks("Eleven, obviously.", ten)) < 0.5
     assert not unfinished("The Sahara, obviously. Try a harder one next time 🙄")
     assert unfinished("The Sahara, which covers about")
 
