@@ -1,20 +1,23 @@
 """DPO training throughput: alignlab against TRL's DPOTrainer at its defaults and at its fastest here, in one run.
 
 Same model (LoRA r=16 on all linear layers), same pairs, same seed, batch 4, one epoch. Printed per run:
-non-padding training tokens/s (prompt+chosen and prompt+rejected tokens of the pairs trained on, the same
-count for every run) over the wall time of ``trainer.train()``, reference log-probs included; for alignlab
-also over the whole command (model load, data checks and start-up included).
+non-padding training tokens/s (prompt+chosen and prompt+rejected tokens of the pairs trained on, each cut at
+max_length as training cuts it, the same count for every run) over the training loop's time as the HF Trainer
+clocks it (``train_runtime``, the same clock on both sides), reference log-probs included; for alignlab also over
+the whole command: `python -m alignlab train dpo` in a fresh process (imports, model load, data checks and
+start-up included; sample generation and the end-of-run check off, as in the timed loop).
 
 TRL "fastest" is the configuration a user would pick on this CPU: bf16 autocast when the CPU multiplies bf16
-natively (AVX512-BF16/AMX; fp32 otherwise, where emulated bf16 is very slow) and gradient checkpointing off.
+natively (AVX512-BF16/AMX; fp32 otherwise, where emulated bf16 is very slow), gradient checkpointing off, and
+length-grouped batches (alignlab groups by length too; the same length column: prompt + the longer answer).
 
 Model FLOP/s, counted as work actually done: per prompt token (alignlab runs each pair's prompt once) the
 trunk's forward (2 x trunk params), backward through the frozen base for input gradients only (2 x) and the
-reference forward (2 x); per answer token the same with the LM head included; LoRA's own FLOPs and attention
-scores (a few % at these lengths) left out. It is compared with the matmul peak of the precision the run
+reference forward (2 x); per answer token the same with the LM head included; the input embedding (a lookup)
+never counted; LoRA's own FLOPs and attention scores (a few % at these lengths) left out. It is compared with the matmul peak of the precision the run
 computes in (bf16 with autocast), measured in the same run before and after the runs (the higher reading kept).
-A discarded warm-up run of TRL's fastest configuration goes first, so no timed run pays for building the CPU's
-kernels.
+A discarded warm-up run of each side (TRL's fastest, then alignlab) goes first, so no timed run pays for
+building the CPU's kernels for its own matrix shapes.
 
     python bench/bench_dpo.py [--pairs 32] [--model smollm2-135m]
 
@@ -53,22 +56,42 @@ def matmul_gflops(dtype=torch.float32, n: int = 1536, seconds: float = 3.0, wind
     return best
 
 
+MAX_LENGTH = 256
+
+
 def load_pairs(n: int) -> list[dict]:
     from alignlab.data import bundled_path
     from alignlab.data.formats import to_conversational
 
     rows = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines() if x.strip()]
+    if n > len(rows):
+        raise SystemExit(f"bench_dpo: --pairs {n} is more than the {len(rows)} bundled pairs")
     return [to_conversational(r, "preference") for r in rows[:n]]
 
 
+def _cut(prompt: int, answer: int) -> tuple[int, int]:
+    """(prompt, answer) tokens of one sequence after training's cut at MAX_LENGTH (the answer's end goes first)."""
+    return min(prompt, MAX_LENGTH), max(0, min(answer, MAX_LENGTH - prompt))
+
+
 def pair_tokens(dataset) -> int:
-    return sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dataset)
+    return sum(sum(_cut(len(r["prompt_ids"]), len(r[k]))) for r in dataset for k in ("chosen_ids", "rejected_ids"))
 
 
 def work(dataset) -> tuple[int, int]:
-    """(prompt tokens, each pair's prompt once; answer tokens, chosen + rejected)."""
-    return (sum(len(r["prompt_ids"]) for r in dataset),
-            sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dataset))
+    """(prompt tokens, each pair's prompt once; answer tokens, chosen + rejected), as cut at MAX_LENGTH."""
+    return (sum(_cut(len(r["prompt_ids"]), 0)[0] for r in dataset),
+            sum(_cut(len(r["prompt_ids"]), len(r[k]))[1] for r in dataset for k in ("chosen_ids", "rejected_ids")))
+
+
+def matmul_params(base) -> tuple[int, int]:
+    """(trunk, head) parameters that multiply: everything but LoRA and the input embedding (a lookup, unless it is
+    the LM head's own weight, tied), and the LM head."""
+    head = base.get_output_embeddings().weight
+    embed = base.get_input_embeddings().weight
+    total = sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)  # a tied weight once
+    trunk = total - head.numel() - (0 if embed is head else embed.numel())
+    return trunk, head.numel()
 
 
 def trl_setup(model_name: str, out: Path, learning_rate: float, tuned: bool, **fastest) -> tuple:
@@ -83,8 +106,8 @@ def trl_setup(model_name: str, out: Path, learning_rate: float, tuned: bool, **f
     tok = load_tokenizer(model_name)
     model = load_base(model_name)
     kwargs = dict(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=1, logging_steps=1,
-                  report_to=[], save_strategy="no", use_cpu=True, max_length=256, learning_rate=learning_rate, seed=0,
-                  disable_tqdm=True)
+                  report_to=[], save_strategy="no", use_cpu=True, max_length=MAX_LENGTH, learning_rate=learning_rate,
+                  seed=0, disable_tqdm=True)
     if tuned:
         kwargs.update(bf16=cpu_has_fast_bf16(), gradient_checkpointing=False, **fastest)
     return tok, model, kwargs, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -94,20 +117,23 @@ def run_trl(model_name: str, pairs: list[dict], tuned: bool, out: Path) -> tuple
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    tok, model, kwargs, lora = trl_setup(model_name, out, 1e-4, tuned)
+    grouped = dict(train_sampling_strategy="group_by_length", remove_unused_columns=False) if tuned else {}
+    tok, model, kwargs, lora = trl_setup(model_name, out, 1e-4, tuned, **grouped)
     trainer = DPOTrainer(model=model, args=DPOConfig(**kwargs), train_dataset=Dataset.from_list(pairs),
                          processing_class=tok, peft_config=lora)
+    if tuned:  # the length column group_by_length sorts on: alignlab's (prompt + the longer answer)
+        trainer.train_dataset = trainer.train_dataset.map(
+            lambda e: {"length": len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))})
     tokens = pair_tokens(trainer.train_dataset)
-    start = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - start
+    elapsed = float(trainer.train().metrics["train_runtime"])  # the Trainer's own clock, as alignlab's run records
     return tokens / elapsed, tokens, elapsed, work(trainer.train_dataset)
 
 
 def run_alignlab(model_name: str, rows: list[dict], out: Path, batch: int = 4, method: str = "dpo",
-                 overrides: dict | None = None, callbacks: tuple = ()) -> dict:
-    """`alignlab train METHOD` on ``rows`` as a user runs it; its training time, whole-command time and model size.
-    ``callbacks`` (transformers ``TrainerCallback``s) are added to the run's own."""
+                 overrides: dict | None = None, callbacks: tuple = (), command: bool = True) -> dict:
+    """`alignlab train METHOD` on ``rows`` as a user runs it; its training time, whole-command time (``command``: the
+    CLI in a fresh process, else None) and model size. ``callbacks`` (transformers ``TrainerCallback``s) are added
+    to the run's own."""
     from alignlab.config import ProjectConfig, apply_overrides
     from alignlab.train import engine
 
@@ -115,26 +141,43 @@ def run_alignlab(model_name: str, rows: list[dict], out: Path, batch: int = 4, m
     out.mkdir(parents=True, exist_ok=True)
     data.write_text("".join(json.dumps(p) + "\n" for p in rows))
     cfg = apply_overrides(ProjectConfig(), {"model": model_name, "train.batch_size": batch, "train.sample_prompts": 0,
-                                             "train.save_steps": 10_000, "train.seed": 0, "lora.target_modules": "all-linear",
-                                             **(overrides or {})})
-    start = time.perf_counter()
+                                             "train.check_per_category": 0, "train.save_steps": 10_000, "train.seed": 0,
+                                             "lora.target_modules": "all-linear", **(overrides or {})})
     ctx = engine.prepare(method, cfg, str(data), out / "runs")
     ctx.extra_callbacks += list(callbacks)
     run_dir = engine.run(ctx, str(data))
-    command = time.perf_counter() - start
     info = json.loads((run_dir / "run.json").read_text())
     base = ctx.model.get_base_model() if hasattr(ctx.model, "get_base_model") else ctx.model
-    head = base.get_output_embeddings().weight.numel()
-    return {"train_s": float(info["train_runtime"]), "command_s": command, "head_params": head,
-            "params": sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)}
+    trunk, head = matmul_params(base)
+    return {"train_s": float(info["train_runtime"]), "trunk_params": trunk, "head_params": head,
+            "command_s": command_seconds(method, cfg, data, out / "command") if command else None}
 
 
-def warm_up(run) -> None:
-    """One discarded run of TRL's fastest configuration on the same rows first: the CPU kernels (oneDNN
-    primitives) are built per matrix shape on first use, and without this whichever run comes first pays for them."""
+def command_seconds(method: str, cfg, data: Path, project: Path) -> float:
+    """Wall time of `python -m alignlab train METHOD` in a fresh process, as a user runs it (imports, model load, data
+    checks, training, saving), with ``cfg``'s settings in the project's alignlab.yaml."""
+    import subprocess
+
+    from alignlab.config import dump_config
+
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "alignlab.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    env = dict(os.environ, ALIGNLAB_QUIET="1")
     start = time.perf_counter()
-    run()
-    print(f"warm-up (discarded): TRL fastest once, {time.perf_counter() - start:.1f} s")
+    done = subprocess.run([sys.executable, "-m", "alignlab", "train", method, "--data", str(data)], cwd=project,
+                          env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode:
+        raise SystemExit(f"bench: alignlab train {method} failed: {done.stderr.strip()[-500:]}")
+    return time.perf_counter() - start
+
+
+def warm_up(*runs) -> None:
+    """One discarded run of each side on the same rows first: the CPU kernels (oneDNN primitives) are built per
+    matrix shape on first use, and without this a side meeting its own shapes first pays for them."""
+    start = time.perf_counter()
+    for run in runs:
+        run()
+    print(f"warm-up (discarded): each side once, {time.perf_counter() - start:.1f} s")
 
 
 def machine(model_name: str) -> tuple[bool, dict, str]:
@@ -162,17 +205,20 @@ def main() -> None:
     out = Path(args.out)
     pairs = load_pairs(args.pairs)
     bf16, peaks, precision = machine(args.model)
-    warm_up(lambda: run_trl(args.model, pairs, True, out / "warm-up"))
+    warm_up(lambda: run_trl(args.model, pairs, True, out / "warm-up"),
+            lambda: run_alignlab(args.model, pairs, out / "warm-up-alignlab", command=False))
     ours = run_alignlab(args.model, pairs, out / "alignlab")
     fast_tps, tokens, fast_s, (prompt_toks, answer_toks) = run_trl(args.model, pairs, True, out / "trl-fastest")
     default_tps, _, default_s, _ = run_trl(args.model, pairs, False, out / "trl-defaults")
     train_tps, command_tps = tokens / ours["train_s"], tokens / ours["command_s"]
     print(f"alignlab train loop  : {train_tps:7.1f} tok/s ({tokens} tokens in {ours['train_s']:.1f} s)")
-    print(f"alignlab whole command: {command_tps:7.1f} tok/s ({ours['command_s']:.1f} s, model load and checks included)")
-    print(f"TRL fastest          : {fast_tps:7.1f} tok/s ({fast_s:.1f} s; bf16={bf16}, gradient checkpointing off)")
+    print(f"alignlab whole command: {command_tps:7.1f} tok/s ({ours['command_s']:.1f} s: a fresh process, imports, model "
+          "load and checks included)")
+    print(f"TRL fastest          : {fast_tps:7.1f} tok/s ({fast_s:.1f} s; bf16={bf16}, gradient checkpointing off, "
+          "length-grouped)")
     print(f"TRL defaults         : {default_tps:7.1f} tok/s ({default_s:.1f} s)")
-    trunk = ours["params"] - ours["head_params"]
-    flops = 6 * trunk * prompt_toks + 6 * ours["params"] * answer_toks
+    trunk = ours["trunk_params"]
+    flops = 6 * trunk * prompt_toks + 6 * (trunk + ours["head_params"]) * answer_toks
     gflops = flops / ours["train_s"] / 1e9
     report(train_tps, command_tps, fast_tps, default_tps, gflops, peaks, precision,
            f" ({flops / 1e12:.2f} TFLOP: {prompt_toks} prompt tokens once, {answer_toks} answer tokens; target >= 50%)")

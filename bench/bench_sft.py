@@ -3,8 +3,9 @@
 Same model (LoRA r=16 on all linear layers), same rows (the bundled rewrites' chosen side, what `make demo`'s
 first stage trains), same seed, batch 4, one epoch, loss on the completion only. Printed per run:
 non-padding training tokens/s (prompt + completion tokens after the chat template, the same count for every
-run) over the wall time of ``trainer.train()``; for alignlab also over the whole command (model load, data
-checks and start-up included; the end-of-run scorecard check off).
+run) over the training loop's time as the HF Trainer clocks it (``train_runtime``, the same clock on both
+sides); for alignlab also over the whole command: `python -m alignlab train sft` in a fresh process (imports,
+model load, data checks and start-up included; sample generation and the end-of-run scorecard check off).
 
 TRL "fastest" is what a user would pick on this CPU: bf16 autocast when the CPU multiplies bf16 natively
 (AVX512-BF16/AMX; fp32 otherwise), gradient checkpointing off, and length-grouped batches (less padding). TRL's
@@ -13,9 +14,10 @@ flattened batch attends across examples (measured: logits off by up to 23 from t
 
 Model FLOP/s, counted as work actually done: per token the trunk's forward (2 x trunk parameters) and, the base
 being frozen under LoRA, a backward for the input gradients only (2 x; no weight gradients); the LM head the same
-but only on the completion's positions, where alignlab runs it; LoRA's own FLOPs left out. Compared with the matmul peak of the precision the run computes in, measured in the same run
-before and after the runs (the higher reading kept). A discarded warm-up run of TRL's fastest configuration goes
-first, so no timed run pays for building the CPU's kernels.
+but only on the completion's positions, where alignlab runs it; the input embedding (a lookup) and LoRA's own
+FLOPs left out. Compared with the matmul peak of the precision the run computes in, measured in the same run
+before and after the runs (the higher reading kept). A discarded warm-up run of each side goes first, so no
+timed run pays for building the CPU's kernels for its own matrix shapes.
 
     python bench/bench_sft.py [--rows 64] [--model smollm2-135m]
 
@@ -42,6 +44,8 @@ def load_rows(n: int) -> list[dict]:
     from alignlab.data import bundled_path
 
     rows = [json.loads(x) for x in bundled_path("persona-rewrites").read_text().splitlines() if x.strip()]
+    if n > len(rows):
+        raise SystemExit(f"bench_sft: --rows {n} is more than the {len(rows)} bundled rewrites")
     return [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows[:n]]
 
 
@@ -63,9 +67,8 @@ def run_trl(model_name: str, rows: list[dict], tuned: bool, out: Path) -> dict:
         completion = sum(sum(x != -100 for x in r["labels"]) for r in ds)
     else:
         raise SystemExit(f"bench_sft: TRL's dataset has neither completion_mask nor labels: {ds.column_names}")
-    start = time.perf_counter()
-    trainer.train()
-    return {"tokens": tokens, "completion_tokens": completion, "train_s": time.perf_counter() - start}
+    train_s = float(trainer.train().metrics["train_runtime"])  # the Trainer's own clock, as alignlab's run records
+    return {"tokens": tokens, "completion_tokens": completion, "train_s": train_s}
 
 
 def main() -> None:
@@ -77,22 +80,25 @@ def main() -> None:
     out = Path(args.out)
     rows = load_rows(args.rows)
     bf16, peaks, precision = machine(args.model)
-    warm_up(lambda: run_trl(args.model, rows, True, out / "warm-up"))
-    ours = run_alignlab(args.model, rows, out / "alignlab", method="sft",
-                        overrides={"train.learning_rate": 5e-4, "train.check_per_category": 0})
+    settings = {"train.learning_rate": 5e-4, "train.check_per_category": 0}
+    warm_up(lambda: run_trl(args.model, rows, True, out / "warm-up"),
+            lambda: run_alignlab(args.model, rows, out / "warm-up-alignlab", method="sft", overrides=settings,
+                                 command=False))
+    ours = run_alignlab(args.model, rows, out / "alignlab", method="sft", overrides=settings)
     fast = run_trl(args.model, rows, True, out / "trl-fastest")
     default = run_trl(args.model, rows, False, out / "trl-defaults")
     tokens = fast["tokens"]
     train_tps, command_tps = tokens / ours["train_s"], tokens / ours["command_s"]
     fast_tps, default_tps = tokens / fast["train_s"], tokens / default["train_s"]
     print(f"alignlab train loop   : {train_tps:7.1f} tok/s ({tokens} tokens in {ours['train_s']:.1f} s)")
-    print(f"alignlab whole command: {command_tps:7.1f} tok/s ({ours['command_s']:.1f} s, model load and checks included)")
+    print(f"alignlab whole command: {command_tps:7.1f} tok/s ({ours['command_s']:.1f} s: a fresh process, imports, model "
+          "load and checks included)")
     print(f"TRL fastest           : {fast_tps:7.1f} tok/s ({fast['train_s']:.1f} s; bf16={bf16}, checkpointing off, "
           "length-grouped)")
     print(f"TRL defaults          : {default_tps:7.1f} tok/s ({default['train_s']:.1f} s)")
     # LoRA leaves the base frozen: per token a forward (2 x parameters) and a backward for the input gradients only
     # (2 x parameters), no weight gradients; alignlab runs the LM head on the completion's positions only
-    flops = 4 * (ours["params"] - ours["head_params"]) * tokens + 4 * ours["head_params"] * fast["completion_tokens"]
+    flops = 4 * ours["trunk_params"] * tokens + 4 * ours["head_params"] * fast["completion_tokens"]
     gflops = flops / ours["train_s"] / 1e9
     report(train_tps, command_tps, fast_tps, default_tps, gflops, peaks, precision,
            f" ({flops / 1e12:.2f} TFLOP: {tokens} tokens, {fast['completion_tokens']} of them completion)")

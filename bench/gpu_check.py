@@ -202,7 +202,7 @@ def dpo_speed(models: dict, rows: list[dict], batch: int, peak_tflops: float, wo
     for name, path in models.items():
         entry = result[name] = {}
         try:
-            ours = run_alignlab(path, rows, work_dir / f"al-{name}", batch=batch)
+            ours = run_alignlab(path, rows, work_dir / f"al-{name}", batch=batch, command=False)
         except Exception as err:
             ours = None
             entry["alignlab_error"] = f"{type(err).__name__}: {err}"
@@ -219,14 +219,15 @@ def dpo_speed(models: dict, rows: list[dict], batch: int, peak_tflops: float, wo
             # the work both did, from TRL's tokenization of the same rows: each pair's prompt once (alignlab) and
             # chosen + rejected answers; TRL forwards the prompt twice, so this favours neither
             prompt_toks, answer_toks = theirs["prompt_tokens"], theirs["answer_tokens"]
-            trunk = ours["params"] - ours["head_params"]
-            flops = 6 * trunk * prompt_toks + 6 * ours["params"] * answer_toks
+            trunk = ours["trunk_params"]  # the input embedding (a lookup) left out unless tied to the head
+            flops = 6 * trunk * prompt_toks + 6 * (trunk + ours["head_params"]) * answer_toks
             tflops = flops / ours["train_s"] / 1e12
             ours_tps = theirs["tokens"] / ours["train_s"]
             entry.update({"alignlab_tok_s": round(ours_tps, 1), "alignlab_train_s": round(ours["train_s"], 2),
                           "speedup_vs_trl_fastest": round(ours_tps / theirs["tok_s"], 2),
                           "model_tflops": round(tflops, 1), "mfu_vs_measured_bf16_peak": round(tflops / peak_tflops, 3),
-                          "params": ours["params"], "prompt_tokens": prompt_toks, "answer_tokens": answer_toks})
+                          "matmul_params": trunk + ours["head_params"], "prompt_tokens": prompt_toks,
+                          "answer_tokens": answer_toks})
         print(f"   {name}: {json.dumps(entry, default=str)[:600]}", flush=True)
     return result
 
