@@ -52,18 +52,22 @@ def make_tiny_tokenizer(vocab_size: int = TINY_VOCAB):
 def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: int = 0, arch: str = "llama") -> Path:
     """Write a tiny causal LM (safetensors + tokenizer) to ``path`` once; return the path. ``arch`` "qwen2" gives
     Qwen2's layout (biases on the q, k and v projections), the family most users bring as a bigger model; "gemma3"
-    sliding-window layers and scaled embeddings; "granite" logits scaled after the head (``logits_scaling``)."""
+    sliding-window layers and scaled embeddings; "granite" logits scaled after the head (``logits_scaling``); "lfm2"
+    a hybrid whose first layer is a convolution (its cache layer holds no keys and values)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GraniteConfig, GraniteForCausalLM
+    from transformers import Lfm2Config, Lfm2ForCausalLM
 
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
                              "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM),
-                             "granite": (GraniteConfig, GraniteForCausalLM)}[arch]
+                             "granite": (GraniteConfig, GraniteForCausalLM),
+                             "lfm2": (Lfm2Config, Lfm2ForCausalLM)}[arch]
     extra = {"gemma3": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
                         "layer_types": ["sliding_attention", "full_attention"][:layers] * (layers // 2 or 1)},
-             "granite": {"logits_scaling": 8.0}}.get(arch, {})
+             "granite": {"logits_scaling": 8.0},
+             "lfm2": {"layer_types": (["conv", "full_attention"] * layers)[:layers]}}.get(arch, {})
 
     path = Path(path)
     if (path / "model.safetensors").is_file():

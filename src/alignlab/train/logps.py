@@ -32,6 +32,20 @@ def scaled_head(model) -> bool:
     return any(getattr(cfg, name, None) is not None for name in SCALED_HEADS)
 
 
+def kv_cache_only(model) -> bool:
+    """Every layer of the model's cache holds keys and values (attention), so a prompt's cache can be repeated
+    row by row; False for hybrid models with convolution, linear-attention or state-space layers (LFM2, Qwen3-Next,
+    Falcon-H1), whose cache layers hold other state."""
+    from transformers import DynamicCache
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        cache = DynamicCache(config=base.config)
+    except Exception:  # a config the cache cannot read: take the plain path
+        return False
+    return all(hasattr(layer, "keys") for layer in getattr(cache, "layers", []))
+
+
 def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperature: float = 1.0,
                         compute_entropy: bool = False):
     """Per-token log-probs (and entropies) of completions ``c_ids`` (N, K), completion i continuing prompt
@@ -39,7 +53,7 @@ def shared_prompt_logps(model, p_ids, p_mask, c_ids, c_mask, inverse, temperatur
     from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if scaled_head(base):
+    if scaled_head(base) or not kv_cache_only(base):
         return _plain_logps(base, p_ids, p_mask, c_ids, c_mask, inverse, temperature, compute_entropy)
     backbone, lm_head, k = base.base_model, base.get_output_embeddings(), c_ids.shape[1]
     p_out = backbone(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),

@@ -43,6 +43,10 @@ def supported(trainer) -> str | None:
         return "repetition penalty, min-p or extra generation kwargs"
     if getattr(trainer, "_is_vlm", False):
         return "a vision-language model"
+    from alignlab.train.logps import kv_cache_only
+
+    if not kv_cache_only(trainer.model):
+        return "layers without a key/value cache (convolution, linear attention or state space)"
     return None
 
 
