@@ -264,6 +264,15 @@ def test_continuing_from_a_run_without_weights_is_refused(monkeypatch, capsys, t
     assert code == 2 and "holds no trained weights (status: interrupted)" in one_error(lines), lines
 
 
+@pytest.mark.parametrize("method", ["dpo", "ipo", "simpo", "orpo"])
+def test_a_trl_loss_option_the_dpo_family_does_not_read_is_refused(monkeypatch, capsys, tmp_path, method):
+    """label_smoothing 0.4, loss_type hinge or ld_alpha 0 left the loss as it was (0.754257 in all four cases)."""
+    code, lines = run_cli(monkeypatch, capsys, "train", method, "--data", str(pairs(tmp_path)),
+                          "--set", "train.trainer_overrides.label_smoothing=0.4", cwd=tmp_path)
+    err = one_error(lines)
+    assert code == 2 and "trainer_overrides.label_smoothing has no effect" in err, lines
+
+
 def test_numbers_in_exponent_form_are_numbers():
     """PyYAML reads 1e-8 as text: it reached TRL as a string through train.trainer_overrides."""
     from alignlab.config import parse_set

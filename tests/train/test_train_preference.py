@@ -142,6 +142,21 @@ def test_a_full_fine_tune_learns_against_a_frozen_reference(tiny_model, tmp_path
     assert moved, "no weight changed"
 
 
+@pytest.mark.parametrize("method", ["simpo", "orpo"])
+def test_a_reference_free_full_fine_tune_holds_no_reference_copy(tiny_model, tmp_path, method):
+    """TRL loads a reference copy for any full fine-tune; SimPO and ORPO never read it, and the planner counts none."""
+    from alignlab.train import engine
+    from alignlab.train.preference import build_trainer
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    cfg = cfg_for(tiny_model, **{"train.max_steps": 1, "lora.enabled": False})
+    ctx = engine.prepare(method, cfg, str(data), tmp_path / "runs")
+    ctx.model = engine._load_model(ctx)
+    trainer = build_trainer(ctx)
+    assert trainer.ref_model is None
+    assert all(m is not None for m in trainer.accelerator._models)
+
+
 @pytest.mark.parametrize("method,key", [("dpo", "dpo.rpo_alpha"), ("ipo", "ipo.rpo_alpha"), ("simpo", "simpo.sft_weight")])
 def test_the_chosen_nll_term_holds_the_chosen_answers_up(tiny_model, tmp_path, method, key):
     """The same 8 steps with and without the NLL term on the chosen answer: with it, the chosen answers end

@@ -87,6 +87,10 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
     def __init__(self, *args, method: str = methods.DPO, method_cfg=None, shared_prompt: str = "auto", **kwargs):
         self.al_method, self.al_cfg = method, method_cfg
         super().__init__(*args, **kwargs)
+        if not methods.get(method).reference and self.ref_model is not None:
+            # TRL loads a reference copy for any full fine-tune; SimPO and ORPO never read one: let it go
+            self.accelerator._models = [m for m in getattr(self.accelerator, "_models", []) if m is not self.ref_model]
+            self.ref_model = None
         self.al_shared = shares_prompt(shared_prompt, self.accelerator.device.type)
         self.data_collator = PrefixCollator(self.processing_class.pad_token_id, self.args.max_length)
         self.train_dataset = self.train_dataset.map(
