@@ -37,8 +37,11 @@ class StepClock(TrainerCallback):
     def __init__(self, out: Path, name: str):
         self.times, self.prof, self.out, self.name = [], None, out, name
         self.report: dict = {}
+        self.began = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        sync()
+        self.began = time.perf_counter()
         if state.global_step == PROFILE[0] - 1:
             sync()
             self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
@@ -48,7 +51,7 @@ class StepClock(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         sync()
-        self.times.append(time.perf_counter())
+        self.times.append((state.global_step, time.perf_counter() - self.began))
         if self.prof is not None and state.global_step == PROFILE[1]:
             wall = time.perf_counter() - self.prof_start
             self.prof.__exit__(None, None, None)
@@ -65,7 +68,8 @@ class StepClock(TrainerCallback):
             self.prof = None
 
     def summary(self) -> dict:
-        steps = [b - a for a, b in zip(self.times, self.times[1:])][3:]
+        """The median step, leaving out the first 3 (warm-up) and the profiled ones (the profiler slows them)."""
+        steps = [s for step, s in self.times if step > 3 and not PROFILE[0] <= step <= PROFILE[1]]
         return {"steps": len(self.times), "median_step_s": round(statistics.median(steps), 4) if steps else None,
                 **self.report}
 
@@ -73,7 +77,7 @@ class StepClock(TrainerCallback):
 def alignlab_run(model_dir: str, rows: list[dict], work: Path, batch: int, clock: StepClock, concatenated: bool) -> None:
     from bench_dpo import run_alignlab
 
-    run_alignlab(model_dir, rows, work, batch=batch, callbacks=(clock,),
+    run_alignlab(model_dir, rows, work, batch=batch, callbacks=(clock,), command=False,
                  overrides={"train.check_per_category": 0, "train.shared_prompt": "off" if concatenated else "on"})
 
 
@@ -86,6 +90,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--shapes", default="smollm2-135m-shape,qwen2.5-0.5b-shape")
     args = ap.parse_args()
+    if -(-args.pairs // args.batch_size) < PROFILE[1] + 4:  # the profiled steps, and unprofiled ones after warm-up
+        raise SystemExit(f"gpu_profile: {args.pairs} pairs in batches of {args.batch_size} make fewer than "
+                         f"{PROFILE[1] + 4} steps; the profile covers steps {PROFILE[0]}-{PROFILE[1]}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "alignlab-gpu-profile"
