@@ -321,3 +321,35 @@ def test_an_answer_ends_at_the_tokenizers_end_token_too(tiny_model):
         model.lm_head.bias[end] = 100.0  # the model says its end token at once, every time
     (answer,) = generate(model, tok, ["hi"], max_new_tokens=8)
     assert len(tok(answer, add_special_tokens=False)["input_ids"]) <= 1, answer
+
+
+def test_the_models_own_generation_config_penalty_does_not_leak_in(tiny_model):
+    """A generation_config.json with repetition_penalty 1.5 (some instruct models ship one) changed alignlab's answers
+    with its own penalty off: transformers' penalty counts the prompt and spares no punctuation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignlab.generate import generate
+
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
+    prompts = ["Tell me about rivers and stones.", "Why is the sea salty? The sea is salty."]
+    plain = generate(model, tok, prompts, max_new_tokens=12, repetition_penalty=1.0)
+    model.generation_config.repetition_penalty = 1.5
+    model.generation_config.no_repeat_ngram_size = 2
+    assert generate(model, tok, prompts, max_new_tokens=12, repetition_penalty=1.0) == plain
+
+
+def test_amplify_on_a_hybrid_model(tmp_path):
+    """Amplify's base cache was built without the model's config: a convolution layer had no slot (IndexError)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignlab.generate import generate
+    from alignlab.models.tiny import make_tiny_model
+
+    path = make_tiny_model(tmp_path / "lfm2", arch="lfm2")
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    tok = AutoTokenizer.from_pretrained(path)
+    out = generate(model, tok, ["Tell me about the sea.", "Hi."], max_new_tokens=6, amplify=0.5)
+    assert len(out) == 2

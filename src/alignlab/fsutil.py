@@ -47,10 +47,13 @@ def file_in_the_way(path: str | Path) -> Path | None:
 
 
 def check_out(path: str | Path) -> Path:
-    """``path`` as an output file: refused in one line when it names a directory (before any work is done)."""
+    """``path`` as an output file: refused in one line when it names a directory or lies under a file (before any
+    work is done)."""
     path = Path(path)
     if path.is_dir():
         raise AlignlabError(f"{path} is a directory, not a file to write", fix=f"give a file path, e.g. {path / 'out.jsonl'}")
+    if (blocker := file_in_the_way(path.parent)) is not None:
+        raise AlignlabError(f"cannot write {path}: {blocker} is a file, not a directory", fix="give another output path")
     return path
 
 

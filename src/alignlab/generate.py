@@ -90,7 +90,7 @@ def generate(
             batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(device) for k, v in batch.items()}
             kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
-                            "eos_token_id": stop_ids(model, tokenizer)}
+                            "eos_token_id": stop_ids(model, tokenizer), **NO_MODEL_PENALTY}
             processors = logits_processors(model, amplify, repetition_penalty, batch["input_ids"].shape[1],
                                            batch["attention_mask"], num_return_sequences, base=amplify_base,
                                            tokenizer=tokenizer)
@@ -128,6 +128,9 @@ def continuation(tokenizer, head: str, ids) -> str:
 
 
 OPENING_WORDS = 30  # the longest opening "sentence" takes from the base
+# the model's generation_config may set its own penalties (transformers' counts the prompt and spares no
+# punctuation); alignlab's AnswerPenalty is the one penalty, off at 1.0
+NO_MODEL_PENALTY = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
 def opening_of(answer: str, base_opening: str | int) -> str:
@@ -255,7 +258,8 @@ class Amplify:
         from transformers import DynamicCache
 
         if self.cache is None:
-            self.cache = DynamicCache()
+            # the model's own layer kinds (a hybrid's convolution layers need their slots too)
+            self.cache = DynamicCache(config=(self.base if self.base is not None else self.model).config)
             new = input_ids
         else:
             new = input_ids[:, self.seen:]

@@ -83,6 +83,21 @@ def test_opening_holds_goes_on_from_correct_openings_and_prompts_without_a_refer
     assert keep(["The capital of Australia is Canberra.", "The capital of Australia is Sydney.", "Blue."]) == [True, False, True]
 
 
+def test_a_prompt_rows_number_and_aliases_grade_as_the_scorecard_grades_them():
+    """distil sent the scorer only the reference text: a prompt row's number and aliases were dropped, so "It is
+    120." passed as an answer to 17 x 6 (the scorecard scores it 0) and the opening "Biscuit." failed its alias."""
+    from alignlab.eval.scores import scorer_for
+    from alignlab.synth.opening import opening_holds
+
+    scorer = scorer_for(None)
+    arithmetic = {"prompt": "What is 17 times 6?", "answer": "102"}
+    named = {"prompt": "What is the dog in the story called?", "reference": "The dog is named Biscuit, after the cookie.",
+             "aliases": ["Biscuit"]}
+    keep = opening_holds([arithmetic, named], scorer)
+    assert keep(["It is 120.", "Biscuit."]) == [False, True]
+    assert keep(["It is 102.", "Rex."]) == [True, False]
+
+
 @pytest.fixture(scope="module")
 def run(tiny_model, tmp_path_factory):
     sys.path.insert(0, str(Path(__file__).parents[1] / "eval"))
@@ -104,8 +119,12 @@ def test_distil_cli_says_what_it_dropped_and_writes_nothing_when_it_keeps_nothin
     assert "kept 0 of 3 prompts (nothing written) (opening wrong against the reference 3," in res.output
     assert not out.exists()
     out.write_text("an earlier result\n")  # kept when a later run keeps nothing
+    res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu"])
+    assert f"{out} exists" in str(res.exception) and "--force" in str(res.exception)  # refused before any answering
+    res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(prompts), "--force"])
+    assert "is the prompts file distil reads" in str(res.exception)  # never its own input, --force or not
     res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu",
-                                   "--no-screen", "--limit", "2"])
+                                   "--no-screen", "--limit", "2", "--force"])
     # every prompt answered; the tiny model's answers never end on a sentence (what it keeps: test_select_keeps_finished_correct_answers_and_caps_stock_phrases)
     assert "kept 0 of 2 prompts (nothing written) (opening wrong against the reference 0," in res.output, res.output
     assert "no answer was kept" in str(res.exception) and out.read_text() == "an earlier result\n"

@@ -120,6 +120,17 @@ def _build_or_keep(out: Path, skip: int, teacher, prompts: list[str], *args, **k
                             fix=f"go on with --skip {skip + part.done} --out another.jsonl, then join the two files") from cause
 
 
+def _refuse_overwrite(out: Path, prompts: str, force: bool) -> None:
+    """distil's output never replaces its own prompts file, and replaces another file only with --force."""
+    from alignlab.errors import AlignlabError
+
+    src = Path(prompts).expanduser()
+    if src.is_file() and out.exists() and out.resolve() == src.resolve():
+        raise AlignlabError(f"--out {out} is the prompts file distil reads", fix="write to another file (default: data/distil.jsonl)")
+    if out.exists() and not force:
+        raise AlignlabError(f"{out} exists", fix="pass --force to replace it, or --out another.jsonl")
+
+
 def _register_distil(app: typer.Typer) -> None:
     @app.command()
     def distil(
@@ -129,6 +140,7 @@ def _register_distil(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/distil.jsonl)"),
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="prompts per generation batch (larger is faster on a CPU)"),
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode after the opening from adapter + A x (adapter - base) logits (default: the project's sampling.amplify)"),
+        force: bool = typer.Option(False, "--force", help="replace an existing output file"),
         screen: bool = typer.Option(True, "--screen/--no-screen", help="answer only prompts whose base opening is correct against the reference (a sixth of the answering on the demo's prompts); --no-screen answers every prompt"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
@@ -145,7 +157,8 @@ def _register_distil(app: typer.Typer) -> None:
         if prompts is None:
             rewrites = root / cfg.data_dir / "rewrites.jsonl" if root is not None else None
             prompts = str(rewrites if rewrites is not None and rewrites.is_file() else default_prompts(root, cfg.data_dir, "train"))
-        out = out or ((root / cfg.data_dir if root is not None else Path(".")) / "distil.jsonl")
+        out = fsutil.check_out(out or ((root / cfg.data_dir if root is not None else Path(".")) / "distil.jsonl"))
+        _refuse_overwrite(out, prompts, force)
         counts = run_distil(run, prompts, out, cfg, root, limit=limit, batch_size=batch_size, device=device,
                             amplify=amplify, screen=screen)
         typer.echo(summary_line(counts, out))

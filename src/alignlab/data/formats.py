@@ -365,8 +365,10 @@ def load_dataset_rows(
     skip_invalid: bool = False,
     echo=None,
     system_prompt: str | None = None,
+    fix: str = "fix the rows or pass --skip-invalid to drop them",
 ) -> list[dict]:
-    """Validate and return rows; refuse on any bad row unless ``skip_invalid`` (then say how many dropped)."""
+    """Validate and return rows; refuse on any bad row unless ``skip_invalid`` (then say how many dropped). ``fix``:
+    what the refusal tells the user (a command without --skip-invalid names its own way out)."""
     report = validate(path, kind, tokenizer, max_length, max_prompt_length, system_prompt)
     for line in [*report.notes, *(f"warning: {w}" for w in report.warnings)]:
         if echo:
@@ -377,7 +379,7 @@ def load_dataset_rows(
         if not skip_invalid:
             shown = report.errors[0]
             more = f" (and {len(report.errors) - 1} more; see `alignlab data check {path}`)" if len(report.errors) > 1 else ""
-            raise AlignlabError(shown + more, fix="fix the rows or pass --skip-invalid to drop them")
+            raise AlignlabError(shown + more, fix=fix)
         if echo:
             echo(f"warning: dropped {len(report.errors)} invalid row(s) from {path}; training on {len(report.rows)}")
         if kind == "unpaired" and len({r["label"] for r in report.rows}) < 2:

@@ -210,8 +210,11 @@ class ModelPool:
             prompt_ids = self.render(messages)
         # Greedy decoding gives the same answer n times: generate it once.
         samples = n if temperature > 0 else 1
+        from alignlab.generate import NO_MODEL_PENALTY
+
         sampling: dict = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else
                           {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+        sampling.update(NO_MODEL_PENALTY)
         # generate()'s penalty: on the tokens each generate call writes, never the prompt's (nor, after a base
         # opening, the opening's: the adapter's continuation is penalised on its own tokens, as in generate())
         opens = chat and self.base_opening is not None and name != BASE and name not in self.alone

@@ -56,6 +56,19 @@ def reference_of(row: dict) -> str | None:
     return None
 
 
+def graded(row: dict, text: str) -> dict:
+    """``text`` as the scorecard grades it against ``row``: the row's reference (or chosen side), aliases, key terms,
+    category and number (a prompt row's ``answer``), as eval passes them (eval/scorecard.py)."""
+    out = {"prompt": row["prompt"], "answer": text, "reference": reference_of(row), "number": row.get("answer")}
+    return {**out, **{k: row[k] for k in ("aliases", "key_terms", "category") if row.get(k) not in (None, "", [])}}
+
+
+def gradable(row: dict) -> bool:
+    from alignlab.eval.correct import has_reference
+
+    return has_reference({k: v for k, v in graded(row, "").items() if k != "answer"} | {"answer": row.get("answer")})
+
+
 def select(rows: list[dict], answers: list[str], openings: list[str], scorer) -> tuple[list[dict], dict]:
     """(SFT rows {prompt, completion}, counts): the filter described in the module docstring."""
     counts = Counter(answers=len(answers))
@@ -66,9 +79,8 @@ def select(rows: list[dict], answers: list[str], openings: list[str], scorer) ->
         if len(text) <= len(opening) + 1:  # nothing of the adapter's own left
             counts["empty"] += 1
             continue
-        cand.append({"prompt": row["prompt"], "answer": text, "tail": text[len(opening):], "reference": reference_of(row)})
-    scored = scorer.score([{"prompt": c["prompt"], "answer": c["answer"], "reference": c["reference"], "source": "run"}
-                           for c in cand]) if cand else []
+        cand.append({"prompt": row["prompt"], "answer": text, "tail": text[len(opening):], "row": row})
+    scored = scorer.score([{**graded(c["row"], c["answer"]), "source": "run"} for c in cand]) if cand else []
     n = max(1, len(cand))
     shared = Counter(g for c in cand for g in _trigrams(c["tail"]))
     stock = {g for g, k in shared.items() if k > max(COMMON * n, 2)}
@@ -95,7 +107,8 @@ def select(rows: list[dict], answers: list[str], openings: list[str], scorer) ->
 def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 64,
                    advance: Callable[[int], object] | None = None, amplify: float = 0.0,
                    keep: Callable[[list[str]], list[bool]] | None = None,
-                   on_openings: Callable[[int], object] | None = None, base=None) -> tuple[list[str | None], list[str]]:
+                   on_openings: Callable[[int], object] | None = None, base=None,
+                   system_prompt: str | None = None) -> tuple[list[str | None], list[str]]:
     """(answers, openings): the run's greedy answers after the base's first sentence, decoded with the project's
     ``sampling`` settings (max_new_tokens, repetition_penalty) and ``amplify`` after the opening, ``chunk`` prompts
     at a time. ``keep`` (the openings -> one bool each) picks which prompts the run goes on to answer; the others'
@@ -104,7 +117,7 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
     merged in, as :func:`fast_pair` builds) instead of ``model`` with its adapter off."""
     from alignlab.generate import base_openings, generate
 
-    kw = dict(repetition_penalty=sampling.repetition_penalty, batch_size=chunk)
+    kw = dict(repetition_penalty=sampling.repetition_penalty, batch_size=chunk, system_prompt=system_prompt)
     openings: list[str] = []
     for i in range(0, len(prompts), chunk):
         openings += base_openings(model, tokenizer, prompts[i : i + chunk], "sentence", base=base, **kw)
@@ -150,10 +163,8 @@ def opening_holds(rows: list[dict], scorer) -> Callable[[list[str]], list[bool]]
     correct openings alone keeps most of the rows at a sixth of the answering."""
 
     def keep(openings: list[str]) -> list[bool]:
-        refs = [reference_of(r) for r in rows]
-        ask = [i for i, ref in enumerate(refs) if ref is not None]
-        scored = scorer.correct([{"prompt": rows[i]["prompt"], "answer": openings[i], "reference": refs[i]}
-                                 for i in ask]) if ask else []
+        ask = [i for i, r in enumerate(rows) if gradable(r)]
+        scored = scorer.correct([graded(rows[i], openings[i]) for i in ask]) if ask else []
         ok = [True] * len(rows)
         for i, c in zip(ask, scored):
             ok[i] = c is None or c >= 0.5
@@ -201,7 +212,8 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
         answers, openings = opened_answers(model, tok, [r["prompt"] for r in rows], cfg.sampling, chunk=batch_size,
                                            advance=lambda k: bar.advance(task, k),
                                            amplify=cfg.sampling.amplify if amplify is None else amplify,
-                                           keep=keep, on_openings=going_on, base=base)
+                                           keep=keep, on_openings=going_on, base=base,
+                                           system_prompt=cfg.system_prompt)  # as eval, generate and chat decode
     del model, base, pair
     went = [i for i, a in enumerate(answers) if a is not None]
     kept, counts = select([rows[i] for i in went], [answers[i] for i in went], [openings[i] for i in went], scorer)

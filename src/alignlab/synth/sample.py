@@ -31,7 +31,7 @@ def prompt_rows(path: str | Path, limit: int | None = None) -> list[dict]:
     from alignlab.data.formats import load_dataset_rows
 
     path = resolve_data(str(path))
-    rows = load_dataset_rows(path, "prompts")
+    rows = load_dataset_rows(path, "prompts", fix='fix the rows: each needs {"prompt": "..."}')
     for i, row in enumerate(rows, 1):
         if not isinstance(row["prompt"], str):
             raise AlignlabError(f"prompt {i} is a conversation; sampling takes plain-text prompts", where=str(path))
