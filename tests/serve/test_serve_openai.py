@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -171,6 +172,16 @@ def test_llm_cli_streams(url, tmp_path, caplog):
     assert r.stdout.strip() == direct.strip()
 
 
+@contextmanager
+def _opened(tiny_model, tmp_path, opening: str):
+    """(pool, openai client) for a server whose "snarky" adapter answers after the base's ``opening``."""
+    pool = ModelPool(tiny_model, {"snarky": _fake_run(tmp_path, "snarky", tiny_model, 1)}, device="cpu",
+                     base_opening=opening)
+    with background(create_app(pool)) as base_url, \
+            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        yield pool, c
+
+
 def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
     """`serve --base-opening 3`: a persona's chat answer opens with the base's first 3 words and the adapter goes on
     from there. Checked against HF generate run by hand: the base (adapter off) samples the opening, then the adapter
@@ -181,11 +192,8 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
 
     from alignlab.generate import OpeningDone, opening_of
 
-    run = _fake_run(tmp_path, "snarky", tiny_model, 1)
-    pool = ModelPool(tiny_model, {"snarky": run}, device="cpu", base_opening="3")
     ask = dict(messages=PROMPT, max_tokens=24, temperature=1.0, seed=7)
-    with background(create_app(pool)) as base_url, \
-            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+    with _opened(tiny_model, tmp_path, "3") as (pool, c):
         base = c.chat.completions.create(model="base", **ask).choices[0].message.content
         whole = c.chat.completions.create(model="snarky", **ask)
         text = whole.choices[0].message.content
@@ -216,11 +224,8 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model, tmp_path):
 def test_a_stop_string_inside_the_base_opening_ends_the_answer(tiny_model, tmp_path):
     """The opening's tracker cut the base's text at the stop string, but the adapter then wrote on to max_tokens with
     finish_reason "stop". Now the answer is the base's text before the stop string, as the stop promises."""
-    run = _fake_run(tmp_path, "snarky", tiny_model, 1)
-    pool = ModelPool(tiny_model, {"snarky": run}, device="cpu", base_opening="sentence")
     ask = dict(messages=PROMPT, max_tokens=30, temperature=1.0, seed=7)
-    with background(create_app(pool)) as base_url, \
-            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+    with _opened(tiny_model, tmp_path, "sentence") as (_, c):
         base = c.chat.completions.create(model="base", **ask).choices[0].message.content
         words = base.split()
         assert len(words) > 4 and not any(w.endswith((".", "!", "?")) for w in words[:3]), base
