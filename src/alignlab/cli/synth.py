@@ -50,7 +50,7 @@ def _register_synth(app: typer.Typer) -> None:
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.eval.raters import get_rater
-        from alignlab.synth import (EndpointTeacher, LocalTeacher, default_prompts, persona_prompt as make_prompt,
+        from alignlab.synth import (default_prompts, persona_prompt as make_prompt,
                                     prompt_rows, summary_line, write_pairs)
 
         cfg, root = project_config(project)
@@ -61,16 +61,8 @@ def _register_synth(app: typer.Typer) -> None:
 
             rater = "reward:persona_heuristic" if cfg.persona == DEFAULT_PERSONA else "contrast"
         judge = get_rater(rater, root, persona=cfg.persona, **cfg.judge.settings(judge_url, judge_model, judge_key_env))
-        if teacher_url:
-            if not teacher_model:
-                raise AlignlabError("--teacher-url needs --teacher-model (the model name at the endpoint)")
-            teacher = EndpointTeacher(teacher_url, teacher_model, api_key_env=teacher_key_env, timeout=teacher_timeout,
-                                      max_workers=teacher_workers)
-        else:
-            from alignlab.models.loading import load_for_inference
-
-            m, tok, name = load_for_inference(None if run else (model or cfg.model), run, device=device)
-            teacher = LocalTeacher(m, tok, name=str(run or name), seed=seed)
+        teacher = _teacher(teacher_url, teacher_model, teacher_key_env, teacher_timeout, teacher_workers,
+                           run, model or cfg.model, device, seed)
         if out is None:
             data_dir = root / cfg.data_dir if root is not None else Path(".")
             out = data_dir / ("synth_pairs.jsonl" if (data_dir / "pairs.jsonl").exists() else "pairs.jsonl")
@@ -129,6 +121,21 @@ def _refuse_overwrite(out: Path, prompts: str, force: bool) -> None:
         raise AlignlabError(f"--out {out} is the prompts file distil reads", fix="write to another file (default: data/distil.jsonl)")
     if out.exists() and not force:
         raise AlignlabError(f"{out} exists", fix="pass --force to replace it, or --out another.jsonl")
+
+
+def _teacher(url, model_name, key_env, timeout: float, workers: int, run, model: str, device: str, seed: int):
+    """An endpoint teacher (--teacher-url), else the local model or run as its own teacher."""
+    from alignlab.errors import AlignlabError
+    from alignlab.synth import EndpointTeacher, LocalTeacher
+
+    if url:
+        if not model_name:
+            raise AlignlabError("--teacher-url needs --teacher-model (the model name at the endpoint)")
+        return EndpointTeacher(url, model_name, api_key_env=key_env, timeout=timeout, max_workers=workers)
+    from alignlab.models.loading import load_for_inference
+
+    m, tok, name = load_for_inference(None if run else model, run, device=device)
+    return LocalTeacher(m, tok, name=str(run or name), seed=seed)
 
 
 def _register_distil(app: typer.Typer) -> None:

@@ -288,6 +288,27 @@ def _add_auth(app: FastAPI, api_key: str | None) -> None:
         return await call_next(request)
 
 
+def _record(s, j: Judgement, rater: str) -> int:
+    """Store one judgement from the page: the duplicate and blindness checks and the insert in one write transaction
+    (two racing clicks count once); committed (WAL, synchronous=FULL) before the page hears back."""
+    with s.transaction():
+        if j.kind != "rewrite" and (done := s.standing(rater, j.kind, j.response_id, j.other_response_id)):
+            raise ApiError(409, f"{rater} already judged this ({j.kind} #{done}); undo it to judge again",
+                           "already_judged")  # a second click or key on the same item would count twice
+        if j.kind == "pick" and j.other_response_id is not None and s.revealed(rater, j.response_id,
+                                                                               j.other_response_id):
+            raise ApiError(409, f"{rater} has seen which model wrote each of these answers (an undone pick); "
+                                "a new pick would not be blind", "not_blind")
+        return s.add_judgement(j.kind, j.response_id, j.value, rater=rater, other_response_id=j.other_response_id,
+                               rewrite_text=j.rewrite_text)
+
+
+def _source(s, response_id: int) -> str:
+    """Which run (or the base) wrote a response, as the page reveals it after a pick."""
+    r = s.response(response_id) or {}
+    return r.get("run") or (f"base ({shown_name(r['model'])})" if r.get("model") else "base")
+
+
 def _add_rating_routes(app: FastAPI, store) -> None:
     """The rating page's API over the feedback store: next item, judge, undo (this session's own), rounds, stats."""
 
@@ -317,20 +338,8 @@ def _add_rating_routes(app: FastAPI, store) -> None:
 
     @app.post("/api/judge")
     def judge(j: Judgement, request: Request, response: Response):
-        rater = check_rater(j.rater)
         s = _store()
-        with s.transaction():  # the check and the insert in one write transaction: two racing clicks count once
-            if j.kind != "rewrite" and (done := s.standing(rater, j.kind, j.response_id, j.other_response_id)):
-                raise ApiError(409, f"{rater} already judged this ({j.kind} #{done}); undo it to judge again",
-                               "already_judged")  # a second click or key on the same item would count twice
-            if j.kind == "pick" and j.other_response_id is not None and s.revealed(rater, j.response_id,
-                                                                                   j.other_response_id):
-                raise ApiError(409, f"{rater} has seen which model wrote each of these answers (an undone pick); "
-                                    "a new pick would not be blind", "not_blind")
-            jid = s.add_judgement(
-                j.kind, j.response_id, j.value, rater=rater,
-                other_response_id=j.other_response_id, rewrite_text=j.rewrite_text,
-            )  # committed (WAL, synchronous=FULL) before we answer
+        jid = _record(s, j, check_rater(j.rater))
         token = request.cookies.get(SESSION_COOKIE)
         with sessions_lock:
             if token not in sessions:
@@ -343,11 +352,7 @@ def _add_rating_routes(app: FastAPI, store) -> None:
             sessions[token] = [*sessions[token][-499:], jid]
         out = {"id": jid, "kind": j.kind}
         if j.kind == "pick":  # blind A/B: which model wrote which is told only now, after the pick
-            def source(rid):
-                r = _store().response(rid) or {}
-                return r.get("run") or (f"base ({shown_name(r['model'])})" if r.get("model") else "base")
-
-            out["revealed"] = {"a": source(j.response_id), "b": source(j.other_response_id)}
+            out["revealed"] = {"a": _source(s, j.response_id), "b": _source(s, j.other_response_id)}
         return out
 
     @app.post("/api/undo")

@@ -133,6 +133,16 @@ OWN_LOSS_KEYS = frozenset({"loss_type", "loss_weights", "label_smoothing", "ld_a
                            "simpo_gamma", "cpo_alpha"})
 
 
+def _refuse_loss_overrides(cfg: ProjectConfig, method: str, spec) -> None:
+    """PreferenceTrainer computes the DPO family's losses itself (train/preference.py): TRL's loss options do nothing."""
+    ignored = sorted(set(cfg.train.trainer_overrides) & OWN_LOSS_KEYS) if spec.kind == "preference" else []
+    if ignored:
+        raise AlignlabError(f"train.trainer_overrides.{ignored[0]} has no effect on {method}: alignlab computes its loss "
+                            "itself (README: Losses, written from the math)",
+                            fix=f"set the method's own section ({spec.section}.beta, and dpo.rpo_alpha for the NLL term)"
+                                " or drop the override")
+
+
 def prepare(
     method: str,
     cfg: ProjectConfig,
@@ -175,12 +185,7 @@ def prepare(
         rundir.Run(src).require_weights()  # an interrupted run that never saved an adapter is no start
         adapter = src / "adapter"
     check_trackers(cfg.train.report_to)
-    ignored = sorted(set(cfg.train.trainer_overrides) & OWN_LOSS_KEYS) if kind == "preference" else []
-    if ignored:  # PreferenceTrainer computes these losses itself (train/preference.py): TRL's loss options do nothing
-        raise AlignlabError(f"train.trainer_overrides.{ignored[0]} has no effect on {method}: alignlab computes its loss "
-                            "itself (README: Losses, written from the math)",
-                            fix=f"set the method's own section ({spec.section}.beta, and dpo.rpo_alpha for the NLL term)"
-                                " or drop the override")
+    _refuse_loss_overrides(cfg, method, spec)
     if spec.own_loop and cfg.train.report_to:
         raise AlignlabError(f"{method.upper()} runs its own loop, which reports to no tracker",
                             fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")
