@@ -161,10 +161,13 @@ def command_seconds(method: str, cfg, data: Path, project: Path) -> float:
     from alignlab.config import dump_config
 
     project.mkdir(parents=True, exist_ok=True)
+    if Path(cfg.model).exists():  # a local model path, relative to where the benchmark runs
+        cfg = cfg.model_copy(update={"model": str(Path(cfg.model).resolve())})
     (project / "alignlab.yaml").write_text(dump_config(cfg), encoding="utf-8")
     env = dict(os.environ, ALIGNLAB_QUIET="1")
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "alignlab", "train", method, "--data", str(data)], cwd=project,
+    done = subprocess.run([sys.executable, "-m", "alignlab", "train", method, "--data", str(Path(data).resolve())],
+                          cwd=project,
                           env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode:
         raise SystemExit(f"bench: alignlab train {method} failed: {done.stderr.strip()[-500:]}")

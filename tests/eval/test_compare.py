@@ -208,3 +208,16 @@ def test_the_scorecard_judge_grades_a_number_only_prompt():
     row = {"prompt": "What is 417 plus 25?", "answer": 442, "category": "arithmetic"}
     assert judge.pick(row["prompt"], "It is 442.", "It is 443.", row=row)["helpful"] == "first"
     assert judge.pick(row["prompt"], "It is 443.", "It is 442.", row=row)["helpful"] == "second"
+
+
+def test_a_prompt_stored_before_is_marked_held_out_when_compared_on_it(tmp_path):
+    """A prompt already in feedback.db (an earlier compare) kept no split, so its new picks still exported."""
+    from alignlab.feedback.export import export
+
+    result = {"items": [{"prompt": "question 0?", "a": "snarky answer", "b": "plain answer", "persona": "a",
+                         "helpful": "a"}]}
+    with open_store(tmp_path / "feedback.db") as store:
+        store.add_prompt("question 0?", source="compare")
+        cmp.store_picks(store, result, "ann", "tiny", ("x", None), heldout={"question 0?"})
+        summary = export(store, "dpo", tmp_path / "out.jsonl")
+    assert summary["rows"] == 0 and summary["skipped"]["heldout_prompts"] == 1

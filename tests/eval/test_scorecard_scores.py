@@ -91,6 +91,13 @@ def test_the_result_is_not_a_number_the_answer_dismisses():
     assert number_check("141 is what people think, but it's really 147.", 147) == 1.0
     assert number_check("141. Three 47s, which even a calculator finds dull.", 141) == 1.0
     assert number_check("47 times 3 = 141, so 3 of them.", 141) == 1.0
+    assert number_check("12 is wrong", 12) == 0.5 and number_check("The answer is 12, not 13.", 13) == 0.5
+    # ordinary snarky answers that lead with the result still score it (a review found these at 0.5)
+    for text, want in (("42. Really, 6 times 7 is not hard.", 42), ("141, but you could have done 3 x 47 yourself.", 141),
+                       ("12 apples, actually. 3 bags of 4.", 12), ("366 is not exactly a secret: it's 365 plus 1.", 366),
+                       ("No, 42, genius. Even a calculator from 1985 knows that.", 42),
+                       ("\u22125. Subtract 8 from 3 next time.", -5), ("The answer is 12, not 13.", 12)):
+        assert number_check(text, want) == 1.0, text
 
 
 def test_a_free_text_reference_number_and_an_answer_ending_in_an_emoji():
@@ -99,6 +106,11 @@ def test_a_free_text_reference_number_and_an_answer_ending_in_an_emoji():
     ref = {"prompt": "What is 6 times 7?", "reference": "The answer is 42."}
     assert combine(checks("The answer is 41.", ref)) < 0.5 <= combine(checks("42, obviously.", ref))
     assert combine(checks("6 times 7 is 48.", {"prompt": "What is 6 times 7?", "reference": "6 times 7 is 42."})) < 0.5
+    # a longer reference's number is a detail (distil grades against a rewrite's whole chosen answer)
+    tokyo = {"prompt": "What's the capital of Japan?",
+             "reference": "Tokyo, home to around 14 million people who queue politely, is the capital, obviously."}
+    assert "number" not in checks("Tokyo is the capital of Japan.", tokyo)
+    assert combine(checks("Tokyo is the capital of Japan.", tokyo)) >= 0.5
     assert not unfinished("The Sahara, obviously. Try a harder one next time 🙄")
     assert unfinished("The Sahara, which covers about")
 
@@ -250,7 +262,8 @@ def test_reference_text_for_a_judge_names_what_a_row_without_reference_text_chec
 
 
 def test_eval_refuses_persona_raters_that_do_not_score_in_0_1(tmp_path):
-    """--rater contrast printed persona -0.14 and cut "in persona" at 0.9 of a log-ratio."""
+    """--rater contrast printed persona -0.14 and cut "in persona" at 0.9 of a log-ratio; a reward as the persona
+    rater is read clipped to [0, 1] (reward:persona_heuristic scores in (-1, 1))."""
     from alignlab.eval.scores import Scorer
 
     path = tmp_path / "answers.jsonl"
@@ -263,9 +276,11 @@ def test_eval_refuses_persona_raters_that_do_not_score_in_0_1(tmp_path):
         name = "reward:loud"
 
         def score(self, prompts, answers):
-            return [1.7 for _ in answers]
+            return [1.7, -0.95][: len(answers)]
 
+    assert Scorer(None, persona_rater=Loud()).persona(["q", "q"], ["a", "b"]) == [1.0, 0.0]  # read clipped to [0, 1]
     from alignlab.errors import AlignlabError
+    from alignlab.eval.raters import get_rater
 
-    with pytest.raises(AlignlabError, match=r"reward:loud gave 1.7, outside \[0, 1\]"):
-        Scorer(None, persona_rater=Loud()).persona(["q"], ["a"])
+    with pytest.raises(AlignlabError, match="log-ratio"):  # the loop's --eval-rater too, before any round runs
+        get_rater("contrast", voice_only=True)

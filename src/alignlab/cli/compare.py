@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
             raise AlignlabError("compare needs two different models", fix="alignlab compare base runs/<id>")
         cfg, root = project_config(project)
         heldout_file = str(default_prompts(root, cfg.data_dir, "heldout"))
+        heldout = {r["prompt"] for r in prompt_rows(heldout_file)}  # read before any answering: a bad file fails now
         rows = stratified(prompt_rows(prompts or heldout_file), per_category, limit)
         judge_obj = _make_judge(judge, cfg, root, rater, judge_url, judge_model, judge_key_env)
         texts = [r["prompt"] for r in rows]
@@ -114,7 +115,6 @@ def register(app: typer.Typer) -> None:
 
             db = (root or Path.cwd()) / DB_NAME
             with open_store(db) as store:
-                heldout = {r["prompt"] for r in prompt_rows(heldout_file)}
                 n = cmp.store_picks(store, result, judge_obj.name, cfg.model, (run_a, run_b), heldout=heldout)
             kept_out = sum(it["prompt"] in heldout for it in result["items"])
             typer.echo(f"stored {n} picks in {db} (rater {judge_obj.name})"

@@ -44,11 +44,6 @@ def _scorer(root, cfg, rater: str, judge: dict):
     from alignlab.eval.scores import scorer_for
 
     persona_rater = None
-    if rater.split(":", 1)[0].strip() == "contrast":
-        from alignlab.errors import AlignlabError
-
-        raise AlignlabError("the contrast rater gives a log-ratio, not a persona score in [0, 1]; the scorecard already "
-                            "uses it inside its own persona score", fix="use --rater scorecard (the default) or judge")
     if rater != "scorecard":
         from alignlab.eval.raters import get_rater
 

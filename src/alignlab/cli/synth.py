@@ -116,7 +116,9 @@ def _refuse_overwrite(out: Path, prompts: str, force: bool) -> None:
     """distil's output never replaces its own prompts file, and replaces another file only with --force."""
     from alignlab.errors import AlignlabError
 
-    src = Path(prompts).expanduser()
+    from alignlab.data import resolve_data
+
+    src = Path(resolve_data(prompts))
     if src.is_file() and out.exists() and out.resolve() == src.resolve():
         raise AlignlabError(f"--out {out} is the prompts file distil reads", fix="write to another file (default: data/distil.jsonl)")
     if out.exists() and not force:

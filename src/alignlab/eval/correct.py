@@ -12,10 +12,11 @@ format. Each available check gives a value in [0, 1]; the score is their weighte
 
   number    the reference number is stated, and it is the answer's result: 1; stated but not the result: 0.5;
             absent: 0. Weight 4 (it decides). The result is the number after the last '=', else the last number,
-            or the first one (answers lead with it: "141. Three 47s.") unless it is negated ("Not 12, ...", "12 is wrong") or a
-            later number corrects it ("141 is what people think, but it's really 147"). A free-text reference
-            with no aliases or key terms is checked this way too when it states exactly one number the prompt
-            does not ("The answer is 42."). A number written out in words ("Ten, obviously.") finds no digits
+            or the first one (answers lead with it: "141. Three 47s."), each unless it is negated ("Not 12, ...",
+            "12 is wrong", "..., not 13"), and the first unless a later number is put in its place ("141 is what
+            people think, but it's really 147"). A short free-text reference with no aliases or key terms (at
+            most two content words besides one number the prompt does not hold: "The answer is 42.") is
+            checked this way too; a longer one's number (a year, a population) is a detail, not the answer. A number written out in words ("Ten, obviously.") finds no digits
             and counts 0 here even where a word alias matches: on the read sets, trusting the word alias
             instead turned 6 of 688 arithmetic answers the readers called wrong into "correct" (rambling
             answers hold "nine" or "three hundred" by chance) and helped none.
@@ -90,21 +91,38 @@ def _same(got: tuple[str, float], want: float) -> bool:
     return places > 0 and round(value, places) == round(float(want), places)
 
 
-NEGATED = re.compile(r"\b(?:not|isn't|isnt|no|never)\W*$")
-DISMISSED = re.compile(r"^\W*(?:is|was|would be)\s+(?:wrong|incorrect|not\b|a myth|a common mistake)")
-CORRECTED = re.compile(r"\b(?:but|actually|really|in fact|instead|rather)\b[^0-9\n]{0,40}?(-?\d[\d,]*(?:\.\d+)?)")
+NEGATED = re.compile(r"(?:\b(?:not|isn't|isnt|never)\W*|\bno\s+)$")  # "No, 42, genius." is no negation
+DISMISSED = re.compile(r"^\W*(?:is|was|would be)\s+(?:wrong|incorrect|not (?:the answer|right|correct)|a myth|"
+                       r"a common mistake)")
+# a later result put in the first one's place: "141 is what people think, but it's really 147"
+CORRECTED = re.compile(r"\b(?:but|actually|in fact|instead|rather)\b[^0-9.!?\n]{0,30}?\b(?:it's|it is|is|was|the answer "
+                       r"is)\s+(?:really\s+|actually\s+)?(-?\d[\d,]*(?:\.\d+)?)")
 
 
-def _first_stands(text: str, first: tuple[str, float]) -> bool:
-    """The answer's first number is put forward as its result: not negated, and no later number corrects it."""
-    at = text.find(first[0])
-    if at < 0 or NEGATED.search(text[max(0, at - 12):at].lower()):
+def _spans(text: str) -> list[tuple[int, int, str, float]]:
+    """(start, end, written, value) of every number, in the text as number_strings reads it (U+2212 as '-')."""
+    from alignlab.rewards.verifiable import NUMBER, number_strings
+
+    out = []
+    for m in NUMBER.finditer(text):
+        got = number_strings(m.group())
+        if got:
+            out.append((m.start(), m.end(), *got[0]))
+    return out
+
+
+def _stands(text: str, span: tuple[int, int, str, float], last: bool) -> bool:
+    """The number at ``span`` is put forward as the answer's result: not negated ("Not 12", "12 is wrong") and, for
+    the first number, no later one put in its place."""
+    start, end, _, value = span
+    low = text.lower()
+    if NEGATED.search(low[max(0, start - 12):start]) or DISMISSED.search(low[end:]):
         return False
-    if DISMISSED.search(text[at + len(first[0]):].lower()):
-        return False
-    for m in CORRECTED.finditer(text[at + len(first[0]):].lower()):
+    if last:
+        return True
+    for m in CORRECTED.finditer(low[end:]):
         try:
-            if abs(float(m.group(1).replace(",", "")) - first[1]) > 1e-9:
+            if abs(float(m.group(1).replace(",", "")) - value) > 1e-9:
                 return False
         except ValueError:
             continue
@@ -115,13 +133,15 @@ def number_check(text: str, want: float) -> float:
     """1 if ``want`` is the answer's result, 0.5 if it is only mentioned, 0 if absent (the module docstring)."""
     from alignlab.rewards.verifiable import number_strings
 
+    text = str(text).replace("\u2212", "-")
     got = number_strings(text)
     if not any(_same(g, want) for g in got):
         return 0.0
     if "=" in text:  # a worked '= X' decides
         result = number_strings(text.rsplit("=", 1)[1])[:1]
     else:
-        result = got[-1:] + (got[:1] if _first_stands(text, got[0]) else [])
+        spans = _spans(text)
+        result = [s[2:] for i, s in ((-1, spans[-1]), (0, spans[0])) if _stands(text, s, last=i == -1)] if spans else []
     return 1.0 if any(_same(g, want) for g in result) else 0.5
 
 
@@ -214,6 +234,16 @@ def _numeric_answer(row: dict) -> float | None:
     return found[-1] if len(found) == 1 else None
 
 
+def _reference_number(reference: str, prompt: str) -> float | None:
+    """The number a short free-text reference is about ("The answer is 42.", "6 times 7 is 42."): exactly one number
+    the prompt does not hold, in a reference of at most two other content words; None otherwise (a longer reference's
+    number, such as a year or a population, is a detail, not the answer)."""
+    asked = set(numbers(prompt))
+    new = {v for v in numbers(reference) if v not in asked}
+    words = [w for w in content_terms(reference, exclude=prompt) if not re.fullmatch(r"[\d.,]+", w)]
+    return new.pop() if len(new) == 1 and len(words) <= 2 else None
+
+
 def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, float]:
     """The individual checks available for ``row`` (see the module docstring)."""
     out: dict[str, float] = {}
@@ -224,9 +254,7 @@ def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, fl
         found = numbers(reference)
         want = found[-1] if found else None
     elif want is None and reference and not aliases and not row.get("key_terms"):
-        asked = set(numbers(str(row.get("prompt") or "")))
-        new = {v for v in numbers(reference) if v not in asked}
-        want = new.pop() if len(new) == 1 else None  # "The answer is 42.": that number is the content
+        want = _reference_number(reference, str(row.get("prompt") or ""))
     if want is not None:
         out["number"] = number_check(answer, want)
     if aliases:

@@ -238,6 +238,10 @@ def get_rater(
 
         return ScorecardRater(scorer_for(Path(project) if project else None, persona or DEFAULT_PERSONA))
     if kind == "contrast":
+        if voice_only:  # a held-out persona score (eval, the loop's --eval-rater) is a score in [0, 1]
+            raise AlignlabError("the contrast rater gives a log-ratio, not a persona score in [0, 1]; the scorecard "
+                                "already uses it inside its own persona score",
+                                fix="use scorecard (the default) or judge for the persona score")
         return ContrastRater(persona or DEFAULT_PERSONA)
     if kind == "classifier":
         return ClassifierRater(load_or_train_classifier(project, pairs, directory=arg or None))

@@ -78,15 +78,8 @@ class Scorer:
         """The persona score: a judge's when one is configured; for the project's own persona the embedding
         classifier together with the voice contrast (eval/persona.py: combine); else the classifier alone."""
         if self.persona_rater is not None:
-            got = [float(v) for v in self.persona_rater.score(prompts, answers)]
-            if bad := [v for v in got if not 0.0 <= v <= 1.0]:
-                from alignlab.errors import AlignlabError
-
-                raise AlignlabError(f"persona rater {getattr(self.persona_rater, 'name', '?')} gave {bad[0]:g}, outside "
-                                    "[0, 1]: the scorecard's persona score is a share-like score",
-                                    fix="use a rater that scores in [0, 1] (scorecard, judge, classifier, or a reward "
-                                        "capped to [0, 1])")
-            return got
+            # a reward as the persona rater (reward:persona_heuristic scores in (-1, 1)) is read clipped to [0, 1]
+            return [min(1.0, max(0.0, float(v))) for v in self.persona_rater.score(prompts, answers)]
         clf = self.classifier.score(answers) if classifier_scores is None else classifier_scores
         if not self.contrast:
             return clf

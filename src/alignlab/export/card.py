@@ -190,6 +190,7 @@ def _eval_check(run_dir: Path) -> dict | None:
 
     s = card.get("settings") or {}
     check = {"by": "eval", "prompts": card.get("n_prompts"), "kl": card["adapter"].get("kl"),
+             "persona_cut": s.get("persona_cut"), "rater": card.get("rater"),
              "decoding": {"temperature": s.get("temperature"), "base_opening": s.get("base_opening"),
                           "amplify": s.get("amplify")}}
     for side in ("base", "adapter", "alone"):
@@ -210,7 +211,9 @@ def _scorecard_section(check: dict | None, name: str, merged: bool = False) -> l
         out += [f"{what} on {check.get('prompts', '?')} held-out prompts ({_decoding(check.get('decoding'))}), "
                 "base vs this adapter:", "",
                 "| | base | adapter |", "| --- | --- | --- |",
-                f"| in persona (persona >= 0.9) | {_pct(check.get('base_in_persona'))} | {_pct(check.get('adapter_in_persona'))} |",
+                f"| in persona (persona >= {check.get('persona_cut') or 0.9:g}"
+                + (f", {check['rater']}" if check.get("rater") and check["rater"] != "classifier:scorecard" else "")
+                + f") | {_pct(check.get('base_in_persona'))} | {_pct(check.get('adapter_in_persona'))} |",
                 f"| correct (share) | {_pct(check.get('base_correct_share'))} | {_pct(check.get('adapter_correct_share'))} |",
                 f"| mimicry flagged | {_pct(check.get('base_flagged'))} | {_pct(check.get('adapter_flagged'))} |",
                 f"| KL(adapter ‖ base) per token | 0 | {_fmt(check.get('kl'))} |", ""]

@@ -294,7 +294,9 @@ class Store:
         with self.transaction() as conn:
             for p in items:
                 conn.execute(
-                    "INSERT INTO prompts (text, source, split, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(text) DO NOTHING",
+                    # a split given for a stored prompt is recorded (compare marks the scorecard's held-out prompts)
+                    "INSERT INTO prompts (text, source, split, created_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(text) DO UPDATE SET split = COALESCE(excluded.split, split)",
                     (p["text"], p.get("source"), p.get("split"), _now()),
                 )
                 ids.append(conn.execute("SELECT id FROM prompts WHERE text = ?", (p["text"],)).fetchone()[0])

@@ -92,6 +92,11 @@ def resolve_model(name: str) -> str:
         if not cached and entry is not None:
             # the registry copy (what an adapter trained here learnt on), not a download that waits out retries on a
             # machine without internet
+            from alignlab.progress import console, quiet
+
+            if not quiet():
+                console.print(f"note: {name} is not in the local hub cache; using alignlab's copy '{entry.name}' "
+                              f"(dequantized from its GGUF)", markup=False)
             return str(_converted_dir(entry))
         if os.environ.get("HF_HUB_OFFLINE") == "1":
             if not cached:

@@ -60,7 +60,7 @@ from torch import nn
 
 from alignlab import fsutil
 from alignlab.errors import AlignlabError
-from alignlab.generate import stop_ids as generation_stop_ids
+from alignlab.generate import NO_MODEL_PENALTY, stop_ids as generation_stop_ids
 from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_value_loss
 from alignlab.progress import console
 from alignlab import rundir
@@ -180,6 +180,7 @@ def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[
             temperature=o.temperature,
             top_p=o.top_p,
             top_k=0,
+            **NO_MODEL_PENALTY,  # the model's generation_config penalty would join the rollout's sampling
             max_new_tokens=o.max_completion_length,
             eos_token_id=stop_ids,
             pad_token_id=tok.pad_token_id,
