@@ -9,6 +9,10 @@ import torch
 
 from alignlab.config import SHORT_MAX_NEW_TOKENS, parse_base_opening
 
+# the model's generation_config may set its own penalties (transformers' counts the prompt and spares no
+# punctuation); alignlab's AnswerPenalty is the one penalty, off at 1.0
+NO_MODEL_PENALTY = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+
 
 def stop_ids(model, tokenizer) -> list[int]:
     """Where an answer ends: the generation config's end tokens and the tokenizer's own (a model whose
@@ -128,9 +132,6 @@ def continuation(tokenizer, head: str, ids) -> str:
 
 
 OPENING_WORDS = 30  # the longest opening "sentence" takes from the base
-# the model's generation_config may set its own penalties (transformers' counts the prompt and spares no
-# punctuation); alignlab's AnswerPenalty is the one penalty, off at 1.0
-NO_MODEL_PENALTY = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
 def opening_of(answer: str, base_opening: str | int) -> str:

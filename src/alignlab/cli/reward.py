@@ -59,8 +59,9 @@ def score(
     rows = _read_rows(file)
     # the shapes training passes (TRL's conversational format): message lists, so that a function that passes here
     # does not meet lists for the first time at step 0 of `alignlab train grpo`
-    prompts = [[{"role": "user", "content": r["prompt"]}] if isinstance(r["prompt"], str) else r["prompt"]
-               for _, r in rows]
+    from alignlab.rewards.common import as_messages
+
+    prompts = [as_messages(r["prompt"]) if isinstance(r["prompt"], str) else r["prompt"] for _, r in rows]
     completions = [[{"role": "assistant", "content": r["completion"]}] if isinstance(r["completion"], str)
                    else r["completion"] for _, r in rows]
     keys = [k for k in dict.fromkeys(k for _, r in rows for k in r) if k not in ("prompt", "completion")]

@@ -134,14 +134,13 @@ def number_check(text: str, want: float) -> float:
     from alignlab.rewards.verifiable import number_strings
 
     text = str(text).replace("\u2212", "-")
-    got = number_strings(text)
-    if not any(_same(g, want) for g in got):
+    spans = _spans(text)
+    if not any(_same(s[2:], want) for s in spans):
         return 0.0
     if "=" in text:  # a worked '= X' decides
         result = number_strings(text.rsplit("=", 1)[1])[:1]
     else:
-        spans = _spans(text)
-        result = [s[2:] for i, s in ((-1, spans[-1]), (0, spans[0])) if _stands(text, s, last=i == -1)] if spans else []
+        result = [s[2:] for s, last in ((spans[-1], True), (spans[0], False)) if _stands(text, s, last=last)]
     return 1.0 if any(_same(g, want) for g in result) else 0.5
 
 

@@ -183,10 +183,7 @@ def _eval_check(run_dir: Path) -> dict | None:
     card = _read_json(run_dir / "eval.json")
     if not card or not isinstance(card.get("base"), dict) or not isinstance(card.get("adapter"), dict):
         return None
-
-    def share(side: dict, key: str):
-        v = side.get(key)
-        return v[0] if isinstance(v, (list, tuple)) and v else v
+    from alignlab.eval.scorecard import point
 
     s = card.get("settings") or {}
     check = {"by": "eval", "prompts": card.get("n_prompts"), "kl": card["adapter"].get("kl"),
@@ -196,7 +193,7 @@ def _eval_check(run_dir: Path) -> dict | None:
     for side in ("base", "adapter", "alone"):
         for key in ("in_persona", "correct_share", "flagged"):
             if isinstance(card.get(side), dict):
-                check[f"{side}_{key}"] = share(card[side], key)
+                check[f"{side}_{key}"] = point(card[side].get(key))
     return check
 
 

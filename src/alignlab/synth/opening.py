@@ -66,7 +66,7 @@ def graded(row: dict, text: str) -> dict:
 def gradable(row: dict) -> bool:
     from alignlab.eval.correct import has_reference
 
-    return has_reference({k: v for k, v in graded(row, "").items() if k != "answer"} | {"answer": row.get("answer")})
+    return has_reference({**graded(row, ""), "answer": row.get("answer")})  # "answer": the row's own number
 
 
 def select(rows: list[dict], answers: list[str], openings: list[str], scorer) -> tuple[list[dict], dict]:
