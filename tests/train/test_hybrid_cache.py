@@ -26,6 +26,13 @@ def _run(method: str, model: str, tmp_path, data, **overrides):
     return engine.run(engine.prepare(method, cfg, str(data), tmp_path / "runs"), str(data))
 
 
+def _lora_b_moved(run) -> bool:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    return any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())  # LoRA B starts at zero
+
+
 def test_the_cache_check_tells_hybrids_apart(tiny_lfm2, tiny_model):
     from transformers import AutoModelForCausalLM
 
@@ -41,9 +48,12 @@ def test_dpo_and_grpo_train_a_hybrid_model(tiny_lfm2, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"Say {w}.", "chosen": f"{w}, obviously.", "rejected": f"{w}."}) + "\n"
                              for w in ("apples", "rivers", "stones", "clouds")))
-    run = _run("dpo", tiny_lfm2, tmp_path, pairs)
-    assert json.loads((run / "run.json").read_text())["status"] == "done"
+    run = _run("dpo", tiny_lfm2, tmp_path, pairs, **{"train.learning_rate": 1e-2})
+    assert json.loads((run / "run.json").read_text())["status"] == "done" and _lora_b_moved(run)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in ("apples", "rivers")))
-    run = _run("grpo", tiny_lfm2, tmp_path, prompts, **{"online.num_generations": 2, "online.max_completion_length": 4})
+    run = _run("grpo", tiny_lfm2, tmp_path, prompts, **{"online.num_generations": 2, "online.max_completion_length": 4,
+                                                        "train.learning_rate": 1e-2})
     assert json.loads((run / "run.json").read_text())["status"] == "done"
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in r and "reward" in r for r in steps)  # a GRPO step ran, its rewards recorded
