@@ -57,3 +57,15 @@ def test_dpo_and_grpo_train_a_hybrid_model(tiny_lfm2, tmp_path):
     assert json.loads((run / "run.json").read_text())["status"] == "done"
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in r and "reward" in r for r in steps)  # a GRPO step ran, its rewards recorded
+
+
+def test_ppo_trains_a_hybrid_model(tiny_lfm2, tmp_path):
+    """PPO sampled through the GRPO sampler's static cache on every CPU: "'LinearAttentionLayer' object has no
+    attribute 'batch_select_indices'" at step 1. It samples with transformers' generate there now."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in ("apples", "rivers")))
+    run = _run("ppo", tiny_lfm2, tmp_path, prompts, **{"online.max_completion_length": 4, "train.learning_rate": 1e-2,
+                                                       "train.check_per_category": 0})
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("reward" in r for r in steps) and _lora_b_moved(run)

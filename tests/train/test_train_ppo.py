@@ -231,3 +231,19 @@ def test_diversity_penalty_compares_the_batch(tiny_model, tmp_path):
     run_dir = engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs"), str(prompts))
     step = _metrics(run_dir)[0]
     assert step["reward_parts/diversity/mean"] > 0.05  # 0 when every answer was its own group
+
+
+def test_reward_functions_see_the_system_prompt_the_policy_saw(tiny_model, tmp_path):
+    """GRPO/RLOO hand reward functions the prompt with the project's system prompt; PPO handed the bare user turn,
+    so a judge or reward model scored PPO's samples in another context."""
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, max_steps=1, batch_size=2)
+    seen = tmp_path / "seen.jsonl"
+    (tmp_path / "spy.py").write_text("import json\n"
+                                     "def spy(prompts, completions, **kw):\n"
+                                     f"    open({str(seen)!r}, 'a').write(json.dumps(prompts) + '\\n')\n"
+                                     "    return [0.0] * len(completions)\n")
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: spy.py:spy, weight: 1.0}\n")
+    cfg.system_prompt = "You are terse."
+    engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs"), str(prompts))
+    first = json.loads(seen.read_text().splitlines()[0])
+    assert first[0][0] == {"role": "system", "content": "You are terse."} and first[0][1]["role"] == "user"

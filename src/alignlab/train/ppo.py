@@ -153,16 +153,27 @@ def encode_prompts(ctx, rows: list[dict]) -> list[list[int]]:
     return ids
 
 
+def _generation_copy(ctx, model, fp32_head: bool):
+    """The sampler's merged bf16 copy on CPU, as GRPO / RLOO sample; None (transformers' generate) on a GPU and for
+    models whose layers the sampler's static key/value cache cannot hold (convolution, linear attention, SSM)."""
+    from alignlab.train.logps import kv_cache_only
+
+    if torch.device(ctx.device).type != "cpu" or not kv_cache_only(model):
+        return None
+    return sampler.GenerationCopy(model, fp32_head=fp32_head)
+
+
 @torch.no_grad()
 def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[int], gen_copy=None, **extra) -> dict:
     """Generate, score and evaluate one batch of prompts: everything the PPO epochs need, as (B, T) tensors.
 
     ``gen_copy`` (a ``sampler.GenerationCopy``, on CPU) samples in place of ``model.generate``."""
-    from alignlab.data.formats import to_conversational
+    from alignlab.data.formats import to_conversational, with_system
     from alignlab.rewards import check_rewards
 
     tok, o = ctx.tokenizer, ctx.cfg.online
-    prompts = [to_conversational(r, "prompts")["prompt"] for r in rows]
+    # the prompts as the policy saw them (system prompt included), as GRPO / RLOO hand them to reward functions
+    prompts = [with_system(to_conversational(r, "prompts")["prompt"], ctx.cfg.system_prompt) for r in rows]
     ids = encode_prompts(ctx, rows)
     prompt_ids, prompt_mask = (x.to(ctx.device) for x in _left_pad(ids, tok.pad_token_id))
     if gen_copy is not None:  # CPU: the merged bf16 copy (alignlab.train.sampler), as GRPO / RLOO sample
@@ -376,7 +387,7 @@ def train_loop(ctx, resume: bool = False):
     recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
     stop_ids = sorted(generation_stop_ids(model, ctx.tokenizer))
-    gen_copy = sampler.GenerationCopy(model, fp32_head=o.fp32_lm_head) if torch.device(ctx.device).type == "cpu" else None
+    gen_copy = _generation_copy(ctx, model, o.fp32_lm_head)
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
     pending: list[dict] = []
     final: dict = {}
