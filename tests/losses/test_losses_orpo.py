@@ -55,3 +55,4 @@ def test_orpo_parity_with_trl():
     assert m["log_odds_chosen"].item() == pytest.approx(trl_log_odds.item(), abs=1e-5)
     assert m["rewards/chosen"].item() == pytest.approx(trl_chosen.mean().item(), abs=1e-5)
     assert m["rewards/rejected"].item() == pytest.approx(trl_rejected.mean().item(), abs=1e-5)
+    assert m["rewards/margins"].item() == pytest.approx((trl_chosen - trl_rejected).mean().item(), abs=1e-5)

@@ -249,3 +249,19 @@ def test_chosen_warning_fires_when_chosen_falls_below_the_reference(tmp_path):
     records = [{"loss": 0.6, "logps/chosen": -300, "rewards/chosen": -0.05 * i, "rewards/margins": 0.1 * i} for i in range(10)]
     (warning,) = _chosen_warnings(tmp_path, records, beta=0.1)
     assert warning["step"] == 10 and "-3.50 nats against the reference" in warning["message"]
+
+
+def test_chosen_warning_fires_on_orpo_logs(tmp_path):
+    """ORPO logged no rewards/margins, so the watch it is set up with (per token) never looked: chosen falling from
+    -0.1 to -3 nats a token, rejected faster, raised nothing."""
+    import torch
+
+    from alignlab.losses import orpo_loss
+
+    records = []
+    for i in range(20):
+        chosen = torch.tensor([-0.1 - 0.15 * i])
+        _, m = orpo_loss(chosen, chosen - 0.5 - 0.1 * i, torch.tensor(1.0), beta=0.1)
+        records.append({"loss": 1.0, **{k: v.item() for k, v in m.items()}})
+    (warning,) = _chosen_warnings(tmp_path, records, beta=0.1, per_token=True)
+    assert "nats per token" in warning["message"]

@@ -28,7 +28,7 @@ def orpo_loss(chosen_avg_logps, rejected_avg_logps, chosen_nll, beta=0.1):
     ``chosen_avg_logps``, ``rejected_avg_logps`` (B,): mean token log-probs of each completion (< 0);
     ``chosen_nll`` (B,) or scalar: the SFT negative log-likelihood of the chosen completion.
     Returns ``(losses (B,), metrics)``; metrics are detached means of or_loss, nll, log_odds_ratio,
-    log_odds_chosen, rewards/chosen, rewards/rejected, rewards/accuracies (rewards = beta * avg log-prob, as TRL).
+    log_odds_chosen, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins (rewards = beta * avg log-prob, as TRL).
     """
     # log odds(y|x) = log p - log(1 - p)  (eq. 4); their difference is the log odds ratio
     log_odds = (chosen_avg_logps - _log1mexp(chosen_avg_logps)) - (rejected_avg_logps - _log1mexp(rejected_avg_logps))
@@ -44,5 +44,6 @@ def orpo_loss(chosen_avg_logps, rejected_avg_logps, chosen_nll, beta=0.1):
         "rewards/chosen": c.mean(),
         "rewards/rejected": r.mean(),
         "rewards/accuracies": (c > r).float().mean(),
+        "rewards/margins": (c - r).mean(),  # as TRL logs it; the falling-chosen watch reads it
     }
     return losses, metrics
