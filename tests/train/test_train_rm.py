@@ -127,3 +127,24 @@ def test_long_pairs_are_cut_not_dropped(tiny_model, tmp_path):
     lengths = [max(len(c), len(r)) for c, r in zip(trainer.train_dataset["chosen_ids"], trainer.train_dataset["rejected_ids"])]
     assert len(lengths) == 8
     assert max(lengths) == 96 and sum(n == 96 for n in lengths) == 6
+
+
+def test_a_full_fine_tuned_reward_model_scores_as_a_reward(tiny_model, tmp_path):
+    """`train rm --full` writes the whole classifier to adapter/; RewardModel looked for a LoRA adapter only and said
+    "has no adapter/adapter_config.json — pass a finished reward-model run"."""
+    from alignlab.rewards import RewardModel
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in separable_pairs(64)))
+    cfg = apply_overrides(ProjectConfig(model=tiny_model),
+                          {"train.sample_prompts": 0, "train.max_steps": 25, "train.batch_size": 8,
+                           "train.learning_rate": 1e-4, "train.save_steps": 1000, "rm.eval_fraction": 0.25,
+                           "lora.enabled": False})
+    ctx = engine.prepare("rm", cfg, str(data), tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    assert (run_dir / "adapter" / "config.json").is_file() and not (run_dir / "adapter" / "adapter_config.json").exists()
+    rm = RewardModel(run_dir, device="cpu")
+    held = ctx.eval_rows
+    chosen = rm([r["prompt"] for r in held], [r["chosen"] for r in held])
+    rejected = rm([r["prompt"] for r in held], [r["rejected"] for r in held])
+    assert all(c > r for c, r in zip(chosen, rejected))  # the trained head: a fresh one scores at random

@@ -2,7 +2,8 @@
 
 The run directory holds ``run.json`` (key ``model``: the base model name) and ``adapter/``: a PEFT adapter over
 ``AutoModelForSequenceClassification(num_labels=1)`` whose trained score head is saved with it
-(``modules_to_save``). The score of a completion is the head's logit at the last non-pad token of the
+(``modules_to_save``), or, for a full fine-tune (``train rm --full``), the whole classifier (``config.json`` and
+its weights). The score of a completion is the head's logit at the last non-pad token of the
 chat-formatted prompt + completion, which is how transformers pools sequence classifiers and how TRL's
 RewardTrainer trains them (right padding, ``pad_token_id`` set on the config).
 """
@@ -16,8 +17,9 @@ from alignlab.errors import AlignlabError
 from alignlab.rewards.common import as_messages, completion_text, prompt_text
 
 
-def _check_run(run_dir: Path) -> tuple[str, Path]:
-    """(base model name, adapter dir) of a reward-model run, or a one-line error saying what is missing."""
+def _check_run(run_dir: Path) -> tuple[str, Path, bool]:
+    """(base model name, adapter dir, whether it holds a whole fine-tuned model) of a reward-model run, or a one-line
+    error saying what is missing."""
     if not run_dir.is_dir():
         raise AlignlabError(f"reward model run '{run_dir}' does not exist", fix="pass a directory under runs/")
     meta, adapter = run_dir / "run.json", run_dir / "adapter"
@@ -29,9 +31,12 @@ def _check_run(run_dir: Path) -> tuple[str, Path]:
         base = json.loads(meta.read_text())["model"]
     except (ValueError, KeyError) as err:
         raise AlignlabError(f"{meta} has no \"model\" key", fix="was this run written by `alignlab train rm`?") from err
-    if not (adapter / "adapter_config.json").is_file():
-        raise AlignlabError(f"'{run_dir}' has no adapter/adapter_config.json", fix="pass a finished reward-model run")
-    return base, adapter
+    if (adapter / "adapter_config.json").is_file():
+        return base, adapter, False
+    if (adapter / "config.json").is_file():  # `train rm --full`: the whole classifier
+        return base, adapter, True
+    raise AlignlabError(f"'{run_dir}' has no adapter/adapter_config.json (LoRA) or adapter/config.json (--full)",
+                        fix="pass a finished reward-model run")
 
 
 def _has_score_head(adapter: Path) -> bool:
@@ -59,8 +64,8 @@ class RewardModel:
         from alignlab.models.registry import resolve_model
 
         self.run_dir = Path(run)
-        base, adapter = _check_run(self.run_dir)
-        if not _has_score_head(adapter):
+        base, adapter, full = _check_run(self.run_dir)
+        if not full and not _has_score_head(adapter):
             raise AlignlabError(
                 f"the adapter in '{self.run_dir}' has no trained score head",
                 fix="train the reward model with a SEQ_CLS LoRA (the head goes in modules_to_save)",
@@ -79,12 +84,12 @@ class RewardModel:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the base has no score head yet ("MISSING"): the adapter brings it
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
-                                                                       trust_remote_code=trust)
+            model = AutoModelForSequenceClassification.from_pretrained(adapter if full else path, num_labels=1,
+                                                                       dtype=torch.float32, trust_remote_code=trust)
         finally:
             hf_logging.set_verbosity(verbosity)
         model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = PeftModel.from_pretrained(model, str(adapter)).to(self.device).eval()
+        self.model = (model if full else PeftModel.from_pretrained(model, str(adapter))).to(self.device).eval()
 
     def format(self, prompt, completion) -> str:
         """prompt + completion as the model's chat template renders them (plain concatenation without one)."""
