@@ -229,7 +229,7 @@ class OnlineConfig(_Strict):
     beta: float = Field(0.04, ge=0, description="KL coefficient to the reference (0 disables the leash)")
     kl_budget: float = Field(0.5, gt=0, description="monitor warns when mean KL per token passes this")
     length_drift: float = Field(0.5, gt=0, description="monitor warns when mean length drifts this fraction")
-    gold_steps: int = Field(10, ge=1, description="score held-out prompts with the gold rater every N steps")
+    gold_steps: int = Field(10, ge=1, description="score the step's training answers with the gold rater every N steps")
     use_vllm: bool = Field(False, description="generate with vLLM in colocate mode (GPU, vllm installed)")
     fp32_lm_head: bool = Field(
         False, description="CPU sampler: run the LM head in fp32 instead of bf16 (exacter logits at low temperature, 13 ms "

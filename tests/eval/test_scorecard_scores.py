@@ -229,6 +229,10 @@ def test_warnings_fire_on_a_constructed_collapse():
     text = " | ".join(warnings_for(b, a))
     assert "correctness fell" in text and "surface mimicry" in text and "distinct-2" in text
     assert warnings_for(b, b | {"distinct_2": 0.8}) == []
+    # a base flagged as often as the adapter (its own stock openers): no mimicry warning for an unchanged adapter
+    assert not any("mimicry" in w for w in warnings_for(a, a))
+    more = summarize([{"persona": 0.9, "correct": 0.9, "mimicry": 0.9}] * 10)
+    assert any("flagged (base 80%)" in w for w in warnings_for(a, more))
 
 
 def test_copying_counts_the_persona_surface_not_content_a_plain_answer_shares():

@@ -265,3 +265,31 @@ def test_chosen_warning_fires_on_orpo_logs(tmp_path):
         records.append({"loss": 1.0, **{k: v.item() for k, v in m.items()}})
     (warning,) = _chosen_warnings(tmp_path, records, beta=0.1, per_token=True)
     assert "nats per token" in warning["message"]
+
+
+def test_a_gold_entry_error_names_its_line(tmp_path):
+    """Errors in the gold entry read "rewards.yaml (gold): unknown reward fn" with no line; training components'
+    errors name theirs."""
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("components:\n  - {fn: persona_heuristic}\ngold:\n  fn: nope\n")
+    with pytest.raises(AlignlabError, match="nope") as err:
+        load_rewards(spec)
+    assert "rewards.yaml:4" in str(err.value)
+    spec.write_text("components:\n  - {fn: persona_heuristic}\ngold:\n  components:\n    - {fn: format_check, args: {pattern: x}}\n"
+                    "    - {fn: nope}\n")
+    with pytest.raises(AlignlabError, match="nope") as err:
+        load_rewards(spec)
+    assert "rewards.yaml:6" in str(err.value)
+
+
+def test_a_flat_proxy_is_not_a_rise():
+    """Gold 0.5, 0.25, 0.25 (two answers of eight) while the proxy moved by a thousandth: noise, not hacking."""
+    records = [{"reward": 0.5 + 0.0005 * i, "gold": g} for i, g in enumerate([0.5, 0.25, 0.25])]
+    assert feed(HackingMonitor(), records) == []
+
+
+def test_groups_of_one_answer_carry_no_no_signal_share():
+    """PPO at batch size 1: every group is one answer, max == min, and no_signal fired on a run that was learning."""
+    stats = batch_stats({"a": [0.1, 0.7]}, [0.1, 0.7], ["x y", "p q"], group_size=1)
+    assert "no_signal_frac" not in stats
+    assert batch_stats({"a": [0.1, 0.7, 0.3]}, [0.1, 0.7, 0.3], ["x", "y", "z"], group_size=2)["no_signal_frac"] == 0.0

@@ -108,3 +108,16 @@ def test_bad_arguments_get_one_line(args, needle, tmp_path):
     assert r.returncode == 2
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("method, said", [("grpo", True), ("ppo", False)])
+def test_the_beta_zero_note_is_said_only_where_training_computes_no_kl(method, said):
+    """PPO always computes the reference log-probs, and its monitor watches that KL at beta 0 too: the report said
+    "kl_budget is not watched at beta 0: training computes no KL" for PPO as well."""
+    from alignlab.workflows.break_report import findings
+
+    side = {"warnings": [], "reward_end": 0.5, "gold_end": None, "length_end": 12.0, "distinct_2_end": 0.8,
+            "kl_to_base": 0.1, "in_persona": 0.2, "correct_share": 0.3}
+    summary = {"experiment": "kl-ablation", "method": method, "betas": [0, 0.4],
+               "verdict": {"beta-0": side, "beta-0.4": side}}
+    assert ("training computes no KL" in " ".join(findings(summary))) is said

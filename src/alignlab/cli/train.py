@@ -67,7 +67,7 @@ def _check(run_dir: Path, cfg, root) -> None:
     write_model_card(run_dir)  # the adapter's card now carries the check's figures
     console.print(f"held-out check ({c['prompts']} prompts): in persona {c['base_in_persona']:.0%} -> {c['adapter_in_persona']:.0%}, "
                   f"correct {c['base_correct_share']:.0%} -> {c['adapter_correct_share']:.0%}, "
-                  f"mimicry flagged {c['adapter_flagged']:.0%}, KL {c['kl']:.3f}/token", markup=False)
+                  f"mimicry flagged {c['base_flagged']:.0%} -> {c['adapter_flagged']:.0%}, KL {c['kl']:.3f}/token", markup=False)
     for w in c["warnings"]:
         console.print(f"[yellow]warning: {w}[/]")
     if not c["warnings"]:

@@ -219,9 +219,10 @@ def warnings_for(base: dict, adapter: dict) -> list[str]:
     if b and a and a[0] < b[0] - CORRECT_DROP:
         out.append(f"correctness fell: {a[0]:.0%} of answers correct vs {b[0]:.0%} for the base "
                    f"({(b[0] - a[0]) * 100:.0f} points; the limit is {CORRECT_DROP * 100:.0f}): the persona is costing content")
-    f = adapter.get("flagged")
-    if f and f[0] > MIMICRY_MAX:
-        out.append(f"surface mimicry: {f[0]:.0%} of answers flagged (limit {MIMICRY_MAX:.0%}): openers, "
+    f, f0 = adapter.get("flagged"), base.get("flagged")
+    if f and f[0] > MIMICRY_MAX and not (f0 and f[0] <= f0[0]):  # a base flagged as often: not the adapter's doing
+        was = f" (base {f0[0]:.0%})" if f0 else ""
+        out.append(f"surface mimicry: {f[0]:.0%} of answers flagged{was} (limit {MIMICRY_MAX:.0%}): openers, "
                    "skeletons or stock phrases repeat, or the persona lives in them rather than in the answer")
     d0, d1 = base.get("distinct_2"), adapter.get("distinct_2")
     if d0 and d1 is not None and d1 < d0 * (1 - DISTINCT2_DROP):

@@ -180,14 +180,15 @@ class ComposedReward:
 class _Lines:
     """file:line of any path of keys/indices in a YAML document (from the composed node tree)."""
 
-    def __init__(self, path: str, text: str | None):
-        self.path = path
+    def __init__(self, path: str, text: str | None, keys: Callable[[tuple], tuple] | None = None):
+        self.path, self.keys = path, keys  # keys: a spec's key path -> its path in the document (a nested spec)
         try:
             self.root = yaml.compose(text) if text else None
         except yaml.YAMLError:
             self.root = None
 
     def __call__(self, *keys) -> str:
+        keys = self.keys(keys) if self.keys else keys
         node, line = self.root, None
         for key in keys:
             if isinstance(node, yaml.MappingNode):
@@ -457,14 +458,16 @@ def build_spec(
     text: str | None = None,
     check_only: bool = False,
     allow_outside: bool = False,
+    keys: Callable[[tuple], tuple] | None = None,
 ) -> ComposedReward:
     """Validate a parsed spec (every check first), then build its components.
 
     ``check_only``: validate and build the built-ins, but do not import users' files (they are read and
-    parsed only); ``allow_outside``: accept user files outside the project directory.
+    parsed only); ``allow_outside``: accept user files outside the project directory; ``keys``: where a key path
+    of ``data`` sits in ``text`` when ``data`` is not the whole document (file:line of its errors).
     """
     base_dir = Path(base_dir)
-    at = _Lines(source, text)
+    at = _Lines(source, text, keys)
     if not isinstance(data, dict):
         raise AlignlabError("a reward spec must be a mapping with a 'components' list", where=at())
     _check_keys(data, TOP_KEYS, "", at)

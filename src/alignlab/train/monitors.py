@@ -18,7 +18,7 @@ TRL itself logs ``reward``, ``kl`` (when beta > 0) and ``completions/mean_length
 - ``proxy_up_gold_down``: over the last three gold checks the proxy reward rose twice in a row while the
   gold score fell twice in a row (the proxy is the mean of the ``reward`` logs since the previous check); or
   the last two gold checks both sit ``gold_drop`` (0.2) or more below the best one so far while the proxy
-  rose since it (a gold score over a few samples moves in steps and repeats itself, and once at 0 it cannot
+  rose since it by more than ``proxy_rise`` (0.02) (a gold score over a few samples moves in steps and repeats itself, and once at 0 it cannot
   fall again, so the strict rule alone misses a collapse that plateaus);
 - ``length_drift``: the mean completion length of the last ``window`` logs differs from that of the first
   ``window`` logs by more than ``length_drift`` times the latter (needs ``2 * window`` logs);
@@ -89,7 +89,8 @@ def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedRe
     reward = build_spec(data, base_dir=path.parent, source=str(path), text=text, check_only=check_only)
     if not isinstance(gold, dict):
         raise AlignlabError("'gold' must be a mapping like {fn: persona_classifier, args: {...}}", where=str(path))
-    spec = gold if "components" in gold else {"components": [{"name": "gold", **gold}]}
+    nested = "components" in gold
+    spec = gold if nested else {"components": [{"name": "gold", **gold}]}
     trained = {(c.get("fn"), json.dumps(c.get("args") or {}, sort_keys=True)) for c in data.get("components") or []}
     for c in spec.get("components") or []:
         if isinstance(c, dict) and (c.get("fn"), json.dumps(c.get("args") or {}, sort_keys=True)) in trained:
@@ -97,7 +98,10 @@ def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedRe
                 f"the gold rater '{c.get('fn')}' is also a training component", where=str(path),
                 fix="gold must be a rater the policy is not trained on (e.g. a classifier or a judge)",
             )
-    return reward, build_spec(spec, base_dir=path.parent, source=f"{path} (gold)", check_only=check_only)
+    # file:line of the gold entry's errors: its keys sit under `gold:` (a single rater is its only component)
+    keys = (lambda k: ("gold", *k)) if nested else (lambda k: ("gold", *k[2:]) if k[:1] == ("components",) else ("gold",))
+    return reward, build_spec(spec, base_dir=path.parent, source=str(path), text=text, check_only=check_only,
+                              keys=keys)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -110,8 +114,9 @@ def batch_stats(parts: dict[str, list[float]], totals: list[float], texts: list[
     stats: dict[str, float] = {}
     for name, values in parts.items():
         stats[f"reward_parts/{name}/mean"], stats[f"reward_parts/{name}/std"] = _mean_std(values)
-    blocks = [totals[i : i + group_size] for i in range(0, len(totals), group_size)]
-    stats["no_signal_frac"] = sum(max(b) - min(b) <= 1e-6 for b in blocks) / max(1, len(blocks))
+    blocks = [b for i in range(0, len(totals), group_size) if len(b := totals[i : i + group_size]) > 1]
+    if blocks:  # a group of one answer has no spread to lose (PPO at batch size 1 learns from its critic)
+        stats["no_signal_frac"] = sum(max(b) - min(b) <= 1e-6 for b in blocks) / len(blocks)
     stats["distinct_2"] = distinct_n(texts, 2)
     return stats
 
@@ -160,6 +165,7 @@ class HackingMonitor:
     length_drift: float = 0.5
     no_signal_limit: float = 0.5
     gold_drop: float = 0.2
+    proxy_rise: float = 0.02  # the plateau rule's least rise of the proxy (a flat proxy's noise is not a rise)
     window: int = 3
     fired: set = field(default_factory=set)
     lengths: list = field(default_factory=list)
@@ -184,7 +190,7 @@ class HackingMonitor:
                 (s0, g0, p0), (_, g1, p1), (s2, g2, p2) = self.gold[-3:]
                 best = max(range(len(self.gold) - 2), key=lambda i: (self.gold[i][1], i))  # the latest best before the last two
                 sb, gb, pb = self.gold[best]
-                plateau = max(g1, g2) <= gb - self.gold_drop and p2 > pb
+                plateau = max(g1, g2) <= gb - self.gold_drop and p2 > pb + self.proxy_rise
                 if (p0 < p1 < p2 and g0 > g1 > g2) or plateau:
                     s0, g0, p0 = (sb, gb, pb) if plateau else (s0, g0, p0)
                     fire("proxy_up_gold_down", f"proxy reward rose {p0:.3f} -> {p2:.3f} while the gold score fell "
@@ -208,7 +214,8 @@ class HackingMonitor:
             recent = self.no_signal[-self.window :]
             if len(recent) == self.window and sum(recent) / self.window > self.no_signal_limit:
                 fire("no_signal", f"{sum(recent) / self.window:.0%} of groups got equal rewards over the last "
-                     f"{self.window} steps: no learning signal (check the reward, raise temperature or num_generations)")
+                     f"{self.window} steps: no learning signal (check the reward, raise the temperature or the group "
+                     "size: online.num_generations, for PPO train.batch_size)")
         return out
 
 
