@@ -148,3 +148,32 @@ def test_a_full_fine_tuned_reward_model_scores_as_a_reward(tiny_model, tmp_path)
     chosen = rm([r["prompt"] for r in held], [r["chosen"] for r in held])
     rejected = rm([r["prompt"] for r in held], [r["rejected"] for r in held])
     assert all(c > r for c, r in zip(chosen, rejected))  # the trained head: a fresh one scores at random
+
+
+def test_held_out_accuracy_is_over_pairs_not_batches(tiny_model, tmp_path):
+    """eval_accuracy equals the share of held-out pairs scored chosen > rejected: 11 held-out pairs go in batches of
+    8 and 3, and TRL's batch means weighed the 3 as much as the 8."""
+    from alignlab.rewards import RewardModel
+
+    data = tmp_path / "pairs.jsonl"
+    rng = random.Random(1)  # unrelated answers: the trained head wins some held-out pairs, not all
+    rows = [{"prompt": "Tell me about " + rng.choice(WORDS), "chosen": " ".join(rng.choices(WORDS, k=6)),
+             "rejected": " ".join(rng.choices(WORDS, k=6))} for _ in range(44)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = apply_overrides(ProjectConfig(model=tiny_model),
+                          {"train.sample_prompts": 0, "train.max_steps": 2, "train.batch_size": 8,
+                           "train.learning_rate": 1e-3, "train.save_steps": 1000, "rm.eval_fraction": 0.25,
+                           "train.precision": "fp32"})  # RewardModel scores in fp32: no pair flips by rounding
+    ctx = engine.prepare("rm", cfg, str(data), tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if "eval_accuracy" in r][-1]
+    rm = RewardModel(run_dir, device="cpu")
+    held = ctx.eval_rows
+    assert len(held) == 11
+    chosen = rm([r["prompt"] for r in held], [r["chosen"] for r in held])
+    rejected = rm([r["prompt"] for r in held], [r["rejected"] for r in held])
+    wins = [c > r for c, r in zip(chosen, rejected)]
+    assert 0 < sum(wins) < 11  # mixed, so the weighting shows
+    assert last["eval_accuracy"] == pytest.approx(sum(wins) / 11)
+    assert last["eval_margin"] == pytest.approx(sum(c - r for c, r in zip(chosen, rejected)) / 11, abs=1e-3)

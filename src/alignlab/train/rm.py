@@ -36,6 +36,20 @@ class AlignlabRewardTrainer(AlignlabTrainerMixin, RewardTrainer):
         if "length" not in self._signature_columns:  # kept for the length-grouped sampler
             self._signature_columns.append("length")
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss; on held-out pairs the accuracy and margin go in pair by pair, so ``eval_accuracy`` is over all
+        pairs (TRL appends each batch's mean: a short last batch weighed as much as a full one)."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if not self.model.training:
+            import torch
+
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1).detach(), chunks=2)
+            metrics = self._metrics["eval"]
+            for key, values in (("accuracy", (chosen > rejected).float()), ("margin", chosen - rejected)):
+                metrics[key].pop()
+                metrics[key].extend(self.accelerator.gather_for_metrics(values).tolist())
+        return (loss, outputs) if return_outputs else loss
+
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         """Cut over-long pairs at the end instead of TRL's dropping them (what the data check says happens:
         a long answer would otherwise leave training without a word, and an all-long file would leave nothing)."""
