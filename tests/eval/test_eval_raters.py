@@ -248,19 +248,48 @@ def test_a_pick_whose_best_answer_scores_below_zero_is_a_tie(tmp_path):
     from alignlab.workflows.loop import collect_automatic
 
     class Fixed(Rater):
-        name = "fixed"
+        name, floor = "fixed", 0.0
 
         def score(self, prompts, responses, **columns):
             return [float(r.split(":")[0]) for r in responses]
+
+    class Signed(Fixed):  # a log-ratio rater (contrast, a reward): below 0 is an ordinary score, no floor
+        name, floor = "signed", None
 
     with Store(tmp_path / "feedback.db") as store:
         for q, texts in (("clean?", ("0.8: snarky and right", "0.2: plain")), ("all bad?", ("-0.1: wrong", "-0.9: worse"))):
             pid = store.add_prompt(q)
             store.add_responses([{"prompt_id": pid, "text": t, "round": 1} for t in texts])
+            store.add_responses([{"prompt_id": pid, "text": t, "round": 2} for t in texts])
         assert collect_automatic(store, Fixed(), 1, "dpo")["judgements"] == 2
         got = {j["prompt"]: (j["response"], j["value"]) for j in store.judgements(round=1)}
         assert got == {"clean?": ("0.8: snarky and right", "a"), "all bad?": ("-0.1: wrong", "tie")}
         assert export(store, "dpo", tmp_path / "pairs.jsonl", round=1)["rows"] == 1
+        # the contrast rater scores -0.16 against -0.22: it was a tie too, and a loop from prompts alone stopped
+        collect_automatic(store, Signed(), 2, "dpo")
+        assert {j["prompt"]: j["value"] for j in store.judgements(round=2)} == {"clean?": "a", "all bad?": "a"}
+
+
+def test_thumbs_never_go_up_under_the_raters_floor(tmp_path):
+    """KTO thumbs: up above the prompt's mean. A wrong answer (-0.015) above the mean of two wrong ones and a right
+    one got a thumb up from the scorecard rater."""
+    from alignlab.eval.raters import Rater
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import collect_automatic
+
+    class Fixed(Rater):
+        name, floor = "fixed", 0.0
+
+        def score(self, prompts, responses, **columns):
+            return [float(r.split(":")[0]) for r in responses]
+
+    with Store(tmp_path / "feedback.db") as store:
+        pid = store.add_prompt("capital of Australia?")
+        store.add_responses([{"prompt_id": pid, "text": t, "round": 1}
+                             for t in ("0.364: Canberra.", "-0.015: Sydney, obviously.", "-0.738: Sydney.")])
+        collect_automatic(store, Fixed(), 1, "kto")
+        got = {j["response"]: j["value"] for j in store.judgements(round=1)}
+    assert got == {"0.364: Canberra.": 1, "-0.015: Sydney, obviously.": -1, "-0.738: Sydney.": -1}
 
 
 def test_judge_check_replays_a_judges_replies_through_the_http_judge_path():

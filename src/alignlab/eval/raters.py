@@ -34,6 +34,7 @@ class Rater:
 
     name: str = "rater"
     automatic: bool = True
+    floor: float | None = None  # a score below it marks an answer to learn nothing from (the scorecard's: 0)
 
     def score(self, prompts: list[str], responses: list[str], **columns) -> list[float]:
         raise NotImplementedError
@@ -119,6 +120,7 @@ class ScorecardRater(Rater):
     against a clean one, however snarky. Answers scored together form the mimicry context."""
 
     name = "scorecard"
+    floor = 0.0  # below 0: wrong or flagged, never a chosen answer or a thumb up
 
     def __init__(self, scorer):
         self.scorer = scorer

@@ -108,15 +108,16 @@ def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6, refe
                 worst, sw = next((x, s) for x, s in items if x["id"] != best["id"])
             if own_pick:
                 verdict = rater.pick(best["prompt"], best["text"], worst["text"])
-            else:  # a best answer scored below 0 (the scorecard's wrong or flagged) is nothing to learn from
-                verdict = "a" if sb > sw + tol and sb >= 0 else "tie"
+            else:  # a best answer under the rater's floor (the scorecard's wrong or flagged) teaches nothing
+                verdict = "a" if sb > sw + tol and (rater.floor is None or sb >= rater.floor) else "tie"
             judgements.append({"kind": "pick", "response_id": best["id"], "value": verdict,
                                "other_response_id": worst["id"], "rater": rater.name, "round": r})
-        else:  # thumbs: up above the prompt's mean score, down below it
+        else:  # thumbs: up above the prompt's mean score, down below it; never up under the rater's floor
             mean = sum(s for _, s in items) / len(items)
             for x, s in items:
                 if abs(s - mean) > tol:
-                    judgements.append({"kind": "thumb", "response_id": x["id"], "value": 1 if s > mean else -1,
+                    up = s > mean and (rater.floor is None or s >= rater.floor)
+                    judgements.append({"kind": "thumb", "response_id": x["id"], "value": 1 if up else -1,
                                        "rater": rater.name, "round": r})
     store.add_judgements(judgements)
     return {"judgements": len(judgements), "mean_score": sum(scores) / len(scores)}
