@@ -151,3 +151,40 @@ def test_an_empty_round_file_is_no_labels(tmp_path):
     (tmp_path / "data" / "loop" / "round1_dpo.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     (tmp_path / "data" / "loop" / "round2_dpo.jsonl").write_text("")
     assert [p.name for p in labelled_pairs(tmp_path)] == ["round1_dpo.jsonl"]
+
+
+def _pirate(tmp_path, pairs: list[dict] | None):
+    import json
+
+    proj = tmp_path / "pirate"
+    (proj / "data" / "loop").mkdir(parents=True)
+    (proj / "alignlab.yaml").write_text("name: pirate\npersona: talks like a pirate\n")
+    if pairs:
+        text = "".join(json.dumps(r) + "\n" for r in pairs)
+        (proj / "data" / "loop" / "round1_dpo.jsonl").write_text(text)
+        (proj / "data" / "pairs.jsonl").write_text(text)  # `feedback export` repeats the loop's rounds
+    return proj
+
+
+PIRATE_PAIRS = [{"prompt": f"Tell me about {w}.", "chosen": f"Arr, {w} be a fine thing, matey!",
+                 "rejected": f"{w.capitalize()} is a common thing."} for w in ("ships", "gold", "maps")]
+
+
+def test_the_classifier_rater_of_your_own_persona_is_trained_on_its_labels(tmp_path):
+    """`--rater classifier` in a pirate project trained on the bundled snark pairs (600 of them); now on the
+    project's own labels, and refused in one line where there are none."""
+    from alignlab.eval.raters import get_rater
+
+    with pytest.raises(AlignlabError, match="no labelled answers for the persona 'talks like a pirate'"):
+        get_rater("classifier", _pirate(tmp_path / "a", None), persona="talks like a pirate")
+    rater = get_rater("classifier", _pirate(tmp_path / "b", PIRATE_PAIRS), persona="talks like a pirate")
+    assert rater.classifier.meta["labels"] == 6  # three pairs, each once
+
+
+def test_a_pair_in_two_files_is_one_label(tmp_path):
+    """data/pairs.jsonl written by `feedback export` repeats the loop's round files: 3 pairs counted as 12 answers
+    (24 in the reviewer's project), so the fewer-than-100 note went away early."""
+    from alignlab.eval.persona import persona_classifier
+
+    clf, note = persona_classifier(_pirate(tmp_path, PIRATE_PAIRS), "talks like a pirate")
+    assert clf.meta["labels"] == 6 and "rests on 6 labelled answers" in note

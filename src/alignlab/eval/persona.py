@@ -174,7 +174,10 @@ def persona_classifier(root: Path | None = None, persona: str = DEFAULT_PERSONA)
             fix="make pairs with `alignlab synth`, or rate answers (`alignlab sample --base`, then `alignlab ui`) and "
                 "`alignlab feedback export --format dpo`",
         )
-    texts, labels = examples_from_pairs([row for f in files for row in load_dataset_rows(f, "preference")])
+    # a pair once, however many files hold it (an export that repeats the loop's rounds, synth pairs appended)
+    rows = {json.dumps([r.get(k) for k in ("prompt", "chosen", "rejected")], sort_keys=True): r
+            for f in files for r in load_dataset_rows(f, "preference")}
+    texts, labels = examples_from_pairs(list(rows.values()))
     clf = _train_cached(texts, labels, Path(root) / "classifier" / "scorecard", " + ".join(map(str, files)))
     note = None
     if len(texts) < MIN_LABELS:

@@ -246,6 +246,11 @@ def get_rater(
                                 fix="use scorecard (the default) or judge for the persona score")
         return ContrastRater(persona or DEFAULT_PERSONA)
     if kind == "classifier":
+        if project and persona and persona != DEFAULT_PERSONA and not (pairs or arg):
+            from alignlab.eval.persona import persona_classifier
+
+            # the project's own labels (refused when it has none), never the bundled snark pairs
+            return ClassifierRater(persona_classifier(Path(project), persona)[0])
         return ClassifierRater(load_or_train_classifier(project, pairs, directory=arg or None))
     if kind == "judge":
         from alignlab.rewards.judge import DEFAULT_RUBRIC, LLMJudge
