@@ -18,6 +18,7 @@ from alignlab.rundir import read_run
 
 
 register_reward("modes_vowels", lambda: vowel_share, "share of vowels (tests)")
+register_reward("modes_flat", lambda: (lambda prompts, completions, **kw: [0.5] * len(completions)), "one score (tests)")
 
 FAST = dict(per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0, eval_temperature=1.0,
             eval_rater="reward:persona_heuristic", poll_seconds=0.1)
@@ -188,3 +189,17 @@ def test_a_pair_in_two_files_is_one_label(tmp_path):
 
     clf, note = persona_classifier(_pirate(tmp_path, PIRATE_PAIRS), "talks like a pirate")
     assert clf.meta["labels"] == 6 and "rests on 6 labelled answers" in note
+
+
+def test_a_round_of_ties_is_judged_again_on_a_rerun(project):
+    """A rater that scores every answer alike gives no pairs; the rerun the error suggested (another rater) stopped
+    with the same error, because the round's ties stood and judging was skipped."""
+    proj, cfg = project
+    with pytest.raises(AlignlabError, match="gave no dpo rows") as err:
+        run_loop(proj, cfg, LoopSettings(rounds=1, **{**FAST, "rater": "reward:modes_flat"}), echo=lambda _: None)
+    assert "kept and judged again" in str(err.value)
+    (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, **{**FAST, "rater": "reward:modes_vowels"}), echo=lambda _: None)
+    assert row["status"] == "done" and row["rater"] == "reward:modes_vowels" and row["pairs"] >= 1
+    with Store(proj / "feedback.db") as store:
+        standing = {j["rater"] for j in store.judgements(round=1)}
+    assert standing == {"reward:modes_vowels"}  # the ties are kept as undone, not counted

@@ -586,6 +586,12 @@ class Store:
         """Standing (not undone) judgements of round ``r``."""
         return self._rows("SELECT COUNT(*) AS n FROM judgements WHERE round = ? AND undone_at IS NULL", (r,))[0]["n"]
 
+    def undo_round(self, r: int, rater: str) -> int:
+        """Mark every standing judgement of ``rater`` in round ``r`` undone (kept, as every undo is); how many."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE judgements SET undone_at = ? WHERE round = ? AND rater = ? AND undone_at IS NULL",
+                                (_now(), int(r), rater)).rowcount
+
     def undo_judgement(self, judgement_id: int, rater: str, kinds: Iterable[str] = KINDS) -> dict[str, Any] | None:
         """Mark one judgement undone if it is standing, this rater's, and of these kinds; return it, or None."""
         kinds = tuple(kinds)

@@ -241,7 +241,8 @@ def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str]
         for r in range(first, s.rounds + 1):
             prev = store.round_row(r - 1) if r > 1 else None
             init_run = prev["run_dir"] if prev else s.start_run
-            row = store.update_round(r, method=s.method, rater=loop.label.name,
+            judged = (store.round_row(r) or {}).get("judgements") is not None  # the rater who judged it stays named
+            row = store.update_round(r, method=s.method, **({} if judged else {"rater": loop.label.name}),
                                      eval_rater=loop.scorer.name if loop.scorer else None, init_run=init_run)
             echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
             details = json.loads(row["details"]) if row["details"] else {}
@@ -356,9 +357,13 @@ class _Loop:
                 break
             self.echo(f"round {r}: no {self.s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
             need = got + 1  # the next export waits for a new judgement (it went round at full speed)
-        if not summary["rows"]:
-            raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) gave no {self.s.method} rows (all ties?)",
-                                fix="sample more answers per prompt (-n) or use a rater that separates them")
+        if not summary["rows"]:  # the rater's judgements are set aside, so a rerun judges the same answers again
+            self.store.undo_round(r, self.label.name)
+            self.store.update_round(r, judgements=None)
+            raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) by {self.label.name} gave no "
+                                f"{self.s.method} rows (all ties?)",
+                                fix=f"rerun `alignlab loop` with a rater that separates the answers (--rater ...): "
+                                    f"round {r}'s {row['responses']} answers are kept and judged again")
         details["export"] = {k: summary[k] for k in ("rows", "skipped")} | {"conflicts": len(summary["conflicts"])}
         return data
 
