@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import pytest
@@ -140,6 +141,9 @@ def test_a_persona_of_your_own_starts_the_loop_from_prompts_alone(tmp_path, tiny
     # the round's own picks are the persona's first labels: the round is scored on them, with the caveat
     assert row["persona_score"] is not None and row["eval_rater"] == "scorecard"
     assert any("round 1 done: persona" in line for line in seen)
+    # ...and says, on the console and in report.html, how few labels the persona score rests on
+    assert any(line.startswith("round 1 note: the persona score rests on") for line in seen)
+    assert "rests on" in (Path(row["run_dir"]) / "report.html").read_text()
 
 
 def test_an_empty_round_file_is_no_labels(tmp_path):
@@ -203,3 +207,28 @@ def test_a_round_of_ties_is_judged_again_on_a_rerun(project):
     with Store(proj / "feedback.db") as store:
         standing = {j["rater"] for j in store.judgements(round=1)}
     assert standing == {"reward:modes_vowels"}  # the ties are kept as undone, not counted
+
+
+def test_a_rerun_that_retrains_the_scorer_says_so(tmp_path, tiny_model):
+    """Round 2, run in a second invocation, is scored by a classifier retrained on round 1's picks too: the base's
+    persona read 0.661 in round 1 and 0.473 in round 2, unexplained."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from alignlab.config import apply_overrides, load_config
+
+    proj = tmp_path / "pirate"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model, "--persona", "talks like a pirate"]).exit_code == 0
+    (proj / "data" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PIRATE_PAIRS))
+    cfg = apply_overrides(load_config(proj / "alignlab.yaml"), {
+        "train.max_steps": 2, "train.batch_size": 2, "train.sample_prompts": 0, "lora.r": 4})
+    settings = {**{k: v for k, v in FAST.items() if k != "eval_rater"}, "rater": "reward:modes_vowels"}
+    first: list[str] = []
+    run_loop(proj, cfg, LoopSettings(rounds=1, **settings), echo=first.append)
+    second: list[str] = []
+    rows = run_loop(proj, cfg, LoopSettings(rounds=2, **settings), echo=second.append)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert not any("retrained" in line for line in first)
+    assert any("round 2 note: the persona scorer was retrained (6 ->" in line for line in second)

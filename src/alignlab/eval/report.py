@@ -99,6 +99,8 @@ def render(card: dict, run_dir: Path) -> str:
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts if v is not None) + "</table>")
     for w in card.get("warnings", []):
         parts.append(f"<p class=warn>warning: {esc(w)}</p>")
+    if card.get("note"):  # e.g. a persona scorer trained on fewer than 100 labelled answers
+        parts.append(f"<p class=warn>note: {esc(card['note'])}</p>")
     cut = card.get("settings", {}).get("persona_cut") or 0.9
     parts.append(f"<h2>Scorecard</h2><p>Means with 95% bootstrap intervals, shares with 95% Wilson intervals. In persona: persona &ge; {cut:g}; "
                  "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5. Change: adapter minus "

@@ -304,6 +304,20 @@ class _Loop:
         scorer.name = self.persona_rater.name if self.persona_rater else "scorecard"
         return scorer
 
+    def _same_scorer(self, r: int, details: dict) -> None:
+        """Record which labels the held-out persona classifier was trained on, and say so when they changed since
+        the previous round (a rerun retrains it on the labels there are now): the persona columns of the two rounds,
+        the base's included, then come from different scorers."""
+        meta = getattr(getattr(self.scorer, "classifier", None), "meta", None) or {}
+        if self.scorer.persona_rater is not None or not meta.get("labels_sha256"):
+            return
+        details["scorer_labels"] = {"sha256": meta["labels_sha256"], "labels": meta.get("labels")}
+        prev = self.store.round_row(r - 1) if r > 1 else None
+        was = (json.loads(prev["details"]) if prev and prev["details"] else {}).get("scorer_labels")
+        if was and was["sha256"] != meta["labels_sha256"]:
+            self.echo(f"[yellow]round {r} note: the persona scorer was retrained ({was['labels']} -> {meta.get('labels')} "
+                      f"labelled answers) since round {r - 1}: compare the two rounds' persona scores with care[/]")
+
     def close(self) -> None:
         for rater in (self.label, getattr(self, "persona_rater", None)):
             if rater is not None:
@@ -406,6 +420,7 @@ class _Loop:
         write_report(row["run_dir"], card)
         a, b = card["adapter"], card["base"]
         details["scorecard"] = {k: v for k, v in card.items() if k != "samples"}
+        self._same_scorer(r, details)
         row = self.store.update_round(
             r, status="done", persona_score=point(a["persona"]), base_persona_score=point(b["persona"]),
             length=a["length"], distinct_1=a["distinct_1"], distinct_2=a["distinct_2"], kl=a["kl"],
@@ -415,6 +430,8 @@ class _Loop:
                   f"mimicry flagged {_f(point(a['flagged']))}, KL {_f(a['kl'])}, distinct-2 {_f(a['distinct_2'])}")
         for w in card["warnings"]:
             self.echo(f"[yellow]round {r} warning: {w}[/]")
+        if card.get("note"):
+            self.echo(f"round {r} note: {card['note']}")
         return row
 
 
