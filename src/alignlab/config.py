@@ -299,7 +299,7 @@ class LoopConfig(_Strict):
     rater: str = Field("person", description="who labels: person, scorecard, judge, classifier, contrast or reward:<name>")
     method: str | None = Field(None, description="dpo (picks between answers) or kto (thumbs); none: the first loop method")
     per_round: int = Field(16, ge=1, description="new train prompts per round")
-    n: int = Field(2, description="answers sampled per prompt (2 or more)")
+    n: int = Field(2, ge=2, description="answers sampled per prompt (2 or more)")
     eval_prompts: int = Field(16, ge=1, description="held-out prompts scored after each round")
     temperature: float = Field(LOOP_TEMPERATURE, ge=0, description="sampling temperature of each round's answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of each round's answers")
@@ -307,6 +307,24 @@ class LoopConfig(_Strict):
     eval_temperature: float = Field(0.0, ge=0, description="held-out answers: 0 = greedy")
     seed: int = Field(0, description="sampling seed (round r samples with seed + r)")
     poll_seconds: float = Field(2.0, gt=0, description="person: seconds between looks at the store")
+
+    @field_validator("method")
+    @classmethod
+    def _loop_method(cls, value: str | None) -> str | None:
+        from alignlab import methods
+
+        if value is not None and value not in methods.names(loop=True):
+            raise ValueError(f"unknown loop method '{value}'; one of: {', '.join(methods.names(loop=True))}")
+        return value
+
+    @field_validator("rater")
+    @classmethod
+    def _rater_kind(cls, value: str) -> str:
+        kinds = ("person", "scorecard", "judge", "classifier", "contrast", "reward")  # eval.raters.SPECS
+        if value.partition(":")[0].strip() not in kinds:
+            raise ValueError(f"unknown rater '{value}'; one of: person, scorecard, judge, classifier, contrast, "
+                             "reward:<name>")
+        return value
 
 
 class JudgeConfig(_Strict):

@@ -232,3 +232,31 @@ def test_a_rerun_that_retrains_the_scorer_says_so(tmp_path, tiny_model):
     assert [r["status"] for r in rows] == ["done", "done"]
     assert not any("retrained" in line for line in first)
     assert any("round 2 note: the persona scorer was retrained (6 ->" in line for line in second)
+
+
+@pytest.mark.parametrize("line, needle", [("rater: persn", "unknown rater 'persn'"),
+                                          ("method: dpx", "unknown loop method 'dpx'"),
+                                          ("n: 1", "loop.n")])
+def test_bad_loop_settings_in_the_config_name_their_line(tmp_path, line, needle):
+    """They were read only when a round began, in words that blamed a flag the user never passed (-n, --method)."""
+    from alignlab.config import load_config
+
+    (tmp_path / "alignlab.yaml").write_text(f"name: p\nloop:\n  per_round: 4\n  {line}\n")
+    with pytest.raises(AlignlabError, match=needle) as err:
+        load_config(tmp_path / "alignlab.yaml")
+    assert "alignlab.yaml:4" in str(err.value)
+
+
+@pytest.mark.parametrize("flags, needle", [(["--eval-prompts", "0"], "--eval-prompts"), (["--poll", "-1"], "--poll"),
+                                           (["--temperature", "-1"], "--temperature"), (["-n", "1"], "-n")])
+def test_bad_loop_flags_are_refused_before_anything_runs(project, flags, needle):
+    """--eval-prompts 0 scored all 177 held-out prompts (out[:0] read as no limit); --poll -1 sampled a round, then
+    crashed in time.sleep; --temperature -1 was blamed on temperature 0."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    proj, _ = project
+    out = CliRunner().invoke(app, ["loop", "--rounds", "1", "--project", str(proj), *flags])
+    assert out.exit_code == 2 and needle in out.output
+    assert not (proj / "feedback.db").exists()

@@ -44,6 +44,8 @@ def side_metrics(answers: list[str], scored: list[dict], persona_cut: float = PE
 
 def stratified(rows: list[dict], per_category: int | None, limit: int | None = None) -> list[dict]:
     """Up to ``per_category`` rows of each category, interleaved so a ``limit`` still covers every category."""
+    if limit is not None and limit < 1:  # out[:0] would have been every row
+        raise ValueError(f"stratified: limit must be 1 or more, got {limit}")
     if per_category is None and limit is None:
         return rows
     buckets: dict[str, list[dict]] = {}
