@@ -46,7 +46,8 @@ def _model_for_config(model: str) -> str:
 
 def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str | None = None,
                    force: bool = False) -> tuple[ProjectConfig, list[str]]:
-    """Write alignlab.yaml, data/ and runs/; returns the config and the data files written (existing ones are kept)."""
+    """Write alignlab.yaml, data/ and runs/; returns the config and the data files written (existing ones are kept;
+    for a persona other than the snark example, unchanged copies of the snark example files are removed)."""
     from alignlab.data import bundled_path
 
     if (blocker := fsutil.file_in_the_way(directory)) is not None:
@@ -62,6 +63,11 @@ def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str |
     (directory / cfg.runs_dir).mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(f"# alignlab project; every key and default: `alignlab config show`\n{dump_config(cfg)}")
     files = list(COMMON) + (list(EXAMPLE) if persona == DEFAULT_PERSONA else [])
+    if persona != DEFAULT_PERSONA:  # --force to another persona: the snark examples, as copied, would train snark
+        for name, target in EXAMPLE:
+            dest = directory / cfg.data_dir / target
+            if dest.is_file() and dest.read_bytes() == bundled_path(name).read_bytes():
+                dest.unlink()  # an unchanged copy of the bundled file: nothing of the user's is lost
     for name, target in files:
         dest = directory / cfg.data_dir / target
         if not dest.exists():

@@ -260,3 +260,15 @@ def test_bad_loop_flags_are_refused_before_anything_runs(project, flags, needle)
     out = CliRunner().invoke(app, ["loop", "--rounds", "1", "--project", str(proj), *flags])
     assert out.exit_code == 2 and needle in out.output
     assert not (proj / "feedback.db").exists()
+
+
+def test_init_force_to_another_persona_leaves_no_snark_examples(tmp_path):
+    """`alignlab init sw` then `init sw --force --persona "talks like a pirate"` kept the snark pairs, thumbs, SFT rows
+    and rewrites, which the pirate's scorer, train and recipe then used; a file the user changed stays."""
+    from alignlab.project import create_project
+
+    create_project(tmp_path / "sw")
+    data = tmp_path / "sw" / "data"
+    (data / "kto.jsonl").write_text('{"prompt": "p", "completion": "mine", "label": true}\n')
+    create_project(tmp_path / "sw", persona="talks like a pirate", force=True)
+    assert sorted(p.name for p in data.iterdir()) == ["heldout.jsonl", "kto.jsonl", "prompts.jsonl"]
