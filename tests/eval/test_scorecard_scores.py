@@ -288,3 +288,28 @@ def test_eval_refuses_persona_raters_that_do_not_score_in_0_1(tmp_path):
 
     with pytest.raises(AlignlabError, match="log-ratio"):  # the loop's --eval-rater too, before any round runs
         get_rater("contrast", voice_only=True)
+
+
+def test_a_judge_scores_a_persona_with_no_labels_yet(tmp_path):
+    """`alignlab eval --rater judge` (and the loop's --eval-rater judge) on a fresh persona stopped with "no
+    labelled answers": the classifier was still built for mimicry. The persona rater now stands in for it there."""
+    from alignlab.eval.raters import Rater
+    from alignlab.eval.scores import scorer_for
+
+    class Pirate(Rater):
+        name = "judge:test"
+        calls: list = []
+
+        def score(self, prompts, responses, **columns):
+            self.calls.append(list(prompts))
+            return [1.0 if "arr" in r.lower() else 0.0 for r in responses]
+
+    (tmp_path / "alignlab.yaml").write_text("name: p\npersona: talks like a pirate\n")
+    rater = Pirate()
+    scorer = scorer_for(tmp_path, "talks like a pirate", rater)
+    assert scorer.classifier is None and "from judge:test alone" in scorer.note
+    rows = [{"prompt": f"What is {w}?", "answer": f"Arr, matey, {w} be a fine thing. Arr!", "source": "m"}
+            for w in ("gold", "rum", "a ship", "the sea")]
+    scored = scorer.score(rows)
+    assert [s["persona"] for s in scored] == [1.0] * 4 and all(0 <= s["mimicry"] <= 1 for s in scored)
+    assert rater.calls[0] == [r["prompt"] for r in rows]

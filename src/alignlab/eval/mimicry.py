@@ -112,7 +112,7 @@ def score_mimicry(
     relevance: list[float] | None = None,
     train_grams: set | None = None,
 ) -> tuple[list[float], list[dict]]:
-    """Mimicry per answer and its signals. ``persona_fn(texts) -> scores`` re-scores stripped answers."""
+    """Mimicry per answer and its signals. ``persona_fn(texts, prompts) -> scores`` re-scores stripped answers."""
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(sources):
         by_source[s].append(i)
@@ -128,7 +128,7 @@ def score_mimicry(
         strip_template(a, s["overused"], s["opener"] >= 0.15, s["closer"] >= 0.15) for a, s in zip(answers, signals)
     ]
     redo = [i for i, (a, st) in enumerate(zip(answers, stripped)) if st != " ".join(words(a))]
-    rescored = dict(zip(redo, persona_fn([stripped[i] for i in redo]) if redo else []))
+    rescored = dict(zip(redo, persona_fn([stripped[i] for i in redo], [prompts[i] for i in redo]) if redo else []))
     scores, details = [], []
     for i, (s, p) in enumerate(zip(signals, persona)):
         template = max(s["opener"], s["closer"], s["skeleton"], s["phrases"])

@@ -102,8 +102,11 @@ class Scorer:
         answers = [str(r["answer"]) for r in rows]
         sources = [str(r.get("source") or "") for r in rows]
         correct = self.correct(rows)
-        clf = self.classifier.score(answers)
-        persona = self.persona(prompts, answers, clf)
+        if self.classifier is None:  # a persona of the user's own with no labels yet, rated by a judge alone
+            clf = persona = self.persona(prompts, answers)
+        else:
+            clf = self.classifier.score(answers)
+            persona = self.persona(prompts, answers, clf)
         emb = embed(prompts + answers)
         relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
         # mimicry asks whether the classifier's persona survives stripping an answer's repeated phrases: the
@@ -149,8 +152,9 @@ class Scorer:
             out[i] = float(v)
         return out
 
-    def persona_fn(self, texts: list[str]) -> list[float]:
-        return self.classifier.score(texts)
+    def persona_fn(self, texts: list[str], prompts: list[str]) -> list[float]:
+        """Mimicry's re-score of stripped answers: the classifier, or the persona rater where there is none."""
+        return self.classifier.score(texts) if self.classifier is not None else self.persona(prompts, texts)
 
 
 def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona_rater=None) -> Scorer:
@@ -162,12 +166,16 @@ def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona
     from alignlab.eval.correct import reference_table
     from alignlab.eval.persona import persona_classifier
 
-    clf, note = persona_classifier(root, persona)
+    from alignlab.project import labelled_pairs
+
+    if persona_rater is not None and root is not None and persona != DEFAULT_PERSONA and not labelled_pairs(Path(root)):
+        clf, note = None, (f"no labelled answers for this persona yet: the persona score and mimicry's persona drop "
+                           f"come from {getattr(persona_rater, 'name', 'the persona rater')} alone")
+    else:
+        clf, note = persona_classifier(root, persona)
     refs = _references()
     train: list[str] = []
     plain: list[str] = []
-    from alignlab.project import labelled_pairs
-
     pair_files = [bundled_path("persona-pairs")] + (labelled_pairs(Path(root)) if root is not None else [])
     for f in pair_files:
         for line in f.read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 inside a text is no line end
