@@ -156,6 +156,8 @@ def test_opening_done_stops_a_row_once_its_opening_cannot_change(tiny_model):
     assert not done("The capital is 3.5") and not done("The capital is Canberra.")
     assert not done(" ".join(["word"] * OPENING_WORDS)) and done(" ".join(["word"] * (OPENING_WORDS + 1)))
     assert done("one two three four", 3) and not done("one two three", 3)
+    # a numbered list's "1." is no sentence's end: the opening goes on into the item
+    assert not done("Here is how:\n1. Preheat") and done("Here is how:\n1. Preheat the oven. Then")
 
 
 def test_opening_of_and_its_bad_values():
@@ -164,6 +166,10 @@ def test_opening_of_and_its_bad_values():
     answer = "The capital of Australia is Canberra. Not Sydney, as 3.5 million people think!"
     assert opening_of(answer, "sentence") == "The capital of Australia is Canberra."
     assert opening_of("3.5 is more than 3. Yes.", "sentence") == "3.5 is more than 3."
+    # a numbered list (73 of the 683 rewrite prompts' base answers): the opening was "Here is how:\n1."
+    assert opening_of("Here is how:\n1. Preheat the oven. 2. Bake.", "sentence") == "Here is how:\n1. Preheat the oven."
+    assert opening_of("1. Boil water. 2. Add eggs.", "sentence") == "1. Boil water."
+    assert opening_of("42. That is all.", "sentence") == "42."  # an answer, not an item: it ends the sentence
     assert opening_of(answer, 4) == "The capital of Australia"
     assert len(opening_of("word " * 100, "sentence").split()) == OPENING_WORDS
     # cut from the text as written: a poem's or a code block's line breaks and indentation stay

@@ -134,12 +134,24 @@ def continuation(tokenizer, head: str, ids) -> str:
 OPENING_WORDS = 30  # the longest opening "sentence" takes from the base
 
 
+def sentence_end(text: str, at_end: bool = True) -> int | None:
+    """Where the first sentence of ``text`` ends (after its mark), or None. A mark ends a sentence when a space
+    follows it (or the text's end, with ``at_end``); the number of a numbered list's item ("Here is how:\n1.
+    Preheat") does not, so an opening takes the item's first sentence rather than stopping at "1."."""
+    for mark in re.finditer(r"[.!?](?=\s|$)" if at_end else r"[.!?](?=\s)", text):
+        line_start = text.rfind("\n", 0, mark.start()) + 1
+        item = re.fullmatch(r"[ \t]*\d{1,2}", text[line_start : mark.start()])
+        if not (item and mark.group() == "." and (line_start > 0 or item.group().strip() == "1")):
+            return mark.end()
+    return None
+
+
 def opening_of(answer: str, base_opening: str | int) -> str:
     """The opening an answer gives: its first sentence (at most OPENING_WORDS words) or its first N words, cut from
     the text as written (line breaks and indentation kept: a poem's or a code block's opening)."""
     text, limit = answer.strip(), OPENING_WORDS if base_opening == "sentence" else int(base_opening)
-    if base_opening == "sentence" and (end := re.search(r"[.!?](?=\s|$)", text)):
-        text = text[: end.end()]
+    if base_opening == "sentence" and (end := sentence_end(text)) is not None:
+        text = text[:end]
     words = list(re.finditer(r"\S+", text))
     return text[: words[limit - 1].end()] if len(words) > limit else text
 
@@ -178,7 +190,7 @@ class OpeningDone:
             self.start = input_ids.shape[1] - 1  # called first after one new token
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
         words = OPENING_WORDS if self.base_opening == "sentence" else int(self.base_opening)
-        done = [len(t.split()) > words or (self.base_opening == "sentence" and re.search(r"[.!?]\s", t.lstrip()))
+        done = [len(t.split()) > words or (self.base_opening == "sentence" and sentence_end(t.lstrip(), at_end=False))
                 for t in texts]
         return torch.tensor([bool(d) for d in done], device=input_ids.device)
 

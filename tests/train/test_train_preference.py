@@ -239,6 +239,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path):
     check = json.loads((tmp_path / "runs" / "full" / "run.json").read_text())["check"]  # the end-of-run scorecard
     assert check["prompts"] == 7 and 0 <= check["adapter_correct_share"] <= 1 and check["kl"] > 0  # 1 per category
     assert "held-out check (7 prompts)" in full.stdout + full.stderr
+    # the adapter alone (as exported) is scored and warned on too: a base opening could hold a ruined adapter's facts
+    assert 0 <= check["alone_correct_share"] <= 1 and "the adapter alone, as exported" in full.stdout + full.stderr
     # the killed run and its resume skip the end-of-run check (checked above; the adapters are what is compared)
     proc = subprocess.Popen([PY, "-m", "alignlab", *common, "--set", "train.check_per_category=0", "--name", "killed"],
                             cwd=tmp_path,

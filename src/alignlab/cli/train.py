@@ -61,13 +61,20 @@ def _check(run_dir: Path, cfg, root) -> None:
 
     console.print(f"[alignlab] checking the adapter on {cfg.train.check_per_category} held-out prompts per category "
                   "(train.check_per_category; 0 turns this off)")
-    c = end_of_run_check(run_dir, cfg, root, cfg.train.check_per_category)
+    try:
+        c = end_of_run_check(run_dir, cfg, root, cfg.train.check_per_category)
+    except AlignlabError as err:  # the run itself is done and saved: a check that cannot run is a note, not a failure
+        console.print(f"[yellow]note: the held-out check was skipped: {err}[/]")
+        return
     from alignlab.export.card import write_model_card
 
     write_model_card(run_dir)  # the adapter's card now carries the check's figures
+    alone = (f" (the adapter alone, as exported: in persona {c['alone_in_persona']:.0%}, correct "
+             f"{c['alone_correct_share']:.0%}, flagged {c['alone_flagged']:.0%})") if "alone_in_persona" in c else ""
     console.print(f"held-out check ({c['prompts']} prompts): in persona {c['base_in_persona']:.0%} -> {c['adapter_in_persona']:.0%}, "
                   f"correct {c['base_correct_share']:.0%} -> {c['adapter_correct_share']:.0%}, "
-                  f"mimicry flagged {c['base_flagged']:.0%} -> {c['adapter_flagged']:.0%}, KL {c['kl']:.3f}/token", markup=False)
+                  f"mimicry flagged {c['base_flagged']:.0%} -> {c['adapter_flagged']:.0%}, KL {c['kl']:.3f}/token{alone}",
+                  markup=False)
     for w in c["warnings"]:
         console.print(f"[yellow]warning: {w}[/]")
     if not c["warnings"]:
@@ -176,8 +183,11 @@ def register(app: typer.Typer) -> None:
             _nothing_else_with_resume(locals())
             resume = rundir.check_run_dir(resume)
             rundir.refuse_if_live(resume)
-            cfg, data, init_adapter = _resumed(resume, method)
-            run_dir, root = resume, None
+            cfg, data, init_adapter, skip_invalid = _resumed(resume, method)
+            from alignlab.config import find_project
+
+            # the project the run lives in: its held-out prompts and persona scorer for the end-of-run check
+            run_dir, root = resume, find_project(resume)
         else:
             overrides = {
                 "model": model, "train.learning_rate": lr, "train.epochs": epochs, "train.max_steps": max_steps,
@@ -231,7 +241,7 @@ def _nothing_else_with_resume(options: dict) -> None:
 
 
 def _resumed(resume: Path, method: str):
-    """(config, data, init adapter) of the interrupted run to continue."""
+    """(config, data, init adapter, whether invalid rows were skipped) of the interrupted run to continue."""
     from alignlab import rundir
     from alignlab.config import load_config
 
@@ -239,7 +249,8 @@ def _resumed(resume: Path, method: str):
     info = rundir.read_run(resume)
     if info.get("method") != method:
         raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
-    return cfg, info["data"], Path(info["init_adapter"]) if info.get("init_adapter") else None
+    return (cfg, info["data"], Path(info["init_adapter"]) if info.get("init_adapter") else None,
+            bool(info.get("skip_invalid")))
 
 
 def _configured(project, method: str, overrides: dict, beta, set_, data):

@@ -294,16 +294,19 @@ def end_of_run_check(run_dir, cfg, root=None, per_category: int = 3) -> dict:
 
     from alignlab.eval.scores import scorer_for
     from alignlab.synth.sample import default_prompts, prompt_rows
-    from alignlab.rundir import append_metrics, update_run
+    from alignlab.rundir import append_metrics, sampling_for, update_run
 
     rows = stratified(prompt_rows(default_prompts(Path(root) if root else None, cfg.data_dir, "heldout")), per_category)
-    s = cfg.sampling
+    s = sampling_for(cfg.sampling, run_dir)  # a distilled run decodes alone, as eval, chat and serve decode it
+    # the adapter alone too (what export writes; its answers are generated for the KL anyway): a base opening can
+    # hold the facts of an adapter that lost them
     card = evaluate_run(run_dir, rows, scorer_for(root, cfg.persona), device=cfg.train.device,
                         max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                         repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt,
-                        base_opening=s.base_opening, amplify=s.amplify, alone=False)
+                        base_opening=s.base_opening, amplify=s.amplify, alone=True)
     keys = ("in_persona", "correct_share", "flagged")
-    check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in ("base", "adapter") for k in keys},
+    sides = ("base", "adapter") + (("alone",) if card.get("alone") else ())
+    check = {"prompts": len(rows), **{f"{side}_{k}": point(card[side][k]) for side in sides for k in keys},
              "kl": card["adapter"]["kl"], "warnings": card["warnings"],
              "decoding": {"temperature": s.temperature, "base_opening": s.base_opening, "amplify": s.amplify}}
     update_run(run_dir, check=check)

@@ -115,7 +115,8 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     out = front + [f"# {name}: a {kind} over {hub}", ""]
     what = f"Trained with [alignlab](https://pypi.org/project/alignlab/) by **{method}**"
     if run.get("data"):
-        what += f" on {run.get('rows', '?')} rows of `{run['data']}`"
+        data = Path(run["data"]).name if Path(run["data"]).is_absolute() else run["data"]  # no local paths in a card
+        what += f" on {run.get('rows', '?')} rows of `{data}`"
     if cfg.get("persona"):
         what += f", to give the model this persona: *{cfg['persona']}*"
     out += [what + ".", ""]

@@ -38,6 +38,7 @@ class RunContext:
     callbacks: list = field(default_factory=list)
     extra_callbacks: list = field(default_factory=list)  # added to the run's own (e.g. `alignlab break` instruments)
     sample_prompts: list[str] = field(default_factory=list)
+    skip_invalid: bool = False  # invalid rows were dropped (--skip-invalid): a resume drops them again
 
     @property
     def lora(self) -> bool:
@@ -219,6 +220,7 @@ def prepare(
         device=device,
         init_adapter=adapter,
         sample_prompts=_heldout_prompts(cfg.train.sample_prompts),
+        skip_invalid=skip_invalid,
     )
     return ctx
 
@@ -318,12 +320,13 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
         run.update(
             method=ctx.method,
             model=cfg.model,
-            data=str(data),
+            data=str(Path(data).resolve()) if Path(data).exists() else str(data),  # a resume from elsewhere finds it
+            skip_invalid=ctx.skip_invalid,
             rows=len(ctx.rows),
             status="running",
             pid=os.getpid(),
             host=socket.gethostname(),
-            init_adapter=str(ctx.init_adapter.parent) if ctx.init_adapter else None,
+            init_adapter=str(ctx.init_adapter.parent.resolve()) if ctx.init_adapter else None,
             lora=cfg.lora.enabled,
             decoding=_decoding(ctx),
         )

@@ -1,0 +1,67 @@
+"""`alignlab train`'s end: the held-out check scores the run as it will be used, and a check that cannot run is a
+note; run.json records what a resume from anywhere needs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from alignlab.cli import app
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
+
+
+def _sft_rows(n: int = 4) -> str:
+    return "".join(json.dumps({"prompt": f"Say {w}.", "completion": f"{w}, obviously."}) + "\n"
+                   for w in ("apples", "rivers", "stones", "clouds")[:n])
+
+
+def test_a_check_that_cannot_run_is_a_note_and_the_run_succeeds(tmp_path, tiny_model, monkeypatch):
+    """A pirate project with no labelled answers: training finished ("done"), then the check's scorer stopped the
+    command with `error: no labelled answers` and exit 2, the run directory never printed."""
+    proj = tmp_path / "pirate"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model, "--persona", "talks like a pirate"]).exit_code == 0
+    (proj / "data" / "sft.jsonl").write_text(_sft_rows())
+    monkeypatch.chdir(proj)
+    out = CliRunner().invoke(app, ["train", "sft", "--max-steps", "1", "--name", "s", "--set", "train.sample_prompts=0",
+                                   "--set", "train.check_per_category=1"])
+    assert out.exit_code == 0, out.output
+    assert "held-out check was skipped: no labelled answers" in out.output
+    assert out.output.strip().splitlines()[-1].endswith("runs/s")
+    assert json.loads((proj / "runs" / "s" / "run.json").read_text())["status"] == "done"
+
+
+def test_a_distilled_run_is_checked_decoding_alone(tmp_path, tiny_model, monkeypatch):
+    """A run trained on distil rows decodes alone everywhere (run.json's decoding); its end-of-run check still
+    decoded with the base's opening, and the model card said so."""
+    proj = tmp_path / "p"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    (proj / "distil.jsonl").write_text("".join(json.dumps({**json.loads(r), "source": "distil"}) + "\n"
+                                               for r in _sft_rows().splitlines()))
+    monkeypatch.chdir(proj)
+    out = CliRunner().invoke(app, ["train", "sft", "--data", "distil.jsonl", "--max-steps", "1", "--name", "d",
+                                   "--set", "train.sample_prompts=0", "--set", "train.check_per_category=1"])
+    assert out.exit_code == 0, out.output
+    info = json.loads((proj / "runs" / "d" / "run.json").read_text())
+    assert info["decoding"]["base_opening"] is None and info["check"]["decoding"]["base_opening"] is None
+    assert "alone_correct_share" not in info["check"]  # decoding alone already: no second column
+
+
+def test_run_json_records_what_a_resume_needs(tmp_path, tiny_model, monkeypatch):
+    """run.json kept --data as typed (relative) and not --skip-invalid: `--resume p1/runs/x` from the parent said
+    "data file not found", and a resume of a --skip-invalid run refused the bad row it had skipped."""
+    from alignlab.cli.train import _resumed
+
+    proj = tmp_path / "p1"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    (proj / "bad").mkdir()
+    (proj / "bad" / "sft.jsonl").write_text(_sft_rows() + "{not json\n")
+    monkeypatch.chdir(proj)
+    out = CliRunner().invoke(app, ["train", "sft", "--data", "bad/sft.jsonl", "--skip-invalid", "--max-steps", "1",
+                                   "--name", "x", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0"])
+    assert out.exit_code == 0, out.output
+    monkeypatch.chdir(tmp_path)
+    _, data, _, skip = _resumed(proj / "runs" / "x", "sft")
+    assert data == str(proj / "bad" / "sft.jsonl") and skip is True
