@@ -162,3 +162,26 @@ def test_two_claims_on_one_name_get_two_directories(tmp_path):
 
     first, second = new_run_dir(tmp_path, "dpo", "x"), new_run_dir(tmp_path, "dpo", "x")
     assert first.name == "x" and second.name == "x-2"
+
+
+def test_a_damaged_run_json_is_one_line_naming_it(tmp_path):
+    """`generate --run X` on a truncated run.json said `JSONDecodeError: Unterminated string` and no file."""
+    from alignlab.errors import AlignlabError
+    from alignlab.rundir import run_base
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "run.json").write_text('{"model": "smol')
+    with pytest.raises(AlignlabError, match=r"x/run.json cannot be read"):
+        run_base(tmp_path / "x")
+    (tmp_path / "x" / "run.json").write_text('{"method": "dpo"}')
+    with pytest.raises(AlignlabError, match="names no base model"):
+        run_base(tmp_path / "x")
+
+
+def test_a_seed_out_of_range_is_refused_with_the_config():
+    """--seed -1 failed in transformers after the run directory existed (a failed run left behind)."""
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.errors import AlignlabError
+
+    with pytest.raises(AlignlabError, match="train.seed"):
+        apply_overrides(ProjectConfig(), {"train.seed": -1})

@@ -120,7 +120,7 @@ class TrainConfig(_Strict):
         return value
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    seed: int = Field(42, description="random seed")
+    seed: int = Field(42, ge=0, lt=2**32, description="random seed (0 to 2**32 - 1)")
     logging_steps: int = Field(1, ge=1, description="log metrics every N steps")
     save_steps: int = Field(20, ge=1, description="write a checkpoint every N steps")
     sample_steps: int = Field(50, ge=1, description="generate on held-out prompts every N steps")

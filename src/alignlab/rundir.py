@@ -196,7 +196,11 @@ def run_base(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     meta = run_dir / "run.json"
     if meta.is_file():
-        return json.loads(meta.read_text())["model"]
+        model = read_run(run_dir).get("model")  # a damaged run.json: one line naming it
+        if not model:
+            raise AlignlabError(f"{meta} names no base model (no \"model\" key)",
+                                fix="was it written by `alignlab train`? its config.yaml's model: is the base")
+        return model
     cfg = run_dir / "adapter" / "adapter_config.json"
     if cfg.is_file():
         return json.loads(cfg.read_text())["base_model_name_or_path"]

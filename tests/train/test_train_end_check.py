@@ -65,3 +65,23 @@ def test_run_json_records_what_a_resume_needs(tmp_path, tiny_model, monkeypatch)
     monkeypatch.chdir(tmp_path)
     _, data, _, skip = _resumed(proj / "runs" / "x", "sft")
     assert data == str(proj / "bad" / "sft.jsonl") and skip is True
+
+
+def test_a_taken_name_is_refused_and_a_full_fine_tune_answers_alone(tmp_path, tiny_model, monkeypatch):
+    """A second `--name full1` trained into runs/full1-2 without a word (the README's staged recipe then went on
+    from the old runs/full1). `generate --run full1` refused a full fine-tune with "--base-opening needs --run RUN",
+    a flag nobody gave: the project's base opening now applies to LoRA runs only."""
+    proj = tmp_path / "p"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    (proj / "data" / "sft.jsonl").write_text(_sft_rows())
+    monkeypatch.chdir(proj)
+    train = ["train", "sft", "--full", "--max-steps", "1", "--name", "full1", "--set", "train.sample_prompts=0",
+             "--set", "train.check_per_category=0"]
+    assert CliRunner().invoke(app, train).exit_code == 0
+    again = CliRunner().invoke(app, train)  # in-process, the AlignlabError the command line prints as one line
+    assert "runs/full1 already exists" in str(again.exception) and "--resume" in str(again.exception)
+    assert not (proj / "runs" / "full1-2").exists()
+    out = CliRunner().invoke(app, ["generate", "--run", "full1", "--max-new-tokens", "4", "Say hi."])
+    assert out.exit_code == 0, out.output
+    out = CliRunner().invoke(app, ["generate", "--run", "full1", "--base-opening", "sentence", "Say hi."])
+    assert "a full fine-tune answers alone" in str(out.exception)

@@ -215,6 +215,10 @@ def register(app: typer.Typer) -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
         elif name:
             rundir.check_run_name(name)
+            if (runs_dir / name).exists():  # a second run under one name became NAME-2, and `--from runs/NAME` the old
+                raise AlignlabError(f"{runs_dir / name} already exists",
+                                    fix=f"pick another --name, continue an interrupted run with --resume "
+                                        f"{runs_dir / name}, or remove it first")
         ctx = engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir, skip_invalid=skip_invalid,
                              init_adapter=str(init_adapter) if init_adapter else None, name=name)
         if engine.is_main_process():

@@ -32,7 +32,8 @@ def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None
     opening = _opening(base_opening) if base_opening is not None else ("sentence" if adapter else None)
     if (compare or opening or amplify) and not adapter:
         what = "--compare" if compare else "--amplify" if amplify else "--base-opening"
-        raise AlignlabError(f"{what} needs --run RUN (a LoRA adapter on its base)")
+        raise AlignlabError(f"{what} needs a LoRA run (--run RUN, an adapter on its base): the base and the adapter "
+                            "write parts of one answer", fix=f"drop {what} (a full fine-tune answers alone)")
     base = None
     if compare or opening:
         with model.disable_adapter():
@@ -49,6 +50,18 @@ def _opening(value: str | None):
     return checked_base_opening(value)
 
 
+def _full_fine_tune(run) -> bool:
+    """Whether the run (a path, or a run's name) saved whole weights rather than a LoRA adapter."""
+    from alignlab.errors import AlignlabError
+    from alignlab.rundir import check_run_dir
+
+    try:
+        adapter = check_run_dir(run) / "adapter"
+    except AlignlabError:  # not a run: loading it says so
+        return False
+    return adapter.is_dir() and not (adapter / "adapter_config.json").is_file()
+
+
 def _decoding(run, **given) -> dict:
     """generate()'s settings: each flag given, else the project's (``sampling``, ``system_prompt``) with what the run
     records for itself over them (a run trained on distilled rows decodes alone). The base opening and amplify
@@ -58,10 +71,11 @@ def _decoding(run, **given) -> dict:
 
     cfg, _ = project_config()
     s = sampling_for(cfg.sampling, run)
+    lora = run is not None and not _full_fine_tune(run)
     project = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
                "repetition_penalty": s.repetition_penalty, "system_prompt": cfg.system_prompt,
-               "base_opening": (s.base_opening or "off") if run is not None else None,
-               "amplify": s.amplify if run is not None else 0.0}
+               "base_opening": (s.base_opening or "off") if lora else None,
+               "amplify": s.amplify if lora else 0.0}
     return {**project, **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -89,7 +103,7 @@ def register(app: typer.Typer) -> None:
         base_opening: Optional[str] = typer.Option(None, "--base-opening", help="the base model writes each answer's opening ('sentence' or a number of words), the adapter the rest; off = the adapter alone (default: sentence with --run; off for a run trained on distilled rows)"),
         repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", min=1.0, help="penalty on tokens already generated; 1.0 = off (default: the project's sampling.repetition_penalty)"),
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode from adapter + AMPLIFY x (adapter - base) logits: more of the adapter's voice, a second forward pass per token; 0 = off (needs --run; default: the project's sampling.amplify)"),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="length limit of each answer (default: the project's sampling.max_new_tokens)"),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="tokens each answer may add (default: the project's sampling.max_new_tokens); with a base opening, the adapter adds them after the base's first sentence"),
         temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, help="0 = greedy (default: the project's sampling.temperature)"),
         system: Optional[str] = typer.Option(None, "--system", help="system prompt (default: the project's system_prompt)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
