@@ -67,8 +67,13 @@ def test_generate_cli_amplify_is_generates_and_needs_a_run(run, tiny_model):
     plain, ptok, _ = load_for_inference(tiny_model, None, device="cpu")
     from alignlab.errors import AlignlabError
 
-    with pytest.raises(AlignlabError, match="--amplify needs --run"):
+    with pytest.raises(AlignlabError, match="--amplify needs a LoRA run"):
         _answers(plain, ptok, ["Hi"], compare=False, amplify=0.5, max_new_tokens=2)
+    # the command line refuses it before loading a model (a big model paid its whole load first)
+    from alignlab.cli.use import _refuse_without_adapter
+
+    with pytest.raises(AlignlabError, match="--compare needs a LoRA run"):
+        _refuse_without_adapter(None, True, {})
 
 
 def test_generate_and_chat_decode_with_the_projects_settings(tmp_path, monkeypatch):

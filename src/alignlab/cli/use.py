@@ -62,6 +62,20 @@ def _full_fine_tune(run) -> bool:
     return adapter.is_dir() and not (adapter / "adapter_config.json").is_file()
 
 
+def _refuse_without_adapter(run, compare: bool, gen: dict) -> None:
+    """--compare, --amplify and --base-opening need a LoRA run: refused before any model loads."""
+    from alignlab.errors import AlignlabError
+
+    if run is not None and not _full_fine_tune(run):
+        return
+    what = ("--compare" if compare else "--amplify" if gen.get("amplify")
+            else "--base-opening" if gen.get("base_opening") not in (None, "off") else None)
+    if what:
+        raise AlignlabError(f"{what} needs a LoRA run (--run RUN, an adapter on its base): the base and the adapter "
+                            "write parts of one answer",
+                            fix=f"drop {what}" + (" (a full fine-tune answers alone)" if run is not None else ""))
+
+
 def _decoding(run, **given) -> dict:
     """generate()'s settings: each flag given, else the project's (``sampling``, ``system_prompt``) with what the run
     records for itself over them (a run trained on distilled rows decodes alone). The base opening and amplify
@@ -113,6 +127,7 @@ def register(app: typer.Typer) -> None:
         _opening(base_opening)
         gen = _decoding(run, base_opening=base_opening, repetition_penalty=repetition_penalty, amplify=amplify,
                         max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
+        _refuse_without_adapter(run, compare, gen)
         model_, tok, _ = _load(run, model, device)
         for p, (tuned, base) in zip(prompts, _answers(model_, tok, prompts, compare, **gen)):
             if len(prompts) > 1 and base is None:
@@ -138,6 +153,7 @@ def register(app: typer.Typer) -> None:
         _opening(base_opening)
         gen = _decoding(run, base_opening=base_opening, repetition_penalty=repetition_penalty, amplify=amplify,
                         max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
+        _refuse_without_adapter(run, compare, gen)
         model_, tok, base_name = _load(run, model, device)
         typer.echo(f"chatting with {run or base_name} (/reset, /quit)")
         history: list[dict] = []
