@@ -272,3 +272,27 @@ def test_init_force_to_another_persona_leaves_no_snark_examples(tmp_path):
     (data / "kto.jsonl").write_text('{"prompt": "p", "completion": "mine", "label": true}\n')
     create_project(tmp_path / "sw", persona="talks like a pirate", force=True)
     assert sorted(p.name for p in data.iterdir()) == ["heldout.jsonl", "kto.jsonl", "prompts.jsonl"]
+
+
+def test_a_rerun_continues_a_round_interrupted_in_training(project):
+    """Ctrl-C in a round's training, then `alignlab loop` again: the round trained again from its first step in a
+    new run directory, the interrupted one and its checkpoints left behind."""
+    import json
+
+    proj, cfg = project
+    from alignlab.config import apply_overrides
+
+    cfg = apply_overrides(cfg, {"train.max_steps": 4, "train.save_steps": 2})
+    settings = LoopSettings(rounds=1, **{**FAST, "rater": "reward:modes_vowels"})
+    (row,) = run_loop(proj, cfg, settings, echo=lambda _: None)
+    run = Path(row["run_dir"])
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))  # as Ctrl-C at step 4 leaves it
+    with Store(proj / "feedback.db") as store:
+        store.update_round(1, status="running")
+    seen: list[str] = []
+    (again,) = run_loop(proj, cfg, settings, echo=seen.append)
+    assert again["status"] == "done" and again["run_dir"] == str(run)
+    assert any("continuing the interrupted" in line for line in seen)
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # no second run directory
+    assert any(json.loads(x).get("event") == "resumed" for x in (run / "metrics.jsonl").read_text().splitlines())

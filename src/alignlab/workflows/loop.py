@@ -251,7 +251,7 @@ def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str]
             info = rundir.read_run(row["run_dir"]) if row["run_dir"] and Path(row["run_dir"], "run.json").is_file() else {}
             if info.get("status") != "done":
                 data = loop.export(r, row, details)
-                row = loop.train(r, data, details, init_run)
+                row = loop.train(r, data, details, init_run, resume=_resumable(row["run_dir"], info))
             loop.score(r, row, details)
         return store.rounds_table()
     finally:
@@ -381,20 +381,22 @@ class _Loop:
         details["export"] = {k: summary[k] for k in ("rows", "skipped")} | {"conflicts": len(summary["conflicts"])}
         return data
 
-    def train(self, r: int, data: Path, details: dict, init_run: str | None) -> dict:
-        """4. Train the method on the exported rows, continuing from the previous round's adapter."""
+    def train(self, r: int, data: Path, details: dict, init_run: str | None, resume: Path | None = None) -> dict:
+        """4. Train the method on the exported rows, continuing from the previous round's adapter; ``resume``: the
+        round's interrupted run, continued from its last checkpoint."""
         from alignlab import rundir
         from alignlab.train import engine
 
         method = self.s.method
         name = f"{datetime.now():%Y%m%d-%H%M%S}-round{r}-{method}"
         ctx = engine.prepare(method, self.cfg, str(data), self.runs_dir,
-                             run_dir=rundir.new_run_dir(self.runs_dir, method, name), skip_invalid=True,
+                             run_dir=resume or rundir.new_run_dir(self.runs_dir, method, name), skip_invalid=True,
                              init_adapter=init_run)
         row = self.store.update_round(r, run_dir=str(ctx.run_dir), data=str(data), pairs=len(ctx.rows),
                                       details=json.dumps(details))
-        self.echo(f"round {r}: {method} on {len(ctx.rows)} rows -> {ctx.run_dir}")
-        engine.run(ctx, str(data))
+        self.echo(f"round {r}: continuing the interrupted {ctx.run_dir} from its last checkpoint" if resume else
+                  f"round {r}: {method} on {len(ctx.rows)} rows -> {ctx.run_dir}")
+        engine.run(ctx, str(data), resume=resume is not None)
         return row
 
     def score(self, r: int, row: dict, details: dict) -> dict:
@@ -433,6 +435,17 @@ class _Loop:
         if card.get("note"):
             self.echo(f"round {r} note: {card['note']}")
         return row
+
+
+def _resumable(run_dir: str | None, info: dict) -> Path | None:
+    """The round's run when it was interrupted or died with a checkpoint to go on from (a rerun of the loop continues
+    it rather than training the round again from its first step), else None."""
+    from alignlab import rundir
+
+    if not run_dir or not info or rundir.shown_status(info) not in ("interrupted", "died"):
+        return None
+    checkpoints = rundir.Run(Path(run_dir)).checkpoints_dir
+    return Path(run_dir) if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) else None
 
 
 def _f(v) -> str:
