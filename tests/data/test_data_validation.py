@@ -228,3 +228,14 @@ def test_online_prompts_are_measured_with_the_system_prompt_and_a_refusing_templ
                          "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
     refused = validate(path, "prompts", tok, max_prompt_length=10_000, system_prompt="Be snarky.")
     assert refused.errors == [f"{path}:1: the model's chat template refuses this row: System role not supported"]
+
+
+def test_a_missing_closing_brace_is_at_the_end_of_its_line(tmp_path):
+    """It read "Expecting ',' delimiter at column 1": the column of the next physical line."""
+    from alignlab.data.formats import read_jsonl
+
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"prompt": "hi", "completion": "yo"\n{"prompt": "a", "completion" "b"}\n')
+    _, errors = read_jsonl(f)
+    assert errors[0].endswith("x.jsonl:1: invalid JSON (Expecting ',' delimiter at the end of the line)")
+    assert errors[1].endswith("x.jsonl:2: invalid JSON (Expecting ':' delimiter at column 30)")

@@ -68,10 +68,12 @@ def read_jsonl(path: str | Path) -> tuple[list[tuple[int, Any]], list[str]]:
                 continue
             if not line.strip():
                 continue
+            text = line.rstrip("\r\n")  # the line's own end: a missing "}" is there, not at column 1 of the next
             try:
-                rows.append((lineno, json.loads(line)))
+                rows.append((lineno, json.loads(text)))
             except json.JSONDecodeError as err:
-                errors.append(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})")
+                at = "at the end of the line" if err.pos >= len(text.rstrip()) else f"at column {err.colno}"
+                errors.append(f"{path}:{lineno}: invalid JSON ({err.msg} {at})")
     return rows, errors
 
 
