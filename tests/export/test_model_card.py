@@ -206,3 +206,20 @@ def test_merged_and_full_cards_show_code_that_runs_and_say_how_the_check_decoded
     (run / "run.json").write_text(json.dumps({**info, "lora": False}))
     full = render_card(run)
     assert "PeftModel" not in full and "a full fine-tune: a standalone model" in full
+
+
+def test_a_card_shows_no_local_paths(tmp_path, tiny_model):
+    """run.json records the data file's full path (for --resume from anywhere); the card printed it, and the local
+    base model's, in the training table, the base model list and the usage code."""
+    from alignlab.export.card import render_card
+
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"method": "dpo", "model": tiny_model, "rows": 4, "lora": True,
+                                              "data": str(tmp_path / "secret" / "pairs.jsonl")}))
+    card = render_card(run)
+    assert str(tmp_path) not in card and str(Path(tiny_model).parent) not in card and "pairs.jsonl" in card
+    gguf = tmp_path / "home" / "alice" / "m.gguf"
+    (run / "run.json").write_text(json.dumps({"method": "dpo", "model": str(gguf), "rows": 4, "lora": True}))
+    card = render_card(run)
+    assert "/home/alice" not in card and "m.gguf" in card

@@ -98,8 +98,9 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
 
     run = _read_json(run_dir / "run.json")
     cfg = _read_config(run_dir)
-    base = run.get("model") or cfg.get("model") or "unknown"
-    hub, note = portable_name(base)
+    model = run.get("model") or cfg.get("model") or "unknown"
+    hub, note = portable_name(model)  # read from the model's own files while the path is whole
+    base, hub, note = _shown(model), _shown(hub), note and note.replace(model, _shown(model))
     method = run.get("method", "?")
     name = run_dir.name
     kind = "merged model" if merged else ("LoRA adapter" if run.get("lora", True) else "fully fine-tuned model")
@@ -115,8 +116,7 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     out = front + [f"# {name}: a {kind} over {hub}", ""]
     what = f"Trained with [alignlab](https://pypi.org/project/alignlab/) by **{method}**"
     if run.get("data"):
-        data = Path(run["data"]).name if Path(run["data"]).is_absolute() else run["data"]  # no local paths in a card
-        what += f" on {run.get('rows', '?')} rows of `{data}`"
+        what += f" on {run.get('rows', '?')} rows of `{_shown(run['data'])}`"
     if cfg.get("persona"):
         what += f", to give the model this persona: *{cfg['persona']}*"
     out += [what + ".", ""]
@@ -134,13 +134,19 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     return "\n".join(line for line in out if line is not None)
 
 
+def _shown(path: str) -> str:
+    """A path as a card may show it: a file or directory's name, never where it sits on this machine (a card is
+    published with the model); names, hub ids and ``bundled:`` sets as they are."""
+    return Path(path).name if Path(path).is_absolute() else path
+
+
 def _training_section(run_dir: Path, run: dict, cfg: dict, method: str) -> list[str]:
     """The settings table: method, data, steps, the train and LoRA settings, the method's section, final metrics."""
     lora = cfg.get("lora") or {}
     train = cfg.get("train") or {}
     steps = run.get("steps") or _last_step(run_dir)
     data_kind = DATA_KIND.get(method, "preference pairs")
-    rows = [("method", method), ("data", f"`{run.get('data', '?')}`, {run.get('rows', '?')} rows ({data_kind})")]
+    rows = [("method", method), ("data", f"`{_shown(run.get('data', '?'))}`, {run.get('rows', '?')} rows ({data_kind})")]
     rows.append(("steps", steps if steps is not None else "-"))
     for key, label in (("learning_rate", "learning rate"), ("lr_scheduler", "schedule"), ("warmup_ratio", "warm-up"),
                        ("epochs", "epochs"), ("max_steps", "max steps"), ("batch_size", "batch size"),
