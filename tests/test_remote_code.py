@@ -41,11 +41,16 @@ def test_inference_follows_the_projects_trust_remote_code(custom_model, tmp_path
 def test_a_run_opens_with_the_setting_it_trained_with(custom_model, tmp_path):
     from alignlab.models.loading import trusts_remote_code
 
-    run = tmp_path / "run"
-    run.mkdir()
+    run = tmp_path / "proj" / "runs" / "run"
+    run.mkdir(parents=True)
     assert trusts_remote_code(run) is False
     (run / "config.yaml").write_text("trust_remote_code: true\n")
-    assert trusts_remote_code(run) is True
+    # a run directory's own opt-in, with no project above it (a run downloaded or shared): not trusted
+    assert trusts_remote_code(run) is False
+    (tmp_path / "proj" / "alignlab.yaml").write_text("name: p\n")
+    assert trusts_remote_code(run) is False  # a project that does not allow it
+    (tmp_path / "proj" / "alignlab.yaml").write_text("name: p\ntrust_remote_code: true\n")
+    assert trusts_remote_code(run) is True  # trained in a project that allows it
     (run / "config.yaml").write_text("trust_remote_code: [oops\n")  # unreadable: the safe answer
     assert trusts_remote_code(run) is False
 
@@ -60,8 +65,9 @@ def test_a_run_on_custom_code_merges_for_export(custom_model, tmp_path):
 
     base = AutoModelForCausalLM.from_pretrained(str(custom_model), trust_remote_code=True, dtype=torch.float32)
     peft = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
-    run = tmp_path / "run"
+    run = tmp_path / "proj" / "runs" / "run"  # trained in a project that allows custom code
     peft.save_pretrained(str(run / "adapter"))
+    (tmp_path / "proj" / "alignlab.yaml").write_text("name: p\ntrust_remote_code: true\n")
     (run / "config.yaml").write_text("trust_remote_code: true\n")
     (run / "run.json").write_text(json.dumps({"model": str(custom_model), "method": "sft", "status": "done"}))
     out = merge_to_dir(run, tmp_path / "merged")

@@ -204,14 +204,17 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
 
 
 def trusts_remote_code(run_dir) -> bool:
-    """Whether a run was trained with ``trust_remote_code: true`` (its config.yaml), or without a run the enclosing
-    project allows it: a model with custom code that trained must open for eval, chat and serve too."""
-    from alignlab.config import load_config, project_config
+    """Whether a run was trained with ``trust_remote_code: true`` (its config.yaml) inside a project whose
+    alignlab.yaml allows it, or without a run the enclosing project allows it: a model with custom code that trained
+    must open for eval, chat and serve too. A run's own config.yaml alone does not count: a run directory from
+    elsewhere (downloaded, shared) would switch on code execution for itself."""
+    from alignlab.config import CONFIG_NAME, find_project, load_config, project_config
 
     if run_dir is not None:
-        cfg_path = Path(run_dir) / "config.yaml"
+        cfg_path, project = Path(run_dir) / "config.yaml", find_project(run_dir)
         try:
-            return bool(load_config(cfg_path).trust_remote_code) if cfg_path.is_file() else False
+            return (cfg_path.is_file() and project is not None and bool(load_config(cfg_path).trust_remote_code)
+                    and bool(load_config(project / CONFIG_NAME).trust_remote_code))
         except AlignlabError:
             return False
     return bool(project_config()[0].trust_remote_code)
