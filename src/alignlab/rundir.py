@@ -99,9 +99,21 @@ def decodes_alone(path: str | Path | None) -> bool:
 
 def sampling_for(sampling, run_dir):
     """A project's sampling settings (config.SamplingConfig) with what ``run_dir`` records for itself
-    (:func:`run_decoding`) put over them."""
+    (:func:`run_decoding`) put over them. A full fine-tune decodes alone: there is no adapter to switch off, so
+    no base to write an opening or to amplify against."""
     own = run_decoding(run_dir)
+    if run_dir is not None and full_fine_tune(run_dir):
+        own = {**own, "base_opening": None, "amplify": 0.0}
     return sampling.model_copy(update=own) if own else sampling
+
+
+def full_fine_tune(path: str | Path) -> bool:
+    """Whether the run (a path, or a run's name) saved whole weights rather than a LoRA adapter."""
+    try:
+        adapter = check_run_dir(path) / "adapter"
+    except AlignlabError:  # not a run: loading it says so
+        return False
+    return adapter.is_dir() and not (adapter / "adapter_config.json").is_file()
 
 
 def write_json_atomic(path: Path, data) -> None:

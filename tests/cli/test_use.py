@@ -74,6 +74,8 @@ def test_generate_cli_amplify_is_generates_and_needs_a_run(run, tiny_model):
 
     with pytest.raises(AlignlabError, match="--compare needs a LoRA run"):
         _refuse_without_adapter(None, True, {})
+    for off in ("off", "0", "none", None):  # every spelling of off decodes alone, refused by nobody
+        _refuse_without_adapter(None, False, {"base_opening": off})
 
 
 def test_generate_and_chat_decode_with_the_projects_settings(tmp_path, monkeypatch):

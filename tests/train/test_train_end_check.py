@@ -81,7 +81,32 @@ def test_a_taken_name_is_refused_and_a_full_fine_tune_answers_alone(tmp_path, ti
     again = CliRunner().invoke(app, train)  # in-process, the AlignlabError the command line prints as one line
     assert "runs/full1 already exists" in str(again.exception) and "--resume" in str(again.exception)
     assert not (proj / "runs" / "full1-2").exists()
+    launched = CliRunner().invoke(app, [*train, "--processes", "2"])  # the launch branch claimed NAME-2 before the check
+    assert "runs/full1 already exists" in str(launched.exception) and not (proj / "runs" / "full1-2").exists()
     out = CliRunner().invoke(app, ["generate", "--run", "full1", "--max-new-tokens", "4", "Say hi."])
     assert out.exit_code == 0, out.output
+    from alignlab.config import ProjectConfig
+    from alignlab.rundir import sampling_for
+
+    # eval and the end-of-run check decode it alone too (they took the project's base opening)
+    assert sampling_for(ProjectConfig().sampling, proj / "runs" / "full1").base_opening is None
     out = CliRunner().invoke(app, ["generate", "--run", "full1", "--base-opening", "sentence", "Say hi."])
     assert "a full fine-tune answers alone" in str(out.exception)
+
+
+def test_a_relative_reward_spec_is_recorded_whole(tmp_path, tiny_model, monkeypatch):
+    """`train grpo --rewards rewards.yaml`, then `--resume p/runs/g1` from the parent: "reward spec not found"."""
+    from alignlab.config import load_config
+
+    proj = tmp_path / "p"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    (proj / "rewards.yaml").write_text("components:\n  - {fn: persona_heuristic, weight: 1.0}\n")
+    (proj / "data" / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"Say {w}."}) + "\n"
+                                                         for w in ("apples", "rivers")))
+    monkeypatch.chdir(proj)
+    out = CliRunner().invoke(app, ["train", "grpo", "--rewards", "rewards.yaml", "--max-steps", "1", "--name", "g1",
+                                   "--batch-size", "2", "--set", "online.num_generations=2",
+                                   "--set", "online.max_completion_length=4", "--set", "train.sample_prompts=0",
+                                   "--set", "train.check_per_category=0"])
+    assert out.exit_code == 0, out.output
+    assert load_config(proj / "runs" / "g1" / "config.yaml").online.rewards == str(proj / "rewards.yaml")

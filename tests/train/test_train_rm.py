@@ -148,6 +148,13 @@ def test_a_full_fine_tuned_reward_model_scores_as_a_reward(tiny_model, tmp_path)
     chosen = rm([r["prompt"] for r in held], [r["chosen"] for r in held])
     rejected = rm([r["prompt"] for r in held], [r["rejected"] for r in held])
     assert all(c > r for c, r in zip(chosen, rejected))  # the trained head: a fresh one scores at random
+    # another method's full fine-tune has no trained head: refused, not scored with a random one
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "method": "sft"}))
+    from alignlab.errors import AlignlabError
+
+    with pytest.raises(AlignlabError, match="is a sft run, not a reward model"):
+        RewardModel(run_dir, device="cpu")
 
 
 def test_held_out_accuracy_is_over_pairs_not_batches(tiny_model, tmp_path):

@@ -296,3 +296,16 @@ def test_a_rerun_continues_a_round_interrupted_in_training(project):
     assert any("continuing the interrupted" in line for line in seen)
     assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # no second run directory
     assert any(json.loads(x).get("event") == "resumed" for x in (run / "metrics.jsonl").read_text().splitlines())
+
+
+def test_the_classifier_labeller_of_your_own_persona_is_named_as_the_scorer(tmp_path):
+    """`loop --rater classifier` on a persona of your own labels with the classifier the held-out score comes from
+    (same labels); no warning was printed, since the names differ (classifier:persona, scorecard)."""
+    from alignlab.eval.raters import get_rater
+    from alignlab.eval.scores import scorer_for
+    from alignlab.workflows.loop import _same_classifier
+
+    proj = _pirate(tmp_path, PIRATE_PAIRS)
+    label = get_rater("classifier", proj, persona="talks like a pirate")
+    assert _same_classifier(label, scorer_for(proj, "talks like a pirate"))
+    assert not _same_classifier(get_rater("reward:modes_vowels", proj), scorer_for(proj, "talks like a pirate"))

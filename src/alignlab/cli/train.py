@@ -199,6 +199,10 @@ def register(app: typer.Typer) -> None:
             }
             cfg, root, data = _configured(project, method, overrides, beta, set_, data)
         runs_dir = (root / cfg.runs_dir) if root else Path(cfg.runs_dir)
+        if name and run_dir is None and (runs_dir / name).exists():  # it became NAME-2, and `--from runs/NAME` the old
+            raise AlignlabError(f"{runs_dir / name} already exists",
+                                fix=f"pick another --name, continue an interrupted run with --resume "
+                                    f"{runs_dir / name}, or remove it first")
         if processes > 1 or accelerate_config:
             _check_parallel(method)
             if "LOCAL_RANK" not in os.environ:
@@ -215,10 +219,6 @@ def register(app: typer.Typer) -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
         elif name:
             rundir.check_run_name(name)
-            if (runs_dir / name).exists():  # a second run under one name became NAME-2, and `--from runs/NAME` the old
-                raise AlignlabError(f"{runs_dir / name} already exists",
-                                    fix=f"pick another --name, continue an interrupted run with --resume "
-                                        f"{runs_dir / name}, or remove it first")
         ctx = engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir, skip_invalid=skip_invalid,
                              init_adapter=str(init_adapter) if init_adapter else None, name=name)
         if engine.is_main_process():

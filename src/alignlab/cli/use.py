@@ -50,26 +50,16 @@ def _opening(value: str | None):
     return checked_base_opening(value)
 
 
-def _full_fine_tune(run) -> bool:
-    """Whether the run (a path, or a run's name) saved whole weights rather than a LoRA adapter."""
-    from alignlab.errors import AlignlabError
-    from alignlab.rundir import check_run_dir
-
-    try:
-        adapter = check_run_dir(run) / "adapter"
-    except AlignlabError:  # not a run: loading it says so
-        return False
-    return adapter.is_dir() and not (adapter / "adapter_config.json").is_file()
-
-
 def _refuse_without_adapter(run, compare: bool, gen: dict) -> None:
     """--compare, --amplify and --base-opening need a LoRA run: refused before any model loads."""
+    from alignlab.config import parse_base_opening
     from alignlab.errors import AlignlabError
+    from alignlab.rundir import full_fine_tune
 
-    if run is not None and not _full_fine_tune(run):
+    if run is not None and not full_fine_tune(run):
         return
     what = ("--compare" if compare else "--amplify" if gen.get("amplify")
-            else "--base-opening" if gen.get("base_opening") not in (None, "off") else None)
+            else "--base-opening" if parse_base_opening(gen.get("base_opening")) is not None else None)
     if what:
         raise AlignlabError(f"{what} needs a LoRA run (--run RUN, an adapter on its base): the base and the adapter "
                             "write parts of one answer",
@@ -84,12 +74,11 @@ def _decoding(run, **given) -> dict:
     from alignlab.rundir import sampling_for
 
     cfg, _ = project_config()
-    s = sampling_for(cfg.sampling, run)
-    lora = run is not None and not _full_fine_tune(run)
+    s = sampling_for(cfg.sampling, run)  # a full fine-tune decodes alone
     project = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
                "repetition_penalty": s.repetition_penalty, "system_prompt": cfg.system_prompt,
-               "base_opening": (s.base_opening or "off") if lora else None,
-               "amplify": s.amplify if lora else 0.0}
+               "base_opening": (s.base_opening or "off") if run is not None else None,
+               "amplify": s.amplify if run is not None else 0.0}
     return {**project, **{k: v for k, v in given.items() if v is not None}}
 
 

@@ -28,12 +28,16 @@ def _check_run(run_dir: Path) -> tuple[str, Path, bool]:
             f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a reward-model run directory"
         )
     try:
-        base = json.loads(meta.read_text())["model"]
-    except (ValueError, KeyError) as err:
+        info = json.loads(meta.read_text())
+        base = info["model"]
+    except (ValueError, KeyError, TypeError) as err:
         raise AlignlabError(f"{meta} has no \"model\" key", fix="was this run written by `alignlab train rm`?") from err
     if (adapter / "adapter_config.json").is_file():
         return base, adapter, False
     if (adapter / "config.json").is_file():  # `train rm --full`: the whole classifier
+        if info.get("method") != "rm":  # another method's full fine-tune has no trained score head
+            raise AlignlabError(f"'{run_dir}' is a {info.get('method')} run, not a reward model",
+                                fix="pass a run of `alignlab train rm`")
         return base, adapter, True
     raise AlignlabError(f"'{run_dir}' has no adapter/adapter_config.json (LoRA) or adapter/config.json (--full)",
                         fix="pass a finished reward-model run")

@@ -315,6 +315,10 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     main = is_main_process()
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
+        rewards = cfg.online.rewards
+        if rewards and Path(rewards).is_file() and not Path(rewards).is_absolute():  # a resume from elsewhere finds it
+            cfg = ctx.cfg = cfg.model_copy(update={"online": cfg.online.model_copy(
+                update={"rewards": str(Path(rewards).resolve())})})
         fsutil.write_text(run.config_path, dump_config(cfg))
         run.write_env(ctx.device, cfg.train.seed)
         run.update(

@@ -284,8 +284,9 @@ class _Loop:
         if self.scorer is None:
             echo("no labelled answers for this persona yet: each round is scored on held-out prompts once there are "
                  "(the picks of this loop's own rounds count)")
-        elif self.scorer.name == self.label.name:
-            echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({self.label.name})[/]")
+        elif self.scorer.name == self.label.name or _same_classifier(self.label, self.scorer):
+            echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({self.label.name}); "
+                 "--eval-rater gives a score that does not come from the labeller[/]")
         elif self.persona_rater is None and self.cfg.persona != DEFAULT_PERSONA and _only_loop_labels(root):
             echo("[yellow]note: the held-out scorer is trained on this loop's own picks (no other labelled pairs); "
                  "--eval-rater gives a score that does not come from the labeller[/]")
@@ -372,9 +373,10 @@ class _Loop:
             self.echo(f"round {r}: no {self.s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
             need = got + 1  # the next export waits for a new judgement (it went round at full speed)
         if not summary["rows"]:  # the rater's judgements are set aside, so a rerun judges the same answers again
-            self.store.undo_round(r, self.label.name)
+            who = row.get("rater") or self.label.name  # the rater who judged it (an earlier run's, maybe)
+            self.store.undo_round(r, who)
             self.store.update_round(r, judgements=None)
-            raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) by {self.label.name} gave no "
+            raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) by {who} gave no "
                                 f"{self.s.method} rows (all ties?)",
                                 fix=f"rerun `alignlab loop` with a rater that separates the answers (--rater ...): "
                                     f"round {r}'s {row['responses']} answers are kept and judged again")
@@ -435,6 +437,14 @@ class _Loop:
         if card.get("note"):
             self.echo(f"round {r} note: {card['note']}")
         return row
+
+
+def _same_classifier(label, scorer) -> bool:
+    """The labelling rater is a persona classifier trained on the very labels the held-out scorer's is (the
+    classifier rater of a persona of your own): then the held-out persona score is the labeller's."""
+    digest = (getattr(getattr(label, "classifier", None), "meta", None) or {}).get("labels_sha256")
+    mine = (getattr(getattr(scorer, "classifier", None), "meta", None) or {}).get("labels_sha256")
+    return scorer.persona_rater is None and digest is not None and digest == mine
 
 
 def _resumable(run_dir: str | None, info: dict) -> Path | None:
