@@ -198,3 +198,14 @@ def test_undo_stays_in_the_session_and_its_round(tmp_path):
         summary, out = _run(s, ["z", "u", "z", "q"], round=2)
     assert "nothing to undo" in out and "undid judgement #2 (thumb 1)" in out
     assert _judgements(path) == [("thumb", one, None, 1, None, "ann", 0), ("thumb", two, None, 1, None, "ann", 1)]
+
+
+def test_control_characters_in_an_answer_are_shown_not_obeyed(tmp_path):
+    """An answer "Sydney, obviously.\x1b[2K\r  Canberra." wiped its own first line on a real terminal: the rater saw
+    only "Canberra" and rated the stored wrong answer up."""
+    with open_store(tmp_path / "feedback.db") as store:
+        p = store.add_prompt("Capital of Australia?")
+        store.add_responses([{"prompt_id": p, "text": "Sydney, obviously.\x1b[2K\r  Canberra. \u202eright\u202c 👨‍👩‍👧\u00a0ok"}])
+        _, out = _run(store, ["q"])
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert "Sydney, obviously.\\x1b[2K\\r  Canberra. \\u202eright\\u202c 👨‍👩‍👧\u00a0ok" in out  # emoji and no-break space as they are

@@ -20,8 +20,24 @@ PAIR_KEYS = "a=A better b=B better t=tie s=skip z=undo q=quit"
 MODES = ("single", "pair")
 
 
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _visible(text: str) -> str:
+    """Control characters (an ESC sequence, a carriage return), line separators and bidirectional overrides shown as
+    escapes: printed raw they can rewrite the terminal's line or reorder it, hiding the answer being rated. Line
+    breaks, tabs, other Unicode (emoji joiners, no-break spaces) stay."""
+    import unicodedata
+
+    def shown(c: str) -> str:
+        hidden = c not in "\n\t" and (unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI)
+        return repr(c)[1:-1] if hidden else c
+
+    return "".join(map(shown, text))
+
+
 def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in (text.splitlines() or [""]))
+    return "\n".join("  " + line for line in (_visible(text).split("\n") or [""]))
 
 
 def rate(
