@@ -57,6 +57,14 @@ def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[s
     return {"Authorization": f"Bearer {key}"}
 
 
+def http_client(url: str, timeout: float):
+    """An httpx client for an endpoint: a plain-http one (on this machine, where a key may go) is reached directly,
+    never through a proxy the environment names (HTTP_PROXY), which would be another machine reading the key."""
+    import httpx
+
+    return httpx.Client(timeout=timeout, trust_env=urlsplit(url).scheme == "https")
+
+
 def in_parallel(fn, jobs: list, max_workers: int) -> list:
     """``fn`` over ``jobs``, ``max_workers`` at a time, results in order. The first failure stops the jobs still
     queued: each would fail the same way, or wait out its own timeout first."""

@@ -258,3 +258,32 @@ def test_the_projects_judge_section_sets_its_timeout_and_requests_at_once(server
         rater.score(["q"], ["a"])
     assert "too slow (no answer within 0.2s" in str(err.value)
     assert "judge.timeout" in str(err.value) and "judge.max_workers" in str(err.value)
+
+
+def test_a_key_on_plain_http_never_goes_through_an_environment_proxy(server, tmp_path, monkeypatch):
+    """With HTTP_PROXY set, the judge's request to http://127.0.0.1 (key and all) went to the proxy: another machine."""
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(var, f"http://127.0.0.1:{proxy.server_address[1]}")
+        for var in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        server.required_key = "sekrit"
+        monkeypatch.setenv("FAKE_JUDGE_KEY", "sekrit")
+        judge = make_judge(server, tmp_path, api_key_env="FAKE_JUDGE_KEY", cache=False)
+        assert judge.score("q", "a") == 0.0 and seen == []
+    finally:
+        proxy.shutdown()

@@ -241,10 +241,10 @@ class LLMJudge:
         return (self.url, self.model, str(self.temperature), str(self.max_tokens))
 
     def _http(self):
-        import httpx
+        from alignlab.openai_chat import http_client
 
         if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout)
+            self._client = http_client(self.url, self.timeout)  # plain http: no proxy from the environment
         return self._client
 
     def close(self) -> None:

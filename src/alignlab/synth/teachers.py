@@ -72,14 +72,12 @@ class EndpointTeacher:
 
     def answer(self, prompts: list[str], system_prompt: str | None, n: int = 1, temperature: float = RATING_TEMPERATURE,
                top_p: float = 1.0, max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[str]]:
-        import httpx
-
         def messages(p: str) -> list[dict]:
             return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": p}]
 
         jobs = [messages(p) for p in prompts for _ in range(n)]
-        from alignlab.openai_chat import in_parallel
+        from alignlab.openai_chat import http_client, in_parallel
 
-        with httpx.Client(timeout=self.timeout) as client:
+        with http_client(self.url, self.timeout) as client:  # plain http: no proxy from the environment
             flat = in_parallel(lambda m: self._ask(client, m, temperature, top_p, max_new_tokens), jobs, self.max_workers)
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
