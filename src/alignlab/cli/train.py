@@ -132,6 +132,10 @@ def _launch(processes: int, accelerate_config: Optional[Path], run_dir: Path) ->
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        from alignlab.progress import console
+
+        console.print("[yellow]note: while it runs, torch's rendezvous store listens on every network interface "
+                      "without authentication; keep its ports firewalled from other machines[/]")
     cmd += ["-m", "alignlab", *args]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // max(processes, 1)))))
     code = subprocess.run(cmd, env=env).returncode
