@@ -141,3 +141,18 @@ def test_non_loopback_bind_needs_a_key(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert calls == [("0.0.0.0", 8123)]
     assert "rating UI for" in r.output and ": http://127.0.0.1:8123/" in r.output
+
+
+def test_serving_off_loopback_warns_that_it_is_plain_http(monkeypatch, caplog):
+    """With a key, `--host 0.0.0.0` served the key and the ratings over plain http without a word."""
+    import logging
+
+    from alignlab.serve import server
+
+    monkeypatch.setattr("uvicorn.run", lambda app, host, port, log_level: None)
+    monkeypatch.setattr(server, "log_to_stderr", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="alignlab.serve"):
+        server.serve(object(), host="127.0.0.1", port=8123, api_key="k")
+        assert "plain http" not in caplog.text
+        server.serve(object(), host="0.0.0.0", port=8123, api_key="k")
+    assert "plain http" in caplog.text and "TLS proxy" in caplog.text

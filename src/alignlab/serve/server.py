@@ -88,6 +88,10 @@ def serve(app, host: str = DEFAULT_HOST, port: int = 8000, api_key: str | None =
 
     check_exposure(host, api_key)
     log_to_stderr()
+    if not is_loopback(host):
+        logging.getLogger("alignlab.serve").warning(
+            "listening on %s over plain http: the API key, prompts and ratings cross the network unencrypted; put a "
+            "TLS proxy (caddy, nginx) in front of it for other machines", host)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
