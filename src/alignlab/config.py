@@ -308,15 +308,6 @@ class LoopConfig(_Strict):
     seed: int = Field(0, description="sampling seed (round r samples with seed + r)")
     poll_seconds: float = Field(2.0, gt=0, description="person: seconds between looks at the store")
 
-    @field_validator("method")
-    @classmethod
-    def _loop_method(cls, value: str | None) -> str | None:
-        from alignlab import methods
-
-        if value is not None and value not in methods.names(loop=True):
-            raise ValueError(f"unknown loop method '{value}'; one of: {', '.join(methods.names(loop=True))}")
-        return value
-
     @field_validator("rater")
     @classmethod
     def _rater_kind(cls, value: str) -> str:

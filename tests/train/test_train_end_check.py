@@ -63,8 +63,9 @@ def test_run_json_records_what_a_resume_needs(tmp_path, tiny_model, monkeypatch)
                                    "--name", "x", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0"])
     assert out.exit_code == 0, out.output
     monkeypatch.chdir(tmp_path)
-    _, data, _, skip = _resumed(proj / "runs" / "x", "sft")
+    _, data, _, skip, root = _resumed(proj / "runs" / "x", "sft")
     assert data == str(proj / "bad" / "sft.jsonl") and skip is True
+    assert root == proj  # the check of a resumed run uses its project's held-out prompts and persona scorer
 
 
 def test_a_taken_name_is_refused_and_a_full_fine_tune_answers_alone(tmp_path, tiny_model, monkeypatch):

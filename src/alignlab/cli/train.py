@@ -186,12 +186,8 @@ def register(app: typer.Typer) -> None:
         if resume is not None:
             _nothing_else_with_resume(locals())
             resume = rundir.check_run_dir(resume)
-            rundir.refuse_if_live(resume)
-            cfg, data, init_adapter, skip_invalid = _resumed(resume, method)
-            from alignlab.config import find_project
-
-            # the project the run lives in: its held-out prompts and persona scorer for the end-of-run check
-            run_dir, root = resume, find_project(resume)
+            cfg, data, init_adapter, skip_invalid, root = _resumed(resume, method)
+            run_dir = resume
         else:
             overrides = {
                 "model": model, "train.learning_rate": lr, "train.epochs": epochs, "train.max_steps": max_steps,
@@ -203,10 +199,7 @@ def register(app: typer.Typer) -> None:
             }
             cfg, root, data = _configured(project, method, overrides, beta, set_, data)
         runs_dir = (root / cfg.runs_dir) if root else Path(cfg.runs_dir)
-        if name and run_dir is None and (runs_dir / name).exists():  # it became NAME-2, and `--from runs/NAME` the old
-            raise AlignlabError(f"{runs_dir / name} already exists",
-                                fix=f"pick another --name, continue an interrupted run with --resume "
-                                    f"{runs_dir / name}, or remove it first")
+        _refuse_taken(runs_dir, name, run_dir)
         if processes > 1 or accelerate_config:
             _check_parallel(method)
             if "LOCAL_RANK" not in os.environ:
@@ -249,16 +242,27 @@ def _nothing_else_with_resume(options: dict) -> None:
 
 
 def _resumed(resume: Path, method: str):
-    """(config, data, init adapter, whether invalid rows were skipped) of the interrupted run to continue."""
+    """(config, data, init adapter, whether invalid rows were skipped, project root) of the interrupted run to
+    continue; the root is the project the run lives in (its held-out prompts and persona scorer for the check)."""
     from alignlab import rundir
-    from alignlab.config import load_config
+    from alignlab.config import find_project, load_config
 
+    rundir.refuse_if_live(resume)
     cfg = load_config(resume / "config.yaml")
     info = rundir.read_run(resume)
     if info.get("method") != method:
         raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
     return (cfg, info["data"], Path(info["init_adapter"]) if info.get("init_adapter") else None,
-            bool(info.get("skip_invalid")))
+            bool(info.get("skip_invalid")), find_project(resume))
+
+
+def _refuse_taken(runs_dir: Path, name: str | None, run_dir: Path | None) -> None:
+    """A new run's --name must be new (``run_dir`` given: a resumed or launched run, whose directory exists): a
+    second run under it became NAME-2, and `--from runs/NAME` went on from the old one."""
+    path = runs_dir / name if name and run_dir is None else None
+    if path is not None and path.exists():
+        raise AlignlabError(f"{path} already exists", fix=f"pick another --name, continue an interrupted run with "
+                                                          f"--resume {path}, or remove it first")
 
 
 def _configured(project, method: str, overrides: dict, beta, set_, data):

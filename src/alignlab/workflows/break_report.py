@@ -46,10 +46,13 @@ def _flip_lines(s: dict) -> list[str]:
 
 
 def _kl_lines(s: dict) -> list[str]:
+    from alignlab import methods
+
+    own_loop = s["method"] in methods.REGISTRY and methods.get(s["method"]).own_loop
     out = [f"{s['method']} with the KL coefficient at {', '.join(f'{b:g}' for b in s['betas'])}:"]
     for name, v in s["verdict"].items():
         warn = "; warnings: " + ", ".join(v["warnings"]) if v["warnings"] else "; no warnings"
-        if name == "beta-0" and s["method"] != "ppo":  # TRL computes no reference at beta 0 (PPO always does)
+        if name == "beta-0" and not own_loop:  # TRL computes no reference at beta 0 (PPO's own loop always does)
             warn += " (kl_budget is not watched at beta 0: training computes no KL)"
         out.append(f"{name}: reward {_num(v['reward_end'])}, gold {_num(v.get('gold_end'), '.2f')}, length {_num(v['length_end'], '.1f')} tokens, "
                    f"distinct-2 {_num(v['distinct_2_end'], '.2f')} (last 3 steps); KL to the base "

@@ -197,7 +197,8 @@ class _Policies:
 
 def _check_settings(s: LoopSettings) -> None:
     if s.method not in METHODS:
-        raise AlignlabError(f"unknown loop method '{s.method}'", fix="use " + " or ".join(f"--method {m}" for m in METHODS))
+        raise AlignlabError(f"unknown loop method '{s.method}' (--method, else alignlab.yaml's loop.method)",
+                            fix="use " + " or ".join(f"--method {m}" for m in METHODS))
     if s.n < 2:
         raise AlignlabError(f"-n {s.n}: the loop compares answers to the same prompt, so it needs -n 2 or more")
     if s.rounds < 1:
