@@ -228,6 +228,7 @@ def test_warnings_fire_on_a_constructed_collapse():
     b["distinct_2"], a["distinct_2"] = 0.8, 0.4
     text = " | ".join(warnings_for(b, a))
     assert "correctness fell" in text and "surface mimicry" in text and "distinct-2" in text
+    assert "(80 points, 2 of 10 against 10;" in text  # the answers behind the points
     assert warnings_for(b, b | {"distinct_2": 0.8}) == []
     # a base flagged as often as the adapter (its own stock openers): no mimicry warning for an unchanged adapter
     assert not any("mimicry" in w for w in warnings_for(a, a))

@@ -225,8 +225,12 @@ def warnings_for(base: dict, adapter: dict) -> list[str]:
     out = []
     b, a = base.get("correct_share"), adapter.get("correct_share")
     if b and a and a[0] < b[0] - CORRECT_DROP:
+        counts = ""  # how many answers the points are: on a small check one answer is 7 points
+        if adapter.get("graded") and base.get("graded"):
+            counts = f", {round(a[0] * adapter['graded'])} of {adapter['graded']} against {round(b[0] * base['graded'])}"
         out.append(f"correctness fell: {a[0]:.0%} of answers correct vs {b[0]:.0%} for the base "
-                   f"({(b[0] - a[0]) * 100:.0f} points; the limit is {CORRECT_DROP * 100:.0f}): the persona is costing content")
+                   f"({(b[0] - a[0]) * 100:.0f} points{counts}; the limit is {CORRECT_DROP * 100:.0f}): the persona is "
+                   "costing content")
     f, f0 = adapter.get("flagged"), base.get("flagged")
     if f and f[0] > MIMICRY_MAX and not (f0 and f[0] <= f0[0]):  # a base flagged as often: not the adapter's doing
         was = f" (base {f0[0]:.0%})" if f0 else ""
