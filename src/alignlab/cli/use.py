@@ -25,15 +25,12 @@ def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None
     """(adapter answer, base answer or None) per prompt; the base is the same weights with the adapter off.
     ``base_opening``: the base writes each answer's opening (generate()), the adapter the rest; None means the
     default, the first sentence, where there is an adapter to go on from it. ``amplify``: generate()'s."""
-    from alignlab.errors import AlignlabError
     from alignlab.generate import generate, opening_of
 
     adapter = hasattr(model, "disable_adapter")
     opening = _opening(base_opening) if base_opening is not None else ("sentence" if adapter else None)
     if (compare or opening or amplify) and not adapter:
-        what = "--compare" if compare else "--amplify" if amplify else "--base-opening"
-        raise AlignlabError(f"{what} needs a LoRA run (--run RUN, an adapter on its base): the base and the adapter "
-                            "write parts of one answer", fix=f"drop {what} (a full fine-tune answers alone)")
+        raise _needs_lora("--compare" if compare else "--amplify" if amplify else "--base-opening", full=True)
     base = None
     if compare or opening:
         with model.disable_adapter():
@@ -53,7 +50,6 @@ def _opening(value: str | None):
 def _refuse_without_adapter(run, compare: bool, gen: dict) -> None:
     """--compare, --amplify and --base-opening need a LoRA run: refused before any model loads."""
     from alignlab.config import parse_base_opening
-    from alignlab.errors import AlignlabError
     from alignlab.rundir import full_fine_tune
 
     if run is not None and not full_fine_tune(run):
@@ -61,9 +57,15 @@ def _refuse_without_adapter(run, compare: bool, gen: dict) -> None:
     what = ("--compare" if compare else "--amplify" if gen.get("amplify")
             else "--base-opening" if parse_base_opening(gen.get("base_opening")) is not None else None)
     if what:
-        raise AlignlabError(f"{what} needs a LoRA run (--run RUN, an adapter on its base): the base and the adapter "
-                            "write parts of one answer",
-                            fix=f"drop {what}" + (" (a full fine-tune answers alone)" if run is not None else ""))
+        raise _needs_lora(what, full=run is not None)
+
+
+def _needs_lora(what: str, full: bool):
+    """The one-line error for a flag that needs the base and an adapter to write parts of one answer."""
+    from alignlab.errors import AlignlabError
+
+    return AlignlabError(f"{what} needs a LoRA run (--run RUN, an adapter on its base): the base and the adapter "
+                         "write parts of one answer", fix=f"drop {what}" + (" (a full fine-tune answers alone)" if full else ""))
 
 
 def _decoding(run, **given) -> dict:

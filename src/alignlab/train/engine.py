@@ -305,6 +305,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _whole(path: str) -> str:
+    """A file as run.json and the run's config.yaml record it: resolved when it is there (a resume from another
+    directory finds it), else as given (``bundled:`` names)."""
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
+
+
 def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     """Train ``ctx.method`` into ``ctx.run_dir``; returns the run directory."""
     import torch
@@ -315,16 +321,15 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     main = is_main_process()
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
-        rewards = cfg.online.rewards
-        if rewards and Path(rewards).is_file() and not Path(rewards).is_absolute():  # a resume from elsewhere finds it
+        if cfg.online.rewards:
             cfg = ctx.cfg = cfg.model_copy(update={"online": cfg.online.model_copy(
-                update={"rewards": str(Path(rewards).resolve())})})
+                update={"rewards": _whole(cfg.online.rewards)})})
         fsutil.write_text(run.config_path, dump_config(cfg))
         run.write_env(ctx.device, cfg.train.seed)
         run.update(
             method=ctx.method,
             model=cfg.model,
-            data=str(Path(data).resolve()) if Path(data).exists() else str(data),  # a resume from elsewhere finds it
+            data=_whole(data),
             skip_invalid=ctx.skip_invalid,
             rows=len(ctx.rows),
             status="running",

@@ -310,14 +310,14 @@ class _Loop:
         """Record which labels the held-out persona classifier was trained on, and say so when they changed since
         the previous round (a rerun retrains it on the labels there are now): the persona columns of the two rounds,
         the base's included, then come from different scorers."""
-        meta = getattr(getattr(self.scorer, "classifier", None), "meta", None) or {}
-        if self.scorer.persona_rater is not None or not meta.get("labels_sha256"):
+        digest, labels = _labels(self.scorer)
+        if self.scorer.persona_rater is not None or not digest:
             return
-        details["scorer_labels"] = {"sha256": meta["labels_sha256"], "labels": meta.get("labels")}
+        details["scorer_labels"] = {"sha256": digest, "labels": labels}
         prev = self.store.round_row(r - 1) if r > 1 else None
         was = (json.loads(prev["details"]) if prev and prev["details"] else {}).get("scorer_labels")
-        if was and was["sha256"] != meta["labels_sha256"]:
-            self.echo(f"[yellow]round {r} note: the persona scorer was retrained ({was['labels']} -> {meta.get('labels')} "
+        if was and was["sha256"] != digest:
+            self.echo(f"[yellow]round {r} note: the persona scorer was retrained ({was['labels']} -> {labels} "
                       f"labelled answers) since round {r - 1}: compare the two rounds' persona scores with care[/]")
 
     def close(self) -> None:
@@ -443,9 +443,14 @@ class _Loop:
 def _same_classifier(label, scorer) -> bool:
     """The labelling rater is a persona classifier trained on the very labels the held-out scorer's is (the
     classifier rater of a persona of your own): then the held-out persona score is the labeller's."""
-    digest = (getattr(getattr(label, "classifier", None), "meta", None) or {}).get("labels_sha256")
-    mine = (getattr(getattr(scorer, "classifier", None), "meta", None) or {}).get("labels_sha256")
-    return scorer.persona_rater is None and digest is not None and digest == mine
+    digest = _labels(label)[0]
+    return scorer.persona_rater is None and digest is not None and digest == _labels(scorer)[0]
+
+
+def _labels(holder) -> tuple[str | None, int | None]:
+    """(digest, count) of the labels the persona classifier of a rater or scorer was trained on; Nones without one."""
+    meta = getattr(getattr(holder, "classifier", None), "meta", None) or {}
+    return meta.get("labels_sha256"), meta.get("labels")
 
 
 def _resumable(run_dir: str | None, info: dict) -> Path | None:
