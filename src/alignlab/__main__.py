@@ -1,3 +1,3 @@
-from alignlab.cli import main
+from alignlab.cli import entry
 
-main()
+entry()

@@ -1,0 +1,66 @@
+"""The console script (`alignlab`, `python -m alignlab`) leaves with os._exit after a command, skipping the
+interpreter's teardown. What a normal exit does first must still happen: other threads finish, exit handlers run,
+output reaches the reader, the exit code is the command's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run_entry(tmp_path, argv, before=""):
+    """``entry()`` in a fresh interpreter with ``argv``, after the Python in ``before``."""
+    script = textwrap.dedent(before) + textwrap.dedent(f"""
+        import sys
+        from alignlab.cli import entry
+        sys.argv = ["alignlab", *{argv!r}]
+        entry()
+        raise AssertionError("entry() returned")
+        """)
+    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_a_command_writes_its_files_and_its_output(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "alignlab", "init", "p"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("created p/") and "next: cd p && alignlab recipe" in done.stdout
+    assert "model:" in (tmp_path / "p" / "alignlab.yaml").read_text()
+    rows = (tmp_path / "p" / "data" / "pairs.jsonl").read_text().splitlines()
+    assert len(rows) == 600 and rows[-1].endswith("}")  # all of it, not a cut buffer
+
+
+def test_an_error_keeps_its_line_and_exit_code(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "alignlab", "train", "nope"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: unknown method 'nope'")
+    usage = subprocess.run([sys.executable, "-m", "alignlab", "train", "dpo", "--seed", "x"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "--seed" in usage.stderr
+
+
+def test_exit_handlers_and_other_threads_finish_first(tmp_path):
+    done = run_entry(tmp_path, ["init", "p"], before=f"""
+        import atexit, threading, time
+        def late():
+            time.sleep(0.5)
+            open({str(tmp_path / "thread")!r}, "w").write("thread done")
+        threading.Thread(target=late).start()
+        atexit.register(lambda: open({str(tmp_path / "atexit")!r}, "w").write("handler ran"))
+        """)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "thread").read_text() == "thread done"
+    assert (tmp_path / "atexit").read_text() == "handler ran"
+
+
+def test_a_text_exit_code_is_printed_and_becomes_1(tmp_path):
+    done = run_entry(tmp_path, ["runs"], before="""
+        import alignlab.cli
+        def stop():
+            raise SystemExit("stopped: the reason")
+        alignlab.cli.main = stop
+        """)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "stopped: the reason"
