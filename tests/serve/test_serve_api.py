@@ -141,9 +141,14 @@ def test_an_empty_body_and_nan_are_named(url):
 def test_a_forged_log_line_in_the_path_is_escaped(url, caplog):
     import logging
 
+    import time
+
     with caplog.at_level(logging.INFO, logger="alignlab.serve"):
         httpx.get(f"{url}/x%0A15:50:00%20POST%20/v1/chat/completions%20200%200.10s")
-    lines = [r.getMessage() for r in caplog.records if "/x" in r.getMessage()]
+        for _ in range(100):  # the server logs the request after the reply: on a busy machine a moment later
+            if lines := [r.getMessage() for r in caplog.records if "/x" in r.getMessage()]:
+                break
+            time.sleep(0.05)
     assert lines and all("\n" not in line for line in lines) and "\\n" in lines[0]
 
 
@@ -355,3 +360,54 @@ def test_rating_bodies_get_a_plain_message(two_models):
     assert r.status_code == 400 and "a pick needs other_response_id" in r.json()["error"]["message"]
     r = httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": 1, "value": True, "rater": "ann"})
     assert r.status_code == 400  # true is no thumb
+
+
+def test_the_same_rewrite_twice_is_refused_another_is_kept(two_models):
+    url, path = two_models
+    body = {"kind": "rewrite", "response_id": 1, "rewrite_text": "Yes. Water is wet.", "rater": "ann"}
+    assert httpx.post(f"{url}/api/judge", json=body).status_code == 200
+    again = httpx.post(f"{url}/api/judge", json=body)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_judged"
+    assert httpx.post(f"{url}/api/judge", json={**body, "rewrite_text": "Wet, yes."}).status_code == 200
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM judgements WHERE kind = 'rewrite'").fetchone() == (2,)
+
+
+def test_a_pick_across_rounds_counts_in_the_later_round_whichever_is_a(tmp_path):
+    """The page shows a pair between rounds 0 and 1; the pick was stored under the round of the answer shown as A
+    (a hash of the ids), so per-round figures and `export --round` depended on the shuffle."""
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        p, q = s.add_prompts(["Is water wet?", "Is fire hot?"])
+        s.add_responses([{"prompt_id": p, "text": "Yes.", "round": 0}, {"prompt_id": p, "text": "Wet, duh.", "round": 1},
+                         {"prompt_id": q, "text": "Hot, duh.", "round": 1}, {"prompt_id": q, "text": "Yes.", "round": 0}])
+    with background(create_app(None, path)) as url:
+        seen = []
+        for _ in range(2):
+            item = httpx.get(f"{url}/api/next", params={"rater": "ann", "mode": "pair"}).json()["item"]
+            seen.append(item["round"])
+            httpx.post(f"{url}/api/judge", json={"kind": "pick", "response_id": item["a"]["id"],
+                                                 "other_response_id": item["b"]["id"], "value": "a", "rater": "ann"})
+    with sqlite3.connect(path) as conn:
+        assert [r[0] for r in conn.execute("SELECT round FROM judgements ORDER BY id")] == [1, 1]
+    assert seen == [1, 1]  # the round the page shows is the one stored
+
+
+def test_a_locked_database_is_a_503_that_says_nothing_was_saved(tmp_path, monkeypatch):
+    """Another process holding feedback.db's write lock gave a 500 "internal error (OperationalError)" after 30 s."""
+    from alignlab.feedback import store as store_module
+
+    monkeypatch.setattr(store_module, "BUSY_MS", 300)  # the wait before giving up, 30 s by default
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        s.add_responses([{"prompt_id": s.add_prompt("Is water wet?"), "text": "Yes."}])
+    with background(create_app(None, path)) as url:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            r = httpx.post(f"{url}/api/judge", json={"kind": "thumb", "response_id": 1, "value": 1, "rater": "ann"})
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "database_busy" and "nothing was saved" in r.json()["error"]["message"]

@@ -106,6 +106,11 @@ def test_rate_in_the_browser(db, tmp_path):
         page.click("#undo")                                            # undo the rewrite: 4 comes back first
         expect(status).to_have_text(re.compile(r"^undid #4 "))
         expect(response).to_have_text("Five.")
+        expect(page.locator("#rewrite")).to_have_value("Four. Even you knew that.")  # its text back in the box
+        page.keyboard.press("5")                                       # a typed rewrite is not thrown away
+        expect(status).to_contain_text("unsaved rewrite")
+        page.fill("#rewrite", "")
+        page.evaluate("document.activeElement.blur()")
         page.keyboard.press("5")                                       # score it instead
         expect(status).to_have_text(re.compile(r"^saved #5 \(score 5\)"))
         expect(response).to_have_text("Paris, as if you didn't know.")
@@ -165,3 +170,61 @@ def test_two_quick_keys_judge_two_answers(db):
         expect(page.locator("#response")).to_have_text("4, obviously.")
         expect(page.locator("#left")).to_have_text("3 left")
     assert [(r[1], r[2], r[4]) for r in _rows(db)] == [("thumb", 1, 1), ("thumb", 2, -1)]
+
+
+def test_a_double_click_judges_the_answer_on_screen_once(db):
+    """A second click of the same button lands after the page moved on: it must not judge the next answer, which
+    was never seen (nor, in A / B mode, reveal the next pair's sources). A name typed and entered is the name used
+    even when a key follows at once."""
+    from playwright.sync_api import expect
+
+    with _page(db) as (page, url):
+        status = page.locator("#status")
+        page.fill("#rater", "gina")
+        page.press("#rater", "Enter")
+        page.keyboard.press("u")                                       # a rating key, not a letter of the name
+        expect(status).to_have_text(re.compile(r"^saved #1 \(thumb 1\)"))
+        expect(page.locator("#rater")).to_have_value("gina")
+        expect(page.locator("#response")).to_have_text("Water makes things wet.")
+        page.dblclick("#down")
+        expect(page.locator("#response")).to_have_text("4, obviously.")
+        page.fill("#rewrite", "Four.")
+        page.dblclick("#save-rewrite")
+        expect(page.locator("#response")).to_have_text("Five.")
+        page.fill("#rewrite", "Five is wrong: four.")                 # typed, then a thumb: the rewrite is kept
+        page.click("#down")
+        expect(status).to_contain_text("unsaved rewrite")
+        expect(page.locator("#rewrite")).to_have_value("Five is wrong: four.")
+        page.select_option("#mode", "pair")
+        expect(page.locator("#a")).to_have_text("Water makes things wet.")
+        page.dblclick("#pick-a")
+        expect(page.locator("#a")).to_have_text("Five.")               # the next pair, not judged
+        expect(status).not_to_contain_text("Five")
+        page.wait_for_timeout(300)
+    assert [(r[1], r[2], r[3], r[4], r[5], r[6]) for r in _rows(db)] == [
+        ("thumb", 1, None, 1, None, "gina"), ("thumb", 2, None, -1, None, "gina"),
+        ("rewrite", 3, None, None, "Four.", "gina"), ("pick", 2, 1, "a", None, "gina")]
+
+
+def test_an_answer_rated_in_another_tab_moves_on_and_a_gone_server_says_not_saved(db):
+    from playwright.sync_api import expect
+
+    with _page(db) as (page, url):
+        page.fill("#rater", "erin")
+        page.press("#rater", "Enter")
+        expect(page.locator("#response")).to_have_text("Yes, shockingly.")
+        other = page.context.browser.new_page()                        # a second window, same rater and queue
+        other.goto(url + "/")
+        other.fill("#rater", "erin")
+        other.press("#rater", "Enter")
+        expect(other.locator("#response")).to_have_text("Yes, shockingly.")
+        page.keyboard.press("u")
+        expect(page.locator("#status")).to_have_text(re.compile(r"^saved #1 "))
+        other.keyboard.press("d")                                      # the same answer, rated already
+        expect(other.locator("#status")).to_contain_text("rated already")
+        expect(other.locator("#response")).to_have_text("Water makes things wet.")
+        page.route("**/api/judge", lambda route: route.abort())        # the server goes away
+        page.keyboard.press("u")
+        expect(page.locator("#status")).to_have_text("error: not saved: cannot reach the server (is alignlab ui "
+                                                     "still running?)")
+    assert [(r[1], r[2], r[4]) for r in _rows(db)] == [("thumb", 1, 1)]

@@ -33,6 +33,8 @@ from alignlab import fsutil
 from alignlab.errors import AlignlabError
 
 DB_NAME = "feedback.db"
+BUSY_MS = 30_000  # how long a write waits for another process's lock before it fails
+
 KINDS = ("thumb", "pick", "score", "rewrite")
 PICKS = ("a", "b", "tie")
 
@@ -172,10 +174,11 @@ class Store:
             raise AlignlabError(f"{blocker} is a file, so {self.path} cannot be made", fix="pass another --db path")
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                    timeout=BUSY_MS / 1000)
         self.conn.row_factory = sqlite3.Row
         try:
-            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_MS)}")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._refuse_newer()  # before anything that could write to the file
             self._wal()
@@ -399,13 +402,14 @@ class Store:
                 raise AlignlabError(f"a pick is 'a', 'b' or 'tie', not {value!r}")
             if other_response_id is None:
                 raise AlignlabError("a pick needs other_response_id (the id of the answer it was compared with)")
-            other = conn.execute("SELECT prompt_id FROM responses WHERE id = ?", (other_response_id,)).fetchone()
+            other = conn.execute("SELECT prompt_id, round FROM responses WHERE id = ?", (other_response_id,)).fetchone()
             if other is None:
                 raise AlignlabError(f"no response with id {other_response_id}")
             if other_response_id == response_id or other[0] != row[0]:
                 raise AlignlabError(
                     f"a pick compares two different responses to the same prompt (got {response_id} and {other_response_id})"
                 )
+            row = (row[0], max(row[1], other[1]))  # a pick across rounds counts in the later one, whichever is shown as A
         cur = conn.execute(
             "INSERT INTO judgements (kind, response_id, other_response_id, value, rewrite_text, rater, round, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -418,9 +422,15 @@ class Store:
         with self.transaction():
             return [self.add_judgement(**j) for j in judgements]
 
-    def standing(self, rater: str, kind: str, response_id: int, other_response_id: int | None = None) -> int | None:
-        """The id of this rater's standing judgement of this kind on this response (or pair, either order), if any."""
-        if kind == "pick":
+    def standing(self, rater: str, kind: str, response_id: int, other_response_id: int | None = None,
+                 rewrite_text: str | None = None) -> int | None:
+        """The id of this rater's standing judgement of this kind on this response (or pair, either order), if any;
+        for a rewrite, one with the same text (another rewrite of the same answer is another judgement)."""
+        if kind == "rewrite":
+            row = self.conn.execute(
+                "SELECT id FROM judgements WHERE rater = ? AND kind = 'rewrite' AND response_id = ? AND "
+                "undone_at IS NULL AND rewrite_text = ?", (rater, response_id, rewrite_text)).fetchone()
+        elif kind == "pick":
             row = self.conn.execute(
                 "SELECT id FROM judgements WHERE rater = ? AND kind = 'pick' AND undone_at IS NULL AND "
                 "((response_id = ? AND other_response_id = ?) OR (response_id = ? AND other_response_id = ?))",
@@ -498,7 +508,7 @@ class Store:
         ``revealed=False`` not those whose sources this rater has seen (see :meth:`revealed`) either."""
         sql = (
             "SELECT r1.prompt_id, p.text AS prompt, r1.id AS a_id, r1.text AS a, r2.id AS b_id, r2.text AS b,"
-            " r1.round AS round"
+            " MAX(r1.round, r2.round) AS round"
             " FROM responses r1 JOIN responses r2 ON r2.prompt_id = r1.prompt_id AND r2.id > r1.id"
             " JOIN prompts p ON p.id = r1.prompt_id"
             " WHERE r1.text != r2.text AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.kind = 'pick'"

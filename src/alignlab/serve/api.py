@@ -25,8 +25,9 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import secrets
 import re
+import secrets
+import sqlite3
 import threading
 from collections import OrderedDict
 from contextlib import asynccontextmanager
@@ -270,6 +271,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):
+        if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+            return _error(503, "the feedback database is busy: another process holds its write lock (a running "
+                               "`alignlab rate`, loop or import?); nothing was saved, try again", "database_busy",
+                          "server_error")
         logging.getLogger("alignlab.serve").exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, f"internal error ({type(err).__name__}); the server's log has the details", None, "server_error")
 
@@ -292,7 +297,7 @@ def _record(s, j: Judgement, rater: str) -> int:
     """Store one judgement from the page: the duplicate and blindness checks and the insert in one write transaction
     (two racing clicks count once); committed (WAL, synchronous=FULL) before the page hears back."""
     with s.transaction():
-        if j.kind != "rewrite" and (done := s.standing(rater, j.kind, j.response_id, j.other_response_id)):
+        if done := s.standing(rater, j.kind, j.response_id, j.other_response_id, j.rewrite_text):
             raise ApiError(409, f"{rater} already judged this ({j.kind} #{done}); undo it to judge again",
                            "already_judged")  # a second click or key on the same item would count twice
         if j.kind == "pick" and j.other_response_id is not None and s.revealed(rater, j.response_id,
@@ -368,7 +373,8 @@ def _add_rating_routes(app: FastAPI, store) -> None:
                 with sessions_lock:
                     if jid in sessions.get(token, []):
                         sessions[token].remove(jid)
-                return {"undone": {k: row[k] for k in ("id", "kind", "value", "response_id", "other_response_id")},
+                return {"undone": {k: row.get(k) for k in ("id", "kind", "value", "response_id", "other_response_id",
+                                                       "rewrite_text")},
                         "key": _undone_key(row)}
         return {"undone": None, "key": None}
 

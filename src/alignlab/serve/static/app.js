@@ -19,13 +19,22 @@ async function api(path, body) {
   const headers = { "Content-Type": "application/json" };
   const key = localStorage.getItem("alignlab.apiKey");
   if (key) headers["Authorization"] = "Bearer " + key;
-  const res = await fetch(path, body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) });
+  let res;
+  try {
+    res = await fetch(path, body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) });
+  } catch (err) {  // the server is gone: say so, and that nothing was saved
+    throw new Error((body === undefined ? "" : "not saved: ") + "cannot reach the server (is alignlab ui still running?)");
+  }
   const data = await res.json().catch(() => ({}));
   if (res.status === 401) {
     const entered = window.prompt("This server needs its API key (ALIGNLAB_API_KEY):");
     if (entered) { localStorage.setItem("alignlab.apiKey", entered); return api(path, body); }
   }
-  if (!res.ok) throw new Error((data.error && data.error.message) || res.status + " " + res.statusText);
+  if (!res.ok) {
+    const err = new Error((data.error && data.error.message) || res.status + " " + res.statusText);
+    err.code = data.error && data.error.code;
+    throw err;
+  }
   return data;
 }
 
@@ -41,6 +50,7 @@ async function loadNext() {
   const q = new URLSearchParams({ rater: rater(), mode: mode(), skip: [...state.skipped].join(",") });
   const round = new URLSearchParams(location.search).get("round");  // ?round=N: only that round's answers
   if (round !== null && /^\d+$/.test(round)) q.set("round", round);
+  else if (round !== null) { setStatus(`?round=${round} is not a round number: showing every round`, true); }
   if (state.first) q.set("first", state.first);
   state.first = null;
   const data = await api("/api/next?" + q);
@@ -73,14 +83,27 @@ function act(fn) {
   return queue;
 }
 
-// fields(item) reads the item on screen when the action runs, not when the key was pressed: two quick keys
-// judge two items, not the first one twice.
-function judge(kind, fields) {
+// A key judges the item on screen when its action runs (type-ahead: two quick keys judge two items). A click
+// or a rewrite judges the item that was on screen when it happened (``key``), or nothing: a double click must
+// not judge the next item, which its rater never saw.
+function judge(kind, fields, key) {
   return act(async () => {
     if (!state.item) return;
+    if (key !== undefined && state.item.key !== key) return;  // the click's item is saved already
     if (!rater()) { setStatus("enter your name (rater) first", true); return; }
+    if (kind !== "rewrite" && unsavedRewrite()) return;
     const body = Object.assign({ kind, rater: rater() }, fields(state.item));
-    const res = await api("/api/judge", body);
+    setStatus("saving…");
+    let res;
+    try {
+      res = await api("/api/judge", body);
+    } catch (err) {
+      if (err.code !== "already_judged") throw err;
+      setStatus(`${err.message}: it was rated already (in another tab?); here is the next one`, true);
+      await loadNext();
+      return;
+    }
+    if (kind === "rewrite") $("rewrite").value = "";
     const what = kind === "rewrite" ? "rewrite" : `${kind} ${body.value}`;
     const shown = res.revealed ? ` · A was ${res.revealed.a}, B was ${res.revealed.b}` : "";
     setStatus(`saved #${res.id} (${what})${shown}`);
@@ -88,19 +111,29 @@ function judge(kind, fields) {
   });
 }
 
-const single = (kind, value) => judge(kind, (it) => ({ response_id: it.response_id, value }));
-const pick = (value) => judge("pick", (it) => ({ response_id: it.a.id, other_response_id: it.b.id, value }));
+// a rewrite typed in the box is never thrown away by moving on: save it or empty the box first
+function unsavedRewrite() {
+  if (mode() !== "single" || !$("rewrite").value.trim()) return false;
+  setStatus("there is an unsaved rewrite in the box: save it (Ctrl+Enter) or empty it, then rate or skip", true);
+  return true;
+}
+
+const onScreen = () => (state.item ? state.item.key : null);
+const single = (kind, value, key) => judge(kind, (it) => ({ response_id: it.response_id, value }), key);
+const pick = (value, key) => judge("pick", (it) => ({ response_id: it.a.id, other_response_id: it.b.id, value }), key);
 
 function saveRewrite() {
   const text = $("rewrite").value;
   if (!text.trim()) { setStatus("rewrite is empty: nothing saved", true); return; }
   $("rewrite").blur();
-  return judge("rewrite", (it) => ({ response_id: it.response_id, rewrite_text: text }));
+  return judge("rewrite", (it) => ({ response_id: it.response_id, rewrite_text: text }), onScreen());
 }
 
-function skip() {
+function skip(key) {
   return act(async () => {
     if (!state.item) return;
+    if (key !== undefined && state.item.key !== key) return;
+    if (unsavedRewrite()) return;
     state.skipped.add(state.item.key);
     setStatus(`skipped (comes back next session)`);
     await loadNext();
@@ -117,6 +150,7 @@ function undo() {
     state.first = res.key;
     setStatus(`undid #${u.id} (${u.kind === "rewrite" ? "rewrite" : u.kind + " " + u.value})`);
     await loadNext();
+    if (u.kind === "rewrite" && state.item && state.item.key === res.key) $("rewrite").value = u.rewrite_text || "";
   });
 }
 
@@ -198,6 +232,7 @@ function show(view) {
 function typing(target) { return target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT"); }
 
 document.addEventListener("keydown", (ev) => {
+  if (ev.target === $("rater") && ev.key === "Enter") { $("rater").blur(); return; }  // keys after it rate, not type
   if (ev.target === $("rewrite")) {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); saveRewrite(); }
     if (ev.key === "Escape") $("rewrite").blur();
@@ -206,8 +241,7 @@ document.addEventListener("keydown", (ev) => {
   if (typing(ev.target) || ev.ctrlKey || ev.metaKey || ev.altKey || $("view-rate").hidden) return;
   const k = ev.key.toLowerCase();
   if (k === "s") return skip();
-  if (k === "z") return undo();
-  if (!state.item) return;
+  if (k === "z") return undo();  // no item yet (still loading)? the judgement waits its turn in the queue
   if (mode() === "single") {
     if (k === "u") single("thumb", 1);
     else if (k === "d") single("thumb", -1);
@@ -218,26 +252,35 @@ document.addEventListener("keydown", (ev) => {
   else if (k === "t") pick("tie");
 });
 
-$("up").onclick = () => single("thumb", 1);
-$("down").onclick = () => single("thumb", -1);
-document.querySelectorAll(".score").forEach((b) => { b.onclick = () => single("score", Number(b.dataset.score)); });
+$("up").onclick = () => single("thumb", 1, onScreen());
+$("down").onclick = () => single("thumb", -1, onScreen());
+document.querySelectorAll(".score").forEach((b) => { b.onclick = () => single("score", Number(b.dataset.score), onScreen()); });
 $("save-rewrite").onclick = saveRewrite;
-$("pick-a").onclick = () => pick("a");
-$("pick-b").onclick = () => pick("b");
-$("pick-tie").onclick = () => pick("tie");
-$("skip").onclick = skip;
+$("pick-a").onclick = () => pick("a", onScreen());
+$("pick-b").onclick = () => pick("b", onScreen());
+$("pick-tie").onclick = () => pick("tie", onScreen());
+$("skip").onclick = () => skip(onScreen());
 $("undo").onclick = undo;
 $("tab-rate").onclick = () => show("rate");
 $("tab-rounds").onclick = () => show("rounds");
 
 $("rater").value = localStorage.getItem("alignlab.rater") || "";
-$("mode").value = new URLSearchParams(location.search).get("mode") || localStorage.getItem("alignlab.mode") || "single";
+const asked = new URLSearchParams(location.search).get("mode") || localStorage.getItem("alignlab.mode") || "single";
+$("mode").value = ["single", "pair"].includes(asked) ? asked : "single";
 $("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
-$("rater").onchange = () => { localStorage.setItem("alignlab.rater", rater()); state.skipped.clear(); act(loadNext); };
+$("rater").onchange = () => {
+  localStorage.setItem("alignlab.rater", rater());
+  state.skipped.clear();
+  if (rater()) setStatus(`rating as ${rater()}`);
+  act(loadNext);
+};
 $("mode").onchange = () => {
   localStorage.setItem("alignlab.mode", mode());
   $("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
   state.skipped.clear();
   act(loadNext);
 };
-act(loadNext);
+act(async () => {
+  if ($("mode").value !== asked) setStatus(`mode ${asked} is not one of single, pair: rating single answers`, true);
+  await loadNext();
+});
