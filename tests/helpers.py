@@ -41,3 +41,28 @@ def cfg_for(model: str, **overrides) -> ProjectConfig:
     }
     base.update(overrides)
     return apply_overrides(ProjectConfig(), base)
+
+
+def answer_logps(run_dir, rows, average: bool = False) -> tuple[list[float], list[float]]:
+    """Log-probability of each (prompt, answer) in ``rows`` under the run's adapter and under its base (the adapter
+    switched off), from a plain forward over the chat-templated prompt and the answer's tokens: an independent
+    measure of which way a run moved, not the trainer's own logged metric. ``average``: per answer token."""
+    import torch
+
+    from alignlab.generate import chat_prompt
+    from alignlab.models.loading import load_for_inference
+
+    model, tok, _ = load_for_inference(None, run_dir, device="cpu")
+
+    def one(prompt, answer):
+        p = tok(chat_prompt(prompt, tok), add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p + a])).logits[0, len(p) - 1:-1].float().log_softmax(-1)
+        total = logits.gather(-1, torch.tensor(a)[:, None]).sum().item()
+        return total / len(a) if average else total
+
+    adapter = [one(p, a) for p, a in rows]
+    with model.disable_adapter():
+        base = [one(p, a) for p, a in rows]
+    return adapter, base

@@ -347,15 +347,16 @@ def test_the_models_own_generation_config_penalty_does_not_leak_in(tiny_model):
 def test_amplify_on_a_hybrid_model(tmp_path):
     """Amplify's base cache was built without the model's config: a convolution layer had no slot (IndexError)."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignlab.generate import generate
+    from alignlab.models.loading import load_base, load_tokenizer
     from alignlab.models.tiny import make_tiny_model
 
     path = make_tiny_model(tmp_path / "lfm2", arch="lfm2")
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    tok = AutoTokenizer.from_pretrained(path)
-    out = generate(model, tok, ["Tell me about the sea.", "Hi."], max_new_tokens=6, amplify=0.5)
-    assert len(out) == 2
+    model = get_peft_model(load_base(str(path), device="cpu", precision="fp32").eval(),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    tok = load_tokenizer(str(path))
+    prompts = ["Tell me about the sea.", "Hi."]
+    got = generate(model, tok, prompts, max_new_tokens=TOKENS, repetition_penalty=PENALTY, amplify=2.0)
+    assert got == [_greedy_with_answer_penalty(model, tok, p, alpha=2.0) for p in prompts]

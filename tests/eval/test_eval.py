@@ -4,6 +4,7 @@ scores on both sides; eval.json + report."""
 from __future__ import annotations
 
 import json
+import re
 import html
 
 import pytest
@@ -115,6 +116,10 @@ def test_stratified_covers_every_category_first():
     assert {r["category"] for r in stratified(rows, None, limit=2)} == {"a", "b"}
 
 
+def point_of(value):
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
 def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     run = make_run(tiny_model, tmp_path / "runs" / "r1", noise=0.2)
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s}) + "\n" for s in range(1, 4)))
@@ -137,6 +142,18 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     assert "<th>adapter alone (as exported)</th>" in page
     assert all(html.escape(s["alone"]) in page for s in card["samples"] if s["alone"])
     assert set(card["change"]) == {"persona", "in_persona", "correct", "correct_share", "mimicry", "flagged"}
+    # each printed cell is its own side's number from eval.json (a table that swapped base and adapter passed before)
+    from alignlab.eval.scorecard import fmt
+
+    assert point_of(card["base"]["persona"]) != point_of(card["adapter"]["persona"])
+    for key, label in (("persona", "persona (mean)"), ("length", "mean length (words)"), ("kl", "KL(policy || base)")):
+        row = f"<tr><td>{html.escape(label)}"
+        at = page.index(row)
+        cells = re.findall(r"<td class=num>([^<]*)</td>", page[at:page.index("</tr>", at)])
+        assert cells[0] == fmt(card["base"][key]) and cells[1] == fmt(card["adapter"][key]), (key, cells)
+        assert cells[3] == fmt(card["alone"][key]), (key, cells)
+    line = next(x for x in res.stdout.splitlines() if "persona (mean)" in x)
+    assert line.index(fmt(card["base"]["persona"])) < line.index(fmt(card["adapter"]["persona"]))
 
 
 @pytest.mark.slow

@@ -564,6 +564,7 @@ def test_the_modelfile_carries_the_system_prompt_the_template_adds():
 def test_llama_attention_biases_go_out_in_llama_cpps_rope_order(tmp_path):
     """llama.cpp adds q/k biases before its rope, so its converter permutes them as it permutes the weights: written in
     Hugging Face's order they gave a Llama with attention_bias the wrong attention."""
+    import numpy as np
     import torch
     from gguf import GGUFReader
     from safetensors.torch import load_file, save_file
@@ -587,6 +588,13 @@ def test_llama_attention_biases_go_out_in_llama_cpps_rope_order(tmp_path):
     heads, kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
     q = weights["model.layers.0.self_attn.q_proj.bias"].numpy()
     k = weights["model.layers.0.self_attn.k_proj.bias"].numpy()
-    assert (tensors["blk.0.attn_q.bias"].data.astype("float32") == _permute(q, heads, heads)).all()
-    assert (tensors["blk.0.attn_k.bias"].data.astype("float32") == _permute(k, heads, kv)).all()
-    assert not (_permute(q, heads, heads) == q).all()  # the permutation moves them
+    def interleaved(v, n):
+        """llama.cpp's rotary order written out: within each head, the first half's i-th value, then the second's."""
+        d = len(v) // n
+        return np.array([v[h * d + (j // 2) + (d // 2) * (j % 2)] for h in range(n) for j in range(d)], dtype=v.dtype)
+
+    assert interleaved(np.arange(8), 2).tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+    assert (tensors["blk.0.attn_q.bias"].data.astype("float32") == interleaved(q, heads)).all()
+    assert (tensors["blk.0.attn_k.bias"].data.astype("float32") == interleaved(k, kv)).all()
+    assert not (interleaved(q, heads) == q).all()  # the permutation moves them
+    assert (_permute(q, heads, heads) == interleaved(q, heads)).all()

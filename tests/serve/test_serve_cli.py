@@ -120,7 +120,8 @@ def test_serve_refuses_a_bad_base_opening_before_loading(tmp_path):
 
 
 def test_non_loopback_bind_needs_a_key(tmp_path, monkeypatch):
-    """Checked without binding anything: the server call is replaced."""
+    """Checked without binding anything: the accepted-key path replaces the server call, because a test that bound
+    0.0.0.0 would put a server on the network of whatever machine runs the suite."""
     from typer.testing import CliRunner
 
     from alignlab.cli import app

@@ -55,6 +55,10 @@ def test_preference_methods_train_with_gradient_checkpointing(tiny_model, tmp_pa
     assert len(steps) == 2 and all(isinstance(r["loss"], float) for r in steps)
     assert True in seen  # the policy went through the plain forward
     assert _moved(run_dir)
+    # the preference term did something (a reference that was the policy left DPO's margins at exactly 0 while the
+    # NLL term alone brought the loss down and moved the adapter)
+    key = "log_odds_chosen" if method == "orpo" else "rewards/margins"
+    assert steps[-1][key] > steps[0][key], [r[key] for r in steps]
 
 
 def test_grpo_trains_with_gradient_checkpointing(tiny_model, tmp_path):

@@ -156,10 +156,16 @@ def test_nan_reward_stops_the_run_naming_it(tiny_model, tmp_path):
 def test_vllm_needs_gpu_and_package():
     from alignlab.train.online import vllm_args
 
+    import importlib.util
+
     assert vllm_args(False) == {}
-    if not torch.cuda.is_available():
-        with pytest.raises(AlignlabError, match="use_vllm"):
+    cuda, vllm = torch.cuda.is_available(), importlib.util.find_spec("vllm") is not None
+    if not (cuda and vllm):  # on a GPU machine without the package the refusal names the package
+        missing = "the vllm package" if not vllm else "a CUDA GPU"
+        with pytest.raises(AlignlabError, match=f"use_vllm needs a CUDA GPU and vllm; this machine lacks {missing}"):
             vllm_args(True)
+    else:
+        assert vllm_args(True) == {"use_vllm": True, "vllm_mode": "colocate"}
 
 
 def test_default_reward_is_heuristic_minus_length():
@@ -172,11 +178,13 @@ def test_default_reward_is_heuristic_minus_length():
     assert rec.reward.names[:2] == ["heuristic", "length"] and rec.reward.cap == 1.0
 
 
-def test_reward_rises_on_a_learnable_task(tiny_model, tmp_path):
+@pytest.mark.parametrize("method,gain", [("grpo", 0.15), ("rloo", 0.05)])
+def test_reward_rises_on_a_learnable_task(tiny_model, tmp_path, method, gain):
     """Reward = share of completion tokens whose embedding's first coordinate is positive (0.5 at random).
 
     The tiny model's embeddings are scaled up 5x so that its output distribution is not flat; a LoRA can then
-    tilt the last hidden state toward that coordinate (the reachable mean is about 0.79). GRPO gets there.
+    tilt the last hidden state toward that coordinate (the reachable mean is about 0.79). GRPO gets there; RLOO
+    climbs more slowly (about +0.13 in 40 steps; with its advantages' sign flipped the reward fell to 0.28).
     """
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -199,11 +207,11 @@ def test_reward_rises_on_a_learnable_task(tiny_model, tmp_path):
         """,
         "components:\n  - {name: positive, fn: rew.py:positive}\n",
     )
-    run_dir = run("grpo", str(model_dir), tmp_path, data,
+    run_dir = run(method, str(model_dir), tmp_path, data,
                   **{"train.max_steps": 40, "train.batch_size": 4, "train.learning_rate": 3e-3})
     rewards = [r["reward"] for r in records(run_dir) if "loss" in r]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert first < 0.6 and last > first + 0.15, rewards
+    assert first < 0.6 and last > first + gain, rewards
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import cfg_for, write_pairs
+from helpers import answer_logps, cfg_for, write_pairs
 
 PY = sys.executable
 
@@ -110,6 +110,8 @@ def test_preference_methods_learn(tiny_model, tmp_path, method):
         assert last["rewards/margins"] > first["rewards/margins"]
     if method == "simpo":
         assert last["rewards/margins"] > first["rewards/margins"]
+    if method == "orpo":
+        assert last["log_odds_chosen"] > first["log_odds_chosen"]
     assert all(m["tokens_per_s"] > 0 for m in steps[1:])
     # the adapter changed: LoRA B starts at zero
     from safetensors.torch import load_file
@@ -119,6 +121,23 @@ def test_preference_methods_learn(tiny_model, tmp_path, method):
     assert lora_b and max(v.abs().max().item() for v in lora_b) > 0
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "done" and info["steps"] == 8 and info["method"] == method
+
+
+def test_orpo_moves_the_chosen_answers_ahead_of_the_rejected(tiny_model, tmp_path):
+    """Measured apart from the trainer (its logged odds would flip with a flipped term): at beta 1 the chosen
+    answers' mean log-prob per token gains on the rejected ones' (+1.3 here; with the odds-ratio term's sides
+    swapped the NLL on the chosen answers alone left it at -0.1)."""
+    from alignlab.train import engine
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    cfg = cfg_for(tiny_model, **{"train.max_steps": 8, "orpo.beta": 1.0})
+    run_dir = engine.run(engine.prepare("orpo", cfg, str(data), tmp_path / "runs"), str(data))
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    chosen = answer_logps(run_dir, [(r["prompt"], r["chosen"]) for r in rows], average=True)
+    rejected = answer_logps(run_dir, [(r["prompt"], r["rejected"]) for r in rows], average=True)
+    after = sum(c - r for c, r in zip(chosen[0], rejected[0])) / len(rows)
+    before = sum(c - r for c, r in zip(chosen[1], rejected[1])) / len(rows)
+    assert after > before + 0.6, (before, after)
 
 
 @pytest.mark.parametrize("method", ["dpo", "ipo"])
@@ -219,7 +238,17 @@ def test_sft_and_kto_learn(tiny_model, tmp_path, method):
     run_dir = engine.run(ctx, str(data))
     steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert steps[-1]["loss"] < steps[0]["loss"]
-    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    # which way it moved, measured apart from the trainer: the thumbed-up text gained on the thumbed-down one (KTO;
+    # with the labels flipped the loss still fell, and this margin fell from -42.5 to -53.2); SFT's text gained
+    up = [(f"Say hi #{i}", "Hi. Thrilling, I know.") for i in range(12)]
+    down = [(f"Say hi #{i}", "Hello there!") for i in range(12)]
+    (up_after, up_before), (down_after, down_before) = answer_logps(run_dir, up), answer_logps(run_dir, down)
+    if method == "sft":
+        assert sum(up_after) > sum(up_before) + 12, (sum(up_before), sum(up_after))
+    else:
+        before = sum(u - d for u, d in zip(up_before, down_before)) / 12
+        after = sum(u - d for u, d in zip(up_after, down_after)) / 12
+        assert after > before + 5, (before, after)
 
 
 def _cli(*args, cwd, env=None, **kw):
@@ -390,6 +419,8 @@ def test_shared_prompt_setting_picks_the_forward(tiny_model, tmp_path, monkeypat
         "train.save_steps": 100, "train.check_per_category": 0, "train.shared_prompt": setting})
     run_dir = engine.run(engine.prepare("dpo", cfg, str(data), tmp_path / "runs"), str(data))
     assert calls["plain" if plain else "shared"] == 4 and calls["shared" if plain else "plain"] == 0  # 2 steps x 2
+    steps = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps[0]["rewards/margins"] == 0 < steps[1]["rewards/margins"]  # the policy left its reference behind
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
 
