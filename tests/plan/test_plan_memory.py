@@ -206,6 +206,22 @@ def test_planned_steps_count_the_last_short_batch_of_every_epoch():
                     examples=14, epochs=1).total_steps == 2
 
 
+def test_processes_split_the_examples_and_each_rents_a_card():
+    """--processes 2: 16 pairs in batches of 2 per process are 4 steps, not 8 (DistributedSampler gives each
+    process ceil(16 / 2) = 8 rows); 15 pairs are still 4 (8 rows and a padded 8th). The memory is per process, the
+    rental cost is two cards' for the same time."""
+    one = Workload(method="dpo", batch=2, prompt_len=8, completion_len=8, examples=16)
+    two = Workload(method="dpo", batch=2, prompt_len=8, completion_len=8, examples=16, processes=2)
+    assert (one.total_steps, two.total_steps) == (8, 4)
+    assert Workload(method="dpo", batch=2, prompt_len=8, completion_len=8, examples=15, processes=2).total_steps == 4
+    gpu = Device(key="gpu", name="g", memory_bytes=80e9, peak_flops=1e14, bandwidth=1e12, kind="cuda", usd_per_hour=2.0)
+    a, b = estimate(TINY, one, gpu), estimate(TINY, two, gpu)
+    assert b.peak_bytes == a.peak_bytes
+    assert b.cost_usd == pytest.approx(2 * 2.0 * (b.step["total"] * 4 + b.once_s) / 3600)
+    with pytest.raises(AlignlabError, match="processes must be at least 1"):
+        Workload(method="dpo", processes=0)
+
+
 def test_a_cuda_device_name_finds_its_own_row():
     """Matching a key's last part anywhere took an H100 ('NVIDIA H100 80GB HBM3') for an A100 80GB and an L40S for
     an L4: every part of the key must be a word of the name."""

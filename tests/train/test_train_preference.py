@@ -309,15 +309,44 @@ def test_nan_loss_stops_without_writing_an_adapter(tiny_model, tmp_path):
 
 
 def test_two_cpu_processes_end_with_the_same_adapter(tiny_model, tmp_path):
+    """Two processes of batch 2 over 16 pairs: 4 steps (the plan said 8, one process's count), tokens counted over
+    both processes (rank 0's alone was half), the run directory printed once (twice before), and a --resume without
+    --processes relaunches both (in one process it trained 8 steps to another adapter)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
     data = write_pairs(tmp_path / "pairs.jsonl")
-    out = _cli("train", "dpo", "--model", tiny_model, "--data", str(data), "--max-steps", "3", "--batch-size", "2",
-               "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0", "--processes", "2", "--name", "ddp",
-               cwd=tmp_path, timeout=300)
+    common = ["--model", tiny_model, "--data", str(data), "--set", "train.sample_prompts=0",
+              "--set", "train.check_per_category=0", "--set", "train.group_by_length=false"]
+    out = _cli("train", "dpo", *common, "--batch-size", "2", "--set", "train.save_steps=1", "--processes", "2",
+               "--name", "ddp", cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    ranks = sorted((tmp_path / "runs" / "ddp" / "ranks").glob("rank-*.json"))
+    run = tmp_path / "runs" / "ddp"
+    assert out.stdout.split() == [str(Path("runs") / "ddp")]
+    ranks = sorted((run / "ranks").glob("rank-*.json"))
     digests = {json.loads(p.read_text())["sha256"] for p in ranks}
     assert len(ranks) == 2 and len(digests) == 1
-    assert (tmp_path / "runs" / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    info = json.loads((run / "run.json").read_text())
+    assert info["processes"] == 2 and info["steps"] == 4 and info["plan"]["estimate"]["steps"] == 4
+    one = _cli("train", "dpo", *common, "--batch-size", "4", "--name", "one", cwd=tmp_path, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    tokens = [[json.loads(x)["tokens"] for x in (tmp_path / "runs" / n / "metrics.jsonl").read_text().splitlines()
+               if '"loss"' in x][-1] for n in ("ddp", "one")]
+    assert tokens[0] == tokens[1], tokens  # the same 16 pairs, counted once each
+    resumed = tmp_path / "runs" / "resumed"
+    shutil.copytree(run, resumed)
+    shutil.rmtree(resumed / "adapter")
+    shutil.rmtree(resumed / "checkpoints" / "checkpoint-4")
+    (resumed / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    again = _cli("train", "dpo", "--resume", str(resumed), cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "launching 2 processes" in again.stderr and json.loads((resumed / "run.json").read_text())["steps"] == 4
+    a, b = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (run, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = _cli("train", "dpo", "--resume", str(resumed), "--processes", "3", cwd=tmp_path, timeout=300)
+    assert other.returncode == 2 and "was trained in 2 processes, not 3" in other.stderr
 
 
 def test_resume_from_the_last_step_or_inside_a_later_epoch_matches_the_uninterrupted_run(tiny_model, tmp_path):

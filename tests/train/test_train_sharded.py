@@ -73,8 +73,12 @@ def test_sharded_configs_without_cuda_are_refused(tmp_path, kind):
     cfg.write_text(f"distributed_type: {kind}\nnum_processes: 2\n")
     with pytest.raises(AlignlabError, match=f"{kind} .* needs CUDA GPUs; this machine has none"):
         check_accelerate_config(cfg)
-    (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_CPU\nnum_processes: 2\n")
-    check_accelerate_config(tmp_path / "ddp.yaml")  # plain data parallel passes
+    # what `accelerate config` writes for CPU processes: `accelerate launch` ran it as one process, saying nothing
+    (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nuse_cpu: true\n")
+    with pytest.raises(AlignlabError, match="runs as one process here — for data-parallel CPU processes use --processes N"):
+        check_accelerate_config(tmp_path / "ddp.yaml")
+    (tmp_path / "one.yaml").write_text("distributed_type: NO\nnum_processes: 1\n")
+    check_accelerate_config(tmp_path / "one.yaml")  # one plain process passes
 
 
 @pytest.mark.parametrize("config, refused", [

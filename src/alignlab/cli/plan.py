@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="optimizer steps (default: one pass over --examples)"),
         examples: int = typer.Option(1000, "--examples", min=1, help="dataset rows (pairs, prompts)"),
         epochs: float = typer.Option(1.0, "--epochs", min=0.01, max=10_000, help="passes over the data"),
+        processes: int = typer.Option(1, "--processes", min=1, help="data-parallel processes (one per GPU): each "
+                                      "takes 1/N of the examples, so 1/N of the steps; memory is per process"),
         gpu: Optional[str] = typer.Option(None, "--gpu", help="show this GPU in detail (default: the cheapest that fits)"),
         cpu: bool = typer.Option(False, "--cpu", help="this machine, measured now (matmul GFLOP/s, bandwidth, free memory)"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
             num_generations=generations or d.online.num_generations,
             grad_ckpt=gradient_checkpointing if gradient_checkpointing is not None else mode == "qlora", vllm=vllm,
             reward_params=resolve_shape(reward_model).total_params if reward_model else 0,
-            steps=steps, examples=examples, epochs=epochs,
+            steps=steps, examples=examples, epochs=epochs, processes=processes,
             # as training decides it (preference.reference_plan): DPO computes its reference once from the second epoch
             precompute_ref=method == methods.DPO and d.dpo.precompute_ref != "off" and epochs > 1,
         )

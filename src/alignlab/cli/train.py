@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +114,9 @@ def check_accelerate_config(path: Path) -> None:
         zero = int((conf.get("deepspeed_config") or {}).get("zero_stage") or 0)
     except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError) as err:
         raise AlignlabError(f"cannot read accelerate config {path}: {err}") from err
+    if kind in ("MULTI_CPU", "NO") and processes > 1 or kind == "MULTI_CPU":
+        raise AlignlabError(f"{path} asks for {processes} {kind} processes, which `accelerate launch` runs as one "
+                            "process here", fix="for data-parallel CPU processes use --processes N instead")
     if kind in ("FSDP", "DEEPSPEED") and not torch.cuda.is_available():
         raise AlignlabError(f"{kind} (from {path}) needs CUDA GPUs; this machine has none",
                             fix="on CPUs use --processes N (data-parallel over gloo)")
@@ -127,20 +132,52 @@ def check_accelerate_config(path: Path) -> None:
 
 def _launch(processes: int, accelerate_config: Optional[Path], run_dir: Path) -> None:
     """Re-run this command under torchrun (N local processes) or `accelerate launch` (FSDP/DeepSpeed on GPUs)."""
+    from alignlab.progress import console
+
+    console.print(f"[alignlab] launching {processes} processes -> {run_dir}")
     args = _strip_launch_flags(sys.argv[1:]) + ["--run-dir", str(run_dir)]
     if accelerate_config is not None:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        from alignlab.progress import console
-
+        cmd = [sys.executable, "-m", "alignlab.train.launch", "--standalone", f"--nproc_per_node={processes}"]
         console.print("[yellow]note: while it runs, torch's rendezvous store listens on every network interface "
                       "without authentication; keep its ports firewalled from other machines[/]")
     cmd += ["-m", "alignlab", *args]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // max(processes, 1)))))
-    code = subprocess.run(cmd, env=env).returncode
+    code = _supervise(cmd, env)
     if code:
         raise typer.Exit(code)
+
+
+def _launched(processes: int, accelerate_config: Optional[Path], run_dir: Path) -> None:
+    """_launch, and a run stopped before rank 0 began it (no run.json) leaves no directory: it has nothing to resume,
+    and an empty runs/NAME was refused by --name and unusable by --resume."""
+    try:
+        _launch(processes, accelerate_config, run_dir)
+    except (KeyboardInterrupt, typer.Exit) as stop:
+        if not (run_dir / "run.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(stop, KeyboardInterrupt):
+            raise typer.Exit(128 + signal.SIGINT) from None
+        raise
+
+
+def _supervise(cmd: list[str], env: dict) -> int:
+    """Run the launcher in its own session and hand it the signals this command gets (Ctrl-C, kill, a scheduler's
+    SIGTERM): it stops the workers, which mark the run interrupted, and we wait for that. Left to subprocess.run, a
+    Ctrl-C SIGKILLed the launcher and a SIGTERM ended this command alone; either way the workers trained on."""
+    got = []
+    before = {sig: signal.signal(sig, lambda sig, frame: got.append(sig)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        for sig in got:  # one that came while it started
+            proc.send_signal(sig)
+        for sig in before:
+            signal.signal(sig, lambda sig, frame: proc.send_signal(sig))
+        return proc.wait()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def register(app: typer.Typer) -> None:
@@ -187,6 +224,7 @@ def register(app: typer.Typer) -> None:
             _nothing_else_with_resume(locals())
             resume = rundir.check_run_dir(resume)
             cfg, data, init_adapter, skip_invalid, root = _resumed(resume, method)
+            processes = _resumed_processes(resume, processes)
             run_dir = resume
         else:
             overrides = {
@@ -205,12 +243,12 @@ def register(app: typer.Typer) -> None:
             if "LOCAL_RANK" not in os.environ:
                 engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
                 if accelerate_config is not None:  # checked before the run directory is made
+                    if processes > 1:
+                        raise AlignlabError("--processes and --accelerate-config both set how many processes run",
+                                            fix="set num_processes in the accelerate config, or drop the config")
                     check_accelerate_config(accelerate_config)
                 target = run_dir or rundir.new_run_dir(runs_dir, method, name)
-                console.print(f"[alignlab] launching {processes} processes -> {target}")
-                _launch(processes, accelerate_config, target)
-                console.print(f"[green]done[/]: {target}")
-                print(target)
+                _launched(processes, accelerate_config, target)  # rank 0 prints the run directory on stdout
                 return
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -254,6 +292,20 @@ def _resumed(resume: Path, method: str):
         raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
     return (cfg, info["data"], Path(info["init_adapter"]) if info.get("init_adapter") else None,
             bool(info.get("skip_invalid")), find_project(resume))
+
+
+def _resumed_processes(resume: Path, processes: int) -> int:
+    """A resumed run trains in as many processes as it started with (run.json's ``processes``): with another count
+    the steps differ (a 2-process run of 4 steps resumed in one process trained 8)."""
+    from alignlab import rundir
+
+    recorded = int(rundir.read_run(resume).get("processes") or 1)
+    if "LOCAL_RANK" in os.environ or processes == recorded:
+        return processes
+    if processes != 1:
+        raise AlignlabError(f"{resume} was trained in {recorded} process{'es' if recorded > 1 else ''}, not {processes}",
+                            fix="drop --processes: --resume runs it as it started")
+    return recorded
 
 
 def _refuse_taken(runs_dir: Path, name: str | None, run_dir: Path | None) -> None:

@@ -94,13 +94,14 @@ class Workload:
     steps: int | None = None
     examples: int | None = None
     epochs: float = 1.0
+    processes: int = 1  # data-parallel processes (--processes): each takes 1/N of the examples, and its own memory
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise AlignlabError(f"unknown method '{self.method}'", fix="one of: " + ", ".join(METHODS))
         if self.mode not in ("lora", "qlora", "full"):
             raise AlignlabError(f"unknown mode '{self.mode}'", fix="lora, qlora or full")
-        for k in ("batch", "grad_accum", "num_generations"):
+        for k in ("batch", "grad_accum", "num_generations", "processes"):
             if getattr(self, k) < 1:
                 raise AlignlabError(f"{k} must be at least 1, got {getattr(self, k)}")
         if self.prompt_len < 0 or self.completion_len < 1:
@@ -117,8 +118,9 @@ class Workload:
     def total_steps(self) -> int:
         if self.steps:
             return int(self.steps)
-        if self.examples:  # as the trainer counts: a last short batch is a step, every epoch
-            per_epoch = math.ceil(math.ceil(self.examples / self.batch) / self.grad_accum)
+        if self.examples:  # as the trainer counts: a last short batch is a step, every epoch; N processes split them
+            per_process = math.ceil(self.examples / self.processes)
+            per_epoch = math.ceil(math.ceil(per_process / self.batch) / self.grad_accum)
             return max(1, math.ceil(per_epoch * self.epochs))
         return 100
 
@@ -373,7 +375,8 @@ def estimate(shape: ModelShape, w: Workload, device: Device, factors: dict | Non
     step = step_seconds(shape, w, device, factors)
     steps = w.total_steps
     once = once_seconds(shape, w, device, factors)
-    cost = None if device.usd_per_hour is None else device.usd_per_hour * (step["total"] * steps + once) / 3600
+    # N processes rent N cards for the run's time
+    cost = None if device.usd_per_hour is None else device.usd_per_hour * w.processes * (step["total"] * steps + once) / 3600
     trainable = shape.total_params if w.mode == "full" else shape.lora_params(w.lora_r)
     return Estimate(
         model=shape.name, params=shape.total_params, trainable_params=trainable, method=w.method, mode=w.mode,

@@ -8,6 +8,8 @@ estimate, so ``alignlab plan --calibrate`` can re-estimate old runs with the cur
 
 from __future__ import annotations
 
+import os
+
 import resource
 import statistics
 import sys
@@ -158,6 +160,7 @@ def workload_from_context(ctx) -> Workload:
         steps=t.max_steps if t.max_steps > 0 else None,
         examples=len(ctx.rows),
         epochs=t.epochs,
+        processes=int(os.environ.get("WORLD_SIZE", "1")),
     )
 
 
@@ -222,8 +225,9 @@ def before_training(ctx) -> dict | None:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
+    each = f" per process ({w.processes}: {est.peak_gib * w.processes:.2f} GiB in all)" if w.processes > 1 else ""
     console.print(
-        f"[alignlab] plan: peak about {est.peak_gib:.2f} GiB of {dev.memory_bytes / GIB:.0f} GiB, "
+        f"[alignlab] plan: peak about {est.peak_gib:.2f} GiB{each} of {dev.memory_bytes / GIB:.0f} GiB, "
         f"about {est.step['total']:.2f} s per step, {est.steps} steps = {hours_text(est.total_hours)} on {dev.name}",
         markup=False,
     )

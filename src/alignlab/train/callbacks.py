@@ -46,7 +46,7 @@ class AlignlabTrainerMixin:
     _al_last = (0, None)  # (tokens, time) at the previous log
 
     def training_step(self, model, inputs, *args, **kwargs):
-        self._al_tokens += self._count_tokens(inputs)
+        self._al_tokens += self._over_processes(self._count_tokens(inputs))
         loss = super().training_step(model, inputs, *args, **kwargs)
         if not torch.isfinite(loss).all():
             raise NonFiniteLoss(
@@ -55,6 +55,13 @@ class AlignlabTrainerMixin:
                 fix="lower the learning rate or check the data and rewards",
             )
         return loss
+
+    def _over_processes(self, count: int) -> int:
+        """A count summed over the run's processes: every process trains every step, so the collective is safe here
+        (rank 0's count alone put tokens/s at 1/N of the run's with --processes N)."""
+        if self.accelerator.num_processes == 1:
+            return count
+        return int(self.accelerator.reduce(torch.tensor(count, device=self.accelerator.device), reduction="sum"))
 
     def _count_tokens(self, inputs) -> int:
         """Non-padding tokens in a batch (recipes with other batch layouts override this)."""

@@ -81,6 +81,9 @@ class RunContext:
             fp16=t.precision == "fp16" and self.device.startswith("cuda") and self.lora,
             gradient_checkpointing=gc,
             dataloader_num_workers=0,
+            # with --processes: every LoRA factor takes part in every forward, so DDP need not search the graph for
+            # unused parameters each step (it warned so, twice per run)
+            ddp_find_unused_parameters=False if self.lora else None,
             train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         )
         args.update(extra)
@@ -305,6 +308,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """How many processes train this run (torchrun and accelerate set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _whole(path: str) -> str:
     """A file as run.json and the run's config.yaml record it: resolved when it is there (a resume from another
     directory finds it), else as given (``bundled:`` names)."""
@@ -338,6 +346,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             init_adapter=str(ctx.init_adapter.parent.resolve()) if ctx.init_adapter else None,
             lora=cfg.lora.enabled,
             decoding=_decoding(ctx),
+            processes=world_size(),  # a resume relaunches as many: another count trains other steps
         )
     torch.manual_seed(cfg.train.seed)
     spec = methods.get(ctx.method)
@@ -378,7 +387,8 @@ def _failure_marked(run: rundir.Run, main: bool):
         if main:
             run.update(status="interrupted")
             method = run.info.get("method", "METHOD")
-            console.print(f"[yellow]interrupted[/]: continue with `alignlab train {method} --resume {run.path}`")
+            console.print(f"[yellow]interrupted[/]: continue with `alignlab train {method} --resume {run.path}`"
+                          + (f" (it runs {world_size()} processes again)" if world_size() > 1 else ""))
         raise
     except BaseException:
         if main and run.info.get("status") == "running":

@@ -71,7 +71,7 @@ class _OnlineMixin(AlignlabTrainerMixin):
     def _prepare_inputs(self, generation_batch):
         inputs = super()._prepare_inputs(generation_batch)
         if self.model.training and isinstance(inputs, dict) and "completion_mask" in inputs:
-            self._al_tokens += int(inputs["prompt_mask"].sum()) + int(inputs["completion_mask"].sum())
+            self._al_tokens += self._over_processes(int(inputs["prompt_mask"].sum()) + int(inputs["completion_mask"].sum()))
         return inputs
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,

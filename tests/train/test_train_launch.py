@@ -1,0 +1,68 @@
+"""`alignlab train --processes N` as a command: stopping it stops its workers, a run stopped before it began leaves
+nothing behind, and a failed process is one line, not torchrun's traceback. Real torchrun, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from helpers import write_pairs
+
+
+def _start(tiny_model, tmp_path, name, steps):
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    return subprocess.Popen(
+        [sys.executable, "-m", "alignlab", "train", "dpo", "--model", tiny_model, "--data", str(data), "-b", "2",
+         "--max-steps", str(steps), "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0",
+         "--processes", "2", "--name", name],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_stopping_the_command_stops_its_workers_and_marks_the_run(tiny_model, tmp_path):
+    """SIGTERM to the command alone (kill, a scheduler): it ended, and torchrun and both workers trained on."""
+    proc = _start(tiny_model, tmp_path, "long", 100_000)
+    metrics = tmp_path / "runs" / "long" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert metrics.exists(), "the run never logged a step"
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) >= 3  # torchrun and two workers
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert json.loads((tmp_path / "runs" / "long" / "run.json").read_text())["status"] == "interrupted"
+    assert "--resume runs/long" in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_a_run_stopped_before_it_began_leaves_no_directory(tiny_model, tmp_path):
+    """Ctrl-C while the workers start: an empty runs/NAME was left, which --name refused and --resume could not use."""
+    proc = _start(tiny_model, tmp_path, "early", 4)
+    for line in proc.stderr:  # the launch line comes just before torchrun starts
+        if "launching 2 processes" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert not (tmp_path / "runs" / "early").exists()
+
+
+def test_a_failed_process_is_one_line(tmp_path):
+    script = tmp_path / "work.py"
+    script.write_text("import os, sys\nsys.exit(3 if os.environ['RANK'] == '1' else 0)\n")
+    done = subprocess.run([sys.executable, "-m", "alignlab.train.launch", "--standalone", "--nproc_per_node=2",
+                           str(script)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 1
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert lines == ["error: process 1 of 2 exited with code 3, so the run stopped (its own message, if it wrote one, "
+                     "is above)"], done.stderr
