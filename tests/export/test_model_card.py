@@ -127,6 +127,9 @@ def test_a_run_with_no_warnings_says_so(tmp_path):
     card = render_card(run)
     assert "The run raised no warnings." in card and "5 rows (thumbs (unpaired))" in card
     assert "base_model: org/some-model" in card and 'from_pretrained("org/some-model")' in card
+    assert "processes" not in card
+    (run / "run.json").write_text(json.dumps({"method": "dpo", "model": "m", "data": "d.jsonl", "processes": 2}))
+    assert "| processes | 2 (data parallel: 2 x batch size per step) |" in render_card(run)
 
 
 def test_portable_names(tmp_path):

@@ -155,6 +155,8 @@ def _training_section(run_dir: Path, run: dict, cfg: dict, method: str) -> list[
                        ("precision", "precision")):
         if key in train:
             rows.append((label, train[key]))
+    if (processes := int(run.get("processes") or 1)) > 1:  # the batch above is each process's
+        rows.append(("processes", f"{processes} (data parallel: {processes} x batch size per step)"))
     if run.get("lora", True) and lora:
         rows.append(("LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}"
                      + (", 4-bit base (QLoRA)" if lora.get("qlora") else "")))
