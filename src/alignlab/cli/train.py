@@ -166,6 +166,10 @@ def _supervise(cmd: list[str], env: dict) -> int:
     """Run the launcher in its own session and hand it the signals this command gets (Ctrl-C, kill, a scheduler's
     SIGTERM): it stops the workers, which mark the run interrupted, and we wait for that. Left to subprocess.run, a
     Ctrl-C SIGKILLed the launcher and a SIGTERM ended this command alone; either way the workers trained on."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return subprocess.run(cmd, env=env).returncode
     got = []
     before = {sig: signal.signal(sig, lambda sig, frame: got.append(sig)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
