@@ -185,3 +185,17 @@ def test_a_seed_out_of_range_is_refused_with_the_config():
 
     with pytest.raises(AlignlabError, match="train.seed"):
         apply_overrides(ProjectConfig(), {"train.seed": -1})
+
+
+def test_a_run_name_is_found_in_the_commands_project(tmp_path, monkeypatch):
+    """`alignlab train dpo -p p1 --from t1` from outside p1 said "run directory not found: t1"."""
+    from alignlab.errors import AlignlabError
+    from alignlab.rundir import check_run_dir
+
+    run = tmp_path / "p1" / "runs" / "t1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert check_run_dir("t1", runs_dir=tmp_path / "p1" / "runs") == run
+    with pytest.raises(AlignlabError, match="run directory not found: t1"):
+        check_run_dir("t1")  # no project here, none named

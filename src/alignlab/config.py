@@ -50,8 +50,39 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _no_duplicates(loader, node, deep=False):
+    """A mapping whose key comes twice is an error at the second one: PyYAML kept the last silently (a second
+    `train:` section dropped the first one whole)."""
+    seen = {}
+    for key, _ in node.value:
+        if key.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden, as YAML means
+            continue
+        name = loader.construct_object(key, deep=True)
+        if isinstance(name, (str, int, float, bool)) and name in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{name}' (first on line {seen[name]})",
+                                                    key.start_mark)
+        if isinstance(name, (str, int, float, bool)):
+            seen[name] = key.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                        lambda loader, node: dict(_no_duplicates(loader, node, deep=True)))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes what _Loader reads back the same: a string such as '1e5' (a project named so) is quoted, since
+    _Loader would read it as a number."""
+
+
+_Dumper.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeDumper.yaml_implicit_resolvers.items()}
+for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
+    _Dumper.yaml_implicit_resolvers.setdefault(_first, [])
+    _Dumper.yaml_implicit_resolvers[_first] = list(dict.fromkeys(_Dumper.yaml_implicit_resolvers[_first] + _resolvers))
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML with :class:`_Loader` (numbers such as ``1e-8`` read as numbers)."""
+    """Parse YAML with :class:`_Loader` (numbers such as ``1e-8`` read as numbers; a key twice is an error)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -98,7 +129,7 @@ class LoraConfig(_Strict):
 class TrainConfig(_Strict):
     learning_rate: Optional[float] = Field(
         None, gt=0, description="peak learning rate (unset: the method's default, README: 'Method defaults')")
-    epochs: float = Field(1.0, gt=0, description="passes over the data")
+    epochs: float = Field(1.0, gt=0, le=10_000, description="passes over the data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
     batch_size: int = Field(4, ge=1, description="examples (pairs for preference methods) per device per step")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
@@ -289,6 +320,9 @@ class SamplingConfig(_Strict):
     @field_validator("base_opening", mode="before")
     @classmethod
     def _opening(cls, v):
+        if isinstance(v, bool):  # YAML reads on/yes/true as True, which int() took for a one-word opening
+            raise ValueError(f"base opening {v!r} (YAML reads on/yes/true as a boolean): give 'sentence', a number of "
+                             "words (1 or more), or 'off'")
         v = parse_base_opening(v)
         return None if v is None else str(v)
 
@@ -359,12 +393,32 @@ class ProjectConfig(_Strict):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _format_validation_error(err: ValidationError, source: str, names: dict[str, str] | None = None) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
+        return f"{source}: unknown key '{loc}'{_did_you_mean(loc)}"
+    if names and loc in names:  # a flag's value: name the flag
+        return f"{names[loc]}: {first['msg']}"
     return f"{source}: '{loc}': {first['msg']}"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out += _keys(kind, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def _did_you_mean(dotted: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(dotted, _keys(ProjectConfig), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _key_line(text: str, loc: tuple) -> int | None:
@@ -414,35 +468,49 @@ def load_config(path: str | Path) -> ProjectConfig:
         raise AlignlabError(msg, fix="see `alignlab config show` for valid keys and defaults") from err
 
 
-def apply_overrides(cfg: ProjectConfig, overrides: dict[str, Any]) -> ProjectConfig:
-    """Apply dotted overrides like ``{"train.learning_rate": 1e-5}`` (None values are ignored)."""
+def apply_overrides(cfg: ProjectConfig, overrides: dict[str, Any], names: dict[str, str] | None = None,
+                    keep_none: bool = False) -> ProjectConfig:
+    """Apply dotted overrides like ``{"train.learning_rate": 1e-5}``. None values are ignored (a flag not given)
+    unless ``keep_none`` (``--set key=null`` unsets a key); ``names``: the flag each key came from, for errors."""
     data = cfg.model_dump()
     for dotted, value in overrides.items():
-        if value is None:
+        if value is None and not keep_none:
             continue
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:
             if p not in node or not isinstance(node[p], dict):
-                raise AlignlabError(f"unknown config key '{dotted}'", fix="see `alignlab config show`")
+                raise AlignlabError(f"unknown config key '{dotted}'{_did_you_mean(dotted)}",
+                                    fix="see `alignlab config show`")
             node = node[p]
         if leaf not in node and not (parents and parents[-1] == "trainer_overrides"):
-            raise AlignlabError(f"unknown config key '{dotted}'", fix="see `alignlab config show`")
+            raise AlignlabError(f"unknown config key '{dotted}'{_did_you_mean(dotted)}", fix="see `alignlab config show`")
+        if value is None and parents and parents[-1] == "trainer_overrides":
+            node.pop(leaf, None)  # --set train.trainer_overrides.X=null drops the override
+            continue
         node[leaf] = value
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as err:
-        raise AlignlabError(_format_validation_error(err, "override")) from err
+        raise AlignlabError(_format_validation_error(err, "override", names)) from err
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` pairs; values parsed as YAML scalars."""
+    """``--set key=value`` pairs; values read as YAML scalars (numbers, booleans, lists; ``null`` or nothing after
+    the ``=`` unsets the key). Text YAML would misread stays text: a mapping ("Answer as: a pirate"), a comment cut
+    off ("pirate #1"), or what YAML cannot parse ("@home")."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise AlignlabError(f"--set '{item}' is not key=value", fix="e.g. --set train.learning_rate=5e-5")
         key, value = item.split("=", 1)
-        out[key.strip()] = load_yaml(value)
+        try:
+            parsed = load_yaml(value)
+        except yaml.YAMLError:
+            parsed = value.strip()
+        if isinstance(parsed, dict) or (isinstance(parsed, str) and "#" in value and "#" not in parsed):
+            parsed = value.strip()
+        out[key.strip()] = parsed
     return out
 
 
@@ -462,11 +530,24 @@ def project_config(project: str | Path | None = None) -> tuple[ProjectConfig, Pa
         return ProjectConfig(), None
     if not (root / CONFIG_NAME).is_file():
         raise AlignlabError(f"'{root}' is not an alignlab project (no {CONFIG_NAME})", fix="run `alignlab init DIR`")
-    return load_config(root / CONFIG_NAME), root
+    return _anchored(load_config(root / CONFIG_NAME), root), root
+
+
+def _anchored(cfg: ProjectConfig, root: Path) -> ProjectConfig:
+    """Relative paths in alignlab.yaml mean the project's files, whatever directory a command runs from (as data_dir
+    and runs_dir do): the reward spec, and a model given as a local directory (a registry name or hub id is kept)."""
+    update = {}
+    rewards = cfg.online.rewards
+    if rewards and not Path(rewards).is_absolute():
+        update["online"] = cfg.online.model_copy(update={"rewards": str((root / rewards).resolve())})
+    model = Path(cfg.model)
+    if not model.is_absolute() and (root / model).is_dir():
+        update["model"] = str((root / model).resolve())
+    return cfg.model_copy(update=update) if update else cfg
 
 
 def dump_config(cfg: ProjectConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(), sort_keys=False, allow_unicode=True)
+    return yaml.dump(cfg.model_dump(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def field_help(section: str, name: str) -> str:

@@ -51,14 +51,17 @@ def new_run_dir(runs_dir: str | Path, method: str, name: str | None = None) -> P
             path = runs_dir / f"{base}-{i}"
 
 
-def check_run_dir(path: str | Path) -> Path:
-    """The run directory ``path`` names: a path, or inside a project a run's name (``dpo`` for ``runs/dpo``)."""
+def check_run_dir(path: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """The run directory ``path`` names: a path, or a run's name (``dpo`` for ``runs/dpo``) in ``runs_dir`` (the
+    command's project's, which --project may name), else in the enclosing project's."""
     path = Path(path)
     if not path.is_dir():
         from alignlab.config import project_config
 
-        cfg, root = project_config()
-        guess = root / cfg.runs_dir / path if root is not None and not path.is_absolute() else None
+        if runs_dir is None:
+            cfg, root = project_config()
+            runs_dir = root / cfg.runs_dir if root is not None else None
+        guess = Path(runs_dir) / path if runs_dir is not None and not path.is_absolute() else None
         if guess is not None and (guess / "run.json").is_file():
             return guess  # a run's name alone, inside its project
         raise AlignlabError(f"run directory not found: {path}", fix="see `alignlab runs` for the runs you have")

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from alignlab.cli import main
+from alignlab.errors import AlignlabError
 
 
 def run_cli(monkeypatch, capsys, *args, cwd=None):
@@ -227,7 +228,7 @@ def test_out_of_range_counts_are_refused_by_the_option(monkeypatch, capsys, tmp_
 def test_max_steps_is_minus_one_or_positive(monkeypatch, capsys, tmp_path, steps):
     code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--max-steps", steps,
                           cwd=tmp_path)
-    assert code == 2 and "'train.max_steps'" in one_error(lines) and "-1" in one_error(lines), lines
+    assert code == 2 and one_error(lines).startswith("error: --max-steps: ") and "-1" in one_error(lines), lines
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -510,3 +511,105 @@ def test_resume_refuses_settings_it_would_ignore(monkeypatch, capsys, tmp_path):
     code, lines = run_cli(monkeypatch, capsys, "train", "sft", "--resume", str(tmp_path / "r"), "--lr", "1",
                           "--set", "train.seed=3", cwd=tmp_path)
     assert code == 2 and "--lr, --set would be ignored" in one_error(lines), lines
+
+
+@pytest.mark.parametrize("override, refused", [
+    ("learning_rate=0.5", "train.trainer_overrides.learning_rate would override what alignlab sets from its own "
+                          "config (and the run's records would not show it) — set train.learning_rate (--lr) instead"),
+    ("max_steps=3", "set train.max_steps (--max-steps) instead"),
+    ("bogus_key=3", "train.trainer_overrides.bogus_key is not an argument of TRL's DPOConfig"),
+    ("adam_epsilonn=1e-8", "(did you mean adam_epsilon?)"),
+])
+def test_trainer_overrides_are_checked_before_anything_loads(monkeypatch, capsys, tmp_path, override, refused):
+    """An override of an argument alignlab sets trained 3 steps at lr 0.5 while config.yaml and the model card said
+    1 step at 5e-5; an unknown one failed with a TypeError after the model had loaded and left a failed run."""
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--name", "o",
+                          "--set", f"train.trainer_overrides.{override}", cwd=tmp_path)
+    assert code == 2 and refused in one_error(lines), lines
+    assert not (tmp_path / "runs" / "o").exists()
+    ok = run_cli(monkeypatch, capsys, "train", "ppo", "--set", "train.trainer_overrides.optim=adafactor", cwd=tmp_path)
+    assert ok[0] == 2 and "ppo runs its own loop, so train.trainer_overrides (optim) would do nothing" in one_error(ok[1])
+
+
+def test_ppo_refuses_what_its_loop_does_not_read(monkeypatch, capsys, tmp_path):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "Hi?"}) + "\n")
+    code, lines = run_cli(monkeypatch, capsys, "train", "ppo", "--data", str(tmp_path / "p.jsonl"), "--set",
+                          "online.num_generations=8", cwd=tmp_path)
+    assert code == 2 and "PPO draws one answer per prompt" in one_error(lines)
+    code, lines = run_cli(monkeypatch, capsys, "train", "ppo", "--data", str(tmp_path / "p.jsonl"), "--grad-accum", "4",
+                          cwd=tmp_path)
+    assert code == 2 and "PPO does not accumulate gradients" in one_error(lines)
+
+
+def test_set_values_as_a_person_means_them():
+    """--set read its value as YAML: ' #…' was cut off as a comment, 'a: b' became a mapping, '@x' a parser
+    traceback; null (or nothing) was dropped, so nothing could be unset."""
+    from alignlab.config import ProjectConfig, apply_overrides, parse_set
+
+    got = parse_set(["persona=talks like a pirate #1", "system_prompt=Answer as: a pirate", "name=@home",
+                     "train.batch_size=3", "lora.target_modules=[q_proj, v_proj]", "online.rewards=", "judge.model=null"])
+    assert got == {"persona": "talks like a pirate #1", "system_prompt": "Answer as: a pirate", "name": "@home",
+                   "train.batch_size": 3, "lora.target_modules": ["q_proj", "v_proj"], "online.rewards": None,
+                   "judge.model": None}
+    cfg = ProjectConfig(system_prompt="terse", train={"trainer_overrides": {"optim": "adafactor"}})
+    unset = apply_overrides(cfg, parse_set(["system_prompt=null", "train.trainer_overrides.optim=null"]), keep_none=True)
+    assert unset.system_prompt is None and unset.train.trainer_overrides == {}
+    assert apply_overrides(cfg, {"system_prompt": None}).system_prompt == "terse"  # a flag not given changes nothing
+
+
+def test_a_flag_and_set_for_one_key_and_a_bad_flag_value_are_named(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--lr", "1e-4",
+                          "--set", "train.learning_rate=5e-4", cwd=tmp_path)
+    assert code == 2 and "--lr and --set train.learning_rate both set train.learning_rate" in one_error(lines)
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--lr", "-1",
+                          cwd=tmp_path)
+    assert code == 2 and one_error(lines).startswith("error: --lr: Input should be greater than 0"), lines
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)),
+                          "--set", "train.bach_size=2", cwd=tmp_path)
+    assert code == 2 and "(did you mean 'train.batch_size'?)" in one_error(lines)
+
+
+def test_the_config_file_refuses_a_key_twice_and_a_boolean_opening(tmp_path):
+    from alignlab.config import load_config
+
+    path = tmp_path / "alignlab.yaml"
+    path.write_text("train:\n  batch_size: 2\ndpo:\n  beta: 0.2\ntrain:\n  epochs: 2\n")
+    with pytest.raises(AlignlabError, match=r"alignlab.yaml:5: .*duplicate key 'train' \(first on line 1\)"):
+        load_config(path)
+    path.write_text("base: &b {batch_size: 2, epochs: 2}\ntrain:\n  <<: *b\n  epochs: 3\n".replace("base:", "x_anchor:"))
+    with pytest.raises(AlignlabError, match="unknown key 'x_anchor'"):  # merge keys still read; the stray key named
+        load_config(path)
+    path.write_text("sampling:\n  base_opening: on\n")  # YAML's `on` is True, which became a one-word opening
+    with pytest.raises(AlignlabError, match="alignlab.yaml:2: 'sampling.base_opening': .*boolean"):
+        load_config(path)
+    path.write_text("train:\n  epochs: 1.0e9\n")
+    with pytest.raises(AlignlabError, match="less than or equal to 10000"):
+        load_config(path)
+
+
+def test_a_project_named_like_a_number_reads_back(tmp_path, monkeypatch):
+    """`alignlab init 1e5` wrote name 1e5 unquoted, which the loader read back as a float."""
+    from alignlab.config import ProjectConfig, dump_config, load_config
+
+    path = tmp_path / "alignlab.yaml"
+    path.write_text(dump_config(ProjectConfig(persona="2e3", model="1e5")))
+    cfg = load_config(path)
+    assert (cfg.persona, cfg.model) == ("2e3", "1e5")
+
+
+def test_relative_paths_in_the_config_mean_the_projects_files(tmp_path, monkeypatch):
+    from alignlab.config import CONFIG_NAME, project_config
+
+    root = tmp_path / "p"
+    (root / "models" / "mine").mkdir(parents=True)
+    (root / "rewards.yaml").write_text("components: []\n")
+    (root / CONFIG_NAME).write_text("model: models/mine\nonline:\n  rewards: rewards.yaml\n")
+    (root / "data").mkdir()
+    monkeypatch.chdir(root / "data")  # a command run from a subdirectory
+    cfg, _ = project_config()
+    assert cfg.model == str((root / "models" / "mine").resolve())
+    assert cfg.online.rewards == str((root / "rewards.yaml").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert project_config(root)[0].online.rewards == str((root / "rewards.yaml").resolve())  # --project from outside
+    (root / CONFIG_NAME).write_text("model: smollm2-135m\n")
+    assert project_config(root)[0].model == "smollm2-135m"  # a registry name stays a name

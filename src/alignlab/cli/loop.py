@@ -49,7 +49,9 @@ def register(app: typer.Typer) -> None:
         from alignlab.workflows.loop import LoopSettings, plot_rounds, run_loop, table
 
         cfg, root = _project(project)
-        cfg = apply_overrides(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr, **parse_set(set_)})
+        cfg = apply_overrides(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr},
+                              names={"train.max_steps": "--max-steps", "train.learning_rate": "--lr"})
+        cfg = apply_overrides(cfg, parse_set(set_), keep_none=True)
         settings = LoopSettings.from_config(
             cfg.loop, rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
             eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,

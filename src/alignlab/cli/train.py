@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
             os.environ["ALIGNLAB_ALLOW_OUTSIDE_REWARDS"] = "1"
         if resume is not None:
             _nothing_else_with_resume(locals())
-            resume = rundir.check_run_dir(resume)
+            resume = rundir.check_run_dir(resume, runs_dir=_runs_of(project))
             cfg, data, init_adapter, skip_invalid, root = _resumed(resume, method)
             processes = _resumed_processes(resume, processes)
             run_dir = resume
@@ -298,6 +298,16 @@ def _resumed(resume: Path, method: str):
             bool(info.get("skip_invalid")), find_project(resume))
 
 
+def _runs_of(project: Path | None) -> Path | None:
+    """The runs directory of the project --project names (None: the enclosing project's, found where needed)."""
+    from alignlab.config import project_config
+
+    if project is None:
+        return None
+    cfg, root = project_config(project)
+    return root / cfg.runs_dir
+
+
 def _resumed_processes(resume: Path, processes: int) -> int:
     """A resumed run trains in as many processes as it started with (run.json's ``processes``): with another count
     the steps differ (a 2-process run of 4 steps resumed in one process trained 8)."""
@@ -326,14 +336,26 @@ def _configured(project, method: str, overrides: dict, beta, set_, data):
     from alignlab.config import apply_overrides, parse_set, project_config
 
     cfg, root = project_config(project)
+    names = dict(FLAG_OF)
     if beta is not None:
         key = methods.get(method).beta
         if key is None:
             raise AlignlabError(f"'{method}' has no beta")
-        overrides[key] = beta
-    overrides.update(parse_set(set_))
-    cfg = apply_overrides(cfg, overrides)
+        overrides[key], names[key] = beta, "--beta"
+    sets = parse_set(set_)
+    if clash := [k for k in sets if overrides.get(k) is not None]:  # --set won silently over the flag
+        raise AlignlabError(f"{names[clash[0]]} and --set {clash[0]} both set {clash[0]}", fix="give one of them")
+    cfg = apply_overrides(cfg, overrides, names=names)
+    cfg = apply_overrides(cfg, sets, names={k: f"--set {k}" for k in sets}, keep_none=True)
     return cfg, root, data or default_data(method, root, cfg.data_dir, cfg.persona)
+
+
+# the config key each of train's flags sets, for errors that name the flag the value came from
+FLAG_OF = {"model": "--model", "train.learning_rate": "--lr", "train.epochs": "--epochs", "train.max_steps": "--max-steps",
+           "train.batch_size": "--batch-size", "train.grad_accum": "--grad-accum", "train.max_length": "--max-length",
+           "train.seed": "--seed", "train.device": "--device", "train.precision": "--precision", "lora.r": "--lora-r",
+           "lora.alpha": "--lora-alpha", "lora.enabled": "--full", "lora.qlora": "--qlora", "online.rewards": "--rewards",
+           "train.report_to": "--report-to"}
 
 
 def _check_parallel(method: str) -> None:

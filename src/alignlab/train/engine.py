@@ -137,6 +137,48 @@ OWN_LOSS_KEYS = frozenset({"loss_type", "loss_weights", "label_smoothing", "ld_a
                            "simpo_gamma", "cpo_alpha"})
 
 
+# TRL / transformers arguments alignlab sets from its own config (the key to set instead): as an override one would
+# win silently while the run's config.yaml and model card showed alignlab's value
+OWNED_ARGS = {
+    "learning_rate": "train.learning_rate (--lr)", "num_train_epochs": "train.epochs (--epochs)",
+    "max_steps": "train.max_steps (--max-steps)", "per_device_train_batch_size": "train.batch_size (--batch-size)",
+    "gradient_accumulation_steps": "train.grad_accum (--grad-accum)", "seed": "train.seed (--seed)",
+    "data_seed": "train.seed (--seed)", "lr_scheduler_type": "train.lr_scheduler", "warmup_steps": "train.warmup_ratio",
+    "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
+    "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "bf16": "train.precision",
+    "fp16": "train.precision", "report_to": "train.report_to (--report-to)", "output_dir": "the run directory (--name)",
+    "use_cpu": "train.device (--device)", "gradient_checkpointing": "train.gradient_checkpointing",
+    "max_length": "train.max_length (--max-length)", "beta": "the method's beta (--beta)",
+    "num_generations": "online.num_generations", "max_completion_length": "online.max_completion_length",
+    "temperature": "online.temperature",
+}
+
+
+def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec) -> None:
+    """train.trainer_overrides pass through to TRL's arguments: refused, before anything loads, when a key is not an
+    argument of the method's TRL class (it failed with a TypeError after the model had loaded, leaving a failed run),
+    when alignlab sets that argument itself, or when the method runs its own loop (PPO ignored them all)."""
+    import dataclasses
+    import difflib
+
+    keys = sorted(cfg.train.trainer_overrides)
+    if not keys:
+        return
+    cls = spec.load_recipe().args_class(method)
+    if cls is None:
+        raise AlignlabError(f"{method} runs its own loop, so train.trainer_overrides ({', '.join(keys)}) would do nothing",
+                            fix="drop them")
+    if owned := [k for k in keys if k in OWNED_ARGS]:
+        raise AlignlabError(f"train.trainer_overrides.{owned[0]} would override what alignlab sets from its own config "
+                            "(and the run's records would not show it)", fix=f"set {OWNED_ARGS[owned[0]]} instead")
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := [k for k in keys if k not in known]:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise AlignlabError(f"train.trainer_overrides.{unknown[0]} is not an argument of TRL's {cls.__name__}"
+                            + (f" (did you mean {close[0]}?)" if close else ""),
+                            fix=f"see the arguments of trl.{cls.__name__}")
+
+
 def _refuse_loss_overrides(cfg: ProjectConfig, method: str, spec) -> None:
     """PreferenceTrainer computes the DPO family's losses itself (train/preference.py): TRL's loss options do nothing."""
     ignored = sorted(set(cfg.train.trainer_overrides) & OWN_LOSS_KEYS) if spec.kind == "preference" else []
@@ -180,7 +222,7 @@ def prepare(
     rows = load_dataset_rows(path, kind, skip_invalid=skip_invalid)
     adapter = None
     if init_adapter:
-        src = rundir.check_run_dir(init_adapter)
+        src = rundir.check_run_dir(init_adapter, runs_dir=runs_dir)
         base = rundir.run_base(src)
         if base != cfg.model:
             raise AlignlabError(
@@ -190,6 +232,7 @@ def prepare(
         adapter = src / "adapter"
     check_trackers(cfg.train.report_to)
     _refuse_loss_overrides(cfg, method, spec)
+    _check_trainer_overrides(cfg, method, spec)
     if spec.own_loop and cfg.train.report_to:
         raise AlignlabError(f"{method.upper()} runs its own loop, which reports to no tracker",
                             fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")

@@ -34,6 +34,11 @@ def class_weights(labels, desirable: float | None, undesirable: float | None) ->
     return desirable, undesirable
 
 
+def args_class(method: str):
+    """The TRL arguments class a run of ``method`` is configured with (train.trainer_overrides are checked on it)."""
+    return KTOConfig
+
+
 def check(ctx) -> None:
     """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
 

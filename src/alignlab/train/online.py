@@ -168,6 +168,11 @@ def _dataset(rows: list[dict], system_prompt: str | None = None):
     return Dataset.from_list([{k: r.get(k) for k in keys} for r in conv])
 
 
+def args_class(method: str):
+    """The TRL arguments class a run of ``method`` is configured with (train.trainer_overrides are checked on it)."""
+    return TRAINERS[method][0]
+
+
 def check(ctx) -> None:
     """Fail before the model loads: the reward spec (and its gold rater) and the vLLM request."""
     check_columns(project_reward(ctx.cfg.online, check_only=True), ctx.rows)  # users' files read here, imported later

@@ -425,6 +425,11 @@ def train_loop(ctx, resume: bool = False):
     return model, total, {k: v for k, v in final.items() if k != "step"}
 
 
+def args_class(method: str):
+    """None: PPO runs its own loop, so no TRL arguments take train.trainer_overrides."""
+    return None
+
+
 def check(ctx) -> None:
     """Fail before the model loads: PPO needs a LoRA policy (the reference is the adapter disabled)."""
     from alignlab.errors import AlignlabError
@@ -433,5 +438,12 @@ def check(ctx) -> None:
         raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
                             fix="drop --full / set lora.enabled: true")
     _one_process()
+    # what its own loop does not read is refused, not recorded as if used (config.yaml kept them)
+    if ctx.cfg.train.grad_accum > 1:
+        raise AlignlabError("PPO does not accumulate gradients: each epoch is one minibatch of the rollout batch",
+                            fix="drop --grad-accum (raise --batch-size for a larger batch)")
+    if ctx.cfg.online.num_generations != type(ctx.cfg.online)().num_generations:
+        raise AlignlabError("PPO draws one answer per prompt: online.num_generations is for GRPO and RLOO's groups",
+                            fix="drop online.num_generations")
     check_columns(project_reward(ctx.cfg.online, check_only=True), ctx.rows)  # users' reward files are read here,
     # imported once when training starts

@@ -189,6 +189,11 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         return (loss, {}) if return_outputs else loss
 
 
+def args_class(method: str):
+    """The TRL arguments class a run of ``method`` is configured with (train.trainer_overrides are checked on it)."""
+    return DPOConfig
+
+
 def check(ctx) -> None:
     """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
 

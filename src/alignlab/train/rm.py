@@ -103,6 +103,11 @@ def _add_length(ds):
     return ds.map(lambda e: {"length": max(len(e["chosen_ids"]), len(e["rejected_ids"]))})
 
 
+def args_class(method: str):
+    """The TRL arguments class a run of ``method`` is configured with (train.trainer_overrides are checked on it)."""
+    return RewardConfig
+
+
 def check(ctx) -> None:
     """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
 

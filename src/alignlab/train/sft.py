@@ -70,6 +70,11 @@ def _row(r: dict, completion_only: bool = True) -> dict:
     return {"prompt": c["prompt"], "completion": c["completion"]}
 
 
+def args_class(method: str):
+    """The TRL arguments class a run of ``method`` is configured with (train.trainer_overrides are checked on it)."""
+    return SFTConfig
+
+
 def check(ctx) -> None:
     """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
 
