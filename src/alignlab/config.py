@@ -541,7 +541,7 @@ def _anchored(cfg: ProjectConfig, root: Path) -> ProjectConfig:
     if rewards and not Path(rewards).is_absolute():
         update["online"] = cfg.online.model_copy(update={"rewards": str((root / rewards).resolve())})
     model = Path(cfg.model)
-    if not model.is_absolute() and (root / model).is_dir():
+    if not model.is_absolute() and (root / model).exists():  # a model directory or a .gguf file
         update["model"] = str((root / model).resolve())
     return cfg.model_copy(update=update) if update else cfg
 
