@@ -64,3 +64,28 @@ def test_a_text_exit_code_is_printed_and_becomes_1(tmp_path):
         """)
     assert done.returncode == 1
     assert done.stderr.strip() == "stopped: the reason"
+
+
+def test_under_a_profiler_or_debugger_it_exits_the_normal_way(monkeypatch):
+    """os._exit would skip what `python -m cProfile -o …`, a debugger or coverage write after the command."""
+    import pytest
+
+    from alignlab.cli import entry
+
+    monkeypatch.setattr(sys, "argv", ["alignlab", "runs", "--help"])
+    previous = sys.gettrace()
+    sys.settrace(lambda *args: None)
+    try:
+        with pytest.raises(SystemExit) as done:
+            entry()
+    finally:
+        sys.settrace(previous)
+    assert done.value.code == 0
+
+
+def test_a_profile_written_after_the_command(tmp_path):
+    out = tmp_path / "prof.out"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "alignlab", "init", "p"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 1000

@@ -112,6 +112,8 @@ def _leave(code) -> None:
     import atexit
     import threading
 
+    if sys.getprofile() is not None or sys.gettrace() is not None:  # a profiler, debugger or coverage run: the
+        sys.exit(code)  # normal exit, so it writes what it gathered after the command
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
