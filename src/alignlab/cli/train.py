@@ -98,12 +98,17 @@ def _strip_launch_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def check_accelerate_config(path: Path) -> None:
-    """Refuse, in one line, what this build cannot run: FSDP/DeepSpeed without CUDA, DeepSpeed not installed."""
+def check_accelerate_config(path: Path, processes: int = 1) -> None:
+    """Refuse, in one line, what this build cannot run: FSDP/DeepSpeed without CUDA, DeepSpeed not installed, and
+    --processes beside a config (``processes``), which sets its own count."""
     import importlib.util
 
     import torch
     import yaml
+
+    if processes > 1:
+        raise AlignlabError("--processes and --accelerate-config both set how many processes run",
+                            fix="set num_processes in the accelerate config, or drop the config")
 
     if not path.is_file():
         raise AlignlabError(f"accelerate config not found: {path}", fix="pass the YAML that `accelerate config` wrote")
@@ -247,10 +252,7 @@ def register(app: typer.Typer) -> None:
             if "LOCAL_RANK" not in os.environ:
                 engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
                 if accelerate_config is not None:  # checked before the run directory is made
-                    if processes > 1:
-                        raise AlignlabError("--processes and --accelerate-config both set how many processes run",
-                                            fix="set num_processes in the accelerate config, or drop the config")
-                    check_accelerate_config(accelerate_config)
+                    check_accelerate_config(accelerate_config, processes)
                 target = run_dir or rundir.new_run_dir(runs_dir, method, name)
                 _launched(processes, accelerate_config, target)  # rank 0 prints the run directory on stdout
                 return
