@@ -199,3 +199,18 @@ def test_a_run_name_is_found_in_the_commands_project(tmp_path, monkeypatch):
     assert check_run_dir("t1", runs_dir=tmp_path / "p1" / "runs") == run
     with pytest.raises(AlignlabError, match="run directory not found: t1"):
         check_run_dir("t1")  # no project here, none named
+
+
+def test_a_run_recorded_with_the_projects_relative_model_path_is_the_same_base(tmp_path):
+    """alignlab.yaml's relative model paths are now resolved against the project; a run recorded before holds the
+    path as written, and `--from` it was refused as trained on another model."""
+    from alignlab.config import CONFIG_NAME
+    from alignlab.train.engine import _same_model
+
+    (tmp_path / CONFIG_NAME).write_text("model: models/tiny\n")
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    assert _same_model("models/tiny", str(tmp_path / "models" / "tiny"), run)
+    assert not _same_model("models/other", str(tmp_path / "models" / "tiny"), run)
+    assert _same_model("smollm2-135m", "smollm2-135m", run) and not _same_model("smollm2-135m", "other", run)

@@ -320,7 +320,9 @@ class SamplingConfig(_Strict):
     @field_validator("base_opening", mode="before")
     @classmethod
     def _opening(cls, v):
-        if isinstance(v, bool):  # YAML reads on/yes/true as True, which int() took for a one-word opening
+        if v is False:  # YAML reads off/no/false as False: the adapter alone
+            return None
+        if v is True:  # YAML reads on/yes/true as True, which int() took for a one-word opening
             raise ValueError(f"base opening {v!r} (YAML reads on/yes/true as a boolean): give 'sentence', a number of "
                              "words (1 or more), or 'off'")
         v = parse_base_opening(v)
@@ -495,6 +497,18 @@ def apply_overrides(cfg: ProjectConfig, overrides: dict[str, Any], names: dict[s
         raise AlignlabError(_format_validation_error(err, "override", names)) from err
 
 
+def apply_flags(cfg: ProjectConfig, flags: dict[str, Any], names: dict[str, str], set_: list[str] | None) -> ProjectConfig:
+    """A command's flags (dotted key -> value, None when not given; ``names``: key -> flag) and then its ``--set``
+    items on ``cfg``: a key given both ways is refused (--set won silently), a bad value names its flag, and
+    ``--set key=null`` unsets."""
+    sets = parse_set(set_)
+    if clash := [k for k in sets if flags.get(k) is not None]:
+        raise AlignlabError(f"{names.get(clash[0], clash[0])} and --set {clash[0]} both set {clash[0]}",
+                            fix="give one of them")
+    cfg = apply_overrides(cfg, flags, names=names)
+    return apply_overrides(cfg, sets, names={k: f"--set {k}" for k in sets}, keep_none=True)
+
+
 def parse_set(items: list[str] | None) -> dict[str, Any]:
     """``--set key=value`` pairs; values read as YAML scalars (numbers, booleans, lists; ``null`` or nothing after
     the ``=`` unsets the key). Text YAML would misread stays text: a mapping ("Answer as: a pirate"), a comment cut
@@ -504,12 +518,15 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise AlignlabError(f"--set '{item}' is not key=value", fix="e.g. --set train.learning_rate=5e-5")
         key, value = item.split("=", 1)
+        text = value.strip()
         try:
             parsed = load_yaml(value)
         except yaml.YAMLError:
-            parsed = value.strip()
-        if isinstance(parsed, dict) or (isinstance(parsed, str) and "#" in value and "#" not in parsed):
-            parsed = value.strip()
+            parsed = text
+        if isinstance(parsed, dict) and not text.startswith("{"):  # a flow mapping {min_lr: 1e-6} stays one
+            parsed = text
+        elif "#" in value and (parsed is None or (isinstance(parsed, str) and "#" not in parsed)):
+            parsed = None if text.lower() in ("", "null", "~") else text  # "#1 rule", "pirate #1": not a comment
         out[key.strip()] = parsed
     return out
 

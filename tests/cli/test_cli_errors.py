@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from alignlab.cli import main
 from alignlab.errors import AlignlabError
+from helpers import cfg_for
 
 
 def run_cli(monkeypatch, capsys, *args, cwd=None):
@@ -514,9 +516,11 @@ def test_resume_refuses_settings_it_would_ignore(monkeypatch, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("override, refused", [
-    ("learning_rate=0.5", "train.trainer_overrides.learning_rate would override what alignlab sets from its own "
-                          "config (and the run's records would not show it) — set train.learning_rate (--lr) instead"),
+    ("learning_rate=0.5", "train.trainer_overrides.learning_rate would replace what alignlab sets itself (two values "
+                          "for one setting, and the override would win) — set train.learning_rate (--lr) instead"),
     ("max_steps=3", "set train.max_steps (--max-steps) instead"),
+    ("top_p=0.5", "set online.top_p instead"),
+    ("remove_unused_columns=true", "would replace what alignlab sets itself"),
     ("bogus_key=3", "train.trainer_overrides.bogus_key is not an argument of TRL's DPOConfig"),
     ("adam_epsilonn=1e-8", "(did you mean adam_epsilon?)"),
 ])
@@ -527,18 +531,35 @@ def test_trainer_overrides_are_checked_before_anything_loads(monkeypatch, capsys
                           "--set", f"train.trainer_overrides.{override}", cwd=tmp_path)
     assert code == 2 and refused in one_error(lines), lines
     assert not (tmp_path / "runs" / "o").exists()
-    ok = run_cli(monkeypatch, capsys, "train", "ppo", "--set", "train.trainer_overrides.optim=adafactor", cwd=tmp_path)
-    assert ok[0] == 2 and "ppo runs its own loop, so train.trainer_overrides (optim) would do nothing" in one_error(ok[1])
 
 
-def test_ppo_refuses_what_its_loop_does_not_read(monkeypatch, capsys, tmp_path):
-    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "Hi?"}) + "\n")
-    code, lines = run_cli(monkeypatch, capsys, "train", "ppo", "--data", str(tmp_path / "p.jsonl"), "--set",
-                          "online.num_generations=8", cwd=tmp_path)
-    assert code == 2 and "PPO draws one answer per prompt" in one_error(lines)
-    code, lines = run_cli(monkeypatch, capsys, "train", "ppo", "--data", str(tmp_path / "p.jsonl"), "--grad-accum", "4",
-                          cwd=tmp_path)
-    assert code == 2 and "PPO does not accumulate gradients" in one_error(lines)
+def test_every_argument_alignlab_sets_is_guarded(tiny_model, tmp_path):
+    """The arguments the trainer is built with (training_args) are all owned or fixed: an override of one that the
+    guard missed would win silently."""
+    from alignlab.train import engine
+
+    ctx = engine.prepare("dpo", cfg_for(tiny_model), str(pairs(tmp_path)), tmp_path / "runs", run_dir=Path("/dev/null"))
+    assert set(ctx.training_args()) <= set(engine.OWNED_ARGS) | engine.FIXED_ARGS
+
+
+def test_ppo_says_what_its_loop_ignores(capsys, tmp_path):
+    """A project's settings for other methods (trainer_overrides, GRPO's group size, accumulation) were recorded in
+    a PPO run's config.yaml as if used; they are named as ignored, and a project that holds them still runs PPO."""
+    from types import SimpleNamespace
+
+    from alignlab import methods
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.train.engine import _check_trainer_overrides
+
+    cfg = apply_overrides(ProjectConfig(), {"train.trainer_overrides": {"optim": "adafactor"}, "train.grad_accum": 4,
+                                            "online.num_generations": 8})
+    spec = methods.get("ppo")
+    _check_trainer_overrides(cfg, "ppo", spec)
+    spec.load_recipe().check(SimpleNamespace(cfg=cfg, rows=[{"prompt": "Hi?"}]))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "ppo runs its own loop and ignores train.trainer_overrides (optim)" in err
+    assert "PPO does not accumulate gradients (train.grad_accum 4 is ignored)" in err
+    assert "PPO draws one answer per prompt (online.num_generations 8, for GRPO and RLOO's groups, is ignored)" in err
 
 
 def test_set_values_as_a_person_means_them():
@@ -613,3 +634,24 @@ def test_relative_paths_in_the_config_mean_the_projects_files(tmp_path, monkeypa
     assert project_config(root)[0].online.rewards == str((root / "rewards.yaml").resolve())  # --project from outside
     (root / CONFIG_NAME).write_text("model: smollm2-135m\n")
     assert project_config(root)[0].model == "smollm2-135m"  # a registry name stays a name
+
+
+def test_the_loop_names_its_flags_too(monkeypatch, capsys, tmp_path):
+    from alignlab.config import CONFIG_NAME
+
+    (tmp_path / CONFIG_NAME).write_text("persona: terse\n")
+    code, lines = run_cli(monkeypatch, capsys, "loop", "--rounds", "1", "--max-steps", "5", "--set",
+                          "train.max_steps=0", cwd=tmp_path)
+    assert code == 2 and "--max-steps and --set train.max_steps both set train.max_steps" in one_error(lines), lines
+
+
+def test_set_keeps_what_a_person_typed_and_what_yaml_means():
+    """A flow mapping stays a mapping (lr_scheduler_kwargs={min_lr: 1e-6} trained before); '#1 rule' is text, not
+    a comment that unset the key; base_opening off is off (a YAML boolean false)."""
+    from alignlab.config import ProjectConfig, parse_set
+
+    got = parse_set(["train.trainer_overrides.lr_scheduler_kwargs={min_lr: 1e-6}", "system_prompt=#1 rule: never lie",
+                     "a=3"])
+    assert got == {"train.trainer_overrides.lr_scheduler_kwargs": {"min_lr": 1e-6}, "system_prompt": "#1 rule: never lie",
+                   "a": 3}
+    assert ProjectConfig.model_validate({"sampling": {"base_opening": False}}).sampling.base_opening is None

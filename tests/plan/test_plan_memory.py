@@ -218,6 +218,9 @@ def test_processes_split_the_examples_and_each_rents_a_card():
     a, b = estimate(TINY, one, gpu), estimate(TINY, two, gpu)
     assert b.peak_bytes == a.peak_bytes
     assert b.cost_usd == pytest.approx(2 * 2.0 * (b.step["total"] * 4 + b.once_s) / 3600)
+    # every process precomputes the reference over the whole dataset, so that one-off time does not shrink
+    pre = dict(method="dpo", batch=2, prompt_len=8, completion_len=8, examples=16, epochs=2, precompute_ref=True)
+    assert estimate(TINY, Workload(**pre, processes=4), gpu).once_s == pytest.approx(estimate(TINY, Workload(**pre), gpu).once_s)
     with pytest.raises(AlignlabError, match="processes must be at least 1"):
         Workload(method="dpo", processes=0)
 

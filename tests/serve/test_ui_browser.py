@@ -195,6 +195,13 @@ def test_a_double_click_judges_the_answer_on_screen_once(db):
         page.click("#down")
         expect(status).to_contain_text("unsaved rewrite")
         expect(page.locator("#rewrite")).to_have_value("Five is wrong: four.")
+        page.click("#undo")                                            # nor undo, nor another mode, throws it away
+        expect(status).to_contain_text("unsaved rewrite")
+        page.select_option("#mode", "pair")
+        expect(page.locator("#mode")).to_have_value("single")
+        expect(page.locator("#rewrite")).to_have_value("Five is wrong: four.")
+        expect(page.locator("#response")).to_have_text("Five.")
+        page.fill("#rewrite", "")
         page.select_option("#mode", "pair")
         expect(page.locator("#a")).to_have_text("Water makes things wet.")
         page.dblclick("#pick-a")

@@ -330,6 +330,7 @@ def test_two_cpu_processes_end_with_the_same_adapter(tiny_model, tmp_path):
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     info = json.loads((run / "run.json").read_text())
     assert info["processes"] == 2 and info["steps"] == 4 and info["plan"]["estimate"]["steps"] == 4
+    assert info["launch"] == "torchrun"
     one = _cli("train", "dpo", *common, "--batch-size", "4", "--name", "one", cwd=tmp_path, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     tokens = [[json.loads(x)["tokens"] for x in (tmp_path / "runs" / n / "metrics.jsonl").read_text().splitlines()

@@ -97,3 +97,25 @@ def test_sharding_the_lm_head_is_refused_in_one_line(tmp_path, monkeypatch, conf
         check_accelerate_config(cfg)
     cfg.write_text("distributed_type: FSDP\nnum_processes: 1\n")  # one process: the head is whole (run on an H200)
     check_accelerate_config(cfg)
+
+
+def test_a_run_launched_through_accelerate_is_resumed_through_it(tmp_path, monkeypatch, capsys):
+    """Resumed without its --accelerate-config, a DeepSpeed run was relaunched as plain torchrun DDP; with it, the
+    resume was refused for a --processes nobody gave."""
+    import json
+    import sys
+
+    from alignlab.cli import main
+    from alignlab.config import ProjectConfig, dump_config
+
+    run = tmp_path / "runs" / "ds"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(ProjectConfig()))
+    (run / "run.json").write_text(json.dumps({"method": "dpo", "status": "interrupted", "processes": 2,
+                                              "launch": f"accelerate:{tmp_path / 'ds.yaml'}", "data": "d.jsonl"}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alignlab", "train", "dpo", "--resume", str(run)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert done.value.code == 2 and f"was launched with --accelerate-config {tmp_path / 'ds.yaml'}" in err

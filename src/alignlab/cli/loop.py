@@ -45,13 +45,12 @@ def register(app: typer.Typer) -> None:
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """Shape the model round by round; each round trains from the previous adapter. Stop any time; rerun to continue."""
-        from alignlab.config import apply_overrides, parse_set
+        from alignlab.config import apply_flags
         from alignlab.workflows.loop import LoopSettings, plot_rounds, run_loop, table
 
         cfg, root = _project(project)
-        cfg = apply_overrides(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr},
-                              names={"train.max_steps": "--max-steps", "train.learning_rate": "--lr"})
-        cfg = apply_overrides(cfg, parse_set(set_), keep_none=True)
+        cfg = apply_flags(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr},
+                          {"train.max_steps": "--max-steps", "train.learning_rate": "--lr"}, set_)
         settings = LoopSettings.from_config(
             cfg.loop, rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
             eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,

@@ -149,6 +149,8 @@ def _launch(processes: int, accelerate_config: Optional[Path], run_dir: Path) ->
                       "without authentication; keep its ports firewalled from other machines[/]")
     cmd += ["-m", "alignlab", *args]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // max(processes, 1)))))
+    # run.json records how the run was launched, so --resume can launch it the same way
+    env["ALIGNLAB_LAUNCH"] = f"accelerate:{accelerate_config.resolve()}" if accelerate_config is not None else "torchrun"
     code = _supervise(cmd, env)
     if code:
         raise typer.Exit(code)
@@ -233,7 +235,7 @@ def register(app: typer.Typer) -> None:
             _nothing_else_with_resume(locals())
             resume = rundir.check_run_dir(resume, runs_dir=_runs_of(project))
             cfg, data, init_adapter, skip_invalid, root = _resumed(resume, method)
-            processes = _resumed_processes(resume, processes)
+            processes = _resumed_processes(resume, processes, accelerate_config)
             run_dir = resume
         else:
             overrides = {
@@ -310,13 +312,20 @@ def _runs_of(project: Path | None) -> Path | None:
     return root / cfg.runs_dir
 
 
-def _resumed_processes(resume: Path, processes: int) -> int:
+def _resumed_processes(resume: Path, processes: int, accelerate_config: Optional[Path]) -> int:
     """A resumed run trains in as many processes as it started with (run.json's ``processes``): with another count
-    the steps differ (a 2-process run of 4 steps resumed in one process trained 8)."""
+    the steps differ (a 2-process run of 4 steps resumed in one process trained 8). A run launched through
+    `accelerate launch` is resumed through it, its config setting the count."""
     from alignlab import rundir
 
-    recorded = int(rundir.read_run(resume).get("processes") or 1)
-    if "LOCAL_RANK" in os.environ or processes == recorded:
+    info = rundir.read_run(resume)
+    recorded, launch = int(info.get("processes") or 1), str(info.get("launch") or "")
+    if "LOCAL_RANK" in os.environ or accelerate_config is not None:
+        return processes
+    if launch.startswith("accelerate:"):
+        raise AlignlabError(f"{resume} was launched with --accelerate-config {launch.split(':', 1)[1]}",
+                            fix="resume with the same --accelerate-config")
+    if processes == recorded:
         return processes
     if processes != 1:
         raise AlignlabError(f"{resume} was trained in {recorded} process{'es' if recorded > 1 else ''}, not {processes}",
@@ -335,7 +344,7 @@ def _refuse_taken(runs_dir: Path, name: str | None, run_dir: Path | None) -> Non
 
 def _configured(project, method: str, overrides: dict, beta, set_, data):
     """(config, project root, data) of a new run: the project's config with the command line's overrides."""
-    from alignlab.config import apply_overrides, parse_set, project_config
+    from alignlab.config import apply_flags, project_config
 
     cfg, root = project_config(project)
     names = dict(FLAG_OF)
@@ -344,11 +353,7 @@ def _configured(project, method: str, overrides: dict, beta, set_, data):
         if key is None:
             raise AlignlabError(f"'{method}' has no beta")
         overrides[key], names[key] = beta, "--beta"
-    sets = parse_set(set_)
-    if clash := [k for k in sets if overrides.get(k) is not None]:  # --set won silently over the flag
-        raise AlignlabError(f"{names[clash[0]]} and --set {clash[0]} both set {clash[0]}", fix="give one of them")
-    cfg = apply_overrides(cfg, overrides, names=names)
-    cfg = apply_overrides(cfg, sets, names={k: f"--set {k}" for k in sets}, keep_none=True)
+    cfg = apply_flags(cfg, overrides, names, set_)
     return cfg, root, data or default_data(method, root, cfg.data_dir, cfg.persona)
 
 

@@ -314,7 +314,7 @@ def once_seconds(shape: ModelShape, w: Workload, device: Device, factors: dict) 
     if not w.precompute_ref or w.method not in PREFERENCE or w.method in REFERENCE_FREE:
         return 0.0
     per_step = flops(shape, replace(w, precompute_ref=False))["train"] - flops(shape, w)["train"]
-    steps = w.total_steps
+    steps = w.total_steps * w.processes  # every process precomputes over the whole dataset, not its share
     if w.examples:
         steps = min(steps, math.ceil(math.ceil(w.examples / w.batch) / w.grad_accum))
     return per_step * steps / train_rate(device, factors)

@@ -150,27 +150,51 @@ OWNED_ARGS = {
     "use_cpu": "train.device (--device)", "gradient_checkpointing": "train.gradient_checkpointing",
     "max_length": "train.max_length (--max-length)", "beta": "the method's beta (--beta)",
     "num_generations": "online.num_generations", "max_completion_length": "online.max_completion_length",
-    "temperature": "online.temperature",
+    "temperature": "online.temperature", "top_p": "online.top_p", "desirable_weight": "kto.desirable_weight",
+    "undesirable_weight": "kto.undesirable_weight", "train_sampling_strategy": "train.group_by_length",
+    "completion_only_loss": "sft.completion_only", "max_prompt_length": "train.max_prompt_length",
+    "eval_steps": "train.save_steps (the reward model's held-out check)",
 }
+# arguments alignlab sets for its own machinery, with no key of its own: not overridable at all
+FIXED_ARGS = {"assistant_only_loss", "remove_unused_columns", "disable_dropout", "eval_strategy", "eval_on_start",
+              "per_device_eval_batch_size", "log_completions", "dataloader_num_workers", "ddp_find_unused_parameters",
+              "save_strategy", "save_total_limit", "disable_tqdm"}
 
 
-def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec) -> None:
+def _same_model(recorded: str, model: str, run: Path) -> bool:
+    """A run's recorded base is this model: the same name, or the same local directory (a run recorded before
+    alignlab.yaml's relative model paths were resolved against the project holds the path as written there)."""
+    if recorded == model:
+        return True
+    from alignlab.config import find_project
+
+    root = find_project(run)
+    if root is None or Path(recorded).is_absolute() or not (root / recorded).exists():
+        return False
+    return (root / recorded).resolve() == Path(model).resolve()
+
+
+def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec, resumed: bool = False) -> None:
     """train.trainer_overrides pass through to TRL's arguments: refused, before anything loads, when a key is not an
-    argument of the method's TRL class (it failed with a TypeError after the model had loaded, leaving a failed run),
-    when alignlab sets that argument itself, or when the method runs its own loop (PPO ignored them all)."""
+    argument of the method's TRL class (it failed with a TypeError after the model had loaded, leaving a failed run)
+    or when alignlab sets that argument itself; a method with its own loop (PPO) says it ignores them. A resumed run
+    goes on with the config it started with."""
     import dataclasses
     import difflib
 
     keys = sorted(cfg.train.trainer_overrides)
-    if not keys:
+    if not keys or resumed:
         return
     cls = spec.load_recipe().args_class(method)
     if cls is None:
-        raise AlignlabError(f"{method} runs its own loop, so train.trainer_overrides ({', '.join(keys)}) would do nothing",
-                            fix="drop them")
-    if owned := [k for k in keys if k in OWNED_ARGS]:
-        raise AlignlabError(f"train.trainer_overrides.{owned[0]} would override what alignlab sets from its own config "
-                            "(and the run's records would not show it)", fix=f"set {OWNED_ARGS[owned[0]]} instead")
+        from alignlab.progress import console
+
+        console.print(f"[yellow]note: {method} runs its own loop and ignores train.trainer_overrides ({', '.join(keys)})[/]")
+        return
+    if owned := [k for k in keys if k in OWNED_ARGS or k in FIXED_ARGS]:
+        instead = f"set {OWNED_ARGS[owned[0]]} instead" if owned[0] in OWNED_ARGS else "drop it"
+        raise AlignlabError(f"train.trainer_overrides.{owned[0]} would replace what alignlab sets itself (two values "
+                            "for one setting, and the override would win)", fix=instead)
     known = {f.name for f in dataclasses.fields(cls)}
     if unknown := [k for k in keys if k not in known]:
         close = difflib.get_close_matches(unknown[0], known, n=1)
@@ -224,7 +248,7 @@ def prepare(
     if init_adapter:
         src = rundir.check_run_dir(init_adapter, runs_dir=runs_dir)
         base = rundir.run_base(src)
-        if base != cfg.model:
+        if not _same_model(base, cfg.model, src):
             raise AlignlabError(
                 f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
             )
@@ -232,7 +256,7 @@ def prepare(
         adapter = src / "adapter"
     check_trackers(cfg.train.report_to)
     _refuse_loss_overrides(cfg, method, spec)
-    _check_trainer_overrides(cfg, method, spec)
+    _check_trainer_overrides(cfg, method, spec, resumed=run_dir is not None and (Path(run_dir) / "run.json").is_file())
     if spec.own_loop and cfg.train.report_to:
         raise AlignlabError(f"{method.upper()} runs its own loop, which reports to no tracker",
                             fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")
@@ -390,6 +414,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             lora=cfg.lora.enabled,
             decoding=_decoding(ctx),
             processes=world_size(),  # a resume relaunches as many: another count trains other steps
+            **({"launch": os.environ["ALIGNLAB_LAUNCH"]} if "ALIGNLAB_LAUNCH" in os.environ else {}),
         )
     torch.manual_seed(cfg.train.seed)
     spec = methods.get(ctx.method)

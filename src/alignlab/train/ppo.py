@@ -438,12 +438,15 @@ def check(ctx) -> None:
         raise AlignlabError("PPO trains a LoRA adapter (its reference is the base with the adapter disabled)",
                             fix="drop --full / set lora.enabled: true")
     _one_process()
-    # what its own loop does not read is refused, not recorded as if used (config.yaml kept them)
+    # what its own loop does not read is said, not recorded as if used (a project's settings for other methods
+    # may well hold them, so a note rather than a refusal)
+    from alignlab.progress import console
+
     if ctx.cfg.train.grad_accum > 1:
-        raise AlignlabError("PPO does not accumulate gradients: each epoch is one minibatch of the rollout batch",
-                            fix="drop --grad-accum (raise --batch-size for a larger batch)")
+        console.print(f"[yellow]note: PPO does not accumulate gradients (train.grad_accum {ctx.cfg.train.grad_accum} "
+                      "is ignored): each epoch is one minibatch of the rollout batch; raise --batch-size instead[/]")
     if ctx.cfg.online.num_generations != type(ctx.cfg.online)().num_generations:
-        raise AlignlabError("PPO draws one answer per prompt: online.num_generations is for GRPO and RLOO's groups",
-                            fix="drop online.num_generations")
+        console.print(f"[yellow]note: PPO draws one answer per prompt (online.num_generations "
+                      f"{ctx.cfg.online.num_generations}, for GRPO and RLOO's groups, is ignored)[/]")
     check_columns(project_reward(ctx.cfg.online, check_only=True), ctx.rows)  # users' reward files are read here,
     # imported once when training starts

@@ -143,6 +143,7 @@ function skip(key) {
 function undo() {
   return act(async () => {
     if (!rater()) { setStatus("enter your name (rater) first", true); return; }
+    if (unsavedRewrite()) return;
     const res = await api("/api/undo", { rater: rater(), mode: mode() });
     if (!res.undone) { setStatus("nothing to undo"); return; }
     const u = res.undone;
@@ -269,12 +270,18 @@ const asked = new URLSearchParams(location.search).get("mode") || localStorage.g
 $("mode").value = ["single", "pair"].includes(asked) ? asked : "single";
 $("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
 $("rater").onchange = () => {
+  if (unsavedRewrite()) { $("rater").value = localStorage.getItem("alignlab.rater") || ""; return; }
   localStorage.setItem("alignlab.rater", rater());
   state.skipped.clear();
   if (rater()) setStatus(`rating as ${rater()}`);
   act(loadNext);
 };
 $("mode").onchange = () => {
+  if ($("rewrite").value.trim() && mode() !== "single") {  // the box belongs to the single answer on screen
+    $("mode").value = "single";
+    unsavedRewrite();
+    return;
+  }
   localStorage.setItem("alignlab.mode", mode());
   $("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
   state.skipped.clear();
