@@ -89,3 +89,14 @@ def test_a_profile_written_after_the_command(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 1000
+
+
+def test_a_process_whose_peer_died_says_so(monkeypatch):
+    from alignlab.cli import _last_resort
+
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert _last_resort(gloo) == "process 0 stopped because another process of the run did (see its line)"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert _last_resort(gloo).startswith("RuntimeError: [../third_party/gloo")

@@ -49,6 +49,15 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _last_resort(err: Exception) -> str:
+    """The line for an error nothing else explained. In a multi-process run, a process whose peer died sees only
+    gloo's "Connection closed by peer": it says that instead, so the failed process's own line is the one to read."""
+    text = _one_line(err)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ("closed by peer" in text or "reset by peer" in text):
+        return f"process {os.environ.get('RANK', '?')} stopped because another process of the run did (see its line)"
+    return f"{type(err).__name__}: {text} (set ALIGNLAB_DEBUG=1 for the traceback)"
+
+
 def _disk_problem(err: OSError) -> str | None:
     """A full disk, a quota or a read-only place, said with where and what to do (the bare OSError named neither)."""
     import errno
@@ -87,10 +96,7 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - last resort: no traceback for users unless asked
         if os.environ.get("ALIGNLAB_DEBUG") == "1":
             raise
-        print(
-            f"error: {type(err).__name__}: {_one_line(err)} (set ALIGNLAB_DEBUG=1 for the traceback)",
-            file=sys.stderr,
-        )
+        print(f"error: {_last_resort(err)}", file=sys.stderr)
         sys.exit(1)
 
 
