@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     try:
         run(args)
     except ChildFailedError as err:
-        rank, failure = min(err.failures.items())
+        rank, failure = err.get_first_failure()  # the root cause: the others were stopped because of it
         how = (f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0
                else f"exited with code {failure.exitcode}")
         print(f"error: process {rank} of {args.nproc_per_node} {how}, so the run stopped (its own message, if it "
