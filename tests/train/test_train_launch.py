@@ -66,3 +66,24 @@ def test_a_failed_process_is_one_line(tmp_path):
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert lines == ["error: process 1 of 2 exited with code 3, so the run stopped (its own message, if it wrote one, "
                      "is above)"], done.stderr
+
+
+def test_a_process_that_fails_is_the_one_named(tiny_model, tmp_path):
+    """Rank 1's reward raises: torchrun then stops rank 0, and its summary named rank 0 (the lowest rank), whose own
+    line was gloo's "Connection closed by peer"."""
+    (tmp_path / "alignlab.yaml").write_text(f"model: {tiny_model}\n")
+    (tmp_path / "rew.py").write_text("import os\n\ndef boom(prompts, completions, **kw):\n"
+                                     "    if os.environ.get('RANK') == '1':\n        raise ValueError('boom in rank 1')\n"
+                                     "    return [0.5] * len(completions)\n")
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {name: boom, fn: rew.py:boom}\n")
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"Say hi {i}"}) + "\n" for i in range(8)))
+    done = subprocess.run(
+        [sys.executable, "-m", "alignlab", "train", "grpo", "--data", "p.jsonl", "--rewards", "rewards.yaml", "-b", "2",
+         "--max-steps", "2", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0",
+         "--set", "online.max_completion_length=8", "--processes", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    errors = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert any("raised ValueError: boom in rank 1" in x for x in errors), errors
+    assert errors[-1].startswith("error: process 1 of 2 exited with code 2"), errors
+    assert not any("closed by peer" in x for x in errors), errors

@@ -49,13 +49,22 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+# the exit code of a process that stopped because another process of its run failed (alignlab.train.launch names
+# the process that failed, not this one)
+PEER_STOPPED = 3
+
+
+def _peer_gone(err: Exception) -> bool:
+    text = _one_line(err)
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and ("closed by peer" in text or "reset by peer" in text)
+
+
 def _last_resort(err: Exception) -> str:
     """The line for an error nothing else explained. In a multi-process run, a process whose peer died sees only
     gloo's "Connection closed by peer": it says that instead, so the failed process's own line is the one to read."""
-    text = _one_line(err)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ("closed by peer" in text or "reset by peer" in text):
+    if _peer_gone(err):
         return f"process {os.environ.get('RANK', '?')} stopped because another process of the run did (see its line)"
-    return f"{type(err).__name__}: {text} (set ALIGNLAB_DEBUG=1 for the traceback)"
+    return f"{type(err).__name__}: {_one_line(err)} (set ALIGNLAB_DEBUG=1 for the traceback)"
 
 
 def _disk_problem(err: OSError) -> str | None:
@@ -97,7 +106,7 @@ def main() -> None:
         if os.environ.get("ALIGNLAB_DEBUG") == "1":
             raise
         print(f"error: {_last_resort(err)}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(PEER_STOPPED if _peer_gone(err) else 1)
 
 
 def entry() -> None:

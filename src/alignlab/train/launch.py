@@ -13,6 +13,18 @@ import os
 import sys
 
 
+def _cause(err) -> tuple:
+    """(rank, failure) of the process that failed on its own: not one that stopped because a peer died (exit code
+    PEER_STOPPED) or that torchrun stopped (a signal, or 128 + one), which may well have ended first."""
+    from alignlab.cli import PEER_STOPPED
+
+    own = {r: f for r, f in err.failures.items() if f.exitcode not in (PEER_STOPPED, 130, 143) and f.exitcode > 0}
+    if not own:
+        return err.get_first_failure()
+    rank = min(own, key=lambda r: own[r].timestamp)
+    return rank, own[rank]
+
+
 def main(argv: list[str]) -> int:
     os.environ.setdefault("LOGLEVEL", "ERROR")  # torch.distributed.elastic's loggers take their level from it
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -24,7 +36,7 @@ def main(argv: list[str]) -> int:
     try:
         run(args)
     except ChildFailedError as err:
-        rank, failure = err.get_first_failure()  # the root cause: the others were stopped because of it
+        rank, failure = _cause(err)
         how = (f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0
                else f"exited with code {failure.exitcode}")
         print(f"error: process {rank} of {args.nproc_per_node} {how}, so the run stopped (its own message, if it "
