@@ -490,11 +490,20 @@ def apply_overrides(cfg: ProjectConfig, overrides: dict[str, Any], names: dict[s
         if value is None and parents and parents[-1] == "trainer_overrides":
             node.pop(leaf, None)  # --set train.trainer_overrides.X=null drops the override
             continue
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            value = _merged(node[leaf], value)  # --set 'lora={r: 8}' changes r, not the whole section
         node[leaf] = value
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as err:
         raise AlignlabError(_format_validation_error(err, "override", names)) from err
+
+
+def _merged(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def apply_flags(cfg: ProjectConfig, flags: dict[str, Any], names: dict[str, str], set_: list[str] | None) -> ProjectConfig:
@@ -509,6 +518,12 @@ def apply_flags(cfg: ProjectConfig, flags: dict[str, Any], names: dict[str, str]
     return apply_overrides(cfg, sets, names={k: f"--set {k}" for k in sets}, keep_none=True)
 
 
+def _takes_mapping(dotted: str) -> bool:
+    """A key whose value is a mapping: a config section, train.trainer_overrides or one of its entries."""
+    return "trainer_overrides" in dotted.split(".") or dotted in ProjectConfig.model_fields and isinstance(
+        getattr(ProjectConfig(), dotted), BaseModel)
+
+
 def parse_set(items: list[str] | None) -> dict[str, Any]:
     """``--set key=value`` pairs; values read as YAML scalars (numbers, booleans, lists; ``null`` or nothing after
     the ``=`` unsets the key). Text YAML would misread stays text: a mapping ("Answer as: a pirate"), a comment cut
@@ -518,16 +533,17 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise AlignlabError(f"--set '{item}' is not key=value", fix="e.g. --set train.learning_rate=5e-5")
         key, value = item.split("=", 1)
-        text = value.strip()
+        text, key = value.strip(), key.strip()
         try:
             parsed = load_yaml(value)
         except yaml.YAMLError:
             parsed = text
-        if isinstance(parsed, dict) and not text.startswith("{"):  # a flow mapping {min_lr: 1e-6} stays one
-            parsed = text
+        if isinstance(parsed, dict) and not (text.startswith("{") and _takes_mapping(key)):
+            parsed = text  # "Answer as: a pirate", "{be brief}" for a text key: text; {min_lr: 1e-6} for a mapping
         elif "#" in value and (parsed is None or (isinstance(parsed, str) and "#" not in parsed)):
-            parsed = None if text.lower() in ("", "null", "~") else text  # "#1 rule", "pirate #1": not a comment
-        out[key.strip()] = parsed
+            # "#1 rule", "pirate #1": text, not a comment; "null # unset it": a comment after null
+            parsed = text if text.startswith("#") or text.split(" #")[0].strip().lower() not in ("", "null", "~") else None
+        out[key] = parsed
     return out
 
 

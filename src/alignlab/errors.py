@@ -15,3 +15,8 @@ class AlignlabError(Exception):
         if fix:
             parts.append(fix)
         super().__init__(" — ".join(parts))
+
+
+# the exit code of a process that stopped because another process of its multi-process run failed: the launcher
+# (alignlab.train.launch) names the process that failed on its own, not this one
+PEER_STOPPED = 3

@@ -655,3 +655,56 @@ def test_set_keeps_what_a_person_typed_and_what_yaml_means():
     assert got == {"train.trainer_overrides.lr_scheduler_kwargs": {"min_lr": 1e-6}, "system_prompt": "#1 rule: never lie",
                    "a": 3}
     assert ProjectConfig.model_validate({"sampling": {"base_opening": False}}).sampling.base_opening is None
+
+
+def test_set_edges_and_a_mapping_merged_into_its_section():
+    from alignlab.config import ProjectConfig, apply_overrides, parse_set
+
+    got = parse_set(["persona={snarky, but correct}", "system_prompt=null # none", "judge.model=~ #x", "x=#",
+                     "lora={r: 8}"])
+    assert got == {"persona": "{snarky, but correct}", "system_prompt": None, "judge.model": None, "x": "#",
+                   "lora": {"r": 8}}
+    cfg = ProjectConfig(lora={"r": 32, "alpha": 64, "target_modules": ["q_proj", "v_proj"]},
+                        train={"trainer_overrides": {"optim": "adafactor"}})
+    moved = apply_overrides(cfg, parse_set(["lora={r: 8}", "train.trainer_overrides={max_grad_norm_x: 1}"]))
+    assert (moved.lora.r, moved.lora.alpha, moved.lora.target_modules) == (8, 64, ["q_proj", "v_proj"])
+    assert moved.train.trainer_overrides == {"optim": "adafactor", "max_grad_norm_x": 1}
+
+
+def test_the_loop_refuses_any_of_its_flags_beside_set(monkeypatch, capsys, tmp_path):
+    from alignlab.config import CONFIG_NAME
+
+    (tmp_path / CONFIG_NAME).write_text("persona: terse\n")
+    code, lines = run_cli(monkeypatch, capsys, "loop", "--rounds", "1", "--rater", "scorecard", "--set",
+                          "loop.rater=contrast", cwd=tmp_path)
+    assert code == 2 and "--rater and --set loop.rater both set loop.rater" in one_error(lines), lines
+
+
+@pytest.mark.parametrize("override, ok", [("use_vllm=true", False), ("vllm_mode=server", True),
+                                          ("log_completions=true", True)])
+def test_vllm_use_is_the_config_key_and_logging_completions_is_allowed(override, ok):
+    from alignlab import methods
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.train.engine import _check_trainer_overrides
+
+    cfg = apply_overrides(ProjectConfig(), {f"train.trainer_overrides.{override.split('=')[0]}": True})
+    if ok:
+        _check_trainer_overrides(cfg, "grpo", methods.get("grpo"))
+    else:
+        with pytest.raises(AlignlabError, match="set online.use_vllm instead"):
+            _check_trainer_overrides(cfg, "grpo", methods.get("grpo"))
+
+
+def test_a_loop_round_resumed_with_new_overrides_is_checked(tiny_model, tmp_path):
+    """The loop resumes a round with its current config: prepare() skipped the check whenever run.json existed, so
+    a bogus override reached TRL after the model loaded. Only `train --resume` (the run's own config) skips it."""
+    from alignlab.config import apply_overrides
+    from alignlab.train import engine
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"method": "dpo", "status": "interrupted"}))
+    cfg = apply_overrides(cfg_for(tiny_model), {"train.trainer_overrides": {"bogus_key": 3}})
+    with pytest.raises(AlignlabError, match="bogus_key is not an argument"):
+        engine.prepare("dpo", cfg, str(pairs(tmp_path)), tmp_path / "runs", run_dir=run)
+    engine.prepare("dpo", cfg_for(tiny_model), str(pairs(tmp_path)), tmp_path / "runs", run_dir=run)

@@ -201,7 +201,13 @@ def test_a_double_click_judges_the_answer_on_screen_once(db):
         expect(page.locator("#mode")).to_have_value("single")
         expect(page.locator("#rewrite")).to_have_value("Five is wrong: four.")
         expect(page.locator("#response")).to_have_text("Five.")
-        page.fill("#rewrite", "")
+        page.fill("#rater", "gil")                                     # another name: the rewrite is saved as gil's
+        page.press("#rater", "Enter")
+        expect(status).to_contain_text("rating as gil; the rewrite in the box is not saved yet")
+        page.click("#save-rewrite")
+        expect(status).to_have_text(re.compile(r"^saved #4 \(rewrite\)"))
+        page.fill("#rater", "gina")
+        page.press("#rater", "Enter")
         page.select_option("#mode", "pair")
         expect(page.locator("#a")).to_have_text("Water makes things wet.")
         page.dblclick("#pick-a")
@@ -210,7 +216,8 @@ def test_a_double_click_judges_the_answer_on_screen_once(db):
         page.wait_for_timeout(300)
     assert [(r[1], r[2], r[3], r[4], r[5], r[6]) for r in _rows(db)] == [
         ("thumb", 1, None, 1, None, "gina"), ("thumb", 2, None, -1, None, "gina"),
-        ("rewrite", 3, None, None, "Four.", "gina"), ("pick", 2, 1, "a", None, "gina")]
+        ("rewrite", 3, None, None, "Four.", "gina"), ("rewrite", 4, None, None, "Five is wrong: four.", "gil"),
+        ("pick", 2, 1, "a", None, "gina")]
 
 
 def test_an_answer_rated_in_another_tab_moves_on_and_a_gone_server_says_not_saved(db):

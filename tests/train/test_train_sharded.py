@@ -119,3 +119,22 @@ def test_a_run_launched_through_accelerate_is_resumed_through_it(tmp_path, monke
         main()
     err = " ".join(capsys.readouterr().err.split())
     assert done.value.code == 2 and f"was launched with --accelerate-config {tmp_path / 'ds.yaml'}" in err
+
+
+def test_resume_launches_the_way_the_run_was_launched(tmp_path, monkeypatch):
+    import json
+
+    from alignlab.cli.train import _resumed_processes
+
+    run = tmp_path / "r"
+    run.mkdir()
+    for launch, processes, given, expected in (("torchrun", 2, None, 2), (None, 1, None, 1)):
+        (run / "run.json").write_text(json.dumps({"processes": processes, **({"launch": launch} if launch else {})}))
+        assert _resumed_processes(run, 1, given) == expected
+    (run / "run.json").write_text(json.dumps({"processes": 2, "launch": "torchrun"}))
+    with pytest.raises(AlignlabError, match="was launched with --processes 2, not through accelerate"):
+        _resumed_processes(run, 1, tmp_path / "ds.yaml")
+    (run / "run.json").write_text(json.dumps({"processes": 1, "launch": f"accelerate:{tmp_path / 'acc.yaml'}"}))
+    assert _resumed_processes(run, 1, tmp_path / "acc.yaml") == 1
+    monkeypatch.setenv("ALIGNLAB_LAUNCH", f"accelerate:{tmp_path / 'acc.yaml'}")  # the process accelerate launched
+    assert _resumed_processes(run, 1, None) == 1  # (a one-process accelerate resume refused itself)

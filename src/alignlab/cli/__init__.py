@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from alignlab.errors import AlignlabError
+from alignlab.errors import PEER_STOPPED, AlignlabError
 
 app = typer.Typer(
     name="alignlab",
@@ -47,11 +47,6 @@ _reflow(app)
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# the exit code of a process that stopped because another process of its run failed (alignlab.train.launch names
-# the process that failed, not this one)
-PEER_STOPPED = 3
 
 
 def _peer_gone(err: Exception) -> bool:

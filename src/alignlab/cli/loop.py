@@ -49,8 +49,15 @@ def register(app: typer.Typer) -> None:
         from alignlab.workflows.loop import LoopSettings, plot_rounds, run_loop, table
 
         cfg, root = _project(project)
-        cfg = apply_flags(cfg, {"train.max_steps": max_steps, "train.learning_rate": lr},
-                          {"train.max_steps": "--max-steps", "train.learning_rate": "--lr"}, set_)
+        flags = {"train.max_steps": (max_steps, "--max-steps"), "train.learning_rate": (lr, "--lr"),
+                 "loop.rater": (rater, "--rater"), "loop.method": (method, "--method"),
+                 "loop.per_round": (per_round, "--per-round"), "loop.n": (n, "-n"),
+                 "loop.eval_prompts": (eval_prompts, "--eval-prompts"), "loop.temperature": (temperature, "--temperature"),
+                 "loop.max_new_tokens": (max_new_tokens, "--max-new-tokens"), "loop.seed": (seed, "--seed"),
+                 "loop.eval_temperature": (eval_temperature, "--eval-temperature"), "loop.poll_seconds": (poll, "--poll"),
+                 "judge.url": (judge_url, "--judge-url"), "judge.model": (judge_model, "--judge-model"),
+                 "judge.key_env": (judge_key_env, "--judge-key-env")}
+        cfg = apply_flags(cfg, {k: v for k, (v, _) in flags.items()}, {k: f for k, (_, f) in flags.items()}, set_)
         settings = LoopSettings.from_config(
             cfg.loop, rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
             eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,

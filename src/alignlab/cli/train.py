@@ -252,7 +252,8 @@ def register(app: typer.Typer) -> None:
         if processes > 1 or accelerate_config:
             _check_parallel(method)
             if "LOCAL_RANK" not in os.environ:
-                engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid)
+                engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid,
+                               resumed=resume is not None)
                 if accelerate_config is not None:  # checked before the run directory is made
                     check_accelerate_config(accelerate_config, processes)
                 target = run_dir or rundir.new_run_dir(runs_dir, method, name)
@@ -263,7 +264,8 @@ def register(app: typer.Typer) -> None:
         elif name:
             rundir.check_run_name(name)
         ctx = engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir, skip_invalid=skip_invalid,
-                             init_adapter=str(init_adapter) if init_adapter else None, name=name)
+                             init_adapter=str(init_adapter) if init_adapter else None, name=name,
+                             resumed=resume is not None)
         if engine.is_main_process():
             console.print(f"[alignlab] {method} on {len(ctx.rows)} rows of {data} -> {ctx.run_dir}")
         out = engine.run(ctx, data, resume=resume is not None)
@@ -320,7 +322,12 @@ def _resumed_processes(resume: Path, processes: int, accelerate_config: Optional
 
     info = rundir.read_run(resume)
     recorded, launch = int(info.get("processes") or 1), str(info.get("launch") or "")
-    if "LOCAL_RANK" in os.environ or accelerate_config is not None:
+    if "LOCAL_RANK" in os.environ or "ALIGNLAB_LAUNCH" in os.environ:  # a launched process: its launcher decided
+        return processes
+    if accelerate_config is not None:
+        if launch == "torchrun":
+            raise AlignlabError(f"{resume} was launched with --processes {recorded}, not through accelerate",
+                                fix="resume without --accelerate-config")
         return processes
     if launch.startswith("accelerate:"):
         raise AlignlabError(f"{resume} was launched with --accelerate-config {launch.split(':', 1)[1]}",

@@ -152,13 +152,22 @@ OWNED_ARGS = {
     "num_generations": "online.num_generations", "max_completion_length": "online.max_completion_length",
     "temperature": "online.temperature", "top_p": "online.top_p", "desirable_weight": "kto.desirable_weight",
     "undesirable_weight": "kto.undesirable_weight", "train_sampling_strategy": "train.group_by_length",
-    "completion_only_loss": "sft.completion_only", "max_prompt_length": "train.max_prompt_length",
-    "eval_steps": "train.save_steps (the reward model's held-out check)",
+    "completion_only_loss": "sft.completion_only", "eval_steps": "train.save_steps",
+    "use_vllm": "online.use_vllm",
 }
 # arguments alignlab sets for its own machinery, with no key of its own: not overridable at all
 FIXED_ARGS = {"assistant_only_loss", "remove_unused_columns", "disable_dropout", "eval_strategy", "eval_on_start",
-              "per_device_eval_batch_size", "log_completions", "dataloader_num_workers", "ddp_find_unused_parameters",
-              "save_strategy", "save_total_limit", "disable_tqdm"}
+              "dataloader_num_workers", "ddp_find_unused_parameters", "save_strategy", "save_total_limit", "disable_tqdm"}
+
+
+def _start_adapter(init_adapter: str, cfg: ProjectConfig, runs_dir: Path) -> Path:
+    """The adapter a run continued with --from starts from: a run of the same base, with weights."""
+    src = rundir.check_run_dir(init_adapter, runs_dir=runs_dir)
+    base = rundir.run_base(src)
+    if not _same_model(base, cfg.model, src):
+        raise AlignlabError(f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run")
+    rundir.Run(src).require_weights()  # an interrupted run that never saved an adapter is no start
+    return src / "adapter"
 
 
 def _same_model(recorded: str, model: str, run: Path) -> bool:
@@ -222,6 +231,7 @@ def prepare(
     skip_invalid: bool = False,
     init_adapter: str | None = None,
     name: str | None = None,
+    resumed: bool = False,
 ) -> RunContext:
     """Everything that can fail cheaply, before a model loads: method, data, device, adapter to continue."""
     from alignlab.models.loading import load_tokenizer, pick_device
@@ -244,19 +254,10 @@ def prepare(
     # everything that needs no tokenizer first: a bad row, run or reward spec is reported before the base model
     # is converted (the first time, tens of seconds) or loaded
     rows = load_dataset_rows(path, kind, skip_invalid=skip_invalid)
-    adapter = None
-    if init_adapter:
-        src = rundir.check_run_dir(init_adapter, runs_dir=runs_dir)
-        base = rundir.run_base(src)
-        if not _same_model(base, cfg.model, src):
-            raise AlignlabError(
-                f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run"
-            )
-        rundir.Run(src).require_weights()  # an interrupted run that never saved an adapter is no start
-        adapter = src / "adapter"
+    adapter = _start_adapter(init_adapter, cfg, runs_dir) if init_adapter else None
     check_trackers(cfg.train.report_to)
     _refuse_loss_overrides(cfg, method, spec)
-    _check_trainer_overrides(cfg, method, spec, resumed=run_dir is not None and (Path(run_dir) / "run.json").is_file())
+    _check_trainer_overrides(cfg, method, spec, resumed=resumed)  # `train --resume`: the run's own recorded config
     if spec.own_loop and cfg.train.report_to:
         raise AlignlabError(f"{method.upper()} runs its own loop, which reports to no tracker",
                             fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")

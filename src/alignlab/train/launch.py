@@ -16,7 +16,7 @@ import sys
 def _cause(err) -> tuple:
     """(rank, failure) of the process that failed on its own: not one that stopped because a peer died (exit code
     PEER_STOPPED) or that torchrun stopped (a signal, or 128 + one), which may well have ended first."""
-    from alignlab.cli import PEER_STOPPED
+    from alignlab.errors import PEER_STOPPED
 
     own = {r: f for r, f in err.failures.items() if f.exitcode not in (PEER_STOPPED, 130, 143) and f.exitcode > 0}
     if not own:

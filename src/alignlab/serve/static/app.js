@@ -270,8 +270,11 @@ const asked = new URLSearchParams(location.search).get("mode") || localStorage.g
 $("mode").value = ["single", "pair"].includes(asked) ? asked : "single";
 $("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
 $("rater").onchange = () => {
-  if (unsavedRewrite()) { $("rater").value = localStorage.getItem("alignlab.rater") || ""; return; }
   localStorage.setItem("alignlab.rater", rater());
+  if (rater() && mode() === "single" && $("rewrite").value.trim()) {  // the answer stays on screen with its rewrite
+    setStatus(`rating as ${rater()}; the rewrite in the box is not saved yet`);
+    return;
+  }
   state.skipped.clear();
   if (rater()) setStatus(`rating as ${rater()}`);
   act(loadNext);
