@@ -490,7 +490,7 @@ def apply_overrides(cfg: ProjectConfig, overrides: dict[str, Any], names: dict[s
         if value is None and parents and parents[-1] == "trainer_overrides":
             node.pop(leaf, None)  # --set train.trainer_overrides.X=null drops the override
             continue
-        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        if isinstance(value, dict) and not parents and _takes_mapping(leaf) and "trainer_overrides" != leaf:
             value = _merged(node[leaf], value)  # --set 'lora={r: 8}' changes r, not the whole section
         node[leaf] = value
     try:
@@ -511,7 +511,8 @@ def apply_flags(cfg: ProjectConfig, flags: dict[str, Any], names: dict[str, str]
     items on ``cfg``: a key given both ways is refused (--set won silently), a bad value names its flag, and
     ``--set key=null`` unsets."""
     sets = parse_set(set_)
-    if clash := [k for k in sets if flags.get(k) is not None]:
+    given = [f"{k}.{sub}" if isinstance(v, dict) else k for k, v in sets.items() for sub in (v if isinstance(v, dict) else [None])]
+    if clash := [k for k in given if flags.get(k) is not None]:
         raise AlignlabError(f"{names.get(clash[0], clash[0])} and --set {clash[0]} both set {clash[0]}",
                             fix="give one of them")
     cfg = apply_overrides(cfg, flags, names=names)

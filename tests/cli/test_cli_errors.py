@@ -708,3 +708,12 @@ def test_a_loop_round_resumed_with_new_overrides_is_checked(tiny_model, tmp_path
     with pytest.raises(AlignlabError, match="bogus_key is not an argument"):
         engine.prepare("dpo", cfg, str(pairs(tmp_path)), tmp_path / "runs", run_dir=run)
     engine.prepare("dpo", cfg_for(tiny_model), str(pairs(tmp_path)), tmp_path / "runs", run_dir=run)
+
+
+def test_a_section_mapping_cannot_slip_past_a_flag_and_empty_overrides_clear():
+    from alignlab.config import ProjectConfig, apply_flags
+
+    cfg = ProjectConfig(train={"trainer_overrides": {"optim": "adafactor"}})
+    with pytest.raises(AlignlabError, match="--lr and --set train.learning_rate both set"):
+        apply_flags(cfg, {"train.learning_rate": 1e-4}, {"train.learning_rate": "--lr"}, ["train={learning_rate: 5e-5}"])
+    assert apply_flags(cfg, {}, {}, ["train.trainer_overrides={}"]).train.trainer_overrides == {}

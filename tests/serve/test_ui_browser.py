@@ -201,6 +201,10 @@ def test_a_double_click_judges_the_answer_on_screen_once(db):
         expect(page.locator("#mode")).to_have_value("single")
         expect(page.locator("#rewrite")).to_have_value("Five is wrong: four.")
         expect(page.locator("#response")).to_have_text("Five.")
+        page.fill("#rater", "")                                        # no name would hide the answer: kept
+        page.press("#rater", "Enter")
+        expect(page.locator("#rater")).to_have_value("gina")
+        expect(page.locator("#response")).to_have_text("Five.")
         page.fill("#rater", "gil")                                     # another name: the rewrite is saved as gil's
         page.press("#rater", "Enter")
         expect(status).to_contain_text("rating as gil; the rewrite in the box is not saved yet")

@@ -87,3 +87,18 @@ def test_a_process_that_fails_is_the_one_named(tiny_model, tmp_path):
     assert any("raised ValueError: boom in rank 1" in x for x in errors), errors
     assert errors[-1].startswith("error: process 1 of 2 exited with code 2"), errors
     assert not any("closed by peer" in x for x in errors), errors
+
+
+def test_a_process_killed_by_a_signal_is_the_cause_not_its_peer():
+    """An out-of-memory kill (-9) of one process, then its peer exiting with PEER_STOPPED: the kill is the cause
+    (signal deaths were all passed over, and the tie on whole-second timestamps named the peer)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from alignlab.errors import PEER_STOPPED
+    from alignlab.train.launch import _cause
+
+    err = ChildFailedError("x", {0: ProcessFailure(0, 1, PEER_STOPPED, "/nonexistent"),
+                                 1: ProcessFailure(1, 2, -9, "/nonexistent")})
+    assert _cause(err)[0] == 1
+    stopped = ChildFailedError("x", {0: ProcessFailure(0, 1, -15, "/nonexistent"), 1: ProcessFailure(1, 2, 2, "/x")})
+    assert _cause(stopped)[0] == 1

@@ -18,7 +18,8 @@ def _cause(err) -> tuple:
     PEER_STOPPED) or that torchrun stopped (a signal, or 128 + one), which may well have ended first."""
     from alignlab.errors import PEER_STOPPED
 
-    own = {r: f for r, f in err.failures.items() if f.exitcode not in (PEER_STOPPED, 130, 143) and f.exitcode > 0}
+    stopped = (PEER_STOPPED, 128 + 2, 128 + 15, -2, -15)  # SIGINT/SIGTERM are torchrun's; -9 (OOM), -11 are not
+    own = {r: f for r, f in err.failures.items() if f.exitcode not in stopped}
     if not own:
         return err.get_first_failure()
     rank = min(own, key=lambda r: own[r].timestamp)

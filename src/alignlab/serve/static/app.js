@@ -270,8 +270,14 @@ const asked = new URLSearchParams(location.search).get("mode") || localStorage.g
 $("mode").value = ["single", "pair"].includes(asked) ? asked : "single";
 $("keys").textContent = mode() === "single" ? SINGLE_KEYS : PAIR_KEYS;
 $("rater").onchange = () => {
+  const pending = mode() === "single" && $("rewrite").value.trim() && state.item;
+  if (pending && !rater()) {  // no name would hide the answer its rewrite belongs to
+    $("rater").value = localStorage.getItem("alignlab.rater") || "";
+    unsavedRewrite();
+    return;
+  }
   localStorage.setItem("alignlab.rater", rater());
-  if (rater() && mode() === "single" && $("rewrite").value.trim()) {  // the answer stays on screen with its rewrite
+  if (pending) {  // the answer stays on screen with its rewrite, saved under the new name
     setStatus(`rating as ${rater()}; the rewrite in the box is not saved yet`);
     return;
   }
