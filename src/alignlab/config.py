@@ -490,7 +490,7 @@ def apply_overrides(cfg: ProjectConfig, overrides: dict[str, Any], names: dict[s
         if value is None and parents and parents[-1] == "trainer_overrides":
             node.pop(leaf, None)  # --set train.trainer_overrides.X=null drops the override
             continue
-        if isinstance(value, dict) and not parents and _takes_mapping(leaf) and "trainer_overrides" != leaf:
+        if isinstance(value, dict) and not parents and _section(leaf):
             value = _merged(node[leaf], value)  # --set 'lora={r: 8}' changes r, not the whole section
         node[leaf] = value
     try:
@@ -511,7 +511,8 @@ def apply_flags(cfg: ProjectConfig, flags: dict[str, Any], names: dict[str, str]
     items on ``cfg``: a key given both ways is refused (--set won silently), a bad value names its flag, and
     ``--set key=null`` unsets."""
     sets = parse_set(set_)
-    given = [f"{k}.{sub}" if isinstance(v, dict) else k for k, v in sets.items() for sub in (v if isinstance(v, dict) else [None])]
+    given = [f"{k}.{sub}" for k, v in sets.items() if isinstance(v, dict) for sub in v]  # 'train={lr: ...}' too
+    given += [k for k, v in sets.items() if not isinstance(v, dict)]
     if clash := [k for k in given if flags.get(k) is not None]:
         raise AlignlabError(f"{names.get(clash[0], clash[0])} and --set {clash[0]} both set {clash[0]}",
                             fix="give one of them")
@@ -519,10 +520,15 @@ def apply_flags(cfg: ProjectConfig, flags: dict[str, Any], names: dict[str, str]
     return apply_overrides(cfg, sets, names={k: f"--set {k}" for k in sets}, keep_none=True)
 
 
+def _section(name: str) -> bool:
+    """A top-level key that is a section of its own (lora, train, dpo, ...)."""
+    kind = ProjectConfig.model_fields[name].annotation if name in ProjectConfig.model_fields else None
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
 def _takes_mapping(dotted: str) -> bool:
     """A key whose value is a mapping: a config section, train.trainer_overrides or one of its entries."""
-    return "trainer_overrides" in dotted.split(".") or dotted in ProjectConfig.model_fields and isinstance(
-        getattr(ProjectConfig(), dotted), BaseModel)
+    return "trainer_overrides" in dotted.split(".") or _section(dotted)
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:

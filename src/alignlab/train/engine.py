@@ -512,7 +512,7 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
         _restore_finished(trainer, last)  # killed after its last checkpoint: nothing left to train
     else:
         trainer.train(resume_from_checkpoint=last)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         _record_rank_digest(trainer.model, run_dir)
     state_dict = gathered_state_dict(trainer)  # every process takes part; None when nothing is sharded
     if main:
