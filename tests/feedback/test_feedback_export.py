@@ -286,3 +286,22 @@ def test_text_holding_a_unicode_line_separator_survives_export_and_import(store,
     src.write_text(json.dumps({"prompt": "p", "chosen": "line one\u2028line two", "rejected": "y"}, ensure_ascii=False) + "\n",
                    encoding="utf-8")
     assert import_jsonl(store, src, rater="ann")["pairs"] == 1
+
+
+def test_rows_the_training_check_would_refuse_are_left_out(store, tmp_path):
+    """A rewrite that adds a trailing space, or a pick over an empty answer, was exported, and `alignlab train`
+    then stopped on the file ("chosen is identical to rejected", "'rejected' is empty")."""
+    from alignlab.data.formats import METHOD_KIND, validate
+
+    a, b, c = _responses(store, "P", "Canberra.", "", "Fine.")
+    store.add_judgement("rewrite", a, rewrite_text="Canberra. ", rater="ann")
+    store.add_judgement("pick", c, "a", other_response_id=b, rater="ann")
+    store.add_judgement("thumb", b, -1, rater="ann")
+    store.add_judgement("thumb", c, 1, rater="ann")
+    dpo = export(store, "dpo", tmp_path / "dpo.jsonl")
+    assert _rows(tmp_path / "dpo.jsonl") == []  # the thumbs pair is the pick's pair again: empty either way
+    assert dpo["skipped"]["identical_texts"] == 1 and dpo["skipped"]["empty_texts"] == 2
+    kto = export(store, "kto", tmp_path / "kto.jsonl")
+    assert _rows(tmp_path / "kto.jsonl") == [{"prompt": "P", "completion": "Fine.", "label": True}]
+    assert kto["skipped"]["empty_texts"] == 1
+    assert validate(tmp_path / "dpo.jsonl", kind=METHOD_KIND["dpo"]).rows == []

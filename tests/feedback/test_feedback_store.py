@@ -119,6 +119,48 @@ def test_not_a_database(tmp_path):
     assert path.read_bytes() == b"this is not sqlite" * 100
 
 
+def test_another_programs_database_is_refused_untouched(tmp_path):
+    """`alignlab feedback stats --db notes.db` switched someone's SQLite file to WAL and added five tables to it."""
+    path = tmp_path / "notes.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('keep me')")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(AlignlabError) as err:
+        open_store(path, create=False)
+    assert str(err.value) == (f"{path} is another program's SQLite database (tables: notes), not a feedback database; "
+                              "left untouched — pass another --db path")
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_a_held_out_prompt_stays_held_out(tmp_path):
+    """`alignlab sample` marks its prompts 'train': sampling a held-out prompt moved it back, and export trained on
+    the scorecard's prompt."""
+    with open_store(tmp_path / "feedback.db") as s:
+        pid = s.add_prompt("Capital of Peru?", split="heldout")
+        assert s.add_prompts([{"text": "Capital of Peru?", "split": "train"}, {"text": "Fresh?", "split": "train"}])[0] == pid
+        s.add_prompt("Fresh?", split="heldout")  # a train prompt can still be marked held out (compare does)
+        splits = dict(s.conn.execute("SELECT text, split FROM prompts").fetchall())
+    assert splits == {"Capital of Peru?": "heldout", "Fresh?": "heldout"}
+
+
+def test_pairs_to_rate_do_not_lead_with_the_first_sampled_model(tmp_path):
+    """Pending pairs came in id order: each prompt's pairs opened with the first-sampled model's answer, which came
+    back in the next pair too, so a rater could tell the models apart."""
+    with open_store(tmp_path / "feedback.db") as s:
+        firsts = []
+        for k in range(20):
+            pid = s.add_prompt(f"Question {k}?")
+            base = s.add_responses([{"prompt_id": pid, "text": f"base {k} {i}", "run": None} for i in range(2)])
+            s.add_responses([{"prompt_id": pid, "text": f"run {k} {i}", "run": "r1"} for i in range(2)])
+            pairs = [p for p in s.pending_pairs("ann") if p["prompt_id"] == pid]
+            assert len(pairs) == 6
+            firsts.append(pairs[0]["a_id"] in base and pairs[0]["b_id"] in base)
+        assert [p["prompt_id"] for p in s.pending_pairs("ann")] == sorted(p["prompt_id"] for p in s.pending_pairs("ann"))
+    assert sum(firsts) < 15  # by id, every prompt opened with the base-vs-base pair (20 of 20)
+
+
 def test_missing_db_only_created_when_asked(tmp_path):
     with pytest.raises(AlignlabError, match="no feedback database at"):
         open_store(tmp_path / "nope.db", create=False)

@@ -209,3 +209,122 @@ def test_control_characters_in_an_answer_are_shown_not_obeyed(tmp_path):
         _, out = _run(store, ["q"])
     assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
     assert "Sydney, obviously.\\x1b[2K\\r  Canberra. \\u202eright\\u202c 👨‍👩‍👧\u00a0ok" in out  # emoji and no-break space as they are
+
+
+def test_a_second_session_of_the_same_rater_cannot_judge_an_item_twice(db):
+    """Two terminals of one rater (or the terminal and the rating page under one name) both showed response 1; the
+    second key stored a second standing thumb, and the KTO export then dropped the answer as a label conflict."""
+    with open_store(db) as first, open_store(db) as second:
+        # the first session shows response 1 and waits; the second judges it meanwhile
+        shown = [("RESPONSE", 1, "Yes, shockingly.")]
+        from alignlab.feedback.rate import _Session
+
+        waiting = _Session(first, "ann", True, _scripted([]), print, None)
+        _run(second, ["u", "q"])
+        assert waiting.judge("d", {"response_id": 1}, shown) == "already"
+        assert waiting.judge("3", {"response_id": 1}, shown) == "already"
+    assert _judgements(db) == [("thumb", 1, None, 1, None, "ann", 0)]
+    with open_store(db) as store:  # a pick of the same pair in a second session likewise
+        _run(store, ["a", "q"], mode="pair")
+        late = _Session(store, "ann", False, _scripted([]), print, None)
+        assert late.judge("b", {}, [("A", 2, "x"), ("B", 1, "y")]) == "already"
+    assert [j[0] for j in _judgements(db)] == ["thumb", "pick"]
+
+
+def test_lines_waiting_after_a_rewrite_join_it(db):
+    """A rewrite pasted as several lines: only the first was stored, and the others ran as keys on the next answer
+    (a pasted line 'u' judged an answer the rater never read)."""
+    pasted = [["It was built as a compromise.", "", "u"]]
+    with open_store(db) as store:
+        summary, out = _run(store, ["r", "Canberra, obviously.", "q"], waiting_fn=lambda: pasted.pop() if pasted else [])
+    assert _judgements(db) == [("rewrite", 1, None, None, "Canberra, obviously.\nIt was built as a compromise.\n\nu",
+                                "ann", 0)]
+    assert summary["recorded"] == 1 and "unknown key" not in out
+
+
+def test_nothing_to_rate_says_what_to_run(tmp_path, db):
+    with open_store(tmp_path / "empty.db") as store:
+        _, out = _run(store, [])
+    assert "no answers to rate: sample some first (`alignlab sample --base`" in out
+    with open_store(db) as store:
+        _, out = _run(store, [], round=7)
+        assert "no answers to rate in round 7" in out and "--round 7" in out
+        p = store.add_prompt("Lonely?")
+        store.add_responses([{"prompt_id": p, "text": "Very.", "round": 3}])
+        _, out = _run(store, [], mode="pair", round=3)
+    assert "no pair of different answers to one prompt in round 3 left for ann" in out and "-n 2" in out
+
+
+def test_ctrl_c_prints_the_summary_and_goes_on_up(db):
+    def read(prompt=""):
+        if read.calls:
+            raise KeyboardInterrupt
+        read.calls += 1
+        return "u"
+
+    read.calls = 0
+    out: list[str] = []
+    with open_store(db) as store, pytest.raises(KeyboardInterrupt):
+        rate(store, "ann", input_fn=read, output_fn=out.append)
+    assert "ann: recorded 1 judgement(s) (thumb 1), undid 0, skipped 0; 3 left to rate" in out[-1]
+
+
+def test_input_without_stdin_ends_like_eof(db):
+    def lost(prompt=""):
+        raise RuntimeError("input(): lost sys.stdin")
+
+    with open_store(db) as store:
+        summary = rate(store, "ann", input_fn=lost, output_fn=lambda s: None)
+    assert summary["ended_by"] == "eof"
+
+
+def _pty_rate(db, script):
+    """`alignlab rate` on a real pseudo-terminal: ``script`` is [(text to wait for, bytes to send)]; returns the
+    output and the exit code."""
+    import os
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "alignlab", "rate", "--db", str(db), "--rater", "pam"])
+    out, deadline = b"", time.monotonic() + 60
+    try:
+        for wait_for, send in script:
+            while wait_for.encode() not in out and time.monotonic() < deadline:
+                if select.select([fd], [], [], 0.5)[0]:
+                    try:
+                        out += os.read(fd, 4096)
+                    except OSError:
+                        break
+            assert wait_for.encode() in out, out.decode(errors="replace")[-2000:]
+            out = out.replace(wait_for.encode(), b"<seen>", 1)
+            os.write(fd, send)
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def test_a_paste_into_the_rewrite_prompt_on_a_terminal_is_one_rewrite(db):
+    out, code = _pty_rate(db, [("> ", b"r\n"), ("empty cancels)> ", b"Canberra, obviously.\nIt was built as a compromise.\n"),
+                               ("> ", b"q\n")])
+    assert code == 0, out
+    assert _judgements(db) == [("rewrite", 1, None, None, "Canberra, obviously.\nIt was built as a compromise.", "pam", 0)]
+    assert "unknown key" not in out
+
+
+def test_ctrl_c_on_a_terminal_says_so(db):
+    out, code = _pty_rate(db, [("> ", b"u\n"), ("RESPONSE (#2)", b""), ("> ", b"\x03")])
+    assert code == 130, out
+    assert "pam: recorded 1 judgement(s) (thumb 1)" in out and "interrupted" in out

@@ -89,3 +89,35 @@ def test_flag_errors(project, args, message):
     res = invoke("sample", *args, "--prompts", prompts, "--project", proj)
     assert isinstance(res.exception, AlignlabError), res.output
     assert message in str(res.exception)
+
+
+def test_a_rerun_stores_no_copies_and_sampled_heldout_prompts_stay_held_out(project, tiny_model, monkeypatch):
+    """The same command twice stored byte-identical copies (rated twice, four copies of each pair); sampling the
+    project's held-out prompts marked them 'train', and export then trained on the scorecard's prompts."""
+    proj, prompts = project
+    args = ("sample", "--base", "--prompts", prompts, "-n", 2, "--max-new-tokens", 5, "--project", proj)
+    assert invoke(*args).exit_code == 0
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "stored 0 answers" in again.output and "6 already stored" in again.output and "another --seed" in again.output
+    assert len(responses(proj / "feedback.db")) == 6
+    heldout = proj / "data" / "heldout.jsonl"
+    res = invoke("sample", "--base", "--prompts", heldout, "--limit", 2, "-n", 1, "-t", 0, "--max-new-tokens", 4,
+                 "--project", proj)
+    assert res.exit_code == 0 and "2 of the prompts are the scorecard's held-out prompts" in res.output
+    conn = sqlite3.connect(str(proj / "feedback.db"))
+    splits = dict(conn.execute("SELECT text, split FROM prompts").fetchall())
+    conn.close()
+    first_two = [json.loads(line)["prompt"] for line in heldout.read_text().splitlines()[:2]]
+    assert [splits[p] for p in first_two] == ["heldout", "heldout"] and splits[PROMPTS[0]] == "train"
+
+
+def test_sampling_from_inside_the_run_records_its_id(project, tiny_model, monkeypatch):
+    proj, prompts = project
+    run = make_adapter_run(tiny_model, proj / "runs" / "r7")
+    monkeypatch.chdir(run)
+    res = invoke("sample", "--run", ".", "--prompts", prompts, "-n", 1, "-t", 0, "--limit", 1, "--max-new-tokens", 4,
+                 "--project", proj)
+    assert res.exit_code == 0, res.output
+    assert {r["run"] for r in responses(proj / "feedback.db")} == {"r7"}
+

@@ -75,6 +75,17 @@ def _disk_problem(err: OSError) -> str | None:
     return None
 
 
+def _after_interrupt(err: BaseException) -> bool:
+    """Whether a KeyboardInterrupt lies behind this exception (typer's exit 130 is raised from one)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        nxt = err.__cause__ if err.__cause__ is not None else None if err.__suppress_context__ else err.__context__
+        err, seen = nxt, seen + 1
+    return False
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -90,6 +101,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as stop:  # typer turns Ctrl-C into a bare exit 130; say why it ended
+        if stop.code == 130 and _after_interrupt(stop):
+            print("interrupted", file=sys.stderr)
+        raise
     except OSError as err:
         if (line := _disk_problem(err)) is None and os.environ.get("ALIGNLAB_DEBUG") != "1":
             line = f"{type(err).__name__}: {_one_line(err)} (set ALIGNLAB_DEBUG=1 for the traceback)"

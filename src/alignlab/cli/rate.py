@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
         db: Path | None = typer.Option(None, "--db", help="feedback database (default: <project>/feedback.db, or ./feedback.db)"),
     ) -> None:
         """Rate responses one by one; resumes where you left off. Keys: u d 1-5 r s z q (single), a b t s z q (pair)."""
-        from alignlab.feedback.rate import rate
+        from alignlab.feedback.rate import rate, waiting_lines
         from alignlab.feedback.store import default_path, open_store
 
         with open_store(db if db is not None else default_path(), create=False) as store:
-            rate(store, rater or _default_rater(), mode=mode, round=round)
+            rate(store, rater or _default_rater(), mode=mode, round=round, waiting_fn=waiting_lines)

@@ -41,14 +41,24 @@ def register(app: typer.Typer) -> None:
         cfg, root = project_config(project)
         path = prompts or str(default_prompts(root, cfg.data_dir, "train"))
         rows = prompt_rows(path, limit=limit)
+        heldout_file = default_prompts(root, cfg.data_dir, "heldout")
+        heldout = {r["prompt"] for r in prompt_rows(heldout_file)}  # kept held out: export leaves them out
         if n > 1 and temperature <= 0:
             raise AlignlabError(f"-n {n} at temperature 0 gives {n} identical answers", fix="pass --temperature > 0 or -n 1")
         db_path = db if db is not None else (root / DB_NAME if root is not None else default_path())
         with open_store(db_path) as store:  # a bad --db fails here, before the model loads
             m, tok, base_name = load_for_inference((model or cfg.model) if base else model, run, device=device)
-            ids = sample_responses(store, m, tok, rows, n, model_name=base_name, run=run.name if run else None, round=round,
+            # the run's directory name (its id), also for `--run .`
+            ids = sample_responses(store, m, tok, rows, n, model_name=base_name,
+                                   run=run.resolve().name if run else None, round=round,
                                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                    batch_size=batch_size, seed=seed, system_prompt=cfg.system_prompt,
-                                   source=Path(path).name)
-        typer.echo(f"stored {len(ids)} answers ({n} per prompt, {len(rows)} prompts) in round {round} of {db_path}")
+                                   source=Path(path).name, heldout=heldout)
+        same = len(rows) * n - len(ids)
+        typer.echo(f"stored {len(ids)} answers ({n} per prompt, {len(rows)} prompts) in round {round} of {db_path}"
+                   + (f"; {same} already stored for their prompt (or sampled twice) were left out"
+                      + (" — pass another --seed for new answers" if same >= len(rows) * n / 2 else "") if same else ""))
+        if held := sum(r["prompt"] in heldout for r in rows):
+            typer.echo(f"{held} of the prompts are the scorecard's held-out prompts: they can be rated, and "
+                       "`alignlab feedback export` leaves them out of training files")
         typer.echo(f"next: alignlab rate --round {round}")

@@ -49,10 +49,15 @@ def export(store: Store, format: str, out_path: str | Path, round: int | None = 
 
 def _dpo(judgements: list[dict]) -> tuple[list[dict], dict]:
     pairs: dict[tuple, dict] = {}  # (prompt_id, chosen, rejected) -> {prompt, source, ids}
-    skipped = {"ties": 0, "identical_texts": 0, "duplicates": 0}
+    skipped = {"ties": 0, "identical_texts": 0, "empty_texts": 0, "duplicates": 0}
 
     def add(j: dict, chosen: str, rejected: str, source: str, ids: list[int]) -> None:
-        if chosen == rejected:
+        # as the training data check reads them: an empty side, or sides that differ in white space only, would
+        # stop `alignlab train` on the exported file
+        if not chosen.strip() or not rejected.strip():
+            skipped["empty_texts"] += 1
+            return
+        if chosen.strip() == rejected.strip():
             skipped["identical_texts"] += 1
             return
         key = (j["prompt_id"], chosen, rejected)
@@ -147,11 +152,14 @@ def _labels(judgements: list[dict]) -> dict[tuple, dict]:
 
 def _kto(judgements: list[dict]) -> tuple[list[dict], dict]:
     labels = _labels(judgements)
-    skipped = {"neutral_scores": sum(1 for j in judgements if j["kind"] == "score" and SCORE_DOWN < j["value"] < SCORE_UP),
-               "duplicates": sum(len(e["ids"]) - 1 for e in labels.values() if len(e["labels"]) == 1)}
+    neutral = sum(1 for j in judgements if j["kind"] == "score" and SCORE_DOWN < j["value"] < SCORE_UP)
+    repeats = sum(len(e["ids"]) - 1 for (_, t), e in labels.items() if len(e["labels"]) == 1 and t.strip())
+    skipped = {"neutral_scores": neutral, "duplicates": repeats}
     conflicts, kept = [], []
     for (pid, text), e in labels.items():
-        if len(e["labels"]) > 1:
+        if not text.strip():  # an empty answer is no KTO row (the training data check refuses it)
+            skipped["empty_texts"] = skipped.get("empty_texts", 0) + len(e["ids"])
+        elif len(e["labels"]) > 1:
             conflicts.append({"kind": "label", "prompt_id": pid, "prompt": e["first"]["prompt"], "texts": [text],
                               "judgement_ids": sorted(e["ids"])})
         else:

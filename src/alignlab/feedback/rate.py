@@ -47,24 +47,50 @@ def rate(
     input_fn: Callable[[str], str] = input,
     output_fn: Callable[[str], Any] = print,
     round: int | None = None,
+    waiting_fn: Callable[[], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Show unjudged items one at a time and record the rater's answers; returns a summary.
 
-    Ends on ``q``, at end of input (EOF), or when nothing is left.
+    Ends on ``q``, at end of input (EOF), or when nothing is left; Ctrl-C prints the summary and goes on up.
+    ``waiting_fn`` returns the lines already typed ahead (a paste), which join a rewrite instead of running as keys.
     """
     if mode not in MODES:
         raise AlignlabError(f"unknown rating mode '{mode}'", fix="use --mode single or --mode pair")
-    session = _Session(store, rater, mode == "single", input_fn, output_fn, round)
-    while session.stop not in ("eof", "quit"):
-        todo = [it for it in session.pending() if session.key(it) not in session.skipped]
-        if session.front is not None:  # just undone: show that item again first
-            todo.sort(key=lambda it: session.key(it) != session.front)
-            session.front = None
-        if not todo:
-            session.stop = "done"
-            break
-        session.ask_about(todo[0], len(todo))
+    session = _Session(store, rater, mode == "single", input_fn, output_fn, round, waiting_fn)
+    try:
+        while session.stop not in ("eof", "quit"):
+            todo = [it for it in session.pending() if session.key(it) not in session.skipped]
+            if session.front is not None:  # just undone: show that item again first
+                todo.sort(key=lambda it: session.key(it) != session.front)
+                session.front = None
+            if not todo:
+                session.stop = "done"
+                break
+            session.ask_about(todo[0], len(todo))
+    except KeyboardInterrupt:
+        session.stop = "interrupted"
+        session.summary(mode)
+        raise
+    if session.stop == "done" and not session.recorded and not session.undone and not session.skipped:
+        output_fn(session.nothing_to_rate())
     return session.summary(mode)
+
+
+def waiting_lines(wait_s: float = 0.05) -> list[str]:
+    """The lines already waiting on a terminal's input (the rest of a paste): a person types a line at a time, a
+    paste arrives at once. Nothing when stdin is not a terminal (a script's lines are keys)."""
+    import select
+    import sys
+
+    if sys.stdin is None or not sys.stdin.isatty():
+        return []
+    lines: list[str] = []
+    while select.select([sys.stdin], [], [], wait_s)[0]:
+        try:
+            lines.append(input())
+        except (EOFError, RuntimeError):
+            break
+    return lines
 
 
 def swapped(a_id: int, b_id: int) -> bool:
@@ -79,8 +105,9 @@ def swapped(a_id: int, b_id: int) -> bool:
 class _Session:
     """One rater at the terminal: what is pending, what was recorded, skipped and undone, and why it ended."""
 
-    def __init__(self, store: Store, rater: str, single: bool, input_fn, output_fn, round: int | None):
+    def __init__(self, store: Store, rater: str, single: bool, input_fn, output_fn, round: int | None, waiting_fn=None):
         self.store, self.rater, self.single, self.round = store, rater, single, round
+        self.waiting_fn = waiting_fn or (lambda: [])
         self.made: list[int] = []  # this session's judgements, newest last: what `z` undoes
         self.input_fn, self.output_fn = input_fn, output_fn
         self.kinds = ("thumb", "score", "rewrite") if single else ("pick",)
@@ -99,8 +126,19 @@ class _Session:
     def ask(self, prompt: str) -> str | None:
         try:
             return self.input_fn(prompt)
-        except EOFError:
+        except (EOFError, RuntimeError):  # RuntimeError: input() with stdin closed ("lost sys.stdin")
             return None
+
+    def nothing_to_rate(self) -> str:
+        """Why there is nothing to rate, and what to run."""
+        where = f" in round {self.round}" if self.round is not None else ""
+        if self.store.count_responses(self.round) == 0:
+            return (f"no answers to rate{where}: sample some first (`alignlab sample --base`, or `--run runs/ID`"
+                    + (f" --round {self.round}" if self.round is not None else "") + ")")
+        if not self.single and not self.store.pending_pairs(self.rater, self.round):
+            return (f"no pair of different answers to one prompt{where} left for {self.rater}: sample more answers per "
+                    "prompt (`alignlab sample -n 2 ...`), or rate them one by one (--mode single)")
+        return f"{self.rater} has judged every answer{where}"
 
     def show(self, item: dict, left: int) -> list[tuple]:
         """Print the item (a pair in a fixed pseudo-random order); returns [(label, response id, text)]."""
@@ -147,7 +185,8 @@ class _Session:
                 return
             if kind is None:
                 continue
-            self.recorded[kind] += 1
+            if kind != "already":
+                self.recorded[kind] += 1
             return
 
     def undo(self) -> bool:
@@ -169,30 +208,37 @@ class _Session:
         return True
 
     def judge(self, k: str, item: dict, shown: list[tuple]) -> str | None:
-        """Record the judgement key ``k`` stands for; its kind, None to ask again, or 'eof'."""
-        store, rater = self.store, self.rater
+        """Record the judgement key ``k`` stands for; its kind, None to ask again, 'eof', or 'already' (this rater
+        judged the item meanwhile, in another window or on the rating page)."""
         if self.single and k in ("u", "d"):
-            self.made.append(store.add_judgement("thumb", item["response_id"], 1 if k == "u" else -1, rater=rater))
-            return "thumb"
+            return self.record(item, "thumb", shown, value=1 if k == "u" else -1)
         if self.single and k in ("1", "2", "3", "4", "5"):
-            self.made.append(store.add_judgement("score", item["response_id"], int(k), rater=rater))
-            return "score"
+            return self.record(item, "score", shown, value=int(k))
         if self.single and k == "r":
             text = self.ask("rewrite (one line, \\n for a line break; empty cancels)> ")
             if text is None:
                 return "eof"
+            text = "\n".join([text, *self.waiting_fn()]).rstrip()  # a pasted answer of several lines stays one rewrite
             if not text.strip():
                 self.output_fn("rewrite cancelled")
                 return None
-            self.made.append(store.add_judgement("rewrite", item["response_id"], rewrite_text=text.replace("\\n", "\n"),
-                                                 rater=rater))
-            return "rewrite"
+            return self.record(item, "rewrite", shown, rewrite_text=text.replace("\\n", "\n"))
         if not self.single and k in ("a", "b", "t"):
-            value = {"a": "a", "b": "b", "t": "tie"}[k]
-            self.made.append(store.add_judgement("pick", shown[0][1], value, other_response_id=shown[1][1], rater=rater))
-            return "pick"
+            return self.record(item, "pick", shown, value={"a": "a", "b": "b", "t": "tie"}[k])
         self.output_fn(f"unknown key '{self.raw}': {self.keys}")
         return None
+
+    def record(self, item: dict, kind: str, shown: list[tuple], value=None, rewrite_text: str | None = None) -> str:
+        """Store one judgement unless this rater judged the item since it was shown (checked and written in one
+        transaction, as the rating page does): two sessions of one rater would count it twice."""
+        store = self.store
+        with store.transaction():
+            if store.judged(self.rater, shown[0][1], self.kinds, None if self.single else shown[1][1]):
+                self.output_fn(f"{self.rater} already judged this (in another session); moving on")
+                return "already"
+            self.made.append(store.add_judgement(kind, shown[0][1], value, rater=self.rater, rewrite_text=rewrite_text,
+                                                 other_response_id=None if self.single else shown[1][1]))
+        return kind
 
     def summary(self, mode: str) -> dict[str, Any]:
         left = len(self.pending())

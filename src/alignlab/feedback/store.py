@@ -140,6 +140,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _pair_order(a_id: int, b_id: int) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(f"order-{a_id}-{b_id}".encode()).digest()
+
+
 def default_path(start: str | Path = ".") -> Path:
     """``<project>/feedback.db`` inside an alignlab project, else ``./feedback.db``."""
     from alignlab.config import find_project
@@ -154,7 +160,8 @@ def open_store(path: str | Path, create: bool = True) -> Store:
     if not create and not path.is_file():
         raise AlignlabError(
             f"no feedback database at {path}",
-            fix="rate something (`alignlab rate`) or import feedback (`alignlab feedback import FILE`) first",
+            fix="sample answers to rate first (`alignlab sample --base`, or `--run runs/ID`), or import feedback "
+                "(`alignlab feedback import FILE`)",
         )
     return Store(path)
 
@@ -180,7 +187,8 @@ class Store:
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_MS)}")
             self.conn.execute("PRAGMA foreign_keys = ON")
-            self._refuse_newer()  # before anything that could write to the file
+            self._refuse_foreign()  # before anything that could write to the file
+            self._refuse_newer()
             self._wal()
             self.conn.execute("PRAGMA synchronous = FULL")
             self._migrate()
@@ -256,6 +264,16 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
+    def _refuse_foreign(self) -> None:
+        """A SQLite file with tables but no ``migrations`` table is some other program's: switching it to WAL and
+        adding our tables would change a file the user did not mean to hand over."""
+        tables = [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        if tables and "migrations" not in tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise AlignlabError(f"{self.path} is another program's SQLite database (tables: {shown}), not a feedback "
+                                "database; left untouched", fix="pass another --db path")
+
     def _refuse_newer(self) -> None:
         known = {m.__name__ for m in self._migrations}
         unknown = [n for n in self._applied() if n not in known]
@@ -297,9 +315,11 @@ class Store:
         with self.transaction() as conn:
             for p in items:
                 conn.execute(
-                    # a split given for a stored prompt is recorded (compare marks the scorecard's held-out prompts)
+                    # a split given for a stored prompt is recorded (compare marks the scorecard's held-out prompts);
+                    # a held-out prompt stays held out (sampling it again must not let export train on it)
                     "INSERT INTO prompts (text, source, split, created_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT(text) DO UPDATE SET split = COALESCE(excluded.split, split)",
+                    " ON CONFLICT(text) DO UPDATE SET split = CASE WHEN split = 'heldout' THEN split"
+                    " ELSE COALESCE(excluded.split, split) END",
                     (p["text"], p.get("source"), p.get("split"), _now()),
                 )
                 ids.append(conn.execute("SELECT id FROM prompts WHERE text = ?", (p["text"],)).fetchone()[0])
@@ -441,6 +461,26 @@ class Store:
                 (rater, kind, response_id)).fetchone()
         return None if row is None else row[0]
 
+    def judged(self, rater: str, response_id: int, kinds: Iterable[str], other_response_id: int | None = None) -> bool:
+        """Whether this rater has a standing judgement of these kinds on this response (on this pair, either order,
+        with ``other_response_id``): the item is no longer pending for them."""
+        kinds = tuple(kinds)
+        pair = ("AND ((response_id = ? AND other_response_id = ?) OR (response_id = ? AND other_response_id = ?))"
+                if other_response_id is not None else "AND response_id = ?")
+        ids = (response_id, other_response_id, other_response_id, response_id) if other_response_id is not None else (
+            response_id,)
+        with self._lock:
+            return self.conn.execute(
+                f"SELECT 1 FROM judgements WHERE rater = ? AND undone_at IS NULL AND kind IN ({', '.join('?' * len(kinds))})"
+                f" {pair}", (rater, *kinds, *ids)).fetchone() is not None
+
+    def count_responses(self, round: int | None = None) -> int:
+        """Responses stored (in this round)."""
+        with self._lock:
+            if round is None:
+                return self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            return self.conn.execute("SELECT COUNT(*) FROM responses WHERE round = ?", (int(round),)).fetchone()[0]
+
     def revealed(self, rater: str, response_id: int, other_response_id: int) -> bool:
         """This rater picked between these two answers before, undid it, and they come from different sources (run
         or model): the rating page showed which wrote which after that pick, so a new pick would not be blind."""
@@ -520,7 +560,9 @@ class Store:
         if round is not None:
             sql += " AND r1.round = ? AND r2.round = ?"
             params += [round, round]
-        return self._rows(sql + " ORDER BY r1.prompt_id, r1.id, r2.id", params)
+        # within a prompt in an order hashed from the two ids: by id, the first-sampled model's answer led every
+        # prompt's pairs and came back in the next one, telling a rater which model wrote it
+        return sorted(self._rows(sql, params), key=lambda it: (it["prompt_id"], _pair_order(it["a_id"], it["b_id"])))
 
     # -- summaries --
 

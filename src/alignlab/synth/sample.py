@@ -2,7 +2,7 @@
 
 Each response records the base model, the run it came from (None for the base), the round, and the sampler
 settings, so a later export or report can tell which policy produced what. Generation is batched (the
-prompt's KV cache is shared by its K samples); everything is stored in one transaction at the end.
+prompt's KV cache is shared by its K samples); each batch is stored in its own transaction.
 """
 
 from __future__ import annotations
@@ -56,32 +56,65 @@ def sample_responses(
     system_prompt: str | None = None,
     source: str | None = None,
     description: str = "sampling",
+    heldout: set[str] | None = None,
+    each_batch: bool = True,
 ) -> list[int]:
-    """Generate ``n`` answers per row's prompt and store them; returns the new response ids (grouped per prompt)."""
+    """Generate ``n`` answers per row's prompt and store them, a batch at a time; returns the new response ids
+    (grouped per prompt; an answer the store already holds is left out). Prompts in ``heldout`` are stored as the
+    held-out split, which `alignlab feedback export` leaves out. ``each_batch=False`` stores all or nothing (a loop
+    round is sampled whole or not at all)."""
+    from contextlib import nullcontext
+
     from alignlab.generate import generate
-    from alignlab.progress import progress_bar
+    from alignlab.progress import console, progress_bar
 
     if n < 1:
         raise AlignlabError(f"-n must be at least 1, got {n}")
     if n > 1 and temperature <= 0:
         raise AlignlabError(f"{n} samples per prompt at temperature 0 would be identical", fix="pass --temperature > 0")
+    from alignlab.synth.opening import trim_unfinished
+
     prompts = [r["prompt"] for r in rows]
+    held = set(heldout or ())
     sampler = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed,
                "system_prompt": system_prompt}
-    texts: list[str] = []
+    ids: list[int] = []
     chunk = max(1, batch_size)
-    with progress_bar() as bar:
-        task = bar.add_task(description, total=len(prompts) * n)
-        for i in range(0, len(prompts), chunk):
-            part = prompts[i : i + chunk]
-            texts += generate(model, tokenizer, part, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              num_return_sequences=n, batch_size=chunk, system_prompt=system_prompt,
-                              seed=seed + i if seed is not None else None)
-            bar.advance(task, len(part) * n)
-    with store.transaction():
-        pids = store.add_prompts([{"text": p, "source": source, "split": "train"} for p in prompts])
-        return store.add_responses(
-            {"prompt_id": pid, "text": texts[i * n + k], "model": model_name, "run": run, "round": round, "sampler": sampler}
-            for i, pid in enumerate(pids)
-            for k in range(n)
-        )
+    try:
+        with progress_bar() as bar, (nullcontext() if each_batch else store.transaction()):
+            task = bar.add_task(description, total=len(prompts) * n)
+            for i in range(0, len(prompts), chunk):
+                part = prompts[i : i + chunk]
+                texts = generate(model, tokenizer, part, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_p=top_p, num_return_sequences=n, batch_size=chunk, system_prompt=system_prompt,
+                                 seed=seed + i if seed is not None else None)
+                # an answer cut at max_new_tokens is kept up to its last finished sentence (as synth keeps it): rated
+                # as the better one, a cut answer would teach the model to stop mid-sentence
+                texts = [trim_unfinished(t) or t for t in texts]
+                ids += _store_batch(store, part, texts, n, held, source,
+                                    dict(model=model_name, run=run, round=round, sampler=sampler))
+                bar.advance(task, len(part) * n)
+    except KeyboardInterrupt:
+        if each_batch:
+            console.print(f"[yellow]interrupted[/]: the {len(ids)} answers of the finished batches are stored")
+        raise
+    return ids
+
+
+def _store_batch(store, prompts: list[str], texts: list[str], n: int, heldout: set[str], source: str | None,
+                 fields: dict) -> list[int]:
+    """One batch's answers in one transaction (Ctrl-C keeps the batches before it). An answer already stored for
+    its prompt by the same model and run (a rerun with the same seed, or two samples alike) is not stored again:
+    rating it twice would count one judgement twice."""
+    with store.transaction() as conn:
+        pids = store.add_prompts([{"text": p, "source": source, "split": "heldout" if p in heldout else "train"}
+                                  for p in prompts])
+        rows = []
+        for i, pid in enumerate(pids):
+            seen = {r[0] for r in conn.execute("SELECT text FROM responses WHERE prompt_id = ? AND model IS ? AND run IS ?",
+                                               (pid, fields["model"], fields["run"]))}
+            for text in texts[i * n : (i + 1) * n]:
+                if text not in seen:
+                    seen.add(text)
+                    rows.append({"prompt_id": pid, "text": text, **fields})
+        return store.add_responses(rows) if rows else []

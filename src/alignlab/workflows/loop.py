@@ -341,7 +341,7 @@ class _Loop:
                                run=Path(init_run).name if init_run else None, round=r,
                                temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                                seed=s.seed + r, system_prompt=self.cfg.system_prompt, source="loop",
-                               description=f"round {r}: sampling")
+                               description=f"round {r}: sampling", each_batch=False)
         return self.store.update_round(r, prompts=len(prompts), responses=len(ids))
 
     def judge(self, r: int, row: dict, details: dict) -> dict:
