@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -168,7 +169,18 @@ def test_bundled_sets_are_disjoint_from_training_data():
 
     train = prompts("persona-pairs") | prompts("prompts-train") | prompts("persona-thumbs") | prompts("persona-rewrites")
     labelled, reference = prompts("persona-labelled"), prompts("reference")
-    assert len(reference) >= 150 and not (reference & train) and not (labelled & train)
+    assert len(reference) >= 150 and not (reference & train) and not (labelled & train) and not (reference & labelled)
+    # reworded: "In what year did the French Revolution begin?" was held out while a training pair asked "What year
+    # did the French Revolution begin?"; a question counts as the same when its content words are (nearly) the same
+    stop = set("a an the of in on to is are do does did what whats how why who which can i you my it be for with and "
+               "back onto on long longer word phrase should".split())
+
+    def content(p):
+        return frozenset(w for w in re.findall(r"[a-z0-9]+", p.lower()) if w not in stop)
+
+    seen = [content(p) for p in train | labelled]
+    close = [p for p in reference if any(len(c & (w := content(p))) >= 0.8 * len(c | w) for c in seen if c)]
+    assert close == []
     rows = [json.loads(x) for x in bundled_path("persona-labelled").read_text().splitlines() if x.strip()]
     assert len(rows) >= 400 and {r["persona"] for r in rows} == {0, 1}
     assert any(r["persona"] == 1 and r["correct"] == 0 for r in rows)

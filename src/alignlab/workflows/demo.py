@@ -1,7 +1,7 @@
 """`make demo`: the default recipe on the embedded default model, then the scorecard against the base.
 
 1. creates ``demo-project/`` (the example persona's data: 600 matched pairs, their chosen answers as an
-   SFT set, thumbs, train prompts and 177 held-out prompts with reference answers);
+   SFT set, thumbs, train prompts and 163 held-out prompts with reference answers);
 2. trains the default recipe (``alignlab.workflows.recipes.DEFAULT``), stage by stage, each stage continuing from
    the previous one's adapter (a finished stage is reused when the demo is run again);
 3. answers held-out prompts from every category with the base and the adapter, scores both (persona,
