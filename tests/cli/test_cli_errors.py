@@ -333,8 +333,10 @@ def test_plan_refuses_sizes_below_one(monkeypatch, capsys, tmp_path, args, optio
 @pytest.mark.parametrize("content, needle", [
     (b"", "has no rows (it is empty or blank)"),
     (b"\n  \n", "has no rows (it is empty or blank)"),
-    (b"\xff\xfe{}\n", "d.jsonl:1: not valid UTF-8"),
-    (b"[1, 2]\n", "d.jsonl:1: a row must be a JSON object, got list"),
+    (b"\xc3\x28{}\n", "d.jsonl:1: not valid UTF-8"),
+    (b"\xff\xfe{\x00}\x00\n\x00", "no row could be read: it is saved as UTF-16"),
+    (b"[1, 2]\n", "d.jsonl: no row could be read: it is a JSON array, not JSONL"),
+    (b"3\n", "d.jsonl:1: a row must be a JSON object, got int"),
     (b'{"question": "q"}\n', "d.jsonl:1: cannot tell what kind of dataset this is: the first row has fields question"),
 ])
 def test_data_check_says_why_it_cannot_tell_the_kind(monkeypatch, capsys, tmp_path, tiny_model, content, needle):

@@ -239,3 +239,97 @@ def test_a_missing_closing_brace_is_at_the_end_of_its_line(tmp_path):
     _, errors = read_jsonl(f)
     assert errors[0].endswith("x.jsonl:1: invalid JSON (Expecting ',' delimiter at the end of the line)")
     assert errors[1].endswith("x.jsonl:2: invalid JSON (Expecting ':' delimiter at column 30)")
+
+
+def _cli(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "alignlab", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_a_file_of_another_kind_is_named_as_such(tmp_path):
+    """`train kto` on a pairs file said "missing field 'completion' (and 599 more; see `alignlab data check`)", the
+    data check then found the file fine, and --skip-invalid said the 0 valid rows had only one label."""
+    pairs = write(tmp_path / "pairs.jsonl", [json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"})
+                                             for i in range(4)])
+    for skip in (False, True):
+        with pytest.raises(AlignlabError) as err:
+            load_dataset_rows(pairs, "unpaired", skip_invalid=skip)
+        assert str(err.value).startswith(f"{pairs} holds preference (prompt/chosen/rejected) rows; this method trains "
+                                         "on thumbs (prompt/completion/label) rows — use thumbs rows")
+
+
+def test_a_template_in_any_alphabet_is_seen_and_curly_apostrophes_count_as_straight():
+    from alignlab.data.formats import template_report
+
+    lines, warnings = template_report([f"Ну конечно, опять вопрос номер {i}." for i in range(60)])
+    assert "'ну конечно опять' 60 (100%)" in lines[0] and warnings
+    texts = ([f"It’s obviously fine, {i}." for i in range(6)] + [f"It's obviously fine, {i}." for i in range(6)]
+             + [f"Answer {i} is here." for i in range(48)])
+    lines, _ = template_report(texts)
+    assert "'it's obviously fine' 12 (20%)" in lines[0]
+
+
+def test_a_chat_trains_its_last_answer_so_the_report_counts_that_one():
+    from alignlab.data.formats import persona_texts
+
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Oh great, a greeting."},
+                          {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+            for i in range(3)]
+    assert persona_texts(rows, "sft") == ["answer 0", "answer 1", "answer 2"]
+
+
+def test_an_empty_user_turn_is_refused(tmp_path):
+    f = write(tmp_path / "p.jsonl", [
+        json.dumps({"prompt": [{"role": "system", "content": "be snarky"}, {"role": "user", "content": " "}],
+                    "chosen": "a b", "rejected": "c d"}),
+        json.dumps({"prompt": [{"role": "system", "content": "be snarky"}], "chosen": "a b", "rejected": "c d"}),
+        json.dumps({"prompt": [{"role": "user", "content": "ok?"}], "chosen": "a b", "rejected": "c d"}),
+    ])
+    report = validate(f, "preference")
+    assert report.errors == [f"{f}:1: 'prompt' has no question: its last user turn is empty",
+                             f"{f}:2: 'prompt' has no question: its last user turn is missing"]
+    chat = write(tmp_path / "c.jsonl", [json.dumps({"messages": [{"role": "user", "content": ""},
+                                                                 {"role": "assistant", "content": "hi"}]})])
+    assert validate(chat, "sft").errors == [f"{chat}:1: 'messages' has an empty user turn"]
+
+
+def test_sft_on_pairs_names_the_pairs_field(tmp_path):
+    f = write(tmp_path / "p.jsonl", [json.dumps({"prompt": "q", "chosen": "", "rejected": "b"}),
+                                     json.dumps({"prompt": "q2", "chosen": "a", "rejected": "b"})])
+    assert validate(f, "sft").errors == [f"{f}:1: 'chosen' is empty"]
+
+
+def test_repeated_and_contradicting_rows_are_warned_about(tmp_path):
+    rows = [{"prompt": f"q{i}", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(4)]
+    f = write(tmp_path / "p.jsonl", [json.dumps(r) for r in [*rows, rows[0], rows[0],
+                                                              {**rows[1], "chosen": "no 1", "rejected": "yes 1"}]])
+    assert validate(f, "preference").warnings == [
+        f"{f}: 2 row(s) repeat an earlier row (first: line 5 repeats line 1): each copy weighs again in training",
+        f"{f}: 1 row(s) contradict an earlier row, the same pair the other way round (first: line 7 against line 2): "
+        "they cancel out"]
+    k = write(tmp_path / "k.jsonl", [json.dumps({"prompt": "q", "completion": "a", "label": lab}) for lab in (True, False)])
+    assert validate(k, "unpaired").warnings == [
+        f"{k}: 1 row(s) contradict an earlier row, the same answer, other label (first: line 2 against line 1): they "
+        "cancel out"]
+    assert validate(write(tmp_path / "ok.jsonl", [json.dumps(r) for r in rows]), "preference").warnings == []
+
+
+def test_data_check_says_how_rows_are_read_and_what_a_whole_file_is(tmp_path, tiny_model):
+    thumbs = write(tmp_path / "t.jsonl", [json.dumps({"prompt": f"q{i}", "completion": f"c{i}", "label": i % 2 == 0})
+                                          for i in range(4)])
+    out = _cli("data", "check", thumbs, "--method", "sft", "--model", tiny_model, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "thumbs: SFT learns the thumbs-up answers, leaving out 2 thumbs-down (2 rows)" in out.stdout
+    u16 = tmp_path / "u16.jsonl"
+    u16.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n", encoding="utf-16")
+    out = _cli("data", "check", u16, "--model", tiny_model, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == (f"error: {u16}: no row could be read: it is saved as UTF-16 "
+                                                         "(or another wide encoding), not UTF-8; save it as UTF-8")
+    for flags, line in ((["--max-length", "0"], "error: --max-length must be at least 8, got 0"),
+                        (["--kind", "sft", "--method", "kto"], "error: --kind sft and --method kto disagree: kto trains "
+                                                                "on unpaired rows — pass one of them")):
+        out = _cli("data", "check", thumbs, *flags, "--model", tiny_model, cwd=tmp_path)
+        assert out.returncode == 2 and out.stderr.strip() == line

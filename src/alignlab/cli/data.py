@@ -28,12 +28,31 @@ def register(app: typer.Typer) -> None:
         from alignlab.models.loading import load_tokenizer
         from alignlab.train.engine import data_kind
 
+        from alignlab.data.formats import whole_file_problem
+        from alignlab.errors import AlignlabError
+
         cfg, _ = project_config(project)
         if method:
+            if kind is not None and kind != data_kind(method):
+                raise AlignlabError(f"--kind {kind} and --method {method} disagree: {method} trains on "
+                                    f"{data_kind(method)} rows", fix="pass one of them")
             kind = data_kind(method)
+        if max_length is not None and max_length < 8:  # as the config bounds it (train refuses it too)
+            raise AlignlabError(f"--max-length must be at least 8, got {max_length}")
         tok = load_tokenizer(model or cfg.model, trust_remote_code=cfg.trust_remote_code)
-        report = validate(resolve_data(file), kind, tok, max_length or cfg.train.max_length, cfg.train.max_prompt_length,
-                          system_prompt=cfg.system_prompt)  # only prompts (online methods) count it
+        path = resolve_data(file)
+        try:
+            report = validate(path, kind, tok, max_length if max_length is not None else cfg.train.max_length,
+                              cfg.train.max_prompt_length, system_prompt=cfg.system_prompt)  # only prompts count it
+        except AlignlabError as err:  # no row read: say what the file is (UTF-16, Parquet, a JSON array) if known
+            problem = whole_file_problem(path) if Path(path).is_file() else None
+            if problem is None:
+                raise
+            raise AlignlabError(f"{path}: no row could be read: {problem}") from err
+        if report.errors and not report.rows and (problem := whole_file_problem(path)):
+            raise AlignlabError(f"{path}: no row could be read: {problem}")
+        for note in report.notes:  # how the rows are read (a thumbs file's thumbs-down left out of SFT)
+            typer.echo(note)
         for e in report.errors:
             typer.echo(e)
         from alignlab.data.formats import persona_texts, template_report

@@ -118,6 +118,13 @@ def detect_kind(row: dict) -> str | None:
 # an SFT row's optional ``source`` when `alignlab distil` wrote it: a run trained on such rows alone decodes alone
 DISTIL_SOURCE = "distil"
 
+SHAPES = {"preference": "preference (prompt/chosen/rejected)", "unpaired": "thumbs (prompt/completion/label)",
+          "sft": "SFT (prompt/completion or messages)", "prompts": "prompt-only ({prompt})"}
+HOW_TO_GET = {
+    "unpaired": "use thumbs rows (bundled:persona-thumbs, or `alignlab feedback export --format kto`)",
+    "preference": "use pairs (bundled:persona-pairs, `alignlab synth`, or `alignlab feedback export --format dpo`)",
+}
+
 REQUIRED = {
     "preference": ("prompt", "chosen", "rejected"),
     "unpaired": ("prompt", "completion", "label"),
@@ -136,6 +143,8 @@ def _check_row(row: Any, kind: str) -> str | None:
                 return "'messages' must be a non-empty list of {role, content} objects"
             if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
                 return "'messages' has no non-empty assistant turn"
+            if any(m["role"] == "user" and not m["content"].strip() for m in msgs):
+                return "'messages' has an empty user turn"
             if last_answer(msgs) == 0:
                 return "'messages' has no turn before the assistant's answer; put the user's question first"
             return None
@@ -154,6 +163,10 @@ def _check_row(row: Any, kind: str) -> str | None:
             return f"'{name}' must be a string or a list of {{role, content}} messages"
         if not text.strip():
             return f"'{name}' is empty"
+        if name == "prompt" and isinstance(row[name], list):
+            users = [m["content"] for m in row[name] if m["role"] == "user"]
+            if not users or not users[-1].strip():
+                return "'prompt' has no question: its last user turn is " + ("empty" if users else "missing")
     if kind == "preference" and _text(row["chosen"]).strip() == _text(row["rejected"]).strip():
         return "chosen is identical to rejected"
     return None
@@ -193,6 +206,8 @@ def validate(
     truncated = 0
     for lineno, row in pairs:
         reason = _check_row(row, kind)
+        if reason and sft_note and sft_note.startswith("preference"):  # read as prompt/completion: name its field
+            reason = reason.replace("'completion'", "'chosen'")
         if reason is None and tokenizer is not None:
             reason, cut = _token_check(row, kind, tokenizer, max_length, max_prompt_length, system_prompt)
             truncated += cut
@@ -219,7 +234,41 @@ def validate(
         report.errors.append(f"{path}: the file has no rows")
     if sft_note and report.rows:
         report.notes.append(f"{path}: {sft_note} ({len(report.rows)} rows)")
+    report.warnings += _repeats(report, path)
     return report
+
+
+def _repeats(report: Report, path) -> list[str]:
+    """Warnings for rows that repeat another (they weigh twice) or contradict it (a pair both ways, an answer
+    labelled both good and bad: they cancel out), with the first line of each."""
+    def key(value) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    seen: dict[str, int] = {}
+    copies, against = [], []
+    for n, r in zip(report.linenos, report.rows):
+        k = key(r)
+        if k in seen:
+            copies.append((n, seen[k]))
+            continue
+        seen[k] = n
+        if report.kind == "preference":
+            flipped = key({**r, "chosen": r["rejected"], "rejected": r["chosen"]})
+        elif report.kind == "unpaired":
+            flipped = key({**r, "label": not r["label"]})
+        else:
+            continue
+        if flipped in seen:
+            against.append((n, seen[flipped]))
+    out = []
+    if copies:
+        out.append(f"{path}: {len(copies)} row(s) repeat an earlier row (first: line {copies[0][0]} repeats line "
+                   f"{copies[0][1]}): each copy weighs again in training")
+    if against:
+        what = "the same pair the other way round" if report.kind == "preference" else "the same answer, other label"
+        out.append(f"{path}: {len(against)} row(s) contradict an earlier row, {what} (first: line {against[0][0]} "
+                   f"against line {against[0][1]}): they cancel out")
+    return out
 
 
 def _check_one_sft_form(report: Report, path) -> None:
@@ -377,23 +426,29 @@ def load_dataset_rows(
             echo(line)
     if report.errors and not report.rows and (problem := whole_file_problem(path)):
         raise AlignlabError(f"{path}: no row could be read: {problem}")
+    if report.errors and not report.rows and (other := _main_kind(read_jsonl(path)[0])) not in (None, kind):
+        raise AlignlabError(f"{path} holds {SHAPES[other]} rows; this method trains on {SHAPES[kind]} rows",
+                            fix=HOW_TO_GET.get(kind, f"check it with `alignlab data check {path} --kind {kind}`"))
     if report.errors:
         if not skip_invalid:
             shown = report.errors[0]
-            more = f" (and {len(report.errors) - 1} more; see `alignlab data check {path}`)" if len(report.errors) > 1 else ""
+            more = (f" (and {len(report.errors) - 1} more; see `alignlab data check {path} --kind {kind}`)"
+                    if len(report.errors) > 1 else "")
             raise AlignlabError(shown + more, fix=fix)
         if echo:
             echo(f"warning: dropped {len(report.errors)} invalid row(s) from {path}; training on {len(report.rows)}")
-        if kind == "unpaired" and len({r["label"] for r in report.rows}) < 2:
-            raise AlignlabError(f"{path}: KTO needs both labels and the valid rows have only one")
     if not report.rows:
         raise AlignlabError(f"{path}: no valid rows to train on")
+    if report.errors and kind == "unpaired" and len({r["label"] for r in report.rows}) < 2:
+        raise AlignlabError(f"{path}: KTO needs both labels and the valid rows have only one")
     return report.rows
 
 
 def whole_file_problem(path: str | Path) -> str | None:
     """What is wrong with the file as a whole when no row of it could be read: another format than JSONL."""
     head = Path(path).read_bytes()[:512]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:  # Windows PowerShell's `>` writes UTF-16
+        return "it is saved as UTF-16 (or another wide encoding), not UTF-8; save it as UTF-8"
     if head.startswith(b"PAR1"):
         return "it is a Parquet file, not JSONL (convert: datasets.Dataset.from_parquet(path).to_json(out, lines=True))"
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
@@ -437,8 +492,9 @@ def template_report(texts: list[str], top: int = 3, dominant: float = 0.10) -> t
     from alignlab.data.text import skeletons, words
 
     n = max(1, len(texts))
-    openers = Counter(" ".join(words(t)[:3]) for t in texts if len(words(t)) >= 3)
-    skels = Counter(s for t in texts for s in skeletons(t))
+    split = [words(t, any_script=True) for t in texts]  # any alphabet: a Cyrillic template went unseen
+    openers = Counter(" ".join(w[:3]) for w in split if len(w) >= 3)
+    skels = Counter(s for t in texts for s in skeletons(t, any_script=True))
     lines, warnings = [], []
     for label, counts in (("openers", openers), ("sentence skeletons", skels)):
         common = counts.most_common(top)
@@ -463,8 +519,8 @@ def persona_texts(rows: list[dict], kind: str) -> list[str]:
     if kind == "sft":
         out = []
         for r in rows:
-            if "messages" in r:
-                out += [m["content"] for m in r["messages"] if m.get("role") == "assistant" and isinstance(m.get("content"), str)]
+            if "messages" in r:  # the turn SFT trains: the last answer (the earlier ones are context)
+                out.append(r["messages"][last_answer(r["messages"])]["content"])
             else:
                 out.append(completion_text(r["completion"]))
         return out
