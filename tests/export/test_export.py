@@ -598,3 +598,226 @@ def test_llama_attention_biases_go_out_in_llama_cpps_rope_order(tmp_path):
     assert (tensors["blk.0.attn_k.bias"].data.astype("float32") == interleaved(k, kv)).all()
     assert not (interleaved(q, heads) == q).all()  # the permutation moves them
     assert (_permute(q, heads, heads) == interleaved(q, heads)).all()
+
+
+def _logits(model_dir: Path, ids, adapter: Path | None = None):
+    """Logits of a saved model, or of PEFT's base + ``adapter`` over it (the reference a merge must equal)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+def test_the_merged_model_carries_the_keys_transformers_4_reads(tmp_path):
+    """transformers 5 writes rope settings only as rope_parameters and names its tokenizer class TokenizersBackend:
+    transformers 4.x (vLLM pins it) then ran rope_theta 10000 and could not load the tokenizer. The merged config has
+    4.x's rope_theta and rope_scaling beside 5's, the tokenizer a class 4.x knows, and 5 still loads it as base + adapter."""
+    from transformers import AutoConfig
+
+    from alignlab.export import export_run
+
+    base = make_small_vocab_model(tmp_path / "base", arch="llama3")
+    config = json.loads((base / "config.json").read_text())
+    config["rope_parameters"]["rope_theta"] = 500000.0  # not 4.x's default, so a lost theta would matter
+    (base / "config.json").write_text(json.dumps(config))
+    run = make_run(tmp_path, str(base))
+    export_run(run, merged=tmp_path / "merged")
+    written = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert written["rope_theta"] == 500000.0
+    assert written["rope_scaling"] == {k: v for k, v in config["rope_parameters"].items() if k != "rope_theta"}
+    assert written["rope_scaling"]["rope_type"] == "llama3"
+    tok = json.loads((tmp_path / "merged" / "tokenizer_config.json").read_text())
+    assert tok["tokenizer_class"] == "PreTrainedTokenizerFast" and tok["chat_template"] == CHATML
+    assert AutoConfig.from_pretrained(str(tmp_path / "merged")).rope_parameters == config["rope_parameters"]
+    ids = torch.tensor([[1, 20, 40, 60, 80, 100, 120, 2] * 12])  # past original_max_position_embeddings (64)
+    a, b = _logits(tmp_path / "merged", ids), _logits(base, ids, run / "adapter")
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_legacy_rope_keys_of_gemma3s_two_kinds_of_layers():
+    from alignlab.export.merge import legacy_rope_keys
+
+    params = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+              "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
+    assert legacy_rope_keys({"rope_parameters": params}) == {
+        "rope_theta": 1e6, "rope_local_base_freq": 1e4, "rope_scaling": {"rope_type": "linear", "factor": 8.0}}
+    assert legacy_rope_keys({"rope_parameters": {"rope_theta": 1e5, "rope_type": "default"}, "rope_theta": 1e5}) == {}
+    assert legacy_rope_keys({"rope_parameters": {"chunked": {"rope_theta": 1.0}}}) == {}  # a layout it does not know
+
+
+def _bare_adapter(base: Path, out: Path, **lora) -> Path:
+    """A PEFT adapter saved by PEFT alone (no alignlab run), random non-zero weights everywhere it trains."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(2)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft = get_peft_model(model, LoraConfig(r=4, init_lora_weights=False, **lora))
+        for name, p in peft.named_parameters():
+            if "modules_to_save" in name:
+                p.data.normal_(0, 0.5)
+        peft.save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.parametrize("lora", [{"target_modules": ["q_proj", "embed_tokens"]}, {"target_modules": ["q_proj", "lm_head"]},
+                                  {"target_modules": ["q_proj"], "modules_to_save": ["embed_tokens"]}],
+                         ids=["lora-embed_tokens", "lora-lm_head", "modules_to_save"])
+def test_lora_on_a_tied_embedding_merges_as_peft_applies_it(exported, tmp_path, lora):
+    """Over a base whose lm_head shares the embedding matrix, LoRA on embed_tokens (or lm_head) changes only that
+    layer in PEFT; folded into the shared matrix it changed both (logits off by hundreds). The merge unties them."""
+    from gguf import GGUFReader
+    from safetensors import safe_open
+
+    from alignlab.export import export_run
+
+    adapter = _bare_adapter(exported["base"], tmp_path / "adapter", **lora)
+    export_run(adapter, merged=tmp_path / "merged", gguf=tmp_path / "g" / "m.gguf")
+    ids = torch.tensor([[1, 20, 40, 60, 80, 100, 120, 2]])
+    a, b = _logits(tmp_path / "merged", ids), _logits(exported["base"], ids, adapter)
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-5), (a - b).abs().max()
+    assert not torch.allclose(b, _logits(exported["base"], ids), atol=1e-2)  # the adapter changes the answer
+    assert json.loads((tmp_path / "merged" / "config.json").read_text())["tie_word_embeddings"] is False
+    with safe_open(str(tmp_path / "merged" / "model.safetensors"), framework="pt") as st:
+        assert "lm_head.weight" in st.keys()
+    assert "output.weight" in {t.name for t in GGUFReader(str(tmp_path / "g" / "m.gguf")).tensors}
+
+
+def test_lora_tied_by_peft_on_both_embeddings_is_refused_before_writing(exported, tmp_path):
+    """PEFT's ensure_weight_tying adapts embed_tokens and lm_head as one; merge_and_unload folds it in twice."""
+    from alignlab.export import export_run
+
+    adapter = _bare_adapter(exported["base"], tmp_path / "adapter", target_modules=["q_proj", "embed_tokens"],
+                            ensure_weight_tying=True)
+    with pytest.raises(AlignlabError, match="LoRA on the tied embeddings .* cannot be merged") as err:
+        export_run(adapter, merged=tmp_path / "merged")
+    assert "\n" not in str(err.value) and "adapter_config.json" in str(err.value)
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_base_not_on_this_machine_is_named_before_the_hub_is_asked(exported, tmp_path):
+    """A bare adapter naming a hub id this machine lacks: one line that names the base and the file, --model as the way
+    out; online, no request reaches the hub (the process is pointed at a local server that records any)."""
+    import http.server
+    import os
+    import subprocess
+    import threading
+
+    adapter = tmp_path / "shared"
+    shutil.copytree(exported["run"] / "adapter", adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": "someorg/not-here-135M"}))
+    from alignlab.export import export_run
+
+    for out in ({"merged": tmp_path / "m"}, {"gguf": tmp_path / "m.gguf"}):
+        with pytest.raises(AlignlabError, match="base model 'someorg/not-here-135M' named by adapter_config.json is not "
+                                                "on this machine") as err:
+            export_run(adapter, **out)
+        assert "--model" in str(err.value) and str(adapter / "adapter_config.json") in str(err.value)
+
+    hits = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}", HF_HOME=str(tmp_path / "hf"))
+    try:
+        for flag in ("--gguf", "--merged"):
+            r = subprocess.run([sys.executable, "-c", "from alignlab.cli import main; main()", "export", str(adapter), flag,
+                                str(tmp_path / ("o.gguf" if flag == "--gguf" else "o"))],
+                               capture_output=True, text=True, timeout=300, env=env)
+            assert r.returncode == 2, r.stderr
+            assert r.stderr.strip().count("\n") == 0 and "is not on this machine" in r.stderr, r.stderr
+            assert "--model someorg/not-here-135M to download it" in r.stderr
+    finally:
+        server.shutdown()
+    assert hits == []
+
+
+def test_another_base_is_named_by_the_adapter_and_model_picks_the_right_one(exported, tmp_path):
+    """A base of another size: one line naming the adapter's base and the first shape that differs, not PEFT's
+    multi-line state-dict error; --model merges it into the right base without editing adapter_config.json."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from alignlab.export import export_run
+
+    wide = tmp_path / "wide"
+    config = AutoConfig.from_pretrained(str(exported["base"]))
+    config.hidden_size, config.intermediate_size = 128, 256
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(wide))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(exported["base"] / name, wide / name)
+    adapter = tmp_path / "shared"
+    shutil.copytree(exported["run"] / "adapter", adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(wide)}))
+    with pytest.raises(AlignlabError, match=r"does not fit base '.*wide'") as err:
+        export_run(adapter, merged=tmp_path / "m")
+    text = str(err.value)
+    assert "\n" not in text and "adapter_config.json" in text and "in the adapter but" in text, text
+    assert "[4, 64] in the adapter but [4, 128] in the base" in text, text
+    assert not (tmp_path / "m").exists()
+    export_run(adapter, merged=tmp_path / "m", model=str(exported["base"]))
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == (exported["merged"] / "model.safetensors").read_bytes()
+
+
+def test_a_triple_quote_in_the_runs_system_prompt_is_refused_before_anything_is_written(exported, tmp_path):
+    """The Modelfile's SYSTEM block cannot hold \"\"\": refused before the merge and the GGUF (a GGUF left behind
+    blocked the rerun), naming the file export reads, the run's own config.yaml, and its line."""
+    from alignlab.config import ProjectConfig, dump_config
+    from alignlab.export import export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(exported["run"], run)
+    (run / "config.yaml").write_text(dump_config(ProjectConfig(model=str(exported["base"]), system_prompt='Say """hi"""')))
+    line = next(i for i, t in enumerate((run / "config.yaml").read_text().splitlines(), 1) if t.startswith("system_prompt:"))
+    g = tmp_path / "out" / "m.gguf"
+    with pytest.raises(AlignlabError, match='holds """') as err:
+        export_run(run, merged=tmp_path / "merged", gguf=g)
+    assert f"{run / 'config.yaml'}:{line}" in str(err.value) and "alignlab.yaml" not in str(err.value)
+    assert not g.exists() and not (tmp_path / "merged").exists()
+    (run / "config.yaml").write_text(dump_config(ProjectConfig(model=str(exported["base"]), system_prompt="Say hi")))
+    export_run(run, gguf=g)  # the rerun needs no --force
+    assert 'SYSTEM """Say hi"""' in (g.parent / "Modelfile").read_text()
+
+
+def test_a_full_fine_tune_export_says_it_decodes_alone(exported, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "runs" / "full"
+    shutil.copytree(exported["base"], run / "adapter")
+    (run / "run.json").write_text(json.dumps({"method": "sft", "model": str(exported["base"]), "status": "done",
+                                              "lora": False}))
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--merged", str(tmp_path / "merged"))
+    assert code == 0, err
+    assert "full fine-tune" in out and "decodes alone" in out
+    assert "adapter alone" not in out and "base_opening" not in out
+
+
+def test_the_gguf_merge_scratch_goes_beside_a_new_gguf_folder(exported, tmp_path, monkeypatch):
+    """The fp32 merge of a --gguf-only export lands beside the GGUF, even in a folder that does not exist yet: not in
+    the system temp dir (often in memory, never swept). A temp dir that does not exist makes any use of it fail."""
+    import tempfile
+
+    from alignlab.export import export_run
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-system-tmp"))
+    g = tmp_path / "new" / "deeper" / "m.gguf"
+    export_run(exported["run"], gguf=g)
+    assert g.is_file() and not any(p.name.startswith(".alignlab-merge-") for p in g.parent.iterdir())

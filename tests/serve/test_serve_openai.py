@@ -247,11 +247,27 @@ def _words_not_newlines(pool) -> None:
         pool.model.get_output_embeddings().weight[punctuation_ids(pool.tokenizer)] = 0
 
 
+def _one_word_per_token(pool) -> None:
+    """Make every token the random tiny model can write a word of its own (a space-led run of letters), by an untied
+    output matrix whose other rows are zero and whose word rows are scaled up: which words it writes then does not
+    hang on the tokenizer built from the bundled data (a base that wrote "okokok..." had no three words to open with)."""
+    import torch
+
+    head = pool.model.get_output_embeddings()
+    vocab = pool.tokenizer.get_vocab()
+    word = torch.zeros(head.weight.shape[0], dtype=torch.bool)
+    word[[i for t, i in vocab.items() if t.startswith("\u0120") and t[1:].isalpha() and i < len(word)]] = True
+    with torch.no_grad():
+        weight = head.weight.detach().clone()
+        weight[~word] = 0
+        weight[word] *= 50
+        head.weight = torch.nn.Parameter(weight)
+
+
 def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_opens(tiny_model, tmp_path):
     """`serve --base-opening 3` over two adapters: the one whose run.json records that it decodes alone (trained on
     distilled rows) answers as generate() does with no opening; the other's answer starts with the base's first three
-    words. (The tiny base's punctuation rows of the output matrix are zeroed, as in the penalty test below, so that
-    the base writes words rather than newlines.)"""
+    words. (The tiny base's output matrix lets it write whole words only: see _one_word_per_token.)"""
     import json
 
     from alignlab.generate import generate
@@ -262,7 +278,7 @@ def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_
     pool = ModelPool(tiny_model, {"snarky": opened, "distilled": alone}, device="cpu", base_opening="3",
                      repetition_penalty=1.2)
     assert pool.alone == {"distilled"}
-    _words_not_newlines(pool)
+    _one_word_per_token(pool)
     ask = dict(messages=PROMPT, max_tokens=12, temperature=0)
     with background(create_app(pool)) as base_url, \
             openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
@@ -323,3 +339,59 @@ def test_repetition_penalty_is_generates_answer_only_penalty(tiny_model):
     assert text.strip() == expected and expected and expected != plain
     with pytest.raises(AlignlabError, match="below 1.0"):
         ModelPool(tiny_model, device="cpu", repetition_penalty=0.9)
+
+
+def test_the_projects_system_prompt_opens_a_chat_that_has_none(tiny_model, tmp_path, monkeypatch):
+    """`alignlab serve` (ModelPool.from_specs) in a project with a system_prompt: a chat with no system message is
+    answered under it, as chat, generate, eval and the exported Modelfile's SYSTEM answer (and GRPO/PPO trained);
+    a chat with its own system (or developer) message keeps that one alone. Prompt sizes are counted with the
+    model's own tokenizer and chat template."""
+    from transformers import AutoTokenizer
+
+    from alignlab.config import ProjectConfig, dump_config
+
+    system = "You are a pirate who answers every question about the sea in one line."
+    (tmp_path / "alignlab.yaml").write_text(dump_config(ProjectConfig(model=tiny_model, system_prompt=system)))
+    run = _fake_run(tmp_path / "runs", "snarky", tiny_model, 1)
+    monkeypatch.chdir(tmp_path)
+    pool = ModelPool.from_specs([str(run)], device="cpu")
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+
+    def size(messages):
+        return len(tok(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+                       add_special_tokens=False)["input_ids"])
+
+    projects, own = [{"role": "system", "content": system}, *PROMPT], [{"role": "system", "content": "Be brief."}, *PROMPT]
+    with background(create_app(pool)) as base_url, \
+            openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        def ask(messages, model="snarky"):
+            return c.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0)
+
+        bare, given, other = ask(PROMPT), ask(projects), ask(own)
+        developer = ask([{"role": "developer", "content": "Be brief."}, *PROMPT])
+        texts, _, usage = _streamed(c.chat.completions.create(model="base", messages=PROMPT, max_tokens=8, temperature=0,
+                                                              stream=True, stream_options={"include_usage": True}))
+        raw = c.completions.create(model="base", prompt="The sea is", max_tokens=2, temperature=0)
+    assert size(projects) != size(PROMPT)  # the template's own default system message is another text
+    assert bare.usage.prompt_tokens == given.usage.prompt_tokens == size(projects)
+    assert bare.choices[0].message.content == given.choices[0].message.content
+    assert other.usage.prompt_tokens == developer.usage.prompt_tokens == size(own)
+    assert usage.prompt_tokens == size(projects)  # streamed and from the base alike
+    assert raw.usage.prompt_tokens == len(tok("The sea is")["input_ids"])  # raw completions: no chat, no system prompt
+
+
+def test_a_template_that_refuses_the_projects_system_prompt_fails_at_start(tiny_model, tmp_path):
+    """Gemma 2's template raises on a system turn: with a project system_prompt every chat request would be a 400,
+    so the server refuses to start, in one line that names the setting."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / "chat_template.jinja").write_text(
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(AlignlabError, match="chat template refuses the project's system_prompt: .*System role not "
+                                            "supported") as err:
+        ModelPool(str(model), device="cpu", system_prompt="Be brief.")
+    assert "\n" not in str(err.value) and "system_prompt" in err.value.where
+    assert ModelPool(str(model), device="cpu").render(PROMPT)  # without one it serves

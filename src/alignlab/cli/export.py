@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         quant: str = typer.Option("f16", "--quant", help="GGUF weight type: f16 or q8_0"),
         card: bool = typer.Option(False, "--card", help="rewrite the adapter's README.md model card from the run directory"),
         force: bool = typer.Option(False, "--force", help="replace an existing output"),
+        model: Optional[str] = typer.Option(None, "--model", help="merge a LoRA adapter into this base instead of the one its run or adapter_config.json names (a local directory, registry name or hub id)"),
     ) -> None:
         """Merge an adapter into a standalone model, export it to GGUF + Ollama, or rewrite its model card."""
         from alignlab.errors import AlignlabError
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"model card: {path}")
         if not (merged or gguf):
             return
-        out = export_run(run, merged=merged, gguf=gguf, quant=quant, force=force)
+        out = export_run(run, merged=merged, gguf=gguf, quant=quant, force=force, model=model)
         if "merged" in out:
             m = out["merged"]
             typer.echo(f"merged model: {m['dir']} ({m['parameters'] / 1e6:.1f}M parameters, base {m['base']})")
@@ -45,9 +46,12 @@ def register(app: typer.Typer) -> None:
             if g.get("modelfile"):
                 folder = Path(g["modelfile"]).parent
                 typer.echo(f"Ollama: cd {folder} && ollama create NAME -f Modelfile && ollama run NAME")
-        from alignlab.rundir import decodes_alone
+        from alignlab.rundir import decodes_alone, full_fine_tune
 
-        if decodes_alone(run):
+        if full_fine_tune(run):
+            typer.echo("note: this run is a full fine-tune, which decodes alone (no base opening, no amplify): the "
+                       "exported model answers as alignlab's chat, generate and eval answer with it")
+        elif decodes_alone(run):
             typer.echo("note: this run was trained on distilled rows and decodes alone: the exported model answers as "
                        "alignlab's eval, chat and serve answer with it")
         else:

@@ -55,7 +55,7 @@ def render_modelfile(gguf_name: str, chat_template: str | None, system: str | No
             from alignlab.errors import AlignlabError
 
             raise AlignlabError('the system prompt holds """, which ends a Modelfile\'s SYSTEM block',
-                                fix='write it without """ (system_prompt in alignlab.yaml)')
+                                fix='write it without """')  # export_run names the run's config.yaml before merging
         lines.append(f'SYSTEM """{system}"""')
     s = sampling or {}
     if "temperature" in s:

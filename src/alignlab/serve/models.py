@@ -82,6 +82,7 @@ class ModelPool:
         base_opening: str | int | None = None,
         repetition_penalty: float = 1.0,
         amplify: float = 0.0,
+        system_prompt: str | None = None,
     ):
         from alignlab.config import checked_base_opening
         from alignlab.models.loading import load_base, load_tokenizer, pick_device
@@ -122,6 +123,15 @@ class ModelPool:
         # adapters trained on distilled rows write their own opening: the base opening skips them
         self.alone = {name for name, adapter in dirs.items() if decodes_alone(adapter.parent)}  # the resolved run
         self._lock = threading.Lock()
+        # what chat, generate and eval put first in a conversation with no system turn (and GRPO/PPO sampled under)
+        self.system_prompt = system_prompt or None
+        if self.system_prompt:
+            try:  # a template that refuses a system turn (Gemma 2's) fails here, not on every request
+                self.render([{"role": "user", "content": "hi"}])
+            except AlignlabError as err:
+                raise AlignlabError(f"the model's chat template refuses the project's system_prompt: {err.what}",
+                                    where="alignlab.yaml: system_prompt",
+                                    fix="remove system_prompt (or put its text in each prompt) for this model") from None
 
     @classmethod
     def from_specs(cls, specs: list[str], model: str | None = None, device: str = "auto", precision: str = "auto",
@@ -136,12 +146,13 @@ class ModelPool:
             if name in adapters:
                 raise AlignlabError(f"two adapters are named '{name}'", fix="name them: NAME=RUN_DIR")
             adapters[name] = path
-        if model is None:  # the first run's base, else the enclosing project's model
-            from alignlab.config import project_config
+        from alignlab.config import project_config
 
-            model = Run.open(next(iter(adapters.values()))).base if adapters else project_config()[0].model
+        cfg = project_config()[0]
+        if model is None:  # the first run's base, else the enclosing project's model
+            model = Run.open(next(iter(adapters.values()))).base if adapters else cfg.model
         return cls(model, adapters, device=device, precision=precision, base_opening=base_opening,
-                   repetition_penalty=repetition_penalty, amplify=amplify)
+                   repetition_penalty=repetition_penalty, amplify=amplify, system_prompt=cfg.system_prompt)
 
     @property
     def names(self) -> list[str]:
@@ -158,13 +169,16 @@ class ModelPool:
         return None
 
     def render(self, messages: list[dict[str, str]] | None = None, prompt: str | None = None) -> list[int]:
-        """Token ids of a conversation (with the chat template, ready for the answer) or of raw ``prompt`` text."""
+        """Token ids of a conversation (with the chat template, ready for the answer) or of raw ``prompt`` text.
+        A conversation with no system message of its own opens with the project's ``system_prompt``, as in chat,
+        generate and eval and as Ollama's SYSTEM does for an exported model."""
         from jinja2.exceptions import TemplateError
 
         from alignlab.generate import chat_prompt
 
+        system = None if messages is None or any(m.get("role") == "system" for m in messages) else self.system_prompt
         try:
-            text = chat_prompt(messages, self.tokenizer) if messages is not None else prompt
+            text = chat_prompt(messages, self.tokenizer, system) if messages is not None else prompt
         except TemplateError as err:  # the model's template refuses this conversation (a system turn, say)
             raise AlignlabError(f"the model's chat template refuses these messages: {err}") from None
         ids = self.tokenizer(text, add_special_tokens=messages is None)["input_ids"]
