@@ -10,9 +10,11 @@ from alignlab.config import ProjectConfig, apply_overrides
 
 def vowel_share(prompts, completions, **columns):
     """A reward a random tiny model can vary: the share of vowels among the letters of each completion."""
+    from alignlab.rewards import completion_text  # a string, or the chat messages training and raters pass
+
     out = []
     for c in completions:
-        letters = [ch for ch in c.lower() if ch.isalpha()]
+        letters = [ch for ch in completion_text(c).lower() if ch.isalpha()]
         out.append(sum(ch in "aeiou" for ch in letters) / len(letters) if letters else 0.0)
     return out
 

@@ -88,6 +88,17 @@ def _retry_after(resp) -> float:
         return 0.0
 
 
+def _key_fix(url: str, api_key_env: str | None, who: str, sent: bool) -> str:
+    """What to do about a 401/403: the variable that was (or was not) read, or how to name one."""
+    if api_key_env is None and urlsplit(url).hostname == "api.openai.com":
+        api_key_env = OPENAI_KEY_ENV
+    if api_key_env:
+        return f"set ${api_key_env} to a valid API key" + ("" if sent else f" (${api_key_env} is not set)")
+    where = ("api_key_env: in the reward spec's judge args, --judge-key-env, or key_env: in alignlab.yaml's judge "
+             "section" if who == "judge" else f"--{who}-key-env")
+    return f"no API key was sent: name the environment variable that holds the key ({where}) and set it"
+
+
 def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout: float, retries: int,
               backoff: float, who: str, fixes: Fixes) -> str:
     """POST ``body`` to ``url`` and return the first choice's text.
@@ -118,7 +129,7 @@ def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout:
             continue
         if resp.status_code in (401, 403):
             raise AlignlabError(f"{who} endpoint {url} refused the request (HTTP {resp.status_code})",
-                                fix=f"set ${api_key_env} to a valid API key")
+                                fix=_key_fix(url, api_key_env, who, bool(headers)))
         if resp.status_code >= 400:
             raise AlignlabError(f"{who} endpoint {url} answered HTTP {resp.status_code}: {resp.text[:200]!r}",
                                 fix=fixes.bad_request)

@@ -327,3 +327,60 @@ def test_judge_check_replays_a_judges_replies_through_the_http_judge_path():
     assert lines["persona", "pooled"]["answers"] == 3 and lines["persona", "pooled"]["agreement_at_threshold"] == 1.0
     shipped = {json.loads(x)["id"] for x in (path.parent / "judge_replies.jsonl").read_text().splitlines() if x.strip()}
     assert len(shipped) == 776  # 388 answers of the five read sets in SETS, persona and correct
+
+# -- reward:<spec> as a rater: the shapes and columns training passes, checked before the loop samples -----------
+
+README_SHAPE = """
+def polite(prompts, completions, **columns):
+    # the README's shape: a prompt and a completion are lists of chat messages
+    return [float("please" in c[0]["content"].lower()) - float(p[-1]["content"].endswith("!")) for p, c in
+            zip(prompts, completions)]
+"""
+
+
+def test_a_reward_rater_passes_chat_messages_as_training_does(tmp_path):
+    """It passed plain strings, and a function written as the README says raised TypeError (string indices)."""
+    (tmp_path / "mine.py").write_text(README_SHAPE)
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: mine.py:polite}\n")
+    rater = get_rater(f"reward:{tmp_path / 'rewards.yaml'}")
+    assert rater.score(["Hi", "Hi!"], ["Say please.", "Say please."]) == [1.0, 0.0]
+    assert rater.pick("Hi", "No.", "Please do.") == "b"
+
+
+def test_the_loop_gives_a_reward_rater_the_prompt_files_columns(tmp_path):
+    """Only a `reference` column was passed, so a spec needing `answer` failed after the round was sampled."""
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import collect_automatic
+
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {name: sums, fn: arithmetic}\n")
+    rater = get_rater(f"reward:{tmp_path / 'rewards.yaml'}")
+    rows = {"What is 6 x 7?": {"prompt": "What is 6 x 7?", "answer": 42, "reference": "42"}}
+    with Store(tmp_path / "feedback.db") as store:
+        pid = store.add_prompt("What is 6 x 7?")
+        store.add_responses([{"prompt_id": pid, "text": t, "round": 1} for t in ("It is 41.", "It is 42.")])
+        assert collect_automatic(store, rater, 1, "dpo", rows=rows) == {"judgements": 1, "mean_score": 0.5}
+        (j,) = store.judgements(round=1)
+        assert (j["response"], j["value"]) == ("It is 42.", "a")
+
+
+def test_the_loop_checks_a_reward_raters_columns_before_it_samples(tmp_path, tiny_model):
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from alignlab.config import load_config
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import LoopSettings, run_loop
+
+    proj = tmp_path / "proj"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    (proj / "data" / "prompts.jsonl").write_text(json.dumps({"prompt": "What is 6 x 7?", "answer": 42}) + "\n"
+                                                 + json.dumps({"prompt": "Why is the sky blue?"}) + "\n")
+    (proj / "rewards.yaml").write_text("components:\n  - {name: sums, fn: arithmetic}\n")
+    settings = LoopSettings(rounds=1, rater=f"reward:{proj / 'rewards.yaml'}", per_round=2, n=2,
+                            eval_rater="reward:persona_heuristic")
+    with pytest.raises(AlignlabError) as err:
+        run_loop(proj, load_config(proj / "alignlab.yaml"), settings, echo=lambda _: None)
+    assert str(err.value).startswith(f"{proj / 'rewards.yaml'}:2: reward component 'sums': arithmetic needs the "
+                                     "column 'answer', which 1 of 2 rows lack or leave empty (the first: row 2)")
+    with Store(proj / "feedback.db") as store:
+        assert store.rounds_table() == [] and store.round_responses(1) == []

@@ -89,3 +89,73 @@ def test_an_empty_judge_key_env_flag_means_no_key():
     from alignlab.config import JudgeConfig
 
     assert JudgeConfig(key_env="MY_KEY").settings(key_env="")["judge_key_env"] == ""
+
+
+# -- reasoning judges, unusable replies, the 401 hint -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply, score", [
+    ("<think>\nOkay, the response says 4 things; it's a 3 at most...", None),  # cut off while thinking: no verdict
+    ("<think>\nThe response says 4 things...</think>\n\n8", 8), ("<THINK>2 or 3?</THINK> Score: 9", 9),
+    ("weighing 2 against 3\n</think>\n6", 6),  # the opening tag was in the prompt's template
+    ("<think>a</think> 7 <think>then 3", None),
+])
+def test_a_reasoning_judges_thinking_is_not_its_score(reply, score):
+    assert parse_score(reply) == score
+
+
+def test_an_unusable_reply_is_asked_again_once(server, tmp_path):  # noqa: F811
+    """The second ask shows the judge its own reply and asks for the number alone; an empty one is not shown back."""
+    server.script = ["I can't rate that.", "6"]
+    assert make_judge(server, tmp_path, cache=False).score("q", "a") == pytest.approx(5 / 9)
+    assert len(server.bodies) == 2
+    again = server.bodies[1]["messages"]
+    assert again[2] == {"role": "assistant", "content": "I can't rate that."}
+    assert "single integer" in again[3]["content"]
+    server.script = [None, "4"]  # content null, then a score
+    assert make_judge(server, tmp_path, cache=False).score("q", "b") == pytest.approx(3 / 9)
+    assert [m["role"] for m in server.bodies[3]["messages"]] == ["system", "user", "user"]
+
+
+@pytest.mark.parametrize("replies", [["I can't rate that."] * 2, ["11", "0"], ["", None]])
+def test_a_reply_that_stays_unusable_scores_none_in_training(server, tmp_path, replies):  # noqa: F811
+    """As a reward (training's path) one unusable completion is None, never cached; eval's path still refuses it."""
+    judge = make_judge(server, tmp_path, max_workers=1)  # in order: the script's replies go to the first completion
+    server.script = list(replies)
+    assert judge(["q"] * 3, ["first", "Obviously.", "plain"]) == [None, pytest.approx(3 / 9), 0.0]
+    assert judge.unusable == 1 and len(server.bodies) == 4  # two asks for the first, one for each other
+    server.script = list(replies)
+    with pytest.raises(AlignlabError, match="gave no score from 1 to 10"):
+        judge.score("q", "first")  # not cached: asked (twice) again
+
+
+def test_a_judge_cut_off_while_thinking_says_to_raise_max_tokens(server, tmp_path):  # noqa: F811
+    server.reply = "<think>\nOkay, let me weigh this. The response says 4"
+    judge = make_judge(server, tmp_path, cache=False, max_tokens=16)
+    with pytest.raises(AlignlabError) as err:
+        judge(["q"], ["a"])
+    message = str(err.value)
+    assert "stopped inside its <think> block" in message and "max_tokens" in message and "--resume" in message
+    assert "\n" not in message
+
+
+def test_most_of_a_batch_unusable_stops_with_the_way_to_resume(server, tmp_path):  # noqa: F811
+    server.unusable_for = "bad"
+    judge = make_judge(server, tmp_path, cache=False)
+    assert judge(["q"] * 4, ["bad 1", "bad 2", "fine", "Obviously."])[:2] == [None, None]  # half: scored
+    with pytest.raises(AlignlabError) as err:
+        judge(["q"] * 3, ["bad 3", "bad 4", "fine"])
+    message = str(err.value)
+    assert "2 of 3 replies in this batch were unusable" in message and "--resume runs/<id>" in message
+
+
+def test_a_401_without_a_named_key_says_to_name_the_variable(server, tmp_path, monkeypatch):  # noqa: F811
+    """It said "set $None to a valid API key"."""
+    server.required_key = "sekrit"
+    with pytest.raises(AlignlabError) as err:
+        make_judge(server, tmp_path, cache=False).score("q", "a")
+    message = str(err.value)
+    assert "$None" not in message and "no API key was sent" in message and "api_key_env:" in message
+    monkeypatch.delenv("UNSET_JUDGE_KEY", raising=False)
+    with pytest.raises(AlignlabError, match=r"set \$UNSET_JUDGE_KEY to a valid API key \(\$UNSET_JUDGE_KEY is not "):
+        make_judge(server, tmp_path, cache=False, api_key_env="UNSET_JUDGE_KEY").score("q", "a")

@@ -95,7 +95,11 @@ def test_reward_functions_accept_conversational_inputs():
 
 
 def test_groups_by_prompt_or_size():
-    assert groups(["a", "a", "b", "a"]) == [range(0, 2), range(2, 3), range(3, 4)]
+    """Without a size a group is every completion of one prompt, wherever it sits (a file need not be sorted); with
+    one, consecutive blocks (a GRPO batch's num_generations answers)."""
+    assert groups(["a", "a", "b", "a"]) == [[0, 1, 3], [2]]
+    conv = [[{"role": "user", "content": "q"}], [{"role": "user", "content": "r"}], [{"content": "q", "role": "user"}]]
+    assert groups(conv) == [[0, 2], [1]]
     assert groups(["a", "a", "b", "b", "c"], group_size=2) == [range(0, 2), range(2, 4), range(4, 5)]
 
 
@@ -134,6 +138,27 @@ def test_numbers_as_people_write_them():
     assert [v for _, v in number_strings("1,2345 and H2O and 1/2/2020")] == [1.0, 2345.0, 1.0, 2.0, 2020.0]
     reward = ArithmeticMatch()
     assert reward(["q"] * 3, ["It is 3/2.", "It is 3/4.", "It is 1/2."], answer=["1/2", 0.75, "0.5"]) == [0.0, 1.0, 1.0]
+
+
+def test_exponents_signed_currency_mixed_numbers_and_latex_fractions():
+    """They read as 1 (5e-3 and 1e-3 both ended in 3), 0, 0, 0."""
+    reward = ArithmeticMatch()
+    completions = ["It is 5e-3 mol.", "Your balance is -$5.", "It is 1 1/2 cups.", "It is \\frac{3}{4}."]
+    assert reward(["q"] * 4, completions, answer=["1e-3", -5, 1.5, 0.75]) == [0.0, 1.0, 1.0, 1.0]
+    assert last_number("about 5 x 10^-3 m") == pytest.approx(0.005) and last_number("2.5E3 of them") == 2500.0
+    assert last_number("-\\dfrac{1}{2}") == -0.5 and last_number("down \u2212$3.50") == -3.5
+
+
+def test_a_number_that_cannot_be_read_is_no_number_not_its_last_digits():
+    assert last_number("x = 10^-3") is None and last_number("1.5e-3x") is None and last_number("version 1.2.3") is None
+    assert last_number("2^10 = 1024") == 1024.0
+    assert ArithmeticMatch()(["q"], ["Roughly 10^-3."], answer=[3]) == [0.0]
+
+
+def test_arithmetic_takes_a_list_of_answers():
+    reward = ArithmeticMatch()
+    answers = [[42, "forty-two"], ["42", "forty-two"]]
+    assert reward(["q"] * 2, ["It's 42.", "Forty-two, 41."], answer=answers) == [1.0, 0.0]
 
 
 def test_arithmetic_uses_the_last_number_and_tolerates_formatting():

@@ -117,3 +117,50 @@ def test_a_user_function_sees_the_shapes_training_passes(tmp_path):
     bad.write_text("components:\n  - {name: mine, fn: mine.py:as_string}\n")
     result = invoke("--spec", bad, data)
     assert result.exit_code != 0 and "'list' object has no attribute 'lower'" in str(result.exception)
+
+
+def test_the_diversity_group_is_every_row_with_the_same_prompt(tmp_path):
+    """Groups were runs of consecutive rows: in a file not sorted by prompt every row was a group of one (penalty 0),
+    while the README says "the other completions for the same prompt"."""
+    rows = [{"prompt": "Is water wet?", "completion": "Obviously water is wet, genius."},
+            {"prompt": "Capital of France?", "completion": "Paris, shockingly."},
+            {"prompt": "Is water wet?", "completion": "Obviously water is wet, genius!"}]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("components:\n  - {fn: persona_heuristic}\ndiversity: {weight: 0.5}\n")
+    result = invoke("--spec", spec, "--json", data)
+    assert result.exit_code == 0, result.output
+    penalty = [json.loads(line)["components"]["diversity"] for line in result.stdout.splitlines()]
+    assert penalty[0] == pytest.approx(penalty[2], abs=1e-5) and penalty[0] > 0.9 and penalty[1] == 0.0  # 1, 3: copies
+
+
+def test_a_file_that_is_not_utf8_or_is_a_directory_is_one_line(files, tmp_path):
+    data, spec = files
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes((json.dumps(ROWS[0]) + "\n" + '{"prompt": "caf\xe9", "completion": "x"}\n').encode("latin-1"))
+    result = invoke("--spec", spec, bad)
+    assert isinstance(result.exception, AlignlabError)
+    assert str(result.exception) == f"{bad}:2: the JSONL file is not UTF-8 text (byte 0xe9) — save it as UTF-8"
+    result = invoke("--spec", tmp_path, data)
+    assert isinstance(result.exception, AlignlabError)
+    assert str(result.exception) == f"{tmp_path} is a directory, not a reward spec — pass the path of a reward spec"
+    assert "is a directory, not a JSONL file" in str(invoke("--spec", spec, tmp_path).exception)
+
+
+def test_a_completion_a_judge_could_not_score_shows_as_a_dash(tmp_path):
+    """A component's None (an unusable judge reply) is shown as '-', and left out of its mean."""
+    (tmp_path / "mine.py").write_text("def some(prompts, completions, **columns):\n"
+                                      "    return [None if 'skip' in c[0]['content'] else 1.0 for c in completions]\n")
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"prompt": "a", "completion": "skip"}) + "\n"
+                    + json.dumps({"prompt": "b", "completion": "go"}) + "\n")
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("components:\n  - {name: mine, fn: mine.py:some}\n")
+    result = invoke("--spec", spec, data)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "│" in line]
+    assert any("skip" in line and line.rstrip("│ ").endswith("-") for line in lines), result.stdout
+    assert any("mean" in line and "1.000" in line for line in lines), result.stdout
+    result = invoke("--spec", spec, "--json", data)
+    assert [json.loads(x)["total"] for x in result.stdout.splitlines()] == [None, 1.0]

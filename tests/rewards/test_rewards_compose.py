@@ -266,3 +266,82 @@ def test_a_negative_diversity_weight_is_refused(tmp_path):
     """The penalty is already subtracted; -0.1 (the length penalty's docs use negative weights) would reward copies."""
     msg = error_of(tmp_path, "components:\n  - {fn: persona_heuristic}\ndiversity: {weight: -0.1}\n")
     assert "rewards.yaml:3" in msg and "diversity.weight must be 0 or more, got -0.1" in msg
+
+
+# -- a component that cannot score a completion, columns a built-in cannot use, args of the wrong type, files ----
+
+
+NONE_PY = """
+def some_none(prompts, completions, **columns):
+    return [None if c == "skip" else 1.0 for c in completions]
+
+def all_none(prompts, completions, **columns):
+    return [None] * len(completions)
+"""
+
+
+def test_a_none_component_is_left_out_of_its_rows_total_as_trl_does(tmp_path):
+    """TRL turns None into NaN and nansums the reward functions: the row keeps its other components; a row where
+    every component is None is None (TRL leaves it out). It stopped the run ('returned None, not a number')."""
+    (tmp_path / "nones.py").write_text(NONE_PY)
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("components:\n  - {fn: nones.py:some_none, weight: 0.5}\n"
+                    "  - {fn: length_penalty, weight: -1.0, args: {target: 1, unit: chars}}\ncap: 0.3\n")
+    reward = load_spec(spec)
+    parts = reward.components(["q"] * 2, ["skip", "go"])
+    assert parts["some_none"] == [None, 1.0]
+    assert reward.total(parts) == [pytest.approx(-1.0 * parts["length_penalty"][0]),
+                                   pytest.approx(min(0.3, 0.5 - parts["length_penalty"][1]))]
+    logged = {}
+    reward(["q"] * 2, ["skip", "go"], log_metric=logged.__setitem__)
+    assert logged["reward_parts/some_none/mean"] == 1.0 and logged["reward_parts/some_none/unscored"] == 1.0
+    spec.write_text("components:\n  - {fn: nones.py:all_none}\n")
+    assert load_spec(spec)(["q"] * 2, ["a", "b"]) == [None, None]
+
+
+def test_a_column_a_built_in_cannot_use_is_refused_with_its_row(tmp_path):
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("components:\n  - {name: math, fn: arithmetic}\n  - {name: alias, fn: exact_match}\n")
+    reward = load_spec(spec)
+    reward.check_rows([{"prompt": "q", "answer": [42, "forty-two"]}, {"prompt": "r", "answer": "#### 7"}])
+    with pytest.raises(AlignlabError) as err:
+        reward.check_rows([{"prompt": "q", "answer": 4}, {"prompt": "r", "answer": "forty-two"}])
+    assert str(err.value).startswith(f"{spec}:2: reward component 'math': arithmetic cannot use row 2: its 'answer' "
+                                     'holds no number ("forty-two")')
+    spec.write_text("components:\n  - {name: alias, fn: exact_match}\n")
+    with pytest.raises(AlignlabError, match="exact_match cannot use row 1: its 'answer' holds no text to match"):
+        load_spec(spec).check_rows([{"prompt": "q", "answer": {"city": "Paris"}}])
+
+
+@pytest.mark.parametrize("args, ok", [("{extra_markers: obviously}", True), ("{markers: 'who knew'}", True),
+                                      ("{markers: 5}", False), ("{extra_hedges: [1, 2]}", False),
+                                      ("{extra_markers: {sarcasm: 3}}", False)])
+def test_heuristic_patterns_take_one_string_and_refuse_other_types_with_the_line(tmp_path, args, ok):
+    """It raised AttributeError: 'str' object has no attribute 'items', with no file:line."""
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text(f"cap: 1.0\ncomponents:\n  - name: h\n    fn: persona_heuristic\n    args: {args}\n")
+    if ok:
+        word = "obviously" if "obviously" in args else "who knew"
+        assert load_spec(spec, check_only=True)(["q"], [f"Well, {word}."])[0] > 0
+        return
+    with pytest.raises(AlignlabError) as err:
+        load_spec(spec, check_only=True)
+    message = str(err.value)
+    assert message.startswith(f"{spec}:5: component 'h' (persona_heuristic): ") and "must be a regex" in message
+    assert "\n" not in message
+
+
+def test_a_spec_that_is_not_utf8_or_is_a_directory_is_one_line(tmp_path):
+    spec = tmp_path / "rewards.yaml"
+    spec.write_bytes("components:\n  - {fn: persona_heuristic}\n# café\n".encode("latin-1"))
+    with pytest.raises(AlignlabError) as err:
+        load_spec(spec)
+    assert str(err.value) == f"{spec}:3: the reward spec is not UTF-8 text (byte 0xe9) — save it as UTF-8"
+    with pytest.raises(AlignlabError) as err:
+        load_spec(tmp_path)
+    assert str(err.value) == f"{tmp_path} is a directory, not a reward spec — pass the path of a reward spec"
+    source = "# caf\xe9\ndef f(prompts, completions, **c):\n    return [1.0]\n"
+    (tmp_path / "mine.py").write_bytes(source.encode("latin-1"))
+    spec.write_text("components:\n  - {fn: mine.py:f}\n")
+    with pytest.raises(AlignlabError, match=r"mine.py:1: the Python file is not UTF-8 text .* save it as UTF-8"):
+        load_spec(spec, check_only=True)

@@ -27,12 +27,22 @@ class FakeJudge:
         self.delay = 0.0
         self.required_key: str | None = None
         self.reply: str | None = None  # fixed reply text, overrides scoring
+        self.script: list[str | None] = []  # the next replies in order (None: content null), before any other
+        self.unusable_for: str | None = None  # a response containing this gets an unscorable reply, asked again or not
+        self.bodies: list[dict] = []
         self.lock = threading.Lock()
 
-    def answer(self, body: dict) -> str:
+    def answer(self, body: dict) -> str | None:
+        with self.lock:
+            self.bodies.append(body)
+            if self.script:
+                return self.script.pop(0)
+        response = body["messages"][1]["content"].split("[Response]")[-1]
+        if self.unusable_for is not None and self.unusable_for in response:
+            return "I can't rate that."
         if self.reply is not None:
             return self.reply
-        user = body["messages"][-1]["content"]
+        user = body["messages"][1]["content"]  # the question (a re-ask adds turns after it)
         if "[Response A]" in user:
             if self.biased:
                 return "A"

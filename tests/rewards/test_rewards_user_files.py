@@ -127,3 +127,38 @@ def test_train_flag_allows_outside_files(project, tiny_model):
     out = subprocess.run(args + ["--allow-outside-rewards"], cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "online.use_vllm needs" in out.stderr, out.stderr[-2000:]
     assert _imports(log) == 0  # checked twice, never run
+
+
+def test_an_async_reward_is_refused_when_checked(project):
+    """TRL would await it; the composed reward calls each component directly and got a coroutine at step 0."""
+    root, log = project
+    (root / "aio.py").write_text("async def score(prompts, completions, **columns):\n    return [1.0]\n"
+                                 "async def _impl(prompts, completions, **columns):\n    return [1.0]\n"
+                                 "bound = _impl\n")
+    (root / "rewards.yaml").write_text("components:\n  - {fn: aio.py:score}\n")
+    with pytest.raises(AlignlabError) as err:
+        load_spec(root / "rewards.yaml", check_only=True)
+    assert str(err.value).startswith(f"{root / 'rewards.yaml'}:2: aio.py:score is an async def; a reward function "
+                                     "must be a plain def — write def score(prompts, completions, **columns)")
+    (root / "rewards.yaml").write_text("components:\n  - {fn: aio.py:bound}\n")  # known only once imported
+    load_spec(root / "rewards.yaml", check_only=True)
+    with pytest.raises(AlignlabError, match="rewards.yaml:2: aio.py:bound is an async def"):
+        load_spec(root / "rewards.yaml")
+
+
+def test_a_reward_file_imports_a_module_beside_it(project):
+    root, log = project
+    (root / "alignlab_test_sibling_bonus.py").write_text("def bonus(text):\n    return 0.5 if 'x' in text else 0.0\n")
+    (root / "uses_sibling.py").write_text(
+        "from alignlab_test_sibling_bonus import bonus\n"
+        "def score(prompts, completions, **columns):\n"
+        "    return [bonus(c[0]['content']) for c in completions]\n")
+    (root / "rewards.yaml").write_text("components:\n  - {fn: uses_sibling.py:score}\n")
+    before = list(sys.path)
+    try:
+        reward = load_spec(root / "rewards.yaml")
+        assert reward(["p"] * 2, [[{"role": "assistant", "content": "x"}], [{"role": "assistant", "content": "y"}]]) \
+            == [0.5, 0.0]
+        assert sys.path == before  # only while importing it
+    finally:
+        sys.modules.pop("alignlab_test_sibling_bonus", None)

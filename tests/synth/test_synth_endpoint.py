@@ -16,7 +16,10 @@ PROMPTS = ["What is the capital of France?", "How do I boil an egg?", "Why do ca
 
 
 def letter_e_share(prompts, completions, **columns):
-    return [c.lower().count("e") / max(1, len(c)) for c in completions]
+    from alignlab.rewards import completion_text  # raters pass chat messages, as training does
+
+    texts = [completion_text(c) for c in completions]
+    return [t.lower().count("e") / max(1, len(t)) for t in texts]
 
 
 @pytest.fixture(scope="module")

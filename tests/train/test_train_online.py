@@ -244,9 +244,10 @@ def test_online_prompts_carry_the_project_system_prompt():
     assert _dataset(rows)[0]["prompt"][0]["role"] == "user"  # no system prompt set: the model's own
 
 
-def test_an_extra_column_of_mixed_types_becomes_text():
-    """answer 4 in one row and "Paris" in another: Arrow failed after the model had loaded."""
+def test_an_extra_column_of_mixed_types_reaches_the_reward_as_written():
+    """answer 4 in one row and "Paris" in another: Arrow failed after the model had loaded; then the 4 became "4"."""
+    from alignlab.rewards.common import decode_columns
     from alignlab.train.online import _dataset
 
     ds = _dataset([{"prompt": "What is 2+2?", "answer": 4}, {"prompt": "Capital of France?", "answer": "Paris"}])
-    assert ds["answer"] == ["4", "Paris"]
+    assert decode_columns({k: ds[k] for k in ds.column_names if k != "prompt"}) == {"answer": [4, "Paris"]}

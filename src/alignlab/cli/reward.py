@@ -13,25 +13,25 @@ from alignlab.errors import AlignlabError
 
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) for each non-blank line; every row needs "prompt" and "completion"."""
-    if not path.is_file():
-        raise AlignlabError(f"file not found: {path}", fix="pass a JSONL file with prompt and completion columns")
+    from alignlab.rewards.common import read_text
+
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise AlignlabError(f"not valid JSON ({err.msg})", where=f"{path}:{n}") from err
-            if not isinstance(row, dict):
-                raise AlignlabError("each line must be a JSON object", where=f"{path}:{n}")
-            missing = [k for k in ("prompt", "completion") if k not in row]
-            if missing:
-                raise AlignlabError(
-                    f"row has no '{missing[0]}'", where=f"{path}:{n}", fix='each row needs "prompt" and "completion"'
-                )
-            rows.append((n, row))
+    # a directory, a missing file or one not in UTF-8 is one line naming it (and the line)
+    for n, line in enumerate(read_text(path, "JSONL file").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AlignlabError(f"not valid JSON ({err.msg})", where=f"{path}:{n}") from err
+        if not isinstance(row, dict):
+            raise AlignlabError("each line must be a JSON object", where=f"{path}:{n}")
+        missing = [k for k in ("prompt", "completion") if k not in row]
+        if missing:
+            raise AlignlabError(
+                f"row has no '{missing[0]}'", where=f"{path}:{n}", fix='each row needs "prompt" and "completion"'
+            )
+        rows.append((n, row))
     if not rows:
         raise AlignlabError(f"{path} has no rows")
     return rows
@@ -42,6 +42,15 @@ def _short(value, width: int = 40) -> str:
 
     text = " ".join(completion_text(value).split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.3f}"  # None: the component could not score it (an unusable judge reply)
+
+
+def _mean(values: list) -> float | None:
+    scored = [v for v in values if v is not None]
+    return sum(scored) / len(scored) if scored else None
 
 
 def score(
@@ -105,11 +114,11 @@ def score(
         table.add_column(name, justify="right", no_wrap=True, min_width=max(6, len(name)))
     for i, (n, row) in enumerate(rows):
         shown = [_short(row["prompt"], prompt_w), _short(row["completion"], completion_w)] if text else []
-        table.add_row(str(n), *shown, *[f"{parts[k][i]:.3f}" for k in parts], f"{totals[i]:.3f}")
+        table.add_row(str(n), *shown, *[_cell(parts[k][i]) for k in parts], _cell(totals[i]))
     table.add_section()
-    means = [f"{sum(v) / len(v):.3f}" for v in parts.values()]
+    means = [_cell(_mean(v)) for v in parts.values()]
     label_cells = ["mean", f"{len(rows)} rows"] if text else []
-    table.add_row("mean" if not text else "", *label_cells, *means, f"{sum(totals) / len(totals):.3f}", style="bold")
+    table.add_row("mean" if not text else "", *label_cells, *means, _cell(_mean(totals)), style="bold")
     console.print(table)
 
 

@@ -39,6 +39,9 @@ class Rater:
     def score(self, prompts: list[str], responses: list[str], **columns) -> list[float]:
         raise NotImplementedError
 
+    def check_rows(self, rows: list[dict]) -> None:
+        """Before any answer is sampled: the prompt rows hold the columns this rater reads (a reward's ``answer``)."""
+
     def pick(self, prompt: str, a: str, b: str, tol: float = 1e-6) -> str:
         """'a', 'b' or 'tie': which of two responses to ``prompt`` shows more of the persona."""
         sa, sb = self.score([prompt, prompt], [a, b])
@@ -71,17 +74,29 @@ class PersonRater(Rater):
 
 
 class RewardRater(Rater):
-    """A reward function ``fn(prompts, completions, **columns) -> list[float]`` as a rater."""
+    """A reward function ``fn(prompts, completions, **columns) -> list[float]`` as a rater.
+
+    It gets what training and `alignlab reward score` give a reward: chat message lists (a plain-text prompt as one
+    user turn, a response as one assistant turn), and the prompt rows' columns as keywords."""
 
     def __init__(self, name: str, fn):
         self.name, self.fn = f"reward:{name}", fn
 
     def score(self, prompts, responses, **columns):
-        from alignlab.rewards.common import check_rewards
+        from alignlab.rewards.common import as_messages, check_rewards
 
         if not responses:
             return []
-        return check_rewards(self.fn(list(prompts), list(responses), **columns), len(responses), self.name)
+        prompts = [as_messages(p) if isinstance(p, str) else p for p in prompts]
+        completions = [[{"role": "assistant", "content": r}] if isinstance(r, str) else r for r in responses]
+        return check_rewards(self.fn(prompts, completions, **columns), len(responses), self.name)
+
+    def check_rows(self, rows: list[dict]) -> None:
+        from alignlab.rewards.compose import Component, ComposedReward
+
+        reward = self.fn if isinstance(self.fn, ComposedReward) else ComposedReward([Component(self.name, self.fn, 1.0,
+                                                                                               self.name)])
+        reward.check_rows(rows)
 
 
 class ClassifierRater(Rater):

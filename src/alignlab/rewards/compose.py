@@ -22,10 +22,11 @@ every error is one line with ``file:line``.
 
 A user's file is Python that runs when imported, so: checking a spec (``check_only=True``, what
 ``alignlab train`` does before the model loads) reads the file without running it (it must parse and define
-the function with the right signature); building imports it, once per process (later builds reuse the
-module); and the file must lie inside the project directory (the nearest directory above the spec holding
-alignlab.yaml, else the spec's own directory), symlinks resolved, unless ``allow_outside=True`` or the
-environment sets ``ALIGNLAB_ALLOW_OUTSIDE_REWARDS=1``.
+the function with the right signature, a plain def); building imports it, once per process (later builds reuse
+the module), with its own directory on sys.path while it is imported (so it imports modules beside it); and the
+file must lie inside the project directory (the nearest directory above the spec holding alignlab.yaml, else the
+spec's own directory), symlinks resolved, unless ``allow_outside=True`` or the environment sets
+``ALIGNLAB_ALLOW_OUTSIDE_REWARDS=1``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import yaml
 
 from alignlab.errors import AlignlabError
 from alignlab.rewards.classifier import ClassifierReward
-from alignlab.rewards.common import check_rewards, completion_text, groups
+from alignlab.rewards.common import check_rewards, completion_text, decode_columns, groups, read_text
 from alignlab.rewards.diversity import DiversityPenalty, similarity_penalty
 from alignlab.rewards.heuristics import PersonaHeuristic
 from alignlab.rewards.judge import LLMJudge
@@ -125,15 +126,17 @@ class ComposedReward:
     def weights(self) -> list[float]:
         return [c.weight for c in self.parts] + ([-self.diversity_weight] if self.diversity_weight else [])
 
-    def components(self, prompts: list, completions: list, **columns) -> dict[str, list[float]]:
-        """Each component's raw values (before weighting), keyed by name; checked for count and finiteness."""
+    def components(self, prompts: list, completions: list, **columns) -> dict[str, list[float | None]]:
+        """Each component's raw values (before weighting), keyed by name; checked for count and finiteness. A
+        None is a completion the component could not score (an unusable judge reply), as TRL reads it."""
         prompts, completions, n = list(prompts), list(completions), len(completions)
         if len(prompts) != n:
             raise AlignlabError(f"{len(prompts)} prompts but {n} completions", fix="pass one prompt per completion")
-        out: dict[str, list[float]] = {}
+        columns = decode_columns(columns)  # training carries some columns as JSON (common.encode_columns)
+        out: dict[str, list[float | None]] = {}
         for c in self.parts:
             try:
-                values = check_rewards(c.fn(prompts, completions, **columns), n, c.name)
+                values = check_rewards(c.fn(prompts, completions, **columns), n, c.name, allow_none=True)
             except AlignlabError as err:
                 where = err.where or c.where or None
                 raise AlignlabError(f"reward component '{c.name}': {err.what}", where=where, fix=err.fix) from err
@@ -149,12 +152,19 @@ class ComposedReward:
             out["diversity"] = similarity_penalty(texts, groups(prompts, self.group_size))
         return out
 
-    def total(self, parts: dict[str, list[float]]) -> list[float]:
-        """Weighted sum, capped, minus the diversity penalty, from ``components(...)``'s output."""
+    def total(self, parts: dict[str, list[float | None]]) -> list[float | None]:
+        """Weighted sum, capped, minus the diversity penalty, from ``components(...)``'s output.
+
+        A None component is left out of its row's sum, as TRL's nansum does with several reward functions; a row
+        whose components are all None is None (TRL leaves it out of the advantages)."""
         n = len(next(iter(parts.values()))) if parts else 0
-        totals = []
+        totals: list[float | None] = []
         for i in range(n):
-            t = sum(c.weight * parts[c.name][i] for c in self.parts)
+            scored = [c.weight * parts[c.name][i] for c in self.parts if parts[c.name][i] is not None]
+            if not scored:
+                totals.append(None)
+                continue
+            t = sum(scored)
             if self.cap is not None:
                 t = min(t, self.cap)
             if self.diversity_weight:
@@ -162,16 +172,48 @@ class ComposedReward:
             totals.append(t)
         return totals
 
-    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
+    def check_rows(self, rows: list[dict]) -> None:
+        """Before training (or a loop's first sample): every built-in component that reads a data column
+        (arithmetic, exact_match) finds a value in every row that it can use; else it would score 0 without a word."""
+        for part in self.parts:
+            need = getattr(part.fn, "column", None)
+            if not isinstance(need, str):
+                continue
+            missing = [i for i, r in enumerate(rows) if r.get(need) is None or str(r.get(need)).strip() == ""]
+            if missing:
+                have = ", ".join(sorted(rows[missing[0]])) or "none"
+                raise AlignlabError(
+                    f"reward component '{part.name}': {part.source} needs the column '{need}', which {len(missing)} of "
+                    f"{len(rows)} rows lack or leave empty (the first: row {missing[0] + 1})", where=part.where or None,
+                    fix=f"add '{need}' to each row or set args.column (columns of that row: {have})")
+            problem = getattr(part.fn, "value_problem", None)
+            for i, r in enumerate(rows if callable(problem) else []):
+                if why := problem(r[need]):
+                    raise AlignlabError(f"reward component '{part.name}': {part.source} cannot use row {i + 1}: "
+                                        f"its '{need}' {why}", where=part.where or None,
+                                        fix=f"fix that row's '{need}', or point args.column at a column it can use")
+
+    def __call__(self, prompts: list, completions: list, **columns) -> list[float | None]:
         parts = self.components(prompts, completions, **columns)
         log_metric = columns.get("log_metric")
         if callable(log_metric):  # TRL's GRPOTrainer passes this: per-component mean/std in the training logs
-            for name, values in parts.items():
-                mean = sum(values) / len(values) if values else 0.0
-                std = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values)))
-                log_metric(f"reward_parts/{name}/mean", mean)
-                log_metric(f"reward_parts/{name}/std", std)
+            for key, value in part_stats(parts).items():
+                log_metric(key, value)
         return self.total(parts)
+
+
+def part_stats(parts: dict[str, list[float | None]]) -> dict[str, float]:
+    """``reward_parts/<name>/mean`` and ``/std`` of each component over the completions it scored, and
+    ``/unscored``, how many it could not score, in a batch where it left some out (a judge's unusable replies)."""
+    stats: dict[str, float] = {}
+    for name, values in parts.items():
+        scored = [v for v in values if v is not None]
+        mean = sum(scored) / len(scored) if scored else 0.0
+        stats[f"reward_parts/{name}/mean"] = mean
+        stats[f"reward_parts/{name}/std"] = math.sqrt(sum((v - mean) ** 2 for v in scored) / max(1, len(scored)))
+        if len(scored) < len(values):
+            stats[f"reward_parts/{name}/unscored"] = float(len(values) - len(scored))
+    return stats
 
 
 # -- loading ----------------------------------------------------------------------------------------------
@@ -218,6 +260,14 @@ def _number(value: Any, what: str, where: str) -> float:
     return float(value)
 
 
+def _arg_names(factory: Callable) -> list[str]:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def _check_args(factory: Callable, args: dict, label: str, where: str) -> None:
     """Unknown or missing constructor arguments of a built-in, reported before anything is built."""
     try:
@@ -235,8 +285,18 @@ def _check_args(factory: Callable, args: dict, label: str, where: str) -> None:
         raise AlignlabError(f"{label} needs args: {', '.join(missing)}", where=where, fix="add them under args:")
 
 
+def _async_error(ref: str, func_name: str, where: str) -> AlignlabError:
+    return AlignlabError(f"{ref} is an async def; a reward function must be a plain def", where=where,
+                         fix=f"write def {func_name}(prompts, completions, **columns) (run any awaits inside it with "
+                             "asyncio.run)")
+
+
 def _check_user_signature(fn: Callable, label: str, where: str) -> None:
-    """A user's reward function must take (prompts, completions, **columns): TRL passes extra keywords."""
+    """A user's reward function must be a plain def taking (prompts, completions, **columns): TRL passes extra
+    keywords, and the composed reward calls each component directly (a coroutine is no list of floats)."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn) or (
+            not inspect.isfunction(fn) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))):
+        raise _async_error(label, getattr(fn, "__name__", "fn"), where)
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
@@ -285,12 +345,13 @@ def _read_user_fn(ref: str, file: Path, where: str) -> None:
     """Check ``file.py:function`` without running the file: it parses and defines the function at top level,
     taking (prompts, completions, **columns) when it is a plain ``def``."""
     file_part, _, func_name = ref.rpartition(":")
+    source = read_text(file, "Python file")
     try:
-        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+        tree = ast.parse(source, filename=str(file))
     except SyntaxError as err:
         raise AlignlabError(f"could not read {file_part}: SyntaxError: {err.msg} (line {err.lineno})", where=where,
                             fix=f"fix {file_part}") from err
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except ValueError as err:  # e.g. a null byte
         raise AlignlabError(f"could not read {file_part}: {type(err).__name__}: {err}", where=where) from err
     defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     bound = set(defs)
@@ -305,7 +366,9 @@ def _read_user_fn(ref: str, file: Path, where: str) -> None:
         raise AlignlabError(f"{file_part} has no function '{func_name}'", where=where,
                             fix="functions there: " + (", ".join(functions) or "none"))
     node = defs.get(func_name)
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+    if isinstance(node, ast.AsyncFunctionDef):
+        raise _async_error(ref, func_name, where)
+    if isinstance(node, ast.FunctionDef):
         a = node.args
         if len(a.posonlyargs) + len(a.args) + (a.vararg is not None) * 2 < 2 or a.kwarg is None:
             raise AlignlabError(
@@ -328,6 +391,10 @@ def _load_user_fn(ref: str, file: Path, where: str) -> Callable:
         raise AlignlabError(f"cannot import '{file_part}' as Python", where=where)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    folder = str(file.parent)  # its sibling modules import as they do when the file runs on its own
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except BaseException as err:  # noqa: BLE001 - report any import failure (SyntaxError, SystemExit...) in one line
@@ -341,6 +408,9 @@ def _load_user_fn(ref: str, file: Path, where: str) -> Callable:
         raise AlignlabError(
             f"could not import {file_part}: {type(err).__name__}: {detail}", where=where, fix=f"fix {file_part}"
         ) from err
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     _USER_MODULES[str(file)] = (mtime, module)
     return _pick_fn(module, file_part, func_name, where)
 
@@ -384,6 +454,7 @@ class _Plan:
     args: dict
     is_file: bool
     fn_at: str = ""  # file:line of its fn
+    args_at: str = ""  # file:line of its args
 
 
 def _plan(i: int, entry: Any, base_dir: Path, at: _Lines, names: set[str], allow_outside: bool = False) -> _Plan:
@@ -422,8 +493,9 @@ def _plan(i: int, entry: Any, base_dir: Path, at: _Lines, names: set[str], allow
         k: str(base_dir / v) if k in builtin.path_args and not Path(str(v)).is_absolute() else v
         for k, v in args.items()
     }
-    _check_args(builtin.factory, args, ref, at("components", i, "args") if entry.get("args") else where)
-    return _Plan(name, ref, weight, where, builtin.factory, args, False)
+    args_at = at("components", i, "args") if entry.get("args") else where
+    _check_args(builtin.factory, args, ref, args_at)
+    return _Plan(name, ref, weight, where, builtin.factory, args, False, args_at=args_at)
 
 
 def _build(plan: _Plan) -> Component:
@@ -432,12 +504,15 @@ def _build(plan: _Plan) -> Component:
         _check_user_signature(fn, plan.ref, plan.fn_at)
         fn = functools.partial(fn, **plan.args) if plan.args else fn
         return Component(plan.name, fn, plan.weight, plan.ref, plan.where)
+    where = plan.args_at or plan.where
     try:
         fn = plan.target(**plan.args)
     except AlignlabError as err:
-        raise AlignlabError(f"component '{plan.name}' ({plan.ref}): {err.what}", where=plan.where, fix=err.fix) from err
-    except (TypeError, ValueError) as err:
-        raise AlignlabError(f"component '{plan.name}' ({plan.ref}): bad args: {err}", where=plan.where) from err
+        raise AlignlabError(f"component '{plan.name}' ({plan.ref}): {err.what}", where=where, fix=err.fix) from err
+    except Exception as err:  # noqa: BLE001 - an arg of the wrong type can fail anywhere in a constructor
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AlignlabError(f"component '{plan.name}' ({plan.ref}): bad args: {msg}", where=where,
+                            fix="see the valid args: " + ", ".join(_arg_names(plan.target))) from err
     return Component(plan.name, fn, plan.weight, plan.ref, plan.where)
 
 
@@ -508,10 +583,7 @@ def build_spec(
 def load_spec(path: str | Path, check_only: bool = False, allow_outside: bool = False) -> ComposedReward:
     """Read, validate and build a reward spec YAML file (see ``build_spec`` for the two flags)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise AlignlabError(f"reward spec not found: {path}", fix="pass the path of a rewards YAML file") from err
+    text = read_text(path, "reward spec")  # a directory, a missing file or one not in UTF-8: one line
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

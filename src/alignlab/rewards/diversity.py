@@ -9,6 +9,8 @@ are penalised most. A group of one gets 0.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from alignlab.rewards.common import completion_text, groups
 
 
@@ -25,8 +27,8 @@ def distinct_n(texts: list[str], n: int = 2) -> float:
     return len(seen) / total if total else 0.0
 
 
-def similarity_penalty(texts: list[str], group_ranges: list[range]) -> list[float]:
-    """Per text: mean cosine similarity (MiniLM embeddings) to the other texts of its group, clipped at 0."""
+def similarity_penalty(texts: list[str], group_ranges: list[Sequence[int]]) -> list[float]:
+    """Per text: mean cosine similarity (MiniLM embeddings) to the other texts of its group (indices), clipped at 0."""
     from alignlab.rewards.embed import embed
 
     out = [0.0] * len(texts)
@@ -34,7 +36,7 @@ def similarity_penalty(texts: list[str], group_ranges: list[range]) -> list[floa
     for g in group_ranges:
         if len(g) < 2:
             continue
-        e = emb[g.start : g.stop]
+        e = emb[list(g)]
         sims = e @ e.T
         others = (sims.sum(1) - sims.diagonal()) / (len(g) - 1)
         for j, v in zip(g, others.tolist()):
@@ -45,7 +47,8 @@ def similarity_penalty(texts: list[str], group_ranges: list[range]) -> list[floa
 class DiversityPenalty:
     """Reward function: each completion's similarity penalty in [0, 1] (1 = identical to its group).
 
-    Groups are runs of consecutive completions with the same prompt, or blocks of ``group_size``.
+    Groups are the completions with the same prompt (wherever they sit in the batch), or consecutive blocks of
+    ``group_size`` (a GRPO batch's ``num_generations`` answers to one prompt).
     Give it a negative weight, or use a spec's ``diversity: {weight: w}`` which subtracts it.
     """
 

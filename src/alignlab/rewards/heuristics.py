@@ -54,11 +54,20 @@ def count_sentences(text: str) -> int:
     return ends + (0 if text[-1] in ".!?" else 1)  # trailing words without a full stop count as one
 
 
-def _compile(patterns: dict[str, str] | list[str], what: str) -> dict[str, re.Pattern]:
+def _compile(patterns: dict[str, str] | list[str] | str, what: str) -> dict[str, re.Pattern]:
+    """name -> compiled regex from a mapping, a list of regexes or one regex (a one-item list)."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
     if isinstance(patterns, (list, tuple)):
         patterns = {f"{what}_{i}": p for i, p in enumerate(patterns)}
+    if not isinstance(patterns, dict):
+        raise AlignlabError(f"{what}s must be a regex, a list of regexes or a mapping of name: regex, got "
+                            f"{type(patterns).__name__} {patterns!r}", fix=f'e.g. {what}s: ["obviously", "who knew"]')
     out = {}
     for name, pattern in patterns.items():
+        if not isinstance(pattern, str):
+            raise AlignlabError(f"{what} pattern '{name}' must be a regex in quotes, got {type(pattern).__name__} "
+                                f"{pattern!r}", fix=f'e.g. {what}s: ["obviously", "who knew"]')
         try:
             out[name] = re.compile(pattern, re.IGNORECASE)
         except re.error as err:
@@ -69,7 +78,7 @@ def _compile(patterns: dict[str, str] | list[str], what: str) -> dict[str, re.Pa
 class PersonaHeuristic:
     """Reward: saturating marker score minus saturating hedge score, in (-1, 1); see the module docstring.
 
-    ``markers`` / ``hedges``: name -> regex (or a list of regexes), replacing the defaults;
+    ``markers`` / ``hedges``: name -> regex (or a list of regexes, or one regex), replacing the defaults;
     ``extra_markers`` / ``extra_hedges`` add to them. ``k`` and ``hedge_k`` set how fast each saturates:
     with k = 1.5, one marker per sentence gives 0.78, two give 0.95.
     """
@@ -88,9 +97,9 @@ class PersonaHeuristic:
         if k <= 0 or hedge_k <= 0:
             raise AlignlabError(f"k and hedge_k must be > 0, got k={k}, hedge_k={hedge_k}")
         self.markers = _compile(DEFAULT_MARKERS if markers is None else markers, "marker")
-        self.markers.update(_compile(extra_markers or {}, "extra_marker"))
+        self.markers.update(_compile({} if extra_markers is None else extra_markers, "extra_marker"))
         self.hedges = _compile(DEFAULT_HEDGES if hedges is None else hedges, "hedge")
-        self.hedges.update(_compile(extra_hedges or {}, "extra_hedge"))
+        self.hedges.update(_compile({} if extra_hedges is None else extra_hedges, "extra_hedge"))
         self.k, self.hedge_k = float(k), float(hedge_k)
 
     def counts(self, text: str) -> dict[str, int]:

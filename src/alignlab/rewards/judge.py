@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -24,6 +25,8 @@ from pathlib import Path
 from alignlab.errors import AlignlabError
 from alignlab.openai_chat import Fixes, auth_header
 from alignlab.rewards.common import completion_text, prompt_text
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RUBRIC = (
     "How snarky is the response while still being correct and helpful? "
@@ -48,7 +51,7 @@ CORRECT_RUBRIC = (
     "1 = wrong, contradicts the reference, or does not answer; 6 = its main point agrees with the reference, with "
     "minor slips or omissions; 10 = fully correct."
 )
-CACHE_VERSION = "v3"  # bumped when the reply parser changed: verdicts parsed by the old one are asked again
+CACHE_VERSION = "v4"  # bumped when the reply parser changed: verdicts parsed by the old one are asked again
 
 # "1-10", "1 to 10", "/10", "out of 10": the scale, not the score
 _SCALE = re.compile(r"\b[01]\s*(?:-|–|—|to)\s*10\b|(?:/|\bout\s+of)\s*10\b", re.IGNORECASE)
@@ -57,14 +60,37 @@ _OTHER_SCALE = re.compile(r"(?:/|\bout\s+of)\s*(?!10\b)\d+\b", re.IGNORECASE)  #
 _LABELLED_SCORE = re.compile(r"\b(?:score|rating|grade|rate it|give it)\s*(?:is|of|=|:|-)?\s*(?:a\s+)?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
+_THINKING = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.IGNORECASE | re.DOTALL)
+_OPEN_THINKING = re.compile(r"<think(?:ing)?>", re.IGNORECASE)
+_CLOSE_THINKING = re.compile(r"</think(?:ing)?>", re.IGNORECASE)
+
+
+def unfinished_thinking(reply: str) -> bool:
+    """A reasoning model's reply cut off inside its ``<think>`` block (it ran out of max_tokens before answering)."""
+    return bool(_OPEN_THINKING.search(_THINKING.sub(" ", reply or "")))
+
+
+def answer_part(reply: str) -> str | None:
+    """A reply without its reasoning: closed ``<think>...</think>`` blocks dropped (and everything up to a lone
+    ``</think>``, which some servers leave when the opening tag was in the prompt); None for an unfinished one."""
+    if unfinished_thinking(reply):
+        return None
+    text = _THINKING.sub(" ", reply or "")
+    return _CLOSE_THINKING.split(text)[-1]
+
+
 def parse_score(reply: str) -> int | None:
     """A 1-10 score from a judge's reply, or None when there is none to read.
 
-    Read in this order: a reply that is just a number; a labelled one ("Score: 8", "I'd rate it 7"); else,
-    with scale mentions ("On a 1-10 scale", "/10", "out of 10") removed, the number the reply starts with,
-    or the only (or last) one. Decimals round half up; numbers outside 1-10 (a negative one too) and a score
-    on another scale ("4/5") do not count.
+    A reasoning model's ``<think>`` block is not read: the numbers it weighs there are not its verdict, and a
+    reply that stops inside one has none. Then, in this order: a reply that is just a number; a labelled one
+    ("Score: 8", "I'd rate it 7"); else, with scale mentions ("On a 1-10 scale", "/10", "out of 10") removed,
+    the number the reply starts with, or the only (or last) one. Decimals round half up; numbers outside 1-10
+    (a negative one too) and a score on another scale ("4/5") do not count.
     """
+    reply = answer_part(reply)
+    if reply is None:
+        return None
     text = _SCALE.sub(" ", reply.replace("*", " "))
     if _OTHER_SCALE.search(text):  # a score on another scale is not read as one out of 10
         return None
@@ -106,6 +132,9 @@ def parse_verdict(reply: str) -> str | None:
     words ("It's a tie", "both are equally good"); a reply naming only one response. The article in "It's a tie"
     is not A.
     """
+    reply = answer_part(reply)  # a reasoning model's <think> block is not its verdict
+    if reply is None:
+        return None
     text = re.sub(r"[*_`#>\"\[\]()]", " ", reply).strip().lower()
     if bare := re.fullmatch(r"\W*(a|b|tie)\W*", text):
         verdict = bare.group(1)
@@ -124,6 +153,17 @@ def parse_verdict(reply: str) -> str | None:
     else:
         return None
     return "tie" if verdict == "tie" else verdict.upper()
+
+
+REASK = "Your reply had no score. Reply with only a single integer from 1 (worst) to 10 (best)."
+
+
+class UnusableReply(AlignlabError):
+    """A judge's reply with no score to read, after a second ask (``reply``: its text)."""
+
+    def __init__(self, what: str, fix: str, reply: str):
+        super().__init__(what, fix=fix)
+        self.reply = reply
 
 
 JUDGE_FIXES = Fixes(
@@ -220,10 +260,12 @@ class LLMJudge:
         self.cache_path = Path(cache_path) if cache_path else None
         self._client = None
         self._cache: JudgeCache | None = None
+        self.unusable, self.warned = 0, False  # replies that gave no score (training's reward path), all told
+        self.last_unusable: UnusableReply | None = None
 
     # -- plumbing -----------------------------------------------------------------------------------------
     def __getstate__(self):  # picklable for TRL / multiprocessing: connections are reopened lazily
-        return {**self.__dict__, "_client": None, "_cache": None}
+        return {**self.__dict__, "_client": None, "_cache": None, "last_unusable": None}
 
     def _get_cache(self) -> JudgeCache | None:
         if not self.cache_enabled:
@@ -254,13 +296,14 @@ class LLMJudge:
         if self._cache is not None:
             self._cache.close()
 
-    def chat(self, system: str, user: str) -> str:
-        """One chat completion's text, with timeouts and retries; every failure is an AlignlabError naming the URL."""
+    def chat(self, system: str, user: str, follow_up: list[dict] | None = None) -> str:
+        """One chat completion's text, with timeouts and retries; every failure is an AlignlabError naming the URL.
+        ``follow_up``: more turns after the user's (its own earlier reply and a reminder, when re-asked)."""
         from alignlab.openai_chat import post_chat
 
         body = {
             "model": self.model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}, *(follow_up or [])],
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
@@ -280,6 +323,8 @@ class LLMJudge:
 
     # -- scoring ------------------------------------------------------------------------------------------
     def _raw_score(self, prompt: str, completion: str, rubric: str | None = None, reference: str | None = None) -> str:
+        """The judge's 1-10 score as text; a reply without one is asked again once, shown its reply, then it is an
+        ``UnusableReply``."""
         system = (
             "You are a strict evaluator. Score the assistant's response to the prompt on this rubric:\n"
             f"{rubric or self.rubric}\nReply with a single integer from 1 (worst) to 10 (best) and nothing else."
@@ -288,30 +333,53 @@ class LLMJudge:
         user = f"[Prompt]\n{prompt}{shown}\n\n[Response]\n{completion}"
         reply = self.chat(system, user)
         score = parse_score(reply)
+        if score is None:  # once more; an empty reply is not shown back (some servers refuse an empty turn)
+            shown_back = [{"role": "assistant", "content": reply}] if reply.strip() else []
+            again = self.chat(system, user, [*shown_back, {"role": "user", "content": REASK}])
+            score = parse_score(again)
+            reply = again if again.strip() else reply
         if score is None:
-            raise AlignlabError(
-                f"judge {self.model} at {self.url} gave no score from 1 to 10: {reply[:80]!r}",
-                fix="use a stronger judge model or make the rubric ask for a number",
-            )
+            raise self._unusable(reply)
         return str(score)
 
-    def _scores(self, keys: list[str], asks: list) -> list[float]:
-        """Cached 1-10 verdicts normalised to [0, 1]; cache misses are asked ``max_workers`` at a time."""
+    def _unusable(self, reply: str) -> UnusableReply:
+        if unfinished_thinking(reply):
+            return UnusableReply(
+                f"judge {self.model} at {self.url} stopped inside its <think> block, before a score "
+                f"(max_tokens {self.max_tokens})",
+                fix="a reasoning judge needs room to finish thinking: raise max_tokens in the judge's args "
+                    "(e.g. max_tokens: 2048)", reply=reply)
+        return UnusableReply(f"judge {self.model} at {self.url} gave no score from 1 to 10: {reply[:80]!r}",
+                             fix="use a stronger judge model or make the rubric ask for a number", reply=reply)
+
+    def _scores(self, keys: list[str], asks: list, abstain: bool = False) -> list[float | None]:
+        """Cached 1-10 verdicts normalised to [0, 1]; cache misses are asked ``max_workers`` at a time. With
+        ``abstain`` an unusable reply is None (never cached: it is asked again next time) instead of an error."""
         from alignlab.openai_chat import in_parallel
 
+        def one(item):
+            try:
+                return self._cached(*item)
+            except UnusableReply as err:
+                if not abstain:
+                    raise
+                self.last_unusable = err
+                return None
+
         todo = dict(zip(keys, asks))
-        raw = dict(zip(todo, in_parallel(lambda item: self._cached(*item), list(todo.items()), self.max_workers)))
-        return [(int(raw[k]) - 1) / 9.0 for k in keys]
+        raw = dict(zip(todo, in_parallel(one, list(todo.items()), self.max_workers)))
+        return [None if raw[k] is None else (int(raw[k]) - 1) / 9.0 for k in keys]
 
     def score(self, prompt, completion) -> float:
         """The rubric score of one completion, normalised to [0, 1]."""
         return self.score_many([prompt], [completion])[0]
 
-    def score_many(self, prompts: list, completions: list) -> list[float]:
-        """Rubric scores in [0, 1]; cache misses are asked concurrently (``max_workers`` at a time)."""
+    def score_many(self, prompts: list, completions: list, abstain: bool = False) -> list[float | None]:
+        """Rubric scores in [0, 1]; cache misses are asked concurrently (``max_workers`` at a time). An unusable
+        reply is an error, or None with ``abstain``."""
         pairs = [(_conversation(p), completion_text(c)) for p, c in zip(prompts, completions)]
         keys = [cache_key(CACHE_VERSION, *self._who, self.rubric, p, c) for p, c in pairs]
-        return self._scores(keys, [lambda pc=pc: self._raw_score(*pc) for pc in pairs])
+        return self._scores(keys, [lambda pc=pc: self._raw_score(*pc) for pc in pairs], abstain)
 
     def correct_many(self, prompts: list, completions: list, references: list[str]) -> list[float]:
         """How correct each completion is against its reference answer (``CORRECT_RUBRIC``), in [0, 1]."""
@@ -319,8 +387,23 @@ class LLMJudge:
         keys = [cache_key(CACHE_VERSION, "correct", *self._who, CORRECT_RUBRIC, p, r, c) for p, c, r in rows]
         return self._scores(keys, [lambda x=x: self._raw_score(x[0], x[1], CORRECT_RUBRIC, x[2]) for x in rows])
 
-    def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
-        return self.score_many(list(prompts), list(completions))
+    def __call__(self, prompts: list, completions: list, **columns) -> list[float | None]:
+        """As a reward function (training): a completion whose reply stays unusable after a second ask is None, which
+        TRL leaves out of the advantages, so one odd reply does not stop a run; most of a batch unusable does."""
+        scores = self.score_many(list(prompts), list(completions), abstain=True)
+        bad = sum(s is None for s in scores)
+        if bad:
+            self.unusable += bad
+            err = self.last_unusable
+            if bad * 2 > len(scores):
+                raise AlignlabError(f"{bad} of {len(scores)} replies in this batch were unusable; the last: {err.what}",
+                                    fix=f"{err.fix}; a training run stopped by this resumes from its last checkpoint "
+                                        "with `alignlab train METHOD --resume runs/<id>`")
+            if not self.warned:
+                self.warned = True
+                logger.warning("%s of %s judge replies in this batch were unusable and score nothing (%s); more are "
+                               "counted in reward_parts/<name>/unscored", bad, len(scores), err.what)
+        return scores
 
     # -- pairwise -----------------------------------------------------------------------------------------
     def _prefer(self, prompt: str, first: str, second: str) -> str:

@@ -43,6 +43,7 @@ from alignlab.errors import AlignlabError
 from alignlab.rundir import append_metrics
 from alignlab.progress import console
 from alignlab.rewards import ComposedReward, build_spec, completion_text, distinct_n, load_spec
+from alignlab.rewards.compose import part_stats
 
 
 def project_reward(online, check_only: bool = False) -> tuple:
@@ -55,19 +56,9 @@ def project_reward(online, check_only: bool = False) -> tuple:
 
 def check_columns(rewards: list, rows: list[dict]) -> None:
     """A built-in component that reads a data column (arithmetic, exact_match), in the reward or the gold rater,
-    finds a value in every row: a missing or empty one would score 0 without a word."""
+    finds a value it can use in every row: a missing, empty or unusable one would score 0 without a word."""
     for reward in filter(None, rewards):
-        for part in reward.parts:
-            need = getattr(part.fn, "column", None)
-            if not isinstance(need, str):
-                continue
-            missing = [i for i, r in enumerate(rows) if r.get(need) is None or str(r.get(need)).strip() == ""]
-            if missing:
-                have = ", ".join(sorted(rows[missing[0]])) or "none"
-                raise AlignlabError(
-                    f"reward component '{part.name}': {part.source} needs the column '{need}', which {len(missing)} of "
-                    f"{len(rows)} rows lack or leave empty (the first: row {missing[0] + 1})", where=part.where or None,
-                    fix=f"add '{need}' to each row or set args.column (columns of that row: {have})")
+        reward.check_rows(rows)
 
 
 def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedReward, ComposedReward | None]:
@@ -81,7 +72,7 @@ def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedRe
     try:
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # load_spec reports it in one line
         data = None
     if not (isinstance(data, dict) and "gold" in data):
         return load_spec(path, check_only=check_only), None  # reports a missing file or bad YAML with file:line
@@ -104,17 +95,17 @@ def load_rewards(path: str | Path, check_only: bool = False) -> tuple[ComposedRe
                               keys=keys)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: list[float | None]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]  # a None is a completion left unscored (an unusable judge reply)
     mean = sum(values) / len(values) if values else 0.0
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values)))
 
 
 def batch_stats(parts: dict[str, list[float]], totals: list[float], texts: list[str], group_size: int) -> dict:
     """The per-batch instruments (see the module docstring); groups are consecutive blocks of ``group_size``."""
-    stats: dict[str, float] = {}
-    for name, values in parts.items():
-        stats[f"reward_parts/{name}/mean"], stats[f"reward_parts/{name}/std"] = _mean_std(values)
-    blocks = [b for i in range(0, len(totals), group_size) if len(b := totals[i : i + group_size]) > 1]
+    stats: dict[str, float] = part_stats(parts)  # mean/std over the scored completions, and how many were not
+    blocks = [b for i in range(0, len(totals), group_size)
+              if len(b := [t for t in totals[i : i + group_size] if t is not None]) > 1]
     if blocks:  # a group of one answer has no spread to lose (PPO at batch size 1 learns from its critic)
         stats["no_signal_frac"] = sum(max(b) - min(b) <= 1e-6 for b in blocks) / len(blocks)
     stats["distinct_2"] = distinct_n(texts, 2)
@@ -141,7 +132,14 @@ class RewardRecorder:
         stats = batch_stats(parts, totals, [completion_text(c) for c in completions], self.group_size)
         if self.gold is not None and step % self.gold_steps == 0 and step not in self.gold_done:
             self.gold_done.add(step)
-            stats["gold"] = _mean_std(self.gold.total(self.gold.components(prompts, completions, **columns)))[0]
+            try:  # a watch-only rater never stops training: a failed check is a warning and no gold point
+                gold = [g for g in self.gold.total(self.gold.components(prompts, completions, **columns)) if g is not None]
+            except AlignlabError as err:
+                gold = []
+                console.print(f"[yellow]warning (step {step}): the gold rater failed, no gold score this time: "
+                              f"{err}[/]")
+            if gold:
+                stats["gold"] = _mean_std(gold)[0]
         self.last = stats
         log_metric = columns.get("log_metric")
         if callable(log_metric):

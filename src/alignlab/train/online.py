@@ -38,7 +38,6 @@ to the rest of the group. It needs no network and no GPU, and every piece of it 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 
 import torch
@@ -153,19 +152,17 @@ def vllm_args(use_vllm: bool) -> dict:
 
 def _dataset(rows: list[dict], system_prompt: str | None = None):
     """The prompts as chats, with the project's ``system_prompt`` where a row has no system turn of its own: the
-    policy samples under the system prompt it is served and scored with (as PPO's prompts do)."""
+    policy samples under the system prompt it is served and scored with (as PPO's prompts do). An extra column Arrow
+    cannot hold as it is (answer "Paris" here, ["Canberra", "Canberra, ACT"] there) travels as JSON and reaches the
+    reward functions decoded (``alignlab.rewards.common.encode_columns``): they see what `reward score` shows."""
     from datasets import Dataset
 
     from alignlab.data.formats import to_conversational, with_system
+    from alignlab.rewards.common import encode_columns
 
     conv = [to_conversational(r, "prompts") for r in rows]
     conv = [{**r, "prompt": with_system(r["prompt"], system_prompt)} for r in conv]
-    keys = list(dict.fromkeys(k for r in conv for k in r))  # from_list keeps only the first row's keys
-    for k in keys:  # an extra column of mixed types (answer 4 here, "Paris" there) is text: Arrow takes one type
-        if k != "prompt" and len({type(r[k]) for r in conv if r.get(k) is not None}) > 1:
-            conv = [{**r, k: None if r.get(k) is None else (r[k] if isinstance(r[k], str) else json.dumps(r[k]))}
-                    for r in conv]
-    return Dataset.from_list([{k: r.get(k) for k in keys} for r in conv])
+    return Dataset.from_list(encode_columns(conv))  # every row gets every key: from_list keeps the first row's
 
 
 def args_class(method: str):

@@ -83,16 +83,22 @@ def fresh_prompts(store, rows: list[dict], k: int) -> list[dict]:
     return [row for row in rows if row["prompt"] not in used][:k]
 
 
-def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6, references: dict | None = None) -> dict:
+def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6, references: dict | None = None,
+                      rows: dict | None = None) -> dict:
     """Score round r's responses with ``rater`` and store picks (dpo) or thumbs (kto); returns counts and mean score.
-    ``references`` (prompt -> reference answer, from the prompts file's ``reference`` field) lets the scorecard
-    rater count a wrong answer as wrong."""
+    ``rows`` (prompt -> its row of the prompts file) gives the rater that row's columns, one value per response: a
+    reward spec's ``answer``, the scorecard's ``reference`` (so it counts a wrong answer as wrong); ``references``
+    (prompt -> reference answer) adds a ``reference`` column of its own."""
     from alignlab.eval.raters import Rater
 
     responses = store.round_responses(r)
     if not responses:
         return {"judgements": 0, "mean_score": None}
-    columns = {"reference": [(references or {}).get(x["prompt"]) for x in responses]} if references else {}
+    found = [(rows or {}).get(x["prompt"], {}) for x in responses]
+    keys = [k for k in dict.fromkeys(k for row in found for k in row) if k != "prompt"]
+    columns = {k: [row.get(k) for row in found] for k in keys}
+    if references:
+        columns["reference"] = [references.get(x["prompt"]) for x in responses]
     scores = rater.score([x["prompt"] for x in responses], [x["text"] for x in responses], **columns)
     groups: dict[int, list] = {}
     for x, s in zip(responses, scores):
@@ -277,6 +283,7 @@ class _Loop:
         raters = dict(project=root, persona=cfg.persona, **s.judge)
         self.label = get_rater(s.rater, **raters)
         try:
+            self.label.check_rows(self.train_rows)  # a reward's missing 'answer' fails now, not after sampling
             self.persona_rater = get_rater(s.eval_rater, voice_only=True, **raters) if s.eval_rater else None
             self.scorer = self._scorer()
         except BaseException:
@@ -348,8 +355,8 @@ class _Loop:
         """2. An automatic rater judges now; a person's judgements are awaited in :meth:`export`."""
         if not self.label.automatic or row["judgements"] is not None:
             return row
-        refs = {row["prompt"]: row["reference"] for row in self.train_rows if isinstance(row.get("reference"), str)}
-        got = collect_automatic(self.store, self.label, r, self.s.method, references=refs)
+        rows = {row["prompt"]: row for row in self.train_rows}  # their columns: the reference, a reward's answer
+        got = collect_automatic(self.store, self.label, r, self.s.method, rows=rows)
         details["label_mean_score"] = got["mean_score"]
         return self.store.update_round(r, judgements=got["judgements"], details=json.dumps(details))
 
