@@ -55,7 +55,10 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     changed = tuple(Stage(s.method, s.data, {**s.overrides, "amplify": 2.0}) if s.method == DISTIL else s for s in quick)
     train_recipe(root, cfg, changed, echo=said.append)
     assert said[: len(runs)] == [f"stage {i} already trained: {r.path}" for (i, _), r in zip(trained, runs)]
-    assert said[len(runs)] == f"stage {d}/{tail}: {changed[d - 1].describe()}" and "amplify 2.0" in said[len(runs)]
+    # the run the last stage trained from the old rows is gone before the distil stage starts (left, it stayed
+    # 'done' when the new distil kept too few rows for it)
+    assert said[len(runs)] == f"removed {final.path}: it followed from stage {d}, which runs again"
+    assert said[len(runs) + 1] == f"stage {d}/{tail}: {changed[d - 1].describe()}" and "amplify 2.0" in said[len(runs) + 1]
     assert not any(m.startswith(f"stage {tail} already") for m in said)
 
 
@@ -173,3 +176,68 @@ def test_a_stage_file_given_as_a_path_from_here_is_found(tmp_path, monkeypatch):
     assert stage_data(tmp_path, cfg, Stage("dpo", "data/pairs.jsonl")) == want
     assert stage_data(tmp_path, cfg, Stage("dpo", "pairs.jsonl")) == str(tmp_path / "data" / "pairs.jsonl")
     assert stage_data(tmp_path, cfg, Stage("dpo", "bundled:persona-pairs")) == "bundled:persona-pairs"
+
+
+def _two_stage_project(tiny_model, tmp_path, rows=8):
+    root = tmp_path / "proj"
+    create_project(root, model=tiny_model)
+    data = root / "data" / "few.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {a} plus {a}?", "completion": f"{2 * a}, obviously."}) + "\n"
+                            for a in range(rows)))
+    cfg = apply_overrides(load_config(root / CONFIG_NAME), {"train.batch_size": 2, "train.sample_prompts": 0,
+                                                            "lora.r": 4, "train.max_steps": 3, "train.save_steps": 2,
+                                                            "train.check_per_category": 0})
+    return root, cfg
+
+
+def test_a_stage_of_so_many_epochs_runs_them_whatever_max_steps_the_project_sets(tiny_model, tmp_path):
+    """train.max_steps: 3 in alignlab.yaml cut the recipe's "one epoch" SFT stage to 3 steps."""
+    root, cfg = _two_stage_project(tiny_model, tmp_path)
+    last = train_recipe(root, cfg, (Stage("sft", "few.jsonl", {"train.epochs": 1.0}),), echo=lambda m: None)
+    assert Run(last).info["steps"] == 4  # 8 rows in batches of 2
+
+
+def test_a_stage_stopped_part_way_goes_on_from_its_checkpoint(tiny_model, tmp_path):
+    """An interrupted stage trained again from step 0 when the recipe ran again, and one finished by hand with
+    `alignlab train --resume` (as the interrupt line says) was thrown away."""
+    from alignlab.workflows.recipes import PENDING, _Record, _fingerprint
+
+    root, cfg = _two_stage_project(tiny_model, tmp_path)
+    stages = (Stage("sft", "few.jsonl", {"train.max_steps": 4}), Stage("sft", "few.jsonl", {"train.max_steps": 2}))
+    train_recipe(root, cfg, stages, echo=lambda m: None)
+    first, second = (Run(root / "runs" / f"recipe-{i}-sft") for i in (1, 2))
+    record = _Record(root / "runs" / "recipe-stages.json")
+    # as a Ctrl-C in stage 1 leaves it: the run interrupted after its step-2 checkpoint, the stage pending
+    import shutil
+
+    shutil.rmtree(first.path / "checkpoints" / "checkpoint-4", ignore_errors=True)
+    first.update(status="interrupted")
+    record.write(1, PENDING + _fingerprint(root, cfg, stages[0]))
+    said: list[str] = []
+    train_recipe(root, cfg, stages, echo=said.append)
+    assert said[1] == f"stage 1/2: {stages[0].describe()}, resumed from its last checkpoint", said
+    events = [json.loads(x).get("event") for x in (first.path / "metrics.jsonl").read_text().splitlines()]
+    assert "resumed" in events and Run(first.path).info["status"] == "done" and Run(first.path).info["steps"] == 4
+    assert said[0] == f"removed {second.path}: it followed from stage 1, which runs again"
+    # finished by hand (`alignlab train sft --resume`): the pending stage counts as trained
+    record = _Record(root / "runs" / "recipe-stages.json")
+    record.write(2, PENDING + _fingerprint(root, cfg, stages[1]))
+    said.clear()
+    train_recipe(root, cfg, stages, echo=said.append)
+    assert said == [f"stage 1 already trained: {first.path}", f"stage 2 already trained: {second.path}"]
+
+
+def test_every_stages_rows_are_read_before_the_first_trains(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    proj = tmp_path / "proj"
+    CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model])
+    with open(proj / "data" / "pairs.jsonl", "a") as f:
+        f.write(json.dumps({"prompt": "q", "chosen": "a"}) + "\n")
+    res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
+    err = str(res.exception)
+    assert type(res.exception).__name__ == "AlignlabError", res.output
+    assert "pairs.jsonl:601: missing field 'rejected'" in err and "the recipe trains on every row" in err
+    assert "--skip-invalid" not in err and not (proj / "runs" / "recipe-1-sft").exists()

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.rundir import check_run_name
-        from alignlab.workflows.recipes import DEFAULT, missing_data, recipe_stages, train_recipe
+        from alignlab.workflows.recipes import DEFAULT, check_data, missing_data, recipe_stages, train_recipe
 
         cfg, root = project_config(project)
         if root is None:
@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
                 f"the recipe trains on {', '.join(f'{cfg.data_dir}/{m}' for m in missing)}, which this project lacks",
                 fix="`alignlab init` writes them for the example persona; for your own, make preference pairs "
                     "(alignlab synth, or rate in alignlab ui and `alignlab feedback export`) and pass --rewrites/--pairs")
+        check_data(root, cfg, stages)  # every stage's rows, before stage 1 trains
         typer.echo(" -> ".join(f"{i}. {s.describe()}" for i, s in enumerate(stages, 1)))
         final = train_recipe(root, cfg, stages, echo=typer.echo, prefix=name)
         typer.echo(f"final adapter: {final}")

@@ -83,15 +83,10 @@ def recipe_stages(rewrites: str | None = None, pairs: str | None = None, quick: 
 
 def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] = print, prefix: str = "recipe") -> Path:
     """Train each stage into ``runs/<prefix>-<i>-<method>`` (a finished one is reused while every stage before it
-    was and its settings are still those ``runs/<prefix>-stages.json`` recorded when it finished); a DISTIL stage
-    writes ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage trains on it (skipped,
-    with a line saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last run trained."""
-    import shutil
-
-    from alignlab.config import apply_overrides
-    from alignlab import rundir
-    from alignlab.train import engine
-
+    was and its settings are still those ``runs/<prefix>-stages.json`` recorded when it finished; an interrupted one
+    with the same settings is resumed from its last checkpoint); a DISTIL stage writes
+    ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage trains on it (skipped, with a line
+    saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last run trained."""
     record = _Record(root / cfg.runs_dir / f"{prefix}-stages.json")
     prev, distilled, reuse = None, None, True
     for i, stage in enumerate(stages, 1):
@@ -102,41 +97,123 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
             if reuse and same and distilled.is_file():
                 echo(f"stage {i} already distilled: {distilled}")
                 continue
-            reuse = False
+            reuse = _runs_again(root, cfg, stages, i, prefix, reuse, echo)
             record.write(i)
             echo(f"stage {i}/{len(stages)}: {stage.describe()}")
             _distil(root, cfg, stage, prev, distilled, echo)
             record.write(i, settings)
             continue
         run_dir = root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
-        done = (run_dir / "run.json").is_file() and rundir.read_run(run_dir).get("status") == "done"
-        if reuse and same and done:
+        status = _status(run_dir)
+        pending = reuse and record.stages.get(str(i)) == PENDING + settings  # started with these settings, not done
+        if reuse and status == "done" and (same or pending):  # pending and done: resumed by `train --resume`
             echo(f"stage {i} already trained: {run_dir}")
+            if not same:
+                record.write(i, settings)  # pending -> finished (no later stage was recorded after it started)
             prev = run_dir
             continue
-        reuse = False
-        record.write(i)
-        if stage.data == DISTILLED:
-            if distilled is None:
-                raise ValueError(f"stage {i} trains on distilled rows but no distil stage comes before it")
-            rows = sum(1 for line in distilled.read_text().splitlines() if line.strip())
-            if rows < MIN_DISTIL_ROWS:
-                echo(f"stage {i} skipped: the distil stage kept {rows} rows (fewer than {MIN_DISTIL_ROWS}); "
-                     f"the recipe ends at {prev}, which keeps its correctness only with the base writing each "
-                     "first sentence (eval, chat and serve do; an export cannot: see eval's 'adapter alone' column)")
-                continue
-            data = str(distilled)
-        else:
-            data = stage_data(root, cfg, stage)
-        rundir.refuse_if_live(run_dir)  # another recipe training in this project: not deleted under it
-        shutil.rmtree(run_dir, ignore_errors=True)
-        echo(f"stage {i}/{len(stages)}: {stage.describe()}")
-        ctx = engine.prepare(stage.method, apply_overrides(cfg, stage.overrides), data, root / cfg.runs_dir,
-                             run_dir=run_dir, init_adapter=str(prev) if prev else None)
-        engine.run(ctx, data)
+        reuse = _runs_again(root, cfg, stages, i, prefix, reuse, echo)
+        if stage.data == DISTILLED and _too_few(distilled, i, prev, echo):
+            if run_dir.exists():  # trained on other rows, or from another run: not this recipe's stage any more
+                _remove(run_dir, f"removed {run_dir}: it was trained on earlier distilled rows", echo)
+            continue
+        record.write(i, PENDING + settings)
+        _train_stage(root, cfg, stage, i, len(stages), run_dir, prev, distilled,
+                     resume=pending and status == "interrupted", echo=echo)
         prev = run_dir
         record.write(i, settings)
     return prev
+
+
+PENDING = "pending: "  # a training stage's record while it trains: an interrupted one with the same settings resumes
+
+
+def _status(run_dir: Path) -> str | None:
+    from alignlab import rundir
+
+    return rundir.read_run(run_dir).get("status") if (run_dir / "run.json").is_file() else None
+
+
+def _runs_again(root: Path, cfg, stages, i: int, prefix: str, reuse: bool, echo) -> bool:
+    """Stage ``i`` is the first to run again: every later stage's run was trained from what it replaces, so it goes
+    now (left, it stayed 'done' when a later stage was then skipped or the recipe was stopped). Returns False."""
+    if not reuse:
+        return False
+    for j, later in enumerate(stages[i:], i + 1):
+        run_dir = root / cfg.runs_dir / f"{prefix}-{j}-{later.method}"
+        if later.method != DISTIL and run_dir.exists():
+            _remove(run_dir, f"removed {run_dir}: it followed from stage {i}, which runs again", echo)
+    return False
+
+
+def _remove(run_dir: Path, line: str, echo) -> None:
+    import shutil
+
+    from alignlab import rundir
+
+    rundir.refuse_if_live(run_dir)  # another recipe training in this project: not deleted under it
+    shutil.rmtree(run_dir, ignore_errors=True)
+    echo(line)
+
+
+def _too_few(distilled: Path | None, i: int, prev, echo) -> bool:
+    if distilled is None:
+        raise ValueError(f"stage {i} trains on distilled rows but no distil stage comes before it")
+    rows = sum(1 for line in distilled.read_text().splitlines() if line.strip())
+    if rows >= MIN_DISTIL_ROWS:
+        return False
+    echo(f"stage {i} skipped: the distil stage kept {rows} rows (fewer than {MIN_DISTIL_ROWS}); "
+         f"the recipe ends at {prev}, which keeps its correctness only with the base writing each "
+         "first sentence (eval, chat and serve do; an export cannot: see eval's 'adapter alone' column)")
+    return True
+
+
+def _train_stage(root: Path, cfg, stage: Stage, i: int, n: int, run_dir: Path, prev, distilled, resume: bool,
+                 echo) -> None:
+    """Train one stage into ``run_dir``, from ``prev``'s adapter; ``resume``: go on from its last checkpoint."""
+    import shutil
+
+    from alignlab import rundir
+    from alignlab.config import apply_overrides, load_config
+    from alignlab.train import engine
+
+    rundir.refuse_if_live(run_dir)  # another recipe training in this project: not deleted under it
+    if resume:
+        echo(f"stage {i}/{n}: {stage.describe()}, resumed from its last checkpoint")
+        info = rundir.read_run(run_dir)
+        ctx = engine.prepare(stage.method, load_config(run_dir / "config.yaml"), info["data"], root / cfg.runs_dir,
+                             run_dir=run_dir, init_adapter=info.get("init_adapter"), resumed=True)
+        engine.run(ctx, info["data"], resume=True)
+        return
+    data = str(distilled) if stage.data == DISTILLED else stage_data(root, cfg, stage)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    echo(f"stage {i}/{n}: {stage.describe()}")
+    ctx = engine.prepare(stage.method, apply_overrides(cfg, applied(stage)), data, root / cfg.runs_dir,
+                         run_dir=run_dir, init_adapter=str(prev) if prev else None)
+    engine.run(ctx, data)
+
+
+def applied(stage: Stage) -> dict:
+    """The config overrides a training stage runs with: a stage of so many epochs runs them all, whatever
+    ``train.max_steps`` the project's alignlab.yaml sets for its own runs (it cut the demo's one epoch to 3 steps)."""
+    over = {k: v for k, v in stage.overrides.items() if "." in k}
+    if "train.epochs" in over and "train.max_steps" not in over:
+        over["train.max_steps"] = -1
+    return over
+
+
+def check_data(root: Path, cfg, stages) -> None:
+    """Every training stage's rows, read before stage 1 starts: a bad row in stage 2's file was found after stage
+    1 had trained (minutes), and after stage 2's old run was removed."""
+    from alignlab.data import resolve_data
+    from alignlab.data.formats import METHOD_KIND, load_dataset_rows
+
+    for stage in stages:
+        if stage.method == DISTIL or stage.data == DISTILLED:
+            continue
+        path = resolve_data(stage_data(root, cfg, stage))
+        load_dataset_rows(path, METHOD_KIND[stage.method],
+                          fix=f"fix the rows (`alignlab data check {path}` lists them): the recipe trains on every row")
 
 
 def _fingerprint(root: Path, cfg, stage: Stage) -> str:
@@ -150,7 +227,7 @@ def _fingerprint(root: Path, cfg, stage: Stage) -> str:
     from alignlab.config import apply_overrides
     from alignlab.data import resolve_data
 
-    settings = apply_overrides(cfg, {k: v for k, v in stage.overrides.items() if "." in k}).model_dump()
+    settings = apply_overrides(cfg, applied(stage)).model_dump()
     keys = ["model", "trust_remote_code", "system_prompt"]
     keys += ["persona", "sampling"] if stage.method == DISTIL else ["lora", "train", *methods.get(stage.method).sections]
     h = hashlib.sha256(json.dumps({k: settings[k] for k in keys}, sort_keys=True, default=str).encode())
