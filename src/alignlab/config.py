@@ -187,6 +187,13 @@ class TrainConfig(_Strict):
         # `--set train.report_to=tensorboard,wandb` gives one string: comma-separated names, as for lora.target_modules
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu|npu)(:\d+)?", v):
+            raise ValueError(f"unknown device '{v}': use auto, cpu, cuda or cuda:N")
+        return v
+
     @field_validator("max_steps")
     @classmethod
     def _steps(cls, v: int) -> int:
@@ -460,6 +467,8 @@ def load_config(path: str | Path) -> ProjectConfig:
         raise AlignlabError(f"malformed YAML ({getattr(err, 'problem', err)})", where=where) from err
     if not isinstance(raw, dict):
         raise AlignlabError("expected a mapping of keys to values", where=str(path))
+    # a section whose keys are all commented out ("judge:" alone) reads as null: its defaults, as if it were absent
+    raw = {k: ({} if v is None and isinstance(k, str) and _section(k) else v) for k, v in raw.items()}
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as err:

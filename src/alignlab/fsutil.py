@@ -46,6 +46,23 @@ def file_in_the_way(path: str | Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
+def claim_dir(path: str | Path, command: str, writes: str, force: bool = False) -> Path:
+    """``path`` as a workflow's own output folder (created, and marked as ``command``'s): refused in one line when a
+    file is in the way, or when it already holds files ``command`` did not write (a project: its data, reward spec and
+    runs would be overwritten or replaced) unless ``force``."""
+    path = Path(path)
+    if (blocker := file_in_the_way(path)) is not None:
+        raise AlignlabError(f"{blocker} is a file, so {path} cannot be made", fix="pass a new --out directory")
+    mark = path / f".alignlab-{command}"
+    if path.is_dir() and any(path.iterdir()) and not mark.exists() and not force:
+        held = ", ".join(sorted(p.name for p in path.iterdir())[:4])
+        raise AlignlabError(f"{path} holds files `alignlab {command}` did not write ({held}, ...); it writes {writes} "
+                            "there, over what is there", fix="pass a new --out directory, or --force to write there")
+    path.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    return path
+
+
 def check_out(path: str | Path) -> Path:
     """``path`` as an output file: refused in one line when it names a directory or lies under a file (before any
     work is done)."""

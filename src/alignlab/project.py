@@ -41,6 +41,10 @@ def _model_for_config(model: str) -> str:
         return str(path.resolve())
     if model.startswith(("./", "../", "/", "~")) or model.lower().endswith(".gguf"):
         raise AlignlabError(f"--model {model}: no such file or directory", fix="check the path")
+    from alignlab.models.registry import REGISTRY, resolve_model
+
+    if model not in REGISTRY and "/" not in model and not model.startswith("ollama:"):
+        resolve_model(model)  # a name that is neither: its one-line error now, not at the first `alignlab train`
     return model  # a registry name, ollama:NAME or a hub id
 
 
@@ -59,6 +63,10 @@ def create_project(directory: Path, persona: str = DEFAULT_PERSONA, model: str |
     if model:
         fields["model"] = _model_for_config(model)
     cfg = ProjectConfig(**fields)
+    for sub in (cfg.data_dir, cfg.runs_dir):
+        if (blocker := fsutil.file_in_the_way(directory / sub)) is not None:
+            raise AlignlabError(f"{blocker} is a file, so the project's {sub}/ cannot be made there",
+                                fix="move that file away, or pick a new directory name for the project")
     (directory / cfg.data_dir).mkdir(parents=True, exist_ok=True)
     (directory / cfg.runs_dir).mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(f"# alignlab project; every key and default: `alignlab config show`\n{dump_config(cfg)}")

@@ -168,22 +168,36 @@ def write_env(path: Path, device: str, seed: int) -> None:
 
 
 def list_runs(runs_dir: str | Path) -> list[dict]:
-    """Every run under runs_dir, oldest first, with its run.json and on-disk size."""
+    """Every run under runs_dir, oldest first (by when it started: env.json's time; the name breaks ties), with its
+    run.json and on-disk size; an unfinished run's steps are the last step it logged."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
     out = []
-    for d in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()):
+    for d in sorted((p for p in runs_dir.iterdir() if (p / "run.json").is_file()), key=lambda p: (_started(p), p.name)):
         try:
             info = read_run(d)
         except AlignlabError:
             info = {"status": "unreadable"}  # listed, not the end of the listing
+        if not isinstance(info, dict):
+            info = {"status": "unreadable"}
+        if "steps" not in info and (d / "metrics.jsonl").is_file():
+            logged = [r["step"] for r in read_jsonl(d / "metrics.jsonl") if isinstance(r.get("step"), int)]
+            if logged:
+                info["steps"] = max(logged)
         info["path"] = str(d)
         info["size_bytes"] = sum(f.stat().st_size for f in (d / "adapter").glob("*") if f.is_file()) if (
             d / "adapter"
         ).is_dir() else 0
         out.append(info)
     return out
+
+
+def _started(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "env.json").read_text()).get("time") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def read_jsonl(path: Path, note=None) -> list[dict]:

@@ -719,3 +719,74 @@ def test_a_section_mapping_cannot_slip_past_a_flag_and_empty_overrides_clear():
     with pytest.raises(AlignlabError, match="--lr and --set train.learning_rate both set"):
         apply_flags(cfg, {"train.learning_rate": 1e-4}, {"train.learning_rate": "--lr"}, ["train={learning_rate: 5e-5}"])
     assert apply_flags(cfg, {}, {}, ["train.trainer_overrides={}"]).train.trainer_overrides == {}
+
+
+def test_runs_lists_by_start_survives_a_damaged_record_and_shows_how_far_an_unfinished_run_got(tmp_path, monkeypatch):
+    """One run.json with "final": null stopped the whole listing with a TypeError; runs came in name order, and an
+    interrupted run showed '-' steps whatever its logs said."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    def run(name, info, started, steps=()):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(_json.dumps(info))
+        (d / "env.json").write_text(_json.dumps({"time": started}))
+        (d / "metrics.jsonl").write_text("".join(_json.dumps({"step": s, "loss": 1.0}) + "\n" for s in steps))
+
+    run("b-first", {"method": "dpo", "status": "done", "steps": 4, "final": None}, "2026-12-01T10:00:00")
+    run("a-second", {"method": "sft", "status": "interrupted", "final": {"loss": "abc"}}, "2026-12-02T10:00:00",
+        steps=(1, 2, 3))
+    monkeypatch.setenv("COLUMNS", "200")
+    out = CliRunner().invoke(app, ["runs", "--runs-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    lines = [x for x in out.output.splitlines() if "first" in x or "second" in x]
+    assert [x.split()[1] for x in lines] == ["b-first", "a-second"]
+    assert "interrupted" in lines[1] and " 3 " in lines[1]
+
+
+def test_a_workflow_writes_over_no_project_and_no_file_in_the_way(monkeypatch, capsys, tmp_path, tiny_model):
+    """`alignlab pipeline --out .` in a project replaced its data/sft.jsonl and runs/sft without a word;
+    `--out afile` was a FileExistsError."""
+    from alignlab.fsutil import claim_dir
+
+    proj = tmp_path / "proj"
+    code, _ = run_cli(monkeypatch, capsys, "init", str(proj), "--model", tiny_model, cwd=tmp_path)
+    before = (proj / "data" / "pairs.jsonl").read_bytes()
+    for cmd in (["pipeline", "--out", str(proj), "--model", tiny_model], ["break", "label-flip", "--out", str(proj),
+                                                                            "--model", tiny_model]):
+        code, lines = run_cli(monkeypatch, capsys, *cmd, cwd=tmp_path)
+        assert code == 2 and f"{proj} holds files `alignlab {cmd[0]}` did not write (alignlab.yaml" in one_error(lines)
+        assert "--force" in one_error(lines)
+    assert (proj / "data" / "pairs.jsonl").read_bytes() == before and not (proj / "rewards.yaml").exists()
+    (tmp_path / "afile").write_text("x")
+    code, lines = run_cli(monkeypatch, capsys, "pipeline", "--out", str(tmp_path / "afile"), "--model", tiny_model,
+                          cwd=tmp_path)
+    assert code == 2 and one_error(lines) == f"error: {tmp_path / 'afile'} is a file, so {tmp_path / 'afile'} cannot " \
+                                             "be made — pass a new --out directory"
+    mine = claim_dir(tmp_path / "out", "pipeline", "x")  # its own folder, written again: no refusal
+    (mine / "runs").mkdir()
+    assert claim_dir(mine, "pipeline", "x") == mine and claim_dir(proj, "pipeline", "x", force=True) == proj
+
+
+def test_init_refuses_an_unknown_model_name_and_a_file_where_data_goes(monkeypatch, capsys, tmp_path):
+    code, lines = run_cli(monkeypatch, capsys, "init", "p5", "--model", "smollm2-135x", cwd=tmp_path)
+    assert code == 2 and "unknown model 'smollm2-135x'" in one_error(lines) and not (tmp_path / "p5").exists()
+    (tmp_path / "q2").mkdir()
+    (tmp_path / "q2" / "data").write_text("x")
+    code, lines = run_cli(monkeypatch, capsys, "init", "q2", cwd=tmp_path)
+    assert code == 2 and "q2/data is a file, so the project's data/ cannot be made there" in one_error(lines)
+
+
+def test_a_bad_device_in_the_config_names_its_line_and_an_emptied_section_is_its_defaults(monkeypatch, capsys, tmp_path):
+    from alignlab.config import load_config
+
+    cfg = tmp_path / "alignlab.yaml"
+    cfg.write_text("train:\n  device: tpu\n")
+    code, lines = run_cli(monkeypatch, capsys, "config", "show", cwd=tmp_path)
+    assert code == 2 and f"{cfg}:2: 'train.device'" in one_error(lines) and "unknown device 'tpu'" in one_error(lines)
+    cfg.write_text("judge:\n  # url: http://127.0.0.1:8000/v1\n")
+    assert load_config(cfg).judge.url is None

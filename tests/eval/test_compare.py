@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from alignlab.eval import compare as cmp
 from alignlab.feedback.store import open_store
 
@@ -133,7 +135,11 @@ def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path)
     assert f"heldout_prompts {picks}" in out.output and not (tmp_path / "x.jsonl").read_text().strip()
     both = CliRunner().invoke(app, ["feedback", "export", "--format", "dpo", "--db", str(proj / "feedback.db"),
                                     "--out", str(tmp_path / "y.jsonl"), "--include-heldout"])
-    assert both.exit_code == 0 and (tmp_path / "y.jsonl").read_text().strip()
+    assert both.exit_code == 0 and "heldout_prompts" not in both.output, both.output
+    rows = len((tmp_path / "y.jsonl").read_text().splitlines())
+    # every pick is a row or skipped for a reason (a tie; the tiny base often answers with white space alone)
+    skipped = re.search(r"skipped: (.*)", both.output)
+    assert rows + sum(int(n) for n in re.findall(r" (\d+)", skipped.group(1) if skipped else "")) == picks
 
 
 def test_compare_cli_with_an_llm_judge_asks_persona_as_a_voice_and_helpfulness_apart(tiny_model, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         rewards: Optional[Path] = typer.Option(None, "--rewards", help="kl-ablation: reward YAML (default: the long-run proxy, a persona classifier, with arithmetic correctness as gold)"),
         per_category: int = typer.Option(2, "--per-category", min=1, help="held-out scorecard: prompts per category (7 categories)"),
         quick: bool = typer.Option(False, "--quick", help="a few steps, few prompts, short answers (a smoke test, not a finding)"),
+        force: bool = typer.Option(False, "--force", help="write into an --out folder that holds other files (its rewards.yaml, data/ and runs/ are replaced)"),
     ) -> None:
         """Stage a failure and measure it: flipped labels, the KL leash removed, a long run on a flawed reward.
 
@@ -54,6 +55,9 @@ def register(app: typer.Typer) -> None:
                                  learning_rate=lr, method=method, betas=beta_list,
                                  rewards=str(rewards) if rewards else None)
         target = out or Path("break") / experiment
+        from alignlab.fsutil import claim_dir
+
+        claim_dir(target, "break", "data/, rewards.yaml, runs/, summary.json and report.html", force=force)
         summary = run_experiment(experiment, target, settings)
         typer.echo("")
         for line in findings(summary):

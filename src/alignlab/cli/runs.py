@@ -31,11 +31,11 @@ def register(app: typer.Typer) -> None:
         # the run id is what a user copies into the next command: never cut, the other columns wrap instead
         table.columns.insert(0, Column("run", no_wrap=True, min_width=max(len(Path(r["path"]).name) for r in rows)))
         for r in rows:
-            f = r.get("final", {})
-            fmt = lambda k: f"{f[k]:.3f}" if k in f else "-"  # noqa: E731
+            f = r.get("final") if isinstance(r.get("final"), dict) else {}  # a hand-edited run.json: shown, not fatal
+            fmt = lambda k: f"{f[k]:.3f}" if isinstance(f.get(k), (int, float)) else "-"  # noqa: E731
             table.add_row(
                 Path(r["path"]).name,
-                r.get("method", "?"),
+                str(r.get("method", "?")),
                 Path(str(r.get("data", "?"))).name,
                 shown_status(r),
                 str(r.get("steps", "-")),
