@@ -75,21 +75,26 @@ def test_kto_parity_with_trl(tiny_model, tmp_path):
         per_device_train_batch_size=len(EXAMPLES), beta=0.1, desirable_weight=1.0, undesirable_weight=1.5,
         disable_dropout=True,
     )
-    trainer = KTOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), args=args,
-        train_dataset=Dataset.from_list(EXAMPLES), processing_class=AutoTokenizer.from_pretrained(tiny_model),
-        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
-    )
-    model = trainer.model.eval()
-    b = trainer.data_collator([trainer.train_dataset[i] for i in range(len(EXAMPLES))])
-    with torch.no_grad():
-        trl_loss = trainer.compute_loss(model, b).item()
-        logps = _completion_logps(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
-        kl_logps = _completion_logps(model, b["KL_input_ids"], b["KL_attention_mask"], b["KL_completion_mask"])
-        with model.disable_adapter():
-            ref_logps = _completion_logps(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
-            ref_kl_logps = _completion_logps(model, b["KL_input_ids"], b["KL_attention_mask"], b["KL_completion_mask"])
-    z0 = (kl_logps - ref_kl_logps).mean()
+    for seed in range(8):  # a random adapter whose shift on the mismatched pairs is positive (else z0 is clamped to 0)
+        args.seed = seed  # the Trainer seeds the adapter's initialisation with it
+        trainer = KTOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), args=args,
+            train_dataset=Dataset.from_list(EXAMPLES), processing_class=AutoTokenizer.from_pretrained(tiny_model),
+            peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        )
+        model = trainer.model.eval()
+        b = trainer.data_collator([trainer.train_dataset[i] for i in range(len(EXAMPLES))])
+        with torch.no_grad():
+            trl_loss = trainer.compute_loss(model, b).item()
+            logps = _completion_logps(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
+            kl_logps = _completion_logps(model, b["KL_input_ids"], b["KL_attention_mask"], b["KL_completion_mask"])
+            with model.disable_adapter():
+                ref_logps = _completion_logps(model, b["input_ids"], b["attention_mask"], b["completion_mask"])
+                ref_kl_logps = _completion_logps(model, b["KL_input_ids"], b["KL_attention_mask"],
+                                                 b["KL_completion_mask"])
+        z0 = (kl_logps - ref_kl_logps).mean()
+        if z0 > 0:
+            break
     losses, metrics = kto_loss(logps, ref_logps, b["label"], z0, beta=0.1, desirable_weight=1.0,
                                undesirable_weight=1.5)
     trl_metrics = {k: v[-1] for k, v in trainer._metrics["eval"].items()}

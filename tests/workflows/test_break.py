@@ -58,8 +58,9 @@ def test_heldout_pairs_are_labelled_snark_over_plain_and_disjoint_from_the_train
 
 
 def test_label_flip_looks_healthy_in_training_and_is_caught_on_held_out_pairs(tiny_model, tmp_path):
-    # lr 1e-2: on the tiny model's own 4,096-token vocabulary 8 steps at 5e-3 left the flipped run at chance (0.5)
-    s = BreakSettings(model=tiny_model, quick=True, steps=8, learning_rate=1e-2)
+    # the tiny model's random weights and its tokenizer (trained on the bundled data) decide how fast it learns: with
+    # the tokenizer of 2026-12-06, 8 steps at 5e-3 (1e-2 overshot: the last batch's pair accuracy 0.42 and 0.25)
+    s = BreakSettings(model=tiny_model, quick=True, steps=8, learning_rate=5e-3)
     summary = run_experiment("label-flip", tmp_path, s)
     good, bad = summary["runs"]["correct"], summary["runs"]["flipped"]
     assert bad["train"]["pair_accuracy"] > 0.5 and good["train"]["pair_accuracy"] > 0.5  # both look healthy
