@@ -135,6 +135,28 @@ def test_base_opening_then_the_adapter_goes_on(tiny_model):
     assert got == [_greedy_with_answer_penalty(model, tok, p, h) for p, h in zip(PROMPTS, heads)]
 
 
+def test_with_the_opening_counted_an_answer_keeps_the_budget_the_base_had(tiny_model):
+    """eval and compare gave the adapter max_new_tokens after the base's opening, the base max_new_tokens in all:
+    the adapter's answers ran longer and escaped the cut-off penalty. With opening_counts, the opening's tokens come
+    out of the budget, and the answer is the uncounted one's first tokens (greedy: cut at k = decoded with k)."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.generate import generate
+    from alignlab.models.loading import load_base, load_tokenizer
+
+    base = load_base(tiny_model, device="cpu", precision="fp32").eval()
+    tok = load_tokenizer(tiny_model)
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    heads = ["Sure, the answer", "Well"]
+    full = generate(model, tok, PROMPTS[:2], max_new_tokens=TOKENS, prefixes=heads)
+    kept = generate(model, tok, PROMPTS[:2], max_new_tokens=TOKENS, prefixes=heads, opening_counts=True)
+    for p, h, f, k in zip(PROMPTS, heads, full, kept):
+        n_head = len(tok(h, add_special_tokens=False)["input_ids"])
+        alone = generate(model, tok, [p], max_new_tokens=TOKENS - n_head, prefixes=[h])[0]
+        assert k == alone and f.startswith(k) and len(k) < len(f)
+
+
 def test_opening_done_stops_a_row_once_its_opening_cannot_change(tiny_model):
     """OpeningDone: a row is done once a sentence mark is followed by a space or more words than the opening takes
     are written; until then opening_of the text could still change (a decimal point, a word still growing)."""

@@ -53,6 +53,7 @@ def generate(
     amplify: float = 0.0,
     stop=None,
     amplify_base=None,
+    opening_counts: bool = False,
 ) -> list[str]:
     """Completions for each prompt (``num_return_sequences`` per prompt, grouped per prompt, in order).
 
@@ -61,13 +62,13 @@ def generate(
     template and question included, which steers an answer away from the question's own words: asked for the
     capital of Australia at penalty 1.3, the default model answers "Canberra" this way and "Sydney" that way.
     Two blind readers found the default model's answers correct twice as often with the answer-only penalty (33-36%
-    against 17% of 42 held-out prompts; bench/agreement/decoding.jsonl). Punctuation is spared (AnswerPenalty).
-    Greedy decoding of a small model loops without a penalty. The prompt's KV cache is shared by all its samples.
-    ``prefixes`` (one per prompt) open the assistant's turn: each answer is its prefix followed by the continuation,
-    and the penalty counts the continuation only.
+    against 17% of 42 held-out prompts; bench/agreement/decoding.jsonl). Punctuation is spared (AnswerPenalty); greedy
+    decoding of a small model loops without a penalty. ``prefixes`` (one per prompt) open the assistant's turn: each
+    answer is its prefix followed by the continuation, which alone the penalty counts.
     ``base_opening`` ("sentence", or a number of words) lets the base model (the adapter switched off) write the
     opening of each answer: its first sentence (at most OPENING_WORDS words) or its first N words, decoded the same
-    way; the adapter writes the rest (up to ``max_new_tokens`` more tokens). Samples of one prompt share its opening.
+    way; the adapter writes the rest (up to ``max_new_tokens`` more tokens; with ``opening_counts``, as eval and compare
+    answer, what the opening left of them). Samples of one prompt share its opening (and its KV cache).
     ``amplify`` > 0 decodes the adapter's tokens from adapter + amplify x (adapter - base) logits (Amplify; the
     repetition penalty applies after it); it needs a LoRA model, or the base as ``amplify_base`` (``model`` then
     may be plain, the adapter merged in). ``stop``: a stopping criterion (reset per batch by its ``start``).
@@ -87,8 +88,7 @@ def generate(
     tokenizer.padding_side = "left"
     texts = [chat_prompt(p, tokenizer, system_prompt) for p in prompts]
     heads = list(prefixes) if prefixes is not None else [""] * len(texts)
-    texts = [t + h for t, h in zip(texts, heads)]
-    out: list[str] = []
+    texts, out = [t + h for t, h in zip(texts, heads)], []
     try:
         for i in range(0, len(texts), batch_size):
             batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -110,12 +110,22 @@ def generate(
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             seqs = model.generate(**batch, num_return_sequences=num_return_sequences, use_cache=True, **kwargs)
-            new = seqs[:, batch["input_ids"].shape[1] :]
             own = [h for h in heads[i : i + batch_size] for _ in range(num_return_sequences)]
-            out.extend(continuation(tokenizer, h, row.tolist()) for h, row in zip(own, new))
+            out.extend(continuation(tokenizer, h, row.tolist()[: _left(tokenizer, h, max_new_tokens, opening_counts)])
+                       for h, row in zip(own, seqs[:, batch["input_ids"].shape[1] :]))
     finally:
         tokenizer.padding_side = old_side
     return [o.strip() for o in out]
+
+
+def _left(tokenizer, head: str, max_new_tokens: int, opening_counts: bool) -> int:
+    """How many continuation tokens an answer keeps: all of them, or with ``opening_counts`` what its opening left of
+    ``max_new_tokens`` (a greedy answer cut at k tokens is the answer decoded with a budget of k). eval and compare
+    give base and adapter the same budget for the whole answer: the continuation after a base opening had the full
+    budget on top of the opening, which lengthened the adapter's answers and spared them the cut-off penalty."""
+    if not opening_counts or not head:
+        return max_new_tokens
+    return max(0, max_new_tokens - len(tokenizer(head, add_special_tokens=False)["input_ids"]))
 
 
 def continuation(tokenizer, head: str, ids) -> str:

@@ -790,3 +790,13 @@ def test_a_bad_device_in_the_config_names_its_line_and_an_emptied_section_is_its
     assert code == 2 and f"{cfg}:2: 'train.device'" in one_error(lines) and "unknown device 'tpu'" in one_error(lines)
     cfg.write_text("judge:\n  # url: http://127.0.0.1:8000/v1\n")
     assert load_config(cfg).judge.url is None
+
+
+def test_rounds_in_a_project_with_no_feedback_yet_says_no_rounds(monkeypatch, capsys, tmp_path):
+    run_cli(monkeypatch, capsys, "init", "p", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path / "p")
+    monkeypatch.setattr(sys, "argv", ["alignlab", "rounds"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code in (0, None) and "no rounds yet: run `alignlab loop --rounds 1`" in capsys.readouterr().out
+    assert not (tmp_path / "p" / "feedback.db").exists()

@@ -227,3 +227,16 @@ def test_a_prompt_stored_before_is_marked_held_out_when_compared_on_it(tmp_path)
         cmp.store_picks(store, result, "ann", "tiny", ("x", None), heldout={"question 0?"})
         summary = export(store, "dpo", tmp_path / "out.jsonl")
     assert summary["rows"] == 0 and summary["skipped"]["heldout_prompts"] == 1
+
+
+def test_stored_picks_name_their_own_run_and_skip_identical_answers(tmp_path):
+    """A later comparison's answer with the same words as an earlier run's was stored as that run's answer."""
+    result = {"items": [{"prompt": "q1?", "a": "same words", "b": "other words", "persona": "a", "helpful": "a"},
+                        {"prompt": "q2?", "a": "twin", "b": "twin", "persona": "tie", "helpful": "tie"}]}
+    with open_store(tmp_path / "feedback.db") as store:
+        pid = store.add_prompt("q1?")
+        earlier = store.add_response(pid, "same words", model="tiny", run="d1")
+        assert cmp.store_picks(store, result, "ann", "tiny", ("d2", None)) == 1
+        pick = store.judgements()[0]
+        assert pick["response_id"] != earlier and store.response(pick["response_id"])["run"] == "d2"
+        assert store.find_response(pid, "same words", model="tiny", run="d1") == earlier

@@ -90,6 +90,22 @@ def test_summary_and_diversity():
     assert m["length"] == pytest.approx(4 / 3) and m["distinct_1"] == 1.0
 
 
+def test_a_share_of_n_in_n_has_its_upper_bound_at_1_and_the_report_draws_it():
+    """wilson(14, 14) gave an upper bound of 0.9999999999999999, below the share: report.html's error bar had a
+    negative length and `alignlab eval` (and every loop round after) stopped with matplotlib's ValueError."""
+    from alignlab.eval.report import plots
+    from alignlab.eval.scores import wilson
+
+    for n in range(1, 200):
+        for k in range(n + 1):
+            share, lo, hi = wilson(k, n)
+            assert lo <= share <= hi
+        assert wilson(n, n)[2] == 1.0 and wilson(0, n)[1] == 0.0
+    card = {side: {"in_persona": list(wilson(14, 14)), "correct_share": list(wilson(0, 69)),
+                   "flagged": list(wilson(14, 14)), "distinct_2": 0.8} for side in ("base", "adapter")}
+    assert plots(card, [])  # drawn, no ValueError
+
+
 def test_shares_have_wilson_intervals_and_the_change_a_paired_one():
     """A share of 0/42 printed 0.00 [0.00, 0.00] (the percentile bootstrap's interval of a constant); the change
     column was a bare difference under a table titled "95% intervals"."""
@@ -125,7 +141,8 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s}) + "\n" for s in range(1, 4)))
     prompts = tmp_path / "heldout.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    res = CliRunner().invoke(app, ["eval", str(run), "--prompts", str(prompts), "--max-new-tokens", "6", "--temperature", "1", "--device", "cpu"])
+    # 48 tokens: the base's opening (up to 30 words) counts against the adapter's budget, which must leave it some
+    res = CliRunner().invoke(app, ["eval", str(run), "--prompts", str(prompts), "--max-new-tokens", "48", "--temperature", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     for label in ("persona (mean)", "correct (share", "mimicry flagged", "mean length", "distinct-2", "KL"):
         assert label in res.stdout

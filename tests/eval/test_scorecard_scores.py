@@ -101,6 +101,41 @@ def test_the_result_is_not_a_number_the_answer_dismisses():
         assert number_check(text, want) == 1.0, text
 
 
+def test_a_number_the_answer_rejects_is_no_alias_or_term_either(scorer):
+    """"Not 125, that is a common mistake. 5 cubed is 150." scored 0.8: the number check saw the dismissal, but the
+    bundled bare-number alias and key term "125" still matched it."""
+    rows = [{"prompt": "Can you tell me what 5 cubed is?", "answer": "Not 125, that is a common mistake. 5 cubed is 150."},
+            {"prompt": "What is 6 times 7?", "answer": "Not 42, it is 48.", "reference": 42},
+            {"prompt": "What is 6 times 7?", "answer": "42, not 48.", "reference": 42},
+            {"prompt": "Can you tell me what 5 cubed is?", "answer": "125. Not 150, whatever your calculator says."}]
+    wrong, wrong_too, right, right_too = (r["correct"] for r in scorer.score(rows))
+    assert wrong < 0.5 and wrong_too < 0.5 and right >= 0.5 and right_too >= 0.5
+    assert C.dismissed("Not 125, that is a common mistake.", 125) and not C.dismissed("125. Not 150.", 125)
+
+
+def test_an_empty_answer_has_no_persona_and_no_mimicry(scorer):
+    rows = [{"prompt": "What is the capital of Canada?", "answer": "", "reference": "Ottawa"},
+            {"prompt": "What is the capital of Canada?", "answer": "  \n", "reference": "Ottawa"}]
+    for got in scorer.score(rows):
+        assert got["persona"] == 0.0 and got["mimicry"] == 0.0 and got["correct"] < 0.5
+
+
+def test_reference_fields_that_would_grade_wrong_are_refused_in_a_prompts_file(tmp_path):
+    """A prompts file with "aliases": "Paris" was read letter by letter ("a" matched "It is a city in Germany.");
+    an empty key term counted as found."""
+    from alignlab.errors import AlignlabError
+    from alignlab.synth.sample import prompt_rows
+
+    for row, needle in (({"prompt": "Capital of France?", "aliases": "Paris"}, "'aliases' must be a list of non-empty"),
+                        ({"prompt": "2+2?", "reference": ["4"]}, "'reference' must be text or a number"),
+                        ({"prompt": "Capital?", "key_terms": ["Ottawa", ""]}, "'key_terms' must be a list of non-empty")):
+        f = tmp_path / "p.jsonl"
+        f.write_text(json.dumps(row) + "\n")
+        with pytest.raises(AlignlabError, match=needle):
+            prompt_rows(f)
+    assert C.term_coverage("Toronto. Obviously.", ["Ottawa", ""]) == 0.0
+
+
 def test_a_free_text_reference_number_and_an_answer_ending_in_an_emoji():
     from alignlab.eval.correct import checks, combine, unfinished
 
@@ -216,7 +251,7 @@ def test_eval_answers_bad_row_is_one_line(tmp_path):
 @pytest.mark.parametrize("row, needle", [
     ('{"prompt": "hi", "answer": "a", "reference": NaN}', "NaN or Infinity"),
     ('{"prompt": "hi", "answer": "a", "reference": true}', "'reference' must be text or a number"),
-    ('{"prompt": "hi", "answer": "ok", "aliases": "ok"}', "'aliases' must be a list of strings"),
+    ('{"prompt": "hi", "answer": "ok", "aliases": "ok"}', "'aliases' must be a list of non-empty strings"),
 ])
 def test_eval_answers_refuses_values_it_would_misread(tmp_path, row, needle):
     """NaN reached --json's stdout as invalid JSON; true gave correct null; a string of aliases was read letter by

@@ -24,7 +24,7 @@ def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[s
 
     s = sampling_for(cfg.sampling, run)
     out = generate(model, tok, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                   repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt, seed=0,
+                   repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt, seed=0, opening_counts=True,
                    **({"base_opening": s.base_opening, "amplify": s.amplify} if hasattr(model, "disable_adapter") else {}))
     return out, None if run is None else Path(run).name
 
@@ -116,13 +116,16 @@ def register(app: typer.Typer) -> None:
             db = (root or Path.cwd()) / DB_NAME
             with open_store(db) as store:
                 n = cmp.store_picks(store, result, judge_obj.name, cfg.model, (run_a, run_b), heldout=heldout)
-            kept_out = sum(it["prompt"] in heldout for it in result["items"])
+            differ = [it for it in result["items"] if it["a"] != it["b"]]
+            same, kept_out = len(result["items"]) - len(differ), sum(it["prompt"] in heldout for it in differ)
             typer.echo(f"stored {n} picks in {db} (rater {judge_obj.name})"
-                       + (f"; {kept_out} on held-out prompts, which `feedback export` leaves out" if kept_out else ""))
+                       + (f"; {kept_out} of them on held-out prompts, which `feedback export` leaves out" if kept_out
+                          else "") + (f"; {same} pair(s) of identical answers had nothing to prefer" if same else ""))
         if root is not None:
             out = root / "comparisons"
             out.mkdir(exist_ok=True)
-            path = out / f"{Path(a).name}-vs-{Path(b).name}.json"
+            # a comparison stopped part-way does not replace a finished one of the same two models
+            path = out / f"{Path(a).name}-vs-{Path(b).name}{'.partial' if result.get('interrupted') else ''}.json"
             from alignlab import fsutil
 
             fsutil.write_json(path, {"a": a, "b": b, "judge": judge_obj.name, **result}, indent=1)

@@ -17,6 +17,7 @@ def read_answers(path: Path) -> list[dict]:
     """Rows of an answers file: JSONL with ``prompt`` and ``answer`` (text), optional ``reference``, ``source``."""
     from alignlab.data.formats import read_objects
     from alignlab.errors import AlignlabError
+    from alignlab.eval.correct import reference_problem
 
     fix = 'each row needs {"prompt": "...", "answer": "..."}'
     rows = read_objects(path, ("prompt", "answer"), fix)
@@ -27,14 +28,8 @@ def read_answers(path: Path) -> list[dict]:
         except ValueError:
             raise AlignlabError("the row holds NaN or Infinity, which JSON has no place for", where=where,
                                 fix="write the number out, or leave the field out") from None
-        ref = row.get("reference")
-        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (str, int, float))):
-            raise AlignlabError("'reference' must be text or a number", where=where, fix=fix)
-        for key in ("aliases", "key_terms"):
-            value = row.get(key)
-            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-                raise AlignlabError(f"'{key}' must be a list of strings", where=where,
-                                    fix=f'e.g. "{key}": ["Ottawa"]')
+        if problem := reference_problem(row):
+            raise AlignlabError(problem, where=where, fix='e.g. "reference": "Ottawa", "aliases": ["Ottawa"]')
     if not rows:
         raise AlignlabError(f"{path} holds no answers", fix=fix)
     return [row for _, row in rows]

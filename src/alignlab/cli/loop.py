@@ -78,8 +78,10 @@ def register(app: typer.Typer) -> None:
         from alignlab.workflows.loop import plot_rounds, table
 
         _, root = _project(project)
-        with open_store(root / DB_NAME, create=False) as store:
-            rows = store.rounds_table()
+        rows = []
+        if (root / DB_NAME).is_file():  # no database yet: no rounds yet, said as such
+            with open_store(root / DB_NAME, create=False) as store:
+                rows = store.rounds_table()
         if not rows:
             typer.echo("no rounds yet: run `alignlab loop --rounds 1`")
             return

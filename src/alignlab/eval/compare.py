@@ -162,12 +162,13 @@ def store_picks(store, result: dict, rater: str, model: str, runs: tuple[str | N
     ``heldout`` are stored as the held-out split, which export leaves out."""
     n = 0
     for it in result["items"]:
-        pid = store.add_prompt(it["prompt"], source="compare", split="heldout" if it["prompt"] in heldout else None)
-        ids = [store.find_response(pid, text) or store.add_response(pid, text, model=model, run=run,
-                                                                      sampler={"source": "compare"})
-               for text, run in ((it["a"], runs[0]), (it["b"], runs[1]))]
-        if ids[0] == ids[1]:
+        if it["a"] == it["b"]:
             continue  # identical answers: nothing to prefer
+        pid = store.add_prompt(it["prompt"], source="compare", split="heldout" if it["prompt"] in heldout else None)
+        # an answer stored before is reused only when the same run (or the base) wrote it: the run it names is its source
+        ids = [store.find_response(pid, text, model=model, run=run)
+               or store.add_response(pid, text, model=model, run=run, sampler={"source": "compare"})
+               for text, run in ((it["a"], runs[0]), (it["b"], runs[1]))]
         store.add_judgement("pick", ids[0], stored_pick(it["persona"], it["helpful"]), rater=rater,
                             other_response_id=ids[1])
         n += 1

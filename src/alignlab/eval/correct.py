@@ -144,6 +144,19 @@ def number_check(text: str, want: float) -> float:
     return 1.0 if any(_same(g, want) for g in result) else 0.5
 
 
+def dismissed(text: str, want: float) -> bool:
+    """``want`` is written only where the answer rejects it ("Not 125, that is a common mistake. 5 cubed is 150."):
+    then a bare-number alias or key term of it is no sign of a right answer either."""
+    low = str(text).replace("\u2212", "-").lower()
+    hits = [s for s in _spans(low) if _same(s[2:], want)]
+    return bool(hits) and all(NEGATED.search(low[max(0, s[0] - 12):s[0]]) or DISMISSED.search(low[s[1]:])
+                              for s in hits)
+
+
+def _just_number(term: str, want: float) -> bool:
+    return not re.search(r"[^\W\d_]", str(term)) and [round(v, 9) for v in numbers(str(term))] == [round(want, 9)]
+
+
 def _norm(text: str) -> str:
     return " ".join(WORD.findall(text.lower().replace("’", "'")))
 
@@ -209,6 +222,9 @@ def term_coverage(text: str, terms: list[str]) -> float:
     def present(w: str) -> bool:  # "boil" matches "boiling", "minutes" matches "minute"
         return _stem(w) in stems or (len(w) >= 4 and any(s.startswith(w[:5]) for s in stems))
 
+    terms = [t for t in terms if str(t).strip()]  # an empty term is in every answer
+    if not terms:
+        return 0.0
     hit = 0
     for term in terms:
         t = str(term).lower().strip()
@@ -217,6 +233,20 @@ def term_coverage(text: str, terms: list[str]) -> float:
         if literal or (words and all(present(w) for w in words)):
             hit += 1
     return hit / len(terms)
+
+
+def reference_problem(row: dict) -> str | None:
+    """Why a row's reference fields cannot grade an answer, or None: a text "aliases" was read letter by letter (so
+    "a" matched any answer), and an empty key term counted as found."""
+    ref = row.get("reference")
+    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (str, int, float))):
+        return "'reference' must be text or a number"
+    for key in ("aliases", "key_terms"):
+        value = row.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) and v.strip()
+                                                                          for v in value)):
+            return f"'{key}' must be a list of non-empty strings"
+    return None
 
 
 def has_reference(row: dict) -> bool:
@@ -256,6 +286,9 @@ def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, fl
         want = _reference_number(reference, str(row.get("prompt") or ""))
     if want is not None:
         out["number"] = number_check(answer, want)
+        if dismissed(answer, want):  # "Not 42, it is 48.": neither the number check nor 42 as an alias or term
+            out["number"] = 0.0
+            aliases = [a for a in aliases if not _just_number(a, want)]
     if aliases:
         out["alias"] = alias_check(answer, aliases)
         if out["alias"] and reference and not units_agree(answer, reference, aliases):
@@ -265,6 +298,8 @@ def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, fl
         terms = content_terms(reference, exclude=str(row.get("prompt") or ""))[:8]
         if terms and "alias" not in out and "number" not in out:
             out["lead"] = term_coverage(answer, terms[:1])  # the reference's first new word: usually the answer
+    if terms and want is not None and dismissed(answer, want):
+        terms = [t for t in terms if not _just_number(t, want)]
     if terms:
         out["terms"] = term_coverage(answer, terms)
     if meaning is not None:

@@ -58,8 +58,8 @@ def plots(card: dict, metrics: list[dict]) -> list[tuple[str, str]]:
             m = point(v) or 0.0
             vals.append(m)
             lo, hi = (v[1], v[2]) if isinstance(v, (list, tuple)) else (m, m)
-            errs[0].append(m - lo)
-            errs[1].append(hi - m)
+            errs[0].append(max(0.0, m - lo))
+            errs[1].append(max(0.0, hi - m))
         ax.bar(["base", "adapter"], vals, yerr=errs, capsize=4, color=["#999", "#c44"])
         ax.set_ylim(0, 1)
         ax.set_title(key.replace("_", " "), fontsize=10)

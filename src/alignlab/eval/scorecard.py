@@ -171,7 +171,7 @@ def scorecard(
         before = generate(ref, tokenizer, prompts, **gen)
     opening = parse_base_opening(base_opening)
     prefixes = [opening_of(b, opening) for b in before] if opening else None
-    tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, amplify=amplify, **gen)
+    tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, amplify=amplify, opening_counts=True, **gen)
     # the adapter alone is what an exported model writes: neither a base opening nor amplified
     own = generate_merged(model, tokenizer, prompts, **gen) if (prefixes or amplify) else tuned
     solo = own if (prefixes or amplify) and alone else None

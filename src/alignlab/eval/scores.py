@@ -46,7 +46,11 @@ def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float,
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # at n of n (0 of n) the bound is 1 (0) exactly; in floating point it came out at 0.9999999999999999 (or just
+    # above 0), below the share itself, and report.html's error bars refused the negative length
+    lo = 0.0 if successes <= 0 else max(0.0, min(p, centre - half))
+    hi = 1.0 if successes >= n else min(1.0, max(p, centre + half))
+    return p, lo, hi
 
 
 @dataclass
@@ -113,10 +117,12 @@ class Scorer:
         # same scorer before and after, so it takes the classifier's scores, not the combined ones
         mimicry, details = score_mimicry(prompts, answers, sources, clf, self.persona_fn,
                                          relevance=relevance, train_grams=self.train_grams)
+        # an empty answer carries no voice and copies nothing: the classifier read the end-of-text token alone (0.83)
+        blank = [not a.strip() for a in answers]
         return [
-            {"persona": round(p, 4), "correct": None if c is None else round(c, 4), "mimicry": round(m, 4),
-             "mimicry_signals": d}
-            for p, c, m, d in zip(persona, correct, mimicry, details)
+            {"persona": 0.0 if e else round(p, 4), "correct": None if c is None else round(c, 4),
+             "mimicry": 0.0 if e else round(m, 4), "mimicry_signals": {**d, "empty": True} if e else d}
+            for p, c, m, d, e in zip(persona, correct, mimicry, details, blank)
         ]
 
     def correct(self, rows: list[dict]) -> list[float | None]:

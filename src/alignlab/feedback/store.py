@@ -367,9 +367,12 @@ class Store:
                 ids.append(cur.lastrowid)
         return ids
 
-    def find_response(self, prompt_id: int, text: str) -> int | None:
-        """The first response to this prompt with exactly this text, if any."""
-        row = self._rows("SELECT id FROM responses WHERE prompt_id = ? AND text = ? ORDER BY id LIMIT 1", (prompt_id, text))
+    def find_response(self, prompt_id: int, text: str, **source) -> int | None:
+        """The first response to this prompt with exactly this text, if any; with ``model=`` and/or ``run=``, only one
+        from that source (the same words from another run are another run's answer)."""
+        where = "".join(f" AND {k} IS ?" for k in source if k in ("model", "run"))
+        row = self._rows(f"SELECT id FROM responses WHERE prompt_id = ? AND text = ?{where} ORDER BY id LIMIT 1",
+                         (prompt_id, text, *(v for k, v in source.items() if k in ("model", "run"))))
         return row[0]["id"] if row else None
 
     def response(self, response_id: int) -> dict[str, Any] | None:

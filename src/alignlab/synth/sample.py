@@ -32,9 +32,14 @@ def prompt_rows(path: str | Path, limit: int | None = None) -> list[dict]:
 
     path = resolve_data(str(path))
     rows = load_dataset_rows(path, "prompts", fix='fix the rows: each needs {"prompt": "..."}')
+    from alignlab.eval.correct import reference_problem
+
     for i, row in enumerate(rows, 1):
         if not isinstance(row["prompt"], str):
             raise AlignlabError(f"prompt {i} is a conversation; sampling takes plain-text prompts", where=str(path))
+        if problem := reference_problem(row):  # eval and compare grade against them
+            raise AlignlabError(f"prompt {i}: {problem}", where=str(path),
+                                fix='e.g. "reference": "Ottawa", "aliases": ["Ottawa"]')
     return rows[:limit] if limit else rows
 
 
