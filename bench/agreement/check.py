@@ -108,11 +108,24 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def agreement_scorer(**kw):
+    """The shipped scorer, with the references of the 14 held-out prompts taken out of the bundled set on 2026-12-06
+    (each reworded a training pair's question): the earlier reads graded answers to them (retired_references.jsonl)."""
+    from alignlab.eval.correct import reference_table
+    from alignlab.eval.scores import scorer_for
+
+    scorer = scorer_for(None, **kw)
+    retired = Path(__file__).parent / "retired_references.jsonl"
+    rows = [json.loads(x) for x in retired.read_text().splitlines() if x.strip()]
+    scorer.references = {**reference_table(rows), **scorer.references}
+    return scorer
+
+
 def main() -> None:
-    from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for
+    from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc
 
     rows = [json.loads(x) for x in (Path(__file__).parent / "reads.jsonl").read_text().splitlines() if x.strip()]
-    scored = scorer_for(None).score([{"prompt": r["prompt"], "answer": r["answer"], "source": r["source"]} for r in rows])
+    scored = agreement_scorer().score([{"prompt": r["prompt"], "answer": r["answer"], "source": r["source"]} for r in rows])
     reads = [r["read"] for r in rows]
     out = {
         "answers": len(rows),
@@ -147,9 +160,9 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
 def graded(names: tuple[str, ...] = SETS) -> None:
     """Per set: persona and correct AUCs; then, pooled over every set, mimicry's AUC among the answers readers found
     snarky (mean snark at least 1 of 3): bolted on (half or more of the readers) against coherent."""
-    from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc, scorer_for
+    from alignlab.eval.scores import PERSONA_THRESHOLD, THRESHOLD, auc
 
-    scorer = scorer_for(None)
+    scorer = agreement_scorer()
     pool: list[tuple[float, int]] = []
     for name in names:
         rows = _rows(name)

@@ -53,11 +53,11 @@ def _judge_scorer(judge):
     """The scorecard as `eval --rater judge` builds it: the judge rates the voice alone and the correctness."""
     from alignlab.config import DEFAULT_PERSONA
     from alignlab.eval.raters import JudgeRater
-    from alignlab.eval.scores import scorer_for
+    from check import agreement_scorer
     from alignlab.rewards.judge import voice_rubric
 
     judge.rubric = voice_rubric(DEFAULT_PERSONA)
-    return scorer_for(None, persona_rater=JudgeRater(judge))
+    return agreement_scorer(persona_rater=JudgeRater(judge))
 
 
 def _scored(rows: list[dict], url: str, model: str) -> list[dict]:
@@ -108,11 +108,12 @@ def replayed(rows: list[dict], replies: dict[str, str]) -> list[dict]:
 
 def report(rows: list[dict], judged: list[dict]) -> list[dict]:
     """Per set and pooled, for persona and correct: the judge's AUC against the readers and the shipped scorecard's."""
-    from alignlab.eval.scores import THRESHOLD, auc, scorer_for
+    from check import agreement_scorer
 
     from alignlab.eval.raters import JudgeRater
+    from alignlab.eval.scores import THRESHOLD, auc
 
-    shipped = scorer_for(None).score([{k: r[k] for k in ("prompt", "answer", "source")} for r in rows])
+    shipped = agreement_scorer().score([{k: r[k] for k in ("prompt", "answer", "source")} for r in rows])
     out = []
     # the judge's own in-persona point (JudgeRater.in_persona_at), as the scorecard uses it with a judge
     for score, label, cut in (("persona", "persona_label", JudgeRater.in_persona_at), ("correct", "label", THRESHOLD)):

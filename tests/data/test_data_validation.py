@@ -333,3 +333,13 @@ def test_data_check_says_how_rows_are_read_and_what_a_whole_file_is(tmp_path, ti
                                                                 "on unpaired rows — pass one of them")):
         out = _cli("data", "check", thumbs, *flags, "--model", tiny_model, cwd=tmp_path)
         assert out.returncode == 2 and out.stderr.strip() == line
+
+
+def test_a_file_the_method_reads_keeps_its_own_rows_errors(tmp_path, tok):
+    """SFT reads a pairs file's chosen side and GRPO any file's prompts: a too-long prompt there was reported as
+    "holds preference rows; this method trains on SFT rows"."""
+    pairs = write(tmp_path / "pairs.jsonl", [json.dumps({"prompt": "word " * 40, "chosen": "a b", "rejected": "c d"})])
+    for kind in ("sft", "prompts"):
+        with pytest.raises(AlignlabError) as err:
+            load_dataset_rows(pairs, kind, tok, max_length=16, max_prompt_length=8)
+        assert "this method trains on" not in str(err.value) and "tokens" in str(err.value)

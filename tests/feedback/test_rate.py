@@ -252,7 +252,11 @@ def test_nothing_to_rate_says_what_to_run(tmp_path, db):
         p = store.add_prompt("Lonely?")
         store.add_responses([{"prompt_id": p, "text": "Very.", "round": 3}])
         _, out = _run(store, [], mode="pair", round=3)
-    assert "no pair of different answers to one prompt in round 3 left for ann" in out and "-n 2" in out
+    assert "no pair of different answers to one prompt in round 3:" in out and "-n 2" in out
+    with open_store(db) as store:  # pairs there are, all judged: that is what it says
+        _run(store, ["a", "a", "q"], mode="pair")
+        _, out = _run(store, [], mode="pair")
+    assert "ann has judged every answer" in out
 
 
 def test_ctrl_c_prints_the_summary_and_goes_on_up(db):

@@ -164,3 +164,19 @@ def test_a_completion_a_judge_could_not_score_shows_as_a_dash(tmp_path):
     assert any("mean" in line and "1.000" in line for line in lines), result.stdout
     result = invoke("--spec", spec, "--json", data)
     assert [json.loads(x)["total"] for x in result.stdout.splitlines()] == [None, 1.0]
+
+
+def test_reward_score_reads_a_line_separator_inside_a_text(tmp_path):
+    """feedback export writes U+2028 raw; `reward score` split its JSONL there and called the row invalid JSON."""
+    import json
+    import subprocess
+    import sys
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "q", "completion": "line one\u2028line two."}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    spec = tmp_path / "r.yaml"
+    spec.write_text("components:\n  - name: len\n    fn: length_penalty\n    args: {target: 3}\n")
+    out = subprocess.run([sys.executable, "-m", "alignlab", "reward", "score", str(rows), "--spec", str(spec)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr

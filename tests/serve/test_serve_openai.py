@@ -395,3 +395,20 @@ def test_a_template_that_refuses_the_projects_system_prompt_fails_at_start(tiny_
         ModelPool(str(model), device="cpu", system_prompt="Be brief.")
     assert "\n" not in str(err.value) and "system_prompt" in err.value.where
     assert ModelPool(str(model), device="cpu").render(PROMPT)  # without one it serves
+
+
+def test_the_servers_system_prompt_is_the_one_the_runs_were_trained_under(tmp_path):
+    """serve took the current project's system prompt; an export's Modelfile takes the run's own."""
+    from alignlab.config import ProjectConfig, dump_config
+    from alignlab.errors import AlignlabError
+    from alignlab.serve.models import _trained_under
+
+    runs = {}
+    for name, prompt in (("a", "Be brief."), ("b", "Be brief."), ("c", "Be verbose.")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(dump_config(ProjectConfig(system_prompt=prompt)))
+        runs[name] = tmp_path / name
+    assert _trained_under({k: runs[k] for k in "ab"}, "Project prompt.") == "Be brief."
+    assert _trained_under({}, "Project prompt.") == "Project prompt."
+    with pytest.raises(AlignlabError, match="different system prompts"):
+        _trained_under(runs, None)

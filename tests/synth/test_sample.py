@@ -121,3 +121,17 @@ def test_sampling_from_inside_the_run_records_its_id(project, tiny_model, monkey
     assert res.exit_code == 0, res.output
     assert {r["run"] for r in responses(proj / "feedback.db")} == {"r7"}
 
+
+
+def test_only_an_answer_that_used_up_its_tokens_is_trimmed(tiny_model):
+    """Every answer was trimmed to its last full stop: "Sure. 2 + 2 = 4" was stored as "Sure.", and the loop's
+    automatic rater then graded a right answer wrong."""
+    from alignlab.models.loading import load_tokenizer
+    from alignlab.synth.sample import _kept
+
+    tok = load_tokenizer(tiny_model)
+    for finished in ("Sure. 2 + 2 = 4", "Oh wow. Use a list:\n- eggs\n- milk", "Fine."):
+        assert _kept(finished, tok, 256) == finished
+    long = "Halley's comet returns. " + "It comes back every seventy six years or so in reference to " * 4
+    n = len(tok(long, add_special_tokens=False)["input_ids"])
+    assert _kept(long, tok, n) == "Halley's comet returns." and _kept(long, tok, n + 20) == long

@@ -241,3 +241,15 @@ def test_every_stages_rows_are_read_before_the_first_trains(tiny_model, tmp_path
     assert type(res.exception).__name__ == "AlignlabError", res.output
     assert "pairs.jsonl:601: missing field 'rejected'" in err and "the recipe trains on every row" in err
     assert "--skip-invalid" not in err and not (proj / "runs" / "recipe-1-sft").exists()
+
+
+def test_a_stage_killed_outright_reads_as_died_and_so_resumes(tmp_path):
+    """A stage killed by SIGKILL or the OOM killer still says 'running' in run.json: the recipe retrained it from
+    step 0 and deleted its checkpoints, where `alignlab runs` shows it as died and resumable."""
+    import socket
+
+    from alignlab.workflows.recipes import _status
+
+    (tmp_path / "run.json").write_text(json.dumps({"status": "running", "pid": 2 ** 22 + 12345,
+                                                   "host": socket.gethostname()}))
+    assert _status(tmp_path) == "died"

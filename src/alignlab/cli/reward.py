@@ -17,7 +17,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
 
     rows = []
     # a directory, a missing file or one not in UTF-8 is one line naming it (and the line)
-    for n, line in enumerate(read_text(path, "JSONL file").splitlines(), 1):
+    for n, line in enumerate(read_text(path, "JSONL file").split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -120,6 +120,9 @@ DISTIL_SOURCE = "distil"
 
 SHAPES = {"preference": "preference (prompt/chosen/rejected)", "unpaired": "thumbs (prompt/completion/label)",
           "sft": "SFT (prompt/completion or messages)", "prompts": "prompt-only ({prompt})"}
+# the kinds of file each kind of training reads (SFT takes a pairs file's chosen side, GRPO any file's prompts)
+READS = {"preference": ("preference",), "unpaired": ("unpaired",), "sft": ("sft", "preference", "unpaired"),
+         "prompts": ("prompts", "preference", "unpaired", "sft")}
 HOW_TO_GET = {
     "unpaired": "use thumbs rows (bundled:persona-thumbs, or `alignlab feedback export --format kto`)",
     "preference": "use pairs (bundled:persona-pairs, `alignlab synth`, or `alignlab feedback export --format dpo`)",
@@ -426,7 +429,7 @@ def load_dataset_rows(
             echo(line)
     if report.errors and not report.rows and (problem := whole_file_problem(path)):
         raise AlignlabError(f"{path}: no row could be read: {problem}")
-    if report.errors and not report.rows and (other := _main_kind(read_jsonl(path)[0])) not in (None, kind):
+    if report.errors and not report.rows and (other := _main_kind(read_jsonl(path)[0])) not in (None, *READS[kind]):
         raise AlignlabError(f"{path} holds {SHAPES[other]} rows; this method trains on {SHAPES[kind]} rows",
                             fix=HOW_TO_GET.get(kind, f"check it with `alignlab data check {path} --kind {kind}`"))
     if report.errors:

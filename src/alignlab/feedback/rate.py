@@ -135,9 +135,9 @@ class _Session:
         if self.store.count_responses(self.round) == 0:
             return (f"no answers to rate{where}: sample some first (`alignlab sample --base`, or `--run runs/ID`"
                     + (f" --round {self.round}" if self.round is not None else "") + ")")
-        if not self.single and not self.store.pending_pairs(self.rater, self.round):
-            return (f"no pair of different answers to one prompt{where} left for {self.rater}: sample more answers per "
-                    "prompt (`alignlab sample -n 2 ...`), or rate them one by one (--mode single)")
+        if not self.single and not self.store.pending_pairs("\x00anyone", self.round):  # no pair at all, judged or not
+            return (f"no pair of different answers to one prompt{where}: sample more answers per prompt "
+                    "(`alignlab sample -n 2 ...`), or rate them one by one (--mode single)")
         return f"{self.rater} has judged every answer{where}"
 
     def show(self, item: dict, left: int) -> list[tuple]:

@@ -333,9 +333,12 @@ class LLMJudge:
         user = f"[Prompt]\n{prompt}{shown}\n\n[Response]\n{completion}"
         reply = self.chat(system, user)
         score = parse_score(reply)
-        if score is None:  # once more; an empty reply is not shown back (some servers refuse an empty turn)
-            shown_back = [{"role": "assistant", "content": reply}] if reply.strip() else []
-            again = self.chat(system, user, [*shown_back, {"role": "user", "content": REASK}])
+        if score is None:  # once more, shown its reply; an empty one is not shown back (some servers refuse an empty
+            # turn), and the reminder then joins the user's turn: two user turns in a row break strict templates
+            if reply.strip():
+                again = self.chat(system, user, [{"role": "assistant", "content": reply}, {"role": "user", "content": REASK}])
+            else:
+                again = self.chat(system, f"{user}\n\n{REASK}")
             score = parse_score(again)
             reply = again if again.strip() else reply
         if score is None:

@@ -152,7 +152,8 @@ class ModelPool:
         if model is None:  # the first run's base, else the enclosing project's model
             model = Run.open(next(iter(adapters.values()))).base if adapters else cfg.model
         return cls(model, adapters, device=device, precision=precision, base_opening=base_opening,
-                   repetition_penalty=repetition_penalty, amplify=amplify, system_prompt=cfg.system_prompt)
+                   repetition_penalty=repetition_penalty, amplify=amplify,
+                   system_prompt=_trained_under(adapters, cfg.system_prompt))
 
     @property
     def names(self) -> list[str]:
@@ -391,3 +392,16 @@ class _Tracker:
             self.sent[i] = upto
             if self.on_delta is not None:
                 self.on_delta(i, piece)
+
+
+def _trained_under(adapters: dict[str, Path], project_prompt: str | None) -> str | None:
+    """The system prompt the runs were trained and are exported with (each run's config.yaml, as its Modelfile's
+    SYSTEM), else the project's: served under another, an adapter would answer unlike its export."""
+    from alignlab.config import load_config
+
+    found = {load_config(Path(p) / "config.yaml").system_prompt or None for p in adapters.values()
+             if (Path(p) / "config.yaml").is_file()}
+    if len(found) > 1:
+        raise AlignlabError("the runs were trained under different system prompts; one server opens every chat with one",
+                            fix="serve them from separate `alignlab serve` commands")
+    return found.pop() if found else project_prompt

@@ -68,8 +68,6 @@ def sample_responses(
     (grouped per prompt; an answer the store already holds is left out). Prompts in ``heldout`` are stored as the
     held-out split, which `alignlab feedback export` leaves out. ``each_batch=False`` stores all or nothing (a loop
     round is sampled whole or not at all)."""
-    from contextlib import nullcontext
-
     from alignlab.generate import generate
     from alignlab.progress import console, progress_bar
 
@@ -77,33 +75,48 @@ def sample_responses(
         raise AlignlabError(f"-n must be at least 1, got {n}")
     if n > 1 and temperature <= 0:
         raise AlignlabError(f"{n} samples per prompt at temperature 0 would be identical", fix="pass --temperature > 0")
-    from alignlab.synth.opening import trim_unfinished
-
     prompts = [r["prompt"] for r in rows]
     held = set(heldout or ())
     sampler = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed,
                "system_prompt": system_prompt}
     ids: list[int] = []
     chunk = max(1, batch_size)
+    fields = dict(model=model_name, run=run, round=round, sampler=sampler)
+    done: list[tuple[list[str], list[str]]] = []  # each_batch=False: generated, stored together at the end
     try:
-        with progress_bar() as bar, (nullcontext() if each_batch else store.transaction()):
+        with progress_bar() as bar:
             task = bar.add_task(description, total=len(prompts) * n)
             for i in range(0, len(prompts), chunk):
                 part = prompts[i : i + chunk]
                 texts = generate(model, tokenizer, part, max_new_tokens=max_new_tokens, temperature=temperature,
                                  top_p=top_p, num_return_sequences=n, batch_size=chunk, system_prompt=system_prompt,
                                  seed=seed + i if seed is not None else None)
-                # an answer cut at max_new_tokens is kept up to its last finished sentence (as synth keeps it): rated
-                # as the better one, a cut answer would teach the model to stop mid-sentence
-                texts = [trim_unfinished(t) or t for t in texts]
-                ids += _store_batch(store, part, texts, n, held, source,
-                                    dict(model=model_name, run=run, round=round, sampler=sampler))
+                texts = [_kept(t, tokenizer, max_new_tokens) for t in texts]
+                if each_batch:
+                    ids += _store_batch(store, part, texts, n, held, source, fields)
+                else:
+                    done.append((part, texts))
                 bar.advance(task, len(part) * n)
+        with store.transaction():  # the write lock only for the writing: a rater's judgement is not kept waiting
+            for part, texts in done:
+                ids += _store_batch(store, part, texts, n, held, source, fields)
     except KeyboardInterrupt:
         if each_batch:
             console.print(f"[yellow]interrupted[/]: the {len(ids)} answers of the finished batches are stored")
         raise
     return ids
+
+
+def _kept(text: str, tokenizer, max_new_tokens: int) -> str:
+    """An answer cut at ``max_new_tokens`` kept up to its last finished sentence (as synth keeps it): rated the better
+    one, a cut answer would teach the model to stop mid-sentence. An answer that ended before the limit is kept whole
+    ("2 + 2 = 4" has no full stop and is finished)."""
+    from alignlab.eval.correct import unfinished
+    from alignlab.synth.opening import trim_unfinished
+
+    if not unfinished(text) or len(tokenizer(text, add_special_tokens=False)["input_ids"]) < max_new_tokens - 2:
+        return text
+    return trim_unfinished(text) or text
 
 
 def _store_batch(store, prompts: list[str], texts: list[str], n: int, heldout: set[str], source: str | None,

@@ -119,7 +119,7 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
             continue
         record.write(i, PENDING + settings)
         _train_stage(root, cfg, stage, i, len(stages), run_dir, prev, distilled,
-                     resume=pending and status == "interrupted", echo=echo)
+                     resume=pending and status in ("interrupted", "died"), echo=echo)
         prev = run_dir
         record.write(i, settings)
     return prev
@@ -129,9 +129,11 @@ PENDING = "pending: "  # a training stage's record while it trains: an interrupt
 
 
 def _status(run_dir: Path) -> str | None:
+    """The run's status as `alignlab runs` shows it: a killed run (SIGKILL, out of memory) still says 'running' in
+    run.json, and reads 'died' once no process holds it."""
     from alignlab import rundir
 
-    return rundir.read_run(run_dir).get("status") if (run_dir / "run.json").is_file() else None
+    return rundir.shown_status(rundir.read_run(run_dir)) if (run_dir / "run.json").is_file() else None
 
 
 def _runs_again(root: Path, cfg, stages, i: int, prefix: str, reuse: bool, echo) -> bool:
