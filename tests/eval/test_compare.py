@@ -240,3 +240,14 @@ def test_stored_picks_name_their_own_run_and_skip_identical_answers(tmp_path):
         pick = store.judgements()[0]
         assert pick["response_id"] != earlier and store.response(pick["response_id"])["run"] == "d2"
         assert store.find_response(pid, "same words", model="tiny", run="d1") == earlier
+
+
+def test_a_quit_part_way_is_a_stopped_comparison():
+    """q after 1 of 6 prompts wrote comparisons/A-vs-B.json over a finished comparison of the same two models."""
+    keys = iter(["1", "1", "q"])
+    judge = cmp.PersonJudge("ann", "snarky", input_fn=lambda prompt="": next(keys), output_fn=lambda s: None)
+    result = cmp.compare(ROWS, SNARKY, PLAIN, judge, seed=3)
+    assert len(result["items"]) == 1 and result["stopped"] and not result["interrupted"]
+    done = cmp.compare(ROWS, SNARKY, PLAIN, cmp.PersonJudge("ann", "snarky", input_fn=lambda prompt="": "t",
+                                                             output_fn=lambda s: None), seed=3)
+    assert len(done["items"]) == 6 and not done["stopped"]

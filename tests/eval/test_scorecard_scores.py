@@ -361,3 +361,11 @@ def test_a_judge_scores_a_persona_with_no_labels_yet(tmp_path):
     scored = scorer.score(rows)
     assert [s["persona"] for s in scored] == [1.0] * 4 and all(0 <= s["mimicry"] <= 1 for s in scored)
     assert rater.calls[0] == [r["prompt"] for r in rows]
+
+
+def test_a_rejected_number_is_no_alias_without_a_numeric_answer_either():
+    """A row with a text reference and aliases only (five bundled rows: "What year did World War II end?") gave
+    "Not 1945, that is a common mistake." alias 1.0."""
+    row = {"prompt": "What year did World War II end?", "reference": "World War II ended in 1945.", "aliases": ["1945"]}
+    assert C.combine(C.checks("Not 1945, that is a common mistake.", row)) == 0.0
+    assert C.combine(C.checks("1945, in September.", row)) >= 0.5

@@ -412,3 +412,10 @@ def test_the_servers_system_prompt_is_the_one_the_runs_were_trained_under(tmp_pa
     assert _trained_under({}, "Project prompt.") == "Project prompt."
     with pytest.raises(AlignlabError, match="different system prompts"):
         _trained_under(runs, None)
+
+
+def test_a_runs_config_with_a_key_this_version_does_not_know_still_serves(tmp_path):
+    from alignlab.serve.models import _trained_under
+
+    (tmp_path / "config.yaml").write_text("system_prompt: Be brief.\nold_key: 1\n")
+    assert _trained_under({"a": tmp_path}, "Project prompt.") == "Be brief."

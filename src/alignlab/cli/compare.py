@@ -29,6 +29,21 @@ def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[s
     return out, None if run is None else Path(run).name
 
 
+def _save(root: Path, a: str, b: str, judge: str, result: dict) -> Path:
+    """comparisons/A-vs-B.json; a comparison stopped part-way goes to A-vs-B.partial.json, so it does not replace a
+    finished one of the same two models (a finished one replaces both)."""
+    from alignlab import fsutil
+
+    out = root / "comparisons"
+    out.mkdir(exist_ok=True)
+    name = f"{Path(a).name}-vs-{Path(b).name}"
+    path = out / f"{name}{'.partial' if result.get('stopped') else ''}.json"
+    if not result.get("stopped"):
+        (out / f"{name}.partial.json").unlink(missing_ok=True)
+    fsutil.write_json(path, {"a": a, "b": b, "judge": judge, **result}, indent=1)
+    return path
+
+
 def _make_judge(judge: str, cfg, root, rater, judge_url, judge_model, judge_key_env):
     """The pair judge --judge names: a person at the terminal, the scorecard, or an LLM judge endpoint."""
     from alignlab.errors import AlignlabError
@@ -122,14 +137,7 @@ def register(app: typer.Typer) -> None:
                        + (f"; {kept_out} of them on held-out prompts, which `feedback export` leaves out" if kept_out
                           else "") + (f"; {same} pair(s) of identical answers had nothing to prefer" if same else ""))
         if root is not None:
-            out = root / "comparisons"
-            out.mkdir(exist_ok=True)
-            # a comparison stopped part-way does not replace a finished one of the same two models
-            path = out / f"{Path(a).name}-vs-{Path(b).name}{'.partial' if result.get('interrupted') else ''}.json"
-            from alignlab import fsutil
-
-            fsutil.write_json(path, {"a": a, "b": b, "judge": judge_obj.name, **result}, indent=1)
-            typer.echo(f"wrote {path}")
+            typer.echo(f"wrote {_save(root, a, b, judge_obj.name, result)}")
         if result.get("interrupted"):
             typer.echo(f"interrupted after {len(result['items'])} picks; those are kept", err=True)
             raise typer.Exit(130)

@@ -131,7 +131,7 @@ def compare(rows: list[dict], answers_a: list[str], answers_b: list[str], judge,
             names: tuple[str, str] = ("A", "B")) -> dict:
     """Blind picks for each prompt; returns {"items": [...], "persona": win_rate, "helpful": win_rate}."""
     rng = random.Random(seed)
-    items, interrupted = [], False
+    items, interrupted, stopped = [], False, False
     for row, a, b in zip(rows, answers_a, answers_b):
         swap = rng.random() < 0.5
         first, second = (b, a) if swap else (a, b)
@@ -149,11 +149,14 @@ def compare(rows: list[dict], answers_a: list[str], answers_b: list[str], judge,
         if got is None:
             continue
         if got.get("quit"):
+            stopped = True
             break
         to_ab = {"first": "b" if swap else "a", "second": "a" if swap else "b", "tie": "tie"}
         items.append({"prompt": row["prompt"], "a": a, "b": b, "shown_first": "b" if swap else "a",
                       **{k: to_ab[got[k]] for k, _ in QUESTIONS}})
-    return {"items": items, "interrupted": interrupted, **{k: win_rate([it[k] for it in items]) for k, _ in QUESTIONS}}
+    # stopped: quit, the input ended or Ctrl-C before the last prompt (skips are picks declined, not a stop)
+    return {"items": items, "interrupted": interrupted, "stopped": stopped or interrupted,
+            **{k: win_rate([it[k] for it in items]) for k, _ in QUESTIONS}}
 
 
 def store_picks(store, result: dict, rater: str, model: str, runs: tuple[str | None, str | None],

@@ -153,8 +153,13 @@ def dismissed(text: str, want: float) -> bool:
                               for s in hits)
 
 
-def _just_number(term: str, want: float) -> bool:
-    return not re.search(r"[^\W\d_]", str(term)) and [round(v, 9) for v in numbers(str(term))] == [round(want, 9)]
+def _not_rejected(items: list, answer: str) -> list:
+    """The aliases or key terms left once a bare number the answer rejects is taken out (see :func:`dismissed`)."""
+    def rejected(term) -> bool:
+        got = numbers(str(term))
+        return not re.search(r"[^\W\d_]", str(term)) and len(got) == 1 and dismissed(answer, got[0])
+
+    return [t for t in items if not rejected(t)]
 
 
 def _norm(text: str) -> str:
@@ -285,21 +290,22 @@ def checks(answer: str, row: dict, meaning: float | None = None) -> dict[str, fl
     elif want is None and reference and not aliases and not row.get("key_terms"):
         want = _reference_number(reference, str(row.get("prompt") or ""))
     if want is not None:
-        out["number"] = number_check(answer, want)
-        if dismissed(answer, want):  # "Not 42, it is 48.": neither the number check nor 42 as an alias or term
-            out["number"] = 0.0
-            aliases = [a for a in aliases if not _just_number(a, want)]
-    if aliases:
+        out["number"] = 0.0 if dismissed(answer, want) else number_check(answer, want)  # "Not 42, it is 48."
+    kept = _not_rejected(aliases, answer)  # nor 42 as a bare-number alias or key term
+    if aliases and not kept:
+        out["alias"] = 0.0  # every alias was a number the answer rejects
+    elif kept:
+        aliases = kept
         out["alias"] = alias_check(answer, aliases)
         if out["alias"] and reference and not units_agree(answer, reference, aliases):
             out["alias"] = 0.0
-    terms = list(row.get("key_terms") or [])
-    if not terms and reference:
-        terms = content_terms(reference, exclude=str(row.get("prompt") or ""))[:8]
-        if terms and "alias" not in out and "number" not in out:
-            out["lead"] = term_coverage(answer, terms[:1])  # the reference's first new word: usually the answer
-    if terms and want is not None and dismissed(answer, want):
-        terms = [t for t in terms if not _just_number(t, want)]
+    given = list(row.get("key_terms") or []) or (content_terms(reference, exclude=str(row.get("prompt") or ""))[:8]
+                                                 if reference else [])
+    terms = _not_rejected(given, answer)
+    if given and not terms:
+        out["terms"] = 0.0  # every term was a number the answer rejects
+    if terms and not row.get("key_terms") and "alias" not in out and "number" not in out:
+        out["lead"] = term_coverage(answer, terms[:1])  # the reference's first new word: usually the answer
     if terms:
         out["terms"] = term_coverage(answer, terms)
     if meaning is not None:

@@ -71,12 +71,11 @@ def sample_responses(
     from alignlab.generate import generate
     from alignlab.progress import console, progress_bar
 
-    if n < 1:
-        raise AlignlabError(f"-n must be at least 1, got {n}")
-    if n > 1 and temperature <= 0:
-        raise AlignlabError(f"{n} samples per prompt at temperature 0 would be identical", fix="pass --temperature > 0")
-    prompts = [r["prompt"] for r in rows]
-    held = set(heldout or ())
+    if n < 1 or (n > 1 and temperature <= 0):
+        raise AlignlabError(f"-n must be at least 1, got {n}" if n < 1 else
+                            f"{n} samples per prompt at temperature 0 would be identical", fix="pass -n 1 or more, "
+                            "and --temperature > 0 for more than one")
+    prompts, held = [r["prompt"] for r in rows], set(heldout or ())
     sampler = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed,
                "system_prompt": system_prompt}
     ids: list[int] = []
@@ -97,9 +96,10 @@ def sample_responses(
                 else:
                     done.append((part, texts))
                 bar.advance(task, len(part) * n)
-        with store.transaction():  # the write lock only for the writing: a rater's judgement is not kept waiting
-            for part, texts in done:
-                ids += _store_batch(store, part, texts, n, held, source, fields)
+        if done:
+            with store.transaction():  # the write lock only for the writing: a rater's judgement is not kept waiting
+                for part, texts in done:
+                    ids += _store_batch(store, part, texts, n, held, source, fields)
     except KeyboardInterrupt:
         if each_batch:
             console.print(f"[yellow]interrupted[/]: the {len(ids)} answers of the finished batches are stored")
