@@ -121,9 +121,25 @@ def test_shares_have_wilson_intervals_and_the_change_a_paired_one():
     base = [{"persona": 0.2, "correct": 1.0, "mimicry": 0.0}] * 20
     moved = [{"persona": 0.95, "correct": 1.0 if i % 4 else 0.0, "mimicry": 0.0} for i in range(20)]
     change = paired_change(base, moved)
-    assert change["in_persona"] == (1.0, 1.0, 1.0)  # every prompt moved into persona
+    d, lo, hi = change["in_persona"]  # every prompt moved into persona: +1, not the point [1, 1] a bootstrap gives
+    assert (d, hi) == (1.0, 1.0) and lo == pytest.approx(0.7721, abs=1e-4)
     d, lo, hi = change["correct_share"]
     assert d == pytest.approx(-0.25) and lo < -0.25 < hi < 0  # 5 of 20 answers lost, paired
+    same = paired_change(base[:7], base[:7])  # 0 of 7 in persona on both sides: no change, and an interval
+    assert same["in_persona"][0] == 0.0 and same["in_persona"][1] < -0.3 and same["in_persona"][2] > 0.3
+
+
+def test_the_paired_share_change_is_newcombes_interval_worked_by_hand():
+    """Both yes 5, first only 3, second only 1, neither 11 (n 20): shares 8/20 and 6/20, difference 0.1.
+    Wilson (z 1.959964): 8/20 -> [0.21881, 0.61342], 6/20 -> [0.14548, 0.51897]. cross = 5*11 - 3*1 = 52 > n/2,
+    corrected 42; spread = 8*12*6*14 = 8064; phi = 42 / 89.800 = 0.46771.
+    low  = 0.1 - sqrt(0.18119^2 - 2*0.46771*0.18119*0.21897 + 0.21897^2) = 0.1 - sqrt(0.043665) = -0.10896
+    high = 0.1 + sqrt(0.15452^2 - 2*0.46771*0.15452*0.21342 + 0.21342^2) = 0.1 + sqrt(0.038576) = 0.29641"""
+    from alignlab.eval.scores import paired_share_change
+
+    pairs = [(True, True)] * 5 + [(True, False)] * 3 + [(False, True)] + [(False, False)] * 11
+    d, lo, hi = paired_share_change(pairs)
+    assert d == pytest.approx(0.1) and lo == pytest.approx(-0.10896, abs=2e-5) and hi == pytest.approx(0.29641, abs=2e-5)
 
 
 def test_stratified_covers_every_category_first():

@@ -104,7 +104,8 @@ def render(card: dict, run_dir: Path) -> str:
     cut = card.get("settings", {}).get("persona_cut") or 0.9
     parts.append(f"<h2>Scorecard</h2><p>Means with 95% bootstrap intervals, shares with 95% Wilson intervals. In persona: persona &ge; {cut:g}; "
                  "correct: correct &ge; 0.5 (prompts with a reference); flagged: mimicry &ge; 0.5. Change: adapter minus "
-                 "base with a 95% paired bootstrap interval over the prompts.</p>")
+                 "base, paired over the prompts, with a 95% interval (a bootstrap for means, Newcombe's paired interval for "
+                 "shares).</p>")
     parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in table_columns(card)) + "</tr>")
     for label, *cells in table_rows(card):
         parts.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")

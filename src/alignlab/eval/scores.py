@@ -215,15 +215,38 @@ def summarize(scored: list[dict], persona_cut: float = PERSONA_THRESHOLD) -> dic
 
 def paired_change(base: list[dict], other: list[dict], persona_cut: float = PERSONA_THRESHOLD) -> dict:
     """``other`` minus ``base`` for each mean and share, over the prompts both sides scored (answers to the same
-    prompts, in the same order), with a 95% paired bootstrap interval of the per-prompt difference."""
+    prompts, in the same order): a mean with a 95% paired bootstrap interval of the per-prompt difference, a share with
+    Newcombe's paired interval (:func:`paired_share_change`)."""
     out: dict = {}
     for key, share_name, cut in (("persona", "in_persona", persona_cut), ("correct", "correct_share", THRESHOLD),
                                  ("mimicry", "flagged", THRESHOLD)):
         pairs = [(b[key], o[key]) for b, o in zip(base, other) if b.get(key) is not None and o.get(key) is not None]
         if pairs:
             out[key] = bootstrap([o - b for b, o in pairs])
-            out[share_name] = bootstrap([float(o >= cut) - float(b >= cut) for b, o in pairs])
+            out[share_name] = paired_share_change([(o >= cut, b >= cut) for b, o in pairs])
     return out
+
+
+def paired_share_change(pairs: list[tuple[bool, bool]], z: float = 1.959964) -> tuple[float, float, float]:
+    """(first share minus second, low, high) over paired yes/no answers: Newcombe's (1998) interval for paired
+    proportions (his method 10, the Wilson intervals of both shares combined with the continuity-corrected phi, as
+    Altman et al.'s "Statistics with Confidence" gives it). The paired bootstrap it replaces collapsed to a point when
+    every prompt agreed ("+0 [+0.00, +0.00]" for 0 of 7 against 0 of 7), as the percentile bootstrap of a share did."""
+    n = len(pairs)
+    both = sum(1 for a, b in pairs if a and b)
+    first = sum(1 for a, b in pairs if a and not b)  # yes for the first (the adapter) only
+    second = sum(1 for a, b in pairs if b and not a)
+    neither = n - both - first - second
+    p1, l1, u1 = wilson(both + first, n, z)
+    p2, l2, u2 = wilson(both + second, n, z)
+    spread = (both + first) * (second + neither) * (both + second) * (first + neither)
+    cross = both * neither - first * second
+    corrected = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
+    phi = corrected / math.sqrt(spread) if spread > 0 else 0.0
+    d = p1 - p2
+    low = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    high = d + math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    return d, max(-1.0, low), min(1.0, high)
 
 
 def warnings_for(base: dict, adapter: dict) -> list[str]:
