@@ -116,7 +116,7 @@ def _stands(text: str, span: tuple[int, int, str, float], last: bool) -> bool:
     the first number, no later one put in its place."""
     start, end, _, value = span
     low = text.lower()
-    if NEGATED.search(low[max(0, start - 12):start]) or DISMISSED.search(low[end:]):
+    if _rejected(low, start, end):
         return False
     if last:
         return True
@@ -149,8 +149,12 @@ def dismissed(text: str, want: float) -> bool:
     then a bare-number alias or key term of it is no sign of a right answer either."""
     low = str(text).replace("\u2212", "-").lower()
     hits = [s for s in _spans(low) if _same(s[2:], want)]
-    return bool(hits) and all(NEGATED.search(low[max(0, s[0] - 12):s[0]]) or DISMISSED.search(low[s[1]:])
-                              for s in hits)
+    return bool(hits) and all(_rejected(low, s[0], s[1]) for s in hits)
+
+
+def _rejected(low: str, start: int, end: int) -> bool:
+    """The number at ``low[start:end]`` is negated before ("Not 12") or dismissed after ("12 is wrong")."""
+    return bool(NEGATED.search(low[max(0, start - 12):start]) or DISMISSED.search(low[end:]))
 
 
 def _not_rejected(items: list, answer: str) -> list:

@@ -44,27 +44,15 @@ def run_source(run: str | Path, model: str | None = None) -> tuple[Path, Path, s
             raise AlignlabError(f"--model is for a LoRA adapter; {src} is a full fine-tune, which holds its own weights",
                                 fix="drop --model")
         return src, adapter, model
+    from alignlab.models.registry import hub_id, on_this_machine
+
     if lora and not on_this_machine(base):
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hub = base.count("/") == 1 and not base.startswith((".", "/", "~"))
+        hub = hub_id(base)
         fix = "pass --model with a local copy of it (a model directory)"
         raise AlignlabError(f"base model '{base}' named by {named_by.name} is not on this machine", where=str(named_by),
                             fix=fix + (f", or --model {base} to download it from the hub" if hub and not offline else ""))
     return src, adapter, base
-
-
-def on_this_machine(name: str) -> bool:
-    """Whether loading the model ``name`` needs no download: a registry entry, a local path, a GGUF file or Ollama
-    model (their own errors say what is wrong), or a hub id in the local cache or mapped to a registry entry."""
-    from alignlab.models.registry import REGISTRY, registry_entry_for_hub_id
-
-    if name in REGISTRY or name.startswith("ollama:") or name.lower().endswith(".gguf") or Path(name).expanduser().exists():
-        return True
-    if name.count("/") != 1 or name.startswith((".", "/", "~")):
-        return False
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(name, "config.json"), str) or registry_entry_for_hub_id(name) is not None
 
 
 def merge_to_dir(run: str | Path, out_dir: str | Path, force: bool = False, model: str | None = None) -> dict:

@@ -256,3 +256,20 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def hub_id(name: str) -> bool:
+    """``org/name`` as the hub writes it (not a relative or home path)."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def on_this_machine(name: str) -> bool:
+    """Whether loading the model ``name`` needs no download: a registry entry, a local path, a GGUF file or Ollama
+    model (their own errors say what is wrong), or a hub id in the local cache or mapped to a registry entry."""
+    if name in REGISTRY or name.startswith("ollama:") or name.lower().endswith(".gguf") or Path(name).expanduser().exists():
+        return True
+    if not hub_id(name):
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str) or registry_entry_for_hub_id(name) is not None

@@ -124,15 +124,14 @@ def _store_batch(store, prompts: list[str], texts: list[str], n: int, heldout: s
     """One batch's answers in one transaction (Ctrl-C keeps the batches before it). An answer already stored for
     its prompt by the same model and run (a rerun with the same seed, or two samples alike) is not stored again:
     rating it twice would count one judgement twice."""
-    with store.transaction() as conn:
+    with store.transaction():
         pids = store.add_prompts([{"text": p, "source": source, "split": "heldout" if p in heldout else "train"}
                                   for p in prompts])
         rows = []
         for i, pid in enumerate(pids):
-            seen = {r[0] for r in conn.execute("SELECT text FROM responses WHERE prompt_id = ? AND model IS ? AND run IS ?",
-                                               (pid, fields["model"], fields["run"]))}
+            seen: set[str] = set()  # two samples alike in this batch
             for text in texts[i * n : (i + 1) * n]:
-                if text not in seen:
-                    seen.add(text)
+                if text not in seen and store.find_response(pid, text, model=fields["model"], run=fields["run"]) is None:
                     rows.append({"prompt_id": pid, "text": text, **fields})
+                seen.add(text)
         return store.add_responses(rows) if rows else []

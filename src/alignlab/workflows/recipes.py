@@ -97,13 +97,15 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
             if reuse and same and distilled.is_file():
                 echo(f"stage {i} already distilled: {distilled}")
                 continue
-            reuse = _runs_again(root, cfg, stages, i, prefix, reuse, echo)
+            if reuse:
+                _clear_later(root, cfg, stages, i, prefix, echo)
+            reuse = False
             record.write(i)
             echo(f"stage {i}/{len(stages)}: {stage.describe()}")
             _distil(root, cfg, stage, prev, distilled, echo)
             record.write(i, settings)
             continue
-        run_dir = root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
+        run_dir = _run_dir(root, cfg, prefix, i, stage)
         status = _status(run_dir)
         pending = reuse and record.stages.get(str(i)) == PENDING + settings  # started with these settings, not done
         if reuse and status == "done" and (same or pending):  # pending and done: resumed by `train --resume`
@@ -112,7 +114,9 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
                 record.write(i, settings)  # pending -> finished (no later stage was recorded after it started)
             prev = run_dir
             continue
-        reuse = _runs_again(root, cfg, stages, i, prefix, reuse, echo)
+        if reuse:
+            _clear_later(root, cfg, stages, i, prefix, echo)
+        reuse = False
         if stage.data == DISTILLED and _too_few(distilled, i, prev, echo):
             if run_dir.exists():  # trained on other rows, or from another run: not this recipe's stage any more
                 _remove(run_dir, f"removed {run_dir}: it was trained on earlier distilled rows", echo)
@@ -136,16 +140,17 @@ def _status(run_dir: Path) -> str | None:
     return rundir.shown_status(rundir.read_run(run_dir)) if (run_dir / "run.json").is_file() else None
 
 
-def _runs_again(root: Path, cfg, stages, i: int, prefix: str, reuse: bool, echo) -> bool:
+def _run_dir(root: Path, cfg, prefix: str, i: int, stage: Stage) -> Path:
+    return root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
+
+
+def _clear_later(root: Path, cfg, stages, i: int, prefix: str, echo) -> None:
     """Stage ``i`` is the first to run again: every later stage's run was trained from what it replaces, so it goes
-    now (left, it stayed 'done' when a later stage was then skipped or the recipe was stopped). Returns False."""
-    if not reuse:
-        return False
+    now (left, it stayed 'done' when a later stage was then skipped or the recipe was stopped)."""
     for j, later in enumerate(stages[i:], i + 1):
-        run_dir = root / cfg.runs_dir / f"{prefix}-{j}-{later.method}"
+        run_dir = _run_dir(root, cfg, prefix, j, later)
         if later.method != DISTIL and run_dir.exists():
             _remove(run_dir, f"removed {run_dir}: it followed from stage {i}, which runs again", echo)
-    return False
 
 
 def _remove(run_dir: Path, line: str, echo) -> None:
