@@ -83,6 +83,43 @@ def read_run(path: str | Path) -> dict:
     return info
 
 
+def relocated(run_dir: str | Path, recorded: str | None, info: dict | None = None) -> str | None:
+    """A path a run recorded (its data, the run it started from, a local base model, a reward file), found again
+    after its project was moved or renamed: run.json records absolute paths, so a moved project's resume looked
+    for its data at the old place. A path that is there, or not inside the old project, is kept as recorded. The
+    old project is run.json's ``project``; a run recorded before that key existed is matched by the longest end of
+    the path that the project now holds ("data/pairs.jsonl")."""
+    if not recorded or not Path(recorded).is_absolute() or Path(recorded).exists():
+        return recorded
+    from alignlab.config import find_project
+
+    root = find_project(run_dir)
+    if root is None:
+        return recorded
+    old = (info if info is not None else read_run(run_dir)).get("project")
+    parts = Path(recorded).parts
+    if old:
+        try:
+            tails = [Path(recorded).relative_to(old)]
+        except ValueError:
+            return recorded
+    else:
+        tails = [Path(*parts[i:]) for i in range(1, len(parts))]
+    found = next((root / tail for tail in tails if (root / tail).exists()), None)
+    return str(found) if found is not None else recorded
+
+
+def recorded_config(run_dir: str | Path):
+    """The config a run started with (its config.yaml), the local paths in it found again if the project moved."""
+    from alignlab.config import load_config
+
+    cfg, info = load_config(Path(run_dir) / "config.yaml"), read_run(run_dir)
+    update = {"model": relocated(run_dir, cfg.model, info)}
+    if cfg.online.rewards:
+        update["online"] = cfg.online.model_copy(update={"rewards": relocated(run_dir, cfg.online.rewards, info)})
+    return cfg.model_copy(update=update)
+
+
 def run_decoding(path: str | Path | None) -> dict:
     """Sampling settings a run asks for over the project's (run.json's ``decoding``): a run trained on distilled
     rows writes its own opening, so it decodes alone ({"base_opening": None, "amplify": 0.0}); {} for others."""
@@ -225,11 +262,11 @@ def run_base(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     meta = run_dir / "run.json"
     if meta.is_file():
-        model = read_run(run_dir).get("model")  # a damaged run.json: one line naming it
-        if not model:
+        info = read_run(run_dir)  # a damaged run.json: one line naming it
+        if not info.get("model"):
             raise AlignlabError(f"{meta} names no base model (no \"model\" key)",
                                 fix="was it written by `alignlab train`? its config.yaml's model: is the base")
-        return model
+        return relocated(run_dir, info["model"], info)
     cfg = run_dir / "adapter" / "adapter_config.json"
     if cfg.is_file():
         return json.loads(cfg.read_text())["base_model_name_or_path"]

@@ -111,3 +111,43 @@ def test_a_relative_reward_spec_is_recorded_whole(tmp_path, tiny_model, monkeypa
                                    "--set", "train.check_per_category=0"])
     assert out.exit_code == 0, out.output
     assert load_config(proj / "runs" / "g1" / "config.yaml").online.rewards == str(proj / "rewards.yaml")
+
+
+def test_a_moved_project_resumes_and_finds_its_files_again(tmp_path, tiny_model, monkeypatch):
+    """run.json records absolute paths: a project renamed or moved after training could not resume ("data file not
+    found: /old/place/data/sft.jsonl"), nor find a model or reward file kept inside it. Its files are found again,
+    under run.json's project, or for a run recorded before that key, by the end of the path the project holds."""
+    import shutil
+
+    from alignlab import rundir
+    from alignlab.cli.train import _resumed
+
+    proj = tmp_path / "p1"
+    shutil.copytree(tiny_model, tmp_path / "tiny")  # a model kept inside the project, named by a relative path
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    shutil.move(tmp_path / "tiny", proj / "tiny")
+    (proj / "alignlab.yaml").write_text((proj / "alignlab.yaml").read_text().replace(tiny_model, "tiny"))
+    (proj / "rewards.yaml").write_text("components:\n  - {fn: persona_heuristic, weight: 1.0}\n")
+    (proj / "data" / "sft.jsonl").write_text(_sft_rows())
+    monkeypatch.chdir(proj)
+    quick = ["--max-steps", "1", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0"]
+    assert CliRunner().invoke(app, ["train", "sft", "--name", "x", *quick]).exit_code == 0
+    out = CliRunner().invoke(app, ["train", "sft", "--name", "y", "--from", "x", "--rewards", "rewards.yaml", *quick])
+    assert out.exit_code == 0, out.output
+    monkeypatch.chdir(tmp_path)
+    moved = tmp_path / "moved" / "p2"
+    moved.parent.mkdir()
+    shutil.move(proj, moved)
+    cfg, data, init_adapter, _, root = _resumed(moved / "runs" / "y", "sft")
+    assert (data, init_adapter, root) == (str(moved / "data" / "sft.jsonl"), moved / "runs" / "x", moved)
+    assert cfg.model == str(moved / "tiny") and cfg.online.rewards == str(moved / "rewards.yaml")
+    assert rundir.run_base(moved / "runs" / "y") == str(moved / "tiny")  # eval, generate and export load it
+    info = json.loads((moved / "runs" / "y" / "run.json").read_text())
+    del info["project"]  # a run recorded before run.json named its project
+    (moved / "runs" / "y" / "run.json").write_text(json.dumps(info))
+    assert _resumed(moved / "runs" / "y", "sft")[1] == str(moved / "data" / "sft.jsonl")
+    info["status"] = "interrupted"  # and a resume trains: the checkpoint is there, the data found where it is now
+    (moved / "runs" / "y" / "run.json").write_text(json.dumps({**info, "project": str(proj)}))
+    out = CliRunner().invoke(app, ["train", "sft", "--resume", str(moved / "runs" / "y")])
+    assert out.exit_code == 0, out.output
+    assert json.loads((moved / "runs" / "y" / "run.json").read_text())["project"] == str(moved)

@@ -293,14 +293,15 @@ def _resumed(resume: Path, method: str):
     """(config, data, init adapter, whether invalid rows were skipped, project root) of the interrupted run to
     continue; the root is the project the run lives in (its held-out prompts and persona scorer for the check)."""
     from alignlab import rundir
-    from alignlab.config import find_project, load_config
+    from alignlab.config import find_project
 
     rundir.refuse_if_live(resume)
-    cfg = load_config(resume / "config.yaml")
+    cfg = rundir.recorded_config(resume)
     info = rundir.read_run(resume)
     if info.get("method") != method:
         raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
-    return (cfg, info["data"], Path(info["init_adapter"]) if info.get("init_adapter") else None,
+    init_adapter = rundir.relocated(resume, info.get("init_adapter"), info)
+    return (cfg, rundir.relocated(resume, info["data"], info), Path(init_adapter) if init_adapter else None,
             bool(info.get("skip_invalid")), find_project(resume))
 
 

@@ -387,6 +387,13 @@ def _whole(path: str) -> str:
     return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
+def _project_of(run_dir: Path) -> str | None:
+    from alignlab.config import find_project
+
+    root = find_project(run_dir)
+    return str(root) if root is not None else None
+
+
 def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     """Train ``ctx.method`` into ``ctx.run_dir``; returns the run directory."""
     import torch
@@ -412,6 +419,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             pid=os.getpid(),
             host=socket.gethostname(),
             init_adapter=str(ctx.init_adapter.parent.resolve()) if ctx.init_adapter else None,
+            project=_project_of(run_dir),  # finds the recorded paths again if the project is moved
             lora=cfg.lora.enabled,
             decoding=_decoding(ctx),
             processes=world_size(),  # a resume relaunches as many: another count trains other steps

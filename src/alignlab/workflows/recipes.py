@@ -181,16 +181,18 @@ def _train_stage(root: Path, cfg, stage: Stage, i: int, n: int, run_dir: Path, p
     import shutil
 
     from alignlab import rundir
-    from alignlab.config import apply_overrides, load_config
+    from alignlab.config import apply_overrides
     from alignlab.train import engine
 
     rundir.refuse_if_live(run_dir)  # another recipe training in this project: not deleted under it
     if resume:
         echo(f"stage {i}/{n}: {stage.describe()}, resumed from its last checkpoint")
         info = rundir.read_run(run_dir)
-        ctx = engine.prepare(stage.method, load_config(run_dir / "config.yaml"), info["data"], root / cfg.runs_dir,
-                             run_dir=run_dir, init_adapter=info.get("init_adapter"), resumed=True)
-        engine.run(ctx, info["data"], resume=True)
+        data = rundir.relocated(run_dir, info["data"], info)
+        ctx = engine.prepare(stage.method, rundir.recorded_config(run_dir), data, root / cfg.runs_dir,
+                             run_dir=run_dir, init_adapter=rundir.relocated(run_dir, info.get("init_adapter"), info),
+                             resumed=True)
+        engine.run(ctx, data, resume=True)
         return
     data = str(distilled) if stage.data == DISTILLED else stage_data(root, cfg, stage)
     shutil.rmtree(run_dir, ignore_errors=True)
