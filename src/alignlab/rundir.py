@@ -83,6 +83,25 @@ def read_run(path: str | Path) -> dict:
     return info
 
 
+def config_fields(run_dir: str | Path) -> dict:
+    """A run's config.yaml as plain fields, read leniently ({} when there is none): what export and serve take from
+    it (the system prompt) must not fail on a key this version does not know. A damaged file is one clear line."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        where = getattr(err, "problem_mark", None)
+        raise AlignlabError(f"{path}{f':{where.line + 1}' if where else ''} cannot be read: "
+                            f"{str(err).splitlines()[0]}", fix="restore it from the run's checkpoint or a backup") from err
+    if cfg is not None and not isinstance(cfg, dict):
+        raise AlignlabError(f"{path} holds no settings (a YAML mapping)", fix="restore it from a backup")
+    return cfg or {}
+
+
 def relocated(run_dir: str | Path, recorded: str | None, info: dict | None = None) -> str | None:
     """A path a run recorded (its data, the run it started from, a local base model, a reward file), found again
     after its project was moved or renamed: run.json records absolute paths, so a moved project's resume looked

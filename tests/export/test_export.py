@@ -821,3 +821,18 @@ def test_the_gguf_merge_scratch_goes_beside_a_new_gguf_folder(exported, tmp_path
     g = tmp_path / "new" / "deeper" / "m.gguf"
     export_run(exported["run"], gguf=g)
     assert g.is_file() and not any(p.name.startswith(".alignlab-merge-") for p in g.parent.iterdir())
+
+
+def test_a_damaged_run_config_is_one_line_naming_its_line(exported, tmp_path, monkeypatch, capsys):
+    """Export and serve read the run's config.yaml for its system prompt; a damaged one (an unclosed quote) ended
+    export in a YAML traceback, where serve quietly took the project's prompt instead."""
+    run = tmp_path / "run"
+    shutil.copytree(exported["run"], run)
+    (run / "config.yaml").write_text('model: x\nsystem_prompt: "Be snarky.\nold: [\n')
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--merged", str(tmp_path / "merged"))
+    assert code != 0 and "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert f"{run / 'config.yaml'}:" in line and "cannot be read" in line, line
+    assert not (tmp_path / "merged").exists()

@@ -16,8 +16,8 @@ def export_run(run: str | Path, merged: str | Path | None = None, gguf: str | Pa
                force: bool = False, modelfile: bool = True, model: str | None = None) -> dict:
     """Merge ``run`` into ``merged`` and/or write it as the GGUF file ``gguf`` (+ Modelfile); ``model`` replaces the
     base the adapter names. Returns a summary."""
+    from alignlab import rundir
     from alignlab.errors import AlignlabError
-    from alignlab.export.card import _read_config
     from alignlab.export.gguf_file import QUANTS, write_gguf
     from alignlab.export.merge import merge_to_dir, run_source
     from alignlab.export.modelfile import render_modelfile, write_modelfile
@@ -28,7 +28,7 @@ def export_run(run: str | Path, merged: str | Path | None = None, gguf: str | Pa
     if quant not in QUANTS:
         raise AlignlabError(f"unknown GGUF quantization '{quant}'", fix="use one of: " + ", ".join(QUANTS))
     src, adapter, base = run_source(run, model)  # fails fast on a bad run, before any model loads
-    cfg = _read_config(Path(src))
+    cfg = rundir.config_fields(src)
     if gguf is not None:
         gguf = Path(gguf)
         _check_gguf(gguf, adapter, base, force=force, modelfile=modelfile)

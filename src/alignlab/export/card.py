@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alignlab import methods
+from alignlab import methods, rundir
 from alignlab.config import MAX_NEW_TOKENS
 from alignlab.fsutil import write_text
 
@@ -27,15 +27,6 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-
-
-def _read_config(run_dir: Path) -> dict:
-    try:
-        import yaml
-
-        return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, ValueError, ImportError):
         return {}
 
 
@@ -97,7 +88,7 @@ def render_card(run_dir: Path, merged: bool = False) -> str:
     from alignlab.models.registry import portable_name
 
     run = _read_json(run_dir / "run.json")
-    cfg = _read_config(run_dir)
+    cfg = rundir.config_fields(run_dir)
     model = run.get("model") or cfg.get("model") or "unknown"
     hub, note = portable_name(model)  # read from the model's own files while the path is whole
     base, hub, note = _shown(model), _shown(hub), note and note.replace(model, _shown(model))

@@ -397,16 +397,10 @@ class _Tracker:
 def _trained_under(adapters: dict[str, Path], project_prompt: str | None) -> str | None:
     """The system prompt the runs were trained and are exported with (each run's config.yaml, as its Modelfile's
     SYSTEM), else the project's: served under another, an adapter would answer unlike its export."""
-    import yaml
+    from alignlab.rundir import config_fields
 
-    def prompt_of(path: Path) -> str | None:  # read as export reads it: a key this version does not know is no error
-        try:
-            cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, yaml.YAMLError):
-            return None
-        return (cfg.get("system_prompt") or None) if isinstance(cfg, dict) else None
-
-    found = {prompt_of(Path(p) / "config.yaml") for p in adapters.values() if (Path(p) / "config.yaml").is_file()}
+    # read as export reads it: a key this version does not know is no error
+    found = {config_fields(p).get("system_prompt") or None for p in adapters.values() if (Path(p) / "config.yaml").is_file()}
     if len(found) > 1:
         raise AlignlabError("the runs were trained under different system prompts; one server opens every chat with one",
                             fix="serve them from separate `alignlab serve` commands")
