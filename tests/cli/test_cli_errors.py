@@ -525,6 +525,8 @@ def test_resume_refuses_settings_it_would_ignore(monkeypatch, capsys, tmp_path):
     ("remove_unused_columns=true", "would replace what alignlab sets itself"),
     ("bogus_key=3", "train.trainer_overrides.bogus_key is not an argument of TRL's DPOConfig"),
     ("adam_epsilonn=1e-8", "(did you mean adam_epsilon?)"),
+    # a value TRL refuses: the run failed after the model had loaded
+    ("optim=adamw_torchh", "train.trainer_overrides.optim: TRL's DPOConfig refuses it: adamw_torchh is not a valid"),
 ])
 def test_trainer_overrides_are_checked_before_anything_loads(monkeypatch, capsys, tmp_path, override, refused):
     """An override of an argument alignlab sets trained 3 steps at lr 0.5 while config.yaml and the model card said
@@ -556,7 +558,7 @@ def test_ppo_says_what_its_loop_ignores(capsys, tmp_path):
     cfg = apply_overrides(ProjectConfig(), {"train.trainer_overrides": {"optim": "adafactor"}, "train.grad_accum": 4,
                                             "online.num_generations": 8})
     spec = methods.get("ppo")
-    _check_trainer_overrides(cfg, "ppo", spec)
+    _check_trainer_overrides(cfg, "ppo", spec, "cpu")
     spec.load_recipe().check(SimpleNamespace(cfg=cfg, rows=[{"prompt": "Hi?"}]))
     err = " ".join(capsys.readouterr().err.split())
     assert "ppo runs its own loop and ignores train.trainer_overrides (optim)" in err
@@ -691,10 +693,10 @@ def test_vllm_use_is_the_config_key_and_logging_completions_is_allowed(override,
 
     cfg = apply_overrides(ProjectConfig(), {f"train.trainer_overrides.{override.split('=')[0]}": True})
     if ok:
-        _check_trainer_overrides(cfg, "grpo", methods.get("grpo"))
+        _check_trainer_overrides(cfg, "grpo", methods.get("grpo"), "cpu")
     else:
         with pytest.raises(AlignlabError, match="set online.use_vllm instead"):
-            _check_trainer_overrides(cfg, "grpo", methods.get("grpo"))
+            _check_trainer_overrides(cfg, "grpo", methods.get("grpo"), "cpu")
 
 
 def test_a_loop_round_resumed_with_new_overrides_is_checked(tiny_model, tmp_path):
@@ -800,3 +802,20 @@ def test_rounds_in_a_project_with_no_feedback_yet_says_no_rounds(monkeypatch, ca
         main()
     assert exc.value.code in (0, None) and "no rounds yet: run `alignlab loop --rounds 1`" in capsys.readouterr().out
     assert not (tmp_path / "p" / "feedback.db").exists()
+
+
+def test_override_values_are_checked_one_by_one_and_good_ones_pass():
+    """The refused override is named among several; values TRL takes pass (they reach the run unchanged)."""
+    from alignlab import methods
+    from alignlab.config import ProjectConfig, apply_overrides
+    from alignlab.train.engine import _check_trainer_overrides
+
+    spec = methods.get("sft")
+    good = {"optim": "adafactor", "adam_beta2": 0.99, "lr_scheduler_kwargs": {"num_cycles": 2}}
+    _check_trainer_overrides(apply_overrides(ProjectConfig(), {"train.trainer_overrides": good}), "sft", spec, "cpu")
+    bad = apply_overrides(ProjectConfig(), {"train.trainer_overrides": {**good, "load_best_model_at_end": True}})
+    with pytest.raises(AlignlabError, match="trainer_overrides.load_best_model_at_end: TRL's SFTConfig refuses it"):
+        _check_trainer_overrides(bad, "sft", spec, "cpu")
+    with pytest.raises(AlignlabError, match=r"train.trainer_overrides.debug: TRL's SFTConfig refuses it"):
+        _check_trainer_overrides(apply_overrides(ProjectConfig(), {"train.trainer_overrides": {
+            "adam_beta2": 0.99, "debug": "nonsense_option"}}), "sft", spec, "cpu")

@@ -183,11 +183,11 @@ def _same_model(recorded: str, model: str, run: Path) -> bool:
     return (root / recorded).resolve() == Path(model).resolve()
 
 
-def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec, resumed: bool = False) -> None:
+def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec, device: str, resumed: bool = False) -> None:
     """train.trainer_overrides pass through to TRL's arguments: refused, before anything loads, when a key is not an
-    argument of the method's TRL class (it failed with a TypeError after the model had loaded, leaving a failed run)
-    or when alignlab sets that argument itself; a method with its own loop (PPO) says it ignores them. A resumed run
-    goes on with the config it started with."""
+    argument of the method's TRL class (it failed with a TypeError after the model had loaded, leaving a failed run),
+    when alignlab sets that argument itself, or when TRL refuses its value; a method with its own loop (PPO) says it
+    ignores them. A resumed run goes on with the config it started with."""
     import dataclasses
     import difflib
 
@@ -210,6 +210,45 @@ def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec, resumed: boo
         raise AlignlabError(f"train.trainer_overrides.{unknown[0]} is not an argument of TRL's {cls.__name__}"
                             + (f" (did you mean {close[0]}?)" if close else ""),
                             fix=f"see the arguments of trl.{cls.__name__}")
+    _check_override_values(cfg, method, cls, device)
+
+
+def _check_override_values(cfg: ProjectConfig, method: str, cls, device: str) -> None:
+    """TRL checks the values when its arguments are built, after the model has loaded: an `optim` typo failed the run
+    there. The class is built here as the run builds it (batch and group sizes too: GRPO checks overrides against
+    them), with and without the overrides; only what the overrides add is refused."""
+    import dataclasses
+    import tempfile
+    import warnings
+
+    overrides = cfg.train.trainer_overrides
+    bare = cfg.model_copy(update={"train": cfg.train.model_copy(update={"trainer_overrides": {}, "report_to": []})})
+    ctx = RunContext(method=method, cfg=bare, run_dir=Path(tempfile.gettempdir()), rows=[], tokenizer=None,
+                     device=device)
+    o, fields = cfg.online, {f.name for f in dataclasses.fields(cls)}
+    group = dict(per_device_train_batch_size=cfg.train.batch_size * o.num_generations, num_generations=o.num_generations,
+                 max_completion_length=o.max_completion_length) if "num_generations" in fields else {}
+    plain = {k: v for k, v in ctx.training_args(**group).items() if k in fields}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the library's deprecation notes, which the run prints once anyway
+        try:
+            cls(**plain)
+        except Exception:  # noqa: BLE001 - this machine's setup, not the overrides: the run itself will say
+            return
+        failed = None
+        for key in [*sorted(overrides), None]:  # one at a time, to name the one refused; then all together
+            try:
+                cls(**plain, **({key: overrides[key]} if key is not None else overrides))
+            except Exception as err:  # noqa: BLE001 - TRL and transformers raise ValueError, TypeError, KeyError ...
+                failed = err
+                break
+        if failed is None:
+            return
+    first = (str(failed).splitlines() or [type(failed).__name__])[0]
+    first = first if len(first) <= 200 else first[:200].rsplit(" ", 1)[0] + " …"
+    which = f"train.trainer_overrides.{key}" if key is not None else "train.trainer_overrides together"
+    raise AlignlabError(f"{which}: TRL's {cls.__name__} refuses it: {first}",
+                        fix="correct or drop the override (--set train.trainer_overrides.KEY=null)") from failed
 
 
 def _refuse_loss_overrides(cfg: ProjectConfig, method: str, spec) -> None:
@@ -257,7 +296,7 @@ def prepare(
     adapter = _start_adapter(init_adapter, cfg, runs_dir) if init_adapter else None
     check_trackers(cfg.train.report_to)
     _refuse_loss_overrides(cfg, method, spec)
-    _check_trainer_overrides(cfg, method, spec, resumed=resumed)  # `train --resume`: the run's own recorded config
+    _check_trainer_overrides(cfg, method, spec, device, resumed=resumed)  # `--resume`: the run's recorded config
     if spec.own_loop and cfg.train.report_to:
         raise AlignlabError(f"{method.upper()} runs its own loop, which reports to no tracker",
                             fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")
