@@ -158,6 +158,8 @@ def test_a_decimal_reference_is_matched_at_the_precision_written():
     assert C.number_check("Pi is about 3.14.", 3.14159) == 1.0
     assert C.number_check("g is 9.81 m/s^2", 9.8) == 1.0
     assert C.number_check("Three quarters: 3/4.", 0.75) == 1.0
+    assert C.number_check(r"A third: $\frac{1}{3}$.", 1 / 3) == 1.0  # LaTeX's fraction is exact too (it scored 0)
+    assert C.number_check(r"It is $\dfrac{1}{4}$.", 1 / 3) == 0.0
     assert C.number_check("It is 3.", 3.14159) == 0.0
     assert C.number_check("It drops to \u221240 there.", -40) == 1.0
 

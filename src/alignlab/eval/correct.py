@@ -75,8 +75,13 @@ def numbers(text: str) -> list[float]:
     return [v for _, v in number_strings(text)]
 
 
+def _fraction(written: str) -> bool:
+    """Written as a fraction: 1/3, or LaTeX's \\frac{1}{3} (an exact value, matched at full precision)."""
+    return "/" in written or "frac" in written
+
+
 def _decimals(written: str) -> int:
-    return len(written.split(".", 1)[1]) if "." in written and "/" not in written else 0
+    return len(written.split(".", 1)[1]) if "." in written and not _fraction(written) else 0
 
 
 def _same(got: tuple[str, float], want: float) -> bool:
@@ -85,7 +90,7 @@ def _same(got: tuple[str, float], want: float) -> bool:
     written, value = got
     if float(want).is_integer():
         return abs(value - want) <= 1e-6
-    if "/" in written:
+    if _fraction(written):
         return abs(value - want) <= 1e-6 * max(1.0, abs(want))
     places = min(_decimals(written), _decimals(repr(float(want))))
     return places > 0 and round(value, places) == round(float(want), places)
