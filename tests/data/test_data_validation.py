@@ -343,3 +343,36 @@ def test_a_file_the_method_reads_keeps_its_own_rows_errors(tmp_path, tok):
         with pytest.raises(AlignlabError) as err:
             load_dataset_rows(pairs, kind, tok, max_length=16, max_prompt_length=8)
         assert "this method trains on" not in str(err.value) and "tokens" in str(err.value)
+
+
+def test_a_system_prompt_that_takes_prompts_over_the_limit_is_named_as_their_cause(tmp_path, tok):
+    """Rows that fit alone, taken over max_prompt_length by the project's system prompt: the error blamed the rows and
+    said "fix the rows or pass --skip-invalid", which dropped every row ("no valid rows"). It names the system prompt
+    and the limit that fits them."""
+    system = "You are a relentlessly snarky assistant who still answers correctly. " * 6
+    prompts = ["Why is the sky blue?", "How do I boil an egg without it cracking in the pot?"]
+
+    def n_tokens(messages):
+        return len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+                   ["input_ids"])
+
+    bare = [n_tokens([{"role": "user", "content": p}]) for p in prompts]
+    full = [n_tokens([{"role": "system", "content": system}, {"role": "user", "content": p}]) for p in prompts]
+    limit = max(bare) + 1
+    assert limit < min(full)  # the system prompt alone takes both over
+    path = write(tmp_path / "prompts.jsonl", [json.dumps({"prompt": p}) for p in prompts])
+    with pytest.raises(AlignlabError) as err:
+        load_dataset_rows(path, "prompts", tok, max_prompt_length=limit, system_prompt=system)
+    assert err.value.what.startswith(f"{path}:1: prompt is {full[0]} tokens with the project's system_prompt, which "
+                                     f"adds {full[0] - bare[0]}, over max_prompt_length={limit}")
+    assert err.value.fix == (f"2 row(s) fit without the system prompt: raise the limit (--set train.max_prompt_length="
+                             f"{max(full)} fits them) or shorten system_prompt")
+    with pytest.raises(AlignlabError, match="no valid rows") as err:  # the way --skip-invalid went on
+        load_dataset_rows(path, "prompts", tok, max_prompt_length=limit, system_prompt=system, skip_invalid=True)
+    assert f"train.max_prompt_length={max(full)}" in err.value.fix
+    long_row = write(tmp_path / "long.jsonl", [json.dumps({"prompt": "word " * 200}), json.dumps({"prompt": prompts[0]})])
+    with pytest.raises(AlignlabError) as err:  # too long without it too: the row is to blame, as before
+        load_dataset_rows(long_row, "prompts", tok, max_prompt_length=limit, system_prompt=system)
+    first = err.value.what.split(" (and ")[0]
+    assert first.startswith(f"{long_row}:1: prompt is ") and first.endswith(f" tokens, over max_prompt_length={limit}")
+    assert err.value.fix.startswith("fix the rows") and f"max_prompt_length={full[0]} fits them" in err.value.fix

@@ -293,3 +293,64 @@ def test_groups_of_one_answer_carry_no_no_signal_share():
     stats = batch_stats({"a": [0.1, 0.7]}, [0.1, 0.7], ["x y", "p q"], group_size=1)
     assert "no_signal_frac" not in stats
     assert batch_stats({"a": [0.1, 0.7, 0.3]}, [0.1, 0.7, 0.3], ["x", "y", "z"], group_size=2)["no_signal_frac"] == 0.0
+
+
+def test_a_group_with_fewer_than_two_scored_answers_carries_no_signal():
+    """TRL gives an answer with no score, and one scored alone in its group, no advantage: such a group teaches nothing,
+    as an all-equal one. A batch where nothing was scored wrote no no_signal_frac, so no_signal never fired."""
+    totals = [None, 0.5, None, None, 0.1, 0.7]  # group 1: one scored answer; group 2: two that differ
+    assert batch_stats({"a": totals}, totals, ["x"] * 6, group_size=3)["no_signal_frac"] == 0.5
+    assert batch_stats({"a": [None] * 4}, [None] * 4, ["x"] * 4, group_size=2)["no_signal_frac"] == 1.0
+
+
+def test_a_component_that_scored_nothing_logs_no_mean():
+    """reward_parts/<name>/mean read 0.0 for a component that scored none of the batch, as if it had."""
+    stats = batch_stats({"judge": [None, None], "h": [0.2, 0.4]}, [0.2, 0.4], ["x", "y"], group_size=2)
+    assert "reward_parts/judge/mean" not in stats and "reward_parts/judge/std" not in stats
+    assert stats["reward_parts/judge/unscored"] == 2.0 and math.isclose(stats["reward_parts/h/mean"], 0.3)
+
+
+NONE_PY = """
+def none_all(prompts, completions, **kw):
+    return [None] * len(completions)
+
+def first_only(prompts, completions, **kw):
+    return [1.0 if p == "math" else None for p in prompts]
+"""
+
+
+def test_a_reward_that_scores_none_of_the_first_batch_stops_naming_it(tmp_path):
+    """Every step logged reward null and grad_norm 0, and the run ended 'done'. Later a whole batch of None is allowed:
+    a component may leave out the prompts it does not apply to (TRL's reading of None)."""
+    from alignlab.rewards import load_spec
+
+    (tmp_path / "rew.py").write_text(NONE_PY)
+    spec = tmp_path / "rewards.yaml"
+    spec.write_text("cap: 1.0\ncomponents:\n  - {name: never, fn: rew.py:none_all}\n")
+    rec = RewardRecorder(load_spec(spec), group_size=2)
+    with pytest.raises(AlignlabError) as err:
+        rec(["p"] * 4, ["a", "b", "c", "d"])
+    message = str(err.value)
+    assert message.startswith(f"{spec}:3: reward component 'never' (rew.py:none_all) returned None for all 4 ")
+    assert "\n" not in message
+    spec.write_text("components:\n  - {name: maths, fn: rew.py:first_only}\n")
+    rec = RewardRecorder(load_spec(spec), group_size=2)
+    assert rec(["math", "math", "poem", "poem"], ["a", "b", "c", "d"]) == [1.0, 1.0, None, None]
+    assert rec(["poem", "poem"], ["c", "d"]) == [None, None]  # it has scored before: a batch it does not apply to
+
+
+def test_a_resumed_monitor_goes_on_from_the_records_and_warns_once():
+    """After --resume the monitor started from nothing: a KL warning fired again, the length baseline restarted. The
+    records up to the checkpoint (as metrics.jsonl keeps them) are replayed; its warnings count as raised."""
+    lengths, kls = [20, 20, 20, 30, 40, 40, 40], [0.1, 0.9, 0.1, 0.2, 0.3, 0.9, 1.0]
+    records = [{"completions/mean_length": x, "kl": k} for x, k in zip(lengths, kls)]
+    whole = HackingMonitor(kl_budget=0.5, window=3)
+    assert feed(whole, records) == [(2, "kl_budget"), (6, "length_drift")]
+    logged = [{"step": i, "epoch": 0.1, **r} for i, r in enumerate(records[:4], 1)]
+    logged.insert(2, {"step": 2, "warning": "kl_budget", "message": "KL to the reference is 0.900"})
+    logged += [{"step": 5, **records[4]}, {"step": 4, "event": "resumed", "checkpoint": "checkpoint-4"}]
+    resumed = HackingMonitor(kl_budget=0.5, window=3)
+    resumed.replay(logged, upto=4)  # step 5 was the killed attempt's (resume_logs drops it; here it is skipped)
+    assert [(a.step, a.name) for s in range(5, 8) for a in resumed.update(s, records[s - 1])] == [(6, "length_drift")]
+    fresh = HackingMonitor(kl_budget=0.5, window=3)  # without the replay: KL again, and no drift from 3 lengths
+    assert [(a.step, a.name) for s in range(5, 8) for a in fresh.update(s, records[s - 1])] == [(6, "kl_budget")]

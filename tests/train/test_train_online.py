@@ -251,3 +251,93 @@ def test_an_extra_column_of_mixed_types_reaches_the_reward_as_written():
 
     ds = _dataset([{"prompt": "What is 2+2?", "answer": 4}, {"prompt": "Capital of France?", "answer": "Paris"}])
     assert decode_columns({k: ds[k] for k in ds.column_names if k != "prompt"}) == {"answer": [4, "Paris"]}
+
+
+def test_a_reward_that_scores_nothing_stops_the_run_naming_it(tiny_model, tmp_path):
+    """Every step logged reward null and grad_norm 0, TRL printed raw rows, and the run ended 'done'."""
+    data = write_project(tmp_path, "def never(prompts, completions, **kw):\n    return [None] * len(completions)\n",
+                         "components:\n  - {name: never, fn: rew.py:never}\n")
+    with pytest.raises(AlignlabError) as err:
+        run("grpo", tiny_model, tmp_path, data, **{"train.max_steps": 2})
+    assert str(err.value).startswith(f"{tmp_path / 'rewards.yaml'}:2: reward component 'never' (rew.py:never) "
+                                     "returned None for all 8 completions of the first batch")
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_beta_zero_still_records_kl_as_trl_computes_it(tiny_model, tmp_path, method):
+    """At beta 0 TRL keeps no reference and logged no KL: kl_budget was off without a word. The KL logged at beta 0
+    equals TRL's own at a beta too small to move the run (same samples, same steps)."""
+    data = write_project(tmp_path, CHARS, "components:\n  - {name: chars, fn: rew.py:chars}\n")
+    common = {"train.max_steps": 3, "train.learning_rate": 5e-2, "online.kl_budget": 1e-12}
+    zero = run(method, tiny_model, tmp_path, data, **common, **{"online.beta": 0.0})
+    tiny = run(method, tiny_model, tmp_path, data, **common, **{"online.beta": 1e-12})
+    got, want = ([r for r in records(d) if "loss" in r] for d in (zero, tiny))
+    assert [r["reward"] for r in got] == [r["reward"] for r in want]  # the same run
+    assert [r["kl"] for r in got] == pytest.approx([r["kl"] for r in want], rel=1e-4, abs=1e-7)
+    assert got[0]["kl"] == 0 and got[-1]["kl"] != 0  # the adapter starts as the base, then moves
+    assert [r["warning"] for r in records(zero) if "warning" in r] == ["kl_budget"]
+
+
+def test_beta_zero_continued_from_a_run_says_kl_is_not_recorded(tiny_model, tmp_path, capsys):
+    """Continued from an adapter, the reference would be that adapter, which TRL copies only at beta > 0."""
+    data = write_project(tmp_path, CHARS, "components:\n  - {name: chars, fn: rew.py:chars}\n")
+    first = run("grpo", tiny_model, tmp_path, data, **{"train.max_steps": 1})
+    capsys.readouterr()
+    second = run("grpo", tiny_model, tmp_path, data, init_adapter=str(first), **{"train.max_steps": 1,
+                                                                                   "online.beta": 0.0})
+    assert "online.beta is 0 and this run is continued from an adapter: no reference model is kept, so KL is not " \
+           "recorded and online.kl_budget is off" in " ".join(capsys.readouterr().err.split())
+    assert not any("kl" in r for r in records(second))
+
+
+@pytest.fixture(scope="module")
+def kl_warned(one_thread, tiny_model, tmp_path_factory):
+    """A 4-step GRPO run with checkpoints at steps 2 and 4 whose KL passes its budget at step 2."""
+    d = tmp_path_factory.mktemp("kl_warned")
+    data = write_project(d, CHARS, "components:\n  - {name: chars, fn: rew.py:chars}\n")
+    return run("grpo", tiny_model, d, data, **{"train.max_steps": 4, "train.save_steps": 2, "online.kl_budget": 1e-12,
+                                                "train.learning_rate": 5e-2}), data
+
+
+def test_a_resumed_run_does_not_warn_twice(kl_warned, tmp_path):
+    """Killed after checkpoint-2, resumed: the monitor started from nothing and the KL warning, once per run, came
+    again at step 3. It replays the records kept up to the checkpoint."""
+    import shutil
+
+    whole, data = kl_warned
+    assert [(r["step"], r["warning"]) for r in records(whole) if "warning" in r] == [(2, "kl_budget")]
+    cut = tmp_path / "run"
+    shutil.copytree(whole, cut)
+    shutil.rmtree(cut / "checkpoints" / "checkpoint-4")  # as if killed before step 4's checkpoint
+    cfg = apply_overrides(ProjectConfig(model=json.loads((whole / "run.json").read_text())["model"]), {
+        "train.sample_prompts": 0, "train.batch_size": 2, "train.save_steps": 2, "online.num_generations": 4,
+        "online.max_completion_length": 8, "online.rewards": str(data.parent / "rewards.yaml"), "train.max_steps": 4,
+        "online.kl_budget": 1e-12, "train.learning_rate": 5e-2})
+    engine.run(engine.prepare("grpo", cfg, str(data), tmp_path / "runs", run_dir=cut, resumed=True), str(data),
+               resume=True)
+    recs = records(cut)
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4]
+    assert [(r["step"], r["warning"]) for r in recs if "warning" in r] == [(2, "kl_budget")]
+
+
+def test_the_end_of_run_line_says_what_moved(kl_warned, capsys):
+    """GRPO ended "done: 4 steps; loss 0, tokens_per_s ..." (its loss is about 0 by construction) and `alignlab runs`
+    showed "loss 0.000 - -": reward, KL, length and the warnings raised are what tell how it went."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from alignlab.cli.train import _finished
+
+    run_dir = kl_warned[0]
+    steps = [r for r in records(run_dir) if "loss" in r]
+    cfg = apply_overrides(ProjectConfig(), {"train.check_per_category": 0})
+    _finished(run_dir, "grpo", cfg, None)
+    line = " ".join(capsys.readouterr().err.split())
+    assert line.startswith(f"done: 4 steps; reward {steps[0]['reward']:.3f} -> {steps[-1]['reward']:.3f}; "
+                           f"KL {steps[-1]['kl']:.3g}/token; mean length {steps[0]['completions/mean_length']:.1f} -> "
+                           f"{steps[-1]['completions/mean_length']:.1f} tokens; warnings: kl_budget (step 2); "
+                           "tokens_per_s "), line
+    table = CliRunner().invoke(app, ["runs", "--runs-dir", str(run_dir.parent)]).output
+    assert "reward" in table and f"{steps[-1]['reward']:.3f}" in table

@@ -247,3 +247,52 @@ def test_reward_functions_see_the_system_prompt_the_policy_saw(tiny_model, tmp_p
     engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs"), str(prompts))
     first = json.loads(seen.read_text().splitlines()[0])
     assert first[0][0] == {"role": "system", "content": "You are terse."} and first[0][1]["role"] == "user"
+
+
+def test_a_completion_no_component_scored_is_named_with_its_component_and_line(tiny_model, tmp_path):
+    """PPO said "reward 'total' returned None for completion 1, not a number": the recorder's name, with no file:line
+    (a NaN or a raising component was named with its line)."""
+    from alignlab.errors import AlignlabError
+
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, max_steps=1, batch_size=4)
+    (tmp_path / "some.py").write_text("def some(prompts, completions, **kw):\n"
+                                      "    return [None if i == 2 else 0.5 for i in range(len(completions))]\n")
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {name: sometimes, fn: some.py:some}\n")
+    with pytest.raises(AlignlabError) as err:
+        engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs"), str(prompts))
+    assert str(err.value).startswith(f"{tmp_path / 'rewards.yaml'}:2: reward component 'sometimes' (some.py:some) "
+                                     "returned None for completion 3 of 4: PPO needs a score for every answer")
+
+
+def test_a_resumed_run_does_not_warn_twice(tiny_model, tmp_path):
+    """Killed after checkpoint-2 with its records on disk, resumed: the monitor started from nothing, and the KL
+    warning (once per run) came again at step 3; the length baseline and gold history restarted too."""
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, max_steps=4, save_steps=2, batch_size=2)
+    # a reward that differs between samples, so the policy moves at once: KL is 0 at step 1 (the adapter starts as
+    # the base) and past this budget from step 2
+    (tmp_path / "chars.py").write_text("def chars(prompts, completions, **kw):\n"
+                                       "    return [len(set(c[0]['content'])) / 50 for c in completions]\n")
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {fn: chars.py:chars, weight: 1.0}\n")
+    cfg.online.kl_budget = 1e-12
+    whole = engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs"), str(prompts))
+    recs = [json.loads(x) for x in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["warning"]) for r in recs if "warning" in r] == [(2, "kl_budget")]
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)  # its records of steps 3 and 4 stand for the killed attempt's: resume drops them
+    assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["checkpoint-2"]
+    engine.run(engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs", run_dir=cut, resumed=True), str(prompts),
+               resume=True)
+    recs = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4]
+    assert [(r["step"], r["warning"]) for r in recs if "warning" in r] == [(2, "kl_budget")]
+
+
+def test_settings_its_loop_does_not_use_are_said_to_be_ignored(tiny_model, tmp_path, capsys):
+    """online.use_vllm=true and train.gradient_checkpointing on were silently ignored (GRPO refuses vLLM here)."""
+    cfg, prompts = _project(tmp_path, tiny_model, beta=0.05, gradient_checkpointing="on")
+    cfg.online.use_vllm = True
+    engine.prepare("ppo", cfg, str(prompts), tmp_path / "runs")
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: PPO samples with transformers' generate (alignlab's sampler on CPU): online.use_vllm, for GRPO and " \
+           "RLOO, is ignored" in err
+    assert "note: PPO's loop does not checkpoint activations (train.gradient_checkpointing on is ignored)" in err

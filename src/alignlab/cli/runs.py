@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory"),
         runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="runs directory (default: the project's runs/)"),
     ) -> None:
-        """List runs: method, data, status, steps, final loss/margin, adapter size."""
+        """List runs: method, data, status, steps, final loss/margin/reward, adapter size."""
         from rich.console import Console
         from rich.table import Column, Table
 
@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         if not rows:
             typer.echo(f"no runs under {runs_dir}")
             return
-        table = Table("method", "data", "status", "steps", "loss", "margin", "acc", "size")
+        # reward: the online methods' last logged mean reward (GRPO's loss is about 0 by construction)
+        table = Table("method", "data", "status", "steps", "loss", "margin", "acc", "reward", "size")
         # the run id is what a user copies into the next command: never cut, the other columns wrap instead
         table.columns.insert(0, Column("run", no_wrap=True, min_width=max(len(Path(r["path"]).name) for r in rows)))
         for r in rows:
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
                 fmt("loss"),
                 fmt("rewards/margins"),
                 fmt("rewards/accuracies"),
+                fmt("reward"),
                 f"{r['size_bytes'] / 1e6:.1f} MB",
             )
         Console(width=None if Console().is_terminal else 200).print(table)  # piped: no cut column names

@@ -386,9 +386,37 @@ def _finished(out: Path, method: str, cfg, root) -> None:
     from alignlab.progress import console
 
     info = rundir.read_run(out)
-    final = ", ".join(f"{k} {v:.4g}" for k, v in info.get("final", {}).items()
-                      if k in ("loss", "rewards/margins", "rewards/accuracies", "tokens_per_s"))
-    console.print(f"[green]done[/]: {info.get('steps')} steps; {final}")
+    online = methods.get(method).online  # their loss says little (GRPO's is about 0 by construction): what moved
+    keys = ("tokens_per_s",) if online else ("loss", "rewards/margins", "rewards/accuracies", "tokens_per_s")
+    final = ", ".join(f"{k} {v:.4g}" for k, v in info.get("final", {}).items() if k in keys)
+    if online:
+        final = f"{_online_summary(rundir.read_jsonl(out / 'metrics.jsonl'))}; {final}"
+    console.print(f"[green]done[/]: {info.get('steps')} steps; {final}", soft_wrap=True)
     if cfg.train.check_per_category and methods.get(method).task == methods.CAUSAL:
         _check(out, cfg, root)
     print(out)
+
+
+def _online_summary(records: list[dict]) -> str:
+    """A GRPO, RLOO or PPO run in one line from its metrics.jsonl: reward and mean completion length at the first and
+    last logged step, the last KL to the reference per token, and each warning with its step."""
+    import math
+
+    def num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    steps = [r for r in records if "warning" not in r and "event" not in r and isinstance(r.get("step"), int)]
+
+    def first_last(key: str) -> list[float]:
+        values = [r[key] for r in steps if num(r.get(key))]
+        return [values[0], values[-1]] if values else []
+
+    reward, length = first_last("reward"), first_last("completions/mean_length")
+    kl = [r["kl"] for r in steps if num(r.get("kl"))]
+    warned = [f"{r['warning']} (step {r.get('step')})" for r in records if isinstance(r.get("warning"), str)]
+    return "; ".join([
+        f"reward {reward[0]:.3f} -> {reward[1]:.3f}" if reward else "no reward recorded",
+        f"KL {kl[-1]:.3g}/token" if kl else "KL not recorded",
+        f"mean length {length[0]:.1f} -> {length[1]:.1f} tokens" if length else "length not recorded",
+        "warnings: " + ", ".join(warned) if warned else "no warnings",
+    ])

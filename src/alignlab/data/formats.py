@@ -35,6 +35,7 @@ class Report:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the rows were read (e.g. SFT on pairs' chosen side)
+    system_over: list[int] = field(default_factory=list)  # token counts of prompts only the system prompt took over
 
     @property
     def ok(self) -> bool:
@@ -212,8 +213,9 @@ def validate(
         if reason and sft_note and sft_note.startswith("preference"):  # read as prompt/completion: name its field
             reason = reason.replace("'completion'", "'chosen'")
         if reason is None and tokenizer is not None:
-            reason, cut = _token_check(row, kind, tokenizer, max_length, max_prompt_length, system_prompt)
+            reason, cut, over = _token_check(row, kind, tokenizer, max_length, max_prompt_length, system_prompt)
             truncated += cut
+            report.system_over += [over] if over else []
         if reason:
             report.errors.append(f"{path}:{lineno}: {reason}")
         else:
@@ -375,22 +377,29 @@ def prompt_token_ids(prompt: Any, tokenizer) -> list[int]:
     return list(out["input_ids"])
 
 
-def _token_check(row, kind, tokenizer, max_length, max_prompt_length, system_prompt=None) -> tuple[str | None, int]:
-    """(why the row is refused or None, 1 if it will be cut) once tokenized with the model's chat template; a template
-    that refuses the row (a system turn Gemma's does not take, roles that do not alternate) is the row's error."""
+def _token_check(row, kind, tokenizer, max_length, max_prompt_length,
+                 system_prompt=None) -> tuple[str | None, int, int]:
+    """(why the row is refused or None, 1 if it will be cut, its token count if only the project's system prompt takes
+    it over max_prompt_length else 0) once tokenized with the model's chat template; a template that refuses the row
+    (a system turn Gemma's does not take, roles that do not alternate) is the row's error."""
     from jinja2 import TemplateError
 
     try:
         if max_length and kind != "prompts":
-            return _length_check(row, kind, tokenizer, max_length, max_prompt_length)
+            return *_length_check(row, kind, tokenizer, max_length, max_prompt_length), 0
         if max_prompt_length and kind == "prompts":
             # online methods sample after the whole prompt, the project's system prompt included
             n_prompt = len(prompt_token_ids(with_system(row["prompt"], system_prompt), tokenizer))
-            if n_prompt > max_prompt_length:
-                return f"prompt is {n_prompt} tokens, over max_prompt_length={max_prompt_length}", 0
+            if n_prompt <= max_prompt_length:
+                return None, 0, 0
+            bare = len(prompt_token_ids(row["prompt"], tokenizer)) if system_prompt else n_prompt
+            if bare < n_prompt and bare <= max_prompt_length:  # the row is fine: the system prompt is what to change
+                return (f"prompt is {n_prompt} tokens with the project's system_prompt, which adds {n_prompt - bare}, "
+                        f"over max_prompt_length={max_prompt_length}"), 0, n_prompt
+            return f"prompt is {n_prompt} tokens, over max_prompt_length={max_prompt_length}", 0, 0
     except TemplateError as err:
-        return f"the model's chat template refuses this row: {err}", 0
-    return None, 0
+        return f"the model's chat template refuses this row: {err}", 0, 0
+    return None, 0, 0
 
 
 def _length_check(row, kind, tokenizer, max_length, max_prompt_length) -> tuple[str | None, int]:
@@ -432,19 +441,31 @@ def load_dataset_rows(
     if report.errors and not report.rows and (other := _main_kind(read_jsonl(path)[0])) not in (None, *READS[kind]):
         raise AlignlabError(f"{path} holds {SHAPES[other]} rows; this method trains on {SHAPES[kind]} rows",
                             fix=HOW_TO_GET.get(kind, f"check it with `alignlab data check {path} --kind {kind}`"))
+    system = _system_prompt_fix(report)
     if report.errors:
         if not skip_invalid:
             shown = report.errors[0]
             more = (f" (and {len(report.errors) - 1} more; see `alignlab data check {path} --kind {kind}`)"
                     if len(report.errors) > 1 else "")
+            if system:  # rows the system prompt took over the limit: the way out is the limit or that prompt
+                fix = system if len(report.system_over) == len(report.errors) else f"{fix}; {system}"
             raise AlignlabError(shown + more, fix=fix)
         if echo:
             echo(f"warning: dropped {len(report.errors)} invalid row(s) from {path}; training on {len(report.rows)}")
     if not report.rows:
-        raise AlignlabError(f"{path}: no valid rows to train on")
+        raise AlignlabError(f"{path}: no valid rows to train on", fix=system)
     if report.errors and kind == "unpaired" and len({r["label"] for r in report.rows}) < 2:
         raise AlignlabError(f"{path}: KTO needs both labels and the valid rows have only one")
     return report.rows
+
+
+def _system_prompt_fix(report: Report) -> str | None:
+    """What to change when the project's system prompt takes rows over max_prompt_length that fit without it: the
+    limit or the system prompt. "Fix the rows or pass --skip-invalid" dropped every row, and left "no valid rows"."""
+    if not report.system_over:
+        return None
+    return (f"{len(report.system_over)} row(s) fit without the system prompt: raise the limit "
+            f"(--set train.max_prompt_length={max(report.system_over)} fits them) or shorten system_prompt")
 
 
 def whole_file_problem(path: str | Path) -> str | None:

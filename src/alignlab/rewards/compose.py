@@ -203,14 +203,16 @@ class ComposedReward:
 
 
 def part_stats(parts: dict[str, list[float | None]]) -> dict[str, float]:
-    """``reward_parts/<name>/mean`` and ``/std`` of each component over the completions it scored, and
-    ``/unscored``, how many it could not score, in a batch where it left some out (a judge's unusable replies)."""
+    """``reward_parts/<name>/mean`` and ``/std`` of each component over the completions it scored (absent when it
+    scored none: a 0.0 there read as a real score), and ``/unscored``, how many it could not score, in a batch where
+    it left some out (a judge's unusable replies)."""
     stats: dict[str, float] = {}
     for name, values in parts.items():
         scored = [v for v in values if v is not None]
-        mean = sum(scored) / len(scored) if scored else 0.0
-        stats[f"reward_parts/{name}/mean"] = mean
-        stats[f"reward_parts/{name}/std"] = math.sqrt(sum((v - mean) ** 2 for v in scored) / max(1, len(scored)))
+        if scored:
+            mean = sum(scored) / len(scored)
+            stats[f"reward_parts/{name}/mean"] = mean
+            stats[f"reward_parts/{name}/std"] = math.sqrt(sum((v - mean) ** 2 for v in scored) / len(scored))
         if len(scored) < len(values):
             stats[f"reward_parts/{name}/unscored"] = float(len(values) - len(scored))
     return stats

@@ -11,7 +11,9 @@ once per batch and reports, through TRL's ``log_metric`` hook (so they land in m
   not trained on (the ``gold:`` entry of the reward YAML). Proxy and gold on the same samples is the usual
   way to see over-optimisation (Gao et al. 2022); it costs no extra generation.
 
-TRL itself logs ``reward``, ``kl`` (when beta > 0) and ``completions/mean_length``.
+TRL itself logs ``reward``, ``kl`` (when beta > 0; at beta 0 ``alignlab.train.online`` measures it) and
+``completions/mean_length``. A reward that scores none of the first batch (every component None) stops the
+run, naming its components: TRL would train on nothing to the end.
 
 ``HackingMonitor`` reads those per-step records and raises each warning once per run:
 
@@ -26,7 +28,8 @@ TRL itself logs ``reward``, ``kl`` (when beta > 0) and ``completions/mean_length
 - ``no_signal``: more than half the groups carried no signal, averaged over the last ``window`` logs.
 
 ``MonitorCallback`` feeds the monitor from the trainer's logs, prints each warning and appends
-``{"step", "warning", "message"}`` to metrics.jsonl.
+``{"step", "warning", "message"}`` to metrics.jsonl. A resumed run replays the records it kept first
+(``HackingMonitor.replay``), so its windows and baselines go on and no warning is raised twice.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import yaml
 from transformers import TrainerCallback
 
 from alignlab.errors import AlignlabError
-from alignlab.rundir import append_metrics
+from alignlab.rundir import append_metrics, read_jsonl
 from alignlab.progress import console
 from alignlab.rewards import ComposedReward, build_spec, completion_text, distinct_n, load_spec
 from alignlab.rewards.compose import part_stats
@@ -104,12 +107,31 @@ def _mean_std(values: list[float | None]) -> tuple[float, float]:
 def batch_stats(parts: dict[str, list[float]], totals: list[float], texts: list[str], group_size: int) -> dict:
     """The per-batch instruments (see the module docstring); groups are consecutive blocks of ``group_size``."""
     stats: dict[str, float] = part_stats(parts)  # mean/std over the scored completions, and how many were not
-    blocks = [b for i in range(0, len(totals), group_size)
-              if len(b := [t for t in totals[i : i + group_size] if t is not None]) > 1]
-    if blocks:  # a group of one answer has no spread to lose (PPO at batch size 1 learns from its critic)
-        stats["no_signal_frac"] = sum(max(b) - min(b) <= 1e-6 for b in blocks) / len(blocks)
+    # a group of one answer has no spread to lose (PPO at batch size 1 learns from its critic); a larger group with
+    # fewer than two scored answers has none either (TRL gives its answers no advantage), as an all-equal one
+    blocks = [b for i in range(0, len(totals), group_size) if len(b := totals[i : i + group_size]) > 1]
+    if blocks:
+        scored = [[t for t in b if t is not None] for b in blocks]
+        stats["no_signal_frac"] = sum(len(s) < 2 or max(s) - min(s) <= 1e-6 for s in scored) / len(blocks)
     stats["distinct_2"] = distinct_n(texts, 2)
     return stats
+
+
+def unscored(reward: ComposedReward, parts: dict[str, list], i: int | None = None) -> AlignlabError:
+    """The error for completions no component scored, naming the components that returned None, with file:line of
+    the first: the whole first batch (``i`` None), or completion ``i`` of PPO's, which has no group to leave it out of."""
+    rows = range(len(next(iter(parts.values()), []))) if i is None else [i]
+    comps = [c for c in reward.parts if all(parts[c.name][r] is None for r in rows)] or reward.parts
+    what = (f"reward component '{comps[0].name}' ({comps[0].source})" if len(comps) == 1
+            else "reward components " + ", ".join(f"'{c.name}'" for c in comps))
+    n = len(parts[comps[0].name])
+    if i is None:
+        return AlignlabError(f"{what} returned None for all {n} completions of the first batch: nothing scored, "
+                             "nothing to learn from", where=comps[0].where or None,
+                             fix="return a number for each completion it can score (None only for ones it cannot)")
+    return AlignlabError(f"{what} returned None for completion {i + 1} of {n}: PPO needs a score for every answer "
+                         "(GRPO and RLOO leave an unscored one out of its group)", where=comps[0].where or None,
+                         fix="return a number for every completion, or train with grpo or rloo")
 
 
 class RewardRecorder:
@@ -122,6 +144,8 @@ class RewardRecorder:
         self.calls = 0
         self.gold_done: set[int] = set()
         self.last: dict[str, float] = {}
+        self.parts: dict[str, list[float | None]] = {}  # the last batch's raw components (PPO names a None's)
+        self.scored = False  # some completion got a number this run
 
     def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
         state = columns.get("trainer_state")
@@ -129,6 +153,12 @@ class RewardRecorder:
         self.calls += 1
         parts = self.reward.components(prompts, completions, **columns)  # raises, naming the component, on NaN
         totals = self.reward.total(parts)
+        self.parts = parts
+        # a reward that scores none of the first batch is broken (TRL would train on nothing, quietly, to the end);
+        # later a whole batch of None is allowed: a component may leave out prompts it does not apply to
+        self.scored = self.scored or any(t is not None for t in totals)
+        if totals and not self.scored:
+            raise unscored(self.reward, parts)
         stats = batch_stats(parts, totals, [completion_text(c) for c in completions], self.group_size)
         if self.gold is not None and step % self.gold_steps == 0 and step not in self.gold_done:
             self.gold_done.add(step)
@@ -170,6 +200,19 @@ class HackingMonitor:
     no_signal: list = field(default_factory=list)
     gold: list = field(default_factory=list)  # (step, gold, proxy since the previous check)
     proxy: list = field(default_factory=list)  # reward logs since the last gold check
+
+    def replay(self, records: list[dict], upto: int) -> None:
+        """A resumed run's monitor, rebuilt from the records of steps up to ``upto`` (the checkpoint; later ones were
+        the killed attempt's): windows, the length baseline and the gold history as an uninterrupted run has them, and
+        each warning already recorded is not raised again."""
+        for r in records:
+            step = r.get("step")
+            if not isinstance(step, int) or step > upto or "event" in r:
+                continue
+            if isinstance(r.get("warning"), str):
+                self.fired.add(r["warning"])
+            else:
+                self.update(step, r)  # what it fires now was reported then (or the kill came between the two lines)
 
     def update(self, step: int, logs: dict) -> list[Alert]:
         out: list[Alert] = []
@@ -235,6 +278,11 @@ class MonitorCallback(TrainerCallback):
         self.run_dir = Path(run_dir)
         self.monitor = monitor
         self.alerts: list[Alert] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # a resume: the trainer state is the checkpoint's now, and metrics.jsonl holds the records up to it
+        if state.is_world_process_zero and state.global_step > 0:
+            self.monitor.replay(read_jsonl(self.run_dir / "metrics.jsonl"), state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

@@ -9,6 +9,10 @@ Where this differs from the papers (and from TRL's defaults):
 
 - KL is on by default (``online.beta`` 0.04). DeepSeekMath's GRPO used a KL term; TRL now defaults to 0.
   We keep the leash because a persona is shaped with small, gameable rewards, and the monitors watch KL.
+  At beta 0 TRL computes no reference; on a new adapter we still log ``kl`` on logging steps (two no-grad
+  forwards, the policy and the base with the adapter off, by the trainer's own estimate), so the record and
+  ``online.kl_budget`` stay on. Continued from an adapter (or a full fine-tune) there is no reference at hand:
+  a note says so.
 - GRPO uses TRL's ``loss_type="dapo"`` (token losses summed over the batch and divided by its token count)
   and group-std scaling; the paper averages per sequence first (``alignlab.losses.grpo_token_loss``).
   RLOO subtracts the leave-one-out mean (Ahmadian et al. 2024) and, as in that paper and TRL, puts the KL
@@ -45,6 +49,7 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from alignlab import methods
 from alignlab.errors import AlignlabError
+from alignlab.progress import console
 from alignlab.train import sampler
 from alignlab.train.callbacks import AlignlabTrainerMixin, gradient_checkpointing
 from alignlab.train.logps import scaled_head, shared_prompt_logps
@@ -90,6 +95,36 @@ class _OnlineMixin(AlignlabTrainerMixin):
 
     _al_sampler = None  # a GenerationCopy once built; False when this run stays on TRL's generate
     _al_fp32_head = False  # online.fp32_lm_head
+    _al_detached_kl = False  # beta 0 on a new adapter: KL to the base measured on logging steps (TRL computes none)
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        step = self.state.global_step + 1  # the step these samples train; it logs when a multiple of logging_steps
+        if self._al_detached_kl and self.model.training and step % max(1, int(self.args.logging_steps)) == 0:
+            self._metrics["train"]["kl"].append(self._al_kl(out))
+        return out
+
+    def _al_kl(self, out: dict) -> float:
+        """Mean per-token KL of the sampled completions to the base (the adapter switched off), without gradients and
+        by the trainer's own estimate at beta > 0 (``_al_kl_estimate``): the same ``kl`` the monitors read."""
+        from trl.models.utils import disable_gradient_checkpointing
+        from trl.trainer.utils import use_adapter
+
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        k = out["completion_ids"].size(1)
+        extra = {key: out[key] for key in MULTIMODAL if key in out}
+        size = self.args.per_device_train_batch_size
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps = out.get("old_per_token_logps")  # GRPO keeps them only when sampling ran ahead of the policy
+            if logps is None:
+                logps = self._get_per_token_logps_and_entropies(self.model, ids, mask, k, size, **extra)[0]
+            with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
+                ref = self._get_per_token_logps_and_entropies(self.model, ids, mask, k, size, **extra)[0]
+        valid = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+        kl = self._al_kl_estimate(logps, ref) * valid
+        totals = self.accelerator.reduce(torch.stack([kl.sum(), valid.sum().float()]), reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
 
     def _al_sample(self, prompt_ids, images, multimodal_fields):
         """Completions from ``alignlab.train.sampler`` (merged bf16 copy, shared prefill, static cache), or None
@@ -115,7 +150,16 @@ class _OnlineMixin(AlignlabTrainerMixin):
                              self.top_p if self.top_p is not None else 1.0)
 
 
+# what a vision model's forward takes besides the ids (TRL hands them on from the generation batch)
+MULTIMODAL = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+              "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
+
+
 class AlignlabGRPOTrainer(_OnlineMixin, GRPOTrainer):
+    @staticmethod
+    def _al_kl_estimate(logps, ref):
+        return torch.exp(ref - logps) - (ref - logps) - 1  # TRL's GRPO loss term (Schulman's k3), >= 0
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         out = self._al_sample(prompt_ids, images, multimodal_fields)
         if out is None:
@@ -124,6 +168,10 @@ class AlignlabGRPOTrainer(_OnlineMixin, GRPOTrainer):
 
 
 class AlignlabRLOOTrainer(_OnlineMixin, RLOOTrainer):
+    @staticmethod
+    def _al_kl_estimate(logps, ref):
+        return logps - ref  # the log-ratio TRL's RLOO folds into the reward
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
         out = self._al_sample(prompt_ids, images, multimodal_fields)
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields) if out is None else out
@@ -205,4 +253,18 @@ def build_trainer(ctx):
         callbacks=[*ctx.callbacks, MonitorCallback(ctx.run_dir, monitor)],
     )
     trainer._al_fp32_head = o.fp32_lm_head
+    _kl_at_beta_zero(ctx, trainer)
     return trainer
+
+
+def _kl_at_beta_zero(ctx, trainer) -> None:
+    """At beta 0 TRL keeps no reference and logs no KL. A new adapter's reference is the base, there with the adapter
+    off, so the KL is measured anyway (``_al_kl``); a run continued from an adapter or a full fine-tune has none at
+    hand, and says KL goes unrecorded rather than leave online.kl_budget off without a word."""
+    if ctx.cfg.online.beta != 0:
+        return
+    trainer._al_detached_kl = ctx.lora and ctx.init_adapter is None
+    if not trainer._al_detached_kl and trainer.accelerator.is_main_process:
+        why = "continued from an adapter" if ctx.lora else "a full fine-tune"
+        console.print(f"[yellow]note: online.beta is 0 and this run is {why}: no reference model is kept, so KL "
+                      "is not recorded and online.kl_budget is off (set online.beta > 0 to keep one)[/]")

@@ -37,6 +37,9 @@ Ouyang et al. 2022), and why:
 - A completion ends at its first end-of-sequence token, which counts as an action (the choice to stop); a
   completion cut at ``online.max_completion_length`` gets its score the same way, at its last token.
 - Losses are per-sequence token means averaged over the batch (see ``alignlab.losses.ppo``).
+- Sampling is transformers' ``generate`` (alignlab's sampler on CPU), never vLLM, and activations are not
+  checkpointed (the model stays in eval mode): ``online.use_vllm`` and ``train.gradient_checkpointing`` are
+  ignored, with a note saying so.
 - One process only: the loop has no gradient synchronisation, so ``--processes`` > 1 (or any launch with
   WORLD_SIZE > 1) is refused instead of training unsynchronised copies into one run directory.
 
@@ -65,7 +68,8 @@ from alignlab.losses import gae, kl_penalised_rewards, ppo_policy_loss, ppo_valu
 from alignlab.progress import console
 from alignlab import rundir
 from alignlab.train import sampler
-from alignlab.train.monitors import HackingMonitor, RewardRecorder, check_columns, project_reward, report_alerts
+from alignlab.train.monitors import (HackingMonitor, RewardRecorder, check_columns, project_reward, report_alerts,
+                                     unscored)
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -208,6 +212,8 @@ def rollout(ctx, model, value_head, reward_fn, rows: list[dict], stop_ids: list[
     completions = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completion_ids, mask)]
     columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r} if k != "prompt"}
     raw = reward_fn(prompts, [[{"role": "assistant", "content": c}] for c in completions], **columns, **extra)
+    if isinstance(reward_fn, RewardRecorder) and None in raw:  # PPO has no group to leave an unscored answer out of
+        raise unscored(reward_fn.reward, reward_fn.parts, raw.index(None))
     scores = torch.tensor(check_rewards(raw, len(rows), getattr(reward_fn, "__name__", "reward")), device=ctx.device)
 
     p = ctx.cfg.ppo
@@ -386,6 +392,8 @@ def train_loop(ctx, resume: bool = False):
     o = cfg.online
     recorder = RewardRecorder(reward, group_size=t.batch_size, gold=gold, gold_steps=o.gold_steps)
     monitor = HackingMonitor(kl_budget=o.kl_budget, length_drift=o.length_drift)
+    if start:  # go on with the records up to the checkpoint: no warning twice, windows and baselines kept
+        monitor.replay(rundir.read_jsonl(ctx.run_dir / "metrics.jsonl"), start)
     stop_ids = sorted(generation_stop_ids(model, ctx.tokenizer))
     gen_copy = _generation_copy(ctx, model, o.fp32_lm_head)
     samplers = [cb for cb in ctx.callbacks if isinstance(cb, SamplesCallback)]
@@ -448,5 +456,13 @@ def check(ctx) -> None:
     if ctx.cfg.online.num_generations != type(ctx.cfg.online)().num_generations:
         console.print(f"[yellow]note: PPO draws one answer per prompt (online.num_generations "
                       f"{ctx.cfg.online.num_generations}, for GRPO and RLOO's groups, is ignored)[/]")
+    if ctx.cfg.online.use_vllm:
+        console.print("[yellow]note: PPO samples with transformers' generate (alignlab's sampler on CPU): "
+                      "online.use_vllm, for GRPO and RLOO, is ignored[/]")
+    gc = ctx.cfg.train.gradient_checkpointing
+    if gc == "on" or (gc == "auto" and ctx.cfg.lora.qlora):  # its model stays in eval mode, where none is done
+        console.print(f"[yellow]note: PPO's loop does not checkpoint activations (train.gradient_checkpointing "
+                      f"{'on' if gc == 'on' else 'auto, on with --qlora'} is ignored); if memory runs short, lower "
+                      "--batch-size or online.max_completion_length[/]")
     check_columns(project_reward(ctx.cfg.online, check_only=True), ctx.rows)  # users' reward files are read here,
     # imported once when training starts
