@@ -156,6 +156,23 @@ def test_runs_lists_whole_run_ids_at_80_columns(tmp_path, monkeypatch):
     assert "20261202-101530-dpo-snark-long-name" in out.output
 
 
+def test_runs_shows_a_reward_models_margin_and_accuracy(tmp_path, monkeypatch):
+    """A reward model logs `margin` and `accuracy`, not DPO's rewards/margins: its row showed '-' for both."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    run = tmp_path / "runs" / "rm"
+    (run / "adapter").mkdir(parents=True)
+    (run / "run.json").write_text(_json.dumps({"method": "rm", "data": "data/pairs.jsonl", "status": "done", "steps": 9,
+                                               "final": {"loss": 0.41, "margin": 1.25, "accuracy": 0.875}}))
+    out = CliRunner().invoke(app, ["runs", "--runs-dir", str(tmp_path / "runs")])
+    row = next(line for line in out.output.splitlines() if " rm " in line)
+    assert "1.250" in row and "0.875" in row, out.output
+
+
 def test_bad_base_opening_flag_fails_before_loading_a_model(monkeypatch, capsys, tmp_path):
     code, lines = run_cli(monkeypatch, capsys, "generate", "hi", "--base-opening", "first", cwd=tmp_path)
     assert code == 2 and "base opening 'first'" in one_error(lines)

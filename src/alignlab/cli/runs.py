@@ -33,7 +33,10 @@ def register(app: typer.Typer) -> None:
         table.columns.insert(0, Column("run", no_wrap=True, min_width=max(len(Path(r["path"]).name) for r in rows)))
         for r in rows:
             f = r.get("final") if isinstance(r.get("final"), dict) else {}  # a hand-edited run.json: shown, not fatal
-            fmt = lambda k: f"{f[k]:.3f}" if isinstance(f.get(k), (int, float)) else "-"  # noqa: E731
+            def fmt(*keys):  # the first of the keys the run logged: a reward model logs `margin` and `accuracy`
+                k = next((k for k in keys if isinstance(f.get(k), (int, float))), None)
+                return f"{f[k]:.3f}" if k is not None else "-"
+
             table.add_row(
                 Path(r["path"]).name,
                 str(r.get("method", "?")),
@@ -41,8 +44,8 @@ def register(app: typer.Typer) -> None:
                 shown_status(r),
                 str(r.get("steps", "-")),
                 fmt("loss"),
-                fmt("rewards/margins"),
-                fmt("rewards/accuracies"),
+                fmt("rewards/margins", "margin"),
+                fmt("rewards/accuracies", "accuracy"),
                 fmt("reward"),
                 f"{r['size_bytes'] / 1e6:.1f} MB",
             )
