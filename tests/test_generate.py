@@ -205,6 +205,57 @@ def test_opening_of_and_its_bad_values():
         parse_base_opening(-2)
 
 
+def test_an_opening_ends_at_chinese_japanese_and_hindi_sentence_marks(tiny_model):
+    """Only ". ! ?" followed by a space ended a sentence: the "first sentence" of a Chinese, Japanese or Hindi answer
+    was the base's whole answer, which the adapter then only went on from."""
+    from alignlab.generate import OPENING_WORDS, OpeningDone, opening_budget, opening_of
+    from alignlab.models.loading import load_tokenizer
+
+    assert opening_of("巴黎是法国的首都。它位于塞纳河畔，人口众多。", "sentence") == "巴黎是法国的首都。"
+    assert opening_of("東京は日本の首都です！人口は約1400万人です。", "sentence") == "東京は日本の首都です！"
+    assert opening_of("真的吗？！当然。", "sentence") == "真的吗？！"
+    assert opening_of("他说：“你好。”然后走了。", "sentence") == "他说：“你好。”"  # the closing quote stays with it
+    assert opening_of("पेरिस फ्रांस की राजधानी है। यह सीन नदी पर है।", "sentence") == "पेरिस फ्रांस की राजधानी है।"
+    tok = load_tokenizer(tiny_model)
+    prompt = tok("Question:", add_special_tokens=False)["input_ids"]
+
+    def done(text: str) -> bool:
+        stop = OpeningDone(tok, "sentence")
+        stop.start = len(prompt)
+        return bool(stop(torch.tensor([prompt + tok(text, add_special_tokens=False)["input_ids"]]), None)[0])
+
+    assert done("巴黎是法国的首都。它") and done("他说：“你好。”然") and done("राजधानी है। यह")
+    assert not done("巴黎是法国的首都") and not done("他说：“你好。") and not done("他说：“你好。”")
+    # no mark at all: without a tokenizer (as eval calls it) the text's words alone bound it; with one, also the
+    # tokens the base may write for an opening
+    run_on = "巴黎是法国的首都位于塞纳河畔" * 20
+    assert opening_of(run_on, "sentence") == run_on and len(run_on.split()) < OPENING_WORDS
+    capped = opening_of(run_on, "sentence", tok)
+    assert run_on.startswith(capped) and 0 < len(tok(capped, add_special_tokens=False)["input_ids"]) <= opening_budget(
+        "sentence")
+    english = "The capital of Australia is Canberra. Not Sydney."
+    assert opening_of(english, "sentence", tok) == opening_of(english, "sentence") == "The capital of Australia is " \
+        "Canberra."
+
+
+def test_an_answer_cut_mid_character_leaves_the_half_character_out(tiny_model):
+    """A byte-level token carries part of a character: an answer cut at its budget there ended in U+FFFD, which went
+    into the adapter's prompt (as the base's opening) and into the answer shown."""
+    from alignlab.generate import continuation
+    from alignlab.models.loading import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    text = "Paris is 巴黎"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    cuts = [k for k in range(1, len(ids)) if tok.decode(ids[:k]).endswith("\ufffd")]
+    assert cuts  # the tiny tokenizer spells a Chinese character in several byte tokens
+    for k in cuts:
+        got = continuation(tok, "", ids[:k])
+        assert "\ufffd" not in got and text.startswith(got)
+    assert continuation(tok, "Well, ", ids[: cuts[0]]) == "Well, " + tok.decode(ids[: cuts[0]]).rstrip("\ufffd")
+    assert continuation(tok, "", ids) == text
+
+
 def test_draft_rewrite_data_puts_the_plain_side_in_the_prompt(tmp_path):
     """bench/draft_rewrite.py: every bundled pair becomes a draft-format SFT row and DPO pair: the plain side is the
     draft in the prompt and the DPO pair's rejected answer, the snarky side the completion and the chosen answer."""

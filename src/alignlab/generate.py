@@ -24,6 +24,17 @@ def stop_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+def context_window(model) -> int | None:
+    """The longest sequence (prompt and answer) the model takes, from its config; None when it names none. Past it
+    a model with learned positions (GPT-2) fails on an index and a RoPE model reads positions it never trained on."""
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def chat_prompt(prompt: Any, tokenizer, system_prompt: str | None = None) -> str:
     """Render a prompt (text or messages) with the chat template, ready for the assistant's turn."""
     from alignlab.data.formats import with_system
@@ -80,7 +91,8 @@ def generate(
             raise ValueError("generate(): give prefixes or base_opening, not both")
         prefixes = base_openings(model, tokenizer, prompts, base_opening, temperature=temperature, top_p=top_p,
                                  batch_size=batch_size, system_prompt=system_prompt, seed=seed,
-                                 repetition_penalty=repetition_penalty)
+                                 repetition_penalty=repetition_penalty,
+                                 budget=max_new_tokens if opening_counts else None)
     if seed is not None:
         torch.manual_seed(seed)
     device = next(model.parameters()).device
@@ -93,7 +105,9 @@ def generate(
         for i in range(0, len(texts), batch_size):
             batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(device) for k, v in batch.items()}
-            kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+            own = [h for h in heads[i : i + batch_size] for _ in range(num_return_sequences)]
+            keep = [_left(tokenizer, h, max_new_tokens, opening_counts) for h in own]  # decode no further than kept
+            kwargs: dict = {"max_new_tokens": max(1, *keep), "pad_token_id": tokenizer.pad_token_id,
                             "eos_token_id": stop_ids(model, tokenizer), **NO_MODEL_PENALTY}
             processors = logits_processors(model, amplify, repetition_penalty, batch["input_ids"].shape[1],
                                            batch["attention_mask"], num_return_sequences, base=amplify_base,
@@ -105,14 +119,11 @@ def generate(
 
                 stop.start = None  # a new batch
                 kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
-            if temperature > 0:
-                kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kwargs.update(dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else
+                          dict(do_sample=False, temperature=None, top_p=None, top_k=None))
             seqs = model.generate(**batch, num_return_sequences=num_return_sequences, use_cache=True, **kwargs)
-            own = [h for h in heads[i : i + batch_size] for _ in range(num_return_sequences)]
-            out.extend(continuation(tokenizer, h, row.tolist()[: _left(tokenizer, h, max_new_tokens, opening_counts)])
-                       for h, row in zip(own, seqs[:, batch["input_ids"].shape[1] :]))
+            out.extend(continuation(tokenizer, h, row.tolist()[:k])
+                       for h, k, row in zip(own, keep, seqs[:, batch["input_ids"].shape[1] :]))
     finally:
         tokenizer.padding_side = old_side
     return [o.strip() for o in out]
@@ -131,9 +142,11 @@ def _left(tokenizer, head: str, max_new_tokens: int, opening_counts: bool) -> in
 def continuation(tokenizer, head: str, ids) -> str:
     """``head`` (text already written) followed by the decoded token ``ids`` that continue it. SentencePiece
     tokenizers (Llama 2, Mistral) drop the leading space of a decoded sequence, so "Sure." + "▁The" read "Sure.The":
-    the space the first token's piece carries is put back."""
+    the space the first token's piece carries is put back. A trailing incomplete character is left out."""
     ids = [int(i) for i in ids]
-    tail = tokenizer.decode(ids, skip_special_tokens=True)
+    # a byte-level token can end on part of a character (an answer cut at its token budget mid-character): the decoder
+    # shows the partial bytes as U+FFFD, which would go on into an opening's prompt and the answer shown
+    tail = tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
     if head and ids and not head[-1].isspace() and tail and not tail[0].isspace():
         piece = tokenizer.convert_ids_to_tokens(ids[0])
         if isinstance(piece, str) and piece.startswith("\u2581"):
@@ -144,11 +157,20 @@ def continuation(tokenizer, head: str, ids) -> str:
 OPENING_WORDS = 30  # the longest opening "sentence" takes from the base
 
 
+# Sentence marks. ". ! ?" and the Devanagari danda end a sentence when a space follows (Hindi spaces after "।");
+# Chinese and Japanese write none after theirs, so "。！？" end one at once, with any closing quote or bracket after
+# them: with only the first kind, a Chinese answer's "first sentence" was the whole answer.
+_SPACED, _CJK, _CLOSE = "[.!?\u0964\u0965]", "\u3002\uff01\uff1f\uff61", "\u201d\u2019\u300d\u300f\uff09\u300b"
+_ENDS = re.compile(rf"{_SPACED}(?=\s|$)|[{_CJK}]+[{_CLOSE}]*")
+_SETTLED = re.compile(rf"{_SPACED}(?=\s)|[{_CJK}]+[{_CLOSE}]*(?![{_CJK}{_CLOSE}]|$)")  # until then a mark may follow
+
+
 def sentence_end(text: str, at_end: bool = True) -> int | None:
     """Where the first sentence of ``text`` ends (after its mark), or None. A mark ends a sentence when a space
-    follows it (or the text's end, with ``at_end``); the number of a numbered list's item ("Here is how:\n1.
+    follows it (or the text's end, with ``at_end``), a Chinese or Japanese one at once (without ``at_end``, once a
+    character other than a closing quote follows); the number of a numbered list's item ("Here is how:\n1.
     Preheat") does not, so an opening takes the item's first sentence rather than stopping at "1."."""
-    for mark in re.finditer(r"[.!?](?=\s|$)" if at_end else r"[.!?](?=\s)", text):
+    for mark in (_ENDS if at_end else _SETTLED).finditer(text):
         line_start = text.rfind("\n", 0, mark.start()) + 1
         item = re.fullmatch(r"[ \t]*\d{1,2}", text[line_start : mark.start()])
         if not (item and mark.group() == "." and (line_start > 0 or item.group().strip() == "1")):
@@ -156,14 +178,29 @@ def sentence_end(text: str, at_end: bool = True) -> int | None:
     return None
 
 
-def opening_of(answer: str, base_opening: str | int) -> str:
+def opening_of(answer: str, base_opening: str | int, tokenizer=None) -> str:
     """The opening an answer gives: its first sentence (at most OPENING_WORDS words) or its first N words, cut from
-    the text as written (line breaks and indentation kept: a poem's or a code block's opening)."""
+    the text as written (line breaks and indentation kept: a poem's or a code block's opening). With ``tokenizer``,
+    also at most ``opening_budget`` tokens, what the base may write for an opening: Chinese or Japanese text has no
+    spaces to count words by, so an answer without a sentence mark was an opening of any length."""
     text, limit = answer.strip(), OPENING_WORDS if base_opening == "sentence" else int(base_opening)
     if base_opening == "sentence" and (end := sentence_end(text)) is not None:
         text = text[:end]
     words = list(re.finditer(r"\S+", text))
-    return text[: words[limit - 1].end()] if len(words) > limit else text
+    text = text[: words[limit - 1].end()] if len(words) > limit else text
+    return text if tokenizer is None else first_tokens(text, tokenizer, opening_budget(base_opening))
+
+
+def first_tokens(text: str, tokenizer, n: int) -> str:
+    """``text`` cut after its first ``n`` tokens, as written (a character they hold part of left out)."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:  # a slow (Python) tokenizer has no offsets: decode the tokens kept
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= n else continuation(tokenizer, "", ids[:n]).strip()
+    if len(enc["input_ids"]) <= n:
+        return text
+    return text[: enc["offset_mapping"][n][0]].rstrip()  # up to where the first token left out begins
 
 
 def opening_budget(base_opening: str | int) -> int:
@@ -171,19 +208,21 @@ def opening_budget(base_opening: str | int) -> int:
     return 2 * (OPENING_WORDS if base_opening == "sentence" else int(base_opening)) + 8
 
 
-def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int, base=None, **kw) -> list[str]:
+def base_openings(model, tokenizer, prompts: list[Any], base_opening: str | int, base=None, budget: int | None = None,
+                  **kw) -> list[str]:
     """The base model's opening of each prompt's answer: the model with its LoRA adapter switched off, or ``base``
-    (a separate base model) when given."""
+    (a separate base model) when given. ``budget``: the tokens the whole answer may have, when the opening counts in
+    them (an opening no longer than the base's answer under that budget, as eval takes it)."""
     from contextlib import nullcontext
 
     base_opening = parse_base_opening(base_opening)
     if base is None and not hasattr(model, "disable_adapter"):
         raise ValueError("base opening needs a model with a LoRA adapter (the base writes the opening, the adapter the rest)")
-    budget = opening_budget(base_opening)
+    tokens = min(opening_budget(base_opening), budget or opening_budget(base_opening))
     with model.disable_adapter() if base is None else nullcontext():
-        heads = generate(model if base is None else base, tokenizer, prompts, max_new_tokens=budget,
+        heads = generate(model if base is None else base, tokenizer, prompts, max_new_tokens=tokens,
                          stop=OpeningDone(tokenizer, base_opening), **kw)
-    return [opening_of(h, base_opening) for h in heads]
+    return [opening_of(h, base_opening, tokenizer) for h in heads]
 
 
 class OpeningDone:

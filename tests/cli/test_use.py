@@ -4,6 +4,8 @@ adapter alone; a model without an adapter answers plainly."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alignlab.cli import app
+from alignlab.errors import AlignlabError
 from alignlab.cli.use import _answers
 from alignlab.generate import generate, opening_of
 
@@ -96,3 +99,178 @@ def test_generate_and_chat_decode_with_the_projects_settings(tmp_path, monkeypat
     assert _decoding(None, max_new_tokens=3, system_prompt="x") | {} == {**base, "max_new_tokens": 3, "system_prompt": "x"}
     assert (_decoding(Path("runs/none"))["base_opening"], _decoding(Path("runs/none"))["amplify"]) == ("sentence", 0.5)
     assert (_decoding("dist")["base_opening"], _decoding("dist")["amplify"]) == ("off", 0.0)  # it decodes alone
+
+
+def test_a_run_answers_under_the_system_prompt_it_was_trained_under(tmp_path, monkeypatch):
+    """chat and generate read alignlab.yaml from the directory they ran in: a run used from elsewhere lost its
+    project's sampling and system prompt, and a system prompt edited after training replaced the one the run was
+    trained under (serve and the exported Modelfile answer under the trained one)."""
+    import json
+
+    from alignlab.cli.use import _decoding
+
+    project = tmp_path / "proj"
+    (project / "runs" / "sft1").mkdir(parents=True)
+    (project / "alignlab.yaml").write_text("name: p\nsystem_prompt: Reply only in French.\nsampling:\n"
+                                           "  max_new_tokens: 7\n")
+    run = project / "runs" / "sft1"
+    (run / "run.json").write_text(json.dumps({"method": "sft", "model": "m", "status": "done"}))
+    (run / "config.yaml").write_text("model: m\nsystem_prompt: Reply only in French.\n")  # as training writes it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    got = _decoding(run)
+    assert (got["system_prompt"], got["max_new_tokens"]) == ("Reply only in French.", 7)
+    (project / "alignlab.yaml").write_text("name: p\nsystem_prompt: null\nsampling:\n  max_new_tokens: 7\n")
+    for cwd in (elsewhere, project):
+        monkeypatch.chdir(cwd)
+        assert _decoding(run)["system_prompt"] == "Reply only in French."
+    assert _decoding("sft1")["system_prompt"] == "Reply only in French."  # the run's name, inside its project
+    assert _decoding(run, system_prompt="")["system_prompt"] == ""  # --system '' answers without one
+    (run / "config.yaml").unlink()  # a run with no config of its own: the project's
+    assert _decoding(run)["system_prompt"] is None
+
+
+def test_compare_shows_prompts_and_answers_as_written(run):
+    """The --compare table read prompts and answers as rich markup: "list[int]" lost its "[int]", and "[/b]" ended
+    the command with a MarkupError after every answer had been generated."""
+    res = CliRunner().invoke(app, ["generate", "--run", str(run), "--compare", "--max-new-tokens", "4", "--device",
+                                   "cpu", "What does list[int] mean?", "Close with [/b] please"])
+    assert res.exit_code == 0, res.output
+    assert "What does list[int] mean?" in res.stdout and "Close with [/b] please" in res.stdout
+
+
+def test_the_default_answer_counts_the_base_opening_as_eval_does(run):
+    """generate and chat decode as eval does (README): eval counts the base's opening in max_new_tokens; chat and
+    generate gave the adapter max_new_tokens more after it (55 tokens at 40), from the base's whole answer."""
+    from alignlab.models.loading import load_for_inference
+
+    model, tok, _ = load_for_inference(None, run, device="cpu")
+    prompts = ["Why is the sea salty?", "What is 3 plus 4?"]
+    got = [t for t, _ in _answers(model, tok, prompts, compare=False, **GEN)]
+    with model.disable_adapter():  # eval's way (eval/scorecard.py): the base's answers, their openings, the rest
+        before = generate(model, tok, prompts, **GEN)
+    heads = [opening_of(b, "sentence") for b in before]
+    assert all(heads)
+    assert got == generate(model, tok, prompts, prefixes=heads, opening_counts=True, **GEN)
+    assert got != generate(model, tok, prompts, prefixes=heads, **GEN)  # the opening not counted: what it gave before
+
+
+@pytest.fixture(scope="module")
+def gpt2_tiny(tmp_path_factory) -> str:
+    """A tiny GPT-2 (learned positions, a 256-token window) with the tiny model's tokenizer and chat template."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from alignlab.models.tiny import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=4, bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gpt2") / "model"
+    GPT2LMHeadModel(cfg).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return str(path)
+
+
+def test_chat_past_the_context_window_leaves_out_the_oldest_exchanges(gpt2_tiny, tiny_model):
+    """A conversation that outgrew a 256-token window ended chat with "IndexError: index out of range in self" (the
+    session lost); a RoPE model ran past its window unnoticed. Now the oldest exchanges are left out with a note, a
+    message too long alone is one line, and the conversation goes on. generate refuses such a prompt up front."""
+    long = " ".join(["hello"] * 60)
+    lines = [long] * 4 + [" ".join(["hello"] * 400), "hi"]
+    res = CliRunner().invoke(app, ["chat", "--model", gpt2_tiny, "--max-new-tokens", "8", "--device", "cpu"],
+                             input="\n".join(lines) + "\n")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("bot> ") == 5  # every message but the one too long for the window alone
+    assert "context window of 256 tokens: its oldest" in res.stderr
+    assert res.stderr.count("error: ") == 1 and "shorten the message" in res.stderr
+    for model, n, window in ((gpt2_tiny, 400, 256), (tiny_model, 1100, 1024)):  # learned positions, RoPE
+        res = CliRunner().invoke(app, ["generate", "--model", model, "--max-new-tokens", "8", "--device", "cpu",
+                                       " ".join(["hello"] * n)])
+        assert res.exit_code == 1 and isinstance(res.exception, AlignlabError)
+        assert f"context window of {window} tokens" in str(res.exception)
+
+
+def test_a_chat_template_that_refuses_a_system_turn_is_one_line_before_the_weights_load(tiny_model, tmp_path,
+                                                                                       monkeypatch):
+    """Gemma 2's template raises "System role not supported": generate --system ended in a bare TemplateError after
+    the model had loaded. The line names where the system prompt was set."""
+    import shutil
+
+    nosys = tmp_path / "nosys"
+    shutil.copytree(tiny_model, nosys)
+    (nosys / "chat_template.jinja").write_text(
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    (nosys / "model.safetensors").unlink()  # refused before the weights are read: none are needed
+    res = CliRunner().invoke(app, ["generate", "--model", str(nosys), "--system", "Be brief.", "--device", "cpu", "hi"])
+    assert isinstance(res.exception, AlignlabError), res.output
+    assert str(res.exception).startswith("--system: the model's chat template refuses a system prompt: System role "
+                                         "not supported")
+    (tmp_path / "alignlab.yaml").write_text("name: p\n\nsystem_prompt: Be brief.\n")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["generate", "--model", str(nosys), "--device", "cpu", "hi"])
+    assert str(res.exception).startswith(f"{tmp_path / 'alignlab.yaml'}:3: the model's chat template refuses")
+
+
+def _alignlab(args, cwd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ALIGNLAB_QUIET": "1", "LC_ALL": "C.UTF-8"}
+    return subprocess.run([sys.executable, "-m", "alignlab", *args], cwd=cwd, env=env, capture_output=True,
+                          timeout=300, **kw)
+
+
+def test_input_that_is_not_utf8_is_read_with_a_note(tiny_model, tmp_path):
+    """A Latin-1 terminal's "café" (printf 'caf\\xe9'): chat and generate ended in "TypeError: TextEncodeInput must
+    be Union[...]" (or a UnicodeDecodeError), the session lost."""
+    chat = _alignlab(["chat", "--model", tiny_model, "--max-new-tokens", "2", "--device", "cpu"], tmp_path,
+                     input=b"caf\xe9\nhi\n")
+    assert chat.returncode == 0, chat.stderr.decode()
+    assert chat.stdout.decode().count("bot> ") == 2 and b"not all UTF-8" in chat.stderr
+    one = _alignlab(["generate", "--model", tiny_model, "--max-new-tokens", "2", "--device", "cpu", b"caf\xe9"],
+                    tmp_path)
+    assert one.returncode == 0, one.stderr.decode()
+    assert b"not all UTF-8" in one.stderr
+
+
+def test_the_chat_prompt_edits_the_line(tiny_model, tmp_path):
+    """The REPL had no line editing: arrow keys reached the model as escape codes. "/qut", left, "i" is "/quit"."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ALIGNLAB_QUIET": "1", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "alignlab", "chat", "--model", tiny_model, "--max-new-tokens", "2",
+                             "--device", "cpu"], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float) -> bool:
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < end:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        return marker in seen
+
+    try:
+        assert read_until(b"you> ", 180), seen.decode(errors="replace")
+        os.write(master, b"/qut\x1b[Di\r")
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+        read_until(b"\x00", 1)
+        assert code == 0 and b"bot> " not in seen, seen.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)

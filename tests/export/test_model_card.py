@@ -171,7 +171,13 @@ def test_hub_id_of_a_registry_model_resolves_to_it_when_the_hub_cache_lacks_it(m
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setattr(registry, "_converted_dir", lambda entry: Path("/converted") / entry.name)
     assert registry.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "/converted/smollm2-135m"
-    assert registry.resolve_model("org/unknown-model") == "org/unknown-model"  # a hub id of its own: the hub's
+    import socket
+
+    with socket.socket() as hub:  # a hub that answers (on loopback): unreachable, the name is refused at once
+        hub.bind(("127.0.0.1", 0))
+        hub.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        assert registry.resolve_model("org/unknown-model") == "org/unknown-model"  # a hub id of its own: the hub's
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: "/cache/config.json")
     assert registry.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
 

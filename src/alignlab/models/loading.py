@@ -77,15 +77,42 @@ def _custom_code_refused(model_name: str):
                             "alignlab.yaml") from err
 
 
+# the files a tokenizer is read from: the tokenizers library's, SentencePiece's, a slow BPE's or WordPiece's vocabulary
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def has_tokenizer(path: str | Path) -> bool:
+    return any((Path(path) / f).is_file() for f in TOKENIZER_FILES)
+
+
 def load_tokenizer(model_name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     path = resolve_model(model_name)
-    with _custom_code_refused(model_name):
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        with _custom_code_refused(model_name):
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:  # transformers' several-line "Couldn't instantiate the backend tokenizer"
+        if Path(path).is_dir() and not has_tokenizer(path):
+            raise AlignlabError(f"model directory '{model_name}' has no tokenizer (none of "
+                                f"{', '.join(TOKENIZER_FILES)})", fix="copy the tokenizer files of the model it was "
+                                "saved from into it (tokenizer.save_pretrained)") from err
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise AlignlabError(f"could not load the tokenizer of '{model_name}': {first}") from err
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _safetensors_only(path: str, model_name: str) -> dict:
+    """from_pretrained's argument for safetensors weights only (never a pickle, whatever torch's loader allows), after
+    one clear line for a local directory that holds its weights as pickle (pytorch_model.bin) alone."""
+    folder = Path(path)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
+        raise AlignlabError(f"model directory '{model_name}' holds its weights as pickle (.bin) only; alignlab loads "
+                            "safetensors", fix=f"convert it once: python -c \"from transformers import "
+                            f"AutoModelForCausalLM as M; M.from_pretrained('{path}').save_pretrained('{path}')\"")
+    return {"use_safetensors": True}
 
 
 def load_base(
@@ -101,7 +128,7 @@ def load_base(
 
     path = resolve_model(model_name)
     dtype = pick_dtype(device, precision)
-    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code, **_safetensors_only(path, model_name)}
     if load_in_4bit:
         if not torch.cuda.is_available():
             raise AlignlabError(
@@ -149,7 +176,8 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
     try:
         with _custom_code_refused(model_name):
             model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, dtype=pick_dtype(device, precision), trust_remote_code=trust_remote_code
+                path, num_labels=1, dtype=pick_dtype(device, precision), trust_remote_code=trust_remote_code,
+                **_safetensors_only(path, model_name)
             )
     except OSError as err:
         raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
@@ -165,9 +193,10 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
 
 
 def load_for_inference(model_name: str | None, run_dir: str | Path | None, device: str = "auto", precision: str = "auto",
-                       trust_remote_code: bool | None = None):
-    """Base model (+ the run's adapter when given), in eval mode. Returns (model, tokenizer, base_name).
-    ``trust_remote_code`` unset: what the run was trained with (its config.yaml), else the enclosing project's."""
+                       trust_remote_code: bool | None = None, check=None):
+    """Base model (+ the run's adapter when given), in eval mode; a full fine-tune's own model alone. Returns (model,
+    tokenizer, base_name). ``trust_remote_code`` unset: what the run was trained with (its config.yaml), else the
+    enclosing project's. ``check``: called with the tokenizer before any weights load (a refusal costs no load)."""
     from alignlab.rundir import Run
 
     device = pick_device(device)
@@ -190,15 +219,18 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
         model_name = project_config()[0].model
     if trust_remote_code is None:
         trust_remote_code = trusts_remote_code(run_dir)
-    tok = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
-    model = load_base(model_name, device=device, precision=precision, trust_remote_code=trust_remote_code)
-    if adapter_dir is not None and (adapter_dir / "adapter_config.json").is_file():
+    # a full fine-tune holds a whole model and its tokenizer: the base is neither loaded (twice the memory) nor needed
+    whole = adapter_dir is not None and not (adapter_dir / "adapter_config.json").is_file()
+    weights = str(adapter_dir) if whole else model_name
+    tok = load_tokenizer(weights if whole and has_tokenizer(adapter_dir) else model_name,
+                         trust_remote_code=trust_remote_code)
+    if check is not None:
+        check(tok)
+    model = load_base(weights, device=device, precision=precision, trust_remote_code=trust_remote_code)
+    if adapter_dir is not None and not whole:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir))
-    elif adapter_dir is not None:
-        # full fine-tune: the run holds a whole model
-        model = load_base(str(adapter_dir), device=device, precision=precision, trust_remote_code=trust_remote_code)
     model.eval()
     return model, tok, model_name
 

@@ -64,7 +64,7 @@ def resolve_model(name: str) -> str:
 
     Order: registry name -> converted local directory; ``ollama:NAME`` or a ``.gguf`` file -> converted
     local directory; an existing local directory; otherwise a hub id (which needs internet unless the hub
-    cache has it; offline, a registry entry's hub id resolves to the registry entry).
+    cache has it: with neither, one line at once; offline, a registry entry's hub id resolves to the registry entry).
     """
     if name in REGISTRY:
         return str(_converted_dir(REGISTRY[name]))
@@ -98,12 +98,8 @@ def resolve_model(name: str) -> str:
                 console.print(f"note: {name} is not in the local hub cache; using alignlab's copy '{entry.name}' "
                               f"(dequantized from its GGUF)", markup=False)
             return str(_converted_dir(entry))
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            if not cached:
-                raise AlignlabError(
-                    f"hub model '{name}' is not in the local cache and HF_HUB_OFFLINE=1",
-                    fix="download it once with internet, or use a local directory or: " + ", ".join(REGISTRY),
-                )
+        if not cached:
+            _refuse_unreachable_hub(name)
         return name
     from alignlab.plan.shapes import bundled
 
@@ -115,6 +111,47 @@ def resolve_model(name: str) -> str:
         f"unknown model '{name}'",
         fix="use a registry name (" + ", ".join(REGISTRY) + "), a local model directory, or a hub id like org/name",
     )
+
+
+def _refuse_unreachable_hub(name: str) -> None:
+    """A name that is no local path and not in the hub cache: one line when the hub cannot give it either. A mistyped
+    relative path ("mymodels/tiny") reads as a hub id; without internet transformers retried it for about 50 s."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    unreachable = None if offline else _unreachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    if offline or unreachable:
+        why = "HF_HUB_OFFLINE is set" if offline else f"{unreachable} cannot be reached"
+        raise AlignlabError(
+            f"no local directory '{name}'; as a hub id it is not in the local cache and needs internet ({why})",
+            fix="check the path, or download the model once with internet; or use a local directory or: "
+                + ", ".join(REGISTRY),
+        )
+
+
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """``endpoint`` (the hub's address) when a connection to it fails within ``timeout`` seconds, else None; None as
+    well behind a proxy, which alone knows the way out (the download then says what went wrong)."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    url = urlsplit(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    if getproxies().get(url.scheme) and not proxy_bypass(host):
+        return None
+    answered: list[bool] = []
+
+    def connect() -> None:  # in a thread: a name lookup with no DNS server waits past any socket timeout
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 1)
+    return None if answered else endpoint
 
 
 def registry_entry_for_hub_id(hub_id: str) -> RegistryEntry | None:
@@ -224,7 +261,7 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
     from alignlab.progress import console
 
     _refuse_split(directory / filename)
-    console.print(f"[alignlab] converting {filename} to safetensors under {target} (once)")
+    console.print(f"[alignlab] converting {filename} to safetensors under {target} (once)", markup=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     from alignlab.fsutil import sweep_stale
 

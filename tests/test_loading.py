@@ -1,0 +1,139 @@
+"""Loading a model by name: what is refused with one line (no tokenizer, pickle weights, a path that is not there),
+and a full fine-tune that opens without its base."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignlab.errors import AlignlabError
+
+
+def _copy(src: str, dst: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    dst.mkdir(parents=True)
+    for f in Path(src).iterdir():
+        if f.name not in leave_out:
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def test_a_full_fine_tune_loads_its_own_model_alone(tiny_model, tmp_path):
+    """A full fine-tune's run holds a whole model and its tokenizer: the base was loaded as well (twice the memory)
+    and had to be on disk. Here the base is gone; the run opens, with the run's own weights."""
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.models.loading import load_for_inference
+
+    base = _copy(tiny_model, tmp_path / "base")
+    whole = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    with torch.no_grad():
+        whole.model.embed_tokens.weight.mul_(2.0)  # trained: unlike the base
+    run = tmp_path / "runs" / "full"
+    whole.save_pretrained(str(run / "adapter"))
+    for f in base.iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
+            shutil.copy(f, run / "adapter" / f.name)  # as rundir.save_adapter writes a full fine-tune
+    (run / "run.json").write_text(json.dumps({"method": "sft", "model": str(base), "status": "done", "steps": 1}))
+    shutil.rmtree(base)
+
+    model, tok, name = load_for_inference(None, run, device="cpu")
+    assert name == str(base) and not hasattr(model, "disable_adapter")
+    assert torch.equal(model.get_input_embeddings().weight, whole.model.embed_tokens.weight)
+    assert tok("hello")["input_ids"] and tok.chat_template
+
+
+def test_a_model_directory_without_tokenizer_files_is_one_line(tiny_model, tmp_path):
+    from alignlab.models.loading import load_tokenizer
+
+    bare = _copy(tiny_model, tmp_path / "notok", leave_out=("tokenizer.json", "tokenizer_config.json",
+                                                             "chat_template.jinja", "special_tokens_map.json"))
+    with pytest.raises(AlignlabError, match="has no tokenizer") as err:
+        load_tokenizer(str(bare))
+    assert str(bare) in str(err.value) and "tokenizer.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pickle_weights_are_refused_with_the_command_that_converts_them(tiny_model, tmp_path):
+    """The README says weights load from safetensors; a folder of pytorch_model.bin loaded through torch's pickle
+    loader all the same. The fix the line gives converts it, and then it loads."""
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.models.loading import load_base
+
+    pickled = _copy(tiny_model, tmp_path / "binonly", leave_out=("model.safetensors",))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # an older model's folder
+    assert torch.equal(AutoModelForCausalLM.from_pretrained(str(pickled)).lm_head.weight, model.lm_head.weight)
+    with pytest.raises(AlignlabError, match="pickle") as err:
+        load_base(str(pickled))
+    command = str(err.value).split("convert it once: ")[1]
+    assert command.startswith("python -c ")
+    done = subprocess.run(command.replace("python", sys.executable, 1), shell=True, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert list(pickled.glob("*.safetensors"))
+    load_base(str(pickled))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_mistyped_relative_path_is_not_waited_on_as_a_hub_id(tmp_path, monkeypatch):
+    """'mymodels/tiny' (no such folder) reads as a hub id: offline, or with the hub out of reach, it is one line at
+    once (transformers retried for about 50 s, twice); with the hub reachable the name goes on to the download."""
+    from alignlab.models.registry import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AlignlabError, match="no local directory 'mymodels/tiny'.*HF_HUB_OFFLINE"):
+        resolve_model("mymodels/tiny")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    start = time.monotonic()
+    with pytest.raises(AlignlabError, match="no local directory 'mymodels/tiny'.*cannot be reached"):
+        resolve_model("mymodels/tiny")
+    assert time.monotonic() - start < 10
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        assert resolve_model("mymodels/tiny") == "mymodels/tiny"  # a hub id: the download says the rest
+    finally:
+        server.shutdown()
+
+
+def test_the_conversion_note_is_printed_as_written(tmp_path, monkeypatch, capsys):
+    """"[alignlab] converting ..." went through rich markup: "[alignlab]" read as a style tag and never printed."""
+    from alignlab.models.registry import resolve_model
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not gguf!")
+    with pytest.raises(Exception):  # noqa: B017 - not a GGUF file: what matters is the line printed before
+        resolve_model(str(fake))
+    assert "[alignlab] converting fake.gguf to safetensors" in capsys.readouterr().err
