@@ -102,6 +102,18 @@ def config_fields(run_dir: str | Path) -> dict:
     return cfg or {}
 
 
+def trained_under(run_dirs, project_prompt: str | None, why: str = "they answer under one",
+                  fix: str = "use runs trained under one system prompt") -> str | None:
+    """The system prompt runs were trained and are exported with (each run's config.yaml, as its Modelfile's SYSTEM),
+    else the project's: answering under another (a project whose prompt changed since), an adapter would answer
+    unlike its export, and eval would score answers nobody gets. Runs trained under different prompts are refused."""
+    found = {config_fields(p).get("system_prompt") or None for p in run_dirs
+             if p is not None and (Path(p) / "config.yaml").is_file()}
+    if len(found) > 1:
+        raise AlignlabError(f"the runs were trained under different system prompts; {why}", fix=fix)
+    return found.pop() if found else project_prompt
+
+
 def relocated(run_dir: str | Path, recorded: str | None, info: dict | None = None) -> str | None:
     """A path a run recorded (its data, the run it started from, a local base model, a reward file), found again
     after its project was moved or renamed: run.json records absolute paths, so a moved project's resume looked

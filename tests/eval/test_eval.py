@@ -154,6 +154,7 @@ def point_of(value):
 
 def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     run = make_run(tiny_model, tmp_path / "runs" / "r1", noise=0.2)
+    (run / "config.yaml").write_text("system_prompt: Answer in a few words.\n")  # what it was trained under
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s}) + "\n" for s in range(1, 4)))
     prompts = tmp_path / "heldout.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
@@ -164,6 +165,9 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
         assert label in res.stdout
     card = json.loads((run / "eval.json").read_text())
     assert card["n_prompts"] == 3 and card["adapter"]["kl"] > 0 and len(card["samples"]) == 3
+    # both sides answer under the run's own system prompt, as it answers in chat, serve and its export (eval took the
+    # project's current one, None here)
+    assert card["settings"]["system_prompt"] == "Answer in a few words."
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # scorecard bars + training loss
     assert "Why is the sea salty?" in page

@@ -401,21 +401,21 @@ def test_the_servers_system_prompt_is_the_one_the_runs_were_trained_under(tmp_pa
     """serve took the current project's system prompt; an export's Modelfile takes the run's own."""
     from alignlab.config import ProjectConfig, dump_config
     from alignlab.errors import AlignlabError
-    from alignlab.serve.models import _trained_under
+    from alignlab.rundir import trained_under
 
     runs = {}
     for name, prompt in (("a", "Be brief."), ("b", "Be brief."), ("c", "Be verbose.")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text(dump_config(ProjectConfig(system_prompt=prompt)))
         runs[name] = tmp_path / name
-    assert _trained_under({k: runs[k] for k in "ab"}, "Project prompt.") == "Be brief."
-    assert _trained_under({}, "Project prompt.") == "Project prompt."
+    assert trained_under([runs[k] for k in "ab"], "Project prompt.") == "Be brief."
+    assert trained_under([], "Project prompt.") == "Project prompt."
     with pytest.raises(AlignlabError, match="different system prompts"):
-        _trained_under(runs, None)
+        trained_under(runs.values(), None)
 
 
 def test_a_runs_config_with_a_key_this_version_does_not_know_still_serves(tmp_path):
-    from alignlab.serve.models import _trained_under
+    from alignlab.rundir import trained_under
 
     (tmp_path / "config.yaml").write_text("system_prompt: Be brief.\nold_key: 1\n")
-    assert _trained_under({"a": tmp_path}, "Project prompt.") == "Be brief."
+    assert trained_under([tmp_path], "Project prompt.") == "Be brief."

@@ -12,9 +12,12 @@ from alignlab.config import SamplingConfig, field_help as fh
 _S = SamplingConfig.model_fields
 
 
-def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[str], str | None]:
+def answers_for(spec: str, prompts: list[str], cfg, device: str, other: str = "base") -> tuple[list[str], str | None]:
     """Greedy answers of ``spec`` ('base' or a run directory) with the project's decoding (a LoRA run's with its
-    base opening and amplify, as eval and chat answer); (answers, run name)."""
+    base opening and amplify, as eval and chat answer) under the system prompt it was trained under (the base: the
+    ``other`` run's, as eval's base answers); (answers, run name)."""
+    from alignlab.rundir import trained_under
+
     from alignlab.generate import generate
     from alignlab.models.loading import load_for_inference
 
@@ -23,8 +26,9 @@ def answers_for(spec: str, prompts: list[str], cfg, device: str) -> tuple[list[s
     from alignlab.rundir import sampling_for
 
     s = sampling_for(cfg.sampling, run)
+    system = trained_under([run if run is not None else (None if other == "base" else other)], cfg.system_prompt)
     out = generate(model, tok, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                   repetition_penalty=s.repetition_penalty, system_prompt=cfg.system_prompt, seed=0, opening_counts=True,
+                   repetition_penalty=s.repetition_penalty, system_prompt=system, seed=0, opening_counts=True,
                    **({"base_opening": s.base_opening, "amplify": s.amplify} if hasattr(model, "disable_adapter") else {}))
     return out, None if run is None else Path(run).name
 
@@ -107,8 +111,8 @@ def register(app: typer.Typer) -> None:
         judge_obj = _make_judge(judge, cfg, root, rater, judge_url, judge_model, judge_key_env)
         texts = [r["prompt"] for r in rows]
         typer.echo(f"answering {len(texts)} prompts from {prompts or heldout_file} with {a} and {b} ...")
-        ans_a, run_a = answers_for(a, texts, cfg, device)
-        ans_b, run_b = answers_for(b, texts, cfg, device)
+        ans_a, run_a = answers_for(a, texts, cfg, device, other=b)
+        ans_b, run_b = answers_for(b, texts, cfg, device, other=a)
         try:
             result = cmp.compare(rows, ans_a, ans_b, judge_obj, seed=seed, names=(a, b))
         finally:

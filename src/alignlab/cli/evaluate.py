@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         from alignlab.eval.report import write_report
         from alignlab.eval.scorecard import evaluate_run, stratified, table_columns, table_rows
         from alignlab.synth.sample import default_prompts, prompt_rows
-        from alignlab.rundir import check_run_dir
+        from alignlab.rundir import check_run_dir, trained_under
 
         run = check_run_dir(run)
         cfg, root = project_config(project or find_project(run))
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
                             max_new_tokens=own.max_new_tokens if max_new_tokens is None else max_new_tokens,
                             temperature=own.temperature if temperature is None else temperature,
                             repetition_penalty=own.repetition_penalty if repetition_penalty is None else repetition_penalty,
-                            system_prompt=cfg.system_prompt,
+                            system_prompt=trained_under([run], cfg.system_prompt),  # both sides, as it answers
                             base_opening=_opening(base_opening, own), amplify=own.amplify if amplify is None else amplify)
         data, page = write_report(run, card)
         table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")

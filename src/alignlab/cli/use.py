@@ -134,13 +134,12 @@ def _decoding(run, **given) -> dict:
     as serve and its export answer; else the project's). The base opening and amplify need an adapter: without
     --run they are off unless asked for."""
     from alignlab.config import find_project, project_config
-    from alignlab.rundir import sampling_for
-    from alignlab.serve.models import _trained_under
+    from alignlab.rundir import sampling_for, trained_under
 
     path = _run_path(run)
     cfg, _ = project_config(find_project(path) if path is not None else None)
     s = sampling_for(cfg.sampling, run)  # a full fine-tune decodes alone
-    system = _trained_under({"run": path}, cfg.system_prompt) if path is not None else cfg.system_prompt
+    system = trained_under([path], cfg.system_prompt)
     project = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
                "repetition_penalty": s.repetition_penalty, "system_prompt": system,
                "base_opening": (s.base_opening or "off") if run is not None else None,

@@ -138,7 +138,7 @@ class ModelPool:
                    base_opening: str | int | None = None, repetition_penalty: float = 1.0,
                    amplify: float = 0.0) -> ModelPool:
         """From CLI arguments: run dirs or NAME=RUN_DIR; the base is ``model`` or the first run's base."""
-        from alignlab.rundir import Run
+        from alignlab.rundir import Run, trained_under
 
         adapters: dict[str, Path] = {}
         for spec in specs:
@@ -153,7 +153,8 @@ class ModelPool:
             model = Run.open(next(iter(adapters.values()))).base if adapters else cfg.model
         return cls(model, adapters, device=device, precision=precision, base_opening=base_opening,
                    repetition_penalty=repetition_penalty, amplify=amplify,
-                   system_prompt=_trained_under(adapters, cfg.system_prompt))
+                   system_prompt=trained_under(adapters.values(), cfg.system_prompt, "one server opens every chat with one",
+                                               "serve them from separate `alignlab serve` commands"))
 
     @property
     def names(self) -> list[str]:
@@ -393,15 +394,3 @@ class _Tracker:
             if self.on_delta is not None:
                 self.on_delta(i, piece)
 
-
-def _trained_under(adapters: dict[str, Path], project_prompt: str | None) -> str | None:
-    """The system prompt the runs were trained and are exported with (each run's config.yaml, as its Modelfile's
-    SYSTEM), else the project's: served under another, an adapter would answer unlike its export."""
-    from alignlab.rundir import config_fields
-
-    # read as export reads it: a key this version does not know is no error
-    found = {config_fields(p).get("system_prompt") or None for p in adapters.values() if (Path(p) / "config.yaml").is_file()}
-    if len(found) > 1:
-        raise AlignlabError("the runs were trained under different system prompts; one server opens every chat with one",
-                            fix="serve them from separate `alignlab serve` commands")
-    return found.pop() if found else project_prompt
