@@ -67,7 +67,7 @@ def test_dpo_shares_the_prompt_and_scores_completions_only():
     m = memory(TINY, w, CPU)
     # prompt once (2) + chosen and rejected (2 x 3) = 8 tokens; each completion keeps a copy of the prompt's K/V
     assert m["activations"] == 8 * 2 * 88 * 4 + 2 * 1 * 2 * 2 * 2 * 2 * 4
-    assert m["logits"] == 6 * 10 * 4 * 2
+    assert m["logits"] == 6 * 10 * 4 * 3  # head_logps holds logits, log-softmax and its gradient in fp32 (it said 2)
 
 
 def test_full_fine_tuning_and_qlora_on_a_gpu():
@@ -91,8 +91,11 @@ def test_grpo_generation_and_training_do_not_overlap():
     w = Workload(method="grpo", lora_r=1, batch=1, num_generations=2, prompt_len=2, completion_len=3)
     m = memory(TINY, w, CPU)
     assert m["activations"] == (2 + 2 * 3) * 2 * 88 * 4
-    # KV cache: 2 sequences x 5 tokens x 2 layers x (K and V) x kv_dim 2 x fp32, plus one step's logits
-    assert m["generation"] == 2 * 5 * 2 * 2 * 2 * 4 + 2 * 10 * 4 * 2
+    # KV cache: 2 sequences x 5 tokens x 2 layers x (K and V) x kv_dim 2, plus one step's logits; the sampler's copy
+    # decodes in bf16 on a CPU that multiplies it natively (this one), in fp32 on one that does not
+    assert m["generation"] == 2 * 5 * 2 * 2 * 2 * 2 + 2 * 10 * 4 * 2
+    fp32_cpu = Device(key="cpu", name="no bf16", memory_bytes=1e9, peak_flops=1e9, bandwidth=1e9, kind="cpu", bf16=False)
+    assert memory(TINY, w, fp32_cpu)["generation"] == 2 * 5 * 2 * 2 * 2 * 4 + 2 * 10 * 4 * 2
     rest = sum(v for k, v in m.items() if k not in ("generation", "activations", "logits"))
     assert peak_bytes(m) == rest + max(m["activations"] + m["logits"], m["generation"])
     vllm = memory(TINY, Workload(method="grpo", vllm=True, batch=1, prompt_len=2, completion_len=3), GPU)
@@ -271,3 +274,125 @@ def test_a_runs_measured_peak_memory_starts_at_its_own_first_step():
     record._reset_peak_rss()
     after, how = record.measured_peak_bytes("cpu")
     assert "this run" in how and after < before - (200 << 20)
+
+
+_HEAD_PEAK = """
+import sys, torch
+N, V, W, kind = int(sys.argv[1]), int(sys.argv[2]), 32, sys.argv[3]
+torch.manual_seed(0)
+w, h = torch.randn(V, W) * 0.02, torch.randn(N, W, requires_grad=True)
+labels = torch.randint(0, V, (N,))
+if kind == "head":
+    from alignlab.train.logps import head_logps
+    run = lambda: head_logps(w, h, labels)[0].sum()
+else:  # TRL's fused kernel as its LM-head forward calls it, folded by torch (no Triton on a CPU)
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+    run = lambda: ChunkedLogProbFunction.apply(h, w, None, labels, 1.0, 32768, None, 1.0, ("log_probs", "entropy"))[0].sum()
+def status(key):  # kB from /proc/self/status
+    return next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith(key + ":"))
+base = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from here
+run().backward()
+print((status("VmHWM") - base) * 1024)
+"""
+
+
+def _measured_head_bytes(tmp_path, tokens: int, vocab: int, kind: str) -> float:
+    """Peak RSS over one forward and backward of the LM head path, in a fresh process (bytes; Linux's VmHWM)."""
+    import os
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+
+    script = tmp_path / "head_peak.py"
+    script.write_text(_HEAD_PEAK)
+    r = subprocess.run([sys.executable, str(script), str(tokens), str(vocab), kind], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def test_the_logits_term_is_what_the_lm_head_holds(tmp_path):
+    """SFT's head (train.logps.head_logps) runs past HEAD_BUDGET logits in checkpointed chunks, TRL's fused kernel in
+    tiles of 4096 tokens x 32768 columns; the plan counted every scored token x vocabulary x 4 bytes x 2-3 copies
+    (2.25 GiB where 0.82 was measured). Measured on this CPU against the plan's term for the same tokens."""
+    from alignlab.plan.estimate import logits_bytes
+
+    shape = ModelShape(name="v16k", layers=2, hidden=32, intermediate=64, heads=2, kv_heads=1, head_dim=16, vocab=16384,
+                       tied=True)
+    sft = Workload(method="sft", batch=1, prompt_len=0, completion_len=8192)  # 8192 scored tokens
+    planned = memory(shape, sft, CPU)["logits"]
+    measured = _measured_head_bytes(tmp_path, 8192, 16384, "head")
+    assert 0.75 < planned / measured < 1.35, (planned / 2**30, measured / 2**30)
+    # below the budget the three fp32 copies are all alive: 1024 tokens
+    small = memory(shape, Workload(method="sft", batch=1, prompt_len=0, completion_len=1024), CPU)["logits"]
+    assert 0.75 < small / _measured_head_bytes(tmp_path, 1024, 16384, "head") < 1.35
+    # TRL's kernel off CUDA (KTO here, every position of its 8192 tokens scored): about ten fp32 tiles of 4096 tokens
+    kto = Workload(method="kto", batch=1, prompt_len=4096, completion_len=4096)
+    tp = {"grad": 8192.0, "scored": 8192.0}
+    small_vocab = ModelShape(name="v4k", layers=2, hidden=32, intermediate=64, heads=2, kv_heads=1, head_dim=16,
+                             vocab=4096, tied=True)
+    planned = logits_bytes(small_vocab, kto, tp, CPU)
+    assert 0.75 < planned / _measured_head_bytes(tmp_path, 8192, 4096, "kernel") < 1.35
+
+
+def test_on_cuda_the_fused_kernel_holds_one_bf16_tile():
+    """The DPO family's concatenated forward, KTO and GRPO on CUDA run TRL's Triton kernel: one (4096 tokens x 32768
+    columns) buffer in the compute precision (trl.kernels.chunked_logprob: mm_buf), whatever the batch. The plan
+    showed 13.9 GiB of logits for Qwen2.5 1.5B DPO at batch 8 and 1024 tokens ('fits on a 24 GB card')."""
+    from trl.kernels import chunked_logprob
+    from trl.trainer import utils as trl_utils
+
+    from alignlab.plan import estimate as est
+    from alignlab.train import logps
+
+    assert (est.TOKEN_TILE, est.VOCAB_CHUNK, est.HEAD_BUDGET) == \
+        (chunked_logprob.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, logps.HEAD_BUDGET)
+    tile = chunked_logprob.TOKEN_CHUNK_SIZE * trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE * 2  # bf16
+    qwen = resolve_shape("qwen2.5-1.5b")
+    h100 = Device(key="h100", name="H100", memory_bytes=80 * 2**30, peak_flops=1e15, bandwidth=3e12, kind="cuda")
+    for method in ("dpo", "simpo", "kto", "grpo"):
+        w = Workload(method=method, batch=8, prompt_len=256, completion_len=768, grad_ckpt=True, shared_prompt=False)
+        assert memory(qwen, w, h100)["logits"] == tile, method
+    few = Workload(method="dpo", batch=1, prompt_len=16, completion_len=16, grad_ckpt=True, shared_prompt=False)
+    assert memory(qwen, few, h100)["logits"] == 2 * 16 * 32768 * 2  # fewer scored tokens than a tile: those only
+    e = estimate(qwen, Workload(method="dpo", batch=8, prompt_len=256, completion_len=768, grad_ckpt=True,
+                                shared_prompt=False), h100)
+    assert e.peak_gib < 10, e.memory
+
+
+def test_gpu_memory_is_what_the_card_reports():
+    """Cards were sized as GB x 1e9 (an 80 GB H100 as 74.5 GiB, an RTX 4090 as 22.4) while training reads
+    torch's total_memory (an H100 reports 81,559 MiB = 85,520,809,984 bytes), so a 76 GiB plan 'did not fit' an H100."""
+    from alignlab.plan.devices import gpu
+    from alignlab.plan.report import verdict
+
+    h100 = gpu("h100")
+    assert h100.memory_bytes == 85_520_809_984 and h100.label_gb == 80
+    assert 23.9 < gpu("rtx-4090").memory_bytes / 2**30 < 24.0 and 139 < gpu("h200").memory_bytes / 2**30 < 141
+    assert gpu("m2-max").memory_bytes == 0.75 * 96 * 2**30  # a Mac's unified memory: binary GB, 3/4 for its GPU
+    mistral = resolve_shape("mistral-7b")
+    w = Workload(method="dpo", batch=2, prompt_len=256, completion_len=2100, shared_prompt=False)
+    e = estimate(mistral, w, h100)
+    assert 74.5 < e.peak_gib < 79.6 and e.fits, e.peak_gib
+    assert verdict(mistral, w, e, h100, None, [gpu("rtx-4090")]).startswith("fits on a 24 GB card (RTX 4090 24GB)")
+
+
+def test_a_macs_gpu_trains_fp32_weights_and_is_its_own_kind():
+    """models.loading.pick_dtype loads fp32 off CUDA; the plan counted bf16 on a Mac, and a run there was recorded
+    (and calibrated) as this CPU's."""
+    from alignlab.models.loading import pick_dtype
+    from alignlab.plan.devices import gpu, mps_device
+
+    import torch
+
+    assert pick_dtype("mps") == torch.float32
+    shape = resolve_shape("qwen2.5-0.5b")
+    m = memory(shape, Workload(method="dpo", batch=1, prompt_len=8, completion_len=8), gpu("m2-max"))
+    assert m["weights"] == shape.total_params * 4
+    mac = mps_device("Apple M3 Max", 96 * 2**30)
+    assert (mac.kind, mac.key, mac.peak_flops, mac.memory_bytes) == ("mps", "m3-max", 14.2e12, 96 * 2**30)
+    other = mps_device("Apple M1", 16 * 2**30)  # no row: the slowest Apple figures, never this CPU's
+    assert other.kind == "mps" and other.peak_flops == min(gpu(k).peak_flops for k in ("m2-max", "m3-max", "m4-max"))

@@ -97,3 +97,136 @@ def test_calibration_replaces_the_fp32_cap_with_the_fitted_share():
     assert f["train_fp32"] == 0.0
     assert f["train"] == pytest.approx(0.07, rel=1e-3)  # 7 GFLOP/s of a 100 GFLOP/s peak
     assert step_seconds(shape, w, dev, f)["total"] == pytest.approx(t, rel=1e-3)
+
+
+def _h200_run(root, seconds=1.0):
+    """A run directory as README's GPU speed run recorded it: SmolLM2-135M DPO, batch 16, 1.0 s per step on an H200."""
+    from alignlab.plan.devices import gpu
+
+    shape = resolve_shape("smollm2-135m")
+    w = Workload(method="dpo", batch=16, prompt_len=40, completion_len=43, peak_prompt_len=57, peak_completion_len=74,
+                 shared_prompt=False, steps=60)
+    h200 = gpu("h200")
+    rec = {"workload": w.__dict__, "model_shape": shape.to_dict(),
+           "device": {"kind": "cuda", "name": "NVIDIA H200", "peak_flops": h200.peak_flops, "bandwidth": h200.bandwidth,
+                      "memory_bytes": h200.memory_bytes, "bf16": True, "measured": {}},
+           "estimate": {}, "measured": {"step_seconds": seconds, "peak_memory_gib": 3.0}}
+    root.mkdir(parents=True)
+    (root / "run.json").write_text(json.dumps({"plan": rec}))
+    return root
+
+
+def _mistral_dpo():
+    from alignlab.plan.devices import gpu
+
+    w = Workload(method="dpo", batch=2, prompt_len=256, completion_len=768, grad_ckpt=True, shared_prompt=False,
+                 examples=2000, epochs=3, precompute_ref=True)
+    return resolve_shape("mistral-7b"), w, gpu("a100-80gb")
+
+
+def test_one_small_gpu_run_puts_its_gap_in_the_per_layer_cost(tmp_path, monkeypatch):
+    """Calibrated from the one SmolLM2 run, a Mistral 7B DPO plan went from 1.5 h to 254 h: the whole launch-bound
+    second went into the FLOP share (0.002 of the peak). A small model's step is its fixed per-layer cost."""
+    from alignlab.plan.calibrate import calibrate, load_factors
+    from alignlab.plan.estimate import DEFAULT_FACTORS, estimate
+    from alignlab.plan.report import notes
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    rep = calibrate(_h200_run(tmp_path / "runs" / "r1"))
+    assert rep["cuda"]["runs"][0]["ratio"] == pytest.approx(1.0, rel=1e-3)  # the run itself: as measured
+    assert rep["cuda"]["how"] == "overhead" and "cannot tell the FLOP share from the per-layer cost" in rep["cuda"]["note"]
+    f = load_factors("cuda")
+    assert f["train"] == DEFAULT_FACTORS["cuda"]["train"] and f["pass_layer_overhead_s"] > 0.02
+    shape, w, a100 = _mistral_dpo()
+    before, after = estimate(shape, w, a100), estimate(shape, w, a100, f)
+    assert 1.0 < after.total_hours / before.total_hours < 2.0, (before.total_hours, after.total_hours)
+    # and the plan says its factors come from a model fifty times smaller
+    assert any("calibrated on runs of at most 135M parameters" in n for n in notes(shape, w, a100))
+    assert notes(resolve_shape("smollm2-360m"), w, a100) == []
+
+
+def test_runs_of_two_sizes_fit_the_flop_share_and_the_per_layer_cost_together():
+    """Runs timed as if training reached 20% of the peak plus 5 ms per layer pass, on a 135M and a 1.5B model."""
+    from alignlab.plan.calibrate import fit_details
+    from alignlab.plan.devices import gpu
+
+    truth = {"train": 0.2, "decode_bw": 0.6, "layer_overhead_s": 2.5e-4, "pass_layer_overhead_s": 5e-3}
+    h200 = gpu("h200")
+    recs = []
+    for name, batch in (("smollm2-135m", 4), ("qwen2.5-1.5b", 8)):
+        shape = resolve_shape(name)
+        w = Workload(method="dpo", batch=batch, prompt_len=128, completion_len=128, shared_prompt=False)
+        t = step_seconds(shape, w, h200, truth)["total"]
+        recs.append({"workload": w.__dict__, "model_shape": shape.to_dict(), "measured": {"step_seconds": t},
+                     "device": {"kind": "cuda", "name": "h200", "peak_flops": h200.peak_flops,
+                                "bandwidth": h200.bandwidth, "memory_bytes": h200.memory_bytes}})
+    f, how = fit_details(recs, "cuda")
+    assert how == "joint"
+    assert f["train"] == pytest.approx(0.2, rel=1e-3) and f["pass_layer_overhead_s"] == pytest.approx(5e-3, rel=1e-3)
+
+
+def test_a_tiny_cpu_run_does_not_slow_a_real_models_plan(tiny_model, tmp_path, monkeypatch):
+    """A 3-step run of a 2-layer test model took the default model's DPO plan on a CPU from 11.9 s to 271 s per step
+    once calibrated from it: its step is Python and fixed costs, not FLOPs."""
+    from helpers import cfg_for, write_pairs
+
+    from alignlab.plan.calibrate import _unit, calibrate, load_factors
+    from alignlab.plan.estimate import DEFAULT_FACTORS
+    from alignlab.train import engine
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    data = write_pairs(tmp_path / "pairs.jsonl", 8)
+    ctx = engine.prepare("dpo", cfg_for(tiny_model, **{"train.max_steps": 3, "train.device": "cpu"}), str(data),
+                         tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    record = json.loads((run_dir / "run.json").read_text())["plan"]
+    calibrate(run_dir)
+    big = {**record, "model_shape": resolve_shape("smollm2-135m").to_dict(),
+           "workload": Workload(method="dpo", batch=4, prompt_len=40, completion_len=43).__dict__}
+    default, calibrated = _unit(big, DEFAULT_FACTORS["cpu"])["total"], _unit(big, load_factors("cpu"))["total"]
+    assert calibrated < 3 * default, (default, calibrated)
+
+
+def test_a_factor_file_edited_by_hand_falls_back_to_the_defaults(tmp_path, monkeypatch, capsys):
+    """{"cpu": {"factors": {"train": 0}}} divided every CPU plan by zero; "x" was a TypeError; a file holding "{"
+    broke --calibrate while the plan ignored it."""
+    from alignlab.plan import calibrate as cal
+    from alignlab.plan.estimate import DEFAULT_FACTORS
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path))
+    path = tmp_path / "plan-factors.json"
+    for factors, bad in [({"train": 0}, "train = 0"), ({"train": "x"}, "train = 'x'"), ({"decode_bw": -1}, "decode_bw"),
+                         ({"layer_overhead_s": float("inf")}, "layer_overhead_s"), ({"train": True}, "train = True")]:
+        cal._WARNED.clear()
+        path.write_text(json.dumps({"cpu": {"factors": {**factors, "pass_layer_overhead_s": 0.002}}}))
+        f = cal.load_factors("cpu")
+        assert {k: f[k] for k in factors} == {k: DEFAULT_FACTORS["cpu"][k] for k in factors}
+        assert f["pass_layer_overhead_s"] == 0.002  # the valid ones are kept
+        assert bad in capsys.readouterr().err
+    for text in ("{", "[1, 2]", '{"cpu": [1]}'):
+        cal._WARNED.clear()
+        path.write_text(text)
+        assert cal.load_factors("cpu") == DEFAULT_FACTORS["cpu"]
+    path.write_text("{")  # --calibrate replaces it, with a word
+    cal.calibrate(_h200_run(tmp_path / "runs" / "r1"))
+    assert json.loads(path.read_text())["cuda"]["how"] == "overhead"
+
+
+def test_training_survives_a_broken_plan_file(tiny_model, tmp_path, monkeypatch):
+    """With plan-factors.json holding a zero training share `alignlab train` died with ZeroDivisionError (and a
+    plan-cpu.json holding a list with TypeError), leaving a run directory behind: the plan only informs."""
+    from helpers import cfg_for, write_pairs
+
+    from alignlab.train import engine
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("ALIGNLAB_HOME", str(home))
+    (home / "plan-factors.json").write_text(json.dumps({"cpu": {"factors": {"train": 0}}}))
+    (home / "plan-cpu.json").write_text("[]")
+    data = write_pairs(tmp_path / "pairs.jsonl", 8)
+    ctx = engine.prepare("dpo", cfg_for(tiny_model, **{"train.max_steps": 2, "train.device": "cpu"}), str(data),
+                         tmp_path / "runs")
+    run_dir = engine.run(ctx, str(data))
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["plan"]["estimate"]["step_seconds"] > 0 and len(info["plan"]["measured"]["step_durations"]) == 2

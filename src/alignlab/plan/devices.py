@@ -37,14 +37,29 @@ def gpu(key: str) -> Device:
     return Device(
         key=k,
         name=d["name"],
-        memory_bytes=d["memory_gb"] * 1e9 * usable,
+        # what the card reports (MiB), not the GB on the box: an "80 GB" H100 holds 79.6 GiB, as torch sees it
+        memory_bytes=d["memory_mib"] * 2**20 * usable,
         peak_flops=d["bf16_tflops"] * 1e12,
         bandwidth=d["bandwidth_gbs"] * 1e9,
         kind=d["kind"],
         bf16=d.get("bf16", True),
         usd_per_hour=price.get("usd_per_hour"),
         price_source=price.get("source"),
+        label_gb=d["memory_gb"],
     )
+
+
+def mps_device(chip: str, memory_bytes: float) -> Device:
+    """A Mac's GPU as a Device: its row of the table when the chip has one ("Apple M2 Max"), else the table's slowest
+    Apple figures; ``memory_bytes``: what Metal lets a process use (torch.mps.recommended_max_memory)."""
+    import re
+
+    words = set(re.split(r"[^a-z0-9]+", chip.lower()))
+    rows = {k: d for k, d in gpu_table().items() if d.get("kind") == "mps"}
+    key = next((k for k in rows if set(k.split("-")) <= words), None)
+    spec = rows[key] if key else min(rows.values(), key=lambda d: d["bf16_tflops"])
+    return Device(key=key or "mps", name=chip or "Apple GPU", memory_bytes=float(memory_bytes),
+                  peak_flops=spec["bf16_tflops"] * 1e12, bandwidth=spec["bandwidth_gbs"] * 1e9, kind="mps", bf16=False)
 
 
 def all_gpus() -> list[Device]:
@@ -118,9 +133,11 @@ def cached_cpu() -> dict:
     key = f"{_cpu_model()}|{torch.get_num_threads()}"
     try:
         cache = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         cache = {}
-    if key in cache:
+    if not isinstance(cache, dict):  # edited by hand: measured again and rewritten
+        cache = {}
+    if isinstance(cache.get(key), dict) and {"fp32_gflops", "bf16_gflops", "bandwidth_gbs", "threads"} <= set(cache[key]):
         m = dict(cache[key])
         m.update({k: v for k, v in _memory().items()})
         return m

@@ -2,8 +2,9 @@
 
 Memory (bytes), each term written out in :func:`memory`:
 
-- weights at their precision: fp32 on a CPU (4 bytes), bf16 on GPUs (2), QLoRA's NF4 with double
-  quantization (4.127 bits per projection weight; embeddings and LM head stay bf16);
+- weights at their precision: fp32 on a CPU or a Mac's GPU (4 bytes: ``pick_dtype`` loads bf16 on CUDA only),
+  bf16 on CUDA GPUs (2), QLoRA's NF4 with double quantization (4.127 bits per projection weight; embeddings and LM
+  head stay bf16);
 - LoRA parameters, their gradients and AdamW's two moments, all fp32 (PEFT keeps adapters in fp32):
   16 bytes per trainable parameter; full fine-tuning: weights + gradients + two moments at the weight
   precision (torch AdamW keeps its states in the parameter's dtype);
@@ -11,13 +12,16 @@ Memory (bytes), each term written out in :func:`memory`:
   ``6*hidden + 6*q_dim + 4*kv_dim + 4*intermediate`` (two RMSNorms with their fp32 intermediates,
   q/k/v, RoPE's inputs, k/v repeated for grouped-query attention, attention output, SwiGLU's four
   intermediates); with gradient checkpointing only each layer's input (hidden) plus one layer in full;
-- logits: scored tokens x vocabulary x 4 bytes (fp32 log-probs) x copies alive at once (3 for full-vocabulary
-  losses: logits, log-softmax, its gradient; SFT scores its completion tokens only, KTO every token; 2 for
-  alignlab's preference path;
-  one vocabulary tile for the chunked kernel of the online methods);
+- logits: the LM head's working memory, as the path that computes it holds it (:func:`logits_bytes`):
+  alignlab's ``head_logps`` (SFT on one process, the DPO family's prompt-once forward) keeps three fp32 copies
+  (logits, log-softmax, its gradient) of at most ``HEAD_BUDGET`` logits, checkpointed chunks past it; TRL's fused
+  kernel (the DPO family's concatenated forward, KTO, GRPO/RLOO) one tile of at most 4096 tokens x 32768 columns,
+  folded in place by Triton on CUDA in the compute precision, by torch elsewhere with about ten fp32 tiles alive
+  (measured); PPO's own forward the whole vocabulary's fp32 log-softmax and its gradient;
 - reference model: none extra (the adapter-disabled base), a second weight copy for full fine-tuning;
   its no-grad forward is transient and smaller than the policy's;
-- generation (GRPO/RLOO/PPO): KV cache of every sequence at full length plus one step's logits; or a
+- generation (GRPO/RLOO/PPO): KV cache of every sequence at full length (bf16 on a CPU that multiplies it natively:
+  the sampler's copy) plus one step's logits; or a
   vLLM colocate reservation (a fraction of the card, TRL's ``vllm_gpu_memory_utilization`` 0.3), held for the
   whole run and so on top of training's peak;
 - PPO: the value head (hidden+1) and any reward model's weights;
@@ -55,7 +59,11 @@ NF4_BYTES = 4.127 / 8  # NF4 with double-quantized absmax, blocks of 64
 CPU_RUNTIME_BYTES = int(0.80 * GIB)  # python + torch + transformers + trl + peft + datasets + tokenizer, measured RSS
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 VLLM_COLOCATE_FRACTION = 0.3
-VOCAB_CHUNK = 32768
+# the LM head's working sizes, as the code that runs it has them (tests/plan/test_plan_memory.py checks each):
+HEAD_BUDGET = 1 << 26  # alignlab.train.logps.HEAD_BUDGET: logits head_logps computes at once, past it in chunks
+TOKEN_TILE = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE: tokens per tile of TRL's fused LM-head kernel
+VOCAB_CHUNK = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE: vocabulary columns per tile
+FOLD_TILES = 10  # fp32 tiles alive when torch folds a tile (no Triton: CPUs, Macs); measured 8.3-10.9 on a CPU
 
 DEFAULT_FACTORS = {
     # train: share of the matmul peak reached by a training step; decode_bw: share of memory bandwidth
@@ -137,18 +145,19 @@ class Device:
     usd_per_hour: float | None = None
     price_source: str | None = None
     measured: dict = field(default_factory=dict)
+    label_gb: float | None = None  # the card's memory as sold ("24 GB card"); memory_bytes is what it reports
 
 
 def weight_bytes_per_param(device: Device, mode: str) -> float:
-    if device.kind == "cpu":
-        return 4.0  # alignlab keeps fp32 weights on CPUs (bf16 only as autocast)
+    if device.kind in ("cpu", "mps"):
+        return 4.0  # fp32 weights off CUDA (models.loading.pick_dtype; on CPUs bf16 only as autocast)
     if device.kind == "cuda" and not device.bf16:
         return 4.0 if mode != "qlora" else 2.0  # T4: fp32 weights, fp16 compute
     return 2.0
 
 
 def act_bytes(device: Device) -> float:
-    return 4.0 if device.kind == "cpu" or not device.bf16 else 2.0
+    return 4.0 if device.kind in ("cpu", "mps") or not device.bf16 else 2.0
 
 
 def _token_plan(w: Workload) -> dict:
@@ -157,23 +166,23 @@ def _token_plan(w: Workload) -> dict:
     m = w.method
     if m == methods.SFT:
         grad = B * (p + c)  # the LM head runs on the completion's positions only (alignlab.train.sft)
-        return {"grad": grad, "nograd": 0.0, "scored": B * c, "logit_copies": 3, "gen_seqs": 0}
+        return {"grad": grad, "nograd": 0.0, "scored": B * c, "gen_seqs": 0}
     if m in PREFERENCE:
         grad = (B * p + 2 * B * c) if w.shared_prompt else 2 * B * (p + c)
         ref = 0.0 if (m in REFERENCE_FREE or w.precompute_ref) else grad
-        return {"grad": grad, "nograd": ref, "scored": 2 * B * c, "logit_copies": 2, "gen_seqs": 0}
+        return {"grad": grad, "nograd": ref, "scored": 2 * B * c, "gen_seqs": 0}
     if m == methods.KTO:  # TRL: policy on the batch; policy and reference on a mismatched KL batch; reference on the batch
         grad = B * (p + c)
-        return {"grad": grad, "nograd": 3 * grad, "scored": grad, "logit_copies": 3, "gen_seqs": 0}
+        return {"grad": grad, "nograd": 3 * grad, "scored": grad, "gen_seqs": 0}
     if m == methods.RM:
         grad = 2 * B * (p + c)
-        return {"grad": grad, "nograd": 0.0, "scored": 0.0, "logit_copies": 0, "gen_seqs": 0}
+        return {"grad": grad, "nograd": 0.0, "scored": 0.0, "gen_seqs": 0}
     # online: B prompts x G completions, generated then scored
     grad = (B * p + B * G * c) if w.shared_prompt else B * G * (p + c)
     if m == methods.PPO:  # old log-probs and reference (no grad), then ppo_epochs passes with gradient
         return {"grad": w.ppo_epochs * grad, "nograd": 2 * grad, "scored": w.ppo_epochs * B * G * c,
-                "logit_copies": 0, "gen_seqs": B * G, "grad_once": grad}
-    return {"grad": grad, "nograd": grad, "scored": B * G * c, "logit_copies": 0, "gen_seqs": B * G, "grad_once": grad}
+                "gen_seqs": B * G, "grad_once": grad}
+    return {"grad": grad, "nograd": grad, "scored": B * G * c, "gen_seqs": B * G, "grad_once": grad}
 
 
 def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
@@ -213,22 +222,14 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
     if w.method in PREFERENCE and w.shared_prompt:  # each completion keeps its copy of the prompt's K/V
         acts += 2 * pw.batch * pw.prompt_len * L * 2 * shape.kv_dim * ab
     out["activations"] = acts
-    scored = tp["scored"] / (w.ppo_epochs if w.method == methods.PPO else 1)
-    if tp["logit_copies"]:
-        out["logits"] = scored * shape.vocab * 4.0 * tp["logit_copies"]
-    elif w.method == methods.PPO:  # its own forward: the whole vocabulary's fp32 log-softmax and its gradient
-        out["logits"] = scored * shape.vocab * 4.0 * 2
-    elif w.method in ONLINE:
-        out["logits"] = scored * min(shape.vocab, VOCAB_CHUNK) * 4.0 * 2  # one vocabulary tile and its softmax
-    else:
-        out["logits"] = 0.0
+    out["logits"] = logits_bytes(shape, pw, tp, device)
     if w.method in ONLINE:
         seqs = tp["gen_seqs"] * w.grad_accum  # one generation call per optimizer step
         ctx = pw.prompt_len + pw.completion_len
         if w.vllm and device.kind == "cuda":  # colocated vLLM holds its share of the card for the whole run
             out["vllm"] = VLLM_COLOCATE_FRACTION * device.memory_bytes
-        else:
-            kv = seqs * ctx * L * 2 * shape.kv_dim * ab
+        else:  # on a CPU the sampler's copy decodes, bf16 where the CPU multiplies it natively
+            kv = seqs * ctx * L * 2 * shape.kv_dim * (2.0 if device.kind == "cpu" and device.bf16 else ab)
             out["generation"] = kv + seqs * shape.vocab * 4.0 * 2
         out["reward_model"] = w.reward_params * (4.0 if device.kind == "cpu" else 2.0)
         if device.kind == "cpu":  # train/sampler.GenerationCopy: a merged copy of the policy to sample from, untied,
@@ -239,6 +240,28 @@ def memory(shape: ModelShape, w: Workload, device: Device) -> dict[str, float]:
             out["critic"] = (h + 1) * 16.0  # value head: weights, gradient, two moments (fp32)
     out["runtime"] = CPU_RUNTIME_BYTES if device.kind == "cpu" else (CUDA_CONTEXT_BYTES if device.kind == "cuda" else 0.0)
     return out
+
+
+def logits_bytes(shape: ModelShape, w: Workload, tp: dict, device: Device) -> float:
+    """The LM head's working memory at its peak, as the path that computes it holds it."""
+    vocab = shape.vocab
+    scored = tp["scored"] / (w.ppo_epochs if w.method == methods.PPO else 1)
+    if not scored:
+        return 0.0
+    if w.method == methods.PPO:  # its own forward: the whole vocabulary's fp32 log-softmax and its gradient
+        return scored * vocab * 4.0 * 2
+    if (w.method == methods.SFT and w.processes == 1) or (w.method in PREFERENCE and w.shared_prompt):
+        # train.logps.head_logps: logits, log-softmax and its gradient in fp32; past HEAD_BUDGET in checkpointed
+        # chunks of HEAD_BUDGET // vocab tokens, of which one is alive at a time
+        tokens = scored if scored * vocab <= HEAD_BUDGET else max(1, HEAD_BUDGET // vocab)
+        return tokens * vocab * 4.0 * 3
+    cols = min(vocab, VOCAB_CHUNK)
+    if device.kind == "cuda":  # TRL's fused kernel: Triton folds one tile of the scored positions in place
+        return min(scored, TOKEN_TILE) * cols * act_bytes(device)
+    # torch folds the tile with fp32 temporaries; TRL's forward scores every position there (alignlab's online
+    # prompt-once forward the scored ones only)
+    tokens = scored if (w.method in ONLINE and w.shared_prompt) else tp.get("grad_once", tp["grad"])
+    return min(tokens, TOKEN_TILE) * cols * 4.0 * FOLD_TILES
 
 
 def peak_bytes(parts: dict[str, float]) -> float:

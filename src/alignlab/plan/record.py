@@ -191,7 +191,24 @@ def this_device(device: str) -> Device:
             peak_flops=spec["bf16_tflops"] * 1e12, bandwidth=spec["bandwidth_gbs"] * 1e9, kind="cuda",
             bf16=torch.cuda.is_bf16_supported(),
         )
+    if device.startswith("mps"):  # its own kind: a Mac's runs calibrate the mps factors, not this CPU's
+        import torch
+
+        from alignlab.plan.devices import mps_device
+
+        return mps_device(_apple_chip(), float(torch.mps.recommended_max_memory()))
     return cpu_device(cached_cpu())
+
+
+def _apple_chip() -> str:
+    """The Mac's chip as macOS names it ("Apple M2 Max"), or "" where it cannot be read."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _model_shape(ctx):
@@ -218,8 +235,11 @@ def before_training(ctx) -> dict | None:
         w = workload_from_context(ctx)
         dev = this_device(ctx.device)
         est = estimate(shape, w, dev, load_factors(dev.kind))
-    except (AlignlabError, OSError, ValueError, KeyError) as err:
+    except AlignlabError as err:
         console.print(f"[yellow]plan: no estimate for this run ({err})[/]")
+        return None
+    except Exception as err:  # noqa: BLE001 - the plan only informs: whatever breaks it must not stop the training
+        console.print(f"[yellow]plan: no estimate for this run ({type(err).__name__}: {err})[/]")
         return None
     if ctx.device.startswith("cuda"):
         import torch

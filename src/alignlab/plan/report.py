@@ -4,19 +4,55 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from alignlab.plan.calibrate import load_factors
+from alignlab.plan.calibrate import calibrated_sizes, load_factors
 from alignlab.plan.devices import all_gpus, cpu_device, gpu, price_table
-from alignlab.plan.estimate import GIB, ONLINE, Device, Estimate, Workload, estimate
+from alignlab.plan.estimate import GIB, ONLINE, PREFERENCE, Device, Estimate, Workload, estimate
 from alignlab.plan.shapes import ModelShape
 
+EXTRAPOLATION = 10  # a plan for a model this many times the calibration runs' largest says its factors are a stretch
 
-def _for(shape: ModelShape, w: Workload, dev: Device) -> Estimate | None:
+
+def shares_prompt(w: Workload, dev: Device, setting: str = "auto") -> bool:
+    """Whether the run shares each prompt's forward between its answers, as training decides it
+    (record._shares_prompt): never under gradient checkpointing; online methods on a CPU only; the DPO family by
+    ``train.shared_prompt`` (auto: off CUDA)."""
+    if w.grad_ckpt:
+        return False
+    if w.method in ONLINE:
+        return dev.kind == "cpu"
+    if w.method in PREFERENCE:
+        return setting == "on" or (setting == "auto" and dev.kind != "cuda")
+    return True
+
+
+def _for(shape: ModelShape, w: Workload, dev: Device, shared: str = "auto") -> Estimate | None:
     if w.mode == "qlora" and dev.kind != "cuda":
         return None
-    # alignlab's prompt-once forward, as the trainers decide it (train.shared_prompt auto; preference.shares_prompt):
-    # off CUDA only, never under gradient checkpointing; on CUDA the DPO family runs TRL's concatenated forward
-    ww = replace(w, shared_prompt=w.shared_prompt and dev.kind != "cuda" and not w.grad_ckpt)
-    return estimate(shape, ww, dev, load_factors(dev.kind))
+    return estimate(shape, replace(w, shared_prompt=shares_prompt(w, dev, shared)), dev, load_factors(dev.kind))
+
+
+def money(usd: float) -> str:
+    """"about $1.03"; a cost that rounds to nothing is "under $0.01", not "$0.00"."""
+    return "under $0.01" if usd < 0.005 else f"about ${usd:.2f}"
+
+
+def notes(shape: ModelShape, w: Workload, dev: Device | None) -> list[str]:
+    """What the plan assumes that the user may not have meant: past the model's context, a rank wider than the
+    model, factors calibrated on much smaller runs."""
+    out = []
+    longest = (w.peak_prompt_len or w.prompt_len) + (w.peak_completion_len or w.completion_len)
+    if shape.max_position and longest > shape.max_position:
+        out.append(f"{longest:.0f} tokens per sequence are more than {shape.name} was trained for "
+                   f"({shape.max_position}, max_position_embeddings); its answers past that are not to be trusted")
+    if w.mode != "full" and w.lora_r > shape.hidden:
+        out.append(f"LoRA rank {w.lora_r} is wider than the model ({shape.hidden}): the adapter has more parameters "
+                   "than a full update of the layers it adapts; ranks of 8-64 are usual")
+    cal = calibrated_sizes(dev.kind) if dev is not None else None
+    if cal and shape.total_params > EXTRAPOLATION * cal["params"][1]:
+        out.append(f"the {dev.kind} factors were calibrated on runs of at most {cal['params'][1] / 1e6:,.0f}M "
+                   f"parameters; this plan for {shape.total_params / 1e9:.3g}B extrapolates from them "
+                   "(recalibrate with a run nearer this size)")
+    return out
 
 
 def hours_text(hours: float) -> str:
@@ -27,11 +63,13 @@ def hours_text(hours: float) -> str:
     return f"{hours:.1f} h"
 
 
-def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool = False) -> dict:
-    """The JSON object ``alignlab plan --json`` prints (see README for the contract)."""
+def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool = False, extra_notes=(),
+          shared: str = "auto") -> dict:
+    """The JSON object ``alignlab plan --json`` prints (see README for the contract); ``shared``:
+    ``train.shared_prompt``; ``extra_notes``: lines about the flags, shown with the plan's own."""
     rows = []
     for dev in all_gpus():
-        est = _for(shape, w, dev)
+        est = _for(shape, w, dev, shared)
         if est is not None:
             rows.append((dev, est))
     priced = [(d, e) for d, e in rows if e.fits and e.cost_usd is not None]
@@ -40,10 +78,10 @@ def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool =
     fitting = sorted((d for d, e in rows if e.fits and d.kind == "cuda"), key=lambda d: (d.memory_bytes, d.usd_per_hour or 0))
     if cpu:
         chosen_dev = cpu_device()
-        chosen = _for(shape, w, chosen_dev)
+        chosen = _for(shape, w, chosen_dev, shared)
     elif device:
         chosen_dev = gpu(device)
-        chosen = _for(shape, w, chosen_dev)
+        chosen = _for(shape, w, chosen_dev, shared)
         if chosen is None:
             from alignlab.errors import AlignlabError
 
@@ -69,9 +107,11 @@ def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool =
             ],
             "cheapest": None if cheapest is None else {"key": cheapest[0].key, "name": cheapest[0].name,
                                                        "cost_usd": round(cheapest[1].cost_usd, 4),
-                                                       "total_hours": round(cheapest[1].total_hours, 3)},
+                                                       "total_hours": round(cheapest[1].total_hours, 3),
+                                                       "cards": w.processes},
             "smallest_fitting": None if not fitting else {"key": fitting[0].key, "name": fitting[0].name},
             "price_date": price_table()["date"],
+            "notes": [*extra_notes, *notes(shape, w, chosen_dev)],
         }
     )
     out["verdict"] = verdict(shape, w, chosen, chosen_dev, cheapest, fitting)
@@ -90,16 +130,21 @@ def verdict(shape, w, chosen, dev, cheapest, fitting) -> str:
         peak = chosen.peak_gib if chosen else 0
         tip = "try --qlora, --gradient-checkpointing or a smaller batch" if w.mode != "qlora" else "try a smaller batch or sequence"
         return f"{w.method} with {how} needs about {peak:.0f} GiB and fits on none of the listed GPUs; {tip}"
+    n = w.processes  # N processes: N cards, each holding the peak, the cost N cards' for the run's time
     parts = []
     if fitting:
         small = fitting[0]
-        parts.append(f"fits on a {small.memory_bytes / 1e9:.0f} GB card ({small.name}) with {how}")
+        size = f"{small.label_gb or small.memory_bytes / GIB:.0f} GB"
+        cards = f"{'an' if size.startswith(('8', '11', '18')) else 'a'} {size} card" if n == 1 else \
+            f"{size} cards, one per process"
+        parts.append(f"fits on {cards} ({small.name}) with {how}")
     if chosen is not None and dev is not None:
-        where = "here" if dev.kind == "cpu" else f"on {dev.name}"
+        where = "here" if dev.kind == "cpu" else (f"on {dev.name}" if n == 1 else f"on {n} x {dev.name}")
         state = "" if chosen.fits else " (does not fit)"
         parts.append(f"about {hours_text(chosen.total_hours)} {where}{state}")
     if cheapest is not None:
-        parts.append(f"about ${cheapest[1].cost_usd:.2f} on a rented {cheapest[0].name} ({hours_text(cheapest[1].total_hours)})")
+        rented = f"a rented {cheapest[0].name}" if n == 1 else f"{n} rented {cheapest[0].name}"
+        parts.append(f"{money(cheapest[1].cost_usd)} on {rented} ({hours_text(cheapest[1].total_hours)})")
     return "; ".join(parts)
 
 
@@ -124,18 +169,20 @@ def render(plan: dict) -> list[str]:
                   f"{hours_text(plan['total_hours'])}"]
     f = plan["factors"]
     cap = f", at most {f['train_fp32']:.3g} of the fp32 peak on CPUs" if f.get("train_fp32") else ""
-    lines.append(f"  utilization factors: train {f['train']:.3g}{cap}, decode bandwidth {f['decode_bw']:.3g}, "
-                 f"{f['layer_overhead_s'] * 1e3:.3g} ms per layer per decoding step")
+    lines.append(f"  utilization factors: train {f['train']:.3g}{cap}, "
+                 f"{f.get('pass_layer_overhead_s', 0) * 1e3:.3g} ms per layer per training pass, decode bandwidth "
+                 f"{f['decode_bw']:.3g}, {f['layer_overhead_s'] * 1e3:.3g} ms per layer per decoding step")
     lines += ["", f"GPUs (prices as of {plan['price_date']}; check before renting)",
               f"  {'gpu':<20}{'fits':>5}{'peak GiB':>10}{'s/step':>9}{'hours':>8}{'$/h':>7}{'cost $':>9}"]
     for d in sorted(plan["devices"], key=lambda d: (not d["fits"], d["cost_usd"] if d["cost_usd"] is not None else 1e9)):
-        cost = "-" if d["cost_usd"] is None else f"{d['cost_usd']:.2f}"
+        cost = "-" if d["cost_usd"] is None else ("<0.01" if d["cost_usd"] < 0.005 else f"{d['cost_usd']:.2f}")
         price = "-" if d["usd_per_hour"] is None else f"{d['usd_per_hour']:.2f}"
         lines.append(f"  {d['name']:<20}{'yes' if d['fits'] else 'no':>5}{d['peak_memory_gib']:>10.1f}"
                      f"{d['step_seconds']:>9.3g}{d['total_hours']:>8.2f}{price:>7}{cost:>9}")
     if plan["cheapest"]:
         c = plan["cheapest"]
         src = next(d["price_source"] for d in plan["devices"] if d["key"] == c["key"])
-        lines.append(f"cheapest: {c['name']}, about ${c['cost_usd']:.2f} ({src})")
-    lines += ["", f"verdict: {plan['verdict']}"]
+        cards = f" x {c['cards']} (one per process)" if c.get("cards", 1) > 1 else ""
+        lines.append(f"cheapest: {c['name']}{cards}, {money(c['cost_usd'])} ({src})")
+    lines += [""] + [f"note: {n}" for n in plan.get("notes", [])] + [f"verdict: {plan['verdict']}"]
     return lines

@@ -1,8 +1,9 @@
 """Model shapes for planning: layers, widths, heads, vocabulary. No weights are needed, only a config.
 
 A model is named by a bundled entry (``models.json``: facts from the published config.json files), a
-hub id of a bundled entry, a local model directory, a ``config.json`` file, or a hub id whose
-config.json is in the local Hugging Face cache.
+hub id of a bundled entry, a local model directory, a ``config.json`` file, a GGUF file or ``ollama:NAME`` (the
+shape from the GGUF metadata, as training converts it), or a hub id whose config.json is in the local Hugging Face
+cache. Every field is checked: a shape of zero heads or a negative width would print a plan of nonsense.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ModelShape:
     vocab: int
     tied: bool
     qkv_bias: bool = False
+    max_position: int | None = None  # the longest context it was trained for (max_position_embeddings), if known
 
     @property
     def q_dim(self) -> int:
@@ -84,33 +86,87 @@ def bundled() -> dict[str, dict]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def from_config(config: dict, name: str) -> ModelShape:
+def _whole(c: dict, key: str, name: str, default=None) -> int:
+    """``c[key]`` as a positive whole number (``default`` when absent or null); one clear error naming the field."""
+    value = c.get(key)
+    if value is None:
+        if default is None:
+            raise AlignlabError(f"config for '{name}' lacks the decoder field '{key}'",
+                                fix="pass the config.json of a decoder-only transformer (llama, qwen2, mistral, gemma, ...)")
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise AlignlabError(f"config for '{name}': '{key}' is {json.dumps(value)[:40]}, not a positive whole number",
+                            fix=f"correct '{key}' in the model's config")
+    return int(value)
+
+
+def from_config(config, name: str) -> ModelShape:
     """A shape from a transformers config.json (text_config is used for multimodal configs)."""
+    if not isinstance(config, dict):
+        raise AlignlabError(f"the config of '{name}' is a JSON {type(config).__name__}, not an object",
+                            fix="pass a model's config.json")
     c = config.get("text_config") or config
+    if not isinstance(c, dict):
+        raise AlignlabError(f"config for '{name}': 'text_config' is a {type(c).__name__}, not an object",
+                            fix="pass a model's config.json")
     experts = next((c[k] for k in ("num_local_experts", "num_experts", "n_routed_experts") if c.get(k)), None)
     if experts:  # the dense arithmetic below would count one expert's weights of the many
         raise AlignlabError(f"'{name}' is a mixture-of-experts model ({experts} experts); the planner counts dense "
                             "models only", fix="plan a dense model of similar size, or count the experts' weights by hand")
+    heads = _whole(c, "num_attention_heads", name)
+    hidden = _whole(c, "hidden_size", name)
     try:
-        heads = int(c["num_attention_heads"])
-        hidden = int(c["hidden_size"])
-        return ModelShape(
-            name=name,
-            layers=int(c["num_hidden_layers"]),
-            hidden=hidden,
-            intermediate=int(c["intermediate_size"]),
-            heads=heads,
-            kv_heads=int(c.get("num_key_value_heads") or heads),
-            head_dim=int(c.get("head_dim") or hidden // heads),
-            vocab=int(c["vocab_size"]),
-            tied=bool(config.get("tie_word_embeddings", c.get("tie_word_embeddings", True))),
-            qkv_bias=bool(c.get("attention_bias", False)) or c.get("model_type") == "qwen2",
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise AlignlabError(
-            f"config for '{name}' lacks a decoder field ({err})",
-            fix="pass the config.json of a decoder-only transformer (llama, qwen2, mistral, gemma, ...)",
-        ) from err
+        longest = _whole(c, "max_position_embeddings", name, default=0) or None
+    except AlignlabError:
+        longest = None  # only a warning reads it
+    return ModelShape(
+        name=name,
+        layers=_whole(c, "num_hidden_layers", name),
+        hidden=hidden,
+        intermediate=_whole(c, "intermediate_size", name),
+        heads=heads,
+        kv_heads=_whole(c, "num_key_value_heads", name, default=heads),
+        head_dim=_whole(c, "head_dim", name, default=max(1, hidden // heads)),
+        vocab=_whole(c, "vocab_size", name),
+        tied=bool(config.get("tie_word_embeddings", c.get("tie_word_embeddings", True))),
+        qkv_bias=bool(c.get("attention_bias", False)) or c.get("model_type") == "qwen2",
+        max_position=longest,
+    )
+
+
+def from_gguf(path: Path, name: str) -> ModelShape:
+    """A shape from a GGUF file's metadata (``{arch}.block_count`` and the rest), without reading its weights: the
+    LM head is tied when the file holds no ``output.weight``; q/k/v carry biases when ``blk.0.attn_q.bias`` exists."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except (ValueError, OSError, IndexError) as err:
+        raise AlignlabError(f"cannot read {path} as GGUF ({err})", fix="pass a complete .gguf model file") from err
+    fields = reader.fields
+
+    def get(key: str):
+        field = fields.get(key)
+        return None if field is None else field.contents()
+
+    arch = get("general.architecture")
+    tokens = fields.get("tokenizer.ggml.tokens")
+    names = {t.name for t in reader.tensors}
+    config = {
+        "model_type": arch,
+        "num_hidden_layers": get(f"{arch}.block_count"),
+        "hidden_size": get(f"{arch}.embedding_length"),
+        "intermediate_size": get(f"{arch}.feed_forward_length"),
+        "num_attention_heads": get(f"{arch}.attention.head_count"),
+        "num_key_value_heads": get(f"{arch}.attention.head_count_kv"),
+        "head_dim": get(f"{arch}.attention.key_length"),
+        "vocab_size": get(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None),
+        "max_position_embeddings": get(f"{arch}.context_length"),
+        "num_local_experts": get(f"{arch}.expert_count"),
+        "tie_word_embeddings": "output.weight" not in names,
+        "attention_bias": "blk.0.attn_q.bias" in names,
+    }
+    return from_config(config, name)
 
 
 def _bundled_shape(key: str) -> ModelShape:
@@ -126,11 +182,21 @@ def _bundled_shape(key: str) -> ModelShape:
         vocab=d["vocab"],
         tied=d["tied"],
         qkv_bias=d.get("qkv_bias", False),
+        max_position=d.get("max_position"),
     )
 
 
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def resolve_shape(name: str) -> ModelShape:
-    """Registry/bundled name, bundled hub id, local directory, config.json, or a cached hub id."""
+    """Registry/bundled name, bundled hub id, local directory, config.json, GGUF file or ollama:NAME, or a cached
+    hub id."""
     table = bundled()
     key = name.lower()
     if key in table:
@@ -138,14 +204,22 @@ def resolve_shape(name: str) -> ModelShape:
     for k, d in table.items():
         if d.get("hub", "").lower() == key:
             return _bundled_shape(k)
+    from alignlab.models.registry import gguf_source
+
+    source = gguf_source(name)  # a registry entry's file, a .gguf path, or the blob of ollama:NAME (or its error)
+    if source is not None:
+        return from_gguf(source, name)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         path = path / "config.json"
     if path.is_file():
+        if _is_gguf(path):
+            return from_gguf(path, name)
         try:
-            config = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise AlignlabError(f"cannot read {path} as JSON ({err})", fix="pass a model's config.json") from err
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise AlignlabError(f"cannot read {path} as JSON ({type(err).__name__})",
+                                fix="pass a model's config.json, a model directory or a .gguf file") from err
         return from_config(config, name)
     if path.exists():
         raise AlignlabError(f"'{name}' is not a model directory (no config.json)", fix="pass a directory with config.json")
@@ -160,5 +234,5 @@ def resolve_shape(name: str) -> ModelShape:
             return from_config(json.loads(Path(cached).read_text()), name)
     raise AlignlabError(
         f"unknown model '{name}'",
-        fix="use one of " + ", ".join(table) + ", a local model directory, or a config.json file",
+        fix="use one of " + ", ".join(table) + ", a local model directory, a config.json or .gguf file, or ollama:NAME",
     )
