@@ -37,6 +37,22 @@ def test_orpo_is_finite_at_extremes():
     assert losses[0].item() < 1e-6 and losses[1].item() > 1.0  # right order confident, wrong order penalised
 
 
+def test_orpo_is_finite_when_an_answer_is_certain():
+    """A mean log-prob of exactly 0.0 (fp32 log-softmax once each token's logit leads by ~27 nats; a negative zero
+    too) and one rounded just above 0: the loss and both gradients stay finite, a certain chosen answer costs nothing
+    and a certain rejected one costs a lot. Before, chosen at 0 gave loss -0.0 with a NaN gradient, rejected at 0 an
+    inf loss with an -inf gradient."""
+    chosen = torch.tensor([0.0, -1.0, -0.0, 3e-8], requires_grad=True)
+    rejected = torch.tensor([-1.0, 0.0, -2.0, -1.0], requires_grad=True)
+    losses, m = orpo_loss(chosen, rejected, -chosen, beta=0.1)  # the trainer's NLL: minus the chosen mean log-prob
+    losses.sum().backward()
+    assert torch.isfinite(losses).all(), losses
+    assert torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all(), (chosen.grad, rejected.grad)
+    assert losses[0].item() == pytest.approx(0.0, abs=1e-5) and losses[1].item() > 1.0
+    assert torch.isfinite(m["log_odds_chosen"]) and m["log_odds_chosen"].item() > 0
+    assert m["logps/chosen"].item() == pytest.approx(chosen.detach().mean().item())  # per token, unclamped
+
+
 def test_orpo_parity_with_trl():
     """ORPOTrainer.odds_ratio_loss on random average log-probs: total loss and metrics within 1e-5."""
     from trl.experimental.orpo import ORPOTrainer

@@ -482,6 +482,52 @@ def test_kto_balances_unequal_thumbs_the_way_trl_recommends(tiny_model, tmp_path
     assert warned == {"auto": False, "given": True}
 
 
+@pytest.mark.parametrize("override", [{"truncation_mode": "keep_end"}, {"pad_to_multiple_of": 8},
+                                      {"padding_free": True}])
+def test_batching_overrides_the_pair_collator_never_reads_are_refused(tiny_model, tmp_path, override):
+    """DPOConfig's batching options were accepted and then ignored (truncation_mode=keep_end still kept each pair's
+    start: PrefixCollator reads none of them); now refused in one line before anything loads. A reward model's
+    collator is TRL's own and reads pad_to_multiple_of: there it stays allowed."""
+    from alignlab.errors import AlignlabError
+    from alignlab.train import engine
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=4)
+    cfg = cfg_for(tiny_model, **{"train.trainer_overrides": override})
+    key = next(iter(override))
+    for method in ("dpo", "orpo"):
+        with pytest.raises(AlignlabError, match=f"trainer_overrides.{key} has no effect on {method}: alignlab batches"):
+            engine.prepare(method, cfg, str(data), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    if key == "pad_to_multiple_of":
+        assert engine.prepare("rm", cfg, str(data), tmp_path / "runs").run_dir.is_dir()
+
+
+def test_kto_refuses_a_batch_of_one_before_the_model_loads(tiny_model, tmp_path):
+    """`train kto --batch-size 1` failed in TRL's KTOTrainer after the model had loaded, leaving a failed run that held
+    its name; now it is refused in one line before, and the name stays free. TRL's loss without the KL estimate
+    (apo_zero_unpaired) takes a batch of one, and is let through to a trainer TRL builds."""
+    from alignlab.errors import AlignlabError
+    from alignlab.train import engine
+    from alignlab.train.kto import build_trainer
+
+    rows = [{"prompt": f"Say hi #{i}", "completion": "Hi." if i % 2 else "Hello there!", "label": bool(i % 2)}
+            for i in range(4)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = tmp_path / "runs"
+    refused = r"train.batch_size \(--batch-size\) is 1; it must be at least 2 for KTO"
+    with pytest.raises(AlignlabError, match=refused) as e:
+        engine.prepare("kto", cfg_for(tiny_model, **{"train.batch_size": 1}), str(data), runs, name="k1")
+    assert "\n" not in str(e.value) and "--grad-accum" in str(e.value)
+    assert not (runs / "k1").exists()
+    two = cfg_for(tiny_model, **{"train.batch_size": 2})
+    assert engine.prepare("kto", two, str(data), runs, name="k1").run_dir.name == "k1"  # the name is still free
+    apo = cfg_for(tiny_model, **{"train.batch_size": 1, "train.trainer_overrides": {"loss_type": "apo_zero_unpaired"}})
+    ctx = engine.prepare("kto", apo, str(data), runs, name="apo")
+    ctx.model = engine._load_model(ctx)
+    assert build_trainer(ctx).args.per_device_train_batch_size == 1
+
+
 def test_fp16_weights_on_a_gpu_train_with_loss_scaling(tmp_path):
     """`--precision fp16` (the planner's advice for a T4) loaded fp16 weights and trained without autocast or a
     gradient scaler: the arguments handed to TRL now ask for fp16 mixed precision with LoRA; not on a CPU, not for

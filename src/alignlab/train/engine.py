@@ -134,7 +134,10 @@ def _heldout_prompts(k: int) -> list[str]:
 # DPOConfig's loss options: the DPO family's loss is computed by PreferenceTrainer, which reads none of them
 OWN_LOSS_KEYS = frozenset({"loss_type", "loss_weights", "label_smoothing", "ld_alpha", "use_weighting",
                            "f_divergence_type", "f_alpha_divergence_coef", "rpo_alpha", "beta", "sft_weight",
-                           "simpo_gamma", "cpo_alpha"})
+                           "simpo_gamma", "cpo_alpha", "discopop_tau"})
+# DPOConfig's batching options: PreferenceTrainer's collator (PrefixCollator) reads none of them; it keeps each pair's
+# start (the prompt whole, completions cut at train.max_length) and pads to the batch's longest
+OWN_COLLATOR_KEYS = frozenset({"truncation_mode", "padding_free", "pad_to_multiple_of"})
 
 
 # TRL / transformers arguments alignlab sets from its own config (the key to set instead): as an override one would
@@ -252,13 +255,18 @@ def _check_override_values(cfg: ProjectConfig, method: str, cls, device: str) ->
 
 
 def _refuse_loss_overrides(cfg: ProjectConfig, method: str, spec) -> None:
-    """PreferenceTrainer computes the DPO family's losses itself (train/preference.py): TRL's loss options do nothing."""
+    """PreferenceTrainer computes the DPO family's losses and batches its pairs itself (train/preference.py): TRL's loss
+    and batching options do nothing."""
     ignored = sorted(set(cfg.train.trainer_overrides) & OWN_LOSS_KEYS) if spec.kind == "preference" else []
     if ignored:
         raise AlignlabError(f"train.trainer_overrides.{ignored[0]} has no effect on {method}: alignlab computes its loss "
                             "itself (README: Losses, written from the math)",
                             fix=f"set the method's own section ({spec.section}.beta, and dpo.rpo_alpha for the NLL term)"
                                 " or drop the override")
+    if spec.policy_on_pairs and (batching := sorted(set(cfg.train.trainer_overrides) & OWN_COLLATOR_KEYS)):
+        raise AlignlabError(f"train.trainer_overrides.{batching[0]} has no effect on {method}: alignlab batches the "
+                            "pairs itself, keeping each prompt whole and cutting completions at train.max_length",
+                            fix="drop the override (train.max_length, --max-length, sets where completions are cut)")
 
 
 def prepare(

@@ -23,17 +23,27 @@ from alignlab import rundir
 BATCH = 8  # pairs per forward
 
 
+def _chat_ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
+    return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+
+
 def encode_pairs(tokenizer, pairs: list[dict], max_length: int) -> list[dict]:
-    """Token ids of each pair as the preference collator takes them (chat-templated prompt, answers + EOS)."""
-    from alignlab.generate import chat_prompt
+    """Token ids of each pair as DPO training takes them: TRL's DPOTrainer templates the prompt alone and the prompt
+    with each answer, and the answer is what follows their common prefix, so it ends with the template's end of turn
+    (for ChatML ``<|im_end|>`` and a newline; tokenising the answer and adding EOS left the newline out)."""
+    from trl.data_utils import common_prefix_length
+
+    from alignlab.data.formats import to_conversational
 
     out = []
     for p in pairs:
-        prompt = tokenizer(chat_prompt(p["prompt"], tokenizer, None), add_special_tokens=False)["input_ids"]
-        room = max(1, max_length - len(prompt))
-        answer = {k: (tokenizer(p[k], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:room]
-                  for k in ("chosen", "rejected")}
-        out.append({"prompt_ids": prompt, "chosen_ids": answer["chosen"], "rejected_ids": answer["rejected"]})
+        chat = to_conversational(p, "preference")
+        prompt = _chat_ids(tokenizer, chat["prompt"], add_generation_prompt=True)
+        full = {k: _chat_ids(tokenizer, chat["prompt"] + chat[k]) for k in ("chosen", "rejected")}
+        n = min(common_prefix_length(prompt, ids) for ids in full.values())
+        room = max(1, max_length - n)  # as PrefixCollator cuts them
+        out.append({"prompt_ids": prompt[:n], "chosen_ids": full["chosen"][n:][:room],
+                    "rejected_ids": full["rejected"][n:][:room]})
     return out
 
 

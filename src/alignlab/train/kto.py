@@ -1,4 +1,8 @@
-"""KTO on thumbs up/down (prompt, completion, label): TRL's KTOTrainer, reference = adapter disabled."""
+"""KTO on thumbs up/down (prompt, completion, label): TRL's KTOTrainer.
+
+The reference is the base with the adapter disabled; for a run continued with --from (a PEFT model handed in, no
+peft_config), TRL adds a frozen "ref" copy of the starting adapter and that is the reference.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import random
 
 from trl import KTOConfig, KTOTrainer
 
+from alignlab.errors import AlignlabError
 from alignlab.progress import console
 from alignlab.train.callbacks import AlignlabTrainerMixin
 
@@ -40,7 +45,13 @@ def args_class(method: str):
 
 
 def check(ctx) -> None:
-    """Nothing beyond the data checks (done by the engine) to verify before the model loads."""
+    """Before the model loads: TRL refuses a per-device batch of one for KTO only once the model has loaded (the run
+    then failed, leaving its name taken)."""
+    estimates_kl = ctx.cfg.train.trainer_overrides.get("loss_type") != "apo_zero_unpaired"  # TRL's rule
+    if estimates_kl and ctx.cfg.train.batch_size < 2:
+        raise AlignlabError(f"train.batch_size (--batch-size) is {ctx.cfg.train.batch_size}; it must be at least 2 "
+                            "for KTO (its KL baseline needs mismatched pairs in one batch)",
+                            fix="use --batch-size 2 or more; --grad-accum gives a larger effective batch")
 
 
 def build_trainer(ctx):

@@ -4,7 +4,8 @@ TRL's DPOTrainer prepares the data (chat template, prompt/completion split, the 
 reference) and runs the loop. We replace two pieces:
 
 - the loss: ``alignlab.losses`` pure functions for all four methods (TRL's DPO is stable; its ORPO and
-  CPO/SimPO live in ``trl.experimental``, so those two are ours and tested against the papers' math);
+  CPO/SimPO live in ``trl.experimental``, so those two are ours and tested against the papers' math); on a batch,
+  loss and metrics match TRL's DPOTrainer, CPOTrainer and ORPOTrainer (tests/train/test_preference_parity.py);
 - the forward: chosen and rejected share their prompt. We run the prompt once, keep its KV cache, and
   run both completions on top of it, so prompt tokens cost one forward/backward instead of two; the
   LM head only runs on completion positions. Batches are grouped by length to cut padding. The result
@@ -181,7 +182,8 @@ class PreferenceTrainer(AlignlabTrainerMixin, DPOTrainer):
         nll_weight = getattr(cfg, "rpo_alpha", 0.0) or getattr(cfg, "sft_weight", 0.0)
         if nll_weight:
             per_pair = per_pair + nll_weight * (-c_sum / c_len.clamp(min=1))
-        metrics = {**metrics, "logps/chosen": c_sum.detach().mean(), "logps/rejected": r_sum.detach().mean()}
+        # each loss logs logps/chosen and logps/rejected as TRL's trainer for it does: sums for DPO and IPO, per-token
+        # means for SimPO and ORPO (sums written over those read ~-400 per answer where TRL's read ~-8 per token)
         for key, value in metrics.items():
             value = value.detach().float().mean() if torch.is_tensor(value) else torch.tensor(float(value))
             self._metrics[mode][key].append(self.accelerator.gather_for_metrics(value.to(self.accelerator.device)).mean().item())
