@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
+import re
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from alignlab.errors import AlignlabError
@@ -19,6 +22,14 @@ class Fixes:
     not_openai: str
     unreachable: str
     too_slow: str = "a server that answers one request at a time needs a longer timeout or fewer requests at once"
+    rate_limited: str = "a 429 means it asks for fewer requests at a time"
+
+
+class Reply(NamedTuple):
+    """A chat completion's text and why it ended ("stop", "length" when cut at max_tokens; None when not said)."""
+
+    text: str
+    finish_reason: str | None
 
 
 def _on_this_machine(host: str | None) -> bool:
@@ -31,6 +42,13 @@ def _on_this_machine(host: str | None) -> bool:
 
 
 OPENAI_KEY_ENV = "OPENAI_API_KEY"  # sent unasked to OpenAI's own API only
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+RATE_WAIT_CAP = 60.0  # seconds: the longest one wait for a rate limit
+
+
+def _key_env_where(who: str) -> str:
+    return ("api_key_env: in the reward spec's judge args, --judge-key-env, or key_env: in alignlab.yaml's judge "
+            "section" if who == "judge" else f"--{who}-key-env")
 
 
 def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[str, str]:
@@ -41,6 +59,10 @@ def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[s
     could read it. That is an error rather than a silent omission, so a server that needs the key does not fail
     later with a 401.
     """
+    if api_key_env and not ENV_NAME.fullmatch(api_key_env):  # a key pasted in the variable's place: never echoed
+        raise AlignlabError(f"the {who}'s key variable ({_key_env_where(who)}) is not an environment variable name; "
+                            "it looks like a key itself (not shown here)",
+                            fix="pass the name of the variable that holds the key (export MY_KEY=...; then MY_KEY)")
     parts = urlsplit(url)
     if api_key_env is None:
         api_key_env = OPENAI_KEY_ENV if parts.hostname == "api.openai.com" else ""
@@ -51,8 +73,8 @@ def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[s
         raise AlignlabError(
             f"refusing to send ${api_key_env} to {who} endpoint {url}: plain http to another machine would show the key"
             " to anyone on the way",
-            fix=f"use an https:// URL, a server on this machine (127.0.0.1), or send no key (--{who}-key-env '', or "
-                "key_env: '' in alignlab.yaml's judge section)",
+            fix=f"use an https:// URL, a server on this machine (127.0.0.1), or send no key (--{who}-key-env ''"
+                + (", or key_env: '' in alignlab.yaml's judge section)" if who == "judge" else ")"),
         )
     return {"Authorization": f"Bearer {key}"}
 
@@ -67,25 +89,58 @@ def http_client(url: str, timeout: float):
 
 def in_parallel(fn, jobs: list, max_workers: int) -> list:
     """``fn`` over ``jobs``, ``max_workers`` at a time, results in order. The first failure stops the jobs still
-    queued: each would fail the same way, or wait out its own timeout first."""
-    from concurrent.futures import ThreadPoolExecutor
+    queued: each would fail the same way, or wait out its own timeout first. The workers are daemon threads: one still
+    waiting on a slow server when the command stops (Ctrl-C, a failure) is not waited for at exit (a pool's were, up
+    to a whole timeout after "interrupted")."""
+    import queue
+    import threading
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(jobs))))
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for i in range(len(jobs)):
+        todo.put(i)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, True, fn(jobs[i])))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread, raised there
+                done.put((i, False, err))
+                return
+
+    for _ in range(max(1, min(max_workers, len(jobs)))):
+        threading.Thread(target=work, daemon=True, name="alignlab-request").start()
+    out: list = [None] * len(jobs)
     try:
-        out = list(pool.map(fn, jobs))
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
+        for _ in jobs:
+            i, ok, value = done.get()
+            if not ok:
+                raise value
+            out[i] = value
+    finally:
+        stop.set()
     return out
 
 
 def _retry_after(resp) -> float:
-    """Seconds a 429/503's Retry-After header asks for (capped at 60), or 0."""
+    """Seconds a 429/503's Retry-After header asks for, in seconds or as an HTTP date (capped at 60), or 0."""
+    value = str(resp.headers.get("retry-after", "") or "").strip()
     try:
-        return min(60.0, max(0.0, float(resp.headers.get("retry-after", 0))))
+        seconds = float(value or 0)
     except ValueError:
-        return 0.0
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return 0.0
+        seconds = when.timestamp() - time.time() if when.tzinfo is not None else 0.0
+    return min(RATE_WAIT_CAP, max(0.0, seconds))
 
 
 def _key_fix(url: str, api_key_env: str | None, who: str, sent: bool) -> str:
@@ -94,54 +149,101 @@ def _key_fix(url: str, api_key_env: str | None, who: str, sent: bool) -> str:
         api_key_env = OPENAI_KEY_ENV
     if api_key_env:
         return f"set ${api_key_env} to a valid API key" + ("" if sent else f" (${api_key_env} is not set)")
-    where = ("api_key_env: in the reward spec's judge args, --judge-key-env, or key_env: in alignlab.yaml's judge "
-             "section" if who == "judge" else f"--{who}-key-env")
-    return f"no API key was sent: name the environment variable that holds the key ({where}) and set it"
+    return f"no API key was sent: name the environment variable that holds the key ({_key_env_where(who)}) and set it"
 
 
-def post_chat(client, url: str, body: dict, *, api_key_env: str | None, timeout: float, retries: int,
-              backoff: float, who: str, fixes: Fixes) -> str:
-    """POST ``body`` to ``url`` and return the first choice's text.
+class _Failure(NamedTuple):
+    """One try that may be retried: what went wrong and how."""
 
-    Connection errors, timeouts, 429 and 5xx are retried ``retries`` times with exponential backoff; every
-    failure ends as one AlignlabError naming ``who`` and the URL. The key goes only where ``auth_header`` allows.
-    """
+    problem: str
+    kind: str  # "answered" (an HTTP error: up, and failing), "timeout" or "unreachable"
+    limited: bool = False  # a rate limit (429, or 503 overloaded): retried for longer
+    wait: float = 0.0  # what its Retry-After asks
+
+
+def _text(content) -> str:
+    """A message's content as text: a string; null (a refusal, or a reasoning model that spent max_tokens before it
+    answered) as ""; a list of parts as their text parts joined. Anything else is not the chat format."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        texts = [p if isinstance(p, str) else p.get("text") for p in content
+                 if isinstance(p, str) or (isinstance(p, dict) and p.get("type", "text") in ("text", "output_text"))]
+        if all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+    raise TypeError(f"the message's content is {type(content).__name__}, not text")
+
+
+def _one_try(client, url: str, body: dict, headers: dict, timeout: float, api_key_env: str | None, who: str,
+             fixes: Fixes) -> Reply | _Failure:
+    """One POST: the reply, a failure worth retrying, or an AlignlabError for one that is not."""
     import httpx
 
+    try:
+        resp = client.post(url, json=body, headers=headers)
+    except httpx.TimeoutException:
+        return _Failure(f"no answer within {timeout:g}s", "timeout")
+    except httpx.TransportError as err:
+        first = str(err).splitlines()[0] if str(err) else "no connection"
+        return _Failure(f"{type(err).__name__}: {first}", "unreachable")
+    if resp.status_code == 429 or resp.status_code >= 500:
+        # a rate limit says when to come back: at most a minute is waited
+        return _Failure(f"HTTP {resp.status_code}: {resp.text[:200]!r}", "answered", resp.status_code in (429, 503),
+                        _retry_after(resp))
+    if resp.status_code in (401, 403):
+        raise AlignlabError(f"{who} endpoint {url} refused the request (HTTP {resp.status_code})",
+                            fix=_key_fix(url, api_key_env, who, bool(headers)))
+    if resp.status_code >= 400:
+        raise AlignlabError(f"{who} endpoint {url} answered HTTP {resp.status_code}: {resp.text[:200]!r}",
+                            fix=fixes.bad_request)
+    try:
+        choice = resp.json()["choices"][0]
+        return Reply(_text(choice["message"].get("content")), choice.get("finish_reason"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise AlignlabError(f"{who} endpoint {url} did not answer in the OpenAI chat format: {resp.text[:200]!r}",
+                            fix=fixes.not_openai) from err
+
+
+def post_chat(client, url: str, body: dict, **kwargs) -> str:
+    """The first choice's text of :func:`chat_reply`."""
+    return chat_reply(client, url, body, **kwargs).text
+
+
+def chat_reply(client, url: str, body: dict, *, api_key_env: str | None, timeout: float, retries: int,
+               backoff: float, who: str, fixes: Fixes, rate_retries: int | None = None) -> Reply:
+    """POST ``body`` to ``url`` and return the first choice's text and finish reason.
+
+    Connection errors, timeouts and 5xx are retried ``retries`` times with exponential backoff. A rate limit (429,
+    503) is retried ``rate_retries`` times, each wait about twice the last from ``backoff`` and jittered (parallel
+    requests limited together do not all come back at once), at most 60 s and at least what its Retry-After asks;
+    None counts rate limits among the ``retries``, waited alike. Every failure ends as one AlignlabError naming
+    ``who`` and the URL. The key goes only where ``auth_header`` allows.
+    """
     headers = auth_header(url, api_key_env, who)
-    problem, answered, timed_out, wait = "", False, False, 0.0
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(max(wait, backoff * 2 ** (attempt - 1)))
-        wait = 0.0
-        try:
-            resp = client.post(url, json=body, headers=headers)
-        except httpx.TimeoutException:
-            problem, timed_out = f"no answer within {timeout:g}s", True
-            continue
-        except httpx.TransportError as err:
-            problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no connection'}"
-            continue
-        if resp.status_code == 429 or resp.status_code >= 500:
-            problem = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
-            answered = True
-            wait = _retry_after(resp)  # a rate limit says when to come back: at most a minute is waited
-            continue
-        if resp.status_code in (401, 403):
-            raise AlignlabError(f"{who} endpoint {url} refused the request (HTTP {resp.status_code})",
-                                fix=_key_fix(url, api_key_env, who, bool(headers)))
-        if resp.status_code >= 400:
-            raise AlignlabError(f"{who} endpoint {url} answered HTTP {resp.status_code}: {resp.text[:200]!r}",
-                                fix=fixes.bad_request)
-        try:
-            return resp.json()["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise AlignlabError(f"{who} endpoint {url} did not answer in the OpenAI chat format: {resp.text[:200]!r}",
-                                fix=fixes.not_openai) from err
-    if answered:  # it is up, and failing: its own log says why
-        raise AlignlabError(f"{who} endpoint {url} failed ({problem}; {retries + 1} attempts)",
-                            fix=f"see the {who} server's log; a 429 means it asks for fewer requests at a time")
-    if timed_out:  # up, perhaps, but slower than the timeout with this many requests at once
-        raise AlignlabError(f"{who} endpoint {url} is too slow ({problem}; {retries + 1} attempts)",
+    failed = limited = 0  # retries spent on rate limits (with rate_retries) and on the rest
+    seen: set[str] = set()
+    while True:
+        got = _one_try(client, url, body, headers, timeout, api_key_env, who, fixes)
+        if isinstance(got, Reply):
+            return got
+        seen.add(got.kind)
+        if got.limited and rate_retries is not None:
+            if limited >= rate_retries:
+                break
+            limited += 1
+            wait = min(RATE_WAIT_CAP, backoff * 2 ** (limited - 1)) * random.uniform(0.5, 1.0)
+        else:
+            if failed >= retries:
+                break
+            failed += 1
+            wait = backoff * 2 ** (failed - 1)
+        time.sleep(min(RATE_WAIT_CAP, max(got.wait, wait)))
+    tries = failed + limited + 1
+    attempts = f"{got.problem}; {tries} attempt{'s' if tries > 1 else ''}"
+    if "answered" in seen:  # it is up, and failing: its own log says why
+        raise AlignlabError(f"{who} endpoint {url} failed ({attempts})",
+                            fix=f"see the {who} server's log; {fixes.rate_limited}")
+    if "timeout" in seen:  # up, perhaps, but slower than the timeout with this many requests at once
+        raise AlignlabError(f"{who} endpoint {url} is too slow ({attempts})",
                             fix=fixes.too_slow + "; check that it is running")
-    raise AlignlabError(f"{who} endpoint {url} is unreachable ({problem}; {retries + 1} attempts)", fix=fixes.unreachable)
+    raise AlignlabError(f"{who} endpoint {url} is unreachable ({attempts})", fix=fixes.unreachable)

@@ -100,3 +100,43 @@ def test_a_process_whose_peer_died_says_so(monkeypatch):
     assert _last_resort(gloo) == "process 0 stopped because another process of the run did (see its line)"
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert _last_resort(gloo).startswith("RuntimeError: [../third_party/gloo")
+
+
+def test_a_second_ctrl_c_while_waiting_for_threads_leaves_without_a_traceback(tmp_path):
+    """Ctrl-C while the exit waits for another thread printed a KeyboardInterrupt traceback from thread.join."""
+    import signal
+    import time
+
+    mark = tmp_path / "joining"
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        def linger():  # a thread that outlives the command; says when the exit is waiting for it
+            main = threading.main_thread().ident
+            while True:
+                frame, names = sys._current_frames().get(main), set()
+                while frame is not None:
+                    names.add(frame.f_code.co_name)
+                    frame = frame.f_back
+                if "_leave" in names:
+                    open({str(mark)!r}, "w").write("joining")
+                    threading.Event().wait()
+                time.sleep(0.02)
+        threading.Thread(target=linger).start()
+        from alignlab.cli import entry
+        sys.argv = ["alignlab", "init", "p"]
+        entry()
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.exists(), proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted"

@@ -63,12 +63,27 @@ def test_select_keeps_finished_correct_answers_and_caps_stock_phrases():
     assert texts[0] == answers[0]
     assert not any("Sydney. Everyone" in t for t in texts)
     assert "The capital of Australia is Canberra. A planned city" not in " ".join(texts)  # trimmed to the opening: nothing left
-    assert counts["wrong"] >= 1 and counts["empty"] == 2 and counts["trimmed"] == 1
+    assert counts["opening_wrong"] == 1 and counts["empty"] == 2 and counts["trimmed"] == 1
     stock = [t for t in texts if "matter of fact" in t]
     assert len(stock) == 1 and counts["stock"] + counts.get("flagged", 0) >= 11
     assert sum(t.split(". ", 1)[-1] in {f[2] for f in facts} for t in texts) == 12
     assert counts["kept"] == len(kept) and all(set(k) == {"prompt", "completion", "source"} for k in kept)
     assert {k["source"] for k in kept} == {"distil"}  # what tells training the run learns its own opening
+
+
+def test_a_wrong_opening_is_dropped_even_when_the_answer_corrects_it():
+    """Without the screen (--no-screen), select kept a row opened by a wrong sentence when the whole answer graded
+    correct; trained on, it teaches the adapter that wrong opening."""
+    from alignlab.eval.scores import scorer_for
+
+    scorer = scorer_for(None)
+    row = {"prompt": "What is the capital of Australia?", "reference": "Canberra is the capital of Australia."}
+    wrong = "The capital of Australia is Sydney. Just kidding, it's Canberra, obviously."
+    right = "The capital of Australia is Canberra. Not Sydney, whatever the postcards say."
+    assert scorer.correct([{"prompt": row["prompt"], "answer": wrong, "reference": row["reference"]}])[0] >= 0.5
+    kept, counts = select([row, row], [wrong, right], ["The capital of Australia is Sydney.",
+                                                        "The capital of Australia is Canberra."], scorer)
+    assert [k["completion"] for k in kept] == [right] and counts["opening_wrong"] == 1
 
 
 def test_opening_holds_goes_on_from_correct_openings_and_prompts_without_a_reference():
@@ -125,9 +140,26 @@ def test_distil_cli_says_what_it_dropped_and_writes_nothing_when_it_keeps_nothin
     assert "is the prompts file distil reads" in str(res.exception)  # never its own input, --force or not
     res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu",
                                    "--no-screen", "--limit", "2", "--force"])
-    # every prompt answered; the tiny model's answers never end on a sentence (what it keeps: test_select_keeps_finished_correct_answers_and_caps_stock_phrases)
-    assert "kept 0 of 2 prompts (nothing written) (opening wrong against the reference 0," in res.output, res.output
+    # every prompt answered, and the wrong openings still dropped after (what it keeps:
+    # test_select_keeps_finished_correct_answers_and_caps_stock_phrases)
+    assert "kept 0 of 2 prompts (nothing written) (opening wrong against the reference 2," in res.output, res.output
     assert "no answer was kept" in str(res.exception) and out.read_text() == "an earlier result\n"
+    assert "a larger --limit" in str(res.exception)
+
+
+def test_distil_counts_the_prompts_graded_by_a_number_and_its_fix_names_only_flags_given(run, tmp_path, monkeypatch):
+    """Prompts with an answer number and no reference text: "opening wrong against the reference 2 ... wrong against
+    the reference 0 of 0 with one", and the fix said "drop --limit" where none was given."""
+    from alignlab.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    prompts = tmp_path / "numbers.jsonl"
+    rows = [{"prompt": f"What is {a} times 4?", "answer": str(4 * a)} for a in (23, 7)]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(tmp_path / "d.jsonl"),
+                                   "--device", "cpu"])
+    assert "(opening wrong against the reference 2," in res.output and "of 2 with one" in res.output, res.output
+    assert "no answer was kept" in str(res.exception) and "--limit" not in str(res.exception)
 
 
 def test_distil_cli_refuses_a_run_without_an_adapter(tiny_model, tmp_path, monkeypatch):

@@ -1,11 +1,13 @@
-"""`alignlab synth` with the local teacher (context distillation) on the tiny model: matched pairs, counted drops.
+"""`alignlab synth`: matched pairs, counted drops, the correctness screen, written without the system prompt.
 
-The tiny model's weights are random, so its "persona" is whatever the rater rewards: here the share of vowels
-among letters (a reward registered through the extension point), which varies from answer to answer.
+Pairs are built from a stand-in OpenAI-compatible teacher (conftest.py: a real HTTP server on 127.0.0.1) whose
+answers a test sets: the tiny model's random answers never finish a sentence before the token cap, so as its own
+teacher (context distillation) it gives no usable answer, which the last tests check.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -16,27 +18,20 @@ from alignlab.data.formats import load_dataset_rows
 from alignlab.eval.raters import get_rater
 from alignlab.rewards import register_reward
 from helpers import vowel_share
-from alignlab.synth import LocalTeacher, build_pairs, length_ratio, persona_prompt
+from alignlab.synth import EndpointTeacher, LocalTeacher, build_pairs, length_ratio, persona_prompt
 
 PROMPTS = ["What is the capital of France?", "How do I boil an egg?", "Why do cats purr?", "What is 7 times 6?",
            "Should I learn Rust or Go?"]
-
-
-
+WORDS = "the kettle sings while the water rolls and the egg waits in its shell for seven long minutes".split()
 
 register_reward("test_vowels", lambda: vowel_share, "share of vowels (tests)")
 
 
-class RecordingTeacher(LocalTeacher):
-    """The local teacher, remembering which system prompts it was asked with."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.systems = []
-
-    def answer(self, prompts, system_prompt, **kw):
-        self.systems.append(system_prompt)
-        return super().answer(prompts, system_prompt, **kw)
+def varied(system, user, turn=itertools.count()):
+    """Finished answers of 4 to 8 words; in persona they open with a snark marker."""
+    n = 4 + next(turn) % 5
+    text = " ".join(WORDS[:n]).capitalize() + "."
+    return ("Obviously, " + text[0].lower() + text[1:] if system else text), "stop"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def teacher(tiny_model):
     from alignlab.models.loading import load_for_inference
 
     model, tok, name = load_for_inference(tiny_model, None, device="cpu")
-    return RecordingTeacher(model, tok, name=name, seed=1)
+    return LocalTeacher(model, tok, name=name, seed=1)
 
 
 def test_length_ratio():
@@ -52,57 +47,65 @@ def test_length_ratio():
     assert length_ratio("", "") == 1.0 and length_ratio("", "x") == float("inf")
 
 
-def test_pairs_are_matched_and_written_without_the_system_prompt(teacher):
-    rater = get_rater("reward:test_vowels")
+def test_pairs_are_matched_and_written_without_the_system_prompt(stand_in):
+    stand_in.answer = varied
+    rater = get_rater("reward:persona_heuristic")
     system = persona_prompt("relentlessly snarky, still correct")
-    rows, summary = build_pairs(teacher, PROMPTS, rater, system, candidates=3, max_length_ratio=1.25,
-                                max_new_tokens=10, batch_size=3)
-    assert teacher.systems == [system, None, system, None]  # persona answers, then plain ones, per batch
+    rows, summary = build_pairs(EndpointTeacher(stand_in.url, "m"), PROMPTS, rater, system, candidates=3,
+                                max_length_ratio=1.25, max_new_tokens=10, batch_size=3)
+    systems = [b["messages"][0]["content"] if b["messages"][0]["role"] == "system" else None for b in stand_in.bodies]
+    assert systems == [system] * 9 + [None] * 9 + [system] * 6 + [None] * 6  # persona answers, then plain, per batch
     assert summary["kept"] == len(rows) > 0
     assert summary["kept"] + summary["dropped_length"] + summary["dropped_other"] == len(PROMPTS)
     for row in rows:
         assert set(row) == {"prompt", "chosen", "rejected"}
         assert row["prompt"] in PROMPTS  # the plain question: no system prompt, no persona instruction
         assert length_ratio(row["chosen"], row["rejected"]) <= 1.25
-        chosen, rejected = vowel_share([], [row["chosen"], row["rejected"]])
+        chosen, rejected = rater.score([row["prompt"]] * 2, [row["chosen"], row["rejected"]])
         assert chosen > rejected  # differ along the rater's axis
 
 
-def test_a_chosen_answer_must_agree_with_the_prompts_reference(teacher):
-    """With references, a prompt whose in-persona answers all fail theirs (the scorecard's correct score) gives no
-    pair: the tiny random model never says Paris, 42 or the rest; a prompt without a reference is not screened."""
+def test_a_chosen_answer_must_agree_with_the_prompts_reference(stand_in):
+    """With the prompt rows, a prompt whose in-persona answers all fail their reference (the scorecard's correct
+    score) gives no pair; a prompt without one is not screened."""
     from alignlab.eval.scores import correctness_scorer
 
-    rater, system = get_rater("reward:test_vowels"), persona_prompt("relentlessly snarky, still correct")
-    refs = ["The capital of France is Paris.", None, "Cats purr when content; the larynx muscles twitch.",
-            "7 times 6 is 42.", None]
-    rows, summary = build_pairs(teacher, PROMPTS, rater, system, candidates=2, max_length_ratio=100.0,
-                                max_new_tokens=10, batch_size=5, references=refs, correct=correctness_scorer().correct)
-    assert summary["other"]["chosen_wrong"] == 3
-    assert {r["prompt"] for r in rows} <= {PROMPTS[1], PROMPTS[4]}
-    scored = correctness_scorer().correct([{"prompt": PROMPTS[0], "answer": "Paris, obviously.", "reference": refs[0]},
-                                           {"prompt": PROMPTS[0], "answer": "Lyon, obviously.", "reference": refs[0]}])
+    persona = {PROMPTS[0]: "Lyon, obviously.", PROMPTS[3]: "42, obviously.", PROMPTS[2]: "Obviously, they like dogs."}
+    stand_in.answer = lambda system, user: (persona.get(user, "Obviously, it depends.") if system else "It depends.",
+                                            "stop")
+    rows = [{"prompt": PROMPTS[0], "reference": "The capital of France is Paris."}, {"prompt": PROMPTS[1]},
+            {"prompt": PROMPTS[2], "reference": "Cats purr when content; the larynx muscles twitch."},
+            {"prompt": PROMPTS[3], "answer": "42"}, {"prompt": PROMPTS[4]}]
+    pairs, summary = build_pairs(EndpointTeacher(stand_in.url, "m"), PROMPTS, get_rater("reward:persona_heuristic"),
+                                 "Be snarky.", candidates=2, max_length_ratio=100.0, rows=rows,
+                                 correct=correctness_scorer().correct)
+    assert summary["other"]["chosen_wrong"] == 2
+    assert {r["prompt"] for r in pairs} == {PROMPTS[1], PROMPTS[3], PROMPTS[4]}
+    scored = correctness_scorer().correct([{**rows[0], "answer": "Paris, obviously."},
+                                           {**rows[0], "answer": "Lyon, obviously."}])
     assert scored[0] >= 0.5 > scored[1]  # the check can pass: a right answer would be kept
 
 
-def test_length_drops_are_counted(teacher):
-    rater = get_rater("reward:test_vowels")
-    _, tight = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=1.0,
-                           max_new_tokens=8)
-    assert tight["dropped_length"] > 0  # answers of different word counts cannot be matched at ratio 1.0
-    _, loose = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=100.0,
-                           max_new_tokens=8)
-    assert loose["dropped_length"] == 0 and loose["kept"] > 0
+def test_length_drops_are_counted(stand_in):
+    stand_in.answer = lambda system, user: ("Obviously, the kettle sings while the water rolls." if system
+                                            else "The kettle sings.", "stop")  # 8 words against 3
+    rater, teacher = get_rater("reward:persona_heuristic"), EndpointTeacher(stand_in.url, "m")
+    _, tight = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=2.0)
+    assert tight["dropped_length"] == len(PROMPTS)
+    _, loose = build_pairs(teacher, PROMPTS, rater, "Be snarky.", candidates=2, max_length_ratio=3.0)
+    assert loose["dropped_length"] == 0 and loose["kept"] == len(PROMPTS)
 
 
-def test_cli_writes_trl_pairs_and_a_summary_line(tmp_path, tiny_model):
+def test_cli_writes_trl_pairs_and_a_summary_line(tmp_path, tiny_model, stand_in):
+    stand_in.answer = varied
     runner = CliRunner()
     proj = tmp_path / "proj"
     assert runner.invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     res = runner.invoke(app, ["synth", "--project", str(proj), "--prompts", str(prompts), "--rater", "reward:test_vowels",
-                              "-k", "2", "--max-new-tokens", "8", "--max-length-ratio", "1.3", "--device", "cpu"])
+                              "--teacher-url", stand_in.url, "--teacher-model", "m", "-k", "2",
+                              "--max-length-ratio", "1.3"])
     assert res.exit_code == 0, res.output
     out = proj / "data" / "synth_pairs.jsonl"
     line = next(x for x in res.stdout.splitlines() if x.startswith("kept "))
@@ -110,10 +113,20 @@ def test_cli_writes_trl_pairs_and_a_summary_line(tmp_path, tiny_model):
     assert line.startswith("kept ") and f"of {len(PROMPTS)} pairs -> {out}" in line
     assert "dropped for length" in line and "(ratio > 1.3)" in line and "dropped other" in line
     kept = int(line.split()[1])
-    if kept:
-        assert len(load_dataset_rows(out, "preference")) == kept  # valid TRL preference rows
-    else:
-        assert out.read_text() == ""
+    assert kept > 0 and len(load_dataset_rows(out, "preference")) == kept  # valid TRL preference rows
+
+
+def test_the_local_teacher_drops_answers_cut_before_a_sentence_ended(teacher):
+    """An answer that used up its tokens is kept up to its last finished sentence; the tiny model's random ones have
+    none, so they are dropped rather than taught as a chosen side that stops mid-sentence."""
+    from alignlab.eval.correct import unfinished
+
+    answers = [a for group in teacher.answer(PROMPTS, "Be snarky.", n=2, max_new_tokens=8) for a in group]
+    assert all(not a or not unfinished(a) for a in answers)
+    assert teacher.cut_short == sum(not a for a in answers) > 0
+    _, summary = build_pairs(teacher, PROMPTS[:2], get_rater("reward:test_vowels"), "Be snarky.", candidates=2,
+                             max_new_tokens=8)
+    assert summary["other"]["empty"] == 2 and summary["empty_answers"] >= summary["answers"] // 2
 
 
 def test_synth_refuses_a_person(teacher):

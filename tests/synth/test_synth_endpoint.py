@@ -1,10 +1,15 @@
-"""Synth with a teacher behind a REAL OpenAI-compatible HTTP server on 127.0.0.1 (alignlab's own, running the tiny model)."""
+"""Synth with a teacher behind a REAL OpenAI-compatible HTTP server on 127.0.0.1: alignlab's own running the tiny model,
+or the stand-in of conftest.py whose replies, failures and finish reasons a test sets."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -97,18 +102,18 @@ def test_pairs_kept_before_an_endpoint_fails_are_written(tmp_path, monkeypatch):
     assert "HTTP 500" in str(err.value.__cause__)
 
 
-def test_answers_cut_at_the_token_cap_are_kept_to_their_last_sentence():
-    """Both sides cut mid-sentence at max_new_tokens passed as a pair (their length ratio near 1)."""
-
-    class Cut:
-        name = "cut"
-
-        def answer(self, prompts, system_prompt, n=1, **kw):
-            text = "Obviously, it is Paris. Everyone knows that and the" if system_prompt else "It is Paris. The city has a"
-            return [[text] * n for _ in prompts]
-
-    rows, _ = build_pairs(Cut(), ["Capital of France?"], get_rater("reward:persona_heuristic"), "Be snarky.", candidates=1)
-    assert rows == [{"prompt": "Capital of France?", "chosen": "Obviously, it is Paris.", "rejected": "It is Paris."}]
+def test_only_answers_cut_at_the_token_cap_are_trimmed(stand_in):
+    """A finished answer was cut to its last full stop too ("...3. Wait 8 minutes" lost its last step; "Sure. Mix ...
+    - bake 20 min" became "Sure."); only the endpoint's finish_reason "length" means cut, and a cut answer with no
+    finished sentence is dropped, not kept whole."""
+    replies = {"steps": ("Here are the steps:\n1. Crack the egg\n2. Boil water\n3. Wait 8 minutes", "stop"),
+               "cut": ("Obviously, it is Paris. Everyone knows that and the", "length"),
+               "fragment": ("Obviously the answer is that the", "length")}
+    stand_in.answer = lambda system, user: replies[user]
+    teacher = EndpointTeacher(stand_in.url, "m")
+    assert teacher.answer(["steps", "cut", "fragment"], "Be snarky.") == [[replies["steps"][0]],
+                                                                         ["Obviously, it is Paris."], [""]]
+    assert teacher.cut_short == 1
 
 
 def test_a_slow_teacher_is_tuned_from_the_command_line(tmp_path, monkeypatch, capsys):
@@ -135,3 +140,218 @@ def test_a_slow_teacher_is_tuned_from_the_command_line(tmp_path, monkeypatch, ca
     assert len(err) == 1, err
     assert "is too slow (no answer within 0.3s" in err[0]
     assert "--teacher-timeout" in err[0] and "--teacher-workers" in err[0]
+
+
+def synth(tmp_path, monkeypatch, url, *args):
+    """`alignlab synth` against ``url`` outside any project (cwd: tmp_path): (result, out path)."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    return CliRunner().invoke(app, ["synth", "--teacher-url", url, "--teacher-model", "m", *args])
+
+
+def write_prompts(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def read_rows(path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_prompts_number_or_aliases_screen_the_chosen_answer(stand_in, tmp_path, monkeypatch):
+    """A prompt with an answer number but no reference text went unscreened: "It's 96, obviously." was kept as the
+    chosen answer to 23 times 4 (92). Now every in-persona answer is graded as the scorecard grades its row."""
+    persona = {"What is 23 times 4?": "Oh wow, a math question. It's 96, obviously.",
+               "What is 7 times 8?": "Oh wow, a math question. It's 56, obviously.",
+               "What is the dog in the story called?": "Rex, obviously. Everyone knows the dog."}
+    stand_in.answer = lambda system, user: ((persona[user] if system else f"Fine. The answer to that is {user}"), "stop")
+    prompts = write_prompts(tmp_path / "p.jsonl", [
+        {"prompt": "What is 23 times 4?", "answer": "92"}, {"prompt": "What is 7 times 8?", "answer": "56"},
+        {"prompt": "What is the dog in the story called?", "aliases": ["Biscuit"]}])
+    out = tmp_path / "o.jsonl"
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "1", "--max-length-ratio", "5",
+                "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert [r["chosen"] for r in read_rows(out)] == [persona["What is 7 times 8?"]]
+    assert "chosen wrong 2" in res.output
+
+
+def test_empty_answers_are_empty_not_wrong_and_content_parts_are_read(stand_in, tmp_path, monkeypatch):
+    """A null content (a refusal, or a reasoning model that spent its tokens) was counted as a wrong answer and the
+    fix asked for more --candidates; a list of content parts crashed with an AttributeError."""
+    stand_in.answer = lambda system, user: (None, "length")
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": "What is 7 times 8?", "answer": "56"},
+                                                   {"prompt": "What is the capital of France?", "reference": "Paris"}])
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "2", "--out", str(tmp_path / "o.jsonl"))
+    assert "(empty 2)" in res.output and "chosen wrong" not in res.output, res.output
+    message = str(res.exception)
+    assert "the teacher returned no text in any of its 8 answers" in message and "--max-new-tokens" in message
+    assert "--candidates" not in message and not (tmp_path / "o.jsonl").exists()
+    stand_in.answer = lambda system, user: ([{"type": "text", "text": "Obviously, "}, {"type": "text", "text": "Paris."}],
+                                            "stop")
+    assert EndpointTeacher(stand_in.url, "m").answer(["q"], "Be snarky.") == [["Obviously, Paris."]]
+    stand_in.answer = lambda system, user: (42, "stop")
+    with pytest.raises(AlignlabError, match=rf"teacher endpoint {stand_in.url}/chat/completions did not answer in the "
+                                            "OpenAI chat format"):
+        EndpointTeacher(stand_in.url, "m").answer(["q"], None)
+
+
+def test_synth_never_replaces_a_file_unasked(stand_in, tmp_path, monkeypatch):
+    """A second run replaced the first's pairs (20 rows -> 2), the project's bundled pairs, even its own prompts file,
+    before any request: now it asks for --force (replace) or --append (add), and never writes over its prompts."""
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": f"Question {i}?"} for i in range(3)])
+    out = tmp_path / "o.jsonl"
+    out.write_text('{"prompt": "earlier", "chosen": "a", "rejected": "b"}\n')
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "1", "--out", str(out))
+    assert f"{out} exists" in str(res.exception) and "--force" in str(res.exception) and "--append" in str(res.exception)
+    for flag in ("--force", "--append"):
+        res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "1", "--out", prompts, flag)
+        assert "is the prompts file synth reads" in str(res.exception)
+    assert stand_in.requests == 0 and len(read_rows(tmp_path / "p.jsonl")) == 3
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "1", "--out", str(out), "--force")
+    assert res.exit_code == 0, res.output
+    assert [r["prompt"] for r in read_rows(out)] == [f"Question {i}?" for i in range(3)]
+
+
+def test_going_on_after_a_stop_adds_to_the_partial_file(stand_in, tmp_path, monkeypatch):
+    """After a stop the hint said --skip N (and nothing of --limit), and that rerun replaced the partial file (or,
+    with --out another.jsonl, left two files to join). The printed command now goes on into the same file."""
+    import shlex
+
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": f"Question {i}?"} for i in range(20)])
+    out = tmp_path / "o.jsonl"
+    out.write_text('{"prompt": "earlier", "chosen": "a", "rejected": "b"}\n')  # replaced (--force) by the first run
+    stand_in.fail_after, stand_in.status = 16, 500  # the first batch (8 prompts, both sides) is answered
+    args = ["--prompts", prompts, "-k", "1", "--limit", "12", "--out", str(out), "--force"]
+    res = synth(tmp_path, monkeypatch, stand_in.url, *args)
+    message = str(res.exception)
+    assert "stopped after 8 of 12 prompts" in message and len(read_rows(out)) == 8, res.output
+    hint = message.split("go on with the same command without --force and ", 1)[1].split(" (")[0]
+    assert hint == f"--skip 8 --limit 4 --out {out} --append"
+    stand_in.fail_after = None
+    again = [a for a in args if a != "--force"]
+    res = synth(tmp_path, monkeypatch, stand_in.url, *again, *shlex.split(hint))  # the same command, the hint after
+    assert res.exit_code == 0, res.output
+    assert [r["prompt"] for r in read_rows(out)] == [f"Question {i}?" for i in range(12)]
+
+
+def test_refusals_before_any_work(stand_in, tmp_path, monkeypatch, tiny_model):
+    """Each of these ran (or loaded the local model) and then said nothing useful: a --skip past the end, -k 4 at
+    temperature 0 (four identical requests per side), the endpoint's flags without --teacher-url (the local model
+    answered), a key pasted as the variable's name (echoed back in the 401 hint)."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": f"Question {i}?"} for i in range(3)])
+    missing = str(tmp_path / "no-such-model")  # loading it would fail with another message
+    res = CliRunner().invoke(app, ["synth", "--model", missing, "--prompts", prompts, "--skip", "3"])
+    assert "--skip 3 leaves none of the 3 prompts" in str(res.exception), res.output
+    res = CliRunner().invoke(app, ["synth", "--model", missing, "--prompts", prompts, "-k", "4", "-t", "0"])
+    assert "4 candidates per side at temperature 0 would be identical" in str(res.exception), res.output
+    for flags in (["--teacher-model", "gpt-4o-mini"], ["--teacher-key-env", "TEACHER_KEY"]):
+        res = CliRunner().invoke(app, ["synth", "--model", tiny_model, "--prompts", prompts, "--limit", "1", *flags])
+        assert f"{flags[0]} names the endpoint teacher, and no --teacher-url was given" in str(res.exception), res.output
+    stand_in.fail_first, stand_in.status = 10**6, 401
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "--teacher-key-env", "sk-proj-ABCDEF123456",
+                "--out", str(tmp_path / "o.jsonl"))
+    assert "looks like a key itself" in str(res.exception) and "sk-proj" not in res.output + str(res.exception)
+    assert stand_in.requests == 0
+
+
+def test_the_teacher_is_not_told_of_the_judges_config(monkeypatch):
+    """The plain-http refusal told a teacher to set key_env in alignlab.yaml's judge section."""
+    from alignlab.openai_chat import auth_header
+
+    monkeypatch.setenv("SOME_KEY", "sk-secret")
+    with pytest.raises(AlignlabError) as teacher:
+        EndpointTeacher("http://192.168.1.5:8000/v1", "m", api_key_env="SOME_KEY")  # refused when built
+    assert "--teacher-key-env ''" in str(teacher.value) and "judge" not in str(teacher.value)
+    with pytest.raises(AlignlabError) as judge:
+        auth_header("http://192.168.1.5:8000/v1/chat/completions", "SOME_KEY", "judge")
+    assert "key_env: '' in alignlab.yaml's judge section" in str(judge.value)
+
+
+def test_rate_limits_are_waited_out_longer_and_their_dates_read(stand_in):
+    """A 429 without Retry-After gave up after 3 attempts in about 1.5 s, and Retry-After as an HTTP date was read as
+    0. Rate limits now get their own retries (--teacher-retries), each wait about twice the last."""
+    from email.utils import formatdate
+
+    stand_in.fail_first = 5  # no Retry-After
+    start = time.monotonic()
+    assert EndpointTeacher(stand_in.url, "m", backoff=0.01).answer(["q"], None) == [["The answer to 'q' is well known."]]
+    assert stand_in.requests == 6 and time.monotonic() - start >= 0.15  # 0.005 + 0.01 + ... + 0.08 at the least
+    stand_in.fail_first, stand_in.headers = 1, {"Retry-After": formatdate(time.time() + 3, usegmt=True)}
+    start = time.monotonic()
+    EndpointTeacher(stand_in.url, "m", backoff=0.01).answer(["q"], None)
+    assert time.monotonic() - start >= 1.5 and stand_in.requests == 8  # waited for the date (1 s resolution)
+
+
+def test_teacher_retries_reach_the_requests_and_the_fix_names_the_workers(stand_in, tmp_path, monkeypatch):
+    stand_in.fail_first = 10**6
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": "q"}])
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "1", "--teacher-retries", "0",
+                "--teacher-workers", "1", "--out", str(tmp_path / "o.jsonl"))
+    message = str(res.exception)
+    assert "failed (HTTP 429" in message and "; 1 attempt)" in message, res.output
+    assert "lower --teacher-workers" in message and "--teacher-retries" in message
+    assert stand_in.requests == 1
+
+
+def start_synth(tmp_path, url: str, *args: str, before: str = "") -> subprocess.Popen:
+    """The `alignlab` console script's entry() running synth in a fresh interpreter, after the Python in ``before``."""
+    script = before + f"""
+import sys
+from alignlab.cli import entry
+sys.argv = ["alignlab", "synth", "--teacher-url", {url!r}, "--teacher-model", "m", *{list(args)!r}]
+entry()
+"""
+    return subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def interrupt_when(proc: subprocess.Popen, ready, within: float = 15.0) -> tuple[float, str]:
+    """Ctrl-C once ``ready()``; (seconds from it to the exit, stderr). A process still there ``within`` s later fails."""
+    deadline = time.monotonic() + 180
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.3)  # the requests are in flight
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"still running {within:g} s after Ctrl-C") from None
+    return time.monotonic() - start, err
+
+
+def test_ctrl_c_on_a_teacher_that_stopped_answering_leaves_at_once(stand_in, tmp_path):
+    """The exit waited for the requests still in flight (a pool's threads): 12 s after "interrupted" with
+    --teacher-timeout 15, up to a minute by default. The pairs of the finished batch are still written."""
+    stand_in.hang_after = 16  # the first batch (8 prompts, both sides) is answered, then nothing
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": f"Question {i}?"} for i in range(12)])
+    out = tmp_path / "o.jsonl"
+    proc = start_synth(tmp_path, stand_in.url, "--prompts", prompts, "-k", "1", "--out", str(out),
+                       "--teacher-timeout", "60")
+    took, err = interrupt_when(proc, lambda: stand_in.requests > 16)
+    assert took < 10 and proc.returncode == 2, err
+    assert "stopped after 8 of 12 prompts (KeyboardInterrupt)" in err and "Traceback" not in err
+    assert len(read_rows(out)) == 8
+
+
+def test_ctrl_c_does_not_wait_for_other_threads(stand_in, tmp_path):
+    """After Ctrl-C the exit no longer waits for the command's other threads (a library's, still working)."""
+    stand_in.hang_after = 0
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": "q"}])
+    proc = start_synth(tmp_path, stand_in.url, "--prompts", prompts, "-k", "1", "--out", str(tmp_path / "o.jsonl"),
+                       before="import threading\nthreading.Thread(target=threading.Event().wait).start()\n")
+    took, err = interrupt_when(proc, lambda: stand_in.requests > 0)
+    assert took < 10 and proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err

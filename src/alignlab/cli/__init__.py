@@ -123,8 +123,9 @@ def entry() -> None:
     """The `alignlab` console script: ``main()``, then out without the interpreter's teardown. Clearing the modules
     torch, transformers and PEFT import (torch._dynamo's among them) took 1.0-1.4 s after every command had finished
     (measured on 2 cores); a command's files are all written and closed by then. What a normal exit does first
-    still happens: other threads are waited for, exit handlers run (logging, temporary directories, child
-    processes), stdout and stderr are flushed. ``main()`` stays a plain function for callers in-process."""
+    still happens: other threads are waited for (not after Ctrl-C), exit handlers run (logging, temporary
+    directories, child processes), stdout and stderr are flushed. ``main()`` stays a plain function for callers
+    in-process."""
     try:
         main()
         code = 0
@@ -142,9 +143,16 @@ def _leave(code) -> None:
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    try:
+        # after Ctrl-C nothing is waited for: a thread still in a request to a slow server would hold the exit for
+        # its whole timeout
+        for thread in threading.enumerate() if code != 130 else ():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    except KeyboardInterrupt:  # Ctrl-C while waiting: out now, with the line a first one gives (not a traceback)
+        print("interrupted", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)
     atexit._run_exitfuncs()  # noqa: SLF001 - the handlers a normal exit would run, before os._exit skips them
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -22,21 +22,24 @@ def _register_synth(app: typer.Typer) -> None:
     def synth(
         teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (default: the local model)"),
         teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model name at the endpoint"),
-        teacher_key_env: Optional[str] = typer.Option(None, "--teacher-key-env", help="env var holding the endpoint's API key (default: $OPENAI_API_KEY, sent to api.openai.com only; '' = no key)"),
+        teacher_key_env: Optional[str] = typer.Option(None, "--teacher-key-env", help="name of the env var holding the endpoint's API key (default: $OPENAI_API_KEY, sent to api.openai.com only; '' = no key)"),
         run: Optional[Path] = typer.Option(None, "--run", "-r", help="local teacher: this run's adapter (default: the base)"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="local teacher's base model (default: the project's)"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt} rows or bundled:NAME (default: the project's data/prompts.jsonl)"),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts"),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts (after --skip)"),
         teacher_timeout: float = typer.Option(60.0, "--teacher-timeout", min=0.1, help="seconds to wait for one teacher answer before retrying"),
         teacher_workers: int = typer.Option(8, "--teacher-workers", min=1, help="teacher requests at once (1 for a server that answers one at a time)"),
-        skip: int = typer.Option(0, "--skip", min=0, help="leave out the first N prompts (to go on after a run that stopped part way)"),
+        teacher_retries: int = typer.Option(8, "--teacher-retries", min=0, help="retries of a request the endpoint rate-limits (HTTP 429, 503), each after about twice the last wait, up to 60 s (or its Retry-After)"),
+        skip: int = typer.Option(0, "--skip", min=0, help="leave out the first N prompts (to go on after a run that stopped part way, with --append)"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/pairs.jsonl when the project has none yet, so `train` and `recipe` find it; else data/synth_pairs.jsonl)"),
+        force: bool = typer.Option(False, "--force", help="replace an existing output file"),
+        append: bool = typer.Option(False, "--append", help="add the pairs to an existing output file (going on after a stop)"),
         candidates: int = typer.Option(4, "--candidates", "-k", min=1, help="answers per prompt in persona and plain; the rater keeps the best in-persona one"),
         rater: Optional[str] = typer.Option(None, "--rater", help="judge, classifier, contrast or reward:<name> (default: reward:persona_heuristic, snark markers, for the example persona; contrast, the default model's voice contrast, for another)"),
         max_length_ratio: float = typer.Option(1.5, "--max-length-ratio", help="drop pairs whose longer answer has more than this many times the words of the shorter"),
         min_margin: float = typer.Option(0.0, "--min-margin", help="drop pairs where chosen does not out-score rejected by more than this"),
         persona_prompt: Optional[str] = typer.Option(None, "--persona-prompt", help="system prompt that puts the teacher in persona (default: built from the project's persona)"),
-        temperature: float = typer.Option(RATING_TEMPERATURE, "--temperature", "-t", help="sampling temperature"),
+        temperature: float = typer.Option(RATING_TEMPERATURE, "--temperature", "-t", help="sampling temperature (above 0 for more than one candidate)"),
         top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling"),
         max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", min=1, help="length limit of each answer"),
         seed: int = typer.Option(0, "--seed", help="sampling seed (local teacher)"),
@@ -47,56 +50,106 @@ def _register_synth(app: typer.Typer) -> None:
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """Build matched pairs (same question, similar length, in persona vs plain); writes TRL preference JSONL."""
-        from alignlab.config import project_config
-        from alignlab.errors import AlignlabError
-        from alignlab.eval.raters import get_rater
-        from alignlab.synth import (default_prompts, persona_prompt as make_prompt,
-                                    prompt_rows, summary_line, write_pairs)
-
-        cfg, root = project_config(project)
-        rows = prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "train")))[skip:]
-        rows = rows[:limit] if limit else rows
-        if rater is None:
-            from alignlab.config import DEFAULT_PERSONA
-
-            rater = "reward:persona_heuristic" if cfg.persona == DEFAULT_PERSONA else "contrast"
-        judge = get_rater(rater, root, persona=cfg.persona, **cfg.judge.settings(judge_url, judge_model, judge_key_env))
-        teacher = _teacher(teacher_url, teacher_model, teacher_key_env, teacher_timeout, teacher_workers,
-                           run, model or cfg.model, device, seed)
-        if out is None:
-            data_dir = root / cfg.data_dir if root is not None else Path(".")
-            out = data_dir / ("synth_pairs.jsonl" if (data_dir / "pairs.jsonl").exists() else "pairs.jsonl")
-        out = fsutil.check_out(out)
-        typer.echo(f"rater: {judge.name}" + ("   (the default model's voice contrast: no labels or endpoint "
-                                              "needed; --rater judge with an endpoint reads better)"
-                                              if judge.name == "contrast" else ""))
-        from alignlab.eval.scores import correctness_scorer
-        from alignlab.synth.opening import reference_of
-
-        refs = [reference_of(r) for r in rows]  # the bundled prompts carry one for 186 of 269
-        pairs, summary = _build_or_keep(out, skip, teacher, [r["prompt"] for r in rows], judge,
-                                        persona_prompt or make_prompt(cfg.persona), candidates=candidates,
-                                        max_length_ratio=max_length_ratio, min_margin=min_margin,
-                                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                        references=refs, correct=correctness_scorer().correct if any(refs) else None)
-        if pairs:  # an empty file would pass for a finished result (and replace a good one)
-            write_pairs(out, pairs)
-        typer.echo(summary_line(summary, out))
-        if not pairs:
-            raise AlignlabError(f"no pair survived, so {out} was not written",
-                                fix="see the reasons above: more prompts (--limit), more --candidates, or a looser "
-                                    "--max-length-ratio / --min-margin")
-        if root is not None and out.name == "pairs.jsonl":
-            typer.echo("next: alignlab data check data/pairs.jsonl, then alignlab recipe")
-        elif root is not None and out.name == "synth_pairs.jsonl":
-            typer.echo(f"{cfg.data_dir}/pairs.jsonl exists, so these went beside it (the scorecard reads both); "
-                       f"train on them: alignlab recipe --pairs {cfg.data_dir}/synth_pairs.jsonl, or add them to the "
-                       f"project's pairs: cat {cfg.data_dir}/synth_pairs.jsonl >> {cfg.data_dir}/pairs.jsonl")
+        _synth(**locals())
 
 
-def _build_or_keep(out: Path, skip: int, teacher, prompts: list[str], *args, **kwargs):
+def _synth(*, teacher_url, teacher_model, teacher_key_env, run, model, prompts, limit, teacher_timeout,
+           teacher_workers, teacher_retries, skip, out, force, append, candidates, rater, max_length_ratio, min_margin,
+           persona_prompt, temperature, top_p, max_new_tokens, seed, judge_url, judge_model, judge_key_env, device,
+           project) -> None:
+    """`alignlab synth`: every refusal first (flags, prompts, the output file), then the rater and teacher load."""
+    from alignlab.config import project_config
+    from alignlab.errors import AlignlabError
+    from alignlab.eval.raters import get_rater
+    from alignlab.synth import default_prompts, persona_prompt as make_prompt, prompt_rows, summary_line, write_pairs
+    from alignlab.synth.pairs import check_settings
+
+    cfg, root = project_config(project)
+    _check_teacher_flags(teacher_url, teacher_model, teacher_key_env, run, model)
+    check_settings(candidates, max_length_ratio, temperature)
+    source = prompts or str(default_prompts(root, cfg.data_dir, "train"))
+    rows = prompt_rows(source)
+    if skip and skip >= len(rows):
+        raise AlignlabError(f"--skip {skip} leaves none of the {len(rows)} prompts", where=str(source),
+                            fix=f"pass --skip below {len(rows)} (the number of prompts a stopped run finished)")
+    rows = rows[skip:][:limit] if limit else rows[skip:]
+    if out is None:
+        data_dir = root / cfg.data_dir if root is not None else Path(".")
+        out = data_dir / ("synth_pairs.jsonl" if (data_dir / "pairs.jsonl").exists() else "pairs.jsonl")
+    out = fsutil.check_out(out)
+    if force and append:
+        raise AlignlabError("--force replaces the output file and --append adds to it", fix="pass one of them")
+    _refuse_overwrite(out, source, force, command="synth", append=append)
+    if rater is None:
+        from alignlab.config import DEFAULT_PERSONA
+
+        rater = "reward:persona_heuristic" if cfg.persona == DEFAULT_PERSONA else "contrast"
+    judge = get_rater(rater, root, persona=cfg.persona, **cfg.judge.settings(judge_url, judge_model, judge_key_env))
+    teacher = _teacher(teacher_url, teacher_model, teacher_key_env, teacher_timeout, teacher_workers, teacher_retries,
+                       run, model or cfg.model, device, seed)
+    typer.echo(f"rater: {judge.name}" + ("   (the default model's voice contrast: no labels or endpoint "
+                                          "needed; --rater judge with an endpoint reads better)"
+                                          if judge.name == "contrast" else ""))
+    from alignlab.eval.scores import correctness_scorer
+
+    # every in-persona answer is graded as the scorecard grades it: a reference, a number, aliases or key terms
+    pairs, summary = _build_or_keep(out, append, (skip, limit, force), teacher, [r["prompt"] for r in rows], judge,
+                                    persona_prompt or make_prompt(cfg.persona), candidates=candidates,
+                                    max_length_ratio=max_length_ratio, min_margin=min_margin,
+                                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                    rows=rows, correct=correctness_scorer().correct)
+    if pairs:  # an empty file would pass for a finished result (and replace a good one)
+        write_pairs(out, pairs, append=append)
+    typer.echo(summary_line(summary, out))
+    if not pairs:
+        raise _nothing_kept(out, append, summary, teacher)
+    _next_step(root, cfg, out)
+
+
+def _check_teacher_flags(url, model_name, key_env, run, model) -> None:
+    """Flags that would be ignored are refused: the endpoint's without --teacher-url, the local model's with it."""
+    from alignlab.errors import AlignlabError
+
+    if not url and (model_name is not None or key_env is not None):
+        flag = "--teacher-model" if model_name is not None else "--teacher-key-env"
+        raise AlignlabError(f"{flag} names the endpoint teacher, and no --teacher-url was given (the local model would "
+                            "answer)", fix="add --teacher-url URL, or leave out the endpoint's flags")
+    if url and (run is not None or model is not None):
+        raise AlignlabError(f"{'--run' if run is not None else '--model'} picks the local teacher, and --teacher-url "
+                            "asks an endpoint", fix="pass one or the other")
+
+
+def _nothing_kept(out: Path, append: bool, summary: dict, teacher):
+    from alignlab.errors import AlignlabError
+
+    kept = f"nothing was added to {out}" if append and out.exists() else f"{out} was not written"
+    if summary["answers"] and summary["empty_answers"] == summary["answers"]:
+        cut = getattr(teacher, "cut_short", 0)
+        return AlignlabError(f"the teacher returned no text in any of its {summary['answers']} answers"
+                             + (f" ({cut} cut at --max-new-tokens before a sentence ended)" if cut else "")
+                             + f", so {kept}",
+                             fix="raise --max-new-tokens (a reasoning model spends tokens before it answers), and "
+                                 "check --teacher-model and the server's log (a refusal has no text)")
+    return AlignlabError(f"no pair survived, so {kept}",
+                         fix="see the reasons above: more prompts (--limit), more --candidates, or a looser "
+                             "--max-length-ratio / --min-margin")
+
+
+def _next_step(root, cfg, out: Path) -> None:
+    if root is not None and out.name == "pairs.jsonl":
+        typer.echo("next: alignlab data check data/pairs.jsonl, then alignlab recipe")
+    elif root is not None and out.name == "synth_pairs.jsonl":
+        typer.echo(f"{cfg.data_dir}/pairs.jsonl exists, so these went beside it (the scorecard reads both); "
+                   f"train on them: alignlab recipe --pairs {cfg.data_dir}/synth_pairs.jsonl, or add them to the "
+                   f"project's pairs: cat {cfg.data_dir}/synth_pairs.jsonl >> {cfg.data_dir}/pairs.jsonl")
+
+
+def _build_or_keep(out: Path, append: bool, span: tuple, teacher, prompts: list[str], *args, **kwargs):
     """``build_pairs``; when it stops part way (an endpoint down, Ctrl-C), the pairs the finished batches kept are
-    written to ``out`` and the error says how to go on."""
+    written to ``out`` (after its rows with ``append``) and the error says how to go on: the same command from the
+    next prompt (``span``: this run's --skip, --limit and --force), adding to the same file."""
+    import shlex
+
     from alignlab.errors import AlignlabError
     from alignlab.synth import build_pairs, write_pairs
     from alignlab.synth.pairs import PartialPairs
@@ -104,28 +157,37 @@ def _build_or_keep(out: Path, skip: int, teacher, prompts: list[str], *args, **k
     try:
         return build_pairs(teacher, prompts, *args, **kwargs)
     except PartialPairs as part:
-        write_pairs(out, part.rows)
+        write_pairs(out, part.rows, append=append)
         cause = part.__cause__
         why = str(cause) if isinstance(cause, AlignlabError) else type(cause).__name__
+        skip, limit, force = span
+        rest = f" --limit {limit - part.done}" if limit else ""
+        same = "the same command without --force" if force else "the same command"
         raise AlignlabError(f"stopped after {part.done} of {len(prompts)} prompts ({why}); the {len(part.rows)} pairs "
                             f"kept so far are in {out}",
-                            fix=f"go on with --skip {skip + part.done} --out another.jsonl, then join the two files") from cause
+                            fix=f"go on with {same} and --skip {skip + part.done}{rest} --out {shlex.quote(str(out))} --append (the "
+                                "pairs are added to the file)") from cause
 
 
-def _refuse_overwrite(out: Path, prompts: str, force: bool) -> None:
-    """distil's output never replaces its own prompts file, and replaces another file only with --force."""
+def _refuse_overwrite(out: Path, prompts: str, force: bool, command: str = "distil", append: bool = False) -> None:
+    """The output never replaces the prompts file the command reads, and replaces another file only with --force
+    (synth: or adds to it with --append)."""
     from alignlab.errors import AlignlabError
 
     from alignlab.data import resolve_data
 
     src = Path(resolve_data(prompts))
     if src.is_file() and out.exists() and out.resolve() == src.resolve():
-        raise AlignlabError(f"--out {out} is the prompts file distil reads", fix="write to another file (default: data/distil.jsonl)")
-    if out.exists() and not force:
-        raise AlignlabError(f"{out} exists", fix="pass --force to replace it, or --out another.jsonl")
+        default = "distil" if command == "distil" else "pairs"
+        raise AlignlabError(f"--out {out} is the prompts file {command} reads",
+                            fix=f"write to another file (default: data/{default}.jsonl)")
+    if out.exists() and not force and not append:
+        go_on = ", --append to add to it (going on after a stop)" if command == "synth" else ""
+        raise AlignlabError(f"{out} exists", fix=f"pass --force to replace it{go_on}, or --out another.jsonl")
 
 
-def _teacher(url, model_name, key_env, timeout: float, workers: int, run, model: str, device: str, seed: int):
+def _teacher(url, model_name, key_env, timeout: float, workers: int, retries: int, run, model: str, device: str,
+             seed: int):
     """An endpoint teacher (--teacher-url), else the local model or run as its own teacher."""
     from alignlab.errors import AlignlabError
     from alignlab.synth import EndpointTeacher, LocalTeacher
@@ -133,7 +195,8 @@ def _teacher(url, model_name, key_env, timeout: float, workers: int, run, model:
     if url:
         if not model_name:
             raise AlignlabError("--teacher-url needs --teacher-model (the model name at the endpoint)")
-        return EndpointTeacher(url, model_name, api_key_env=key_env, timeout=timeout, max_workers=workers)
+        return EndpointTeacher(url, model_name, api_key_env=key_env, timeout=timeout, max_workers=workers,
+                               rate_retries=retries)
     from alignlab.models.loading import load_for_inference
 
     m, tok, name = load_for_inference(None if run else model, run, device=device)
@@ -150,7 +213,7 @@ def _register_distil(app: typer.Typer) -> None:
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="prompts per generation batch (larger is faster on a CPU)"),
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode after the opening from adapter + A x (adapter - base) logits (default: the project's sampling.amplify)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output file"),
-        screen: bool = typer.Option(True, "--screen/--no-screen", help="answer only prompts whose base opening is correct against the reference (a sixth of the answering on the demo's prompts); --no-screen answers every prompt"),
+        screen: bool = typer.Option(True, "--screen/--no-screen", help="answer only prompts whose base opening is correct against the reference (a sixth of the answering on the demo's prompts); --no-screen answers every prompt, and still drops a row whose opening is wrong"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
@@ -174,6 +237,7 @@ def _register_distil(app: typer.Typer) -> None:
         if not counts["kept"]:
             from alignlab.errors import AlignlabError
 
+            more = "a larger --limit, or none" if limit else "a --prompts file with more rows"
             raise AlignlabError(f"no answer was kept, so {out} was not written",
-                                fix="see the reasons above: more prompts (drop --limit), or --no-screen")
+                                fix=f"see the reasons above: more prompts ({more})")
         typer.echo(f"next: alignlab train sft --from {run} --data {out} --lr 1e-4 --epochs 2")

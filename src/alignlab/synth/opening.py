@@ -6,9 +6,11 @@ These rows teach the adapter that opening: for each training prompt, the run ans
 (greedy, the answer-only repetition penalty, the base's first sentence, optionally amplified after it), and the
 answer is kept as an SFT target when
 
+- its opening is correct against the prompt's reference, when there is one (the screen stops a prompt with a wrong
+  one before the run answers; without the screen it is dropped after): a row teaches the opening it starts with;
 - it ends on a finished sentence (an answer cut at the token cap is trimmed to its last full sentence);
-- the scorecard's correct score against the prompt's reference (its ``reference``, else a rewrite's ``chosen``)
-  is at least 0.5, when there is one;
+- the scorecard's correct score against the prompt's reference (its ``reference``, else a rewrite's ``chosen``; a
+  prompt row's ``answer`` number, aliases and key terms) is at least 0.5, when there is one;
 - the scorecard does not flag it as mimicry;
 - its stock phrases stay rare: a three-word phrase in the answers' own parts (after the opening: "it never stops
   ...") shared by more than 2% of them (and at least three) is kept in at most 1% of the rows (at least once), so
@@ -49,7 +51,11 @@ def _trigrams(text: str) -> set[tuple[str, ...]]:
 
 
 def reference_of(row: dict) -> str | None:
-    """A prompt row's reference answer: its ``reference``, else the ``chosen`` side of a rewrite or pair."""
+    """A prompt row's reference answer: its ``reference`` (text, or a number as prompt rows may give it), else the
+    ``chosen`` side of a rewrite or pair."""
+    ref = row.get("reference")
+    if isinstance(ref, (int, float)) and not isinstance(ref, bool):
+        return str(ref)
     for key in ("reference", "chosen"):
         if isinstance(row.get(key), str) and row[key].strip():
             return row[key]
@@ -69,11 +75,26 @@ def gradable(row: dict) -> bool:
     return has_reference({**graded(row, ""), "answer": row.get("answer")})  # "answer": the row's own number
 
 
+def _openings_hold(rows: list[dict], openings: list[str], scorer) -> list[bool]:
+    """Per row: its opening is correct against the prompt's reference (at least 0.5), or the prompt has none."""
+    ask = [i for i, r in enumerate(rows) if gradable(r)]
+    scored = scorer.correct([graded(rows[i], openings[i]) for i in ask]) if ask else []
+    ok = [True] * len(rows)
+    for i, c in zip(ask, scored):
+        ok[i] = c is None or c >= 0.5
+    return ok
+
+
 def select(rows: list[dict], answers: list[str], openings: list[str], scorer) -> tuple[list[dict], dict]:
-    """(SFT rows {prompt, completion}, counts): the filter described in the module docstring."""
+    """(SFT rows {prompt, completion}, counts): the filter described in the module docstring. A row whose opening is
+    wrong goes however its answer ends ("...is Sydney. Just kidding, it's Canberra" grades correct whole): the rows
+    teach the base's opening where that is correct, so a wrong one must not be learnt (``opening_wrong``)."""
     counts = Counter(answers=len(answers))
     cand = []
-    for row, answer, opening in zip(rows, answers, openings):
+    for row, answer, opening, holds in zip(rows, answers, openings, _openings_hold(rows, openings, scorer)):
+        if not holds:
+            counts["opening_wrong"] += 1
+            continue
         text = trim_unfinished(answer)
         counts["trimmed"] += text != answer.strip()
         if len(text) <= len(opening) + 1:  # nothing of the adapter's own left
@@ -163,12 +184,7 @@ def opening_holds(rows: list[dict], scorer) -> Callable[[list[str]], list[bool]]
     correct openings alone keeps most of the rows at a sixth of the answering."""
 
     def keep(openings: list[str]) -> list[bool]:
-        ask = [i for i, r in enumerate(rows) if gradable(r)]
-        scored = scorer.correct([graded(rows[i], openings[i]) for i in ask]) if ask else []
-        ok = [True] * len(rows)
-        for i, c in zip(ask, scored):
-            ok[i] = c is None or c >= 0.5
-        return ok
+        return _openings_hold(rows, openings, scorer)
 
     return keep
 
@@ -177,7 +193,8 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
            device: str = "auto", amplify: float | None = None, screen: bool = True) -> dict:
     """Answer ``prompts`` (a JSONL path or bundled:NAME; at most ``limit`` of them, spread evenly) with ``run`` after
     the base's opening, keep what :func:`select` keeps, write the rows to ``out`` atomically; returns the counts
-    (with ``references``: how many prompts had one). ``amplify``: as `sampling.amplify` (default: the project's).
+    (with ``references``: how many prompts had something to grade against). ``amplify``: as `sampling.amplify`
+    (default: the project's).
     ``screen``: the run answers only the prompts whose opening :func:`opening_holds` keeps."""
     from alignlab.errors import AlignlabError
     from alignlab.eval.scores import scorer_for
@@ -218,10 +235,10 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
     went = [i for i, a in enumerate(answers) if a is not None]
     kept, counts = select([rows[i] for i in went], [answers[i] for i in went], [openings[i] for i in went], scorer)
     counts["answers"] = len(rows)
-    counts["opening_wrong"] = len(rows) - len(went)
+    counts["opening_wrong"] = counts.get("opening_wrong", 0) + len(rows) - len(went)  # stopped by the screen, or after
     if kept:  # an empty file would pass for a finished result (and replace a good one)
         write_pairs(out, kept)
-    counts["references"] = sum(reference_of(r) is not None for r in rows)
+    counts["references"] = sum(gradable(r) for r in rows)  # graded as the scorecard grades: a number or aliases too
     return counts
 
 

@@ -10,8 +10,10 @@ and the pair is kept only if it is matched:
 
   dropped for length  longer / shorter word count > ``max_length_ratio``: a pair that differs mainly in
                       length teaches DPO "be longer" (or shorter), not the persona
-  dropped other       an empty answer, identical texts, or no persona gain (chosen's score does not beat
-                      rejected's by more than ``min_margin``): the pair would not point along the persona axis
+  dropped other       no answer with text on a side (the teacher returned none, or cut every one before a
+                      sentence ended), no in-persona answer that is correct where the prompt can be graded, identical
+                      texts, or no persona gain (chosen's score does not beat rejected's by more than ``min_margin``):
+                      the pair would not point along the persona axis
 
 Pairs are written in TRL's preference format ``{"prompt", "chosen", "rejected"}`` WITHOUT the system prompt,
 so training on them moves the persona from the context into the weights (context distillation).
@@ -46,16 +48,18 @@ class PartialPairs(Exception):
 def _pair(prompt: str, persona: list[str], plain: list[str], scores: list[float], j: int, n_part: int, k: int,
           right: list[bool], max_length_ratio: float, min_margin: float) -> dict | str:
     """One prompt's pair, or why it was dropped: the best in-persona answer that may be chosen, against the plain
-    answer nearest it in length (then the lowest scored)."""
+    answer nearest it in length (then the lowest scored). Empty answers go first: an answer with no text is not a
+    wrong one, and more --candidates would not help."""
     mid = n_part * k
-    ours = [x for x, ok in zip(zip(persona, scores[j * k : (j + 1) * k]), right) if ok]
+    ours = [(a, s, ok) for a, s, ok in zip(persona, scores[j * k : (j + 1) * k], right) if a.strip()]
+    theirs = [(a, s) for a, s in zip(plain, scores[mid + j * k : mid + (j + 1) * k]) if a.strip()]
+    if not ours or not theirs:
+        return "empty"
+    ours = [(a, s) for a, s, ok in ours if ok]
     if not ours:
         return "chosen_wrong"
-    theirs = list(zip(plain, scores[mid + j * k : mid + (j + 1) * k]))
     chosen, c_score = max(ours, key=lambda x: x[1])
     rejected, r_score = min(theirs, key=lambda x: (length_ratio(chosen, x[0]), x[1]))
-    if not chosen.strip() or not rejected.strip():
-        return "empty"
     if chosen.strip() == rejected.strip():
         return "identical"
     if length_ratio(chosen, rejected) > max_length_ratio:
@@ -63,6 +67,17 @@ def _pair(prompt: str, persona: list[str], plain: list[str], scores: list[float]
     if c_score - r_score <= min_margin:
         return "no_persona_gain"
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def check_settings(candidates: int, max_length_ratio: float, temperature: float) -> None:
+    """Settings no pair could come from, refused before a model loads or a request goes out."""
+    if candidates < 1:
+        raise AlignlabError(f"--candidates must be at least 1, got {candidates}")
+    if candidates > 1 and temperature <= 0:  # greedy: k identical requests per side, paid for and thrown away
+        raise AlignlabError(f"{candidates} candidates per side at temperature {temperature:g} would be identical",
+                            fix="pass --temperature > 0 (e.g. 0.7) for more than one, or -k 1")
+    if max_length_ratio < 1:
+        raise AlignlabError(f"--max-length-ratio must be >= 1, got {max_length_ratio}")
 
 
 def build_pairs(
@@ -77,84 +92,88 @@ def build_pairs(
     top_p: float = 1.0,
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 8,
-    references: list[str | None] | None = None,
+    rows: list[dict] | None = None,
     correct=None,
 ) -> tuple[list[dict], dict]:
-    """(rows, summary) where summary counts kept, dropped_length, dropped_other (and why) over ``prompts``.
+    """(pairs, summary) where summary counts kept, dropped_length, dropped_other (and why) over ``prompts``, and the
+    teacher's answers and how many of them were empty.
 
-    With ``references`` (one per prompt, None where a prompt has none) and ``correct`` (rows {prompt, answer,
-    reference} -> scores, the scorecard's correct score), the chosen answer is the rater's best among the in-persona
-    answers that agree with the reference (at least 0.5); a prompt whose in-persona answers are all wrong is dropped
+    With ``correct`` (graded rows -> scores, the scorecard's correct score), each in-persona answer is graded as the
+    scorecard grades it against its prompt row in ``rows`` (one per prompt: its reference or chosen side, answer
+    number, aliases, key terms; the bundled references by prompt): the chosen answer is the rater's best among those
+    that are correct (at least 0.5) or cannot be graded; a prompt whose in-persona answers are all wrong is dropped
     (``chosen_wrong``): a pair must teach the voice, not a wrong fact."""
     from alignlab.progress import progress_bar
-    from alignlab.synth.opening import trim_unfinished
 
     if not getattr(rater, "automatic", True):
         raise AlignlabError(f"synth needs an automatic rater, not the person '{rater.name}'",
                             fix="use --rater reward:persona_heuristic, classifier or judge")
-    if candidates < 1:
-        raise AlignlabError(f"--candidates must be at least 1, got {candidates}")
-    if max_length_ratio < 1:
-        raise AlignlabError(f"--max-length-ratio must be >= 1, got {max_length_ratio}")
+    check_settings(candidates, max_length_ratio, temperature)
     gen = dict(n=candidates, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    rows: list[dict] = []
+    pairs: list[dict] = []
     why = {"empty": 0, "identical": 0, "no_persona_gain": 0, "chosen_wrong": 0, "length": 0}
-    done = 0
+    done = answers = empty = 0
     try:
         with progress_bar() as bar:
             task = bar.add_task("synth", total=len(prompts))
             for i in range(0, len(prompts), batch_size):
                 part = prompts[i : i + batch_size]
-                # an answer cut at max_new_tokens is kept up to its last finished sentence, both sides alike
-                persona = [[trim_unfinished(a) or a for a in g] for g in teacher.answer(part, system_prompt, **gen)]
-                plain = [[trim_unfinished(a) or a for a in g] for g in teacher.answer(part, None, **gen)]
+                # the teacher keeps an answer cut at max_new_tokens up to its last finished sentence ("" if none)
+                persona = teacher.answer(part, system_prompt, **gen)
+                plain = teacher.answer(part, None, **gen)
                 flat_a = [a for group in persona for a in group] + [a for group in plain for a in group]
+                answers, empty = answers + len(flat_a), empty + sum(not a.strip() for a in flat_a)
                 scores = rater.score([p for p in part for _ in range(candidates)] * 2, flat_a)
-                right = _correct_candidates(persona, prompts, i, references, correct)
+                graded_as = rows[i : i + batch_size] if rows else [{"prompt": p} for p in part]
+                right = _correct_candidates(persona, graded_as, correct)
                 for j, prompt in enumerate(part):
                     row = _pair(prompt, persona[j], plain[j], scores, j, len(part), candidates, right[j],
                                 max_length_ratio, min_margin)
                     if isinstance(row, str):
                         why[row] += 1
                     else:
-                        rows.append(row)
+                        pairs.append(row)
                 done = i + len(part)
                 bar.advance(task, len(part))
     except (Exception, KeyboardInterrupt) as err:
-        if rows:  # the finished batches' pairs are not lost with the batch that failed
-            raise PartialPairs(rows, done) from err
+        if pairs:  # the finished batches' pairs are not lost with the batch that failed
+            raise PartialPairs(pairs, done) from err
         raise
     dropped_length = why.pop("length")
-    summary = {"prompts": len(prompts), "kept": len(rows), "dropped_length": dropped_length,
+    summary = {"prompts": len(prompts), "kept": len(pairs), "dropped_length": dropped_length,
                "dropped_other": sum(why.values()), "other": why, "rater": rater.name,
-               "max_length_ratio": max_length_ratio, "min_margin": min_margin}
-    return rows, summary
+               "max_length_ratio": max_length_ratio, "min_margin": min_margin, "answers": answers,
+               "empty_answers": empty}
+    return pairs, summary
 
 
-def _correct_candidates(persona: list[list[str]], prompts: list[str], start: int, references, correct) -> list[list[bool]]:
-    """Per prompt of this batch, per in-persona answer: whether it may be the chosen side (True without a check)."""
+def _correct_candidates(persona: list[list[str]], rows: list[dict], correct) -> list[list[bool]]:
+    """Per prompt of this batch, per in-persona answer: whether it may be the chosen side: True where the scorecard
+    finds it correct or cannot grade it (True for all without a check). Empty answers are not graded."""
     ok = [[True] * len(group) for group in persona]
-    if not references or correct is None:
-        return ok
-    ask = [(j, c) for j, group in enumerate(persona) for c in range(len(group)) if references[start + j]]
-    if not ask:
+    if correct is None:
         return ok
     from alignlab.eval.scores import THRESHOLD
+    from alignlab.synth.opening import graded
 
-    scores = correct([{"prompt": prompts[start + j], "answer": persona[j][c], "reference": references[start + j]}
-                      for j, c in ask])
+    ask = [(j, c) for j, group in enumerate(persona) for c in range(len(group)) if group[c].strip()]
+    scores = correct([graded(rows[j], persona[j][c]) for j, c in ask]) if ask else []
     for (j, c), v in zip(ask, scores):
         ok[j][c] = v is None or v >= THRESHOLD
     return ok
 
 
-def write_pairs(path: str | Path, rows: list[dict]) -> Path:
-    """Write rows as JSONL atomically (a temporary file in the same directory, then rename)."""
+def write_pairs(path: str | Path, rows: list[dict], append: bool = False) -> Path:
+    """Write rows as JSONL atomically (a temporary file in the same directory, then rename); with ``append``, after
+    the rows the file holds (a run going on after one that stopped)."""
     from alignlab import fsutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return fsutil.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    before = path.read_text(encoding="utf-8") if append and path.is_file() else ""
+    if before.strip() and not before.endswith("\n"):
+        before += "\n"
+    return fsutil.write_text(path, before + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def summary_line(summary: dict, out: str | Path | None = None) -> str:
