@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
-from alignlab.workflows.pipeline import StageSettings, arithmetic_prompts, run_pipeline
+import pytest
+from test_break import interrupt  # Ctrl-C sent to a real `alignlab` process once it trains
+
+from alignlab.workflows.pipeline import StageSettings, arithmetic_prompts, run_pipeline, write_inputs
 
 
 def test_arithmetic_prompts_have_correct_answers():
@@ -15,6 +19,47 @@ def test_arithmetic_prompts_have_correct_answers():
         expect = {"plus": int(a) + int(b), "minus": int(a) - int(b), "times": int(a) * int(b)}[op]
         assert r["answer"] == str(expect)
     assert arithmetic_prompts(5, seed=1) == arithmetic_prompts(5, seed=1)
+
+
+@pytest.mark.parametrize("seed", [0, 42])  # the pipeline's and `alignlab break`'s
+def test_arithmetic_prompts_are_drawn_without_repeats_and_leave_out_what_is_excluded(seed):
+    """64 draws of 243 possible prompts held 7 (seed 0) and 9 (seed 42) repeats, which the data check warns about."""
+    rows = arithmetic_prompts(64, seed=seed)
+    assert len({r["prompt"] for r in rows}) == 64
+    shown = [r["prompt"] for r in arithmetic_prompts(2, seed=seed + 1)]
+    assert not set(shown) & {r["prompt"] for r in arithmetic_prompts(64, seed=seed, exclude=shown)}
+    assert len({r["prompt"] for r in arithmetic_prompts(243, seed=seed)}) == 243  # every one there is
+    with pytest.raises(ValueError):
+        arithmetic_prompts(243, seed=seed, exclude=shown)
+
+
+def test_inputs_are_replaced_whole_never_written_into(tmp_path):
+    """data/sft.jsonl, data/arithmetic.jsonl and rewards.yaml were written in place (Path.write_text): a kill mid-write
+    left half a file. Written whole, each is a new file renamed over the old one, so a second name for the old file
+    (a hard link) still reads the old text, where a write in place changes it too."""
+    out = tmp_path / "p"
+    small = StageSettings(grpo_prompts=4)
+    first = write_inputs(out, small)
+    kept = {}
+    for i, path in enumerate(first):
+        path.write_text(f"an earlier {path.name}\n")
+        os.link(path, tmp_path / f"kept-{i}")
+        kept[path] = tmp_path / f"kept-{i}"
+    again = write_inputs(out, small)
+    assert again == first
+    for path, link in kept.items():
+        assert link.read_text() == f"an earlier {path.name}\n", path
+        assert path.read_text() != link.read_text() and path.stat().st_ino != link.stat().st_ino
+    assert len(again[1].read_text().splitlines()) == 4
+
+
+def test_ctrl_c_says_to_run_the_pipeline_again_not_to_resume(tiny_model, tmp_path):
+    """After Ctrl-C the trainer said "continue with `alignlab train sft --resume pipe/runs/sft`": no checkpoint is
+    kept at those steps, and resuming one stage leaves the stages after it unrun."""
+    code, said = interrupt(["pipeline", "-m", tiny_model, "-o", "pipe", "--sft-steps", "2000"], "sft: 0/2000",
+                           tmp_path)
+    assert code != 0 and "sft: 0/2000" in said, said  # stopped while training
+    assert "run `alignlab pipeline -o pipe` again" in said, said
 
 
 def test_pipeline_runs_all_four_stages(tiny_model, tmp_path):

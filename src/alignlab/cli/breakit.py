@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -17,13 +18,13 @@ def register(app: typer.Typer) -> None:
         experiment: str = typer.Argument(..., help="label-flip, kl-ablation or long-run"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for data, runs, summary.json and report.html (default: break/EXPERIMENT)"),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="base model"),
-        steps: Optional[int] = typer.Option(None, "--steps", min=1, help="training steps per run (defaults: label-flip 24, kl-ablation 12, long-run 60)"),
+        steps: Optional[int] = typer.Option(None, "--steps", min=2, help="training steps per run (defaults: label-flip 24, kl-ablation 12, long-run 60)"),
         lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (defaults: label-flip 1e-4, kl-ablation 1e-3, long-run 3e-4)"),
         method: str = typer.Option(methods.GRPO, "--method", help="kl-ablation: grpo, rloo or ppo"),
         betas: str = typer.Option("0,0.04,0.4", "--betas", help="kl-ablation: KL coefficients, comma-separated"),
         rewards: Optional[Path] = typer.Option(None, "--rewards", help="kl-ablation: reward YAML (default: the long-run proxy, a persona classifier, with arithmetic correctness as gold)"),
-        per_category: int = typer.Option(2, "--per-category", min=1, help="held-out scorecard: prompts per category (7 categories)"),
-        quick: bool = typer.Option(False, "--quick", help="a few steps, few prompts, short answers (a smoke test, not a finding)"),
+        per_category: Optional[int] = typer.Option(None, "--per-category", min=1, help="held-out scorecard: prompts per category (7 categories; default 2, with --quick 1 and 3 prompts in all)"),
+        quick: bool = typer.Option(False, "--quick", help="a few steps, few prompts, short answers (a smoke test, not a finding); --steps and --per-category, when given, are kept"),
         force: bool = typer.Option(False, "--force", help="write into an --out folder that holds other files (its rewards.yaml, data/ and runs/ are replaced)"),
     ) -> None:
         """Stage a failure and measure it: flipped labels, the KL leash removed, a long run on a flawed reward.
@@ -33,33 +34,46 @@ def register(app: typer.Typer) -> None:
         kl-ablation 9.2, long-run 8.0."""
         from alignlab.errors import AlignlabError
         from alignlab.workflows.break_report import findings
-        from alignlab.workflows.breakit import BreakSettings, run_experiment
+        from alignlab.workflows.breakit import EXPERIMENTS, BreakSettings, check, run_experiment
 
         try:
             beta_list = tuple(float(b) for b in betas.split(",") if b.strip())
         except ValueError:
             raise AlignlabError(f"--betas takes numbers separated by commas, not '{betas}'", fix="e.g. --betas 0,0.04,0.4") from None
-        if not beta_list or min(beta_list) < 0:
-            raise AlignlabError(f"--betas needs one or more KL coefficients >= 0 (got '{betas}')", fix="e.g. --betas 0,0.04,0.4")
         given = {"--method": method != methods.GRPO, "--betas": betas != "0,0.04,0.4", "--rewards": rewards is not None}
         stray = [name for name, set_ in given.items() if set_] if experiment != "kl-ablation" else []
-        if stray:
+        if stray and experiment in EXPERIMENTS:  # an unknown name is said first, by check
             raise AlignlabError(f"{', '.join(stray)} applies to kl-ablation only, not {experiment}",
                                 fix=f"drop {', '.join(stray)}")
-        if lr is not None and lr <= 0:
-            raise AlignlabError(f"--lr must be above 0 (got {lr:g})", fix="e.g. --lr 1e-4")
         from alignlab.models.registry import resolve_model
 
         resolve_model(model)  # an unknown model fails here, before anything is written
         settings = BreakSettings(model=model, steps=steps, quick=quick, per_category=per_category,
                                  learning_rate=lr, method=method, betas=beta_list,
                                  rewards=str(rewards) if rewards else None)
+        check(experiment, settings)  # every refusal before --out is claimed: a refused try leaves nothing behind
         target = out or Path("break") / experiment
         from alignlab.fsutil import claim_dir
 
         claim_dir(target, "break", "data/, rewards.yaml, runs/, summary.json and report.html", force=force)
-        summary = run_experiment(experiment, target, settings)
+        try:
+            summary = run_experiment(experiment, target, settings)
+        except KeyboardInterrupt:  # the trainer's "continue with alignlab train --resume" does not fit here
+            rerun_hint(f"alignlab break {experiment} -o {shlex.quote(str(target))}")
+            raise
         typer.echo("")
         for line in findings(summary):
             typer.echo(line)
         typer.echo(f"report: {target / 'report.html'}  summary: {target / 'summary.json'}")
+
+
+def rerun_hint(command: str) -> None:
+    """What to say after Ctrl-C in `break` and `pipeline`: run the command again. Their runs keep no checkpoint to
+    resume from, and `alignlab train --resume`, which the trainer suggests, would finish one run alone, without the
+    experiment's instruments, the stages after it or the summary."""
+    from rich.markup import escape
+
+    from alignlab.progress import console
+
+    console.print("[yellow]interrupted[/]: not to be continued with `alignlab train --resume`; "
+                  f"run `{escape(command)}` again with the same options (each run starts afresh)")

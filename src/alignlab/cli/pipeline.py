@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -31,6 +32,12 @@ def register(app: typer.Typer) -> None:
                   force=force)
 
         settings = StageSettings(sft_steps=sft_steps, rm_steps=rm_steps, dpo_steps=dpo_steps, grpo_steps=grpo_steps)
-        result = run_pipeline(out, model=model, s=settings)
+        try:
+            result = run_pipeline(out, model=model, s=settings)
+        except KeyboardInterrupt:  # the trainer's "continue with alignlab train --resume" does not fit here
+            from alignlab.cli.breakit import rerun_hint
+
+            rerun_hint(f"alignlab pipeline -o {shlex.quote(str(out))}")
+            raise
         for stage in STAGES:
             typer.echo(f"{stage}: {result[stage]}")

@@ -28,42 +28,50 @@ def _flip_lines(s: dict) -> list[str]:
     for name, side in (("correct labels", good), ("flipped labels", bad)):
         t = side["train"]
         out.append(f"{name}: training loss {_num(t['loss'])}, pair accuracy {_pct(t['pair_accuracy'])}, "
-                   f"margin {_num(t['margin'])} (mean of the last 3 steps)")
+                   f"margin {_num(t['margin'])} (mean of the last {t['steps_averaged']} steps)")
     out.append("the training metrics look " + ("equally healthy in both runs" if v["training_looks_healthy"]
                                                else "unhealthy in at least one run (see the curves)"))
     acc = v["heldout_accuracy_end"]
     out.append(f"held-out implicit-reward accuracy ({s['heldout_pairs']} labelled pairs never trained on) at the end: "
                f"correct {_pct(acc['correct'])}, flipped {_pct(acc['flipped'])}")
     step = v["caught_by_heldout_reward_at_step"]
-    out.append(f"caught by: held-out implicit-reward accuracy below 50% at step {step}" if step is not None
-               else "the held-out implicit-reward accuracy of the flipped run never fell below 50%")
+    out.append(f"caught by: held-out implicit-reward accuracy at step {step}, below 50% for the flipped run and above "
+               "for the correct one" if step is not None else
+               "the held-out implicit-reward accuracy never told the runs apart (at no check was the flipped run "
+               "below 50% while the correct one was above)")
     p, m = v["in_persona"], v.get("persona") or {}
     out.append(f"held-out scorecard, in persona: base {_pct(p['base'])}, correct labels {_pct(p['correct'])}, "
                f"flipped {_pct(p['flipped'])}; persona score (mean) {_num(m.get('base'), '.2f')}, "
                f"{_num(m.get('correct'), '.2f')}, {_num(m.get('flipped'), '.2f')}")
-    out.append("both instruments live outside the training loop: nothing the trainer logs can tell the flip apart")
+    if v["training_looks_healthy"]:  # the claim holds only where the trainer's own numbers said all was well
+        out.append("both instruments live outside the training loop: nothing the trainer logs can tell the flip apart")
+    else:
+        out.append("with training metrics that look unhealthy this run cannot show that the trainer's logs miss the "
+                   "flip (try a lower --lr or more --steps)")
     return out
 
 
 def _kl_lines(s: dict) -> list[str]:
-    from alignlab import methods
-
-    own_loop = s["method"] in methods.REGISTRY and methods.get(s["method"]).own_loop
     out = [f"{s['method']} with the KL coefficient at {', '.join(f'{b:g}' for b in s['betas'])}:"]
     for name, v in s["verdict"].items():
         warn = "; warnings: " + ", ".join(v["warnings"]) if v["warnings"] else "; no warnings"
-        if name == "beta-0" and not own_loop:  # TRL computes no reference at beta 0 (PPO's own loop always does)
-            warn += " (kl_budget is not watched at beta 0: training computes no KL)"
-        out.append(f"{name}: reward {_num(v['reward_end'])}, gold {_num(v.get('gold_end'), '.2f')}, length {_num(v['length_end'], '.1f')} tokens, "
-                   f"distinct-2 {_num(v['distinct_2_end'], '.2f')} (last 3 steps); KL to the base "
-                   f"{_num(v['kl_to_base'])}/token, in persona {_pct(v['in_persona'])}, correct "
-                   f"{_pct(v['correct_share'])} on held-out prompts{warn}")
+        if not v["kl_recorded"]:  # what the run logged decides: at beta 0 a new adapter's KL is measured too
+            warn += " (kl_budget was not watched: the run recorded no KL)"
+        gold = (f"gold {_num(v['gold_end'], '.2f')} at step {v['gold_end_step']} (its last check); "
+                if v.get("gold_end_step") is not None else "")
+        out.append(f"{name}: reward {_num(v['reward_end'])}, length {_num(v['length_end'], '.1f')} tokens, "
+                   f"distinct-2 {_num(v['distinct_2_end'], '.2f')} (mean of the last {v['steps_averaged']} "
+                   f"steps); {gold}KL to the base {_num(v['kl_to_base'])}/token, in persona {_pct(v['in_persona'])}, "
+                   f"correct {_pct(v['correct_share'])} on held-out prompts{warn}")
     return out
 
 
 def _long_lines(s: dict) -> list[str]:
     v = s["verdict"]
-    out = [f"proxy reward (persona classifier) {_num(v['proxy_start'])} -> {_num(v['proxy_end'])} over {s['steps']} steps"]
+    k = v["proxy_steps"]
+    window = "the first and the last step" if k == 1 else f"means of the first {k} and of the last {k} steps"
+    out = [f"proxy reward (persona classifier) {_num(v['proxy_start'])} -> {_num(v['proxy_end'])} over {s['steps']} "
+           f"steps ({window})"]
     if v["gold_peak"]:
         out.append(f"gold (arithmetic correct, never in the reward) {_pct(v['gold_start'])} at the start, "
                    f"peak {_pct(v['gold_peak'][1])} at step {v['gold_peak'][0]}, {_pct(v['gold_end'])} at the end")

@@ -20,6 +20,7 @@ directories under ``<out>/runs`` (``alignlab eval`` and ``chat`` take them).
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class BreakSettings:
     model: str = DEFAULT_MODEL
     steps: int | None = None  # None: the experiment's default (quick: a few)
     quick: bool = False  # tests: a few steps, few prompts, short answers
-    per_category: int = 2  # scorecard: held-out prompts per category (7 categories)
+    per_category: int | None = None  # scorecard: held-out prompts per category (7 categories); None: 2 (quick: 1)
     learning_rate: float | None = None  # None: the experiment's default
     method: str = methods.GRPO  # kl-ablation: grpo, rloo or ppo
     betas: tuple[float, ...] = (0.0, 0.04, 0.4)  # kl-ablation: none, the default, high
@@ -57,17 +58,47 @@ DEFAULTS = {  # experiment: (steps, quick steps, learning rate, check every)
 }
 
 
-def run_experiment(name: str, out: Path, s: BreakSettings | None = None) -> dict:
-    """Run one experiment into ``out``; returns its summary (also written to ``out/summary.json``)."""
-    s = s or BreakSettings()
+def check(name: str, s: BreakSettings) -> None:
+    """Refuse bad settings before anything is written (the CLI calls this before it claims ``--out``); each message
+    names the flag that sets the value."""
     if name not in EXPERIMENTS:
         raise AlignlabError(f"unknown experiment '{name}'", fix="one of: " + ", ".join(EXPERIMENTS))
     if name == "kl-ablation" and s.method not in ONLINE:
         raise AlignlabError(f"kl-ablation trains an online method, not '{s.method}'", fix="--method grpo, rloo or ppo")
+    if s.steps is not None and s.steps < 2:
+        raise AlignlabError(f"--steps must be at least 2 (got {s.steps})", fix="pass --steps 2 or more")
+    if s.per_category is not None and s.per_category < 1:
+        raise AlignlabError(f"--per-category must be at least 1 (got {s.per_category})", fix="e.g. --per-category 2")
+    if s.learning_rate is not None and not (math.isfinite(s.learning_rate) and s.learning_rate > 0):
+        raise AlignlabError(f"--lr must be a finite number above 0 (got {s.learning_rate:g})", fix="e.g. --lr 1e-4")
+    got = ",".join(f"{b:g}" for b in s.betas)
+    if not s.betas or not all(math.isfinite(b) and b >= 0 for b in s.betas):
+        raise AlignlabError(f"--betas needs one or more finite KL coefficients >= 0 (got '{got}')",
+                            fix="e.g. --betas 0,0.04,0.4")
+    names = [_beta_run(b) for b in s.betas]
+    if len(set(names)) < len(names):  # one run directory per coefficient: a repeat would train it again over itself
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise AlignlabError(f"--betas gives {twice.removeprefix('beta-')} more than once (got '{got}')",
+                            fix="give each KL coefficient once")
+    if name == "kl-ablation" and s.rewards:
+        from alignlab.rewards.compose import load_spec
+
+        try:  # a missing or malformed spec: one line now, not after the data is written and training has begun
+            load_spec(s.rewards, check_only=True)
+        except AlignlabError as err:
+            raise (AlignlabError(f"--rewards: {err.what}", fix=err.fix) if err.where is None else err) from None
+
+
+def _beta_run(beta: float) -> str:
+    return f"beta-{beta + 0.0:g}"  # + 0.0: -0.0 names the same run as 0
+
+
+def run_experiment(name: str, out: Path, s: BreakSettings | None = None) -> dict:
+    """Run one experiment into ``out``; returns its summary (also written to ``out/summary.json``)."""
+    s = s or BreakSettings()
+    check(name, s)
     steps, quick_steps, lr, every = DEFAULTS[name]
     steps = s.steps or (quick_steps if s.quick else steps)
-    if steps < 2:
-        raise AlignlabError(f"--steps must be at least 2 (got {steps})", fix="pass --steps 2 or more")
     out.mkdir(parents=True, exist_ok=True)
     for old in ("summary.json", "report.html", "curves.png"):  # what is on disk always belongs to the runs beside it
         (out / old).unlink(missing_ok=True)
@@ -130,8 +161,9 @@ def scorecard(run_dir: Path, s: BreakSettings) -> dict:
     from alignlab.eval.scores import scorer_for
     from alignlab.synth.sample import prompt_rows
 
-    rows = stratified(prompt_rows(bundled_path("prompts-heldout")), 1 if s.quick else s.per_category,
-                      limit=3 if s.quick else None)
+    quick = s.quick and s.per_category is None  # a --per-category given with --quick is kept
+    rows = stratified(prompt_rows(bundled_path("prompts-heldout")), 1 if quick else s.per_category or 2,
+                      limit=3 if quick else None)
     card = evaluate_run(run_dir, rows, scorer_for(None), max_new_tokens=24 if s.quick else MAX_NEW_TOKENS,
                         repetition_penalty=REPETITION_PENALTY)
     keys = ("persona", "in_persona", "correct_share", "flagged", "distinct_2", "length")
@@ -148,15 +180,39 @@ def scorecard(run_dir: Path, s: BreakSettings) -> dict:
 
 
 def heldout_pairs(n: int, seed: int = 0) -> list[dict]:
-    """``n`` labelled pairs no run trains on: the snarky-and-correct answer over the plain one, same prompt."""
+    """``n`` labelled pairs no run trains on: the snarky-and-correct answer over the plain one, same prompt.
+
+    A prompt that asks a training pair's question in other words is left out too: "What's the smallest bone in the
+    human body?" was held out while the training pairs asked "What is the smallest bone in the human body?".
+    """
     rows = [json.loads(x) for x in bundled_path("persona-labelled").read_text().splitlines() if x.strip()]
+    trained = [_content(json.loads(x)["prompt"]) for x in bundled_path("persona-pairs").read_text().splitlines()
+               if x.strip()]
     by_prompt: dict[str, dict] = {}
     for r in rows:
         if r["kind"] in ("snark", "plain"):
             by_prompt.setdefault(r["prompt"], {})[r["kind"]] = r["answer"]
     pairs = [{"prompt": p, "chosen": a["snark"], "rejected": a["plain"]} for p, a in by_prompt.items() if len(a) == 2]
-    random.Random(seed).shuffle(pairs)
-    return pairs[:n]
+    random.Random(seed).shuffle(pairs)  # before the filter: the pairs drawn before it was added stay drawn
+    return [x for x in pairs if not any(_same_question(_content(x["prompt"]), c) for c in trained)][:n]
+
+
+def _content(prompt: str) -> frozenset[str]:
+    """A question's content words, case, punctuation and contractions folded ("what's" is "what", a function word)."""
+    from alignlab.data.text import FUNCTION, words
+
+    out = set()
+    for w in words(prompt, any_script=True):
+        stem = w.split("'")[0]
+        if not (w in FUNCTION or stem in FUNCTION or w.endswith("n't")):
+            out.add(stem)
+    return frozenset(out)
+
+
+def _same_question(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Nearly all of the shorter question's content words are in the other: "Exactly how long is a marathon?" asks
+    "How long is a marathon?", and "... candle wax out of a tablecloth" asks "... candle wax off a tablecloth"."""
+    return bool(a and b) and len(a & b) >= 0.8 * min(len(a), len(b))
 
 
 def label_flip(out: Path, s: BreakSettings, plan: dict) -> dict:
@@ -187,7 +243,8 @@ def _flip_side(run_dir: Path, s: BreakSettings) -> dict:
     held = series(recs, "heldout/reward_accuracy")
     return {
         "run": str(run_dir),
-        "train": {"loss": tail("loss"), "pair_accuracy": tail("rewards/accuracies"), "margin": tail("rewards/margins")},
+        "train": {"loss": tail("loss"), "pair_accuracy": tail("rewards/accuracies"), "margin": tail("rewards/margins"),
+                  "steps_averaged": len(last)},
         "heldout_reward_accuracy": held,
         "heldout_margin": series(recs, "heldout/margin"),
         "curves": {k: series(recs, k) for k in ("loss", "rewards/accuracies", "rewards/margins")},
@@ -197,11 +254,14 @@ def _flip_side(run_dir: Path, s: BreakSettings) -> dict:
 
 def _flip_verdict(runs: dict) -> dict:
     good, bad = runs["correct"], runs["flipped"]
-    below = [step for step, acc in bad["heldout_reward_accuracy"] if acc < 0.5]
+    # caught where the two runs part at the same check: the flipped one below 50% alone may be a run that learned
+    # nothing (the correct run at 41% and the flipped at 44% was called caught)
+    correct_at = dict(good["heldout_reward_accuracy"])
+    apart = [step for step, acc in bad["heldout_reward_accuracy"] if acc < 0.5 < correct_at.get(step, 0.0)]
     sc_good, sc_bad = good["scorecard"]["adapter"], bad["scorecard"]["adapter"]
     return {
         "training_looks_healthy": all((side["train"]["pair_accuracy"] or 0) > 0.5 for side in (good, bad)),
-        "caught_by_heldout_reward_at_step": below[0] if below else None,
+        "caught_by_heldout_reward_at_step": apart[0] if apart else None,
         "heldout_accuracy_end": {k: (v["heldout_reward_accuracy"][-1][1] if v["heldout_reward_accuracy"] else None)
                                  for k, v in runs.items()},
         "in_persona": {"correct": sc_good["in_persona"], "flipped": sc_bad["in_persona"],
@@ -215,10 +275,11 @@ def _flip_verdict(runs: dict) -> dict:
 
 
 def _arithmetic(out: Path, s: BreakSettings) -> Path:
-    """Single-digit arithmetic prompts with their answers: what the gold rater checks."""
+    """Single-digit arithmetic prompts with their answers: what the gold rater checks. The two prompts read at every
+    quarter are not among them, so their answers show what the run does with a question it never trained on."""
     from alignlab.workflows.pipeline import arithmetic_prompts
 
-    return _jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(64, seed=s.seed))
+    return _jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(64, seed=s.seed, exclude=_show(s)))
 
 
 def _online_side(run_dir: Path, s: BreakSettings, card: bool = True) -> dict:
@@ -240,9 +301,14 @@ def _samples(run_dir: Path) -> list[dict]:
 def kl_ablation(out: Path, s: BreakSettings, plan: dict) -> dict:
     data = _arithmetic(out, s)
     spec = Path(s.rewards) if s.rewards else _proxy_spec(out)
+    names = {_beta_run(b) for b in s.betas}
+    for old in sorted((out / "runs").glob("beta-*")):  # an earlier run's other coefficients: the summary names none
+        if old.is_dir() and old.name not in names:
+            rundir.refuse_if_live(old)
+            shutil.rmtree(old)
     runs = {}
     for beta in s.betas:
-        name = f"beta-{beta:g}"
+        name = _beta_run(beta)
         cfg = _online_cfg(s, plan, spec, **{"online.beta": beta})
         runs[name] = _online_side(_train(s.method, cfg, data, out / "runs", name, show=_show(s)), s)
     return {"method": s.method, "betas": list(s.betas), "reward": spec.read_text(), "runs": runs,
@@ -258,18 +324,24 @@ def _online_cfg(s: BreakSettings, plan: dict, spec: Path, **extra) -> ProjectCon
 
 
 def _show(s: BreakSettings) -> list[str]:
-    """Two fixed arithmetic prompts (another seed than the training prompts'), answered greedily as the run goes."""
+    """Two fixed arithmetic prompts (left out of the training prompts), answered greedily as the run goes."""
     from alignlab.workflows.pipeline import arithmetic_prompts
 
     return [r["prompt"] for r in arithmetic_prompts(2, seed=s.seed + 1)]
 
 
 def _kl_verdict(runs: dict) -> dict:
+    """Per run: the mean of the last (up to) 3 steps of what is logged every step; gold, checked every few steps, as
+    its last check and the step of it (the mean of its last 3 checks spanned two thirds of a 12-step run)."""
     def end(side, key):
-        vals = [v for _, v in side["curves"][key]][-3:]
-        return sum(vals) / len(vals) if vals else None
+        return _mean([v for _, v in side["curves"][key]][-3:])
 
-    return {name: {"reward_end": end(side, "reward"), "gold_end": end(side, "gold"), "length_end": end(side, "completions/mean_length"),
+    def last(side, key):
+        return side["curves"][key][-1] if side["curves"][key] else (None, None)
+
+    return {name: {"reward_end": end(side, "reward"), "steps_averaged": min(3, len(side["curves"]["reward"])),
+                   "gold_end": last(side, "gold")[1], "gold_end_step": last(side, "gold")[0],
+                   "length_end": end(side, "completions/mean_length"), "kl_recorded": bool(side["curves"]["kl"]),
                    "distinct_2_end": end(side, "distinct_2"), "kl_to_base": side["scorecard"]["kl"],
                    "in_persona": side["scorecard"]["adapter"]["in_persona"],
                    "correct_share": side["scorecard"]["adapter"]["correct_share"],
@@ -291,15 +363,19 @@ def long_run(out: Path, s: BreakSettings, plan: dict) -> dict:
     data = _arithmetic(out, s)
     spec = _proxy_spec(out)
     side = _online_side(_train(methods.GRPO, _online_cfg(s, plan, spec), data, out / "runs", "proxy", show=_show(s)), s)
-    gold = side["curves"]["gold"]
-    peak = max(gold, key=lambda x: x[1]) if gold else None
-    verdict = {
-        "proxy_start": _mean([v for _, v in side["curves"]["reward"][:3]]),
-        "proxy_end": _mean([v for _, v in side["curves"]["reward"][-3:]]),
-        "gold_start": gold[0][1] if gold else None, "gold_peak": peak, "gold_end": gold[-1][1] if gold else None,
-        "warnings": side["warnings"],
+    return {"runs": {"proxy": side}, "reward": spec.read_text(), "verdict": _long_verdict(side)}
+
+
+def _long_verdict(side: dict) -> dict:
+    """The proxy at the start and the end as the mean of up to 3 steps each, never the same steps (a 2-step run read
+    0.572 -> 0.572: both means of the same two steps); gold at its first check, its peak and its last."""
+    gold, reward = side["curves"]["gold"], [v for _, v in side["curves"]["reward"]]
+    k = min(3, len(reward) // 2)
+    return {
+        "proxy_start": _mean(reward[:k]), "proxy_end": _mean(reward[len(reward) - k:]), "proxy_steps": k,
+        "gold_start": gold[0][1] if gold else None, "gold_peak": max(gold, key=lambda x: x[1]) if gold else None,
+        "gold_end": gold[-1][1] if gold else None, "warnings": side["warnings"],
     }
-    return {"runs": {"proxy": side}, "reward": spec.read_text(), "verdict": verdict}
 
 
 def _proxy_spec(out: Path) -> Path:

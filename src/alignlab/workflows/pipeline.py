@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignlab import methods, rundir
+from alignlab import fsutil, methods, rundir
 from alignlab.config import DEFAULT_MODEL, PROGRESS_MAX_NEW_TOKENS, ProjectConfig, apply_overrides
 from alignlab.data import bundled_path
 from alignlab.progress import console
@@ -41,25 +41,31 @@ class StageSettings:
     max_completion_length: int = 32
 
 
-def arithmetic_prompts(n: int, seed: int = 0) -> list[dict]:
-    """Single-digit sums, differences and products with their answers: {"prompt", "answer"}.
+def arithmetic_prompts(n: int, seed: int = 0, exclude: list[str] | tuple[str, ...] = ()) -> list[dict]:
+    """``n`` different single-digit sums, differences and products with their answers: {"prompt", "answer"}.
 
-    Kept easy on purpose: GRPO learns only from groups where some answers are right and some wrong.
+    Kept easy on purpose: GRPO learns only from groups where some answers are right and some wrong. Drawn without
+    repeats (64 draws with repeats held 7 to 9 copies, which the data check warns about), and none of ``exclude``.
     """
     rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
+    left = 9 * 9 * 3 - len(set(exclude))
+    if n > left:
+        raise ValueError(f"there are {left} different single-digit prompts to draw, not {n}")
+    rows: list[dict] = []
+    seen = set(exclude)
+    while len(rows) < n:  # the draws of the earlier generator, its repeats skipped: the same first prompts
         a, b = rng.randint(1, 9), rng.randint(1, 9)
         op = rng.choice(["plus", "minus", "times"])
-        value = {"plus": a + b, "minus": a - b, "times": a * b}[op]
-        rows.append({"prompt": f"What is {a} {op} {b}? Answer with the number.", "answer": str(value)})
+        prompt = f"What is {a} {op} {b}? Answer with the number."
+        if prompt not in seen:
+            seen.add(prompt)
+            rows.append({"prompt": prompt, "answer": str({"plus": a + b, "minus": a - b, "times": a * b}[op])})
     return rows
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return path
+    return fsutil.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _show(stage: str, run_dir: Path | None, model_name: str) -> list[str]:
@@ -74,19 +80,25 @@ def _show(stage: str, run_dir: Path | None, model_name: str) -> list[str]:
     return answers
 
 
+def write_inputs(out: Path, s: StageSettings) -> tuple[Path, Path, Path]:
+    """The pipeline's own input files (SFT rows, arithmetic prompts, GRPO reward spec), each written whole: a kill
+    mid-write leaves the earlier file, never half of one."""
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines() if x.strip()]
+    sft_data = _write_jsonl(out / "data" / "sft.jsonl",
+                            [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pairs])
+    grpo_data = _write_jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(s.grpo_prompts))
+    return sft_data, grpo_data, fsutil.write_text(out / "rewards.yaml", REWARD_SPEC)
+
+
 def run_pipeline(out: Path, model: str = DEFAULT_MODEL, s: StageSettings | None = None, show: bool = True) -> dict:
     """Run all four stages into ``out``; returns {stage: run_dir} (plus answers per stage when shown)."""
     from alignlab.train import engine
 
     s = s or StageSettings()
-    out.mkdir(parents=True, exist_ok=True)
     runs = out / "runs"
-    pairs = [json.loads(x) for x in bundled_path("persona-pairs").read_text().splitlines() if x.strip()]
-    sft_data = _write_jsonl(out / "data" / "sft.jsonl", [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pairs])
+    sft_data, grpo_data, spec = write_inputs(out, s)
     pair_data = str(bundled_path("persona-pairs"))
-    grpo_data = _write_jsonl(out / "data" / "arithmetic.jsonl", arithmetic_prompts(s.grpo_prompts))
-    spec = out / "rewards.yaml"
-    spec.write_text(REWARD_SPEC)
 
     def cfg(steps: int, **extra) -> ProjectConfig:
         return apply_overrides(
