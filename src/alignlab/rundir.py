@@ -102,13 +102,23 @@ def config_fields(run_dir: str | Path) -> dict:
     return cfg or {}
 
 
+def _run_named(path) -> Path | None:
+    """A run directory, also given by its name inside the enclosing project ("d1" for runs/d1); None when none is."""
+    if path is None:
+        return None
+    try:
+        return check_run_dir(path)
+    except AlignlabError:
+        return Path(path) if Path(path).is_dir() else None
+
+
 def trained_under(run_dirs, project_prompt: str | None, why: str = "they answer under one",
                   fix: str = "use runs trained under one system prompt") -> str | None:
     """The system prompt runs were trained and are exported with (each run's config.yaml, as its Modelfile's SYSTEM),
     else the project's: answering under another (a project whose prompt changed since), an adapter would answer
     unlike its export, and eval would score answers nobody gets. Runs trained under different prompts are refused."""
-    found = {config_fields(p).get("system_prompt") or None for p in run_dirs
-             if p is not None and (Path(p) / "config.yaml").is_file()}
+    found = {config_fields(p).get("system_prompt") or None for p in map(_run_named, run_dirs)
+             if p is not None and (p / "config.yaml").is_file()}
     if len(found) > 1:
         raise AlignlabError(f"the runs were trained under different system prompts; {why}", fix=fix)
     return found.pop() if found else project_prompt
@@ -120,22 +130,23 @@ def relocated(run_dir: str | Path, recorded: str | None, info: dict | None = Non
     for its data at the old place. A path that is there, or not inside the old project, is kept as recorded. The
     old project is run.json's ``project``; a run recorded before that key existed is matched by the longest end of
     the path that the project now holds ("data/pairs.jsonl")."""
-    if not recorded or not Path(recorded).is_absolute() or Path(recorded).exists():
+    if not recorded or not Path(recorded).is_absolute():
         return recorded
     from alignlab.config import find_project
 
     root = find_project(run_dir)
-    if root is None:
-        return recorded
     old = (info if info is not None else read_run(run_dir)).get("project")
-    parts = Path(recorded).parts
-    if old:
-        try:
-            tails = [Path(recorded).relative_to(old)]
+    if root is not None and old and Path(old) != root:  # moved: the file under the project it lives in now, even
+        try:                                             # when a new project at the old place holds one of the name
+            mine = root / Path(recorded).relative_to(old)
         except ValueError:
-            return recorded
-    else:
-        tails = [Path(*parts[i:]) for i in range(1, len(parts))]
+            mine = None
+        if mine is not None and mine.exists():
+            return str(mine)
+    if Path(recorded).exists() or root is None or old:
+        return recorded
+    parts = Path(recorded).parts
+    tails = [Path(*parts[i:]) for i in range(1, len(parts))]
     found = next((root / tail for tail in tails if (root / tail).exists()), None)
     return str(found) if found is not None else recorded
 

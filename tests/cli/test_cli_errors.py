@@ -831,8 +831,12 @@ def test_override_values_are_checked_one_by_one_and_good_ones_pass():
     good = {"optim": "adafactor", "adam_beta2": 0.99, "lr_scheduler_kwargs": {"num_cycles": 2}}
     _check_trainer_overrides(apply_overrides(ProjectConfig(), {"train.trainer_overrides": good}), "sft", spec, "cpu")
     bad = apply_overrides(ProjectConfig(), {"train.trainer_overrides": {**good, "load_best_model_at_end": True}})
-    with pytest.raises(AlignlabError, match="trainer_overrides.load_best_model_at_end: TRL's SFTConfig refuses it"):
+    with pytest.raises(AlignlabError, match="trainer_overrides.load_best_model_at_end: TRL's SFTConfig refuses it: "
+                                            "--load_best_model_at_end requires the save and eval strategy to match"
+                                            r".* but found"):  # the whole reason, its lines joined
         _check_trainer_overrides(bad, "sft", spec, "cpu")
+    # a reward model evaluates as it saves: TRL takes the same override there, and so does the check
+    _check_trainer_overrides(bad, "rm", methods.get("rm"), "cpu")
     with pytest.raises(AlignlabError, match=r"train.trainer_overrides.debug: TRL's SFTConfig refuses it"):
         _check_trainer_overrides(apply_overrides(ProjectConfig(), {"train.trainer_overrides": {
             "adam_beta2": 0.99, "debug": "nonsense_option"}}), "sft", spec, "cpu")

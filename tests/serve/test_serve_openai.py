@@ -419,3 +419,18 @@ def test_a_runs_config_with_a_key_this_version_does_not_know_still_serves(tmp_pa
 
     (tmp_path / "config.yaml").write_text("system_prompt: Be brief.\nold_key: 1\n")
     assert trained_under([tmp_path], "Project prompt.") == "Be brief."
+
+
+def test_a_run_given_by_name_answers_under_its_own_system_prompt(tmp_path, monkeypatch):
+    """`compare d1 base` and `serve d1` looked for d1/config.yaml beside the command and took the project's prompt;
+    `compare runs/d1 base` took the run's."""
+    from alignlab.rundir import trained_under
+
+    (tmp_path / "alignlab.yaml").write_text("system_prompt: Be polite.\n")
+    run = tmp_path / "runs" / "d1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"method": "dpo", "status": "done"}')
+    (run / "config.yaml").write_text("system_prompt: You are snarky.\n")
+    monkeypatch.chdir(tmp_path)
+    assert trained_under(["d1"], "Be polite.") == trained_under([run], "Be polite.") == "You are snarky."
+    assert trained_under(["nope", None], "Be polite.") == "Be polite."

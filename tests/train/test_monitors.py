@@ -321,22 +321,29 @@ def first_only(prompts, completions, **kw):
 
 def test_a_reward_that_scores_none_of_the_first_batch_stops_naming_it(tmp_path):
     """Every step logged reward null and grad_norm 0, and the run ended 'done'. Later a whole batch of None is allowed:
-    a component may leave out the prompts it does not apply to (TRL's reading of None)."""
+    a component may leave out the prompts it does not apply to (TRL's reading of None), and so is the first batch of a
+    resumed run, which is a later batch of the run (a resume of a run that had trained to 'done' failed here)."""
+    from types import SimpleNamespace
+
     from alignlab.rewards import load_spec
+
+    fresh, resumed = SimpleNamespace(global_step=0), SimpleNamespace(global_step=2)
 
     (tmp_path / "rew.py").write_text(NONE_PY)
     spec = tmp_path / "rewards.yaml"
     spec.write_text("cap: 1.0\ncomponents:\n  - {name: never, fn: rew.py:none_all}\n")
     rec = RewardRecorder(load_spec(spec), group_size=2)
     with pytest.raises(AlignlabError) as err:
-        rec(["p"] * 4, ["a", "b", "c", "d"])
+        rec(["p"] * 4, ["a", "b", "c", "d"], trainer_state=fresh)
     message = str(err.value)
     assert message.startswith(f"{spec}:3: reward component 'never' (rew.py:none_all) returned None for all 4 ")
     assert "\n" not in message
     spec.write_text("components:\n  - {name: maths, fn: rew.py:first_only}\n")
     rec = RewardRecorder(load_spec(spec), group_size=2)
-    assert rec(["math", "math", "poem", "poem"], ["a", "b", "c", "d"]) == [1.0, 1.0, None, None]
-    assert rec(["poem", "poem"], ["c", "d"]) == [None, None]  # it has scored before: a batch it does not apply to
+    assert rec(["math", "math", "poem", "poem"], ["a", "b", "c", "d"], trainer_state=fresh) == [1.0, 1.0, None, None]
+    assert rec(["poem", "poem"], ["c", "d"], trainer_state=fresh) == [None, None]  # a batch it does not apply to
+    rec = RewardRecorder(load_spec(spec), group_size=2)
+    assert rec(["poem", "poem"], ["c", "d"], trainer_state=resumed) == [None, None]
 
 
 def test_a_resumed_monitor_goes_on_from_the_records_and_warns_once():

@@ -138,10 +138,16 @@ def test_a_moved_project_resumes_and_finds_its_files_again(tmp_path, tiny_model,
     moved = tmp_path / "moved" / "p2"
     moved.parent.mkdir()
     shutil.move(proj, moved)
+    # a new project where the old one was ("mv snark snark-v1 && alignlab init snark"): its files are not the run's
+    (proj / "data").mkdir(parents=True)
+    (proj / "alignlab.yaml").write_text(f"model: {tiny_model}\n")
+    (proj / "data" / "sft.jsonl").write_text(_sft_rows(1))
+    (proj / "runs" / "x").mkdir(parents=True)
     cfg, data, init_adapter, _, root = _resumed(moved / "runs" / "y", "sft")
     assert (data, init_adapter, root) == (str(moved / "data" / "sft.jsonl"), moved / "runs" / "x", moved)
     assert cfg.model == str(moved / "tiny") and cfg.online.rewards == str(moved / "rewards.yaml")
     assert rundir.run_base(moved / "runs" / "y") == str(moved / "tiny")  # eval, generate and export load it
+    shutil.rmtree(proj)  # (for a run that does not name its project, a file at the old place is taken as recorded)
     info = json.loads((moved / "runs" / "y" / "run.json").read_text())
     del info["project"]  # a run recorded before run.json named its project
     (moved / "runs" / "y" / "run.json").write_text(json.dumps(info))

@@ -102,3 +102,22 @@ def test_a_process_killed_by_a_signal_is_the_cause_not_its_peer():
     assert _cause(err)[0] == 1
     stopped = ChildFailedError("x", {0: ProcessFailure(0, 1, -15, "/nonexistent"), 1: ProcessFailure(1, 2, 2, "/x")})
     assert _cause(stopped)[0] == 1
+
+
+def test_a_reward_scored_on_one_process_only_is_a_scored_first_batch(tiny_model, tmp_path):
+    """Each process scores its own share of the batch: a component that applies to rank 0's prompts only stopped the
+    run as 'returned None for all completions of the first batch', which the same batch in one process trained on."""
+    (tmp_path / "alignlab.yaml").write_text(f"model: {tiny_model}\n")
+    (tmp_path / "rew.py").write_text("import os\n\ndef some(prompts, completions, **kw):\n"
+                                     "    if os.environ.get('RANK') == '1':\n        return [None] * len(completions)\n"
+                                     "    return [0.5 + 0.1 * i for i in range(len(completions))]\n")
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {name: some, fn: rew.py:some}\n")
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"Say hi {i}"}) + "\n" for i in range(8)))
+    done = subprocess.run(
+        [sys.executable, "-m", "alignlab", "train", "grpo", "--data", "p.jsonl", "--rewards", "rewards.yaml", "-b", "1",
+         "--max-steps", "1", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0",
+         "--set", "online.max_completion_length=8", "--set", "online.num_generations=2", "--processes", "2",
+         "--name", "g"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "runs" / "g" / "run.json").read_text())["status"] == "done"

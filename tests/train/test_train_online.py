@@ -280,6 +280,17 @@ def test_beta_zero_still_records_kl_as_trl_computes_it(tiny_model, tmp_path, met
     assert [r["warning"] for r in records(zero) if "warning" in r] == ["kl_budget"]
 
 
+def test_beta_zero_records_kl_when_a_generation_serves_several_steps(tiny_model, tmp_path):
+    """With num_iterations 2 a generation serves two steps; KL was measured only when the generating step was a
+    logging step, so with logging every 2 steps no record held it and kl_budget was off again."""
+    data = write_project(tmp_path, CHARS, "components:\n  - {name: chars, fn: rew.py:chars}\n")
+    out = run("grpo", tiny_model, tmp_path, data, **{"train.max_steps": 4, "train.logging_steps": 2,
+                                                     "train.learning_rate": 5e-2, "online.beta": 0.0,
+                                                     "train.trainer_overrides": {"num_iterations": 2}})
+    logged = [r for r in records(out) if "loss" in r]
+    assert [r["step"] for r in logged] == [2, 4] and all(isinstance(r.get("kl"), float) for r in logged), logged
+
+
 def test_beta_zero_continued_from_a_run_says_kl_is_not_recorded(tiny_model, tmp_path, capsys):
     """Continued from an adapter, the reference would be that adapter, which TRL copies only at beta > 0."""
     data = write_project(tmp_path, CHARS, "components:\n  - {name: chars, fn: rew.py:chars}\n")

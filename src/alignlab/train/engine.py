@@ -231,7 +231,10 @@ def _check_override_values(cfg: ProjectConfig, method: str, cls, device: str) ->
     o, fields = cfg.online, {f.name for f in dataclasses.fields(cls)}
     group = dict(per_device_train_batch_size=cfg.train.batch_size * o.num_generations, num_generations=o.num_generations,
                  max_completion_length=o.max_completion_length) if "num_generations" in fields else {}
-    plain = {k: v for k, v in ctx.training_args(**group).items() if k in fields}
+    # a reward model evaluates its held-out pairs as it saves (train/rm.py), which decides what TRL lets pass
+    evals = dict(eval_strategy="steps", eval_steps=cfg.train.save_steps, eval_on_start=True) if (
+        methods.get(method).task == methods.SEQ_CLS) else {}
+    plain = {k: v for k, v in ctx.training_args(**group, **evals).items() if k in fields}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the library's deprecation notes, which the run prints once anyway
         try:
@@ -247,8 +250,8 @@ def _check_override_values(cfg: ProjectConfig, method: str, cls, device: str) ->
                 break
         if failed is None:
             return
-    first = (str(failed).splitlines() or [type(failed).__name__])[0]
-    first = first if len(first) <= 200 else first[:200].rsplit(" ", 1)[0] + " …"
+    first = " ".join(str(failed).split()) or type(failed).__name__  # TRL's reasons run over lines ("... but found")
+    first = first if len(first) <= 300 else first[:300].rsplit(" ", 1)[0] + " …"
     which = f"train.trainer_overrides.{key}" if key is not None else "train.trainer_overrides together"
     raise AlignlabError(f"{which}: TRL's {cls.__name__} refuses it: {first}",
                         fix="correct or drop the override (--set train.trainer_overrides.KEY=null)") from failed

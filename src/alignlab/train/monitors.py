@@ -134,6 +134,19 @@ def unscored(reward: ComposedReward, parts: dict[str, list], i: int | None = Non
                          fix="return a number for every completion, or train with grpo or rloo")
 
 
+def _any_scored(totals: list) -> bool:
+    """Whether any completion of the batch got a number, on this process or another (each scores its own share)."""
+    import torch
+    import torch.distributed as dist
+
+    mine = any(t is not None for t in totals)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return mine
+    flag = torch.tensor([float(mine)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 class RewardRecorder:
     """Reward function for TRL: the composed total, plus per-batch instruments sent to ``log_metric``."""
 
@@ -145,7 +158,6 @@ class RewardRecorder:
         self.gold_done: set[int] = set()
         self.last: dict[str, float] = {}
         self.parts: dict[str, list[float | None]] = {}  # the last batch's raw components (PPO names a None's)
-        self.scored = False  # some completion got a number this run
 
     def __call__(self, prompts: list, completions: list, **columns) -> list[float]:
         state = columns.get("trainer_state")
@@ -154,10 +166,10 @@ class RewardRecorder:
         parts = self.reward.components(prompts, completions, **columns)  # raises, naming the component, on NaN
         totals = self.reward.total(parts)
         self.parts = parts
-        # a reward that scores none of the first batch is broken (TRL would train on nothing, quietly, to the end);
-        # later a whole batch of None is allowed: a component may leave out prompts it does not apply to
-        self.scored = self.scored or any(t is not None for t in totals)
-        if totals and not self.scored:
+        # a reward that scores none of a fresh run's first batch is broken (TRL would train on nothing, quietly, to
+        # the end); later a whole batch of None is allowed (a component may leave out prompts it does not apply to),
+        # so a resume, which starts on a later batch, is not checked. Across processes: none scored on any of them
+        if totals and self.calls == 1 and state is not None and state.global_step == 0 and not _any_scored(totals):
             raise unscored(self.reward, parts)
         stats = batch_stats(parts, totals, [completion_text(c) for c in completions], self.group_size)
         if self.gold is not None and step % self.gold_steps == 0 and step not in self.gold_done:

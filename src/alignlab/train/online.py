@@ -9,7 +9,7 @@ Where this differs from the papers (and from TRL's defaults):
 
 - KL is on by default (``online.beta`` 0.04). DeepSeekMath's GRPO used a KL term; TRL now defaults to 0.
   We keep the leash because a persona is shaped with small, gameable rewards, and the monitors watch KL.
-  At beta 0 TRL computes no reference; on a new adapter we still log ``kl`` on logging steps (two no-grad
+  At beta 0 TRL computes no reference; on a new adapter we still log ``kl`` on each generation (two no-grad
   forwards, the policy and the base with the adapter off, by the trainer's own estimate), so the record and
   ``online.kl_budget`` stay on. Continued from an adapter (or a full fine-tune) there is no reference at hand:
   a note says so.
@@ -95,12 +95,13 @@ class _OnlineMixin(AlignlabTrainerMixin):
 
     _al_sampler = None  # a GenerationCopy once built; False when this run stays on TRL's generate
     _al_fp32_head = False  # online.fp32_lm_head
-    _al_detached_kl = False  # beta 0 on a new adapter: KL to the base measured on logging steps (TRL computes none)
+    _al_detached_kl = False  # beta 0 on a new adapter: KL to the base measured on each generation (TRL computes none)
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        step = self.state.global_step + 1  # the step these samples train; it logs when a multiple of logging_steps
-        if self._al_detached_kl and self.model.training and step % max(1, int(self.args.logging_steps)) == 0:
+        # every generation: one may cover several steps (num_iterations, steps_per_generation), and TRL logs the mean
+        # of what was appended since its last log, so a generation off a logging step still reaches the record
+        if self._al_detached_kl and self.model.training:
             self._metrics["train"]["kl"].append(self._al_kl(out))
         return out
 
