@@ -238,6 +238,45 @@ def test_an_opening_ends_at_chinese_japanese_and_hindi_sentence_marks(tiny_model
         "Canberra."
 
 
+def test_a_cjk_mark_quoted_in_an_english_sentence_does_not_end_it(tiny_model):
+    """Since "。！？" ended a sentence at once, one quoted in English text cut the opening mid-sentence, inside its
+    quote: 'In Chinese, "hello" is "你好！'. It ends one where Chinese or Japanese text goes on after it; the writing
+    model's stop (OpeningDone) waits for what decides it, and agrees with the opening taken from the whole text."""
+    from alignlab.generate import OpeningDone, opening_of
+    from alignlab.models.loading import load_tokenizer
+
+    quoted = {
+        'In Chinese, "hello" is "你好！" (ni hao). It is the most common greeting.':
+            'In Chinese, "hello" is "你好！" (ni hao).',
+        'The Japanese word "ありがとう。" means thank you. Use it often.': 'The Japanese word "ありがとう。" means thank you.',
+        "Say 谢谢！ when someone helps you. It is polite.": "Say 谢谢！ when someone helps you.",
+        "Say 谢谢！(xièxie) to thank someone. It is polite.": "Say 谢谢！(xièxie) to thank someone.",
+        "Say 'ありがとう。', then bow. Done.": "Say 'ありがとう。', then bow.",
+    }
+    chinese = {  # Chinese and Japanese text still ends at its marks, whatever follows them in that text
+        "我们用Python。Python是一种语言。": "我们用Python。",
+        "他出生于北京。1990年他搬家了。": "他出生于北京。",
+        '他说："你好。"然后走了。': '他说："你好。"',  # ASCII quotes close it as the curly ones do
+        "他说：“你好。”“再见。”": "他说：“你好。”",
+        "你好。 我是助手。": "你好。",
+        "你好。\nHello there. Yes.": "你好。",
+    }
+    for text, first in {**quoted, **chinese}.items():
+        assert opening_of(text, "sentence") == first, text
+    tok = load_tokenizer(tiny_model)
+    prompt = tok("Question:", add_special_tokens=False)["input_ids"]
+
+    def done(text: str) -> bool:
+        stop = OpeningDone(tok, "sentence")
+        stop.start = len(prompt)
+        return bool(stop(torch.tensor([prompt + tok(text, add_special_tokens=False)["input_ids"]]), None)[0])
+
+    for text, first in {**quoted, **chinese}.items():  # written a character at a time, it stops once its opening is settled
+        cut = next(k for k in range(1, len(text) + 1) if done(text[:k]))
+        assert opening_of(text[:cut], "sentence") == first, (text, text[:cut])
+    assert not done('In Chinese, "hello" is "你好！"') and not done('In Chinese, "hello" is "你好！" ')
+
+
 def test_an_answer_cut_mid_character_leaves_the_half_character_out(tiny_model):
     """A byte-level token carries part of a character: an answer cut at its budget there ended in U+FFFD, which went
     into the adapter's prompt (as the base's opening) and into the answer shown."""

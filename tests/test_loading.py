@@ -84,6 +84,36 @@ def test_pickle_weights_are_refused_with_the_command_that_converts_them(tiny_mod
     load_base(str(pickled))
 
 
+def test_a_cached_hub_model_with_pickle_weights_only_is_one_line_that_converts_it(tiny_model, tmp_path):
+    """An older hub model (pytorch_model.bin alone) in the hub cache was refused with transformers' "Please do not set
+    use_safetensors=True", which no alignlab flag sets. Now one line naming its cached copy, and the command it gives
+    converts it into a local directory that loads."""
+    from transformers import AutoModelForCausalLM
+
+    snapshot = _copy(tiny_model, tmp_path / "hf" / "hub" / "models--someorg--oldmodel" / "snapshots" / "abc123",
+                     leave_out=("model.safetensors",))
+    torch.save(AutoModelForCausalLM.from_pretrained(tiny_model).state_dict(), snapshot / "pytorch_model.bin")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    env = {**__import__("os").environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    load = ("import sys\nfrom alignlab.errors import AlignlabError\nfrom alignlab.models.loading import load_base\n"
+            "try:\n    load_base(sys.argv[1])\nexcept AlignlabError as err:\n    print(err)\n    sys.exit(2)\n")
+    refused = subprocess.run([sys.executable, "-c", load, "someorg/oldmodel"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    line = refused.stdout.strip()
+    assert refused.returncode == 2 and "\n" not in line, (refused.stdout, refused.stderr)
+    assert line.startswith(f"{snapshot}: hub model 'someorg/oldmodel' has no safetensors weights (pickle, .bin, only)")
+    assert "use_safetensors" not in line
+    command, then = line.split("convert it once into a local directory: ")[1].rsplit(", then pass --model ", 1)
+    done = subprocess.run(command.replace("python", sys.executable, 1), shell=True, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / then / "model.safetensors").is_file()
+    loaded = subprocess.run([sys.executable, "-c", load, then], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert loaded.returncode == 0, (loaded.stdout, loaded.stderr)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -125,6 +155,28 @@ def test_a_mistyped_relative_path_is_not_waited_on_as_a_hub_id(tmp_path, monkeyp
         assert resolve_model("mymodels/tiny") == "mymodels/tiny"  # a hub id: the download says the rest
     finally:
         server.shutdown()
+
+
+def test_behind_all_proxy_the_hub_is_not_tried_directly(tmp_path, monkeypatch):
+    """With only ALL_PROXY set (huggingface_hub's httpx sends every scheme through it) the direct connection to the
+    hub failed and a hub id was refused: "https://huggingface.co cannot be reached"."""
+    from alignlab.models.registry import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy",
+                "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")  # no direct way to the hub
+    for var in ("ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, "http://proxy.example:3128")
+        assert resolve_model("someorg/somemodel") == "someorg/somemodel"  # the proxy knows the way: the download says
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the hub bypasses the proxy: tried directly, and out of reach
+    with pytest.raises(AlignlabError, match="someorg/somemodel.*cannot be reached"):
+        resolve_model("someorg/somemodel")
 
 
 def test_the_conversion_note_is_printed_as_written(tmp_path, monkeypatch, capsys):

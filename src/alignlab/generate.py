@@ -158,18 +158,25 @@ OPENING_WORDS = 30  # the longest opening "sentence" takes from the base
 
 
 # Sentence marks. ". ! ?" and the Devanagari danda end a sentence when a space follows (Hindi spaces after "।");
-# Chinese and Japanese write none after theirs, so "。！？" end one at once, with any closing quote or bracket after
-# them: with only the first kind, a Chinese answer's "first sentence" was the whole answer.
-_SPACED, _CJK, _CLOSE = "[.!?\u0964\u0965]", "\u3002\uff01\uff1f\uff61", "\u201d\u2019\u300d\u300f\uff09\u300b"
-_ENDS = re.compile(rf"{_SPACED}(?=\s|$)|[{_CJK}]+[{_CLOSE}]*")
-_SETTLED = re.compile(rf"{_SPACED}(?=\s)|[{_CJK}]+[{_CLOSE}]*(?![{_CJK}{_CLOSE}]|$)")  # until then a mark may follow
+# Chinese and Japanese write none after theirs, so "。！？" end one without it, with any closing quote or bracket after
+# them: with only the first kind, a Chinese answer's "first sentence" was the whole answer. Such a mark ends one where
+# Chinese or Japanese text goes on: what follows it (after its closers) is a letter, a digit or an opening quote at
+# once, or, after spaces, CJK text, a line break or the end. Quoted in an English sentence ('"你好！" (ni hao).') it is
+# followed by a space and more English, or by its punctuation, and the sentence goes on.
+_SPACED, _CJK, _CLOSE = "[.!?\u0964\u0965]", "\u3002\uff01\uff1f\uff61", "\u201d\u2019\u300d\u300f\uff09\u300b\"'"
+_CJK_TEXT = "\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_CJK_END = rf"[{_CJK}]+(?![{_CJK}])[{_CLOSE}]*(?![{_CLOSE}])"  # every mark and closer of the run, never part of it
+_ENDS = re.compile(rf"{_SPACED}(?=\s|$)|{_CJK_END}(?=[\w\u201c\u2018]|[^\S\n]*(?:[{_CJK_TEXT}\n]|\Z))")
+# while the text is still being written: only once what decides it has been written
+_SETTLED = re.compile(rf"{_SPACED}(?=\s)|{_CJK_END}(?=[\w\u201c\u2018]|[^\S\n]*[{_CJK_TEXT}\n])")
 
 
 def sentence_end(text: str, at_end: bool = True) -> int | None:
     """Where the first sentence of ``text`` ends (after its mark), or None. A mark ends a sentence when a space
-    follows it (or the text's end, with ``at_end``), a Chinese or Japanese one at once (without ``at_end``, once a
-    character other than a closing quote follows); the number of a numbered list's item ("Here is how:\n1.
-    Preheat") does not, so an opening takes the item's first sentence rather than stopping at "1."."""
+    follows it (or the text's end, with ``at_end``), a Chinese or Japanese one where Chinese or Japanese text goes on
+    after it (see _ENDS; without ``at_end``, once the character that decides it is written); the number of a numbered
+    list's item ("Here is how:\n1. Preheat") does not, so an opening takes the item's first sentence rather than
+    stopping at "1."."""
     for mark in (_ENDS if at_end else _SETTLED).finditer(text):
         line_start = text.rfind("\n", 0, mark.start()) + 1
         item = re.fullmatch(r"[ \t]*\d{1,2}", text[line_start : mark.start()])

@@ -150,7 +150,7 @@ def test_the_default_answer_counts_the_base_opening_as_eval_does(run):
     got = [t for t, _ in _answers(model, tok, prompts, compare=False, **GEN)]
     with model.disable_adapter():  # eval's way (eval/scorecard.py): the base's answers, their openings, the rest
         before = generate(model, tok, prompts, **GEN)
-    heads = [opening_of(b, "sentence") for b in before]
+    heads = [opening_of(b, "sentence", tok) for b in before]
     assert all(heads)
     assert got == generate(model, tok, prompts, prefixes=heads, opening_counts=True, **GEN)
     assert got != generate(model, tok, prompts, prefixes=heads, **GEN)  # the opening not counted: what it gave before
@@ -191,6 +191,44 @@ def test_chat_past_the_context_window_leaves_out_the_oldest_exchanges(gpt2_tiny,
                                        " ".join(["hello"] * n)])
         assert res.exit_code == 1 and isinstance(res.exception, AlignlabError)
         assert f"context window of {window} tokens" in str(res.exception)
+
+
+def test_a_system_prompt_that_fills_the_window_is_named_where_it_was_set(gpt2_tiny, tmp_path, monkeypatch):
+    """A system prompt that took a 256-token window (from the run's config.yaml, say) had every message refused with
+    "the prompt is N tokens ... shorten the message": nothing named the system prompt. Now chat and generate refuse
+    once, before any message, naming it and where it was set."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    long = " ".join(["hello"] * 300)
+    res = CliRunner().invoke(app, ["chat", "--model", gpt2_tiny, "--system", long, "--max-new-tokens", "8",
+                                   "--device", "cpu"], input="hi\n")
+    assert isinstance(res.exception, AlignlabError) and "bot> " not in res.stdout, res.output
+    assert str(res.exception).startswith("--system: the system prompt is ") and "pass --system ''" in str(res.exception)
+    assert "context window of 256 tokens" in str(res.exception) and "shorten the message" not in str(res.exception)
+
+    (tmp_path / "alignlab.yaml").write_text(f"name: p\n\nsystem_prompt: {long}\n")
+    monkeypatch.chdir(tmp_path)
+    for command in (["chat"], ["generate", "hi"]):
+        res = CliRunner().invoke(app, [*command, "--model", gpt2_tiny, "--max-new-tokens", "8", "--device", "cpu"],
+                                 input="hi\n")
+        assert str(res.exception).startswith(f"{tmp_path / 'alignlab.yaml'}:3: the system prompt is "), res.output
+    res = CliRunner().invoke(app, ["chat", "--model", gpt2_tiny, "--system", "", "--max-new-tokens", "8", "--device",
+                                   "cpu"], input="hi\n")
+    assert res.exit_code == 0 and res.stdout.count("bot> ") == 1, res.output  # without it, the message is answered
+
+    run = tmp_path / "runs" / "sft1"  # a run trained under that prompt: its config.yaml is where it was set
+    get_peft_model(AutoModelForCausalLM.from_pretrained(gpt2_tiny), LoraConfig(r=2, target_modules=["c_attn"])
+                   ).save_pretrained(str(run / "adapter"))
+    (run / "run.json").write_text(json.dumps({"method": "sft", "model": gpt2_tiny, "status": "done", "steps": 1}))
+    (run / "config.yaml").write_text(f"model: {gpt2_tiny}\nsystem_prompt: {long}\n")
+    (tmp_path / "alignlab.yaml").write_text("name: p\n")
+    res = CliRunner().invoke(app, ["generate", "--run", str(run), "--max-new-tokens", "8", "--device", "cpu", "hi"])
+    assert str(res.exception).startswith(f"{run / 'config.yaml'}:2: the system prompt is "), res.output
+    res = CliRunner().invoke(app, ["generate", "--model", gpt2_tiny, "--max-new-tokens", "300", "--device", "cpu", "hi"])
+    assert "not even an empty message fits" in str(res.exception) and "--max-new-tokens below" in str(res.exception)
 
 
 def test_a_chat_template_that_refuses_a_system_turn_is_one_line_before_the_weights_load(tiny_model, tmp_path,

@@ -228,6 +228,52 @@ def test_base_opening_opens_each_adapter_answer_with_the_base_answers_words(tiny
     assert all(len(r) == 5 for r in table_rows(card))
 
 
+def test_eval_takes_the_base_opening_as_generate_and_chat_do(scorer):
+    """eval cut the base's opening without the tokenizer: an answer with no space or sentence mark (a Chinese answer
+    without its 。, code) opened with the base's whole answer (164 tokens where generate took 68), so eval scored
+    answers neither generate nor chat gives. A GPT-2 whose base writes one word over and over and whose adapter
+    (LoRA on the LM head) writes another shows where each path cut the opening."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from alignlab.cli.use import _answers
+    from alignlab.eval.scorecard import scorecard
+    from alignlab.generate import opening_budget
+    from alignlab.models.tiny import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=64, n_layer=2, n_head=4,
+                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                      pad_token_id=tok.pad_token_id)).eval()
+    vocab = tok.get_vocab()
+    base_word, adapter_word = vocab["teasing"], vocab["understatement"]
+    final = gpt2.transformer.ln_f
+    with torch.no_grad():  # every position's last hidden state is one vector: the base's logits favour one word
+        final.weight.zero_()
+        final.bias.copy_(gpt2.transformer.wte.weight[base_word] * 50)
+    model = get_peft_model(gpt2, LoraConfig(r=1, lora_alpha=1, target_modules=["lm_head"], init_lora_weights=False))
+    with torch.no_grad():  # the adapter's shift: the other word, at that one vector
+        for name, p in model.named_parameters():
+            if "lora_A" in name:
+                p.zero_()
+                p[0] = final.bias / (final.bias @ final.bias)
+            elif "lora_B" in name:
+                p.zero_()
+                p[adapter_word, 0] = 100.0
+    model.eval()
+    gen = dict(max_new_tokens=100, temperature=0.0)
+    rows = [{"prompt": "Why is the sea salty?"}, {"prompt": "Name a colour."}]
+    card = scorecard(model, tok, rows, scorer, base_opening="sentence", alone=False, **gen)
+    for s in card["samples"]:  # no mark and one "word": only the tokens the base may write bound the opening
+        assert s["base"] == "teasing" * 100
+        assert s["adapter"] == "teasing" * opening_budget("sentence") + "understatement" * 32, s["adapter"]
+    generated = _answers(model, tok, [r["prompt"] for r in rows], compare=False, **gen)
+    assert [t for t, _ in generated] == [s["adapter"] for s in card["samples"]]
+    compared = _answers(model, tok, [r["prompt"] for r in rows], compare=True, base_opening="sentence", **gen)
+    assert [t for t, _ in compared] == [s["adapter"] for s in card["samples"]]
+
+
 def test_amplify_decodes_the_adapter_sides_and_leaves_the_base_and_the_adapter_alone(tiny_model, tmp_path, scorer):
     """sampling.amplify in the scorecard: the adapter's answers come from its amplified shift (generate(amplify=...)
     on the same model), the base side is the base's, and the "adapter alone" column is what an exported model writes:

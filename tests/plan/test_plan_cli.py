@@ -241,3 +241,108 @@ def test_the_verdict_prices_every_card_of_a_multi_process_run(monkeypatch, capsy
     assert "under $0.01 on a rented" in tiny["verdict"] and "$0.00" not in tiny["verdict"], tiny["verdict"]
     text = run_cli(monkeypatch, capsys, "sft", "--steps", "1")[1]
     assert "$0.00" not in text and "<0.01" in text
+
+
+def test_a_project_set_to_qlora_planned_on_this_cpu_is_one_line_naming_its_config(tmp_path, monkeypatch, capsys):
+    """`plan dpo --cpu` in a project with lora.qlora: true said "error: KeyError: 'model'", and --json printed a plan
+    without model, memory or time: only the --qlora flag was checked against --cpu."""
+    from alignlab.errors import AlignlabError
+    from alignlab.plan import report
+    from alignlab.plan.estimate import Workload
+    from alignlab.plan.shapes import resolve_shape
+
+    (tmp_path / "alignlab.yaml").write_text("name: q\nlora:\n  qlora: true\n")
+    for extra in ([], ["--json"]):
+        code, out, err = run_cli(monkeypatch, capsys, "dpo", "--cpu", *extra, cwd=tmp_path)
+        assert code == 2 and out == "" and len(err) == 1, (out, err)
+        assert f"{tmp_path / 'alignlab.yaml'}:3: lora.qlora: QLoRA needs a CUDA GPU; --cpu plans this machine" in err[0]
+        assert "pass --lora" in err[0] and "KeyError" not in err[0], err
+    code, out, _ = run_cli(monkeypatch, capsys, "dpo", "--cpu", "--lora", "--json")  # the flag wins over the config
+    assert code == 0 and json.loads(out)["mode"] == "lora"
+    assert json.loads(run_cli(monkeypatch, capsys, "dpo", "--json")[1])["mode"] == "qlora"  # on a GPU it plans
+    with pytest.raises(AlignlabError, match="QLoRA needs a CUDA GPU"):  # and the report never builds an empty plan
+        report.build(resolve_shape("smollm2-135m"), Workload(method="dpo", mode="qlora"), cpu=True)
+
+
+def test_the_plan_counts_the_projects_ppo_epochs_and_the_default_rewards_embedder(tmp_path, monkeypatch, capsys):
+    """plan never passed ppo.ppo_epochs (a project at 4 was planned at 2 passes) and left out the MiniLM embedder the
+    default reward loads when online.rewards is empty, both of which the run's own record counts."""
+    from alignlab.plan.estimate import GIB
+    from alignlab.plan.shapes import MINILM_PARAMS
+
+    (tmp_path / "alignlab.yaml").write_text("name: p\nppo:\n  ppo_epochs: 4\n")
+    ppo = json.loads(run_cli(monkeypatch, capsys, "ppo", "--gpu", "a100-80gb", "--json", cwd=tmp_path)[1])
+    assert ppo["workload"]["ppo_epochs"] == 4
+    monkeypatch.chdir(tmp_path.parent)  # outside the project: the default 2 passes, a shorter step
+    two = json.loads(run_cli(monkeypatch, capsys, "ppo", "--gpu", "a100-80gb", "--json")[1])
+    assert two["workload"]["ppo_epochs"] == 2
+    assert two["step_breakdown_seconds"]["train"] < ppo["step_breakdown_seconds"]["train"]
+    for method in ("grpo", "rloo", "ppo"):
+        out = json.loads(run_cli(monkeypatch, capsys, method, "--gpu", "a100-80gb", "--json")[1])
+        assert out["workload"]["reward_params"] == MINILM_PARAMS == 22_713_216  # all-MiniLM-L6-v2
+        assert out["memory_gib"]["reward_model"] == round(MINILM_PARAMS * 2 / GIB, 4)  # bf16 on a GPU
+    assert json.loads(run_cli(monkeypatch, capsys, "dpo", "--json")[1])["workload"]["reward_params"] == 0
+    (tmp_path / "alignlab.yaml").write_text("name: p\nonline:\n  rewards: rewards.yaml\n")  # its own reward: no MiniLM
+    assert json.loads(run_cli(monkeypatch, capsys, "grpo", "--json", cwd=tmp_path)[1])["workload"]["reward_params"] == 0
+    given = json.loads(run_cli(monkeypatch, capsys, "grpo", "--reward-model", "qwen2.5-0.5b", "--json")[1])
+    assert given["workload"]["reward_params"] > 400e6  # --reward-model is the reward held, in its place
+
+
+def _gguf(path, kv=(), untied=True):
+    """A tiny llama-style GGUF file written with the gguf library: its metadata, ``kv`` (key, value) added."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    wr = GGUFWriter(str(path), "llama")
+    for add, v in [(wr.add_block_count, 2), (wr.add_embedding_length, 64), (wr.add_head_count, 4),
+                   (wr.add_context_length, 512), (wr.add_vocab_size, 1000)]:
+        add(v)
+    for key, value in kv:
+        (wr.add_array if isinstance(value, list) else wr.add_uint32)(key, value)
+    tensors = [("token_embd.weight", (1000, 64))] + ([("output.weight", (1000, 64))] if untied else [])
+    for name, shape in tensors:
+        wr.add_tensor(name, np.zeros(shape, dtype=np.float32))
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return path
+
+
+def test_a_split_gguf_is_refused_as_training_refuses_it(tmp_path, monkeypatch, capsys):
+    """The first part of a split GGUF (no output.weight: it is in part 2) was planned as a tied model, silently,
+    while training refuses the file."""
+    from alignlab.errors import AlignlabError
+    from alignlab.models.registry import resolve_model
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    part = _gguf(tmp_path / "big-00001-of-00002.gguf", [("llama.feed_forward_length", 128), ("split.count", 2)],
+                 untied=False)
+    code, out, err = run_cli(monkeypatch, capsys, "sft", "--model", str(part), "--json")
+    assert code == 2 and out == "" and len(err) == 1, (out, err)
+    assert "'big-00001-of-00002.gguf' is the first of 2 parts of a split GGUF model" in err[0] and "--merge" in err[0]
+    with pytest.raises(AlignlabError) as trained:  # what `alignlab train --model` says of the same file
+        resolve_model(str(part))
+    assert err[0] == f"error: {trained.value}"
+    whole = _gguf(tmp_path / "whole.gguf", [("llama.feed_forward_length", 128)], untied=False)
+    assert json.loads(run_cli(monkeypatch, capsys, "sft", "--model", str(whole), "--json")[1])["params"] > 0
+
+
+def test_per_layer_gguf_fields_name_the_gguf_key(tmp_path, monkeypatch, capsys):
+    """feed_forward_length given per layer ([128, 256]) said "correct 'intermediate_size' in the model's config",
+    though a GGUF has no config.json. Per-layer values that differ are named by their GGUF key and refused; alike,
+    they are the model's one value."""
+    from alignlab.plan.shapes import resolve_shape
+
+    varying = _gguf(tmp_path / "varying.gguf", [("llama.feed_forward_length", [128, 256])])
+    code, _, err = run_cli(monkeypatch, capsys, "sft", "--model", str(varying))
+    assert code == 2 and len(err) == 1, err
+    assert "'llama.feed_forward_length' holds a value per layer ([128, 256])" in err[0], err
+    assert "does not support per-layer values" in err[0] and "config" not in err[0], err
+    missing = _gguf(tmp_path / "missing.gguf")
+    code, _, err = run_cli(monkeypatch, capsys, "sft", "--model", str(missing))
+    assert code == 2 and "lacks the decoder field 'llama.feed_forward_length'" in err[0] and "config" not in err[0], err
+    alike = _gguf(tmp_path / "alike.gguf", [("llama.feed_forward_length", [128, 128]),
+                                            ("llama.attention.head_count_kv", [2, 2])])
+    s = resolve_shape(str(alike))
+    assert (s.intermediate, s.kv_heads, s.heads) == (128, 2, 4)

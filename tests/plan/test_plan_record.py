@@ -165,6 +165,36 @@ def test_runs_of_two_sizes_fit_the_flop_share_and_the_per_layer_cost_together():
     assert f["train"] == pytest.approx(0.2, rel=1e-3) and f["pass_layer_overhead_s"] == pytest.approx(5e-3, rel=1e-3)
 
 
+def test_one_large_flop_bound_run_fits_the_share_whatever_share_was_assumed():
+    """An 8B DPO run on an A100 timed as if training reached 15% of the peak plus 1 ms per layer pass: its FLOPs are
+    95% of the step. Classed by the FLOPs at the assumed 0.35 it went to the per-layer cost (24 ms, 24x), and a
+    SmolLM2 plan said 1.08 s per step where the truth is 0.08 s."""
+    from alignlab.plan.calibrate import fit_details, fit_note
+    from alignlab.plan.devices import gpu
+
+    truth = {"train": 0.15, "decode_bw": 0.6, "layer_overhead_s": 2.5e-4, "pass_layer_overhead_s": 1e-3}
+    a100 = gpu("a100-80gb")
+    shape = resolve_shape("llama-3.1-8b")
+    w = Workload(method="dpo", batch=4, prompt_len=128, completion_len=128)
+    t = step_seconds(shape, w, a100, truth)["total"]
+    rec = {"workload": w.__dict__, "model_shape": shape.to_dict(), "measured": {"step_seconds": t},
+           "device": {"kind": "cuda", "name": a100.name, "peak_flops": a100.peak_flops, "bandwidth": a100.bandwidth,
+                      "memory_bytes": a100.memory_bytes}}
+    for start in (None, {**truth, "train": 0.6}):  # the class does not depend on the share assumed before the fit
+        f, how = fit_details([rec], "cuda", start)
+        assert how == "share", start
+        assert f["pass_layer_overhead_s"] == pytest.approx(1e-3)
+        assert f["train"] == pytest.approx(0.15, rel=1e-3)
+    f, how = fit_details([rec], "cuda")
+    small = Workload(method="dpo", batch=4, prompt_len=40, completion_len=43)
+    assert step_seconds(resolve_shape("smollm2-135m"), small, a100, f)["total"] == pytest.approx(
+        step_seconds(resolve_shape("smollm2-135m"), small, a100, truth)["total"], rel=1e-3)
+    reached = 0.15 * step_seconds(shape, w, a100, {**truth, "pass_layer_overhead_s": 0.0})["total"] / t
+    assert 0.14 < reached < 0.15
+    note = fit_note("cuda", how, [rec])
+    assert f"the FLOP share of the peak: its FLOPs alone run at {reached:.1%} of the peak" in note, note
+
+
 def test_a_tiny_cpu_run_does_not_slow_a_real_models_plan(tiny_model, tmp_path, monkeypatch):
     """A 3-step run of a 2-layer test model took the default model's DPO plan on a CPU from 11.9 s to 271 s per step
     once calibrated from it: its step is Python and fixed costs, not FLOPs."""

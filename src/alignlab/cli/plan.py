@@ -81,12 +81,12 @@ def register(app: typer.Typer) -> None:
             raise AlignlabError("which method?",
                                 fix="alignlab plan dpo (or sft, kto, grpo, ...); --list shows models and GPUs")
         methods.get(method)  # an unknown method is refused before the project's config is read
-        d, _ = project_config()
+        d, root = project_config()
         flags = dict(lora=lora, qlora=qlora, full=full, lora_r=lora_r, seq_len=seq_len, prompt_len=prompt_len,
                      completion_len=completion_len, grad_accum=grad_accum, generations=generations,
                      gradient_checkpointing=gradient_checkpointing, vllm=vllm, reward_model=reward_model,
                      processes=processes, gpu=gpu, cpu=cpu)
-        _check_flags(method, d, flags)
+        _check_flags(method, d, flags, root)
         w, said = _workload(method, d, flags, batch_size=batch_size, steps=steps, examples=examples, epochs=epochs)
         out = report.build(resolve_shape(model or d.model), w, device=gpu, cpu=cpu, extra_notes=said,
                            shared=d.train.shared_prompt)
@@ -96,11 +96,9 @@ def register(app: typer.Typer) -> None:
 def _workload(method: str, d, f: dict, batch_size, steps, examples, epochs):
     """The Workload the flags and the config's defaults (``d``) describe, and a note per flag it cannot use."""
     from alignlab.plan.estimate import Workload
-    from alignlab.plan.shapes import resolve_shape
 
     t, spec = d.train, methods.get(method)
-    mode = "full" if f["full"] else "qlora" if f["qlora"] else "lora" if f["lora"] else (
-        "full" if not d.lora.enabled else "qlora" if d.lora.qlora else "lora")
+    mode = _mode(d, f)
     p = f["prompt_len"] if f["prompt_len"] is not None else t.max_prompt_length
     c = _completion_len(method, p, f["seq_len"], f["completion_len"], d)
     gc = f["gradient_checkpointing"]
@@ -116,11 +114,49 @@ def _workload(method: str, d, f: dict, batch_size, steps, examples, epochs):
         grad_accum=f["grad_accum"] or t.grad_accum, prompt_len=p, completion_len=c,
         num_generations=f["generations"] or d.online.num_generations, grad_ckpt=gc,
         vllm=online and (f["vllm"] if f["vllm"] is not None else d.online.use_vllm),
-        reward_params=resolve_shape(f["reward_model"]).total_params if (f["reward_model"] and spec.online) else 0,
+        ppo_epochs=d.ppo.ppo_epochs, reward_params=_reward_params(spec, f["reward_model"], d),
         steps=steps or (t.max_steps if t.max_steps > 0 else None), examples=examples, epochs=epochs,
         processes=f["processes"], precompute_ref=choice == "on" or (choice == "auto" and epochs > 1),
     )
     return w, said
+
+
+def _reward_params(spec, reward_model: str | None, d) -> int:
+    """Parameters of the reward held in memory: --reward-model's, else the default reward's MiniLM embedder, which an
+    online run without online.rewards loads (as record.workload_from_context counts it); none offline."""
+    from alignlab.plan.shapes import MINILM_PARAMS, resolve_shape
+
+    if not spec.online:
+        return 0
+    if reward_model:
+        return resolve_shape(reward_model).total_params
+    return 0 if d.online.rewards else MINILM_PARAMS
+
+
+def _mode(d, f: dict) -> str:
+    """lora, qlora or full: the flag, else the config's lora.enabled and lora.qlora, as training decides it."""
+    return "full" if f["full"] else "qlora" if f["qlora"] else "lora" if f["lora"] else (
+        "full" if not d.lora.enabled else "qlora" if d.lora.qlora else "lora")
+
+
+def _config_line(root, *keys: str) -> str:
+    """``alignlab.yaml:N`` of the nested key (lora, qlora) in the project's config; the file alone when not found."""
+    import yaml
+
+    from alignlab.config import CONFIG_NAME
+
+    path = root / CONFIG_NAME
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return str(path)
+    line = None
+    for key in keys:
+        found = next((v for k, v in node.value if k.value == key), None) if isinstance(node, yaml.MappingNode) else None
+        if found is None:
+            return str(path)
+        line, node = found.start_mark.line + 1, found
+    return f"{path}:{line}"
 
 
 def _ignored(method: str, mode: str, f: dict) -> list[str]:
@@ -176,14 +212,19 @@ def _list() -> None:
     print("gpus:   " + ", ".join(gpu_table()))
 
 
-def _check_flags(method: str, d, f: dict) -> None:
-    """Refuse what training would refuse, before any arithmetic."""
+def _check_flags(method: str, d, f: dict, root=None) -> None:
+    """Refuse what training would refuse, before any arithmetic; ``root``: the project whose config gave ``d``."""
     if sum([f["lora"], f["qlora"], f["full"]]) > 1:
         raise AlignlabError("choose one of --lora, --qlora, --full")
     if f["gpu"] and f["cpu"]:
         raise AlignlabError("choose one of --gpu and --cpu")
-    if f["qlora"] and f["cpu"]:
-        raise AlignlabError("QLoRA needs a CUDA GPU; --cpu plans this machine", fix="use --lora, or --gpu NAME for a card")
+    if f["cpu"] and _mode(d, f) == "qlora":  # the flag, or the project's lora.qlora: true
+        if f["qlora"]:
+            raise AlignlabError("QLoRA needs a CUDA GPU; --cpu plans this machine",
+                                fix="use --lora, or --gpu NAME for a card")
+        raise AlignlabError("lora.qlora: QLoRA needs a CUDA GPU; --cpu plans this machine",
+                            where=_config_line(root, "lora", "qlora") if root is not None else None,
+                            fix="pass --lora (or --full), or --gpu NAME for a card")
     spec = methods.get(method)
     if method == methods.PPO and f["processes"] > 1:
         raise AlignlabError(f"PPO runs in one process, not {f['processes']}: its loop does not synchronise gradients "

@@ -173,17 +173,41 @@ def _readable(text: str) -> str:
     return fixed
 
 
-def _too_long(tok, prompt, gen: dict, window: int | None) -> str | None:
-    """Why ``prompt`` leaves the answer no room in the model's context window, or None when it fits."""
+def _tokens(tok, prompt, system: str | None) -> int:
     from alignlab.generate import chat_prompt
 
+    return len(tok(chat_prompt(prompt, tok, system), add_special_tokens=False)["input_ids"])
+
+
+def _too_long(tok, prompt, gen: dict, window: int | None) -> str | None:
+    """Why ``prompt`` leaves the answer no room in the model's context window, or None when it fits."""
     if window is None:
         return None
-    n = len(tok(chat_prompt(prompt, tok, gen.get("system_prompt")), add_special_tokens=False)["input_ids"])
+    n = _tokens(tok, prompt, gen.get("system_prompt"))
     if n + gen["max_new_tokens"] <= window:
         return None
     return (f"the prompt is {n} tokens, and with {gen['max_new_tokens']} for the answer (--max-new-tokens) it runs "
             f"past the model's context window of {window} tokens")
+
+
+def _refuse_no_room(tok, gen: dict, window: int | None, where: str) -> None:
+    """chat and generate: a system prompt (``where`` it was set: the flag, the run's config.yaml, the project's) or
+    --max-new-tokens that leaves no message room in the context window, refused once before any message. Every
+    message was refused instead, told to shorten itself, though the system prompt took the window."""
+    from alignlab.errors import AlignlabError
+
+    if window is None:
+        return
+    m, system = gen["max_new_tokens"], gen.get("system_prompt")
+    bare = _tokens(tok, "", None)
+    if bare + m > window:
+        raise AlignlabError(f"with {m} tokens for the answer (--max-new-tokens) not even an empty message fits the "
+                            f"model's context window of {window} tokens",
+                            fix=f"lower --max-new-tokens below {window - bare}")
+    if system and (n := _tokens(tok, "", system)) + m > window:
+        raise AlignlabError(f"the system prompt is {n - bare} tokens, and with {m} for the answer (--max-new-tokens) "
+                            f"it leaves no room for a message in the model's context window of {window} tokens",
+                            where=where, fix="pass --system '' (or a shorter one), or lower --max-new-tokens")
 
 
 def _fit(history: list[dict], tok, gen: dict, window: int | None) -> list[dict]:
@@ -231,8 +255,9 @@ def register(app: typer.Typer) -> None:
                         max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
         _refuse_without_adapter(run, compare, gen)
         prompts = [_readable(p) for p in prompts]
-        model_, tok, _ = _load(run, model, device, gen["system_prompt"], _system_where(run, system))
-        _refuse_too_long(prompts, model_, tok, gen)
+        where = _system_where(run, system)
+        model_, tok, _ = _load(run, model, device, gen["system_prompt"], where)
+        _refuse_too_long(prompts, model_, tok, gen, where)
         for p, (tuned, base) in zip(prompts, _answers(model_, tok, prompts, compare, **gen)):
             if len(prompts) > 1 and base is None:
                 typer.echo(f"> {p}")
@@ -259,7 +284,11 @@ def register(app: typer.Typer) -> None:
         gen = _decoding(run, base_opening=base_opening, repetition_penalty=repetition_penalty, amplify=amplify,
                         max_new_tokens=max_new_tokens, temperature=temperature, system_prompt=system)
         _refuse_without_adapter(run, compare, gen)
-        model_, tok, base_name = _load(run, model, device, gen["system_prompt"], _system_where(run, system))
+        where = _system_where(run, system)
+        model_, tok, base_name = _load(run, model, device, gen["system_prompt"], where)
+        from alignlab.generate import context_window
+
+        _refuse_no_room(tok, gen, context_window(model_), where)
         typer.echo(f"chatting with {run or base_name} (/reset, /quit)")
         _repl(model_, tok, compare, gen)
 
@@ -318,12 +347,14 @@ def _turn(model, tok, history: list[dict], line: str, compare: bool, gen: dict, 
     return [*turns, {"role": "assistant", "content": tuned}]
 
 
-def _refuse_too_long(prompts: list[str], model, tok, gen: dict) -> None:
-    """generate: a prompt that leaves its answer no room in the context window, refused before any answer."""
+def _refuse_too_long(prompts: list[str], model, tok, gen: dict, where: str) -> None:
+    """generate: a prompt that leaves its answer no room in the context window, refused before any answer (the system
+    prompt named, set ``where``, when it alone leaves none)."""
     from alignlab.errors import AlignlabError
     from alignlab.generate import context_window
 
     window = context_window(model)
+    _refuse_no_room(tok, gen, window, where)
     for i, prompt in enumerate(prompts, 1):
         if why := _too_long(tok, prompt, gen, window):
             raise AlignlabError(why, where=f"prompt {i}" if len(prompts) > 1 else None,

@@ -170,7 +170,9 @@ def scorecard(
     with reference(model, base) as ref:
         before = generate(ref, tokenizer, prompts, **gen)
     opening = parse_base_opening(base_opening)
-    prefixes = [opening_of(b, opening) for b in before] if opening else None
+    # at most the tokens the base may write for an opening, as generate, chat and compare take it: an answer with
+    # no space or sentence mark to stop at (Chinese without its 。, code) opened with the base's whole answer
+    prefixes = [opening_of(b, opening, tokenizer) for b in before] if opening else None
     tuned = generate_merged(model, tokenizer, prompts, prefixes=prefixes, amplify=amplify, opening_counts=True, **gen)
     # the adapter alone is what an exported model writes: neither a base opening nor amplified
     own = generate_merged(model, tokenizer, prompts, **gen) if (prefixes or amplify) else tuned

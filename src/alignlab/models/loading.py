@@ -115,6 +115,31 @@ def _safetensors_only(path: str, model_name: str) -> dict:
     return {"use_safetensors": True}
 
 
+def _load_failed(err: OSError, path: str, model_name: str) -> AlignlabError:
+    """from_pretrained's OSError as one line. A hub model without safetensors weights (an older one, with
+    pytorch_model.bin alone) said "Please do not set use_safetensors=True", which no flag of alignlab's sets: it is
+    named, with its cached copy when there is one, and how to convert it into a local directory once."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if "use_safetensors" not in str(err) or Path(path).is_dir():
+        return AlignlabError(f"could not load model '{model_name}': {first}")
+    snapshot = None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(path, "config.json")
+        snapshot = Path(config).parent if isinstance(config, str) else None
+    except Exception:  # noqa: BLE001 - any hub-library failure means "not cached"
+        pass
+    pickled = snapshot is not None and any(snapshot.glob("*.bin"))
+    local = path.rsplit("/", 1)[-1]
+    return AlignlabError(
+        f"hub model '{model_name}' has no safetensors weights" + (" (pickle, .bin, only)" if pickled else "") +
+        "; alignlab loads safetensors", where=str(snapshot) if snapshot is not None else None,
+        fix=f"convert it once into a local directory: python -c \"from transformers import AutoModelForCausalLM as M, "
+            f"AutoTokenizer as T; M.from_pretrained('{path}').save_pretrained('{local}'); "
+            f"T.from_pretrained('{path}').save_pretrained('{local}')\", then pass --model {local}")
+
+
 def load_base(
     model_name: str,
     device: str = "cpu",
@@ -152,7 +177,7 @@ def load_base(
         with _custom_code_refused(model_name):
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
-        raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
+        raise _load_failed(err, path, model_name) from err
     if not load_in_4bit:
         model.to(device)
     from alignlab.models.attention import protect
@@ -180,7 +205,7 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
                 **_safetensors_only(path, model_name)
             )
     except OSError as err:
-        raise AlignlabError(f"could not load model '{model_name}': {str(err).splitlines()[0]}") from err
+        raise _load_failed(err, path, model_name) from err
     except ValueError as err:
         if "Unrecognized configuration class" not in str(err):
             raise

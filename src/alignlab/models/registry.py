@@ -129,7 +129,8 @@ def _refuse_unreachable_hub(name: str) -> None:
 
 def _unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
     """``endpoint`` (the hub's address) when a connection to it fails within ``timeout`` seconds, else None; None as
-    well behind a proxy, which alone knows the way out (the download then says what went wrong)."""
+    well behind a proxy, which alone knows the way out (the download then says what went wrong): the scheme's or
+    ALL_PROXY, which huggingface_hub's httpx routes every scheme through."""
     import socket
     import threading
     from urllib.parse import urlsplit
@@ -137,7 +138,8 @@ def _unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
 
     url = urlsplit(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-    if getproxies().get(url.scheme) and not proxy_bypass(host):
+    proxies = getproxies()
+    if (proxies.get(url.scheme) or proxies.get("all")) and not proxy_bypass(host):
         return None
     answered: list[bool] = []
 
@@ -238,7 +240,7 @@ def _converted_dir(entry: RegistryEntry) -> Path:
     return target
 
 
-def _refuse_split(path: Path) -> None:
+def refuse_split(path: Path) -> None:
     """A GGUF split into parts (NAME-00001-of-00003.gguf): transformers reads the first part alone and fills the rest
     of the model with random weights."""
     from gguf import GGUFReader
@@ -260,7 +262,7 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
 
     from alignlab.progress import console
 
-    _refuse_split(directory / filename)
+    refuse_split(directory / filename)
     console.print(f"[alignlab] converting {filename} to safetensors under {target} (once)", markup=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     from alignlab.fsutil import sweep_stale

@@ -7,9 +7,10 @@ FLOPs / (peak x ``train``) + layer passes x ``pass_layer_overhead_s`` (launches,
 - runs whose FLOPs per layer pass differ by :data:`SPREAD` or more (models or batches of different sizes): both
   terms at once, by least squares on the relative error;
 - otherwise the two cannot be told apart, and the gap between measured and predicted goes where the run's step
-  time is: to the per-layer cost when the FLOPs (at the current share) explain less than half of the measured
-  step (a small model on a GPU, where a step is kernel launches, or a test-sized model anywhere), else to the FLOP
-  share. A launch-bound second put into the share made a 7B plan 170 times too slow;
+  time is: to the per-layer cost when the step's FLOPs, had it done nothing else, ran at under :data:`FLOP_BOUND`
+  of the peak (a small model on a GPU, where a step is kernel launches, or a test-sized model anywhere), else to
+  the FLOP share. A launch-bound second put into the share made a 7B plan 170 times too slow; the test uses no
+  share, as one assumed (0.35) classed a FLOP-bound 8B run at 0.15 of the peak as launch-bound, 24x the cost;
 - decoding (online runs): what is left of the measured step after the fitted training time, divided
   by the decoding time the current factors predict, scales ``layer_overhead_s`` up and ``decode_bw``
   down by the median of those ratios.
@@ -39,7 +40,9 @@ def factors_path() -> Path:
 # what each factor may be: a share (above 0) or a cost in seconds (0 or more); train_fp32 0 switches its cap off
 POSITIVE = ("train", "decode_bw")
 SPREAD = 4.0  # runs whose FLOPs per layer pass differ this much fit the FLOP share and the per-layer cost together
-FLOP_BOUND = 0.5  # below this share of the measured step the predicted FLOPs leave the gap to the per-layer cost
+# a step whose FLOPs alone reach less of the peak than this is launch-bound: measured 0.002 (SmolLM2 DPO on an
+# H200) and 0.03 (the 2-layer test model on a CPU) against 0.07-0.3 (SmolLM2 on CPUs, FLOP-bound at fp32 speed)
+FLOP_BOUND = 0.05
 _WARNED: set[str] = set()
 
 
@@ -165,6 +168,12 @@ def _joint(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None
     return (1.0 / inv, over) if inv > 0 else None
 
 
+def reached_share(rows: list[tuple[float, float, float]]) -> float:
+    """The median share of the peak the runs' FLOPs reached had their steps been FLOPs alone (x / measured): a
+    measurement, with no assumed share in it."""
+    return statistics.median(x / t for x, _, t in rows)
+
+
 def _fit_train(recs: list[dict], factors: dict) -> str:
     """Fit ``train`` and ``pass_layer_overhead_s`` in place from runs without generation; says how."""
     rows = [(*_terms(r, factors), measured_seconds(r)) for r in recs]
@@ -175,10 +184,10 @@ def _fit_train(recs: list[dict], factors: dict) -> str:
         if "train_fp32" in factors:
             factors["train_fp32"] = 0.0  # the fitted share is the whole rate: 0 turns the fp32 cap off
         return "joint"
-    flop_s = [_unit(r, {**factors, "pass_layer_overhead_s": 0.0})["train"] for r in recs]
     fixed = [y * factors.get("pass_layer_overhead_s", 0.0) for _, y, _ in rows]
-    if statistics.median(g / t for (_, _, t), g in zip(rows, flop_s)) < FLOP_BOUND:
+    if reached_share(rows) < FLOP_BOUND:
         # the FLOPs explain little of these steps: the gap is launches and Python, whatever the FLOP share
+        flop_s = [_unit(r, {**factors, "pass_layer_overhead_s": 0.0})["train"] for r in recs]
         factors["pass_layer_overhead_s"] = statistics.median(
             max(t - g, 0.1 * t) / y for (_, y, t), g in zip(rows, flop_s) if y > 0)
         return "overhead"
@@ -219,8 +228,11 @@ def fit_note(kind: str, how: str | None, recs: list[dict]) -> str | None:
     """One line on what a fit could not tell: from one size of run, the split between its two training terms."""
     if how not in ("overhead", "share"):
         return None
-    term = ("the fixed cost per layer pass (launches, Python): the FLOPs explain less than half of the step"
-            if how == "overhead" else "the FLOP share of the peak: the FLOPs explain most of the step")
+    reached = reached_share([(*_terms(r, DEFAULT_FACTORS[kind]), measured_seconds(r)) for r in recs
+                             if r["workload"]["method"] not in ONLINE])
+    term = (f"the fixed cost per layer pass (launches, Python): its FLOPs alone would run at {reached:.2%} of the peak, "
+            f"under the {FLOP_BOUND:.0%} a FLOP-bound step reaches" if how == "overhead" else
+            f"the FLOP share of the peak: its FLOPs alone run at {reached:.1%} of the peak, a FLOP-bound step")
     sizes = sorted({r["model_shape"]["name"] for r in recs})
     return (f"{kind}: fitted from {len(recs)} run(s) of one size ({', '.join(sizes)}), which cannot tell the FLOP share "
             f"from the per-layer cost; the gap went to {term}. Plans for much larger models stay rough until a run "

@@ -76,11 +76,8 @@ def build(shape: ModelShape, w: Workload, device: str | None = None, cpu: bool =
     cheapest = min(priced, key=lambda de: (de[1].cost_usd, de[1].total_hours)) if priced else None
     # the smallest CUDA card that fits (alignlab trains on CUDA or the CPU; a Mac's unified memory is no "card")
     fitting = sorted((d for d, e in rows if e.fits and d.kind == "cuda"), key=lambda d: (d.memory_bytes, d.usd_per_hour or 0))
-    if cpu:
-        chosen_dev = cpu_device()
-        chosen = _for(shape, w, chosen_dev, shared)
-    elif device:
-        chosen_dev = gpu(device)
+    if cpu or device:  # a plan for a device it cannot run on (QLoRA off CUDA) has no estimate: refused, not empty
+        chosen_dev = cpu_device() if cpu else gpu(device)
         chosen = _for(shape, w, chosen_dev, shared)
         if chosen is None:
             from alignlab.errors import AlignlabError

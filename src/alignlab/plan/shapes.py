@@ -86,22 +86,35 @@ def bundled() -> dict[str, dict]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def _whole(c: dict, key: str, name: str, default=None) -> int:
-    """``c[key]`` as a positive whole number (``default`` when absent or null); one clear error naming the field."""
+def _whole(c: dict, key: str, name: str, default=None, gguf: dict | None = None) -> int:
+    """``c[key]`` as a positive whole number (``default`` when absent or null); one clear error naming the field:
+    the GGUF metadata key (``gguf``: config key -> GGUF key) when the shape came from a GGUF file, which has no
+    config.json to correct."""
     value = c.get(key)
+    label = (gguf or {}).get(key, key)
+    source = f"the GGUF metadata of '{name}'" if gguf else f"config for '{name}'"
     if value is None:
         if default is None:
-            raise AlignlabError(f"config for '{name}' lacks the decoder field '{key}'",
-                                fix="pass the config.json of a decoder-only transformer (llama, qwen2, mistral, gemma, ...)")
+            raise AlignlabError(f"{source} lacks the decoder field '{label}'",
+                                fix="pass a complete GGUF file of a decoder-only transformer" if gguf else
+                                "pass the config.json of a decoder-only transformer (llama, qwen2, mistral, gemma, ...)")
         return default
+    if isinstance(value, list) and value and len(set(map(str, value))) == 1:
+        value = value[0]  # one value per layer, all alike: the model's
+    if isinstance(value, list):
+        raise AlignlabError(f"{source}: '{label}' holds a value per layer ({json.dumps(value)[:40]}); the planner "
+                            "counts layers that are alike and does not support per-layer values",
+                            fix="plan a model whose layers are alike, or count this one by hand")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise AlignlabError(f"config for '{name}': '{key}' is {json.dumps(value)[:40]}, not a positive whole number",
-                            fix=f"correct '{key}' in the model's config")
+        raise AlignlabError(f"{source}: '{label}' is {json.dumps(value)[:40]}, not a positive whole number",
+                            fix="use a complete, undamaged GGUF file of the model" if gguf else
+                            f"correct '{key}' in the model's config")
     return int(value)
 
 
-def from_config(config, name: str) -> ModelShape:
-    """A shape from a transformers config.json (text_config is used for multimodal configs)."""
+def from_config(config, name: str, gguf: dict | None = None) -> ModelShape:
+    """A shape from a transformers config.json (text_config is used for multimodal configs); ``gguf``: the GGUF
+    metadata key of each field, when the config was read from a GGUF file (errors name those)."""
     if not isinstance(config, dict):
         raise AlignlabError(f"the config of '{name}' is a JSON {type(config).__name__}, not an object",
                             fix="pass a model's config.json")
@@ -113,21 +126,21 @@ def from_config(config, name: str) -> ModelShape:
     if experts:  # the dense arithmetic below would count one expert's weights of the many
         raise AlignlabError(f"'{name}' is a mixture-of-experts model ({experts} experts); the planner counts dense "
                             "models only", fix="plan a dense model of similar size, or count the experts' weights by hand")
-    heads = _whole(c, "num_attention_heads", name)
-    hidden = _whole(c, "hidden_size", name)
+    heads = _whole(c, "num_attention_heads", name, gguf=gguf)
+    hidden = _whole(c, "hidden_size", name, gguf=gguf)
     try:
         longest = _whole(c, "max_position_embeddings", name, default=0) or None
     except AlignlabError:
         longest = None  # only a warning reads it
     return ModelShape(
         name=name,
-        layers=_whole(c, "num_hidden_layers", name),
+        layers=_whole(c, "num_hidden_layers", name, gguf=gguf),
         hidden=hidden,
-        intermediate=_whole(c, "intermediate_size", name),
+        intermediate=_whole(c, "intermediate_size", name, gguf=gguf),
         heads=heads,
-        kv_heads=_whole(c, "num_key_value_heads", name, default=heads),
-        head_dim=_whole(c, "head_dim", name, default=max(1, hidden // heads)),
-        vocab=_whole(c, "vocab_size", name),
+        kv_heads=_whole(c, "num_key_value_heads", name, default=heads, gguf=gguf),
+        head_dim=_whole(c, "head_dim", name, default=max(1, hidden // heads), gguf=gguf),
+        vocab=_whole(c, "vocab_size", name, gguf=gguf),
         tied=bool(config.get("tie_word_embeddings", c.get("tie_word_embeddings", True))),
         qkv_bias=bool(c.get("attention_bias", False)) or c.get("model_type") == "qwen2",
         max_position=longest,
@@ -136,13 +149,18 @@ def from_config(config, name: str) -> ModelShape:
 
 def from_gguf(path: Path, name: str) -> ModelShape:
     """A shape from a GGUF file's metadata (``{arch}.block_count`` and the rest), without reading its weights: the
-    LM head is tied when the file holds no ``output.weight``; q/k/v carry biases when ``blk.0.attn_q.bias`` exists."""
+    LM head is tied when the file holds no ``output.weight``; q/k/v carry biases when ``blk.0.attn_q.bias`` exists.
+    A split file is refused as training refuses it: its first part lacks the other parts' tensors (an untied
+    model's ``output.weight`` among them), so it would be planned as another model."""
     from gguf import GGUFReader
+
+    from alignlab.models.registry import refuse_split
 
     try:
         reader = GGUFReader(str(path))
     except (ValueError, OSError, IndexError) as err:
         raise AlignlabError(f"cannot read {path} as GGUF ({err})", fix="pass a complete .gguf model file") from err
+    refuse_split(path)
     fields = reader.fields
 
     def get(key: str):
@@ -152,21 +170,19 @@ def from_gguf(path: Path, name: str) -> ModelShape:
     arch = get("general.architecture")
     tokens = fields.get("tokenizer.ggml.tokens")
     names = {t.name for t in reader.tensors}
-    config = {
+    keys = {"num_hidden_layers": f"{arch}.block_count", "hidden_size": f"{arch}.embedding_length",
+            "intermediate_size": f"{arch}.feed_forward_length", "num_attention_heads": f"{arch}.attention.head_count",
+            "num_key_value_heads": f"{arch}.attention.head_count_kv", "head_dim": f"{arch}.attention.key_length",
+            "vocab_size": f"{arch}.vocab_size", "max_position_embeddings": f"{arch}.context_length"}
+    config = {k: get(g) for k, g in keys.items()}
+    config.update({
         "model_type": arch,
-        "num_hidden_layers": get(f"{arch}.block_count"),
-        "hidden_size": get(f"{arch}.embedding_length"),
-        "intermediate_size": get(f"{arch}.feed_forward_length"),
-        "num_attention_heads": get(f"{arch}.attention.head_count"),
-        "num_key_value_heads": get(f"{arch}.attention.head_count_kv"),
-        "head_dim": get(f"{arch}.attention.key_length"),
-        "vocab_size": get(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None),
-        "max_position_embeddings": get(f"{arch}.context_length"),
+        "vocab_size": config["vocab_size"] or (len(tokens.data) if tokens is not None else None),
         "num_local_experts": get(f"{arch}.expert_count"),
         "tie_word_embeddings": "output.weight" not in names,
         "attention_bias": "blk.0.attn_q.bias" in names,
-    }
-    return from_config(config, name)
+    })
+    return from_config(config, name, gguf=keys)
 
 
 def _bundled_shape(key: str) -> ModelShape:
