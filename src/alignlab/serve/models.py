@@ -287,7 +287,7 @@ class ModelPool:
                                 max_new_tokens=min(max_tokens, opening_budget(self.base_opening)),
                                 pad_token_id=self.tokenizer.pad_token_id, **sampling, **self._processors(ids, 1))
         written = track.texts[0]
-        head = opening_of(written, self.base_opening)  # the adapter's first token brings its own space
+        head = opening_of(written, self.base_opening, self.tokenizer)  # one rule with eval; the adapter brings its space
         ended = track.cut and head == written.strip()  # the stop string came before the opening was settled
         return head, self.tokenizer(head, add_special_tokens=False)["input_ids"] if head else [], ended
 
