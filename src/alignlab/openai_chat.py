@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import random
 import re
@@ -44,11 +45,46 @@ def _on_this_machine(host: str | None) -> bool:
 OPENAI_KEY_ENV = "OPENAI_API_KEY"  # sent unasked to OpenAI's own API only
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RATE_WAIT_CAP = 60.0  # seconds: the longest one wait for a rate limit
+# how providers' keys begin (Groq, Hugging Face, Fireworks, GitHub, Replicate, Google, Stripe-style): each makes a valid
+# variable name, so a key pasted in the variable's place passed the name check and was echoed in the 401 hint
+KEY_PREFIXES = ("gsk_", "hf_", "fw_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "r8_", "AIza", "sk_")
 
 
 def _key_env_where(who: str) -> str:
     return ("api_key_env: in the reward spec's judge args, --judge-key-env, or key_env: in alignlab.yaml's judge "
             "section" if who == "judge" else f"--{who}-key-env")
+
+
+def looks_like_key(name: str) -> bool:
+    """A key's shape rather than a variable name's: a provider's prefix before a random tail, or a long run of mixed
+    letters and digits (variable names are words joined by _: MY_PROVIDER_KEY, OPENAI_API_KEY_2024, hf_token)."""
+    def mixed(part: str) -> bool:  # digits, or both cases: no word of a name
+        return any(c.isdigit() for c in part) or (part.lower() != part and part.upper() != part)
+
+    if any(name.startswith(p) and len(name) >= len(p) + 8 and mixed(name[len(p):]) for p in KEY_PREFIXES):
+        return True
+    return any((len(part) >= 16 and any(c.isdigit() for c in part) and not part.isdigit())
+               or (len(part) >= 24 and mixed(part)) for part in name.split("_"))
+
+
+def _shown(api_key_env: str, who: str) -> str:
+    """How a message names the key's variable: ``$NAME``, never a name that looks like a key itself."""
+    return f"the variable named by {_key_env_where(who)}" if looks_like_key(api_key_env) else f"${api_key_env}"
+
+
+def key_env_name(api_key_env: str | None, who: str = "judge") -> str | None:
+    """``api_key_env`` as a variable name: a leading ``$`` (or ``${...}``), as the shell writes it, is dropped; what
+    is no variable name at all is taken for a key pasted in the name's place and refused, never echoed."""
+    if api_key_env and (dollar := re.fullmatch(r"\$\{(.*)\}|\$(.*)", api_key_env)):
+        api_key_env = dollar.group(1) if dollar.group(1) is not None else dollar.group(2)
+        if not api_key_env:
+            raise AlignlabError(f"the {who}'s key variable ({_key_env_where(who)}) is '$' and no name",
+                                fix="give the name of the variable that holds the key, without $ (e.g. MY_KEY)")
+    if api_key_env and not ENV_NAME.fullmatch(api_key_env):
+        raise AlignlabError(f"the {who}'s key variable ({_key_env_where(who)}) is not an environment variable name "
+                            "(letters, digits and _); it looks like a key itself (not shown here)",
+                            fix="pass the name of the variable that holds the key (export MY_KEY=...; then MY_KEY)")
+    return api_key_env
 
 
 def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[str, str]:
@@ -57,22 +93,24 @@ def auth_header(url: str, api_key_env: str | None, who: str = "judge") -> dict[s
     ``api_key_env`` None (nothing named): ``$OPENAI_API_KEY``, and only to api.openai.com; a key for another host
     goes there when its variable is named. A key never goes over plain http to another machine: anyone on the way
     could read it. That is an error rather than a silent omission, so a server that needs the key does not fail
-    later with a 401.
+    later with a 401. An unset variable whose name has a key's shape is refused before any request: it is a key
+    pasted in the name's place (a keyless server is reached with '' or a real name).
     """
-    if api_key_env and not ENV_NAME.fullmatch(api_key_env):  # a key pasted in the variable's place: never echoed
-        raise AlignlabError(f"the {who}'s key variable ({_key_env_where(who)}) is not an environment variable name; "
-                            "it looks like a key itself (not shown here)",
-                            fix="pass the name of the variable that holds the key (export MY_KEY=...; then MY_KEY)")
+    api_key_env = key_env_name(api_key_env, who)
     parts = urlsplit(url)
     if api_key_env is None:
         api_key_env = OPENAI_KEY_ENV if parts.hostname == "api.openai.com" else ""
     key = os.environ.get(api_key_env) if api_key_env else None
+    if not key and api_key_env and looks_like_key(api_key_env):
+        raise AlignlabError(f"the variable named by {_key_env_where(who)} is not set, and its name looks like a key "
+                            "itself (not shown here)",
+                            fix="pass the name of the variable that holds the key (export MY_KEY=...; then MY_KEY)")
     if not key:
         return {}
     if parts.scheme != "https" and not _on_this_machine(parts.hostname):
         raise AlignlabError(
-            f"refusing to send ${api_key_env} to {who} endpoint {url}: plain http to another machine would show the key"
-            " to anyone on the way",
+            f"refusing to send {_shown(api_key_env, who)} to {who} endpoint {url}: plain http to another machine would "
+            "show the key to anyone on the way",
             fix=f"use an https:// URL, a server on this machine (127.0.0.1), or send no key (--{who}-key-env ''"
                 + (", or key_env: '' in alignlab.yaml's judge section)" if who == "judge" else ")"),
         )
@@ -128,7 +166,7 @@ def in_parallel(fn, jobs: list, max_workers: int) -> list:
 
 
 def _retry_after(resp) -> float:
-    """Seconds a 429/503's Retry-After header asks for, in seconds or as an HTTP date (capped at 60), or 0."""
+    """Seconds a 429/503's Retry-After header asks for, in seconds or as an HTTP date, or 0."""
     value = str(resp.headers.get("retry-after", "") or "").strip()
     try:
         seconds = float(value or 0)
@@ -140,7 +178,7 @@ def _retry_after(resp) -> float:
         except (TypeError, ValueError, IndexError):
             return 0.0
         seconds = when.timestamp() - time.time() if when.tzinfo is not None else 0.0
-    return min(RATE_WAIT_CAP, max(0.0, seconds))
+    return max(0.0, seconds) if math.isfinite(seconds) else 0.0
 
 
 def _key_fix(url: str, api_key_env: str | None, who: str, sent: bool) -> str:
@@ -148,7 +186,8 @@ def _key_fix(url: str, api_key_env: str | None, who: str, sent: bool) -> str:
     if api_key_env is None and urlsplit(url).hostname == "api.openai.com":
         api_key_env = OPENAI_KEY_ENV
     if api_key_env:
-        return f"set ${api_key_env} to a valid API key" + ("" if sent else f" (${api_key_env} is not set)")
+        shown = _shown(api_key_env, who)
+        return f"set {shown} to a valid API key" + ("" if sent else f" ({shown} is not set)")
     return f"no API key was sent: name the environment variable that holds the key ({_key_env_where(who)}) and set it"
 
 
@@ -158,7 +197,7 @@ class _Failure(NamedTuple):
     problem: str
     kind: str  # "answered" (an HTTP error: up, and failing), "timeout" or "unreachable"
     limited: bool = False  # a rate limit (429, or 503 overloaded): retried for longer
-    wait: float = 0.0  # what its Retry-After asks
+    wait: float = 0.0  # what its Retry-After asks (uncapped: beyond RATE_WAIT_CAP stops at once)
 
 
 def _text(content) -> str:
@@ -187,7 +226,7 @@ def _one_try(client, url: str, body: dict, headers: dict, timeout: float, api_ke
         first = str(err).splitlines()[0] if str(err) else "no connection"
         return _Failure(f"{type(err).__name__}: {first}", "unreachable")
     if resp.status_code == 429 or resp.status_code >= 500:
-        # a rate limit says when to come back: at most a minute is waited
+        # a rate limit says when to come back: up to a minute is waited, a longer ask stops the command
         return _Failure(f"HTTP {resp.status_code}: {resp.text[:200]!r}", "answered", resp.status_code in (429, 503),
                         _retry_after(resp))
     if resp.status_code in (401, 403):
@@ -216,9 +255,11 @@ def chat_reply(client, url: str, body: dict, *, api_key_env: str | None, timeout
     Connection errors, timeouts and 5xx are retried ``retries`` times with exponential backoff. A rate limit (429,
     503) is retried ``rate_retries`` times, each wait about twice the last from ``backoff`` and jittered (parallel
     requests limited together do not all come back at once), at most 60 s and at least what its Retry-After asks;
-    None counts rate limits among the ``retries``, waited alike. Every failure ends as one AlignlabError naming
-    ``who`` and the URL. The key goes only where ``auth_header`` allows.
+    None counts rate limits among the ``retries``, waited alike. A Retry-After beyond 60 s stops at once: a retry at
+    the cap would be refused the same. Every failure ends as one AlignlabError naming ``who`` and the URL. The key
+    goes only where ``auth_header`` allows.
     """
+    api_key_env = key_env_name(api_key_env, who)
     headers = auth_header(url, api_key_env, who)
     failed = limited = 0  # retries spent on rate limits (with rate_retries) and on the rest
     seen: set[str] = set()
@@ -227,6 +268,8 @@ def chat_reply(client, url: str, body: dict, *, api_key_env: str | None, timeout
         if isinstance(got, Reply):
             return got
         seen.add(got.kind)
+        if got.wait > RATE_WAIT_CAP:
+            raise _too_long(got, url, who)
         if got.limited and rate_retries is not None:
             if limited >= rate_retries:
                 break
@@ -247,3 +290,13 @@ def chat_reply(client, url: str, body: dict, *, api_key_env: str | None, timeout
         raise AlignlabError(f"{who} endpoint {url} is too slow ({attempts})",
                             fix=fixes.too_slow + "; check that it is running")
     raise AlignlabError(f"{who} endpoint {url} is unreachable ({attempts})", fix=fixes.unreachable)
+
+
+def _too_long(got: _Failure, url: str, who: str) -> AlignlabError:
+    """A Retry-After beyond the longest wait: said at once, with when to come back (retrying sooner, or with more
+    retries, would only be refused again)."""
+    hours = f" (about {got.wait / 3600:.1f} h)" if got.wait >= 3600 else ""
+    return AlignlabError(f"{who} endpoint {url} asks to wait {got.wait:.0f} s{hours} before the next request "
+                         f"(Retry-After; {got.problem})",
+                         fix=f"run it again after that wait (alignlab waits up to {RATE_WAIT_CAP:g} s for a rate limit "
+                             "itself), or use an endpoint with a higher limit")

@@ -388,7 +388,7 @@ def test_a_failed_run_has_no_card_or_merge(monkeypatch, capsys, tmp_path):
 @pytest.mark.parametrize("args, said", [
     (("long-run", "--method", "ppo"), "--method applies to kl-ablation only, not long-run"),
     (("label-flip", "--betas", "0,1"), "--betas applies to kl-ablation only"),
-    (("kl-ablation", "--lr", "0"), "--lr must be above 0"),
+    (("kl-ablation", "--lr", "0"), "--lr must be a finite number above 0"),
 ])
 def test_break_refuses_options_that_do_not_apply(monkeypatch, capsys, tmp_path, args, said):
     code, lines = run_cli(monkeypatch, capsys, "break", *args, "--out", str(tmp_path / "w"), cwd=tmp_path)

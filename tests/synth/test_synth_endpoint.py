@@ -263,6 +263,62 @@ def test_refusals_before_any_work(stand_in, tmp_path, monkeypatch, tiny_model):
     assert stand_in.requests == 0
 
 
+@pytest.mark.parametrize("key", ["gsk_8fJ2kQ9xZ1mN4pL7vR3tY6wE0aB5cD", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123",
+                                 "fw_3ZkQ9xZ1mN4pL7vR3tY6", "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"])
+def test_a_key_given_as_the_variable_name_is_never_printed_nor_sent_for(key, stand_in, tmp_path, monkeypatch):
+    """Keys of Groq (gsk_), Hugging Face (hf_), Fireworks (fw_) and all-alphanumeric ones are valid variable names:
+    a request went out without a key and its 401 said "set $gsk_8fJ2kQ9x... to a valid API key ($gsk_... is not set)",
+    the whole key twice."""
+    monkeypatch.delenv(key, raising=False)
+    stand_in.fail_first, stand_in.status = 10**6, 401
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": "q"}])
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "1", "--teacher-key-env", key,
+                "--out", str(tmp_path / "o.jsonl"))
+    message = str(res.exception)
+    assert "the variable named by --teacher-key-env is not set" in message, res.output + message
+    assert key[:8] not in res.output + message
+    assert stand_in.requests == 0
+
+
+def test_a_key_variable_with_a_key_like_name_is_read_and_not_named(stand_in, monkeypatch):
+    """Set, a variable whose name has a key's shape still works; a 401 then names the flag, not the variable."""
+    name = "gsk_8fJ2kQ9xZ1mN4pL7vR3tY6wE0aB5cD"
+    monkeypatch.setenv(name, "not-a-valid-key")
+    stand_in.fail_first, stand_in.status = 10**6, 401
+    with pytest.raises(AlignlabError) as err:
+        EndpointTeacher(stand_in.url, "m", api_key_env=name).answer(["q"], None)
+    assert "HTTP 401" in str(err.value) and "set the variable named by --teacher-key-env" in str(err.value)
+    assert name[:8] not in str(err.value) and stand_in.requests == 1
+
+
+@pytest.mark.parametrize("given", ["$TEACHER_TEST_KEY", "${TEACHER_TEST_KEY}"])
+def test_a_key_variable_written_with_a_dollar_is_read(given, stand_in, monkeypatch):
+    """--teacher-key-env '$OPENAI_API_KEY' (as the shell writes a variable) was refused as "a key itself"."""
+    from alignlab.openai_chat import auth_header
+
+    monkeypatch.setenv("TEACHER_TEST_KEY", "sk-secret")
+    assert auth_header(stand_in.url, given, "teacher") == {"Authorization": "Bearer sk-secret"}
+    monkeypatch.delenv("TEACHER_TEST_KEY")
+    stand_in.fail_first, stand_in.status = 10**6, 401
+    with pytest.raises(AlignlabError) as err:
+        EndpointTeacher(stand_in.url, "m", api_key_env=given).answer(["q"], None)
+    assert "set $TEACHER_TEST_KEY to a valid API key ($TEACHER_TEST_KEY is not set)" in str(err.value)
+
+
+def test_a_retry_after_beyond_the_longest_wait_stops_at_once(stand_in, tmp_path, monkeypatch):
+    """Retry-After: 3600 was waited as 60 s eight times (480 s against an hour), then the fix said to raise
+    --teacher-retries."""
+    stand_in.fail_first, stand_in.headers = 10**6, {"Retry-After": "3600"}
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": "q"}])
+    start = time.monotonic()
+    res = synth(tmp_path, monkeypatch, stand_in.url, "--prompts", prompts, "-k", "1", "--teacher-workers", "1",
+                "--out", str(tmp_path / "o.jsonl"))
+    message = str(res.exception)
+    assert time.monotonic() - start < 10 and stand_in.requests == 1, message
+    assert "asks to wait 3600 s (about 1.0 h) before the next request (Retry-After; HTTP 429" in message, message
+    assert "--teacher-retries" not in message
+
+
 def test_the_teacher_is_not_told_of_the_judges_config(monkeypatch):
     """The plain-http refusal told a teacher to set key_env in alignlab.yaml's judge section."""
     from alignlab.openai_chat import auth_header

@@ -115,6 +115,46 @@ def test_kl_ablation_runs_each_coefficient_and_logs_kl_at_each(tiny_model, tmp_p
     assert (tmp_path / "report.html").is_file()
 
 
+def earlier_kl_ablation(out: Path) -> None:
+    """What an earlier kl-ablation left in ``out``: a finished beta-0, its summary, and beta-0.04 marked as training
+    by a live process on this host (this one)."""
+    import socket
+
+    from alignlab.rundir import Run
+
+    for name in ("beta-0", "beta-0.04"):
+        (out / "runs" / name).mkdir(parents=True)
+        (out / "runs" / name / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n')
+    Run(out / "runs" / "beta-0").update(status="done", steps=2)
+    Run(out / "runs" / "beta-0.04").update(status="running", pid=os.getpid(), host=socket.gethostname())
+    (out / "summary.json").write_text('{"experiment": "kl-ablation"}')
+
+
+def test_kl_ablation_refuses_before_it_deletes_anything(tiny_model, tmp_path):
+    """A live beta-0.04 was refused only after runs/beta-0 and summary.json had been deleted."""
+    from alignlab.errors import AlignlabError
+
+    earlier_kl_ablation(tmp_path)
+    with pytest.raises(AlignlabError, match=r"runs/beta-0.04 is still training"):
+        run_experiment("kl-ablation", tmp_path, BreakSettings(model=tiny_model, betas=(1.0,), quick=True))
+    assert (tmp_path / "runs" / "beta-0" / "metrics.jsonl").is_file() and (tmp_path / "summary.json").is_file()
+
+
+def test_a_second_break_into_the_same_out_is_refused_while_the_first_runs(tiny_model, tmp_path):
+    """A finished run that another break was still scoring (status done, so not "live") was deleted under it."""
+    from alignlab.errors import AlignlabError
+    from alignlab.fsutil import exclusive
+    from alignlab.rundir import Run
+
+    earlier_kl_ablation(tmp_path)
+    Run(tmp_path / "runs" / "beta-0.04").update(status="done", steps=2)  # trained; its scorecard still being read
+    with exclusive(tmp_path / ".alignlab-break.lock", "the first break"):  # as the first `alignlab break` holds it
+        with pytest.raises(AlignlabError, match="an alignlab break is already running here"):
+            run_experiment("kl-ablation", tmp_path, BreakSettings(model=tiny_model, betas=(1.0,), quick=True, steps=2))
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["beta-0", "beta-0.04"]
+    assert (tmp_path / "summary.json").is_file()
+
+
 def test_long_run_watches_gold_and_reads_answers_at_every_checkpoint(tiny_model, tmp_path):
     from alignlab.data import bundled_path
     from alignlab.synth.sample import prompt_rows
@@ -140,6 +180,7 @@ def test_long_run_watches_gold_and_reads_answers_at_every_checkpoint(tiny_model,
 @pytest.mark.parametrize("args,needle", [
     (["nonsense"], "unknown experiment 'nonsense'"),
     (["label-flp", "--method", "rloo"], "unknown experiment 'label-flp'"),
+    (["label-flp", "-m", "nosuchmodel"], "unknown experiment 'label-flp'"),  # was "unknown model 'nosuchmodel'"
     (["kl-ablation", "--betas", "0,x"], "--betas takes numbers"),
     (["kl-ablation", "--method", "dpo"], "kl-ablation trains an online method"),
     (["label-flip", "--lr", "nan"], "--lr must be a finite number above 0"),
@@ -194,6 +235,8 @@ def test_ctrl_c_says_to_run_the_experiment_again_not_to_resume(tiny_model, tmp_p
                            "dpo: 0/2000", tmp_path)
     assert code != 0 and "dpo: 0/2000" in said, said  # stopped while training
     assert "run `alignlab break label-flip -o lf` again" in said, said
+    # the trainer's own line came first and said the opposite
+    assert "continue with" not in said and not re.search(r"--resume \S*lf/runs", said), said
     assert not (tmp_path / "lf" / "summary.json").exists()
 
 

@@ -45,13 +45,13 @@ def register(app: typer.Typer) -> None:
         if stray and experiment in EXPERIMENTS:  # an unknown name is said first, by check
             raise AlignlabError(f"{', '.join(stray)} applies to kl-ablation only, not {experiment}",
                                 fix=f"drop {', '.join(stray)}")
-        from alignlab.models.registry import resolve_model
-
-        resolve_model(model)  # an unknown model fails here, before anything is written
         settings = BreakSettings(model=model, steps=steps, quick=quick, per_category=per_category,
                                  learning_rate=lr, method=method, betas=beta_list,
                                  rewards=str(rewards) if rewards else None)
         check(experiment, settings)  # every refusal before --out is claimed: a refused try leaves nothing behind
+        from alignlab.models.registry import resolve_model
+
+        resolve_model(model)  # after check: a mistyped experiment was reported as an unknown model
         target = out or Path("break") / experiment
         from alignlab.fsutil import claim_dir
 

@@ -29,7 +29,7 @@ def _register_synth(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N prompts (after --skip)"),
         teacher_timeout: float = typer.Option(60.0, "--teacher-timeout", min=0.1, help="seconds to wait for one teacher answer before retrying"),
         teacher_workers: int = typer.Option(8, "--teacher-workers", min=1, help="teacher requests at once (1 for a server that answers one at a time)"),
-        teacher_retries: int = typer.Option(8, "--teacher-retries", min=0, help="retries of a request the endpoint rate-limits (HTTP 429, 503), each after about twice the last wait, up to 60 s (or its Retry-After)"),
+        teacher_retries: int = typer.Option(8, "--teacher-retries", min=0, help="retries of a request the endpoint rate-limits (HTTP 429, 503), each after about twice the last wait or what its Retry-After asks, up to 60 s (a longer Retry-After stops at once)"),
         skip: int = typer.Option(0, "--skip", min=0, help="leave out the first N prompts (to go on after a run that stopped part way, with --append)"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output JSONL (default: <project>/data/pairs.jsonl when the project has none yet, so `train` and `recipe` find it; else data/synth_pairs.jsonl)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output file"),

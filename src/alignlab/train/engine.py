@@ -39,6 +39,7 @@ class RunContext:
     extra_callbacks: list = field(default_factory=list)  # added to the run's own (e.g. `alignlab break` instruments)
     sample_prompts: list[str] = field(default_factory=list)
     skip_invalid: bool = False  # invalid rows were dropped (--skip-invalid): a resume drops them again
+    resume_hint: bool = True  # False: a workflow (break, pipeline) that says how to go on after Ctrl-C itself
 
     @property
     def lora(self) -> bool:
@@ -480,7 +481,7 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     recipe = spec.load_recipe()
     if "tensorboard" in cfg.train.report_to:  # transformers' TensorBoard callback writes where this says
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    with _failure_marked(run, main):
+    with _failure_marked(run, main, ctx.resume_hint):
         return _train(ctx, spec, recipe, data, resume, main)
 
 
@@ -497,9 +498,9 @@ def _decoding(ctx) -> dict | None:
 
 
 @contextmanager
-def _failure_marked(run: rundir.Run, main: bool):
+def _failure_marked(run: rundir.Run, main: bool, resume_hint: bool = True):
     """A run that stops on an error, Ctrl-C or SIGTERM (kill, timeout, a scheduler's preemption) says so in run.json
-    instead of staying 'running', and an interrupted one says how to go on."""
+    instead of staying 'running', and an interrupted one says how to go on (unless its workflow says it instead)."""
     import signal
     import threading
 
@@ -514,8 +515,9 @@ def _failure_marked(run: rundir.Run, main: bool):
         if main:
             run.update(status="interrupted")
             method = run.info.get("method", "METHOD")
-            console.print(f"[yellow]interrupted[/]: continue with `alignlab train {method} --resume {run.path}`"
-                          + (f" (it runs {world_size()} processes again)" if world_size() > 1 else ""))
+            if resume_hint:
+                console.print(f"[yellow]interrupted[/]: continue with `alignlab train {method} --resume {run.path}`"
+                              + (f" (it runs {world_size()} processes again)" if world_size() > 1 else ""))
         raise
     except BaseException:
         if main and run.info.get("status") == "running":

@@ -94,12 +94,33 @@ def _beta_run(beta: float) -> str:
 
 
 def run_experiment(name: str, out: Path, s: BreakSettings | None = None) -> dict:
-    """Run one experiment into ``out``; returns its summary (also written to ``out/summary.json``)."""
+    """Run one experiment into ``out``; returns its summary (also written to ``out/summary.json``).
+
+    ``out`` is held (a lock) while it runs: a second break there would delete the runs the first is still training
+    or scoring. Every run it replaces is checked for a live training before anything is deleted (one was refused after
+    its siblings and summary.json were gone)."""
     s = s or BreakSettings()
     check(name, s)
+    out.mkdir(parents=True, exist_ok=True)
+    with fsutil.exclusive(out / ".alignlab-break.lock", "an alignlab break"):
+        for run_dir in _replaced(name, out):
+            rundir.refuse_if_live(run_dir)
+        return _run_held(name, out, s)
+
+
+def _replaced(name: str, out: Path) -> list[Path]:
+    """The run directories an experiment deletes before it trains: its own earlier ones (kl-ablation: every beta-*,
+    those of coefficients not asked for again included)."""
+    runs = out / "runs"
+    if name == "kl-ablation":
+        return sorted(p for p in runs.glob("beta-*") if p.is_dir())
+    return [runs / n for n in {"label-flip": ("correct", "flipped"), "long-run": ("proxy",)}[name]]
+
+
+def _run_held(name: str, out: Path, s: BreakSettings) -> dict:
+    """The experiment, once ``out`` is held and no run it replaces is training."""
     steps, quick_steps, lr, every = DEFAULTS[name]
     steps = s.steps or (quick_steps if s.quick else steps)
-    out.mkdir(parents=True, exist_ok=True)
     for old in ("summary.json", "report.html", "curves.png"):  # what is on disk always belongs to the runs beside it
         (out / old).unlink(missing_ok=True)
     plan = {"steps": steps, "lr": lr if s.learning_rate is None else s.learning_rate, "every": max(1, min(every, steps // 2))}
@@ -127,6 +148,7 @@ def _train(method: str, cfg: ProjectConfig, data: Path, runs: Path, name: str, c
         shutil.rmtree(run_dir)
     console.print(f"[bold cyan]break[/] training {name} ({method}, {cfg.train.max_steps} steps)")
     ctx = engine.prepare(method, cfg, str(data), runs, run_dir=run_dir)
+    ctx.resume_hint = False  # resumed alone it trains without the instruments or summary: the CLI says to rerun
     ctx.extra_callbacks = list(callbacks)
     if show:
         ctx.sample_prompts = list(show)  # the answers read at every checkpoint
@@ -303,7 +325,7 @@ def kl_ablation(out: Path, s: BreakSettings, plan: dict) -> dict:
     spec = Path(s.rewards) if s.rewards else _proxy_spec(out)
     names = {_beta_run(b) for b in s.betas}
     for old in sorted((out / "runs").glob("beta-*")):  # an earlier run's other coefficients: the summary names none
-        if old.is_dir() and old.name not in names:
+        if old.is_dir() and old.name not in names:  # checked for a live training with the rest, before any went
             rundir.refuse_if_live(old)
             shutil.rmtree(old)
     runs = {}

@@ -126,6 +126,7 @@ def run_pipeline(out: Path, model: str = DEFAULT_MODEL, s: StageSettings | None 
         rundir.refuse_if_live(runs / method)
         shutil.rmtree(runs / method, ignore_errors=True)  # a rerun into the same --out starts each stage afresh
         ctx = engine.prepare(method, c, data, runs, run_dir=runs / method, init_adapter=init)
+        ctx.resume_hint = False  # a stage resumed alone leaves the later ones unrun: the CLI says to run it again
         result[method] = engine.run(ctx, data)
         if show and methods.get(method).task == methods.CAUSAL:
             result["answers"][method] = _show(method, result[method], model)
