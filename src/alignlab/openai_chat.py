@@ -56,15 +56,19 @@ def _key_env_where(who: str) -> str:
 
 
 def looks_like_key(name: str) -> bool:
-    """A key's shape rather than a variable name's: a provider's prefix before a random tail, or a long run of mixed
-    letters and digits (variable names are words joined by _: MY_PROVIDER_KEY, OPENAI_API_KEY_2024, hf_token)."""
+    """A key's shape rather than a variable name's: a provider's prefix before one unbroken random run of 20 or more
+    characters, or a run of 24 or more letters and digits, a fifth of them digits (variable names are words joined by
+    _: MY_PROVIDER_KEY, OPENAI_API_KEY_2024, hf_token_2024, Qwen25Coder32BInstructKey)."""
     def mixed(part: str) -> bool:  # digits, or both cases: no word of a name
         return any(c.isdigit() for c in part) or (part.lower() != part and part.upper() != part)
 
-    if any(name.startswith(p) and len(name) >= len(p) + 8 and mixed(name[len(p):]) for p in KEY_PREFIXES):
+    def random_run(part: str) -> bool:
+        return len(part) >= 24 and any(c.isalpha() for c in part) and sum(c.isdigit() for c in part) >= len(part) / 5
+
+    if any(name.startswith(p) and len(tail := name[len(p):]) >= 20 and "_" not in tail and mixed(tail)
+           for p in KEY_PREFIXES):
         return True
-    return any((len(part) >= 16 and any(c.isdigit() for c in part) and not part.isdigit())
-               or (len(part) >= 24 and mixed(part)) for part in name.split("_"))
+    return any(random_run(part) for part in name.split("_"))
 
 
 def _shown(api_key_env: str, who: str) -> str:

@@ -280,6 +280,16 @@ def test_a_key_given_as_the_variable_name_is_never_printed_nor_sent_for(key, sta
     assert stand_in.requests == 0
 
 
+@pytest.mark.parametrize("name", ["hf_token_2024", "fw_api_key_v2", "gsk_key_2025", "ghp_token_prod2", "hf_ReadToken",
+                                  "AIzaStudioKey", "TOGETHERAI2024APIKEY", "Qwen25Coder32BInstructKey", "OPENAI_API_KEY"])
+def test_an_ordinary_variable_name_is_no_key(name):
+    """Names made of words were taken for keys, and an unset one refused a keyless local server."""
+    from alignlab.openai_chat import auth_header, looks_like_key
+
+    assert not looks_like_key(name)
+    assert auth_header("http://127.0.0.1:8080/v1/chat/completions", name, "teacher") == {}  # unset: no key sent
+
+
 def test_a_key_variable_with_a_key_like_name_is_read_and_not_named(stand_in, monkeypatch):
     """Set, a variable whose name has a key's shape still works; a 401 then names the flag, not the variable."""
     name = "gsk_8fJ2kQ9xZ1mN4pL7vR3tY6wE0aB5cD"

@@ -234,7 +234,8 @@ def test_ctrl_c_says_to_run_the_experiment_again_not_to_resume(tiny_model, tmp_p
     code, said = interrupt(["break", "label-flip", "--quick", "--steps", "2000", "-m", tiny_model, "-o", "lf"],
                            "dpo: 0/2000", tmp_path)
     assert code != 0 and "dpo: 0/2000" in said, said  # stopped while training
-    assert "run `alignlab break label-flip -o lf` again" in said, said
+    # the command as typed, options and all (without them a paste ran the full experiment on the default model)
+    assert f"run `alignlab break label-flip --quick --steps 2000 -m {tiny_model} -o lf` again" in said, said
     # the trainer's own line came first and said the opposite
     assert "continue with" not in said and not re.search(r"--resume \S*lf/runs", said), said
     assert not (tmp_path / "lf" / "summary.json").exists()

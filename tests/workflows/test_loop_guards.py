@@ -78,6 +78,17 @@ def test_a_heldout_prompt_in_the_train_file_is_never_trained_on(project):
     assert any("2 prompt(s) of" in line and "heldout.jsonl" in line for line in seen)
 
 
+def test_a_train_file_of_heldout_prompts_only_is_one_line_at_the_start(project):
+    """It ran a round's set-up, then said 'every train prompt was used in an earlier round' with no earlier round."""
+    proj, cfg = project
+    data = proj / cfg.data_dir
+    (data / "prompts.jsonl").write_text((data / "heldout.jsonl").read_text())
+    with pytest.raises(AlignlabError, match="every prompt of .*prompts.jsonl is also in .*heldout.jsonl"):
+        run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), **QUIET)
+    with Store(proj / "feedback.db") as store:
+        assert not store.round_responses(1)
+
+
 def test_a_sampled_round_keeps_its_method_and_resumes_only_its_own_data(project):
     """A DPO round stopped in training, rerun with --method kto, set its picks aside ("no kto rows") and, rerun again,
     resumed the DPO checkpoint as KTO; rerun after new judgements it resumed a checkpoint trained on other rows."""

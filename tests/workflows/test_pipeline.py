@@ -59,7 +59,7 @@ def test_ctrl_c_says_to_run_the_pipeline_again_not_to_resume(tiny_model, tmp_pat
     code, said = interrupt(["pipeline", "-m", tiny_model, "-o", "pipe", "--sft-steps", "2000"], "sft: 0/2000",
                            tmp_path)
     assert code != 0 and "sft: 0/2000" in said, said  # stopped while training
-    assert "run `alignlab pipeline -o pipe` again" in said, said
+    assert f"run `alignlab pipeline -m {tiny_model} -o pipe --sft-steps 2000` again" in said, said
     # the trainer's own line came first and said the opposite
     assert "continue with" not in said and not re.search(r"--resume \S*pipe/runs", said), said
 

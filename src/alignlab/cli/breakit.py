@@ -70,10 +70,16 @@ def register(app: typer.Typer) -> None:
 def rerun_hint(command: str) -> None:
     """What to say after Ctrl-C in `break` and `pipeline`: run the command again. Their runs keep no checkpoint to
     resume from, and `alignlab train --resume`, which the trainer suggests, would finish one run alone, without the
-    experiment's instruments, the stages after it or the summary."""
+    experiment's instruments, the stages after it or the summary. The command is repeated as it was typed, options
+    and all (``command``, its short form, when it did not come from the command line)."""
+    import sys
+
     from rich.markup import escape
 
     from alignlab.progress import console
 
+    typed = sys.argv[1:]
+    if typed and typed[0] == command.split()[1]:
+        command = "alignlab " + shlex.join(typed)
     console.print("[yellow]interrupted[/]: not to be continued with `alignlab train --resume`; "
-                  f"run `{escape(command)}` again with the same options (each run starts afresh)")
+                  f"run `{escape(command)}` again (each run starts afresh)")

@@ -565,6 +565,10 @@ def _split_prompts(root: Path, data_dir: str, echo: Callable[[str], Any]) -> tup
     texts = {row["prompt"].strip() for row in held}
     rows = prompt_rows(train_file)
     train = [row for row in rows if row["prompt"].strip() not in texts]
+    if rows and not train:
+        raise AlignlabError(f"every prompt of {train_file} is also in {held_file}: nothing is left to train on (each "
+                            "round is scored on the held-out prompts)",
+                            fix=f"put training prompts in {train_file}; keep {held_file} for the scorecard")
     if len(train) < len(rows):
         echo(f"[yellow]note: {len(rows) - len(train)} prompt(s) of {train_file} are also in {held_file}: the loop "
              "leaves them out of training[/]")
