@@ -157,11 +157,10 @@ def test_with_the_opening_counted_an_answer_keeps_the_budget_the_base_had(tiny_m
         assert k == alone and f.startswith(k) and len(k) < len(f)
 
 
-def test_opening_done_stops_a_row_once_its_opening_cannot_change(tiny_model):
-    """OpeningDone: a row is done once a sentence mark is followed by a space or more words than the opening takes
-    are written; until then opening_of the text could still change (a decimal point, a word still growing)."""
-    from alignlab.generate import OPENING_WORDS, OpeningDone
-
+def _opening_done(tiny_model, check: bool = False):
+    """done(text, opening): whether OpeningDone stops a row whose answer so far is ``text`` (``check``: the tokenizer
+    must round-trip the text)."""
+    from alignlab.generate import OpeningDone
     from alignlab.models.loading import load_tokenizer
 
     tok = load_tokenizer(tiny_model)
@@ -169,11 +168,21 @@ def test_opening_done_stops_a_row_once_its_opening_cannot_change(tiny_model):
 
     def done(text: str, opening="sentence") -> bool:
         new = tok(text, add_special_tokens=False)["input_ids"]
-        assert tok.decode(new) == text  # the tokenizer round-trips it
+        if check:
+            assert tok.decode(new) == text  # the tokenizer round-trips it
         stop = OpeningDone(tok, opening)
         stop.start = len(prompt)
         return bool(stop(torch.tensor([prompt + new]), None)[0])
 
+    return done
+
+
+def test_opening_done_stops_a_row_once_its_opening_cannot_change(tiny_model):
+    """OpeningDone: a row is done once a sentence mark is followed by a space or more words than the opening takes
+    are written; until then opening_of the text could still change (a decimal point, a word still growing)."""
+    from alignlab.generate import OPENING_WORDS
+
+    done = _opening_done(tiny_model, check=True)
     assert done("The capital is Canberra. It") and done("Yes! No")
     assert not done("The capital is 3.5") and not done("The capital is Canberra.")
     assert not done(" ".join(["word"] * OPENING_WORDS)) and done(" ".join(["word"] * (OPENING_WORDS + 1)))
@@ -208,7 +217,7 @@ def test_opening_of_and_its_bad_values():
 def test_an_opening_ends_at_chinese_japanese_and_hindi_sentence_marks(tiny_model):
     """Only ". ! ?" followed by a space ended a sentence: the "first sentence" of a Chinese, Japanese or Hindi answer
     was the base's whole answer, which the adapter then only went on from."""
-    from alignlab.generate import OPENING_WORDS, OpeningDone, opening_budget, opening_of
+    from alignlab.generate import OPENING_WORDS, opening_budget, opening_of
     from alignlab.models.loading import load_tokenizer
 
     assert opening_of("巴黎是法国的首都。它位于塞纳河畔，人口众多。", "sentence") == "巴黎是法国的首都。"
@@ -216,14 +225,7 @@ def test_an_opening_ends_at_chinese_japanese_and_hindi_sentence_marks(tiny_model
     assert opening_of("真的吗？！当然。", "sentence") == "真的吗？！"
     assert opening_of("他说：“你好。”然后走了。", "sentence") == "他说：“你好。”"  # the closing quote stays with it
     assert opening_of("पेरिस फ्रांस की राजधानी है। यह सीन नदी पर है।", "sentence") == "पेरिस फ्रांस की राजधानी है।"
-    tok = load_tokenizer(tiny_model)
-    prompt = tok("Question:", add_special_tokens=False)["input_ids"]
-
-    def done(text: str) -> bool:
-        stop = OpeningDone(tok, "sentence")
-        stop.start = len(prompt)
-        return bool(stop(torch.tensor([prompt + tok(text, add_special_tokens=False)["input_ids"]]), None)[0])
-
+    done, tok = _opening_done(tiny_model), load_tokenizer(tiny_model)
     assert done("巴黎是法国的首都。它") and done("他说：“你好。”然") and done("राजधानी है। यह")
     assert not done("巴黎是法国的首都") and not done("他说：“你好。") and not done("他说：“你好。”")
     # no mark at all: without a tokenizer (as eval calls it) the text's words alone bound it; with one, also the
@@ -242,8 +244,7 @@ def test_a_cjk_mark_quoted_in_an_english_sentence_does_not_end_it(tiny_model):
     """Since "。！？" ended a sentence at once, one quoted in English text cut the opening mid-sentence, inside its
     quote: 'In Chinese, "hello" is "你好！'. It ends one where Chinese or Japanese text goes on after it; the writing
     model's stop (OpeningDone) waits for what decides it, and agrees with the opening taken from the whole text."""
-    from alignlab.generate import OpeningDone, opening_of
-    from alignlab.models.loading import load_tokenizer
+    from alignlab.generate import opening_of
 
     quoted = {
         'In Chinese, "hello" is "你好！" (ni hao). It is the most common greeting.':
@@ -263,14 +264,7 @@ def test_a_cjk_mark_quoted_in_an_english_sentence_does_not_end_it(tiny_model):
     }
     for text, first in {**quoted, **chinese}.items():
         assert opening_of(text, "sentence") == first, text
-    tok = load_tokenizer(tiny_model)
-    prompt = tok("Question:", add_special_tokens=False)["input_ids"]
-
-    def done(text: str) -> bool:
-        stop = OpeningDone(tok, "sentence")
-        stop.start = len(prompt)
-        return bool(stop(torch.tensor([prompt + tok(text, add_special_tokens=False)["input_ids"]]), None)[0])
-
+    done = _opening_done(tiny_model)
     for text, first in {**quoted, **chinese}.items():  # written a character at a time, it stops once its opening is settled
         cut = next(k for k in range(1, len(text) + 1) if done(text[:k]))
         assert opening_of(text[:cut], "sentence") == first, (text, text[:cut])

@@ -102,7 +102,7 @@ def config_fields(run_dir: str | Path) -> dict:
     return cfg or {}
 
 
-def _run_named(path) -> Path | None:
+def run_named(path) -> Path | None:
     """A run directory, also given by its name inside the enclosing project ("d1" for runs/d1); None when none is."""
     if path is None:
         return None
@@ -117,7 +117,7 @@ def trained_under(run_dirs, project_prompt: str | None, why: str = "they answer 
     """The system prompt runs were trained and are exported with (each run's config.yaml, as its Modelfile's SYSTEM),
     else the project's: answering under another (a project whose prompt changed since), an adapter would answer
     unlike its export, and eval would score answers nobody gets. Runs trained under different prompts are refused."""
-    found = {config_fields(p).get("system_prompt") or None for p in map(_run_named, run_dirs)
+    found = {config_fields(p).get("system_prompt") or None for p in map(run_named, run_dirs)
              if p is not None and (p / "config.yaml").is_file()}
     if len(found) > 1:
         raise AlignlabError(f"the runs were trained under different system prompts; {why}", fix=fix)

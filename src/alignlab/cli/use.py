@@ -66,15 +66,9 @@ def _line_of(path: Path, key: str) -> str:
 
 def _run_path(run) -> Path | None:
     """The run's directory (``run`` may be its name inside its project); as given when it is none: loading says why."""
-    from alignlab.errors import AlignlabError
-    from alignlab.rundir import check_run_dir
+    from alignlab.rundir import run_named
 
-    if run is None:
-        return None
-    try:
-        return check_run_dir(run)
-    except AlignlabError:
-        return Path(run)
+    return None if run is None else run_named(run) or Path(run)
 
 
 def _answers(model, tok, prompts, compare: bool, base_opening: str | None = None, amplify: float = 0.0,
