@@ -68,3 +68,15 @@ def answer_logps(run_dir, rows, average: bool = False) -> tuple[list[float], lis
     with model.disable_adapter():
         base = [one(p, a) for p, a in rows]
     return adapter, base
+
+
+def send_json(handler, code: int, payload, headers: dict | None = None) -> None:
+    """A stand-in HTTP server's JSON reply (``_send = send_json`` in a BaseHTTPRequestHandler): status, headers, body."""
+    data = json.dumps(payload).encode()
+    handler.send_response(code)
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -16,6 +16,7 @@ import pytest
 
 from alignlab.errors import AlignlabError
 from alignlab.rewards import LLMJudge, judge_pair, load_spec
+from helpers import send_json
 
 
 class FakeJudge:
@@ -62,15 +63,7 @@ def server():
         def log_message(self, *args):
             pass
 
-        def _send(self, code: int, payload: dict, headers: dict | None = None):
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        _send = send_json
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import send_json
 
 
 class StandIn:
@@ -45,15 +46,7 @@ def stand_in():
         def log_message(self, *args):
             pass
 
-        def _send(self, code: int, payload, headers: dict | None = None):
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        _send = send_json
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

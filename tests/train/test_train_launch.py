@@ -68,20 +68,26 @@ def test_a_failed_process_is_one_line(tmp_path):
                      "is above)"], done.stderr
 
 
+def _grpo_in_two_processes(tiny_model, tmp_path, reward_body: str, *flags: str) -> subprocess.CompletedProcess:
+    """`alignlab train grpo --processes 2` on 8 prompts with one reward component ``rew.py:reward`` whose body (it
+    sees ``os``) is ``reward_body``: a real torchrun, its output captured."""
+    (tmp_path / "alignlab.yaml").write_text(f"model: {tiny_model}\n")
+    (tmp_path / "rew.py").write_text("import os\n\ndef reward(prompts, completions, **kw):\n" + reward_body)
+    (tmp_path / "rewards.yaml").write_text("components:\n  - {name: boom, fn: rew.py:reward}\n")
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"Say hi {i}"}) + "\n" for i in range(8)))
+    return subprocess.run(
+        [sys.executable, "-m", "alignlab", "train", "grpo", "--data", "p.jsonl", "--rewards", "rewards.yaml",
+         "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0",
+         "--set", "online.max_completion_length=8", "--processes", "2", *flags],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
 def test_a_process_that_fails_is_the_one_named(tiny_model, tmp_path):
     """Rank 1's reward raises: torchrun then stops rank 0, and its summary named rank 0 (the lowest rank), whose own
     line was gloo's "Connection closed by peer"."""
-    (tmp_path / "alignlab.yaml").write_text(f"model: {tiny_model}\n")
-    (tmp_path / "rew.py").write_text("import os\n\ndef boom(prompts, completions, **kw):\n"
-                                     "    if os.environ.get('RANK') == '1':\n        raise ValueError('boom in rank 1')\n"
-                                     "    return [0.5] * len(completions)\n")
-    (tmp_path / "rewards.yaml").write_text("components:\n  - {name: boom, fn: rew.py:boom}\n")
-    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"Say hi {i}"}) + "\n" for i in range(8)))
-    done = subprocess.run(
-        [sys.executable, "-m", "alignlab", "train", "grpo", "--data", "p.jsonl", "--rewards", "rewards.yaml", "-b", "2",
-         "--max-steps", "2", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0",
-         "--set", "online.max_completion_length=8", "--processes", "2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    done = _grpo_in_two_processes(tiny_model, tmp_path, "    if os.environ.get('RANK') == '1':\n"
+                                  "        raise ValueError('boom in rank 1')\n    return [0.5] * len(completions)\n",
+                                  "-b", "2", "--max-steps", "2")
     errors = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert any("raised ValueError: boom in rank 1" in x for x in errors), errors
@@ -107,17 +113,9 @@ def test_a_process_killed_by_a_signal_is_the_cause_not_its_peer():
 def test_a_reward_scored_on_one_process_only_is_a_scored_first_batch(tiny_model, tmp_path):
     """Each process scores its own share of the batch: a component that applies to rank 0's prompts only stopped the
     run as 'returned None for all completions of the first batch', which the same batch in one process trained on."""
-    (tmp_path / "alignlab.yaml").write_text(f"model: {tiny_model}\n")
-    (tmp_path / "rew.py").write_text("import os\n\ndef some(prompts, completions, **kw):\n"
-                                     "    if os.environ.get('RANK') == '1':\n        return [None] * len(completions)\n"
-                                     "    return [0.5 + 0.1 * i for i in range(len(completions))]\n")
-    (tmp_path / "rewards.yaml").write_text("components:\n  - {name: some, fn: rew.py:some}\n")
-    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"Say hi {i}"}) + "\n" for i in range(8)))
-    done = subprocess.run(
-        [sys.executable, "-m", "alignlab", "train", "grpo", "--data", "p.jsonl", "--rewards", "rewards.yaml", "-b", "1",
-         "--max-steps", "1", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0",
-         "--set", "online.max_completion_length=8", "--set", "online.num_generations=2", "--processes", "2",
-         "--name", "g"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    done = _grpo_in_two_processes(tiny_model, tmp_path, "    if os.environ.get('RANK') == '1':\n"
+                                  "        return [None] * len(completions)\n"
+                                  "    return [0.5 + 0.1 * i for i in range(len(completions))]\n",
+                                  "-b", "1", "--max-steps", "1", "--set", "online.num_generations=2", "--name", "g")
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "runs" / "g" / "run.json").read_text())["status"] == "done"

@@ -199,16 +199,22 @@ def test_a_person_is_asked_for_no_more_picks_than_there_are_pairs(project):
     assert any("Training starts at 1 judgements" in line for line in seen)
 
 
+def _stopped_before_recording(proj: Path, cfg, column: str) -> Path:
+    """A round stopped (a real SQLite trigger refusing the write) when it records its ``column``: the feedback.db."""
+    db = proj / "feedback.db"
+    Store(db).close()
+    _trigger(db, column)
+    with pytest.raises(sqlite3.DatabaseError, match="stopped before the record"):
+        run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), **QUIET)
+    _drop_trigger(db, column)
+    return db
+
+
 def test_answers_stored_before_a_stop_are_the_rounds_answers(project):
     """Stopped after the round's answers were stored and before the round recorded them, the rerun sampled fresh
     prompts into the same round: 8 answers to 4 prompts, and a record of 2 prompts and 4 answers."""
     proj, cfg = project
-    db = proj / "feedback.db"
-    Store(db).close()
-    _trigger(db, "responses")
-    with pytest.raises(sqlite3.DatabaseError, match="stopped before the record"):
-        run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), **QUIET)
-    _drop_trigger(db, "responses")
+    db = _stopped_before_recording(proj, cfg, "responses")
     with Store(db) as store:
         stored = [x["id"] for x in store.round_responses(1)]
         assert stored and store.round_row(1)["responses"] is None  # stored, not recorded
@@ -223,12 +229,7 @@ def test_judgements_and_their_record_are_written_together(project):
     """Stopped after the rater's picks were stored and before the round recorded them, the rerun judged the round
     again: twice the picks standing, half of them recorded."""
     proj, cfg = project
-    db = proj / "feedback.db"
-    Store(db).close()
-    _trigger(db, "judgements")
-    with pytest.raises(sqlite3.DatabaseError, match="stopped before the record"):
-        run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), **QUIET)
-    _drop_trigger(db, "judgements")
+    db = _stopped_before_recording(proj, cfg, "judgements")
     with Store(db) as store:
         assert store.count_judgements(1) == 0  # nothing stored without its record
     (row,) = run_loop(proj, cfg, LoopSettings(rounds=1, **FAST), **QUIET)
