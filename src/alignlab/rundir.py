@@ -3,7 +3,7 @@
 runs/<id>/
   config.yaml    resolved config, every default written out
   run.json       method, base model, data, status, steps, final metrics
-  env.json       package versions, device, seed, git commit
+  env.json       package versions, device, seed, git commit of the start (each resume's under "resumed")
   adapter/       adapter_model.safetensors + adapter_config.json (plain PEFT loads it)
   metrics.jsonl  one JSON object per logged step
   samples.jsonl  generations on fixed held-out prompts every N steps
@@ -155,7 +155,11 @@ def recorded_config(run_dir: str | Path):
     """The config a run started with (its config.yaml), the local paths in it found again if the project moved."""
     from alignlab.config import load_config
 
-    cfg, info = load_config(Path(run_dir) / "config.yaml"), read_run(run_dir)
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():  # load_config's fix, `alignlab init`, is for a project's alignlab.yaml
+        raise AlignlabError(f"{path} is missing: the settings the run started with are gone",
+                            fix="restore it from a backup, or start a new run")
+    cfg, info = load_config(path), read_run(run_dir)
     update = {"model": relocated(run_dir, cfg.model, info)}
     if cfg.online.rewards:
         update["online"] = cfg.online.model_copy(update={"rewards": relocated(run_dir, cfg.online.rewards, info)})
@@ -221,7 +225,9 @@ def _git_commit() -> str | None:
         return None
 
 
-def write_env(path: Path, device: str, seed: int) -> None:
+def write_env(path: Path, device: str, seed: int, resumed: bool = False) -> None:
+    """env.json: versions, device, seed, commit and time of the run's start. A resume keeps them (the time is when the
+    run started: `alignlab runs` sorts by it) and appends its own under ``resumed``."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
@@ -243,7 +249,19 @@ def write_env(path: Path, device: str, seed: int) -> None:
         "git_commit": _git_commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    first = _read_env(path) if resumed else None
+    if first is not None:
+        earlier = first.get("resumed") if isinstance(first.get("resumed"), list) else []
+        env = {**first, "resumed": [*earlier, env]}
     write_json_atomic(path / "env.json", env)
+
+
+def _read_env(path: Path) -> dict | None:
+    try:
+        env = json.loads((path / "env.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return env if isinstance(env, dict) else None
 
 
 def list_runs(runs_dir: str | Path) -> list[dict]:
@@ -392,8 +410,8 @@ class Run:
     def update(self, **fields) -> dict:
         return update_run(self.path, **fields)
 
-    def write_env(self, device: str, seed: int) -> None:
-        write_env(self.path, device, seed)
+    def write_env(self, device: str, seed: int, resumed: bool = False) -> None:
+        write_env(self.path, device, seed, resumed)
 
     def log(self, *records: dict) -> None:
         append_metrics(self.path, *records)

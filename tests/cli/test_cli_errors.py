@@ -190,12 +190,29 @@ def test_config_that_is_not_utf8_names_its_line(monkeypatch, capsys, tmp_path):
     (("--name", "a/b"), "run name 'a/b' is not a plain directory name"),
     (("--name", ".."), "run name '..' is not a plain directory name"),
     (("--device", "gpu7"), "unknown device 'gpu7'"),
+    # a device this machine lacks: a RuntimeError or AssertionError traceback once the model had loaded
+    (("--device", "mps"), "device 'mps' requested but this machine has no Apple GPU (MPS)"),
+    (("--device", "xpu:1"), "device 'xpu:1' requested but this machine has no Intel GPU (XPU)"),
 ])
 def test_bad_run_name_or_device_fails_before_loading_a_model(monkeypatch, capsys, tmp_path, args, needle):
     code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), *args, cwd=tmp_path)
     assert code == 2 and needle in one_error(lines), lines
     assert not any("Loading" in x for x in lines)
     assert not (tmp_path / "a").exists() and not list(tmp_path.glob("runs/*"))
+
+
+def test_a_gpu_index_past_the_last_is_refused_before_loading(monkeypatch, capsys, tmp_path):
+    """`--device cuda:3` on a machine with two GPUs failed once the model loaded. The machine's GPU count is torch's
+    answer, given here as two (no GPU is needed to check the refusal)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--device", "cuda:3",
+                          cwd=tmp_path)
+    assert code == 2 and "device 'cuda:3' requested but this machine has 2 cuda devices (cuda:0 to cuda:1)" in \
+        one_error(lines), lines
+    assert not list(tmp_path.glob("runs/*"))
 
 
 def test_max_new_tokens_below_one_is_refused(monkeypatch, capsys, tmp_path):
@@ -213,6 +230,12 @@ def test_lora_target_modules_from_the_command_line(monkeypatch, capsys, tmp_path
                           "lora.target_modules=qproj", "--max-steps", "1", cwd=tmp_path)
     err = one_error(lines)
     assert code == 2 and "no linear layer named qproj" in err and "q_proj" in err, lines
+    # refused before the run directory is made (it was left a failed run), a head too (TRL's ValueError)
+    for targets, needle in (("q_proj,zz", "no linear layer named zz"), ("lm_head", "dpo cannot adapt lm_head")):
+        code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--model", tiny_model, "--data", data, "--set",
+                              f"lora.target_modules={targets}", "--name", "bad", cwd=tmp_path)
+        assert code == 2 and needle in one_error(lines), lines
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--model", tiny_model, "--data", data, "--set",
                           "lora.target_modules=q_proj,v_proj", "--set", "train.check_per_category=0", "--max-steps", "1",
                           "--name", "qv", cwd=tmp_path)
@@ -255,6 +278,10 @@ def test_max_steps_is_minus_one_or_positive(monkeypatch, capsys, tmp_path, steps
     (("--epochs", "inf"), "finite number"),
     (("--set", "train.lr_scheduler=cosin"), "unknown scheduler 'cosin'"),
     (("--full", "--precision", "fp16"), "full fine-tune in fp16 is not loss-scaled"),
+    # scheduler names the config accepts that transformers builds only with arguments, or with evaluation
+    (("--set", "train.lr_scheduler=cosine_with_min_lr"), "lr_scheduler_kwargs={min_lr_rate: 0.1}"),
+    (("--set", "train.lr_scheduler=warmup_stable_decay"), "num_decay_steps"),
+    (("--set", "train.lr_scheduler=reduce_lr_on_plateau"), "dpo does not evaluate while it trains"),
 ])
 def test_values_that_fail_after_loading_are_refused_before(monkeypatch, capsys, tmp_path, args, needle):
     """Each of these failed after the model loaded (inf: an overflow, or a checkpoint of inf called intact; an unknown

@@ -66,6 +66,27 @@ def test_held_out_accuracy_rises_and_loss_falls(rm_run):
     assert losses[-1] < 0.3 < losses[0]
 
 
+def test_a_resumed_reward_model_evaluates_and_counts_as_an_uninterrupted_one(rm_run, tmp_path):
+    """Resumed from checkpoint-20, the run evaluated on start again (step 20 logged twice) and counted its tokens
+    from 0 again."""
+    import shutil
+
+    from alignlab import rundir
+
+    run_dir, records, _ = rm_run
+    run = tmp_path / "resumed"
+    shutil.copytree(run_dir, run)
+    shutil.rmtree(run / "checkpoints" / "checkpoint-25")  # killed before its last checkpoint
+    rundir.update_run(run, status="interrupted", project=None)
+    data = rundir.read_run(run)["data"]
+    ctx = engine.prepare("rm", rundir.recorded_config(run), data, tmp_path, run_dir=run, resumed=True)
+    engine.run(ctx, data, resume=True)
+    again = rundir.read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in again if "eval_accuracy" in r] == [0, 10, 20, 25]
+    tokens = [(r["step"], r["tokens"]) for r in records if "loss" in r]
+    assert [(r["step"], r["tokens"]) for r in again if "loss" in r] == tokens and tokens[-1][1] > tokens[19][1]
+
+
 def test_adapter_holds_a_trained_head_and_lora(rm_run):
     from safetensors.torch import load_file
 

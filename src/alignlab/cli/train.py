@@ -248,12 +248,13 @@ def register(app: typer.Typer) -> None:
             }
             cfg, root, data = _configured(project, method, overrides, beta, set_, data)
         runs_dir = (root / cfg.runs_dir) if root else Path(cfg.runs_dir)
+        common = dict(skip_invalid=skip_invalid, init_adapter=str(init_adapter) if init_adapter else None,
+                      resumed=resume is not None, lora_flags=_lora_flags(lora_r, lora_alpha, full, qlora, set_))
         _refuse_taken(runs_dir, name, run_dir)
         if processes > 1 or accelerate_config:
             _check_parallel(method)
             if "LOCAL_RANK" not in os.environ:
-                engine.prepare(method, cfg, data, runs_dir, run_dir=Path("/dev/null"), skip_invalid=skip_invalid,
-                               resumed=resume is not None)
+                engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir or Path("/dev/null"), **common)
                 if accelerate_config is not None:  # checked before the run directory is made
                     check_accelerate_config(accelerate_config, processes)
                 target = run_dir or rundir.new_run_dir(runs_dir, method, name)
@@ -263,14 +264,29 @@ def register(app: typer.Typer) -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
         elif name:
             rundir.check_run_name(name)
-        ctx = engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir, skip_invalid=skip_invalid,
-                             init_adapter=str(init_adapter) if init_adapter else None, name=name,
-                             resumed=resume is not None)
+        ctx = engine.prepare(method, cfg, data, runs_dir, run_dir=run_dir, name=name, **common)
         if engine.is_main_process():
             console.print(f"[alignlab] {method} on {len(ctx.rows)} rows of {data} -> {ctx.run_dir}")
         out = engine.run(ctx, data, resume=resume is not None)
         if engine.is_main_process():
             _finished(out, method, cfg, root)
+
+
+def _lora_flags(lora_r, lora_alpha, full: bool, qlora: bool, set_) -> dict[str, str]:
+    """The lora.* keys this command line sets, each with the flag that set it: beside --from, one that differs from
+    what the run continued from trained is refused (it was ignored while the run's config.yaml recorded it)."""
+    from alignlab.config import LoraConfig, parse_set
+
+    given = {"lora.r": lora_r is not None and "--lora-r", "lora.alpha": lora_alpha is not None and "--lora-alpha",
+             "lora.enabled": full and "--full", "lora.qlora": qlora and "--qlora"}
+    flags = {k: v for k, v in given.items() if v}
+    for key, value in parse_set(set_).items():
+        if key == "lora":  # `--set 'lora={r: 4}'`: each key of the mapping (any text: every key)
+            subs = value if isinstance(value, dict) else LoraConfig.model_fields
+            flags.update({f"lora.{sub}": f"--set lora.{sub}" for sub in subs})
+        elif key.startswith("lora."):
+            flags[key] = f"--set {key}"
+    return flags
 
 
 # the options that set up a new run: beside --resume they would be ignored
@@ -296,8 +312,12 @@ def _resumed(resume: Path, method: str):
     from alignlab.config import find_project
 
     rundir.refuse_if_live(resume)
-    cfg = rundir.recorded_config(resume)
     info = rundir.read_run(resume)
+    for key, what in (("method", "method"), ("data", "data file")):
+        if not isinstance(info.get(key), str) or not info[key]:  # a raw KeyError before
+            raise AlignlabError(f"{resume / 'run.json'} records no {what} (no \"{key}\" key)",
+                                fix="restore run.json from a backup, or start a new run")
+    cfg = rundir.recorded_config(resume)
     if info.get("method") != method:
         raise AlignlabError(f"run {resume} is a '{info.get('method')}' run, not '{method}'")
     init_adapter = rundir.relocated(resume, info.get("init_adapter"), info)

@@ -10,15 +10,27 @@ from alignlab.models.registry import resolve_model
 
 
 def pick_device(requested: str = "auto") -> str:
+    """The device to train and decode on; one asked for that this machine lacks is one line now (mps and xpu failed
+    with a RuntimeError or AssertionError once the model loaded, cuda:N past the last GPU likewise)."""
     import torch
 
     if requested != "auto":
         try:
-            torch.device(requested)
+            device = torch.device(requested)
         except RuntimeError:
             raise AlignlabError(f"unknown device '{requested}'", fix="use auto, cpu, cuda or cuda:N") from None
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise AlignlabError(f"device '{requested}' requested but CUDA is not available", fix="use --device cpu")
+        backends = {"cuda": ("CUDA GPU", torch.cuda), "xpu": ("Intel GPU (XPU)", getattr(torch, "xpu", None)),
+                    "mps": ("Apple GPU (MPS)", getattr(torch.backends, "mps", None))}
+        if device.type in backends:
+            what, backend = backends[device.type]
+            if backend is None or not backend.is_available():
+                raise AlignlabError(f"device '{requested}' requested but this machine has no {what}",
+                                    fix="use --device auto (or cpu)")
+            count = backend.device_count() if hasattr(backend, "device_count") else 1
+            if device.index is not None and device.index >= count:
+                raise AlignlabError(f"device '{requested}' requested but this machine has {count} {device.type} "
+                                    f"device{'s' if count != 1 else ''} ({device.type}:0 to {device.type}:{count - 1})",
+                                    fix=f"use --device {device.type}:0" + (f" to {device.type}:{count - 1}" if count > 1 else ""))
         return requested
     if torch.cuda.is_available():
         return "cuda"

@@ -21,6 +21,9 @@ from alignlab.errors import AlignlabError
 from alignlab.progress import console, progress_bar
 
 
+COUNTS_FILE = "alignlab.json"  # in each checkpoint: the running counts a resume goes on from
+
+
 class NonFiniteLoss(AlignlabError):
     pass
 
@@ -86,6 +89,34 @@ class AlignlabTrainerMixin:
         logs["tokens"] = self._al_tokens
         return super().log(logs, *args, **kwargs)
 
+    # running counts a checkpoint carries (alignlab.json): a resume went on from 0, so `tokens` (and SFT's num_tokens)
+    # read 779 where an uninterrupted run read 5522
+    COUNTS = {"tokens": "_al_tokens", "num_tokens": "_total_train_tokens"}
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            self._restore_counts(Path(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _restore_counts(self, checkpoint: Path) -> None:
+        """The counts at ``checkpoint``: its alignlab.json, else (a checkpoint written before it) the last value
+        its log history holds."""
+        import json
+
+        try:
+            saved = json.loads((checkpoint / COUNTS_FILE).read_text())
+        except (OSError, ValueError):
+            saved = {}
+            try:
+                history = json.loads((checkpoint / "trainer_state.json").read_text()).get("log_history") or []
+            except (OSError, ValueError, AttributeError):
+                history = []
+            for key in self.COUNTS:
+                saved[key] = next((h[key] for h in reversed(history) if isinstance(h, dict) and key in h), None)
+        for key, attr in self.COUNTS.items():
+            if isinstance(saved.get(key), (int, float)) and (key == "tokens" or hasattr(self, attr)):
+                setattr(self, attr, int(saved[key]))
+
     def _get_train_sampler(self, *args, **kwargs):
         """transformers' length-grouped sampler, but drawn per epoch from (data seed + epoch) (see below)."""
         from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -108,6 +139,8 @@ class AlignlabTrainerMixin:
         finally:
             self.args.output_dir = final_root
         if self.args.should_save:
+            counts = {key: getattr(self, attr) for key, attr in self.COUNTS.items() if hasattr(self, attr)}
+            fsutil.write_json(Path(staging, name, COUNTS_FILE), counts)
             fsutil.replace_dir(os.path.join(staging, name), os.path.join(final_root, name))  # fsynced, then renamed
             _rotate(final_root, keep=2)
 

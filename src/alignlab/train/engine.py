@@ -99,19 +99,8 @@ class RunContext:
 
         lc = self.cfg.lora
         targets = lc.target_modules
-        if isinstance(targets, list) and self.model is not None:
-            import torch
-
-            from alignlab.config import LLAMA_PROJECTIONS
-
-            linear = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)})
-            missing = [m for m in targets if m not in linear]
-            if missing and tuple(targets) == LLAMA_PROJECTIONS:  # the default, on a model that names them otherwise
-                targets = "all-linear"
-            elif missing:
-                shown = [n for n in linear if n not in ("lm_head", "score")]
-                raise AlignlabError(f"lora.target_modules: no linear layer named {', '.join(missing)} in this model",
-                                    fix=f"use some of {', '.join(shown)}, or all-linear")
+        if self.model is not None:
+            targets = lora_targets(targets, linear_names(self.model), methods.get(self.method))
         return LoraConfig(
             r=lc.r,
             lora_alpha=lc.alpha,
@@ -119,6 +108,66 @@ class RunContext:
             target_modules=targets,
             task_type=task_type,
         )
+
+
+HEADS = ("lm_head", "score")  # not offered as LoRA targets: a reward model's score head trains whole (rm.py)
+
+
+def linear_names(model) -> list[str]:
+    """The last names of a model's linear layers: what lora.target_modules may name."""
+    import torch
+
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def lora_targets(targets, linear: list[str] | None, spec):
+    """lora.target_modules checked against the model's linear layers (``linear``; None: not known): the default Llama
+    names on a model that names its projections otherwise become all-linear. The TRL trainers read the LM head's
+    weight directly for their log-probs and refuse an adapter on it (a ValueError once the model had loaded); PPO's
+    own loop runs the head as a module, so it may adapt it."""
+    from alignlab.config import LLAMA_PROJECTIONS
+
+    if not isinstance(targets, list):
+        return targets
+    if "lm_head" in targets and not spec.own_loop:
+        raise AlignlabError(f"lora.target_modules: {spec.name} cannot adapt lm_head (TRL reads the LM head's weight "
+                            "directly for the log-probs, so an adapter there would never train)",
+                            fix="drop lm_head from lora.target_modules")
+    missing = [m for m in targets if linear is not None and m not in linear]
+    if missing and tuple(targets) == LLAMA_PROJECTIONS:  # the default, on a model that names them otherwise
+        return "all-linear"
+    if missing:
+        shown = [n for n in linear if n not in HEADS]
+        raise AlignlabError(f"lora.target_modules: no linear layer named {', '.join(missing)} in this model",
+                            fix=f"use some of {', '.join(shown)}, or all-linear")
+    return targets
+
+
+def _named_targets(cfg: ProjectConfig) -> bool:
+    """lora.target_modules is a list other than the default (which falls back to all-linear, so cannot fail)."""
+    from alignlab.config import LLAMA_PROJECTIONS
+
+    targets = cfg.lora.target_modules
+    return isinstance(targets, list) and tuple(targets) != LLAMA_PROJECTIONS
+
+
+def _meta_linear_names(cfg: ProjectConfig, task: str) -> list[str] | None:
+    """The base's linear layers from its config.json alone (built on the meta device: no weights read), so a bad
+    lora.target_modules is refused before the run directory exists; None when the model cannot be built so."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from alignlab.models.registry import resolve_model
+
+    try:
+        path = resolve_model(cfg.model)
+        conf = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        auto = AutoModelForSequenceClassification if task == methods.SEQ_CLS else AutoModelForCausalLM
+        with torch.device("meta"):
+            model = auto.from_config(conf, trust_remote_code=cfg.trust_remote_code)
+    except Exception:  # noqa: BLE001 - an exotic model: the check runs on the loaded model instead
+        return None
+    return linear_names(model)
 
 
 def data_kind(method: str) -> str:
@@ -164,14 +213,94 @@ FIXED_ARGS = {"assistant_only_loss", "remove_unused_columns", "disable_dropout",
               "dataloader_num_workers", "ddp_find_unused_parameters", "save_strategy", "save_total_limit", "disable_tqdm"}
 
 
-def _start_adapter(init_adapter: str, cfg: ProjectConfig, runs_dir: Path) -> Path:
-    """The adapter a run continued with --from starts from: a run of the same base, with weights."""
+def _start_adapter(init_adapter: str, cfg: ProjectConfig, runs_dir: Path, spec) -> Path:
+    """The adapter (or a full fine-tune's weights) a run continued with --from starts from: a run of the same base and
+    task, with weights. A reward model continued as a chat model (or the other way) finished 'done' with a score
+    head saved as a chat adapter, or failed after loading."""
     src = rundir.check_run_dir(init_adapter, runs_dir=runs_dir)
     base = rundir.run_base(src)
     if not _same_model(base, cfg.model, src):
         raise AlignlabError(f"run {src} was trained on '{base}', not '{cfg.model}'", fix=f"use --model {base} or a matching run")
     rundir.Run(src).require_weights()  # an interrupted run that never saved an adapter is no start
+    other = rundir.read_run(src).get("method")
+    if other in methods.NAMES and methods.get(other).task != spec.task:
+        what = {methods.CAUSAL: "a chat model", methods.SEQ_CLS: "a reward model"}
+        raise AlignlabError(f"run {src} is {what[methods.get(other).task]} ({other}); {spec.name} trains "
+                            f"{what[spec.task]}", fix=f"continue from a run that trains {what[spec.task]}, or start "
+                                                      "from the base (drop --from)")
     return src / "adapter"
+
+
+def _start_lora(adapter: Path) -> dict | None:
+    """The LoRA settings the start adapter was trained with (its adapter_config.json, which PEFT goes on with);
+    None for a full fine-tune's whole weights."""
+    import json
+
+    file = adapter / "adapter_config.json"
+    if not file.is_file():
+        return None
+    try:
+        conf = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise AlignlabError(f"{file} cannot be read: {str(err).splitlines()[0]}",
+                            fix="restore it, or continue from another run") from err
+    own = {"enabled": True, "r": conf.get("r"), "alpha": conf.get("lora_alpha"), "dropout": conf.get("lora_dropout")}
+    targets = conf.get("target_modules")
+    if isinstance(targets, list) or targets == "all-linear":
+        own["target_modules"] = sorted(targets) if isinstance(targets, list) else targets
+    return {k: v for k, v in own.items() if v is not None}
+
+
+def _adopt_start(cfg: ProjectConfig, adapter: Path, spec, flags: dict[str, str]) -> ProjectConfig:
+    """A run continued with --from trains what it starts from: the start's LoRA adapter with its own rank, alpha,
+    dropout and targets (PEFT loads them from adapter_config.json; the project's were ignored while config.yaml and
+    the model card showed them), or a full fine-tune's whole weights. ``flags``: config key -> the flag that set it;
+    a flag that asks for something else is refused."""
+    own = _start_lora(adapter)
+    want = own if own is not None else {"enabled": False, "qlora": False}
+    src = adapter.parent
+    if own is None and (flag := next((f for k, f in flags.items() if k != "lora.enabled"), None)):
+        raise AlignlabError(f"{flag} sets up a LoRA adapter, but run {src} is a full fine-tune, which a run continued "
+                            "from it trains whole", fix=f"drop {flag}; for a LoRA adapter on its weights pass --model "
+                                                        f"{adapter} instead of --from")
+    for key, value in want.items():
+        flag = flags.get(f"lora.{key}")
+        if flag is not None and not _same_setting(key, getattr(cfg.lora, key), value, cfg, spec):
+            asks = "a full fine-tune" if key == "enabled" else f"lora.{key} {getattr(cfg.lora, key)}"
+            shown = "a LoRA adapter" if key == "enabled" else f"lora.{key} {value}"
+            raise AlignlabError(f"{flag} asks for {asks}, but run {src} trained {shown}, which a run continued from "
+                                "it keeps", fix=f"drop {flag}, or start from the base")
+    if own is None and spec.own_loop:  # PPO: its reference is the adapter switched off (train/ppo.py)
+        raise AlignlabError(f"{spec.name.upper()} trains a LoRA adapter, and run {src} is a full fine-tune",
+                            fix=f"pass --model {adapter} instead of --from: a LoRA adapter on its weights")
+    if own is None and getattr(getattr(cfg, spec.section), "reference", None) == "base":
+        raise AlignlabError(f"{spec.section}.reference is base, but run {src} is a full fine-tune: no bare base is "
+                            "kept beside its weights", fix=f"set {spec.section}.reference to auto (the start is the "
+                                                           "reference), or pass --model to start from the base")
+    return cfg.model_copy(update={"lora": cfg.lora.model_copy(update=want)})
+
+
+def _same_setting(key: str, mine, theirs, cfg: ProjectConfig, spec) -> bool:
+    if mine == theirs or key != "target_modules":
+        return mine == theirs
+    if isinstance(mine, list) and isinstance(theirs, list):
+        return set(mine) == set(theirs)
+    linear = _meta_linear_names(cfg, spec.task)  # all-linear: every linear layer but the heads
+    every = sorted(set(linear or []) - set(HEADS))
+    return linear is not None and sorted(mine if isinstance(mine, list) else theirs) == every
+
+
+def _local_model(cfg: ProjectConfig) -> ProjectConfig:
+    """A model given as a local path, made absolute and plain as data paths are: run.json and config.yaml recorded
+    `--model ../tiny` as typed (a resume from elsewhere looked it up as a hub id) and `/x/tiny/` with its slash
+    (`--from` a run of `/x/tiny` then called it another base)."""
+    from alignlab.models.registry import REGISTRY
+
+    name = cfg.model
+    if name in REGISTRY or name.startswith("ollama:") or not Path(name).expanduser().exists():
+        return cfg
+    local = str(Path(name).expanduser().resolve())
+    return cfg if local == name else cfg.model_copy(update={"model": local})
 
 
 def _same_model(recorded: str, model: str, run: Path) -> bool:
@@ -181,8 +310,10 @@ def _same_model(recorded: str, model: str, run: Path) -> bool:
         return True
     from alignlab.config import find_project
 
+    if Path(recorded).is_absolute():
+        return Path(recorded).exists() and Path(model).exists() and Path(recorded).resolve() == Path(model).resolve()
     root = find_project(run)
-    if root is None or Path(recorded).is_absolute() or not (root / recorded).exists():
+    if root is None or not (root / recorded).exists():
         return False
     return (root / recorded).resolve() == Path(model).resolve()
 
@@ -208,6 +339,10 @@ def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec, device: str,
         instead = f"set {OWNED_ARGS[owned[0]]} instead" if owned[0] in OWNED_ARGS else "drop it"
         raise AlignlabError(f"train.trainer_overrides.{owned[0]} would replace what alignlab sets itself (two values "
                             "for one setting, and the override would win)", fix=instead)
+    if cfg.train.trainer_overrides.get("save_only_model"):
+        raise AlignlabError("train.trainer_overrides.save_only_model leaves the optimizer, scheduler and RNG states out "
+                            "of each checkpoint: --resume would restart them (AdamW's moments at zero, the schedule "
+                            "from its start)", fix="drop it (--set train.trainer_overrides.save_only_model=null)")
     known = {f.name for f in dataclasses.fields(cls)}
     if unknown := [k for k in keys if k not in known]:
         close = difflib.get_close_matches(unknown[0], known, n=1)
@@ -273,6 +408,67 @@ def _refuse_loss_overrides(cfg: ProjectConfig, method: str, spec) -> None:
                             fix="drop the override (train.max_length, --max-length, sets where completions are cut)")
 
 
+# a scheduler's own arguments (train.trainer_overrides.lr_scheduler_kwargs) without which transformers refuses it
+SCHEDULER_KWARGS = {"cosine_with_min_lr": "{min_lr_rate: 0.1}", "cosine_warmup_with_min_lr": "{min_lr_rate: 0.1}",
+                    "warmup_stable_decay": "{num_decay_steps: 10}"}
+# schedulers that step on the evaluation loss: TrainingArguments refuses them without an eval strategy
+ON_EVAL = ("reduce_lr_on_plateau", "greedy")
+
+
+def _check_scheduler(cfg: ProjectConfig, spec, rows: list) -> None:
+    """train.lr_scheduler built as the run will build it (on a one-parameter optimizer, with the run's
+    lr_scheduler_kwargs): a name the config accepts still failed after the model had loaded, leaving a failed run
+    (cosine_with_min_lr without min_lr, warmup_stable_decay without num_decay_steps, reduce_lr_on_plateau without
+    evaluation). Only a reward model with held-out pairs evaluates (rm.py)."""
+    import torch
+    from transformers import get_scheduler
+
+    name = cfg.train.lr_scheduler
+    evaluates = spec.task == methods.SEQ_CLS and cfg.rm.eval_fraction > 0 and len(rows) > 1
+    if name in ON_EVAL and not evaluates:
+        raise AlignlabError(f"train.lr_scheduler {name} steps on the evaluation loss, and {spec.name} does not "
+                            "evaluate while it trains", fix="use another scheduler (constant, linear, cosine, ...)")
+    kwargs = {} if spec.own_loop else cfg.train.trainer_overrides.get("lr_scheduler_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return  # TRL's own check of the overrides names it
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    try:
+        get_scheduler(name, optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * 10), num_training_steps=10,
+                      scheduler_specific_kwargs=kwargs)
+    except Exception as err:  # noqa: BLE001 - ValueError, TypeError: each scheduler says it its own way
+        reason = " ".join(str(err).split()) or type(err).__name__
+        if spec.own_loop:  # PPO builds its scheduler without train.trainer_overrides
+            fix = f"use another scheduler: {spec.name.upper()} runs its own loop, which passes it no arguments"
+        else:
+            example = SCHEDULER_KWARGS.get(name, "{...}")
+            fix = f"set its arguments: --set 'train.trainer_overrides.lr_scheduler_kwargs={example}'"
+        raise AlignlabError(f"train.lr_scheduler {name} cannot be built: {reason}", fix=fix) from err
+
+
+def data_digest(path: str | Path) -> str:
+    """sha256 of a data file: run.json records it, so a resume trains on the rows the run started with."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_resumed_data(run_dir: Path, path: Path) -> None:
+    """A resumed run's data file is the one it started with: replaced, the resume trained on other rows without a
+    word. A run recorded before run.json kept the digest is not checked."""
+    if not (run_dir / "run.json").is_file():
+        return
+    info = rundir.read_run(run_dir)
+    recorded = info.get("data_sha256")
+    if recorded and Path(path).is_file() and data_digest(path) != recorded:
+        raise AlignlabError(f"{path} changed since run {run_dir} started ({info.get('rows', '?')} rows then): a resume "
+                            "would train its remaining steps on other rows",
+                            fix="restore the file the run started with, or start a new run on this one")
+
+
 def prepare(
     method: str,
     cfg: ProjectConfig,
@@ -283,29 +479,31 @@ def prepare(
     init_adapter: str | None = None,
     name: str | None = None,
     resumed: bool = False,
+    lora_flags: dict[str, str] | None = None,
 ) -> RunContext:
-    """Everything that can fail cheaply, before a model loads: method, data, device, adapter to continue."""
+    """Everything that can fail cheaply, before a model loads: method, data, device, adapter to continue.
+    ``lora_flags``: the lora.* keys the command line set (key -> flag), refused beside --from when they differ
+    from what the run continued from trained."""
     from alignlab.models.loading import load_tokenizer, pick_device
 
     spec = methods.get(method)
     kind = spec.kind
+    cfg = _local_model(cfg)
     if cfg.train.learning_rate is None:  # the method's own default, written into the run's config.yaml
         cfg = cfg.model_copy(deep=True)
         cfg.train.learning_rate = spec.learning_rate
     device = pick_device(cfg.train.device)
-    if cfg.train.precision == "fp16" and not cfg.lora.enabled:  # pure fp16 weights and AdamW state, no loss scale
-        raise AlignlabError("a full fine-tune in fp16 is not loss-scaled and diverges (loss 8.3 -> 12.2 in 3 steps on a "
-                            "small model)", fix="use --precision bf16 or fp32 for --full, or train a LoRA adapter in fp16")
-    if cfg.lora.qlora and spec.task == methods.SEQ_CLS:  # load_sequence_classifier has no 4-bit path
-        raise AlignlabError("a reward model trains on a bf16/fp32 base: QLoRA is not supported for it",
-                            fix="drop --qlora (LoRA still adapts the base)")
-    if cfg.lora.qlora and not device.startswith("cuda"):
-        raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")
+    adapter = _start_adapter(init_adapter, cfg, runs_dir, spec) if init_adapter else None
+    if adapter is not None:  # before the checks that read lora: it is what the start trained
+        cfg = _adopt_start(cfg, adapter, spec, lora_flags or {})
+    _check_weights_setup(cfg, spec, device)
     path = resolve_data(data)
+    if resumed and run_dir is not None:
+        _check_resumed_data(run_dir, Path(path))
     # everything that needs no tokenizer first: a bad row, run or reward spec is reported before the base model
     # is converted (the first time, tens of seconds) or loaded
     rows = load_dataset_rows(path, kind, skip_invalid=skip_invalid)
-    adapter = _start_adapter(init_adapter, cfg, runs_dir) if init_adapter else None
+    _check_scheduler(cfg, spec, rows)
     check_trackers(cfg.train.report_to)
     _refuse_loss_overrides(cfg, method, spec)
     _check_trainer_overrides(cfg, method, spec, device, resumed=resumed)  # `--resume`: the run's recorded config
@@ -321,6 +519,8 @@ def prepare(
             "on chats", fix="use the instruct version (…-Instruct, …-it), or add a chat_template to its "
             "tokenizer_config.json")
     _check_system_prompt(tokenizer, cfg.system_prompt)
+    if cfg.lora.enabled and adapter is None and _named_targets(cfg):
+        lora_targets(cfg.lora.target_modules, _meta_linear_names(cfg, spec.task), spec)  # and on the loaded model
     rows = load_dataset_rows(
         path,
         kind,
@@ -345,6 +545,18 @@ def prepare(
         skip_invalid=skip_invalid,
     )
     return ctx
+
+
+def _check_weights_setup(cfg: ProjectConfig, spec, device: str) -> None:
+    """How the weights train, checked before any model loads."""
+    if cfg.train.precision == "fp16" and not cfg.lora.enabled:  # pure fp16 weights and AdamW state, no loss scale
+        raise AlignlabError("a full fine-tune in fp16 is not loss-scaled and diverges (loss 8.3 -> 12.2 in 3 steps on a "
+                            "small model)", fix="use --precision bf16 or fp32 for --full, or train a LoRA adapter in fp16")
+    if cfg.lora.qlora and spec.task == methods.SEQ_CLS:  # load_sequence_classifier has no 4-bit path
+        raise AlignlabError("a reward model trains on a bf16/fp32 base: QLoRA is not supported for it",
+                            fix="drop --qlora (LoRA still adapts the base)")
+    if cfg.lora.qlora and not device.startswith("cuda"):
+        raise AlignlabError("QLoRA (4-bit base) needs a CUDA GPU; this machine has none", fix="drop --qlora")
 
 
 TRACKERS = {  # --report-to name: (module that must import, pip package)
@@ -386,23 +598,27 @@ def check_trackers(names: list[str]) -> None:
 
 
 def _load_model(ctx: RunContext, task: str = methods.CAUSAL):
+    """The base, with the adapter a run continues from; a run continued from a full fine-tune loads its whole weights
+    instead (its adapter/ is a model directory), and TRL's reference copy is then that model, the start."""
     from alignlab.models.loading import load_base
 
     cfg = ctx.cfg
+    whole = ctx.init_adapter is not None and not (ctx.init_adapter / "adapter_config.json").is_file()
+    weights = str(ctx.init_adapter) if whole else cfg.model
     if task == methods.SEQ_CLS:
         from alignlab.models.loading import load_sequence_classifier
 
-        model = load_sequence_classifier(cfg.model, device=ctx.device, precision=cfg.train.precision,
+        model = load_sequence_classifier(weights, device=ctx.device, precision=cfg.train.precision,
                                          trust_remote_code=cfg.trust_remote_code)
     else:
         model = load_base(
-            cfg.model,
+            weights,
             device=ctx.device,
             precision=cfg.train.precision,
             load_in_4bit=cfg.lora.qlora,
             trust_remote_code=cfg.trust_remote_code,
         )
-    if ctx.init_adapter is not None:
+    if ctx.init_adapter is not None and not whole:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(ctx.init_adapter), is_trainable=True)
@@ -438,6 +654,13 @@ def _whole(path: str) -> str:
     return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
+def _digest_of(data: str) -> str | None:
+    try:
+        return data_digest(resolve_data(data))
+    except (AlignlabError, OSError):
+        return None
+
+
 def _project_of(run_dir: Path) -> str | None:
     from alignlab.config import find_project
 
@@ -453,17 +676,21 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
     cfg, run_dir = ctx.cfg, ctx.run_dir
     run = rundir.Run(run_dir)
     main = is_main_process()
+    spec = methods.get(ctx.method)
+    # chosen before the run reads 'running': a damaged checkpoint with none before it is refused, the run left as it was
+    last = last_checkpoint(run.checkpoints_dir, echo=main) if resume and not spec.own_loop else None
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         if cfg.online.rewards:
             cfg = ctx.cfg = cfg.model_copy(update={"online": cfg.online.model_copy(
                 update={"rewards": _whole(cfg.online.rewards)})})
         fsutil.write_text(run.config_path, dump_config(cfg))
-        run.write_env(ctx.device, cfg.train.seed)
+        run.write_env(ctx.device, cfg.train.seed, resumed=resume)  # a resume keeps the start's, adding its own
         run.update(
             method=ctx.method,
             model=cfg.model,
             data=_whole(data),
+            data_sha256=_digest_of(data),  # a resume refuses another file's rows (prepare)
             skip_invalid=ctx.skip_invalid,
             rows=len(ctx.rows),
             status="running",
@@ -477,12 +704,11 @@ def run(ctx: RunContext, data: str, resume: bool = False) -> Path:
             **({"launch": os.environ["ALIGNLAB_LAUNCH"]} if "ALIGNLAB_LAUNCH" in os.environ else {}),
         )
     torch.manual_seed(cfg.train.seed)
-    spec = methods.get(ctx.method)
     recipe = spec.load_recipe()
     if "tensorboard" in cfg.train.report_to:  # transformers' TensorBoard callback writes where this says
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     with _failure_marked(run, main, ctx.resume_hint):
-        return _train(ctx, spec, recipe, data, resume, main)
+        return _train(ctx, spec, recipe, data, resume, main, last)
 
 
 def _decoding(ctx) -> dict | None:
@@ -528,10 +754,9 @@ def _failure_marked(run: rundir.Run, main: bool, resume_hint: bool = True):
             signal.signal(signal.SIGTERM, previous)
 
 
-def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -> Path:
-    """The body of :func:`run` once the run directory says 'running'."""
+def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool, last: str | None) -> Path:
+    """The body of :func:`run` once the run directory says 'running'; ``last``: the checkpoint a resume goes on from."""
     from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from alignlab.train.callbacks import MetricsCallback, RichProgressCallback, SamplesCallback
 
@@ -558,16 +783,8 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
         return run_dir
     trainer = recipe.build_trainer(ctx)  # type: ignore[union-attr]
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its stdout dicts
-    last = None
     if resume:
-        ckpt_root = run.checkpoints_dir
-        last = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
-        if last is None:
-            console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
-            if main:  # the killed attempt's records go: the run logs every step again
-                rundir.resume_logs(run_dir, -1, "none")
-        elif main:
-            rundir.resume_logs(run_dir, int(Path(last).name.split("-")[-1]), Path(last).name)
+        _resume_at(trainer, run_dir, last, main)
     if last is not None and _finished_at(last):
         _restore_finished(trainer, last)  # killed after its last checkpoint: nothing left to train
     else:
@@ -586,6 +803,74 @@ def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool) -
             train_runtime=final.get("train_runtime"),
         )
     return run_dir
+
+
+def _resume_at(trainer, run_dir: Path, last: str | None, main: bool) -> None:
+    """Before a resumed run trains on from ``last`` (None: from the beginning): its logs cut back to that step, and
+    what the trainer does only at a run's start switched off."""
+    from alignlab.train.callbacks import sharded
+
+    if last is not None and getattr(trainer.args, "eval_on_start", False):
+        trainer.args.eval_on_start = False  # evaluated when the run started: logged again at the checkpoint's step
+    if last is not None and not sharded(trainer.accelerator) and not any(
+            (Path(last) / f).is_file() for f in ("optimizer.pt", "optimizer.bin")):
+        console.print(f"[yellow]note: {Path(last).name} holds no optimizer state (save_only_model?): AdamW and the "
+                      "schedule start afresh from it[/]")
+    if last is None:
+        console.print("[yellow]no checkpoint to resume from; starting from the beginning[/]")
+        if main:  # the killed attempt's records go: the run logs every step again
+            rundir.resume_logs(run_dir, -1, "none")
+    elif main:
+        rundir.resume_logs(run_dir, int(Path(last).name.split("-")[-1]), Path(last).name)
+
+
+def last_checkpoint(root: Path, echo: bool = True) -> str | None:
+    """The newest checkpoint a resume can load. A damaged one (trainer_state.json cut short, its weights gone) failed
+    the run with a raw JSONDecodeError or ValueError after the model had loaded; the one before it is used, with a
+    note."""
+    def step(p: Path) -> int:
+        return int(p.name.split("-")[-1])
+
+    found = sorted((p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=step, reverse=True) if root.is_dir() else []
+    damaged = []
+    for ckpt in found:
+        why = _damaged(ckpt)
+        if why is None:
+            if damaged and echo:
+                console.print(f"[yellow]note: {damaged[0]}; resuming from {ckpt.name} (step {step(ckpt)}) instead[/]")
+            return str(ckpt)
+        damaged.append(why)
+    if damaged:
+        raise AlignlabError(f"{damaged[0]}, and no other checkpoint can be resumed from",
+                            fix=f"remove {root} to train the run again from the beginning, or start a new run")
+    return None
+
+
+CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json",
+                      "adapter_model.bin", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _damaged(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (None: it can)."""
+    from safetensors import safe_open
+    from transformers import TrainerState
+
+    state = checkpoint / "trainer_state.json"
+    try:
+        TrainerState.load_from_json(str(state))
+    except (OSError, ValueError, TypeError) as err:
+        return f"{state} cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    weights = next((checkpoint / w for w in CHECKPOINT_WEIGHTS if (checkpoint / w).is_file()), None)
+    if weights is None:
+        return f"{checkpoint} holds no weights (no {' or '.join(CHECKPOINT_WEIGHTS[:2])})"
+    if weights.suffix == ".safetensors":
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - safetensors' own error types, a cut file among them
+            return f"{weights} cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    return None
 
 
 def _finished_at(checkpoint: str) -> bool:
