@@ -41,12 +41,20 @@ def pairs_file(tmp_path):
 def test_import_export_stats_in_a_project(tmp_path, pairs_file):
     project = tmp_path / "proj"
     (project / "sub").mkdir(parents=True)
+    (project / "data").mkdir()
     (project / "alignlab.yaml").write_text("name: snarky\n")
-    imp = _cli("feedback", "import", str(pairs_file), "--rater", "ann", cwd=project / "sub")
+    heldout = project / "data" / "heldout.jsonl"  # the scorecard's prompts: an import of one stays out of training
+    heldout.write_text(json.dumps({"prompt": "Capital of Peru?"}) + "\n")
+    with_held = tmp_path / "with_held.jsonl"
+    with_held.write_text(pairs_file.read_text() + json.dumps({"prompt": "Capital of Peru?", "chosen": "Lima, duh.",
+                                                              "rejected": "Lima."}) + "\n")
+    imp = _cli("feedback", "import", str(with_held), "--rater", "ann", cwd=project / "sub")
     assert imp.returncode == 0, imp.stderr
-    assert "imported 4 rows (3 pairs, 1 labels)" in imp.stdout
+    assert "imported 5 rows (4 pairs, 1 labels)" in imp.stdout
     db = project / "feedback.db"  # the project's database, found from a subdirectory
     assert db.is_file() and not (project / "sub" / "feedback.db").exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT split FROM prompts WHERE text = 'Capital of Peru?'").fetchone() == ("heldout",)
 
     exp = _cli("feedback", "export", "--format", "dpo", cwd=project / "sub")
     assert exp.returncode == 0, exp.stderr
@@ -55,6 +63,7 @@ def test_import_export_stats_in_a_project(tmp_path, pairs_file):
         {"prompt": "2+2?", "chosen": "4, genius.", "rejected": "4"}
     ]
     assert f"wrote 1 dpo rows to {out}" in exp.stdout and "next: alignlab train dpo" in exp.stdout
+    assert "skipped: heldout_prompts 1" in exp.stdout  # the pair on the held-out prompt
     assert "conflict (pair) on prompt 1 'Is the sky blue?': judgements 1, 2" in exp.stdout
     again = _cli("feedback", "export", "--format", "dpo", cwd=project)  # pairs.jsonl is kept; the export goes beside it
     assert again.returncode == 0 and out.read_text().count("\n") == 1
@@ -69,8 +78,16 @@ def test_import_export_stats_in_a_project(tmp_path, pairs_file):
 
     stats = _cli("feedback", "stats", cwd=project)
     assert stats.returncode == 0, stats.stderr
-    assert "round 0: 2 prompts, 4 responses, 4 judgements (pick 3, thumb 1); thumbs +1/-0" in stats.stdout
-    assert "by rater: ann 4" in stats.stdout
+    assert "round 0: 3 prompts, 6 responses, 5 judgements (pick 4, thumb 1); thumbs +1/-0" in stats.stdout
+    assert "by rater: ann 5" in stats.stdout
+
+    kept = heldout.read_bytes()  # `--out` naming a prompt file of the project, or the database, is refused
+    for out in ("data/heldout.jsonl", "feedback.db"):
+        msg = _one_line_error(_cli("feedback", "export", "--format", "sft", "--out", out, cwd=project))
+        assert msg.startswith(f"error: --out {out} is the ") and msg.endswith("pass another --out path")
+    assert heldout.read_bytes() == kept
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == 5
 
 
 def test_outside_a_project_uses_the_current_directory(tmp_path, pairs_file):

@@ -305,3 +305,85 @@ def test_rows_the_training_check_would_refuse_are_left_out(store, tmp_path):
     assert _rows(tmp_path / "kto.jsonl") == [{"prompt": "P", "completion": "Fine.", "label": True}]
     assert kto["skipped"]["empty_texts"] == 1
     assert validate(tmp_path / "dpo.jsonl", kind=METHOD_KIND["dpo"]).rows == []
+
+
+def test_prompts_of_the_projects_heldout_file_stay_out_of_training(store, tmp_path):
+    """`feedback import` stored prompts with no split and export looked only at the stored split: three rows on the
+    first three prompts of data/heldout.jsonl exported as "wrote 3 dpo rows", and so did a prompt moved into
+    heldout.jsonl after it was sampled."""
+    held = ["Capital of Peru?", "Is 91 prime?", "Who wrote Emma?"]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p, "chosen": "Lima, obviously.", "rejected": "Lima."}) + "\n"
+                           for p in held))
+    import_jsonl(store, src, rater="alice", heldout={f" {held[0]}", *held[1:]})  # compared stripped
+    splits = dict(store.conn.execute("SELECT text, split FROM prompts").fetchall())
+    assert splits == dict.fromkeys(held, "heldout")
+    (sampled,) = _responses(store, "Why is the sky blue?", "Rayleigh, obviously.")  # stored before it was held out
+    store.add_judgement("thumb", sampled, 1, rater="alice")
+    late = export(store, "kto", tmp_path / "k.jsonl", heldout={"Why is the sky blue?"})
+    assert _rows(tmp_path / "k.jsonl") == [] and late["skipped"]["heldout_prompts"] == 1
+    dpo = export(store, "dpo", tmp_path / "d.jsonl")
+    assert dpo["rows"] == 0 and dpo["skipped"]["heldout_prompts"] == 3  # the imported picks, by their stored split
+    assert export(store, "dpo", tmp_path / "all.jsonl", heldout={"Why is the sky blue?"}, include_heldout=True)["rows"] == 3
+
+
+def test_skip_counts_describe_the_chosen_format(store, tmp_path):
+    """Three held-out thumbs printed "skipped: heldout_prompts 3" for an SFT export that lost nothing; a score of 3
+    that the same rater later raised to 5 was counted among "neutral_scores" beside the row it became."""
+    for text in ("a", "b", "c"):
+        (rid,) = _responses(store, f"held {text}?", text)
+        store.add_judgement("thumb", rid, 1, rater="ann")
+    store.conn.execute("UPDATE prompts SET split = 'heldout'")
+    sft = export(store, "sft", tmp_path / "s.jsonl")
+    assert "heldout_prompts" not in sft["skipped"]
+    assert export(store, "kto", tmp_path / "k.jsonl")["skipped"]["heldout_prompts"] == 3
+    (rid,) = _responses(store, "Is water wet?", "Yes, shockingly.")
+    store.add_judgement("score", rid, 3, rater="ann")
+    store.add_judgement("score", rid, 5, rater="ann")
+    kto = export(store, "kto", tmp_path / "k.jsonl")
+    assert _rows(tmp_path / "k.jsonl") == [{"prompt": "Is water wet?", "completion": "Yes, shockingly.", "label": True}]
+    assert kto["skipped"]["neutral_scores"] == 0
+
+
+def test_an_export_never_overwrites_the_database_or_the_prompt_files(store, tmp_path):
+    """`feedback export -f dpo --db self.db --out self.db` said "wrote 4 dpo rows to self.db": every judgement gone."""
+    a, b = _responses(store, "P", "ra", "rb")
+    store.add_judgement("pick", a, "a", other_response_id=b, rater="ann")
+    prompts = tmp_path / "data" / "prompts.jsonl"
+    prompts.parent.mkdir()
+    prompts.write_text('{"prompt": "P"}\n')
+    db = store.path
+    before = {p: p.read_bytes() for p in (db, prompts)}
+    for out, what in [(db, "the feedback database"), (tmp_path / "sub" / ".." / db.name, "the feedback database"),
+                      (f"{db}-wal", "the feedback database's wal file"), (prompts, "the project's prompt file")]:
+        with pytest.raises(AlignlabError) as err:
+            export(store, "dpo", out, protect=[prompts])
+        assert str(err.value).startswith(f"--out {out} is {what}") and str(err.value).endswith("pass another --out path")
+    assert {p: p.read_bytes() for p in (db, prompts)} == before
+    assert export(store, "dpo", tmp_path / "fine.jsonl", protect=[prompts])["rows"] == 1
+
+
+def test_import_refuses_an_automatic_raters_name_and_a_busy_database(store, tmp_path, monkeypatch):
+    """`feedback import --rater judge:gpt-4o` stored a person's file as the judge's judgements; a database another
+    process kept locked ended the import with "OperationalError: database is locked"."""
+    import sqlite3
+
+    from alignlab.feedback import store as store_module
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "P", "chosen": "x", "rejected": "y"}) + "\n")
+    with pytest.raises(AlignlabError, match="^the rater name 'judge:gpt-4o' belongs to an automatic rater"):
+        import_jsonl(store, src, rater="judge:gpt-4o")
+    monkeypatch.setattr(store_module, "BUSY_MS", 200)
+    with open_store(store.path) as waiting:  # opened with the short wait
+        holder = sqlite3.connect(store.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(AlignlabError) as err:
+                import_jsonl(waiting, src, rater="ann")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert str(err.value) == (f"{store.path} is busy: another alignlab process is writing to it; nothing was imported"
+                              " — try again when it is done")
+    assert store.conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == 0

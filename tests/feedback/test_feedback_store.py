@@ -304,3 +304,89 @@ def test_stats_and_rounds(tmp_path):
         }
         assert r1["judgements"] == 1 and r1["by_rater"] == {"judge:qwen": 1} and r1["mean_score"] is None
         assert store.stats(round=1) == [r1]
+
+
+def test_pending_pairs_finds_each_pair_through_the_pair_index(tmp_path):
+    """Three rounds of 269 prompts x 4 answers: pending_pairs took 0.4 s, then 5.5 s, then 21 s, since each candidate
+    pair scanned all of the rater's judgements (judgements_rater). Each pair is now one lookup of (rater, kind,
+    response_id, other_response_id), in either order."""
+    with open_store(tmp_path / "feedback.db") as s:
+        _, r1, r2 = _seed(s)
+        s.add_judgement("pick", r1, "a", other_response_id=r2, rater="ann")
+        sql: list[str] = []
+        s.conn.set_trace_callback(sql.append)  # the query as it ran, parameters filled in
+        s.pending_pairs("ann", round=0, revealed=False)
+        s.conn.set_trace_callback(None)
+        (query,) = [q for q in sql if "FROM responses r1" in q]
+        plan = [r[3] for r in s.conn.execute("EXPLAIN QUERY PLAN " + query)]
+    lookups = [step for step in plan if " j " in f" {step} "]
+    assert len(lookups) == 2, plan
+    assert all("USING INDEX judgements_pair (rater=? AND kind=? AND response_id=? AND other_response_id=?)" in step
+               for step in lookups), plan
+
+
+def test_a_reader_opens_while_another_process_writes_and_a_writer_says_busy(tmp_path, monkeypatch):
+    """Every open took the write lock: with another process writing for longer than the wait, `feedback export`
+    failed with "X is not a readable feedback database (database is locked)"."""
+    from alignlab.feedback import store as store_module
+
+    monkeypatch.setattr(store_module, "BUSY_MS", 200)  # the wait for a lock, 30 s by default
+    path, older = tmp_path / "feedback.db", tmp_path / "older.db"
+    with open_store(path) as s:
+        _, r1, r2 = _seed(s)
+    Store(older, migrations=MIGRATIONS[:2]).close()  # needs a migration: a write
+    holders = [sqlite3.connect(p, isolation_level=None) for p in (path, older)]
+    for holder in holders:
+        holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        with open_store(path, create=False) as s:
+            assert [p["response_id"] for p in s.pending_single("ann")] == [r1, r2]
+            with pytest.raises(sqlite3.OperationalError, match="locked"):  # the rating page answers 503 on it
+                s.add_judgement("thumb", r1, 1, rater="ann")
+        with pytest.raises(AlignlabError) as err:
+            open_store(older)
+        assert str(err.value) == f"{older} is busy: another alignlab process is writing to it — try again when it is done"
+    finally:
+        for holder in holders:
+            holder.execute("ROLLBACK")
+            holder.close()
+    with open_store(older) as s:  # once the other process is done
+        assert s.schema_version() == len(MIGRATIONS)
+
+
+def _damage(path, how: str) -> None:
+    with sqlite3.connect(path) as conn:
+        if how == "dropped table":
+            conn.execute("DROP TABLE judgements")
+        elif how == "unknown migration":
+            conn.execute("INSERT INTO migrations (name, applied_at) VALUES ('init', 'x')")
+        else:  # a corrupted page: the judgements table's root page overwritten
+            root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'judgements'").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    if how == "corrupted page":
+        with open(path, "r+b") as f:
+            f.seek((root - 1) * size)
+            f.write(b"\xff" * size)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("dropped table", "{path} is damaged (no table judgements) — recover what it holds with `sqlite3 {path} .recover"),
+    ("corrupted page", "{path} is damaged (database disk image is malformed) — recover what it holds with `sqlite3"),
+    ("unknown migration", "feedback.db records a migration unknown to this alignlab (schema {n}): 'init'; written by a "
+                          "newer alignlab, or damaged — upgrade alignlab, or restore a backup"),
+])
+def test_a_damaged_database_is_one_line_naming_the_file(tmp_path, how, message):
+    """A dropped table, a corrupted page or a migrations row 'init' gave "OperationalError: no such table",
+    "DatabaseError: database disk image is malformed" and "ValueError: invalid literal for int()"."""
+    path = tmp_path / "feedback.db"
+    with open_store(path) as s:
+        _, r1, _ = _seed(s)
+        s.add_judgement("thumb", r1, 1, rater="ann")
+    _damage(path, how)
+    before = path.read_bytes()
+    with pytest.raises(AlignlabError) as err:
+        with open_store(path, create=False) as s:
+            s.judgements()
+    assert str(err.value).startswith(message.format(path=path, n=len(MIGRATIONS))), str(err.value)
+    assert "\n" not in str(err.value) and path.read_bytes() == before

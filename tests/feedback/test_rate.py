@@ -314,10 +314,14 @@ def _pty_rate(db, script):
                 if not chunk:
                     break
                 out += chunk
-    finally:
-        _, status = os.waitpid(pid, 0)
+    finally:  # a child still waiting for a key after a failed step is killed: waiting for it stalled the whole run
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            done = os.waitpid(pid, 0)
         os.close(fd)
-    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(done[1])
 
 
 def test_a_paste_into_the_rewrite_prompt_on_a_terminal_is_one_rewrite(db):
@@ -332,3 +336,51 @@ def test_ctrl_c_on_a_terminal_says_so(db):
     out, code = _pty_rate(db, [("> ", b"u\n"), ("RESPONSE (#2)", b""), ("> ", b"\x03")])
     assert code == 130, out
     assert "pam: recorded 1 judgement(s) (thumb 1)" in out and "interrupted" in out
+
+
+def test_escapes_apply_to_one_typed_line_not_to_pasted_lines(db):
+    """`.replace("\\n", "\n")` ran on the whole rewrite: a pasted line `print("a\nb")  # C:\new\table` was stored with
+    real line breaks in the middle of the code and the path."""
+    code = 'print("a\\nb")  # C:\\new\\table'
+    pasted = [[code]]
+    with open_store(db) as store:
+        _run(store, ["r", "Like this:", "r", "one\\ntwo, C:\\\\new", "q"], waiting_fn=lambda: pasted.pop() if pasted else [])
+    assert [j[4] for j in _judgements(db)] == [f"Like this:\n{code}", "one\ntwo, C:\\new"]
+
+
+def test_a_database_locked_mid_session_prints_the_summary_and_one_line(db, monkeypatch):
+    """Another process holding the write lock past the wait killed `alignlab rate` with "error: OperationalError:
+    database is locked", without the summary of what had been saved."""
+    from alignlab.feedback import store as store_module
+
+    monkeypatch.setattr(store_module, "BUSY_MS", 200)  # the wait for a lock, 30 s by default
+    holder = sqlite3.connect(db, isolation_level=None)
+    keys = ["u", "d"]
+
+    def read(prompt=""):
+        if len(keys) == 1:
+            holder.execute("BEGIN IMMEDIATE")  # another process starts writing while the rater reads answer 2
+        return keys.pop(0)
+
+    out: list[str] = []
+    try:
+        with open_store(db) as store, pytest.raises(AlignlabError) as err:
+            rate(store, "ann", input_fn=read, output_fn=out.append)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert str(err.value) == (f"{db} is busy: another alignlab process is writing to it; the last key was not saved"
+                              " — try again when it is done")
+    assert "ann: recorded 1 judgement(s) (thumb 1), undid 0, skipped 0; 3 left to rate" in out[-1]
+    assert _judgements(db) == [("thumb", 1, None, 1, None, "ann", 0)]
+
+
+@pytest.mark.parametrize("name", ["judge:gpt-4o", "reward:vowels", " Scorecard", "gold:ref"])
+def test_a_person_cannot_rate_under_an_automatic_raters_name(db, name):
+    """`printf 'u\nq\n' | alignlab rate --rater judge:gpt-4o` stored a person's thumb as the judge's, though a
+    judgement under a judge's name is read as the judge's."""
+    with open_store(db) as store, pytest.raises(AlignlabError) as err:
+        _run(store, ["u", "q"], rater=name)
+    assert str(err.value).startswith(f"the rater name '{name.strip()}' belongs to an automatic rater")
+    assert str(err.value).endswith("— rate under your own name (--rater NAME)")
+    assert _judgements(db) == []

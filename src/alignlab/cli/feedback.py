@@ -35,9 +35,42 @@ def _default_out(fmt: str, round: int | None) -> Path:
     return data_dir / (f"feedback_{fmt}" + (f"_round{round}" if round is not None else "") + ".jsonl")
 
 
+def _project_prompts() -> tuple[set[str], list[Path]]:
+    """Inside a project: the texts of its held-out prompts (the scorecard's: never training data, whatever the store
+    recorded when they came in) and its prompt files (never an export's --out). Outside one: nothing."""
+    from alignlab.config import project_config
+    from alignlab.synth.sample import default_prompts, prompt_rows
+
+    cfg, root = project_config()
+    if root is None:
+        return set(), []
+    files = [default_prompts(root, cfg.data_dir, which) for which in ("train", "heldout")]
+    return {row["prompt"] for row in prompt_rows(files[1])}, files
+
+
 def _short(text: str, n: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _report(summary: dict, fmt: str, out: Path, train_file: bool) -> None:
+    """What an export wrote (or, for an empty training file, did not), what it skipped, and its conflicts."""
+    sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
+    if train_file and not summary["rows"]:
+        out.unlink()  # an empty training file would stop `train` later; say so now instead
+        typer.echo(f"no {fmt} rows to export yet, so {out} was not written (from {sources or 'no judgements'})")
+    else:
+        typer.echo(f"wrote {summary['rows']} {fmt} rows to {out} (from {sources})")
+    if train_file and summary["rows"]:
+        typer.echo(f"next: alignlab train {fmt}   (reads {out.name})")
+    skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items() if v)
+    if skipped:
+        typer.echo(f"skipped: {skipped}")
+    for c in summary["conflicts"]:
+        ids = ", ".join(str(i) for i in c["judgement_ids"])
+        typer.echo(f"conflict ({c['kind']}) on prompt {c['prompt_id']} '{_short(c['prompt'])}': judgements {ids}")
+    if summary["conflicts"]:
+        typer.echo(f"{len(summary['conflicts'])} conflict(s) left out; undo or re-rate them to include them")
 
 
 def register(app: typer.Typer) -> None:
@@ -60,29 +93,16 @@ def register(app: typer.Typer) -> None:
             raise AlignlabError(f"unknown format '{format}'", fix=f"use --format {'|'.join(FORMATS)}")
         train_file = out is None and _default_out(format, round).name == _train_file(format)
         out = _default_out(format, round) if out is None else out
+        heldout, prompt_files = _project_prompts()
         with open_store(_db_path(db), create=False) as store:
-            summary = export(store, format, out, round=round, include_heldout=include_heldout)
-        sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
-        if train_file and not summary["rows"]:
-            out.unlink()  # an empty training file would stop `train` later; say so now instead
-            typer.echo(f"no {format} rows to export yet, so {out} was not written (from {sources or 'no judgements'})")
-        else:
-            typer.echo(f"wrote {summary['rows']} {format} rows to {out} (from {sources})")
-        if train_file and summary["rows"]:
-            typer.echo(f"next: alignlab train {format}   (reads {out.name})")
-        skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items() if v)
-        if skipped:
-            typer.echo(f"skipped: {skipped}")
-        for c in summary["conflicts"]:
-            ids = ", ".join(str(i) for i in c["judgement_ids"])
-            typer.echo(f"conflict ({c['kind']}) on prompt {c['prompt_id']} '{_short(c['prompt'])}': judgements {ids}")
-        if summary["conflicts"]:
-            typer.echo(f"{len(summary['conflicts'])} conflict(s) left out; undo or re-rate them to include them")
+            summary = export(store, format, out, round=round, include_heldout=include_heldout, heldout=heldout,
+                             protect=prompt_files)
+        _report(summary, format, out, train_file)
 
     @fb.command("import")
     def import_cmd(
         file: Path = typer.Argument(..., help="JSONL of {prompt, chosen, rejected} or {prompt, completion, label} rows"),
-        rater: str = typer.Option(..., "--rater", help="who made these judgements (a name, judge:<model>, ...)"),
+        rater: str = typer.Option(..., "--rater", help="whose judgements these are (a person's name: the automatic raters' judge:..., reward:... are refused)"),
         round: int = typer.Option(0, "--round", help="round to record the judgements in"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
     ) -> None:
@@ -91,8 +111,9 @@ def register(app: typer.Typer) -> None:
         from alignlab.feedback.store import open_store
 
         path = _db_path(db)
+        heldout, _ = _project_prompts()
         with open_store(path) as store:
-            counts = import_jsonl(store, file, rater, round=round)
+            counts = import_jsonl(store, file, rater, round=round, heldout=heldout)
         typer.echo(f"imported {counts['rows']} rows ({counts['pairs']} pairs, {counts['labels']} labels) into {path}")
 
     @fb.command("stats")

@@ -19,32 +19,67 @@ atomically (a temporary file in the same directory, fsync, then rename: fsutil).
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from alignlab import methods
 from alignlab.errors import AlignlabError
-from alignlab.feedback.store import Store
+from alignlab.feedback.store import Store, busy, check_person
 
 FORMATS = (methods.DPO, methods.KTO, methods.SFT)  # each named for the method that trains on it
 SCORE_GAP = 2  # minimum score difference that makes a pair
 SCORE_UP, SCORE_DOWN = 4, 2  # KTO: >= 4 desirable, <= 2 undesirable
+MADE_FROM = {methods.DPO: ("pick", "rewrite", "thumb", "score"), methods.KTO: ("thumb", "score"),
+             methods.SFT: ("rewrite",)}  # the judgement kinds each format's rows come from
 
 
-def export(store: Store, format: str, out_path: str | Path, round: int | None = None,
-           include_heldout: bool = False) -> dict[str, Any]:
+def export(store: Store, format: str, out_path: str | Path, round: int | None = None, include_heldout: bool = False,
+           heldout: Iterable[str] = (), protect: Iterable[str | Path] = ()) -> dict[str, Any]:
     """Write the ``format`` dataset to ``out_path``; return what was written, skipped and why, and conflicts.
-    Judgements on held-out prompts (``compare``'s on the scorecard's prompts) are left out unless asked for."""
+
+    Judgements on held-out prompts are left out unless asked for: those stored as held out (``compare``'s and
+    ``sample``'s on the scorecard's prompts) and those whose text is in ``heldout`` (the project's held-out prompts
+    now: an import, or a prompt moved there after sampling). ``heldout_prompts`` counts those of them this format is
+    made from (a rater's latest score only): held-out thumbs cost an SFT export nothing.
+    ``out_path`` may not be the database (or its journal files) nor a file in ``protect``."""
     if format not in FORMATS:
         raise AlignlabError(f"unknown export format '{format}'", fix=f"use one of {', '.join(FORMATS)}")
+    _refuse_out(Path(out_path), store.path, protect)
+    held = {text.strip() for text in heldout}
     judgements = store.judgements(round=round)
-    kept = judgements if include_heldout else [j for j in judgements if j.get("prompt_split") != "heldout"]
+    kept, skipped = [], []
+    for j in judgements:
+        out = not include_heldout and (j.get("prompt_split") == "heldout" or j["prompt"].strip() in held)
+        (skipped if out else kept).append(j)
     rows, summary = {methods.DPO: _dpo, methods.KTO: _kto, methods.SFT: _sft}[format](kept)
-    if len(kept) < len(judgements):
-        summary["skipped"]["heldout_prompts"] = len(judgements) - len(kept)
+    standing = _standing_scores(skipped)
+    if lost := sum(j["kind"] in MADE_FROM[format] and (j["kind"] != "score" or j["id"] in standing) for j in skipped):
+        summary["skipped"]["heldout_prompts"] = lost
     _write_jsonl(Path(out_path), rows)
     return {"format": format, "path": str(out_path), "round": round, "rows": len(rows), **summary}
+
+
+def _refuse_out(out: Path, db: Path, protect: Iterable[str | Path]) -> None:
+    """`--out feedback.db` replaced every judgement with JSONL; `--out data/prompts.jsonl` the project's prompts."""
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+        except OSError:
+            return False
+
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if same(out, Path(f"{db}{suffix}")):
+            what = f"the feedback database's {suffix[1:]} file" if suffix else "the feedback database"
+            raise AlignlabError(f"--out {out} is {what} ({db}): exporting there would destroy the judgements",
+                                fix="pass another --out path")
+    for path in protect:
+        if same(out, Path(path)):
+            raise AlignlabError(f"--out {out} is the project's prompt file {path}: exporting there would replace it",
+                                fix="pass another --out path")
 
 
 def _dpo(judgements: list[dict]) -> tuple[list[dict], dict]:
@@ -127,13 +162,17 @@ def _dpo(judgements: list[dict]) -> tuple[list[dict], dict]:
     return rows, {"by_source": by_source, "skipped": skipped, "conflicts": _sorted(conflicts)}
 
 
+def _standing_scores(judgements: list[dict]) -> set[int]:
+    """Ids of the scores that stand: a rater's latest on a response (as for pairs); an earlier one is replaced."""
+    return set({(j["rater"], j["response_id"]): j["id"] for j in judgements if j["kind"] == "score"}.values())
+
+
 def _labels(judgements: list[dict]) -> dict[tuple, dict]:
     """(prompt_id, completion text) -> the set of desirable/undesirable labels given to it, and by which judgements."""
     out: dict[tuple, dict] = {}
-    # a rater's latest score on a response stands (as for pairs): an earlier score by the same rater is replaced
-    last_score = {(j["rater"], j["response_id"]): j["id"] for j in judgements if j["kind"] == "score"}
+    standing = _standing_scores(judgements)
     for j in judgements:
-        if j["kind"] == "score" and last_score[(j["rater"], j["response_id"])] != j["id"]:
+        if j["kind"] == "score" and j["id"] not in standing:
             continue
         if j["kind"] == "thumb":
             label = j["value"] == 1
@@ -152,7 +191,8 @@ def _labels(judgements: list[dict]) -> dict[tuple, dict]:
 
 def _kto(judgements: list[dict]) -> tuple[list[dict], dict]:
     labels = _labels(judgements)
-    neutral = sum(1 for j in judgements if j["kind"] == "score" and SCORE_DOWN < j["value"] < SCORE_UP)
+    standing = _standing_scores(judgements)  # a neutral score a later one replaced was not left out: it was replaced
+    neutral = sum(1 for j in judgements if j["id"] in standing and SCORE_DOWN < j["value"] < SCORE_UP)
     repeats = sum(len(e["ids"]) - 1 for (_, t), e in labels.items() if len(e["labels"]) == 1 and t.strip())
     skipped = {"neutral_scores": neutral, "duplicates": repeats}
     conflicts, kept = [], []
@@ -235,15 +275,18 @@ def _parse_row(raw: str, where: str) -> dict:
     return {"shape": shape, **{k: row[k] for k in (*fields, "label") if k in row}}
 
 
-def import_jsonl(store: Store, path: str | Path, rater: str, round: int = 0) -> dict[str, int]:
+def import_jsonl(store: Store, path: str | Path, rater: str, round: int = 0,
+                 heldout: Iterable[str] = ()) -> dict[str, int]:
     """Import DPO pairs (stored as A/B picks) and KTO rows (stored as thumbs) from a JSONL file.
 
     Every row is validated first (errors name file:line); then everything goes in one transaction, so a
-    bad file stores nothing. Prompts and identical responses already in the store are reused.
+    bad file stores nothing. Prompts and identical responses already in the store are reused; prompts in
+    ``heldout`` (the project's held-out prompts) are stored held out, so export leaves them out of training.
     """
     path = Path(path)
     if not rater or not rater.strip():
         raise AlignlabError("importing needs a rater name", fix="pass --rater NAME")
+    check_person(rater)  # a file of someone's judgements; the automatic raters store theirs themselves
     from alignlab.data.formats import read_jsonl
 
     if not path.is_file():
@@ -256,15 +299,24 @@ def import_jsonl(store: Store, path: str | Path, rater: str, round: int = 0) -> 
     if not rows:
         raise AlignlabError("no rows to import", where=str(path))
 
+    try:
+        return _store_rows(store, rows, rater, round, f"import:{path.name}", {text.strip() for text in heldout})
+    except sqlite3.OperationalError as err:
+        if busy(err):
+            raise store.busy_error("nothing was imported") from err
+        raise
+
+
+def _store_rows(store: Store, rows: list[dict], rater: str, round: int, run: str, held: set[str]) -> dict[str, int]:
+    """All rows in one transaction (a bad or interrupted import stores nothing); how many of each shape."""
     counts = {"rows": len(rows), "pairs": 0, "labels": 0}
-    run = f"import:{path.name}"
     with store.transaction():
 
         def response(pid: int, text: str) -> int:
             return store.find_response(pid, text) or store.add_response(pid, text, run=run, round=round)
 
         for row in rows:
-            pid = store.add_prompt(row["prompt"], source=run)
+            pid = store.add_prompt(row["prompt"], source=run, split="heldout" if row["prompt"].strip() in held else None)
             if row["shape"] == "pair":
                 chosen, rejected = response(pid, row["chosen"]), response(pid, row["rejected"])
                 store.add_judgement("pick", chosen, "a", other_response_id=rejected, rater=rater, round=round)

@@ -8,12 +8,14 @@ are shown in a fixed but mixed order (by id parity), so the older response is no
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from alignlab.errors import AlignlabError
-from alignlab.feedback.store import Store
+from alignlab.feedback.store import Store, busy, check_person
 
 SINGLE_KEYS = "u=up d=down 1-5=score r=rewrite s=skip z=undo q=quit"
 PAIR_KEYS = "a=A better b=B better t=tie s=skip z=undo q=quit"
@@ -51,11 +53,13 @@ def rate(
 ) -> dict[str, Any]:
     """Show unjudged items one at a time and record the rater's answers; returns a summary.
 
-    Ends on ``q``, at end of input (EOF), or when nothing is left; Ctrl-C prints the summary and goes on up.
+    Ends on ``q``, at end of input (EOF), or when nothing is left; Ctrl-C prints the summary and goes on up, and so
+    does a database another process keeps locked (as one line: what was saved is in the summary).
     ``waiting_fn`` returns the lines already typed ahead (a paste), which join a rewrite instead of running as keys.
     """
     if mode not in MODES:
         raise AlignlabError(f"unknown rating mode '{mode}'", fix="use --mode single or --mode pair")
+    check_person(rater)
     session = _Session(store, rater, mode == "single", input_fn, output_fn, round, waiting_fn)
     try:
         while session.stop not in ("eof", "quit"):
@@ -71,6 +75,12 @@ def rate(
         session.stop = "interrupted"
         session.summary(mode)
         raise
+    except sqlite3.OperationalError as err:
+        if not busy(err):
+            raise
+        session.stop = "busy"
+        session.summary(mode)
+        raise store.busy_error("the last key was not saved") from err
     if session.stop == "done" and not session.recorded and not session.undone and not session.skipped:
         output_fn(session.nothing_to_rate())
     return session.summary(mode)
@@ -215,14 +225,18 @@ class _Session:
         if self.single and k in ("1", "2", "3", "4", "5"):
             return self.record(item, "score", shown, value=int(k))
         if self.single and k == "r":
-            text = self.ask("rewrite (one line, \\n for a line break; empty cancels)> ")
+            text = self.ask("rewrite (one line: \\n for a line break, \\\\ for a backslash; or paste it;"
+                            " empty cancels)> ")
             if text is None:
                 return "eof"
-            text = "\n".join([text, *self.waiting_fn()]).rstrip()  # a pasted answer of several lines stays one rewrite
+            pasted = self.waiting_fn()
+            if not pasted:  # one typed line: its escapes; lines pasted together as they are (C:\new, "a\nb")
+                text = re.sub(r"\\([\\n])", lambda m: "\n" if m[1] == "n" else "\\", text)
+            text = "\n".join([text, *pasted]).rstrip()  # a pasted answer of several lines stays one rewrite
             if not text.strip():
                 self.output_fn("rewrite cancelled")
                 return None
-            return self.record(item, "rewrite", shown, rewrite_text=text.replace("\\n", "\n"))
+            return self.record(item, "rewrite", shown, rewrite_text=text)
         if not self.single and k in ("a", "b", "t"):
             return self.record(item, "pick", shown, value={"a": "a", "b": "b", "t": "tie"}[k])
         self.output_fn(f"unknown key '{self.raw}': {self.keys}")

@@ -19,7 +19,9 @@ Undo marks a judgement ``undone_at`` instead of deleting it, so the history stay
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -37,6 +39,9 @@ BUSY_MS = 30_000  # how long a write waits for another process's lock before it 
 
 KINDS = ("thumb", "pick", "score", "rewrite")
 PICKS = ("a", "b", "tie")
+# the automatic raters' names (``judge:<model>``, ``reward:<name>``...): a judgement stored under one is read as that
+# rater's, so a person cannot rate under them (the rating page answers 403 for the same names)
+AUTOMATIC_RATERS = ("judge", "reward", "classifier", "contrast", "scorecard", "gold")
 
 
 # --- migrations: append only; never edit one that has shipped -------------------------------------
@@ -125,12 +130,40 @@ ROUND_COLUMNS = ("round", "status", "method", "rater", "eval_rater", "prompts", 
                  "init_run", "run_dir", "persona_score", "base_persona_score", "length", "distinct_1", "distinct_2", "kl",
                  "accuracy", "details", "started_at", "finished_at")
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_indexes, m003_rounds]
+
+def m004_pair_index(conn: sqlite3.Connection) -> None:
+    """Whether a rater picked between two answers, found by the pair itself: through judgements_rater every candidate
+    pair scanned all of the rater's judgements, and pending_pairs took 20 s after three rounds."""
+    conn.execute("CREATE INDEX judgements_pair ON judgements(rater, kind, response_id, other_response_id)")
 
 
-def _number(name: str) -> int:
-    """'m002_indexes' -> 2."""
-    return int(name[1:4])
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_indexes, m003_rounds, m004_pair_index]
+TABLES = {"m001_initial": ("prompts", "responses", "judgements"), "m003_rounds": ("rounds",)}  # what each one makes
+
+
+def _number(name: str) -> int | None:
+    """'m002_indexes' -> 2; None for a name no alignlab wrote."""
+    match = re.fullmatch(r"m(\d+)_\w+", str(name))
+    return int(match[1]) if match else None
+
+
+def busy(err: BaseException) -> bool:
+    """Whether a SQLite error means another connection holds the lock (not damage: trying again later works)."""
+    return isinstance(err, sqlite3.OperationalError) and ("locked" in str(err) or "busy" in str(err))
+
+
+def automatic_rater(name: str) -> bool:
+    """Whether ``name`` is an automatic rater's (``judge:gpt-4o``, ``reward:vowels``, ``scorecard``...)."""
+    return name.strip().split(":", 1)[0].strip().casefold() in AUTOMATIC_RATERS
+
+
+def check_person(rater: str, flag: str = "--rater") -> str:
+    """A person's rater name: a judgement under an automatic rater's name would be read as that rater's."""
+    if automatic_rater(rater):
+        raise AlignlabError(f"the rater name '{rater.strip()[:40]}' belongs to an automatic rater "
+                            f"({', '.join(AUTOMATIC_RATERS)}), whose judgements it would be read as",
+                            fix=f"rate under your own name ({flag} NAME)")
+    return rater
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -192,14 +225,29 @@ class Store:
             self._wal()
             self.conn.execute("PRAGMA synchronous = FULL")
             self._migrate()
+            self._check_tables()
         except sqlite3.DatabaseError as err:
             self.conn.close()
+            if busy(err):
+                raise self.busy_error() from err
             raise AlignlabError(f"{self.path} is not a readable feedback database ({err})") from err
         except BaseException:
             self.conn.close()
             raise
 
     # -- plumbing --
+
+    def busy_error(self, what: str = "") -> AlignlabError:
+        """Another process held the write lock for BUSY_MS: that is no damage, so say so (and what it cost)."""
+        return AlignlabError(f"{self.path} is busy: another alignlab process is writing to it"
+                             + (f"; {what}" if what else ""), fix="try again when it is done")
+
+    def damaged_error(self, err: sqlite3.DatabaseError) -> AlignlabError:
+        """A store query failed on the file itself (a dropped table, a corrupted page): one line, and what helps."""
+        if "full" in str(err):
+            return AlignlabError(f"cannot write {self.path} ({err})", fix="free some disk space and try again")
+        return AlignlabError(f"{self.path} is damaged ({err})", fix=f"recover what it holds with `sqlite3 {self.path} "
+                             ".recover | sqlite3 recovered.db` and pass --db recovered.db, or restore a backup")
 
     def close(self) -> None:
         with self._lock:
@@ -277,15 +325,29 @@ class Store:
     def _refuse_newer(self) -> None:
         known = {m.__name__ for m in self._migrations}
         unknown = [n for n in self._applied() if n not in known]
+        mine = max((_number(n) or 0 for n in known), default=0)
+        if unknown and None in map(_number, unknown):
+            name = next(n for n in unknown if _number(n) is None)
+            raise AlignlabError(f"{self.path.name} records a migration unknown to this alignlab (schema {mine}): "
+                                f"{str(name)[:40]!r}; written by a newer alignlab, or damaged",
+                                fix="upgrade alignlab, or restore a backup")
         if unknown:
             newest = max(_number(n) for n in unknown)
-            mine = max((_number(n) for n in known), default=0)
             raise AlignlabError(
                 f"{self.path.name} was written by a newer alignlab (schema {newest} > {mine})",
                 fix="upgrade alignlab",
             )
 
+    def _check_tables(self) -> None:
+        """The tables the applied migrations made are there (a dropped table failed later, mid-command)."""
+        have = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for m in self._migrations for t in TABLES.get(m.__name__, ()) if t not in have]
+        if missing:
+            raise self.damaged_error(sqlite3.DatabaseError(f"no table {', '.join(missing)}"))
+
     def _migrate(self) -> None:
+        if {m.__name__ for m in self._migrations} <= set(self._applied()):
+            return  # read first: a reader (export, stats, the rating page) takes no write lock another process holds
         with self.transaction() as conn:  # re-read inside the lock: another process may have migrated meanwhile
             conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
             done = set(self._applied())
@@ -297,7 +359,7 @@ class Store:
     def schema_version(self) -> int:
         """The number of the newest migration applied to this file."""
         with self._lock:
-            return max((_number(n) for n in self._applied()), default=0)
+            return max((_number(n) or 0 for n in self._applied()), default=0)
 
     # -- prompts and responses --
 
@@ -549,17 +611,19 @@ class Store:
     def pending_pairs(self, rater: str, round: int | None = None, revealed: bool = True) -> list[dict[str, Any]]:
         """Pairs of different-text responses to the same prompt that this rater has no standing pick on; with
         ``revealed=False`` not those whose sources this rater has seen (see :meth:`revealed`) either."""
+        # one NOT EXISTS per order, each a lookup of all four columns of judgements_pair (an OR of the two orders
+        # searched the index by rater and kind only: every pair scanned all of the rater's picks)
+        picked = ("NOT EXISTS (SELECT 1 FROM judgements j WHERE j.rater = ? AND j.kind = 'pick' AND j.response_id = {}"
+                  " AND j.other_response_id = {} AND (j.undone_at IS NULL"
+                  " OR (? AND (r1.run IS NOT r2.run OR r1.model IS NOT r2.model))))")
         sql = (
             "SELECT r1.prompt_id, p.text AS prompt, r1.id AS a_id, r1.text AS a, r2.id AS b_id, r2.text AS b,"
             " MAX(r1.round, r2.round) AS round"
             " FROM responses r1 JOIN responses r2 ON r2.prompt_id = r1.prompt_id AND r2.id > r1.id"
             " JOIN prompts p ON p.id = r1.prompt_id"
-            " WHERE r1.text != r2.text AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.kind = 'pick'"
-            "   AND j.rater = ? AND (j.undone_at IS NULL OR (? AND (r1.run IS NOT r2.run OR r1.model IS NOT r2.model)))"
-            "   AND ((j.response_id = r1.id AND j.other_response_id = r2.id)"
-            "   OR (j.response_id = r2.id AND j.other_response_id = r1.id)))"
+            f" WHERE r1.text != r2.text AND {picked.format('r1.id', 'r2.id')} AND {picked.format('r2.id', 'r1.id')}"
         )
-        params: list[Any] = [rater, int(not revealed)]
+        params: list[Any] = [rater, int(not revealed)] * 2
         if round is not None:
             sql += " AND r1.round = ? AND r2.round = ?"
             params += [round, round]
@@ -658,3 +722,25 @@ class Store:
             if row is not None:
                 conn.execute("UPDATE judgements SET undone_at = ? WHERE id = ?", (_now(), judgement_id))
             return dict(row) if row else None
+
+
+def _guarded(method: Callable) -> Callable:
+    """A store method whose SQLite errors on the file itself (a dropped table, a malformed page) come out as one line
+    naming the file; a lock held elsewhere (busy) and a broken constraint (a bug) go on up as they are."""
+
+    @functools.wraps(method)
+    def guarded(self: Store, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as err:
+            if busy(err) or isinstance(err, sqlite3.IntegrityError):
+                raise
+            raise self.damaged_error(err) from err
+
+    return guarded
+
+
+for _name, _method in list(vars(Store).items()):
+    if not _name.startswith("_") and callable(_method) and _name not in ("close", "transaction", "busy_error",
+                                                                          "damaged_error"):
+        setattr(Store, _name, _guarded(_method))

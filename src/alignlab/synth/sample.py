@@ -7,6 +7,7 @@ prompt's KV cache is shared by its K samples); each batch is stored in its own t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from alignlab.config import RATING_TEMPERATURE, SHORT_MAX_NEW_TOKENS
@@ -43,6 +44,19 @@ def prompt_rows(path: str | Path, limit: int | None = None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
+def check_sampler(n: int, temperature: float, top_p: float) -> None:
+    """The sampling settings, checked before any model loads (transformers refused --top-p -1 only after loading,
+    and took --top-p 1.5 or --temperature -3 as given). Temperature 0 is greedy decoding."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise AlignlabError(f"--temperature must be 0 (greedy) or more, got {temperature}",
+                            fix=f"pass e.g. --temperature {RATING_TEMPERATURE}")
+    if not math.isfinite(top_p) or not 0 < top_p <= 1:
+        raise AlignlabError(f"--top-p must be in (0, 1], got {top_p}", fix="pass --top-p 1 (no nucleus cut) or e.g. 0.9")
+    if n > 1 and temperature == 0:
+        raise AlignlabError(f"-n {n} at temperature 0 gives {n} identical answers",
+                            fix="pass --temperature > 0 or -n 1")
+
+
 def sample_responses(
     store,
     model,
@@ -63,11 +77,14 @@ def sample_responses(
     description: str = "sampling",
     heldout: set[str] | None = None,
     each_batch: bool = True,
+    drop_unfinished: bool = False,
+    left_out: dict[str, int] | None = None,
 ) -> list[int]:
     """Generate ``n`` answers per row's prompt and store them, a batch at a time; returns the new response ids
     (grouped per prompt; an answer the store already holds is left out). Prompts in ``heldout`` are stored as the
     held-out split, which `alignlab feedback export` leaves out. ``each_batch=False`` stores all or nothing (a loop
-    round is sampled whole or not at all)."""
+    round is sampled whole or not at all). ``drop_unfinished`` leaves out an answer cut at ``max_new_tokens`` before
+    any sentence ended (else it is stored cut), counted in ``left_out["unfinished"]``."""
     from alignlab.generate import generate
     from alignlab.progress import console, progress_bar
 
@@ -90,7 +107,9 @@ def sample_responses(
                 texts = generate(model, tokenizer, part, max_new_tokens=max_new_tokens, temperature=temperature,
                                  top_p=top_p, num_return_sequences=n, batch_size=chunk, system_prompt=system_prompt,
                                  seed=seed + i if seed is not None else None)
-                texts = [_kept(t, tokenizer, max_new_tokens) for t in texts]
+                texts = [_kept(t, tokenizer, max_new_tokens, drop_unfinished) for t in texts]
+                if left_out is not None:
+                    left_out["unfinished"] = left_out.get("unfinished", 0) + texts.count(None)
                 if each_batch:
                     ids += _store_batch(store, part, texts, n, held, source, fields)
                 else:
@@ -107,16 +126,17 @@ def sample_responses(
     return ids
 
 
-def _kept(text: str, tokenizer, max_new_tokens: int) -> str:
+def _kept(text: str, tokenizer, max_new_tokens: int, drop_unfinished: bool = False) -> str | None:
     """An answer cut at ``max_new_tokens`` kept up to its last finished sentence (as synth keeps it): rated the better
     one, a cut answer would teach the model to stop mid-sentence. An answer that ended before the limit is kept whole
-    ("2 + 2 = 4" has no full stop and is finished)."""
+    ("2 + 2 = 4" has no full stop and is finished). A cut one with no finished sentence is None with
+    ``drop_unfinished``, else kept as it was cut."""
     from alignlab.eval.correct import unfinished
     from alignlab.synth.opening import trim_unfinished
 
     if not unfinished(text) or len(tokenizer(text, add_special_tokens=False)["input_ids"]) < max_new_tokens - 2:
         return text
-    return trim_unfinished(text) or text
+    return trim_unfinished(text) or (None if drop_unfinished else text)
 
 
 def _store_batch(store, prompts: list[str], texts: list[str], n: int, heldout: set[str], source: str | None,
@@ -131,7 +151,8 @@ def _store_batch(store, prompts: list[str], texts: list[str], n: int, heldout: s
         for i, pid in enumerate(pids):
             seen: set[str] = set()  # two samples alike in this batch
             for text in texts[i * n : (i + 1) * n]:
-                if text not in seen and store.find_response(pid, text, model=fields["model"], run=fields["run"]) is None:
+                if text is not None and text not in seen and store.find_response(
+                        pid, text, model=fields["model"], run=fields["run"]) is None:
                     rows.append({"prompt_id": pid, "text": text, **fields})
                 seen.add(text)
         return store.add_responses(rows) if rows else []
