@@ -42,6 +42,7 @@ from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alignlab.errors import AlignlabError
+from alignlab.feedback.store import AUTOMATIC_RATERS
 from alignlab.serve.completions import INT64, ApiError, add_openai_routes, shown_name
 from alignlab.serve.guard import LOOPBACK_NAMES, Gate, Guard
 from alignlab.serve.models import ModelPool
@@ -53,8 +54,8 @@ MAX_REWRITE = 20_000  # characters in one rewrite
 
 
 # Names the automatic raters write under (judge:<model>, reward:<name>, classifier:persona, scorecard, gold:...):
-# nobody can claim them over HTTP, so what the loop reads as a judge's verdict came from the judge.
-AUTOMATIC_RATERS = ("judge", "reward", "classifier", "contrast", "scorecard", "gold")
+# nobody can claim them over HTTP either (feedback.store holds the one list), so what the loop reads as a judge's
+# verdict came from the judge.
 SESSION_COOKIE = "alignlab_session"
 
 
