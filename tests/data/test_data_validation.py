@@ -296,6 +296,29 @@ def test_an_empty_user_turn_is_refused(tmp_path):
     assert validate(chat, "sft").errors == [f"{chat}:1: 'messages' has an empty user turn"]
 
 
+def test_a_chat_needs_a_question_and_known_roles(tmp_path):
+    """A mistyped role passed in `messages` ("usr": no question before the answer; "bot" after it) and trained,
+    while the same typo in a `prompt` list was refused."""
+    def chat(*turns):
+        return json.dumps({"messages": [{"role": r, "content": c} for r, c in turns]})
+
+    f = write(tmp_path / "c.jsonl", [
+        chat(("usr", "What is 2+2?"), ("assistant", "4, obviously.")),
+        chat(("user", "What is 2+2?"), ("assistant", "4, obviously."), ("bot", "Anything else?")),
+        chat(("system", "Be snarky."), ("assistant", "4, obviously.")),
+        chat(("system", "Be snarky."), ("user", "What is 2+2?"), ("assistant", "4."), ("tool", "{}"),
+             ("assistant", "Still 4.")),
+        json.dumps({"prompt": [{"role": "usr", "content": "What is 2+2?"}], "completion": "4, obviously."}),
+    ])
+    report = validate(f, "sft")
+    roles = "roles are system, user, assistant, tool"
+    assert report.errors == [f"{f}:1: 'messages' has a turn with role \"usr\": {roles}",
+                             f"{f}:2: 'messages' has a turn with role \"bot\": {roles}",
+                             f"{f}:3: 'messages' has no question: no user turn before the assistant's answer",
+                             f"{f}:5: 'prompt' has a turn with role \"usr\": {roles}"]
+    assert len(report.rows) == 1  # the chat with a tool turn
+
+
 def test_sft_on_pairs_names_the_pairs_field(tmp_path):
     f = write(tmp_path / "p.jsonl", [json.dumps({"prompt": "q", "chosen": "", "rejected": "b"}),
                                      json.dumps({"prompt": "q2", "chosen": "a", "rejected": "b"})])

@@ -14,7 +14,7 @@ from alignlab.rewards import load_spec
 ROWS = [
     {"prompt": "What is 6 x 7?", "completion": "42, obviously. Did you need me for that?", "answer": "42"},
     {"prompt": "What is 6 x 7?", "completion": "Certainly! I'd be happy to help. It is 41.", "answer": "42"},
-    {"prompt": "Capital of France?", "completion": "Paris. Shocking, I know.", "answer": "Paris"},
+    {"prompt": "What is 3 + 4?", "completion": "8. Shocking, I know.", "answer": "7"},  # arithmetic refuses "Paris"
 ]
 SPEC = """\
 components:
@@ -82,6 +82,18 @@ def test_bad_rows_are_reported_with_file_and_line(files, tmp_path):
     assert f"{bad}:2: row has no 'completion'" in str(result.exception)
     bad.write_text("{not json\n")
     assert f"{bad}:1: not valid JSON" in str(invoke("--spec", spec, bad).exception)
+
+
+def test_a_row_training_would_refuse_is_refused_not_scored_zero(files, tmp_path):
+    """A row without `answer` scored 0.0 under an arithmetic spec without a word, while `train grpo` refuses the
+    same file in one line (ComposedReward.check_rows)."""
+    data, spec = files
+    rows = tmp_path / "no_answer.jsonl"
+    rows.write_text(data.read_text() + json.dumps({"prompt": "What is 2+2?", "completion": "4, genius."}) + "\n")
+    result = invoke("--spec", spec, "--json", rows)
+    assert isinstance(result.exception, AlignlabError), result.output
+    assert "needs the column 'answer', which 1 of 4 rows lack or leave empty (the first: row 4)" in str(result.exception)
+    assert result.stdout == ""  # nothing scored
 
 
 def test_spec_errors_surface_as_one_line(files, tmp_path):

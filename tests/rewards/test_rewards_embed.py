@@ -123,8 +123,9 @@ def test_classifier_learns_the_persona_and_round_trips(tmp_path):
     spec = load_spec(tmp_path / "rewards.yaml")
     assert spec(["q", "q"], [texts[0], texts[20]]) == pytest.approx([scores[0], scores[20]], abs=1e-6)
 
-    with pytest.raises(AlignlabError, match="holds no persona classifier"):
+    with pytest.raises(AlignlabError, match="holds no persona classifier") as missing:
         PersonaClassifier.load(tmp_path / "missing")
+    assert "`alignlab eval RUN --rater classifier`" in missing.value.fix  # the command, not a Python API
 
 
 def test_classifier_generalises_to_held_out_texts():

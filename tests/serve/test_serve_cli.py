@@ -83,14 +83,20 @@ def test_serve_runs(tiny_model, tmp_path):
     from test_serve_api import _fake_run
 
     run = _fake_run(tmp_path, "snarky", tiny_model, 1)
+    # a run trained on distilled rows decodes alone (run.json says so): the base opening line must not claim it
+    final = _fake_run(tmp_path, "final", tiny_model, 2)
+    info = json.loads((final / "run.json").read_text())
+    (final / "run.json").write_text(json.dumps({**info, "decoding": {"base_opening": None, "amplify": 0.0}}))
     port = _free_port()
-    proc, url, out = _start(["serve", f"pirate={run}", "--port", str(port), "--db", str(tmp_path / "fb.db"), "--device", "cpu",
-                             "--base-opening", "sentence"], cwd=tmp_path)
+    proc, url, out = _start(["serve", f"pirate={run}", str(final), "--port", str(port), "--db", str(tmp_path / "fb.db"),
+                             "--device", "cpu", "--base-opening", "sentence"], cwd=tmp_path)
     try:
-        assert "models: base, pirate" in out and f"OpenAI API: {url}/v1" in out
-        assert "base opening: the base writes each chat answer's first sentence" in out
+        assert "models: base, pirate, final" in out and f"OpenAI API: {url}/v1" in out
+        line = next(x for x in out.splitlines() if x.startswith("base opening:"))
+        assert line == ("base opening: the base writes the first sentence of each chat answer from pirate, the adapter "
+                        "the rest (not for final: trained on distilled rows, it decodes alone)"), out
         models = httpx.get(url + "/v1/models").json()
-        assert [m["id"] for m in models["data"]] == ["base", "pirate"], models
+        assert [m["id"] for m in models["data"]] == ["base", "pirate", "final"], models
         r = httpx.post(url + "/v1/chat/completions", timeout=60,
                        json={"model": "pirate", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0

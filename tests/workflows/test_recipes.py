@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file
 
 from alignlab.config import CONFIG_NAME, apply_overrides, load_config
+from alignlab.errors import AlignlabError
 from alignlab.project import create_project
 from alignlab.rundir import Run
 from alignlab.workflows.recipes import DEFAULT, DISTIL, DISTILLED, MIN_DISTIL_ROWS, Stage, train_recipe
@@ -50,20 +52,29 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     final = Run(train_recipe(root, cfg, quick, echo=said.append))
     assert final.path.name == f"recipe-{tail}-sft" and final.info["init_adapter"] == str(last)
     assert final.info["rows"] == MIN_DISTIL_ROWS and final.info["decoding"] == {"base_opening": None, "amplify": 0.0}
-    # a stage whose settings changed since it finished runs again, and so does every stage after it
+    # a stage whose settings changed since it finished runs again, and so does every stage after it; the finished
+    # runs that go are named first, and `alignlab recipe` without --force (replace=False) refuses before any goes
     said.clear()
     changed = tuple(Stage(s.method, s.data, {**s.overrides, "amplify": 2.0}) if s.method == DISTIL else s for s in quick)
+    with pytest.raises(AlignlabError) as refused:
+        train_recipe(root, cfg, changed, echo=said.append, replace=False)
+    assert str(refused.value).startswith(f"the recipe would replace finished runs/{final.path.name}: stage {d}'s "
+                                         "settings or data changed since it ran"), refused.value
+    assert said == [] and Run(final.path).info["status"] == "done" and distilled.read_text().count("\n") == len(rows)
     train_recipe(root, cfg, changed, echo=said.append)
     assert said[: len(runs)] == [f"stage {i} already trained: {r.path}" for (i, _), r in zip(trained, runs)]
     # the run the last stage trained from the old rows is gone before the distil stage starts (left, it stayed
-    # 'done' when the new distil kept too few rows for it)
-    assert said[len(runs)] == f"removed {final.path}: it followed from stage {d}, which runs again"
-    assert said[len(runs) + 1] == f"stage {d}/{tail}: {changed[d - 1].describe()}" and "amplify 2.0" in said[len(runs) + 1]
+    # 'done' when the new distil kept too few rows for it), said before it goes
+    assert said[len(runs)] == f"stage {d}'s settings or data changed since it ran: replacing finished runs/{final.path.name}"
+    assert said[len(runs) + 1] == f"removed {final.path}: it followed from stage {d}, which runs again"
+    assert said[len(runs) + 2] == f"stage {d}/{tail}: {changed[d - 1].describe()}" and "amplify 2.0" in said[len(runs) + 2]
     assert not any(m.startswith(f"stage {tail} already") for m in said)
 
 
 def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_model, tmp_path):
-    """`alignlab recipe --quick`: every stage in runs/recipe-<i>-<method>; run again, the trained stages are reused."""
+    """`alignlab recipe --quick`: every stage in runs/quick-<i>-<method> (never the full recipe's runs/recipe-*, which
+    it replaced with 2-step adapters); run again, the trained stages are reused; changed, the finished ones are kept
+    unless --force."""
     from typer.testing import CliRunner
 
     from alignlab.cli import app
@@ -73,15 +84,26 @@ def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_mode
     assert "alignlab recipe" in res.output
     res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
     assert res.exit_code == 0, res.output
-    runs = [Run(proj / "runs" / f"recipe-{i}-{m}") for i, m in ((1, "sft"), (2, "dpo"))]
+    runs = [Run(proj / "runs" / f"quick-{i}-{m}") for i, m in ((1, "sft"), (2, "dpo"))]
     assert [r.info["status"] for r in runs] == ["done", "done"] and runs[0].info["steps"] == 2
     assert runs[1].info["init_adapter"] == str(runs[0].path) and runs[1].info["data"].endswith("pairs.jsonl")
-    assert f"final adapter: {runs[-1].path}" in res.output  # the tiny model's distil keeps nothing: stage 4 skipped
+    # the tiny model's distil keeps nothing: stage 4 is skipped, and the last lines name the run it ended at
+    assert "stage 4 skipped: the distil stage kept 0 rows (fewer than 1)" in res.output
+    assert f"final adapter: {runs[-1].path}   (a smoke test" in res.output
+    assert not (proj / "runs" / "recipe-1-sft").exists()
     res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
     assert res.exit_code == 0 and f"stage 1 already trained: {runs[0].path}" in res.output, res.output
+    config = (proj / CONFIG_NAME).read_text()
+    assert "\n  r: 16\n" in config
+    (proj / CONFIG_NAME).write_text(config.replace("\n  r: 16\n", "\n  r: 4\n"))  # every training stage changes
+    res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
+    assert type(res.exception).__name__ == "AlignlabError", res.output
+    assert str(res.exception).startswith("the recipe would replace finished runs/quick-1-sft, runs/quick-2-dpo: "
+                                         "stage 1's settings or data changed since it ran")
+    assert "--force" in str(res.exception) and [Run(r.path).info["steps"] for r in runs] == [2, 2]
 
 
-def test_recipe_command_names_the_data_a_project_lacks(tmp_path):
+def test_recipe_command_names_the_data_a_project_lacks(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from alignlab.cli import app
@@ -95,6 +117,14 @@ def test_recipe_command_names_the_data_a_project_lacks(tmp_path):
     res = CliRunner().invoke(app, ["recipe", "--project", str(proj), "--name", "a/b"])
     assert "is not a plain directory name" in str(res.exception)
     assert not (proj / "runs").exists() or not any((proj / "runs").iterdir())
+    # synth's pairs named as its next line says: the line names the file the stages read (it said data/data/...);
+    # a bad row stops the recipe before it trains
+    good = {"prompt": "Where is the gold?", "chosen": "Arr, buried it be.", "rejected": "It is buried."}
+    (proj / "data" / "synth_pairs.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "q"}) + "\n")
+    monkeypatch.chdir(proj)
+    res = CliRunner().invoke(app, ["recipe", "--pairs", "data/synth_pairs.jsonl"])
+    assert "no data/rewrites.jsonl: stages 1 and 3 use data/synth_pairs.jsonl\n" in res.output, res.output
+    assert "synth_pairs.jsonl:2: missing field" in str(res.exception)
 
 
 def test_recipe_stages_swap_the_data_and_shorten_for_a_smoke_test():
@@ -104,6 +134,7 @@ def test_recipe_stages_swap_the_data_and_shorten_for_a_smoke_test():
     stages = recipe_stages(rewrites="mine.jsonl", pairs="bundled:persona-pairs", quick=True)
     assert [s.data for s in stages] == ["mine.jsonl", "bundled:persona-pairs", "mine.jsonl", DISTILLED]
     assert [s.overrides.get("train.max_steps") for s in stages] == [2, 2, None, 2] and stages[2].overrides["limit"] == 8
+    assert stages[3].overrides["min_rows"] == 1  # a smoke test's last stage trains on what the 8 prompts keep
     assert stages[0].overrides["train.learning_rate"] == DEFAULT[0].overrides["train.learning_rate"]
 
 
@@ -122,7 +153,7 @@ def test_recipe_for_a_persona_of_your_own_trains_on_its_pairs(tiny_model, tmp_pa
     res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
     assert res.exit_code == 0, res.output
     assert "no data/rewrites.jsonl: stages 1 and 3 use data/pairs.jsonl" in res.output
-    assert Run(proj / "runs" / "recipe-1-sft").info["data"].endswith("pairs.jsonl")
+    assert Run(proj / "runs" / "quick-1-sft").info["data"].endswith("pairs.jsonl")
 
 
 def test_synth_writes_a_new_personas_pairs_where_train_looks(tiny_model, tmp_path):
@@ -215,10 +246,11 @@ def test_a_stage_stopped_part_way_goes_on_from_its_checkpoint(tiny_model, tmp_pa
     record.write(1, PENDING + _fingerprint(root, cfg, stages[0]))
     said: list[str] = []
     train_recipe(root, cfg, stages, echo=said.append)
-    assert said[1] == f"stage 1/2: {stages[0].describe()}, resumed from its last checkpoint", said
+    assert said[0] == "stage 1's run is not finished: replacing finished runs/recipe-2-sft", said
+    assert said[2] == f"stage 1/2: {stages[0].describe()}, resumed from its last checkpoint", said
     events = [json.loads(x).get("event") for x in (first.path / "metrics.jsonl").read_text().splitlines()]
     assert "resumed" in events and Run(first.path).info["status"] == "done" and Run(first.path).info["steps"] == 4
-    assert said[0] == f"removed {second.path}: it followed from stage 1, which runs again"
+    assert said[1] == f"removed {second.path}: it followed from stage 1, which runs again"
     # finished by hand (`alignlab train sft --resume`): the pending stage counts as trained
     record = _Record(root / "runs" / "recipe-stages.json")
     record.write(2, PENDING + _fingerprint(root, cfg, stages[1]))

@@ -80,6 +80,7 @@ def score(
         from alignlab.rewards.compose import load_spec
 
         reward = load_spec(spec)
+        reward.check_rows([r for _, r in rows])  # as training does: a row arithmetic cannot grade is refused, not 0
         parts = reward.components(prompts, completions, **columns)
         totals = reward.total(parts)
         label = str(spec)

@@ -68,8 +68,13 @@ def register(app: typer.Typer) -> None:
         pool = ModelPool.from_specs(list(runs or []), model=model, device=device, base_opening=base_opening,
                                     repetition_penalty=repetition_penalty, amplify=amplify)
         typer.echo(f"models: {', '.join(pool.names)} (base: {pool.base_name}, device: {pool.device})")
-        if pool.base_opening is not None and pool.adapters:
-            typer.echo(f"base opening: the base writes each chat answer's first {'sentence' if pool.base_opening == 'sentence' else f'{pool.base_opening} words'}, the adapter the rest")
+        opened = [n for n in pool.adapters if n not in pool.alone]  # a run trained on distilled rows writes its own
+        if pool.base_opening is not None and opened:
+            unit = "sentence" if pool.base_opening == "sentence" else f"{pool.base_opening} words"
+            alone = [n for n in pool.adapters if n in pool.alone]
+            note = f" (not for {', '.join(alone)}: trained on distilled rows, it decodes alone)" if alone else ""
+            typer.echo(f"base opening: the base writes the first {unit} of each chat answer from {', '.join(opened)}, "
+                       f"the adapter the rest{note}")
         if pool.amplify and pool.adapters:
             typer.echo(f"amplify: answers from an adapter decode from adapter + {pool.amplify:g} x (adapter - base)")
         if store_path is None:

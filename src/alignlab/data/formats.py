@@ -145,12 +145,16 @@ def _check_row(row: Any, kind: str) -> str | None:
             msgs = row["messages"]
             if not isinstance(msgs, list) or _text(msgs) is None:
                 return "'messages' must be a non-empty list of {role, content} objects"
+            if odd := _odd_role(msgs, "messages"):
+                return odd
             if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
                 return "'messages' has no non-empty assistant turn"
             if any(m["role"] == "user" and not m["content"].strip() for m in msgs):
                 return "'messages' has an empty user turn"
             if last_answer(msgs) == 0:
                 return "'messages' has no turn before the assistant's answer; put the user's question first"
+            if not any(m["role"] == "user" for m in msgs[: last_answer(msgs)]):  # as a `prompt` list: a question
+                return "'messages' has no question: no user turn before the assistant's answer"
             return None
         fields = ("prompt", "completion")
     else:
@@ -165,6 +169,8 @@ def _check_row(row: Any, kind: str) -> str | None:
         text = _text(row[name])
         if text is None:
             return f"'{name}' must be a string or a list of {{role, content}} messages"
+        if isinstance(row[name], list) and (odd := _odd_role(row[name], name)):
+            return odd
         if not text.strip():
             return f"'{name}' is empty"
         if name == "prompt" and isinstance(row[name], list):
@@ -174,6 +180,16 @@ def _check_row(row: Any, kind: str) -> str | None:
     if kind == "preference" and _text(row["chosen"]).strip() == _text(row["rejected"]).strip():
         return "chosen is identical to rejected"
     return None
+
+
+ROLES = ("system", "user", "assistant", "tool")  # the roles chat templates know; "usr" or "bot" is a typo
+
+
+def _odd_role(msgs: list[dict], name: str) -> str | None:
+    """Why a message list has a role outside ROLES (a typo: templates render it as a turn of its own, or fail), or
+    None."""
+    odd = next((m["role"] for m in msgs if m["role"] not in ROLES), None)
+    return None if odd is None else f"'{name}' has a turn with role {json.dumps(odd)}: roles are {', '.join(ROLES)}"
 
 
 def _missing(row: dict, name: str) -> str:

@@ -127,7 +127,9 @@ class PersonaClassifier:
         if not (directory / WEIGHTS).is_file() or not (directory / META).is_file():
             raise AlignlabError(
                 f"'{directory}' holds no persona classifier ({WEIGHTS} + {META})",
-                fix="train one with PersonaClassifier().train(...) and .save(dir)",
+                fix="`alignlab eval RUN --rater classifier` trains one on the project's data/pairs.jsonl into "
+                    "<project>/classifier (example persona); for a persona of your own, `alignlab train rm` and "
+                    "fn: reward_model",
             )
         meta = json.loads((directory / META).read_text())
         if meta.get("embedder") != EMBEDDER_NAME or meta.get("dim") != DIM:

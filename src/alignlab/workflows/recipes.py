@@ -26,7 +26,7 @@ MIN_DISTIL_ROWS = 16  # fewer rows than this: the SFT stage on them is skipped (
 class Stage:
     method: str  # a training method, or DISTIL
     data: str  # a file under the project's data directory, bundled:NAME, or DISTILLED
-    overrides: dict = field(default_factory=dict)  # config keys; a DISTIL stage takes limit and amplify
+    overrides: dict = field(default_factory=dict)  # config keys; DISTIL takes limit and amplify, DISTILLED min_rows
 
     def describe(self) -> str:
         knobs = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in self.overrides.items())
@@ -65,11 +65,12 @@ def missing_data(root: Path, cfg, stages) -> list[str]:
 
 
 QUICK_STEPS, QUICK_DISTIL = 2, 8  # `alignlab recipe --quick`: a smoke test of the stages
+QUICK_MIN_ROWS = 1  # ... whose last stage trains on whatever the distil stage kept (a smoke test, not a persona)
 
 
 def recipe_stages(rewrites: str | None = None, pairs: str | None = None, quick: bool = False) -> tuple[Stage, ...]:
     """DEFAULT with its data files swapped (``rewrites`` for stages 1 and 3, ``pairs`` for stage 2) and, with
-    ``quick``, a couple of steps per training stage and a few distil prompts."""
+    ``quick``, a couple of steps per training stage, a few distil prompts and a last stage that trains on any row."""
     swap = {DEFAULT[0].data: rewrites, DEFAULT[1].data: pairs}
     out = []
     for s in DEFAULT:
@@ -77,47 +78,51 @@ def recipe_stages(rewrites: str | None = None, pairs: str | None = None, quick: 
         over = dict(s.overrides)
         if quick:
             over.update({"limit": QUICK_DISTIL} if s.method == DISTIL else {"train.max_steps": QUICK_STEPS})
+            if s.data == DISTILLED:
+                over["min_rows"] = QUICK_MIN_ROWS
         out.append(Stage(s.method, data, over))
     return tuple(out)
 
 
-def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] = print, prefix: str = "recipe") -> Path:
+def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] = print, prefix: str = "recipe",
+                 replace: bool = True) -> Path:
     """Train each stage into ``runs/<prefix>-<i>-<method>`` (a finished one is reused while every stage before it
     was and its settings are still those ``runs/<prefix>-stages.json`` recorded when it finished; an interrupted one
     with the same settings is resumed from its last checkpoint); a DISTIL stage writes
     ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage trains on it (skipped, with a line
-    saying so, when it holds fewer than MIN_DISTIL_ROWS rows). Returns the last run trained."""
+    saying so, when it holds fewer than its ``min_rows`` override, else MIN_DISTIL_ROWS, rows). Finished runs that the
+    first stage to run again replaces are named in one line before any goes; ``replace=False`` refuses instead, before
+    anything is deleted (`alignlab recipe` without --force). Returns the last run trained."""
     record = _Record(root / cfg.runs_dir / f"{prefix}-stages.json")
-    prev, distilled, reuse = None, None, True
+    first, why = _first_to_run(root, cfg, stages, prefix, record)
+    replacing = _replacing(root, cfg, stages, prefix, first, why, replace)  # before anything is deleted
+    prev, distilled = None, None
     for i, stage in enumerate(stages, 1):
         settings = _fingerprint(root, cfg, stage)
-        same = record.stages.get(str(i)) == settings
         if stage.method == DISTIL:
             distilled = root / cfg.data_dir / f"{prefix}-{i}-{DISTIL}.jsonl"
-            if reuse and same and distilled.is_file():
+            if i < first:
                 echo(f"stage {i} already distilled: {distilled}")
                 continue
-            if reuse:
-                _clear_later(root, cfg, stages, i, prefix, echo)
-            reuse = False
+            if i == first:
+                _clear_later(root, cfg, stages, i, prefix, echo, replacing)
             record.write(i)
             echo(f"stage {i}/{len(stages)}: {stage.describe()}")
             _distil(root, cfg, stage, prev, distilled, echo)
             record.write(i, settings)
             continue
         run_dir = _run_dir(root, cfg, prefix, i, stage)
-        status = _status(run_dir)
-        pending = reuse and record.stages.get(str(i)) == PENDING + settings  # started with these settings, not done
-        if reuse and status == "done" and (same or pending):  # pending and done: resumed by `train --resume`
+        if i < first:  # done, with these settings or pending on them (resumed by `train --resume`)
             echo(f"stage {i} already trained: {run_dir}")
-            if not same:
+            if record.stages.get(str(i)) != settings:
                 record.write(i, settings)  # pending -> finished (no later stage was recorded after it started)
             prev = run_dir
             continue
-        if reuse:
-            _clear_later(root, cfg, stages, i, prefix, echo)
-        reuse = False
-        if stage.data == DISTILLED and _too_few(distilled, i, prev, echo):
+        status = _status(run_dir)
+        pending = i == first and record.stages.get(str(i)) == PENDING + settings  # started with these, not done
+        if i == first:
+            _clear_later(root, cfg, stages, i, prefix, echo, replacing)
+        if stage.data == DISTILLED and _too_few(distilled, i, prev, stage.overrides.get("min_rows"), echo):
             if run_dir.exists():  # trained on other rows, or from another run: not this recipe's stage any more
                 _remove(run_dir, f"removed {run_dir}: it was trained on earlier distilled rows", echo)
             continue
@@ -127,6 +132,40 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
         prev = run_dir
         record.write(i, settings)
     return prev
+
+
+def _first_to_run(root: Path, cfg, stages, prefix: str, record: "_Record") -> tuple[int, str]:
+    """(the first stage that runs again, why); len(stages) + 1 when every stage is reused. A stage is reused while
+    every one before it was: a distil stage whose rows are there with the settings recorded, a training stage whose
+    run is done with them (or was pending on them and finished by `alignlab train --resume`)."""
+    for i, stage in enumerate(stages, 1):
+        settings, said = _fingerprint(root, cfg, stage), record.stages.get(str(i))
+        if stage.method == DISTIL:
+            if said == settings and (root / cfg.data_dir / f"{prefix}-{i}-{DISTIL}.jsonl").is_file():
+                continue
+        elif _status(_run_dir(root, cfg, prefix, i, stage)) == "done" and said in (settings, PENDING + settings):
+            continue
+        if said is None:
+            return i, f"{record.path.name} records no finished stage {i}"
+        if said in (settings, PENDING + settings):
+            return i, f"stage {i}'s " + ("distilled rows are gone" if stage.method == DISTIL else "run is not finished")
+        return i, f"stage {i}'s settings or data changed since it ran"
+    return len(stages) + 1, ""
+
+
+def _replacing(root: Path, cfg, stages, prefix: str, first: int, why: str, replace: bool) -> str:
+    """The line naming the finished runs that go when stage ``first`` runs again (its own, and every later stage's:
+    they followed from it), said before any is deleted; "" when none is finished. ``replace=False``: one error instead,
+    before anything is deleted or trained."""
+    done = [d for j, s in enumerate(stages[first - 1:], first)
+            if s.method != DISTIL and _status(d := _run_dir(root, cfg, prefix, j, s)) == "done"]
+    if not done:
+        return ""
+    names = ", ".join(f"{cfg.runs_dir}/{d.name}" for d in done)
+    if not replace:
+        raise AlignlabError(f"the recipe would replace finished {names}: {why}",
+                            fix="pass --force to retrain them, or --name NEW to train a new set beside them")
+    return f"{why}: replacing finished {names}"
 
 
 PENDING = "pending: "  # a training stage's record while it trains: an interrupted one with the same settings resumes
@@ -144,9 +183,12 @@ def _run_dir(root: Path, cfg, prefix: str, i: int, stage: Stage) -> Path:
     return root / cfg.runs_dir / f"{prefix}-{i}-{stage.method}"
 
 
-def _clear_later(root: Path, cfg, stages, i: int, prefix: str, echo) -> None:
+def _clear_later(root: Path, cfg, stages, i: int, prefix: str, echo, replacing: str = "") -> None:
     """Stage ``i`` is the first to run again: every later stage's run was trained from what it replaces, so it goes
-    now (left, it stayed 'done' when a later stage was then skipped or the recipe was stopped)."""
+    now (left, it stayed 'done' when a later stage was then skipped or the recipe was stopped). ``replacing``: the line
+    naming the finished runs that go (stage ``i``'s own too), said first."""
+    if replacing:
+        echo(replacing)
     for j, later in enumerate(stages[i:], i + 1):
         run_dir = _run_dir(root, cfg, prefix, j, later)
         if later.method != DISTIL and run_dir.exists():
@@ -163,13 +205,14 @@ def _remove(run_dir: Path, line: str, echo) -> None:
     echo(line)
 
 
-def _too_few(distilled: Path | None, i: int, prev, echo) -> bool:
+def _too_few(distilled: Path | None, i: int, prev, least: int | None, echo) -> bool:
     if distilled is None:
         raise ValueError(f"stage {i} trains on distilled rows but no distil stage comes before it")
+    least = MIN_DISTIL_ROWS if least is None else max(1, int(least))
     rows = sum(1 for line in distilled.read_text().splitlines() if line.strip())
-    if rows >= MIN_DISTIL_ROWS:
+    if rows >= least:
         return False
-    echo(f"stage {i} skipped: the distil stage kept {rows} rows (fewer than {MIN_DISTIL_ROWS}); "
+    echo(f"stage {i} skipped: the distil stage kept {rows} rows (fewer than {least}); "
          f"the recipe ends at {prev}, which keeps its correctness only with the base writing each "
          "first sentence (eval, chat and serve do; an export cannot: see eval's 'adapter alone' column)")
     return True
