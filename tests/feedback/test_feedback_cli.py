@@ -130,3 +130,43 @@ def test_errors_are_one_line(tmp_path, pairs_file):
     Store(newer, migrations=[*MIGRATIONS, m999_future]).close()
     msg = _one_line_error(_cli("feedback", "stats", "--db", str(newer)))
     assert msg == f"error: feedback.db was written by a newer alignlab (schema 999 > {len(MIGRATIONS)}) — upgrade alignlab"
+
+
+def test_import_and_export_read_only_the_data_dir_and_the_heldout_texts(tmp_path, pairs_file):
+    """`feedback import` and `export --out` stopped on problems none of theirs: `train: {learning_rate: fast}` in
+    alignlab.yaml, an empty data/heldout.jsonl ("the file has no rows"), a chat-form held-out prompt ("prompt 1 is a
+    conversation"). And judge verdicts made offline could not be imported under judge:<model> at all."""
+    project = tmp_path / "proj"
+    data = project / "mydata"
+    data.mkdir(parents=True)
+    (project / "alignlab.yaml").write_text("data_dir: mydata\ntrain: {learning_rate: fast}\n")
+    heldout = data / "heldout.jsonl"
+    heldout.write_text(json.dumps({"prompt": [{"role": "system", "content": "Be brief."},
+                                              {"role": "user", "content": "Capital of Peru?"}]}) + "\n")
+    verdicts = tmp_path / "verdicts.jsonl"
+    verdicts.write_text(pairs_file.read_text() + json.dumps({"prompt": "Capital of Peru?", "chosen": "Lima, duh.",
+                                                             "rejected": "Lima."}) + "\n")
+    imp = _cli("feedback", "import", str(verdicts), "--rater", "judge:qwen", "--automatic", cwd=project)
+    assert imp.returncode == 0 and "imported 5 rows" in imp.stdout and not imp.stderr, imp.stderr
+    with sqlite3.connect(project / "feedback.db") as conn:
+        assert conn.execute("SELECT split FROM prompts WHERE text = 'Capital of Peru?'").fetchone() == ("heldout",)
+        assert {r for (r,) in conn.execute("SELECT DISTINCT rater FROM judgements")} == {"judge:qwen"}
+
+    heldout.write_text('{"prompt": "Who wrote Emma?"\n')  # unreadable: one warning, and the stored split holds
+    exp = _cli("feedback", "export", "--format", "dpo", cwd=project)
+    assert exp.returncode == 0, exp.stderr
+    assert exp.stderr.startswith(f"warning: {heldout}:1: invalid JSON") and exp.stderr.count("\n") == 1
+    assert f"wrote 1 dpo rows to {data / 'pairs.jsonl'}" in exp.stdout and "skipped: heldout_prompts 1" in exp.stdout
+
+
+def test_an_empty_heldout_file_is_no_heldout_prompts(tmp_path, monkeypatch, capsys):
+    """An empty data/heldout.jsonl stopped import and export with "the file has no rows"."""
+    from alignlab.cli.feedback import _project_prompts
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "alignlab.yaml").write_text("name: snarky\n")
+    (tmp_path / "data" / "heldout.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    texts, files = _project_prompts()
+    assert texts == set() and files[1] == tmp_path / "data" / "heldout.jsonl"
+    assert capsys.readouterr().err == ""

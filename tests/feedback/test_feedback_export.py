@@ -345,6 +345,29 @@ def test_skip_counts_describe_the_chosen_format(store, tmp_path):
     assert kto["skipped"]["neutral_scores"] == 0
 
 
+def test_heldout_prompts_counts_the_rows_the_format_would_have_made(store, tmp_path):
+    """A held-out prompt with a score of 3 and a tie: KTO said heldout_prompts 1 and DPO 2, though --include-heldout
+    gave neither a row. The count is what --include-heldout adds."""
+    a, b = _responses(store, "Capital of Peru?", "Lima.", "Lima, obviously.")
+    store.add_judgement("score", a, 3, rater="ann")
+    store.add_judgement("pick", a, "tie", other_response_id=b, rater="ann")
+    (kept,) = _responses(store, "Is water wet?", "Yes, shockingly.")
+    store.add_judgement("thumb", kept, 1, rater="ann")
+    held = {"Capital of Peru?"}
+
+    def left_out(fmt):
+        summary = export(store, fmt, tmp_path / "out.jsonl", heldout=held)
+        every = export(store, fmt, tmp_path / "all.jsonl", heldout=held, include_heldout=True)
+        return summary["skipped"].get("heldout_prompts", 0), every["rows"] - summary["rows"]
+
+    assert [left_out(fmt) for fmt in ("kto", "dpo", "sft")] == [(0, 0)] * 3
+    store.add_judgement("thumb", b, 1, rater="bob")  # KTO: b up, a down; DPO: b over a, the rewrite over a; SFT: it
+    store.add_judgement("thumb", a, -1, rater="bob")
+    store.add_judgement("rewrite", a, rewrite_text="Lima, as every atlas says.", rater="bob")
+    counts = [left_out(fmt) for fmt in ("kto", "dpo", "sft")]
+    assert all(n == added for n, added in counts) and [n for n, _ in counts] == [2, 2, 1]
+
+
 def test_an_export_never_overwrites_the_database_or_the_prompt_files(store, tmp_path):
     """`feedback export -f dpo --db self.db --out self.db` said "wrote 4 dpo rows to self.db": every judgement gone."""
     a, b = _responses(store, "P", "ra", "rb")
@@ -372,8 +395,10 @@ def test_import_refuses_an_automatic_raters_name_and_a_busy_database(store, tmp_
 
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"prompt": "P", "chosen": "x", "rejected": "y"}) + "\n")
-    with pytest.raises(AlignlabError, match="^the rater name 'judge:gpt-4o' belongs to an automatic rater"):
+    with pytest.raises(AlignlabError) as err:
         import_jsonl(store, src, rater="judge:gpt-4o")
+    assert str(err.value).startswith("the rater name 'judge:gpt-4o' belongs to an automatic rater") and str(
+        err.value).endswith("pass --automatic if they came from that rater, or --rater with a person's name")
     monkeypatch.setattr(store_module, "BUSY_MS", 200)
     with open_store(store.path) as waiting:  # opened with the short wait
         holder = sqlite3.connect(store.path, isolation_level=None)
@@ -387,3 +412,14 @@ def test_import_refuses_an_automatic_raters_name_and_a_busy_database(store, tmp_
     assert str(err.value) == (f"{store.path} is busy: another alignlab process is writing to it; nothing was imported"
                               " — try again when it is done")
     assert store.conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == 0
+
+
+def test_an_automatic_raters_verdicts_import_with_automatic(store, tmp_path):
+    """Judge verdicts made offline could not be imported at all once `--rater judge:<model>` was refused; --automatic
+    stores them under the judge's name, and refuses a person's name (that would file a judge's verdicts as theirs)."""
+    src = tmp_path / "verdicts.jsonl"
+    src.write_text(json.dumps({"prompt": "P", "chosen": "x", "rejected": "y"}) + "\n")
+    with pytest.raises(AlignlabError, match="^--automatic stores the rows as an automatic rater's, but 'ann' is not"):
+        import_jsonl(store, src, rater="ann", automatic=True)
+    assert import_jsonl(store, src, rater="judge:qwen2.5-7b", automatic=True)["pairs"] == 1
+    assert [(j["kind"], j["value"], j["rater"]) for j in store.judgements()] == [("pick", "a", "judge:qwen2.5-7b")]

@@ -104,10 +104,10 @@ def test_undo_with_nothing_to_undo_and_skip(db):
 
 
 def test_rewrite_cancel_and_eof_in_rewrite(db):
-    with open_store(db) as store:
-        _, out = _run(store, ["r", "  ", "r", "line one\\nline two", "r"])  # last rewrite hits EOF
+    with open_store(db) as store:  # the last rewrite hits EOF before its closing line: nothing is stored
+        _, out = _run(store, ["r", "  ", "r", '"""', "line one", "", "line two", '"""', "r", '"""', "unfinished"])
     assert "rewrite cancelled" in out
-    assert _judgements(db) == [("rewrite", 1, None, None, "line one\nline two", "ann", 0)]
+    assert _judgements(db) == [("rewrite", 1, None, None, "line one\n\nline two", "ann", 0)]
 
 
 def test_pair_mode_records_picks_against_what_was_shown(db):
@@ -338,14 +338,16 @@ def test_ctrl_c_on_a_terminal_says_so(db):
     assert "pam: recorded 1 judgement(s) (thumb 1)" in out and "interrupted" in out
 
 
-def test_escapes_apply_to_one_typed_line_not_to_pasted_lines(db):
-    """`.replace("\\n", "\n")` ran on the whole rewrite: a pasted line `print("a\nb")  # C:\new\table` was stored with
-    real line breaks in the middle of the code and the path."""
+def test_a_rewrite_is_stored_as_typed_and_several_lines_go_between_markers(db):
+    """`\\n` typed on one line became a line break, so a single pasted line `print("a\\nb")  # C:\\new\\table` (which
+    no terminal tells from typing) was stored with line breaks in the code and the path. No escapes now: a line is
+    stored as it came, pasted lines together likewise, and several lines by hand go between two lines of \"\"\"."""
     code = 'print("a\\nb")  # C:\\new\\table'
-    pasted = [[code]]
+    pasted = [[], [code], []]
     with open_store(db) as store:
-        _run(store, ["r", "Like this:", "r", "one\\ntwo, C:\\\\new", "q"], waiting_fn=lambda: pasted.pop() if pasted else [])
-    assert [j[4] for j in _judgements(db)] == [f"Like this:\n{code}", "one\ntwo, C:\\new"]
+        _run(store, ["r", code, "r", "Like this:", "r", '"""', "Yes.", code, '  """ ', "q"],
+             waiting_fn=lambda: pasted.pop(0) if pasted else [])
+    assert [j[4] for j in _judgements(db)] == [code, f"Like this:\n{code}", f"Yes.\n{code}"]
 
 
 def test_a_database_locked_mid_session_prints_the_summary_and_one_line(db, monkeypatch):

@@ -248,6 +248,13 @@ def test_rounds_table_overrides(tmp_path):
         assert r4["round"] == 4 and r4["persona_score"] is None and r4["status"] == "running"
         assert httpx.get(f"{u}/v1/models").json()["data"] == []
         assert httpx.post(f"{u}/v1/chat/completions", json={"model": "base", "messages": PROMPT}).status_code == 404
+        with sqlite3.connect(path) as conn:  # damage under the running server: its fault, not the request's
+            conn.execute("DROP TABLE rounds")
+        r = httpx.get(f"{u}/api/rounds")
+    # it was a 400 "invalid_request_error" with the server's path in it; the page never shows local paths
+    assert r.status_code == 500 and r.json()["error"] == {
+        "message": "the feedback database (feedback.db) is damaged (no such table: rounds); restore it from a backup",
+        "type": "server_error", "param": None, "code": "database_damaged"}
 
 
 def test_refuses_adapter_of_another_base(tiny_model, runs, tmp_path):

@@ -23,29 +23,75 @@ def _train_file(fmt: str) -> str:
     return DEFAULT_DATA[methods.get(fmt).kind][0]
 
 
+def _data_dir(root: Path) -> Path | None:
+    """The project's data directory, the one key the feedback commands read from alignlab.yaml: a bad value elsewhere
+    in it (train: {learning_rate: fast}) is for `train` to report, not a reason to refuse the feedback database.
+    None when the file cannot be read or gives no usable data_dir."""
+    from alignlab.config import CONFIG_NAME, load_yaml
+
+    import yaml
+
+    try:
+        raw = load_yaml((root / CONFIG_NAME).read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError):  # unreadable, not UTF-8, malformed: the caller says what it does
+        return None
+    value = raw.get("data_dir", "data") if isinstance(raw, dict) else None
+    return root / value if isinstance(value, str) else None
+
+
 def _default_out(fmt: str, round: int | None) -> Path:
     """In a project without its own file for this format yet, the one `train` (and for pairs `recipe` and the
     scorecard) reads; else feedback_<format>[_round<N>].jsonl beside it."""
-    from alignlab.config import project_config
+    from alignlab.config import find_project, project_config
 
-    cfg, root = project_config()
-    data_dir = root / cfg.data_dir if root is not None else Path(".")
+    root = find_project()
+    data_dir = _data_dir(root) if root is not None else Path(".")
+    if data_dir is None:
+        project_config()  # no data_dir to write into: the config's own one-line error says why
+        data_dir = root / "data"
     if root is not None and round is None and not (data_dir / _train_file(fmt)).exists():
         return data_dir / _train_file(fmt)
     return data_dir / (f"feedback_{fmt}" + (f"_round{round}" if round is not None else "") + ".jsonl")
 
 
+def _prompt_text(row: object) -> str | None:
+    """A held-out row's prompt text: a plain-text prompt, or a conversation's last user turn (the question)."""
+    prompt = row.get("prompt") if isinstance(row, dict) else None
+    if isinstance(prompt, list):
+        users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = users[-1] if users else None
+    return prompt if isinstance(prompt, str) and prompt.strip() else None
+
+
 def _project_prompts() -> tuple[set[str], list[Path]]:
     """Inside a project: the texts of its held-out prompts (the scorecard's: never training data, whatever the store
-    recorded when they came in) and its prompt files (never an export's --out). Outside one: nothing."""
-    from alignlab.config import project_config
-    from alignlab.synth.sample import default_prompts, prompt_rows
+    recorded when they came in) and its prompt files (never an export's --out). Outside one: nothing.
 
-    cfg, root = project_config()
+    Read tolerantly: the feedback database is not theirs to guard, so a held-out file that cannot be read (or read
+    whole) is one warning, and export goes by the split the store recorded."""
+    from alignlab.config import CONFIG_NAME, find_project
+    from alignlab.data.formats import read_jsonl
+    from alignlab.errors import AlignlabError
+    from alignlab.synth.sample import default_prompts
+
+    root = find_project()
     if root is None:
         return set(), []
-    files = [default_prompts(root, cfg.data_dir, which) for which in ("train", "heldout")]
-    return {row["prompt"] for row in prompt_rows(files[1])}, files
+    data_dir = _data_dir(root)
+    if data_dir is None:
+        typer.echo(f"warning: no data_dir could be read from {root / CONFIG_NAME}; held-out prompts are known by the "
+                   "split the database recorded", err=True)
+        return set(), []
+    files = [default_prompts(root, str(data_dir), which) for which in ("train", "heldout")]
+    try:
+        rows, errors = read_jsonl(files[1])
+    except (AlignlabError, OSError) as err:
+        rows, errors = [], [str(err)]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        typer.echo(f"warning: {errors[0]}{more}; a held-out prompt not read from it is known by the split the "
+                   "database recorded", err=True)
+    return {text for _, row in rows if (text := _prompt_text(row)) is not None}, files
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -102,7 +148,8 @@ def register(app: typer.Typer) -> None:
     @fb.command("import")
     def import_cmd(
         file: Path = typer.Argument(..., help="JSONL of {prompt, chosen, rejected} or {prompt, completion, label} rows"),
-        rater: str = typer.Option(..., "--rater", help="whose judgements these are (a person's name: the automatic raters' judge:..., reward:... are refused)"),
+        rater: str = typer.Option(..., "--rater", help="who made these judgements: a person's name, or with --automatic an automatic rater's (judge:<model>, reward:<name>, ...)"),
+        automatic: bool = typer.Option(False, "--automatic", help="the rows are an automatic rater's verdicts (e.g. a judge run offline), stored under --rater judge:<model>; without it, automatic raters' names are refused"),
         round: int = typer.Option(0, "--round", help="round to record the judgements in"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
     ) -> None:
@@ -113,7 +160,7 @@ def register(app: typer.Typer) -> None:
         path = _db_path(db)
         heldout, _ = _project_prompts()
         with open_store(path) as store:
-            counts = import_jsonl(store, file, rater, round=round, heldout=heldout)
+            counts = import_jsonl(store, file, rater, round=round, heldout=heldout, automatic=automatic)
         typer.echo(f"imported {counts['rows']} rows ({counts['pairs']} pairs, {counts['labels']} labels) into {path}")
 
     @fb.command("stats")

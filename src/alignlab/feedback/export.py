@@ -28,13 +28,11 @@ from typing import Any
 
 from alignlab import methods
 from alignlab.errors import AlignlabError
-from alignlab.feedback.store import Store, busy, check_person
+from alignlab.feedback.store import AUTOMATIC_RATERS, Store, automatic_rater, busy
 
 FORMATS = (methods.DPO, methods.KTO, methods.SFT)  # each named for the method that trains on it
 SCORE_GAP = 2  # minimum score difference that makes a pair
 SCORE_UP, SCORE_DOWN = 4, 2  # KTO: >= 4 desirable, <= 2 undesirable
-MADE_FROM = {methods.DPO: ("pick", "rewrite", "thumb", "score"), methods.KTO: ("thumb", "score"),
-             methods.SFT: ("rewrite",)}  # the judgement kinds each format's rows come from
 
 
 def export(store: Store, format: str, out_path: str | Path, round: int | None = None, include_heldout: bool = False,
@@ -43,8 +41,8 @@ def export(store: Store, format: str, out_path: str | Path, round: int | None = 
 
     Judgements on held-out prompts are left out unless asked for: those stored as held out (``compare``'s and
     ``sample``'s on the scorecard's prompts) and those whose text is in ``heldout`` (the project's held-out prompts
-    now: an import, or a prompt moved there after sampling). ``heldout_prompts`` counts those of them this format is
-    made from (a rater's latest score only): held-out thumbs cost an SFT export nothing.
+    now: an import, or a prompt moved there after sampling). ``heldout_prompts`` counts the rows they would have
+    made in this format: held-out thumbs cost an SFT export nothing, a held-out tie no DPO row.
     ``out_path`` may not be the database (or its journal files) nor a file in ``protect``."""
     if format not in FORMATS:
         raise AlignlabError(f"unknown export format '{format}'", fix=f"use one of {', '.join(FORMATS)}")
@@ -55,9 +53,11 @@ def export(store: Store, format: str, out_path: str | Path, round: int | None = 
     for j in judgements:
         out = not include_heldout and (j.get("prompt_split") == "heldout" or j["prompt"].strip() in held)
         (skipped if out else kept).append(j)
-    rows, summary = {methods.DPO: _dpo, methods.KTO: _kto, methods.SFT: _sft}[format](kept)
-    standing = _standing_scores(skipped)
-    if lost := sum(j["kind"] in MADE_FROM[format] and (j["kind"] != "score" or j["id"] in standing) for j in skipped):
+    build = {methods.DPO: _dpo, methods.KTO: _kto, methods.SFT: _sft}[format]
+    rows, summary = build(kept)
+    # the rows the held-out judgements would have made (what --include-heldout adds): a tie, a score of 3 or a thumb
+    # in an SFT export cost nothing. Every row is one prompt's, so the two sets of rows never overlap.
+    if lost := len(build(skipped)[0]):
         summary["skipped"]["heldout_prompts"] = lost
     _write_jsonl(Path(out_path), rows)
     return {"format": format, "path": str(out_path), "round": round, "rows": len(rows), **summary}
@@ -276,17 +276,18 @@ def _parse_row(raw: str, where: str) -> dict:
 
 
 def import_jsonl(store: Store, path: str | Path, rater: str, round: int = 0,
-                 heldout: Iterable[str] = ()) -> dict[str, int]:
+                 heldout: Iterable[str] = (), automatic: bool = False) -> dict[str, int]:
     """Import DPO pairs (stored as A/B picks) and KTO rows (stored as thumbs) from a JSONL file.
 
     Every row is validated first (errors name file:line); then everything goes in one transaction, so a
     bad file stores nothing. Prompts and identical responses already in the store are reused; prompts in
     ``heldout`` (the project's held-out prompts) are stored held out, so export leaves them out of training.
+    ``automatic``: the rows are an automatic rater's verdicts (a judge run offline), stored under its name.
     """
     path = Path(path)
     if not rater or not rater.strip():
         raise AlignlabError("importing needs a rater name", fix="pass --rater NAME")
-    check_person(rater)  # a file of someone's judgements; the automatic raters store theirs themselves
+    _check_import_rater(rater, automatic)
     from alignlab.data.formats import read_jsonl
 
     if not path.is_file():
@@ -305,6 +306,19 @@ def import_jsonl(store: Store, path: str | Path, rater: str, round: int = 0,
         if busy(err):
             raise store.busy_error("nothing was imported") from err
         raise
+
+
+def _check_import_rater(rater: str, automatic: bool) -> None:
+    """A judgement under an automatic rater's name is read as that rater's verdict: a person's file may not carry one
+    by accident, and --automatic may not put a person's name on a judge's verdicts."""
+    if automatic and not automatic_rater(rater):
+        raise AlignlabError(f"--automatic stores the rows as an automatic rater's, but '{rater.strip()[:40]}' is not "
+                            f"one ({', '.join(AUTOMATIC_RATERS)})",
+                            fix="pass the rater's name (e.g. --rater judge:<model>), or leave out --automatic")
+    if automatic_rater(rater) and not automatic:
+        raise AlignlabError(f"the rater name '{rater.strip()[:40]}' belongs to an automatic rater, whose judgements "
+                            "the rows would be read as", fix="pass --automatic if they came from that rater, or "
+                                                            "--rater with a person's name")
 
 
 def _store_rows(store: Store, rows: list[dict], rater: str, round: int, run: str, held: set[str]) -> dict[str, int]:

@@ -8,7 +8,6 @@ are shown in a fixed but mixed order (by id parity), so the older response is no
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +19,9 @@ from alignlab.feedback.store import Store, busy, check_person
 SINGLE_KEYS = "u=up d=down 1-5=score r=rewrite s=skip z=undo q=quit"
 PAIR_KEYS = "a=A better b=B better t=tie s=skip z=undo q=quit"
 MODES = ("single", "pair")
+MULTILINE = '"""'  # alone on a line, it starts and ends a rewrite typed over several lines
+REWRITE_PROMPT = (f"rewrite (stored as typed or pasted; {MULTILINE} alone to type several lines, then {MULTILINE}"
+                  " again; empty cancels)> ")
 
 
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -225,14 +227,9 @@ class _Session:
         if self.single and k in ("1", "2", "3", "4", "5"):
             return self.record(item, "score", shown, value=int(k))
         if self.single and k == "r":
-            text = self.ask("rewrite (one line: \\n for a line break, \\\\ for a backslash; or paste it;"
-                            " empty cancels)> ")
+            text = self.rewrite()
             if text is None:
                 return "eof"
-            pasted = self.waiting_fn()
-            if not pasted:  # one typed line: its escapes; lines pasted together as they are (C:\new, "a\nb")
-                text = re.sub(r"\\([\\n])", lambda m: "\n" if m[1] == "n" else "\\", text)
-            text = "\n".join([text, *pasted]).rstrip()  # a pasted answer of several lines stays one rewrite
             if not text.strip():
                 self.output_fn("rewrite cancelled")
                 return None
@@ -240,6 +237,23 @@ class _Session:
         if not self.single and k in ("a", "b", "t"):
             return self.record(item, "pick", shown, value={"a": "a", "b": "b", "t": "tie"}[k])
         self.output_fn(f"unknown key '{self.raw}': {self.keys}")
+        return None
+
+    def rewrite(self) -> str | None:
+        """The rewrite exactly as typed or pasted: no escapes, since a pasted line `print("a\\nb")  # C:\\new` looks
+        like a typed one. Lines pasted together stay one rewrite; several lines by hand go between two lines of
+        MULTILINE alone. None at end of input (nothing is stored)."""
+        first = self.ask(REWRITE_PROMPT)
+        if first is None:
+            return None
+        pasted = self.waiting_fn()
+        if pasted or first.strip() != MULTILINE:
+            return "\n".join([first, *pasted]).rstrip()
+        lines: list[str] = []
+        while (line := self.ask("... ")) is not None:
+            if line.strip() == MULTILINE:
+                return "\n".join(lines).rstrip()
+            lines.append(line)
         return None
 
     def record(self, item: dict, kind: str, shown: list[tuple], value=None, rewrite_text: str | None = None) -> str:

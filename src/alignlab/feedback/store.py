@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shlex
 import sqlite3
 import threading
 import time
@@ -152,6 +153,27 @@ def busy(err: BaseException) -> bool:
     return isinstance(err, sqlite3.OperationalError) and ("locked" in str(err) or "busy" in str(err))
 
 
+# what SQLite says of a file whose pages or schema are gone (SQLITE_CORRUPT, SQLITE_NOTADB, a dropped table or column);
+# a closed connection, a bad parameter (ProgrammingError) or another OperationalError is no damage and is not called so
+DAMAGE = ("malformed", "not a database", "no such table", "no such column")
+
+
+def damage(err: BaseException) -> bool:
+    """Whether a SQLite error means the file itself is damaged."""
+    return (isinstance(err, sqlite3.DatabaseError) and not isinstance(err, (sqlite3.ProgrammingError,
+                                                                             sqlite3.IntegrityError))
+            and any(word in str(err) for word in DAMAGE))
+
+
+class StoreFileError(AlignlabError):
+    """The database file failed (damaged, read-only, a full disk, an I/O error): the line names the path, for the
+    terminal; ``public`` says the same with the file's name only, for the rating page, which never shows local paths."""
+
+    def __init__(self, what: str, fix: str, public: str, code: str):
+        super().__init__(what, fix=fix)
+        self.public, self.code = public, code
+
+
 def automatic_rater(name: str) -> bool:
     """Whether ``name`` is an automatic rater's (``judge:gpt-4o``, ``reward:vowels``, ``scorecard``...)."""
     return name.strip().split(":", 1)[0].strip().casefold() in AUTOMATIC_RATERS
@@ -242,12 +264,41 @@ class Store:
         return AlignlabError(f"{self.path} is busy: another alignlab process is writing to it"
                              + (f"; {what}" if what else ""), fix="try again when it is done")
 
-    def damaged_error(self, err: sqlite3.DatabaseError) -> AlignlabError:
-        """A store query failed on the file itself (a dropped table, a corrupted page): one line, and what helps."""
-        if "full" in str(err):
-            return AlignlabError(f"cannot write {self.path} ({err})", fix="free some disk space and try again")
-        return AlignlabError(f"{self.path} is damaged ({err})", fix=f"recover what it holds with `sqlite3 {self.path} "
-                             ".recover | sqlite3 recovered.db` and pass --db recovered.db, or restore a backup")
+    def damaged_error(self, err: sqlite3.DatabaseError) -> StoreFileError:
+        """A store query failed on the file itself (a dropped table, a corrupted page): one line, and what helps.
+
+        No recovery command is promised: `sqlite3 FILE .recover | sqlite3 new.db` printed "SQL logic error" and made
+        an empty database with SQLite 3.40.1, and a .dump of a damaged file ends in ROLLBACK; it only shows what is
+        still readable."""
+        name = self.path.name
+        return StoreFileError(f"{self.path} is damaged ({err})", code="database_damaged",
+                              fix=f"restore it from a backup; `sqlite3 {shlex.quote(str(self.path))} .dump > "
+                                  "feedback.sql` shows what is still readable",
+                              public=f"the feedback database ({name}) is damaged ({err}); restore it from a backup")
+
+    def file_error(self, err: sqlite3.DatabaseError) -> StoreFileError | None:
+        """One line for a SQLite error on the file itself (damage, read-only, a full disk, an I/O error); None for
+        any other (a closed store, a bad parameter: a bug, which goes on up as it is)."""
+        text, name = str(err), self.path.name
+        if damage(err):
+            return self.damaged_error(err)
+        if not isinstance(err, sqlite3.OperationalError):
+            return None
+        if "database or disk is full" in text:
+            return StoreFileError(f"cannot write {self.path} ({text})", fix="free some disk space and try again",
+                                  public=f"cannot write the feedback database ({name}): the disk is full",
+                                  code="database_full")
+        if "readonly database" in text:
+            return StoreFileError(f"cannot write {self.path}: it is read-only ({text})",
+                                  fix="make the file and its directory writable, or pass another --db",
+                                  public=f"cannot write the feedback database ({name}): it is read-only",
+                                  code="database_read_only")
+        if "disk I/O error" in text:
+            return StoreFileError(f"cannot read or write {self.path} ({text})",
+                                  fix="check the disk it is on, then try again",
+                                  public=f"cannot read or write the feedback database ({name}): disk I/O error",
+                                  code="database_io_error")
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -725,22 +776,22 @@ class Store:
 
 
 def _guarded(method: Callable) -> Callable:
-    """A store method whose SQLite errors on the file itself (a dropped table, a malformed page) come out as one line
-    naming the file; a lock held elsewhere (busy) and a broken constraint (a bug) go on up as they are."""
+    """A store method whose SQLite errors on the file itself (a dropped table, a malformed page, a read-only file)
+    come out as one line naming the file; any other (busy, a broken constraint, a closed store) goes on up as it is."""
 
     @functools.wraps(method)
     def guarded(self: Store, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as err:
-            if busy(err) or isinstance(err, sqlite3.IntegrityError):
+            if (line := self.file_error(err)) is None:
                 raise
-            raise self.damaged_error(err) from err
+            raise line from err
 
     return guarded
 
 
 for _name, _method in list(vars(Store).items()):
     if not _name.startswith("_") and callable(_method) and _name not in ("close", "transaction", "busy_error",
-                                                                          "damaged_error"):
+                                                                          "damaged_error", "file_error"):
         setattr(Store, _name, _guarded(_method))

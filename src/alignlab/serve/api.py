@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alignlab.errors import AlignlabError
-from alignlab.feedback.store import AUTOMATIC_RATERS
+from alignlab.feedback.store import AUTOMATIC_RATERS, StoreFileError
 from alignlab.serve.completions import INT64, ApiError, add_openai_routes, shown_name
 from alignlab.serve.guard import LOOPBACK_NAMES, Gate, Guard
 from alignlab.serve.models import ModelPool
@@ -239,6 +239,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AlignlabError)
     async def _user_error(request: Request, err: AlignlabError):
+        if isinstance(err, StoreFileError):  # the server's file, not the request: a 5xx, named without its path
+            logging.getLogger("alignlab.serve").error("%s %s: %s", request.method, request.url.path, err)
+            return _error(500, err.public, err.code, "server_error")
         return _error(400, str(err))
 
     @app.exception_handler(RequestValidationError)
