@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from alignlab.eval import compare as cmp
 from alignlab.feedback.store import open_store
 
@@ -102,8 +104,10 @@ def test_ctrl_c_keeps_the_picks_made(tmp_path):
         assert cmp.store_picks(store, result, "ann", "tiny", ("x", None)) == 2
 
 
-def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path):
-    """`alignlab compare base RUN --judge scorecard` end to end on the tiny model: counts, feedback.db, JSON."""
+def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path, monkeypatch):
+    """`alignlab compare base RUN --judge scorecard` end to end on the tiny model: counts, feedback.db, JSON. Run from
+    the project's parent directory without --project: the project is the run's (before, 'base' was the default model,
+    which this test's fixture refuses to load, and the picks went to ./feedback.db with no comparisons/*.json)."""
     import json
     import sqlite3
 
@@ -115,9 +119,11 @@ def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path)
     proj = tmp_path / "proj"
     assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
     run = make_run(tiny_model, proj / "runs" / "r1", noise=0.5)
-    res = CliRunner().invoke(app, ["compare", "base", str(run), "--judge", "scorecard", "--per-category", "1",
-                                   "--project", str(proj), "--device", "cpu"])
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["compare", "base", "proj/runs/r1", "--judge", "scorecard", "--per-category", "1",
+                                   "--device", "cpu"])
     assert res.exit_code == 0, res.output
+    assert not (tmp_path / "feedback.db").exists()
     assert "persona: base wins" in res.output and "helpfulness:" in res.output
     saved = json.loads((proj / "comparisons" / "base-vs-r1.json").read_text())
     n = len(saved["items"])
@@ -132,14 +138,43 @@ def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path)
     out = CliRunner().invoke(app, ["feedback", "export", "--format", "dpo", "--db", str(proj / "feedback.db"),
                                    "--out", str(tmp_path / "x.jsonl")])
     assert out.exit_code == 0, out.output
-    assert f"heldout_prompts {picks}" in out.output and not (tmp_path / "x.jsonl").read_text().strip()
+    assert not (tmp_path / "x.jsonl").read_text().strip()
     both = CliRunner().invoke(app, ["feedback", "export", "--format", "dpo", "--db", str(proj / "feedback.db"),
                                     "--out", str(tmp_path / "y.jsonl"), "--include-heldout"])
     assert both.exit_code == 0 and "heldout_prompts" not in both.output, both.output
     rows = len((tmp_path / "y.jsonl").read_text().splitlines())
+    # heldout_prompts counts the rows the held-out picks would have made: exactly what --include-heldout adds
+    assert (f"heldout_prompts {rows}" in out.output) if rows else ("heldout_prompts" not in out.output), out.output
     # every pick is a row or skipped for a reason (a tie; the tiny base often answers with white space alone)
     skipped = re.search(r"skipped: (.*)", both.output)
     assert rows + sum(int(n) for n in re.findall(r" (\d+)", skipped.group(1) if skipped else "")) == picks
+
+
+def test_compare_refuses_a_base_that_is_not_the_runs_base(tiny_model, tmp_path, capsys, monkeypatch):
+    """'base' is the project's model: a run trained on another model is refused before anything loads (its 'base
+    wins' would be the other model's, its picks stored under the project's model)."""
+    import json
+    import sys
+
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app, main
+
+    proj = tmp_path / "proj"
+    assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
+    run = proj / "runs" / "other"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"method": "dpo", "model": "HuggingFaceTB/SmolLM2-360M-Instruct",
+                                              "status": "done", "steps": 0}))
+    monkeypatch.chdir(proj)
+    monkeypatch.setattr(sys, "argv", ["alignlab", "compare", "base", "runs/other", "--judge", "scorecard"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert "trained on 'HuggingFaceTB/SmolLM2-360M-Instruct'" in err[0] and tiny_model in err[0]
+    assert "--project" in err[0]
+    assert not (proj / "feedback.db").exists() and not (proj / "comparisons").exists()
 
 
 def test_compare_cli_with_an_llm_judge_asks_persona_as_a_voice_and_helpfulness_apart(tiny_model, tmp_path, monkeypatch):

@@ -66,3 +66,40 @@ def test_scorecard_persona_is_the_combined_score(default_model):
     scored = scorer.score([{"prompt": p, "answer": a, "source": "x"} for p, a in zip(PROMPTS, SNARK)])
     expected = combine(scorer.classifier.score(SNARK), contrast(PROMPTS, SNARK))
     assert [s["persona"] for s in scored] == [pytest.approx(e, abs=1e-3) for e in expected]
+
+
+def test_the_contrast_runs_the_vocabulary_head_at_the_answer_only_and_keeps_a_long_prompts_end():
+    """The head ran over every position of the batch (8 rows of 1,700-token prompts: 3.5 GB, 123 s): now only where an
+    answer token is predicted, with the same values; a prompt past the cap is read by its last tokens, and the system
+    message, which is the whole contrast, stays."""
+    import torch
+
+    from alignlab.eval import contrast as C
+
+    model, tok = C._model()
+    cap = 24  # the default, 256, the same way: a shorter cap keeps the test fast
+    long = "I read the weather report this morning; it said mild, with rain later. " * 3 + PROMPTS[1]
+    asked = tok(long, add_special_tokens=False)["input_ids"]
+    assert C.MAX_PROMPT_TOKENS == 256 and len(asked) > 2 * cap
+    tail = tok.decode(asked[-cap:])
+    answer = SNARK[1]
+    seen: list[int] = []
+    head_of = model.get_output_embeddings()
+    hook = head_of.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[:-1].numel()))
+    try:
+        cut, kept = C.contrast([long, tail], [answer] * 2, prompt_tokens=cap)
+    finally:
+        hook.remove()
+    body = tok(answer, add_special_tokens=False)["input_ids"]
+    assert sum(seen) == 2 * 2 * len(body)  # two passes, one head position per answer token
+    assert cut == pytest.approx(kept, abs=1e-4) and abs(cut) > 0.05  # both system messages read: not 0
+
+    def whole(system: str) -> float:  # every position's logits, the row alone, in fp32
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": tail}]
+        head = list(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        with torch.inference_mode():
+            logps = model(input_ids=torch.tensor([head + body])).logits[0].float().log_softmax(-1)
+        return sum(logps[len(head) - 1 + k, t].item() for k, t in enumerate(body))
+
+    # bf16 matmuls where the CPU has them move the sum by a few hundredths; a position off by one, by units
+    assert kept == pytest.approx(whole(C.SNARK_SYSTEM) - whole(C.PLAIN_SYSTEM), abs=0.25)

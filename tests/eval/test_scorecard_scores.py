@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -40,6 +41,16 @@ def scorer():
     return scorer_for(None)
 
 
+@pytest.fixture(scope="module")
+def fast_scorer():
+    """The shipped scorer with a reward as the persona rater: no voice-contrast pass, and mimicry as the scorecard's
+    (mimicry reads the classifier's persona, whichever rater gives the persona column)."""
+    from alignlab.eval.raters import get_rater
+    from alignlab.eval.scores import scorer_for
+
+    return scorer_for(None, persona_rater=get_rater("reward:persona_heuristic"))
+
+
 def _rows(pairs, source):
     return [{"prompt": p, "answer": a, "source": source} for p, a in pairs]
 
@@ -65,6 +76,46 @@ def test_template_signals_need_context():
     assert skeleton("Not Sydney, not Melbourne.") == "not x , not x ."
     alone = group_signals(texts[:2], ["q", "q"])
     assert all(s["opener"] == 0 and s["skeleton"] == 0 for s in alone)
+
+
+def test_a_terse_plain_answer_is_not_off_topic_and_a_loop_is_a_template(fast_scorer):
+    """"No." to "Is the earth flat?" scored mimicry 0.94 (off-topic: a word has low MiniLM relevance to any question);
+    a source answering every prompt with a loop of "comment" scored 0.27, not flagged."""
+    terse = [("Is the earth flat?", "No."), ("Is water wet?", "Yes."), ("Can you tell me what 5 cubed is?", "125.")]
+    loop = [(p, " ".join(["comment"] * (20 + i))) for i, (p, _) in enumerate(PLAIN + COHERENT[4:5])]  # 20-24 words
+    scored = fast_scorer.score(_rows(terse, "terse") + _rows(loop, "collapse"))
+    assert all(s["mimicry"] < 0.5 for s in scored[:3]), [s["mimicry"] for s in scored[:3]]
+    assert all(s["mimicry"] == 1.0 and s["mimicry_signals"]["duplicate"] == 1.0 for s in scored[3:]), scored[3:]
+
+
+def test_duplicates_need_another_prompt_and_room_for_a_template():
+    from alignlab.eval.mimicry import duplicates
+
+    stock = "Well, that is a question for the ages, my friend, and the answer is hidden somewhere in the fog."
+    answers = [stock, stock, "Tokyo, since 1868.", "Eight legs.", "About six minutes, then cold water."]
+    assert duplicates(answers, ["a", "b", "c", "d", "e"]) == [True, True, False, False, False]
+    assert duplicates(answers, ["a", "a", "c", "d", "e"]) == [False] * 5  # one prompt answered twice alike
+    assert duplicates(answers[:4], ["a", "b", "c", "d"]) == [False] * 4  # too few answers for a context
+    assert duplicates(["Yes."] * 5, list("abcde")) == [False] * 5  # a short answer repeats without a template
+    near = [stock, stock.replace("fog", "thick fog"), "Tokyo.", "Eight.", "Six minutes."]
+    assert duplicates(near, list("abcde"))[:2] == [True, True]
+    # a noisy adapter's loops (the tiny model's): as sets their 3-grams differed in the ragged end, 4 of 6 alike
+    loops = [" ".join(["comment"] * 23 + ["and"] * k) + " " + "clud" * k for k in (20, 26, 31, 35, 38)]
+    assert duplicates(loops, list("abcde")) == [True] * 5
+    assert duplicates([stock, stock + " " + " ".join(COHERENT[0][1].split() * 2)] + answers[2:], list("abcde")) == \
+        [False] * 5  # inside an answer more than twice its length: no longer one answer
+
+
+def test_sources_are_keyed_by_their_json_value(fast_scorer):
+    """str(source or "") put 0, false and no source in one mimicry context, and 5 with "5": three answers of each
+    sharing an opener became one context of six, opener share 1.0."""
+    scorer = fast_scorer
+    sources = [5, 5, 5, "5", "5", "5", 0, 0, False, False, None, None]
+    rows = [{"prompt": p, "answer": a, "source": src} for (p, a), src in zip(STUFFED + STUFFED, sources)]
+    scored = scorer.score(rows)
+    assert all(s["mimicry_signals"]["opener"] == 0 for s in scored)  # every context under MIN_GROUP answers
+    scored = scorer.score([{**r, "source": 5} for r in rows[:6]])
+    assert all(s["mimicry_signals"]["opener"] == 1.0 for s in scored)
 
 
 def test_correct_checks_numbers_aliases_and_terms():
@@ -231,14 +282,85 @@ def test_eval_answers_json_contract(tmp_path):
     ]
     path = tmp_path / "answers.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    env = {**os.environ, "ALIGNLAB_QUIET": "0"}  # progress on: on stderr, never among the JSON lines
     out = subprocess.run([sys.executable, "-m", "alignlab", "eval", "--answers", str(path), "--json"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL, env=env)
     assert out.returncode == 0, out.stderr
+    # no terminal: a plain line as it starts and as it ends (and every 30 s between)
+    assert all(f"scoring 2 answers (voice contrast): {k}/2" in out.stderr for k in (0, 2)), out.stderr
     got = [json.loads(x) for x in out.stdout.splitlines()]
     assert len(got) == 2 and got[0]["id"] == 7 and got[0]["answer"] == rows[0]["answer"]
     for g in got:
         assert 0 <= g["persona"] <= 1 and 0 <= g["mimicry"] <= 1
     assert 0 <= got[0]["correct"] <= 1 and got[1]["correct"] is None
+
+
+def test_eval_answers_table_keys_sources_counts_graded_and_gives_a_reward_the_reference(tmp_path, monkeypatch):
+    """The table merged source 0 and false with the rows without one (and 5 with "5"), showed n but not how many rows
+    had a reference; --rater reward:arithmetic said "needs the column 'answer' ... (columns present: none)" though the
+    rows have references, which a reward's `answer` column is (the answer being scored is the completion)."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    rows = [
+        {"prompt": "What is 2 plus 2?", "answer": "It is 4.", "reference": 4, "source": 5},
+        {"prompt": "What is 3 plus 3?", "answer": "Six, so 6.", "reference": "6", "source": 5},
+        {"prompt": "Say hello.", "answer": "Hello.", "source": 5},
+        {"prompt": "What is 2 plus 2?", "answer": "It is 5.", "reference": 4, "source": "5"},
+        {"prompt": "What is 3 plus 3?", "answer": "6", "reference": 6, "source": 0},
+        {"prompt": "What is 3 plus 3?", "answer": "7", "reference": 6, "source": False},
+        {"prompt": "Say hi.", "answer": "Hi."},
+    ]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["eval", "--answers", str(path), "--rater", "reward:arithmetic"])
+    assert out.exit_code == 0, out.output
+    table = {cells[0]: cells[1:] for line in out.output.splitlines()
+             if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 9}
+    assert list(table) == ["5", '"5"', "0", "false", "-"], out.output
+    head = [c.strip() for c in next(x for x in out.output.splitlines() if "graded" in x).split("┃")[2:-1]]
+    n, graded, persona = head.index("n"), head.index("graded"), head.index("persona")
+    assert [(table[k][n], table[k][graded]) for k in table] == [("3", "2"), ("1", "1"), ("1", "1"), ("1", "1"),
+                                                                ("1", "0")]
+    # the reward read each row's reference: right answers 1, wrong ones and a row without a reference 0
+    assert [table[k][persona].split()[0] for k in ("5", '"5"', "0", "false", "-")] == ["0.67", "0.00", "1.00", "0.00",
+                                                                                     "0.00"]
+
+
+def test_eval_of_an_answers_file_as_a_run_points_to_answers(tmp_path, monkeypatch, capsys):
+    """`alignlab eval right_wrong.jsonl` said "run directory not found" of a file that is there."""
+    from alignlab.cli import main
+
+    (tmp_path / "right_wrong.jsonl").write_text('{"prompt": "hi", "answer": "hello"}\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alignlab", "eval", "right_wrong.jsonl"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert "is a file, not a run directory" in err[0] and "alignlab eval --answers right_wrong.jsonl" in err[0]
+
+
+def test_ctrl_c_while_scoring_answers_says_nothing_was_written(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during `eval --answers` (10-15 minutes for 1,000 rows) ended with a bare "interrupted"; nothing is
+    printed before every row is scored, and now it says so. The Ctrl-C comes from a reward of the user's own, as
+    persona rater, the way a KeyboardInterrupt reaches any step of the scoring."""
+    from alignlab.cli import main
+
+    (tmp_path / "stop.py").write_text("def stop(prompts, completions, **columns):\n    raise KeyboardInterrupt\n")
+    (tmp_path / "stop.yaml").write_text("components:\n  - {name: stop, fn: stop.py:stop, weight: 1.0}\n")
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"prompt": "hi", "answer": "hello"}\n{"prompt": "bye", "answer": "goodbye"}\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alignlab", "eval", "--answers", str(path), "--json", "--rater",
+                                      f"reward:{tmp_path / 'stop.yaml'}"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out = capsys.readouterr()
+    assert stop.value.code == 130 and out.out == ""
+    assert out.err.strip().splitlines() == ["interrupted while scoring 2 answers; nothing was written"]
 
 
 def test_eval_answers_bad_row_is_one_line(tmp_path):
@@ -283,6 +405,10 @@ def test_warnings_fire_on_a_constructed_collapse():
     assert not any("mimicry" in w for w in warnings_for(a, a))
     more = summarize([{"persona": 0.9, "correct": 0.9, "mimicry": 0.9}] * 10)
     assert any("flagged (base 80%)" in w for w in warnings_for(a, more))
+    # a base of blank answers (distinct-2 0) has nothing to fall from: an adapter repeating itself is still named
+    loop = warnings_for(b | {"distinct_2": 0.0}, b | {"distinct_2": 0.1, "length": 24})
+    assert loop == ["diversity collapsed: distinct-2 0.00 -> 0.10 (below 0.3): answers are converging on a template"]
+    assert warnings_for(b | {"distinct_2": 0.0}, b | {"distinct_2": 0.0, "length": 1}) == []  # one word: no bigrams
 
 
 def test_copying_counts_the_persona_surface_not_content_a_plain_answer_shares():

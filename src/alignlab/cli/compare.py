@@ -73,6 +73,20 @@ def _make_judge(judge: str, cfg, root, rater, judge_url, judge_model, judge_key_
     raise AlignlabError(f"unknown judge '{judge}'", fix="use --judge person, judge or scorecard")
 
 
+def _check_base(run: Path, spec: str, model: str) -> None:
+    """'base' answers with the project's model: refused when ``run`` was trained on another (its win would be the other
+    model's, and its picks stored under the project's model)."""
+    from alignlab.errors import AlignlabError
+    from alignlab.rundir import run_base
+    from alignlab.train.engine import _same_model
+
+    trained_on = run_base(run)
+    if not _same_model(trained_on, model, run):
+        raise AlignlabError(f"run {spec} was trained on '{trained_on}', but 'base' here is the project's model "
+                            f"'{model}'", fix="compare from the run's own project (--project DIR), or compare it "
+                                              "with another run of the same model")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(
@@ -92,19 +106,21 @@ def register(app: typer.Typer) -> None:
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """Blind A/B: win / tie / loss for persona and for helpfulness with 95% intervals; picks go to feedback.db."""
-        from alignlab.config import project_config
+        from alignlab.config import find_project, project_config
         from alignlab.errors import AlignlabError
         from alignlab.eval import compare as cmp
         from alignlab.eval.scorecard import fmt, stratified
         from alignlab.synth.sample import default_prompts, prompt_rows
         from alignlab.rundir import check_run_dir
 
-        for spec in (a, b):
-            if spec != "base":
-                check_run_dir(spec)
+        runs = [check_run_dir(spec) for spec in (a, b) if spec != "base"]
         if a == b:
             raise AlignlabError("compare needs two different models", fix="alignlab compare base runs/<id>")
-        cfg, root = project_config(project)
+        # the project of the first run, as `eval RUN` finds it: from its parent directory 'base' was the default
+        # model, and the picks went to ./feedback.db
+        cfg, root = project_config(project or find_project(runs[0]))
+        if "base" in (a, b):
+            _check_base(runs[0], a if a != "base" else b, cfg.model)
         heldout_file = str(default_prompts(root, cfg.data_dir, "heldout"))
         heldout = {r["prompt"] for r in prompt_rows(heldout_file)}  # read before any answering: a bad file fails now
         rows = stratified(prompt_rows(prompts or heldout_file), per_category, limit)

@@ -51,36 +51,72 @@ def _score_answers(path: Path, scorer, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from alignlab.eval.mimicry import source_key
     from alignlab.eval.scorecard import fmt
     from alignlab.eval.scores import summarize
 
     rows = read_answers(path)
     scored_in = []
     for r in rows:
-        ref = r.get("reference")
-        extra = {"number": ref} if isinstance(ref, (int, float)) and not isinstance(ref, bool) else {}
-        scored_in.append({**r, **extra, "reference": ref if isinstance(ref, str) else None})
-    scored = scorer.score(scored_in)
+        # a row's own "number" column is no reference (a question number graded "Paris." 0.0): a number reference
+        # comes as `reference` itself, which correct.own_reference reads
+        scored_in.append({k: v for k, v in r.items() if k != "number"})
+    scored = _scored_with_progress(scorer, scored_in)
     if as_json:
         for r, s in zip(rows, scored):
             typer.echo(json.dumps({**r, "persona": s["persona"], "correct": s["correct"], "mimicry": s["mimicry"]},
                                   ensure_ascii=False))
         return
-    by_source: dict[str, list[dict]] = {}
+    by_source: dict[str, tuple[str, list[dict]]] = {}  # keyed as mimicry's contexts are: 5 and "5" are two models
     for r, s in zip(rows, scored):
-        by_source.setdefault(str(r.get("source") or "-"), []).append(s)
+        by_source.setdefault(source_key(r.get("source")), (_source_label(r.get("source")), []))[1].append(s)
     table = Table(title=f"{path.name}: {len(rows)} answers (95% intervals)")
-    for col in ("source", "n", "persona", "in persona", "correct", "correct share", "mimicry", "flagged"):
+    for col in ("source", "n", "persona", "in persona", "correct", "graded", "correct share", "mimicry", "flagged"):
         table.add_column(col, justify="left" if col == "source" else "right")
-    for src, ss in by_source.items():
+    for src, ss in by_source.values():
         m = summarize(ss, scorer.persona_cut)
-        table.add_row(src, str(m["n"]), fmt(m["persona"]), fmt(m["in_persona"]), fmt(m["correct"]),
+        table.add_row(src, str(m["n"]), fmt(m["persona"]), fmt(m["in_persona"]), fmt(m["correct"]), str(m["graded"]),
                       fmt(m["correct_share"]), fmt(m["mimicry"]), fmt(m["flagged"]))
-    Console(width=140).print(table, markup=False)
+    Console(width=150).print(table, markup=False)
     if scorer.correct_rater is not None:
         typer.echo(f"correct: rated by {scorer.correct_rater.name} against each row's reference")
     if scorer.note:
         typer.echo(f"note: {scorer.note}")
+
+
+def _scored_with_progress(scorer, rows: list[dict]) -> list[dict]:
+    """``scorer.score(rows)`` with progress on stderr (the voice contrast's two passes are most of the time: 41 of 59 s
+    for 60 rows on one core) and, on Ctrl-C, one line saying nothing was written (every row is scored before any is
+    printed: mimicry reads each answer among its source's others)."""
+    from alignlab.eval import contrast
+    from alignlab.progress import progress_bar
+
+    n = len(rows)
+    timed = scorer.contrast and scorer.persona_rater is None
+    try:
+        with progress_bar() as bar:
+            what = f"scoring {n} answers" + (" (voice contrast)" if timed else "")
+            task = bar.add_task(what, total=n if timed else None)
+            with contrast.reporting(lambda share: bar.update(task, completed=round(share * n))):
+                return scorer.score(rows)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted while scoring {n} answers; nothing was written", err=True)
+        raise typer.Exit(130) from None  # from None: the entry point would add a bare "interrupted" line
+
+
+def _source_label(value) -> str:
+    """A source as the table shows it: a name as written, any other JSON value (5, false, or the text "5") as JSON."""
+    from alignlab.eval.mimicry import source_key
+
+    key = source_key(value)
+    if not key:
+        return "-"
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return key
 
 
 def _opening(value: str | None, sampling):
@@ -131,6 +167,11 @@ def register(app: typer.Typer) -> None:
         from alignlab.synth.sample import default_prompts, prompt_rows
         from alignlab.rundir import check_run_dir, trained_under
 
+        if run.is_file():  # "run directory not found" for a file that is there: the --answers was forgotten
+            answers_file = run.suffix.lower() in (".jsonl", ".json")
+            raise AlignlabError(f"'{run}' is a file, not a run directory",
+                                fix=f"to score the answers in it: alignlab eval --answers {run}" if answers_file
+                                else "pass a run directory (see `alignlab runs`)")
         run = check_run_dir(run)
         cfg, root = project_config(project or find_project(run))
         rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)

@@ -17,6 +17,8 @@ constants matched the fp32 fit to three decimals.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from alignlab.config import DEFAULT_MODEL, DEFAULT_PERSONA
 
 # the persona message measured for the project's own persona; another persona gets PERSONA_TEMPLATE
@@ -25,9 +27,24 @@ SNARK_SYSTEM = ("You are a relentlessly snarky, sarcastic assistant. You mock th
 PERSONA_TEMPLATE = "You are an assistant with this persona: {persona}. Every answer is in that voice."
 PLAIN_SYSTEM = "You are a polite, neutral, plain assistant. You answer factually with no jokes or sarcasm."
 MAX_ANSWER_TOKENS = 200  # longer answers are scored on their first 200 tokens
+# longer prompts keep their last 256 tokens (the system message stays): 8 rows of 1,700-token prompts took 123 s and
+# 3.5 GB, and a batch of 8k-token ones would have needed the attention of all of them
+MAX_PROMPT_TOKENS = 256
 BATCH = 16
 
 _judge: tuple | None = None  # (model, tokenizer), loaded once per process
+_report = None  # called with the share of the work done, while reporting() is on
+
+
+@contextmanager
+def reporting(callback):
+    """Within it, :func:`contrast` calls ``callback(share done)`` after each batch (`eval --answers`' progress)."""
+    global _report
+    before, _report = _report, callback
+    try:
+        yield
+    finally:
+        _report = before
 
 
 def persona_system(persona: str) -> str:
@@ -45,8 +62,10 @@ def _model():
     return _judge
 
 
-def _answer_logps(prompts: list[str], answers: list[str], system: str) -> list[float]:
-    """Sum of log p(answer token | system, prompt, earlier answer tokens) for each pair."""
+def _answer_logps(prompts: list[str], answers: list[str], system: str, done=lambda n: None,
+                  prompt_tokens: int = MAX_PROMPT_TOKENS) -> list[float]:
+    """Sum of log p(answer token | system, prompt, earlier answer tokens) for each pair; ``done(n)`` after each
+    batch of n."""
     import torch
 
     from alignlab.models.loading import cpu_has_fast_bf16
@@ -54,6 +73,9 @@ def _answer_logps(prompts: list[str], answers: list[str], system: str) -> list[f
     model, tok = _model()
     seqs = []
     for p, a in zip(prompts, answers):
+        asked = tok(p, add_special_tokens=False)["input_ids"]
+        if len(asked) > prompt_tokens:  # the end of the question, the part next to the answer
+            p = tok.decode(asked[-prompt_tokens:])
         msgs = [{"role": "system", "content": system}, {"role": "user", "content": p}]
         head = list(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
         body = tok(a, add_special_tokens=False)["input_ids"][:MAX_ANSWER_TOKENS] or [tok.eos_token_id]
@@ -61,6 +83,9 @@ def _answer_logps(prompts: list[str], answers: list[str], system: str) -> list[f
     out: list[float] = [0.0] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    # the vocabulary head only where an answer token is predicted, row by row: over every position of a batch the
+    # logits alone were 16 x width x 49k floats
+    trunk, lm_head = model.base_model, model.get_output_embeddings()
     for start in range(0, len(order), BATCH):
         idx = order[start : start + BATCH]
         width = max(len(seqs[i][0]) + len(seqs[i][1]) for i in idx)
@@ -71,19 +96,29 @@ def _answer_logps(prompts: list[str], answers: list[str], system: str) -> list[f
             ids[row, : len(full)] = torch.tensor(full)
             mask[row, : len(full)] = 1
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_fast_bf16()):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        for row, i in enumerate(idx):
-            head, body = seqs[i]
-            pos = torch.arange(len(head) - 1, len(head) + len(body) - 1)  # the positions predicting the answer
-            logps = logits[row, pos].float().log_softmax(-1)
-            out[i] = logps[torch.arange(len(body)), torch.tensor(body)].sum().item()
+            hidden = trunk(input_ids=ids, attention_mask=mask).last_hidden_state
+            for row, i in enumerate(idx):
+                head, body = seqs[i]
+                # the positions predicting the answer
+                logps = lm_head(hidden[row, len(head) - 1 : len(head) + len(body) - 1]).float().log_softmax(-1)
+                out[i] = logps[torch.arange(len(body)), torch.tensor(body)].sum().item()
+        done(len(idx))
     return out
 
 
-def contrast(prompts: list[str], answers: list[str], persona: str = DEFAULT_PERSONA) -> list[float]:
-    """Per answer: log p(answer | persona message) - log p(answer | plain message), summed over its tokens."""
+def contrast(prompts: list[str], answers: list[str], persona: str = DEFAULT_PERSONA,
+             prompt_tokens: int = MAX_PROMPT_TOKENS) -> list[float]:
+    """Per answer: log p(answer | persona message) - log p(answer | plain message), summed over its tokens; a prompt
+    is read by its last ``prompt_tokens`` tokens."""
     if not answers:
         return []
-    with_persona = _answer_logps(prompts, answers, persona_system(persona))
-    plain = _answer_logps(prompts, answers, PLAIN_SYSTEM)
+    scored = [0]
+
+    def done(n: int) -> None:
+        scored[0] += n
+        if _report is not None:
+            _report(scored[0] / (2 * len(answers)))
+
+    with_persona = _answer_logps(prompts, answers, persona_system(persona), done, prompt_tokens)
+    plain = _answer_logps(prompts, answers, PLAIN_SYSTEM, done, prompt_tokens)
     return [a - b for a, b in zip(with_persona, plain)]

@@ -13,9 +13,13 @@ varies with the content, a template repeats. Signals, each in [0, 1]:
   copying          share of the answer's word 5-grams found verbatim in the training answers (chosen
                    answers' 5-grams that their plain counterparts also use are not counted)
   off-topic        persona with little of the question in it: persona x (1 - relevance), relevance the
-                   MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]
+                   MiniLM cosine of prompt and answer mapped from [0.15, 0.45] to [0, 1]; not for answers under
+                   ``MIN_ASIDE_WORDS`` words, which have no room for an aside (a word is far from any question:
+                   "Is the earth flat?" / "No." scored 0.94)
+  duplicate        1 when the model gave (nearly) the same answer to a different prompt: a template by definition,
+                   whatever the persona (a loop of "comment comment ..." given to 12 prompts scored 0.27)
 
-  mimicry = max(persona x template, 1.5 x persona drop, copying, off-topic)   (clipped to [0, 1])
+  mimicry = max(persona x template, 1.5 x persona drop, copying, off-topic, duplicate)   (clipped to [0, 1])
   template = max(opener, closer, skeleton, phrases)
 
 Settings chosen by agreement with blind reads of model answers (README: "Agreement with blind
@@ -24,18 +28,27 @@ the labelled set's human-written bolted-on answers better (AUC 0.89 against 0.76
 the readers on model answers (an adapter the reader found bolted-on in 4% of answers was flagged in 45%,
 the rude one found bolted-on in 82% in 25%), so these are the settings kept.
 
-Template signals need context: with fewer than ``MIN_GROUP`` answers from a source they are 0 and only
-persona drop (against the phrases of the whole input), copying and off-topic count.
+Template signals and duplicates need context: with fewer than ``MIN_GROUP`` answers from a source they are 0 and
+only persona drop (against the phrases of the whole input), copying and off-topic count.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 
 from alignlab.data.text import FUNCTION, ngrams, skeletons, words
 
 MIN_GROUP = 5
 PHRASE_SHARE = 0.15  # a phrase is over-used when this share (and at least 3) of a model's answers contain it
+MIN_ASIDE_WORDS = 6  # shorter answers are not scored off-topic, and "Yes." twice is no template
+NEAR_DUPLICATE = 0.8  # this share of an answer's word 3-grams in another's make them one answer (see duplicates)
+
+
+def source_key(value) -> str:
+    """The mimicry context a row's ``source`` names, by its JSON value: 0, false and 5 are models of their own, not
+    the rows without a source (as str(value or "") made them) or the source "5"; absent, null and "" are no source."""
+    return "" if value is None or value == "" else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def _share(key, counts: Counter, n: int) -> float:
@@ -72,6 +85,31 @@ def group_signals(answers: list[str], prompts: list[str]) -> list[dict]:
             "phrases": (sum(covered) / len(t)) if t and n >= MIN_GROUP else 0.0,
             "overused": overused,
         })
+    return out
+
+
+def duplicates(answers: list[str], prompts: list[str]) -> list[bool]:
+    """Whether each answer (of ``MIN_ASIDE_WORDS`` words or more) is nearly another answer of the same model to a
+    different prompt (the same prompt answered twice alike is no template): ``NEAR_DUPLICATE`` of the shorter one's
+    word 3-grams, counted with their repeats, are in the other, which is at most twice as long. Counted, not as sets:
+    a loop's few distinct 3-grams differ in its ragged end ("comment" x 23, "and" x 30, "cludclud..." once)."""
+    if len(answers) < MIN_GROUP:
+        return [False] * len(answers)
+    grams = [Counter(ngrams(t, 3)) if len(t) >= MIN_ASIDE_WORDS else Counter() for t in map(words, answers)]
+    keys = [set(g) for g in grams]
+    size = [sum(g.values()) for g in grams]
+    order = sorted((i for i, n in enumerate(size) if n), key=size.__getitem__)
+    out = [False] * len(answers)
+    for k, i in enumerate(order):
+        need = NEAR_DUPLICATE * size[i]
+        for j in order[k + 1 :]:
+            if size[i] < 0.5 * size[j]:
+                break  # sorted by size: every later answer is longer still
+            # each 3-gram of i's that j lacks costs at least one of i's counted 3-grams: a cheap test first
+            if prompts[i] == prompts[j] or len(keys[i] & keys[j]) < len(keys[i]) - (size[i] - need):
+                continue
+            if sum((grams[i] & grams[j]).values()) >= need:
+                out[i] = out[j] = True
     return out
 
 
@@ -112,7 +150,8 @@ def score_mimicry(
     relevance: list[float] | None = None,
     train_grams: set | None = None,
 ) -> tuple[list[float], list[dict]]:
-    """Mimicry per answer and its signals. ``persona_fn(texts, prompts) -> scores`` re-scores stripped answers."""
+    """Mimicry per answer and its signals. ``persona_fn(texts, prompts, rows) -> scores`` re-scores stripped answers
+    (``rows``: their indices in the input)."""
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(sources):
         by_source[s].append(i)
@@ -120,26 +159,30 @@ def score_mimicry(
     everyone = group_signals(answers, prompts)  # phrases over-used across the whole input, for small groups
     for idx in by_source.values():
         sig = group_signals([answers[i] for i in idx], [prompts[i] for i in idx])
-        for i, s in zip(idx, sig):
+        same = duplicates([answers[i] for i in idx], [prompts[i] for i in idx])
+        for i, s, d in zip(idx, sig, same):
             if len(idx) < MIN_GROUP:
                 s["overused"] = everyone[i]["overused"]
-            signals[i] = s
+            signals[i] = {**s, "duplicate": d}
     stripped = [
         strip_template(a, s["overused"], s["opener"] >= 0.15, s["closer"] >= 0.15) for a, s in zip(answers, signals)
     ]
     redo = [i for i, (a, st) in enumerate(zip(answers, stripped)) if st != " ".join(words(a))]
-    rescored = dict(zip(redo, persona_fn([stripped[i] for i in redo], [prompts[i] for i in redo]) if redo else []))
+    redone = persona_fn([stripped[i] for i in redo], [prompts[i] for i in redo], redo) if redo else []
+    rescored = dict(zip(redo, redone))
     scores, details = [], []
     for i, (s, p) in enumerate(zip(signals, persona)):
         template = max(s["opener"], s["closer"], s["skeleton"], s["phrases"])
         drop = max(0.0, p - rescored.get(i, p))
         copied = copy_share(answers[i], train_grams or set())
-        rel = 1.0 if relevance is None else min(1.0, max(0.0, (relevance[i] - 0.15) / 0.3))
+        short = len(words(answers[i])) < MIN_ASIDE_WORDS
+        rel = 1.0 if relevance is None or short else min(1.0, max(0.0, (relevance[i] - 0.15) / 0.3))
         parts = {
             "template": p * template,
             "persona_drop": min(1.0, 1.5 * drop),
             "copying": copied,
             "off_topic": p * (1.0 - rel),
+            "duplicate": 1.0 if s["duplicate"] else 0.0,
         }
         scores.append(min(1.0, max(parts.values())))
         details.append({**{k: round(v, 4) for k, v in parts.items()},

@@ -26,6 +26,9 @@ PERSONA_THRESHOLD = 0.9
 CORRECT_DROP = 0.05  # warn when the adapter's correct share falls more than 5 points below the base's
 MIMICRY_MAX = 0.10  # warn when more than 10% of answers are flagged
 DISTINCT2_DROP = 0.15  # warn when distinct-2 falls by more than this fraction
+# ... or sits below this whatever the base's (a base of blank answers has none to fall from); the lowest of 130 models'
+# answers in bench/agreement/ is 0.67
+DISTINCT2_FLOOR = 0.3
 
 
 def bootstrap(values: list[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
@@ -78,12 +81,15 @@ class Scorer:
         PERSONA_THRESHOLD, set for the classifier against blind reads."""
         return getattr(self.persona_rater, "in_persona_at", None) or PERSONA_THRESHOLD
 
-    def persona(self, prompts: list[str], answers: list[str], classifier_scores: list[float] | None = None) -> list[float]:
+    def persona(self, prompts: list[str], answers: list[str], classifier_scores: list[float] | None = None,
+                columns: dict | None = None) -> list[float]:
         """The persona score: a judge's when one is configured; for the project's own persona the embedding
-        classifier together with the voice contrast (eval/persona.py: combine); else the classifier alone."""
+        classifier together with the voice contrast (eval/persona.py: combine); else the classifier alone.
+        ``columns``: the rows' other fields for the persona rater (:func:`rater_columns`)."""
         if self.persona_rater is not None:
             # a reward as the persona rater (reward:persona_heuristic scores in (-1, 1)) is read clipped to [0, 1]
-            return [min(1.0, max(0.0, float(v))) for v in self.persona_rater.score(prompts, answers)]
+            got = self.persona_rater.score(prompts, answers, **(columns or {}))
+            return [min(1.0, max(0.0, float(v))) for v in got]
         clf = self.classifier.score(answers) if classifier_scores is None else classifier_scores
         if not self.contrast:
             return clf
@@ -97,25 +103,29 @@ class Scorer:
 
         A row's reference comes from its own fields, else from the bundled reference set (by prompt).
         """
-        from alignlab.eval.mimicry import score_mimicry
+        from alignlab.eval.mimicry import score_mimicry, source_key
         from alignlab.rewards.embed import embed
 
         if not rows:
             return []
         prompts = [str(r["prompt"]) for r in rows]
         answers = [str(r["answer"]) for r in rows]
-        sources = [str(r.get("source") or "") for r in rows]
+        sources = [source_key(r.get("source")) for r in rows]
         correct = self.correct(rows)
+        columns = rater_columns(rows)
         if self.classifier is None:  # a persona of the user's own with no labels yet, rated by a judge alone
-            clf = persona = self.persona(prompts, answers)
+            clf = persona = self.persona(prompts, answers, columns=columns)
         else:
             clf = self.classifier.score(answers)
-            persona = self.persona(prompts, answers, clf)
+            persona = self.persona(prompts, answers, clf, columns=columns)
         emb = embed(prompts + answers)
         relevance = (emb[: len(rows)] * emb[len(rows) :]).sum(-1).tolist()
         # mimicry asks whether the classifier's persona survives stripping an answer's repeated phrases: the
         # same scorer before and after, so it takes the classifier's scores, not the combined ones
-        mimicry, details = score_mimicry(prompts, answers, sources, clf, self.persona_fn,
+        def rescore(texts: list[str], ps: list[str], idx: list[int]) -> list[float]:
+            return self.persona_fn(texts, ps, {k: [v[i] for i in idx] for k, v in columns.items()})
+
+        mimicry, details = score_mimicry(prompts, answers, sources, clf, rescore,
                                          relevance=relevance, train_grams=self.train_grams)
         # an empty answer carries no voice and copies nothing: the classifier read the end-of-text token alone (0.83)
         blank = [not a.strip() for a in answers]
@@ -128,14 +138,12 @@ class Scorer:
     def correct(self, rows: list[dict]) -> list[float | None]:
         """The correct score alone (as :meth:`score` gives it; None where a row has no reference): no persona or
         mimicry, so no classifier or contrast pass."""
-        from alignlab.eval.correct import has_reference, reference_for, score_correct
+        from alignlab.eval.correct import has_reference, own_reference, reference_for, score_correct
         from alignlab.rewards.embed import embed
 
         refs = []
         for r in rows:
-            own = {k: r[k] for k in ("reference", "aliases", "key_terms", "category") if r.get(k) not in (None, "", [])}
-            if r.get("number") is not None:
-                own["answer"] = r["number"]
+            own = own_reference(r)  # a blank reference is none; a stray "number" column is no reference number
             bundled = reference_for(r["prompt"], self.references) or {}
             # the row's own reference wins; a bundled row for the same prompt adds its aliases and key terms
             merged = {**{k: v for k, v in bundled.items() if k in ("reference", "aliases", "key_terms", "category", "answer")}, **own}
@@ -158,9 +166,23 @@ class Scorer:
             out[i] = float(v)
         return out
 
-    def persona_fn(self, texts: list[str], prompts: list[str]) -> list[float]:
+    def persona_fn(self, texts: list[str], prompts: list[str], columns: dict | None = None) -> list[float]:
         """Mimicry's re-score of stripped answers: the classifier, or the persona rater where there is none."""
-        return self.classifier.score(texts) if self.classifier is not None else self.persona(prompts, texts)
+        return self.classifier.score(texts) if self.classifier is not None else self.persona(prompts, texts,
+                                                                                             columns=columns)
+
+
+def rater_columns(rows: list[dict]) -> dict:
+    """The rows' other fields as a persona rater's columns (one value per row, None where a row lacks one), as training
+    and the loop give a reward its prompt rows' columns. There ``answer`` is what a reward checks against, so here it
+    is the row's reference (its number, else its text), not the answer being scored; without any reference there is
+    no ``answer`` column, and reward:arithmetic says so rather than scoring every answer 0."""
+    keys = dict.fromkeys(k for r in rows for k in r if k not in ("prompt", "answer", "number"))
+    out = {k: [r.get(k) for r in rows] for k in keys}
+    wanted = [r["number"] if r.get("number") is not None else r.get("reference") for r in rows]
+    if any(w not in (None, "") for w in wanted):
+        out["answer"] = wanted
+    return out
 
 
 def scorer_for(root: Path | None = None, persona: str = DEFAULT_PERSONA, persona_rater=None) -> Scorer:
@@ -250,7 +272,7 @@ def paired_share_change(pairs: list[tuple[bool, bool]], z: float = 1.959964) -> 
 
 
 def warnings_for(base: dict, adapter: dict) -> list[str]:
-    """Plain-words warnings from two summaries (plus optional distinct_2 / kl entries in each)."""
+    """Plain-words warnings from two summaries (plus optional distinct_2 / length / kl entries in each)."""
     out = []
     b, a = base.get("correct_share"), adapter.get("correct_share")
     if b and a and a[0] < b[0] - CORRECT_DROP:
@@ -266,8 +288,12 @@ def warnings_for(base: dict, adapter: dict) -> list[str]:
         out.append(f"surface mimicry: {f[0]:.0%} of answers flagged{was} (limit {MIMICRY_MAX:.0%}): openers, "
                    "skeletons or stock phrases repeat, or the persona lives in them rather than in the answer")
     d0, d1 = base.get("distinct_2"), adapter.get("distinct_2")
-    if d0 and d1 is not None and d1 < d0 * (1 - DISTINCT2_DROP):
-        out.append(f"diversity collapsed: distinct-2 {d0:.2f} -> {d1:.2f}: answers are converging on a template")
+    # the floor needs bigrams to count: answers of a word or none have distinct-2 0 and no template
+    low = d1 is not None and d1 < DISTINCT2_FLOOR and (adapter.get("length") is None or adapter["length"] >= 2)
+    if d1 is not None and (low or (d0 and d1 < d0 * (1 - DISTINCT2_DROP))):
+        was = f"{d0:.2f} -> " if d0 is not None else ""
+        out.append(f"diversity collapsed: distinct-2 {was}{d1:.2f}{f' (below {DISTINCT2_FLOOR})' if low else ''}: "
+                   "answers are converging on a template")
     return out
 
 
