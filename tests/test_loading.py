@@ -52,6 +52,25 @@ def test_a_full_fine_tune_loads_its_own_model_alone(tiny_model, tmp_path):
     assert tok("hello")["input_ids"] and tok.chat_template
 
 
+def test_a_run_opens_with_its_base_given_as_a_relative_path(tiny_model, tmp_path, monkeypatch):
+    """run.json records `--model ../tiny` whole: `generate --run R --model ../tiny` was refused as another base
+    ("trained on '/x/tiny', not '../tiny'"); a directory that is not the run's base still is."""
+    from alignlab.models.loading import load_for_inference
+
+    base = _copy(tiny_model, tmp_path / "tiny")
+    run = tmp_path / "proj" / "runs" / "full"
+    (run / "adapter").mkdir(parents=True)
+    for f in base.iterdir():  # the base's own weights stand in for the trained ones: only the names matter here
+        shutil.copy(f, run / "adapter" / f.name)
+    (run / "run.json").write_text(json.dumps({"method": "sft", "model": str(base), "status": "done", "steps": 1}))
+    monkeypatch.chdir(tmp_path / "proj")
+    _, _, name = load_for_inference("../tiny", "runs/full", device="cpu")
+    assert name == str(base)
+    _copy(tiny_model, tmp_path / "other")
+    with pytest.raises(AlignlabError, match=r"was trained on '.*tiny', not '../other'"):
+        load_for_inference("../other", "runs/full", device="cpu")
+
+
 def test_a_model_directory_without_tokenizer_files_is_one_line(tiny_model, tmp_path):
     from alignlab.models.loading import load_tokenizer
 

@@ -333,6 +333,36 @@ def run_base(run_dir: str | Path) -> str:
     raise AlignlabError(f"'{run_dir}' is not an alignlab run (no run.json)", fix="pass a directory under runs/")
 
 
+def _local_base(name: str) -> str | None:
+    """Where a base model lies on this machine: a registry name's converted directory, an existing path resolved;
+    None for anything else (a hub id is matched by its name alone)."""
+    from alignlab.models.registry import REGISTRY
+    from alignlab.paths import home
+
+    if name in REGISTRY:
+        return str((home() / "models" / name).resolve())  # where resolve_model converts it to
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else None
+
+
+def same_base(recorded: str, model: str, run_dir: str | Path | None = None) -> bool:
+    """A run's recorded base is ``model``: the same name, or the same local directory however either is written. A
+    new run records `--model ../tiny` absolute (so the string differs from the flag); one an older version recorded
+    holds the relative path as typed, or as alignlab.yaml wrote it: looked up from here and under the run's project."""
+    if recorded == model:
+        return True
+    mine = _local_base(model)
+    if mine is None:
+        return False
+    places = [recorded]
+    if run_dir is not None and not Path(recorded).expanduser().is_absolute():
+        from alignlab.config import find_project
+
+        root = find_project(run_dir)
+        places += [str(root / recorded)] if root is not None else []
+    return any(_local_base(p) == mine for p in places)
+
+
 def append_metrics(run_dir: str | Path, *records: dict) -> None:
     """The one writer of metrics.jsonl (training logs, warnings, held-out checks); a torn last line is cut first."""
     fsutil.append_jsonl(Path(run_dir) / "metrics.jsonl", *records)

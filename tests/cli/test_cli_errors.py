@@ -195,6 +195,12 @@ def test_config_that_is_not_utf8_names_its_line(monkeypatch, capsys, tmp_path):
     (("--device", "xpu:1"), "device 'xpu:1' requested but this machine has no Intel GPU (XPU)"),
 ])
 def test_bad_run_name_or_device_fails_before_loading_a_model(monkeypatch, capsys, tmp_path, args, needle):
+    import torch
+
+    # a machine without an Apple or Intel GPU, whatever this one has (on a Mac, mps is there and is not refused)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    if hasattr(torch, "xpu"):
+        monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
     code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), *args, cwd=tmp_path)
     assert code == 2 and needle in one_error(lines), lines
     assert not any("Loading" in x for x in lines)
@@ -289,6 +295,24 @@ def test_values_that_fail_after_loading_are_refused_before(monkeypatch, capsys, 
     code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), *args, cwd=tmp_path)
     assert code == 2 and needle in one_error(lines), lines
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_polynomials_lr_end_is_checked_against_the_runs_learning_rate(monkeypatch, capsys, tmp_path, tiny_model):
+    """The scheduler was built on a stand-in optimizer at lr 1e-3: `--lr 0.01` with lr_end 0.002, which transformers
+    builds, was refused ("must be smaller than initial lr (0.001)"). An lr_end above --lr is still refused, by --lr."""
+    import os
+
+    from alignlab.train import engine
+
+    poly = {"lr_scheduler_kwargs": {"lr_end": 0.002}}
+    code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--data", str(pairs(tmp_path)), "--lr", "0.0015",
+                          "--set", "train.lr_scheduler=polynomial",
+                          "--set", f"train.trainer_overrides={json.dumps(poly)}", cwd=tmp_path)
+    assert code == 2 and "lr_end (0.002) must be smaller than initial lr (0.0015)" in one_error(lines), lines
+    cfg = cfg_for(tiny_model, **{"train.learning_rate": 0.01, "train.lr_scheduler": "polynomial",
+                                 "train.trainer_overrides": poly})
+    ctx = engine.prepare("dpo", cfg, str(pairs(tmp_path)), tmp_path / "runs", run_dir=Path(os.devnull))
+    assert ctx.cfg.train.lr_scheduler == "polynomial"
 
 
 def test_a_refused_named_run_leaves_no_directory_and_keeps_its_name(monkeypatch, capsys, tmp_path):

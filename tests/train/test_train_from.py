@@ -38,7 +38,8 @@ def one_error(lines):
 
 @pytest.fixture(scope="module")
 def starts(tiny_model, tmp_path_factory):
-    """One step each of a LoRA SFT run, a full SFT run and a reward model, the runs a later run continues from."""
+    """One step each of a LoRA SFT run, a full SFT run, a reward model and an all-linear LoRA SFT run, the runs a
+    later run continues from."""
     d = tmp_path_factory.mktemp("from")
     sft = d / "sft.jsonl"
     sft.write_text("".join(json.dumps({"prompt": f"Name a colour, #{i}.", "completion": "Blue. Obviously."}) + "\n"
@@ -46,7 +47,8 @@ def starts(tiny_model, tmp_path_factory):
     pairs = write_pairs(d / "pairs.jsonl", n=8)
     out = {"dir": d, "pairs": pairs}
     for name, method, data, extra in (("lora", "sft", sft, {}), ("full", "sft", sft, {"lora.enabled": False}),
-                                      ("rm", "rm", pairs, {})):
+                                      ("rm", "rm", pairs, {}),
+                                      ("all", "sft", sft, {"lora.target_modules": "all-linear"})):
         cfg = cfg_for(tiny_model, **{"train.max_steps": 1, **extra})
         out[name] = engine.run(engine.prepare(method, cfg, str(data), d / "runs", name=name), str(data))
     return out
@@ -76,7 +78,11 @@ def test_lora_flags_beside_from_are_refused_and_the_adapters_own_settings_record
                          (("--from", str(starts["lora"]), "--set", "lora.target_modules=[q_proj]"),
                           "--set lora.target_modules asks for lora.target_modules ['q_proj']"),
                          (("--from", str(starts["lora"]), "--full"), "--full asks for a full fine-tune"),
-                         (("--from", str(starts["full"]), "--lora-alpha", "8"), "is a full fine-tune")):
+                         (("--from", str(starts["full"]), "--lora-alpha", "8"), "is a full fine-tune"),
+                         # the two halves were swapped: "asks for a full fine-tune, but ... trained a LoRA adapter"
+                         (("--from", str(starts["full"]), "--set", "lora.enabled=true"),
+                          f"--set lora.enabled asks for a LoRA adapter, but run {starts['full']} trained a full "
+                          "fine-tune")):
         code, lines = run_cli(monkeypatch, capsys, starts["dir"], *base, *args)
         assert code == 2 and needle in one_error(lines), (args, lines)
         assert not (starts["dir"] / "runs" / "refused").exists()
@@ -116,3 +122,50 @@ def test_a_local_model_path_is_recorded_whole(monkeypatch, tiny_model, starts, t
     (old / "run.json").write_text(json.dumps({**info, "model": tiny_model + "/", "project": None}))
     engine.prepare("dpo", cfg_for(tiny_model), str(starts["pairs"]), starts["dir"] / "runs", run_dir=Path(os.devnull),
                    init_adapter=str(old))
+
+
+LLAMA_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]  # all but lm_head
+
+
+def test_an_all_linear_adapter_is_continued_as_all_linear(tiny_model, starts):
+    """PEFT saves all-linear's layers by their dotted names: `--from` such a run beside `--set
+    lora.target_modules=all-linear` was refused ("run trained ['model.layers.0.mlp.down_proj', ...]"), and without
+    the flag config.yaml recorded the 14 dotted names."""
+    saved = json.loads((starts["all"] / "adapter" / "adapter_config.json").read_text())["target_modules"]
+    assert any("." in t for t in saved), saved  # what PEFT writes, which this test is about
+    flag = {"lora.target_modules": "--set lora.target_modules"}
+    for targets in ("all-linear", LLAMA_LINEAR, None):
+        cfg = cfg_for(tiny_model, **({"lora.target_modules": targets} if targets else {}))
+        ctx = engine.prepare("dpo", cfg, str(starts["pairs"]), starts["dir"] / "runs", run_dir=Path(os.devnull),
+                             init_adapter=str(starts["all"]), lora_flags=flag if targets else {})
+        assert ctx.cfg.lora.target_modules == LLAMA_LINEAR, targets
+    with pytest.raises(AlignlabError, match=r"asks for lora.target_modules \['q_proj'\], but run .* trained "
+                                            r"lora.target_modules \['down_proj', 'gate_proj'"):
+        engine.prepare("dpo", cfg_for(tiny_model, **{"lora.target_modules": ["q_proj"]}), str(starts["pairs"]),
+                       starts["dir"] / "runs", run_dir=Path(os.devnull), init_adapter=str(starts["all"]),
+                       lora_flags=flag)
+
+
+def test_a_run_an_older_version_recorded_with_a_relative_model_is_a_start(tiny_model, starts, tmp_path, monkeypatch):
+    """An older version recorded `--model ../../tiny` as typed: `--from` that run with the same --model was refused
+    ("trained on '../../tiny', not '/x/tiny' - use --model ../../tiny"), and so was a resume of a run started from it,
+    which has no --model to give."""
+    work = tmp_path / "a" / "b"
+    old = work / "runs" / "oldsft"
+    shutil.copytree(starts["lora"], old)
+    relative = os.path.relpath(tiny_model, work)
+    info = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**info, "model": relative, "project": None}))
+    monkeypatch.chdir(work)
+    for resumed in (False, True):
+        ctx = engine.prepare("dpo", cfg_for(relative), str(starts["pairs"]), Path("runs"), run_dir=Path(os.devnull),
+                             init_adapter="runs/oldsft", resumed=resumed)
+        assert ctx.init_adapter.resolve() == (old / "adapter").resolve()
+    # recorded relative to the project it was trained in, and continued from elsewhere
+    (work / "alignlab.yaml").write_text("name: old\n")
+    monkeypatch.chdir(tmp_path)
+    engine.prepare("dpo", cfg_for(tiny_model), str(starts["pairs"]), work / "runs", run_dir=Path(os.devnull),
+                   init_adapter=str(old))
+    with pytest.raises(AlignlabError, match="was trained on"):  # another base is still another base
+        engine.prepare("dpo", cfg_for(str(starts["full"] / "adapter")), str(starts["pairs"]), work / "runs",
+                       run_dir=Path(os.devnull), init_adapter=str(old))

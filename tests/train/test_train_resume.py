@@ -120,6 +120,36 @@ def test_damaged_records_are_one_line_naming_the_file(monkeypatch, capsys, finis
     assert rundir.read_run(run)["status"] == "interrupted"
 
 
+def test_checkpoints_of_sharded_runs_are_resumed_from(finished, tmp_path, capsys):
+    """Under FSDP with SHARDED_STATE_DICT save_model writes no weights file: the weights are in pytorch_model_fsdp_0/
+    (torch.distributed.checkpoint's files), DeepSpeed's in global_stepN/; every such checkpoint counted as damaged and
+    the resume was refused. A sharded save cut short (no .metadata, which is written last) is still passed over."""
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import load_file
+
+    run = interrupted(finished, tmp_path)
+    ckpts = run / "checkpoints"
+    for step in (2, 4):
+        weights = ckpts / f"checkpoint-{step}" / "adapter_model.safetensors"
+        state = load_file(str(weights))
+        weights.unlink()
+        if step == 4:  # FSDP's form, written in one process as accelerate writes it in each
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+                sharded = ckpts / "checkpoint-4" / "pytorch_model_fsdp_0"
+                dcp.save({"model": state}, storage_writer=dcp.FileSystemWriter(sharded))
+        else:  # DeepSpeed's
+            (ckpts / "checkpoint-2" / "global_step2").mkdir()
+            torch.save({"module": state}, ckpts / "checkpoint-2" / "global_step2" / "mp_rank_00_model_states.pt")
+    assert engine.last_checkpoint(ckpts) == str(ckpts / "checkpoint-4")
+    (ckpts / "checkpoint-4" / "pytorch_model_fsdp_0" / ".metadata").unlink()
+    assert engine.last_checkpoint(ckpts) == str(ckpts / "checkpoint-2")
+    assert "resuming from checkpoint-2 (step 2) instead" in " ".join(capsys.readouterr().err.split())
+
+
 def test_save_only_model_is_refused(tiny_model, finished):
     """It left the optimizer and scheduler out of each checkpoint: a resume restarted AdamW and the schedule."""
     data = rundir.read_run(finished)["data"]

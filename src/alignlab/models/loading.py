@@ -234,14 +234,14 @@ def load_for_inference(model_name: str | None, run_dir: str | Path | None, devic
     """Base model (+ the run's adapter when given), in eval mode; a full fine-tune's own model alone. Returns (model,
     tokenizer, base_name). ``trust_remote_code`` unset: what the run was trained with (its config.yaml), else the
     enclosing project's. ``check``: called with the tokenizer before any weights load (a refusal costs no load)."""
-    from alignlab.rundir import Run
+    from alignlab.rundir import Run, same_base
 
     device = pick_device(device)
     adapter_dir = None
     if run_dir is not None:
         run = Run.open(run_dir)
         run_dir, base = run.path, run.base
-        if model_name and model_name != base:
+        if model_name and not same_base(base, model_name, run_dir):  # `--model ../tiny`: run.json records it whole
             raise AlignlabError(
                 f"run {run_dir} was trained on '{base}', not '{model_name}'",
                 fix=f"drop --model or pass --model {base}",

@@ -246,8 +246,10 @@ def _start_lora(adapter: Path) -> dict | None:
                             fix="restore it, or continue from another run") from err
     own = {"enabled": True, "r": conf.get("r"), "alpha": conf.get("lora_alpha"), "dropout": conf.get("lora_dropout")}
     targets = conf.get("target_modules")
-    if isinstance(targets, list) or targets == "all-linear":
-        own["target_modules"] = sorted(targets) if isinstance(targets, list) else targets
+    if isinstance(targets, list):  # by last names, as lora.target_modules names them: PEFT saves all-linear's dotted
+        own["target_modules"] = sorted({t.rsplit(".", 1)[-1] for t in targets})
+    elif targets == "all-linear":
+        own["target_modules"] = targets
     return {k: v for k, v in own.items() if v is not None}
 
 
@@ -266,10 +268,10 @@ def _adopt_start(cfg: ProjectConfig, adapter: Path, spec, flags: dict[str, str])
     for key, value in want.items():
         flag = flags.get(f"lora.{key}")
         if flag is not None and not _same_setting(key, getattr(cfg.lora, key), value, cfg, spec):
-            asks = "a full fine-tune" if key == "enabled" else f"lora.{key} {getattr(cfg.lora, key)}"
-            shown = "a LoRA adapter" if key == "enabled" else f"lora.{key} {value}"
-            raise AlignlabError(f"{flag} asks for {asks}, but run {src} trained {shown}, which a run continued from "
-                                "it keeps", fix=f"drop {flag}, or start from the base")
+            on_full = "" if own else f"; for a LoRA adapter on its weights pass --model {adapter} instead of --from"
+            raise AlignlabError(f"{flag} asks for {_lora_shown(key, getattr(cfg.lora, key))}, but run {src} trained "
+                                f"{_lora_shown(key, value)}, which a run continued from it keeps",
+                                fix=f"drop {flag}, or start from the base{on_full}")
     if own is None and spec.own_loop:  # PPO: its reference is the adapter switched off (train/ppo.py)
         raise AlignlabError(f"{spec.name.upper()} trains a LoRA adapter, and run {src} is a full fine-tune",
                             fix=f"pass --model {adapter} instead of --from: a LoRA adapter on its weights")
@@ -280,14 +282,23 @@ def _adopt_start(cfg: ProjectConfig, adapter: Path, spec, flags: dict[str, str])
     return cfg.model_copy(update={"lora": cfg.lora.model_copy(update=want)})
 
 
+def _lora_shown(key: str, value) -> str:
+    if key == "enabled":
+        return "a LoRA adapter" if value else "a full fine-tune"
+    return f"lora.{key} {value}"
+
+
 def _same_setting(key: str, mine, theirs, cfg: ProjectConfig, spec) -> bool:
+    """One lora.* setting asked for beside --from is the start adapter's; target modules are compared by the layers'
+    last names (as lora.target_modules names them), all-linear as every linear layer but the heads."""
     if mine == theirs or key != "target_modules":
         return mine == theirs
-    if isinstance(mine, list) and isinstance(theirs, list):
-        return set(mine) == set(theirs)
-    linear = _meta_linear_names(cfg, spec.task)  # all-linear: every linear layer but the heads
-    every = sorted(set(linear or []) - set(HEADS))
-    return linear is not None and sorted(mine if isinstance(mine, list) else theirs) == every
+    short = [{t.rsplit(".", 1)[-1] for t in x} if isinstance(x, list) else x for x in (mine, theirs)]
+    if all(isinstance(x, set) for x in short):
+        return short[0] == short[1]
+    linear = _meta_linear_names(cfg, spec.task)
+    named = next((x for x in short if isinstance(x, set)), None)
+    return linear is not None and named == set(linear) - set(HEADS)
 
 
 def _local_model(cfg: ProjectConfig) -> ProjectConfig:
@@ -304,18 +315,9 @@ def _local_model(cfg: ProjectConfig) -> ProjectConfig:
 
 
 def _same_model(recorded: str, model: str, run: Path) -> bool:
-    """A run's recorded base is this model: the same name, or the same local directory (a run recorded before
-    alignlab.yaml's relative model paths were resolved against the project holds the path as written there)."""
-    if recorded == model:
-        return True
-    from alignlab.config import find_project
-
-    if Path(recorded).is_absolute():
-        return Path(recorded).exists() and Path(model).exists() and Path(recorded).resolve() == Path(model).resolve()
-    root = find_project(run)
-    if root is None or not (root / recorded).exists():
-        return False
-    return (root / recorded).resolve() == Path(model).resolve()
+    """A run's recorded base is this model (rundir.same_base: a relative path an older version recorded is found
+    from here or under the run's project, as alignlab.yaml's relative model paths were written)."""
+    return rundir.same_base(recorded, model, run)
 
 
 def _check_trainer_overrides(cfg: ProjectConfig, method: str, spec, device: str, resumed: bool = False) -> None:
@@ -416,10 +418,11 @@ ON_EVAL = ("reduce_lr_on_plateau", "greedy")
 
 
 def _check_scheduler(cfg: ProjectConfig, spec, rows: list) -> None:
-    """train.lr_scheduler built as the run will build it (on a one-parameter optimizer, with the run's
-    lr_scheduler_kwargs): a name the config accepts still failed after the model had loaded, leaving a failed run
-    (cosine_with_min_lr without min_lr, warmup_stable_decay without num_decay_steps, reduce_lr_on_plateau without
-    evaluation). Only a reward model with held-out pairs evaluates (rm.py)."""
+    """train.lr_scheduler built as the run will build it (on a one-parameter optimizer at the run's learning rate,
+    with its lr_scheduler_kwargs): a name the config accepts still failed after the model had loaded, leaving a failed
+    run (cosine_with_min_lr without min_lr, warmup_stable_decay without num_decay_steps, reduce_lr_on_plateau without
+    evaluation). The run's rate, not a stand-in: polynomial checks lr_end against it. Only a reward model with held-out
+    pairs evaluates (rm.py)."""
     import torch
     from transformers import get_scheduler
 
@@ -431,7 +434,7 @@ def _check_scheduler(cfg: ProjectConfig, spec, rows: list) -> None:
     kwargs = {} if spec.own_loop else cfg.train.trainer_overrides.get("lr_scheduler_kwargs") or {}
     if not isinstance(kwargs, dict):
         return  # TRL's own check of the overrides names it
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.learning_rate or 1e-3)
     try:
         get_scheduler(name, optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * 10), num_training_steps=10,
                       scheduler_specific_kwargs=kwargs)
@@ -851,6 +854,16 @@ CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.s
                       "adapter_model.bin", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
+def _sharded_weights(checkpoint: Path) -> bool:
+    """The weights of a run whose state dict stays sharded, where save_model writes no weights file: FSDP's
+    pytorch_model_fsdp_0/ (SHARDED_STATE_DICT; torch.distributed.checkpoint writes its .metadata last) or its
+    per-rank pytorch_model_fsdp*.bin, DeepSpeed's global_stepN/ (*model_states.pt); a resume loads them through
+    accelerate."""
+    return (any((d / ".metadata").is_file() for d in checkpoint.glob("pytorch_model_fsdp_*") if d.is_dir())
+            or any(f.is_file() for f in checkpoint.glob("pytorch_model_fsdp*.bin"))
+            or any(any(d.glob("*model_states.pt")) for d in checkpoint.glob("global_step*") if d.is_dir()))
+
+
 def _damaged(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` cannot be resumed from (None: it can)."""
     from safetensors import safe_open
@@ -862,6 +875,8 @@ def _damaged(checkpoint: Path) -> str | None:
     except (OSError, ValueError, TypeError) as err:
         return f"{state} cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     weights = next((checkpoint / w for w in CHECKPOINT_WEIGHTS if (checkpoint / w).is_file()), None)
+    if weights is None and _sharded_weights(checkpoint):
+        return None
     if weights is None:
         return f"{checkpoint} holds no weights (no {' or '.join(CHECKPOINT_WEIGHTS[:2])})"
     if weights.suffix == ".safetensors":
