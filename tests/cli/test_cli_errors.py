@@ -826,12 +826,13 @@ def test_a_workflow_writes_over_no_project_and_no_file_in_the_way(monkeypatch, c
     proj = tmp_path / "proj"
     code, _ = run_cli(monkeypatch, capsys, "init", str(proj), "--model", tiny_model, cwd=tmp_path)
     before = (proj / "data" / "pairs.jsonl").read_bytes()
+    rewards = (proj / "rewards.yaml").read_bytes()  # init's starter reward spec; pipeline writes its own elsewhere
     for cmd in (["pipeline", "--out", str(proj), "--model", tiny_model], ["break", "label-flip", "--out", str(proj),
                                                                             "--model", tiny_model]):
         code, lines = run_cli(monkeypatch, capsys, *cmd, cwd=tmp_path)
         assert code == 2 and f"{proj} holds files `alignlab {cmd[0]}` did not write (alignlab.yaml" in one_error(lines)
         assert "--force" in one_error(lines)
-    assert (proj / "data" / "pairs.jsonl").read_bytes() == before and not (proj / "rewards.yaml").exists()
+    assert (proj / "data" / "pairs.jsonl").read_bytes() == before and (proj / "rewards.yaml").read_bytes() == rewards
     (tmp_path / "afile").write_text("x")
     code, lines = run_cli(monkeypatch, capsys, "pipeline", "--out", str(tmp_path / "afile"), "--model", tiny_model,
                           cwd=tmp_path)
