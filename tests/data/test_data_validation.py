@@ -311,12 +311,33 @@ def test_a_chat_needs_a_question_and_known_roles(tmp_path):
         json.dumps({"prompt": [{"role": "usr", "content": "What is 2+2?"}], "completion": "4, obviously."}),
     ])
     report = validate(f, "sft")
-    roles = "roles are system, user, assistant, tool"
+    roles = "roles are system, user, assistant, tool (developer reads as system)"
     assert report.errors == [f"{f}:1: 'messages' has a turn with role \"usr\": {roles}",
                              f"{f}:2: 'messages' has a turn with role \"bot\": {roles}",
                              f"{f}:3: 'messages' has no question: no user turn before the assistant's answer",
                              f"{f}:5: 'prompt' has a turn with role \"usr\": {roles}"]
     assert len(report.rows) == 1  # the chat with a tool turn
+
+
+def test_a_developer_turn_is_read_as_the_system_turn(tmp_path, tok):
+    """OpenAI's `developer` role (serve takes it as system) was refused as an unknown role, in rows that trained before;
+    read as system, the chat template renders it as the system turn it is."""
+    dev = {"role": "developer", "content": "Be snarky."}
+    f = write(tmp_path / "d.jsonl", [
+        json.dumps({"messages": [dev, {"role": "user", "content": "What is 2+2?"},
+                                 {"role": "assistant", "content": "4, obviously."}]}),
+        json.dumps({"messages": [{"role": "dev", "content": "Be snarky."}, {"role": "user", "content": "q"},
+                                 {"role": "assistant", "content": "a"}]}),
+    ])
+    report = validate(f, "sft", tokenizer=tok, max_length=256)
+    assert report.errors == [f"{f}:2: 'messages' has a turn with role \"dev\": roles are system, user, assistant, "
+                             "tool (developer reads as system)"]
+    rows = load_dataset_rows(f, "sft", skip_invalid=True)  # what training gets
+    assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant"]
+    assert json.loads(f.read_text().splitlines()[0])["messages"][0]["role"] == "developer"  # the file is left as it is
+    pairs = write(tmp_path / "p.jsonl", [json.dumps({"prompt": [dev, {"role": "user", "content": "What is 3+3?"}],
+                                                     "chosen": "6. Shocking.", "rejected": "6."})])
+    assert load_dataset_rows(pairs, "preference", tok, max_length=256)[0]["prompt"][0] == {**dev, "role": "system"}
 
 
 def test_sft_on_pairs_names_the_pairs_field(tmp_path):

@@ -92,8 +92,23 @@ def test_a_row_training_would_refuse_is_refused_not_scored_zero(files, tmp_path)
     rows.write_text(data.read_text() + json.dumps({"prompt": "What is 2+2?", "completion": "4, genius."}) + "\n")
     result = invoke("--spec", spec, "--json", rows)
     assert isinstance(result.exception, AlignlabError), result.output
-    assert "needs the column 'answer', which 1 of 4 rows lack or leave empty (the first: row 4)" in str(result.exception)
+    assert ("needs the column 'answer', which 1 of 4 rows lack or leave empty (the first: the row at "
+            f"{rows}:4)") in str(result.exception)
     assert result.stdout == ""  # nothing scored
+
+
+def test_a_refused_row_is_named_by_its_line(files, tmp_path):
+    """With a blank line in the file, a bad row on line 5 read "cannot use row 4": its count among the rows."""
+    data, spec = files
+    rows = tmp_path / "gap.jsonl"
+    bad = {"prompt": "Capital of France?", "completion": "Paris, obviously.", "answer": "Paris"}
+    rows.write_text(data.read_text().replace("\n", "\n\n", 1) + json.dumps(bad) + "\n")  # a blank line 2
+    assert rows.read_text().splitlines()[4] == json.dumps(bad)
+    result = invoke("--spec", spec, rows)
+    assert isinstance(result.exception, AlignlabError), result.output
+    assert f"arithmetic cannot use the row at {rows}:5: its 'answer' holds no number" in str(result.exception)
+    rows.write_text(rows.read_text().replace(json.dumps(bad), json.dumps({k: bad[k] for k in ("prompt", "completion")})))
+    assert f"(the first: the row at {rows}:5)" in str(invoke("--spec", spec, rows).exception)
 
 
 def test_spec_errors_surface_as_one_line(files, tmp_path):

@@ -89,12 +89,15 @@ def test_serve_runs(tiny_model, tmp_path):
     (final / "run.json").write_text(json.dumps({**info, "decoding": {"base_opening": None, "amplify": 0.0}}))
     port = _free_port()
     proc, url, out = _start(["serve", f"pirate={run}", str(final), "--port", str(port), "--db", str(tmp_path / "fb.db"),
-                             "--device", "cpu", "--base-opening", "sentence"], cwd=tmp_path)
+                             "--device", "cpu", "--base-opening", "sentence", "--amplify", "1"], cwd=tmp_path)
     try:
         assert "models: base, pirate, final" in out and f"OpenAI API: {url}/v1" in out
         line = next(x for x in out.splitlines() if x.startswith("base opening:"))
         assert line == ("base opening: the base writes the first sentence of each chat answer from pirate, the adapter "
                         "the rest (not for final: trained on distilled rows, it decodes alone)"), out
+        line = next(x for x in out.splitlines() if x.startswith("amplify:"))  # final is not amplified either
+        assert line == ("amplify: answers from pirate decode from adapter + 1 x (adapter - base) (not for final: "
+                        "trained on distilled rows, it decodes alone)"), out
         models = httpx.get(url + "/v1/models").json()
         assert [m["id"] for m in models["data"]] == ["base", "pirate", "final"], models
         r = httpx.post(url + "/v1/chat/completions", timeout=60,

@@ -265,9 +265,10 @@ def _one_word_per_token(pool) -> None:
 
 
 def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_opens(tiny_model, tmp_path):
-    """`serve --base-opening 3` over two adapters: the one whose run.json records that it decodes alone (trained on
-    distilled rows) answers as generate() does with no opening; the other's answer starts with the base's first three
-    words. (The tiny base's output matrix lets it write whole words only: see _one_word_per_token.)"""
+    """`serve --base-opening 3 --amplify 1` over two adapters: the one whose run.json records that it decodes alone
+    (trained on distilled rows) answers as generate() does with no opening and no amplify (it was amplified, where chat
+    decoded it unamplified); the other's answer starts with the base's first three words. (The tiny base's output
+    matrix lets it write whole words only: see _one_word_per_token.)"""
     import json
 
     from alignlab.generate import generate
@@ -276,8 +277,8 @@ def test_an_adapter_trained_on_distilled_rows_answers_alone_beside_one_the_base_
     info = json.loads((alone / "run.json").read_text())
     (alone / "run.json").write_text(json.dumps({**info, "decoding": {"base_opening": None, "amplify": 0.0}}))
     pool = ModelPool(tiny_model, {"snarky": opened, "distilled": alone}, device="cpu", base_opening="3",
-                     repetition_penalty=1.2)
-    assert pool.alone == {"distilled"}
+                     repetition_penalty=1.2, amplify=1.0)  # sampling.amplify 1.0: amplify 0.0 for it, as in chat
+    assert pool.alone == {"distilled"} and (pool.amplify_of("distilled"), pool.amplify_of("snarky")) == (0.0, 1.0)
     _one_word_per_token(pool)
     ask = dict(messages=PROMPT, max_tokens=12, temperature=0)
     with background(create_app(pool)) as base_url, \

@@ -21,8 +21,9 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     create_project(root, model=tiny_model)
     cfg = apply_overrides(load_config(root / CONFIG_NAME), {"train.batch_size": 2, "train.sample_prompts": 0,
                                                             "lora.r": 4})
+    # one step a stage: two would read as `recipe --quick` runs, which a changed stage replaces without --force
     quick = tuple(Stage(s.method, s.data, {**s.overrides, "limit": 4} if s.method == DISTIL else
-                        {**s.overrides, "train.max_steps": 2, "train.epochs": 1.0}) for s in DEFAULT)
+                        {**s.overrides, "train.max_steps": 1, "train.epochs": 1.0}) for s in DEFAULT)
     said: list[str] = []
     last = train_recipe(root, cfg, quick, echo=said.append)
     trained = [(i, s) for i, s in enumerate(DEFAULT, 1) if s.method != DISTIL and s.data != DISTILLED]
@@ -73,8 +74,8 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
 
 def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_model, tmp_path):
     """`alignlab recipe --quick`: every stage in runs/quick-<i>-<method> (never the full recipe's runs/recipe-*, which
-    it replaced with 2-step adapters); run again, the trained stages are reused; changed, the finished ones are kept
-    unless --force."""
+    it replaced with 2-step adapters); run again, the trained stages are reused, and the last stage trains on however
+    few rows the distil stage kept (a test with the full recipe's 16-row floor passed as well)."""
     from typer.testing import CliRunner
 
     from alignlab.cli import app
@@ -88,19 +89,21 @@ def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_mode
     assert [r.info["status"] for r in runs] == ["done", "done"] and runs[0].info["steps"] == 2
     assert runs[1].info["init_adapter"] == str(runs[0].path) and runs[1].info["data"].endswith("pairs.jsonl")
     # the tiny model's distil keeps nothing: stage 4 is skipped, and the last lines name the run it ended at
-    assert "stage 4 skipped: the distil stage kept 0 rows (fewer than 1)" in res.output
+    assert "stage 4 skipped: the distil stage kept no rows; the recipe ends at" in res.output
     assert f"final adapter: {runs[-1].path}   (a smoke test" in res.output
     assert not (proj / "runs" / "recipe-1-sft").exists()
+    # three rows where the distil stage wrote none (as if it had kept them): --quick trains stage 4 on them
+    distilled = proj / "data" / "quick-3-distil.jsonl"
+    assert distilled.is_file() and distilled.read_text() == ""
+    rows = [{"prompt": f"What is {a} plus {a}?", "completion": f"{2 * a}, obviously.", "source": "distil"}
+            for a in range(3)]
+    distilled.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
     assert res.exit_code == 0 and f"stage 1 already trained: {runs[0].path}" in res.output, res.output
-    config = (proj / CONFIG_NAME).read_text()
-    assert "\n  r: 16\n" in config
-    (proj / CONFIG_NAME).write_text(config.replace("\n  r: 16\n", "\n  r: 4\n"))  # every training stage changes
-    res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
-    assert type(res.exception).__name__ == "AlignlabError", res.output
-    assert str(res.exception).startswith("the recipe would replace finished runs/quick-1-sft, runs/quick-2-dpo: "
-                                         "stage 1's settings or data changed since it ran")
-    assert "--force" in str(res.exception) and [Run(r.path).info["steps"] for r in runs] == [2, 2]
+    assert f"stage 3 already distilled: {distilled}" in res.output and "skipped" not in res.output
+    last = Run(proj / "runs" / "quick-4-sft")
+    assert last.info["status"] == "done" and last.info["rows"] == 3 and last.info["init_adapter"] == str(runs[1].path)
+    assert f"final adapter: {last.path}   (a smoke test" in res.output
 
 
 def test_recipe_command_names_the_data_a_project_lacks(tmp_path, monkeypatch):
@@ -228,13 +231,32 @@ def test_a_stage_of_so_many_epochs_runs_them_whatever_max_steps_the_project_sets
     assert Run(last).info["steps"] == 4  # 8 rows in batches of 2
 
 
+def test_an_upgraded_projects_quick_runs_give_way_to_the_recipe_without_force(tiny_model, tmp_path):
+    """Before --quick trained into runs/quick-*, `recipe --quick` trained into runs/recipe-*; after the upgrade a plain
+    `alignlab recipe` refused to replace those 2-step runs without --force. A run of the full recipe still is kept."""
+    from alignlab.workflows.recipes import QUICK_STEPS
+
+    root, cfg = _two_stage_project(tiny_model, tmp_path)
+    smoke = (Stage("sft", "few.jsonl", {"train.learning_rate": 5e-4, "train.max_steps": QUICK_STEPS}),)
+    train_recipe(root, cfg, smoke, echo=lambda m: None)  # what `recipe --quick` left in runs/recipe-1-sft
+    full = (Stage("sft", "few.jsonl", {"train.learning_rate": 5e-4, "train.epochs": 1.0}),)
+    said: list[str] = []
+    last = Run(train_recipe(root, cfg, full, echo=said.append, replace=False))  # `alignlab recipe`, no --force
+    assert said[0] == (f"stage 1's settings or data changed since it ran: replacing runs/recipe-1-sft, --quick runs "
+                       f"of {QUICK_STEPS} steps (a smoke test, not a persona)"), said
+    assert last.info["status"] == "done" and last.info["steps"] == 4  # the epoch: 8 rows in batches of 2
+    with pytest.raises(AlignlabError, match="would replace finished runs/recipe-1-sft: stage 1's settings"):
+        train_recipe(root, cfg, smoke, echo=said.append, replace=False)  # 4 steps of the real stage: kept
+    assert Run(last.path).info["steps"] == 4
+
+
 def test_a_stage_stopped_part_way_goes_on_from_its_checkpoint(tiny_model, tmp_path):
     """An interrupted stage trained again from step 0 when the recipe ran again, and one finished by hand with
     `alignlab train --resume` (as the interrupt line says) was thrown away."""
     from alignlab.workflows.recipes import PENDING, _Record, _fingerprint
 
     root, cfg = _two_stage_project(tiny_model, tmp_path)
-    stages = (Stage("sft", "few.jsonl", {"train.max_steps": 4}), Stage("sft", "few.jsonl", {"train.max_steps": 2}))
+    stages = (Stage("sft", "few.jsonl", {"train.max_steps": 4}), Stage("sft", "few.jsonl", {"train.max_steps": 1}))
     train_recipe(root, cfg, stages, echo=lambda m: None)
     first, second = (Run(root / "runs" / f"recipe-{i}-sft") for i in (1, 2))
     record = _Record(root / "runs" / "recipe-stages.json")

@@ -23,12 +23,11 @@ def register(app: typer.Typer) -> None:
         from alignlab.project import create_project
 
         if model:
-            _check_hub_name(model)  # before anything is written
+            _check_hub_name(model, directory)  # before anything is written
         outer = find_project(directory.resolve().parent) if directory.resolve().parent.exists() else None
         if outer is not None and outer != directory.resolve():
             typer.echo(f"note: {directory} is inside the project at {outer}; commands run in it use the inner one")
-        cfg, written = create_project(directory, persona, model, force)
-        written += _write_rewards(directory)
+        cfg, written = create_project(directory, persona, model, force)  # rewards.yaml too, as for make demo's
         typer.echo(f"created {directory}/ ({CONFIG_NAME}, " + ", ".join(written) + ")")
         if persona == DEFAULT_PERSONA:
             typer.echo(f"next: cd {directory} && alignlab recipe   (the demo's four stages: about 15 minutes on 2 CPU "
@@ -55,34 +54,17 @@ def register(app: typer.Typer) -> None:
         typer.echo(dump_config(cfg), nl=False)
 
 
-REWARDS_HEAD = (
-    "# The default reward of GRPO, RLOO and PPO (what they use without --rewards), written out to edit:\n"
-    "#   alignlab train grpo --data data/prompts.jsonl --rewards rewards.yaml\n"
-    "# persona_heuristic counts the example persona's snark markers; every function and its args: README, Rewards.\n"
-)
-
-
-def _write_rewards(directory: Path) -> list[str]:
-    """A starter rewards.yaml: the default online reward as YAML, so the README's `--rewards rewards.yaml` runs as is
-    in a fresh project; one already there is kept."""
-    from alignlab import fsutil
-    from alignlab.rewards.compose import DEFAULT_SPEC
-
-    path = directory / "rewards.yaml"
-    if path.exists():
-        return []
-    fsutil.write_text(path, REWARDS_HEAD + DEFAULT_SPEC)
-    return ["rewards.yaml"]
-
-
-def _check_hub_name(model: str) -> None:
+def _check_hub_name(model: str, directory: Path) -> None:
     """A name with a slash that is no path on disk reads as a hub id; resolve it now as training would (the hub cache,
     then whether the hub can be reached: no weights are loaded), so a mistyped ``mymodels/tiny`` is refused in one line
-    here, not at the first command after init. Paths, GGUF files, ollama: names and the registry's own hub ids (which
-    resolve by converting the packaged model) are left to create_project and the first load."""
+    here, not at the first command after init. Paths (from here, or inside the project: the project reads
+    ``models/tiny`` from itself), GGUF files, ollama: names and the registry's own hub ids (which resolve by
+    converting the packaged model) are left to create_project and the first load."""
     from alignlab.models.registry import registry_entry_for_hub_id, resolve_model
+    from alignlab.project import model_in_project
 
     if ("/" not in model or model.startswith((".", "/", "~", "ollama:")) or model.lower().endswith(".gguf")
-            or Path(model).expanduser().exists() or registry_entry_for_hub_id(model) is not None):
+            or Path(model).expanduser().exists() or model_in_project(model, directory)
+            or registry_entry_for_hub_id(model) is not None):
         return
     resolve_model(model)

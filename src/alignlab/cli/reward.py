@@ -80,7 +80,8 @@ def score(
         from alignlab.rewards.compose import load_spec
 
         reward = load_spec(spec)
-        reward.check_rows([r for _, r in rows])  # as training does: a row arithmetic cannot grade is refused, not 0
+        # as training does: a row arithmetic cannot grade is refused, not 0; named by its line (blank lines skip)
+        reward.check_rows([r for _, r in rows], places=[f"{file}:{n}" for n, _ in rows])
         parts = reward.components(prompts, completions, **columns)
         totals = reward.total(parts)
         label = str(spec)

@@ -75,8 +75,13 @@ def register(app: typer.Typer) -> None:
             note = f" (not for {', '.join(alone)}: trained on distilled rows, it decodes alone)" if alone else ""
             typer.echo(f"base opening: the base writes the first {unit} of each chat answer from {', '.join(opened)}, "
                        f"the adapter the rest{note}")
-        if pool.amplify and pool.adapters:
-            typer.echo(f"amplify: answers from an adapter decode from adapter + {pool.amplify:g} x (adapter - base)")
+        if pool.amplify and pool.adapters:  # as chat and eval, a run trained on distilled rows decodes unamplified
+            amplified = [n for n in pool.adapters if pool.amplify_of(n)]
+            alone = ", ".join(n for n in pool.adapters if n in pool.alone)
+            why = f"{alone}: trained on distilled rows, it decodes alone"
+            typer.echo(f"amplify: answers from {', '.join(amplified)} decode from adapter + {pool.amplify:g} x "
+                       f"(adapter - base)" + (f" (not for {why})" if alone else "") if amplified else
+                       f"amplify: off for {why}")
         if store_path is None:
             typer.echo("rating UI off: no feedback.db here (pass --db PATH to create one)")
         parts = [("OpenAI API", "/v1")] + ([("rating UI", "/")] if store_path else [])

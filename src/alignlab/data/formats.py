@@ -183,13 +183,29 @@ def _check_row(row: Any, kind: str) -> str | None:
 
 
 ROLES = ("system", "user", "assistant", "tool")  # the roles chat templates know; "usr" or "bot" is a typo
+DEVELOPER = "developer"  # OpenAI's newer name for the system turn: read as system, as serve reads it
+
+
+def _developer_as_system(row: Any) -> Any:
+    """The row with each ``developer`` turn of its message lists as a ``system`` turn (a template renders an unknown
+    role as a turn of its own, or fails); the row itself when it has none."""
+    if not isinstance(row, dict):
+        return row
+    out = None
+    for name, value in row.items():
+        if isinstance(value, list) and any(isinstance(m, dict) and m.get("role") == DEVELOPER for m in value):
+            out = out or dict(row)
+            out[name] = [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == DEVELOPER else m
+                         for m in value]
+    return row if out is None else out
 
 
 def _odd_role(msgs: list[dict], name: str) -> str | None:
     """Why a message list has a role outside ROLES (a typo: templates render it as a turn of its own, or fail), or
     None."""
     odd = next((m["role"] for m in msgs if m["role"] not in ROLES), None)
-    return None if odd is None else f"'{name}' has a turn with role {json.dumps(odd)}: roles are {', '.join(ROLES)}"
+    return None if odd is None else (f"'{name}' has a turn with role {json.dumps(odd)}: roles are {', '.join(ROLES)} "
+                                     f"({DEVELOPER} reads as system)")
 
 
 def _missing(row: dict, name: str) -> str:
@@ -225,6 +241,7 @@ def validate(
     report = Report(path=str(path), kind=kind, errors=errors)
     truncated = 0
     for lineno, row in pairs:
+        row = _developer_as_system(row)
         reason = _check_row(row, kind)
         if reason and sft_note and sft_note.startswith("preference"):  # read as prompt/completion: name its field
             reason = reason.replace("'completion'", "'chosen'")

@@ -172,9 +172,13 @@ class ComposedReward:
             totals.append(t)
         return totals
 
-    def check_rows(self, rows: list[dict]) -> None:
+    def check_rows(self, rows: list[dict], places: list[str] | None = None) -> None:
         """Before training (or a loop's first sample): every built-in component that reads a data column
-        (arithmetic, exact_match) finds a value in every row that it can use; else it would score 0 without a word."""
+        (arithmetic, exact_match) finds a value in every row that it can use; else it would score 0 without a word.
+        ``places``: each row's file:line, named instead of its count (a file's blank lines put them apart)."""
+        def row(i: int) -> str:
+            return f"the row at {places[i]}" if places else f"row {i + 1}"
+
         for part in self.parts:
             need = getattr(part.fn, "column", None)
             if not isinstance(need, str):
@@ -184,12 +188,12 @@ class ComposedReward:
                 have = ", ".join(sorted(rows[missing[0]])) or "none"
                 raise AlignlabError(
                     f"reward component '{part.name}': {part.source} needs the column '{need}', which {len(missing)} of "
-                    f"{len(rows)} rows lack or leave empty (the first: row {missing[0] + 1})", where=part.where or None,
+                    f"{len(rows)} rows lack or leave empty (the first: {row(missing[0])})", where=part.where or None,
                     fix=f"add '{need}' to each row or set args.column (columns of that row: {have})")
             problem = getattr(part.fn, "value_problem", None)
             for i, r in enumerate(rows if callable(problem) else []):
                 if why := problem(r[need]):
-                    raise AlignlabError(f"reward component '{part.name}': {part.source} cannot use row {i + 1}: "
+                    raise AlignlabError(f"reward component '{part.name}': {part.source} cannot use {row(i)}: "
                                         f"its '{need}' {why}", where=part.where or None,
                                         fix=f"fix that row's '{need}', or point args.column at a column it can use")
 
@@ -585,7 +589,12 @@ def build_spec(
 def load_spec(path: str | Path, check_only: bool = False, allow_outside: bool = False) -> ComposedReward:
     """Read, validate and build a reward spec YAML file (see ``build_spec`` for the two flags)."""
     path = Path(path)
-    text = read_text(path, "reward spec")  # a directory, a missing file or one not in UTF-8: one line
+    try:
+        text = read_text(path, "reward spec")  # a directory, a missing file or one not in UTF-8: one line
+    except AlignlabError as err:
+        if path.exists():
+            raise
+        raise AlignlabError(err.what, where=err.where, fix=f"{err.fix}; {MISSING_SPEC_FIX}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -604,6 +613,11 @@ components:
 cap: 1.0
 diversity: {weight: 0.1}
 """
+
+
+# a missing spec is most often the starter rewards.yaml of a project made before projects got one
+MISSING_SPEC_FIX = ("without --rewards, `alignlab train grpo/rloo/ppo` uses the same default reward that a new "
+                    "project's rewards.yaml holds")
 
 
 def default_reward() -> ComposedReward:

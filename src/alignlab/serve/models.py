@@ -120,7 +120,8 @@ class ModelPool:
         self.adapters: dict[str, Path] = dirs
         from alignlab.rundir import decodes_alone
 
-        # adapters trained on distilled rows write their own opening: the base opening skips them
+        # adapters trained on distilled rows write their own opening: the base opening skips them, and so does amplify
+        # (their run.json's decoding says amplify 0.0, as chat and eval decode them)
         self.alone = {name for name, adapter in dirs.items() if decodes_alone(adapter.parent)}  # the resolved run
         self._lock = threading.Lock()
         # what chat, generate and eval put first in a conversation with no system turn (and GRPO/PPO sampled under)
@@ -155,6 +156,11 @@ class ModelPool:
                    repetition_penalty=repetition_penalty, amplify=amplify,
                    system_prompt=trained_under(adapters.values(), cfg.system_prompt, "one server opens every chat with one",
                                                "serve them from separate `alignlab serve` commands"))
+
+    def amplify_of(self, name: str) -> float:
+        """The amplify ``name``'s answers decode with: the pool's, but 0 for the base (nothing to amplify against) and
+        for an adapter that decodes alone."""
+        return 0.0 if name == BASE or name in self.alone else self.amplify
 
     @property
     def names(self) -> list[str]:
@@ -216,7 +222,8 @@ class ModelPool:
         With the pool's ``base_opening`` set, a ``chat`` answer from an adapter (but one trained on distilled rows) opens with the base model's opening
         (generate()): the base, adapter off, answers first under the same sampling settings, and the adapter goes
         on from the opening's tokens; the n samples share one opening, and its tokens count in each answer's tokens.
-        With the pool's ``amplify`` set, an adapter's tokens are decoded from its amplified shift (generate()'s).
+        With the pool's ``amplify`` set, an adapter's tokens (but one that decodes alone) are decoded from its amplified
+        shift (generate()'s).
         """
         import torch
 
@@ -250,7 +257,7 @@ class ModelPool:
                 ids = torch.tensor([list(prompt_ids) + head_ids], device=self.device)
                 kwargs: dict = {"max_new_tokens": max_tokens - len(head_ids), "pad_token_id": self.tokenizer.pad_token_id,
                                 "num_return_sequences": samples, "streamer": track, "stopping_criteria": [track], **sampling,
-                                **self._processors(ids, samples, amplify=self.amplify if name != BASE else 0.0)}
+                                **self._processors(ids, samples, amplify=self.amplify_of(name))}
                 if name == BASE and self.adapters:
                     with self.model.disable_adapter(), torch.inference_mode():
                         self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)

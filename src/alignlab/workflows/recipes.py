@@ -92,7 +92,8 @@ def train_recipe(root: Path, cfg, stages=DEFAULT, echo: Callable[[str], object] 
     ``data/<prefix>-<i>-distil.jsonl`` from the previous run, and a DISTILLED stage trains on it (skipped, with a line
     saying so, when it holds fewer than its ``min_rows`` override, else MIN_DISTIL_ROWS, rows). Finished runs that the
     first stage to run again replaces are named in one line before any goes; ``replace=False`` refuses instead, before
-    anything is deleted (`alignlab recipe` without --force). Returns the last run trained."""
+    anything is deleted (`alignlab recipe` without --force), unless every one is a --quick run. Returns the last run
+    trained."""
     record = _Record(root / cfg.runs_dir / f"{prefix}-stages.json")
     first, why = _first_to_run(root, cfg, stages, prefix, record)
     replacing = _replacing(root, cfg, stages, prefix, first, why, replace)  # before anything is deleted
@@ -156,16 +157,32 @@ def _first_to_run(root: Path, cfg, stages, prefix: str, record: "_Record") -> tu
 def _replacing(root: Path, cfg, stages, prefix: str, first: int, why: str, replace: bool) -> str:
     """The line naming the finished runs that go when stage ``first`` runs again (its own, and every later stage's:
     they followed from it), said before any is deleted; "" when none is finished. ``replace=False``: one error instead,
-    before anything is deleted or trained."""
+    before anything is deleted or trained, unless every one is a --quick run (the line says so)."""
     done = [d for j, s in enumerate(stages[first - 1:], first)
             if s.method != DISTIL and _status(d := _run_dir(root, cfg, prefix, j, s)) == "done"]
     if not done:
         return ""
     names = ", ".join(f"{cfg.runs_dir}/{d.name}" for d in done)
+    if all(_quick_run(d) for d in done):  # a smoke test's: nothing to lose (and what `recipe --quick` left in
+        # runs/recipe-* before it had runs/quick-*, which blocked the real recipe after an upgrade)
+        return f"{why}: replacing {names}, --quick runs of {QUICK_STEPS} steps (a smoke test, not a persona)"
     if not replace:
         raise AlignlabError(f"the recipe would replace finished {names}: {why}",
                             fix="pass --force to retrain them, or --name NEW to train a new set beside them")
     return f"{why}: replacing finished {names}"
+
+
+def _quick_run(run_dir: Path) -> bool:
+    """Whether a finished stage's run is a --quick one: its config.yaml records QUICK_STEPS steps, which no stage of
+    the full recipe trains for (its stages run whole epochs or 60 steps). Minutes of work at most: replaced without
+    --force."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        return recorded["train"]["max_steps"] == QUICK_STEPS
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return False  # unreadable: not known to be a smoke test, so kept unless --force
 
 
 PENDING = "pending: "  # a training stage's record while it trains: an interrupted one with the same settings resumes
@@ -212,7 +229,8 @@ def _too_few(distilled: Path | None, i: int, prev, least: int | None, echo) -> b
     rows = sum(1 for line in distilled.read_text().splitlines() if line.strip())
     if rows >= least:
         return False
-    echo(f"stage {i} skipped: the distil stage kept {rows} rows (fewer than {least}); "
+    kept = "no rows" if rows == 0 else f"{rows} row{'s' if rows > 1 else ''} (fewer than {least})"
+    echo(f"stage {i} skipped: the distil stage kept {kept}; "
          f"the recipe ends at {prev}, which keeps its correctness only with the base writing each "
          "first sentence (eval, chat and serve do; an export cannot: see eval's 'adapter alone' column)")
     return True
