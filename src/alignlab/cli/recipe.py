@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         pairs: Optional[str] = typer.Option(None, "--pairs", help="stage 2: persona pairs for DPO + RPO (a file under data/, a path, or bundled:NAME; default: pairs.jsonl)"),
         name: Optional[str] = typer.Option(None, "--name", help="the stages' runs are runs/<name>-<stage>-<method> (default: recipe; with --quick, quick)"),
         quick: bool = typer.Option(False, "--quick", help="2 steps per training stage, 8 distil prompts and a last stage on whatever they keep: a smoke test of the pipeline, not a persona"),
-        force: bool = typer.Option(False, "--force", help="retrain a stage that finished with other settings or data, removing its run and every later stage's"),
+        force: bool = typer.Option(False, "--force", help="retrain a stage that finished with other settings or data, removing its run and every later stage's (2-step --quick runs give way without it)"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
         """Train the default recipe (what `make demo` trains) in this project, stage by stage.
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         SFT on the rewrites, DPO + RPO on the pairs from it, the base's opening distilled from its answers, SFT on
         those rows: about 15 minutes on 2 CPU cores with the default model. A stage already trained with the same
         settings is reused, so running it again continues an interrupted recipe; a finished stage whose settings or
-        data changed is retrained only with --force (a finished run is 15 minutes of work)."""
+        data changed is retrained only with --force (a finished run is 15 minutes of work); 2-step --quick runs give way without it."""
         from alignlab.config import project_config
         from alignlab.errors import AlignlabError
         from alignlab.rundir import check_run_name
