@@ -95,6 +95,12 @@ def test_duplicates_need_another_prompt_and_room_for_a_template():
     answers = [stock, stock, "Tokyo, since 1868.", "Eight legs.", "About six minutes, then cold water."]
     assert duplicates(answers, ["a", "b", "c", "d", "e"]) == [True, True, False, False, False]
     assert duplicates(answers, ["a", "a", "c", "d", "e"]) == [False] * 5  # one prompt answered twice alike
+    # the same question worded twice may get one answer (distil's rows were dropped as templates); another subject not
+    bread = "Bread is baked from flour and water, and yeast makes the dough rise before it goes in the oven."
+    asked = ["What is bread?", "Tell me about bread.", "c", "d", "e"]
+    assert duplicates([bread, bread] + answers[2:], asked) == [False] * 5
+    assert duplicates([bread, bread] + answers[2:], ["What is bread?", "What is rust?", "c", "d", "e"])[:2] == [True, True]
+    assert duplicates(answers, ["What is 5 cubed?", "What is 6 cubed?", "c", "d", "e"])[:2] == [True, True]
     assert duplicates(answers[:4], ["a", "b", "c", "d"]) == [False] * 4  # too few answers for a context
     assert duplicates(["Yes."] * 5, list("abcde")) == [False] * 5  # a short answer repeats without a template
     near = [stock, stock.replace("fog", "thick fog"), "Tokyo.", "Eight.", "Six minutes."]

@@ -214,7 +214,9 @@ def test_a_tiny_cpu_run_does_not_slow_a_real_models_plan(tiny_model, tmp_path, m
     big = {**record, "model_shape": resolve_shape("smollm2-135m").to_dict(),
            "workload": Workload(method="dpo", batch=4, prompt_len=40, completion_len=43).__dict__}
     default, calibrated = _unit(big, DEFAULT_FACTORS["cpu"])["total"], _unit(big, load_factors("cpu"))["total"]
-    assert calibrated < 3 * default, (default, calibrated)
+    # the bug was 23x (11.9 s -> 271 s); the tiny run's own step time moves with the machine's load (6.2x seen in a
+    # full suite run, 1-2x alone), so the bound sits between the two
+    assert calibrated < 10 * default, (default, calibrated)
 
 
 def test_a_factor_file_edited_by_hand_falls_back_to_the_defaults(tmp_path, monkeypatch, capsys):

@@ -88,9 +88,24 @@ def group_signals(answers: list[str], prompts: list[str]) -> list[dict]:
     return out
 
 
+def same_subject(a: str, b: str) -> bool:
+    """Whether two prompts ask about the same thing: one's content words (not function words, short words only when
+    they are numbers) are all in the other's. "What is bread?" and "Tell me about bread." may share an answer; "What
+    is 5 cubed?" and "What is 6 cubed?" may not."""
+    if a == b:
+        return True
+    from alignlab.eval.correct import STOP
+
+    def content(p: str) -> set:
+        return {w for w in words(p) if w not in STOP and w not in FUNCTION and (len(w) >= 3 or w.isdigit())}
+
+    x, y = content(a), content(b)
+    return bool(x) and bool(y) and (x <= y or y <= x)
+
+
 def duplicates(answers: list[str], prompts: list[str]) -> list[bool]:
     """Whether each answer (of ``MIN_ASIDE_WORDS`` words or more) is nearly another answer of the same model to a
-    different prompt (the same prompt answered twice alike is no template): ``NEAR_DUPLICATE`` of the shorter one's
+    prompt on another subject (the same question, or one worded differently, answered alike is no template): ``NEAR_DUPLICATE`` of the shorter one's
     word 3-grams, counted with their repeats, are in the other, which is at most twice as long. Counted, not as sets:
     a loop's few distinct 3-grams differ in its ragged end ("comment" x 23, "and" x 30, "cludclud..." once)."""
     if len(answers) < MIN_GROUP:
@@ -106,7 +121,7 @@ def duplicates(answers: list[str], prompts: list[str]) -> list[bool]:
             if size[i] < 0.5 * size[j]:
                 break  # sorted by size: every later answer is longer still
             # each 3-gram of i's that j lacks costs at least one of i's counted 3-grams: a cheap test first
-            if prompts[i] == prompts[j] or len(keys[i] & keys[j]) < len(keys[i]) - (size[i] - need):
+            if same_subject(prompts[i], prompts[j]) or len(keys[i] & keys[j]) < len(keys[i]) - (size[i] - need):
                 continue
             if sum((grams[i] & grams[j]).values()) >= need:
                 out[i] = out[j] = True
