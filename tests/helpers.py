@@ -80,3 +80,27 @@ def send_json(handler, code: int, payload, headers: dict | None = None) -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def run_cli(monkeypatch, capsys, *args, cwd=None, with_stdout: bool = False) -> tuple[int, list[str]]:
+    """`alignlab ARGS` in this process: its exit code and its stderr lines (stdout's first with ``with_stdout``)."""
+    import sys
+
+    import pytest
+
+    from alignlab.cli import main
+
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["alignlab", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code, ((out.out if with_stdout else "") + out.err).strip().splitlines()
+
+
+def one_error(lines: list[str]) -> str:
+    """The one `error:` line of a command's output, with no traceback beside it."""
+    errors = [x for x in lines if x.startswith("error:")]
+    assert len(errors) == 1 and not any("Traceback" in x for x in lines), lines
+    return errors[0]

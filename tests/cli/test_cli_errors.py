@@ -10,29 +10,12 @@ import pytest
 
 from alignlab.cli import main
 from alignlab.errors import AlignlabError
-from helpers import cfg_for
-
-
-def run_cli(monkeypatch, capsys, *args, cwd=None):
-    if cwd is not None:
-        monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["alignlab", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, out.err.strip().splitlines()
+from helpers import cfg_for, one_error, run_cli
 
 
 def usage_error(lines):
     """The text of typer's boxed usage error, its frame and line breaks removed."""
     return " ".join(" ".join(x.strip("│ ") for x in lines).split())
-
-
-def one_error(lines):
-    errors = [x for x in lines if x.startswith("error:")]
-    assert len(errors) == 1, lines
-    assert not any("Traceback" in x for x in lines)
-    return errors[0]
 
 
 def pairs(tmp_path):

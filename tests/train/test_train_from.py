@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,26 +13,14 @@ import yaml
 
 from alignlab.errors import AlignlabError
 from alignlab.train import engine
-from helpers import cfg_for, write_pairs
+import helpers
+from helpers import cfg_for, one_error, write_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
 
 
 def run_cli(monkeypatch, capsys, cwd, *args):
-    from alignlab.cli import main
-
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["alignlab", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, out.err.strip().splitlines()
-
-
-def one_error(lines):
-    errors = [x for x in lines if x.startswith("error:")]
-    assert len(errors) == 1 and not any("Traceback" in x for x in lines), lines
-    return errors[0]
+    return helpers.run_cli(monkeypatch, capsys, *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -14,25 +14,14 @@ import pytest
 from alignlab import rundir
 from alignlab.errors import AlignlabError
 from alignlab.train import engine
-from helpers import cfg_for
+import helpers
+from helpers import cfg_for, one_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
 
 
 def run_cli(monkeypatch, capsys, *args):
-    from alignlab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["alignlab", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, (out.out + out.err).strip().splitlines()
-
-
-def one_error(lines):
-    errors = [x for x in lines if x.startswith("error:")]
-    assert len(errors) == 1 and not any("Traceback" in x for x in lines), lines
-    return errors[0]
+    return helpers.run_cli(monkeypatch, capsys, *args, with_stdout=True)
 
 
 @pytest.fixture(scope="module")
