@@ -66,10 +66,10 @@ def _disk_problem(err: OSError) -> str | None:
     """A full disk, a quota or a read-only place, said with where and what to do (the bare OSError named neither)."""
     import errno
 
-    where = f" writing {err.filename}" if err.filename else ""
+    where = f" {err.filename}" if err.filename else ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on the device{where} — free some space (or write elsewhere), then run it again; " \
-               "a training run goes on with --resume"
+        return f"no space left on the device{where and ' writing' + where} — free some space (or write elsewhere), " \
+               "then run it again; a training run goes on with --resume"
     if err.errno in (errno.EROFS, errno.EACCES):
         return f"not allowed to write{where} ({err.strerror}) — run it where you may write, or fix the permissions"
     return None

