@@ -212,6 +212,31 @@ def test_finished_files_and_directories_get_the_usual_modes(tmp_path):
     assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
 
 
+def test_a_link_is_written_through_and_a_fifo_or_device_is_refused(tmp_path):
+    """`--out link.jsonl` replaced the link with a regular file and left its target as it was; a FIFO (or a device
+    such as /dev/full, as root) was replaced by a regular file."""
+    target = tmp_path / "real" / "pairs.jsonl"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    fsutil.write_text(link, "new\n")
+    assert link.is_symlink() and target.read_text() == "new\n" and _leftovers(tmp_path) == []
+    assert _leftovers(target.parent) == []
+
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    device = tmp_path / "null.jsonl"
+    device.symlink_to(os.devnull)  # a link, so that without the check only the link (not /dev/null) is replaced
+    for path, said in ((fifo, f"{fifo} is a FIFO, not a regular file"),
+                       (device, f"{device} (a link to {os.devnull}) is a device, not a regular file")):
+        for attempt in (fsutil.check_out, lambda p: fsutil.write_text(p, "x\n")):
+            with pytest.raises(AlignlabError) as err:
+                attempt(path)
+            assert str(err.value).startswith(said), err.value
+    assert fifo.is_fifo() and device.is_symlink() and Path(os.devnull).is_char_device()
+
+
 def test_a_killed_conversions_old_temp_directories_are_swept_and_young_ones_kept(tmp_path):
     import os
     import time

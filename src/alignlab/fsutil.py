@@ -64,12 +64,19 @@ def claim_dir(path: str | Path, command: str, writes: str, force: bool = False) 
 
 
 def check_out(path: str | Path) -> Path:
-    """``path`` as an output file: refused in one line when it names a directory or lies under a file (before any
-    work is done)."""
+    """``path`` as an output file: refused in one line when it names a directory, lies under a file, or is there as
+    something else than a regular file (a FIFO, a device, a socket: renaming a file over it replaced it), before any
+    work is done. A symbolic link is judged by what it points to, which is what gets written."""
     path = Path(path)
-    if path.is_dir():
+    real = Path(os.path.realpath(path))
+    if real.is_dir():
         raise AlignlabError(f"{path} is a directory, not a file to write", fix=f"give a file path, e.g. {path / 'out.jsonl'}")
-    if (blocker := file_in_the_way(path.parent)) is not None:
+    if real.exists() and not real.is_file():
+        shown = f"{path} (a link to {real})" if path.is_symlink() else str(path)
+        kind = "a FIFO" if real.is_fifo() else "a socket" if real.is_socket() else "a device"
+        raise AlignlabError(f"{shown} is {kind}, not a regular file: writing the output would replace it",
+                            fix="give the path of a regular file")
+    if (blocker := file_in_the_way(real.parent)) is not None:
         raise AlignlabError(f"cannot write {path}: {blocker} is a file, not a directory", fix="give another output path")
     return path
 
@@ -94,20 +101,23 @@ def usual_modes(path: str | Path) -> None:
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Atomically replace ``path`` with ``data`` (temp name, fsync, rename, fsync of the directory)."""
+    """Atomically replace ``path`` with ``data`` (temp name, fsync, rename, fsync of the directory). Through a
+    symbolic link, the file it points to is replaced and the link kept (renaming over the link replaced the link
+    and left its target as it was)."""
     path = check_out(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    real = Path(os.path.realpath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=str(real.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         usual_modes(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, real)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(real.parent)
     return path
 
 

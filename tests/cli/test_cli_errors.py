@@ -280,6 +280,26 @@ def test_values_that_fail_after_loading_are_refused_before(monkeypatch, capsys, 
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_rewards_are_refused_for_a_method_that_reads_none(monkeypatch, capsys, tmp_path):
+    """`train dpo --rewards rewards.yaml` trained and recorded online.rewards, which no offline method reads (while
+    `train sft --beta 0.5` was refused); an online method still takes the spec (and checks it)."""
+    from alignlab import methods
+
+    offline = [m for m in methods.REGISTRY if not methods.is_online(m)]
+    assert {"sft", "dpo", "kto"} <= set(offline)
+    for method in offline:
+        code, lines = run_cli(monkeypatch, capsys, "train", method, "--data", str(pairs(tmp_path)), "--rewards",
+                              "rewards.yaml", cwd=tmp_path)
+        assert code == 2 and one_error(lines).startswith(f"error: --rewards is the reward spec of the online methods "
+                                                         f"({'/'.join(methods.names(online=True))}); {method} "), lines
+    assert not (tmp_path / "runs").exists()
+    from alignlab.cli.train import _configured  # the step that refuses it, for an online method (loading TRL is slow)
+
+    for method in methods.names(online=True):
+        cfg, _, _ = _configured(None, method, {"online.rewards": "rewards.yaml"}, None, None, "prompts.jsonl")
+        assert cfg.online.rewards == "rewards.yaml"
+
+
 def test_polynomials_lr_end_is_checked_against_the_runs_learning_rate(monkeypatch, capsys, tmp_path, tiny_model):
     """The scheduler was built on a stand-in optimizer at lr 1e-3: `--lr 0.01` with lr_end 0.002, which transformers
     builds, was refused ("must be smaller than initial lr (0.001)"). An lr_end above --lr is still refused, by --lr."""
@@ -429,6 +449,21 @@ def test_break_refuses_options_that_do_not_apply(monkeypatch, capsys, tmp_path, 
     assert code == 2 and said in one_error(lines) and not (tmp_path / "w").exists(), lines
 
 
+@pytest.mark.parametrize("args, said", [
+    (("runs/r1", "--json"), "--json prints the scores of --answers FILE row by row"),
+    (("runs/r1", "--answers", "a.jsonl"), "--answers scores the answers in a.jsonl and generates none, so the run "
+                                          "runs/r1 would not be evaluated"),
+    (("--answers", "a.jsonl", "--limit", "3", "--per-category", "6", "-t", "0.5"),
+     "--per-category, --limit, --temperature steer how `eval RUN` generates answers"),
+])
+def test_eval_refuses_what_its_other_form_would_ignore(monkeypatch, capsys, tmp_path, args, said):
+    """`eval RUN --json` printed the table (--json is --answers'), `eval RUN --answers a.jsonl` scored the file and
+    left RUN alone, and --limit, --per-category (even at its default) and --temperature changed nothing beside
+    --answers: each ran with exit 0."""
+    code, lines = run_cli(monkeypatch, capsys, "eval", *args, cwd=tmp_path)
+    assert code == 2 and said in one_error(lines), lines
+
+
 @pytest.mark.parametrize("command", [("pipeline",), ("break", "label-flip")])
 def test_workflows_check_the_model_before_writing(monkeypatch, capsys, tmp_path, command):
     code, lines = run_cli(monkeypatch, capsys, *command, "--model", "nosuch", "--out", str(tmp_path / "w"), cwd=tmp_path)
@@ -495,6 +530,34 @@ def test_help_reflows_each_paragraph(monkeypatch, capsys):
         main()
     out = " ".join(capsys.readouterr().out.split("\n"))
     assert "distilled from its answers, SFT on those rows: about 15 minutes on 2 CPU cores with the default model." in out
+
+
+@pytest.mark.parametrize("args", [("-h",), ("eval", "-h"), ("feedback", "export", "-h"), ("export", "-h"),
+                                  ("train", "-h")])
+def test_h_is_help_for_every_command(monkeypatch, capsys, args):
+    """Only train and plan took -h: `alignlab eval -h` and `alignlab -h` said "No such option: -h", while train's
+    usage error said "Try 'alignlab train -h'"."""
+    code, lines = run_cli(monkeypatch, capsys, *args, with_stdout=True)
+    usage = " ".join(("alignlab", *args[:-1], "[OPTIONS]"))  # after the program name (python -m ... under pytest)
+    assert code == 0 and lines[0].strip().startswith("Usage: ") and usage in lines[0], lines
+    assert not any("No such option" in x for x in lines)
+
+
+@pytest.mark.parametrize("args, error, suggested", [
+    (("train", "sft", "--lr", "abc"), "Error: Invalid value for '--lr': ", ""),
+    (("trian",), "Error: No such command 'trian'.", "Did you mean 'train'?"),
+    (("eval", "--limt", "3"), "Error: No such option: --limt", "--limit"),
+    (("feedback", "export"), "Error: Missing option '--format' / '-f'.", ""),
+])
+def test_usage_errors_in_a_log_are_plain_lines(monkeypatch, capsys, args, error, suggested):
+    """With stderr not a terminal (a log, CI), a usage error was typer's panel: five lines of box drawing around
+    the error. Now the usage line, the hint and the error, as click writes them; "Did you mean" stays."""
+    code, lines = run_cli(monkeypatch, capsys, *args)
+    command = " ".join(("alignlab", *(a for a in args if a in ("train", "eval", "feedback", "export"))))
+    assert code == 2 and lines[0].startswith("Usage: ") and f"{command} [OPTIONS]" in lines[0], lines
+    assert lines[1].startswith("Try '") and lines[1].endswith(f"{command} -h' for help.") and lines[-1].startswith(error)
+    assert suggested in lines[-1]
+    assert len(lines) == 4 and not any(ch in x for x in lines for ch in "╭│╰─"), lines
 
 
 def test_a_model_without_a_chat_template_is_refused_before_it_loads(monkeypatch, capsys, tmp_path, tiny_model):

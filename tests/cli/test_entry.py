@@ -4,6 +4,7 @@ output reaches the reader, the exit code is the command's."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -140,3 +141,67 @@ def test_a_second_ctrl_c_while_waiting_for_threads_leaves_without_a_traceback(tm
             proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "interrupted"
+
+
+def test_ctrl_c_while_the_commands_import_is_one_line(tmp_path):
+    """Ctrl-C in the first quarter second (alignlab.cli importing its command modules) printed a 54-line import
+    traceback. The console script pyproject.toml names, with a real SIGINT landing inside that import."""
+    import re
+    from pathlib import Path
+
+    scripts = (Path(__file__).parents[2] / "pyproject.toml").read_text().split("[project.scripts]")[1]
+    module, func = re.search(r'^alignlab = "([\w.]+):(\w+)"', scripts, re.M).groups()
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal, sys
+
+        class CtrlC:  # presses Ctrl-C as the train command's module starts to import
+            def find_spec(self, name, path=None, target=None):
+                if name == "alignlab.cli.train":
+                    os.kill(os.getpid(), signal.SIGINT)
+                return None
+
+        sys.meta_path.insert(0, CtrlC())
+        sys.argv = ["alignlab", "runs"]
+        from {module} import {func}
+        {func}()
+        """)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+
+
+def test_sigterm_in_training_is_the_runs_own_line_and_exit_143(tmp_path, tiny_model, monkeypatch, capsys):
+    """SIGTERM (kill, a timeout) on `alignlab train` exited 130, as Ctrl-C reads, and a bare "interrupted" came after
+    the run's own "interrupted: continue with ... --resume" line."""
+    import json
+    import signal
+    import threading
+    import time
+
+    from helpers import run_cli, write_pairs
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    metrics = tmp_path / "runs" / "t" / "metrics.jsonl"
+
+    over = threading.Event()
+
+    def kill_once_training():
+        while not over.is_set() and not (metrics.is_file() and metrics.read_text().strip()):
+            time.sleep(0.02)
+        if not over.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    late = []  # a SIGTERM after training restored this handler lands here, not on pytest
+    before = signal.signal(signal.SIGTERM, lambda *args: late.append(args))
+    killer = threading.Thread(target=kill_once_training, daemon=True)
+    killer.start()
+    try:
+        code, lines = run_cli(monkeypatch, capsys, "train", "dpo", "--model", tiny_model, "--data", str(data), "-b",
+                              "2", "--max-steps", "100000", "--set", "train.sample_prompts=0", "--set",
+                              "train.check_per_category=0", "--name", "t", cwd=tmp_path)
+    finally:
+        over.set()
+        killer.join(5)
+        signal.signal(signal.SIGTERM, before)
+    assert not late and code == 143, (code, lines)
+    stops = [x for x in lines if x.startswith("interrupted")]
+    assert stops == ["interrupted: continue with `alignlab train dpo --resume runs/t`"], lines
+    assert json.loads((tmp_path / "runs" / "t" / "run.json").read_text())["status"] == "interrupted"

@@ -137,12 +137,13 @@ def test_compare_cli_with_the_scorecard_judge_stores_picks(tiny_model, tmp_path,
     (proj / "data" / "pairs.jsonl").unlink()
     out = CliRunner().invoke(app, ["feedback", "export", "--format", "dpo", "--db", str(proj / "feedback.db"),
                                    "--out", str(tmp_path / "x.jsonl")])
-    assert out.exit_code == 0, out.output
-    assert not (tmp_path / "x.jsonl").read_text().strip()
+    assert "no dpo rows to export yet" in str(out.exception), out.output  # every pick is held out: no rows, no file
+    assert not (tmp_path / "x.jsonl").exists()
     both = CliRunner().invoke(app, ["feedback", "export", "--format", "dpo", "--db", str(proj / "feedback.db"),
                                     "--out", str(tmp_path / "y.jsonl"), "--include-heldout"])
-    assert both.exit_code == 0 and "heldout_prompts" not in both.output, both.output
-    rows = len((tmp_path / "y.jsonl").read_text().splitlines())
+    rows = len((tmp_path / "y.jsonl").read_text().splitlines()) if (tmp_path / "y.jsonl").exists() else 0
+    assert (both.exit_code == 0 if rows else "no dpo rows" in str(both.exception)), both.output
+    assert "heldout_prompts" not in both.output, both.output
     # heldout_prompts counts the rows the held-out picks would have made: exactly what --include-heldout adds
     assert (f"heldout_prompts {rows}" in out.output) if rows else ("heldout_prompts" not in out.output), out.output
     # every pick is a row or skipped for a reason (a tie; the tiny base often answers with white space alone)

@@ -152,7 +152,8 @@ def point_of(value):
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
-def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
+def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("ALIGNLAB_QUIET")  # its progress (the tests' conftest quiets every bar)
     run = make_run(tiny_model, tmp_path / "runs" / "r1", noise=0.2)
     (run / "config.yaml").write_text("system_prompt: Answer in a few words.\n")  # what it was trained under
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s}) + "\n" for s in range(1, 4)))
@@ -163,6 +164,8 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path):
     assert res.exit_code == 0, res.output
     for label in ("persona (mean)", "correct (share", "mimicry flagged", "mean length", "distinct-2", "KL"):
         assert label in res.stdout
+    # progress on stderr while it answers (it said nothing for minutes): without a terminal, a line every 30 s
+    assert "eval r1: answering 3 held-out prompts with the base and the adapter (0 s)" in res.stderr, res.stderr
     card = json.loads((run / "eval.json").read_text())
     assert card["n_prompts"] == 3 and card["adapter"]["kl"] > 0 and len(card["samples"]) == 3
     # both sides answer under the run's own system prompt, as it answers in chat, serve and its export (eval took the

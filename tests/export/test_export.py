@@ -432,6 +432,15 @@ def test_cli_export_and_its_errors(exported, tmp_path, monkeypatch, capsys):
     assert code == 2 and "unknown GGUF quantization 'q4_k'" in err
     code, out, err = run_cli(monkeypatch, capsys, "export", str(run))
     assert code == 2 and "nothing to export" in err
+    # --card beside a refused --quant wrote the card and exited 0; --quant without --gguf was ignored
+    card = run / "adapter" / "README.md"
+    before = card.stat().st_ino if card.exists() else None
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--card", "--quant", "q4")
+    assert code == 2 and "unknown GGUF quantization 'q4'" in err and "model card" not in out, out + err
+    assert (card.stat().st_ino if card.exists() else None) == before
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--merged", str(tmp_path / "q"), "--quant", "q8_0")
+    assert code == 2 and "--quant q8_0 sets the weight type of a GGUF, and no --gguf FILE was given" in err, err
+    assert not (tmp_path / "q").exists()
     code, out, err = run_cli(monkeypatch, capsys, "export", str(tmp_path), "--merged", str(tmp_path / "m"))
     assert code == 2 and "neither an alignlab run nor a PEFT adapter" in err
     code, out, err = run_cli(monkeypatch, capsys, "export", str(run), "--merged", str(exported["merged"]))

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from alignlab.feedback.store import MIGRATIONS, Store
+from alignlab.feedback.store import MIGRATIONS, Store, open_store
+from helpers import one_error, run_cli
 
 
 def _cli(*args, cwd=None):
@@ -69,7 +70,8 @@ def test_import_export_stats_in_a_project(tmp_path, pairs_file):
     assert again.returncode == 0 and out.read_text().count("\n") == 1
     assert (project / "data" / "feedback_dpo.jsonl").read_text() == out.read_text()
     none = _cli("feedback", "export", "--format", "sft", cwd=project)  # no SFT rows: no empty sft.jsonl for train
-    assert none.returncode == 0 and "no sft rows to export yet" in none.stdout
+    assert _one_line_error(none).startswith(f"error: no sft rows to export yet, so {project / 'data' / 'sft.jsonl'} "
+                                            "was not written")
     assert not (project / "data" / "sft.jsonl").exists()
 
     kto = _cli("feedback", "export", "--format", "kto", "--round", "0", "--out", str(tmp_path / "k.jsonl"), cwd=project)
@@ -95,8 +97,8 @@ def test_outside_a_project_uses_the_current_directory(tmp_path, pairs_file):
     work.mkdir()
     assert _cli("feedback", "import", str(pairs_file), "--rater", "ann", cwd=work).returncode == 0
     assert (work / "feedback.db").is_file()
-    exp = _cli("feedback", "export", "--format", "sft", cwd=work)
-    assert exp.returncode == 0 and (work / "feedback_sft.jsonl").read_text() == ""
+    exp = _cli("feedback", "export", "--format", "sft", cwd=work)  # no rewrites, so no SFT rows: no empty file
+    assert "no sft rows to export yet" in _one_line_error(exp) and not (work / "feedback_sft.jsonl").exists()
 
 
 def test_explicit_db(tmp_path, pairs_file):
@@ -170,3 +172,36 @@ def test_an_empty_heldout_file_is_no_heldout_prompts(tmp_path, monkeypatch, caps
     texts, files = _project_prompts()
     assert texts == set() and files[1] == tmp_path / "data" / "heldout.jsonl"
     assert capsys.readouterr().err == ""
+
+
+def test_export_replaces_an_existing_file_only_with_force_and_writes_nothing_without_rows(tmp_path, monkeypatch, capsys):
+    """`feedback export --format dpo --out data/pairs.jsonl` in a fresh project replaced the 600 pairs with 0 rows,
+    and `--out alignlab.yaml` emptied the config; "wrote 0 dpo rows" and exit 0."""
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "alignlab.yaml"
+    config.write_text("name: snarky\n")
+    pairs = tmp_path / "data" / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "2+2?", "chosen": "4, genius.", "rejected": "4"}) + "\n")
+    kept = {p: p.read_bytes() for p in (config, pairs)}
+    open_store(tmp_path / "feedback.db").close()  # the database of a fresh project: no judgements
+
+    for out in ("data/pairs.jsonl", "alignlab.yaml"):
+        code, lines = run_cli(monkeypatch, capsys, "feedback", "export", "-f", "dpo", "--out", out, cwd=tmp_path)
+        assert code == 2 and one_error(lines) == f"error: {out} exists — pass --force to replace it, or --out " \
+                                                 "another.jsonl", lines
+    code, lines = run_cli(monkeypatch, capsys, "feedback", "export", "-f", "dpo", "--out", "data/pairs.jsonl",
+                          "--force", cwd=tmp_path)  # replacing it, but with nothing: refused, the file kept
+    assert code == 2 and one_error(lines).startswith("error: no dpo rows to export yet, so data/pairs.jsonl was "
+                                                     "not written"), lines
+    assert {p: p.read_bytes() for p in kept} == kept and not any(x.startswith("wrote") for x in lines)
+
+    with open_store(tmp_path / "feedback.db") as store:
+        pid = store.add_prompt("Capital of Peru?")
+        a, b = (store.add_response(pid, t) for t in ("Lima, obviously.", "Lima."))
+        store.add_judgement("pick", a, "a", other_response_id=b, rater="ann")
+    code, lines = run_cli(monkeypatch, capsys, "feedback", "export", "-f", "dpo", "--out", "data/pairs.jsonl",
+                          "--force", cwd=tmp_path, with_stdout=True)
+    assert code in (0, None) and lines[0] == "wrote 1 dpo rows to data/pairs.jsonl (from pick 1, rewrite 0, thumb 0, " \
+                                             "score 0)", lines
+    assert json.loads(pairs.read_text()) == {"prompt": "Capital of Peru?", "chosen": "Lima, obviously.",
+                                             "rejected": "Lima."}

@@ -299,12 +299,12 @@ def test_rows_the_training_check_would_refuse_are_left_out(store, tmp_path):
     store.add_judgement("thumb", b, -1, rater="ann")
     store.add_judgement("thumb", c, 1, rater="ann")
     dpo = export(store, "dpo", tmp_path / "dpo.jsonl")
-    assert _rows(tmp_path / "dpo.jsonl") == []  # the thumbs pair is the pick's pair again: empty either way
+    assert dpo["rows"] == 0 and not (tmp_path / "dpo.jsonl").exists()  # the thumbs pair is the pick's: empty
     assert dpo["skipped"]["identical_texts"] == 1 and dpo["skipped"]["empty_texts"] == 2
     kto = export(store, "kto", tmp_path / "kto.jsonl")
     assert _rows(tmp_path / "kto.jsonl") == [{"prompt": "P", "completion": "Fine.", "label": True}]
     assert kto["skipped"]["empty_texts"] == 1
-    assert validate(tmp_path / "dpo.jsonl", kind=METHOD_KIND["dpo"]).rows == []
+    assert len(validate(tmp_path / "kto.jsonl", kind=METHOD_KIND["kto"]).rows) == 1
 
 
 def test_prompts_of_the_projects_heldout_file_stay_out_of_training(store, tmp_path):
@@ -321,7 +321,7 @@ def test_prompts_of_the_projects_heldout_file_stay_out_of_training(store, tmp_pa
     (sampled,) = _responses(store, "Why is the sky blue?", "Rayleigh, obviously.")  # stored before it was held out
     store.add_judgement("thumb", sampled, 1, rater="alice")
     late = export(store, "kto", tmp_path / "k.jsonl", heldout={"Why is the sky blue?"})
-    assert _rows(tmp_path / "k.jsonl") == [] and late["skipped"]["heldout_prompts"] == 1
+    assert late["rows"] == 0 and not (tmp_path / "k.jsonl").exists() and late["skipped"]["heldout_prompts"] == 1
     dpo = export(store, "dpo", tmp_path / "d.jsonl")
     assert dpo["rows"] == 0 and dpo["skipped"]["heldout_prompts"] == 3  # the imported picks, by their stored split
     assert export(store, "dpo", tmp_path / "all.jsonl", heldout={"Why is the sky blue?"}, include_heldout=True)["rows"] == 3

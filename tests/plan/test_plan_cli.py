@@ -63,6 +63,17 @@ def test_model_from_a_config_json(tmp_path):
         assert out["params"] == 2 * (8192 + 4096 + 24576) + 64000 + 320
 
 
+def test_the_list_as_json_and_as_text():
+    """`plan --list --json` printed the text list, which no JSON reader takes."""
+    from alignlab.plan.devices import gpu_table
+
+    out = json.loads(plan("--list", "--json").stdout)
+    assert "qwen2.5-0.5b" in out["models"] and out["models"]["qwen2.5-0.5b"]["layers"] > 0
+    assert set(out["gpus"]) == set(gpu_table()) and all(g["memory_gb"] > 0 for g in out["gpus"].values())
+    text = plan("--list").stdout.splitlines()
+    assert text[0].startswith("models: ") and "qwen2.5-0.5b" in text[0] and text[1].startswith("gpus:")
+
+
 def test_errors_are_one_line():
     for args, text in [
         (["dpo", "--model", "nope-7b"], "unknown model"),

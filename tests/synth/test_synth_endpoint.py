@@ -380,15 +380,16 @@ entry()
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def interrupt_when(proc: subprocess.Popen, ready, within: float = 15.0) -> tuple[float, str]:
-    """Ctrl-C once ``ready()``; (seconds from it to the exit, stderr). A process still there ``within`` s later fails."""
+def interrupt_when(proc: subprocess.Popen, ready, within: float = 15.0, sig: int = signal.SIGINT) -> tuple[float, str]:
+    """Ctrl-C (or ``sig``) once ``ready()``; (seconds from it to the exit, stderr). A process still there ``within`` s
+    later fails."""
     deadline = time.monotonic() + 180
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     time.sleep(0.3)  # the requests are in flight
     start = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=within)
     except subprocess.TimeoutExpired:
@@ -398,17 +399,22 @@ def interrupt_when(proc: subprocess.Popen, ready, within: float = 15.0) -> tuple
     return time.monotonic() - start, err
 
 
-def test_ctrl_c_on_a_teacher_that_stopped_answering_leaves_at_once(stand_in, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_a_teacher_that_stopped_answering_leaves_at_once(sig, stand_in, tmp_path):
     """The exit waited for the requests still in flight (a pool's threads): 12 s after "interrupted" with
-    --teacher-timeout 15, up to a minute by default. The pairs of the finished batch are still written."""
+    --teacher-timeout 15, up to a minute by default. The pairs of the finished batch are still written, and the one
+    line says how to go on. Ctrl-C ended as a user error ("error: stopped after 8 of 12 prompts (KeyboardInterrupt)",
+    exit 2); a SIGTERM (kill, a timeout) ended the process at once, every kept pair lost."""
     stand_in.hang_after = 16  # the first batch (8 prompts, both sides) is answered, then nothing
     prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": f"Question {i}?"} for i in range(12)])
     out = tmp_path / "o.jsonl"
     proc = start_synth(tmp_path, stand_in.url, "--prompts", prompts, "-k", "1", "--out", str(out),
                        "--teacher-timeout", "60")
-    took, err = interrupt_when(proc, lambda: stand_in.requests > 16)
-    assert took < 10 and proc.returncode == 2, err
-    assert "stopped after 8 of 12 prompts (KeyboardInterrupt)" in err and "Traceback" not in err
+    took, err = interrupt_when(proc, lambda: stand_in.requests > 16, sig=sig)
+    assert took < 10 and proc.returncode == 128 + sig, err
+    assert err.strip().splitlines() == [f"interrupted after 8 of 12 prompts; the 8 pairs kept are in {out}; go on with "
+                                        f"the same command and --skip 8 --out {out} --append (the pairs are added to "
+                                        "the file)"], err
     assert len(read_rows(out)) == 8
 
 
@@ -420,4 +426,5 @@ def test_ctrl_c_does_not_wait_for_other_threads(stand_in, tmp_path):
                        before="import threading\nthreading.Thread(target=threading.Event().wait).start()\n")
     took, err = interrupt_when(proc, lambda: stand_in.requests > 0)
     assert took < 10 and proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"interrupted before the first batch of prompts was answered, so " \
+                                           f"{tmp_path / 'o.jsonl'} was not written" and "Traceback" not in err

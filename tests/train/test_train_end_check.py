@@ -35,7 +35,9 @@ def test_a_check_that_cannot_run_is_a_note_and_the_run_succeeds(tmp_path, tiny_m
 
 def test_a_distilled_run_is_checked_decoding_alone(tmp_path, tiny_model, monkeypatch):
     """A run trained on distil rows decodes alone everywhere (run.json's decoding); its end-of-run check still
-    decoded with the base's opening, and the model card said so."""
+    decoded with the base's opening, and the model card said so. The check shows progress: it printed nothing for
+    minutes after training."""
+    monkeypatch.delenv("ALIGNLAB_QUIET")  # the tests' conftest quiets every bar
     proj = tmp_path / "p"
     assert CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model]).exit_code == 0
     (proj / "distil.jsonl").write_text("".join(json.dumps({**json.loads(r), "source": "distil"}) + "\n"
@@ -44,6 +46,7 @@ def test_a_distilled_run_is_checked_decoding_alone(tmp_path, tiny_model, monkeyp
     out = CliRunner().invoke(app, ["train", "sft", "--data", "distil.jsonl", "--max-steps", "1", "--name", "d",
                                    "--set", "train.sample_prompts=0", "--set", "train.check_per_category=1"])
     assert out.exit_code == 0, out.output
+    assert "held-out check: answering with the base and the adapter (0 s)" in out.stderr, out.stderr
     info = json.loads((proj / "runs" / "d" / "run.json").read_text())
     assert info["decoding"]["base_opening"] is None and info["check"]["decoding"]["base_opening"] is None
     assert "alone_correct_share" not in info["check"]  # decoding alone already: no second column
@@ -132,7 +135,9 @@ def test_a_moved_project_resumes_and_finds_its_files_again(tmp_path, tiny_model,
     monkeypatch.chdir(proj)
     quick = ["--max-steps", "1", "--set", "train.sample_prompts=0", "--set", "train.check_per_category=0"]
     assert CliRunner().invoke(app, ["train", "sft", "--name", "x", *quick]).exit_code == 0
-    out = CliRunner().invoke(app, ["train", "sft", "--name", "y", "--from", "x", "--rewards", "rewards.yaml", *quick])
+    # online.rewards as a project's config may carry it for every run (--rewards itself is refused for sft)
+    out = CliRunner().invoke(app, ["train", "sft", "--name", "y", "--from", "x", "--set", "online.rewards=rewards.yaml",
+                                   *quick])
     assert out.exit_code == 0, out.output
     monkeypatch.chdir(tmp_path)
     moved = tmp_path / "moved" / "p2"

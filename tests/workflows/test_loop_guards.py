@@ -176,10 +176,16 @@ def test_a_person_who_calls_every_pair_a_tie_is_told_so(project):
         assert store.round_row(1)["judgements"] is None and store.count_judgements(1) == 0  # set aside, kept as undone
 
 
-def test_a_person_is_asked_for_no_more_picks_than_there_are_pairs(project):
+def test_a_person_is_asked_for_no_more_picks_than_there_are_pairs(project, monkeypatch):
     """Only one of the round's prompts has two different answers: the loop waited for one pick per prompt (2), and
-    the one pair there is could give only 1."""
+    the one pair there is could give only 1. Its stdin is no terminal (closed, as in the background): it offered
+    Enter, which no one could press, and the person rates in another process meanwhile."""
+    import os
+    import sys
+
     proj, cfg = project
+    monkeypatch.delenv("CI", raising=False)  # under CI, refused (the next test)
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))
     with Store(proj / "feedback.db") as store:
         store.update_round(1, method="dpo", rater="ann", prompts=2, responses=3)
         a, b = store.add_prompts(["Why is the sea salty?", "Name a prime number."])
@@ -189,14 +195,33 @@ def test_a_person_is_asked_for_no_more_picks_than_there_are_pairs(project):
                              {"prompt_id": b, "text": "Seven.", **common}])
     threading.Thread(target=_person, args=(proj, ["a"]), daemon=True).start()
     seen: list[str] = []
-    never = threading.Event()
     finished, got = _in_thread(lambda: run_loop(proj, cfg, LoopSettings(rounds=1, **{**FAST, "rater": "person:ann"}),
-                                                input_fn=lambda _: never.wait(), echo=seen.append))
+                                                echo=seen.append))
     assert finished, "the loop still waits for a second pick with one pair to pick from"
     assert not isinstance(got, BaseException), got
     (row,) = got
     assert row["status"] == "done" and row["judgements"] == 1 and row["pairs"] == 1
-    assert any("Training starts at 1 judgements" in line for line in seen)
+    assert any("Training starts at 1 judgements (or when every answer is rated)." in line for line in seen), seen
+    assert not any("Enter" in line for line in seen), seen
+
+
+def test_under_ci_a_person_rater_with_no_terminal_is_refused_before_anything_runs(project, monkeypatch):
+    """`CI=true alignlab loop ... </dev/null` with the default person rater sampled a round, then printed "0/4
+    judgements" and waited forever: no one rates in CI."""
+    import os
+    import sys
+
+    proj, cfg = project
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))
+    finished, got = _in_thread(lambda: run_loop(proj, cfg, LoopSettings(rounds=1, **{**FAST, "rater": "person"}),
+                                                **QUIET), timeout=60)
+    assert finished, "the loop waits for judgements no one gives"
+    assert isinstance(got, AlignlabError), got
+    assert "the loop's rater is a person, and this runs under CI (CI=true) with no terminal" in str(got)
+    assert "--rater scorecard" in got.fix
+    with Store(proj / "feedback.db") as store:
+        assert store.round_responses(1) == []  # refused before the round sampled
 
 
 def _stopped_before_recording(proj: Path, cfg, column: str) -> Path:

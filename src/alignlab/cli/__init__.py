@@ -6,20 +6,54 @@ happen inside the command functions so `alignlab --help` is instant.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 
 import typer
+import typer.core
 
 from alignlab.errors import PEER_STOPPED, AlignlabError
+
+# ClickException as typer raises it: from its own copy of click (recent typer), or from click itself (older ones)
+_USAGE_ERRORS = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _Group(typer.core.TyperGroup):
+    """The root group. When stderr is not a terminal (a log, CI), a usage error (unknown option, missing argument,
+    bad value) comes out as click writes it: the usage line, the hint and the error with its "Did you mean", instead
+    of typer's panel of box drawing."""
+
+    def make_context(self, *args, **kwargs):
+        with _plain_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # a subcommand's arguments are parsed in here
+        with _plain_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _plain_usage_errors():
+    try:
+        yield
+    except _USAGE_ERRORS as err:
+        # NoArgsIsHelpError: typer printed the help already, and its error has nothing to add
+        if sys.stderr.isatty() or type(err).__name__ == "NoArgsIsHelpError":
+            raise
+        err.show()
+        sys.exit(err.exit_code)
+
 
 app = typer.Typer(
     name="alignlab",
     help="Shape a small open LLM's behaviour through preference and reinforcement feedback.",
+    cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command's, as click hands them down
 )
 
 # Verb-group modules, in the order their commands appear in --help.
@@ -86,6 +120,15 @@ def _after_interrupt(err: BaseException) -> bool:
     return False
 
 
+def _interrupted(said: bool = False) -> int:
+    """After Ctrl-C or SIGTERM: a bare "interrupted" unless the command said its own line (what it kept, how to go
+    on), and the exit code: 143 after SIGTERM, as a process SIGTERM ends reads, 130 after Ctrl-C."""
+    progress = sys.modules.get("alignlab.progress")  # not imported: nothing was said, no SIGTERM was caught
+    if not said and not (progress is not None and progress.console.said_interrupted):
+        print("interrupted", file=sys.stderr)
+    return 143 if progress is not None and progress.terminated() else 130
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -93,17 +136,18 @@ def main() -> None:
 
     # PEFT reads transformers' deprecated name on every adapter load; the user can do nothing about it
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    if (progress := sys.modules.get("alignlab.progress")) is not None:  # an earlier command in this process
+        progress.new_command()
     try:
         app()
     except AlignlabError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except SystemExit as stop:  # typer turns Ctrl-C into a bare exit 130; say why it ended
-        if stop.code == 130 and _after_interrupt(stop):
-            print("interrupted", file=sys.stderr)
+        sys.exit(_interrupted())
+    except SystemExit as stop:  # typer turns Ctrl-C into a bare exit 130 (one raised from None: the command said why)
+        if stop.code == 130:
+            sys.exit(_interrupted(said=not _after_interrupt(stop)))
         raise
     except OSError as err:
         if (line := _disk_problem(err)) is None and os.environ.get("ALIGNLAB_DEBUG") != "1":
@@ -144,9 +188,9 @@ def _leave(code) -> None:
         print(code, file=sys.stderr)
         code = 1
     try:
-        # after Ctrl-C nothing is waited for: a thread still in a request to a slow server would hold the exit for
-        # its whole timeout
-        for thread in threading.enumerate() if code != 130 else ():
+        # after Ctrl-C or SIGTERM nothing is waited for: a thread still in a request to a slow server would hold the
+        # exit for its whole timeout
+        for thread in threading.enumerate() if code not in (130, 143) else ():
             if thread is not threading.main_thread() and not thread.daemon:
                 thread.join()
     except KeyboardInterrupt:  # Ctrl-C while waiting: out now, with the line a first one gives (not a traceback)

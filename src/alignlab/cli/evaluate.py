@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -104,6 +105,19 @@ def _scored_with_progress(scorer, rows: list[dict]) -> list[dict]:
         raise typer.Exit(130) from None  # from None: the entry point would add a bare "interrupted" line
 
 
+@contextmanager
+def scorecard_progress(label: str, doing: str):
+    """Progress of a scorecard (`eval RUN`, train's held-out check), which said nothing for minutes: it answers every
+    prompt with each side in one batch and reports nothing meanwhile (the elapsed time then, a line every 30 s in a
+    log), then the voice contrast scores the answers, by share."""
+    from alignlab.eval import contrast
+    from alignlab.progress import working
+
+    with working(label, doing) as note, \
+            contrast.reporting(lambda share: note(f"scoring the answers (voice contrast) {share:.0%}")):
+        yield
+
+
 def _source_label(value) -> str:
     """A source as the table shows it: a name as written, any other JSON value (5, false, or the text "5") as JSON."""
     from alignlab.eval.mimicry import source_key
@@ -126,9 +140,37 @@ def _opening(value: str | None, sampling):
     return checked_base_opening(value if value is not None else sampling.base_opening)
 
 
+# the flags that steer how `eval RUN` generates answers: beside --answers (answers already written) nothing reads them
+_GENERATION = ("prompts", "per_category", "limit", "max_new_tokens", "temperature", "repetition_penalty",
+               "base_opening", "amplify", "device")
+
+
+def _check_flags(ctx: typer.Context, run: Path | None, answers: Path | None, as_json: bool) -> None:
+    """Refuse what one form of eval would ignore: --json without --answers (`eval RUN` printed its table), a run
+    beside --answers (it was not evaluated), and generation flags beside --answers (they changed nothing)."""
+    from alignlab.errors import AlignlabError
+
+    if answers is None:
+        if as_json:
+            raise AlignlabError("--json prints the scores of --answers FILE row by row; `eval RUN` writes its "
+                                "scorecard as JSON to the run's eval.json", fix="drop --json, or pass --answers FILE")
+        return
+    if run is not None:
+        raise AlignlabError(f"--answers scores the answers in {answers} and generates none, so the run {run} would "
+                            "not be evaluated",
+                            fix=f"pass one: alignlab eval {run}, or alignlab eval --answers {answers}")
+    # by the source's name: typer ships its own copy of click, whose ParameterSource is not click's
+    given = [p.opts[0] for p in ctx.command.params if p.name in _GENERATION
+             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+    if given:
+        raise AlignlabError(f"{', '.join(given)} {'steers' if len(given) == 1 else 'steer'} how `eval RUN` generates "
+                            "answers; --answers scores answers already written", fix=f"drop {', '.join(given)}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
+        ctx: typer.Context,
         run: Optional[Path] = typer.Argument(None, help="run directory (runs/<id>); omit with --answers"),
         answers: Optional[Path] = typer.Option(None, "--answers", help="score the answers in this JSONL file ({prompt, answer, (reference), (source)}) without generating"),
         as_json: bool = typer.Option(False, "--json", help="--answers: one JSON object per input row, in input order"),
@@ -152,6 +194,7 @@ def register(app: typer.Typer) -> None:
         from alignlab.rundir import sampling_for
         from alignlab.errors import AlignlabError
 
+        _check_flags(ctx, run, answers, as_json)
         if answers is not None:
             cfg, root = project_config(project or find_project(Path.cwd()))
             judge = cfg.judge.settings(judge_url, judge_model, judge_key_env)
@@ -177,12 +220,15 @@ def register(app: typer.Typer) -> None:
         rows = stratified(prompt_rows(prompts or str(default_prompts(root, cfg.data_dir, "heldout"))), per_category, limit)
         scorer = _scorer(root, cfg, rater, cfg.judge.settings(judge_url, judge_model, judge_key_env))
         own = sampling_for(cfg.sampling, run)  # the project's, or the run's own (a distilled run decodes alone)
-        card = evaluate_run(run, rows, scorer, device=device,
-                            max_new_tokens=own.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                            temperature=own.temperature if temperature is None else temperature,
-                            repetition_penalty=own.repetition_penalty if repetition_penalty is None else repetition_penalty,
-                            system_prompt=trained_under([run], cfg.system_prompt),  # both sides, as it answers
-                            base_opening=_opening(base_opening, own), amplify=own.amplify if amplify is None else amplify)
+        answering = f"answering {len(rows)} held-out prompts with the base and the adapter"
+        with scorecard_progress(f"eval {run.name}", answering):
+            card = evaluate_run(
+                run, rows, scorer, device=device,
+                max_new_tokens=own.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                temperature=own.temperature if temperature is None else temperature,
+                repetition_penalty=own.repetition_penalty if repetition_penalty is None else repetition_penalty,
+                system_prompt=trained_under([run], cfg.system_prompt),  # both sides, as it answers
+                base_opening=_opening(base_opening, own), amplify=own.amplify if amplify is None else amplify)
         data, page = write_report(run, card)
         table = Table(title=f"{run.name}: {card['n_prompts']} held-out prompts (95% intervals)")
         for col in table_columns(card):

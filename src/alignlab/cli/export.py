@@ -8,9 +8,24 @@ from typing import Optional
 import typer
 
 
+def _check_quant(ctx: typer.Context, quant: str, gguf: Optional[Path]) -> None:
+    """--quant is the GGUF's weight type: a value the GGUF writer refuses is refused whatever else is asked, and
+    --quant without --gguf would be ignored."""
+    from alignlab.errors import AlignlabError
+    from alignlab.export.gguf_file import QUANTS
+
+    if quant not in QUANTS:
+        raise AlignlabError(f"unknown GGUF quantization '{quant}'", fix="use one of: " + ", ".join(QUANTS))
+    # by the source's name: typer ships its own copy of click, whose ParameterSource is not click's
+    if gguf is None and getattr(ctx.get_parameter_source("quant"), "name", "DEFAULT") == "COMMANDLINE":
+        raise AlignlabError(f"--quant {quant} sets the weight type of a GGUF, and no --gguf FILE was given",
+                            fix="add --gguf FILE, or drop --quant")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def export(
+        ctx: typer.Context,
         run: Path = typer.Argument(..., help="run directory (runs/<id>) or a PEFT adapter directory"),
         merged: Optional[Path] = typer.Option(None, "--merged", help="write base + adapter merged to this directory (safetensors, tokenizer, chat template)"),
         gguf: Optional[Path] = typer.Option(None, "--gguf", help="write a GGUF file for llama.cpp / Ollama, with a Modelfile beside it"),
@@ -26,6 +41,7 @@ def register(app: typer.Typer) -> None:
 
         if not (merged or gguf or card):
             raise AlignlabError("nothing to export", fix="pass --merged DIR, --gguf FILE and/or --card")
+        _check_quant(ctx, quant, gguf)  # before the card is written: `--card --quant q4` wrote it and exited 0
         if card:
             path = write_model_card(run)
             if path is None:

@@ -99,13 +99,21 @@ def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _made_from(fmt: str) -> str:
+    """What makes this format's rows, for the line an export with none ends on."""
+    from alignlab import methods
+
+    return {methods.DPO: "A/B picks, rewrites, or thumbs up and down on one prompt", methods.KTO: "thumbs or scores",
+            methods.SFT: "rewrites"}.get(fmt, "judgements")
+
+
 def _report(summary: dict, fmt: str, out: Path, train_file: bool) -> None:
-    """What an export wrote (or, for an empty training file, did not), what it skipped, and its conflicts."""
+    """What an export wrote, what it skipped, and its conflicts; with no rows (nothing written: an empty file would
+    stop `train` later, or pass for a finished export) one error line after them, as synth and distil end."""
+    from alignlab.errors import AlignlabError
+
     sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items())
-    if train_file and not summary["rows"]:
-        out.unlink()  # an empty training file would stop `train` later; say so now instead
-        typer.echo(f"no {fmt} rows to export yet, so {out} was not written (from {sources or 'no judgements'})")
-    else:
+    if summary["rows"]:
         typer.echo(f"wrote {summary['rows']} {fmt} rows to {out} (from {sources})")
     if train_file and summary["rows"]:
         typer.echo(f"next: alignlab train {fmt}   (reads {out.name})")
@@ -117,6 +125,10 @@ def _report(summary: dict, fmt: str, out: Path, train_file: bool) -> None:
         typer.echo(f"conflict ({c['kind']}) on prompt {c['prompt_id']} '{_short(c['prompt'])}': judgements {ids}")
     if summary["conflicts"]:
         typer.echo(f"{len(summary['conflicts'])} conflict(s) left out; undo or re-rate them to include them")
+    if not summary["rows"]:
+        said = " (see what was left out above)" if skipped or summary["conflicts"] else ""
+        raise AlignlabError(f"no {fmt} rows to export yet{said}, so {out} was not written",
+                            fix=f"rate first: {_made_from(fmt)} make {fmt} rows (alignlab rate, or alignlab ui)")
 
 
 def register(app: typer.Typer) -> None:
@@ -129,18 +141,25 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", "-o", help="output JSONL (default: the project's pairs.jsonl / kto.jsonl / sft.jsonl when it has none yet, so train finds it; else <data_dir>/feedback_<format>.jsonl)"),
         db: Path | None = typer.Option(None, "--db", help=DB_HELP),
         include_heldout: bool = typer.Option(False, "--include-heldout", help="also export judgements on held-out prompts (compare's on the scorecard's prompts; training on them makes the scorecard score prompts the model learnt)"),
+        force: bool = typer.Option(False, "--force", help="replace an existing output file"),
     ) -> None:
         """Write judgements as a TRL dataset (JSONL); conflicting judgements are listed and left out."""
-        from alignlab.feedback.export import FORMATS, export
+        from alignlab import fsutil
+        from alignlab.cli.synth import _refuse_overwrite
+        from alignlab.feedback.export import FORMATS, export, refuse_out
         from alignlab.feedback.store import open_store
         from alignlab.errors import AlignlabError
 
         if format not in FORMATS:
             raise AlignlabError(f"unknown format '{format}'", fix=f"use --format {'|'.join(FORMATS)}")
         train_file = out is None and _default_out(format, round).name == _train_file(format)
-        out = _default_out(format, round) if out is None else out
+        out = fsutil.check_out(_default_out(format, round) if out is None else out)
         heldout, prompt_files = _project_prompts()
         with open_store(_db_path(db), create=False) as store:
+            refuse_out(out, store.path, prompt_files)  # the database and prompt files first: --force cannot pass them
+            # `--out data/pairs.jsonl` replaced the project's pairs, `--out alignlab.yaml` its config; export reads
+            # no prompts file of its own, hence ""
+            _refuse_overwrite(out, "", force, command="feedback export")
             summary = export(store, format, out, round=round, include_heldout=include_heldout, heldout=heldout,
                              protect=prompt_files)
         _report(summary, format, out, train_file)

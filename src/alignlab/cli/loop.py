@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def loop(
         rounds: int = typer.Option(..., "--rounds", min=1, help="total rounds; finished rounds are kept, so a rerun continues"),
-        rater: Optional[str] = typer.Option(None, "--rater", help="who labels: person, or an automatic rater: scorecard (persona, correctness and mimicry together, so a stuffed or wrong answer never wins a pick), judge, classifier, contrast (the default model's voice contrast) or reward:<name>"),
+        rater: Optional[str] = typer.Option(None, "--rater", help="who labels: person (you, in `alignlab rate` or `alignlab ui` while the loop waits; refused under CI with no terminal, where it would wait forever), or an automatic rater: scorecard (persona, correctness and mimicry together, so a stuffed or wrong answer never wins a pick), judge, classifier, contrast (the default model's voice contrast) or reward:<name>"),
         method: Optional[str] = typer.Option(None, "--method", help=fh("loop", "method")),
         per_round: Optional[int] = typer.Option(None, "--per-round", min=1, help=fh("loop", "per_round")),
         n: Optional[int] = typer.Option(None, "-n", min=2, help=fh("loop", "n")),

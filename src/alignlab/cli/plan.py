@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         if calibrate is not None:
             return _calibrate(calibrate, as_json)
         if list_:
-            return _list()
+            return _list(as_json)
         if method is None:
             raise AlignlabError("which method?",
                                 fix="alignlab plan dpo (or sft, kto, grpo, ...); --list shows models and GPUs")
@@ -204,10 +204,14 @@ def _calibrate(folder: Path, as_json: bool) -> None:
     print(f"saved to {rep['path']}")
 
 
-def _list() -> None:
+def _list(as_json: bool = False) -> None:
+    """The bundled models and GPUs: their names, or with --json one object with each one's figures."""
     from alignlab.plan.devices import gpu_table
     from alignlab.plan.shapes import bundled
 
+    if as_json:
+        print(json.dumps({"models": bundled(), "gpus": gpu_table()}, indent=2))
+        return
     print("models: " + ", ".join(bundled()))
     print("gpus:   " + ", ".join(gpu_table()))
 

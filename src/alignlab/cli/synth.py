@@ -145,28 +145,56 @@ def _next_step(root, cfg, out: Path) -> None:
 
 
 def _build_or_keep(out: Path, append: bool, span: tuple, teacher, prompts: list[str], *args, **kwargs):
-    """``build_pairs``; when it stops part way (an endpoint down, Ctrl-C), the pairs the finished batches kept are
-    written to ``out`` (after its rows with ``append``) and the error says how to go on: the same command from the
-    next prompt (``span``: this run's --skip, --limit and --force), adding to the same file."""
-    import shlex
-
+    """``build_pairs``; when it stops part way (an endpoint down, Ctrl-C, SIGTERM), the pairs the finished batches
+    kept are written to ``out`` (after its rows with ``append``) and one line says how to go on: the same command from
+    the next prompt (``span``: this run's --skip, --limit and --force), adding to the same file. An interrupt is no
+    user error: its line starts "interrupted" and the exit code is 130 (143 after SIGTERM)."""
     from alignlab.errors import AlignlabError
+    from alignlab.progress import sigterm_as_ctrl_c
     from alignlab.synth import build_pairs, write_pairs
     from alignlab.synth.pairs import PartialPairs
 
     try:
-        return build_pairs(teacher, prompts, *args, **kwargs)
+        with sigterm_as_ctrl_c():  # a kill or a timeout's SIGTERM lost every kept pair (hours of a teacher's answers)
+            return build_pairs(teacher, prompts, *args, **kwargs)
     except PartialPairs as part:
-        write_pairs(out, part.rows, append=append)
+        if part.rows:
+            write_pairs(out, part.rows, append=append)
         cause = part.__cause__
+        go_on = _go_on(out, span, part.done)
+        if isinstance(cause, KeyboardInterrupt):
+            _say_interrupted(out, append, part, len(prompts), go_on)
+            raise typer.Exit(130) from None  # from None: the entry point adds no bare "interrupted" after it
         why = str(cause) if isinstance(cause, AlignlabError) else type(cause).__name__
-        skip, limit, force = span
-        rest = f" --limit {limit - part.done}" if limit else ""
-        same = "the same command without --force" if force else "the same command"
         raise AlignlabError(f"stopped after {part.done} of {len(prompts)} prompts ({why}); the {len(part.rows)} pairs "
-                            f"kept so far are in {out}",
-                            fix=f"go on with {same} and --skip {skip + part.done}{rest} --out {shlex.quote(str(out))} --append (the "
-                                "pairs are added to the file)") from cause
+                            f"kept so far are in {out}", fix=go_on) from cause
+
+
+def _go_on(out: Path, span: tuple, done: int) -> str:
+    """How to go on after a stop at prompt ``done`` of this run: the same command, from the next prompt, adding to
+    ``out``."""
+    import shlex
+
+    skip, limit, force = span
+    rest = f" --limit {limit - done}" if limit else ""
+    same = "the same command without --force" if force else "the same command"
+    return f"go on with {same} and --skip {skip + done}{rest} --out {shlex.quote(str(out))} --append (the pairs are " \
+           "added to the file)"
+
+
+def _say_interrupted(out: Path, append: bool, part, total: int, go_on: str) -> None:
+    """The one line after Ctrl-C or SIGTERM: how far it got, where the kept pairs are, how to go on."""
+    from rich.markup import escape
+
+    from alignlab.progress import console
+
+    if part.rows:
+        line = f"after {part.done} of {total} prompts; the {len(part.rows)} pairs kept are in {out}; {go_on}"
+    else:
+        kept = f"nothing was added to {out}" if append and out.exists() else f"{out} was not written"
+        line = (f"after {part.done} of {total} prompts, which kept no pair, so {kept}; {go_on}" if part.done else
+                f"before the first batch of prompts was answered, so {kept}")
+    console.print(f"[yellow]interrupted[/] {escape(line)}")
 
 
 def _refuse_overwrite(out: Path, prompts: str, force: bool, command: str = "distil", append: bool = False) -> None:

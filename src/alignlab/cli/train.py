@@ -63,8 +63,11 @@ def _check(run_dir: Path, cfg, root) -> None:
 
     console.print(f"[alignlab] checking the adapter on {cfg.train.check_per_category} held-out prompts per category "
                   "(train.check_per_category; 0 turns this off)")
+    from alignlab.cli.evaluate import scorecard_progress
+
     try:
-        c = end_of_run_check(run_dir, cfg, root, cfg.train.check_per_category)
+        with scorecard_progress("held-out check", "answering with the base and the adapter"):
+            c = end_of_run_check(run_dir, cfg, root, cfg.train.check_per_category)
     except AlignlabError as err:  # the run itself is done and saved: a check that cannot run is a note, not a failure
         console.print(f"[yellow]note: the held-out check was skipped: {err}[/]")
         return
@@ -381,6 +384,11 @@ def _configured(project, method: str, overrides: dict, beta, set_, data):
         if key is None:
             raise AlignlabError(f"'{method}' has no beta")
         overrides[key], names[key] = beta, "--beta"
+    if overrides.get("online.rewards") is not None and not methods.get(method).online:
+        # an offline method learns from its data's labels: the spec was recorded in run.json and never read
+        online = "/".join(methods.names(online=True))
+        raise AlignlabError(f"--rewards is the reward spec of the online methods ({online}); {method} learns from its "
+                            "data, not from rewards", fix="drop --rewards, or train an online method")
     cfg = apply_flags(cfg, overrides, names, set_)
     return cfg, root, data or default_data(method, root, cfg.data_dir, cfg.persona)
 

@@ -43,10 +43,11 @@ def export(store: Store, format: str, out_path: str | Path, round: int | None = 
     ``sample``'s on the scorecard's prompts) and those whose text is in ``heldout`` (the project's held-out prompts
     now: an import, or a prompt moved there after sampling). ``heldout_prompts`` counts the rows they would have
     made in this format: held-out thumbs cost an SFT export nothing, a held-out tie no DPO row.
-    ``out_path`` may not be the database (or its journal files) nor a file in ``protect``."""
+    ``out_path`` may not be the database (or its journal files) nor a file in ``protect``. With no rows nothing is
+    written: an empty file would pass for a finished export, and replace a good one."""
     if format not in FORMATS:
         raise AlignlabError(f"unknown export format '{format}'", fix=f"use one of {', '.join(FORMATS)}")
-    _refuse_out(Path(out_path), store.path, protect)
+    refuse_out(Path(out_path), store.path, protect)
     held = {text.strip() for text in heldout}
     judgements = store.judgements(round=round)
     kept, skipped = [], []
@@ -59,11 +60,12 @@ def export(store: Store, format: str, out_path: str | Path, round: int | None = 
     # in an SFT export cost nothing. Every row is one prompt's, so the two sets of rows never overlap.
     if lost := len(build(skipped)[0]):
         summary["skipped"]["heldout_prompts"] = lost
-    _write_jsonl(Path(out_path), rows)
+    if rows:
+        _write_jsonl(Path(out_path), rows)
     return {"format": format, "path": str(out_path), "round": round, "rows": len(rows), **summary}
 
 
-def _refuse_out(out: Path, db: Path, protect: Iterable[str | Path]) -> None:
+def refuse_out(out: Path, db: Path, protect: Iterable[str | Path]) -> None:
     """`--out feedback.db` replaced every judgement with JSONL; `--out data/prompts.jsonl` the project's prompts."""
     def same(a: Path, b: Path) -> bool:
         try:

@@ -37,8 +37,8 @@ def length_ratio(a: str, b: str) -> float:
 
 
 class PartialPairs(Exception):
-    """A failure (an endpoint down, Ctrl-C) once some batches finished: the ``rows`` kept from the first ``done``
-    prompts; the error that stopped the rest is the ``__cause__``."""
+    """A failure (an endpoint down) once some batches finished, or Ctrl-C at any point: the ``rows`` kept from the
+    first ``done`` prompts; the error that stopped the rest is the ``__cause__``."""
 
     def __init__(self, rows: list[dict], done: int):
         super().__init__(f"stopped after {done} prompts")
@@ -136,7 +136,9 @@ def build_pairs(
                 done = i + len(part)
                 bar.advance(task, len(part))
     except (Exception, KeyboardInterrupt) as err:
-        if pairs:  # the finished batches' pairs are not lost with the batch that failed
+        # the finished batches' pairs are not lost with the batch that failed; after Ctrl-C (or SIGTERM, which synth
+        # raises as one) the command says how far it got even when none was kept
+        if pairs or isinstance(err, KeyboardInterrupt):
             raise PartialPairs(pairs, done) from err
         raise
     dropped_length = why.pop("length")

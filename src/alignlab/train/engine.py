@@ -730,16 +730,11 @@ def _decoding(ctx) -> dict | None:
 def _failure_marked(run: rundir.Run, main: bool, resume_hint: bool = True):
     """A run that stops on an error, Ctrl-C or SIGTERM (kill, timeout, a scheduler's preemption) says so in run.json
     instead of staying 'running', and an interrupted one says how to go on (unless its workflow says it instead)."""
-    import signal
-    import threading
+    from alignlab.progress import sigterm_as_ctrl_c
 
-    def terminated(signum, frame):
-        raise KeyboardInterrupt
-
-    here = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, terminated) if here else None
     try:
-        yield
+        with sigterm_as_ctrl_c():
+            yield
     except KeyboardInterrupt:
         if main:
             run.update(status="interrupted")
@@ -747,14 +742,13 @@ def _failure_marked(run: rundir.Run, main: bool, resume_hint: bool = True):
             if resume_hint:
                 console.print(f"[yellow]interrupted[/]: continue with `alignlab train {method} --resume {run.path}`"
                               + (f" (it runs {world_size()} processes again)" if world_size() > 1 else ""))
+        else:  # the main process speaks for the run: no bare "interrupted" from each of the others
+            console.said_interrupted = True
         raise
     except BaseException:
         if main and run.info.get("status") == "running":
             run.update(status="failed")
         raise
-    finally:
-        if here:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _train(ctx: RunContext, spec, recipe, data: str, resume: bool, main: bool, last: str | None) -> Path:

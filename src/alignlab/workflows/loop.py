@@ -139,10 +139,11 @@ def automatic_judgements(store, rater, r: int, method: str, tol: float = 1e-6, r
 
 
 class EnterKey:
-    """Reads lines from ``input_fn`` on a daemon thread, so the loop can poll for Enter while it polls the store."""
+    """Reads lines from ``input_fn`` on a daemon thread, so the loop can poll for Enter while it polls the store.
+    ``terminal``: whether someone can press Enter (stdin a terminal, or an ``input_fn`` of the caller's own)."""
 
-    def __init__(self, input_fn: Callable[[str], str]):
-        self.input_fn, self.lines, self.thread = input_fn, queue.Queue(), None
+    def __init__(self, input_fn: Callable[[str], str], terminal: bool = True):
+        self.input_fn, self.lines, self.thread, self.terminal = input_fn, queue.Queue(), None, terminal
 
     def _read(self) -> None:
         while True:
@@ -172,7 +173,9 @@ def wait_for_person(store, r: int, need: int, poll_seconds: float, enter: EnterK
     ``left()`` (what the person has not rated yet) is 0: waiting on would wait forever."""
     have = store.count_judgements(r)
     echo(f"round {r}: rate the new answers in another terminal:  alignlab rate --round {r} --mode {mode}")
-    echo(f"  (or in the browser: alignlab ui --round {r}). Training starts at {need} judgements; press Enter to start now.")
+    # without a terminal (stdin closed or a file) Enter cannot be pressed: offering it misled
+    now = "; press Enter to start now." if enter.terminal else " (or when every answer is rated)."
+    echo(f"  (or in the browser: alignlab ui --round {r}). Training starts at {need} judgements{now}")
     enter.clear()
     last = -1
     while have < need and not enter.pressed() and (left is None or left() > 0):
@@ -226,6 +229,32 @@ def run_loop(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], s
         return _run_rounds(root, cfg, s, input_fn, echo)
 
 
+def _stdin_is_terminal(input_fn: Callable[[str], str]) -> bool:
+    """Whether a person can answer ``input_fn`` (press Enter): the builtin input() on a terminal, or the caller's own."""
+    import sys
+
+    if input_fn is not input:
+        return True
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):  # a closed stdin
+        return False
+
+
+def _check_someone_rates(s: LoopSettings, terminal: bool) -> None:
+    """A person rater under CI with no terminal is refused before anything runs: no one is there to rate, and the
+    loop would wait for judgements forever. Without CI a closed stdin is fine: `alignlab ui` or `alignlab rate` in
+    another terminal rates while the loop waits (a loop started in the background, say)."""
+    import os
+
+    ci = os.environ.get("CI", "").strip()
+    if ci.lower() not in ("", "0", "false", "no") and not terminal and s.rater.partition(":")[0].strip() == "person":
+        raise AlignlabError(f"the loop's rater is a person, and this runs under CI (CI={ci}) with no terminal: it "
+                            "would wait for judgements forever",
+                            fix="pass an automatic rater (--rater scorecard, judge, classifier, contrast or "
+                                "reward:<name>), or run it in a terminal (or unset CI to wait for `alignlab ui`)")
+
+
 def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str], str],
                 echo: Callable[[str], Any]) -> list[dict]:
     """Run rounds ``last finished + 1 .. s.rounds``; returns the rounds table.
@@ -251,7 +280,9 @@ def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str]
             echo(f"{first - 1} round(s) already done; ask for --rounds {first} or more to continue")
             return store.rounds_table()
         _same_method(store.round_row(first), s)
-        loop = _Loop(root, cfg, s, store, EnterKey(input_fn), echo)
+        terminal = _stdin_is_terminal(input_fn)
+        _check_someone_rates(s, terminal)
+        loop = _Loop(root, cfg, s, store, EnterKey(input_fn, terminal), echo)
         loop.check_training(_init_run(store, first, s))  # a bad training setting fails now, not after a round is rated
         for r in range(first, s.rounds + 1):
             init_run = _init_run(store, r, s)
