@@ -6,6 +6,8 @@ without a padding or end token; devices torch parses that nothing here runs on; 
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def broken(tiny_model, tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("broken")
     out = {name: Path(shutil.copytree(tiny_model, root / name)) for name in
-           ("missing", "untied", "shapes", "cut", "unknown", "noeos")}
+           ("missing", "untied", "shapes", "cut", "unknown", "noeos", "nopad")}
     weights = load_file(str(out["missing"] / "model.safetensors"))
     del weights[MISSING]
     save_file(weights, str(out["missing"] / "model.safetensors"), metadata={"format": "pt"})
@@ -44,6 +46,7 @@ def broken(tiny_model, tmp_path_factory) -> dict[str, Path]:
     (out["cut"] / "model.safetensors").write_bytes(whole[: len(whole) // 2])
     _edit_json(out["unknown"] / "config.json", model_type="foomodel", architectures=["FooForCausalLM"])
     _edit_json(out["noeos"] / "tokenizer_config.json", eos_token=None, pad_token=None)
+    _edit_json(out["nopad"] / "tokenizer_config.json", eos_token=None, pad_token=None)  # kept whole: noeos is edited
     return out
 
 
@@ -89,6 +92,59 @@ def test_an_unknown_architecture_leaves_no_run_directory(broken, monkeypatch, ca
     assert not list(tmp_path.glob("runs/*"))
 
 
+def test_data_check_reads_the_tokenizer_of_a_model_transformers_cannot_load(broken, monkeypatch, capsys, tmp_path):
+    """`data check --model DIR` needs the tokenizer alone, which loads: the architecture check that train runs before
+    making its run directory refused such a model here too."""
+    data = write_pairs(tmp_path / "pairs.jsonl", 4)
+    code, lines = run_cli(monkeypatch, capsys, "data", "check", str(data), "--model", str(broken["unknown"]),
+                          cwd=tmp_path)
+    assert code == 0 and not [x for x in lines if x.startswith("error:")], lines
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """LoRA adapters over the tiny model, saved by PEFT: a causal LM's (export --merged) and a reward model's, its
+    score head in modules_to_save, in a run directory whose run.json each test points at a base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    root = tmp_path_factory.mktemp("adapters")
+    torch.manual_seed(0)
+    for task, auto, where in (("CAUSAL_LM", AutoModelForCausalLM, root / "lora"),
+                              ("SEQ_CLS", AutoModelForSequenceClassification, root / "rm" / "adapter")):
+        model = auto.from_pretrained(tiny_model, **({"num_labels": 1} if task == "SEQ_CLS" else {}))
+        get_peft_model(model, LoraConfig(task_type=task, r=2, target_modules=["q_proj"])).save_pretrained(str(where))
+    return {"lora": root / "lora", "rm": root / "rm"}
+
+
+def test_export_and_the_reward_model_load_the_base_as_train_does(broken, adapters, tmp_path):
+    """export --merged and the reward model called from_pretrained themselves: a base without one MLP weight merged
+    into a model with that weight random (and a full fine-tune likewise), and scored with it. The reward model set
+    pad = eos, None for a tokenizer with neither, and its first batch of two lengths failed."""
+    from alignlab.export.merge import merge_to_dir
+    from alignlab.rewards.rm import RewardModel
+
+    lacks = f"model '{broken['missing']}' lacks 1 of its weights (e.g. {MISSING})"
+    with pytest.raises(AlignlabError, match=re.escape(lacks)):
+        merge_to_dir(adapters["lora"], tmp_path / "merged", model=str(broken["missing"]))
+    full = tmp_path / "full"
+    shutil.copytree(broken["missing"], full / "adapter")
+    (full / "run.json").write_text(json.dumps({"model": str(broken["missing"]), "method": "sft"}))
+    with pytest.raises(AlignlabError, match=re.escape(f"lacks 1 of its weights (e.g. {MISSING})")):
+        merge_to_dir(full, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    run = adapters["rm"]
+    (run / "run.json").write_text(json.dumps({"model": str(broken["missing"]), "method": "rm"}))
+    with pytest.raises(AlignlabError, match=re.escape(lacks)):
+        RewardModel(run, device="cpu")
+    (run / "run.json").write_text(json.dumps({"model": str(broken["nopad"]), "method": "rm"}))
+    rm = RewardModel(run, device="cpu")
+    assert rm.tokenizer.pad_token == "<|im_end|>"
+    scores = rm(["Hi.", "What is 2 + 2?"], ["Hello.", "Four, and that is all there is to it."])
+    assert len(scores) == 2 and all(math.isfinite(x) for x in scores)
+
+
 def test_a_tokenizer_without_pad_or_eos_takes_the_models_eos(broken):
     """No pad and no eos token: batches failed with "Asking to pad but the tokenizer does not have a padding token".
     The model's config names its end token; without that either, one line names the directory."""
@@ -115,19 +171,23 @@ def test_devices_nothing_here_runs_on_are_unknown(device):
 
 
 def test_an_adapter_directory_as_a_model_names_its_run(tmp_path):
-    """`--model proj/runs/x/adapter` said "not a model directory (no config.json)"."""
+    """`--model proj/runs/x/adapter` said "not a model directory (no config.json)", then "pass --run runs/x" to train
+    and data check too, which have no --run: each command's way to its run is named, and the base the run records."""
     from alignlab.models.registry import resolve_model
 
     adapter = tmp_path / "runs" / "x" / "adapter"
     adapter.mkdir(parents=True)
-    (adapter / "adapter_config.json").write_text("{}")
-    (adapter.parent / "run.json").write_text("{}")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/peft-base"}))
+    (adapter.parent / "run.json").write_text(json.dumps({"model": "smollm2-135m"}))
     with pytest.raises(AlignlabError, match="is an adapter") as err:
         resolve_model(str(adapter))
-    assert str(err.value).endswith(f"pass --run {adapter.parent}")
+    run = adapter.parent
+    assert str(err.value).endswith(f"name its run: --run {run} (generate, chat), {run} (eval, serve, export), --from "
+                                   f"{run} (train); or its base: --model smollm2-135m"), str(err.value)
     (adapter.parent / "run.json").unlink()  # an adapter copied out of its run: its base, or the run
-    with pytest.raises(AlignlabError, match="is an adapter.*--model"):
+    with pytest.raises(AlignlabError, match="is an adapter") as err:
         resolve_model(str(adapter))
+    assert "--from RUN (train); or its base: --model org/peft-base" in str(err.value)
 
 
 def test_a_tiny_gemma3_of_an_odd_layer_count_builds(tmp_path):

@@ -58,10 +58,7 @@ def run_source(run: str | Path, model: str | None = None) -> tuple[Path, Path, s
 def merge_to_dir(run: str | Path, out_dir: str | Path, force: bool = False, model: str | None = None) -> dict:
     """Write base + adapter, merged, with tokenizer and chat template, to ``out_dir`` (atomically); ``model``
     replaces the base the adapter names."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from alignlab.models.loading import trusts_remote_code, load_tokenizer
+    from alignlab.models.loading import load_tokenizer, trusts_remote_code
 
     src, adapter, base = run_source(run, model)
     out_dir = Path(out_dir)
@@ -73,7 +70,7 @@ def merge_to_dir(run: str | Path, out_dir: str | Path, force: bool = False, mode
     if lora:
         merged = _merged_lora(base, adapter, trust, given=model is not None)
     elif (adapter / "model.safetensors").is_file() or (adapter / "config.json").is_file():
-        merged = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32, trust_remote_code=trust)  # full FT
+        merged = _load_fp32(str(adapter), str(adapter), trust)  # full FT
     else:
         raise AlignlabError(f"{adapter} holds neither a LoRA adapter nor a model", fix="check the run finished")
     merged.config.name_or_path = out_dir.name
@@ -101,13 +98,11 @@ def _merged_lora(base: str, adapter: Path, trust: bool, given: bool):
     both; LoRA on an embedding the base ties to its output layer is folded into an untied copy (see :func:`_untie`)."""
     import warnings
 
-    import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     from alignlab.models.registry import resolve_model
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32, trust_remote_code=trust)
+    model = _load_fp32(resolve_model(base), base, trust)
     named = "--model" if given else next(f for f in (adapter.parent / "run.json", adapter / "adapter_config.json")
                                          if f.is_file())
     try:
@@ -121,6 +116,18 @@ def _merged_lora(base: str, adapter: Path, trust: bool, given: bool):
                             fix="merge it into the model it was trained on (--model DIR)") from None
     _untie(model, adapter)
     return model.merge_and_unload()
+
+
+def _load_fp32(path: str, name: str, trust: bool):
+    """The causal LM at ``path`` in fp32, through the loader train and generate use: weights the files lack (which
+    transformers drew at random, and the merged model kept), of other shapes, or cut short are one line, not exported."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.models.loading import _from_pretrained, _safetensors_only
+
+    return _from_pretrained(AutoModelForCausalLM, path, name, dtype=torch.float32, trust_remote_code=trust,
+                            **_safetensors_only(path, name))
 
 
 def _mismatch(err: Exception) -> str:

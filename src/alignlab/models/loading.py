@@ -136,19 +136,22 @@ def _config_eos(path: str) -> int | None:
     return None
 
 
-def load_tokenizer(model_name: str, trust_remote_code: bool = False):
-    """The model's tokenizer, with a padding token. Its config is read first: a model of an architecture transformers
-    does not know is refused before anything else (train makes the run directory after the tokenizer loaded)."""
+def load_tokenizer(model_name: str, trust_remote_code: bool = False, check_architecture: bool = False):
+    """The model's tokenizer, with a padding token. ``check_architecture``: read its config first, so a model of an
+    architecture transformers does not know is refused before anything else (train makes the run directory after the
+    tokenizer loaded). Off for the tokenizer alone (`data check`): it reads such a model's tokenizer as before, and a
+    model load refuses the architecture itself."""
     from transformers import AutoConfig, AutoTokenizer
 
     path = resolve_model(model_name)
-    try:
-        with _custom_code_refused(model_name):
-            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except ValueError as err:
-        _refuse_unknown_architecture(err, path, model_name)
-    except OSError:
-        pass  # no config to read (yet): the tokenizer's and the weights' own errors say what is missing
+    if check_architecture:
+        try:
+            with _custom_code_refused(model_name):
+                AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except ValueError as err:
+            _refuse_unknown_architecture(err, path, model_name)
+        except OSError:
+            pass  # no config to read (yet): the tokenizer's and the weights' own errors say what is missing
     try:
         with _custom_code_refused(model_name):
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -84,10 +84,7 @@ def resolve_model(name: str) -> str:
         return str(_converted_gguf(path, label=name))
     if path.exists():
         if path.is_dir() and not _looks_like_model_dir(path) and (path / "adapter_config.json").is_file():
-            run = path.parent if (path.parent / "run.json").is_file() else None
-            raise AlignlabError(f"'{name}' is an adapter (adapter_config.json), not a model: it needs its base",
-                                fix=f"pass --run {run}" if run is not None else "pass the run directory that holds it "
-                                "with --run, or its base model with --model")
+            raise _adapter_not_model(name, path)
         if not path.is_dir() or not _looks_like_model_dir(path):
             raise AlignlabError(
                 f"'{name}' is not a model directory (no config.json)",
@@ -121,6 +118,23 @@ def resolve_model(name: str) -> str:
         f"unknown model '{name}'",
         fix="use a registry name (" + ", ".join(REGISTRY) + "), a local model directory, or a hub id like org/name",
     )
+
+
+def _adapter_not_model(name: str, path: Path) -> AlignlabError:
+    """An adapter passed as a model: which flag takes its run in each command (generate and chat have --run, eval, serve
+    and export a RUN argument, train --from), and the base it was trained on, for a command that needs the base alone."""
+    run = path.parent if (path.parent / "run.json").is_file() else None
+    base = _read_json(path / "adapter_config.json").get("base_model_name_or_path")
+    if run is not None:
+        from alignlab.rundir import run_base
+
+        with contextlib.suppress(AlignlabError, OSError, KeyError, ValueError):
+            base = run_base(run)  # run.json's name of it, moved with the project
+    where = str(run) if run is not None else "RUN"
+    return AlignlabError(f"'{name}' is an adapter (adapter_config.json), not a model: it needs its base",
+                         fix=f"{'name its run' if run is not None else 'name the run that holds it'}: --run {where} "
+                             f"(generate, chat), {where} (eval, serve, export), --from {where} (train); or its base: "
+                             f"--model {base if isinstance(base, str) and base else 'BASE'}")
 
 
 def _refuse_unreachable_hub(name: str) -> None:
@@ -205,7 +219,7 @@ def portable_name(name: str) -> tuple[str, str | None]:
         return name, f"trained on the dequantized weights of the GGUF model '{name}'"
     path = Path(name).expanduser()
     if path.is_dir():
-        source = _read_json(path / SOURCE_FILE)
+        source = _read_json(path / SOURCE_FILE) or _older_conversion(path)
         if source.get("registry") in REGISTRY:
             return portable_name(source["registry"])
         if source.get("gguf"):
@@ -215,6 +229,17 @@ def portable_name(name: str) -> tuple[str, str | None]:
             return origin, f"trained on a local copy of {origin} ({path.name})"
         return path.name, f"trained on a local model directory named '{path.name}' (no hub id recorded)"
     return name, None
+
+
+def _older_conversion(path: Path) -> dict:
+    """{"registry": name} for $ALIGNLAB_HOME/models/<registry name>: a conversion made before :data:`SOURCE_FILE` was
+    written is still that entry (its adapters named their base by the directory, with no hub id)."""
+    if path.name not in REGISTRY:
+        return {}
+    with contextlib.suppress(AlignlabError, OSError):  # a home that cannot be made holds no conversion
+        if path.resolve() == (home() / "models" / path.name).resolve():
+            return {"registry": path.name}
+    return {}
 
 
 def _read_json(path: Path) -> dict:
@@ -238,10 +263,15 @@ def _converting(target: Path):
     path = target.parent / f".{target.name}.lock"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path, "a+")
+        lock = _open_lock(path)
     except OSError as err:
-        raise home_error(err, target.parent) from err
-    with lock:
+        if not os.access(target.parent, os.W_OK):
+            raise home_error(err, target.parent) from err
+        lock = None  # a lock file this user cannot open (mode 000) in a directory it can write: no guard, as before
+    if lock is None:
+        yield
+        return
+    try:
         try:
             import fcntl
         except ImportError:  # no flock (Windows): no guard
@@ -257,9 +287,22 @@ def _converting(target: Path):
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):
-                if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:  # not a newcomer's lock file
+            with contextlib.suppress(OSError):  # another user's lock file in a shared (sticky) directory stays
+                if os.stat(path).st_ino == os.fstat(lock).st_ino:  # not a newcomer's lock file
                     path.unlink()
+    finally:
+        os.close(lock)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, read-only: flock needs no write access, so one left by another user in a shared models directory
+    (mode 1777) serves as well ("a+" was refused, and named ALIGNLAB_HOME unwritable). An existing one is opened without
+    O_CREAT, which protected_regular refuses on another user's file in a sticky directory."""
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            return os.open(path, os.O_RDONLY)
+        with contextlib.suppress(FileExistsError):  # made by another process between the two opens
+            return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o666)
 
 
 def _converted_gguf(path: Path, label: str) -> Path:
@@ -281,13 +324,23 @@ def _converted_gguf(path: Path, label: str) -> Path:
                           source={"gguf": label if label.startswith("ollama:") else str(path)})
         except (ValueError, NotImplementedError, KeyError, RuntimeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            unsupported = "not supported" in first  # the one failure another architecture's GGUF would not have
             raise AlignlabError(
                 f"transformers cannot load the GGUF model '{label}': {first}",
-                fix="use a GGUF of an architecture transformers supports (llama, mistral, qwen2, ...), or a safetensors "
-                    "directory" if unsupported else "use a complete GGUF file of the model, or a safetensors directory",
+                fix="use a GGUF of an architecture and tokenizer transformers supports (llama, mistral, qwen2, ...; a "
+                    "newer transformers and gguf may know more), or a safetensors directory" if _unsupported(first)
+                    else "use a complete GGUF file of the model, or a safetensors directory",
             ) from err
     return target
+
+
+# transformers' words for a GGUF whose architecture or tokenizer it (or the gguf package it reads with) lacks: "GGUF
+# model with architecture X is not supported yet", "Cannot build a tokenizer from a GGUF file stating tokenizer 'X'.
+# Supported: [...]", "Unknown gguf model_type: X in gguf-py ... outdated version of gguf-py"
+UNSUPPORTED = ("not supported", "Cannot build a tokenizer", "Unknown gguf model_type")
+
+
+def _unsupported(first: str) -> bool:
+    return any(words in first for words in UNSUPPORTED)
 
 
 def _converted_dir(entry: RegistryEntry) -> Path:
@@ -345,8 +398,9 @@ def check_gguf(path: Path) -> None:
     wrong silently (tensors of more layers than the metadata's block_count: the rest were dropped), as one line."""
     try:
         head = _gguf_head(path)  # its metadata, read once for every check (~2 s for the default model's)
-    except Exception:  # noqa: BLE001 - not readable as GGUF (or by this gguf version's reader): transformers says why
-        return
+    except Exception as err:  # noqa: BLE001 - struct.error, ValueError, IndexError ...: the reader's words for it
+        _refuse_unreadable(path, err)
+        return  # no GGUF magic: not a GGUF file at all, which transformers says
     refuse_split(path, head.fields)
     need, size = max(head.ends.values(), default=0), path.stat().st_size
     if need > size:
@@ -367,6 +421,25 @@ def check_gguf(path: Path) -> None:
         raise AlignlabError(f"'{path.name}' holds tensors of {len(layers)} layers but its metadata says {said} "
                             f"({arch.contents()}.block_count): {lost}", fix="use a GGUF file whose metadata matches "
                             "its tensors")
+
+
+def _refuse_unreadable(path: Path, err: Exception) -> None:
+    """A file with GGUF's magic whose metadata the reader cannot read: cut inside its header (or overwritten) as one
+    line before converting; the conversion began and failed with a bare "unpack_from requires a buffer ...". A GGUF
+    version or tensor type newer than the installed gguf package reads is said as that."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(4)
+    except OSError:
+        return  # unreadable: the open's own error names it
+    if magic != b"GGUF":
+        return
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if "version" in first or "GGMLQuantizationType" in first:
+        raise AlignlabError(f"'{path.name}' is of a GGUF format newer than the installed gguf package reads ({first})",
+                            fix="pip install -U gguf transformers") from err
+    raise AlignlabError(f"'{path.name}' is truncated or damaged: its metadata does not read ({first})",
+                        fix="copy or download it again") from err
 
 
 def _convert_gguf(directory: Path, filename: str, target: Path, source: dict) -> None:
@@ -411,12 +484,17 @@ def _convert_gguf(directory: Path, filename: str, target: Path, source: dict) ->
 
 
 def _refuse_incomplete(model, info: dict, filename: str) -> None:
-    """Tensors the GGUF lacks, or whose shapes its metadata contradicts: transformers would make them random."""
+    """Tensors the GGUF lacks, or that transformers built in other shapes than the file holds (from metadata that
+    contradicts the tensors, or from its mapping, which may ignore a key: qwen2moe's expert_feed_forward_length):
+    transformers would make them random."""
+    import transformers
+
     if info.get("mismatched_keys"):
         key, saved, built = sorted(info["mismatched_keys"], key=lambda m: m[0])[0]
-        raise AlignlabError(f"the metadata of the GGUF model '{filename}' does not match its tensors: {key} is "
-                            f"{list(saved)} in the file, {list(built)} by the metadata",
-                            fix="use a GGUF file whose metadata matches its tensors")
+        raise AlignlabError(f"transformers {transformers.__version__} built {key} as {list(built)} for the GGUF model "
+                            f"'{filename}' where the file holds {list(saved)}",
+                            fix="upgrade transformers (pip install -U transformers) or use a safetensors directory of "
+                                "the model (or a GGUF file whose metadata matches its tensors)")
     tied = getattr(model.config, "tie_word_embeddings", False)
     missing = [k for k in info.get("missing_keys", ()) if not (tied and k.startswith("lm_head."))]
     if missing:

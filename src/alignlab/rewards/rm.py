@@ -61,10 +61,10 @@ class RewardModel:
     def __init__(self, run: str | Path, device: str = "auto", batch_size: int = 8, max_length: int = 1024):
         import torch
         from peft import PeftModel
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForSequenceClassification
 
-        from alignlab.models.loading import pick_device
+        from alignlab.models.loading import (_from_pretrained, _safetensors_only, has_tokenizer, load_tokenizer,
+                                             pick_device, trusts_remote_code)
         from alignlab.models.registry import resolve_model
 
         self.run_dir = Path(run)
@@ -76,22 +76,16 @@ class RewardModel:
             )
         self.base, self.device = base, pick_device(device)
         self.batch_size, self.max_length = batch_size, max_length
-        path = resolve_model(base)
-        tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else path
-        from alignlab.models.loading import trusts_remote_code
-
         trust = trusts_remote_code(self.run_dir)  # as the run was trained
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # train and eval's loaders: a padding token where the tokenizer has none (the model's eos, not a None that
+        # failed the first batch), and a base that lacks weights refused, not loaded with random ones
+        tok_from = str(adapter) if full and has_tokenizer(adapter) else base  # a LoRA run saves no tokenizer
+        self.tokenizer = load_tokenizer(tok_from, trust_remote_code=trust)
         self.tokenizer.padding_side = "right"
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the base has no score head yet ("MISSING"): the adapter brings it
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(adapter if full else path, num_labels=1,
-                                                                       dtype=torch.float32, trust_remote_code=trust)
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        weights, name = (str(adapter), str(adapter)) if full else (resolve_model(base), base)
+        model = _from_pretrained(AutoModelForSequenceClassification, weights, name, new=() if full else ("score.",),
+                                 num_labels=1, dtype=torch.float32, trust_remote_code=trust,
+                                 **_safetensors_only(weights, name))  # a LoRA run's adapter brings the score head
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = (model if full else PeftModel.from_pretrained(model, str(adapter))).to(self.device).eval()
 

@@ -515,7 +515,7 @@ def prepare(
                             fix=f"drop --report-to; {method} writes every step to the run's metrics.jsonl")
     # recipe-specific checks (reward specs, vLLM); they read the rows and config, never the tokenizer
     spec.load_recipe().check(RunContext(method=method, cfg=cfg, run_dir=Path("."), rows=rows, tokenizer=None, device=device))
-    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, check_architecture=True)
     if not getattr(tokenizer, "chat_template", None):  # every method trains on chats; TRL would fail after loading
         raise AlignlabError(
             f"model '{cfg.model}' has no chat template (a base model rather than an instruct one?): alignlab trains "
