@@ -223,6 +223,10 @@ def test_a_link_is_written_through_and_a_fifo_or_device_is_refused(tmp_path):
     fsutil.write_text(link, "new\n")
     assert link.is_symlink() and target.read_text() == "new\n" and _leftovers(tmp_path) == []
     assert _leftovers(target.parent) == []
+    dangling = tmp_path / "ahead.jsonl"  # a link to a file in a folder not made yet: the folder is made, as without it
+    dangling.symlink_to(tmp_path / "later" / "t.jsonl")
+    fsutil.write_text(dangling, "made\n")
+    assert dangling.is_symlink() and (tmp_path / "later" / "t.jsonl").read_text() == "made\n"
 
     fifo = tmp_path / "fifo.jsonl"
     os.mkfifo(fifo)

@@ -106,6 +106,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     and left its target as it was)."""
     path = check_out(path)
     real = Path(os.path.realpath(path))
+    real.parent.mkdir(parents=True, exist_ok=True)  # a link's target folder: callers make the link's own
     fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=str(real.parent))
     try:
         with os.fdopen(fd, "wb") as fh:

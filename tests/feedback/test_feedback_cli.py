@@ -192,7 +192,7 @@ def test_export_replaces_an_existing_file_only_with_force_and_writes_nothing_wit
     code, lines = run_cli(monkeypatch, capsys, "feedback", "export", "-f", "dpo", "--out", "data/pairs.jsonl",
                           "--force", cwd=tmp_path)  # replacing it, but with nothing: refused, the file kept
     assert code == 2 and one_error(lines).startswith("error: no dpo rows to export yet, so data/pairs.jsonl was "
-                                                     "not written"), lines
+                                                     "not written and still holds its earlier rows"), lines
     assert {p: p.read_bytes() for p in kept} == kept and not any(x.startswith("wrote") for x in lines)
 
     with open_store(tmp_path / "feedback.db") as store:
@@ -205,3 +205,8 @@ def test_export_replaces_an_existing_file_only_with_force_and_writes_nothing_wit
                                              "score 0)", lines
     assert json.loads(pairs.read_text()) == {"prompt": "Capital of Peru?", "chosen": "Lima, obviously.",
                                              "rejected": "Lima."}
+    # the file alignlab names itself (feedback_dpo.jsonl, the project having pairs.jsonl) is the database's snapshot:
+    # rate, export, train, again, without --force
+    for _ in range(2):
+        code, lines = run_cli(monkeypatch, capsys, "feedback", "export", "-f", "dpo", cwd=tmp_path, with_stdout=True)
+        assert code in (0, None) and lines[0].startswith(f"wrote 1 dpo rows to {tmp_path / 'data' / 'feedback_dpo.jsonl'} "), lines

@@ -127,8 +127,10 @@ def _report(summary: dict, fmt: str, out: Path, train_file: bool) -> None:
         typer.echo(f"{len(summary['conflicts'])} conflict(s) left out; undo or re-rate them to include them")
     if not summary["rows"]:
         said = " (see what was left out above)" if skipped or summary["conflicts"] else ""
-        raise AlignlabError(f"no {fmt} rows to export yet{said}, so {out} was not written",
-                            fix=f"rate first: {_made_from(fmt)} make {fmt} rows (alignlab rate, or alignlab ui)")
+        kept = " and still holds its earlier rows" if out.exists() else ""
+        raise AlignlabError(f"no {fmt} rows to export yet{said}, so {out} was not written{kept}",
+                            fix=f"rate first: {_made_from(fmt)} make {fmt} rows (alignlab rate, or alignlab ui); "
+                                "--round and --include-heldout choose which judgements count")
 
 
 def register(app: typer.Typer) -> None:
@@ -153,6 +155,9 @@ def register(app: typer.Typer) -> None:
         if format not in FORMATS:
             raise AlignlabError(f"unknown format '{format}'", fix=f"use --format {'|'.join(FORMATS)}")
         train_file = out is None and _default_out(format, round).name == _train_file(format)
+        # the feedback_<format>.jsonl alignlab picks itself is a snapshot of feedback.db, replaced by each export (rate,
+        # export, train, again); a file the user names, or the project's own training file, needs --force
+        force = force or (out is None and not train_file)
         out = fsutil.check_out(_default_out(format, round) if out is None else out)
         heldout, prompt_files = _project_prompts()
         with open_store(_db_path(db), create=False) as store:
