@@ -176,7 +176,10 @@ def working(label: str, doing: str):
     """A long step that reports no progress of its own (a scorecard answers every prompt in one batch): on a terminal
     a pulsing bar with the elapsed time, in a log a line every 30 s, so it does not look hung. Shown as "label:
     doing"; yields ``note(text)``, which says what it does now instead."""
-    with progress_bar() as bar:
+    plain = not sys.stderr.isatty() and not quiet()
+    # on a terminal: no step count or remaining time for a step that has neither ("0/? ... eta" said nothing)
+    with (progress_bar() if plain else Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                                 console=console, disable=quiet())) as bar:
         task = bar.add_task(f"{label}: {doing}", total=None)
         try:
             yield lambda text: bar.update(task, description=f"{label}: {text}")
