@@ -20,16 +20,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 WEIGHT = 0.25  # the classifier's logits span about +-16 on this set, the standardised contrast about +-3
 
 
-def main() -> None:
+def out_of_fold(rows: list[dict]) -> list[float]:
+    """Each labelled row's classifier logit from a classifier trained without its prompt (5 folds by prompt)."""
     import torch
 
-    from alignlab.data import bundled_path
-    from alignlab.eval.contrast import contrast
-    from alignlab.eval.persona import SentencePersonaClassifier, features, labelled_rows
-    from alignlab.eval.scores import auc
+    from alignlab.eval.persona import features
     from alignlab.rewards.classifier import fit_logistic
 
-    rows = labelled_rows(bundled_path("persona-labelled"))
     labels = [int(r["persona"]) for r in rows]
     x = features([r["answer"] for r in rows])
     prompts = sorted({r["prompt"] for r in rows})
@@ -39,14 +36,26 @@ def main() -> None:
     for f in range(5):
         train = [i for i, r in enumerate(rows) if fold[r["prompt"]] != f]
         test = [i for i, r in enumerate(rows) if fold[r["prompt"]] == f]
-        clf = SentencePersonaClassifier()
-        xs = x[train]
-        clf.mean, clf.std = xs.mean(0), xs.std(0) + 1e-6
-        clf.weight, clf.bias = fit_logistic((xs - clf.mean) / clf.std, torch.tensor([float(labels[i]) for i in train]),
-                                            l2=0.1, steps=400, lr=0.01, seed=0)
-        z = ((x[test] - clf.mean) / clf.std) @ clf.weight + clf.bias
-        for i, v in zip(test, z.tolist()):
+        mean, std = x[train].mean(0), x[train].std(0) + 1e-6
+        w, b = fit_logistic((x[train] - mean) / std, torch.tensor([float(labels[i]) for i in train]), l2=0.1, steps=400,
+                            lr=0.01, seed=0)
+        for i, v in zip(test, (((x[test] - mean) / std) @ w + b).tolist()):
             logits[i] = v
+    return logits
+
+
+def main() -> None:
+    import torch
+
+    from alignlab.data import bundled_path
+    from alignlab.eval.contrast import contrast
+    from alignlab.eval.persona import labelled_rows
+    from alignlab.eval.scores import auc
+    from alignlab.rewards.classifier import fit_logistic
+
+    rows = labelled_rows(bundled_path("persona-labelled"))
+    labels = [int(r["persona"]) for r in rows]
+    logits = out_of_fold(rows)
     c = contrast([r["prompt"] for r in rows], [r["answer"] for r in rows])
     mu = sum(c) / len(c)
     sd = math.sqrt(sum((v - mu) ** 2 for v in c) / len(c))

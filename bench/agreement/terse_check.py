@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -24,32 +23,10 @@ PROBES = ["Paris.", "The capital of France is Paris.", "56.", "No.", "Two.", "Pa
           "geography class?", "No. Shocking, I know."]
 
 
-def out_of_fold(rows: list[dict]) -> list[float]:
-    """Each row's logit from a classifier trained without its prompt (5 folds by prompt), as calibrate.py does."""
-    import torch
-
-    from alignlab.eval.persona import features
-    from alignlab.rewards.classifier import fit_logistic
-
-    x, labels = features([r["answer"] for r in rows]), [r["persona"] for r in rows]
-    prompts = sorted({r["prompt"] for r in rows})
-    random.Random(0).shuffle(prompts)
-    fold = {p: i % 5 for i, p in enumerate(prompts)}
-    logits = [0.0] * len(rows)
-    for f in range(5):
-        train = [i for i, r in enumerate(rows) if fold[r["prompt"]] != f]
-        test = [i for i, r in enumerate(rows) if fold[r["prompt"]] == f]
-        mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-        w, b = fit_logistic((x[train] - mean) / std, torch.tensor([float(labels[i]) for i in train]), l2=0.1, steps=400,
-                            lr=0.01, seed=0)
-        for i, v in zip(test, (((x[test] - mean) / std) @ w + b).tolist()):
-            logits[i] = v
-    return logits
-
-
 def main() -> None:
     sys.path.insert(0, str(HERE))
     import check
+    from calibrate import out_of_fold
 
     from alignlab.data import bundled_path
     from alignlab.eval.persona import SentencePersonaClassifier, labelled_rows
