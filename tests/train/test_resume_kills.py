@@ -168,4 +168,4 @@ def test_sigterm_marks_the_run_interrupted_and_says_how_to_go_on(tiny_model, tmp
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert json.loads(record.read_text())["status"] == "interrupted", err[-2000:]
-    assert "alignlab train sft --resume runs/t" in " ".join(err.split()) and proc.returncode == 130, err[-2000:]
+    assert "alignlab train sft --resume runs/t" in " ".join(err.split()) and proc.returncode == 143, err[-2000:]
