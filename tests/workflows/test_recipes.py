@@ -252,7 +252,7 @@ def test_an_upgraded_projects_quick_runs_give_way_to_the_recipe_without_force(ti
 
 def test_a_stage_stopped_part_way_goes_on_from_its_checkpoint(tiny_model, tmp_path):
     """An interrupted stage trained again from step 0 when the recipe ran again, and one finished by hand with
-    `alignlab train --resume` (as the interrupt line says) was thrown away."""
+    `alignlab train --resume` (as the interrupt line used to say) was thrown away."""
     from alignlab.workflows.recipes import PENDING, _Record, _fingerprint
 
     root, cfg = _two_stage_project(tiny_model, tmp_path)
@@ -307,3 +307,15 @@ def test_a_stage_killed_outright_reads_as_died_and_so_resumes(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"status": "running", "pid": 2 ** 22 + 12345,
                                                    "host": socket.gethostname()}))
     assert _status(tmp_path) == "died"
+
+
+def test_ctrl_c_says_to_run_the_recipe_again(tiny_model, tmp_path):
+    """After Ctrl-C the trainer said "continue with `alignlab train sft --resume runs/recipe-1-sft`", which finishes
+    that stage alone and leaves the later ones to the user; running the recipe again goes on from the checkpoint."""
+    from test_break import interrupt  # Ctrl-C sent to a real `alignlab` process once it trains
+
+    create_project(tmp_path / "proj", model=tiny_model)
+    code, said = interrupt(["recipe"], "sft: 0/", tmp_path / "proj")
+    assert code == 130 and "sft: 0/" in said, said  # stopped while stage 1 trained
+    assert "interrupted: run `alignlab recipe` again; it goes on where it stopped" in said, said
+    assert "continue with" not in said and "--resume" not in said, said

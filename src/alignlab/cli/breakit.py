@@ -67,11 +67,13 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"report: {target / 'report.html'}  summary: {target / 'summary.json'}")
 
 
-def rerun_hint(command: str) -> None:
+def rerun_hint(command: str, goes_on: bool = False) -> None:
     """What to say after Ctrl-C in `break` and `pipeline`: run the command again. Their runs keep no checkpoint to
     resume from, and `alignlab train --resume`, which the trainer suggests, would finish one run alone, without the
-    experiment's instruments, the stages after it or the summary. The command is repeated as it was typed, options
-    and all (``command``, its short form, when it did not come from the command line)."""
+    experiment's instruments, the stages after it or the summary. ``goes_on``: `loop` and `recipe`, which a rerun
+    continues from the interrupted run's last checkpoint (the trainer's line left the later rounds or stages to the
+    user). The command is repeated as it was typed, options and all (``command``, its short form, when it did not come
+    from the command line)."""
     import sys
 
     from rich.markup import escape
@@ -81,5 +83,9 @@ def rerun_hint(command: str) -> None:
     typed = sys.argv[1:]
     if typed and typed[0] == command.split()[1]:
         command = "alignlab " + shlex.join(typed)
+    if goes_on:
+        console.print(f"[yellow]interrupted[/]: run `{escape(command)}` again; it goes on where it stopped (a run "
+                      "part-trained from its last checkpoint)")
+        return
     console.print("[yellow]interrupted[/]: not to be continued with `alignlab train --resume`; "
                   f"run `{escape(command)}` again (each run starts afresh)")

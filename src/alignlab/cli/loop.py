@@ -65,7 +65,13 @@ def register(app: typer.Typer) -> None:
             start_run=str(start) if start else None,
             poll_seconds=poll, judge=cfg.judge.settings(judge_url, judge_model, judge_key_env),
         )
-        rows = run_loop(root, cfg, settings)
+        try:
+            rows = run_loop(root, cfg, settings)
+        except KeyboardInterrupt:  # the trainer's "continue with alignlab train --resume" left the rounds to the user
+            from alignlab.cli.breakit import rerun_hint
+
+            rerun_hint("alignlab loop", goes_on=True)
+            raise
         _print(table(rows))
         typer.echo(f"plot: {plot_rounds(rows, root / 'rounds.png')}")
 

@@ -50,7 +50,13 @@ def register(app: typer.Typer) -> None:
                     "(alignlab synth, or rate in alignlab ui and `alignlab feedback export`) and pass --rewrites/--pairs")
         check_data(root, cfg, stages)  # every stage's rows, before stage 1 trains
         typer.echo(" -> ".join(f"{i}. {s.describe()}" for i, s in enumerate(stages, 1)))
-        final = _shown(train_recipe(root, cfg, stages, echo=typer.echo, prefix=name, replace=force), Path.cwd())
+        try:
+            final = _shown(train_recipe(root, cfg, stages, echo=typer.echo, prefix=name, replace=force), Path.cwd())
+        except KeyboardInterrupt:  # the trainer's "continue with alignlab train --resume" left the later stages out
+            from alignlab.cli.breakit import rerun_hint
+
+            rerun_hint("alignlab recipe", goes_on=True)
+            raise
         smoke = "   (a smoke test: `alignlab recipe` without --quick trains the persona)" if quick else ""
         typer.echo(f"final adapter: {final}{smoke}")
         typer.echo(f"next: alignlab eval {final}   |   alignlab compare base {final}   |   alignlab export {final} --gguf OUT.gguf")

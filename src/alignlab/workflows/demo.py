@@ -94,6 +94,10 @@ def main() -> None:
     except AlignlabError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # a traceback, after the trainer's "alignlab train --resume" (the later stages unrun)
+        print("interrupted: run `make demo` again; it goes on where it stopped (a stage part-trained from its last "
+              "checkpoint)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -497,6 +497,7 @@ class _Loop:
                                       details=json.dumps(details))
         self.echo(f"round {r}: continuing the interrupted {ctx.run_dir} from its last checkpoint" if resume else
                   f"round {r}: {method} on {len(ctx.rows)} rows -> {ctx.run_dir}")
+        ctx.resume_hint = False  # a rerun of the loop continues this run: the CLI says so after Ctrl-C
         engine.run(ctx, str(data), resume=resume is not None)
         return row
 

@@ -253,6 +253,7 @@ def _train_stage(root: Path, cfg, stage: Stage, i: int, n: int, run_dir: Path, p
         ctx = engine.prepare(stage.method, rundir.recorded_config(run_dir), data, root / cfg.runs_dir,
                              run_dir=run_dir, init_adapter=rundir.relocated(run_dir, info.get("init_adapter"), info),
                              resumed=True)
+        ctx.resume_hint = False  # a rerun of the recipe continues this stage: the CLI says so after Ctrl-C
         engine.run(ctx, data, resume=True)
         return
     data = str(distilled) if stage.data == DISTILLED else stage_data(root, cfg, stage)
@@ -260,6 +261,7 @@ def _train_stage(root: Path, cfg, stage: Stage, i: int, n: int, run_dir: Path, p
     echo(f"stage {i}/{n}: {stage.describe()}")
     ctx = engine.prepare(stage.method, apply_overrides(cfg, applied(stage)), data, root / cfg.runs_dir,
                          run_dir=run_dir, init_adapter=str(prev) if prev else None)
+    ctx.resume_hint = False
     engine.run(ctx, data)
 
 
