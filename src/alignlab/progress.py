@@ -152,19 +152,20 @@ class LogProgress(Progress):
         self._say(task_id)
 
 
-def progress_bar(*extra_columns) -> Progress:
+def progress_bar(*extra_columns, counted: bool = True) -> Progress:
     """A progress bar with step counter, elapsed and remaining time; extra columns go before the times. Without a
-    terminal, :class:`LogProgress`'s plain lines instead."""
+    terminal, :class:`LogProgress`'s plain lines instead. ``counted=False``: a step with no count (:func:`working`),
+    the bar and the elapsed time alone ("0/? ... eta" said nothing)."""
     if not sys.stderr.isatty() and not quiet():
         return LogProgress(console=console)
+    counts = (MofNCompleteColumn(), *extra_columns) if counted else ()
+    remaining = (TextColumn("eta"), TimeRemainingColumn()) if counted else ()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        *extra_columns,
+        *counts,
         TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        *remaining,
         console=console,
         disable=quiet(),
         transient=not sys.stderr.isatty(),
@@ -176,10 +177,7 @@ def working(label: str, doing: str):
     """A long step that reports no progress of its own (a scorecard answers every prompt in one batch): on a terminal
     a pulsing bar with the elapsed time, in a log a line every 30 s, so it does not look hung. Shown as "label:
     doing"; yields ``note(text)``, which says what it does now instead."""
-    plain = not sys.stderr.isatty() and not quiet()
-    # on a terminal: no step count or remaining time for a step that has neither ("0/? ... eta" said nothing)
-    with (progress_bar() if plain else Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
-                                                 console=console, disable=quiet())) as bar:
+    with progress_bar(counted=False) as bar:
         task = bar.add_task(f"{label}: {doing}", total=None)
         try:
             yield lambda text: bar.update(task, description=f"{label}: {text}")
