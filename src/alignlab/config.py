@@ -347,6 +347,8 @@ class LoopConfig(_Strict):
     temperature: float = Field(LOOP_TEMPERATURE, ge=0, description="sampling temperature of each round's answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of each round's answers")
     max_new_tokens: int = Field(SHORT_MAX_NEW_TOKENS, ge=1, description="length limit of each round's answers")
+    keep_unfinished: bool = Field(False, description="keep an answer cut at max_new_tokens before any sentence ended, "
+                                  "as cut (default: left out, so no round trains on a half sentence)")
     eval_temperature: float = Field(0.0, ge=0, description="held-out answers: 0 = greedy")
     seed: int = Field(0, description="sampling seed (round r samples with seed + r)")
     poll_seconds: float = Field(2.0, gt=0, description="person: seconds between looks at the store")

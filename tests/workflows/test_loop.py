@@ -30,7 +30,7 @@ PAIRS = [
 ]
 HELDOUT = [{"prompt": "What is 12 plus 30?", "answer": "42"}, {"prompt": "Why do leaves fall?"}]
 FLAGS = ["--rater", "reward:loop_vowels", "--method", "dpo", "--per-round", "3", "-n", "2", "--eval-prompts", "2",
-         "--max-new-tokens", "8", "--temperature", "1.0", "--eval-temperature", "1.0", "--max-steps", "2",
+         "--max-new-tokens", "8", "--keep-unfinished", "--temperature", "1.0", "--eval-temperature", "1.0", "--max-steps", "2",
          "--set", "train.batch_size=2", "--set", "train.sample_prompts=0", "--set", "lora.r=4"]
 FIELDS = ("status", "method", "rater", "eval_rater", "prompts", "responses", "judgements", "pairs", "data", "run_dir",
           "persona_score", "base_persona_score", "length", "distinct_1", "distinct_2", "kl", "accuracy", "details",

@@ -23,7 +23,7 @@ from helpers import vowel_share
 register_reward("guards_vowels", lambda: vowel_share, "share of vowels (tests)")
 register_reward("guards_flat", lambda: (lambda prompts, completions, **kw: [0.5] * len(completions)), "one score (tests)")
 
-FAST = dict(rater="reward:guards_vowels", per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0,
+FAST = dict(rater="reward:guards_vowels", per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0, keep_unfinished=True,
             eval_temperature=1.0, eval_rater="reward:persona_heuristic", poll_seconds=0.1)
 QUIET = dict(echo=lambda _: None)
 
@@ -121,6 +121,28 @@ def test_a_sampled_round_keeps_its_method_and_resumes_only_its_own_data(project)
     assert not any("continuing the interrupted" in line for line in seen)
     events = [json.loads(x).get("event") for x in (Path(again["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     assert "resumed" not in events
+
+
+def test_answers_cut_before_any_sentence_ended_are_left_out_and_the_round_says_how_many(project):
+    """A loop round stored an answer cut at --max-new-tokens mid-sentence and trained on it as a whole answer; `sample`
+    already left those out. Now the round leaves them out too and says how many, and when nothing comparable is
+    left its error asks for a higher --max-new-tokens, not another temperature."""
+    from alignlab.eval.correct import unfinished
+
+    proj, cfg = project
+    seen: list[str] = []
+    settings = LoopSettings(rounds=1, **{**FAST, "keep_unfinished": False})
+    try:
+        run_loop(proj, cfg, settings, echo=seen.append)
+    except AlignlabError as err:  # the random tiny model rarely ends a sentence in 8 tokens
+        assert "cut before any sentence ended were left out" in str(err) and "--max-new-tokens than 8" in err.fix
+    said = [line for line in seen if "before any sentence ended and are left out" in line]
+    assert len(said) == 1 and said[0].startswith("round 1: ") and "--max-new-tokens 8" in said[0], seen
+    left = int(said[0].split()[2])
+    with Store(proj / "feedback.db") as store:
+        kept = store.round_responses(1)
+    assert left > 0 and len(kept) <= 6 - left
+    assert not any(unfinished(x["text"]) for x in kept)
 
 
 def test_a_round_without_two_different_answers_is_sampled_again(project):

@@ -21,7 +21,7 @@ from alignlab.rundir import read_run
 register_reward("modes_vowels", lambda: vowel_share, "share of vowels (tests)")
 register_reward("modes_flat", lambda: (lambda prompts, completions, **kw: [0.5] * len(completions)), "one score (tests)")
 
-FAST = dict(per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0, eval_temperature=1.0,
+FAST = dict(per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0, eval_temperature=1.0, keep_unfinished=True,
             eval_rater="reward:persona_heuristic", poll_seconds=0.1)
 
 

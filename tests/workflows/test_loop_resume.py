@@ -17,7 +17,7 @@ from alignlab.rundir import read_run
 
 register_reward("resume_vowels", lambda: vowel_share, "share of vowels (tests)")
 
-FAST = dict(rater="reward:resume_vowels", per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0,
+FAST = dict(rater="reward:resume_vowels", per_round=3, n=2, eval_prompts=2, max_new_tokens=8, temperature=1.0, keep_unfinished=True,
             eval_temperature=1.0, eval_rater="reward:persona_heuristic")
 
 

@@ -57,6 +57,7 @@ class LoopSettings:
     temperature: float = _LOOP.temperature
     top_p: float = _LOOP.top_p
     max_new_tokens: int = _LOOP.max_new_tokens
+    keep_unfinished: bool = _LOOP.keep_unfinished
     eval_temperature: float = _LOOP.eval_temperature
     seed: int = _LOOP.seed
     need: int | None = None  # judgements to wait for from a person (default: one per prompt for dpo, per response for kto)
@@ -321,6 +322,7 @@ class _Loop:
 
         self.root, self.cfg, self.s, self.store, self.enter, self.echo = root, cfg, s, store, enter, echo
         self.label = self.scorer = self.persona_rater = None
+        self.unfinished = 0  # the last sampling's answers cut before any sentence ended (left out unless kept)
         self.train_rows, held = _split_prompts(root, cfg.data_dir, echo)
         self.heldout_texts = {row["prompt"] for row in held}
         self.heldout = stratified(held, None, s.eval_prompts)
@@ -418,11 +420,15 @@ class _Loop:
         groups = _answers(self.store, r)
         row = self.store.update_round(r, prompts=len(groups), responses=sum(map(len, groups.values())))
         if two and not _comparable(groups):
+            cut = self.unfinished
             raise AlignlabError(
                 f"round {r}: no prompt got two different answers ({row['responses']} answer(s) to {row['prompts']} "
-                f"prompt(s) at --temperature {self.s.temperature}), so there is nothing to compare",
-                fix=f"rerun `alignlab loop` with a higher --temperature (or another --seed): round {r} samples its "
-                    f"prompts again")
+                f"prompt(s) at --temperature {self.s.temperature}"
+                + (f"; {cut} cut before any sentence ended were left out" if cut else "")
+                + "), so there is nothing to compare",
+                fix=(f"rerun `alignlab loop` with a higher --max-new-tokens than {self.s.max_new_tokens}" if cut else
+                     "rerun `alignlab loop` with a higher --temperature (or another --seed)")
+                    + f": round {r} samples its prompts again")
         return row
 
     def _sample(self, r: int, prompts: list[dict], init_run: str | None) -> None:
@@ -430,11 +436,18 @@ class _Loop:
 
         s = self.s
         model, tok = self.policies.get(init_run)
+        left_out: dict[str, int] = {}
         sample_responses(self.store, model, tok, prompts, s.n, model_name=self.cfg.model,
                          run=Path(init_run).name if init_run else None, round=r,
                          temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                          seed=s.seed + r, system_prompt=self.cfg.system_prompt, source="loop",
-                         description=f"round {r}: sampling", heldout=self.heldout_texts, each_batch=False)
+                         description=f"round {r}: sampling", heldout=self.heldout_texts, each_batch=False,
+                         drop_unfinished=not s.keep_unfinished, left_out=left_out)
+        self.unfinished = left_out.get("unfinished", 0)
+        if self.unfinished:
+            self.echo(f"round {r}: {self.unfinished} of {len(prompts) * s.n} answers were cut at --max-new-tokens "
+                      f"{s.max_new_tokens} before any sentence ended and are left out (raise --max-new-tokens, or "
+                      "set loop.keep_unfinished: true)")
 
     def judge(self, r: int, row: dict, details: dict) -> dict:
         """2. An automatic rater judges now; a person's judgements are awaited in :meth:`export`."""
