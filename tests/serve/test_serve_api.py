@@ -270,11 +270,29 @@ def test_refuses_adapter_of_another_base(tiny_model, runs, tmp_path):
         ModelPool(tiny_model, {"base": runs["snarky"]}, device="cpu")
 
 
-def test_same_base():
-    from alignlab.paths import home
-    from alignlab.serve.models import same_base
+def test_an_older_run_recorded_with_its_projects_relative_base_is_served(tiny_model, runs, tmp_path):
+    """A run an older version recorded as `"model": "models/tiny"` (relative to its project, as alignlab.yaml wrote
+    it) was refused by serve as "trained on 'models/tiny'" when served from elsewhere; train, chat and eval found it."""
+    import shutil
 
-    assert same_base("smollm2-135m", str(home() / "models" / "smollm2-135m"))
+    proj = tmp_path / "proj"
+    (proj / "runs").mkdir(parents=True)
+    (proj / "alignlab.yaml").write_text("model: models/tiny\n")
+    shutil.copytree(tiny_model, proj / "models" / "tiny")
+    old = shutil.copytree(runs["snarky"], proj / "runs" / "old")
+    (old / "run.json").write_text(json.dumps({"model": "models/tiny", "method": "dpo", "status": "done"}))
+    pool = ModelPool(str(proj / "models" / "tiny"), {"old": old}, device="cpu")
+    assert "old" in pool.names
+
+
+def test_same_base(tmp_path, monkeypatch):
+    """serve checks adapters with the one rule the trainer uses (rundir.same_base): a registry name is its converted
+    directory, and a hub id of the same model is another name."""
+    from alignlab.rundir import same_base
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "models" / "smollm2-135m").mkdir(parents=True)
+    assert same_base("smollm2-135m", str(tmp_path / "home" / "models" / "smollm2-135m"))
     assert not same_base("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 

@@ -33,30 +33,14 @@ def parse_adapter_spec(spec: str | Path) -> tuple[str, Path]:
     return path.resolve().name, path
 
 
-def _canonical(name: str) -> str:
-    """A registry name -> its converted directory; an existing path -> resolved; anything else as is."""
-    from alignlab.models.registry import REGISTRY
-    from alignlab.paths import home
-
-    if name in REGISTRY:
-        return str((home() / "models" / name).resolve())  # where resolve_model converts it to
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
-
-
-def same_base(a: str, b: str) -> bool:
-    """Two base-model names refer to the same model (same name, or the same local directory)."""
-    return a == b or _canonical(a) == _canonical(b)
-
-
 def check_adapter_run(name: str, run_dir: Path, base_name: str) -> Path:
     """The run's adapter directory, after checking it is a LoRA adapter trained on ``base_name``."""
-    from alignlab.rundir import Run
+    from alignlab.rundir import Run, same_base
 
     run = Run.open(run_dir)
     run.require_chat_model()
     run_dir, trained_on = run.path, run.base
-    if not same_base(trained_on, base_name):
+    if not same_base(trained_on, base_name, run_dir):  # an older run's relative path is found under its project
         raise AlignlabError(
             f"adapter '{name}' ({run_dir}) was trained on '{trained_on}', but the served base is '{base_name}'",
             fix="serve runs of one base model together (or pass --model to pick the base)",
