@@ -82,3 +82,16 @@ def test_pipeline_runs_all_four_stages(tiny_model, tmp_path):
     records = [json.loads(x) for x in (again["sft"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2]
     assert sorted(p.name for p in (again["dpo"] / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+def test_a_second_pipeline_into_the_same_out_is_refused_while_the_first_runs(tiny_model, tmp_path):
+    """Two pipelines into one --out: the second rewrote the first's inputs and deleted its finished SFT stage (done,
+    so not "live") while the first trained the reward model, then the first's DPO stage started from nothing."""
+    from alignlab.errors import AlignlabError
+    from alignlab.fsutil import exclusive
+
+    (tmp_path / "runs" / "sft" / "adapter").mkdir(parents=True)  # the first pipeline's finished stage
+    with exclusive(tmp_path / ".alignlab-pipeline.lock", "the first pipeline"):  # as the first `alignlab pipeline` holds it
+        with pytest.raises(AlignlabError, match="an alignlab pipeline is already running here"):
+            run_pipeline(tmp_path, tiny_model, StageSettings(sft_steps=1, rm_steps=1, dpo_steps=1, grpo_steps=1), show=False)
+    assert (tmp_path / "runs" / "sft" / "adapter").is_dir() and not (tmp_path / "data").exists()

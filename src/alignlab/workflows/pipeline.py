@@ -92,10 +92,17 @@ def write_inputs(out: Path, s: StageSettings) -> tuple[Path, Path, Path]:
 
 
 def run_pipeline(out: Path, model: str = DEFAULT_MODEL, s: StageSettings | None = None, show: bool = True) -> dict:
-    """Run all four stages into ``out``; returns {stage: run_dir} (plus answers per stage when shown)."""
+    """Run all four stages into ``out``; returns {stage: run_dir} (plus answers per stage when shown). ``out`` is held
+    (a lock) while it runs: a second pipeline there rewrote the first's inputs and deleted its finished SFT stage,
+    which the first's DPO stage was about to start from."""
+    out.mkdir(parents=True, exist_ok=True)
+    with fsutil.exclusive(out / ".alignlab-pipeline.lock", "an alignlab pipeline"):
+        return _run_stages(out, model, s or StageSettings(), show)
+
+
+def _run_stages(out: Path, model: str, s: StageSettings, show: bool) -> dict:
     from alignlab.train import engine
 
-    s = s or StageSettings()
     runs = out / "runs"
     sft_data, grpo_data, spec = write_inputs(out, s)
     pair_data = str(bundled_path("persona-pairs"))
