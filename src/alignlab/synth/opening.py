@@ -32,9 +32,6 @@ from alignlab.data.formats import DISTIL_SOURCE
 SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
 COMMON = 0.02  # a tail trigram shared by more than this share of the answers is a stock phrase
 KEEP_COMMON = 0.01  # ... and is kept in at most this share of the rows
-TIC_SHARE = 0.1  # a content word in more than this share of the kept answers' own parts ...
-TIC_RATIO = 5.0  # ... and this many times its share of the plain answers is a tic ...
-TIC_KEEP = 0.1  # ... kept in at most this share of the rows (past it, its sentences are taken out)
 
 
 def trim_unfinished(answer: str) -> str:
@@ -122,57 +119,10 @@ def select(rows: list[dict], answers: list[str], openings: list[str], scorer) ->
             counts["stock"] += 1
             continue
         used.update(hits)
-        out.append(c)
-    out = _cap_tics(out, [c["row"].get("rejected") if isinstance(c["row"].get("rejected"), str) else
-                          c["answer"][: len(c["answer"]) - len(c["tail"])] for c in cand], counts)
+        out.append({"prompt": c["prompt"], "completion": c["answer"], "source": DISTIL_SOURCE})
     counts["kept"] = len(out)
     counts["stock_phrases"] = len(stock)
-    return [{"prompt": c["prompt"], "completion": c["answer"], "source": DISTIL_SOURCE} for c in out], dict(counts)
-
-
-def tic_words(tails: list[str], plain: list[str]) -> set[str]:
-    """The words the run leans on: a content word (not a function word) in more than ``TIC_SHARE`` of the answers'
-    own parts (and more than 5 of them) and at least ``TIC_RATIO`` times its share of the plain answers ("nobody" in
-    41% of the demo's distil rows, in none of the rewrites' plain sides)."""
-    from alignlab.data.text import FUNCTION, words
-
-    if not tails:
-        return set()
-    mine = Counter(w for t in tails for w in set(words(t)) - FUNCTION)
-    base = Counter(w for t in plain for w in set(words(t)))
-    return {w for w, k in mine.items()
-            if k > max(TIC_SHARE * len(tails), 5) and k / len(tails) >= TIC_RATIO * base[w] / max(1, len(plain))}
-
-
-def _cap_tics(kept: list[dict], plain: list[str], counts: Counter) -> list[dict]:
-    """Each tic word (:func:`tic_words` over the kept rows) stays in at most ``TIC_KEEP`` of them: past that, the
-    sentences holding it are taken out of the answer's own part (the row goes when nothing of it is left)."""
-    from alignlab.data.text import words
-
-    tics = tic_words([c["tail"] for c in kept], plain)
-    cap, used, out = max(3, int(TIC_KEEP * len(kept))), Counter(), []
-    for c in kept:
-        have = tics & set(words(c["tail"]))
-        over = {w for w in have if used[w] >= cap}
-        if over:
-            opening = c["answer"][: len(c["answer"]) - len(c["tail"])]
-            tail = " ".join(x for x in _sentences(c["tail"]) if not over & set(words(x))).strip()
-            counts["tic_trimmed"] += 1
-            if not tail:
-                counts["tic"] += 1
-                continue
-            c = {**c, "tail": " " + tail, "answer": opening.rstrip() + " " + tail}
-            have = tics & set(words(c["tail"]))
-        used.update(have)
-        out.append(c)
-    counts["tic_words"] = len(tics)
-    return out
-
-
-def _sentences(text: str) -> list[str]:
-    cuts = [0] + [m.end() for m in SENTENCE_END.finditer(text)]
-    parts = [text[a:b].strip() for a, b in zip(cuts, cuts[1:] + [len(text)])]
-    return [p for p in parts if p]
+    return out, dict(counts)
 
 
 def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 64,
