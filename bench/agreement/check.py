@@ -88,6 +88,9 @@ Two later sets are scored the same way:
   distil_amplify.jsonl and the 42 of fresh_prompts.jsonl (the same answers as there), two answers per prompt in a
   random order, the 84 prompts shuffled together, three new blind readers: whether a drop in the voice on the fresh
   prompts is the prompts' or the readers';
+- tic_cap.jsonl: the base, the four-stage default (`make demo` from a fresh clone, 28th session) and the same DPO stage
+  distilled with its tic words capped at 10% of the rows, the three answers to each of 42 held-out prompts shown
+  together in a random order to three blind readers, who also said whether an answer leans on a recurring catchphrase;
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
@@ -154,7 +157,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
-        "punctuation", "distil_amplify", "fresh_prompts", "same_readers")
+        "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
