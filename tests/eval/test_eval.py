@@ -168,6 +168,8 @@ def test_cli_prints_the_scorecard_and_writes_the_report(tiny_model, tmp_path, mo
     assert "eval r1: answering 3 held-out prompts with the base and the adapter (0 s)" in res.stderr, res.stderr
     card = json.loads((run / "eval.json").read_text())
     assert card["n_prompts"] == 3 and card["adapter"]["kl"] > 0 and len(card["samples"]) == 3
+    assert "catchphrase (share)" in res.stdout and isinstance(card["adapter"]["catchphrase_words"], list)
+    assert len(card["base"]["catchphrase"]) == 3 and "catchphrase_words" not in card["base"]
     # both sides answer under the run's own system prompt, as it answers in chat, serve and its export (eval took the
     # project's current one, None here)
     assert card["settings"]["system_prompt"] == "Answer in a few words."

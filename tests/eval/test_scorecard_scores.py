@@ -417,6 +417,55 @@ def test_warnings_fire_on_a_constructed_collapse():
     assert warnings_for(b | {"distinct_2": 0.0}, b | {"distinct_2": 0.0, "length": 1}) == []  # one word: no bigrams
 
 
+def test_a_catchphrase_is_a_word_one_model_leans_on_and_the_other_does_not():
+    """The demo adapter said "nobody" in 22 of 42 held-out answers (the base in none) and no instrument saw it: the
+    mimicry flag was 2% while three blind readers found 35 of its answers leaning on a recurring catchphrase."""
+    from alignlab.eval.mimicry import catchphrases, holds_catchphrase
+    from alignlab.eval.scores import summarize, warnings_for, wilson
+
+    topics = ["the sea", "bread", "glass", "rust", "snow", "tea", "clay", "ink", "salt", "wax"]
+    prompts = [f"What is {t}?" for t in topics]
+    base = [f"{t.capitalize()} is a common thing with a long history of use." for t in topics]
+    words = ["wet", "warm", "hard", "brittle", "orange", "cold", "soft", "dark", "salty", "waxy"]
+    tuned = [f"{t.capitalize()} is {w}" + (", and nobody asked." if i < 6 else ".")
+             for i, (t, w) in enumerate(zip(topics, words))]
+    found = catchphrases(tuned, prompts, base)
+    assert found == ["asked", "nobody"] and sum(holds_catchphrase(tuned, found)) == 6
+    assert catchphrases(tuned, prompts, [b + " Nobody asked." for b in base]) == []  # the base's words too
+    assert "snow" not in catchphrases([f"Snow {a}" for a in tuned], ["What is snow?"] * 10, base)  # the prompt's word
+    assert catchphrases(tuned[:2], prompts[:2], base[:2]) == []  # twice is not a catchphrase
+    plain = summarize([{"persona": 0.5, "correct": 0.9, "mimicry": 0.0}] * 10)
+    said = warnings_for(plain | {"catchphrase": wilson(0, 10)},
+                        plain | {"catchphrase": wilson(6, 10), "catchphrase_words": found})
+    assert said == ["catchphrase: 60% of answers lean on 'asked', 'nobody' (base 0%; limit 30%): blind readers read "
+                    "such a voice as a stock jab, not as a voice of its own"]
+    assert warnings_for(plain | {"catchphrase": wilson(7, 10)}, plain | {"catchphrase": wilson(6, 10)}) == []
+
+
+def test_the_catchphrase_share_agrees_with_blind_readers():
+    """Read 12 (bench/agreement/tic_cap.jsonl): three blind readers said of each of 126 answers whether it leans on a
+    catchphrase that recurs across the packet. "Holds one of its model's catchphrases" (against the base's answers)
+    agrees with the readers' majority on 79% of them, and per model within 2 answers."""
+    from collections import defaultdict
+    from pathlib import Path
+
+    from alignlab.eval.mimicry import catchphrases, holds_catchphrase
+
+    rows = [json.loads(x) for x in (Path(__file__).parents[2] / "bench/agreement/tic_cap.jsonl").read_text().splitlines()]
+    by = defaultdict(list)
+    for r in rows:
+        by[r["source"]].append(r)
+    (base,) = [v for k, v in by.items() if k.startswith("base")]
+    agree, per_model = 0, []
+    for rs in by.values():
+        answers, prompts = [r["answer"] for r in rs], [r["prompt"] for r in rs]
+        held = holds_catchphrase(answers, catchphrases(answers, prompts, [r["answer"] for r in base]) if rs is not base else [])
+        said = [sum(x["catchphrase"] for x in r["reads"]) >= 2 for r in rs]
+        agree += sum(h == s for h, s in zip(held, said))
+        per_model.append((sum(held), sum(said)))
+    assert agree / len(rows) >= 0.78 and all(abs(a - b) <= 2 for a, b in per_model), (agree, per_model)
+
+
 def test_copying_counts_the_persona_surface_not_content_a_plain_answer_shares():
     from alignlab.eval.mimicry import copy_share, train_ngrams
 

@@ -42,6 +42,8 @@ from alignlab.data.text import FUNCTION, ngrams, skeletons, words
 MIN_GROUP = 5
 PHRASE_SHARE = 0.15  # a phrase is over-used when this share (and at least 3) of a model's answers contain it
 MIN_ASIDE_WORDS = 6  # shorter answers are not scored off-topic, and "Yes." twice is no template
+CATCHPHRASE_SHARE = 0.2  # a content word in this share of a model's answers (and at least 3) ...
+CATCHPHRASE_RATIO = 5.0  # ... and this many times its share of the other model's answers is a catchphrase
 NEAR_DUPLICATE = 0.8  # this share of an answer's word 3-grams in another's make them one answer (see duplicates)
 
 
@@ -56,6 +58,28 @@ def _share(key, counts: Counter, n: int) -> float:
     if n < MIN_GROUP or not key:
         return 0.0
     return max(0, counts[key] - 1) / (n - 1)
+
+
+def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> list[str]:
+    """The words one model leans on, most used first: a content word (not a function word, not in the prompt) in at
+    least ``CATCHPHRASE_SHARE`` of its answers (and 3) and ``CATCHPHRASE_RATIO`` times its share of ``others`` (the
+    other model's answers to the same prompts). The demo adapter's "nobody", "that's", "asked" and "because" (base:
+    none). A catchphrase is not scored into mimicry: three blind readers who said whether each answer "leans on a
+    catchphrase that recurs across the packet" agreed with "holds one of its model's catchphrases" on 79% of 126
+    answers, and per model 35 / 35, 15 / 17 and 0 / 0 answers (bench/agreement/tic_cap.jsonl)."""
+    if not answers or not others:
+        return []
+    n = len(answers)
+    mine = Counter(w for a, p in zip(answers, prompts) for w in set(words(a)) - FUNCTION - set(words(p)))
+    theirs = Counter(w for a in others for w in set(words(a)))
+    found = [(k, w) for w, k in mine.items()
+             if k >= max(3, CATCHPHRASE_SHARE * n) and k / n >= CATCHPHRASE_RATIO * theirs[w] / len(others)]
+    return [w for _, w in sorted(found, key=lambda x: (-x[0], x[1]))]
+
+
+def holds_catchphrase(answers: list[str], found: list[str]) -> list[bool]:
+    """Per answer: it holds one of ``found`` (:func:`catchphrases`)."""
+    return [bool(set(found) & set(words(a))) for a in answers]
 
 
 def group_signals(answers: list[str], prompts: list[str]) -> list[dict]:

@@ -29,17 +29,24 @@ def answer_length(text: str) -> int:
     return len(text.split())
 
 
-def side_metrics(answers: list[str], scored: list[dict], persona_cut: float = PERSONA_THRESHOLD) -> dict:
-    """One model's answers: the three scores' summaries (means, shares, 95% intervals), length and distinct-n."""
-    from alignlab.eval.scores import summarize
+def side_metrics(answers: list[str], scored: list[dict], persona_cut: float = PERSONA_THRESHOLD,
+                 catch: list[str] | None = None) -> dict:
+    """One model's answers: the three scores' summaries (means, shares, 95% intervals), length and distinct-n; with
+    ``catch`` (the adapter's catchphrases, eval.mimicry.catchphrases) the share of the answers that hold one."""
+    from alignlab.eval.mimicry import holds_catchphrase
+    from alignlab.eval.scores import summarize, wilson
 
     n = max(1, len(answers))
-    return {
+    out = {
         **summarize(scored, persona_cut),
         "length": sum(answer_length(a) for a in answers) / n,
         "distinct_1": distinct_n(answers, 1),
         "distinct_2": distinct_n(answers, 2),
     }
+    if catch is not None:
+        out["catchphrase"] = wilson(sum(holds_catchphrase(answers, catch)), len(answers))
+        out["catchphrase_words"] = catch
+    return out
 
 
 def stratified(rows: list[dict], per_category: int | None, limit: int | None = None) -> list[dict]:
@@ -185,12 +192,11 @@ def scorecard(
     n = len(rows)
     s_base, s_tuned, s_solo = scored[:n], scored[n : 2 * n], scored[2 * n :]
     cut = scorer.persona_cut
-    adapter, base_side = side_metrics(tuned, s_tuned, cut), side_metrics(before, s_base, cut)
+    base_side, adapter, alone = _summaries(prompts, (before, s_base), (tuned, s_tuned), (solo, s_solo), cut)
     warnings = warnings_for(base_side, adapter)
-    extra = {}
-    if solo:
-        extra["alone"] = {**side_metrics(solo, s_solo, cut), "kl": None}
-        warnings += [f"adapter alone: {w}" for w in warnings_for(base_side, extra["alone"])]
+    extra = {"alone": {**alone, "kl": None}} if alone else {}
+    if alone:
+        warnings += [f"adapter alone: {w}" for w in warnings_for(base_side, alone)]
     samples = [
         {"prompt": r["prompt"], "category": r.get("category"), "base": b, "adapter": t, "base_scores": sb,
          "adapter_scores": st, "reference": r.get("reference", r.get("answer"))}
@@ -215,6 +221,18 @@ def scorecard(
     }
 
 
+def _summaries(prompts: list[str], base: tuple, adapter: tuple, alone: tuple, cut: float) -> tuple:
+    """(base, adapter, alone or None) side metrics from (answers, scored) pairs; each adapter side's catchphrases are
+    its own against the base's answers, and the base's share is counted with the adapter's words."""
+    from alignlab.eval.mimicry import catchphrases
+
+    catch = catchphrases(adapter[0], prompts, base[0])
+    base_side = side_metrics(*base, cut, catch)
+    base_side.pop("catchphrase_words")  # the adapter's words, not the base's own
+    solo = side_metrics(*alone, cut, catchphrases(alone[0], prompts, base[0])) if alone[0] else None
+    return base_side, side_metrics(*adapter, cut, catch), solo
+
+
 METRICS = (
     ("persona", "persona (mean)"),
     ("in_persona", "in persona (share >= 0.9)"),
@@ -222,6 +240,7 @@ METRICS = (
     ("correct_share", "correct (share >= 0.5)"),
     ("mimicry", "mimicry (mean)"),
     ("flagged", "mimicry flagged (share >= 0.5)"),
+    ("catchphrase", "leans on a catchphrase (share)"),
     ("length", "mean length (words)"),
     ("distinct_1", "distinct-1"),
     ("distinct_2", "distinct-2"),

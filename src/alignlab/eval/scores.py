@@ -25,6 +25,7 @@ THRESHOLD = 0.5
 PERSONA_THRESHOLD = 0.9
 CORRECT_DROP = 0.05  # warn when the adapter's correct share falls more than 5 points below the base's
 MIMICRY_MAX = 0.10  # warn when more than 10% of answers are flagged
+CATCHPHRASE_MAX = 0.30  # warn when more than 30% of answers hold a catchphrase of their model (eval.mimicry)
 DISTINCT2_DROP = 0.15  # warn when distinct-2 falls by more than this fraction
 # ... or sits below this whatever the base's (a base of blank answers has none to fall from); the lowest of 130 models'
 # answers in bench/agreement/ is 0.67
@@ -287,6 +288,11 @@ def warnings_for(base: dict, adapter: dict) -> list[str]:
         was = f" (base {f0[0]:.0%})" if f0 else ""
         out.append(f"surface mimicry: {f[0]:.0%} of answers flagged{was} (limit {MIMICRY_MAX:.0%}): openers, "
                    "skeletons or stock phrases repeat, or the persona lives in them rather than in the answer")
+    c, c0 = adapter.get("catchphrase"), base.get("catchphrase")
+    if c and c[0] > CATCHPHRASE_MAX and not (c0 and c[0] <= c0[0]):
+        said = ", ".join(f"'{w}'" for w in adapter.get("catchphrase_words", [])[:4])
+        out.append(f"catchphrase: {c[0]:.0%} of answers lean on {said} (base {c0[0] if c0 else 0:.0%}; limit "
+                   f"{CATCHPHRASE_MAX:.0%}): blind readers read such a voice as a stock jab, not as a voice of its own")
     d0, d1 = base.get("distinct_2"), adapter.get("distinct_2")
     # the floor needs bigrams to count: answers of a word or none have distinct-2 0 and no template
     low = d1 is not None and d1 < DISTINCT2_FLOOR and (adapter.get("length") is None or adapter["length"] >= 2)
