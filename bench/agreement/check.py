@@ -91,6 +91,9 @@ Two later sets are scored the same way:
 - tic_cap.jsonl: the base, the four-stage default (`make demo` from a fresh clone, 28th session) and the same DPO stage
   distilled with its tic words capped at 10% of the rows, the three answers to each of 42 held-out prompts shown
   together in a random order to three blind readers, who also said whether an answer leans on a recurring catchphrase;
+- catchphrase_read.jsonl: distil_amplify.jsonl's 168 answers, the four to a prompt shuffled again, labelled by three
+  more blind readers for "leans on a catchphrase that recurs across the packet" and snark only (no correct labels, so
+  not in SETS; tests/eval/test_scorecard_scores.py checks the scorecard's catchphrase row against it);
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on

@@ -442,28 +442,33 @@ def test_a_catchphrase_is_a_word_one_model_leans_on_and_the_other_does_not():
     assert warnings_for(plain | {"catchphrase": wilson(7, 10)}, plain | {"catchphrase": wilson(6, 10)}) == []
 
 
-def test_the_catchphrase_share_agrees_with_blind_readers():
-    """Read 12 (bench/agreement/tic_cap.jsonl): three blind readers said of each of 126 answers whether it leans on a
-    catchphrase that recurs across the packet. "Holds one of its model's catchphrases" (against the base's answers)
-    agrees with the readers' majority on 79% of them, and per model within 2 answers."""
+@pytest.mark.parametrize("name, agreement, off", [("tic_cap", 0.78, 2), ("catchphrase_read", 0.78, 6)])
+def test_the_catchphrase_share_agrees_with_blind_readers(name, agreement, off):
+    """Three blind readers said of each answer whether it leans on a catchphrase that recurs across what they read:
+    read 12 (bench/agreement/tic_cap.jsonl, 126 answers of three models, where the thresholds were chosen) and read 13
+    (catchphrase_read.jsonl: read 9's 168 answers of four models, labelled afterwards). "Holds one of its model's
+    catchphrases" (against the base's answers) agrees with the readers' majority on 79% and 80% of the answers, and
+    per model within 2 and 6 answers of it."""
     from collections import defaultdict
     from pathlib import Path
 
     from alignlab.eval.mimicry import catchphrases, holds_catchphrase
 
-    rows = [json.loads(x) for x in (Path(__file__).parents[2] / "bench/agreement/tic_cap.jsonl").read_text().splitlines()]
+    path = Path(__file__).parents[2] / "bench" / "agreement" / f"{name}.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
     by = defaultdict(list)
     for r in rows:
         by[r["source"]].append(r)
-    (base,) = [v for k, v in by.items() if k.startswith("base")]
+    (base,) = [{r["prompt"]: r["answer"] for r in v} for k, v in by.items() if k.startswith("base")]
     agree, per_model = 0, []
-    for rs in by.values():
+    for source, rs in by.items():
         answers, prompts = [r["answer"] for r in rs], [r["prompt"] for r in rs]
-        held = holds_catchphrase(answers, catchphrases(answers, prompts, [r["answer"] for r in base]) if rs is not base else [])
+        found = [] if source.startswith("base") else catchphrases(answers, prompts, [base[p] for p in prompts])
+        held = holds_catchphrase(answers, found)
         said = [sum(x["catchphrase"] for x in r["reads"]) >= 2 for r in rs]
         agree += sum(h == s for h, s in zip(held, said))
         per_model.append((sum(held), sum(said)))
-    assert agree / len(rows) >= 0.78 and all(abs(a - b) <= 2 for a, b in per_model), (agree, per_model)
+    assert agree / len(rows) >= agreement and all(abs(a - b) <= off for a, b in per_model), (agree, per_model)
 
 
 def test_copying_counts_the_persona_surface_not_content_a_plain_answer_shares():

@@ -64,9 +64,11 @@ def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> l
     """The words one model leans on, most used first: a content word (not a function word, not in the prompt) in at
     least ``CATCHPHRASE_SHARE`` of its answers (and 3) and ``CATCHPHRASE_RATIO`` times its share of ``others`` (the
     other model's answers to the same prompts). The demo adapter's "nobody", "that's", "asked" and "because" (base:
-    none). A catchphrase is not scored into mimicry: three blind readers who said whether each answer "leans on a
-    catchphrase that recurs across the packet" agreed with "holds one of its model's catchphrases" on 79% of 126
-    answers, and per model 35 / 35, 15 / 17 and 0 / 0 answers (bench/agreement/tic_cap.jsonl)."""
+    none). A catchphrase is not scored into mimicry. Three blind readers said whether each answer "leans on a
+    catchphrase that recurs across the packet": "holds one of its model's catchphrases" agreed with their majority on
+    79% of 126 answers, per model 35 / 35, 15 / 17 and 0 / 0 (bench/agreement/tic_cap.jsonl, where these settings were
+    chosen), and on 80% of 168 answers of four other models read afterwards, per model within 6 answers
+    (catchphrase_read.jsonl)."""
     if not answers or not others:
         return []
     n = len(answers)
