@@ -91,6 +91,8 @@ Two later sets are scored the same way:
 - tic_cap.jsonl: the base, the four-stage default (`make demo` from a fresh clone, 28th session) and the same DPO stage
   distilled with its tic words capped at 10% of the rows, the three answers to each of 42 held-out prompts shown
   together in a random order to three blind readers, who also said whether an answer leans on a recurring catchphrase;
+- demo_loop.jsonl: the base, the four-stage default (`make demo` from a fresh clone) and the same adapter after 2
+  on-policy loop rounds with the scorecard rater, read as tic_cap.jsonl by three more readers (read 14);
 - catchphrase_read.jsonl: distil_amplify.jsonl's 168 answers, the four to a prompt shuffled again, labelled by three
   more blind readers for "leans on a catchphrase that recurs across the packet" and snark only (no correct labels, so
   not in SETS; tests/eval/test_scorecard_scores.py checks the scorecard's catchphrase row against it);
@@ -160,7 +162,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
-        "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap")
+        "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
