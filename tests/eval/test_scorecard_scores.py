@@ -434,6 +434,14 @@ def test_a_catchphrase_is_a_word_one_model_leans_on_and_the_other_does_not():
     assert catchphrases(tuned, prompts, [b + " Nobody asked." for b in base]) == []  # the base's words too
     assert "snow" not in catchphrases([f"Snow {a}" for a in tuned], ["What is snow?"] * 10, base)  # the prompt's word
     assert catchphrases(tuned[:2], prompts[:2], base[:2]) == []  # twice is not a catchphrase
+    # the same answers with a typographic apostrophe are no catchphrase "s" (an ASCII tokenizer split "it’s")
+    said = [f"It's {w}, that's all." for w in words]
+    assert catchphrases([a.replace("'", "’") for a in said], prompts, said) == []
+    # a blank or terse base is no yardstick: every topic word of longer answers would count
+    assert catchphrases(tuned, prompts, [""] * 10) is None and catchphrases(tuned, prompts, ["Yes."] * 10) is None
+    # any script: "никто" (nobody) in six Russian answers
+    russian = [f"Это {w}. Никто не спрашивал." if i < 6 else f"Это {w}." for i, w in enumerate("абвгдежзик")]
+    assert "никто" in catchphrases(russian, prompts, [f"Это {w} и так далее." for w in "абвгдежзик"])
     plain = summarize([{"persona": 0.5, "correct": 0.9, "mimicry": 0.0}] * 10)
     said = warnings_for(plain | {"catchphrase": wilson(0, 10)},
                         plain | {"catchphrase": wilson(6, 10), "catchphrase_words": found})
@@ -442,7 +450,8 @@ def test_a_catchphrase_is_a_word_one_model_leans_on_and_the_other_does_not():
     assert warnings_for(plain | {"catchphrase": wilson(7, 10)}, plain | {"catchphrase": wilson(6, 10)}) == []
 
 
-@pytest.mark.parametrize("name, agreement, off", [("tic_cap", 0.78, 2), ("catchphrase_read", 0.78, 6)])
+@pytest.mark.parametrize("name, agreement, off", [("tic_cap", 0.78, 2), ("catchphrase_read", 0.78, 6),
+                                                   ("demo_loop", 0.9, 2)])
 def test_the_catchphrase_share_agrees_with_blind_readers(name, agreement, off):
     """Three blind readers said of each answer whether it leans on a catchphrase that recurs across what they read:
     read 12 (bench/agreement/tic_cap.jsonl, 126 answers of three models, where the thresholds were chosen) and read 13

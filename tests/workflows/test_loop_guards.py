@@ -135,7 +135,8 @@ def test_answers_cut_before_any_sentence_ended_are_left_out_and_the_round_says_h
     try:
         run_loop(proj, cfg, settings, echo=seen.append)
     except AlignlabError as err:  # the random tiny model rarely ends a sentence in 8 tokens
-        assert "cut before any sentence ended were left out" in str(err) and "--max-new-tokens than 8" in err.fix
+        assert ("cut before any sentence ended were left out" in str(err) or "every answer was cut" in str(err))
+        assert "a higher --max-new-tokens" in err.fix
     said = [line for line in seen if "before any sentence ended and are left out" in line]
     assert len(said) == 1 and said[0].startswith("round 1: ") and "--max-new-tokens 8" in said[0], seen
     left = int(said[0].split()[2])
@@ -143,6 +144,18 @@ def test_answers_cut_before_any_sentence_ended_are_left_out_and_the_round_says_h
         kept = store.round_responses(1)
     assert left > 0 and len(kept) <= 6 - left
     assert not any(unfinished(x["text"]) for x in kept)
+
+
+def test_a_round_whose_every_answer_was_cut_says_so_even_for_a_person_thumbing(project):
+    """With a person rating thumbs (KTO) a round whose answers were all left out as unfinished waited for 0 ratings,
+    then said "0 judgement(s) gave no kto rows (all ties?)"; now it stops at once and names the token cap."""
+    proj, cfg = project
+    settings = LoopSettings(rounds=1, **{**FAST, "rater": "person:ann", "method": "kto", "keep_unfinished": False,
+                                          "max_new_tokens": 2})
+    finished, got = _in_thread(lambda: run_loop(proj, cfg, settings, **QUIET), timeout=120)
+    assert finished and isinstance(got, AlignlabError), got
+    assert str(got).startswith("round 1: every answer was cut at --max-new-tokens 2 before any sentence ended (6 left "
+                               "out)") and "--keep-unfinished" in got.fix
 
 
 def test_a_round_without_two_different_answers_is_sampled_again(project):

@@ -60,20 +60,27 @@ def _share(key, counts: Counter, n: int) -> float:
     return max(0, counts[key] - 1) / (n - 1)
 
 
-def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> list[str]:
-    """The words one model leans on, most used first: a content word (not a function word, not in the prompt) in at
-    least ``CATCHPHRASE_SHARE`` of its answers (and 3) and ``CATCHPHRASE_RATIO`` times its share of ``others`` (the
-    other model's answers to the same prompts). The demo adapter's "nobody", "that's", "asked" and "because" (base:
-    none). A catchphrase is not scored into mimicry. Three blind readers said whether each answer "leans on a
-    catchphrase that recurs across the packet": "holds one of its model's catchphrases" agreed with their majority on
-    79% of 126 answers, per model 35 / 35, 15 / 17 and 0 / 0 (bench/agreement/tic_cap.jsonl, where these settings were
-    chosen), and on 80% of 168 answers of four other models read afterwards, per model within 6 answers
-    (catchphrase_read.jsonl)."""
+def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> list[str] | None:
+    """The words one model leans on, most used first: a content word (not a function word, in none of the prompts) in
+    at least ``CATCHPHRASE_SHARE`` of its answers (and 3) and ``CATCHPHRASE_RATIO`` times its share of ``others``
+    (the other model's answers to the same prompts). The demo adapter's "nobody", "that's", "asked" and "because"
+    (base: none). None when ``others`` are too short to compare with (on average under half the words of
+    ``answers``, or blank): a word shows up in a longer answer more often whatever the voice. A catchphrase is not
+    scored into mimicry. Three blind readers said whether each answer "leans on a catchphrase that recurs across the
+    packet": "holds one of its model's catchphrases" agreed with their majority on 79% of 126 answers, per model
+    35 / 35, 15 / 17 and 0 / 0 (bench/agreement/tic_cap.jsonl, where these settings were chosen), and on 80% of 168
+    answers of four other models read afterwards, per model within 6 answers (catchphrase_read.jsonl)."""
     if not answers or not others:
-        return []
+        return None
+    mine_words = [set(words(a, any_script=True)) for a in answers]
+    theirs_words = [set(words(a, any_script=True)) for a in others]
+    length = sum(len(words(a, any_script=True)) for a in answers) / len(answers)
+    if sum(len(words(a, any_script=True)) for a in others) / len(others) < 0.5 * length or length == 0:
+        return None
+    asked = {w for p in prompts for w in words(p, any_script=True)}
     n = len(answers)
-    mine = Counter(w for a, p in zip(answers, prompts) for w in set(words(a)) - FUNCTION - set(words(p)))
-    theirs = Counter(w for a in others for w in set(words(a)))
+    mine = Counter(w for ws in mine_words for w in ws - FUNCTION - asked)
+    theirs = Counter(w for ws in theirs_words for w in ws)
     found = [(k, w) for w, k in mine.items()
              if k >= max(3, CATCHPHRASE_SHARE * n) and k / n >= CATCHPHRASE_RATIO * theirs[w] / len(others)]
     return [w for _, w in sorted(found, key=lambda x: (-x[0], x[1]))]
@@ -81,7 +88,7 @@ def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> l
 
 def holds_catchphrase(answers: list[str], found: list[str]) -> list[bool]:
     """Per answer: it holds one of ``found`` (:func:`catchphrases`)."""
-    return [bool(set(found) & set(words(a))) for a in answers]
+    return [bool(set(found) & set(words(a, any_script=True))) for a in answers]
 
 
 def group_signals(answers: list[str], prompts: list[str]) -> list[dict]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from alignlab.config import DEFAULT_PERSONA
@@ -125,9 +126,34 @@ def labelled_rows(path: Path) -> list[dict]:
 
 
 def _train_cached(texts: list[str], labels: list[int], target: Path, source: str):
-    from alignlab.progress import console
+    """The classifier cached at ``target`` for these labels, trained and saved there once. Two processes (two evals
+    on a fresh install, the parallel test suite) wrote one temporary folder at once and one of them crashed: the
+    second now waits for the first and loads its result."""
+    from alignlab.models.registry import _converting
 
     digest = hashlib.sha256(json.dumps([texts, labels]).encode()).hexdigest()
+    if (clf := _cached(target, digest)) is not None:
+        return clf
+    with _converting(target, "training the persona scorer into"):
+        if (clf := _cached(target, digest)) is not None:  # trained by the process this one waited for
+            return clf
+        from alignlab.progress import console
+
+        console.print(f"[alignlab] training the persona scorer on {len(texts)} labelled answers from {source} (once)")
+        clf = SentencePersonaClassifier()
+        clf.train(texts, labels)
+        clf.meta.update(labels_sha256=digest, source=source, labels=len(texts))
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        clf.save(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.replace(target)
+    return clf
+
+
+def _cached(target: Path, digest: str):
     if (target / META).is_file():
         try:
             clf = SentencePersonaClassifier.load(target)
@@ -135,18 +161,7 @@ def _train_cached(texts: list[str], labels: list[int], target: Path, source: str
                 return clf
         except AlignlabError:
             pass
-    console.print(f"[alignlab] training the persona scorer on {len(texts)} labelled answers from {source} (once)")
-    clf = SentencePersonaClassifier()
-    clf.train(texts, labels)
-    clf.meta.update(labels_sha256=digest, source=source, labels=len(texts))
-    tmp = target.with_name(f".{target.name}.tmp")
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    clf.save(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
-    return clf
+    return None
 
 
 def persona_classifier(root: Path | None = None, persona: str = DEFAULT_PERSONA):

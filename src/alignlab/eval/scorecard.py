@@ -32,7 +32,8 @@ def answer_length(text: str) -> int:
 def side_metrics(answers: list[str], scored: list[dict], persona_cut: float = PERSONA_THRESHOLD,
                  catch: list[str] | None = None) -> dict:
     """One model's answers: the three scores' summaries (means, shares, 95% intervals), length and distinct-n; with
-    ``catch`` (the adapter's catchphrases, eval.mimicry.catchphrases) the share of the answers that hold one."""
+    ``catch`` (the adapter's catchphrases, eval.mimicry.catchphrases; None: no row, the base is too short to compare
+    with) the share of the answers that hold one."""
     from alignlab.eval.mimicry import holds_catchphrase
     from alignlab.eval.scores import summarize, wilson
 
@@ -228,7 +229,7 @@ def _summaries(prompts: list[str], base: tuple, adapter: tuple, alone: tuple, cu
 
     catch = catchphrases(adapter[0], prompts, base[0])
     base_side = side_metrics(*base, cut, catch)
-    base_side.pop("catchphrase_words")  # the adapter's words, not the base's own
+    base_side.pop("catchphrase_words", None)  # the adapter's words, not the base's own
     solo = side_metrics(*alone, cut, catchphrases(alone[0], prompts, base[0])) if alone[0] else None
     return base_side, side_metrics(*adapter, cut, catch), solo
 

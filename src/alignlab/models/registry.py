@@ -255,7 +255,7 @@ def _ready(target: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _converting(target: Path):
+def _converting(target: Path, doing: str = "converting into"):
     """Hold the lock of ``target``'s conversion: a second process converting the same model waits for the first and
     then finds its result (both converted it whole, ~25 s each); the kernel lets the lock go with a killed process.
     The lock file goes when done, so nothing is left beside the models: one who waited on it finds the result (or,
@@ -282,7 +282,7 @@ def _converting(target: Path):
         except BlockingIOError:
             from alignlab.progress import console
 
-            console.print(f"[alignlab] waiting for another process converting into {target}", markup=False)
+            console.print(f"[alignlab] waiting for another process {doing} {target}", markup=False)
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -419,17 +419,27 @@ class _Loop:
             self._sample(r, [{"prompt": prompt} for prompt in groups], init_run)
         groups = _answers(self.store, r)
         row = self.store.update_round(r, prompts=len(groups), responses=sum(map(len, groups.values())))
-        if two and not _comparable(groups):
-            cut = self.unfinished
-            raise AlignlabError(
-                f"round {r}: no prompt got two different answers ({row['responses']} answer(s) to {row['prompts']} "
-                f"prompt(s) at --temperature {self.s.temperature}"
-                + (f"; {cut} cut before any sentence ended were left out" if cut else "")
-                + "), so there is nothing to compare",
-                fix=(f"rerun `alignlab loop` with a higher --max-new-tokens than {self.s.max_new_tokens}" if cut else
-                     "rerun `alignlab loop` with a higher --temperature (or another --seed)")
-                    + f": round {r} samples its prompts again")
+        if not groups or (two and not _comparable(groups)):
+            raise self._nothing_to_rate(r, row)
         return row
+
+    def _nothing_to_rate(self, r: int, row: dict) -> AlignlabError:
+        """A round left with no answer, or (for picks) no prompt with two different answers: the token cap is named
+        when it left out more answers than it kept, the temperature otherwise."""
+        cut, s = self.unfinished, self.s
+        again = f": round {r} samples its prompts again"
+        if not row["responses"]:
+            return AlignlabError(f"round {r}: every answer was cut at --max-new-tokens {s.max_new_tokens} before any "
+                                 f"sentence ended ({cut} left out), so there is nothing to rate",
+                                 fix=f"rerun `alignlab loop` with a higher --max-new-tokens (or --keep-unfinished){again}")
+        hints = ["a higher --temperature (or another --seed)"]
+        if cut:
+            hints.insert(0 if cut >= row["responses"] else 1, f"a higher --max-new-tokens than {s.max_new_tokens}")
+        return AlignlabError(
+            f"round {r}: no prompt got two different answers ({row['responses']} answer(s) to {row['prompts']} "
+            f"prompt(s) at --temperature {s.temperature}" + (f"; {cut} cut before any sentence ended were left out"
+                                                              if cut else "") + "), so there is nothing to compare",
+            fix=f"rerun `alignlab loop` with {' and '.join(hints)}{again}")
 
     def _sample(self, r: int, prompts: list[dict], init_run: str | None) -> None:
         from alignlab.synth.sample import sample_responses
