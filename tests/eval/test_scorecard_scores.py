@@ -566,3 +566,48 @@ def test_a_rejected_number_is_no_alias_without_a_numeric_answer_either():
     row = {"prompt": "What year did World War II end?", "reference": "World War II ended in 1945.", "aliases": ["1945"]}
     assert C.combine(C.checks("Not 1945, that is a common mistake.", row)) == 0.0
     assert C.combine(C.checks("1945, in September.", row)) >= 0.5
+
+
+def _train_in_a_process(target: str, log: str, q) -> None:
+    import time
+
+    import torch
+
+    from alignlab.eval import persona
+
+    def fake_train(self, texts, labels, **kw):  # a second of "training", recorded, instead of 40 s of MiniLM
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        self.mean, self.std = torch.zeros(4), torch.ones(4)
+        self.weight, self.bias = torch.zeros(8), torch.tensor(0.0)
+        return {}
+
+    persona.SentencePersonaClassifier.train = fake_train
+    try:
+        persona._train_cached(["a", "b"], [0, 1], __import__("pathlib").Path(target), "test")
+        q.put("ok")
+    except BaseException as err:  # noqa: BLE001 - handed back to the test
+        q.put(f"{type(err).__name__}: {err}")
+
+
+def test_two_processes_train_the_persona_scorer_once():
+    """Two processes on a fresh cache (two evals, or the parallel test suite) each trained the persona scorer and wrote
+    one temporary folder at once: one crashed (FileNotFoundError '.persona.tmp' -> 'persona'). Now the second waits
+    for the first and loads what it saved."""
+    import multiprocessing
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target, log = Path(tmp) / "scorecard" / "persona", Path(tmp) / "trained.log"
+        target.parent.mkdir(parents=True)
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_train_in_a_process, args=(str(target), str(log), q)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert sorted(q.get(timeout=5) for _ in procs) == ["ok", "ok"]
+        assert len(log.read_text().split()) == 1 and (target / "persona.json").is_file()
