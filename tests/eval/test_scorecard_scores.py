@@ -439,6 +439,13 @@ def test_a_catchphrase_is_a_word_one_model_leans_on_and_the_other_does_not():
     assert catchphrases([a.replace("'", "’") for a in said], prompts, said) == []
     # a blank or terse base is no yardstick: every topic word of longer answers would count
     assert catchphrases(tuned, prompts, [""] * 10) is None and catchphrases(tuned, prompts, ["Yes."] * 10) is None
+    # quote marks are no words ("‘fine’" was "fine'", a lone "’" a catchphrase "'")
+    quoted = [f"{t.capitalize()} is {w}; people say ‘fine’." if i < 5 else f"{t.capitalize()} is {w}."
+              for i, (t, w) in enumerate(zip(topics, words))]
+    assert catchphrases(quoted, prompts, base) == ["fine", "people", "say"]
+    # a word of another prompt is still a catchphrase here: only an answer's own prompt is left out of it
+    assert catchphrases(tuned, prompts[:9] + ["Who asked about nobody?"], base) == ["asked", "nobody"]
+    assert holds_catchphrase(["Nobody, as asked."], ["nobody"], ["Is nobody home?"]) == [False]
     # any script: "никто" (nobody) in six Russian answers
     russian = [f"Это {w}. Никто не спрашивал." if i < 6 else f"Это {w}." for i, w in enumerate("абвгдежзик")]
     assert "никто" in catchphrases(russian, prompts, [f"Это {w} и так далее." for w in "абвгдежзик"])
@@ -473,7 +480,7 @@ def test_the_catchphrase_share_agrees_with_blind_readers(name, agreement, off):
     for source, rs in by.items():
         answers, prompts = [r["answer"] for r in rs], [r["prompt"] for r in rs]
         found = [] if source.startswith("base") else catchphrases(answers, prompts, [base[p] for p in prompts])
-        held = holds_catchphrase(answers, found)
+        held = holds_catchphrase(answers, found, prompts)
         said = [sum(x["catchphrase"] for x in r["reads"]) >= 2 for r in rs]
         agree += sum(h == s for h, s in zip(held, said))
         per_model.append((sum(held), sum(said)))
@@ -611,3 +618,16 @@ def test_two_processes_train_the_persona_scorer_once():
             p.join(60)
         assert sorted(q.get(timeout=5) for _ in procs) == ["ok", "ok"]
         assert len(log.read_text().split()) == 1 and (target / "persona.json").is_file()
+
+
+def test_a_damaged_cached_persona_scorer_is_trained_again(tmp_path):
+    """A cached classifier cut short (a full disk, a kill mid-write by an older version) ended eval in a
+    SafetensorError traceback; it is trained again, as one for other labels is."""
+    from alignlab.eval import persona
+
+    target = tmp_path / "scorecard" / "persona"
+    target.mkdir(parents=True)
+    (target / persona.META).write_text('{"labels_sha256": "x"')
+    (target / persona.WEIGHTS).write_bytes(b"\x00\x01")
+    assert persona._cached(target, "x") is None
+

@@ -60,35 +60,46 @@ def _share(key, counts: Counter, n: int) -> float:
     return max(0, counts[key] - 1) / (n - 1)
 
 
+APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\uff07": "'"})
+
+
+def _words(text: str) -> set[str]:
+    """The words of ``text`` in any script, as the catchphrase row reads them: NFC-normalised, every apostrophe read
+    as a straight one and trimmed off a word's ends (a quote mark is not a word: "‘fine’" is "fine")."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", text).translate(APOSTROPHES)
+    return {w.strip("'") for w in words(text, any_script=True)} - {""}
+
+
 def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> list[str] | None:
-    """The words one model leans on, most used first: a content word (not a function word, in none of the prompts) in
-    at least ``CATCHPHRASE_SHARE`` of its answers (and 3) and ``CATCHPHRASE_RATIO`` times its share of ``others``
-    (the other model's answers to the same prompts). The demo adapter's "nobody", "that's", "asked" and "because"
-    (base: none). None when ``others`` are too short to compare with (on average under half the words of
-    ``answers``, or blank): a word shows up in a longer answer more often whatever the voice. A catchphrase is not
-    scored into mimicry. Three blind readers said whether each answer "leans on a catchphrase that recurs across the
-    packet": "holds one of its model's catchphrases" agreed with their majority on 79% of 126 answers, per model
-    35 / 35, 15 / 17 and 0 / 0 (bench/agreement/tic_cap.jsonl, where these settings were chosen), and on 80% of 168
-    answers of four other models read afterwards, per model within 6 answers (catchphrase_read.jsonl)."""
+    """The words one model leans on, most used first: a content word (not an English function word; an answer's
+    own prompt's words left out of it) in at least ``CATCHPHRASE_SHARE`` of its answers (and 3) and
+    ``CATCHPHRASE_RATIO`` times its share of ``others`` (the other model's answers to the same prompts). The demo
+    adapter's "nobody", "that's", "asked" and "because" (base: none). None when ``others`` are too short to compare
+    with (on average under half the words of ``answers``, or blank): a word shows up in a longer answer more often
+    whatever the voice. A catchphrase is not scored into mimicry. Three blind readers said whether each answer "leans
+    on a catchphrase that recurs across the packet": "holds one of its model's catchphrases" agreed with their
+    majority on 79% of 126 answers, per model 35 / 35, 15 / 17 and 0 / 0 (bench/agreement/tic_cap.jsonl, where these
+    settings were chosen), and on 80% of 168 answers of four other models read afterwards, per model within 6
+    answers (catchphrase_read.jsonl)."""
     if not answers or not others:
         return None
-    mine_words = [set(words(a, any_script=True)) for a in answers]
-    theirs_words = [set(words(a, any_script=True)) for a in others]
     length = sum(len(words(a, any_script=True)) for a in answers) / len(answers)
     if sum(len(words(a, any_script=True)) for a in others) / len(others) < 0.5 * length or length == 0:
         return None
-    asked = {w for p in prompts for w in words(p, any_script=True)}
     n = len(answers)
-    mine = Counter(w for ws in mine_words for w in ws - FUNCTION - asked)
-    theirs = Counter(w for ws in theirs_words for w in ws)
+    mine = Counter(w for a, p in zip(answers, prompts) for w in _words(a) - FUNCTION - _words(p))
+    theirs = Counter(w for a in others for w in _words(a))
     found = [(k, w) for w, k in mine.items()
              if k >= max(3, CATCHPHRASE_SHARE * n) and k / n >= CATCHPHRASE_RATIO * theirs[w] / len(others)]
     return [w for _, w in sorted(found, key=lambda x: (-x[0], x[1]))]
 
 
-def holds_catchphrase(answers: list[str], found: list[str]) -> list[bool]:
-    """Per answer: it holds one of ``found`` (:func:`catchphrases`)."""
-    return [bool(set(found) & set(words(a, any_script=True))) for a in answers]
+def holds_catchphrase(answers: list[str], found: list[str], prompts: list[str] | None = None) -> list[bool]:
+    """Per answer: it holds one of ``found`` (:func:`catchphrases`) that its own prompt does not."""
+    asked = [_words(p) for p in prompts] if prompts else [set()] * len(answers)
+    return [bool(set(found) & (_words(a) - q)) for a, q in zip(answers, asked)]
 
 
 def group_signals(answers: list[str], prompts: list[str]) -> list[dict]:

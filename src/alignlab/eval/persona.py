@@ -154,12 +154,14 @@ def _train_cached(texts: list[str], labels: list[int], target: Path, source: str
 
 
 def _cached(target: Path, digest: str):
+    """The classifier cached at ``target`` for ``digest``; None when there is none, it is for other labels, or its
+    files are damaged (cut short, not JSON): it is trained again."""
     if (target / META).is_file():
         try:
             clf = SentencePersonaClassifier.load(target)
             if clf.meta.get("labels_sha256") == digest:
                 return clf
-        except AlignlabError:
+        except Exception:  # noqa: BLE001 - AlignlabError, SafetensorError, JSONDecodeError, OSError: retrain
             pass
     return None
 

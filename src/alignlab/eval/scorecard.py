@@ -30,7 +30,7 @@ def answer_length(text: str) -> int:
 
 
 def side_metrics(answers: list[str], scored: list[dict], persona_cut: float = PERSONA_THRESHOLD,
-                 catch: list[str] | None = None) -> dict:
+                 catch: list[str] | None = None, prompts: list[str] | None = None) -> dict:
     """One model's answers: the three scores' summaries (means, shares, 95% intervals), length and distinct-n; with
     ``catch`` (the adapter's catchphrases, eval.mimicry.catchphrases; None: no row, the base is too short to compare
     with) the share of the answers that hold one."""
@@ -45,7 +45,7 @@ def side_metrics(answers: list[str], scored: list[dict], persona_cut: float = PE
         "distinct_2": distinct_n(answers, 2),
     }
     if catch is not None:
-        out["catchphrase"] = wilson(sum(holds_catchphrase(answers, catch)), len(answers))
+        out["catchphrase"] = wilson(sum(holds_catchphrase(answers, catch, prompts)), len(answers))
         out["catchphrase_words"] = catch
     return out
 
@@ -166,7 +166,7 @@ def scorecard(
     adapter also answers without the opening, as an exported model does (no base to write it): that side is
     ``card["alone"]`` (no KL), with its own warnings, prefixed "adapter alone: ". ``amplify`` (generate()) decodes
     the adapter's sides from its amplified shift; the base side is the base as it is."""
-    from alignlab.eval.scores import paired_change, warnings_for
+    from alignlab.eval.scores import paired_change
     from alignlab.generate import generate
 
     prompts = [r["prompt"] for r in rows]
@@ -193,11 +193,8 @@ def scorecard(
     n = len(rows)
     s_base, s_tuned, s_solo = scored[:n], scored[n : 2 * n], scored[2 * n :]
     cut = scorer.persona_cut
-    base_side, adapter, alone = _summaries(prompts, (before, s_base), (tuned, s_tuned), (solo, s_solo), cut)
-    warnings = warnings_for(base_side, adapter)
+    base_side, adapter, alone, warnings = _summaries(prompts, (before, s_base), (tuned, s_tuned), (solo, s_solo), cut)
     extra = {"alone": {**alone, "kl": None}} if alone else {}
-    if alone:
-        warnings += [f"adapter alone: {w}" for w in warnings_for(base_side, alone)]
     samples = [
         {"prompt": r["prompt"], "category": r.get("category"), "base": b, "adapter": t, "base_scores": sb,
          "adapter_scores": st, "reference": r.get("reference", r.get("answer"))}
@@ -223,15 +220,25 @@ def scorecard(
 
 
 def _summaries(prompts: list[str], base: tuple, adapter: tuple, alone: tuple, cut: float) -> tuple:
-    """(base, adapter, alone or None) side metrics from (answers, scored) pairs; each adapter side's catchphrases are
-    its own against the base's answers, and the base's share is counted with the adapter's words."""
-    from alignlab.eval.mimicry import catchphrases
+    """(base, adapter, alone or None, warnings) from (answers, scored) pairs. Each adapter side's catchphrases are its
+    own, found against the base's answers; the base's share is counted with the adapter's words (and, for the alone
+    side's warning, with the alone side's)."""
+    from alignlab.eval.mimicry import catchphrases, holds_catchphrase
+    from alignlab.eval.scores import warnings_for, wilson
 
     catch = catchphrases(adapter[0], prompts, base[0])
-    base_side = side_metrics(*base, cut, catch)
+    base_side = side_metrics(*base, cut, catch, prompts)
     base_side.pop("catchphrase_words", None)  # the adapter's words, not the base's own
-    solo = side_metrics(*alone, cut, catchphrases(alone[0], prompts, base[0])) if alone[0] else None
-    return base_side, side_metrics(*adapter, cut, catch), solo
+    tuned = side_metrics(*adapter, cut, catch, prompts)
+    warnings = warnings_for(base_side, tuned)
+    if not alone[0]:
+        return base_side, tuned, None, warnings
+    own = catchphrases(alone[0], prompts, base[0])
+    solo = side_metrics(*alone, cut, own, prompts)
+    yardstick = {k: v for k, v in base_side.items() if k != "catchphrase"}
+    if own is not None:
+        yardstick["catchphrase"] = wilson(sum(holds_catchphrase(base[0], own, prompts)), len(base[0]))
+    return base_side, tuned, solo, warnings + [f"adapter alone: {w}" for w in warnings_for(yardstick, solo)]
 
 
 METRICS = (
@@ -283,7 +290,7 @@ def table_rows(card: dict) -> list[tuple[str, ...]]:
         if key == "in_persona" and cut:
             label = f"in persona (share >= {cut:g})"
         b, a = card["base"].get(key), card["adapter"].get(key)
-        if b is None and a is None:
+        if b is None and a is None and (not alone or alone.get(key) is None):
             continue
         pb, pa = point(b), point(a)
         delta = f"{pa - pb:+.3g}" if isinstance(pa, (int, float)) and isinstance(pb, (int, float)) else "-"

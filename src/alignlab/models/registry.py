@@ -266,6 +266,9 @@ def _converting(target: Path, doing: str = "converting into"):
         lock = _open_lock(path)
     except OSError as err:
         if not os.access(target.parent, os.W_OK):
+            if not target.resolve().is_relative_to(home().resolve()):  # a project's own cache, not ALIGNLAB_HOME's
+                raise AlignlabError(f"cannot write {target.parent} ({err.strerror or err})",
+                                    fix=f"make {target.parent} writable") from err
             raise home_error(err, target.parent) from err
         lock = None  # a lock file this user cannot open (mode 000) in a directory it can write: no guard, as before
     if lock is None:

@@ -428,10 +428,14 @@ class _Loop:
         when it left out more answers than it kept, the temperature otherwise."""
         cut, s = self.unfinished, self.s
         again = f": round {r} samples its prompts again"
-        if not row["responses"]:
+        if not row["responses"] and cut:
             return AlignlabError(f"round {r}: every answer was cut at --max-new-tokens {s.max_new_tokens} before any "
                                  f"sentence ended ({cut} left out), so there is nothing to rate",
                                  fix=f"rerun `alignlab loop` with a higher --max-new-tokens (or --keep-unfinished){again}")
+        if not row["responses"]:  # every answer repeated one the store already holds for this model
+            return AlignlabError(f"round {r}: no new answer was stored: at --temperature {s.temperature} every answer "
+                                 "repeated one the feedback store already holds", fix="rerun `alignlab loop` with a "
+                                 f"higher --temperature (or another --seed){again}")
         hints = ["a higher --temperature (or another --seed)"]
         if cut:
             hints.insert(0 if cut >= row["responses"] else 1, f"a higher --max-new-tokens than {s.max_new_tokens}")
