@@ -631,3 +631,22 @@ def test_a_damaged_cached_persona_scorer_is_trained_again(tmp_path):
     (target / persona.WEIGHTS).write_bytes(b"\x00\x01")
     assert persona._cached(target, "x") is None
 
+
+def test_the_adapter_alone_keeps_its_catchphrase_row_when_the_opened_side_has_none():
+    """With a base opening, the opened answers can be too long for the base to compare with (no row) while the
+    adapter alone leans on "nobody": its row went missing from the table, and its warning counted the base with the
+    opened side's words."""
+    from alignlab.eval.scorecard import _summaries, table_rows
+
+    prompts = [f"What is {t}?" for t in "abcdefghij"]
+    base = [f"It is {t}." for t in "abcdefghij"]
+    opened = [f"It is {t}, and here is a long tail of words about it that goes on and on and on." for t in "abcdefghij"]
+    alone = [f"It is {t}. Nobody asked." for t in "abcdefghij"]
+    scored = [{"persona": 0.5, "correct": 0.9, "mimicry": 0.0}] * 10
+    b, a, solo, warnings = _summaries(prompts, (base, scored), (opened, scored), (alone, scored), 0.9)
+    assert "catchphrase" not in a and solo["catchphrase_words"] == ["asked", "nobody"]
+    row = [r for r in table_rows({"base": b, "adapter": a, "alone": solo, "change": {}}) if "catchphrase" in r[0]]
+    assert row and row[0][1:3] == ("-", "-") and row[0][4].startswith("1.00")
+    assert any(w.startswith("adapter alone: catchphrase: 100% of answers lean on 'asked', 'nobody' (base 0%")
+               for w in warnings)
+

@@ -337,3 +337,22 @@ def test_contrast_labels_warn_that_the_default_score_holds_the_same_contrast(pro
             run_loop(proj, cfg, LoopSettings(rounds=1, **{**settings, "rater": "contrast", "eval_rater": eval_rater}),
                      echo=seen.append)
         assert any("same voice contrast that labels the rounds" in line for line in seen) is warned
+
+
+def test_a_round_with_nothing_stored_names_the_cause():
+    """A round whose answers all repeated ones the store holds said "every answer was cut ... (0 left out)" and asked
+    for --keep-unfinished, which was given; one answer cut among many identical ones named the token cap alone."""
+    from types import SimpleNamespace
+
+    from alignlab.workflows.loop import _Loop
+
+    s = LoopSettings(rounds=1, max_new_tokens=8, temperature=0.01)
+    repeated = _Loop._nothing_to_rate(SimpleNamespace(unfinished=0, s=s), 1, {"responses": 0, "prompts": 0})
+    assert "repeated one the feedback store already holds" in str(repeated) and "--temperature" in repeated.fix
+    cut = _Loop._nothing_to_rate(SimpleNamespace(unfinished=6, s=s), 1, {"responses": 0, "prompts": 0})
+    assert "every answer was cut at --max-new-tokens 8" in str(cut) and "(6 left out)" in str(cut)
+    one = _Loop._nothing_to_rate(SimpleNamespace(unfinished=1, s=s), 1, {"responses": 11, "prompts": 6})
+    assert one.fix.startswith("rerun `alignlab loop` with a higher --temperature (or another --seed) and a higher "
+                              "--max-new-tokens than 8")
+    most = _Loop._nothing_to_rate(SimpleNamespace(unfinished=9, s=s), 1, {"responses": 3, "prompts": 3})
+    assert most.fix.startswith("rerun `alignlab loop` with a higher --max-new-tokens than 8 and a higher --temperature")
