@@ -304,6 +304,10 @@ def _pty_rate(db, script):
                         break
             assert wait_for.encode() in out, out.decode(errors="replace")[-2000:]
             out = out.replace(wait_for.encode(), b"<seen>", 1)
+            # a person presses a key after the prompt shows, not within microseconds of it: a Ctrl-C that lands
+            # between input()'s prompt and its read() only trips Python's flag, and the read then waits for a key
+            # (a race in CPython's input(), hit once in the parallel suite: the child hung until killed)
+            time.sleep(0.3)
             os.write(fd, send)
         while time.monotonic() < deadline:
             if select.select([fd], [], [], 0.5)[0]:
