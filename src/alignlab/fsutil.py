@@ -339,3 +339,60 @@ def exclusive(lock_file: str | Path, what: str):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def building(target: Path, doing: str):
+    """Hold the lock of building ``target`` (a converted model, a trained persona scorer): a second process building
+    the same one waits for the first, then finds its result; the kernel lets the lock go with a killed process. The
+    lock file goes when done, so nothing is left beside what was built: one who waited on it finds the result (or,
+    after a failure, tries again beside a newcomer, which costs time only). ``doing`` says what the first process is
+    doing while the second waits ("converting into")."""
+    from alignlab.paths import home, home_error
+
+    path = target.parent / f".{target.name}.lock"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = _open_lock(path)
+    except OSError as err:
+        if not os.access(target.parent, os.W_OK):
+            if not target.resolve().is_relative_to(home().resolve()):  # a project's own cache, not ALIGNLAB_HOME's
+                raise AlignlabError(f"cannot write {target.parent} ({err.strerror or err})",
+                                    fix=f"make {target.parent} writable") from err
+            raise home_error(err, target.parent) from err
+        lock = None  # a lock file this user cannot open (mode 000) in a directory it can write: no guard, as before
+    if lock is None:
+        yield
+        return
+    try:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no guard
+            yield
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            from alignlab.progress import console
+
+            console.print(f"[alignlab] waiting for another process {doing} {target}", markup=False)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # another user's lock file in a shared (sticky) directory stays
+                if os.stat(path).st_ino == os.fstat(lock).st_ino:  # not a newcomer's lock file
+                    path.unlink()
+    finally:
+        os.close(lock)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, read-only: flock needs no write access, so one left by another user in a shared models directory
+    (mode 1777) serves as well ("a+" was refused, and named ALIGNLAB_HOME unwritable). An existing one is opened without
+    O_CREAT, which protected_regular refuses on another user's file in a sticky directory."""
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            return os.open(path, os.O_RDONLY)
+        with contextlib.suppress(FileExistsError):  # made by another process between the two opens
+            return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -129,12 +129,12 @@ def _train_cached(texts: list[str], labels: list[int], target: Path, source: str
     """The classifier cached at ``target`` for these labels, trained and saved there once. Two processes (two evals
     on a fresh install, the parallel test suite) wrote one temporary folder at once and one of them crashed: the
     second now waits for the first and loads its result."""
-    from alignlab.models.registry import _converting
+    from alignlab.fsutil import building
 
     digest = hashlib.sha256(json.dumps([texts, labels]).encode()).hexdigest()
     if (clf := _cached(target, digest)) is not None:
         return clf
-    with _converting(target, "training the persona scorer into"):
+    with building(target, "training the persona scorer into"):
         if (clf := _cached(target, digest)) is not None:  # trained by the process this one waited for
             return clf
         from alignlab.progress import console

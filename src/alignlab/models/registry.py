@@ -22,9 +22,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignlab import fsutil
 from alignlab.config import DEFAULT_MODEL
 from alignlab.errors import AlignlabError
-from alignlab.paths import home, home_error
+from alignlab.paths import home
 
 # beside a directory alignlab converted: what it was made from ({"registry": name} or {"gguf": path}), for portable_name
 SOURCE_FILE = "alignlab-source.json"
@@ -254,58 +255,10 @@ def _ready(target: Path) -> bool:
     return _looks_like_model_dir(target) and (target / "model.safetensors").is_file()
 
 
-@contextlib.contextmanager
-def _converting(target: Path, doing: str = "converting into"):
-    """Hold the lock of ``target``'s conversion: a second process converting the same model waits for the first and
-    then finds its result (both converted it whole, ~25 s each); the kernel lets the lock go with a killed process.
-    The lock file goes when done, so nothing is left beside the models: one who waited on it finds the result (or,
-    after a failure, tries again beside a newcomer, which costs time only)."""
-    path = target.parent / f".{target.name}.lock"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        lock = _open_lock(path)
-    except OSError as err:
-        if not os.access(target.parent, os.W_OK):
-            if not target.resolve().is_relative_to(home().resolve()):  # a project's own cache, not ALIGNLAB_HOME's
-                raise AlignlabError(f"cannot write {target.parent} ({err.strerror or err})",
-                                    fix=f"make {target.parent} writable") from err
-            raise home_error(err, target.parent) from err
-        lock = None  # a lock file this user cannot open (mode 000) in a directory it can write: no guard, as before
-    if lock is None:
-        yield
-        return
-    try:
-        try:
-            import fcntl
-        except ImportError:  # no flock (Windows): no guard
-            yield
-            return
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            from alignlab.progress import console
-
-            console.print(f"[alignlab] waiting for another process {doing} {target}", markup=False)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):  # another user's lock file in a shared (sticky) directory stays
-                if os.stat(path).st_ino == os.fstat(lock).st_ino:  # not a newcomer's lock file
-                    path.unlink()
-    finally:
-        os.close(lock)
-
-
-def _open_lock(path: Path) -> int:
-    """The lock file, read-only: flock needs no write access, so one left by another user in a shared models directory
-    (mode 1777) serves as well ("a+" was refused, and named ALIGNLAB_HOME unwritable). An existing one is opened without
-    O_CREAT, which protected_regular refuses on another user's file in a sticky directory."""
-    while True:
-        with contextlib.suppress(FileNotFoundError):
-            return os.open(path, os.O_RDONLY)
-        with contextlib.suppress(FileExistsError):  # made by another process between the two opens
-            return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o666)
+def _converting(target: Path):
+    """Hold the lock of ``target``'s conversion (fsutil.building): a second process converting the same model waits
+    for the first and then finds its result (both converted it whole, ~25 s each)."""
+    return fsutil.building(target, "converting into")
 
 
 def _converted_gguf(path: Path, label: str) -> Path:
