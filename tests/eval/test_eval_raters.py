@@ -443,3 +443,34 @@ def test_a_reward_rater_reads_a_responses_column():
 
     rater = RewardRater("earlier", earlier)
     assert rater.score(["q", "q"], ["a", "b"], responses=[["x"], ["x", "y"]]) == [1.0, 2.0]
+
+
+def test_the_scorecard_rater_charges_an_answer_its_rounds_catchphrase(tmp_path):
+    """Given the base's answers to the same prompts, an answer holding a word the scored answers lean on (and the
+    base's do not) loses CATCHPHRASE_COST, so the pick goes to the snarky answer without it; a word of the answer's
+    own prompt is not charged. Without the base's answers nothing changes (the rater outside the loop)."""
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import collect_automatic
+
+    rater = get_rater("scorecard", _own_persona(tmp_path), persona="talks like a pirate")
+    things = ("Ropes", "Sails", "Anchors", "Cannons", "Parrots", "Lanterns")
+    jabs = ("shocking news, I know", "a true mystery of the seas", "who would have guessed", "groundbreaking stuff",
+            "alert the admiralty", "quite the revelation")
+    prompts = [f"What are {w.lower()} for?" for w in things] * 2 + ["Does nobody sail at night?"]
+    tic = [f"{w} hold the ship together, and nobody asked." for w in things]
+    clean = [f"{w} hold the ship together, {j}." for w, j in zip(things, jabs)]
+    answers = tic + clean + ["Nobody sails at night without lanterns lit."]
+    bare = rater.score(prompts, answers)
+    assert rater.found is None and rater.held == 0
+    rater.others = [f"{w} hold the ship together." for w in things] + ["No."]
+    charged = rater.score(prompts, answers)
+    assert rater.found == ["asked", "nobody"] and rater.held == 6
+    assert charged == pytest.approx([b - 0.5 for b in bare[:6]] + bare[6:])  # the own-prompt "nobody": no charge
+
+    with Store(tmp_path / "feedback.db") as store:
+        for k, q in enumerate(prompts[:6]):
+            pid = store.add_prompt(q)
+            store.add_responses([{"prompt_id": pid, "text": t, "round": 1} for t in (tic[k], clean[k])])
+        collect_automatic(store, rater, 1, "dpo")
+        chosen = [j["response"] for j in store.judgements(round=1) if j["value"] == "a"]
+    assert chosen == clean, (bare, rater.found)

@@ -118,6 +118,26 @@ def test_two_rounds_then_a_rerun_continues_with_round_three(project):
     assert (project / "rounds.png").stat().st_size > 1000
 
 
+def test_the_scorecard_raters_base_answers_are_the_bases_own(project, tiny_model):
+    """The loop finds a round's catchphrases against the base's answers to the same prompts: with the policy's adapter
+    switched off, its answers are the base model's, token for token, and with it on they are not (the adapter moved)."""
+    from alignlab.generate import generate
+    from alignlab.models.loading import load_base, load_for_inference
+    from alignlab.workflows.loop import LoopSettings, base_answers
+
+    loop(project, "--rounds", "1", "--lr", "0.05", "--max-steps", "4")
+    (one,) = rounds(project / "feedback.db")
+    prompts = [x["prompt"] for x in HELDOUT]
+    s = LoopSettings(rounds=1, temperature=1.0, max_new_tokens=8)
+    model, tok, _ = load_for_inference(None, one["run_dir"], device="cpu")
+    got = base_answers(model, tok, prompts, s, None, "base", seed=7, chunk=1)
+    base = load_base(tiny_model, device="cpu").eval()
+    want = [generate(base, tok, [q], max_new_tokens=8, temperature=1.0, seed=7 + i)[0] for i, q in enumerate(prompts)]
+    assert got == want
+    assert [generate(model, tok, [q], max_new_tokens=8, temperature=1.0, seed=7 + i)[0]
+            for i, q in enumerate(prompts)] != want
+
+
 def test_round_plot_axes_start_at_zero():
     from alignlab.workflows.loop import y_limits
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from alignlab.config import DEFAULT_PERSONA
 from alignlab.errors import AlignlabError
+from alignlab.eval.mimicry import catchphrases, holds_catchphrase
 
 SPECS = ("person", "scorecard", "judge", "classifier", "contrast", "reward:<name>")
 CLASSIFIER_DIR = "classifier"  # under the project (or $ALIGNLAB_HOME outside one)
@@ -136,13 +137,22 @@ class ContrastRater(Rater):
 class ScorecardRater(Rater):
     """The scorecard's three scores as one rater for the loop: persona, minus 1 for an answer flagged as
     mimicry, minus 1 for one that fails its reference. A stuffed or wrong answer never wins a pick
-    against a clean one, however snarky. Answers scored together form the mimicry context."""
+    against a clean one, however snarky. Answers scored together form the mimicry context.
+
+    Given ``others`` (the base's answers to the same prompts; the loop samples them), an answer holding one of the
+    catchphrases of the answers scored together (eval/mimicry.py: catchphrases) loses ``CATCHPHRASE_COST``: a
+    snarky answer without the stock word wins over one with it, and one with it still wins over a plain one (in
+    persona from 0.9, it keeps 0.4 or more). ``found`` holds the last call's catchphrases."""
 
     name = "scorecard"
     floor = 0.0  # below 0: wrong or flagged, never a chosen answer or a thumb up
+    CATCHPHRASE_COST = 0.5
 
     def __init__(self, scorer):
         self.scorer = scorer
+        self.others: list[str] | None = None
+        self.found: list[str] | None = None
+        self.held = 0  # the last call's answers holding one of ``found``
 
     def score(self, prompts, responses, /, **columns):
         # every column of the prompt's row, as scorecard() passes it: aliases, key_terms and category grade the
@@ -154,6 +164,10 @@ class ScorecardRater(Rater):
         for s in self.scorer.score(rows):
             wrong = s["correct"] is not None and s["correct"] < 0.5
             out.append(s["persona"] - (1.0 if s["mimicry"] >= 0.5 else 0.0) - (1.0 if wrong else 0.0))
+        self.found = catchphrases(list(responses), list(prompts), self.others) if self.others else None
+        held = holds_catchphrase(list(responses), self.found, list(prompts)) if self.found else []
+        self.held = sum(held)
+        out = [v - self.CATCHPHRASE_COST * h for v, h in zip(out, held)] if held else out
         return out
 
 

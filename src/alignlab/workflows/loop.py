@@ -207,6 +207,24 @@ class _Policies:
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
+def base_answers(model, tok, prompts: list[str], s: LoopSettings, system_prompt: str | None, description: str,
+                 seed: int, chunk: int = 16) -> list[str]:
+    """One answer to each prompt from ``model``'s base (its LoRA adapter switched off), decoded as a round's answers
+    are (``s``'s temperature, top_p and token cap), with a progress bar."""
+    from alignlab.generate import generate
+    from alignlab.progress import progress_bar
+
+    out: list[str] = []
+    with model.disable_adapter(), progress_bar() as bar:
+        task = bar.add_task(description, total=len(prompts))
+        for i in range(0, len(prompts), chunk):
+            out += generate(model, tok, prompts[i : i + chunk], max_new_tokens=s.max_new_tokens,
+                            temperature=s.temperature, top_p=s.top_p, batch_size=chunk, system_prompt=system_prompt,
+                            seed=seed + i)
+            bar.advance(task, len(prompts[i : i + chunk]))
+    return out
+
+
 def _check_settings(s: LoopSettings) -> None:
     if s.method not in METHODS:
         raise AlignlabError(f"unknown loop method '{s.method}' (--method, else alignlab.yaml's loop.method)",
@@ -297,7 +315,7 @@ def _run_rounds(root: str | Path, cfg, s: LoopSettings, input_fn: Callable[[str]
             echo(f"[bold]round {r}/{s.rounds}[/] from {init_run or 'the base model'}")
             details = json.loads(row["details"]) if row["details"] else {}
             row = loop.sample(r, row, init_run)
-            row = loop.judge(r, row, details)
+            row = loop.judge(r, row, details, init_run)
             info = rundir.read_run(row["run_dir"]) if row["run_dir"] and Path(row["run_dir"], "run.json").is_file() else {}
             if info.get("status") != "done":
                 trained = (details.get("export") or {}).get("sha256")  # what the round's run trained on, if it began
@@ -463,16 +481,35 @@ class _Loop:
                       f"{s.max_new_tokens} before any sentence ended and are left out (raise --max-new-tokens, or "
                       "set loop.keep_unfinished: true)")
 
-    def judge(self, r: int, row: dict, details: dict) -> dict:
-        """2. An automatic rater judges now; a person's judgements are awaited in :meth:`export`."""
+    def judge(self, r: int, row: dict, details: dict, init_run: str | None = None) -> dict:
+        """2. An automatic rater judges now; a person's judgements are awaited in :meth:`export`. The scorecard
+        rater gets the base's answers to the round's prompts, to find the answers' catchphrases against."""
         if not self.label.automatic or row["judgements"] is not None:
             return row
         rows = {row["prompt"]: row for row in self.train_rows}  # their columns: the reference, a reward's answer
+        if hasattr(self.label, "others"):
+            self.label.others = self._base_answers(r, init_run)
         judgements, mean = automatic_judgements(self.store, self.label, r, self.s.method, rows=rows)
         details["label_mean_score"] = mean
+        if getattr(self.label, "found", None):
+            found, held, total = self.label.found, self.label.held, row["responses"]
+            details["catchphrases"] = {"words": found, "answers": held}
+            self.echo(f"round {r}: {held} of {total} answers lean on {', '.join(repr(w) for w in found[:6])} (the "
+                      f"base's answers to the same prompts do not): each loses {self.label.CATCHPHRASE_COST} in the "
+                      "pick, so a snarky answer without it wins")
         with self.store.transaction():  # the judgements and their count together: stopped between, a rerun judged twice
             self.store.add_judgements(judgements)
             return self.store.update_round(r, judgements=len(judgements), details=json.dumps(details))
+
+    def _base_answers(self, r: int, init_run: str | None) -> list[str] | None:
+        """One answer from the base to each of round r's prompts (:func:`base_answers`); None when the round samples
+        the base itself (nothing to compare with) or a policy without an adapter."""
+        model, tok = self.policies.get(init_run)
+        if init_run is None or not hasattr(model, "disable_adapter"):
+            return None
+        prompts = list(dict.fromkeys(x["prompt"] for x in self.store.round_responses(r)))
+        return base_answers(model, tok, prompts, self.s, self.cfg.system_prompt, f"round {r}: the base's answers",
+                            seed=self.s.seed + r)
 
     def export(self, r: int, row: dict, details: dict) -> Path:
         """3. The round's judgements in the method's training format (waiting for a person's until they give rows)."""
@@ -558,7 +595,9 @@ class _Loop:
             accuracy=point(a["correct_share"]), details=json.dumps(details), finished_at=_now())
         self.echo(f"round {r} done: persona {_f(point(b['persona']))} -> {_f(point(a['persona']))} ({self.scorer.name}), "
                   f"correct {_f(point(b['correct_share']))} -> {_f(point(a['correct_share']))}, "
-                  f"mimicry flagged {_f(point(a['flagged']))}, KL {_f(a['kl'])}, distinct-2 {_f(a['distinct_2'])}")
+                  f"mimicry flagged {_f(point(a['flagged']))}"
+                  + (f", catchphrase {_f(point(a['catchphrase']))}" if a.get("catchphrase") is not None else "")
+                  + f", KL {_f(a['kl'])}, distinct-2 {_f(a['distinct_2'])}")
         for w in card["warnings"]:
             self.echo(f"[yellow]round {r} warning: {w}[/]")
         if card.get("note"):
