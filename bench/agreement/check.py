@@ -93,6 +93,9 @@ Two later sets are scored the same way:
   together in a random order to three blind readers, who also said whether an answer leans on a recurring catchphrase;
 - demo_loop.jsonl: the base, the four-stage default (`make demo` from a fresh clone) and the same adapter after 2
   on-policy loop rounds with the scorecard rater, read as tic_cap.jsonl by three more readers (read 14);
+- loop_catchphrase.jsonl: demo_loop.jsonl's three answers to each prompt and a fourth, from the same loop rounds with
+  the scorecard rater charging each answer its round's catchphrase, the four shown together in a random order to
+  three more readers (read 15);
 - catchphrase_read.jsonl: distil_amplify.jsonl's 168 answers, the four to a prompt shuffled again, labelled by three
   more blind readers for "leans on a catchphrase that recurs across the packet" and snark only (no correct labels, so
   not in SETS; tests/eval/test_scorecard_scores.py checks the scorecard's catchphrase row against it);
@@ -162,7 +165,8 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "loop_rescored", "demo_lmhead", "voice_sft", "dpo_nll", "prefs_nll", "kto_beta", "decoding", "fact_pairs",
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
-        "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop")
+        "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
+        "loop_catchphrase")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:

@@ -349,6 +349,9 @@ class LoopConfig(_Strict):
     max_new_tokens: int = Field(SHORT_MAX_NEW_TOKENS, ge=1, description="length limit of each round's answers")
     keep_unfinished: bool = Field(False, description="keep an answer cut at max_new_tokens before any sentence ended, "
                                   "as cut (default: left out, so no round trains on a half sentence)")
+    catchphrase_cost: float = Field(0.5, ge=0, description="the scorecard rater: what an answer holding one of its "
+                                    "round's catchphrases (against the base's answers, sampled too) loses in the pick; "
+                                    "0 = none, and no base answers")
     eval_temperature: float = Field(0.0, ge=0, description="held-out answers: 0 = greedy")
     seed: int = Field(0, description="sampling seed (round r samples with seed + r)")
     poll_seconds: float = Field(2.0, gt=0, description="person: seconds between looks at the store")

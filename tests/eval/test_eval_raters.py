@@ -447,7 +447,7 @@ def test_a_reward_rater_reads_a_responses_column():
 
 def test_the_scorecard_rater_charges_an_answer_its_rounds_catchphrase(tmp_path):
     """Given the base's answers to the same prompts, an answer holding a word the scored answers lean on (and the
-    base's do not) loses CATCHPHRASE_COST, so the pick goes to the snarky answer without it; a word of the answer's
+    base's do not) loses its catchphrase_cost (0.5), so the pick goes to the snarky answer without it; a word of the answer's
     own prompt is not charged. Without the base's answers nothing changes (the rater outside the loop)."""
     from alignlab.feedback.store import Store
     from alignlab.workflows.loop import collect_automatic
@@ -466,6 +466,9 @@ def test_the_scorecard_rater_charges_an_answer_its_rounds_catchphrase(tmp_path):
     charged = rater.score(prompts, answers)
     assert rater.found == ["asked", "nobody"] and rater.held == 6
     assert charged == pytest.approx([b - 0.5 for b in bare[:6]] + bare[6:])  # the own-prompt "nobody": no charge
+    rater.catchphrase_cost = 0.0  # loop.catchphrase_cost 0: the words are still found, nothing is charged
+    assert rater.score(prompts, answers) == pytest.approx(bare) and rater.found == ["asked", "nobody"]
+    rater.catchphrase_cost = 0.5
 
     with Store(tmp_path / "feedback.db") as store:
         for k, q in enumerate(prompts[:6]):

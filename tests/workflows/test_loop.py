@@ -125,7 +125,7 @@ def test_the_scorecard_raters_base_answers_are_the_bases_own(project, tiny_model
     from alignlab.models.loading import load_base, load_for_inference
     from alignlab.workflows.loop import LoopSettings, base_answers
 
-    loop(project, "--rounds", "1", "--lr", "0.05", "--max-steps", "4")
+    loop(project, "--rounds", "1", "--lr", "0.05", "--max-steps", "4", "--catchphrase-cost", "0.25")
     (one,) = rounds(project / "feedback.db")
     prompts = [x["prompt"] for x in HELDOUT]
     s = LoopSettings(rounds=1, temperature=1.0, max_new_tokens=8)
@@ -157,3 +157,7 @@ def test_loop_defaults_come_from_the_projects_loop_section():
     cfg = apply_overrides(cfg, {"loop.per_round": 5, "loop.method": "kto", "loop.temperature": 0.5})
     s = LoopSettings.from_config(cfg.loop, 2, per_round=None, temperature=0.7)  # a flag given wins, None is "not given"
     assert (s.rounds, s.per_round, s.method, s.temperature, s.n) == (2, 5, "kto", 0.7, 2)
+    assert s.catchphrase_cost == 0.5  # the scorecard rater's charge for a round's catchphrase
+    cfg = apply_overrides(cfg, {"loop.catchphrase_cost": 0})
+    assert LoopSettings.from_config(cfg.loop, 1).catchphrase_cost == 0
+    assert LoopSettings.from_config(cfg.loop, 1, catchphrase_cost=0.8).catchphrase_cost == 0.8

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         temperature: Optional[float] = typer.Option(None, "--temperature", "-t", min=0.0, help=fh("loop", "temperature")),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help=fh("loop", "max_new_tokens")),
         keep_unfinished: Optional[bool] = typer.Option(None, "--keep-unfinished/--drop-unfinished", help="keep an answer cut at --max-new-tokens before any sentence ended, as cut, or leave it out (default: loop.keep_unfinished in alignlab.yaml, false)"),
+        catchphrase_cost: Optional[float] = typer.Option(None, "--catchphrase-cost", min=0.0, help=fh("loop", "catchphrase_cost")),
         eval_temperature: Optional[float] = typer.Option(None, "--eval-temperature", min=0.0, help=fh("loop", "eval_temperature")),
         need: Optional[int] = typer.Option(None, "--need", min=1, help="person: judgements to wait for (default: one per prompt for dpo, per answer for kto)"),
         poll: Optional[float] = typer.Option(None, "--poll", min=0.01, help=fh("loop", "poll_seconds")),
@@ -56,6 +57,7 @@ def register(app: typer.Typer) -> None:
                  "loop.eval_prompts": (eval_prompts, "--eval-prompts"), "loop.temperature": (temperature, "--temperature"),
                  "loop.max_new_tokens": (max_new_tokens, "--max-new-tokens"), "loop.seed": (seed, "--seed"),
                  "loop.keep_unfinished": (keep_unfinished, "--keep-unfinished/--drop-unfinished"),
+                 "loop.catchphrase_cost": (catchphrase_cost, "--catchphrase-cost"),
                  "loop.eval_temperature": (eval_temperature, "--eval-temperature"), "loop.poll_seconds": (poll, "--poll"),
                  "judge.url": (judge_url, "--judge-url"), "judge.model": (judge_model, "--judge-model"),
                  "judge.key_env": (judge_key_env, "--judge-key-env")}
@@ -64,6 +66,7 @@ def register(app: typer.Typer) -> None:
             cfg.loop, rounds, rater=rater, method=method, per_round=per_round, n=n, eval_rater=eval_rater,
             eval_prompts=eval_prompts, temperature=temperature, max_new_tokens=max_new_tokens,
             eval_temperature=eval_temperature, seed=seed, need=need, keep_unfinished=keep_unfinished,
+            catchphrase_cost=catchphrase_cost,
             start_run=str(start) if start else None,
             poll_seconds=poll, judge=cfg.judge.settings(judge_url, judge_model, judge_key_env),
         )

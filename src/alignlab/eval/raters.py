@@ -140,17 +140,17 @@ class ScorecardRater(Rater):
     against a clean one, however snarky. Answers scored together form the mimicry context.
 
     Given ``others`` (the base's answers to the same prompts; the loop samples them), an answer holding one of the
-    catchphrases of the answers scored together (eval/mimicry.py: catchphrases) loses ``CATCHPHRASE_COST``: a
+    catchphrases of the answers scored together (eval/mimicry.py: catchphrases) loses ``catchphrase_cost``: a
     snarky answer without the stock word wins over one with it, and one with it still wins over a plain one (in
     persona from 0.9, it keeps 0.4 or more). ``found`` holds the last call's catchphrases."""
 
     name = "scorecard"
     floor = 0.0  # below 0: wrong or flagged, never a chosen answer or a thumb up
-    CATCHPHRASE_COST = 0.5
 
     def __init__(self, scorer):
         self.scorer = scorer
         self.others: list[str] | None = None
+        self.catchphrase_cost = 0.5  # the loop sets loop.catchphrase_cost
         self.found: list[str] | None = None
         self.held = 0  # the last call's answers holding one of ``found``
 
@@ -167,7 +167,7 @@ class ScorecardRater(Rater):
         self.found = catchphrases(list(responses), list(prompts), self.others) if self.others else None
         held = holds_catchphrase(list(responses), self.found, list(prompts)) if self.found else []
         self.held = sum(held)
-        out = [v - self.CATCHPHRASE_COST * h for v, h in zip(out, held)] if held else out
+        out = [v - self.catchphrase_cost * h for v, h in zip(out, held)] if held else out
         return out
 
 

@@ -58,6 +58,7 @@ class LoopSettings:
     top_p: float = _LOOP.top_p
     max_new_tokens: int = _LOOP.max_new_tokens
     keep_unfinished: bool = _LOOP.keep_unfinished
+    catchphrase_cost: float = _LOOP.catchphrase_cost
     eval_temperature: float = _LOOP.eval_temperature
     seed: int = _LOOP.seed
     need: int | None = None  # judgements to wait for from a person (default: one per prompt for dpo, per response for kto)
@@ -346,6 +347,8 @@ class _Loop:
         self.heldout = stratified(held, None, s.eval_prompts)
         raters = dict(project=root, persona=cfg.persona, **s.judge)
         self.label = get_rater(s.rater, **raters)
+        if hasattr(self.label, "catchphrase_cost"):
+            self.label.catchphrase_cost = s.catchphrase_cost
         try:
             self.label.check_rows(self.train_rows)  # a reward's missing 'answer' fails now, not after sampling
             self.persona_rater = get_rater(s.eval_rater, voice_only=True, **raters) if s.eval_rater else None
@@ -487,7 +490,7 @@ class _Loop:
         if not self.label.automatic or row["judgements"] is not None:
             return row
         rows = {row["prompt"]: row for row in self.train_rows}  # their columns: the reference, a reward's answer
-        if hasattr(self.label, "others"):
+        if getattr(self.label, "catchphrase_cost", 0):
             self.label.others = self._base_answers(r, init_run)
         judgements, mean = automatic_judgements(self.store, self.label, r, self.s.method, rows=rows)
         details["label_mean_score"] = mean
@@ -495,7 +498,7 @@ class _Loop:
             found, held, total = self.label.found, self.label.held, row["responses"]
             details["catchphrases"] = {"words": found, "answers": held}
             self.echo(f"round {r}: {held} of {total} answers lean on {', '.join(repr(w) for w in found[:6])} (the "
-                      f"base's answers to the same prompts do not): each loses {self.label.CATCHPHRASE_COST} in the "
+                      f"base's answers to the same prompts do not): each loses {self.label.catchphrase_cost} in the "
                       "pick, so a snarky answer without it wins")
         with self.store.transaction():  # the judgements and their count together: stopped between, a rerun judged twice
             self.store.add_judgements(judgements)
