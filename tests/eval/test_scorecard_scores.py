@@ -651,3 +651,38 @@ def test_the_adapter_alone_keeps_its_catchphrase_row_when_the_opened_side_has_no
     assert any(w.startswith("adapter alone: catchphrase: 100% of answers lean on 'asked', 'nobody' (base 0%")
                for w in warnings)
 
+
+
+def test_eval_answers_finds_each_sources_catchphrases_against_the_base_source(tmp_path, monkeypatch):
+    """`eval --answers FILE --base-source base`: a catchphrase column per source and `catchphrase` per row (None for
+    the base's rows), each source's words found against the base's answers to the same prompts; a source the file
+    does not hold is refused before anything is scored; without the flag the --json rows have no such field."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+
+    topics = ("sand", "rain", "salt", "iron", "milk", "wool", "corn", "gold", "snow", "clay")
+    rows = [{"prompt": f"What is {t}?", "answer": f"{t.capitalize()} is a common material found in many places.",
+             "source": "base"} for t in topics]
+    tails = [", and nobody asked."] * 6 + [", plainly.", ", obviously.", ", of course.", ", naturally."]
+    rows += [{"prompt": f"What is {t}?", "answer": f"{t.capitalize()} is a material{tail}", "source": "tuned"}
+             for t, tail in zip(topics, tails)]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", "--answers", str(path), "--rater", "reward:persona_heuristic"]
+    out = CliRunner().invoke(app, [*args, "--json", "--base-source", "base"])
+    assert out.exit_code == 0, out.output
+    got = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert [x["catchphrase"] for x in got] == [None] * 10 + [True] * 6 + [False] * 4
+    plain = CliRunner().invoke(app, [*args, "--json"])
+    assert all("catchphrase" not in json.loads(x) for x in plain.stdout.splitlines() if x.startswith("{"))
+    table = CliRunner().invoke(app, [*args, "--base-source", "base"])
+    assert table.exit_code == 0, table.output
+    cells = {c[0]: c[-1] for line in table.output.splitlines() if len(c := [x.strip() for x in line.split("│")[1:-1]]) == 10}
+    assert cells["base"] == "-" and cells["tuned"].startswith("0.60"), table.output
+    assert "catchphrases of tuned (against base): 'asked', 'nobody'" in table.output
+    bad = CliRunner().invoke(app, [*args, "--base-source", "bsae"])
+    assert "no row has source 'bsae' (--base-source); its sources: base, tuned" in str(bad.exception)
+    beside_run = CliRunner().invoke(app, ["eval", "runs/x", "--base-source", "base"])
+    assert "--base-source names the base's rows of an --answers FILE" in str(beside_run.exception)

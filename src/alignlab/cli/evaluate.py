@@ -48,15 +48,51 @@ def _scorer(root, cfg, rater: str, judge: dict):
     return scorer_for(root, cfg.persona, persona_rater)
 
 
-def _score_answers(path: Path, scorer, as_json: bool) -> None:
+def catchphrase_rows(rows: list[dict], base_source: str, path: Path) -> tuple[list[bool | None], dict[str, list]]:
+    """Per row: whether it holds one of its source's catchphrases (eval.mimicry.catchphrases), found against the
+    ``base_source`` rows' answers to the same prompts; None for the base's rows, and for a source with no prompt in
+    common with the base or whose base answers are too short to compare with. Also each source's words."""
+    from alignlab.errors import AlignlabError
+    from alignlab.eval.mimicry import catchphrases, holds_catchphrase, source_key
+
+    base_key = source_key(base_source)
+    base = {}
+    for r in rows:
+        if source_key(r.get("source")) == base_key:
+            base.setdefault(r["prompt"], r["answer"])
+    if not base:
+        names = sorted({_source_label(r.get("source")) for r in rows})
+        raise AlignlabError(f"{path}: no row has source {base_source!r} (--base-source); its sources: "
+                            f"{', '.join(names)}", fix="pass one of them as --base-source")
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(source_key(r.get("source")), []).append(i)
+    held: list[bool | None] = [None] * len(rows)
+    words: dict[str, list] = {}
+    for key, idx in groups.items():
+        if key == base_key:
+            continue
+        both = [i for i in idx if rows[i]["prompt"] in base]
+        found = catchphrases([rows[i]["answer"] for i in both], [rows[i]["prompt"] for i in both],
+                             [base[rows[i]["prompt"]] for i in both]) if both else None
+        if found is None:
+            continue
+        words[_source_label(rows[idx[0]].get("source"))] = found
+        for i, h in zip(idx, holds_catchphrase([rows[i]["answer"] for i in idx], found, [rows[i]["prompt"] for i in idx])):
+            held[i] = h
+    return held, words
+
+
+def _score_answers(path: Path, scorer, as_json: bool, base_source: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from alignlab.eval.mimicry import source_key
     from alignlab.eval.scorecard import fmt
-    from alignlab.eval.scores import summarize
+    from alignlab.eval.scores import summarize, wilson
 
     rows = read_answers(path)
+    held, words = catchphrase_rows(rows, base_source, path) if base_source is not None else (None, {})
     scored_in = []
     for r in rows:
         # a row's own "number" column is no reference (a question number graded "Paris." 0.0): a number reference
@@ -64,21 +100,30 @@ def _score_answers(path: Path, scorer, as_json: bool) -> None:
         scored_in.append({k: v for k, v in r.items() if k != "number"})
     scored = _scored_with_progress(scorer, scored_in)
     if as_json:
-        for r, s in zip(rows, scored):
-            typer.echo(json.dumps({**r, "persona": s["persona"], "correct": s["correct"], "mimicry": s["mimicry"]},
-                                  ensure_ascii=False))
+        for i, (r, s) in enumerate(zip(rows, scored)):
+            extra = {"catchphrase": held[i]} if held is not None else {}
+            typer.echo(json.dumps({**r, "persona": s["persona"], "correct": s["correct"], "mimicry": s["mimicry"],
+                                   **extra}, ensure_ascii=False))
         return
     by_source: dict[str, tuple[str, list[dict]]] = {}  # keyed as mimicry's contexts are: 5 and "5" are two models
-    for r, s in zip(rows, scored):
-        by_source.setdefault(source_key(r.get("source")), (_source_label(r.get("source")), []))[1].append(s)
+    for i, (r, s) in enumerate(zip(rows, scored)):
+        by_source.setdefault(source_key(r.get("source")), (_source_label(r.get("source")), []))[1].append(
+            {**s, "held": held[i] if held is not None else None})
     table = Table(title=f"{path.name}: {len(rows)} answers (95% intervals)")
-    for col in ("source", "n", "persona", "in persona", "correct", "graded", "correct share", "mimicry", "flagged"):
+    cols = ("source", "n", "persona", "in persona", "correct", "graded", "correct share", "mimicry", "flagged")
+    for col in cols + (("catchphrase",) if held is not None else ()):
         table.add_column(col, justify="left" if col == "source" else "right")
     for src, ss in by_source.values():
         m = summarize(ss, scorer.persona_cut)
-        table.add_row(src, str(m["n"]), fmt(m["persona"]), fmt(m["in_persona"]), fmt(m["correct"]), str(m["graded"]),
-                      fmt(m["correct_share"]), fmt(m["mimicry"]), fmt(m["flagged"]))
+        cells = [src, str(m["n"]), fmt(m["persona"]), fmt(m["in_persona"]), fmt(m["correct"]), str(m["graded"]),
+                 fmt(m["correct_share"]), fmt(m["mimicry"]), fmt(m["flagged"])]
+        if held is not None:
+            marks = [x["held"] for x in ss]
+            cells.append("-" if None in marks else fmt(wilson(sum(marks), len(marks))))
+        table.add_row(*cells)
     Console(width=150).print(table, markup=False)
+    for src, found in words.items():
+        typer.echo(f"catchphrases of {src} (against {base_source}): " + (", ".join(map(repr, found)) or "none"))
     if scorer.correct_rater is not None:
         typer.echo(f"correct: rated by {scorer.correct_rater.name} against each row's reference")
     if scorer.note:
@@ -145,15 +190,20 @@ _GENERATION = ("prompts", "per_category", "limit", "max_new_tokens", "temperatur
                "base_opening", "amplify", "device")
 
 
-def _check_flags(ctx: typer.Context, run: Path | None, answers: Path | None, as_json: bool) -> None:
-    """Refuse what one form of eval would ignore: --json without --answers (`eval RUN` printed its table), a run
-    beside --answers (it was not evaluated), and generation flags beside --answers (they changed nothing)."""
+def _check_flags(ctx: typer.Context, run: Path | None, answers: Path | None, as_json: bool,
+                 base_source: str | None = None) -> None:
+    """Refuse what one form of eval would ignore: --json or --base-source without --answers (`eval RUN` printed its
+    table, its base is the base model), a run beside --answers (it was not evaluated), and generation flags beside
+    --answers (they changed nothing)."""
     from alignlab.errors import AlignlabError
 
     if answers is None:
         if as_json:
             raise AlignlabError("--json prints the scores of --answers FILE row by row; `eval RUN` writes its "
                                 "scorecard as JSON to the run's eval.json", fix="drop --json, or pass --answers FILE")
+        if base_source is not None:
+            raise AlignlabError("--base-source names the base's rows of an --answers FILE; `eval RUN` answers with the "
+                                "base model itself", fix="drop --base-source, or pass --answers FILE")
         return
     if run is not None:
         raise AlignlabError(f"--answers scores the answers in {answers} and generates none, so the run {run} would "
@@ -174,6 +224,7 @@ def register(app: typer.Typer) -> None:
         run: Optional[Path] = typer.Argument(None, help="run directory (runs/<id>); omit with --answers"),
         answers: Optional[Path] = typer.Option(None, "--answers", help="score the answers in this JSONL file ({prompt, answer, (reference), (source)}) without generating"),
         as_json: bool = typer.Option(False, "--json", help="--answers: one JSON object per input row, in input order"),
+        base_source: Optional[str] = typer.Option(None, "--base-source", help="--answers: the source whose answers are the yardstick for every other source's catchphrases (words in 20%+ of its answers, five times rarer in this source's answers to the same prompts): a catchphrase column, and `catchphrase` per row with --json"),
         prompts: Optional[str] = typer.Option(None, "--prompts", help="JSONL of {prompt, (category), (reference)} rows or bundled:NAME (default: the project's data/heldout.jsonl)"),
         per_category: int = typer.Option(6, "--per-category", min=1, help="held-out prompts taken from each category"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most N prompts (still spread over the categories)"),
@@ -194,11 +245,11 @@ def register(app: typer.Typer) -> None:
         from alignlab.rundir import sampling_for
         from alignlab.errors import AlignlabError
 
-        _check_flags(ctx, run, answers, as_json)
+        _check_flags(ctx, run, answers, as_json, base_source)
         if answers is not None:
             cfg, root = project_config(project or find_project(Path.cwd()))
             judge = cfg.judge.settings(judge_url, judge_model, judge_key_env)
-            _score_answers(answers, _scorer(root, cfg, rater, judge), as_json)
+            _score_answers(answers, _scorer(root, cfg, rater, judge), as_json, base_source)
             return
         if run is None:
             raise AlignlabError("eval needs a run directory or --answers FILE", fix="alignlab eval runs/<id>")
