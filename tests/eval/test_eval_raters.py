@@ -447,33 +447,68 @@ def test_a_reward_rater_reads_a_responses_column():
 
 def test_the_scorecard_rater_charges_an_answer_its_rounds_catchphrase(tmp_path):
     """Given the base's answers to the same prompts, an answer holding a word the scored answers lean on (and the
-    base's do not) loses its catchphrase_cost (0.5), so the pick goes to the snarky answer without it; a word of the answer's
-    own prompt is not charged. Without the base's answers nothing changes (the rater outside the loop)."""
+    base's do not) loses its catchphrase_cost (0.5): the pick goes to the answer without it where that one is less
+    than 0.5 behind (three of six prompts here; without the charge the catchphrase answer won all six). A word of the
+    answer's own prompt is not charged, and the floor is read before the charge. Without the base's answers nothing
+    changes (the rater outside the loop)."""
     from alignlab.feedback.store import Store
     from alignlab.workflows.loop import collect_automatic
 
     rater = get_rater("scorecard", _own_persona(tmp_path), persona="talks like a pirate")
     things = ("Ropes", "Sails", "Anchors", "Cannons", "Parrots", "Lanterns")
-    jabs = ("shocking news, I know", "a true mystery of the seas", "who would have guessed", "groundbreaking stuff",
-            "alert the admiralty", "quite the revelation")
+    tics = ("arr, nobody asked ye", "and nobody cares, matey", "as nobody told ye, arr", "nobody minds, arr",
+            "which nobody checks, matey", "arr, nobody be surprised")  # no shared phrase: not flagged as a template
+    plain = ("as sailors know", "for long voyages", "in rough weather", "at every port", "on big ships", "at night")
     prompts = [f"What are {w.lower()} for?" for w in things] * 2 + ["Does nobody sail at night?"]
-    tic = [f"{w} hold the ship together, and nobody asked." for w in things]
-    clean = [f"{w} hold the ship together, {j}." for w, j in zip(things, jabs)]
+    tic = [f"{w} hold the ship together, {t}." for w, t in zip(things, tics)]
+    clean = [f"{w} hold the ship together {p}." for w, p in zip(things, plain)]
     answers = tic + clean + ["Nobody sails at night without lanterns lit."]
     bare = rater.score(prompts, answers)
-    assert rater.found is None and rater.held == 0
+    assert rater.found is None and rater.held == 0 and min(bare) >= 0  # none wrong or flagged
     rater.others = [f"{w} hold the ship together." for w in things] + ["No."]
     charged = rater.score(prompts, answers)
-    assert rater.found == ["asked", "nobody"] and rater.held == 6
+    assert rater.found == ["nobody", "arr"] and rater.held == 6 and rater.floor_scores == pytest.approx(bare)
     assert charged == pytest.approx([b - 0.5 for b in bare[:6]] + bare[6:])  # the own-prompt "nobody": no charge
     rater.catchphrase_cost = 0.0  # loop.catchphrase_cost 0: the words are still found, nothing is charged
-    assert rater.score(prompts, answers) == pytest.approx(bare) and rater.found == ["asked", "nobody"]
+    assert rater.score(prompts, answers) == pytest.approx(bare)
     rater.catchphrase_cost = 0.5
 
+    def picks(r: int, others) -> list[str]:
+        rater.others = others
+        with Store(tmp_path / "feedback.db") as store:
+            for k, q in enumerate(prompts[:6]):
+                pid = store.add_prompt(q)
+                store.add_responses([{"prompt_id": pid, "text": t, "round": r} for t in (tic[k], clean[k])])
+            collect_automatic(store, rater, r, "dpo")
+            return [j["response"] for j in store.judgements(round=r) if j["value"] == "a"]
+
+    assert picks(1, None) == tic, bare  # the pirate catchphrase answers win every pick uncharged
+    want = [t if b - 0.5 > c else plain_one for t, plain_one, b, c in zip(tic, clean, bare[:6], bare[6:12])]
+    assert picks(2, [f"{w} hold the ship together." for w in things]) == want
+    assert sum(w in clean for w in want) >= 2, bare  # the charge moved picks
+
+
+def test_a_charge_below_zero_is_no_wrong_answer(tmp_path):
+    """The floor (the scorecard's wrong or flagged, below 0) is read from a rater's ``floor_scores`` when it gives
+    them: two answers that both hold the round's catchphrase, persona 0.4 and 0.2, charged to -0.1 and -0.3, are still
+    a pick (they were a tie), and in KTO the better one gets no thumb down for being charged below 0."""
+    from alignlab.eval.raters import Rater
+    from alignlab.feedback.store import Store
+    from alignlab.workflows.loop import collect_automatic
+
+    class Charged(Rater):
+        name, floor = "charged", 0.0
+
+        def score(self, prompts, responses, **columns):
+            self.floor_scores = [float(r.split(":")[0]) for r in responses]
+            return [v - 0.5 for v in self.floor_scores]
+
     with Store(tmp_path / "feedback.db") as store:
-        for k, q in enumerate(prompts[:6]):
-            pid = store.add_prompt(q)
-            store.add_responses([{"prompt_id": pid, "text": t, "round": 1} for t in (tic[k], clean[k])])
-        collect_automatic(store, rater, 1, "dpo")
-        chosen = [j["response"] for j in store.judgements(round=1) if j["value"] == "a"]
-    assert chosen == clean, (bare, rater.found)
+        for r in (1, 2):
+            pid = store.add_prompt("tic?")
+            store.add_responses([{"prompt_id": pid, "text": t, "round": r} for t in ("0.4: nobody asked", "0.2: nobody")])
+        collect_automatic(store, Charged(), 1, "dpo")
+        assert [(j["response"], j["value"]) for j in store.judgements(round=1)] == [("0.4: nobody asked", "a")]
+        collect_automatic(store, Charged(), 2, "kto")
+        assert {j["response"]: j["value"] for j in store.judgements(round=2)} == {"0.4: nobody asked": 1,
+                                                                                "0.2: nobody": -1}

@@ -123,19 +123,31 @@ def test_the_scorecard_raters_base_answers_are_the_bases_own(project, tiny_model
     switched off, its answers are the base model's, token for token, and with it on they are not (the adapter moved)."""
     from alignlab.generate import generate
     from alignlab.models.loading import load_base, load_for_inference
+    from alignlab.synth.sample import _kept
     from alignlab.workflows.loop import LoopSettings, base_answers
 
-    loop(project, "--rounds", "1", "--lr", "0.05", "--max-steps", "4", "--catchphrase-cost", "0.25")
+    loop(project, "--rounds", "1", "--lr", "0.05", "--max-steps", "4")
     (one,) = rounds(project / "feedback.db")
     prompts = [x["prompt"] for x in HELDOUT]
     s = LoopSettings(rounds=1, temperature=1.0, max_new_tokens=8)
     model, tok, _ = load_for_inference(None, one["run_dir"], device="cpu")
     got = base_answers(model, tok, prompts, s, None, "base", seed=7, chunk=1)
     base = load_base(tiny_model, device="cpu").eval()
-    want = [generate(base, tok, [q], max_new_tokens=8, temperature=1.0, seed=7 + i)[0] for i, q in enumerate(prompts)]
+    want = [_kept(generate(base, tok, [q], max_new_tokens=8, temperature=1.0, seed=7 + i)[0], tok, 8)
+            for i, q in enumerate(prompts)]
     assert got == want
     assert [generate(model, tok, [q], max_new_tokens=8, temperature=1.0, seed=7 + i)[0]
             for i, q in enumerate(prompts)] != want
+    # the loop's scorecard rater samples them for a round from an adapter, and not at --catchphrase-cost 0
+    # (the tiny model's random weights repeat a few words, which its base does not: they are the round's catchphrases)
+    said = loop(project, *FLAGS, "--rounds", "2", "--rater", "scorecard", "--catchphrase-cost", "0.25").output
+    line = next(x for x in said.splitlines() if x.startswith("round 2: ") and "lean on" in x)
+    assert line.endswith("each loses 0.25 in the pick, so a snarky answer without it wins"), said
+    charged = json.loads(rounds(project / "feedback.db")[1]["details"])["catchphrases"]
+    assert line.startswith(f"round 2: {charged['answers']} of 6 answers lean on {charged['words'][0]!r}")
+    said = loop(project, *FLAGS, "--rounds", "3", "--rater", "scorecard", "--catchphrase-cost", "0").output
+    assert "round 3/3" in said and "lean on" not in said, said
+    assert "catchphrases" not in json.loads(rounds(project / "feedback.db")[2]["details"])
 
 
 def test_round_plot_axes_start_at_zero():

@@ -141,8 +141,10 @@ class ScorecardRater(Rater):
 
     Given ``others`` (the base's answers to the same prompts; the loop samples them), an answer holding one of the
     catchphrases of the answers scored together (eval/mimicry.py: catchphrases) loses ``catchphrase_cost``: a
-    snarky answer without the stock word wins over one with it, and one with it still wins over a plain one (in
-    persona from 0.9, it keeps 0.4 or more). ``found`` holds the last call's catchphrases."""
+    snarky answer without the stock word wins over one with it unless it is ``catchphrase_cost`` less in persona,
+    and one with it still wins over a plain one more than that below it. The charge orders the answers; the floor
+    (wrong or flagged) is read from the score before it (``floor_scores``), so a charged answer is never taken for a
+    wrong one. ``found`` holds the last call's catchphrases."""
 
     name = "scorecard"
     floor = 0.0  # below 0: wrong or flagged, never a chosen answer or a thumb up
@@ -153,6 +155,7 @@ class ScorecardRater(Rater):
         self.catchphrase_cost = 0.5  # the loop sets loop.catchphrase_cost
         self.found: list[str] | None = None
         self.held = 0  # the last call's answers holding one of ``found``
+        self.floor_scores: list[float] | None = None  # the last call's scores before the charge
 
     def score(self, prompts, responses, /, **columns):
         # every column of the prompt's row, as scorecard() passes it: aliases, key_terms and category grade the
@@ -166,7 +169,7 @@ class ScorecardRater(Rater):
             out.append(s["persona"] - (1.0 if s["mimicry"] >= 0.5 else 0.0) - (1.0 if wrong else 0.0))
         self.found = catchphrases(list(responses), list(prompts), self.others) if self.others else None
         held = holds_catchphrase(list(responses), self.found, list(prompts)) if self.found else []
-        self.held = sum(held)
+        self.held, self.floor_scores = sum(held), list(out)
         out = [v - self.catchphrase_cost * h for v, h in zip(out, held)] if held else out
         return out
 

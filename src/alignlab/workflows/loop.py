@@ -112,6 +112,8 @@ def automatic_judgements(store, rater, r: int, method: str, tol: float = 1e-6, r
     if references:
         columns["reference"] = [references.get(x["prompt"]) for x in responses]
     scores = rater.score([x["prompt"] for x in responses], [x["text"] for x in responses], **columns)
+    # the floor (the scorecard's wrong or flagged) is read before a charge that only orders the answers
+    floors = dict(zip((x["id"] for x in responses), getattr(rater, "floor_scores", None) or scores))
     groups: dict[int, list] = {}
     for x, s in zip(responses, scores):
         groups.setdefault(x["prompt_id"], []).append((x, s))
@@ -127,14 +129,14 @@ def automatic_judgements(store, rater, r: int, method: str, tol: float = 1e-6, r
             if own_pick:
                 verdict = rater.pick(best["prompt"], best["text"], worst["text"])
             else:  # a best answer under the rater's floor (the scorecard's wrong or flagged) teaches nothing
-                verdict = "a" if sb > sw + tol and (rater.floor is None or sb >= rater.floor) else "tie"
+                verdict = "a" if sb > sw + tol and (rater.floor is None or floors[best["id"]] >= rater.floor) else "tie"
             judgements.append({"kind": "pick", "response_id": best["id"], "value": verdict,
                                "other_response_id": worst["id"], "rater": rater.name, "round": r})
         else:  # thumbs: up above the prompt's mean score, down below it; never up under the rater's floor
             mean = sum(s for _, s in items) / len(items)
             for x, s in items:
                 if abs(s - mean) > tol:
-                    up = s > mean and (rater.floor is None or s >= rater.floor)
+                    up = s > mean and (rater.floor is None or floors[x["id"]] >= rater.floor)
                     judgements.append({"kind": "thumb", "response_id": x["id"], "value": 1 if up else -1,
                                        "rater": rater.name, "round": r})
     return judgements, sum(scores) / len(scores)
@@ -210,18 +212,21 @@ class _Policies:
 
 def base_answers(model, tok, prompts: list[str], s: LoopSettings, system_prompt: str | None, description: str,
                  seed: int, chunk: int = 16) -> list[str]:
-    """One answer to each prompt from ``model``'s base (its LoRA adapter switched off), decoded as a round's answers
-    are (``s``'s temperature, top_p and token cap), with a progress bar."""
+    """One answer to each prompt from ``model``'s base (its LoRA adapter switched off), decoded and trimmed as a
+    round's answers are (``s``'s temperature, top_p and token cap; a cut answer kept to its last finished sentence),
+    with a progress bar."""
     from alignlab.generate import generate
     from alignlab.progress import progress_bar
+    from alignlab.synth.sample import _kept
 
     out: list[str] = []
     with model.disable_adapter(), progress_bar() as bar:
         task = bar.add_task(description, total=len(prompts))
         for i in range(0, len(prompts), chunk):
-            out += generate(model, tok, prompts[i : i + chunk], max_new_tokens=s.max_new_tokens,
-                            temperature=s.temperature, top_p=s.top_p, batch_size=chunk, system_prompt=system_prompt,
-                            seed=seed + i)
+            texts = generate(model, tok, prompts[i : i + chunk], max_new_tokens=s.max_new_tokens,
+                             temperature=s.temperature, top_p=s.top_p, batch_size=chunk, system_prompt=system_prompt,
+                             seed=seed + i)
+            out += [_kept(t, tok, s.max_new_tokens) for t in texts]
             bar.advance(task, len(prompts[i : i + chunk]))
     return out
 
@@ -492,14 +497,16 @@ class _Loop:
         rows = {row["prompt"]: row for row in self.train_rows}  # their columns: the reference, a reward's answer
         if getattr(self.label, "catchphrase_cost", 0):
             self.label.others = self._base_answers(r, init_run)
+        details.pop("catchphrases", None)  # an earlier judging's words, set aside with its judgements
         judgements, mean = automatic_judgements(self.store, self.label, r, self.s.method, rows=rows)
         details["label_mean_score"] = mean
         if getattr(self.label, "found", None):
             found, held, total = self.label.found, self.label.held, row["responses"]
             details["catchphrases"] = {"words": found, "answers": held}
-            self.echo(f"round {r}: {held} of {total} answers lean on {', '.join(repr(w) for w in found[:6])} (the "
-                      f"base's answers to the same prompts do not): each loses {self.label.catchphrase_cost} in the "
-                      "pick, so a snarky answer without it wins")
+            more = f" and {len(found) - 6} more" if len(found) > 6 else ""
+            self.echo(f"round {r}: {held} of {total} answers lean on {', '.join(repr(w) for w in found[:6])}{more} "
+                      f"(the base's answers to the same prompts do not): each loses {self.label.catchphrase_cost} in "
+                      "the pick, so a snarky answer without it wins")
         with self.store.transaction():  # the judgements and their count together: stopped between, a rerun judged twice
             self.store.add_judgements(judgements)
             return self.store.update_round(r, judgements=len(judgements), details=json.dumps(details))
@@ -507,8 +514,12 @@ class _Loop:
     def _base_answers(self, r: int, init_run: str | None) -> list[str] | None:
         """One answer from the base to each of round r's prompts (:func:`base_answers`); None when the round samples
         the base itself (nothing to compare with) or a policy without an adapter."""
+        if init_run is None:  # the round samples the base itself
+            return None
         model, tok = self.policies.get(init_run)
-        if init_run is None or not hasattr(model, "disable_adapter"):
+        if not hasattr(model, "disable_adapter"):
+            self.echo(f"round {r}: {init_run} has no LoRA adapter to switch off (a full fine-tune), so no base answers "
+                      "to find catchphrases against: none is charged")
             return None
         prompts = list(dict.fromkeys(x["prompt"] for x in self.store.round_responses(r)))
         return base_answers(model, tok, prompts, self.s, self.cfg.system_prompt, f"round {r}: the base's answers",
