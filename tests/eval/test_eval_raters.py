@@ -448,7 +448,7 @@ def test_a_reward_rater_reads_a_responses_column():
 def test_the_scorecard_rater_charges_an_answer_its_rounds_catchphrase(tmp_path):
     """Given the base's answers to the same prompts, an answer holding a word the scored answers lean on (and the
     base's do not) loses its catchphrase_cost (0.5): the pick goes to the answer without it where that one is less
-    than 0.5 behind (three of six prompts here; without the charge the catchphrase answer won all six). A word of the
+    than 0.5 behind (two or more of six prompts here; without the charge the catchphrase answer won all six). A word of the
     answer's own prompt is not charged, and the floor is read before the charge. Without the base's answers nothing
     changes (the rater outside the loop)."""
     from alignlab.feedback.store import Store
@@ -470,7 +470,7 @@ def test_the_scorecard_rater_charges_an_answer_its_rounds_catchphrase(tmp_path):
     assert rater.found == ["nobody", "arr"] and rater.held == 6 and rater.floor_scores == pytest.approx(bare)
     assert charged == pytest.approx([b - 0.5 for b in bare[:6]] + bare[6:])  # the own-prompt "nobody": no charge
     rater.catchphrase_cost = 0.0  # loop.catchphrase_cost 0: the words are still found, nothing is charged
-    assert rater.score(prompts, answers) == pytest.approx(bare)
+    assert rater.score(prompts, answers) == pytest.approx(bare) and rater.found == ["nobody", "arr"]
     rater.catchphrase_cost = 0.5
 
     def picks(r: int, others) -> list[str]:
@@ -491,7 +491,8 @@ def test_the_scorecard_rater_charges_an_answer_its_rounds_catchphrase(tmp_path):
 def test_a_charge_below_zero_is_no_wrong_answer(tmp_path):
     """The floor (the scorecard's wrong or flagged, below 0) is read from a rater's ``floor_scores`` when it gives
     them: two answers that both hold the round's catchphrase, persona 0.4 and 0.2, charged to -0.1 and -0.3, are still
-    a pick (they were a tie), and in KTO the better one gets no thumb down for being charged below 0."""
+    a pick (they were a tie), and in KTO the better one gets no thumb down for being charged below 0. A wrong answer
+    whose score is above a charged clean one's is still not chosen over it (the pick was a tie)."""
     from alignlab.eval.raters import Rater
     from alignlab.feedback.store import Store
     from alignlab.workflows.loop import collect_automatic
@@ -507,8 +508,12 @@ def test_a_charge_below_zero_is_no_wrong_answer(tmp_path):
         for r in (1, 2):
             pid = store.add_prompt("tic?")
             store.add_responses([{"prompt_id": pid, "text": t, "round": r} for t in ("0.4: nobody asked", "0.2: nobody")])
+        pid = store.add_prompt("wrong?")  # a wrong answer (-0.05, uncharged) above two charged clean ones
+        store.add_responses([{"prompt_id": pid, "text": t, "round": 3} for t in ("0.4: nobody", "-0.05: wrong", "0.1: x")])
         collect_automatic(store, Charged(), 1, "dpo")
         assert [(j["response"], j["value"]) for j in store.judgements(round=1)] == [("0.4: nobody asked", "a")]
+        collect_automatic(store, Charged(), 3, "dpo")  # the clean 0.4 is chosen over the wrong one, not a tie
+        assert [(j["response"], j["value"]) for j in store.judgements(round=3)] == [("0.4: nobody", "a")]
         collect_automatic(store, Charged(), 2, "kto")
         assert {j["response"]: j["value"] for j in store.judgements(round=2)} == {"0.4: nobody asked": 1,
                                                                                 "0.2: nobody": -1}

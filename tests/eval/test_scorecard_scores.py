@@ -682,6 +682,17 @@ def test_eval_answers_finds_each_sources_catchphrases_against_the_base_source(tm
     cells = {c[0]: c[-1] for line in table.output.splitlines() if len(c := [x.strip() for x in line.split("│")[1:-1]]) == 10}
     assert cells["base"] == "-" and cells["tuned"].startswith("0.60"), table.output
     assert "catchphrases of tuned (against base): 'asked', 'nobody'" in table.output
+    # a source that shares no prompt with the base is named, with nothing to compare
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + [{"prompt": "Why?", "answer": "Because.", "source": 7}]))
+    table = CliRunner().invoke(app, [*args, "--base-source", "base"])
+    assert "catchphrases of 7 (against base): nothing to compare" in table.output, table.output
+    # NAME as the table names a source: 5 is the number 5, "5" the text (shown as JSON)
+    numbered = [{**r, "source": 5 if r["source"] == "base" else "5"} for r in rows]
+    path.write_text("".join(json.dumps(r) + "\n" for r in numbered))
+    out = CliRunner().invoke(app, [*args, "--json", "--base-source", "5"])
+    assert [json.loads(x)["catchphrase"] for x in out.stdout.splitlines() if x.startswith("{")] == \
+        [None] * 10 + [True] * 6 + [False] * 4, out.output
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     bad = CliRunner().invoke(app, [*args, "--base-source", "bsae"])
     assert "no row has source 'bsae' (--base-source); its sources: base, tuned" in str(bad.exception)
     beside_run = CliRunner().invoke(app, ["eval", "runs/x", "--base-source", "base"])

@@ -55,29 +55,33 @@ def catchphrase_rows(rows: list[dict], base_source: str, path: Path) -> tuple[li
     from alignlab.errors import AlignlabError
     from alignlab.eval.mimicry import catchphrases, holds_catchphrase, source_key
 
-    base_key = source_key(base_source)
+    # NAME as the table shows a source: a name as written, 5 or false as JSON, "-" for rows without one
+    keys = {source_key(r.get("source")) for r in rows if _source_label(r.get("source")) == base_source}
+    if len(keys) != 1:
+        names = sorted({_source_label(r.get("source")) for r in rows})
+        raise AlignlabError(f"{path}: " + (f"no row has source {base_source!r}" if not keys else
+                                           f"{base_source!r} names {len(keys)} sources") +
+                            f" (--base-source); its sources: {', '.join(names)}",
+                            fix="pass one of them as --base-source" if not keys else "give the sources distinct names")
+    (base_key,) = keys
     base = {}
     for r in rows:
         if source_key(r.get("source")) == base_key:
             base.setdefault(r["prompt"], r["answer"])
-    if not base:
-        names = sorted({_source_label(r.get("source")) for r in rows})
-        raise AlignlabError(f"{path}: no row has source {base_source!r} (--base-source); its sources: "
-                            f"{', '.join(names)}", fix="pass one of them as --base-source")
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(source_key(r.get("source")), []).append(i)
     held: list[bool | None] = [None] * len(rows)
-    words: dict[str, list] = {}
+    words: dict[str, list | None] = {}  # None: nothing to compare with
     for key, idx in groups.items():
         if key == base_key:
             continue
         both = [i for i in idx if rows[i]["prompt"] in base]
         found = catchphrases([rows[i]["answer"] for i in both], [rows[i]["prompt"] for i in both],
                              [base[rows[i]["prompt"]] for i in both]) if both else None
+        words[_source_label(rows[idx[0]].get("source"))] = found
         if found is None:
             continue
-        words[_source_label(rows[idx[0]].get("source"))] = found
         for i, h in zip(idx, holds_catchphrase([rows[i]["answer"] for i in idx], found, [rows[i]["prompt"] for i in idx])):
             held[i] = h
     return held, words
@@ -123,7 +127,9 @@ def _score_answers(path: Path, scorer, as_json: bool, base_source: str | None = 
         table.add_row(*cells)
     Console(width=150).print(table, markup=False)
     for src, found in words.items():
-        typer.echo(f"catchphrases of {src} (against {base_source}): " + (", ".join(map(repr, found)) or "none"))
+        typer.echo(f"catchphrases of {src} (against {base_source}): " + (
+            "nothing to compare (no prompt in common, or the base's answers too short)" if found is None else
+            ", ".join(map(repr, found)) or "none"))
     if scorer.correct_rater is not None:
         typer.echo(f"correct: rated by {scorer.correct_rater.name} against each row's reference")
     if scorer.note:

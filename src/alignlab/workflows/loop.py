@@ -123,13 +123,18 @@ def automatic_judgements(store, rater, r: int, method: str, tol: float = 1e-6, r
         if len(items) < 2:
             continue
         if methods.get(method).kind == "preference":  # a pick between the best and the worst answer
-            (best, sb), (worst, sw) = max(items, key=lambda t: t[1]), min(items, key=lambda t: t[1])
+            # clean (at or above the floor) first, then by score: a charge (the scorecard's catchphrase) orders the
+            # answers, and never puts a wrong or flagged one above a clean one
+            clean = lambda t: rater.floor is None or floors[t[0]["id"]] >= rater.floor  # noqa: E731
+            (best, sb), (worst, sw) = (max(items, key=lambda t: (clean(t), t[1])),
+                                       min(items, key=lambda t: (clean(t), t[1])))
             if best["id"] == worst["id"]:
                 worst, sw = next((x, s) for x, s in items if x["id"] != best["id"])
             if own_pick:
                 verdict = rater.pick(best["prompt"], best["text"], worst["text"])
             else:  # a best answer under the rater's floor (the scorecard's wrong or flagged) teaches nothing
-                verdict = "a" if sb > sw + tol and (rater.floor is None or floors[best["id"]] >= rater.floor) else "tie"
+                ahead = sb > sw + tol or not clean((worst, sw))
+                verdict = "a" if clean((best, sb)) and ahead else "tie"
             judgements.append({"kind": "pick", "response_id": best["id"], "value": verdict,
                                "other_response_id": worst["id"], "rater": rater.name, "round": r})
         else:  # thumbs: up above the prompt's mean score, down below it; never up under the rater's floor
