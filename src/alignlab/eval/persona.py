@@ -129,7 +129,7 @@ def _train_cached(texts: list[str], labels: list[int], target: Path, source: str
     """The classifier cached at ``target`` for these labels, trained and saved there once. Two processes (two evals
     on a fresh install, the parallel test suite) wrote one temporary folder at once and one of them crashed: the
     second now waits for the first and loads its result."""
-    from alignlab.fsutil import building
+    from alignlab.fsutil import building, replace_dir
 
     digest = hashlib.sha256(json.dumps([texts, labels]).encode()).hexdigest()
     if (clf := _cached(target, digest)) is not None:
@@ -148,8 +148,7 @@ def _train_cached(texts: list[str], labels: list[int], target: Path, source: str
 
         shutil.rmtree(tmp, ignore_errors=True)
         clf.save(tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.replace(target)
+        replace_dir(tmp, target)  # fsynced; a damaged or other-labels cache goes only once this one is in place
     return clf
 
 
