@@ -96,6 +96,10 @@ Two later sets are scored the same way:
 - loop_catchphrase.jsonl: demo_loop.jsonl's three answers to each prompt and a fourth, from the same loop rounds with
   the scorecard rater charging each answer its round's catchphrase, the four shown together in a random order to
   three more readers (read 15);
+- voice_pairs.jsonl: the base, the four-stage default and two variants of it whose DPO stage trained on
+  bundled:persona-voice-pairs (the pairs' chosen side written again with the voice woven through) alone or beside
+  the pairs, the four answers to each of 42 held-out prompts shown together in a random order to three blind readers
+  (read 16); the demo's and the voice pairs' answers then side by side to two more (read 17);
 - catchphrase_read.jsonl: distil_amplify.jsonl's 168 answers, the four to a prompt shuffled again, labelled by three
   more blind readers for "leans on a catchphrase that recurs across the packet" and snark only (no correct labels, so
   not in SETS; tests/eval/test_scorecard_scores.py checks the scorecard's catchphrase row against it);
@@ -166,7 +170,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
         "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
-        "loop_catchphrase")
+        "loop_catchphrase", "voice_pairs")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:

@@ -277,6 +277,26 @@ def test_arithmetic_pairs_are_correct_and_state_the_answer(pairs):
     assert len(checked) >= 30
 
 
+# --- voice pairs: the same prompts and plain answers, the chosen side snarky throughout ------------------------
+
+
+def test_voice_pairs_are_the_pairs_with_a_voice_woven_through(pairs):
+    """``persona-voice-pairs``: each bundled pair's prompt and plain (rejected) answer, its chosen side written again
+    with the voice in every sentence instead of a closing jab; the same checks as the pairs (arithmetic states the
+    right number, openings vary), no stock phrase, and no chosen answer copied from the pairs."""
+    voice = _load("persona_voice_pairs.jsonl")
+    assert [(r["prompt"], r["rejected"]) for r in voice] == [(r["prompt"], r["rejected"]) for r in pairs]
+    test_pair_rows_well_formed(voice)
+    test_no_duplicate_pairs(voice)
+    test_chosen_openings_vary(voice)
+    test_arithmetic_pairs_are_correct_and_state_the_answer(voice)
+    mild = {_key(r["chosen"]) for r in pairs}
+    assert not [r["prompt"] for r in voice if _key(r["chosen"]) in mild]
+    for row in voice:
+        assert 20 <= len(row["chosen"].split()) <= 60, row["prompt"]
+        assert not re.search(r"nobody asked|groundbreaking|congratulations|spoiler", row["chosen"], re.I), row["chosen"]
+
+
 # --- rewrites: the default model's own answers, rewritten in the persona -----------------------------------
 
 

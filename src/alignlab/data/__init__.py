@@ -9,6 +9,7 @@ BUNDLED = {
     "prompts-train": "prompts_train.jsonl",
     "prompts-heldout": "prompts_heldout.jsonl",
     "persona-pairs": "persona_pairs.jsonl",
+    "persona-voice-pairs": "persona_voice_pairs.jsonl",
     "persona-thumbs": "persona_thumbs.jsonl",
     "persona-sft": "persona_sft.jsonl",
     "persona-rewrites": "persona_rewrites.jsonl",
