@@ -99,7 +99,8 @@ Two later sets are scored the same way:
 - voice_pairs.jsonl: the base, the four-stage default and two variants of it whose DPO stage trained on
   bundled:persona-voice-pairs (the pairs' chosen side written again with the voice woven through) alone or beside
   the pairs, the four answers to each of 42 held-out prompts shown together in a random order to three blind readers
-  (read 16); the demo's and the voice pairs' answers then side by side to two more (read 17);
+  (read 16); the demo's and the voice pairs' answers then side by side to two more (read 17), so their rows
+  hold five reads and the others three;
 - catchphrase_read.jsonl: distil_amplify.jsonl's 168 answers, the four to a prompt shuffled again, labelled by three
   more blind readers for "leans on a catchphrase that recurs across the packet" and snark only (no correct labels, so
   not in SETS; tests/eval/test_scorecard_scores.py checks the scorecard's catchphrase row against it);

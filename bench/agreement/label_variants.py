@@ -5,7 +5,7 @@ answers written with the voice woven through, woven_labelled.jsonl, labelled in 
 the 125 bolted-on answers labelled not in persona) and ``nobolt`` (the shipped set with the bolted-on answers labelled
 not in persona). Each variant's combined score (classifier and voice contrast, COMBINED refitted as calibrate.py does)
 is compared with the shipped one: per read set, the AUC for "in persona" (the readers' mean snark 1.5 or more; the
-first set's own label), pooled over all of them, and per model the share in persona by the readers, the shipped score
+first set's own yes/no "snarky" label, which counts any clear snark), pooled over all of them, and per model the share in persona by the readers, the shipped score
 and the variant's. The voice contrasts are cached in --cache (about 30 minutes for the 5,491 answers on 2 cores).
 
     python bench/agreement/label_variants.py woven [--cache contrasts.json] [--sets voice_pairs,first]
@@ -39,7 +39,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("variant", choices=["refit", "woven", "woven_nobolt", "nobolt"])
-    ap.add_argument("--cache", type=Path, default=Path("label_variants_contrasts.json"))
+    ap.add_argument("--cache", type=Path, default=HERE / ".label_variants_contrasts.json")  # git-ignored
     ap.add_argument("--sets", default=",".join(check.SETS + ("first",)))
     a = ap.parse_args()
 
@@ -100,8 +100,9 @@ def main() -> None:
                           "auc_variant": round(auc(new, y), 3) if both else None,
                           "share_readers_shipped_variant": {src: [round(sum(x[i] for x in v) / len(v), 2) for i in range(3)]
                                                             for src, v in by.items()}}))
-    print(json.dumps({"pooled_answers": len(pool["y"]), "auc_shipped": round(auc(pool["old"], pool["y"]), 3),
-                      "auc_variant": round(auc(pool["new"], pool["y"]), 3)}))
+    both = 0 < sum(pool["y"]) < len(pool["y"])
+    print(json.dumps({"pooled_answers": len(pool["y"]), "auc_shipped": round(auc(pool["old"], pool["y"]), 3) if both else None,
+                      "auc_variant": round(auc(pool["new"], pool["y"]), 3) if both else None}))
 
 
 if __name__ == "__main__":
