@@ -44,26 +44,34 @@ def out_of_fold(rows: list[dict]) -> list[float]:
     return logits
 
 
-def main() -> None:
+def fit(logits: list[float], contrasts: list[float], labels: list[int]) -> tuple[dict, list[float]]:
+    """COMBINED's constants from out-of-fold classifier logits, voice contrasts and labels, and each row's combined
+    logit (before k and d)."""
     import torch
 
+    from alignlab.rewards.classifier import fit_logistic
+
+    mu = sum(contrasts) / len(contrasts)
+    sd = math.sqrt(sum((v - mu) ** 2 for v in contrasts) / len(contrasts))
+    s = torch.tensor([[WEIGHT * lg + (v - mu) / sd] for lg, v in zip(logits, contrasts)])
+    k, d = fit_logistic(s, torch.tensor([float(y) for y in labels]), l2=0.0, steps=3000, lr=0.05, seed=0)
+    return {"weight": WEIGHT, "mu": mu, "sd": sd, "k": float(k.reshape(-1)[0]), "d": float(d)}, s[:, 0].tolist()
+
+
+def main() -> None:
     from alignlab.data import bundled_path
     from alignlab.eval.contrast import contrast
     from alignlab.eval.persona import labelled_rows
     from alignlab.eval.scores import auc
-    from alignlab.rewards.classifier import fit_logistic
 
     rows = labelled_rows(bundled_path("persona-labelled"))
     labels = [int(r["persona"]) for r in rows]
     logits = out_of_fold(rows)
     c = contrast([r["prompt"] for r in rows], [r["answer"] for r in rows])
-    mu = sum(c) / len(c)
-    sd = math.sqrt(sum((v - mu) ** 2 for v in c) / len(c))
-    s = torch.tensor([[WEIGHT * lg + (v - mu) / sd] for lg, v in zip(logits, c)])
-    k, d = fit_logistic(s, torch.tensor([float(y) for y in labels]), l2=0.0, steps=3000, lr=0.05, seed=0)
-    print(json.dumps({"weight": WEIGHT, "mu": round(mu, 3), "sd": round(sd, 3), "k": round(float(k.reshape(-1)[0]), 3),
-                      "d": round(float(d), 3), "auc_classifier_out_of_fold": round(auc(logits, labels), 3),
-                      "auc_contrast": round(auc(c, labels), 3), "auc_combined": round(auc(s[:, 0].tolist(), labels), 3)}))
+    constants, combined = fit(logits, c, labels)
+    print(json.dumps({**{k: round(v, 3) for k, v in constants.items()},
+                      "auc_classifier_out_of_fold": round(auc(logits, labels), 3),
+                      "auc_contrast": round(auc(c, labels), 3), "auc_combined": round(auc(combined, labels), 3)}))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections import defaultdict
@@ -27,15 +26,12 @@ sys.path.insert(0, str(HERE))
 
 
 def main() -> None:
-    import torch
-
     import calibrate
     import check
     from alignlab.data import bundled_path
     from alignlab.eval.contrast import contrast
     from alignlab.eval.persona import SentencePersonaClassifier, combine, labelled_rows, persona_classifier
     from alignlab.eval.scores import auc
-    from alignlab.rewards.classifier import fit_logistic
 
     ap = argparse.ArgumentParser()
     ap.add_argument("variant", choices=["refit", "woven", "woven_nobolt", "nobolt"])
@@ -71,13 +67,7 @@ def main() -> None:
 
     # COMBINED refitted on the variant's labels, as calibrate.py fits it on the shipped set
     labels = [int(r["persona"]) for r in rows_v]
-    logits = calibrate.out_of_fold(rows_v)
-    c = [con(r["prompt"], r["answer"]) for r in rows_v]
-    mu = sum(c) / len(c)
-    sd = math.sqrt(sum((v - mu) ** 2 for v in c) / len(c))
-    s = torch.tensor([[calibrate.WEIGHT * lg + (v - mu) / sd] for lg, v in zip(logits, c)])
-    k, d = fit_logistic(s, torch.tensor([float(y) for y in labels]), l2=0.0, steps=3000, lr=0.05, seed=0)
-    fitted = {"weight": calibrate.WEIGHT, "mu": mu, "sd": sd, "k": float(k.reshape(-1)[0]), "d": float(d)}
+    fitted, _ = calibrate.fit(calibrate.out_of_fold(rows_v), [con(r["prompt"], r["answer"]) for r in rows_v], labels)
     new_clf = SentencePersonaClassifier()
     new_clf.train([r["answer"] for r in rows_v], labels)
     old_clf, _ = persona_classifier(None)
