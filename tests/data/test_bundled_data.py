@@ -297,6 +297,27 @@ def test_voice_pairs_are_the_pairs_with_a_voice_woven_through(pairs):
         assert not re.search(r"nobody asked|groundbreaking|congratulations|spoiler", row["chosen"], re.I), row["chosen"]
 
 
+STOCK = re.compile(r"nobody|asked|obviously|genius|newsflash|spoiler|plot twist|buckle up|brace yourself|fun fact|"
+                   r"rocket science|shocking|groundbreaking|who knew|congratulations", re.I)
+
+
+def test_strong_pairs_are_the_pairs_in_a_voice_that_never_lets_up(pairs):
+    """``persona-strong-pairs``: each bundled pair's prompt and plain answer, the chosen side the voice pairs' written
+    again snarky in every sentence (readers grade 2-3 of 3, not 1-2); the pairs' checks, and none of the stock words
+    the small model turns into catchphrases."""
+    strong, voice = _load("persona_strong_pairs.jsonl"), _load("persona_voice_pairs.jsonl")
+    assert [(r["prompt"], r["rejected"]) for r in strong] == [(r["prompt"], r["rejected"]) for r in pairs]
+    test_pair_rows_well_formed(strong)
+    test_no_duplicate_pairs(strong)
+    test_chosen_openings_vary(strong)
+    test_arithmetic_pairs_are_correct_and_state_the_answer(strong)
+    before = {_key(r["chosen"]) for r in pairs + voice}
+    assert not [r["prompt"] for r in strong if _key(r["chosen"]) in before]
+    for row in strong:
+        assert 25 <= len(row["chosen"].split()) <= 70, row["prompt"]
+        assert not STOCK.search(row["chosen"]), row["chosen"]
+
+
 # --- rewrites: the default model's own answers, rewritten in the persona -----------------------------------
 
 
@@ -359,3 +380,16 @@ def test_the_tiny_tokenizer_learns_from_a_fixed_list_of_bundled_sets():
     from alignlab.models.tiny import CORPUS
 
     assert set(CORPUS) <= set(BUNDLED) and "persona-voice-pairs" not in CORPUS
+
+
+def test_strong_rewrites_are_the_rewrites_in_a_voice_that_never_lets_up(rewrites, train):
+    """``persona-strong-rewrites``: the rewrites' prompts and rejected side (the default model's own answers), the
+    chosen side written again snarky in every sentence; the rewrites' checks (every training prompt once, arithmetic
+    answers kept, openings vary), no stock words, and a new answer for every row."""
+    strong = _load("persona_strong_rewrites.jsonl")
+    assert [(r["prompt"], r["rejected"]) for r in strong] == [(r["prompt"], r["rejected"]) for r in rewrites]
+    test_rewrites_rows_well_formed(strong, _load("prompts_heldout.jsonl"))
+    test_rewrite_openings_vary(strong)
+    test_rewrites_keep_arithmetic_answers(strong, train)
+    assert not [r["prompt"] for r, old in zip(strong, rewrites) if _key(r["chosen"]) == _key(old["chosen"])]
+    assert not [r["chosen"] for r in strong if STOCK.search(r["chosen"])]

@@ -261,8 +261,9 @@ def test_bundled_sets_are_disjoint_from_training_data():
     def prompts(name, key="prompt"):
         return {C._norm(json.loads(x)[key]) for x in bundled_path(name).read_text().splitlines() if x.strip()}
 
-    train = (prompts("persona-pairs") | prompts("persona-voice-pairs") | prompts("prompts-train")
-             | prompts("persona-thumbs") | prompts("persona-rewrites"))
+    train = (prompts("persona-pairs") | prompts("persona-voice-pairs") | prompts("persona-strong-pairs")
+             | prompts("prompts-train") | prompts("persona-thumbs") | prompts("persona-rewrites")
+             | prompts("persona-strong-rewrites"))
     labelled, reference = prompts("persona-labelled"), prompts("reference")
     assert len(reference) >= 150 and not (reference & train) and not (labelled & train) and not (reference & labelled)
     # reworded: "In what year did the French Revolution begin?" was held out while a training pair asked "What year

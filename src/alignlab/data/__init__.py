@@ -10,9 +10,11 @@ BUNDLED = {
     "prompts-heldout": "prompts_heldout.jsonl",
     "persona-pairs": "persona_pairs.jsonl",
     "persona-voice-pairs": "persona_voice_pairs.jsonl",
+    "persona-strong-pairs": "persona_strong_pairs.jsonl",
     "persona-thumbs": "persona_thumbs.jsonl",
     "persona-sft": "persona_sft.jsonl",
     "persona-rewrites": "persona_rewrites.jsonl",
+    "persona-strong-rewrites": "persona_strong_rewrites.jsonl",
     "persona-labelled": "persona_labelled.jsonl",
     "reference": "reference_heldout.jsonl",
 }
