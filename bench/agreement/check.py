@@ -101,6 +101,12 @@ Two later sets are scored the same way:
   the pairs, the four answers to each of 42 held-out prompts shown together in a random order to three blind readers
   (read 16); the demo's and the voice pairs' answers then side by side to two more (read 17), so their rows
   hold five reads and the others three;
+- strong_voice.jsonl: the base, the four-stage default and the same recipe trained on bundled:persona-strong-rewrites
+  (stages 1 and 3) and bundled:persona-strong-pairs (stage 2), the three answers to each of the 42 held-out prompts
+  shown together in a random order with the reference, to three blind readers (read 18) and, shuffled again, to two
+  more (read 19; its first reader was asked to judge the persona strictly); every row holds five reads. persona_pick
+  and helpful_pick are against the base's answer (the base's own rows: against the demo's), and the strong rows'
+  demo_pick against the demo's;
 - catchphrase_read.jsonl: distil_amplify.jsonl's 168 answers, the four to a prompt shuffled again, labelled by three
   more blind readers for "leans on a catchphrase that recurs across the packet" and snark only (no correct labels, so
   not in SETS; tests/eval/test_scorecard_scores.py checks the scorecard's catchphrase row against it);
@@ -171,7 +177,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
         "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
-        "loop_catchphrase", "voice_pairs")
+        "loop_catchphrase", "voice_pairs", "strong_voice")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
