@@ -15,7 +15,9 @@ answer said so, and "in persona" when the readers' mean snark is 1.5 or more of 
 each score: the judge's AUC, the shipped scorecard's AUC on the same answers, the agreement at the scorecard's
 threshold (persona JudgeRater.in_persona_at, 0.5, and correct 0.5: 6 or more of 10), and how the judge's scores split by label.
 
-`judge_replies.jsonl` beside this file holds one measured judge's replies (docs/results.md says which).
+`judge_replies.jsonl` beside this file holds one measured judge's replies (docs/results.md says which), and
+`judge_replies_strong_voice.jsonl` another's, of the same kind, to the 252 requests of the strong_voice set
+(`--replay bench/agreement/judge_replies_strong_voice.jsonl --sets strong_voice`).
 """
 
 
