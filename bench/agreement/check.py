@@ -107,6 +107,10 @@ Two later sets are scored the same way:
   more (read 19; its first reader was asked to judge the persona strictly); every row holds five reads. persona_pick
   and helpful_pick are against the base's answer (the base's own rows: against the demo's), and the strong rows'
   demo_pick against the demo's;
+- strong_notic.jsonl: the base, the four-stage default, the strong-sets recipe retrained on the files as first
+  committed, and the same recipe on the strong sets as shipped ("since" and "because" written out of the 332 rows that
+  held them), the four answers to each of the 42 held-out prompts shown together in a random order with the reference
+  to three blind readers (read 20); picks as in strong_voice.jsonl;
 - catchphrase_read.jsonl: distil_amplify.jsonl's 168 answers, the four to a prompt shuffled again, labelled by three
   more blind readers for "leans on a catchphrase that recurs across the packet" and snark only (no correct labels, so
   not in SETS; tests/eval/test_scorecard_scores.py checks the scorecard's catchphrase row against it);
@@ -177,7 +181,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
         "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
-        "loop_catchphrase", "voice_pairs", "strong_voice")
+        "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:

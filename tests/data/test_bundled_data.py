@@ -297,8 +297,10 @@ def test_voice_pairs_are_the_pairs_with_a_voice_woven_through(pairs):
         assert not re.search(r"nobody asked|groundbreaking|congratulations|spoiler", row["chosen"], re.I), row["chosen"]
 
 
+# stock words a small model turns into catchphrases; "since" and "because" too: the strong sets' first version held
+# them in 17% and 10% of rows, and the recipe trained on it put "since" in 37 of 42 held-out answers
 STOCK = re.compile(r"nobody|asked|obviously|genius|newsflash|spoiler|plot twist|buckle up|brace yourself|fun fact|"
-                   r"rocket science|shocking|groundbreaking|who knew|congratulations", re.I)
+                   r"rocket science|shocking|groundbreaking|who knew|congratulations|\bsince\b|\bbecause\b", re.I)
 
 
 def test_strong_pairs_are_the_pairs_in_a_voice_that_never_lets_up(pairs):
