@@ -2,8 +2,9 @@
 
 Variants of bundled:persona-labelled: ``refit`` (as shipped: reproduces the shipped scores), ``woven`` (plus 125
 answers written with the voice woven through, woven_labelled.jsonl, labelled in persona), ``woven_nobolt`` (that, with
-the 125 bolted-on answers labelled not in persona) and ``nobolt`` (the shipped set with the bolted-on answers labelled
-not in persona). Each variant's combined score (classifier and voice contrast, COMBINED refitted as calibrate.py does)
+the 125 bolted-on answers labelled not in persona), ``nobolt`` (the shipped set with the bolted-on answers labelled
+not in persona) and ``woven_strong`` (the woven answers and 125 more in the strong sets' voice, strong_labelled.jsonl,
+written for the same labelled prompts in the 31st session). Each variant's combined score (classifier and voice contrast, COMBINED refitted as calibrate.py does)
 is compared with the shipped one: per read set, the AUC for "in persona" (the readers' mean snark 1.5 or more; the
 first set's own yes/no "snarky" label, which counts any clear snark), pooled over all of them, and per model the share in persona by the readers, the shipped score
 and the variant's. The voice contrasts are cached in --cache (about 30 minutes for the 5,491 answers on 2 cores).
@@ -34,16 +35,17 @@ def main() -> None:
     from alignlab.eval.scores import auc
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("variant", choices=["refit", "woven", "woven_nobolt", "nobolt"])
+    ap.add_argument("variant", choices=["refit", "woven", "woven_nobolt", "nobolt", "woven_strong"])
     ap.add_argument("--cache", type=Path, default=HERE / ".label_variants_contrasts.json")  # git-ignored
     ap.add_argument("--sets", default=",".join(check.SETS + ("first",)))
     a = ap.parse_args()
 
     shipped = labelled_rows(bundled_path("persona-labelled"))
     woven = [json.loads(x) for x in (HERE / "woven_labelled.jsonl").read_text().splitlines() if x.strip()]
+    strong = [json.loads(x) for x in (HERE / "strong_labelled.jsonl").read_text().splitlines() if x.strip()]
     relabel = lambda rows: [dict(r, persona=0) if r["kind"] == "bolted" else r for r in rows]  # noqa: E731
     rows_v = {"refit": shipped, "woven": shipped + woven, "woven_nobolt": relabel(shipped + woven),
-              "nobolt": relabel(shipped)}[a.variant]
+              "nobolt": relabel(shipped), "woven_strong": shipped + woven + strong}[a.variant]
 
     sets = {}
     for name in a.sets.split(","):
