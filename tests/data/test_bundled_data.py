@@ -280,18 +280,25 @@ def test_arithmetic_pairs_are_correct_and_state_the_answer(pairs):
 # --- voice pairs: the same prompts and plain answers, the chosen side snarky throughout ------------------------
 
 
+def _check_written_again(rows: list[dict], pairs: list[dict], earlier: list[dict]) -> None:
+    """A set of the bundled pairs with the chosen side written again: the pairs' prompts and plain (rejected) answers
+    in order, the pairs' checks (well formed, no duplicates, varied openings, arithmetic states the right number) and
+    no chosen answer copied from ``earlier``."""
+    assert [(r["prompt"], r["rejected"]) for r in rows] == [(r["prompt"], r["rejected"]) for r in pairs]
+    test_pair_rows_well_formed(rows)
+    test_no_duplicate_pairs(rows)
+    test_chosen_openings_vary(rows)
+    test_arithmetic_pairs_are_correct_and_state_the_answer(rows)
+    before = {_key(r["chosen"]) for r in earlier}
+    assert not [r["prompt"] for r in rows if _key(r["chosen"]) in before]
+
+
 def test_voice_pairs_are_the_pairs_with_a_voice_woven_through(pairs):
     """``persona-voice-pairs``: each bundled pair's prompt and plain (rejected) answer, its chosen side written again
     with the voice in every sentence instead of a closing jab; the same checks as the pairs (arithmetic states the
     right number, openings vary), no stock phrase, and no chosen answer copied from the pairs."""
     voice = _load("persona_voice_pairs.jsonl")
-    assert [(r["prompt"], r["rejected"]) for r in voice] == [(r["prompt"], r["rejected"]) for r in pairs]
-    test_pair_rows_well_formed(voice)
-    test_no_duplicate_pairs(voice)
-    test_chosen_openings_vary(voice)
-    test_arithmetic_pairs_are_correct_and_state_the_answer(voice)
-    mild = {_key(r["chosen"]) for r in pairs}
-    assert not [r["prompt"] for r in voice if _key(r["chosen"]) in mild]
+    _check_written_again(voice, pairs, pairs)
     for row in voice:
         assert 20 <= len(row["chosen"].split()) <= 60, row["prompt"]
         assert not re.search(r"nobody asked|groundbreaking|congratulations|spoiler", row["chosen"], re.I), row["chosen"]
@@ -307,14 +314,8 @@ def test_strong_pairs_are_the_pairs_in_a_voice_that_never_lets_up(pairs):
     """``persona-strong-pairs``: each bundled pair's prompt and plain answer, the chosen side the voice pairs' written
     again snarky in every sentence (readers grade 2-3 of 3, not 1-2); the pairs' checks, and none of the stock words
     the small model turns into catchphrases."""
-    strong, voice = _load("persona_strong_pairs.jsonl"), _load("persona_voice_pairs.jsonl")
-    assert [(r["prompt"], r["rejected"]) for r in strong] == [(r["prompt"], r["rejected"]) for r in pairs]
-    test_pair_rows_well_formed(strong)
-    test_no_duplicate_pairs(strong)
-    test_chosen_openings_vary(strong)
-    test_arithmetic_pairs_are_correct_and_state_the_answer(strong)
-    before = {_key(r["chosen"]) for r in pairs + voice}
-    assert not [r["prompt"] for r in strong if _key(r["chosen"]) in before]
+    strong = _load("persona_strong_pairs.jsonl")
+    _check_written_again(strong, pairs, pairs + _load("persona_voice_pairs.jsonl"))
     for row in strong:
         assert 25 <= len(row["chosen"].split()) <= 70, row["prompt"]
         assert not STOCK.search(row["chosen"]), row["chosen"]
@@ -375,15 +376,6 @@ def test_train_references_are_the_pairs_plain_answers(train, pairs):
         assert r["reference"] in plain.get(r["prompt"], set()), r["prompt"]
 
 
-def test_the_tiny_tokenizer_learns_from_a_fixed_list_of_bundled_sets():
-    """Adding persona-voice-pairs to the bundled sets changed the tiny tokenizer, and with it five tests' numbers: its
-    corpus is a fixed list of sets that exist."""
-    from alignlab.data import BUNDLED
-    from alignlab.models.tiny import CORPUS
-
-    assert set(CORPUS) <= set(BUNDLED) and "persona-voice-pairs" not in CORPUS
-
-
 def test_strong_rewrites_are_the_rewrites_in_a_voice_that_never_lets_up(rewrites, train):
     """``persona-strong-rewrites``: the rewrites' prompts and rejected side (the default model's own answers), the
     chosen side written again snarky in every sentence; the rewrites' checks (every training prompt once, arithmetic
@@ -395,3 +387,12 @@ def test_strong_rewrites_are_the_rewrites_in_a_voice_that_never_lets_up(rewrites
     test_rewrites_keep_arithmetic_answers(strong, train)
     assert not [r["prompt"] for r, old in zip(strong, rewrites) if _key(r["chosen"]) == _key(old["chosen"])]
     assert not [r["chosen"] for r in strong if STOCK.search(r["chosen"])]
+
+
+def test_the_tiny_tokenizer_learns_from_a_fixed_list_of_bundled_sets():
+    """Adding persona-voice-pairs to the bundled sets changed the tiny tokenizer, and with it five tests' numbers: its
+    corpus is a fixed list of sets that exist."""
+    from alignlab.data import BUNDLED
+    from alignlab.models.tiny import CORPUS
+
+    assert set(CORPUS) <= set(BUNDLED) and "persona-voice-pairs" not in CORPUS
