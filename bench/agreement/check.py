@@ -117,10 +117,14 @@ Two later sets are scored the same way:
 - sft_dpo.jsonl: 126 held-out answers (the base; SFT on rewrites.jsonl's chosen side, lr 5e-4, 1 epoch; that SFT
   then DPO + RPO on pairs.jsonl, 60 steps: the demo's recipe), read side by side with the base's answer to the
   same prompt in a random order by two blind readers per adapter (the base read four times), each answer on
-  the 0-3 scale, plus which of the two carries the persona more and which helps more ("picks").
+  the 0-3 scale, plus which of the two carries the persona more and which helps more ("picks");
+- strong_default.jsonl (read 21): the base, the demo adapter before the recipe's data became the strong sets and the
+  demo adapter after (`make demo` on an AMD EPYC, 2026-12-07), the three answers to each of the 42 held-out prompts
+  shown together in a random order with the reference to three blind readers (as strong_notic.jsonl).
 
 Last, readers_on_bolting() prints how far two blind readers of the same answer agree on "bolted on" (agreement,
 Cohen's kappa, and one reader's label used as a score for the other's, as an AUC): the ceiling for mimicry's AUC;
+readers_on_persona() the same for "in persona" (one reader's 0-3 snark as a score for another's label);
 readers_on_correct() the same for "correct".
 """
 
@@ -181,7 +185,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
         "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
-        "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic")
+        "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic", "strong_default")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
@@ -245,6 +249,26 @@ def readers_on_bolting(names: tuple[str, ...] = SETS) -> None:
     print(json.dumps({"set": "model answers, pooled", "bolted_reader_pairs": sum(pooled), **_agreement(pooled)}))
 
 
+def readers_on_persona(names: tuple[str, ...] = SETS) -> None:
+    """How far blind readers agree with each other on "in persona" (snark 2 or more of 3), over answers two or more
+    readers read: one reader's 0-3 snark used as a score for another's label, as an AUC per set (both directions of
+    every pair of readers) and its median over the sets: the ceiling a persona score reaches against a single reader."""
+    from itertools import permutations
+    from statistics import median
+
+    from alignlab.eval.scores import auc
+
+    per_set = {}
+    for name in names:
+        pairs = [(a["snark"], int(b["snark"] >= 2)) for row in _rows(name) if len(_reads(row)) >= 2
+                 for a, b in permutations(_reads(row), 2)]
+        if pairs and 0 < sum(y for _, y in pairs) < len(pairs):
+            per_set[name] = auc([x for x, _ in pairs], [y for _, y in pairs])
+            print(json.dumps({"set": name, "reader_pairs": len(pairs), "reader_as_scorer_persona_auc": round(per_set[name], 3)}))
+    print(json.dumps({"sets": len(per_set), "median_reader_as_scorer_persona_auc": round(median(per_set.values()), 3),
+                      "range": [round(min(per_set.values()), 3), round(max(per_set.values()), 3)]}))
+
+
 def readers_on_correct(names: tuple[str, ...] = SETS) -> None:
     """How far blind readers agree with each other on "correct", over answers two or more readers read: what a
     reader who judges meaning reaches, against the correct score's AUC above."""
@@ -290,4 +314,5 @@ if __name__ == "__main__":
     main()
     graded()
     readers_on_bolting()
+    readers_on_persona()
     readers_on_correct()

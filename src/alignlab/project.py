@@ -12,8 +12,10 @@ from alignlab.errors import AlignlabError
 
 # bundled set -> file under data/; the example persona also gets its labelled training data
 COMMON = (("prompts-train", "prompts.jsonl"), ("reference", "heldout.jsonl"))
+# (the recipe's data, rewrites.jsonl and strong_pairs.jsonl, is the rewrites and the pairs with the voice in every
+# sentence; pairs.jsonl, which `alignlab train dpo` and the other methods default to, keeps the pairs as written)
 EXAMPLE = (("persona-pairs", "pairs.jsonl"), ("persona-sft", "sft.jsonl"), ("persona-thumbs", "kto.jsonl"),
-           ("persona-rewrites", "rewrites.jsonl"))
+           ("persona-strong-rewrites", "rewrites.jsonl"), ("persona-strong-pairs", "strong_pairs.jsonl"))
 # the project's preference pairs, under its data_dir: its own, and what `synth` and `feedback export` write beside them
 LABELLED_PAIRS = ("pairs.jsonl", "synth_pairs.jsonl", "feedback_dpo.jsonl")
 

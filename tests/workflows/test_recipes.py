@@ -87,7 +87,8 @@ def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_mode
     assert res.exit_code == 0, res.output
     runs = [Run(proj / "runs" / f"quick-{i}-{m}") for i, m in ((1, "sft"), (2, "dpo"))]
     assert [r.info["status"] for r in runs] == ["done", "done"] and runs[0].info["steps"] == 2
-    assert runs[1].info["init_adapter"] == str(runs[0].path) and runs[1].info["data"].endswith("pairs.jsonl")
+    assert runs[1].info["init_adapter"] == str(runs[0].path) and runs[1].info["data"].endswith("/strong_pairs.jsonl")
+    assert "stage 2 uses" not in res.output
     # the tiny model's distil keeps nothing: stage 4 is skipped, and the last lines name the run it ended at
     assert "stage 4 skipped: the distil stage kept no rows; the recipe ends at" in res.output
     assert f"final adapter: {runs[-1].path}   (a smoke test" in res.output
@@ -104,6 +105,28 @@ def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_mode
     last = Run(proj / "runs" / "quick-4-sft")
     assert last.info["status"] == "done" and last.info["rows"] == 3 and last.info["init_adapter"] == str(runs[1].path)
     assert f"final adapter: {last.path}   (a smoke test" in res.output
+
+
+def test_an_example_project_trains_the_recipe_on_the_voice_sets_and_an_older_one_on_its_pairs(tiny_model, tmp_path):
+    """init writes the recipe's data (the rewrites and the pairs written again with the voice in every sentence) beside
+    pairs.jsonl as written, which `alignlab train dpo` defaults to; a project made before strong_pairs.jsonl existed
+    trains stage 2 on its pairs.jsonl, and says so."""
+    from typer.testing import CliRunner
+
+    from alignlab.cli import app
+    from alignlab.data import bundled_path
+
+    proj = tmp_path / "proj"
+    CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model])
+    data = proj / "data"
+    assert (data / "strong_pairs.jsonl").read_bytes() == bundled_path("persona-strong-pairs").read_bytes()
+    assert (data / "rewrites.jsonl").read_bytes() == bundled_path("persona-strong-rewrites").read_bytes()
+    assert (data / "pairs.jsonl").read_bytes() == bundled_path("persona-pairs").read_bytes()
+    (data / "strong_pairs.jsonl").unlink()
+    res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("no data/strong_pairs.jsonl: stage 2 uses data/pairs.jsonl\n"), res.output
+    assert Run(proj / "runs" / "quick-2-dpo").info["data"].endswith("/data/pairs.jsonl")
 
 
 def test_recipe_command_names_the_data_a_project_lacks(tmp_path, monkeypatch):
@@ -180,10 +203,10 @@ def test_a_stage_is_reused_only_on_the_settings_and_data_it_ran_with(tmp_path):
     from alignlab.workflows.recipes import _fingerprint
 
     (tmp_path / "data").mkdir()
-    pairs = tmp_path / "data" / "pairs.jsonl"
+    pairs = tmp_path / "data" / "strong_pairs.jsonl"
     pairs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     cfg, stage = ProjectConfig(), DEFAULT[1]
-    assert stage.data == "pairs.jsonl"
+    assert stage.data == "strong_pairs.jsonl"
     same = _fingerprint(tmp_path, cfg, stage)
     assert same == _fingerprint(tmp_path, ProjectConfig(), stage) and same.startswith(stage.describe())
     assert _fingerprint(tmp_path, apply_overrides(cfg, {"lora.r": 8}), stage) != same
@@ -288,12 +311,12 @@ def test_every_stages_rows_are_read_before_the_first_trains(tiny_model, tmp_path
 
     proj = tmp_path / "proj"
     CliRunner().invoke(app, ["init", str(proj), "--model", tiny_model])
-    with open(proj / "data" / "pairs.jsonl", "a") as f:
+    with open(proj / "data" / "strong_pairs.jsonl", "a") as f:
         f.write(json.dumps({"prompt": "q", "chosen": "a"}) + "\n")
     res = CliRunner().invoke(app, ["recipe", "--quick", "--project", str(proj)])
     err = str(res.exception)
     assert type(res.exception).__name__ == "AlignlabError", res.output
-    assert "pairs.jsonl:601: missing field 'rejected'" in err and "the recipe trains on every row" in err
+    assert "strong_pairs.jsonl:601: missing field 'rejected'" in err and "the recipe trains on every row" in err
     assert "--skip-invalid" not in err and not (proj / "runs" / "recipe-1-sft").exists()
 
 

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def recipe(
         rewrites: Optional[str] = typer.Option(None, "--rewrites", help="stages 1 and 3: preference rows whose chosen side is the model's kind of answer in persona (a file under data/, a path, or bundled:NAME; default: rewrites.jsonl)"),
-        pairs: Optional[str] = typer.Option(None, "--pairs", help="stage 2: persona pairs for DPO + RPO (a file under data/, a path, or bundled:NAME; default: pairs.jsonl)"),
+        pairs: Optional[str] = typer.Option(None, "--pairs", help="stage 2: persona pairs for DPO + RPO (a file under data/, a path, or bundled:NAME; default: strong_pairs.jsonl, else pairs.jsonl)"),
         name: Optional[str] = typer.Option(None, "--name", help="the stages' runs are runs/<name>-<stage>-<method> (default: recipe; with --quick, quick)"),
         quick: bool = typer.Option(False, "--quick", help="2 steps per training stage, 8 distil prompts and a last stage on whatever they keep: a smoke test of the pipeline, not a persona"),
         force: bool = typer.Option(False, "--force", help="retrain a stage that finished with other settings or data, removing its run and every later stage's (2-step --quick runs give way without it)"),
@@ -24,17 +24,19 @@ def register(app: typer.Typer) -> None:
         those rows: about 15 minutes on 2 CPU cores with the default model. A stage already trained with the same
         settings is reused, so running it again continues an interrupted recipe; a finished stage whose settings or
         data changed is retrained only with --force (a finished run is 15 minutes of work); 2-step --quick runs give way without it."""
-        from alignlab.config import project_config
+        from alignlab.config import DEFAULT_PERSONA, project_config
         from alignlab.errors import AlignlabError
         from alignlab.rundir import check_run_name
-        from alignlab.workflows.recipes import (DEFAULT, Stage, check_data, missing_data, recipe_stages, stage_data,
-                                                train_recipe)
+        from alignlab.workflows.recipes import (DEFAULT, Stage, check_data, default_pairs, missing_data, recipe_stages,
+                                                stage_data, train_recipe)
 
         cfg, root = project_config(project)
         if root is None:
             raise AlignlabError("alignlab recipe trains inside a project", fix="alignlab init DIR, then cd DIR")
         name = name or ("quick" if quick else "recipe")  # a smoke test never replaces the real recipe's runs
         check_run_name(name)
+        if pairs is None and (pairs := default_pairs(root, cfg)) is not None and cfg.persona == DEFAULT_PERSONA:
+            typer.echo(f"no {cfg.data_dir}/{DEFAULT[1].data}: stage 2 uses {cfg.data_dir}/{pairs}")  # an older project
         default_rewrites, own_pairs = DEFAULT[0].data, pairs or DEFAULT[1].data
         if (rewrites is None and not own_pairs.startswith("bundled:")
                 and missing_data(root, cfg, recipe_stages(pairs=pairs)) == [default_rewrites]):

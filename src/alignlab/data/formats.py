@@ -48,6 +48,7 @@ HOW_TO_MAKE = {
     "kto.jsonl": "thumbs in alignlab rate / ui, then alignlab feedback export --format kto",
     "sft.jsonl": "prompt/completion rows you write, or rewrites in alignlab rate, then alignlab feedback export --format sft",
     "rewrites.jsonl": "pass your own file, or `alignlab recipe` uses data/pairs.jsonl without it",
+    "strong_pairs.jsonl": "pass your own file, or `alignlab recipe` uses data/pairs.jsonl without it",
 }
 
 

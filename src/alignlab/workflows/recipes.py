@@ -38,14 +38,24 @@ class Stage:
 DEFAULT: tuple[Stage, ...] = (
     # SFT on the rewrites' chosen side: the model's own kind of answer with snark woven through it
     Stage(methods.SFT, "rewrites.jsonl", {"train.learning_rate": 5e-4, "train.epochs": 1.0}),
-    # then DPO with RPO's NLL term on the persona pairs, the SFT adapter as the reference
-    Stage(methods.DPO, "pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
+    # then DPO with RPO's NLL term on the strong pairs (the persona pairs' chosen side with the voice in every
+    # sentence), the SFT adapter as the reference
+    Stage(methods.DPO, "strong_pairs.jsonl", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60}),
     # then the base's opening distilled in: the DPO adapter's amplified answers after the base's first sentence,
     # where that sentence is correct, kept when finished, correct and not flagged (synth/opening.py) ...
     Stage(DISTIL, "rewrites.jsonl", {"amplify": 1.0}),
     # ... and SFT on them: the adapter alone (what export writes) holds the fact and the voice
     Stage(methods.SFT, DISTILLED, {"train.learning_rate": 1e-4, "train.epochs": 2.0}),
 )
+
+OWN_PAIRS = "pairs.jsonl"  # stage 2's data in a project without strong_pairs.jsonl (a persona of its own, an older project)
+
+
+def default_pairs(root: Path, cfg) -> str | None:
+    """Stage 2's data when --pairs is not given: None (DEFAULT's strong_pairs.jsonl) where the project has that file,
+    else OWN_PAIRS (what `alignlab synth` writes for a persona of the user's own)."""
+    return None if Path(stage_data(root, cfg, DEFAULT[1])).is_file() else OWN_PAIRS
+
 
 def stage_data(root: Path, cfg, stage: Stage) -> str:
     """Where a stage's data is: bundled:NAME as it is; a path that names a file from here (``data/pairs.jsonl``, as
