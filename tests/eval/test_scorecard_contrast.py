@@ -1,5 +1,6 @@
-"""The voice contrast (eval/contrast.py) and the combined persona score (eval/persona.py: combine), on the real
-default model: woven snark reads as likelier from the persona than from a plain assistant, plain answers do not."""
+"""The voice contrast (eval/contrast.py), the earlier combined persona score (eval/persona.py: combine) and the reader
+head that replaced it (eval/persona.py: reader_scores), on the real default model: woven snark reads as likelier from
+the persona than from a plain assistant, plain answers do not."""
 
 from __future__ import annotations
 
@@ -57,15 +58,44 @@ def test_contrast_sees_woven_snark_the_classifier_misses(default_model):
 
 
 @pytest.mark.slow
-def test_scorecard_persona_is_the_combined_score(default_model):
-    from alignlab.eval.contrast import contrast
+def test_scorecard_persona_is_the_reader_head_on_the_contrasts_passes(default_model):
+    """The project's own persona is scored by the bundled reader head over voice()'s contrast and middle-layer means:
+    the contrast voice() returns is the contrast itself, and the head ranks woven snark above plain answers."""
+    from alignlab.eval.contrast import contrast, voice
+    from alignlab.eval.persona import READER_CUT, reader_scores
     from alignlab.eval.scores import scorer_for
 
     scorer = scorer_for(None)
-    assert scorer.contrast  # the project's own persona gets the combined score
+    assert scorer.contrast and scorer.persona_cut == READER_CUT
+    c, hidden = voice(PROMPTS, SNARK)
+    assert hidden.shape == (3, 576) and c == [pytest.approx(v, abs=0.5) for v in contrast(PROMPTS, SNARK)]
     scored = scorer.score([{"prompt": p, "answer": a, "source": "x"} for p, a in zip(PROMPTS, SNARK)])
-    expected = combine(scorer.classifier.score(SNARK), contrast(PROMPTS, SNARK))
-    assert [s["persona"] for s in scored] == [pytest.approx(e, abs=1e-3) for e in expected]
+    assert [s["persona"] for s in scored] == [pytest.approx(e, abs=1e-3) for e in reader_scores(c, hidden)]
+    plain = ["Boil it for nine minutes, then cool it in cold water.", "The capital of Australia is Canberra.",
+             "Give basil sun, water it when the soil is dry and pinch off the flowers."]
+    calm = scorer.score([{"prompt": p, "answer": a, "source": "y"} for p, a in zip(PROMPTS, plain)])
+    assert min(s["persona"] for s in scored) > max(s["persona"] for s in calm)
+
+
+@pytest.mark.slow
+def test_the_reader_head_sees_the_woven_voice_readers_saw(default_model):
+    """Read 21 (bench/agreement/strong_default.jsonl: the base, the earlier demo adapter and the default on the strong
+    sets, three blind readers): the head ranks the readers' in-persona labels at AUC 0.85 or more and puts the woven
+    adapter's share in persona within 20 points of theirs (83%; the embedding classifier with the contrast said 12%).
+    The head was fitted on these reads among 5,911 (out of fold on this set: AUC 0.91, 71%), so this checks that the
+    shipped weights are the fitted ones, not that they generalise; bench/agreement/reader_head.py measures that."""
+    import json
+    from pathlib import Path
+
+    from alignlab.eval.persona import READER_CUT
+    from alignlab.eval.scores import auc, scorer_for
+
+    rows = [json.loads(x) for x in (Path(__file__).parents[2] / "bench" / "agreement" / "strong_default.jsonl").read_text().splitlines()]
+    yes = [int(sum(r["snark"] for r in row["reads"]) / len(row["reads"]) >= 1.5) for row in rows]
+    scored = scorer_for(None).score([{"prompt": r["prompt"], "answer": r["answer"], "source": r["source"]} for r in rows])
+    assert auc([s["persona"] for s in scored], yes) >= 0.85
+    woven = [(s["persona"] >= READER_CUT, y) for r, s, y in zip(rows, scored, yes) if "on the strong sets" in r["source"]]
+    assert len(woven) == 42 and abs(sum(a for a, _ in woven) - sum(b for _, b in woven)) <= 0.2 * 42
 
 
 def test_the_contrast_runs_the_vocabulary_head_at_the_answer_only_and_keeps_a_long_prompts_end():

@@ -17,6 +17,7 @@ BUNDLED = {
     "persona-strong-rewrites": "persona_strong_rewrites.jsonl",
     "persona-labelled": "persona_labelled.jsonl",
     "reference": "reference_heldout.jsonl",
+    "persona-reader-head": "persona_reader_head.safetensors",  # the persona score's weights (eval/persona.py), not data
 }
 
 

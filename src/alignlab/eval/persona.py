@@ -13,7 +13,9 @@ prompts as plain examples (125): without them the classifier, which only saw cle
 the model's rambling as persona (75% of the base's answers in persona, against 0% for a blind reader;
 with them 7%). None of it is in any training set that ships with alignlab.
 
-For the project's own persona the scorecard adds a second, label-free signal to the classifier: the voice
+For the project's own persona the scorecard's persona score is now the reader head (READER_HEAD below, fitted by
+bench/agreement/reader_head.py on blind readers' labels); this classifier still gives mimicry's persona drop and any
+other persona's score. Before it, the score added a label-free signal to the classifier: the voice
 contrast of eval/contrast.py (is the answer likelier from the persona than from a plain assistant, by the
 default model). The classifier alone learned the look of written snark and was at chance on woven snark that
 blind readers saw (AUC 0.50 on bench/agreement/graded.jsonl) while it called half of some adapters' answers
@@ -47,6 +49,16 @@ MIN_LABELS = 100
 # out of fold (5 folds by prompt). Reproduce with `python bench/agreement/calibrate.py`.
 COMBINED = {"weight": 0.25, "mu": 0.795, "sd": 3.938, "k": 1.602, "d": 0.374}
 WEIGHTS, META = "persona.safetensors", "persona.json"
+# The project's own persona is scored by the reader head: a logistic regression fitted on what blind readers said
+# of 5,911 answers to held-out prompts (bench/agreement/reader_head.py), over the default model's middle-layer hidden
+# state averaged over the answer and the voice contrast, both from the contrast's own passes (eval/contrast.py:
+# voice). Out of fold (5 folds by prompt) it ranks the readers' labels at AUC 0.87, where the embedding classifier
+# and the contrast combined reach 0.78, and one reader's snark ranks another reader's labels at 0.88 (median over
+# 35 sets: the ceiling); the classifier had learned a closing jab as the persona and scored a voice woven through
+# the answer below it. READER_CUT: P(readers call it in persona) from which an answer counts as in persona, the point
+# where the per-model shares came closest to the readers' out of fold.
+READER_HEAD = "persona_reader_head.safetensors"
+READER_CUT = 0.4
 
 
 def features(texts: list[str]):
@@ -203,7 +215,8 @@ def persona_classifier(root: Path | None = None, persona: str = DEFAULT_PERSONA)
 
 
 def combine(classifier_scores: list[float], contrasts: list[float], c: dict = COMBINED) -> list[float]:
-    """The persona score from the classifier's probabilities and the voice contrasts (see COMBINED)."""
+    """The persona score until 2026-12-07 from the classifier's probabilities and the voice contrasts (see COMBINED);
+    kept for the comparisons in bench/agreement/ (label_variants.py, calibrate.py)."""
     import math
 
     out = []
@@ -212,3 +225,25 @@ def combine(classifier_scores: list[float], contrasts: list[float], c: dict = CO
         z = c["weight"] * math.log(p / (1 - p)) + (x - c["mu"]) / c["sd"]
         out.append(1 / (1 + math.exp(-(c["k"] * z + c["d"]))))
     return out
+
+
+_reader_head = None
+
+
+def reader_scores(contrasts: list[float], hidden) -> list[float]:
+    """P(blind readers call the answer in persona), for the project's own persona, from :func:`contrast.voice`'s
+    contrasts and hidden means (the bundled reader head, see READER_HEAD)."""
+    import torch
+
+    global _reader_head
+    if not contrasts:
+        return []
+    if _reader_head is None:
+        from safetensors.torch import load_file
+
+        from alignlab.data import bundled_path
+
+        _reader_head = load_file(str(bundled_path("persona-reader-head")))
+    h = _reader_head
+    x = torch.cat([hidden.float(), torch.tensor(contrasts, dtype=torch.float32).reshape(-1, 1)], 1)
+    return torch.sigmoid(((x - h["mean"]) / h["std"]) @ h["weight"] + h["bias"]).tolist()

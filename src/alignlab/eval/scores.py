@@ -67,7 +67,7 @@ class Scorer:
     note: str | None = None
     persona_rater: object = None  # an eval.raters.Rater that replaces the classifier for persona (a judge)
     correct_rater: object = None  # a judge (eval.raters.JudgeRater) that replaces correct.py's checks where there is a reference
-    contrast: bool = False  # add the voice contrast to the classifier (calibrated for the project's own persona)
+    contrast: bool = False  # the project's own persona: the reader head on the voice contrast's passes
     name: str = "scorecard"
     plain_texts: list[str] = field(default_factory=list)  # the pairs' plain answers: their 5-grams are content
 
@@ -80,24 +80,27 @@ class Scorer:
     def persona_cut(self) -> float:
         """Where an answer counts as in persona: the persona rater's own point (``in_persona_at``), else
         PERSONA_THRESHOLD, set for the classifier against blind reads."""
+        if self.persona_rater is None and self.contrast:
+            from alignlab.eval.persona import READER_CUT
+
+            return READER_CUT  # the reader head's P(readers call it in persona)
         return getattr(self.persona_rater, "in_persona_at", None) or PERSONA_THRESHOLD
 
     def persona(self, prompts: list[str], answers: list[str], classifier_scores: list[float] | None = None,
                 columns: dict | None = None) -> list[float]:
-        """The persona score: a judge's when one is configured; for the project's own persona the embedding
-        classifier together with the voice contrast (eval/persona.py: combine); else the classifier alone.
+        """The persona score: a judge's when one is configured; for the project's own persona the reader head on the
+        voice contrast's passes (eval/persona.py: reader_scores); else the embedding classifier.
         ``columns``: the rows' other fields for the persona rater (:func:`rater_columns`)."""
         if self.persona_rater is not None:
             # a reward as the persona rater (reward:persona_heuristic scores in (-1, 1)) is read clipped to [0, 1]
             got = self.persona_rater.score(prompts, answers, **(columns or {}))
             return [min(1.0, max(0.0, float(v))) for v in got]
-        clf = self.classifier.score(answers) if classifier_scores is None else classifier_scores
         if not self.contrast:
-            return clf
-        from alignlab.eval.contrast import contrast
-        from alignlab.eval.persona import combine
+            return self.classifier.score(answers) if classifier_scores is None else classifier_scores
+        from alignlab.eval.contrast import voice
+        from alignlab.eval.persona import reader_scores
 
-        return combine(clf, contrast(prompts, answers))
+        return reader_scores(*voice(prompts, answers))
 
     def score(self, rows: list[dict]) -> list[dict]:
         """Rows of {prompt, answer, (reference / aliases / key_terms / answer_number), (source)} -> scores.
