@@ -722,7 +722,7 @@ def _shared_signal(label, scorer) -> str | None:
         return f"held-out scores use the same rater that labels the rounds ({label.name})"
     if label.name == "contrast" and scorer.persona_rater is None and scorer.contrast:
         # on 15 bundled pairs the two picked the same answer 15 times (rank correlation 0.90)
-        return ("held-out persona scores combine the classifier with the same voice contrast that labels the rounds "
+        return ("held-out persona scores read the same voice contrast that labels the rounds "
                 "(--rater contrast)")
     return None
 
