@@ -120,7 +120,10 @@ Two later sets are scored the same way:
   the 0-3 scale, plus which of the two carries the persona more and which helps more ("picks");
 - strong_default.jsonl (read 21): the base, the demo adapter before the recipe's data became the strong sets and the
   demo adapter after (`make demo` on an AMD EPYC, 2026-12-07), the three answers to each of the 42 held-out prompts
-  shown together in a random order with the reference to three blind readers (as strong_notic.jsonl).
+  shown together in a random order with the reference to three blind readers (as strong_notic.jsonl);
+- unseen_default.jsonl (read 22): the base and that new default on 42 held-out prompts no earlier read used (6 per
+  category; each row carries its reference), the two answers side by side in a random order, three blind readers;
+  read after the reader head was fitted, so the shipped head never saw it.
 
 Last, readers_on_bolting() prints how far two blind readers of the same answer agree on "bolted on" (agreement,
 Cohen's kappa, and one reader's label used as a score for the other's, as an AUC): the ceiling for mimicry's AUC;
@@ -185,7 +188,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
         "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
-        "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic", "strong_default")
+        "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic", "strong_default", "unseen_default")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
