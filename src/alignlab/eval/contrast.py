@@ -32,8 +32,8 @@ MAX_ANSWER_TOKENS = 200  # longer answers are scored on their first 200 tokens
 MAX_PROMPT_TOKENS = 256
 BATCH = 16
 # the persona score's reader head (eval/persona.py) reads the hidden state after this many of the default model's 30
-# layers: the middle one; its mean over the answer separated blind readers' labels best (AUC 0.875 out of fold, the
-# last layer 0.81)
+# layers: the middle one; fitted on the reads alone, its mean over the answer separated blind readers' labels best
+# (AUC 0.875 out of fold, the last layer 0.81)
 READER_LAYER = 15
 
 _judge: tuple | None = None  # (model, tokenizer), loaded once per process

@@ -52,7 +52,7 @@ WEIGHTS, META = "persona.safetensors", "persona.json"
 # The project's own persona is scored by the reader head: a logistic regression fitted on what blind readers said
 # of 5,911 answers to held-out prompts (bench/agreement/reader_head.py), over the default model's middle-layer hidden
 # state averaged over the answer and the voice contrast, both from the contrast's own passes (eval/contrast.py:
-# voice). Out of fold (5 folds by prompt) it ranks the readers' labels at AUC 0.87, where the embedding classifier
+# voice). Out of fold (5 folds by prompt) it ranks the readers' labels at AUC 0.86, where the embedding classifier
 # and the contrast combined reach 0.78, and one reader's snark ranks another reader's labels at 0.88 (median over
 # 35 sets: the ceiling); the classifier had learned a closing jab as the persona and scored a voice woven through
 # the answer below it. READER_CUT: P(readers call it in persona) from which an answer counts as in persona, the point

@@ -78,8 +78,9 @@ class Scorer:
 
     @property
     def persona_cut(self) -> float:
-        """Where an answer counts as in persona: the persona rater's own point (``in_persona_at``), else
-        PERSONA_THRESHOLD, set for the classifier against blind reads."""
+        """Where an answer counts as in persona: the persona rater's own point (``in_persona_at``); for the project's
+        own persona scored by the reader head, READER_CUT; else PERSONA_THRESHOLD, set for the classifier against
+        blind reads."""
         if self.persona_rater is None and self.contrast:
             from alignlab.eval.persona import READER_CUT
 
