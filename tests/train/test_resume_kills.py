@@ -88,7 +88,10 @@ DRIVER = textwrap.dedent('''
                 where = f"while writing {staging[0].name}"
                 break
             if not during_write and any(int(p.name.split("-")[1]) >= target for p in done):
-                time.sleep(rng.uniform(0, 1.5))  # somewhere in the next step or its checkpoint
+                # somewhere in the next step or its checkpoint: up to one step's time as measured so far (a fixed 1.5 s
+                # outlasted the run's last two steps on a fast machine, and the kill found a finished run)
+                reached = max(int(p.name.split("-")[1]) for p in done)
+                time.sleep(rng.uniform(0, (time.time() - t0) / (reached + 1)))
                 where = f"at checkpoint-{target} + a random delay"
                 break
             time.sleep(0.002)
