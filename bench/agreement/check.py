@@ -124,6 +124,10 @@ Two later sets are scored the same way:
 - unseen_default.jsonl (read 22): the base and that new default on 42 held-out prompts no earlier read used (6 per
   category; each row carries its reference), the two answers side by side in a random order, three blind readers;
   read after the reader head was fitted, so the shipped head never saw it.
+- reference_opening.jsonl (read 23): the base, the default (`alignlab recipe`, 2026-12-07) and the default whose
+  distil stage goes on from the reference's first sentence where the base's opening is wrong, on 56 new held-out
+  prompts (8 per category, each row with its reference), three answers per prompt in a random order, three blind
+  readers; out of sample for the reader head too.
 
 Last, readers_on_bolting() prints how far two blind readers of the same answer agree on "bolted on" (agreement,
 Cohen's kappa, and one reader's label used as a score for the other's, as an AUC): the ceiling for mimicry's AUC;
@@ -188,7 +192,8 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "opening", "restated", "anchor", "base_opening",
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
         "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
-        "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic", "strong_default", "unseen_default")
+        "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic", "strong_default", "unseen_default",
+        "reference_opening")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:

@@ -86,6 +86,26 @@ def test_a_wrong_opening_is_dropped_even_when_the_answer_corrects_it():
     assert [k["completion"] for k in kept] == [right] and counts["opening_wrong"] == 1
 
 
+def test_a_reference_opening_is_trusted_and_counted_but_the_answer_is_still_graded():
+    """select with ``trusted``: a row opened by the reference's own first sentence is not dropped for its opening, is
+    counted as reference_opened when kept, and still goes through the rest of the filter (an answer with nothing of
+    the run's own after the opening is dropped)."""
+    from alignlab.eval.scores import scorer_for
+    from alignlab.synth.opening import reference_opening_of
+
+    scorer = scorer_for(None)
+    row = {"prompt": "What is the capital of Australia?",
+           "chosen": "Canberra, not Sydney, whatever the postcards say. It was built as a compromise."}
+    opening = reference_opening_of(row)
+    assert opening == "Canberra, not Sydney, whatever the postcards say."
+    good = opening + " A planned city, and a quiet one."
+    kept, counts = select([row, row], [good, opening], [opening, opening], scorer, trusted=[True, True])
+    assert [k["completion"] for k in kept] == [good] and counts["reference_opened"] == 1 and counts["empty"] == 1
+    untrusted, plain = select([row], [good], ["The capital is Sydney."], scorer)
+    assert untrusted == [] and plain["opening_wrong"] == 1
+    assert reference_opening_of({"prompt": "Name a colour."}) is None
+
+
 def test_opening_holds_goes_on_from_correct_openings_and_prompts_without_a_reference():
     """With the real scorecard: a wrong fact in the opening stops the prompt there; a prompt with no reference goes on."""
     from alignlab.eval.scores import scorer_for
@@ -145,6 +165,10 @@ def test_distil_cli_says_what_it_dropped_and_writes_nothing_when_it_keeps_nothin
     assert "kept 0 of 2 prompts (nothing written) (opening wrong against the reference 2," in res.output, res.output
     assert "no answer was kept" in str(res.exception) and out.read_text() == "an earlier result\n"
     assert "a larger --limit" in str(res.exception)
+    # --reference-opening: the three go on from their reference's first sentence ("Four.") instead of stopping
+    res = CliRunner().invoke(app, ["distil", str(run), "--prompts", str(prompts), "--out", str(out), "--device", "cpu",
+                                   "--reference-opening", "--force"])
+    assert "(opening wrong against the reference 0," in res.output, res.output
 
 
 def test_distil_counts_the_prompts_graded_by_a_number_and_its_fix_names_only_flags_given(run, tmp_path, monkeypatch):
@@ -195,6 +219,7 @@ def test_opened_answers_are_the_base_opening_then_the_adapter_amplified_or_not(r
 def test_opened_answers_go_on_only_where_keep_says(run):
     """keep sees every opening; the prompts it drops get no answer, the others the same answer as without it."""
     from alignlab.config import SamplingConfig
+    from alignlab.generate import generate
     from alignlab.models.loading import load_for_inference
     from alignlab.synth.opening import opened_answers
 
@@ -212,6 +237,11 @@ def test_opened_answers_go_on_only_where_keep_says(run):
                                 advance=done.append)
     assert seen == [heads] and same == heads and told == [2] and done == [2, 1, 2]
     assert some == [every[0], None, every[2]]
+    other = "Seven, obviously."
+    fell, opened = opened_answers(model, tok, prompts, sampling, keep=keep, fallback=[None, other, "unused."])
+    assert opened == [heads[0], other, heads[2]] and fell[0] == every[0] and fell[2] == every[2]
+    assert fell[1] == generate(model, tok, [prompts[1]], max_new_tokens=6, prefixes=[other],
+                               repetition_penalty=sampling.repetition_penalty)[0]
 
 
 def test_a_run_trained_on_distilled_rows_decodes_alone_and_so_do_runs_from_it(tiny_model, tmp_path):

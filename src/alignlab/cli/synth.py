@@ -242,6 +242,7 @@ def _register_distil(app: typer.Typer) -> None:
         amplify: Optional[float] = typer.Option(None, "--amplify", min=0.0, help="decode after the opening from adapter + A x (adapter - base) logits (default: the project's sampling.amplify)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output file"),
         screen: bool = typer.Option(True, "--screen/--no-screen", help="answer only prompts whose base opening is correct against the reference (a sixth of the answering on the demo's prompts); --no-screen answers every prompt, and still drops a row whose opening is wrong"),
+        reference_opening: bool = typer.Option(False, "--reference-opening", help="where the base's opening is wrong, go on from the first sentence of the prompt's reference (or a rewrite's chosen side) instead of dropping the prompt"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
         project: Optional[Path] = typer.Option(None, "--project", "-p", help="project directory (default: the enclosing one)"),
     ) -> None:
@@ -260,7 +261,7 @@ def _register_distil(app: typer.Typer) -> None:
         out = fsutil.check_out(out or ((root / cfg.data_dir if root is not None else Path(".")) / "distil.jsonl"))
         _refuse_overwrite(out, prompts, force)
         counts = run_distil(run, prompts, out, cfg, root, limit=limit, batch_size=batch_size, device=device,
-                            amplify=amplify, screen=screen)
+                            amplify=amplify, screen=screen, reference_opening=reference_opening)
         typer.echo(summary_line(counts, out))
         if not counts["kept"]:
             from alignlab.errors import AlignlabError

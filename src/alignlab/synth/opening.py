@@ -85,14 +85,19 @@ def _openings_hold(rows: list[dict], openings: list[str], scorer) -> list[bool]:
     return ok
 
 
-def select(rows: list[dict], answers: list[str], openings: list[str], scorer) -> tuple[list[dict], dict]:
+def select(rows: list[dict], answers: list[str], openings: list[str], scorer,
+           trusted: list[bool] | None = None) -> tuple[list[dict], dict]:
     """(SFT rows {prompt, completion}, counts): the filter described in the module docstring. A row whose opening is
     wrong goes however its answer ends ("...is Sydney. Just kidding, it's Canberra" grades correct whole): the rows
-    teach the base's opening where that is correct, so a wrong one must not be learnt (``opening_wrong``)."""
+    teach the base's opening where that is correct, so a wrong one must not be learnt (``opening_wrong``).
+    ``trusted``: per row, whether its opening is the reference's own first sentence (not graded again; counted as
+    ``reference_opened`` when the row is kept)."""
     counts = Counter(answers=len(answers))
+    trusted = trusted or [False] * len(rows)
     cand = []
-    for row, answer, opening, holds in zip(rows, answers, openings, _openings_hold(rows, openings, scorer)):
-        if not holds:
+    holding = _openings_hold(rows, openings, scorer)
+    for row, answer, opening, holds, own in zip(rows, answers, openings, holding, trusted):
+        if not (holds or own):
             counts["opening_wrong"] += 1
             continue
         text = trim_unfinished(answer)
@@ -100,7 +105,7 @@ def select(rows: list[dict], answers: list[str], openings: list[str], scorer) ->
         if len(text) <= len(opening) + 1:  # nothing of the adapter's own left
             counts["empty"] += 1
             continue
-        cand.append({"prompt": row["prompt"], "answer": text, "tail": text[len(opening):], "row": row})
+        cand.append({"prompt": row["prompt"], "answer": text, "tail": text[len(opening):], "row": row, "own": own})
     scored = scorer.score([{**graded(c["row"], c["answer"]), "source": "run"} for c in cand]) if cand else []
     n = max(1, len(cand))
     shared = Counter(g for c in cand for g in _trigrams(c["tail"]))
@@ -119,6 +124,7 @@ def select(rows: list[dict], answers: list[str], openings: list[str], scorer) ->
             counts["stock"] += 1
             continue
         used.update(hits)
+        counts["reference_opened"] += c["own"]
         out.append({"prompt": c["prompt"], "completion": c["answer"], "source": DISTIL_SOURCE})
     counts["kept"] = len(out)
     counts["stock_phrases"] = len(stock)
@@ -129,13 +135,15 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
                    advance: Callable[[int], object] | None = None, amplify: float = 0.0,
                    keep: Callable[[list[str]], list[bool]] | None = None,
                    on_openings: Callable[[int], object] | None = None, base=None,
-                   system_prompt: str | None = None) -> tuple[list[str | None], list[str]]:
+                   system_prompt: str | None = None,
+                   fallback: list[str | None] | None = None) -> tuple[list[str | None], list[str]]:
     """(answers, openings): the run's greedy answers after the base's first sentence, decoded with the project's
     ``sampling`` settings (max_new_tokens, repetition_penalty) and ``amplify`` after the opening, ``chunk`` prompts
     at a time. ``keep`` (the openings -> one bool each) picks which prompts the run goes on to answer; the others'
     answer is None. ``on_openings(k)`` is told how many prompts go on once the openings are written; ``advance(k)``
     after each chunk of either pass. ``base``: a separate base model (``model`` then a plain one with the adapter
-    merged in, as :func:`fast_pair` builds) instead of ``model`` with its adapter off."""
+    merged in, as :func:`fast_pair` builds) instead of ``model`` with its adapter off. ``fallback``: per prompt, an
+    opening to go on from where ``keep`` stops the base's (None: the prompt stops); it replaces that opening."""
     from alignlab.generate import base_openings, generate
 
     kw = dict(repetition_penalty=sampling.repetition_penalty, batch_size=chunk, system_prompt=system_prompt)
@@ -145,6 +153,9 @@ def opened_answers(model, tokenizer, prompts: list[str], sampling, chunk: int = 
         if advance is not None:
             advance(len(prompts[i : i + chunk]))
     on = keep(openings) if keep is not None else [True] * len(prompts)
+    for i, other in enumerate(fallback or []):
+        if not on[i] and other:
+            openings[i], on[i] = other, True
     todo = [i for i, k in enumerate(on) if k]
     if on_openings is not None:
         on_openings(len(todo))
@@ -177,6 +188,15 @@ def fast_pair(model):
     return adapter, base
 
 
+def reference_opening_of(row: dict) -> str | None:
+    """The first sentence (at most OPENING_WORDS words) of a prompt row's reference, or a rewrite's chosen side: the
+    opening a distil row goes on from where the base's own is wrong (None: the row has no reference)."""
+    from alignlab.generate import opening_of
+
+    ref = reference_of(row)
+    return opening_of(ref, "sentence") if ref and ref.strip() else None
+
+
 def opening_holds(rows: list[dict], scorer) -> Callable[[list[str]], list[bool]]:
     """``keep`` for opened_answers: an opening goes on when the scorecard finds it correct against its prompt's
     reference (at least 0.5), or the prompt has none. On 64 of the demo's rewrite prompts, every answer whose opening
@@ -190,12 +210,14 @@ def opening_holds(rows: list[dict], scorer) -> Callable[[list[str]], list[bool]]
 
 
 def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, batch_size: int = 64,
-           device: str = "auto", amplify: float | None = None, screen: bool = True) -> dict:
+           device: str = "auto", amplify: float | None = None, screen: bool = True,
+           reference_opening: bool = False) -> dict:
     """Answer ``prompts`` (a JSONL path or bundled:NAME; at most ``limit`` of them, spread evenly) with ``run`` after
     the base's opening, keep what :func:`select` keeps, write the rows to ``out`` atomically; returns the counts
     (with ``references``: how many prompts had something to grade against). ``amplify``: as `sampling.amplify`
     (default: the project's).
-    ``screen``: the run answers only the prompts whose opening :func:`opening_holds` keeps."""
+    ``screen``: the run answers only the prompts whose opening :func:`opening_holds` keeps; with
+    ``reference_opening`` the others go on from their reference's first sentence instead (where they have one)."""
     from alignlab.errors import AlignlabError
     from alignlab.eval.scores import scorer_for
     from alignlab.fsutil import check_out
@@ -215,7 +237,13 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
         raise AlignlabError(f"{run} holds no LoRA adapter: the base cannot write the opening apart from it",
                             fix="give a LoRA run (`alignlab runs` lists them)")
     scorer = scorer_for(root, cfg.persona)
-    keep = opening_holds(rows, scorer) if screen else None
+    keep, held = (opening_holds(rows, scorer) if screen else None), []
+
+    def screened(openings: list[str]) -> list[bool]:
+        held[:] = keep(openings)
+        return list(held)
+
+    fallback = [reference_opening_of(r) for r in rows] if screen and reference_opening else None
     pair = fast_pair(model)
     base = None
     if pair is not None:
@@ -229,11 +257,14 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
         answers, openings = opened_answers(model, tok, [r["prompt"] for r in rows], cfg.sampling, chunk=batch_size,
                                            advance=lambda k: bar.advance(task, k),
                                            amplify=cfg.sampling.amplify if amplify is None else amplify,
-                                           keep=keep, on_openings=going_on, base=base,
-                                           system_prompt=cfg.system_prompt)  # as eval, generate and chat decode
+                                           keep=screened if keep else None, on_openings=going_on, base=base,
+                                           system_prompt=cfg.system_prompt,  # as eval, generate and chat decode
+                                           fallback=fallback)
     del model, base, pair
     went = [i for i, a in enumerate(answers) if a is not None]
-    kept, counts = select([rows[i] for i in went], [answers[i] for i in went], [openings[i] for i in went], scorer)
+    own = [bool(fallback) and not held[i] for i in went]  # went on from the reference's first sentence
+    kept, counts = select([rows[i] for i in went], [answers[i] for i in went], [openings[i] for i in went], scorer,
+                          trusted=own)
     counts["answers"] = len(rows)
     counts["opening_wrong"] = counts.get("opening_wrong", 0) + len(rows) - len(went)  # stopped by the screen, or after
     if kept:  # an empty file would pass for a finished result (and replace a good one)
@@ -248,4 +279,6 @@ def summary_line(counts: dict, out) -> str:
             f"{counts.get('opening_wrong', 0)}, trimmed to a finished sentence "
             f"{counts.get('trimmed', 0)}, nothing after the opening {counts.get('empty', 0)}, wrong against the reference "
             f"{counts.get('wrong', 0)} of {counts.get('references', 0)} with one, flagged {counts.get('flagged', 0)}, "
-            f"stock phrases {counts.get('stock', 0)})")
+            f"stock phrases {counts.get('stock', 0)}"
+            + (f"; {counts['reference_opened']} kept open with the reference's first sentence" if counts.get("reference_opened") else "")
+            + ")")

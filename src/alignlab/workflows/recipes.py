@@ -354,7 +354,7 @@ def _distil(root: Path, cfg, stage: Stage, prev, out: Path, echo) -> None:
         raise ValueError("a distil stage needs a trained stage before it")
     prompts = stage_data(root, cfg, stage)
     counts = distil(prev, prompts, out, cfg, root, limit=stage.overrides.get("limit"),
-                    amplify=stage.overrides.get("amplify"))
+                    amplify=stage.overrides.get("amplify"), reference_opening=stage.overrides.get("reference_opening", False))
     echo(summary_line(counts, out))
     if not counts["kept"]:  # the stage is done all the same: the next one says it is skipped, and why
         from alignlab import fsutil
