@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         cfg, written = create_project(directory, persona, model, force)  # rewards.yaml too, as for make demo's
         typer.echo(f"created {directory}/ ({CONFIG_NAME}, " + ", ".join(written) + ")")
         if persona == DEFAULT_PERSONA:
-            typer.echo(f"next: cd {directory} && alignlab recipe   (the demo's four stages: about 15 minutes on 2 CPU "
+            typer.echo(f"next: cd {directory} && alignlab recipe   (the demo's four stages: about 12-15 minutes on 2 CPU "
                        "cores), then alignlab eval runs/recipe-4-sft")
         else:
             typer.echo(

@@ -21,9 +21,9 @@ def register(app: typer.Typer) -> None:
         """Train the default recipe (what `make demo` trains) in this project, stage by stage.
 
         SFT on the rewrites, DPO + RPO on the pairs from it, the base's opening distilled from its answers, SFT on
-        those rows: about 15 minutes on 2 CPU cores with the default model. A stage already trained with the same
+        those rows: about 12-15 minutes on 2 CPU cores with the default model. A stage already trained with the same
         settings is reused, so running it again continues an interrupted recipe; a finished stage whose settings or
-        data changed is retrained only with --force (a finished run is 15 minutes of work); 2-step --quick runs give way without it."""
+        data changed is retrained only with --force (a finished recipe is 12-15 minutes of work); 2-step --quick runs give way without it."""
         from alignlab.config import DEFAULT_PERSONA, project_config
         from alignlab.errors import AlignlabError
         from alignlab.rundir import check_run_name
