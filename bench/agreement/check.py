@@ -128,6 +128,8 @@ Two later sets are scored the same way:
   distil stage goes on from the reference's first sentence where the base's opening is wrong, on 56 new held-out
   prompts (8 per category, each row with its reference), three answers per prompt in a random order, three blind
   readers; out of sample for the reader head too.
+- sft_epochs.jsonl (read 24): the same 56 prompts, the base and the default (the same answers as read 23) and the
+  default with stage 4 trained three epochs instead of two, three new blind readers.
 
 Last, readers_on_bolting() prints how far two blind readers of the same answer agree on "bolted on" (agreement,
 Cohen's kappa, and one reader's label used as a score for the other's, as an AUC): the ceiling for mimicry's AUC;
@@ -193,7 +195,7 @@ SETS = ("graded", "recipes", "sft", "frames_dpo", "sft_dpo", "three_way", "loop_
         "draft_rewrite", "best_of", "amplify", "amplify_half", "distil", "distil_screened", "distil_closers",
         "punctuation", "distil_amplify", "fresh_prompts", "same_readers", "tic_cap", "demo_loop",
         "loop_catchphrase", "voice_pairs", "strong_voice", "strong_notic", "strong_default", "unseen_default",
-        "reference_opening")
+        "reference_opening", "sft_epochs")
 
 
 def graded(names: tuple[str, ...] = SETS) -> None:
