@@ -26,6 +26,14 @@ from alignlab.workflows.recipes import DEFAULT  # noqa: E402
 # writes rows from the previous stage's answers and "<distilled>" trains on them (alignlab.workflows.recipes)
 RECIPES: dict[str, list[tuple[str, str, dict]]] = {
     "default (make demo's four stages)": [(st.method, st.data, dict(st.overrides)) for st in DEFAULT],
+    # read 23: louder, 11-15 points less correct than the base; read 24: louder, less helpful (docs/results.md)
+    "default, distil with reference openings, stage 4 one epoch": [
+        *[(st.method, st.data, dict(st.overrides)) for st in DEFAULT[:2]],
+        (DEFAULT[2].method, DEFAULT[2].data, {**DEFAULT[2].overrides, "reference_opening": True}),
+        (DEFAULT[3].method, DEFAULT[3].data, {**DEFAULT[3].overrides, "train.epochs": 1.0})],
+    "default, stage 4 three epochs": [
+        *[(st.method, st.data, dict(st.overrides)) for st in DEFAULT[:3]],
+        (DEFAULT[3].method, DEFAULT[3].data, {**DEFAULT[3].overrides, "train.epochs": 3.0})],
     "dpo (quick-start defaults)": [("dpo", "bundled:persona-pairs", {})],
     "dpo lr 5e-5, 48 steps": [("dpo", "bundled:persona-pairs", {"train.learning_rate": 5e-5, "train.max_steps": 48})],
     "dpo+rpo": [("dpo", "bundled:persona-pairs", {"dpo.rpo_alpha": 1.0, "train.learning_rate": 1e-4, "train.max_steps": 60})],
