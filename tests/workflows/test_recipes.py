@@ -56,7 +56,8 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     # a stage whose settings changed since it finished runs again, and so does every stage after it; the finished
     # runs that go are named first, and `alignlab recipe` without --force (replace=False) refuses before any goes
     said.clear()
-    changed = tuple(Stage(s.method, s.data, {**s.overrides, "amplify": 2.0}) if s.method == DISTIL else s for s in quick)
+    changed = tuple(Stage(s.method, s.data, {**s.overrides, "amplify": 2.0, "reference_opening": True})
+                    if s.method == DISTIL else s for s in quick)
     with pytest.raises(AlignlabError) as refused:
         train_recipe(root, cfg, changed, echo=said.append, replace=False)
     assert str(refused.value).startswith(f"the recipe would replace finished runs/{final.path.name}: stage {d}'s "
@@ -70,6 +71,9 @@ def test_the_default_recipe_trains_each_stage_from_the_last(tiny_model, tmp_path
     assert said[len(runs) + 1] == f"removed {final.path}: it followed from stage {d}, which runs again"
     assert said[len(runs) + 2] == f"stage {d}/{tail}: {changed[d - 1].describe()}" and "amplify 2.0" in said[len(runs) + 2]
     assert not any(m.startswith(f"stage {tail} already") for m in said)
+    # reference_opening reaches distil: the tiny model's wrong openings give way to the rewrites' first sentences
+    kept = next(m for m in said if m.startswith("kept "))
+    assert "(opening wrong against the reference 0," in kept, kept
 
 
 def test_recipe_command_trains_the_stages_in_the_project_and_continues(tiny_model, tmp_path):
