@@ -119,3 +119,13 @@ def test_a_reward_scored_on_one_process_only_is_a_scored_first_batch(tiny_model,
                                   "-b", "1", "--max-steps", "1", "--set", "online.num_generations=2", "--name", "g")
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "runs" / "g" / "run.json").read_text())["status"] == "done"
+
+
+def test_a_launcher_killed_by_a_signal_exits_128_plus_it():
+    """A Ctrl-C that reached the launcher while Python was still starting killed it outright (returncode -2), and the
+    command exited 254 (sys.exit(-2)); it exits 130, as a shell reports a Ctrl-C."""
+    from alignlab.cli.train import _supervise
+
+    dies = ("import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGINT)")
+    assert _supervise([sys.executable, "-c", dies], dict(os.environ)) == 128 + signal.SIGINT
+    assert _supervise([sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ)) == 3

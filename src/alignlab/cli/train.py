@@ -188,7 +188,10 @@ def _supervise(cmd: list[str], env: dict) -> int:
             proc.send_signal(sig)
         for sig in before:
             signal.signal(sig, lambda sig, frame: proc.send_signal(sig))
-        return proc.wait()
+        code = proc.wait()
+        # a launcher the signal killed before Python set its handlers (still starting) returns -SIG: exit 128 + SIG,
+        # as a shell says it (sys.exit(-2) was 254)
+        return 128 - code if code < 0 else code
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
