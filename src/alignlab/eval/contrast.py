@@ -118,24 +118,9 @@ def _answer_logps(prompts: list[str], answers: list[str], system: str, done=lamb
 
 
 def contrast(prompts: list[str], answers: list[str], persona: str = DEFAULT_PERSONA,
-             prompt_tokens: int = MAX_PROMPT_TOKENS) -> list[float]:
+             prompt_tokens: int = MAX_PROMPT_TOKENS, pooled: list | None = None) -> list[float]:
     """Per answer: log p(answer | persona message) - log p(answer | plain message), summed over its tokens; a prompt
-    is read by its last ``prompt_tokens`` tokens."""
-    return _contrast(prompts, answers, persona, prompt_tokens)
-
-
-def voice(prompts: list[str], answers: list[str], persona: str = DEFAULT_PERSONA,
-          prompt_tokens: int = MAX_PROMPT_TOKENS):
-    """(contrasts, hidden): :func:`contrast`, and from its plain pass each answer's READER_LAYER hidden state averaged
-    over the answer's tokens, an (N, width) tensor; no pass more than the contrast's two."""
-    import torch
-
-    hidden: list = []
-    found = _contrast(prompts, answers, persona, prompt_tokens, hidden)
-    return found, torch.stack(hidden) if hidden else torch.zeros(0, 0)
-
-
-def _contrast(prompts, answers, persona, prompt_tokens, pooled: list | None = None) -> list[float]:
+    is read by its last ``prompt_tokens`` tokens. ``pooled``: as :func:`_answer_logps`', from the plain pass."""
     if not answers:
         return []
     scored = [0]
@@ -148,3 +133,14 @@ def _contrast(prompts, answers, persona, prompt_tokens, pooled: list | None = No
     with_persona = _answer_logps(prompts, answers, persona_system(persona), done, prompt_tokens)
     plain = _answer_logps(prompts, answers, PLAIN_SYSTEM, done, prompt_tokens, pooled)
     return [a - b for a, b in zip(with_persona, plain)]
+
+
+def voice(prompts: list[str], answers: list[str], persona: str = DEFAULT_PERSONA,
+          prompt_tokens: int = MAX_PROMPT_TOKENS):
+    """(contrasts, hidden): :func:`contrast`, and from its plain pass each answer's READER_LAYER hidden state averaged
+    over the answer's tokens, an (N, width) tensor; no pass more than the contrast's two."""
+    import torch
+
+    hidden: list = []
+    found = contrast(prompts, answers, persona, prompt_tokens, hidden)
+    return found, torch.stack(hidden) if hidden else torch.zeros(0, 0)

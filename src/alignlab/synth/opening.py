@@ -237,12 +237,7 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
         raise AlignlabError(f"{run} holds no LoRA adapter: the base cannot write the opening apart from it",
                             fix="give a LoRA run (`alignlab runs` lists them)")
     scorer = scorer_for(root, cfg.persona)
-    keep, held = (opening_holds(rows, scorer) if screen else None), []
-
-    def screened(openings: list[str]) -> list[bool]:
-        held[:] = keep(openings)
-        return list(held)
-
+    keep = opening_holds(rows, scorer) if screen else None
     fallback = [reference_opening_of(r) for r in rows] if screen and reference_opening else None
     pair = fast_pair(model)
     base = None
@@ -257,12 +252,12 @@ def distil(run, prompts: str, out, cfg, root=None, limit: int | None = None, bat
         answers, openings = opened_answers(model, tok, [r["prompt"] for r in rows], cfg.sampling, chunk=batch_size,
                                            advance=lambda k: bar.advance(task, k),
                                            amplify=cfg.sampling.amplify if amplify is None else amplify,
-                                           keep=screened if keep else None, on_openings=going_on, base=base,
+                                           keep=keep, on_openings=going_on, base=base,
                                            system_prompt=cfg.system_prompt,  # as eval, generate and chat decode
                                            fallback=fallback)
     del model, base, pair
     went = [i for i, a in enumerate(answers) if a is not None]
-    own = [bool(fallback) and not held[i] for i in went]  # went on from the reference's first sentence
+    own = [bool(fallback) and openings[i] == fallback[i] for i in went]  # went on from the reference's first sentence
     kept, counts = select([rows[i] for i in went], [answers[i] for i in went], [openings[i] for i in went], scorer,
                           trusted=own)
     counts["answers"] = len(rows)
