@@ -106,3 +106,16 @@ def test_a_blank_reference_or_a_stray_number_column_is_no_reference(correct):
     assert wrong < 0.5 <= right
     right, wrong = correct("What is 6 times 7?", 42, "42.", "48.")
     assert wrong < 0.5 <= right
+
+
+def test_a_hedged_no_is_a_no(correct):
+    """A reference opening "Usually not:" had no polarity, so "No." to "Should I buy an extended warranty on a new
+    laptop?" scored 0.02 where readers called it correct (12 answers across the sets in bench/agreement/)."""
+    for lead in ("Usually not: most faults", "Probably not.", "Not necessarily, it depends", "Generally not."):
+        assert C.polarity(lead, lead_only=True) == "no", lead
+    assert C.polarity("Usually, yes.", lead_only=True) is None  # a comma between: no lead, as before
+    right, wrong = correct("Should I buy an extended warranty on a new laptop?",
+                           "Usually not: most laptop faults show up within the manufacturer's warranty, and extended "
+                           "warranties tend to cost more than the expected repairs.",
+                           "No. It is rarely worth the money.", "Yes, always buy it.")
+    assert wrong < 0.5 <= right

@@ -412,9 +412,10 @@ def term_coverage(text: str, terms: list[str], prompt: str = "") -> float:
 
 
 YES_NO = r"(yes|yeah|yep|yup|no(?=\s*(?:[,.!?;:]|$)|\s+(?:it|you|they|we|i|he|she|that|this|there|not)\b)|nope|nah)\b"
-# the answer's first words: "No, 7 is not prime.", "Well, yes.", "Of course not."
+# the answer's first words: "No, 7 is not prime.", "Well, yes.", "Of course not.", "Usually not: ..."
 LEAD_YES_NO = re.compile(r"\W*(?:(?:well|oh|um|so|honestly|short answer)\W+)?(?:(of course not|absolutely not|"
-                         r"definitely not|certainly not|not at all|not really)|" + YES_NO + ")")
+                         r"definitely not|certainly not|not at all|not really|not usually|not necessarily|"
+                         r"(?:usually|probably|generally|mostly|typically|normally) not)|" + YES_NO + ")")
 SET_OFF = re.compile(r"\b" + YES_NO + r"(?=\s*(?:[,.!?;:]|$))")  # "It is flat? No." ("There is no way" is no answer)
 
 
