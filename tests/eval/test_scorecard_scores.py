@@ -459,15 +459,19 @@ def test_a_catchphrase_is_a_word_one_model_leans_on_and_the_other_does_not():
     assert warnings_for(plain | {"catchphrase": wilson(7, 10)}, plain | {"catchphrase": wilson(6, 10)}) == []
 
 
-@pytest.mark.parametrize("name, agreement, off", [("tic_cap", 0.78, 2), ("catchphrase_read", 0.78, 6),
-                                                   ("demo_loop", 0.9, 2), ("loop_catchphrase", 0.8, 9)])
+@pytest.mark.parametrize("name, agreement, off", [("tic_cap", 0.78, 2), ("catchphrase_read", 0.78, 8),
+                                                   ("demo_loop", 0.9, 2), ("loop_catchphrase", 0.8, 9),
+                                                   ("strong_default", 0.69, 6), ("strong_notic", 0.6, 7)])
 def test_the_catchphrase_share_agrees_with_blind_readers(name, agreement, off):
     """Three blind readers said of each answer whether it leans on a catchphrase that recurs across what they read:
     read 12 (bench/agreement/tic_cap.jsonl, 126 answers of three models, where the thresholds were chosen) and read 13
     (catchphrase_read.jsonl: read 9's 168 answers of four models, labelled afterwards). "Holds one of its model's
     catchphrases" (against the base's answers) agrees with the readers' majority on 79% and 80% of the answers, and
     per model within 2 and 6 answers of it. Reads 14 and 15 came after: 92% (within 2) and 82% (within 9: read 15's
-    readers found fewer, 27 and 18 where the row says 35 and 27, in the same order)."""
+    readers found fewer, 27 and 18 where the row says 35 and 27, in the same order). Reads 20-21 (strong_notic,
+    strong_default): the strong-data adapter's "since", "like", "because" and "out" put 35-42 of 42 answers on a
+    catchphrase where readers saw 14-17; with English closed-class words left out (mimicry.CLOSED_CLASS) 15-18, and
+    catchphrase_read's second model 28 where its readers saw 36 (30 before)."""
     from collections import defaultdict
     from pathlib import Path
 

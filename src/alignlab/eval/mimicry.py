@@ -44,6 +44,16 @@ PHRASE_SHARE = 0.15  # a phrase is over-used when this share (and at least 3) of
 MIN_ASIDE_WORDS = 6  # shorter answers are not scored off-topic, and "Yes." twice is no template
 CATCHPHRASE_SHARE = 0.2  # a content word in this share of a model's answers (and at least 3) ...
 CATCHPHRASE_RATIO = 5.0  # ... and this many times its share of the other model's answers is a catchphrase
+# English closed-class words beyond data.text.FUNCTION (prepositions, conjunctions, pronouns, auxiliaries): never a
+# catchphrase. Without them the strong-data adapter's "since", "like", "because" and "out" put 35-42 of 42 answers on
+# a catchphrase where readers saw 14-22 (bench/agreement: per-model share error 0.18 -> 0.11 over 25 read models).
+CLOSED_CLASS = frozenset(
+    """about above across after against along among around because before behind below beneath beside besides between
+    beyond down during except inside into like near off onto out outside over past since through throughout till toward
+    towards under underneath unlike until up upon via within without although though unless whereas whether while once
+    them him us whom whose itself themselves myself yourself himself herself ourselves has have had having being may
+    might must shall""".split()
+)
 NEAR_DUPLICATE = 0.8  # this share of an answer's word 3-grams in another's make them one answer (see duplicates)
 
 
@@ -73,10 +83,10 @@ def _words(text: str) -> set[str]:
 
 
 def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> list[str] | None:
-    """The words one model leans on, most used first: a content word (not an English function word; an answer's
-    own prompt's words left out of it) in at least ``CATCHPHRASE_SHARE`` of its answers (and 3) and
-    ``CATCHPHRASE_RATIO`` times its share of ``others`` (the other model's answers to the same prompts). The demo
-    adapter's "nobody", "that's", "asked" and "because" (base: none). None when ``others`` are too short to compare
+    """The words one model leans on, most used first: a content word (not an English function or closed-class word,
+    ``CLOSED_CLASS``; an answer's own prompt's words left out of it) in at least ``CATCHPHRASE_SHARE`` of its answers
+    (and 3) and ``CATCHPHRASE_RATIO`` times its share of ``others`` (the other model's answers to the same prompts).
+    The earlier demo adapter's "nobody", "that's" and "asked" (base: none). None when ``others`` are too short to compare
     with (on average under half the words of ``answers``, or blank): a word shows up in a longer answer more often
     whatever the voice. A catchphrase is not scored into mimicry. Three blind readers said whether each answer "leans
     on a catchphrase that recurs across the packet": "holds one of its model's catchphrases" agreed with their
@@ -89,7 +99,7 @@ def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> l
     if sum(len(words(a, any_script=True)) for a in others) / len(others) < 0.5 * length or length == 0:
         return None
     n = len(answers)
-    mine = Counter(w for a, p in zip(answers, prompts) for w in _words(a) - FUNCTION - _words(p))
+    mine = Counter(w for a, p in zip(answers, prompts) for w in _words(a) - FUNCTION - CLOSED_CLASS - _words(p))
     theirs = Counter(w for a in others for w in _words(a))
     found = [(k, w) for w, k in mine.items()
              if k >= max(3, CATCHPHRASE_SHARE * n) and k / n >= CATCHPHRASE_RATIO * theirs[w] / len(others)]
