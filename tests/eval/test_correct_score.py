@@ -119,3 +119,28 @@ def test_a_hedged_no_is_a_no(correct):
                            "warranties tend to cost more than the expected repairs.",
                            "No. It is rarely worth the money.", "Yes, always buy it.")
     assert wrong < 0.5 <= right
+
+
+def test_the_correct_score_ranks_two_read_sets_as_their_readers_did():
+    """Reads 12 and 14 (bench/agreement/tic_cap.jsonl, demo_loop.jsonl: 252 answers of five models to 42 held-out
+    prompts, three blind readers each): an answer is correct when every reader said so. With key terms at weight 2
+    and "Usually not" read as no answer, the score ranked them at AUC 0.828 and 0.848 (pooled 0.838 with the
+    hedged-no fix alone); key terms at 1.5 give 0.849 pooled (docs/results.md, 34th session)."""
+    import json
+    from pathlib import Path
+
+    from alignlab.eval.correct import reference_table
+    from alignlab.eval.scores import auc, correctness_scorer
+
+    here = Path(__file__).parents[2] / "bench" / "agreement"
+    scorer = correctness_scorer()
+    retired = [json.loads(x) for x in (here / "retired_references.jsonl").read_text().splitlines() if x.strip()]
+    scorer.references = {**reference_table(retired), **scorer.references}
+    scores, labels = [], []
+    for name in ("tic_cap", "demo_loop"):
+        rows = [json.loads(x) for x in (here / f"{name}.jsonl").read_text().splitlines() if x.strip()]
+        for r, v in zip(rows, scorer.correct([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])):
+            if v is not None:
+                scores.append(v)
+                labels.append(int(all(x["correct"] for x in r["reads"])))
+    assert len(scores) == 252 and auc(scores, labels) >= 0.845
