@@ -86,10 +86,10 @@ def catchphrases(answers: list[str], prompts: list[str], others: list[str]) -> l
     """The words one model leans on, most used first: a content word (not an English function or closed-class word,
     ``CLOSED_CLASS``; an answer's own prompt's words left out of it) in at least ``CATCHPHRASE_SHARE`` of its answers
     (and 3) and ``CATCHPHRASE_RATIO`` times its share of ``others`` (the other model's answers to the same prompts).
-    The earlier demo adapter's "nobody", "that's" and "asked" (base: none). None when ``others`` are too short to compare
-    with (on average under half the words of ``answers``, or blank): a word shows up in a longer answer more often
-    whatever the voice. A catchphrase is not scored into mimicry. Three blind readers said whether each answer "leans
-    on a catchphrase that recurs across the packet": "holds one of its model's catchphrases" agreed with their
+    The earlier demo adapter's "nobody", "that's" and "asked" (base: none). None when ``others`` are too short to
+    compare with (on average under half the words of ``answers``, or blank): a word shows up in a longer answer more
+    often whatever the voice. A catchphrase is not scored into mimicry. Three blind readers said whether each answer
+    "leans on a catchphrase that recurs across the packet": "holds one of its model's catchphrases" agreed with their
     majority on 79% of 126 answers, per model 35 / 35, 15 / 17 and 0 / 0 (bench/agreement/tic_cap.jsonl, where these
     settings were chosen), and on 80% of 168 answers of four other models read afterwards, per model within 6
     answers (catchphrase_read.jsonl)."""
