@@ -76,11 +76,7 @@ STOP = frozenset(
     about into over under up down out more most some any all each one also only get got make makes use using
     about around usually often typically really thing things way ways between during after before while""".split()
 )
-# Each check's weight in the mean. Key-term coverage weighs 1.5 (2 until 2026-12-08): over the 5,910 read answers of
-# bench/agreement/ (correct_check.py) pooled AUC 0.7716 -> 0.7784, the first set 0.837 -> 0.840, and the share at
-# 0.5 is 28.1% where the readers' majority says 27.9% (all readers: 25.9%). At 1 (and the lead word at 1) the AUC
-# is 0.786, but 30.7% pass 0.5: ranking better, calling more wrong answers correct (docs/results.md).
-WEIGHTS = {"number": 4.0, "alias": 3.0, "polarity": 3.0, "lead": 2.0, "terms": 1.5, "meaning": 1.0}
+WEIGHTS = {"number": 4.0, "alias": 3.0, "polarity": 3.0, "lead": 2.0, "terms": 2.0, "meaning": 1.0}
 UNFINISHED = 0.7
 MEANING_ALONE = 0.45  # the most that MiniLM similarity alone can give: it cannot tell "Yes." from "No." or 3 from 5
 FINISHED_ENDINGS = tuple('.!?…"\'”’)]`*')
