@@ -125,16 +125,18 @@ def test_the_correct_score_ranks_two_read_sets_as_their_readers_did():
     """Reads 12 and 14 (bench/agreement/tic_cap.jsonl, demo_loop.jsonl: 252 answers of five models to 42 held-out
     prompts, three blind readers each): an answer is correct when every reader said so. With "Usually not" read as
     no answer the score ranked them at AUC 0.807 pooled; as a no, 0.838 (docs/results.md, 34th session)."""
+    import importlib.util
     import json
     from pathlib import Path
 
-    from alignlab.eval.correct import reference_table
-    from alignlab.eval.scores import auc, correctness_scorer
+    from alignlab.eval.scores import auc
 
     here = Path(__file__).parents[2] / "bench" / "agreement"
-    scorer = correctness_scorer()
-    retired = [json.loads(x) for x in (here / "retired_references.jsonl").read_text().splitlines() if x.strip()]
-    scorer.references = {**reference_table(retired), **scorer.references}
+    # the scorer bench/agreement/correct_check.py grades every read with (the bundled and the retired references)
+    spec = importlib.util.spec_from_file_location("correct_check", here / "correct_check.py")
+    correct_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(correct_check)
+    scorer = correct_check._scorer()
     scores, labels = [], []
     for name in ("tic_cap", "demo_loop"):
         rows = [json.loads(x) for x in (here / f"{name}.jsonl").read_text().splitlines() if x.strip()]
